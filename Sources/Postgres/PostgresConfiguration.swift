@@ -1,0 +1,102 @@
+import CLibPQ
+import Foundation
+
+/// Where and how to connect: a libpq connection string plus Tributary's defaults.
+///
+/// The string is either a URL (`postgresql://user@host:5432/db?sslmode=require`) or key/value pairs
+/// (`host=/run/pg dbname=cdp`). Whatever it leaves out, libpq takes from its own `PG*` variables, `~/.pgpass`
+/// and service files, exactly as `psql` would.
+public struct PostgresConfiguration: Sendable, CustomStringConvertible {
+    /// The connection string as given; empty means libpq's environment alone.
+    public var connectionString: String
+    /// Settings that override the connection string (for example a different database for a test).
+    public var overrides: [String: String] = [:]
+
+    /// Validates the string with libpq's own parser.
+    ///
+    /// - Throws: ``PostgresError/Kind/configuration`` naming what libpq found wrong (the password is never shown).
+    public init(connectionString: String) throws {
+        self.connectionString = connectionString
+        _ = try Self.parse(connectionString)
+    }
+
+    /// The environment variables that mean "use this server" rather than the embedded default.
+    public static let environmentKeys = ["DATABASE_URL", "PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGSERVICE"]
+
+    /// The configuration the environment selects: `DATABASE_URL` if set, else libpq's `PG*` variables when
+    /// any of `PGHOST`, `PGHOSTADDR`, `PGPORT`, `PGDATABASE` or `PGSERVICE` is set; nil when none is.
+    public static func fromEnvironment(
+        _ environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws -> PostgresConfiguration? {
+        if let url = environment["DATABASE_URL"], !url.isEmpty {
+            do {
+                return try PostgresConfiguration(connectionString: url)
+            } catch let error as PostgresError {
+                throw PostgresError(.configuration, "DATABASE_URL is not a valid connection string: \(error.message)",
+                    hint: "expected postgresql://user:password@host:port/database?sslmode=…")
+            }
+        }
+        if environmentKeys.dropFirst().contains(where: { !(environment[$0] ?? "").isEmpty }) {
+            return try PostgresConfiguration(connectionString: "")
+        }
+        return nil
+    }
+
+    /// The same server with another database.
+    public func with(database: String) -> PostgresConfiguration {
+        var copy = self
+        copy.overrides["dbname"] = database
+        return copy
+    }
+
+    /// The settings that will be used, password left out: `host=/tmp port=5432 dbname=cdp user=app`.
+    public var description: String {
+        guard let options = try? Self.parse(connectionString) else { return "(invalid connection string)" }
+        var merged = options
+        for (key, value) in overrides { merged[key] = value }
+        let env = ProcessInfo.processInfo.environment
+        let host = merged["host"] ?? merged["hostaddr"] ?? env["PGHOST"] ?? env["PGHOSTADDR"] ?? "(default socket)"
+        var parts = ["host=\(host)"]
+        parts.append("port=\(merged["port"] ?? env["PGPORT"] ?? "5432")")
+        if let db = merged["dbname"] ?? env["PGDATABASE"] { parts.append("dbname=\(db)") }
+        if let user = merged["user"] ?? env["PGUSER"] { parts.append("user=\(user)") }
+        if let sslmode = merged["sslmode"] ?? env["PGSSLMODE"] { parts.append("sslmode=\(sslmode)") }
+        return parts.joined(separator: " ")
+    }
+
+    /// The keywords and values for `PQconnectdbParams`, with Tributary's defaults placed so the user's win.
+    func connectParameters() -> [(String, String)] {
+        var parameters: [(String, String)] = [("fallback_application_name", "tributary")]
+        if ProcessInfo.processInfo.environment["PGCONNECT_TIMEOUT"] == nil {
+            parameters.append(("connect_timeout", "10"))
+        }
+        // With expand_dbname, the first dbname is read as the whole connection string; later keys override it.
+        parameters.append(("dbname", connectionString))
+        for key in overrides.keys.sorted() { parameters.append((key, overrides[key]!)) }
+        return parameters
+    }
+
+    /// Parses a connection string with libpq; returns only the options it sets.
+    static func parse(_ text: String) throws -> [String: String] {
+        if text.isEmpty { return [:] }
+        var errorMessage: UnsafeMutablePointer<CChar>?
+        guard let options = PQconninfoParse(text, &errorMessage) else {
+            var reason = "libpq could not parse it"
+            if let errorMessage {
+                reason = String(cString: errorMessage).replacingNewlines()
+                PQfreemem(errorMessage)
+            }
+            throw PostgresError(.configuration, "invalid connection string: \(reason)")
+        }
+        defer { PQconninfoFree(options) }
+        var result: [String: String] = [:]
+        var option = options
+        while let keyword = option.pointee.keyword {
+            if let value = option.pointee.val {
+                result[String(cString: keyword)] = String(cString: value)
+            }
+            option += 1
+        }
+        return result
+    }
+}

@@ -1,0 +1,325 @@
+import CLibPQ
+import Foundation
+import Logging
+
+/// One connection to PostgreSQL, over libpq.
+///
+/// The connection is an actor whose executor is a thread of its own, so libpq's blocking calls never hold one of
+/// Swift's cooperative threads. Calls run one at a time, in order.
+///
+/// ```swift
+/// let connection = try await PostgresConnection.connect(configuration: config, logger: logger)
+/// let rows = try await connection.query("SELECT id, email FROM users WHERE id = \(42)")
+/// let email = try rows.first?["email"].decode(String?.self)
+/// ```
+///
+/// Most code should lease connections from a ``PostgresClient`` instead of opening them directly.
+public actor PostgresConnection {
+    private let thread: ConnectionThread
+    /// Where the actor's jobs run: the connection's own thread.
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { thread.asUnownedSerialExecutor() }
+
+    var handle: OpaquePointer?
+    let logger: Logger
+    /// Notifications read off the socket but not yet handed to a caller.
+    var pendingNotifications: [PostgresNotification] = []
+    /// True while a COPY is in progress; no other statement may run then.
+    var copyInProgress = false
+    /// The number used for the next automatic savepoint name.
+    var savepointCounter = 0
+    /// Receives the server's notices (they go to the debug log, not to standard error).
+    private let noticeSink: NoticeSink
+    /// A number that identifies this connection in logs.
+    public nonisolated let id: Int
+
+    private static let counter = IDCounter()
+
+    private init(logger: Logger) {
+        id = Self.counter.next()
+        thread = ConnectionThread(name: "postgres-\(id)")
+        var logger = logger
+        logger[metadataKey: "pg.connection"] = "\(id)"
+        self.logger = logger
+        noticeSink = NoticeSink(logger: logger)
+    }
+
+    isolated deinit {
+        if let handle { PQfinish(handle) }
+        thread.shutdown()
+    }
+
+    /// Opens a connection.
+    ///
+    /// - Throws: ``PostgresError`` of kind ``PostgresError/Kind/connection`` with one line naming the server and
+    ///   what went wrong (refused, unknown host, wrong password, missing database), and a hint.
+    public static func connect(configuration: PostgresConfiguration, logger: Logger) async throws -> PostgresConnection {
+        let connection = PostgresConnection(logger: logger)
+        try await connection.open(configuration)
+        return connection
+    }
+
+    private func open(_ configuration: PostgresConfiguration) throws {
+        let parameters = configuration.connectParameters()
+        let connection = withCStrings(parameters.map(\.0)) { keywords in
+            withCStrings(parameters.map(\.1)) { values in
+                PQconnectdbParams(keywords, values, 1)
+            }
+        }
+        guard let connection else {
+            throw PostgresError(.connection, "cannot connect to PostgreSQL: libpq could not allocate a connection")
+        }
+        guard PQstatus(connection) == CONNECTION_OK else {
+            let raw = PostgresError.connectionMessage(connection, fallback: "unknown error")
+            PQfinish(connection)
+            throw Self.connectionFailure(raw, configuration: configuration)
+        }
+        handle = connection
+        PQsetNoticeReceiver(connection, { context, result in
+            guard let context, let result, let message = PQresultErrorField(result, Int32(UInt8(ascii: "M"))) else { return }
+            let sink = Unmanaged<NoticeSink>.fromOpaque(context).takeUnretainedValue()
+            sink.logger.debug("server notice", metadata: ["notice": "\(String(cString: message))"])
+        }, Unmanaged.passUnretained(noticeSink).toOpaque())
+        let version = PQserverVersion(connection)
+        if version < 140_000 {
+            close()
+            throw PostgresError(
+                .connection, "the server runs PostgreSQL \(version / 10000); Tributary needs PostgreSQL 14 or later")
+        }
+        // Fixed session settings make timestamps and bytea decode the same way on every server.
+        try script("SET TimeZone TO 'UTC'; SET DateStyle TO 'ISO, MDY'; SET bytea_output TO 'hex'")
+        logger.debug("connected", metadata: ["pg.server": "\(configuration)", "pg.pid": "\(PQbackendPID(connection))"])
+    }
+
+    /// Turns libpq's multi-line connection failure into one line with a hint.
+    static func connectionFailure(_ raw: String, configuration: PostgresConfiguration) -> PostgresError {
+        let message = raw.replacingNewlines()
+        let lower = message.lowercased()
+        let hint: String
+        var state: SQLState?
+        if lower.contains("password authentication failed") || lower.contains("no password supplied") {
+            hint = "check the user and password in DATABASE_URL, PGUSER/PGPASSWORD or ~/.pgpass"
+            state = .invalidPassword
+        } else if lower.contains("does not exist") && lower.contains("database") {
+            hint = "create the database (createdb NAME) or fix the database name in DATABASE_URL or PGDATABASE"
+            state = .invalidCatalogName
+        } else if lower.contains("could not translate host name") {
+            hint = "check the host name in DATABASE_URL or PGHOST"
+        } else if lower.contains("connection refused") || lower.contains("no such file or directory")
+            || lower.contains("timeout expired")
+        {
+            hint = "is PostgreSQL running there? Check DATABASE_URL or PGHOST/PGPORT, "
+                + "or unset them to use Tributary's embedded server"
+        } else if lower.contains("ssl") {
+            hint = "check sslmode and the server's SSL setup"
+        } else {
+            hint = "check DATABASE_URL or the PG* variables"
+        }
+        return PostgresError(
+            .connection, "cannot connect to PostgreSQL (\(configuration)): \(message)", sqlState: state, hint: hint)
+    }
+
+    /// Closes the connection. Later calls fail with a connection error.
+    public func close() {
+        if let handle { PQfinish(handle) }
+        handle = nil
+    }
+
+    /// The server's version number, for example 150018 for 15.18.
+    public var serverVersion: Int { handle.map { Int(PQserverVersion($0)) } ?? 0 }
+
+    /// The process id of the server backend serving this connection.
+    public var backendPID: Int32 { handle.map { PQbackendPID($0) } ?? 0 }
+
+    /// True once the connection was closed or lost.
+    public var isClosed: Bool { handle.map { PQstatus($0) != CONNECTION_OK } ?? true }
+
+    /// Whether the connection is idle, in a transaction, or in a failed transaction.
+    public var transactionStatus: TransactionStatus {
+        guard let handle else { return .unknown }
+        switch PQtransactionStatus(handle) {
+        case PQTRANS_IDLE: return .idle
+        case PQTRANS_INTRANS: return .inTransaction
+        case PQTRANS_INERROR: return .failedTransaction
+        case PQTRANS_ACTIVE: return .active
+        default: return .unknown
+        }
+    }
+
+    public enum TransactionStatus: Sendable {
+        case idle, inTransaction, failedTransaction, active, unknown
+    }
+
+    func liveHandle() throws -> OpaquePointer {
+        guard let handle, PQstatus(handle) == CONNECTION_OK else {
+            throw PostgresError(.connection, "the connection to the server is closed")
+        }
+        if copyInProgress {
+            throw PostgresError(.misuse, "a COPY is in progress on this connection; finish it before another statement")
+        }
+        return handle
+    }
+
+    // MARK: - Statements
+
+    /// Runs one statement with its parameters and returns its rows.
+    ///
+    /// ```swift
+    /// let rows = try await connection.query("SELECT $1::int + 1 AS n", ...)  // or with interpolation:
+    /// let n = try await connection.query("SELECT \(41) + 1 AS n").scalar(Int.self)  // 42
+    /// ```
+    @discardableResult
+    public func query(_ query: PostgresQuery) throws -> PostgresRows {
+        let query = try query.validated()
+        let handle = try liveHandle()
+        let result = Self.send(query, on: handle)
+        defer { PQclear(result) }
+        try check(result, handle: handle, for: query.sql)
+        collectNotifications()
+        return PostgresRows(result: result!)
+    }
+
+    /// Runs one statement and returns the number of rows it affected (nil for statements that affect none).
+    @discardableResult
+    public func execute(_ query: PostgresQuery) throws -> Int? {
+        try self.query(query).affectedRows
+    }
+
+    /// Runs a script of any number of statements separated by semicolons, with no parameters (the simple query
+    /// protocol). Used for migrations and `sql/` files.
+    public func script(_ sql: String) throws {
+        if sql.utf8.contains(0) { throw PostgresError(.encoding, "the SQL script contains a NUL byte") }
+        let handle = try liveHandle()
+        guard PQsendQuery(handle, sql) == 1 else {
+            throw PostgresError.fromResult(nil, connection: handle)
+        }
+        var firstError: PostgresError?
+        while let result = PQgetResult(handle) {
+            defer { PQclear(result) }
+            let status = PQresultStatus(result)
+            if status == PGRES_COPY_IN {
+                PQputCopyEnd(handle, "COPY FROM STDIN is not supported in scripts")
+            } else if status == PGRES_COPY_OUT {
+                drainCopyOut(handle)
+            } else if status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK && status != PGRES_EMPTY_QUERY
+                && firstError == nil
+            {
+                firstError = PostgresError.fromResult(result, connection: handle)
+            }
+        }
+        collectNotifications()
+        if let firstError { throw firstError }
+        if PQstatus(handle) != CONNECTION_OK {
+            throw PostgresError(.connection, "lost the connection to the server while running a script")
+        }
+    }
+
+    /// Sends a statement with the extended protocol (parameters never become SQL text).
+    static func send(_ query: PostgresQuery, on handle: OpaquePointer) -> OpaquePointer? {
+        let binds = query.binds
+        if binds.isEmpty {
+            return PQexecParams(handle, query.sql, 0, nil, nil, nil, nil, 0)
+        }
+        var storage: [UInt8] = []
+        var offsets: [Int?] = []
+        storage.reserveCapacity(binds.reduce(0) { $0 + ($1.bytes?.count ?? 0) + 1 })
+        for bind in binds {
+            if let bytes = bind.bytes {
+                offsets.append(storage.count)
+                storage.append(contentsOf: bytes)
+                storage.append(0)
+            } else {
+                offsets.append(nil)
+            }
+        }
+        let types = binds.map { $0.type.oid }
+        let lengths = binds.map { Int32($0.bytes?.count ?? 0) }
+        let formats = binds.map { Int32($0.isBinary ? 1 : 0) }
+        return storage.withUnsafeBufferPointer { buffer in
+            let values: [UnsafePointer<CChar>?] = offsets.map { offset in
+                offset.map { UnsafeRawPointer(buffer.baseAddress! + $0).assumingMemoryBound(to: CChar.self) }
+            }
+            return PQexecParams(handle, query.sql, Int32(binds.count), types, values, lengths, formats, 0)
+        }
+    }
+
+    /// Throws the server's error unless the result is a success.
+    func check(_ result: OpaquePointer?, handle: OpaquePointer, for sql: String) throws {
+        let status = result.map(PQresultStatus) ?? PGRES_FATAL_ERROR
+        switch status {
+        case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY:
+            return
+        case PGRES_COPY_IN:
+            PQputCopyEnd(handle, "use copyIn for COPY FROM STDIN")
+            while let next = PQgetResult(handle) { PQclear(next) }
+            throw PostgresError(.misuse, "COPY FROM STDIN must run through copyIn")
+        case PGRES_COPY_OUT:
+            drainCopyOut(handle)
+            throw PostgresError(.misuse, "COPY TO STDOUT must run through copyOut")
+        default:
+            let error = PostgresError.fromResult(result, connection: handle)
+            logger.debug("statement failed", metadata: ["error": "\(error)", "sql": "\(sql.prefix(200))"])
+            throw error
+        }
+    }
+
+    func drainCopyOut(_ handle: OpaquePointer) {
+        var buffer: UnsafeMutablePointer<CChar>?
+        while PQgetCopyData(handle, &buffer, 0) > 0 {
+            PQfreemem(buffer)
+            buffer = nil
+        }
+        while let next = PQgetResult(handle) { PQclear(next) }
+    }
+
+    // MARK: - Health
+
+    /// Checks, without a round trip, that an idle connection is still usable: reads whatever the server sent
+    /// while it was idle (a shutdown notice, an EOF) and reports whether the connection survived it.
+    public func isUsable() -> Bool {
+        guard let handle, PQstatus(handle) == CONNECTION_OK, !copyInProgress,
+            PQtransactionStatus(handle) == PQTRANS_IDLE
+        else { return false }
+        if Self.socketReadable(PQsocket(handle), timeoutMilliseconds: 0) {
+            if PQconsumeInput(handle) == 0 { return false }
+            collectNotifications()
+        }
+        return PQstatus(handle) == CONNECTION_OK
+    }
+
+    static func socketReadable(_ socket: Int32, timeoutMilliseconds: Int32) -> Bool {
+        guard socket >= 0 else { return false }
+        var descriptor = pollfd(fd: socket, events: Int16(POLLIN), revents: 0)
+        while true {
+            let ready = poll(&descriptor, 1, timeoutMilliseconds)
+            if ready < 0 && errno == EINTR { continue }
+            return ready > 0
+        }
+    }
+}
+
+/// The context libpq's notice receiver gets; kept alive by the connection that installed it.
+final class NoticeSink: Sendable {
+    let logger: Logger
+    init(logger: Logger) { self.logger = logger }
+}
+
+/// A thread-safe counter for connection ids.
+final class IDCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = 0
+    func next() -> Int {
+        lock.lock()
+        defer { lock.unlock() }
+        value += 1
+        return value
+    }
+}
+
+/// Calls `body` with a C array of C strings that lives for the duration of the call, NULL-terminated.
+func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
+    let duplicated = strings.map { strdup($0) }
+    defer { duplicated.forEach { free($0) } }
+    var pointers: [UnsafePointer<CChar>?] = duplicated.map { UnsafePointer($0) }
+    pointers.append(nil)
+    return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+}

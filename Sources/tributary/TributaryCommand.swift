@@ -1,0 +1,59 @@
+import ArgumentParser
+import Foundation
+import Postgres
+import TributaryCore
+
+/// `tributary`: the root command.
+@main
+struct TributaryCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tributary",
+        abstract: "A warehouse-native customer data platform on PostgreSQL.",
+        discussion: """
+            With DATABASE_URL (or libpq's PGHOST, PGPORT, PGDATABASE, PGSERVICE) set, commands use that database. \
+            With none set, they use an embedded PostgreSQL server under .tributary/ that Tributary creates and starts.
+            """,
+        version: Tributary.version,
+        subcommands: [Demo.self, Migrate.self, DB.self, Version.self]
+    )
+
+    /// Runs the command; errors become one line on standard error and a non-zero exit.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch let error as PostgresError {
+            fail(error.description)
+        } catch let error as MigrationError {
+            fail(error.description)
+        } catch let error as CLIError {
+            fail(error.description)
+        } catch {
+            exit(withError: error)
+        }
+    }
+
+    private static func fail(_ message: String) -> Never {
+        FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+        Foundation.exit(1)
+    }
+}
+
+/// A failure a command reports in one line.
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+extension TributaryCommand {
+    struct Version: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print Tributary's version.")
+        func run() async throws {
+            print("tributary \(Tributary.version)")
+        }
+    }
+}
