@@ -46,6 +46,12 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Test support: real PostgreSQL (the configured server or an embedded one), a fresh database per test.
+        .target(
+            name: "PostgresTesting",
+            dependencies: ["Postgres", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "tributary",
             dependencies: [
@@ -67,12 +73,12 @@ let package = Package(
         ),
         .testTarget(
             name: "PostgresTests",
-            dependencies: ["Postgres"],
+            dependencies: ["Postgres", "PostgresTesting"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "TributaryCoreTests",
-            dependencies: ["TributaryCore", "Postgres"],
+            dependencies: ["TributaryCore", "Postgres", "PostgresTesting"],
             swiftSettings: swiftSettings
         ),
     ]

@@ -10,6 +10,7 @@ final class ConnectionThread: SerialExecutor, @unchecked Sendable {
     private var jobs: [UnownedJob] = []
     private var head = 0
     private var stopping = false
+    private var threadID: pthread_t?
 
     init(name: String) {
         let thread = Thread { [self] in self.runLoop() }
@@ -38,7 +39,17 @@ final class ConnectionThread: SerialExecutor, @unchecked Sendable {
         condition.unlock()
     }
 
+    /// True when called on this executor's thread.
+    var isCurrent: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return threadID.map { pthread_equal($0, pthread_self()) != 0 } ?? false
+    }
+
     private func runLoop() {
+        condition.lock()
+        threadID = pthread_self()
+        condition.unlock()
         while true {
             condition.lock()
             while head == jobs.count && !stopping {

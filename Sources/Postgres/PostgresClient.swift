@@ -36,6 +36,7 @@ public final class PostgresClient: Sendable {
     /// Leases a connection for the duration of `body`.
     ///
     /// A connection returned in a transaction, in a COPY, or broken is closed rather than reused.
+    @discardableResult
     public func withConnection<T>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
         let connection = try await pool.lease()
         do {
@@ -49,6 +50,7 @@ public final class PostgresClient: Sendable {
     }
 
     /// Runs `body` in a transaction on a leased connection (see ``PostgresConnection/withTransaction(isolation:_:)``).
+    @discardableResult
     public func withTransaction<T>(
         isolation: IsolationLevel? = nil, _ body: (PostgresConnection) async throws -> T
     ) async throws -> T {

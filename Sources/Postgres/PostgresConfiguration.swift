@@ -76,6 +76,17 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
         return parameters
     }
 
+    /// libpq quotes the whole URL in some messages; this hides the password it may contain.
+    static func redactingPassword(in message: String, of url: String) -> String {
+        guard let scheme = url.range(of: "://") else { return message }
+        let rest = url[scheme.upperBound...]
+        guard let at = rest.firstIndex(of: "@"), !rest[..<at].contains("/"),
+            let colon = rest[..<at].firstIndex(of: ":")
+        else { return message }
+        let password = String(rest[rest.index(after: colon)..<at])
+        return password.isEmpty ? message : message.replacingOccurrences(of: password, with: "***")
+    }
+
     /// Parses a connection string with libpq; returns only the options it sets.
     static func parse(_ text: String) throws -> [String: String] {
         if text.isEmpty { return [:] }
@@ -83,7 +94,7 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
         guard let options = PQconninfoParse(text, &errorMessage) else {
             var reason = "libpq could not parse it"
             if let errorMessage {
-                reason = String(cString: errorMessage).replacingNewlines()
+                reason = redactingPassword(in: String(cString: errorMessage).replacingNewlines(), of: text)
                 PQfreemem(errorMessage)
             }
             throw PostgresError(.configuration, "invalid connection string: \(reason)")

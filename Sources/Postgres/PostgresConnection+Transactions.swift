@@ -39,6 +39,7 @@ extension PostgresConnection {
     ///     try await tx.execute("UPDATE accounts SET n = n + 1 WHERE id = \(b)")
     /// }
     /// ```
+    @discardableResult
     public nonisolated func withTransaction<T>(
         isolation level: IsolationLevel? = nil,
         _ body: (PostgresConnection) async throws -> T
@@ -65,6 +66,7 @@ extension PostgresConnection {
     }
 
     /// Runs `body` inside a savepoint of the current transaction; a throw rolls back to the savepoint only.
+    @discardableResult
     public nonisolated func withSavepoint<T>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
         let name = await nextSavepointName()
         try await execute("SAVEPOINT \(unescaped: name)")
@@ -98,6 +100,7 @@ extension PostgresConnection {
     /// try await connection.withAdvisoryLock(AdvisoryLockKey(name: "tributary.migrate")) { c in … }
     /// // SELECT pg_advisory_lock($1) … SELECT pg_advisory_unlock($1)
     /// ```
+    @discardableResult
     public nonisolated func withAdvisoryLock<T>(
         _ key: AdvisoryLockKey, _ body: (PostgresConnection) async throws -> T
     ) async throws -> T {

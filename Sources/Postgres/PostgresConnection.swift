@@ -15,7 +15,7 @@ import Logging
 ///
 /// Most code should lease connections from a ``PostgresClient`` instead of opening them directly.
 public actor PostgresConnection {
-    private let thread: ConnectionThread
+    let thread: ConnectionThread
     /// Where the actor's jobs run: the connection's own thread.
     public nonisolated var unownedExecutor: UnownedSerialExecutor { thread.asUnownedSerialExecutor() }
 
@@ -322,4 +322,11 @@ func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<C
     var pointers: [UnsafePointer<CChar>?] = duplicated.map { UnsafePointer($0) }
     pointers.append(nil)
     return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+}
+
+extension PostgresConnection {
+    /// Whether the connection's isolated code runs on its own thread (for tests that check exactly that).
+    func runsOnOwnThread() -> Bool {
+        thread.isCurrent
+    }
 }

@@ -1,0 +1,91 @@
+import Foundation
+import Logging
+import Postgres
+
+/// Real PostgreSQL for tests: the server named by `DATABASE_URL`/`PG*` if set, otherwise an embedded server
+/// started with the same launcher the `tributary` command uses (data under `.tributary/test-pgdata`, or
+/// `TRIBUTARY_TEST_PGDATA`). Each test gets a database of its own, dropped afterwards.
+///
+/// ```swift
+/// @Test func roundTrip() async throws {
+///     try await TestDatabase.withFreshDatabase { client in
+///         #expect(try await client.query("SELECT 1").scalar(Int.self) == 1)
+///     }
+/// }
+/// ```
+public enum TestDatabase {
+    /// The package's root directory (holding Package.swift, migrations/ and sql/).
+    public static let packageRoot: URL = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    /// A logger that stays quiet unless `TRIBUTARY_TEST_LOG` names a level.
+    public static var logger: Logger {
+        var logger = Logger(label: "tributary.tests")
+        logger.logLevel = ProcessInfo.processInfo.environment["TRIBUTARY_TEST_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .critical
+        return logger
+    }
+
+    private static let shared = SharedServer()
+
+    /// The configuration of the server tests use, starting the embedded one on first use.
+    public static func serverConfiguration() async throws -> PostgresConfiguration {
+        try await shared.configuration()
+    }
+
+    /// Creates an empty database, runs `body` with a client connected to it, then drops the database.
+    public static func withFreshDatabase<T>(
+        maxConnections: Int = 4,
+        _ body: (PostgresClient) async throws -> T
+    ) async throws -> T {
+        let server = try await serverConfiguration()
+        let name = "test_\(getpid())_\(UUID().uuidString.prefix(8).lowercased())"
+        let admin = try await PostgresConnection.connect(configuration: server.with(database: "postgres"), logger: logger)
+        try await admin.execute("CREATE DATABASE \(identifier: name)")
+        let client = PostgresClient(
+            configuration: server.with(database: name), options: .init(maxConnections: maxConnections), logger: logger)
+        do {
+            let value = try await body(client)
+            await client.shutdown()
+            try await admin.execute("DROP DATABASE \(identifier: name) WITH (FORCE)")
+            await admin.close()
+            return value
+        } catch {
+            await client.shutdown()
+            _ = try? await admin.execute("DROP DATABASE \(identifier: name) WITH (FORCE)")
+            await admin.close()
+            throw error
+        }
+    }
+
+    /// A separate embedded cluster in a temporary directory, for tests that stop and restart the server or change
+    /// its authentication. Removed (after being stopped) when `body` ends.
+    public static func withPrivateCluster<T>(_ body: (EmbeddedPostgres) async throws -> T) async throws -> T {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("tributary-cluster-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
+        // As root the server runs as `postgres`, which must be able to enter the directory.
+        _ = chmod(base.path, 0o755)
+        let server = EmbeddedPostgres(dataDirectory: base.appendingPathComponent("pgdata").path, logger: logger)
+        defer {
+            _ = try? server.stop()
+            try? FileManager.default.removeItem(at: base)
+        }
+        return try await body(server)
+    }
+
+    actor SharedServer {
+        private var started: Task<PostgresConfiguration, any Error>?
+
+        func configuration() async throws -> PostgresConfiguration {
+            if let started { return try await started.value }
+            let task = Task {
+                if let configured = try PostgresConfiguration.fromEnvironment() { return configured }
+                let environment = ProcessInfo.processInfo.environment
+                let directory = environment["TRIBUTARY_TEST_PGDATA"].flatMap { $0.isEmpty ? nil : $0 }
+                    ?? packageRoot.appendingPathComponent(".tributary/test-pgdata").path
+                return try await EmbeddedPostgres(dataDirectory: directory, logger: TestDatabase.logger).start()
+            }
+            started = task
+            return try await task.value
+        }
+    }
+}
