@@ -81,5 +81,11 @@ let package = Package(
             dependencies: ["TributaryCore", "Postgres", "PostgresTesting"],
             swiftSettings: swiftSettings
         ),
+        // End-to-end tests of the `tributary` executable: exit codes, one-line errors, real databases.
+        .testTarget(
+            name: "TributaryCLITests",
+            dependencies: ["tributary", "Postgres", "PostgresTesting"],
+            swiftSettings: swiftSettings
+        ),
     ]
 )

@@ -49,6 +49,14 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
         return copy
     }
 
+    /// The connection string with the overrides applied, as libpq key/value pairs (password included, if any):
+    /// for handing the same target to another process through `DATABASE_URL`.
+    public var resolvedConnectionString: String {
+        var merged = (try? Self.parse(connectionString)) ?? [:]
+        for (key, value) in overrides { merged[key] = value }
+        return EmbeddedPostgres.conninfo(merged.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+    }
+
     /// The settings that will be used, password left out: `host=/tmp port=5432 dbname=cdp user=app`.
     public var description: String {
         guard let options = try? Self.parse(connectionString) else { return "(invalid connection string)" }

@@ -1,0 +1,147 @@
+import Foundation
+import Postgres
+import PostgresTesting
+import Testing
+
+/// The `tributary` executable, run as a user would: exit codes, output, and one-line errors.
+@Suite struct CLITests {
+    struct Run {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    /// The built executable, next to the test bundle.
+    static let executable: URL = {
+        let bundleDirectory = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+        return bundleDirectory.appendingPathComponent("tributary")
+    }()
+
+    /// Runs `tributary` with `arguments`; the environment is the test's minus any database settings, plus `environment`.
+    func run(_ arguments: [String], environment: [String: String] = [:], directory: URL? = nil) throws -> Run {
+        let process = Process()
+        process.executableURL = Self.executable
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        for key in PostgresConfiguration.environmentKeys { env.removeValue(forKey: key) }
+        env.merge(environment) { $1 }
+        process.environment = env
+        process.currentDirectoryURL = directory ?? TestDatabase.packageRoot
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Run(
+            status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
+            stderr: String(decoding: stderr, as: UTF8.self))
+    }
+
+    /// A fresh database's connection string, for DATABASE_URL.
+    func withDatabaseURL(_ body: (String) async throws -> Void) async throws {
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await body(client.configuration.resolvedConnectionString)
+        }
+    }
+
+    func expectOneLineError(_ run: Run, containing parts: [String], sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(run.status == 1, sourceLocation: sourceLocation)
+        let lines = run.stderr.split(separator: "\n")
+        #expect(lines.count == 1, "stderr: \(run.stderr)", sourceLocation: sourceLocation)
+        #expect(run.stderr.hasPrefix("error: "), sourceLocation: sourceLocation)
+        for part in parts {
+            #expect(run.stderr.contains(part), "stderr should mention \(part): \(run.stderr)", sourceLocation: sourceLocation)
+        }
+    }
+
+    @Test func versionAndHelp() throws {
+        let version = try run(["version"])
+        #expect(version.status == 0)
+        #expect(version.stdout.hasPrefix("tributary 0."))
+        let help = try run(["--help"])
+        #expect(help.status == 0)
+        for command in ["demo", "migrate", "db", "version"] { #expect(help.stdout.contains(command)) }
+        let dbHelp = try run(["db", "--help"])
+        for command in ["start", "stop", "status", "url"] { #expect(dbHelp.stdout.contains(command)) }
+        let unknown = try run(["frobnicate"])
+        #expect(unknown.status != 0)
+    }
+
+    @Test func malformedDatabaseURL() throws {
+        let result = try run(["migrate"], environment: ["DATABASE_URL": "postgresql://app:s3cret@[::1/db"])
+        expectOneLineError(result, containing: ["DATABASE_URL is not a valid connection string", "IPv6"])
+        #expect(!result.stderr.contains("s3cret"))
+    }
+
+    @Test func unreachableServer() throws {
+        let result = try run(["migrate"], environment: ["DATABASE_URL": "postgresql://app:s3cret@127.0.0.1:1/db?connect_timeout=3"])
+        expectOneLineError(result, containing: ["cannot connect to PostgreSQL", "127.0.0.1", "is PostgreSQL running"])
+        #expect(!result.stderr.contains("s3cret"))
+    }
+
+    @Test func missingServerBinaries() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tributary-cli-\(UUID().uuidString.prefix(8))")
+        let result = try run(
+            ["demo", "--data-dir", directory.path], environment: ["TRIBUTARY_PG_BIN": "/nonexistent/pg/bin"])
+        expectOneLineError(result, containing: ["TRIBUTARY_PG_BIN", "/nonexistent/pg/bin", "pg_ctl"])
+    }
+
+    @Test func migrateAndStatusAgainstAConfiguredDatabase() async throws {
+        try await withDatabaseURL { url in
+            let status = try run(["migrate", "status"], environment: ["DATABASE_URL": url])
+            #expect(status.status == 0, "\(status.stderr)")
+            #expect(status.stdout.contains("pending  0001_foundation"))
+
+            // Two processes at once: both succeed, each migration is applied once.
+            async let first = Task { try run(["migrate"], environment: ["DATABASE_URL": url]) }.value
+            async let second = Task { try run(["migrate"], environment: ["DATABASE_URL": url]) }.value
+            let runs = try await [first, second]
+            #expect(runs.allSatisfy { $0.status == 0 }, "\(runs.map(\.stderr))")
+            #expect(runs.filter { $0.stdout.contains("applied  0001_foundation.sql") }.count == 1)
+
+            let after = try run(["migrate", "status", "--log-format", "json", "--log-level", "debug"], environment: ["DATABASE_URL": url])
+            #expect(after.stdout.contains("applied  0001_foundation"))
+            #expect(after.stdout.contains("0 pending"))
+            for line in after.stderr.split(separator: "\n") {
+                let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+                #expect(object?["message"] != nil, "every log line is a JSON object: \(line)")
+            }
+        }
+    }
+
+    @Test(.timeLimit(.minutes(2)))
+    func embeddedServerLifecycle() throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("tributary-cli-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
+        _ = chmod(base.path, 0o755)
+        defer { try? FileManager.default.removeItem(at: base) }
+        let data = ["--data-dir", base.appendingPathComponent("pgdata").path]
+        defer { _ = try? run(["db", "stop"] + data) }
+
+        #expect(try run(["db", "status"] + data).stdout.contains("state:      not created"))
+        let notRunning = try run(["db", "url"] + data)
+        expectOneLineError(notRunning, containing: ["not running", "tributary db start"])
+
+        let start = try run(["db", "start"] + data)
+        #expect(start.status == 0, "\(start.stderr)")
+        #expect(start.stdout.hasPrefix("postgresql://tributary@/tributary?host="))
+        #expect(try run(["db", "status"] + data).stdout.contains("state:      running"))
+        // A second start reuses the running server.
+        #expect(try run(["db", "start"] + data).stdout == start.stdout)
+
+        let demo = try run(["demo"] + data)
+        #expect(demo.status == 0, "\(demo.stderr)")
+        #expect(demo.stdout.contains("cdp.schema_migrations"))
+        #expect(demo.stdout.contains("schema version 1"))
+
+        #expect(try run(["db", "stop"] + data).stdout == "stopped\n")
+        #expect(try run(["db", "status"] + data).stdout.contains("state:      stopped"))
+        #expect(try run(["db", "stop"] + data).stdout == "not running\n")
+        // The next command starts it again, with the data kept.
+        let again = try run(["demo"] + data)
+        #expect(again.stdout.contains("0 applied now, 1 already applied"))
+    }
+}
