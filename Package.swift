@@ -67,6 +67,7 @@ let package = Package(
             dependencies: [
                 "Postgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             path: "Benchmarks/tributary-bench",
             swiftSettings: swiftSettings

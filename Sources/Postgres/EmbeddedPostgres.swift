@@ -171,7 +171,11 @@ public struct EmbeddedPostgres: Sendable {
     /// Stops the server (fast shutdown: open sessions are ended, committed data is safe). Returns false if it was
     /// not running.
     @discardableResult
-    public func stop() throws -> Bool {
+    public func stop() async throws -> Bool {
+        try await runOffCooperativePool { try self.stopServer() }
+    }
+
+    private func stopServer() throws -> Bool {
         let layout = try layout()
         let bin = try Self.findBinaries()
         guard FileManager.default.fileExists(atPath: "\(layout.dataDirectory)/PG_VERSION"),
@@ -195,7 +199,11 @@ public struct EmbeddedPostgres: Sendable {
         public var layout: Layout
     }
 
-    public func status() throws -> Status {
+    public func status() async throws -> Status {
+        try await runOffCooperativePool { try self.readStatus() }
+    }
+
+    private func readStatus() throws -> Status {
         let layout = try layout()
         let initialized = FileManager.default.fileExists(atPath: "\(layout.dataDirectory)/PG_VERSION")
         var running = false

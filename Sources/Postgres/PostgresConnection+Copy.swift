@@ -83,18 +83,7 @@ extension PostgresConnection {
         if ended != 1 {
             throw PostgresError(.connection, "ending COPY failed: \(PostgresError.connectionMessage(handle, fallback: "unknown error"))")
         }
-        var rows = 0
-        var firstError: PostgresError?
-        while let result = PQgetResult(handle) {
-            defer { PQclear(result) }
-            if PQresultStatus(result) == PGRES_COMMAND_OK {
-                rows = Int(String(cString: PQcmdTuples(result))) ?? 0
-            } else if firstError == nil {
-                firstError = PostgresError.fromResult(result, connection: handle)
-            }
-        }
-        if let firstError { throw firstError }
-        return rows
+        return try Self.collectCopyResult(handle)
     }
 
     func startCopyOut(_ query: PostgresQuery) throws {
@@ -134,6 +123,11 @@ extension PostgresConnection {
 
     func finishCopyOut() throws -> Int {
         guard let handle else { throw PostgresError(.connection, "the connection to the server is closed") }
+        return try Self.collectCopyResult(handle)
+    }
+
+    /// Reads the results that end a COPY; returns the rows it copied or throws its error.
+    private static func collectCopyResult(_ handle: OpaquePointer) throws -> Int {
         var rows = 0
         var firstError: PostgresError?
         while let result = PQgetResult(handle) {

@@ -1,12 +1,20 @@
 import Foundation
 
-/// Runs a program to completion and captures what it printed; for the embedded server's tools.
-enum ProcessRunner {
-    struct Output {
-        var status: Int32
-        var text: String
+/// Runs a program to completion and captures what it printed: the embedded server's tools, and the `tributary`
+/// and `psql` processes that tests and benchmarks start.
+///
+/// It blocks the calling thread; from async code, call ``runDetached(_:_:as:environment:directory:separateErrors:)``, which waits on
+/// a thread of its own rather than on one of the cooperative pool's.
+public enum ProcessRunner {
+    public struct Output: Sendable {
+        /// The exit status (128 + the signal number if a signal ended it).
+        public var status: Int32
+        /// Standard output, and standard error interleaved as written unless it was captured separately.
+        public var text: String
+        /// Standard error, when captured separately.
+        public var errorText: String = ""
         /// The last few lines, for error messages.
-        var tail: String {
+        public var tail: String {
             text.split(whereSeparator: \.isNewline).suffix(6).joined(separator: " | ")
         }
     }
@@ -16,7 +24,10 @@ enum ProcessRunner {
     ///
     /// Uses `posix_spawn` and `waitpid` directly: Foundation's `Process` can miss the exit of a child whose own
     /// children (such as the postmaster `pg_ctl` starts) outlive it.
-    static func run(_ executable: String, _ arguments: [String], as user: String? = nil) throws -> Output {
+    public static func run(
+        _ executable: String, _ arguments: [String], as user: String? = nil,
+        environment: [String: String]? = nil, directory: String = "/", separateErrors: Bool = false
+    ) throws -> Output {
         var argv = [executable] + arguments
         var program = executable
         if let user {
@@ -29,8 +40,8 @@ enum ProcessRunner {
             program = runuser
             argv = [runuser, "-u", user, "--"] + argv
         }
-        // Start in / : the server user may not be able to enter the caller's directory.
-        argv = ["/bin/sh", "-c", "cd / && exec \"$@\"", "sh"] + argv
+        // Start in `directory` (by default /: the server user may not be able to enter the caller's directory).
+        argv = ["/bin/sh", "-c", "cd -- \"$0\" && exec \"$@\"", directory] + argv
         program = "/bin/sh"
         var pipeEnds: [Int32] = [0, 0]
         guard pipe(&pipeEnds) == 0 else {
@@ -43,11 +54,25 @@ enum ProcessRunner {
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, pipeEnds[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, pipeEnds[1], 2)
+        let errorFile = separateErrors
+            ? FileManager.default.temporaryDirectory.appendingPathComponent("stderr-\(UUID().uuidString)").path : nil
+        if let errorFile {
+            posix_spawn_file_actions_addopen(&actions, 2, errorFile, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        } else {
+            posix_spawn_file_actions_adddup2(&actions, pipeEnds[1], 2)
+        }
+        defer { if let errorFile { unlink(errorFile) } }
         var pid: pid_t = 0
+        let variables = environment.map { $0.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" } }
         let status = withCStrings(argv) { args in
             UnsafeRawPointer(args).withMemoryRebound(to: UnsafeMutablePointer<CChar>?.self, capacity: argv.count + 1) {
-                posix_spawn(&pid, program, &actions, nil, $0, environ)
+                argsPointer in
+                guard let variables else { return posix_spawn(&pid, program, &actions, nil, argsPointer, environ) }
+                return withCStrings(variables) { env in
+                    UnsafeRawPointer(env).withMemoryRebound(
+                        to: UnsafeMutablePointer<CChar>?.self, capacity: variables.count + 1
+                    ) { posix_spawn(&pid, program, &actions, nil, argsPointer, $0) }
+                }
             }
         }
         close(pipeEnds[1])
@@ -71,7 +96,21 @@ enum ProcessRunner {
         var exitStatus: Int32 = 0
         while waitpid(pid, &exitStatus, 0) < 0 && errno == EINTR {}
         let code = (exitStatus & 0x7f) == 0 ? (exitStatus >> 8) & 0xff : 128 + (exitStatus & 0x7f)
-        return Output(status: code, text: String(decoding: output, as: UTF8.self))
+        var result = Output(status: code, text: String(decoding: output, as: UTF8.self))
+        if let errorFile { result.errorText = (try? String(contentsOfFile: errorFile, encoding: .utf8)) ?? "" }
+        return result
+    }
+
+    /// ``run(_:_:as:environment:directory:separateErrors:)`` on a thread of its own, for async callers.
+    public static func runDetached(
+        _ executable: String, _ arguments: [String], as user: String? = nil,
+        environment: [String: String]? = nil, directory: String = "/", separateErrors: Bool = false
+    ) async throws -> Output {
+        try await runOffCooperativePool {
+            try run(
+                executable, arguments, as: user, environment: environment, directory: directory,
+                separateErrors: separateErrors)
+        }
     }
 
     /// The first executable called `name` on `PATH` (and the sbin directories, which root's tools live in).

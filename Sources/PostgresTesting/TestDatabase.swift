@@ -65,11 +65,16 @@ public enum TestDatabase {
         // As root the server runs as `postgres`, which must be able to enter the directory.
         _ = chmod(base.path, 0o755)
         let server = EmbeddedPostgres(dataDirectory: base.appendingPathComponent("pgdata").path, logger: logger)
-        defer {
-            _ = try? server.stop()
+        do {
+            let value = try await body(server)
+            _ = try? await server.stop()
             try? FileManager.default.removeItem(at: base)
+            return value
+        } catch {
+            _ = try? await server.stop()
+            try? FileManager.default.removeItem(at: base)
+            throw error
         }
-        return try await body(server)
     }
 
     actor SharedServer {

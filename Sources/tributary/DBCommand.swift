@@ -31,7 +31,7 @@ extension TributaryCommand.DB {
         @OptionGroup var global: GlobalOptions
         func run() async throws {
             let server = global.embeddedServer(logger: global.makeLogger())
-            print(try server.stop() ? "stopped" : "not running")
+            print(try await server.stop() ? "stopped" : "not running")
         }
     }
 
@@ -40,7 +40,7 @@ extension TributaryCommand.DB {
         @OptionGroup var global: GlobalOptions
         func run() async throws {
             let server = global.embeddedServer(logger: global.makeLogger())
-            let status = try server.status()
+            let status = try await server.status()
             print("state:      \(status.running ? "running" : status.initialized ? "stopped" : "not created")")
             if let pid = status.pid { print("pid:        \(pid)") }
             if let version = status.version { print("version:    PostgreSQL \(version)") }
@@ -60,7 +60,7 @@ extension TributaryCommand.DB {
         @OptionGroup var global: GlobalOptions
         func run() async throws {
             let server = global.embeddedServer(logger: global.makeLogger())
-            guard try server.status().running else {
+            guard try await server.status().running else {
                 throw CLIError("the embedded server is not running; start it with `tributary db start`")
             }
             print(try server.url())

@@ -116,7 +116,7 @@ import Testing
             try await client.execute("CREATE TABLE IF NOT EXISTS marks (n int)")
             try await client.execute("INSERT INTO marks VALUES (1)")
             let pidBefore = try await client.query("SELECT pg_backend_pid()").scalar(Int.self)
-            #expect(try server.stop())
+            #expect(try await server.stop())
             do {
                 try await client.query("SELECT 1")
                 Issue.record("queries must fail while the server is down")

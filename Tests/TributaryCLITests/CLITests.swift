@@ -17,27 +17,16 @@ import Testing
         return bundleDirectory.appendingPathComponent("tributary")
     }()
 
-    /// Runs `tributary` with `arguments`; the environment is the test's minus any database settings, plus `environment`.
-    func run(_ arguments: [String], environment: [String: String] = [:], directory: URL? = nil) throws -> Run {
-        let process = Process()
-        process.executableURL = Self.executable
-        process.arguments = arguments
+    /// Runs `tributary` with `arguments` on a thread of its own; the environment is the test's minus any database
+    /// settings, plus `environment`.
+    func run(_ arguments: [String], environment: [String: String] = [:]) async throws -> Run {
         var env = ProcessInfo.processInfo.environment
         for key in PostgresConfiguration.environmentKeys { env.removeValue(forKey: key) }
         env.merge(environment) { $1 }
-        process.environment = env
-        process.currentDirectoryURL = directory ?? TestDatabase.packageRoot
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Run(
-            status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
-            stderr: String(decoding: stderr, as: UTF8.self))
+        let output = try await ProcessRunner.runDetached(
+            Self.executable.path, arguments, environment: env, directory: TestDatabase.packageRoot.path,
+            separateErrors: true)
+        return Run(status: output.status, stdout: output.text, stderr: output.errorText)
     }
 
     /// A fresh database's connection string, for DATABASE_URL.
@@ -57,52 +46,52 @@ import Testing
         }
     }
 
-    @Test func versionAndHelp() throws {
-        let version = try run(["version"])
+    @Test func versionAndHelp() async throws {
+        let version = try await run(["version"])
         #expect(version.status == 0)
         #expect(version.stdout.hasPrefix("tributary 0."))
-        let help = try run(["--help"])
+        let help = try await run(["--help"])
         #expect(help.status == 0)
         for command in ["demo", "migrate", "db", "version"] { #expect(help.stdout.contains(command)) }
-        let dbHelp = try run(["db", "--help"])
+        let dbHelp = try await run(["db", "--help"])
         for command in ["start", "stop", "status", "url"] { #expect(dbHelp.stdout.contains(command)) }
-        let unknown = try run(["frobnicate"])
+        let unknown = try await run(["frobnicate"])
         #expect(unknown.status != 0)
     }
 
-    @Test func malformedDatabaseURL() throws {
-        let result = try run(["migrate"], environment: ["DATABASE_URL": "postgresql://app:s3cret@[::1/db"])
+    @Test func malformedDatabaseURL() async throws {
+        let result = try await run(["migrate"], environment: ["DATABASE_URL": "postgresql://app:s3cret@[::1/db"])
         expectOneLineError(result, containing: ["DATABASE_URL is not a valid connection string", "IPv6"])
         #expect(!result.stderr.contains("s3cret"))
     }
 
-    @Test func unreachableServer() throws {
-        let result = try run(["migrate"], environment: ["DATABASE_URL": "postgresql://app:s3cret@127.0.0.1:1/db?connect_timeout=3"])
+    @Test func unreachableServer() async throws {
+        let result = try await run(["migrate"], environment: ["DATABASE_URL": "postgresql://app:s3cret@127.0.0.1:1/db?connect_timeout=3"])
         expectOneLineError(result, containing: ["cannot connect to PostgreSQL", "127.0.0.1", "is PostgreSQL running"])
         #expect(!result.stderr.contains("s3cret"))
     }
 
-    @Test func missingServerBinaries() throws {
+    @Test func missingServerBinaries() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tributary-cli-\(UUID().uuidString.prefix(8))")
-        let result = try run(
+        let result = try await run(
             ["demo", "--data-dir", directory.path], environment: ["TRIBUTARY_PG_BIN": "/nonexistent/pg/bin"])
         expectOneLineError(result, containing: ["TRIBUTARY_PG_BIN", "/nonexistent/pg/bin", "pg_ctl"])
     }
 
     @Test func migrateAndStatusAgainstAConfiguredDatabase() async throws {
         try await withDatabaseURL { url in
-            let status = try run(["migrate", "status"], environment: ["DATABASE_URL": url])
+            let status = try await run(["migrate", "status"], environment: ["DATABASE_URL": url])
             #expect(status.status == 0, "\(status.stderr)")
             #expect(status.stdout.contains("pending  0001_foundation"))
 
             // Two processes at once: both succeed, each migration is applied once.
-            async let first = Task { try run(["migrate"], environment: ["DATABASE_URL": url]) }.value
-            async let second = Task { try run(["migrate"], environment: ["DATABASE_URL": url]) }.value
+            async let first = run(["migrate"], environment: ["DATABASE_URL": url])
+            async let second = run(["migrate"], environment: ["DATABASE_URL": url])
             let runs = try await [first, second]
             #expect(runs.allSatisfy { $0.status == 0 }, "\(runs.map(\.stderr))")
             #expect(runs.filter { $0.stdout.contains("applied  0001_foundation.sql") }.count == 1)
 
-            let after = try run(["migrate", "status", "--log-format", "json", "--log-level", "debug"], environment: ["DATABASE_URL": url])
+            let after = try await run(["migrate", "status", "--log-format", "json", "--log-level", "debug"], environment: ["DATABASE_URL": url])
             #expect(after.stdout.contains("applied  0001_foundation"))
             #expect(after.stdout.contains("0 pending"))
             for line in after.stderr.split(separator: "\n") {
@@ -113,35 +102,36 @@ import Testing
     }
 
     @Test(.timeLimit(.minutes(2)))
-    func embeddedServerLifecycle() throws {
+    func embeddedServerLifecycle() async throws {
         let base = FileManager.default.temporaryDirectory.appendingPathComponent("tributary-cli-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
         _ = chmod(base.path, 0o755)
         defer { try? FileManager.default.removeItem(at: base) }
         let data = ["--data-dir", base.appendingPathComponent("pgdata").path]
-        defer { _ = try? run(["db", "stop"] + data) }
+        defer { _ = try? ProcessRunner.run(Self.executable.path, ["db", "stop"] + data) }  // if a check failed midway
 
-        #expect(try run(["db", "status"] + data).stdout.contains("state:      not created"))
-        let notRunning = try run(["db", "url"] + data)
+        #expect(try await run(["db", "status"] + data).stdout.contains("state:      not created"))
+        let notRunning = try await run(["db", "url"] + data)
         expectOneLineError(notRunning, containing: ["not running", "tributary db start"])
 
-        let start = try run(["db", "start"] + data)
+        let start = try await run(["db", "start"] + data)
         #expect(start.status == 0, "\(start.stderr)")
         #expect(start.stdout.hasPrefix("postgresql://tributary@/tributary?host="))
-        #expect(try run(["db", "status"] + data).stdout.contains("state:      running"))
+        #expect(try await run(["db", "status"] + data).stdout.contains("state:      running"))
         // A second start reuses the running server.
-        #expect(try run(["db", "start"] + data).stdout == start.stdout)
+        #expect(try await run(["db", "start"] + data).stdout == start.stdout)
 
-        let demo = try run(["demo"] + data)
+        let demo = try await run(["demo"] + data)
         #expect(demo.status == 0, "\(demo.stderr)")
         #expect(demo.stdout.contains("cdp.schema_migrations"))
         #expect(demo.stdout.contains("schema version 1"))
 
-        #expect(try run(["db", "stop"] + data).stdout == "stopped\n")
-        #expect(try run(["db", "status"] + data).stdout.contains("state:      stopped"))
-        #expect(try run(["db", "stop"] + data).stdout == "not running\n")
+        #expect(try await run(["db", "stop"] + data).stdout == "stopped\n")
+        #expect(try await run(["db", "status"] + data).stdout.contains("state:      stopped"))
+        #expect(try await run(["db", "stop"] + data).stdout == "not running\n")
         // The next command starts it again, with the data kept.
-        let again = try run(["demo"] + data)
+        let again = try await run(["demo"] + data)
         #expect(again.stdout.contains("0 applied now, 1 already applied"))
+        #expect(try await run(["db", "stop"] + data).stdout == "stopped\n")
     }
 }
