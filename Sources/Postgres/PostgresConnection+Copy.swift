@@ -61,11 +61,11 @@ extension PostgresConnection {
             try check(result, handle: handle, for: query.sql)
             throw PostgresError(.misuse, "copyIn needs a COPY … FROM STDIN statement")
         }
-        copyInProgress = true
+        exclusiveOperationInProgress = true
     }
 
     func putCopyData(_ bytes: [UInt8]) throws {
-        guard let handle, copyInProgress else { throw PostgresError(.misuse, "no COPY FROM STDIN in progress") }
+        guard let handle, exclusiveOperationInProgress else { throw PostgresError(.misuse, "no COPY FROM STDIN in progress") }
         let sent = bytes.withUnsafeBufferPointer { buffer in
             buffer.baseAddress!.withMemoryRebound(to: CChar.self, capacity: buffer.count) {
                 PQputCopyData(handle, $0, Int32(buffer.count))
@@ -77,8 +77,8 @@ extension PostgresConnection {
     }
 
     func endCopyIn(failure: String?) throws -> Int {
-        guard let handle, copyInProgress else { throw PostgresError(.misuse, "no COPY FROM STDIN in progress") }
-        copyInProgress = false
+        guard let handle, exclusiveOperationInProgress else { throw PostgresError(.misuse, "no COPY FROM STDIN in progress") }
+        exclusiveOperationInProgress = false
         let ended = failure.map { PQputCopyEnd(handle, String($0.prefix(200))) } ?? PQputCopyEnd(handle, nil)
         if ended != 1 {
             throw PostgresError(.connection, "ending COPY failed: \(PostgresError.connectionMessage(handle, fallback: "unknown error"))")
@@ -95,12 +95,12 @@ extension PostgresConnection {
             try check(result, handle: handle, for: query.sql)
             throw PostgresError(.misuse, "copyOut needs a COPY … TO STDOUT statement")
         }
-        copyInProgress = true
+        exclusiveOperationInProgress = true
     }
 
     /// Reads whole rows until about `maxBytes`; nil when the COPY has ended.
     func readCopyOut(maxBytes: Int) throws -> [UInt8]? {
-        guard let handle, copyInProgress else { return nil }
+        guard let handle, exclusiveOperationInProgress else { return nil }
         var out: [UInt8] = []
         while out.count < maxBytes {
             var buffer: UnsafeMutablePointer<CChar>?
@@ -111,14 +111,14 @@ extension PostgresConnection {
                 }
                 PQfreemem(buffer)
             } else if length == -1 {
-                copyInProgress = false
+                exclusiveOperationInProgress = false
                 break
             } else {
-                copyInProgress = false
+                exclusiveOperationInProgress = false
                 throw PostgresError(.connection, "reading COPY data failed: \(PostgresError.connectionMessage(handle, fallback: "unknown error"))")
             }
         }
-        return out.isEmpty && !copyInProgress ? nil : out
+        return out.isEmpty && !exclusiveOperationInProgress ? nil : out
     }
 
     func finishCopyOut() throws -> Int {
@@ -144,13 +144,9 @@ extension PostgresConnection {
 
     /// Asks the server to cancel the running COPY TO and discards what is still in flight.
     func cancelCopyOut() {
-        guard let handle, copyInProgress else { return }
-        if let cancel = PQgetCancel(handle) {
-            var message = [CChar](repeating: 0, count: 256)
-            _ = PQcancel(cancel, &message, Int32(message.count))
-            PQfreeCancel(cancel)
-        }
-        copyInProgress = false
+        guard let handle, exclusiveOperationInProgress else { return }
+        requestCancel(handle)
+        exclusiveOperationInProgress = false
         drainCopyOut(handle)
     }
 }

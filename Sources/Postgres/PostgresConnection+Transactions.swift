@@ -88,7 +88,7 @@ extension PostgresConnection {
     }
 
     private func rollbackQuietly() {
-        guard let handle, PQstatus(handle) == CONNECTION_OK, !copyInProgress else { return }
+        guard let handle, PQstatus(handle) == CONNECTION_OK, !exclusiveOperationInProgress else { return }
         if let result = PQexec(handle, "ROLLBACK") { PQclear(result) }
     }
 

@@ -23,8 +23,8 @@ public actor PostgresConnection {
     let logger: Logger
     /// Notifications read off the socket but not yet handed to a caller.
     var pendingNotifications: [PostgresNotification] = []
-    /// True while a COPY is in progress; no other statement may run then.
-    var copyInProgress = false
+    /// True while a COPY or a streaming query is in progress; no other statement may run then.
+    var exclusiveOperationInProgress = false
     /// The number used for the next automatic savepoint name.
     var savepointCounter = 0
     /// Receives the server's notices (they go to the debug log, not to standard error).
@@ -153,8 +153,8 @@ public actor PostgresConnection {
         guard let handle, PQstatus(handle) == CONNECTION_OK else {
             throw PostgresError(.connection, "the connection to the server is closed")
         }
-        if copyInProgress {
-            throw PostgresError(.misuse, "a COPY is in progress on this connection; finish it before another statement")
+        if exclusiveOperationInProgress {
+            throw PostgresError(.misuse, "a COPY or a streaming query is in progress on this connection; finish it before another statement")
         }
         return handle
     }
@@ -215,30 +215,8 @@ public actor PostgresConnection {
 
     /// Sends a statement with the extended protocol (parameters never become SQL text).
     static func send(_ query: PostgresQuery, on handle: OpaquePointer) -> OpaquePointer? {
-        let binds = query.binds
-        if binds.isEmpty {
-            return PQexecParams(handle, query.sql, 0, nil, nil, nil, nil, 0)
-        }
-        var storage: [UInt8] = []
-        var offsets: [Int?] = []
-        storage.reserveCapacity(binds.reduce(0) { $0 + ($1.bytes?.count ?? 0) + 1 })
-        for bind in binds {
-            if let bytes = bind.bytes {
-                offsets.append(storage.count)
-                storage.append(contentsOf: bytes)
-                storage.append(0)
-            } else {
-                offsets.append(nil)
-            }
-        }
-        let types = binds.map { $0.type.oid }
-        let lengths = binds.map { Int32($0.bytes?.count ?? 0) }
-        let formats = binds.map { Int32($0.isBinary ? 1 : 0) }
-        return storage.withUnsafeBufferPointer { buffer in
-            let values: [UnsafePointer<CChar>?] = offsets.map { offset in
-                offset.map { UnsafeRawPointer(buffer.baseAddress! + $0).assumingMemoryBound(to: CChar.self) }
-            }
-            return PQexecParams(handle, query.sql, Int32(binds.count), types, values, lengths, formats, 0)
+        query.withParameters { count, types, values, lengths, formats in
+            PQexecParams(handle, query.sql, count, types, values, lengths, formats, 0)
         }
     }
 
@@ -276,7 +254,7 @@ public actor PostgresConnection {
     /// Checks, without a round trip, that an idle connection is still usable: reads whatever the server sent
     /// while it was idle (a shutdown notice, an EOF) and reports whether the connection survived it.
     public func isUsable() -> Bool {
-        guard let handle, PQstatus(handle) == CONNECTION_OK, !copyInProgress,
+        guard let handle, PQstatus(handle) == CONNECTION_OK, !exclusiveOperationInProgress,
             PQtransactionStatus(handle) == PQTRANS_IDLE
         else { return false }
         if Self.socketReadable(PQsocket(handle), timeoutMilliseconds: 0) {

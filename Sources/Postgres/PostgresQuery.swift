@@ -48,6 +48,38 @@ public struct PostgresQuery: Sendable, Hashable, ExpressibleByStringInterpolatio
         return self
     }
 
+    /// Calls `body` with the parameter arrays libpq's `PQexecParams` and `PQsendQueryParams` take; the pointers
+    /// are valid only during the call. Text values are NUL-terminated; `bytea` goes in binary format.
+    func withParameters<R>(
+        _ body: (
+            Int32, UnsafePointer<UInt32>?, UnsafePointer<UnsafePointer<CChar>?>?, UnsafePointer<Int32>?,
+            UnsafePointer<Int32>?
+        ) -> R
+    ) -> R {
+        if binds.isEmpty { return body(0, nil, nil, nil, nil) }
+        var storage: [UInt8] = []
+        var offsets: [Int?] = []
+        storage.reserveCapacity(binds.reduce(0) { $0 + ($1.bytes?.count ?? 0) + 1 })
+        for bind in binds {
+            if let bytes = bind.bytes {
+                offsets.append(storage.count)
+                storage.append(contentsOf: bytes)
+                storage.append(0)
+            } else {
+                offsets.append(nil)
+            }
+        }
+        let types = binds.map { $0.type.oid }
+        let lengths = binds.map { Int32($0.bytes?.count ?? 0) }
+        let formats = binds.map { Int32($0.isBinary ? 1 : 0) }
+        return storage.withUnsafeBufferPointer { buffer in
+            let values: [UnsafePointer<CChar>?] = offsets.map { offset in
+                offset.map { UnsafeRawPointer(buffer.baseAddress! + $0).assumingMemoryBound(to: CChar.self) }
+            }
+            return body(Int32(binds.count), types, values, lengths, formats)
+        }
+    }
+
     public struct StringInterpolation: StringInterpolationProtocol {
         var sql = ""
         var binds: [PostgresBind] = []

@@ -32,15 +32,26 @@ public struct PostgresRows: Sendable, RandomAccessCollection {
 
     /// Copies everything out of a libpq result.
     init(result: OpaquePointer) {
-        let columnCount = Int(PQnfields(result))
-        let rowCount = Int(PQntuples(result))
-        let columns = (0..<columnCount).map { i in
-            Column(name: String(cString: PQfname(result, Int32(i))), type: PostgresType(oid: PQftype(result, Int32(i))))
-        }
         var cells = [String?]()
-        cells.reserveCapacity(rowCount * columnCount)
-        for row in 0..<Int32(rowCount) {
-            for column in 0..<Int32(columnCount) {
+        Self.appendCells(of: result, to: &cells)
+        let tag = String(cString: PQcmdStatus(result))
+        let tuples = String(cString: PQcmdTuples(result))
+        self.init(columns: Self.columns(of: result), cells: cells, commandTag: tag, affectedRows: Int(tuples))
+    }
+
+    static func columns(of result: OpaquePointer) -> [Column] {
+        (0..<PQnfields(result)).map { i in
+            Column(name: String(cString: PQfname(result, i)), type: PostgresType(oid: PQftype(result, i)))
+        }
+    }
+
+    /// Appends the result's cells, row by row, as text (nil for NULL).
+    static func appendCells(of result: OpaquePointer, to cells: inout [String?]) {
+        let columnCount = PQnfields(result)
+        let rowCount = PQntuples(result)
+        cells.reserveCapacity(cells.count + Int(rowCount * columnCount))
+        for row in 0..<rowCount {
+            for column in 0..<columnCount {
                 if PQgetisnull(result, row, column) == 1 {
                     cells.append(nil)
                 } else {
@@ -52,9 +63,6 @@ public struct PostgresRows: Sendable, RandomAccessCollection {
                 }
             }
         }
-        let tag = String(cString: PQcmdStatus(result))
-        let tuples = String(cString: PQcmdTuples(result))
-        self.init(columns: columns, cells: cells, commandTag: tag, affectedRows: Int(tuples))
     }
 
     public var startIndex: Int { 0 }
