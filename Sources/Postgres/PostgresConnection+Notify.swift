@@ -17,17 +17,17 @@ public struct PostgresNotification: Sendable, Hashable {
 extension PostgresConnection {
     /// Starts listening on a channel (`LISTEN "channel"`; the name is quoted, so any text is safe).
     public func listen(_ channel: String) throws {
-        try execute("LISTEN \(identifier: channel)")
+        try run("LISTEN \(identifier: channel)")
     }
 
     /// Stops listening on a channel.
     public func unlisten(_ channel: String) throws {
-        try execute("UNLISTEN \(identifier: channel)")
+        try run("UNLISTEN \(identifier: channel)")
     }
 
     /// Sends a notification: `SELECT pg_notify($1, $2)`. Inside a transaction it is delivered on commit.
     public func notify(_ channel: String, payload: String = "") throws {
-        try execute("SELECT pg_notify(\(channel), \(payload))")
+        try run("SELECT pg_notify(\(channel), \(payload))")
     }
 
     /// Returns the notifications that have arrived, waiting up to `timeout` for the first one.

@@ -118,17 +118,17 @@ extension PostgresConnection {
 
     /// Takes a session-level advisory lock if it is free; returns whether it was taken.
     public func tryAdvisoryLock(_ key: AdvisoryLockKey) throws -> Bool {
-        try query("SELECT pg_try_advisory_lock(\(key.value))").scalar(Bool.self)
+        try run("SELECT pg_try_advisory_lock(\(key.value))").scalar(Bool.self)
     }
 
     /// Releases a session-level advisory lock; returns false if this session did not hold it.
     @discardableResult
     public func advisoryUnlock(_ key: AdvisoryLockKey) throws -> Bool {
-        try query("SELECT pg_advisory_unlock(\(key.value))").scalar(Bool.self)
+        try run("SELECT pg_advisory_unlock(\(key.value))").scalar(Bool.self)
     }
 
     /// Takes a transaction-level advisory lock, released at the end of the current transaction.
     public func advisoryTransactionLock(_ key: AdvisoryLockKey) throws {
-        try execute("SELECT pg_advisory_xact_lock(\(key.value))")
+        try run("SELECT pg_advisory_xact_lock(\(key.value))")
     }
 }

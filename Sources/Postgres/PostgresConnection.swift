@@ -27,6 +27,8 @@ public actor PostgresConnection {
     var exclusiveOperationInProgress = false
     /// The number used for the next automatic savepoint name.
     var savepointCounter = 0
+    /// Lets cancellation handlers, which run on other threads, interrupt the statement in flight.
+    let cancelSignal = CancelSignal()
     /// Receives the server's notices (they go to the debug log, not to standard error).
     private let noticeSink: NoticeSink
     /// A number that identifies this connection in logs.
@@ -86,7 +88,8 @@ public actor PostgresConnection {
                 .connection, "the server runs PostgreSQL \(version / 10000); Tributary needs PostgreSQL 14 or later")
         }
         // Fixed session settings make timestamps and bytea decode the same way on every server.
-        try script("SET TimeZone TO 'UTC'; SET DateStyle TO 'ISO, MDY'; SET bytea_output TO 'hex'")
+        cancelSignal.attach(PQgetCancel(connection))
+        try runScript("SET TimeZone TO 'UTC'; SET DateStyle TO 'ISO, MDY'; SET bytea_output TO 'hex'")
         logger.debug("connected", metadata: ["pg.server": "\(configuration)", "pg.pid": "\(PQbackendPID(connection))"])
     }
 
@@ -163,32 +166,58 @@ public actor PostgresConnection {
 
     /// Runs one statement with its parameters and returns its rows.
     ///
+    /// Cancelling the calling task cancels the statement on the server and throws `CancellationError`.
+    ///
     /// ```swift
-    /// let rows = try await connection.query("SELECT $1::int + 1 AS n", ...)  // or with interpolation:
-    /// let n = try await connection.query("SELECT \(41) + 1 AS n").scalar(Int.self)  // 42
+    /// let n = try await connection.query("SELECT \(41) + 1 AS n").scalar(Int.self)  // SELECT $1 + 1 AS n → 42
     /// ```
     @discardableResult
-    public func query(_ query: PostgresQuery) throws -> PostgresRows {
+    public nonisolated func query(_ query: PostgresQuery) async throws -> PostgresRows {
+        let token = cancelSignal.nextToken()
+        return try await withTaskCancellationHandler {
+            try await self.run(query, token: token)
+        } onCancel: {
+            cancelSignal.cancel(token)
+        }
+    }
+
+    /// Runs one statement and returns the number of rows it affected (nil for statements that affect none).
+    @discardableResult
+    public nonisolated func execute(_ query: PostgresQuery) async throws -> Int? {
+        try await self.query(query).affectedRows
+    }
+
+    /// Runs a script of any number of statements separated by semicolons, with no parameters (the simple query
+    /// protocol). Used for migrations and `sql/` files. Cancelling the calling task cancels it on the server.
+    public nonisolated func script(_ sql: String) async throws {
+        let token = cancelSignal.nextToken()
+        try await withTaskCancellationHandler {
+            try await self.runScript(sql, token: token)
+        } onCancel: {
+            cancelSignal.cancel(token)
+        }
+    }
+
+    /// Runs one statement on the connection's thread. A non-zero `token` lets a cancellation handler interrupt it.
+    @discardableResult
+    func run(_ query: PostgresQuery, token: UInt64 = 0) throws -> PostgresRows {
         let query = try query.validated()
         let handle = try liveHandle()
+        try cancelSignal.begin(token)
+        defer { cancelSignal.end() }
         let result = Self.send(query, on: handle)
         defer { PQclear(result) }
+        try cancelSignal.check(token, result: result)
         try check(result, handle: handle, for: query.sql)
         collectNotifications()
         return PostgresRows(result: result!)
     }
 
-    /// Runs one statement and returns the number of rows it affected (nil for statements that affect none).
-    @discardableResult
-    public func execute(_ query: PostgresQuery) throws -> Int? {
-        try self.query(query).affectedRows
-    }
-
-    /// Runs a script of any number of statements separated by semicolons, with no parameters (the simple query
-    /// protocol). Used for migrations and `sql/` files.
-    public func script(_ sql: String) throws {
+    func runScript(_ sql: String, token: UInt64 = 0) throws {
         if sql.utf8.contains(0) { throw PostgresError(.encoding, "the SQL script contains a NUL byte") }
         let handle = try liveHandle()
+        try cancelSignal.begin(token)
+        defer { cancelSignal.end() }
         guard PQsendQuery(handle, sql) == 1 else {
             throw PostgresError.fromResult(nil, connection: handle)
         }
@@ -207,7 +236,10 @@ public actor PostgresConnection {
             }
         }
         collectNotifications()
-        if let firstError { throw firstError }
+        if let firstError {
+            if firstError.sqlState == .queryCanceled, cancelSignal.wasRequested(token) { throw CancellationError() }
+            throw firstError
+        }
         if PQstatus(handle) != CONNECTION_OK {
             throw PostgresError(.connection, "lost the connection to the server while running a script")
         }
@@ -272,6 +304,74 @@ public actor PostgresConnection {
             if ready < 0 && errno == EINTR { continue }
             return ready > 0
         }
+    }
+}
+
+/// Cancels a connection's statement from another thread, and only the statement it was asked to cancel.
+///
+/// Each cancellable call takes a token; `cancel(token)` sends libpq's cancel request only while that token's
+/// statement runs, and a cancel that arrives before the statement starts stops it from starting.
+final class CancelSignal: @unchecked Sendable {
+    private let lock = NSLock()
+    private var handle: OpaquePointer?
+    private var counter: UInt64 = 0
+    private var running: UInt64 = 0
+    private var requested: UInt64 = 0
+
+    func attach(_ handle: OpaquePointer?) {
+        lock.lock()
+        defer { lock.unlock() }
+        if let old = self.handle { PQfreeCancel(old) }
+        self.handle = handle
+    }
+
+    func nextToken() -> UInt64 {
+        lock.lock()
+        defer { lock.unlock() }
+        counter += 1
+        return counter
+    }
+
+    /// Marks the token's statement as running; throws if it was cancelled before it started.
+    func begin(_ token: UInt64) throws {
+        guard token != 0 else { return }
+        lock.lock()
+        defer { lock.unlock() }
+        if requested == token { throw CancellationError() }
+        running = token
+    }
+
+    func end() {
+        lock.lock()
+        running = 0
+        lock.unlock()
+    }
+
+    func cancel(_ token: UInt64) {
+        lock.lock()
+        defer { lock.unlock() }
+        requested = token
+        guard running == token, let handle else { return }
+        var message = [CChar](repeating: 0, count: 256)
+        _ = PQcancel(handle, &message, Int32(message.count))
+    }
+
+    func wasRequested(_ token: UInt64) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return token != 0 && requested == token
+    }
+
+    /// Turns the server's "canceling statement due to user request" into `CancellationError` when we asked for it.
+    func check(_ token: UInt64, result: OpaquePointer?) throws {
+        guard wasRequested(token), let result, PQresultStatus(result) == PGRES_FATAL_ERROR,
+            let state = PQresultErrorField(result, Int32(UInt8(ascii: "C"))), String(cString: state) == "57014"
+        else { return }
+        throw CancellationError()
+    }
+
+    deinit {
+        if let handle { PQfreeCancel(handle) }
     }
 }
 
