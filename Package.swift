@@ -14,11 +14,14 @@ let package = Package(
         .executable(name: "tributary", targets: ["tributary"]),
         .library(name: "Postgres", targets: ["Postgres"]),
         .library(name: "TributaryCore", targets: ["TributaryCore"]),
+        .library(name: "TributaryServer", targets: ["TributaryServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // libpq, found through pkg-config; `apt-get install libpq-dev` provides it on Debian.
@@ -26,6 +29,12 @@ let package = Package(
             name: "CLibPQ",
             pkgConfig: "libpq",
             providers: [.apt(["libpq-dev"]), .brew(["libpq"])]
+        ),
+        // zlib, for gzip request bodies; `apt-get install zlib1g-dev` provides it on Debian.
+        .systemLibrary(
+            name: "CZlib",
+            pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"]), .brew(["zlib"])]
         ),
         // The Postgres layer: connections, queries, COPY, LISTEN/NOTIFY, pool, embedded server. No domain code.
         .target(
@@ -46,6 +55,19 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // HTTP: the Segment-compatible collection API, health and metrics. Built in memory by tests.
+        .target(
+            name: "TributaryServer",
+            dependencies: [
+                "Postgres",
+                "TributaryCore",
+                "CZlib",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Test support: real PostgreSQL (the configured server or an embedded one), a fresh database per test.
         .target(
             name: "PostgresTesting",
@@ -57,6 +79,7 @@ let package = Package(
             dependencies: [
                 "Postgres",
                 "TributaryCore",
+                "TributaryServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -80,6 +103,14 @@ let package = Package(
         .testTarget(
             name: "TributaryCoreTests",
             dependencies: ["TributaryCore", "Postgres", "PostgresTesting"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "TributaryServerTests",
+            dependencies: [
+                "TributaryServer", "TributaryCore", "Postgres", "PostgresTesting", "CZlib",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
             swiftSettings: swiftSettings
         ),
         // End-to-end tests of the `tributary` executable: exit codes, one-line errors, real databases.

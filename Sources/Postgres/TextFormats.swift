@@ -1,11 +1,11 @@
 import Foundation
 
-/// PostgreSQL's text forms of `timestamptz`, `timestamp` and `date`, converted without `DateFormatter`.
-enum PostgresTime {
+/// PostgreSQL's text forms of `timestamptz`, `timestamp` and `date` (and so ISO-8601), converted without `DateFormatter`.
+public enum PostgresTime {
     private static let microsPerDay: Int64 = 86_400_000_000
 
     /// `2026-11-25T10:11:12.123456Z`: UTC, microsecond precision (PostgreSQL stores microseconds).
-    static func format(_ date: Date) -> String {
+    public static func format(_ date: Date) -> String {
         let micros = Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
         var days = micros / microsPerDay
         var rest = micros % microsPerDay
@@ -26,7 +26,7 @@ enum PostgresTime {
 
     /// Parses `2026-11-25 10:11:12.123456+05:30`, `2026-11-25 10:11:12` (read as UTC), `2026-11-25`,
     /// `infinity` and `-infinity`.
-    static func parse(_ text: String) throws -> Date {
+    public static func parse(_ text: String) throws -> Date {
         if text == "infinity" { return .distantFuture }
         if text == "-infinity" { return .distantPast }
         var scanner = ByteScanner(text)

@@ -1,0 +1,212 @@
+import Foundation
+import Logging
+import Postgres
+
+/// Stores accepted calls durably, sharing one transaction among all the requests waiting at the same time
+/// (group commit), and returns to each caller only after that transaction has committed.
+///
+/// Each flush COPYs the waiting events into a temporary table, then in one transaction records their message ids in
+/// `cdp.event_message_ids` (so a retried message is stored once, however late) and inserts the new ones into
+/// `cdp.events` with receive sequence numbers drawn under an advisory lock, so sequence numbers become visible in
+/// increasing order for the stages that consume them. The queue is bounded: when it is full, ``write(_:sourceID:)``
+/// fails at once with ``Overloaded`` rather than buffering without limit.
+public actor EventWriter {
+    /// The queue is full; the caller should answer 503 with `Retry-After`.
+    public struct Overloaded: Error, Sendable, CustomStringConvertible {
+        public var queued: Int
+        public var description: String { "the event writer is overloaded (\(queued) events waiting); retry shortly" }
+    }
+
+    /// What happened to one request's events.
+    public struct Outcome: Sendable {
+        /// Events stored now.
+        public var stored: Int
+        /// Events already stored before (retries), left alone.
+        public var duplicates: Int
+    }
+
+    private struct Pending {
+        var sourceID: String
+        var events: [IncomingEvent]
+        var continuation: CheckedContinuation<Outcome, any Error>
+    }
+
+    private let client: PostgresClient
+    private let logger: Logger
+    /// The most events waiting at once.
+    public let maxQueuedEvents: Int
+    private var pending: [Pending] = []
+    private var queuedEvents = 0
+    private var flushing = false
+    private var knownMonths: Set<String> = []
+    /// Called after each flush with the number of events stored and the time it took (for metrics).
+    private let onFlush: @Sendable (Int, Int, Duration) -> Void
+
+    public init(
+        client: PostgresClient, maxQueuedEvents: Int = 50_000, logger: Logger,
+        onFlush: @escaping @Sendable (_ stored: Int, _ duplicates: Int, _ took: Duration) -> Void = { _, _, _ in }
+    ) {
+        self.client = client
+        self.maxQueuedEvents = maxQueuedEvents
+        self.logger = logger
+        self.onFlush = onFlush
+    }
+
+    /// Events waiting to be written (for the writer-queue-depth metric).
+    public var queueDepth: Int { queuedEvents }
+
+    /// Stores `events` of one source; returns once they are committed.
+    public func write(_ events: [IncomingEvent], sourceID: String) async throws -> Outcome {
+        if events.isEmpty { return Outcome(stored: 0, duplicates: 0) }
+        if queuedEvents + events.count > maxQueuedEvents { throw Overloaded(queued: queuedEvents) }
+        queuedEvents += events.count
+        return try await withCheckedThrowingContinuation { continuation in
+            pending.append(Pending(sourceID: sourceID, events: events, continuation: continuation))
+            if !flushing {
+                flushing = true
+                Task { await self.flushLoop() }
+            }
+        }
+    }
+
+    private func flushLoop() async {
+        while !pending.isEmpty {
+            let batch = pending
+            pending = []
+            let count = batch.reduce(0) { $0 + $1.events.count }
+            let started = ContinuousClock.now
+            do {
+                let outcomes = try await flush(batch)
+                queuedEvents -= count
+                let stored = outcomes.reduce(0) { $0 + $1.stored }
+                onFlush(stored, count - stored, ContinuousClock.now - started)
+                for (request, outcome) in zip(batch, outcomes) { request.continuation.resume(returning: outcome) }
+            } catch {
+                queuedEvents -= count
+                logger.error("storing events failed", metadata: ["events": "\(count)", "error": "\(error)"])
+                for request in batch { request.continuation.resume(throwing: error) }
+            }
+        }
+        flushing = false
+    }
+
+    /// Writes one group of requests in one transaction; returns each request's outcome.
+    private func flush(_ batch: [Pending]) async throws -> [Outcome] {
+        // Within the group, a message id seen twice (a retry racing its original) is stored once.
+        var seen = Set<String>()
+        var rows: [(Int, String, IncomingEvent)] = []
+        var firstOfKey: [Bool] = []
+        for (requestIndex, request) in batch.enumerated() {
+            for event in request.events {
+                let isFirst = seen.insert(request.sourceID + "\u{1}" + event.messageID).inserted
+                firstOfKey.append(isFirst)
+                if isFirst { rows.append((requestIndex, request.sourceID, event)) }
+            }
+        }
+        try await ensurePartitions(for: rows.map(\.2.timestamp))
+        let storedKeys: Set<String> = try await client.withConnection { connection in
+            try await connection.execute(Self.stagingSQL)
+            return try await connection.withTransaction { tx in
+                try await tx.copyIn("COPY tributary_incoming FROM STDIN") { writer in
+                    for (ordinal, (_, sourceID, event)) in rows.enumerated() {
+                        try await writer.write(Self.copyLine(ordinal: ordinal, sourceID: sourceID, event))
+                    }
+                }
+                try await tx.advisoryTransactionLock(Self.sequenceLock)
+                let inserted = try await tx.query(PostgresQuery(unsafeSQL: Self.insertSQL))
+                var keys = Set<String>()
+                for row in inserted {
+                    let (source, message) = try row.decode((String, String).self)
+                    keys.insert(source + "\u{1}" + message)
+                }
+                return keys
+            }
+        }
+        var outcomes = batch.map { _ in Outcome(stored: 0, duplicates: 0) }
+        var position = 0
+        for (requestIndex, request) in batch.enumerated() {
+            for event in request.events {
+                let key = request.sourceID + "\u{1}" + event.messageID
+                if firstOfKey[position] && storedKeys.contains(key) {
+                    outcomes[requestIndex].stored += 1
+                } else {
+                    outcomes[requestIndex].duplicates += 1
+                }
+                position += 1
+            }
+        }
+        return outcomes
+    }
+
+    /// Creates the monthly partitions a batch needs, in their own short transactions, before the insert.
+    private func ensurePartitions(for timestamps: [Date]) async throws {
+        var months = Set<String>()
+        for timestamp in timestamps { months.insert(String(PostgresTime.format(timestamp).prefix(7)) + "-01") }
+        let missing = months.subtracting(knownMonths)
+        guard !missing.isEmpty else { return }
+        for month in missing.sorted() {
+            try await client.execute("SELECT cdp.ensure_event_partition(\(month)::date)")
+            knownMonths.insert(month)
+        }
+    }
+
+    static let sequenceLock = AdvisoryLockKey(name: "tributary.events.sequence")
+
+    static let stagingSQL: PostgresQuery = """
+        CREATE TEMP TABLE IF NOT EXISTS tributary_incoming (
+            ordinal int, source_id text, message_id text, type text, event text, name text, user_id text,
+            anonymous_id text, group_id text, previous_id text, timestamp timestamptz, original_timestamp timestamptz,
+            sent_at timestamptz, received_at timestamptz, properties jsonb, traits jsonb, context jsonb, integrations jsonb
+        ) ON COMMIT DELETE ROWS
+        """
+
+    static let insertSQL = """
+        WITH fresh AS (
+            INSERT INTO cdp.event_message_ids (source_id, message_id, received_at)
+            SELECT source_id, message_id, received_at FROM tributary_incoming
+            ON CONFLICT DO NOTHING
+            RETURNING source_id, message_id
+        ), stored AS (
+            INSERT INTO cdp.events (seq, message_id, source_id, type, event, name, user_id, anonymous_id, group_id,
+                                    previous_id, timestamp, original_timestamp, sent_at, received_at, properties, traits,
+                                    context, integrations)
+            SELECT nextval('cdp.events_seq'), i.message_id, i.source_id, i.type, i.event, i.name, i.user_id,
+                   i.anonymous_id, i.group_id, i.previous_id, i.timestamp, i.original_timestamp, i.sent_at,
+                   i.received_at, i.properties, i.traits, i.context, i.integrations
+            FROM (SELECT i.* FROM tributary_incoming i JOIN fresh f USING (source_id, message_id) ORDER BY i.ordinal) i
+            RETURNING source_id, message_id
+        )
+        SELECT source_id, message_id FROM stored
+        """
+
+    /// One row of COPY text format.
+    static func copyLine(ordinal: Int, sourceID: String, _ e: IncomingEvent) -> String {
+        var line = String(ordinal)
+        for field in [
+            sourceID, e.messageID, e.type.rawValue, e.event, e.name, e.userID, e.anonymousID, e.groupID, e.previousID,
+            PostgresTime.format(e.timestamp), e.originalTimestamp.map(PostgresTime.format), e.sentAt.map(PostgresTime.format),
+            PostgresTime.format(e.receivedAt), e.properties, e.traits, e.context, e.integrations,
+        ] {
+            line += "\t"
+            line += field.map(copyEscape) ?? "\\N"
+        }
+        return line + "\n"
+    }
+
+    /// Escapes a value for COPY's text format.
+    static func copyEscape(_ text: String) -> String {
+        guard text.utf8.contains(where: { $0 == 0x5C || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }) else { return text }
+        var out = ""
+        out.reserveCapacity(text.utf8.count + 8)
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\\": out += "\\\\"
+            case "\t": out += "\\t"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,229 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import Postgres
+import Prometheus
+import TributaryCore
+
+/// Settings of `tributary serve`.
+public struct ServerConfiguration: Sendable {
+    public var host: String
+    public var port: Int
+    public var limits: CollectionLimits
+    /// Events waiting for the writer before requests get 503.
+    public var maxQueuedEvents: Int
+    /// How long a write key lookup is cached (a disabled or rotated key stops working within this time).
+    public var writeKeyCacheTTL: Duration
+
+    public init(
+        host: String = "127.0.0.1", port: Int = 8080, limits: CollectionLimits = CollectionLimits(),
+        maxQueuedEvents: Int = 50_000, writeKeyCacheTTL: Duration = .seconds(5)
+    ) {
+        self.host = host
+        self.port = port
+        self.limits = limits
+        self.maxQueuedEvents = maxQueuedEvents
+        self.writeKeyCacheTTL = writeKeyCacheTTL
+    }
+}
+
+/// Builds the HTTP application: Segment's Tracking API under `/v1`, `GET /health` and `GET /metrics`.
+///
+/// Kept apart from the command so tests build the same application and drive it through a real socket.
+public func buildApplication(
+    configuration: ServerConfiguration, client: PostgresClient, metrics: ServerMetrics = ServerMetrics(), logger: Logger
+) -> some ApplicationProtocol {
+    let writer = EventWriter(client: client, maxQueuedEvents: configuration.maxQueuedEvents, logger: logger) { stored, duplicates, _ in
+        metrics.accepted.increment(by: Int64(stored))
+        metrics.duplicates.increment(by: Int64(duplicates))
+        metrics.flushSize.record(Double(stored + duplicates))
+    }
+    let api = CollectionAPI(
+        configuration: configuration, writer: writer,
+        keys: WriteKeyCache(store: SourceStore(client: client), ttl: configuration.writeKeyCacheTTL),
+        metrics: metrics, logger: logger)
+    let router = Router(context: BasicRequestContext.self)
+    for type in CallType.allCases {
+        router.post("/v1/\(type.rawValue)") { request, _ in await api.handle(request, type: type, route: type.rawValue) }
+    }
+    router.post("/v1/batch") { request, _ in await api.handle(request, type: nil, route: "batch") }
+    router.post("/v1/import") { request, _ in await api.handle(request, type: nil, route: "import") }
+    router.get("/health") { _, _ in
+        do {
+            _ = try await client.query("SELECT 1")
+            return CollectionAPI.json(.ok, ["status": "ok"])
+        } catch {
+            return CollectionAPI.json(.serviceUnavailable, ["status": "unavailable", "error": "\(error)"])
+        }
+    }
+    router.get("/metrics") { _, _ in
+        metrics.queueDepth.set(Double(await writer.queueDepth))
+        var headers = HTTPFields()
+        headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: metrics.registry.emitToBuffer())))
+    }
+    return Application(
+        router: router,
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tributary"),
+        logger: logger)
+}
+
+/// The collection endpoints' request handling.
+struct CollectionAPI: Sendable {
+    let configuration: ServerConfiguration
+    let writer: EventWriter
+    let keys: WriteKeyCache
+    let metrics: ServerMetrics
+    let logger: Logger
+
+    func handle(_ request: Request, type: CallType?, route: String) async -> Response {
+        let started = ContinuousClock.now
+        let response = await respond(request, type: type)
+        metrics.batchDuration.record(ContinuousClock.now - started)
+        metrics.request(route: route, status: response.status.code)
+        return response
+    }
+
+    private func respond(_ request: Request, type: CallType?) async -> Response {
+        let limits = configuration.limits
+        let receivedAt = Date()
+        // 1. The body, bounded before and after decompression.
+        var body: [UInt8]
+        do {
+            var buffer = try await request.body.collect(upTo: limits.maxBatchBytes)
+            body = buffer.readBytes(length: buffer.readableBytes) ?? []
+        } catch {
+            return rejection("request_too_large", "the request body is larger than the limit of \(limits.maxBatchBytes) bytes (500 KB)")
+        }
+        switch request.headers[.contentEncoding]?.lowercased() {
+        case nil, "identity":
+            break
+        case "gzip", "x-gzip", "deflate":
+            do {
+                body = try Gzip.inflate(body, limit: limits.maxBatchBytes)
+            } catch Gzip.Failure.tooLarge {
+                return rejection("request_too_large", "the decompressed body is larger than the limit of \(limits.maxBatchBytes) bytes (500 KB)")
+            } catch {
+                return rejection("invalid_gzip", "the body is not valid gzip: \(error)")
+            }
+        case let other?:
+            return rejection("unsupported_encoding", "Content-Encoding '\(other)' is not supported; send gzip or nothing",
+                status: .unsupportedMediaType)
+        }
+        // 2. Authenticate by header first, so unknown callers cost no parsing.
+        var source: Source?
+        let headerKey = Self.basicAuthUser(request.headers[.authorization])
+        if let headerKey {
+            guard let found = await authenticate(headerKey) else { return unauthorized() }
+            source = found
+        }
+        // 3. Parse and validate.
+        let parsed: SegmentParser.Parsed
+        do {
+            parsed = try SegmentParser(limits: limits).parse(body, type: type, receivedAt: receivedAt)
+        } catch let rejected as RequestRejection {
+            metrics.rejected(rejected.code)
+            return rejection(rejected.code, rejected.message)
+        } catch {
+            return rejection("invalid_request", "\(error)")
+        }
+        if source == nil {
+            guard let key = parsed.writeKey, let found = await authenticate(key) else { return unauthorized() }
+            source = found
+        }
+        for issue in parsed.issues { metrics.rejected(issue.field.isEmpty ? "invalid_event" : "invalid_\(issue.field)") }
+        if parsed.events.isEmpty {
+            let message = parsed.issues.isEmpty ? "the batch is empty" : parsed.issues.prefix(20).map(\.description).joined(separator: "; ")
+            return Self.json(.badRequest, [
+                "success": false, "code": "invalid_event", "error": message,
+                "rejected": parsed.issues.prefix(100).map(Self.issueObject),
+            ])
+        }
+        // 4. Store durably; answer only after the commit.
+        do {
+            let outcome = try await writer.write(parsed.events, sourceID: source!.id)
+            var answer: [String: Any] = ["success": true, "stored": outcome.stored, "duplicates": outcome.duplicates]
+            if !parsed.issues.isEmpty { answer["rejected"] = parsed.issues.prefix(100).map(Self.issueObject) }
+            return Self.json(.ok, answer)
+        } catch let overloaded as EventWriter.Overloaded {
+            metrics.rejected("overloaded", count: parsed.events.count)
+            var response = Self.json(.serviceUnavailable, ["success": false, "code": "overloaded", "error": overloaded.description])
+            response.headers[.retryAfter] = "1"
+            return response
+        } catch {
+            logger.error("could not store events", metadata: ["error": "\(error)"])
+            metrics.rejected("storage_unavailable", count: parsed.events.count)
+            var response = Self.json(.serviceUnavailable, [
+                "success": false, "code": "storage_unavailable", "error": "the events could not be stored; retry",
+            ])
+            response.headers[.retryAfter] = "5"
+            return response
+        }
+    }
+
+    private func authenticate(_ key: String) async -> Source? {
+        do {
+            return try await keys.source(for: key)
+        } catch {
+            logger.error("write key lookup failed", metadata: ["error": "\(error)"])
+            return nil
+        }
+    }
+
+    private func unauthorized() -> Response {
+        metrics.rejected("unauthorized")
+        var response = Self.json(.unauthorized, ["success": false, "code": "unauthorized", "error": "unknown or disabled write key"])
+        response.headers[.wwwAuthenticate] = "Basic realm=\"tributary\""
+        return response
+    }
+
+    private func rejection(_ code: String, _ message: String, status: HTTPResponse.Status = .badRequest) -> Response {
+        Self.json(status, ["success": false, "code": code, "error": message])
+    }
+
+    static func issueObject(_ issue: ValidationIssue) -> [String: Any] {
+        var object: [String: Any] = ["field": issue.path, "error": issue.message]
+        if let index = issue.index { object["index"] = index }
+        return object
+    }
+
+    /// The write key from `Authorization: Basic base64(key:)` (the colon and empty password optional).
+    static func basicAuthUser(_ header: String?) -> String? {
+        guard let header, header.lowercased().hasPrefix("basic ") else { return nil }
+        let encoded = header.dropFirst(6).trimmingCharacters(in: .whitespaces)
+        guard let data = Data(base64Encoded: encoded), let text = String(data: data, encoding: .utf8) else { return nil }
+        let user = text.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+        return user.isEmpty ? nil : user
+    }
+
+    static func json(_ status: HTTPResponse.Status, _ object: [String: Any]) -> Response {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+/// Write key lookups, cached briefly so a busy source costs no query per request.
+actor WriteKeyCache {
+    private let store: SourceStore
+    private let ttl: Duration
+    private var entries: [String: (source: Source?, expires: ContinuousClock.Instant)] = [:]
+
+    init(store: SourceStore, ttl: Duration) {
+        self.store = store
+        self.ttl = ttl
+    }
+
+    func source(for key: String) async throws -> Source? {
+        let hash = SourceStore.hash(key)
+        let now = ContinuousClock.now
+        if let entry = entries[hash], entry.expires > now { return entry.source }
+        let source = try await store.authenticate(writeKey: key)
+        if entries.count > 10_000 { entries = entries.filter { $0.value.expires > now } }
+        entries[hash] = (source, now + ttl)
+        return source
+    }
+}

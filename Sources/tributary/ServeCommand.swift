@@ -1,0 +1,110 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import Logging
+import Postgres
+import TributaryCore
+import TributaryServer
+
+extension TributaryCommand {
+    struct Serve: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run the Segment-compatible collection API (POST /v1/track, /v1/batch, …), GET /health and GET /metrics.")
+        @OptionGroup var global: GlobalOptions
+
+        @Option(help: "Address to listen on.") var host = "127.0.0.1"
+        @Option(help: "Port to listen on.") var port = 8080
+        @Option(help: "Events waiting to be stored before requests get 503 with Retry-After.") var maxQueuedEvents = 50_000
+
+        func run() async throws {
+            let logger = global.makeLogger()
+            let target = try await global.resolveTarget(logger: logger)
+            let client = PostgresClient(configuration: target.configuration, options: .init(maxConnections: 8), logger: logger)
+            try await Migrator(files: try ProjectFiles.locate(), logger: logger).migrate(client)
+            let app = buildApplication(
+                configuration: ServerConfiguration(host: host, port: port, maxQueuedEvents: maxQueuedEvents),
+                client: client, logger: logger)
+            print("tributary \(Tributary.version) collecting on http://\(host):\(port) into \(target.summary)")
+            try await app.runService()
+            await client.shutdown()
+        }
+    }
+
+    struct Sources: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Manage sources and their write keys (stored only as SHA-256).",
+            subcommands: [Create.self, List.self, Disable.self, Enable.self, RotateKey.self])
+    }
+}
+
+extension TributaryCommand.Sources {
+    /// Runs `body` with a source store on the resolved database (migrated first).
+    static func withStore<T>(_ global: GlobalOptions, _ body: (SourceStore) async throws -> T) async throws -> T {
+        let logger = global.makeLogger()
+        let target = try await global.resolveTarget(logger: logger)
+        return try await target.withClient(logger: logger) { client in
+            try await Migrator(files: try ProjectFiles.locate(), logger: logger).migrate(client)
+            do {
+                return try await body(SourceStore(client: client))
+            } catch let error as SourceError {
+                throw CLIError(error.description)
+            }
+        }
+    }
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a source; prints its write key on the last line.")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "The source's name, for example 'web' or 'pos-store-12'.") var name: String
+        func run() async throws {
+            let (source, key) = try await TributaryCommand.Sources.withStore(global) { try await $0.create(name: name) }
+            print("created source '\(source.name)' (\(source.id)); its write key is shown once, on the next line:")
+            print(key)
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List sources.")
+        @OptionGroup var global: GlobalOptions
+        func run() async throws {
+            let sources = try await TributaryCommand.Sources.withStore(global) { try await $0.list() }
+            if sources.isEmpty { print("no sources; create one with `tributary sources create NAME`") }
+            for source in sources {
+                let state = source.enabled ? "enabled " : "disabled"
+                print("\(state)  \(source.name)  \(source.id)  key \(source.writeKeyHint)  created \(source.createdAt.formatted(.iso8601))")
+            }
+        }
+    }
+
+    struct Disable: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Disable a source: its write key gets 401; its events stay.")
+        @OptionGroup var global: GlobalOptions
+        @Argument var name: String
+        func run() async throws {
+            let source = try await TributaryCommand.Sources.withStore(global) { try await $0.disable(name: name) }
+            print("disabled source '\(source.name)'")
+        }
+    }
+
+    struct Enable: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Enable a disabled source again.")
+        @OptionGroup var global: GlobalOptions
+        @Argument var name: String
+        func run() async throws {
+            let source = try await TributaryCommand.Sources.withStore(global) { try await $0.enable(name: name) }
+            print("enabled source '\(source.name)'")
+        }
+    }
+
+    struct RotateKey: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "rotate-key", abstract: "Replace a source's write key (the old one stops working); prints it on the last line.")
+        @OptionGroup var global: GlobalOptions
+        @Argument var name: String
+        func run() async throws {
+            let (source, key) = try await TributaryCommand.Sources.withStore(global) { try await $0.rotateKey(name: name) }
+            print("new write key for '\(source.name)', shown once, on the next line:")
+            print(key)
+        }
+    }
+}
