@@ -34,7 +34,10 @@ public struct ValidationIssue: Sendable, Equatable, CustomStringConvertible {
     public var index: Int?
     public var field: String
     public var message: String
-    public var path: String { (index.map { "batch[\($0)]" } ?? "") + (index == nil ? field : ".\(field)") }
+    public var path: String {
+        guard let index else { return field }
+        return field.isEmpty ? "batch[\(index)]" : "batch[\(index)].\(field)"
+    }
     public var description: String { "\(path): \(message)" }
 }
 
