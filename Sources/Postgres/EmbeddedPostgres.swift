@@ -280,6 +280,8 @@ public struct EmbeddedPostgres: Sendable {
             port = \(port)
             unix_socket_directories = \(quoted(layout.socketDirectory))
             unix_socket_permissions = 0700
+            # Room for a server, workers and a parallel test run, each with its own pool.
+            max_connections = 300
 
             """
         let path = "\(layout.dataDirectory)/tributary.conf"

@@ -32,8 +32,11 @@ public struct ServerConfiguration: Sendable {
 /// Builds the HTTP application: Segment's Tracking API under `/v1`, `GET /health` and `GET /metrics`.
 ///
 /// Kept apart from the command so tests build the same application and drive it through a real socket.
+///
+/// - Parameter onListening: called with the port once the server listens (useful with port 0).
 public func buildApplication(
-    configuration: ServerConfiguration, client: PostgresClient, metrics: ServerMetrics = ServerMetrics(), logger: Logger
+    configuration: ServerConfiguration, client: PostgresClient, metrics: ServerMetrics = ServerMetrics(), logger: Logger,
+    onListening: @escaping @Sendable (Int) async -> Void = { _ in }
 ) -> some ApplicationProtocol {
     let writer = EventWriter(client: client, maxQueuedEvents: configuration.maxQueuedEvents, logger: logger) { stored, duplicates, _ in
         metrics.accepted.increment(by: Int64(stored))
@@ -67,6 +70,7 @@ public func buildApplication(
     return Application(
         router: router,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tributary"),
+        onServerRunning: { channel in await onListening(channel.localAddress?.port ?? configuration.port) },
         logger: logger)
 }
 

@@ -1,13 +1,22 @@
 import ArgumentParser
+import AsyncHTTPClient
 import Foundation
+import Hummingbird
+import Logging
+import NIOHTTP1
+import ServiceLifecycle
+import NIOCore
 import Postgres
 import TributaryCore
+import TributaryServer
 
 extension TributaryCommand {
     struct Demo: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "The whole path on the embedded default: start the database, migrate, show what is there.")
+            abstract: "The whole path on the embedded default: start the database, migrate, collect sample events over HTTP.")
         @OptionGroup var global: GlobalOptions
+
+        @Option(help: "Sample people to generate.") var people = 200
 
         func run() async throws {
             let logger = global.makeLogger()
@@ -17,35 +26,102 @@ extension TributaryCommand {
             try await target.withClient(logger: logger) { client in
                 let report = try await migrator.migrate(client)
                 let version = try await client.query("SHOW server_version").scalar(String.self)
-                let installation = try await client.query("SELECT cdp.installation_id()").scalar(String.self)
-                let schemaVersion = try await client.query("SELECT version, name FROM cdp.schema_version")
-                let (latest, latestName) = try schemaVersion[0].decode((Int, String?).self)
-                let relations = try await client.query("""
-                    SELECT n.nspname AS schema,
-                           c.relname AS name,
-                           CASE c.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
-                                          WHEN 'p' THEN 'partitioned table' ELSE 'table' END AS kind
-                    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                    WHERE n.nspname IN ('cdp', 'segments') AND c.relkind IN ('r', 'v', 'm', 'p')
-                      AND NOT c.relispartition
-                    ORDER BY 1, 2
-                    """)
-
                 print("Tributary \(Tributary.version) demo")
                 print("  database      PostgreSQL \(version), \(target.summary)")
                 if case .embedded(let server) = target.source { print("  connect       psql \"\(try server.url())\"") }
-                print("  installation  \(installation)")
-                print(
-                    "  migrations    \(report.applied.count) applied now, \(report.alreadyApplied) already applied; "
-                        + "schema version \(latest) (\(latestName ?? "none"))")
-                print("  relations     \(relations.count) in schemas cdp and segments:")
-                for row in relations {
-                    let (schema, name, kind) = try row.decode((String, String, String).self)
-                    print("                \(schema).\(name) (\(kind))")
+                print("  migrations    \(report.applied.count) applied now, \(report.alreadyApplied) already applied; "
+                    + "schema version \(try await client.query("SELECT version FROM cdp.schema_version").scalar(Int.self))")
+
+                // Collection: a source, the HTTP API on an ephemeral port, sample traffic through it (sent twice: the
+                // second time is a client retrying, and must store nothing).
+                let sources = SourceStore(client: client)
+                let key = try await sources.list().contains { $0.name == "demo-web" }
+                    ? try await sources.rotateKey(name: "demo-web").writeKey
+                    : try await sources.create(name: "demo-web").writeKey
+                let collected = try await collect(client: client, key: key, logger: logger)
+                print("  collection    \(collected.requests) batches over HTTP: \(collected.stored) events stored, "
+                    + "\(collected.duplicates) retried duplicates ignored; p50 \(collected.p50) ms, max \(collected.max) ms per batch")
+
+                let totals = try await client.query("""
+                    SELECT count(*), count(DISTINCT coalesce(user_id, anonymous_id)), count(DISTINCT tableoid), max(seq)
+                    FROM cdp.events
+                    """).first!
+                let (events, people, partitions, lastSeq) = try totals.decode((Int, Int, Int, Int?).self)
+                print("  cdp.events    \(events) events from \(people) user or anonymous ids in \(partitions) monthly partitions; "
+                    + "receive sequence at \(lastSeq ?? 0)")
+                let byType = try await client.query("SELECT type, count(*) FROM cdp.events GROUP BY 1 ORDER BY 2 DESC")
+                let summary = try byType.map { row -> String in
+                    let (type, count) = try row.decode((String, Int).self)
+                    return "\(type) \(count)"
                 }
+                print("                \(summary.joined(separator: ", "))")
                 let elapsed = ContinuousClock.now - started
                 print("  took          \(elapsed.formatted(.units(allowed: [.seconds, .milliseconds], width: .narrow)))")
+                print("Try: tributary serve, then curl -u \"$KEY:\" -d '{\"userId\":\"u1\",\"event\":\"Signed Up\"}' localhost:8080/v1/track")
             }
+        }
+
+        struct Collected {
+            var requests = 0
+            var stored = 0
+            var duplicates = 0
+            var p50 = 0
+            var max = 0
+        }
+
+        /// Runs the collection API in this process and posts the sample batches to it.
+        func collect(client: PostgresClient, key: String, logger: Logger) async throws -> Collected {
+            let (portStream, portContinuation) = AsyncStream.makeStream(of: Int.self)
+            let app = buildApplication(
+                configuration: ServerConfiguration(host: "127.0.0.1", port: 0), client: client, logger: logger,
+                onListening: { port in portContinuation.yield(port) })
+            let services = ServiceGroup(services: [app], gracefulShutdownSignals: [], logger: logger)
+            let server = Task { try await services.run() }
+            var ports = portStream.makeAsyncIterator()
+            guard let port = await ports.next() else { throw CLIError("the demo server did not start") }
+            do {
+                let result = try await post(to: port, key: key)
+                await services.triggerGracefulShutdown()
+                try await server.value
+                return result
+            } catch {
+                await services.triggerGracefulShutdown()
+                throw error
+            }
+        }
+
+        /// Posts the sample batches twice (the second time as a client retry would) and measures each request.
+        func post(to port: Int, key: String) async throws -> Collected {
+            let batches = SampleEvents(people: people).batches()
+            let authorization = "Basic " + Data("\(key):".utf8).base64EncodedString()
+            var result = Collected()
+            var latencies: [Int] = []
+            for _ in 0..<2 {
+                for batch in batches {
+                    var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/v1/batch")
+                    request.method = .POST
+                    request.headers.add(name: "Authorization", value: authorization)
+                    request.headers.add(name: "Content-Type", value: "application/json")
+                    request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: batch)))
+                    let sent = ContinuousClock.now
+                    let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+                    let body = try await response.body.collect(upTo: 1 << 20)
+                    let took = (ContinuousClock.now - sent).components
+                    latencies.append(Int(took.seconds) * 1000 + Int(took.attoseconds / 1_000_000_000_000_000))
+                    guard response.status == .ok,
+                        let answer = try JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any]
+                    else {
+                        throw CLIError("the collection API answered \(response.status.code): \(String(buffer: body))")
+                    }
+                    result.requests += 1
+                    result.stored += answer["stored"] as? Int ?? 0
+                    result.duplicates += answer["duplicates"] as? Int ?? 0
+                }
+            }
+            latencies.sort()
+            result.p50 = latencies[latencies.count / 2]
+            result.max = latencies.last ?? 0
+            return result
         }
     }
 }
