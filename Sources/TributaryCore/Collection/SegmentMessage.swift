@@ -117,26 +117,32 @@ public struct SegmentParser: Sendable {
         }
         for (index, item) in items.enumerated() {
             do {
-                guard case .object = item else { throw ValidationIssue(index: index, field: "", message: "must be an object") }
-                let size = item.serialized.utf8.count
-                if size > limits.maxEventBytes {
-                    throw ValidationIssue(
-                        index: index, field: "", message: "the event is \(size) bytes; the limit is \(limits.maxEventBytes) bytes (32 KB)")
-                }
-                guard let typeValue = item["type"] else {
-                    throw ValidationIssue(index: index, field: "type", message: "required in batch items")
-                }
-                guard case .string(let typeName) = typeValue, let type = CallType(rawValue: typeName) else {
-                    throw ValidationIssue(
-                        index: index, field: "type",
-                        message: "must be one of \(CallType.allCases.map(\.rawValue).joined(separator: ", "))")
-                }
-                parsed.events.append(try event(item, type: type, index: index, batch: document, receivedAt: receivedAt))
+                parsed.events.append(try call(item, index: index, batch: document, receivedAt: receivedAt))
             } catch let issue as ValidationIssue {
                 parsed.issues.append(issue)
             }
         }
         return parsed
+    }
+
+    /// Validates one call whose `type` is in the object itself (a line of a JSONL import, an item of a batch).
+    ///
+    /// - Throws: ``ValidationIssue`` located at `index`.
+    public func call(_ item: JSONValue, index: Int?, batch: JSONValue? = nil, receivedAt: Date) throws -> IncomingEvent {
+        guard case .object = item else { throw ValidationIssue(index: index, field: "", message: "must be an object") }
+        let size = item.serialized.utf8.count
+        if size > limits.maxEventBytes {
+            throw ValidationIssue(
+                index: index, field: "", message: "the event is \(size) bytes; the limit is \(limits.maxEventBytes) bytes (32 KB)")
+        }
+        guard let typeValue = item["type"] else {
+            throw ValidationIssue(index: index, field: "type", message: batch == nil ? "required" : "required in batch items")
+        }
+        guard case .string(let typeName) = typeValue, let type = CallType(rawValue: typeName) else {
+            throw ValidationIssue(
+                index: index, field: "type", message: "must be one of \(CallType.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        return try event(item, type: type, index: index, batch: batch, receivedAt: receivedAt)
     }
 
     private func event(

@@ -72,6 +72,11 @@ public struct SourceStore: Sendable {
         return (try Self.source(row), key)
     }
 
+    /// The source with this name, or nil.
+    public func named(_ name: String) async throws -> Source? {
+        try await client.query("SELECT \(unescaped: Self.columns) FROM cdp.sources WHERE name = \(name)").first.map(Self.source)
+    }
+
     /// The enabled source a write key belongs to, or nil for an unknown or disabled key.
     public func authenticate(writeKey: String) async throws -> Source? {
         let rows = try await client.query("""
