@@ -119,7 +119,10 @@ let package = Package(
         // End-to-end tests of the `tributary` executable: exit codes, one-line errors, real databases.
         .testTarget(
             name: "TributaryCLITests",
-            dependencies: ["tributary", "Postgres", "PostgresTesting"],
+            dependencies: [
+                "tributary", "Postgres", "PostgresTesting",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
             swiftSettings: swiftSettings
         ),
     ]

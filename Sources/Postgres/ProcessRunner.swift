@@ -113,6 +113,43 @@ public enum ProcessRunner {
         }
     }
 
+    /// Starts a program in the background with its output appended to `logFile`; returns its process id.
+    /// Stop it with `kill(pid, SIGTERM)` (or `SIGKILL`) and reap it with ``wait(_:)``.
+    public static func start(
+        _ executable: String, _ arguments: [String], environment: [String: String]? = nil, logFile: String
+    ) throws -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, logFile, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        let argv = [executable] + arguments
+        let variables = (environment ?? ProcessInfo.processInfo.environment).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        var pid: pid_t = 0
+        let status = withCStrings(argv) { args in
+            UnsafeRawPointer(args).withMemoryRebound(to: UnsafeMutablePointer<CChar>?.self, capacity: argv.count + 1) { argsPointer in
+                withCStrings(variables) { env in
+                    UnsafeRawPointer(env).withMemoryRebound(to: UnsafeMutablePointer<CChar>?.self, capacity: variables.count + 1) {
+                        posix_spawn(&pid, executable, &actions, nil, argsPointer, $0)
+                    }
+                }
+            }
+        }
+        guard status == 0 else {
+            throw PostgresError(.embeddedServer, "could not start \(executable): \(String(cString: strerror(status)))")
+        }
+        return pid
+    }
+
+    /// Waits for a process started with ``start(_:_:environment:logFile:)`` to end; returns its exit status.
+    @discardableResult
+    public static func wait(_ pid: pid_t) -> Int32 {
+        var exitStatus: Int32 = 0
+        while waitpid(pid, &exitStatus, 0) < 0 && errno == EINTR {}
+        return (exitStatus & 0x7f) == 0 ? (exitStatus >> 8) & 0xff : 128 + (exitStatus & 0x7f)
+    }
+
     /// The first executable called `name` on `PATH` (and the sbin directories, which root's tools live in).
     public static func which(_ name: String) -> String? {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? ""

@@ -21,10 +21,15 @@ extension TributaryCommand {
             let target = try await global.resolveTarget(logger: logger)
             let client = PostgresClient(configuration: target.configuration, options: .init(maxConnections: 8), logger: logger)
             try await Migrator(files: try ProjectFiles.locate(), logger: logger).migrate(client)
+            let summary = target.summary
             let app = buildApplication(
                 configuration: ServerConfiguration(host: host, port: port, maxQueuedEvents: maxQueuedEvents),
-                client: client, logger: logger)
-            print("tributary \(Tributary.version) collecting on http://\(host):\(port) into \(target.summary)")
+                client: client, logger: logger,
+                onListening: { port in
+                    // Written straight to the file descriptor, so a supervisor reading a pipe sees it at once.
+                    let line = "tributary \(Tributary.version) collecting on http://\(host):\(port) into \(summary)\n"
+                    FileHandle.standardOutput.write(Data(line.utf8))
+                })
             try await app.runService()
             await client.shutdown()
         }
