@@ -98,6 +98,18 @@ let package = Package(
             path: "Benchmarks/tributary-bench",
             swiftSettings: swiftSettings
         ),
+        .executableTarget(
+            name: "tributary-ingest-bench",
+            dependencies: [
+                "Postgres",
+                "TributaryCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/ingest",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "PostgresTests",
             dependencies: ["Postgres", "PostgresTesting"],

@@ -1,0 +1,213 @@
+// tributary-ingest-bench: the collection API under load, against psql \copy of the same events into the same table.
+//
+//   swift build -c release && .build/release/tributary-ingest-bench [--events 1000000] [--concurrency 16]
+//
+// Starts `tributary serve` (the binary next to this one) on a fresh database, posts /v1/batch requests of 100
+// realistic events (about 500 bytes each) from concurrent clients until --events are stored, then repeats at half
+// the measured peak rate, and reports events/s, request latency p50/p99 and the server's peak RSS. Then loads the same
+// number of events into cdp.events of another fresh database with `psql \copy`, in the same run.
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import Postgres
+import TributaryCore
+
+@main
+struct IngestBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "tributary-ingest-bench")
+
+    @Option(help: "Events to send at peak (and half as many at half rate).") var events = 1_000_000
+    @Option(help: "Concurrent HTTP clients.") var concurrency = 16
+    @Option(help: "Embedded data directory used when DATABASE_URL/PG* are unset.") var dataDir = ".tributary/bench-pgdata"
+
+    func run() async throws {
+        var logger = Logger(label: "bench")
+        logger.logLevel = .warning
+        let server: PostgresConfiguration
+        if let configured = try PostgresConfiguration.fromEnvironment() {
+            server = configured
+        } else {
+            server = try await EmbeddedPostgres(dataDirectory: dataDir, logger: logger).start()
+        }
+        let files = try ProjectFiles.locate()
+        let version = try await PostgresConnection.connect(configuration: server, logger: logger).query("SHOW server_version").scalar(String.self)
+        print("server: PostgreSQL \(version); \(ProcessInfo.processInfo.activeProcessorCount) cores; \(events) events, batches of 100, \(concurrency) clients")
+
+        // 1. The API.
+        let apiDatabase = try await freshDatabase("tributary_ingest_api", on: server, files: files, logger: logger)
+        let client = PostgresClient(configuration: apiDatabase, logger: logger)
+        let (_, key) = try await SourceStore(client: client).create(name: "bench")
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("tributary").path
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("ingest-bench-server.log").path
+        try? FileManager.default.removeItem(atPath: log)
+        var environment = ProcessInfo.processInfo.environment
+        environment["DATABASE_URL"] = apiDatabase.resolvedConnectionString
+        environment["TRIBUTARY_SQL_DIR"] = files.root.path
+        let pid = try ProcessRunner.start(binary, ["serve", "--port", "0"], environment: environment, logFile: log)
+        defer {
+            kill(pid, SIGTERM)
+            ProcessRunner.wait(pid)
+        }
+        var port = 0
+        for _ in 0..<600 where port == 0 {
+            if let text = try? String(contentsOfFile: log, encoding: .utf8), let range = text.range(of: "collecting on http://127.0.0.1:") {
+                port = Int(text[range.upperBound...].prefix { $0.isNumber }) ?? 0
+            } else {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        guard port > 0 else { throw CleanExit.message("tributary serve did not start; see \(log)") }
+
+        var httpConfiguration = HTTPClient.Configuration()
+        httpConfiguration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = concurrency
+        let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
+        let poster = Poster(http: http, url: "http://127.0.0.1:\(port)/v1/batch", key: key)
+
+        let peak = try await poster.run(batches: events / 100, prefix: "peak", concurrency: concurrency, rate: nil)
+        print(String(format: "API peak:      %8.0f events/s   p50 %6.1f ms   p99 %6.1f ms   (%d events in %.1f s)",
+                     peak.eventsPerSecond, peak.p50, peak.p99, peak.events, peak.seconds))
+        let half = try await poster.run(
+            batches: events / 200, prefix: "half", concurrency: concurrency, rate: peak.eventsPerSecond / 2 / 100)
+        print(String(format: "API half rate: %8.0f events/s   p50 %6.1f ms   p99 %6.1f ms", half.eventsPerSecond, half.p50, half.p99))
+        let rss = Self.peakRSS(pid)
+        print(String(format: "server peak RSS: %.0f MB", Double(rss) / 1024))
+        let stored = try await client.query("SELECT count(*) FROM cdp.events").scalar(Int.self)
+        guard stored == peak.events + half.events else { throw CleanExit.message("stored \(stored) events, sent \(peak.events + half.events)") }
+        try await http.shutdown()
+        await client.shutdown()
+
+        // 2. psql \copy of the same events into the same table, in another fresh database.
+        let copyDatabase = try await freshDatabase("tributary_ingest_copy", on: server, files: files, logger: logger)
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("ingest-bench-\(events).tsv").path
+        try Self.writeCopyFile(path: file, events: events)
+        let psqlBin = try EmbeddedPostgres.findBinaries() + "/psql"
+        let columns = "seq, message_id, source_id, type, event, user_id, timestamp, received_at, properties, context"
+        let started = ContinuousClock.now
+        let output = try ProcessRunner.run(psqlBin, ["-X", "-q", "-v", "ON_ERROR_STOP=1", copyDatabase.resolvedConnectionString,
+                                                     "-c", "\\copy cdp.events (\(columns)) FROM '\(file)'"])
+        let seconds = Double((ContinuousClock.now - started).components.attoseconds) / 1e18 + Double((ContinuousClock.now - started).components.seconds)
+        guard output.status == 0 else { throw CleanExit.message("psql failed: \(output.tail)") }
+        let copyRate = Double(events) / seconds
+        print(String(format: "psql \\copy:    %8.0f events/s   (%d events in %.1f s)", copyRate, events, seconds))
+        print(String(format: "ratio: API peak / \\copy = %.2fx", peak.eventsPerSecond / copyRate))
+        try? FileManager.default.removeItem(atPath: file)
+    }
+
+    /// Drops and recreates a database, migrated.
+    func freshDatabase(_ name: String, on server: PostgresConfiguration, files: ProjectFiles, logger: Logger) async throws -> PostgresConfiguration {
+        let admin = try await PostgresConnection.connect(configuration: server.with(database: "postgres"), logger: logger)
+        try await admin.execute("DROP DATABASE IF EXISTS \(identifier: name) WITH (FORCE)")
+        try await admin.execute("CREATE DATABASE \(identifier: name)")
+        await admin.close()
+        let configuration = server.with(database: name)
+        let client = PostgresClient(configuration: configuration, logger: logger)
+        try await Migrator(files: files, logger: logger).migrate(client)
+        await client.shutdown()
+        return configuration
+    }
+
+    static func peakRSS(_ pid: pid_t) -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return 0 }
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") } ?? ""
+        return Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
+    }
+
+    /// One realistic track call, about 500 bytes.
+    static func event(_ id: String, _ n: Int) -> String {
+        #"{"type":"track","messageId":"\#(id)","userId":"user-\#(n % 300_000)","event":"Order Completed","properties":{"order_id":"o-\#(n)","revenue":\#(n % 500).95,"currency":"USD","products":[{"product_id":"sku-\#(n % 1000)","category":"shoes","price":89.0,"quantity":1}],"coupon":null},"context":{"library":{"name":"analytics.js","version":"4.1.0"},"ip":"203.0.113.\#(n % 255)","locale":"en-US","page":{"path":"/checkout","url":"https://shop.example.com/checkout"},"userAgent":"Mozilla/5.0 (X11; Linux x86_64)"},"originalTimestamp":"2026-11-25T10:00:00.000Z"}"#
+    }
+
+    /// The same events in COPY text format, for psql.
+    static func writeCopyFile(path: String, events: Int) throws {
+        FileManager.default.createFile(atPath: path, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        defer { try? handle.close() }
+        var buffer = ""
+        for n in 0..<events {
+            let properties = #"{"order_id":"o-\#(n)","revenue":\#(n % 500).95,"currency":"USD","products":[{"product_id":"sku-\#(n % 1000)","category":"shoes","price":89.0,"quantity":1}],"coupon":null}"#
+            let context = #"{"library":{"name":"analytics.js","version":"4.1.0"},"ip":"203.0.113.\#(n % 255)","locale":"en-US","page":{"path":"/checkout","url":"https://shop.example.com/checkout"},"userAgent":"Mozilla/5.0 (X11; Linux x86_64)"}"#
+            buffer += "\(n + 1)\tcopy-\(n)\tsrc\ttrack\tOrder Completed\tuser-\(n % 300_000)\t2026-11-25 10:00:00+00\t2026-11-25 10:00:01+00\t\(properties)\t\(context)\n"
+            if buffer.utf8.count > 1 << 20 {
+                try handle.write(contentsOf: Data(buffer.utf8))
+                buffer = ""
+            }
+        }
+        try handle.write(contentsOf: Data(buffer.utf8))
+    }
+}
+
+/// Posts batches and measures them.
+struct Poster: Sendable {
+    let http: HTTPClient
+    let url: String
+    let key: String
+
+    struct Result {
+        var events: Int
+        var seconds: Double
+        var p50: Double
+        var p99: Double
+        var eventsPerSecond: Double { Double(events) / seconds }
+    }
+
+    final class Collector: @unchecked Sendable {
+        let lock = NSLock()
+        var latencies: [Double] = []
+        var next = 0
+        func take(_ limit: Int) -> Int? {
+            lock.lock()
+            defer { lock.unlock() }
+            guard next < limit else { return nil }
+            next += 1
+            return next - 1
+        }
+        func record(_ milliseconds: Double) {
+            lock.lock()
+            latencies.append(milliseconds)
+            lock.unlock()
+        }
+    }
+
+    /// Sends `batches` batches from `concurrency` clients, as fast as possible or at `rate` batches per second.
+    func run(batches: Int, prefix: String, concurrency: Int, rate: Double?) async throws -> Result {
+        let collector = Collector()
+        let authorization = "Basic " + Data("\(key):".utf8).base64EncodedString()
+        let start = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<concurrency {
+                group.addTask {
+                    while let index = collector.take(batches) {
+                        if let rate {
+                            let due = start + .nanoseconds(Int64(Double(index) / rate * 1e9))
+                            if due > .now { try await Task.sleep(until: due) }
+                        }
+                        let calls = (0..<100).map { IngestBench.event("\(prefix)-\(index)-\($0)", index * 100 + $0) }
+                        var request = HTTPClientRequest(url: url)
+                        request.method = .POST
+                        request.headers.add(name: "Authorization", value: authorization)
+                        request.headers.add(name: "Content-Type", value: "application/json")
+                        request.body = .bytes(ByteBuffer(string: #"{"batch":[\#(calls.joined(separator: ","))],"sentAt":"2026-11-25T10:00:00.000Z"}"#))
+                        let sent = ContinuousClock.now
+                        let response = try await http.execute(request, timeout: .seconds(60))
+                        let body = try await response.body.collect(upTo: 1 << 20)
+                        guard response.status == .ok else {
+                            throw CleanExit.message("HTTP \(response.status.code): \(String(buffer: body))")
+                        }
+                        let took = ContinuousClock.now - sent
+                        collector.record(Double(took.components.seconds) * 1000 + Double(took.components.attoseconds) / 1e15)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let elapsed = ContinuousClock.now - start
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let sorted = collector.latencies.sorted()
+        return Result(
+            events: batches * 100, seconds: seconds, p50: sorted[sorted.count / 2],
+            p99: sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.99))])
+    }
+}
