@@ -46,13 +46,16 @@ public func buildApplication(
     let api = CollectionAPI(
         configuration: configuration, writer: writer,
         keys: WriteKeyCache(store: SourceStore(client: client), ttl: configuration.writeKeyCacheTTL),
-        metrics: metrics, logger: logger)
+        webhookMappings: WebhookMappingStore(client: client), metrics: metrics, logger: logger)
     let router = Router(context: BasicRequestContext.self)
     for type in CallType.allCases {
         router.post("/v1/\(type.rawValue)") { request, _ in await api.handle(request, type: type, route: type.rawValue) }
     }
     router.post("/v1/batch") { request, _ in await api.handle(request, type: nil, route: "batch") }
     router.post("/v1/import") { request, _ in await api.handle(request, type: nil, route: "import") }
+    router.post("/v1/webhooks/:source") { request, context in
+        await api.handleWebhook(request, sourceName: context.parameters.get("source") ?? "")
+    }
     router.get("/health") { _, _ in
         do {
             _ = try await client.query("SELECT 1")
@@ -79,6 +82,7 @@ struct CollectionAPI: Sendable {
     let configuration: ServerConfiguration
     let writer: EventWriter
     let keys: WriteKeyCache
+    let webhookMappings: WebhookMappingStore
     let metrics: ServerMetrics
     let logger: Logger
 
@@ -94,27 +98,10 @@ struct CollectionAPI: Sendable {
         let limits = configuration.limits
         let receivedAt = Date()
         // 1. The body, bounded before and after decompression.
-        var body: [UInt8]
-        do {
-            var buffer = try await request.body.collect(upTo: limits.maxBatchBytes)
-            body = buffer.readBytes(length: buffer.readableBytes) ?? []
-        } catch {
-            return rejection("request_too_large", "the request body is larger than the limit of \(limits.maxBatchBytes) bytes (500 KB)")
-        }
-        switch request.headers[.contentEncoding]?.lowercased() {
-        case nil, "identity":
-            break
-        case "gzip", "x-gzip", "deflate":
-            do {
-                body = try Gzip.inflate(body, limit: limits.maxBatchBytes)
-            } catch Gzip.Failure.tooLarge {
-                return rejection("request_too_large", "the decompressed body is larger than the limit of \(limits.maxBatchBytes) bytes (500 KB)")
-            } catch {
-                return rejection("invalid_gzip", "the body is not valid gzip: \(error)")
-            }
-        case let other?:
-            return rejection("unsupported_encoding", "Content-Encoding '\(other)' is not supported; send gzip or nothing",
-                status: .unsupportedMediaType)
+        let body: [UInt8]
+        switch await readBody(request) {
+        case .success(let bytes): body = bytes
+        case .failure(let failure): return failure.response
         }
         // 2. Authenticate by header first, so unknown callers cost no parsing.
         var source: Source?
@@ -146,19 +133,120 @@ struct CollectionAPI: Sendable {
             ])
         }
         // 4. Store durably; answer only after the commit.
+        return await store(parsed.events, source: source!, issues: parsed.issues)
+    }
+
+    /// A response to send instead of handling the request.
+    struct EarlyResponse: Error {
+        var response: Response
+    }
+
+    /// The request body, inflated if gzipped; bounded by the batch limit before and after decompression.
+    func readBody(_ request: Request) async -> Result<[UInt8], EarlyResponse> {
+        let limits = configuration.limits
+        var body: [UInt8]
         do {
-            let outcome = try await writer.write(parsed.events, sourceID: source!.id)
+            var buffer = try await request.body.collect(upTo: limits.maxBatchBytes)
+            body = buffer.readBytes(length: buffer.readableBytes) ?? []
+        } catch {
+            return .failure(EarlyResponse(response: rejection(
+                "request_too_large", "the request body is larger than the limit of \(limits.maxBatchBytes) bytes (500 KB)")))
+        }
+        switch request.headers[.contentEncoding]?.lowercased() {
+        case nil, "identity":
+            return .success(body)
+        case "gzip", "x-gzip", "deflate":
+            do {
+                return .success(try Gzip.inflate(body, limit: limits.maxBatchBytes))
+            } catch Gzip.Failure.tooLarge {
+                return .failure(EarlyResponse(response: rejection(
+                    "request_too_large", "the decompressed body is larger than the limit of \(limits.maxBatchBytes) bytes (500 KB)")))
+            } catch {
+                return .failure(EarlyResponse(response: rejection("invalid_gzip", "the body is not valid gzip: \(error)")))
+            }
+        case let other?:
+            return .failure(EarlyResponse(response: rejection(
+                "unsupported_encoding", "Content-Encoding '\(other)' is not supported; send gzip or nothing",
+                status: .unsupportedMediaType)))
+        }
+    }
+
+    /// `POST /v1/webhooks/{source}`: a tool's own payload, turned into calls by the source's mapping.
+    func handleWebhook(_ request: Request, sourceName: String) async -> Response {
+        let started = ContinuousClock.now
+        let response = await respondToWebhook(request, sourceName: sourceName)
+        metrics.batchDuration.record(ContinuousClock.now - started)
+        metrics.request(route: "webhooks", status: response.status.code)
+        return response
+    }
+
+    private func respondToWebhook(_ request: Request, sourceName: String) async -> Response {
+        let receivedAt = Date()
+        let key = Self.basicAuthUser(request.headers[.authorization]) ?? request.uri.queryParameters.get("writeKey")
+        guard let key, let source = await authenticate(key), source.name == sourceName else { return unauthorized() }
+        let body: [UInt8]
+        switch await readBody(request) {
+        case .success(let bytes): body = bytes
+        case .failure(let failure): return failure.response
+        }
+        let mapping: WebhookMapping?
+        do {
+            mapping = try await webhookMappings.mapping(sourceID: source.id)
+        } catch {
+            logger.error("webhook mapping lookup failed", metadata: ["error": "\(error)"])
+            return Self.json(.serviceUnavailable, ["success": false, "code": "storage_unavailable", "error": "retry"])
+        }
+        guard let mapping else {
+            return Self.json(.notFound, [
+                "success": false, "code": "no_mapping",
+                "error": "the source '\(sourceName)' has no webhook mapping; apply one with `tributary webhooks apply FILE`",
+            ])
+        }
+        let parser = SegmentParser(limits: configuration.limits)
+        var events: [IncomingEvent] = []
+        var issues: [ValidationIssue] = []
+        do {
+            let payload = try JSONParser.parse(body)
+            for (index, call) in try mapping.calls(for: payload, rawPayload: body).enumerated() {
+                do {
+                    events.append(try parser.call(call, index: mapping.each == nil ? nil : index, receivedAt: receivedAt))
+                } catch let issue as ValidationIssue {
+                    issues.append(issue)
+                }
+            }
+        } catch let error as JSONParseError {
+            metrics.rejected("invalid_json")
+            return rejection("invalid_json", error.description)
+        } catch let issue as ValidationIssue {
+            issues.append(issue)
+        } catch {
+            return rejection("invalid_request", "\(error)")
+        }
+        for issue in issues { metrics.rejected(issue.field.isEmpty ? "invalid_event" : "invalid_\(issue.field)") }
+        guard !events.isEmpty else {
+            return Self.json(.badRequest, [
+                "success": false, "code": "invalid_event",
+                "error": issues.isEmpty ? "the payload maps to no calls" : issues.prefix(20).map(\.description).joined(separator: "; "),
+            ])
+        }
+        return await store(events, source: source, issues: issues)
+    }
+
+    /// Writes validated events and answers: 200 once committed, 503 with Retry-After when overloaded or unavailable.
+    private func store(_ events: [IncomingEvent], source: Source, issues: [ValidationIssue]) async -> Response {
+        do {
+            let outcome = try await writer.write(events, sourceID: source.id)
             var answer: [String: Any] = ["success": true, "stored": outcome.stored, "duplicates": outcome.duplicates]
-            if !parsed.issues.isEmpty { answer["rejected"] = parsed.issues.prefix(100).map(Self.issueObject) }
+            if !issues.isEmpty { answer["rejected"] = issues.prefix(100).map(Self.issueObject) }
             return Self.json(.ok, answer)
         } catch let overloaded as EventWriter.Overloaded {
-            metrics.rejected("overloaded", count: parsed.events.count)
+            metrics.rejected("overloaded", count: events.count)
             var response = Self.json(.serviceUnavailable, ["success": false, "code": "overloaded", "error": overloaded.description])
             response.headers[.retryAfter] = "1"
             return response
         } catch {
             logger.error("could not store events", metadata: ["error": "\(error)"])
-            metrics.rejected("storage_unavailable", count: parsed.events.count)
+            metrics.rejected("storage_unavailable", count: events.count)
             var response = Self.json(.serviceUnavailable, [
                 "success": false, "code": "storage_unavailable", "error": "the events could not be stored; retry",
             ])

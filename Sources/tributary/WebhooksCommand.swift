@@ -1,0 +1,45 @@
+import ArgumentParser
+import Foundation
+import Postgres
+import TributaryCore
+
+extension TributaryCommand {
+    struct Webhooks: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Inbound webhooks: mappings that turn a tool's payloads into Segment calls.",
+            subcommands: [Apply.self])
+    }
+}
+
+extension TributaryCommand.Webhooks {
+    struct Apply: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Check a mapping file and store it for its source (POST /v1/webhooks/SOURCE then uses it).")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "A JSON mapping file (see README: Inbound webhooks).") var file: String
+
+        func run() async throws {
+            guard let data = FileManager.default.contents(atPath: file) else { throw CLIError("cannot read \(file)") }
+            let mapping: WebhookMapping
+            do {
+                mapping = try WebhookMapping(json: JSONParser.parse([UInt8](data)))
+            } catch let error as JSONParseError {
+                throw CLIError("\(file): \(error)")
+            } catch let error as ImportError {
+                throw CLIError("\(file): \(error)")
+            }
+            let logger = global.makeLogger()
+            let target = try await global.resolveTarget(logger: logger)
+            try await target.withClient(logger: logger) { client in
+                try await Migrator(files: try ProjectFiles.locate(), logger: logger).migrate(client)
+                do {
+                    try await WebhookMappingStore(client: client).apply(mapping)
+                } catch let error as ImportError {
+                    throw CLIError("\(file): \(error)")
+                }
+            }
+            print("applied the webhook mapping of source '\(mapping.source)': POST /v1/webhooks/\(mapping.source) "
+                + "now makes \(mapping.type.rawValue) calls")
+        }
+    }
+}
