@@ -18,6 +18,13 @@ import Testing
         #expect(try JSONParser.parse(Array(value.serialized.utf8)) == value)
     }
 
+    @Test func serializedSizeMatchesTheSerializedBytes() throws {
+        for text in [#"{"a":[1,true,null,"x\"y\\z\n\u0001é🌊"],"b":{},"c":[]}"#, "[]", #""""#, "12.5e3"] {
+            let value = try JSONParser.parse(Array(text.utf8))
+            #expect(value.serializedSize == value.serialized.utf8.count, "\(text)")
+        }
+    }
+
     @Test(arguments: [
         ("", "unexpected end"), ("{", "end of input"), ("{\"a\":1}x", "after the JSON value"), ("[01]", "leading zeros"),
         ("\"\\u0000\"", "\\u0000"), ("\"\\ud800\"", "surrogate"), ("\"a\tb\"", "control character"), ("1e99999", "exponent"),

@@ -108,9 +108,16 @@ public actor EventWriter {
             try await connection.execute(Self.stagingSQL)
             return try await connection.withTransaction { tx in
                 try await tx.copyIn("COPY tributary_incoming FROM STDIN") { writer in
+                    var buffer: [UInt8] = []
+                    buffer.reserveCapacity(256 * 1024)
                     for (ordinal, (_, sourceID, event)) in rows.enumerated() {
-                        try await writer.write(Self.copyLine(ordinal: ordinal, sourceID: sourceID, event))
+                        Self.appendCopyLine(to: &buffer, ordinal: ordinal, sourceID: sourceID, event)
+                        if buffer.count >= 240 * 1024 {
+                            try await writer.write(buffer)
+                            buffer.removeAll(keepingCapacity: true)
+                        }
                     }
+                    try await writer.write(buffer)
                 }
                 try await tx.advisoryTransactionLock(Self.sequenceLock)
                 let inserted = try await tx.query(PostgresQuery(unsafeSQL: Self.insertSQL))
@@ -179,34 +186,34 @@ public actor EventWriter {
         SELECT source_id, message_id FROM stored
         """
 
-    /// One row of COPY text format.
-    static func copyLine(ordinal: Int, sourceID: String, _ e: IncomingEvent) -> String {
-        var line = String(ordinal)
+    /// Appends one row in COPY text format.
+    static func appendCopyLine(to out: inout [UInt8], ordinal: Int, sourceID: String, _ e: IncomingEvent) {
+        out.append(contentsOf: String(ordinal).utf8)
         for field in [
             sourceID, e.messageID, e.type.rawValue, e.event, e.name, e.userID, e.anonymousID, e.groupID, e.previousID,
             PostgresTime.format(e.timestamp), e.originalTimestamp.map(PostgresTime.format), e.sentAt.map(PostgresTime.format),
             PostgresTime.format(e.receivedAt), e.properties, e.traits, e.context, e.integrations,
         ] {
-            line += "\t"
-            line += field.map(copyEscape) ?? "\\N"
+            out.append(0x09)
+            guard let field else {
+                out.append(contentsOf: [0x5C, UInt8(ascii: "N")])
+                continue
+            }
+            appendCopyEscaped(field, to: &out)
         }
-        return line + "\n"
+        out.append(0x0A)
     }
 
-    /// Escapes a value for COPY's text format.
-    static func copyEscape(_ text: String) -> String {
-        guard text.utf8.contains(where: { $0 == 0x5C || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }) else { return text }
-        var out = ""
-        out.reserveCapacity(text.utf8.count + 8)
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\\": out += "\\\\"
-            case "\t": out += "\\t"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            default: out.unicodeScalars.append(scalar)
+    /// Appends a value escaped for COPY's text format (backslash, tab, newline, carriage return).
+    static func appendCopyEscaped(_ text: String, to out: inout [UInt8]) {
+        for byte in text.utf8 {
+            switch byte {
+            case 0x5C: out.append(contentsOf: [0x5C, 0x5C])
+            case 0x09: out.append(contentsOf: [0x5C, UInt8(ascii: "t")])
+            case 0x0A: out.append(contentsOf: [0x5C, UInt8(ascii: "n")])
+            case 0x0D: out.append(contentsOf: [0x5C, UInt8(ascii: "r")])
+            default: out.append(byte)
             }
         }
-        return out
     }
 }

@@ -130,7 +130,7 @@ public struct SegmentParser: Sendable {
     /// - Throws: ``ValidationIssue`` located at `index`.
     public func call(_ item: JSONValue, index: Int?, batch: JSONValue? = nil, receivedAt: Date) throws -> IncomingEvent {
         guard case .object = item else { throw ValidationIssue(index: index, field: "", message: "must be an object") }
-        let size = item.serialized.utf8.count
+        let size = item.serializedSize
         if size > limits.maxEventBytes {
             throw ValidationIssue(
                 index: index, field: "", message: "the event is \(size) bytes; the limit is \(limits.maxEventBytes) bytes (32 KB)")
