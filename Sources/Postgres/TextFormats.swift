@@ -6,6 +6,14 @@ public enum PostgresTime {
 
     /// `2026-11-25T10:11:12.123456Z`: UTC, microsecond precision (PostgreSQL stores microseconds).
     public static func format(_ date: Date) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity(28)
+        append(date, to: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Appends ``format(_:)``'s text to a byte buffer.
+    public static func append(_ date: Date, to out: inout [UInt8]) {
         let micros = Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
         var days = micros / microsPerDay
         var rest = micros % microsPerDay
@@ -15,13 +23,40 @@ public enum PostgresTime {
         }
         let (year, month, day) = civil(fromDays: days)
         let seconds = rest / 1_000_000
-        let fraction = rest % 1_000_000
-        func pad(_ value: Int64, _ width: Int) -> String {
-            let digits = String(value)
-            return digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits
+        func digits(_ value: Int64, _ width: Int) {
+            var text = Array(String(value).utf8)
+            if text.count < width { text.insert(contentsOf: repeatElement(UInt8(ascii: "0"), count: width - text.count), at: 0) }
+            out.append(contentsOf: text)
         }
-        return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(seconds / 3600, 2)):\(pad(seconds / 60 % 60, 2)):"
-            + "\(pad(seconds % 60, 2)).\(pad(fraction, 6))Z"
+        func two(_ value: Int64) {
+            out.append(UInt8(truncatingIfNeeded: 48 + value / 10))
+            out.append(UInt8(truncatingIfNeeded: 48 + value % 10))
+        }
+        if (0...9999).contains(year) {
+            two(year / 100)
+            two(year % 100)
+        } else {
+            digits(year, 4)
+        }
+        out.append(UInt8(ascii: "-"))
+        two(month)
+        out.append(UInt8(ascii: "-"))
+        two(day)
+        out.append(UInt8(ascii: "T"))
+        two(seconds / 3600)
+        out.append(UInt8(ascii: ":"))
+        two(seconds / 60 % 60)
+        out.append(UInt8(ascii: ":"))
+        two(seconds % 60)
+        out.append(UInt8(ascii: "."))
+        var fraction = rest % 1_000_000
+        var fractionDigits = [UInt8](repeating: 48, count: 6)
+        for i in stride(from: 5, through: 0, by: -1) {
+            fractionDigits[i] = UInt8(truncatingIfNeeded: 48 + fraction % 10)
+            fraction /= 10
+        }
+        out.append(contentsOf: fractionDigits)
+        out.append(UInt8(ascii: "Z"))
     }
 
     /// Parses `2026-11-25 10:11:12.123456+05:30`, `2026-11-25 10:11:12` (read as UTC), `2026-11-25`,

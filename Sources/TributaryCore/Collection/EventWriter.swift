@@ -37,17 +37,21 @@ public actor EventWriter {
     public let maxQueuedEvents: Int
     private var pending: [Pending] = []
     private var queuedEvents = 0
-    private var flushing = false
+    /// Flushes running now; up to ``maxConcurrentFlushes`` overlap, so one group's COPY proceeds while another commits.
+    private var activeFlushes = 0
+    /// The most group commits in flight at once from this writer.
+    public let maxConcurrentFlushes: Int
     private var knownMonths: Set<String> = []
     /// Called after each flush with the number of events stored and the time it took (for metrics).
     private let onFlush: @Sendable (Int, Int, Duration) -> Void
 
     public init(
-        client: PostgresClient, maxQueuedEvents: Int = 50_000, logger: Logger,
+        client: PostgresClient, maxQueuedEvents: Int = 50_000, maxConcurrentFlushes: Int = 2, logger: Logger,
         onFlush: @escaping @Sendable (_ stored: Int, _ duplicates: Int, _ took: Duration) -> Void = { _, _, _ in }
     ) {
         self.client = client
         self.maxQueuedEvents = maxQueuedEvents
+        self.maxConcurrentFlushes = max(1, maxConcurrentFlushes)
         self.logger = logger
         self.onFlush = onFlush
     }
@@ -62,8 +66,8 @@ public actor EventWriter {
         queuedEvents += events.count
         return try await withCheckedThrowingContinuation { continuation in
             pending.append(Pending(sourceID: sourceID, events: events, continuation: continuation))
-            if !flushing {
-                flushing = true
+            if activeFlushes < maxConcurrentFlushes {
+                activeFlushes += 1
                 Task { await self.flushLoop() }
             }
         }
@@ -87,7 +91,7 @@ public actor EventWriter {
                 for request in batch { request.continuation.resume(throwing: error) }
             }
         }
-        flushing = false
+        activeFlushes -= 1
     }
 
     /// Writes one group of requests in one transaction; returns each request's outcome.
@@ -189,18 +193,22 @@ public actor EventWriter {
     /// Appends one row in COPY text format.
     static func appendCopyLine(to out: inout [UInt8], ordinal: Int, sourceID: String, _ e: IncomingEvent) {
         out.append(contentsOf: String(ordinal).utf8)
-        for field in [
-            sourceID, e.messageID, e.type.rawValue, e.event, e.name, e.userID, e.anonymousID, e.groupID, e.previousID,
-            PostgresTime.format(e.timestamp), e.originalTimestamp.map(PostgresTime.format), e.sentAt.map(PostgresTime.format),
-            PostgresTime.format(e.receivedAt), e.properties, e.traits, e.context, e.integrations,
-        ] {
+        func text(_ value: String?) {
             out.append(0x09)
-            guard let field else {
-                out.append(contentsOf: [0x5C, UInt8(ascii: "N")])
-                continue
-            }
-            appendCopyEscaped(field, to: &out)
+            if let value { appendCopyEscaped(value, to: &out) } else { out.append(contentsOf: [0x5C, UInt8(ascii: "N")]) }
         }
+        func time(_ value: Date?) {
+            out.append(0x09)
+            if let value { PostgresTime.append(value, to: &out) } else { out.append(contentsOf: [0x5C, UInt8(ascii: "N")]) }
+        }
+        for value in [sourceID, e.messageID, e.type.rawValue, e.event, e.name, e.userID, e.anonymousID, e.groupID, e.previousID] {
+            text(value)
+        }
+        time(e.timestamp)
+        time(e.originalTimestamp)
+        time(e.sentAt)
+        time(e.receivedAt)
+        for value in [e.properties, e.traits, e.context, e.integrations] { text(value) }
         out.append(0x0A)
     }
 
