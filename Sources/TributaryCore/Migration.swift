@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import Postgres
 
@@ -36,7 +35,7 @@ public struct Migration: Sendable, Hashable {
 
     public static func checksum(of sql: String) -> String {
         let normalized = sql.replacingOccurrences(of: "\r\n", with: "\n")
-        return SHA256.hash(data: Data(normalized.utf8)).map { String(format: "%02x", $0) }.joined()
+        return sha256Hex(Data(normalized.utf8))
     }
 
     /// Reads every `.sql` file of a directory, sorted by version; fails on a misnamed file or a repeated version.

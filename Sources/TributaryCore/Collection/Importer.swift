@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import Logging
 import Postgres
@@ -149,7 +148,7 @@ public struct Importer: Sendable {
     }
 
     static func digest(_ bytes: [UInt8]) -> String {
-        SHA256.hash(data: bytes).prefix(16).map { String(format: "%02x", $0) }.joined()
+        sha256Hex(bytes, bytes: 16)
     }
 
     static func checkColumns(_ mapping: CSVMapping?, header: [String]) throws {

@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import Postgres
 
@@ -114,7 +113,7 @@ public struct SourceStore: Sendable {
 
     /// SHA-256 of a write key, in hex: what is stored and looked up.
     public static func hash(_ key: String) -> String {
-        SHA256.hash(data: Data(key.utf8)).map { String(format: "%02x", $0) }.joined()
+        sha256Hex(Data(key.utf8))
     }
 
     static func hint(_ key: String) -> String { String(key.prefix(8)) + "…" }
