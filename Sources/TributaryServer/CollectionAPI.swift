@@ -87,8 +87,18 @@ struct CollectionAPI: Sendable {
     let logger: Logger
 
     func handle(_ request: Request, type: CallType?, route: String) async -> Response {
+        await measured(route: route) { await respond(request, type: type) }
+    }
+
+    /// `POST /v1/webhooks/{source}`: a tool's own payload, turned into calls by the source's mapping.
+    func handleWebhook(_ request: Request, sourceName: String) async -> Response {
+        await measured(route: "webhooks") { await respondToWebhook(request, sourceName: sourceName) }
+    }
+
+    /// Records the request's latency and status.
+    private func measured(route: String, _ body: () async -> Response) async -> Response {
         let started = ContinuousClock.now
-        let response = await respond(request, type: type)
+        let response = await body()
         metrics.batchDuration.record(ContinuousClock.now - started)
         metrics.request(route: route, status: response.status.code)
         return response
@@ -169,15 +179,6 @@ struct CollectionAPI: Sendable {
                 "unsupported_encoding", "Content-Encoding '\(other)' is not supported; send gzip or nothing",
                 status: .unsupportedMediaType)))
         }
-    }
-
-    /// `POST /v1/webhooks/{source}`: a tool's own payload, turned into calls by the source's mapping.
-    func handleWebhook(_ request: Request, sourceName: String) async -> Response {
-        let started = ContinuousClock.now
-        let response = await respondToWebhook(request, sourceName: sourceName)
-        metrics.batchDuration.record(ContinuousClock.now - started)
-        metrics.request(route: "webhooks", status: response.status.code)
-        return response
     }
 
     private func respondToWebhook(_ request: Request, sourceName: String) async -> Response {
