@@ -62,24 +62,15 @@ public enum ProcessRunner {
             posix_spawn_file_actions_adddup2(&actions, pipeEnds[1], 2)
         }
         defer { if let errorFile { unlink(errorFile) } }
-        var pid: pid_t = 0
-        let variables = environment.map { $0.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" } }
-        let status = withCStrings(argv) { args in
-            UnsafeRawPointer(args).withMemoryRebound(to: UnsafeMutablePointer<CChar>?.self, capacity: argv.count + 1) {
-                argsPointer in
-                guard let variables else { return posix_spawn(&pid, program, &actions, nil, argsPointer, environ) }
-                return withCStrings(variables) { env in
-                    UnsafeRawPointer(env).withMemoryRebound(
-                        to: UnsafeMutablePointer<CChar>?.self, capacity: variables.count + 1
-                    ) { posix_spawn(&pid, program, &actions, nil, argsPointer, $0) }
-                }
-            }
+        let pid: pid_t
+        do {
+            pid = try spawn(program, argv, environment: environment, actions: &actions)
+        } catch {
+            close(pipeEnds[0])
+            close(pipeEnds[1])
+            throw error
         }
         close(pipeEnds[1])
-        guard status == 0 else {
-            close(pipeEnds[0])
-            throw PostgresError(.embeddedServer, "could not run \(program): \(String(cString: strerror(status)))")
-        }
         var output = [UInt8]()
         var buffer = [UInt8](repeating: 0, count: 4096)
         while true {
@@ -93,10 +84,7 @@ public enum ProcessRunner {
             }
         }
         close(pipeEnds[0])
-        var exitStatus: Int32 = 0
-        while waitpid(pid, &exitStatus, 0) < 0 && errno == EINTR {}
-        let code = (exitStatus & 0x7f) == 0 ? (exitStatus >> 8) & 0xff : 128 + (exitStatus & 0x7f)
-        var result = Output(status: code, text: String(decoding: output, as: UTF8.self))
+        var result = Output(status: wait(pid), text: String(decoding: output, as: UTF8.self))
         if let errorFile { result.errorText = (try? String(contentsOfFile: errorFile, encoding: .utf8)) ?? "" }
         return result
     }
@@ -124,20 +112,28 @@ public enum ProcessRunner {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, logFile, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        let argv = [executable] + arguments
-        let variables = (environment ?? ProcessInfo.processInfo.environment).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        return try spawn(executable, [executable] + arguments, environment: environment, actions: &actions)
+    }
+
+    /// `posix_spawn` with `argv` and the given environment (nil: this process's), as C arrays; returns the pid.
+    private static func spawn(
+        _ program: String, _ argv: [String], environment: [String: String]?, actions: inout posix_spawn_file_actions_t
+    ) throws -> pid_t {
+        let variables = environment.map { $0.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" } }
         var pid: pid_t = 0
         let status = withCStrings(argv) { args in
-            UnsafeRawPointer(args).withMemoryRebound(to: UnsafeMutablePointer<CChar>?.self, capacity: argv.count + 1) { argsPointer in
-                withCStrings(variables) { env in
-                    UnsafeRawPointer(env).withMemoryRebound(to: UnsafeMutablePointer<CChar>?.self, capacity: variables.count + 1) {
-                        posix_spawn(&pid, executable, &actions, nil, argsPointer, $0)
-                    }
+            UnsafeRawPointer(args).withMemoryRebound(to: UnsafeMutablePointer<CChar>?.self, capacity: argv.count + 1) {
+                argsPointer in
+                guard let variables else { return posix_spawn(&pid, program, &actions, nil, argsPointer, environ) }
+                return withCStrings(variables) { env in
+                    UnsafeRawPointer(env).withMemoryRebound(
+                        to: UnsafeMutablePointer<CChar>?.self, capacity: variables.count + 1
+                    ) { posix_spawn(&pid, program, &actions, nil, argsPointer, $0) }
                 }
             }
         }
         guard status == 0 else {
-            throw PostgresError(.embeddedServer, "could not start \(executable): \(String(cString: strerror(status)))")
+            throw PostgresError(.embeddedServer, "could not run \(program): \(String(cString: strerror(status)))")
         }
         return pid
     }
