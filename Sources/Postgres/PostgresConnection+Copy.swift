@@ -145,7 +145,7 @@ extension PostgresConnection {
     /// Asks the server to cancel the running COPY TO and discards what is still in flight.
     func cancelCopyOut() {
         guard let handle, exclusiveOperationInProgress else { return }
-        requestCancel(handle)
+        cancelSignal.sendCancel()
         exclusiveOperationInProgress = false
         drainCopyOut(handle)
     }

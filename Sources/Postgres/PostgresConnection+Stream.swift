@@ -78,16 +78,9 @@ extension PostgresConnection {
 
     func cancelStreaming() {
         guard let handle, exclusiveOperationInProgress else { return }
-        requestCancel(handle)
+        cancelSignal.sendCancel()
         while let result = PQgetResult(handle) { PQclear(result) }
         exclusiveOperationInProgress = false
     }
 
-    /// Asks the server to cancel whatever this connection is running (a separate connection carries the request).
-    func requestCancel(_ handle: OpaquePointer) {
-        guard let cancel = PQgetCancel(handle) else { return }
-        var message = [CChar](repeating: 0, count: 256)
-        _ = PQcancel(cancel, &message, Int32(message.count))
-        PQfreeCancel(cancel)
-    }
 }

@@ -351,7 +351,19 @@ final class CancelSignal: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         requested = token
-        guard running == token, let handle else { return }
+        guard running == token else { return }
+        sendLocked()
+    }
+
+    /// Asks the server to cancel whatever the connection is running now (a separate connection carries the request).
+    func sendCancel() {
+        lock.lock()
+        defer { lock.unlock() }
+        sendLocked()
+    }
+
+    private func sendLocked() {
+        guard let handle else { return }
         var message = [CChar](repeating: 0, count: 256)
         _ = PQcancel(handle, &message, Int32(message.count))
     }
