@@ -98,23 +98,26 @@ public actor EventWriter {
     private func flush(_ batch: [Pending]) async throws -> [Outcome] {
         // Within the group, a message id seen twice (a retry racing its original) is stored once.
         var seen = Set<String>()
-        var rows: [(Int, String, IncomingEvent)] = []
+        var rows: [(sourceID: String, event: IncomingEvent)] = []
+        var keys: [String] = []
         var firstOfKey: [Bool] = []
-        for (requestIndex, request) in batch.enumerated() {
+        for request in batch {
             for event in request.events {
-                let isFirst = seen.insert(request.sourceID + "\u{1}" + event.messageID).inserted
+                let key = request.sourceID + "\u{1}" + event.messageID
+                keys.append(key)
+                let isFirst = seen.insert(key).inserted
                 firstOfKey.append(isFirst)
-                if isFirst { rows.append((requestIndex, request.sourceID, event)) }
+                if isFirst { rows.append((request.sourceID, event)) }
             }
         }
-        try await ensurePartitions(for: rows.map(\.2.timestamp))
+        try await ensurePartitions(for: rows.map(\.event.timestamp))
         let storedKeys: Set<String> = try await client.withConnection { connection in
             try await connection.execute(Self.stagingSQL)
             return try await connection.withTransaction { tx in
                 try await tx.copyIn("COPY tributary_incoming FROM STDIN") { writer in
                     var buffer: [UInt8] = []
                     buffer.reserveCapacity(256 * 1024)
-                    for (ordinal, (_, sourceID, event)) in rows.enumerated() {
+                    for (ordinal, (sourceID, event)) in rows.enumerated() {
                         Self.appendCopyLine(to: &buffer, ordinal: ordinal, sourceID: sourceID, event)
                         if buffer.count >= 240 * 1024 {
                             try await writer.write(buffer)
@@ -136,9 +139,8 @@ public actor EventWriter {
         var outcomes = batch.map { _ in Outcome(stored: 0, duplicates: 0) }
         var position = 0
         for (requestIndex, request) in batch.enumerated() {
-            for event in request.events {
-                let key = request.sourceID + "\u{1}" + event.messageID
-                if firstOfKey[position] && storedKeys.contains(key) {
+            for _ in request.events {
+                if firstOfKey[position] && storedKeys.contains(keys[position]) {
                     outcomes[requestIndex].stored += 1
                 } else {
                     outcomes[requestIndex].duplicates += 1
