@@ -84,6 +84,7 @@ let package = Package(
                 "TributaryServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -126,6 +127,8 @@ let package = Package(
                 "TributaryServer", "TributaryCore", "Postgres", "PostgresTesting", "CZlib",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],
+            // Run by SDKCompatibilityTests with the Python SDKs, not compiled.
+            exclude: ["sdk_send.py"],
             swiftSettings: swiftSettings
         ),
         // End-to-end tests of the `tributary` executable: exit codes, one-line errors, real databases.

@@ -45,6 +45,16 @@ struct GlobalOptions: ParsableArguments {
         try await DatabaseTarget.resolve(dataDirectory: dataDirectory, logger: logger)
     }
 
+    /// Resolves the database, migrates it, and runs `body` with a client over it (shut down afterwards): what every
+    /// command that reads or writes Tributary's tables does first.
+    func withMigratedClient<T>(logger: Logger, _ body: (PostgresClient) async throws -> T) async throws -> T {
+        let target = try await resolveTarget(logger: logger)
+        return try await target.withClient(logger: logger) { client in
+            try await Migrator(files: try ProjectFiles.locate(), logger: logger).migrate(client)
+            return try await body(client)
+        }
+    }
+
     /// The embedded server this invocation would use.
     func embeddedServer(logger: Logger) -> EmbeddedPostgres {
         EmbeddedPostgres(dataDirectory: dataDirectory ?? EmbeddedPostgres.defaultDataDirectory(), logger: logger)

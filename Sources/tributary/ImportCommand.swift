@@ -41,9 +41,7 @@ extension TributaryCommand {
             }
             guard FileManager.default.isReadableFile(atPath: file) else { throw CLIError("cannot read \(file)") }
             let size = (try? FileManager.default.attributesOfItem(atPath: file)[.size] as? Int) ?? 0
-            let target = try await global.resolveTarget(logger: logger)
-            let report = try await target.withClient(logger: logger) { client in
-                try await Migrator(files: try ProjectFiles.locate(), logger: logger).migrate(client)
+            let report = try await global.withMigratedClient(logger: logger) { client in
                 guard let found = try await SourceStore(client: client).named(source) else {
                     throw CLIError("there is no source named '\(source)'; create it with `tributary sources create \(source)`")
                 }

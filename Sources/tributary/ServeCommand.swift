@@ -46,9 +46,7 @@ extension TributaryCommand.Sources {
     /// Runs `body` with a source store on the resolved database (migrated first).
     static func withStore<T>(_ global: GlobalOptions, _ body: (SourceStore) async throws -> T) async throws -> T {
         let logger = global.makeLogger()
-        let target = try await global.resolveTarget(logger: logger)
-        return try await target.withClient(logger: logger) { client in
-            try await Migrator(files: try ProjectFiles.locate(), logger: logger).migrate(client)
+        return try await global.withMigratedClient(logger: logger) { client in
             do {
                 return try await body(SourceStore(client: client))
             } catch let error as SourceError {

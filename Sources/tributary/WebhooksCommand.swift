@@ -29,9 +29,7 @@ extension TributaryCommand.Webhooks {
                 throw CLIError("\(file): \(error)")
             }
             let logger = global.makeLogger()
-            let target = try await global.resolveTarget(logger: logger)
-            try await target.withClient(logger: logger) { client in
-                try await Migrator(files: try ProjectFiles.locate(), logger: logger).migrate(client)
+            try await global.withMigratedClient(logger: logger) { client in
                 do {
                     try await WebhookMappingStore(client: client).apply(mapping)
                 } catch let error as ImportError {
