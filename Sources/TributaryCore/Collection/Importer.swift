@@ -91,6 +91,16 @@ public struct Importer: Sendable {
             batch.removeAll(keepingCapacity: true)
             progress(bytesRead)
         }
+        /// One row: validated into the batch, or rejected with its line number.
+        func take(line: Int, _ makeCall: () throws -> JSONValue) async throws {
+            report.rows += 1
+            do {
+                batch.append(try parser.call(makeCall(), index: line, receivedAt: receivedAt))
+            } catch let issue as ValidationIssue {
+                reject(issue)
+            }
+            if batch.count >= batchSize { try await flush() }
+        }
         var csv = format == .csv ? CSVReader() : nil
         var header: [String]?
         var lines = LineSplitter()
@@ -107,30 +117,19 @@ public struct Importer: Sendable {
                         try Self.checkColumns(mapping, header: record.fields)
                         continue
                     }
-                    report.rows += 1
-                    do {
-                        let object = try Self.object(record.fields, header: header!, mapping: mapping!, line: record.line)
-                        batch.append(try parser.call(object, index: record.line, receivedAt: receivedAt))
-                    } catch let issue as ValidationIssue {
-                        reject(issue)
+                    try await take(line: record.line) {
+                        try Self.object(record.fields, header: header!, mapping: mapping!, line: record.line)
                     }
-                    if batch.count >= batchSize { try await flush() }
                 }
             } else {
                 for (line, text) in lines.feed(Array(chunk), final: finished) where !text.allSatisfy({ $0 == 0x20 || $0 == 0x0D }) {
-                    report.rows += 1
-                    do {
-                        let value: JSONValue
+                    try await take(line: line) {
                         do {
-                            value = try JSONParser.parse(text)
+                            return Self.withMessageID(try JSONParser.parse(text), content: text)
                         } catch let error as JSONParseError {
                             throw ValidationIssue(index: line, field: "", message: error.description)
                         }
-                        batch.append(try parser.call(Self.withMessageID(value, content: text), index: line, receivedAt: receivedAt))
-                    } catch let issue as ValidationIssue {
-                        reject(issue)
                     }
-                    if batch.count >= batchSize { try await flush() }
                 }
             }
             if finished { break }
