@@ -26,12 +26,7 @@ struct IngestBench: AsyncParsableCommand {
     func run() async throws {
         var logger = Logger(label: "bench")
         logger.logLevel = .warning
-        let server: PostgresConfiguration
-        if let configured = try PostgresConfiguration.fromEnvironment() {
-            server = configured
-        } else {
-            server = try await EmbeddedPostgres(dataDirectory: dataDir, logger: logger).start()
-        }
+        let server = try await DatabaseTarget.resolve(dataDirectory: dataDir, logger: logger).configuration
         let files = try ProjectFiles.locate()
         let version = try await PostgresConnection.connect(configuration: server, logger: logger).query("SHOW server_version").scalar(String.self)
         print("server: PostgreSQL \(version); \(ProcessInfo.processInfo.activeProcessorCount) cores; \(events) events, batches of 100, \(concurrency) clients")
