@@ -133,6 +133,8 @@ public actor EventWriter {
                     let (source, message) = try row.decode((String, String).self)
                     keys.insert(source + "\u{1}" + message)
                 }
+                // Wake the stream stages (identity, ...) on commit; they also poll, so this only cuts latency.
+                if !keys.isEmpty { try await tx.execute("SELECT pg_notify(\(Self.eventsChannel), '')") }
                 return keys
             }
         }
@@ -164,6 +166,9 @@ public actor EventWriter {
     }
 
     static let sequenceLock = AdvisoryLockKey(name: "tributary.events.sequence")
+
+    /// The channel notified when new events are committed.
+    public static let eventsChannel = "tributary_events"
 
     static let stagingSQL: PostgresQuery = """
         CREATE TEMP TABLE IF NOT EXISTS tributary_incoming (

@@ -1,0 +1,361 @@
+import Foundation
+import Logging
+import Postgres
+
+/// `tributary identity rebuild`: recomputes the whole identity graph from `cdp.events` in SQL and swaps it in
+/// atomically, while ingestion and the real-time stage go on.
+///
+/// 1. Every event up to the current end of the stream (`H`) is run through `cdp.identity_candidates`.
+/// 2. Nodes, event-node links and co-occurrence edges are built set-based; hubs are found from edge counts and
+///    removed before any closure.
+/// 3. Connected components of the remaining graph come from iterative label propagation (each round pushes the
+///    smallest label across the edges of nodes whose label just changed).
+/// 4. A component whose identifiers stay within every kind's limit is one profile, founded by the first identifier
+///    of its earliest event; only the few components that exceed a limit are replayed in receive order through
+///    the same `IdentityEngine` the real-time stage uses. So the rebuild gives exactly the real-time partition.
+/// 5. One transaction (holding the real-time stage's lock) applies the difference to nodes, edges, profiles and
+///    event stamps, records each profile id that disappeared in `cdp.profile_merges` (reason `rebuild`) and sets
+///    the stage's checkpoint to `H`; events after `H` are then processed by the real-time stage as usual.
+public struct IdentityRebuild: Sendable {
+    public struct Report: Sendable {
+        public var events = 0
+        public var lastSeq: Int64 = 0
+        public var identifiers = 0
+        public var edges = 0
+        public var hubs = 0
+        public var components = 0
+        public var conflictComponents = 0
+        public var profiles = 0
+        public var labelRounds = 0
+        public var nodesChanged = 0
+        public var eventsRestamped = 0
+        /// Seconds per phase, in order.
+        public var phases: [(String, Double)] = []
+        public var seconds: Double { phases.reduce(0) { $0 + $1.1 } }
+    }
+
+    static let rebuildLock = AdvisoryLockKey(name: "tributary.identity.rebuild")
+    static let schema = "tributary_rebuild"
+
+    let configuration: PostgresConfiguration
+    let logger: Logger
+
+    public init(configuration: PostgresConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    public func run() async throws -> Report {
+        let db = try await PostgresConnection.connect(configuration: configuration, logger: logger)
+        do {
+            let report = try await rebuild(db)
+            await db.close()
+            return report
+        } catch {
+            try? await db.script("DROP SCHEMA IF EXISTS \(Self.schema) CASCADE")
+            await db.close()
+            throw error
+        }
+    }
+
+    private func rebuild(_ db: PostgresConnection) async throws -> Report {
+        var report = Report()
+        var clock = ContinuousClock.now
+        func phase(_ name: String) {
+            let now = ContinuousClock.now
+            let elapsed = now - clock
+            report.phases.append((name, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))
+            clock = now
+            logger.debug("identity rebuild: \(name) done")
+        }
+        guard try await db.tryAdvisoryLock(Self.rebuildLock) else {
+            throw IdentityError("another identity rebuild is running")
+        }
+        try await db.script("""
+            SET work_mem = '256MB';
+            SET maintenance_work_mem = '256MB';
+            SET synchronous_commit = off;
+            DROP SCHEMA IF EXISTS \(Self.schema) CASCADE;
+            CREATE SCHEMA \(Self.schema);
+            """)
+        let (rules, document) = try await IdentityStore.rules(db)
+        let last = try await db.query("SELECT coalesce(max(seq), 0) FROM cdp.events").scalar(Int64.self)
+        report.lastSeq = last
+        let s = Self.schema
+
+        // 1. Identifiers of every event up to `last`.
+        // CREATE TABLE AS takes no parameters; the rules document goes in as a quoted literal.
+        try await db.script("""
+            CREATE UNLOGGED TABLE \(s).ids AS
+            SELECT e.seq, e.timestamp AS ts, c.kind, c.value
+            FROM cdp.events AS e
+            CROSS JOIN LATERAL cdp.identity_candidates(e.user_id, e.anonymous_id, e.traits, e.context,
+                                                       \(try SQLQuoting.literal(document.text))::jsonb) AS c
+            WHERE e.seq <= \(last) AND c.problem IS NULL
+            """)
+        report.events = try await db.query("SELECT count(*) FROM cdp.events WHERE seq <= \(last)").scalar(Int.self)
+        phase("extract identifiers")
+
+        // 2. Nodes (with their rank for priority order), event-node links, edges, hubs.
+        let rankSQL = "coalesce(array_position(\(try Self.arrayLiteral(rules.priority))::text[], kind) - 1, CASE WHEN kind = 'anonymous_id' THEN \(rules.priority.count + 1) ELSE \(rules.priority.count) END)"
+        try await db.script("""
+            CREATE TEMP SEQUENCE rebuild_node_ids;
+            CREATE UNLOGGED TABLE \(s).nodes AS
+            SELECT nextval('rebuild_node_ids') AS id, kind, value, first_seq, first_seen, last_seen, false AS hub,
+                   \(rankSQL) AS rank
+            FROM (SELECT kind, value, min(seq) AS first_seq, min(ts) AS first_seen, max(ts) AS last_seen
+                  FROM \(s).ids GROUP BY kind, value) AS grouped;
+            CREATE UNLOGGED TABLE \(s).links AS
+            SELECT i.seq, n.id AS node FROM \(s).ids AS i JOIN \(s).nodes AS n USING (kind, value);
+            DROP TABLE \(s).ids;
+            ANALYZE \(s).nodes;
+            ANALYZE \(s).links;
+            """)
+        phase("nodes and links")
+        try await db.script("""
+            CREATE UNLOGGED TABLE \(s).edges AS
+            SELECT x.node AS a, y.node AS b, min(x.seq) AS first_seq
+            FROM \(s).links AS x JOIN \(s).links AS y ON y.seq = x.seq AND x.node < y.node
+            GROUP BY x.node, y.node;
+            ANALYZE \(s).edges;
+            """)
+        try await db.execute("""
+            UPDATE \(unescaped: s).nodes SET hub = true
+            WHERE id IN (SELECT linked.node
+                         FROM (SELECT a AS node, b AS other FROM \(unescaped: s).edges
+                               UNION ALL SELECT b, a FROM \(unescaped: s).edges) AS linked
+                         JOIN \(unescaped: s).nodes AS o ON o.id = linked.other
+                         GROUP BY linked.node, o.kind
+                         HAVING count(*) > \(rules.hubThreshold))
+              AND NOT (kind = ANY(\(rules.hubExemptKinds)::text[]))
+            """)
+        report.hubs = try await db.query("SELECT count(*) FROM \(unescaped: s).nodes WHERE hub").scalar(Int.self)
+        report.identifiers = try await db.query("SELECT count(*) FROM \(unescaped: s).nodes").scalar(Int.self)
+        report.edges = try await db.query("SELECT count(*) FROM \(unescaped: s).edges").scalar(Int.self)
+        phase("edges and hubs")
+
+        // 3. Components over edges between non-hub nodes: label propagation from the nodes whose label changed.
+        try await db.script("""
+            CREATE UNLOGGED TABLE \(s).adjacent AS
+            WITH usable AS (
+                SELECT e.a, e.b FROM \(s).edges AS e
+                WHERE e.a NOT IN (SELECT id FROM \(s).nodes WHERE hub) AND e.b NOT IN (SELECT id FROM \(s).nodes WHERE hub)
+            )
+            SELECT a AS node, b AS other FROM usable UNION ALL SELECT b, a FROM usable;
+            CREATE INDEX ON \(s).adjacent (node);
+            ANALYZE \(s).adjacent;
+            CREATE UNLOGGED TABLE \(s).labels AS
+            SELECT n.id AS node, least(n.id, min(a.other)) AS label
+            FROM \(s).nodes AS n LEFT JOIN \(s).adjacent AS a ON a.node = n.id
+            WHERE NOT n.hub
+            GROUP BY n.id;
+            ALTER TABLE \(s).labels ADD PRIMARY KEY (node);
+            CREATE UNLOGGED TABLE \(s).changed AS SELECT node, label FROM \(s).labels WHERE label < node;
+            ANALYZE \(s).labels;
+            """)
+        report.labelRounds = 1
+        while true {
+            let moved = try await db.query("""
+                WITH pushed AS (
+                    SELECT a.other AS node, min(c.label) AS label
+                    FROM \(unescaped: s).changed AS c JOIN \(unescaped: s).adjacent AS a ON a.node = c.node
+                    GROUP BY a.other
+                ), updated AS (
+                    UPDATE \(unescaped: s).labels AS l SET label = p.label
+                    FROM pushed AS p WHERE l.node = p.node AND p.label < l.label
+                    RETURNING l.node, l.label
+                ), replaced AS (
+                    DELETE FROM \(unescaped: s).changed
+                )
+                INSERT INTO \(unescaped: s).changed SELECT node, label FROM updated
+                RETURNING 1
+                """).count
+            report.labelRounds += 1
+            if moved == 0 { break }
+        }
+        phase("components (label propagation)")
+
+        // 4. One profile per component within limits; the rest replayed through the engine.
+        let limits = try SQLQuoting.literal(try PostgresJSON(encoding: rules.limits).text)
+        try await db.script("""
+            CREATE UNLOGGED TABLE \(s).event_labels AS
+            SELECT k.seq, min(l.label) AS label FROM \(s).links AS k JOIN \(s).labels AS l ON l.node = k.node GROUP BY k.seq;
+            ANALYZE \(s).event_labels;
+            """)
+        try await db.script("""
+            CREATE UNLOGGED TABLE \(s).conflicts AS
+            SELECT DISTINCT label FROM (
+                SELECT l.label, n.kind, count(*) AS identifiers
+                FROM \(s).labels AS l JOIN \(s).nodes AS n ON n.id = l.node
+                GROUP BY l.label, n.kind
+            ) AS counted
+            WHERE identifiers > coalesce((\(limits)::jsonb ->> kind)::int, \(rules.defaultLimit))
+            """)
+        try await db.script("""
+            CREATE UNLOGGED TABLE \(s).component_profiles AS
+            SELECT DISTINCT ON (f.label) f.label, n.kind, n.value, f.seq AS founded_seq,
+                   cdp.identity_profile_id(n.kind, n.value) AS profile_id
+            FROM (SELECT label, min(seq) AS seq FROM \(s).event_labels GROUP BY label) AS f
+            JOIN \(s).links AS k ON k.seq = f.seq
+            JOIN \(s).nodes AS n ON n.id = k.node AND NOT n.hub
+            WHERE f.label NOT IN (SELECT label FROM \(s).conflicts)
+            ORDER BY f.label, n.rank, n.kind COLLATE "C", n.value COLLATE "C";
+            CREATE UNLOGGED TABLE \(s).replayed_nodes (node bigint PRIMARY KEY, profile_id uuid NOT NULL);
+            CREATE UNLOGGED TABLE \(s).replayed_profiles (profile_id uuid, kind text, value text, founded_seq bigint);
+            CREATE UNLOGGED TABLE \(s).replayed_events (seq bigint PRIMARY KEY, profile_id uuid);
+            """)
+        report.components = try await db.query("SELECT count(DISTINCT label) FROM \(unescaped: s).labels").scalar(Int.self)
+        report.conflictComponents = try await db.query("SELECT count(*) FROM \(unescaped: s).conflicts").scalar(Int.self)
+        if report.conflictComponents > 0 { try await replayConflicts(db, rules: rules) }
+        phase("profiles (\(report.conflictComponents) components replayed)")
+
+        // Final state in Tributary's id space is computed inside the swap, against what is stored then.
+        try await db.script("""
+            CREATE UNLOGGED TABLE \(s).final_nodes AS
+            SELECT n.id, n.kind, n.value, n.first_seq, n.first_seen, n.last_seen, n.hub,
+                   CASE WHEN n.hub THEN cdp.identity_profile_id(n.kind, n.value) ELSE coalesce(r.profile_id, c.profile_id) END AS profile_id
+            FROM \(s).nodes AS n
+            LEFT JOIN \(s).labels AS l ON l.node = n.id
+            LEFT JOIN \(s).component_profiles AS c ON c.label = l.label
+            LEFT JOIN \(s).replayed_nodes AS r ON r.node = n.id;
+            CREATE UNLOGGED TABLE \(s).final_profiles AS
+            SELECT profile_id, kind, value, founded_seq FROM \(s).component_profiles
+            UNION ALL SELECT profile_id, kind, value, founded_seq FROM \(s).replayed_profiles
+            UNION ALL SELECT cdp.identity_profile_id(kind, value), kind, value, first_seq FROM \(s).nodes WHERE hub;
+            CREATE UNLOGGED TABLE \(s).final_events AS
+            SELECT el.seq, coalesce(r.profile_id, c.profile_id) AS profile_id
+            FROM \(s).event_labels AS el
+            LEFT JOIN \(s).component_profiles AS c ON c.label = el.label
+            LEFT JOIN \(s).replayed_events AS r ON r.seq = el.seq
+            UNION ALL
+            (SELECT DISTINCT ON (k.seq) k.seq, cdp.identity_profile_id(n.kind, n.value)
+             FROM \(s).links AS k JOIN \(s).nodes AS n ON n.id = k.node AND n.hub
+             WHERE k.seq NOT IN (SELECT seq FROM \(s).event_labels)
+             ORDER BY k.seq, n.rank, n.kind COLLATE "C", n.value COLLATE "C");
+            ALTER TABLE \(s).final_events ADD PRIMARY KEY (seq);
+            ANALYZE \(s).final_nodes;
+            ANALYZE \(s).final_events;
+            """)
+        report.profiles = try await db.query("SELECT count(*) FROM \(unescaped: s).final_profiles").scalar(Int.self)
+        phase("final state")
+
+        // 5. Swap in, in one transaction, holding the real-time stage's lock.
+        try await db.withTransaction { tx in
+            try await tx.advisoryTransactionLock(IdentityStore.processorLock)
+            try await tx.script("""
+                CREATE UNLOGGED TABLE \(s).mapped_nodes AS
+                SELECT f.*, coalesce(n.node_id, nextval(pg_get_serial_sequence('cdp.identity_nodes', 'node_id'))) AS node_id
+                FROM \(s).final_nodes AS f LEFT JOIN cdp.identity_nodes AS n ON n.kind = f.kind AND n.value = f.value;
+                CREATE INDEX ON \(s).mapped_nodes (node_id);
+                ANALYZE \(s).mapped_nodes;
+                CREATE UNLOGGED TABLE \(s).old_profiles AS
+                SELECT p.profile_id, p.founder_kind, p.founder_value FROM cdp.identity_profiles AS p
+                WHERE NOT EXISTS (SELECT 1 FROM \(s).final_profiles AS f WHERE f.profile_id = p.profile_id);
+                INSERT INTO cdp.profile_merge_log (from_profile_id, into_profile_id, reason, kind, value)
+                SELECT o.profile_id, m.profile_id, 'rebuild', o.founder_kind, o.founder_value
+                FROM \(s).old_profiles AS o JOIN \(s).mapped_nodes AS m ON m.kind = o.founder_kind AND m.value = o.founder_value
+                WHERE m.profile_id <> o.profile_id;
+                DELETE FROM cdp.profile_merge_log WHERE seq > \(last);
+                DELETE FROM cdp.identity_profiles WHERE profile_id IN (SELECT profile_id FROM \(s).old_profiles);
+                INSERT INTO cdp.identity_profiles AS p (profile_id, founder_kind, founder_value, founded_seq)
+                SELECT profile_id, kind, value, founded_seq FROM \(s).final_profiles
+                ON CONFLICT (profile_id) DO UPDATE
+                SET founder_kind = excluded.founder_kind, founder_value = excluded.founder_value, founded_seq = excluded.founded_seq
+                WHERE (p.founder_kind, p.founder_value, p.founded_seq)
+                      IS DISTINCT FROM (excluded.founder_kind, excluded.founder_value, excluded.founded_seq);
+                DELETE FROM cdp.identity_nodes AS n WHERE NOT EXISTS (SELECT 1 FROM \(s).mapped_nodes AS m WHERE m.node_id = n.node_id);
+                """)
+            report.nodesChanged = try await tx.execute("""
+                UPDATE cdp.identity_nodes AS n
+                SET profile_id = m.profile_id, status = CASE WHEN m.hub THEN 'hub' ELSE 'active' END, first_seq = m.first_seq,
+                    first_seen_at = m.first_seen, last_seen_at = m.last_seen
+                FROM \(unescaped: s).mapped_nodes AS m
+                WHERE m.node_id = n.node_id
+                  AND (n.profile_id, n.status, n.first_seq, n.first_seen_at, n.last_seen_at)
+                      IS DISTINCT FROM (m.profile_id, CASE WHEN m.hub THEN 'hub' ELSE 'active' END, m.first_seq, m.first_seen, m.last_seen)
+                """) ?? 0
+            report.nodesChanged += try await tx.execute("""
+                INSERT INTO cdp.identity_nodes (node_id, kind, value, profile_id, status, first_seq, first_seen_at, last_seen_at)
+                SELECT m.node_id, m.kind, m.value, m.profile_id, CASE WHEN m.hub THEN 'hub' ELSE 'active' END, m.first_seq,
+                       m.first_seen, m.last_seen
+                FROM \(unescaped: s).mapped_nodes AS m
+                WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_nodes AS n WHERE n.node_id = m.node_id)
+                """) ?? 0
+            try await tx.script("""
+                CREATE UNLOGGED TABLE \(s).mapped_edges AS
+                SELECT least(x.node_id, y.node_id) AS a, greatest(x.node_id, y.node_id) AS b, e.first_seq
+                FROM \(s).edges AS e JOIN \(s).mapped_nodes AS x ON x.id = e.a JOIN \(s).mapped_nodes AS y ON y.id = e.b;
+                ANALYZE \(s).mapped_edges;
+                DELETE FROM cdp.identity_edges AS e
+                WHERE NOT EXISTS (SELECT 1 FROM \(s).mapped_edges AS m WHERE m.a = e.a AND m.b = e.b);
+                INSERT INTO cdp.identity_edges AS e (a, b, first_seq) SELECT a, b, first_seq FROM \(s).mapped_edges
+                ON CONFLICT (a, b) DO UPDATE SET first_seq = excluded.first_seq WHERE e.first_seq <> excluded.first_seq;
+                """)
+            report.eventsRestamped = try await tx.execute("""
+                UPDATE cdp.events AS e SET profile_id = d.profile_id
+                FROM (SELECT s.seq, s.timestamp, f.profile_id
+                      FROM cdp.events AS s LEFT JOIN \(unescaped: s).final_events AS f ON f.seq = s.seq
+                      WHERE s.seq <= \(last) AND s.profile_id IS DISTINCT FROM f.profile_id) AS d
+                WHERE e.seq = d.seq AND e.timestamp = d.timestamp
+                """) ?? 0
+            try await tx.execute("INSERT INTO cdp.stage_checkpoints (stage) VALUES (\(IdentityStore.stage)) ON CONFLICT DO NOTHING")
+            try await IdentityStore.setCheckpoint(tx, last)
+        }
+        phase("swap in")
+        try await db.script("DROP SCHEMA \(Self.schema) CASCADE")
+        _ = try await db.advisoryUnlock(Self.rebuildLock)
+        return report
+    }
+
+    /// Replays the events of components that exceed a limit through the engine, in receive order, and stores the
+    /// result in the rebuild's replayed_* tables.
+    private func replayConflicts(_ db: PostgresConnection, rules: IdentityRules) async throws {
+        let s = Self.schema
+        let rows = try await db.query("""
+            SELECT k.seq, n.id, n.kind, n.value
+            FROM \(unescaped: s).event_labels AS el
+            JOIN \(unescaped: s).links AS k ON k.seq = el.seq
+            JOIN \(unescaped: s).nodes AS n ON n.id = k.node AND NOT n.hub
+            WHERE el.label IN (SELECT label FROM \(unescaped: s).conflicts)
+            ORDER BY k.seq
+            """)
+        var engine = IdentityEngine(rules: rules)
+        var nodeIDs: [Identifier: Int64] = [:]
+        var current: ExtractedEvent?
+        func flush() {
+            guard let event = current else { return }
+            engine.process(IdentityStage.resolverEvent(event, rules: rules, isHub: { _ in false }))
+        }
+        for row in rows {
+            let (seq, id, kind, value) = try row.decode((Int64, Int64, String, String).self)
+            let identifier = Identifier(kind: kind, value: value)
+            nodeIDs[identifier] = id
+            if current?.seq != seq {
+                flush()
+                current = ExtractedEvent(seq: seq, messageID: "", timestamp: Date(timeIntervalSince1970: 0))
+            }
+            current!.identifiers.append(identifier)
+        }
+        flush()
+        let nodes = nodeIDs.map { (Int($0.value), engine.profile(of: $0.key)!) }
+        try await db.execute("""
+            INSERT INTO \(unescaped: s).replayed_nodes SELECT * FROM unnest(\(nodes.map(\.0))::int8[], \(nodes.map(\.1))::uuid[])
+            """)
+        let alive = Array(Set(engine.profiles.keys).subtracting(engine.mergedAway))
+        let founders = alive.map { engine.profiles[$0]! }
+        try await db.execute("""
+            INSERT INTO \(unescaped: s).replayed_profiles
+            SELECT * FROM unnest(\(alive)::uuid[], \(founders.map(\.founder.kind))::text[], \(founders.map(\.founder.value))::text[],
+                                 \(founders.map { Int($0.foundedSeq) })::int8[])
+            """)
+        let stamps = engine.stamps.map { (Int($0.seq), $0.profile.map(engine.find)) }
+        try await db.execute("""
+            INSERT INTO \(unescaped: s).replayed_events SELECT * FROM unnest(\(stamps.map(\.0))::int8[], \(stamps.map(\.1))::uuid[])
+            """)
+    }
+
+    /// An ARRAY[...] literal of kind names (validated kinds, quoted through SQLQuoting).
+    static func arrayLiteral(_ values: [String]) throws -> String {
+        "ARRAY[" + (try values.map { try SQLQuoting.literal($0) }).joined(separator: ",") + "]"
+    }
+}

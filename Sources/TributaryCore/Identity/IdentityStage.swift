@@ -1,0 +1,264 @@
+import Foundation
+import Logging
+import Postgres
+
+/// The real-time identity stage: consumes `cdp.events` in receive order from its checkpoint, assigns each event a
+/// `profile_id`, creates and merges profiles, detects hubs and splits what they had merged.
+///
+/// Each batch is one transaction holding the `tributary.identity.processor` advisory lock, and reads and advances
+/// the checkpoint inside it; so any number of processes may run the stage: one works, the others wait their turn,
+/// and the result is exactly that of a single processor (merge decisions depend on receive order, so the stage is
+/// serial by design). A crash loses nothing: the transaction rolls back and the batch is done again.
+public struct IdentityStage: Sendable {
+    public struct BatchReport: Sendable, Equatable {
+        /// Events stamped in this batch.
+        public var events = 0
+        public var identifiersCreated = 0
+        public var profilesCreated = 0
+        public var merges = 0
+        public var ignored = 0
+        public var hubsDetected = 0
+        /// The checkpoint after the batch.
+        public var checkpoint: Int64 = 0
+        /// Another processor held the lock; nothing was done.
+        public var busy = false
+
+        public init() {}
+
+        mutating func add(_ other: BatchReport) {
+            events += other.events
+            identifiersCreated += other.identifiersCreated
+            profilesCreated += other.profilesCreated
+            merges += other.merges
+            ignored += other.ignored
+            hubsDetected += other.hubsDetected
+            checkpoint = max(checkpoint, other.checkpoint)
+        }
+    }
+
+    let client: PostgresClient
+    let logger: Logger
+    /// Most events per batch (one transaction).
+    public var batchSize: Int
+
+    public init(client: PostgresClient, logger: Logger, batchSize: Int = 5000) {
+        self.client = client
+        self.logger = logger
+        self.batchSize = batchSize
+    }
+
+    /// Processes the next batch of events after the checkpoint, if any, in one transaction.
+    public func processBatch() async throws -> BatchReport {
+        try await client.withConnection { db in
+            try await db.withTransaction { tx in
+                guard try await tx.query("SELECT pg_try_advisory_xact_lock(\(IdentityStore.processorLock.value))").scalar(Bool.self) else {
+                    var report = BatchReport()
+                    report.busy = true
+                    return report
+                }
+                return try await process(tx)
+            }
+        }
+    }
+
+    /// Processes batches until no events are left after the checkpoint (waiting for a busy peer), and reports the total.
+    public func catchUp() async throws -> BatchReport {
+        var total = BatchReport()
+        while true {
+            try Task.checkCancellation()
+            let report = try await processBatch()
+            if report.busy {
+                try await Task.sleep(for: .milliseconds(50))
+                continue
+            }
+            total.add(report)
+            if report.events == 0 { return total }
+        }
+    }
+
+    /// Runs until the task is cancelled: catches up, then waits for `NOTIFY tributary_events` (or at most
+    /// `pollInterval`) before looking again.
+    public func run(pollInterval: Duration = .seconds(1)) async throws {
+        let listener = try await PostgresConnection.connect(configuration: client.configuration, logger: logger)
+        try await listener.listen(EventWriter.eventsChannel)
+        logger.info("identity: stage running")
+        while !Task.isCancelled {
+            do {
+                let report = try await catchUp()
+                if report.events > 0 {
+                    logger.info("identity: processed", metadata: [
+                        "events": "\(report.events)", "profiles_created": "\(report.profilesCreated)",
+                        "merges": "\(report.merges)", "hubs": "\(report.hubsDetected)", "checkpoint": "\(report.checkpoint)",
+                    ])
+                }
+            } catch is CancellationError {
+                break
+            } catch {
+                logger.error("identity: batch failed; retrying", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: pollInterval)
+            }
+            _ = try await listener.waitForNotifications(timeout: pollInterval)
+        }
+        await listener.close()
+    }
+
+    /// One batch, inside the caller's transaction, holding the processor lock.
+    func process(_ tx: PostgresConnection) async throws -> BatchReport {
+        var report = BatchReport()
+        let (rules, document) = try await IdentityStore.rules(tx)
+        let checkpoint = try await IdentityStore.checkpoint(tx)
+        report.checkpoint = checkpoint
+        let last = try await tx.query("""
+            SELECT max(seq) FROM (SELECT seq FROM cdp.events WHERE seq > \(checkpoint) ORDER BY seq LIMIT \(batchSize)) AS next
+            """).scalar(Int64?.self)
+        guard let last else { return report }
+        let events = try await IdentityStore.extract(tx, document: document, .range(after: checkpoint, through: last))
+        report.events = events.count
+        report.ignored = try await IdentityStore.recordIgnored(tx, events, logger: logger)
+
+        // Load what the graph knows about this batch's identifiers.
+        var seen: [Identifier: (first: Date, last: Date, firstSeq: Int64)] = [:]
+        for event in events {
+            for identifier in event.identifiers {
+                if let known = seen[identifier] {
+                    seen[identifier] = (min(known.first, event.timestamp), max(known.last, event.timestamp), known.firstSeq)
+                } else {
+                    seen[identifier] = (event.timestamp, event.timestamp, event.seq)
+                }
+            }
+        }
+        var nodes = try await IdentityStore.nodes(tx, seen.keys)
+        var engine = IdentityEngine(rules: rules)
+        for (identifier, node) in nodes where !node.isHub { engine.load(identifier: identifier, profile: node.profile) }
+        let loadedProfiles = Set(nodes.values.filter { !$0.isHub }.map(\.profile))
+        try await IdentityStore.loadProfiles(tx, loadedProfiles, into: &engine)
+
+        for event in events {
+            engine.process(Self.resolverEvent(event, rules: rules, isHub: { nodes[$0]?.isHub == true }))
+        }
+
+        // Merges of profiles that existed before this batch: move their identifiers and events to the survivor.
+        let losers = engine.mergedAway.intersection(loadedProfiles).sorted { $0.uuidString < $1.uuidString }
+        if !losers.isEmpty {
+            let survivors = losers.map { engine.find($0) }
+            try await tx.execute("""
+                UPDATE cdp.identity_nodes AS n SET profile_id = m.into_id
+                FROM unnest(\(losers)::uuid[], \(survivors)::uuid[]) AS m (from_id, into_id)
+                WHERE n.profile_id = m.from_id
+                """)
+            try await tx.execute("""
+                UPDATE cdp.events AS e SET profile_id = m.into_id
+                FROM unnest(\(losers)::uuid[], \(survivors)::uuid[]) AS m (from_id, into_id)
+                WHERE e.profile_id = m.from_id
+                """)
+            try await tx.execute("DELETE FROM cdp.identity_profiles WHERE profile_id = ANY(\(losers))")
+        }
+        let foundedAlive = engine.founded.filter { engine.find($0) == $0 }
+        if !foundedAlive.isEmpty {
+            let ids = Array(foundedAlive)
+            let founders = ids.map { engine.profiles[$0]!.founder }
+            try await tx.execute("""
+                INSERT INTO cdp.identity_profiles (profile_id, founder_kind, founder_value, founded_seq)
+                SELECT * FROM unnest(\(ids)::uuid[], \(founders.map(\.kind))::text[], \(founders.map(\.value))::text[],
+                                     \(ids.map { Int(engine.profiles[$0]!.foundedSeq) })::int8[])
+                """)
+        }
+        report.profilesCreated = foundedAlive.count
+        if !engine.merges.isEmpty {
+            let merges = engine.merges
+            try await tx.execute("""
+                INSERT INTO cdp.profile_merge_log (from_profile_id, into_profile_id, reason, seq, message_id, kind, value)
+                SELECT m.from_id, m.into_id, 'identifier', m.seq, m.message_id, m.kind, m.value
+                FROM unnest(\(merges.map(\.from))::uuid[], \(merges.map(\.into))::uuid[], \(merges.map { Int($0.seq) })::int8[],
+                            \(merges.map { $0.messageID ?? "" })::text[], \(merges.map(\.identifier.kind))::text[],
+                            \(merges.map(\.identifier.value))::text[]) AS m (from_id, into_id, seq, message_id, kind, value)
+                """)
+        }
+        report.merges = engine.merges.count
+
+        // New identifiers, and the time range of those already known.
+        let created = engine.created.keys.sorted { $0.kind == $1.kind ? $0.value < $1.value : $0.kind < $1.kind }
+        if !created.isEmpty {
+            let rows = try await tx.query("""
+                INSERT INTO cdp.identity_nodes (kind, value, profile_id, first_seq, first_seen_at, last_seen_at)
+                SELECT * FROM unnest(\(created.map(\.kind))::text[], \(created.map(\.value))::text[],
+                                     \(created.map { engine.profile(of: $0)! })::uuid[], \(created.map { Int(seen[$0]!.firstSeq) })::int8[],
+                                     \(created.map { PostgresTime.format(seen[$0]!.first) })::timestamptz[],
+                                     \(created.map { PostgresTime.format(seen[$0]!.last) })::timestamptz[])
+                RETURNING node_id, kind, value, profile_id
+                """)
+            for row in rows {
+                let (id, kind, value, profile) = try row.decode((Int64, String, String, UUID).self)
+                nodes[Identifier(kind: kind, value: value)] = StoredNode(id: id, profile: profile, isHub: false)
+            }
+        }
+        report.identifiersCreated = created.count
+        let known = seen.keys.filter { engine.created[$0] == nil }
+        if !known.isEmpty {
+            try await tx.execute("""
+                UPDATE cdp.identity_nodes AS n
+                SET first_seen_at = least(n.first_seen_at, s.first_seen), last_seen_at = greatest(n.last_seen_at, s.last_seen)
+                FROM unnest(\(known.map { Int(nodes[$0]!.id) })::int8[], \(known.map { PostgresTime.format(seen[$0]!.first) })::timestamptz[],
+                            \(known.map { PostgresTime.format(seen[$0]!.last) })::timestamptz[]) AS s (node_id, first_seen, last_seen)
+                WHERE n.node_id = s.node_id AND (s.first_seen < n.first_seen_at OR s.last_seen > n.last_seen_at)
+                """)
+        }
+
+        // Stamp the batch's events with their final profile.
+        let stamped = engine.stamps.compactMap { stamp in stamp.profile.map { (stamp.seq, engine.find($0)) } }
+        if !stamped.isEmpty {
+            try await tx.execute("""
+                UPDATE cdp.events AS e SET profile_id = s.profile_id
+                FROM unnest(\(stamped.map { Int($0.0) })::int8[], \(stamped.map(\.1))::uuid[]) AS s (seq, profile_id)
+                WHERE e.seq = s.seq AND e.seq > \(checkpoint) AND e.seq <= \(last)
+                """)
+        }
+
+        // Edges between identifiers seen together, then hub detection on the nodes that gained edges.
+        var edges: [Int64: [Int64: Int64]] = [:]
+        for event in events {
+            let ids = Set(event.identifiers.compactMap { nodes[$0]?.id }).sorted()
+            for i in ids.indices {
+                for j in (i + 1)..<ids.count where edges[ids[i], default: [:]][ids[j]] == nil {
+                    edges[ids[i], default: [:]][ids[j]] = event.seq
+                }
+            }
+        }
+        let pairs = edges.flatMap { a, targets in targets.map { (a, $0.key, $0.value) } }
+        if !pairs.isEmpty {
+            let inserted = try await tx.query("""
+                INSERT INTO cdp.identity_edges (a, b, first_seq)
+                SELECT * FROM unnest(\(pairs.map { Int($0.0) })::int8[], \(pairs.map { Int($0.1) })::int8[], \(pairs.map { Int($0.2) })::int8[])
+                ON CONFLICT DO NOTHING
+                RETURNING a, b
+                """)
+            var gained = Set<Int64>()
+            for row in inserted {
+                let (a, b) = try row.decode((Int64, Int64).self)
+                gained.insert(a)
+                gained.insert(b)
+            }
+            let hubs = try await IdentitySplits.detectHubs(tx, among: Array(gained), rules: rules)
+            if !hubs.isEmpty {
+                report.hubsDetected = hubs.count
+                try await IdentitySplits.split(tx, rules: rules, document: document, hubs: hubs, blocked: [], logger: logger)
+            }
+        }
+        try await IdentityStore.setCheckpoint(tx, last)
+        report.checkpoint = last
+        return report
+    }
+
+    /// An extracted event as the engine takes it: usable identifiers and hub values apart, each in priority order.
+    static func resolverEvent(_ event: ExtractedEvent, rules: IdentityRules, isHub: (Identifier) -> Bool) -> ResolverEvent {
+        var usable: [Identifier] = []
+        var hubs: [Identifier] = []
+        var seen = Set<Identifier>()
+        for identifier in event.identifiers where seen.insert(identifier).inserted {
+            if isHub(identifier) { hubs.append(identifier) } else { usable.append(identifier) }
+        }
+        usable.sort(by: rules.precedes)
+        hubs.sort(by: rules.precedes)
+        return ResolverEvent(seq: event.seq, messageID: event.messageID, timestamp: event.timestamp, identifiers: usable, hubs: hubs)
+    }
+}

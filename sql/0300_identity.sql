@@ -1,0 +1,114 @@
+-- Identity resolution: identifier extraction and normalization, profile ids, and the analyst views.
+-- Re-applied after every `tributary migrate`. The real-time stage, splits and `tributary identity rebuild` all
+-- extract identifiers through cdp.identity_candidates, so they cannot disagree about what an identifier is.
+
+-- The profile id an identifier founds: the first 16 bytes of SHA-256("kind:value"), marked as a version 8 UUID.
+-- Deterministic, so a rebuild gives the profiles the ids the real-time stage gave them.
+CREATE OR REPLACE FUNCTION cdp.identity_profile_id(kind text, value text) RETURNS uuid
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+AS $$
+    SELECT encode(set_byte(set_byte(h, 6, (get_byte(h, 6) & 15) | 128), 8, (get_byte(h, 8) & 63) | 128), 'hex')::uuid
+    FROM (SELECT substring(sha256(convert_to($1 || ':' || $2, 'UTF8')) FROM 1 FOR 16) AS h) AS digest
+$$;
+COMMENT ON FUNCTION cdp.identity_profile_id(text, text) IS
+    'Tributary: the id of the profile founded by identifier kind:value (SHA-256 based, version 8 UUID)';
+
+-- Every identifier an event carries, normalized, with the reason it is refused (NULL when usable).
+-- rules is the complete rules document of cdp.identity_rules: normalize (kind -> email|phone|lowercase|trim|none),
+-- traitKeys (trait key -> kind), blockedRegex (kind or "*" -> one case-insensitive regex), maxLength.
+CREATE OR REPLACE FUNCTION cdp.identity_candidates(
+    p_user_id text, p_anonymous_id text, p_traits jsonb, p_context jsonb, p_rules jsonb
+) RETURNS TABLE (kind text, value text, problem text)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT DISTINCT
+        left(raw_ids.kind, 63),
+        normalized.value,
+        CASE
+            WHEN raw_ids.kind !~ '^[a-z][a-z0-9_]{0,62}$' THEN 'invalid_kind'
+            WHEN typed.text_value IS NULL THEN 'wrong_type'
+            WHEN length(typed.text_value) > coalesce((p_rules ->> 'maxLength')::int, 256) THEN 'too_long'
+            WHEN normalized.value ~ '[[:cntrl:]]' THEN 'control_characters'
+            WHEN normalized.value ~* coalesce(p_rules -> 'blockedRegex' ->> raw_ids.kind, p_rules -> 'blockedRegex' ->> '*')
+                THEN 'blocked'
+            WHEN method.name = 'email' AND normalized.value !~ '^[^@[:space:]]+@[^@[:space:]]+$' THEN 'invalid_email'
+            WHEN method.name = 'phone' AND length(normalized.value) - (left(normalized.value, 1) = '+')::int < 5
+                THEN 'invalid_phone'
+        END
+    FROM (
+        SELECT fixed.kind, fixed.raw
+        FROM (VALUES ('user_id', to_jsonb(p_user_id)),
+                     ('anonymous_id', to_jsonb(p_anonymous_id)),
+                     ('email', p_traits -> 'email'),
+                     ('email', p_context -> 'traits' -> 'email'),
+                     ('phone', p_traits -> 'phone'),
+                     ('phone', p_context -> 'traits' -> 'phone')) AS fixed (kind, raw)
+        UNION ALL
+        SELECT keys.kind, source.object -> keys.key
+        FROM jsonb_each_text(coalesce(p_rules -> 'traitKeys', '{}')) AS keys (key, kind)
+        CROSS JOIN (VALUES (p_traits), (p_context -> 'traits')) AS source (object)
+        UNION ALL
+        SELECT CASE WHEN jsonb_typeof(external.item) = 'object' THEN lower(btrim(external.item ->> 'type')) ELSE 'external_id' END,
+               CASE WHEN jsonb_typeof(external.item) = 'object' THEN external.item -> 'id' ELSE external.item END
+        FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p_context -> 'externalIds') = 'array'
+                                       THEN p_context -> 'externalIds' ELSE '[]' END) AS external (item)
+    ) AS raw_ids (kind, raw)
+    CROSS JOIN LATERAL (
+        SELECT coalesce(p_rules -> 'normalize' ->> raw_ids.kind,
+                        CASE raw_ids.kind WHEN 'email' THEN 'email' WHEN 'phone' THEN 'phone' ELSE 'trim' END) AS name
+    ) AS method
+    CROSS JOIN LATERAL (
+        SELECT CASE jsonb_typeof(raw_ids.raw)
+                   WHEN 'string' THEN raw_ids.raw #>> '{}'
+                   WHEN 'number' THEN CASE WHEN method.name <> 'email' THEN raw_ids.raw #>> '{}' END
+               END AS text_value
+    ) AS typed
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN length(typed.text_value) <= coalesce((p_rules ->> 'maxLength')::int, 256) THEN
+                   CASE method.name
+                       WHEN 'email' THEN lower(btrim(typed.text_value, E' \t\r\n'))
+                       WHEN 'phone' THEN CASE WHEN left(btrim(typed.text_value, E' \t\r\n'), 1) = '+' THEN '+' ELSE '' END
+                                         || regexp_replace(typed.text_value, '[^0-9]', '', 'g')
+                       WHEN 'lowercase' THEN lower(btrim(typed.text_value, E' \t\r\n'))
+                       WHEN 'trim' THEN btrim(typed.text_value, E' \t\r\n')
+                       ELSE typed.text_value
+                   END
+               END AS value
+    ) AS normalized
+    WHERE raw_ids.raw IS NOT NULL AND jsonb_typeof(raw_ids.raw) <> 'null'
+$$;
+COMMENT ON FUNCTION cdp.identity_candidates(text, text, jsonb, jsonb, jsonb) IS
+    'Tributary: the normalized identifiers of one event under the given rules, with the reason each refused one is refused';
+
+-- The profile that holds an old profile id's identifiers now: itself while it exists, else where it was merged.
+CREATE OR REPLACE FUNCTION cdp.resolve_profile(old_profile_id uuid) RETURNS uuid
+LANGUAGE sql STABLE
+AS $$
+    WITH RECURSIVE chain (profile_id, depth) AS (
+        SELECT $1, 0
+        UNION ALL
+        SELECT (SELECT m.into_profile_id FROM cdp.profile_merge_log AS m
+                WHERE m.from_profile_id = chain.profile_id ORDER BY m.merge_id DESC LIMIT 1),
+               chain.depth + 1
+        FROM chain
+        WHERE chain.profile_id IS NOT NULL AND chain.depth < 100
+          AND NOT EXISTS (SELECT 1 FROM cdp.identity_profiles AS p WHERE p.profile_id = chain.profile_id)
+    )
+    SELECT chain.profile_id FROM chain
+    WHERE EXISTS (SELECT 1 FROM cdp.identity_profiles AS p WHERE p.profile_id = chain.profile_id)
+    LIMIT 1
+$$;
+COMMENT ON FUNCTION cdp.resolve_profile(uuid) IS
+    'Tributary: the live profile id for any profile id ever issued (follows merges and splits); NULL if unknown';
+
+CREATE OR REPLACE VIEW cdp.identities AS
+SELECT profile_id, kind, value, first_seen_at, last_seen_at, status = 'hub' AS is_hub
+FROM cdp.identity_nodes;
+COMMENT ON VIEW cdp.identities IS
+    'Tributary: one row per normalized identifier (kind: user_id, anonymous_id, email, phone, configured kinds) and the profile holding it; is_hub marks values that link too many separate identities and are not used for merging';
+
+CREATE OR REPLACE VIEW cdp.profile_merges AS
+SELECT from_profile_id, into_profile_id, merged_at, reason, kind, value, seq AS event_seq, message_id
+FROM cdp.profile_merge_log;
+COMMENT ON VIEW cdp.profile_merges IS
+    'Tributary: every profile merge (reason identifier: an event carried identifiers of both), split (a value became blocked or a hub) and rebuild reassignment';
