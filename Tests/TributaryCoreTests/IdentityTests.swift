@@ -165,3 +165,111 @@ enum IdentityFixture {
         }
     }
 }
+
+/// Random event streams: the real-time stage (random batch sizes, interleaved with ingestion, hubs detected and
+/// split on the way, values blocked after the fact) and the SQL rebuild must give the same graph, exactly.
+@Suite struct IdentityEquivalenceTests {
+    typealias F = IdentityFixture
+
+    struct SplitMix {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+        mutating func chance(_ p: Double) -> Bool { Double(next() % 10_000) / 10_000 < p }
+    }
+
+    static func randomStream(seed: UInt64, count: Int) -> [IncomingEvent] {
+        var random = SplitMix(state: seed)
+        let emails = ["ann@x.com", "Ann@X.com ", "bob@x.com", "cat@x.com", "dan@x.com", "shared@x.com", "hub@x.com"]
+        let junk = ["", "null", "anonymous", "00000000-0000-0000-0000-000000000000", "undefined"]
+        var events: [IncomingEvent] = []
+        for index in 0..<count {
+            var anonymous: String? = random.chance(0.8) ? "a\(random.below(12))" : nil
+            if random.chance(0.05) { anonymous = junk[random.below(junk.count)] }
+            var user: String? = random.chance(0.35) ? "u\(random.below(6))" : nil
+            if anonymous == nil && user == nil { user = "u\(random.below(6))" }
+            var traits: [String] = []
+            if random.chance(0.45) {
+                let email = random.chance(0.25) ? "hub@x.com" : emails[random.below(emails.count)]
+                traits.append(#""email": "\#(email)""#)
+            }
+            if random.chance(0.2) { traits.append(#""phone": "+1 555 000 \#(random.below(4))""#) }
+            if random.chance(0.03) { traits.append(#""email": 42"#) }
+            if random.chance(0.03) { traits.append(#""email": "\#(String(repeating: "x", count: 300))@x.com""#) }
+            var context = "{}"
+            if random.chance(0.1) {
+                context = #"{"externalIds": [{"id": "crm-\#(random.below(5))", "type": "CRM_ID", "collection": "users", "encoding": "none"}]}"#
+            } else if random.chance(0.1) {
+                context = #"{"traits": {"email": "\#(emails[random.below(emails.count)])"}}"#
+            }
+            events.append(F.event(
+                anonymous: anonymous, user: user, traits: "{" + traits.joined(separator: ", ") + "}", context: context,
+                type: traits.isEmpty ? .track : .identify, at: Date(timeIntervalSince1970: 1_780_000_000 + Double(index * 60 - random.below(3000)))))
+        }
+        return events
+    }
+
+    @Test(arguments: Array(1...8) as [UInt64])
+    func realTimeStageAndRebuildGiveTheSameGraph(seed: UInt64) async throws {
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await F.migrated(client)
+            var rules = IdentityRules()
+            rules.hubThreshold = 4
+            rules.limits["email"] = 2
+            rules.limits["phone"] = 1
+            try await F.applyRules(rules, client)
+            var random = SplitMix(state: seed &* 7919)
+            let events = Self.randomStream(seed: seed, count: 200)
+            var stage = IdentityStage(client: client, logger: TestDatabase.logger)
+            var position = 0
+            while position < events.count {
+                let chunk = 1 + random.below(25)
+                try await F.write(Array(events[position..<min(events.count, position + chunk)]), client)
+                position += chunk
+                if random.chance(0.6) {
+                    stage.batchSize = 1 + random.below(40)
+                    _ = try await stage.processBatch()
+                }
+            }
+            _ = try await stage.catchUp()
+            try await expectRebuildAgrees(client, seed: seed, phase: "real-time")
+
+            // A value blocked after the fact: removed, what it joined split, and still the same as a rebuild.
+            let partition = try await F.partition(client)
+            let victim = partition.keys.filter { $0.hasPrefix("email:") && $0 != "email:hub@x.com" }.sorted().first
+            if let victim {
+                rules.blocked.append(.init(pattern: "^" + NSRegularExpression.escapedPattern(for: String(victim.dropFirst(6))) + "$", kinds: ["email"]))
+                let outcome = try await IdentityAdmin(client: client, logger: TestDatabase.logger).apply(rules: rules)
+                guard case .blockedValuesSplit(let removed) = outcome else {
+                    Issue.record("expected a split, got \(outcome)")
+                    return
+                }
+                #expect(removed == 1)
+                #expect(try await F.partition(client)[victim] == nil)
+                try await expectRebuildAgrees(client, seed: seed, phase: "after blocking \(victim)")
+            }
+        }
+    }
+
+    func expectRebuildAgrees(_ client: PostgresClient, seed: UInt64, phase: String) async throws {
+        let partition = try await F.partition(client)
+        let stamps = try await F.stamps(client)
+        let profiles = try await F.profiles(client)
+        #expect(!partition.isEmpty)
+        let report = try await IdentityRebuild(configuration: client.configuration, logger: TestDatabase.logger).run()
+        #expect(report.nodesChanged == 0, "seed \(seed) \(phase): rebuild changed \(report.nodesChanged) identifiers")
+        #expect(report.eventsRestamped == 0, "seed \(seed) \(phase): rebuild re-stamped \(report.eventsRestamped) events")
+        let rebuilt = try await F.partition(client)
+        let before = F.groups(partition), after = F.groups(rebuilt)
+        #expect(before == after, "seed \(seed) \(phase): real-time only \(before.subtracting(after)), rebuild only \(after.subtracting(before))")
+        #expect(rebuilt == partition, "seed \(seed) \(phase): profile ids differ")
+        #expect(try await F.stamps(client) == stamps, "seed \(seed) \(phase): event stamps differ")
+        #expect(try await F.profiles(client) == profiles, "seed \(seed) \(phase): profiles differ")
+    }
+}

@@ -19,12 +19,14 @@ enum IdentitySplits {
 
     /// Nodes among `candidates` that have become hubs: seen with more than `hubThreshold` distinct identifiers of
     /// one kind, for kinds subject to hub detection.
-    static func detectHubs(_ tx: PostgresConnection, among candidates: [Int64], rules: IdentityRules) async throws -> [Int64] {
+    static func detectHubs(
+        _ tx: PostgresConnection, among candidates: [Int64], rules: IdentityRules, status: String = "active"
+    ) async throws -> [Int64] {
         guard !candidates.isEmpty else { return [] }
         let rows = try await tx.query("""
             SELECT c.node_id
             FROM cdp.identity_nodes AS c
-            WHERE c.node_id = ANY(\(candidates.map { Int($0) })::int8[]) AND c.status = 'active'
+            WHERE c.node_id = ANY(\(candidates.map { Int($0) })::int8[]) AND c.status = \(status)
               AND NOT (c.kind = ANY(\(rules.hubExemptKinds)::text[]))
               AND EXISTS (
                   SELECT 1
@@ -72,8 +74,35 @@ enum IdentitySplits {
                 """)
         }
         if !blocked.isEmpty {
-            try await tx.execute("DELETE FROM cdp.identity_edges WHERE a = ANY(\(changed)::int8[]) OR b = ANY(\(changed)::int8[])")
-            try await tx.execute("DELETE FROM cdp.identity_nodes WHERE node_id = ANY(\(blocked.map { Int($0) })::int8[])")
+            // Hubs next to a blocked value lose its links; those no longer over the threshold merge again.
+            let blockedIDs = blocked.map { Int($0) }
+            let hubNeighbours = try await tx.query("""
+                SELECT DISTINCT n.node_id
+                FROM cdp.identity_edges AS e
+                JOIN cdp.identity_nodes AS n ON n.node_id = CASE WHEN e.a = ANY(\(blockedIDs)::int8[]) THEN e.b ELSE e.a END
+                WHERE (e.a = ANY(\(blockedIDs)::int8[]) OR e.b = ANY(\(blockedIDs)::int8[])) AND n.status = 'hub'
+                """).map { try $0[0].decode(Int64.self) }
+            try await tx.execute("DELETE FROM cdp.identity_edges WHERE a = ANY(\(blockedIDs)::int8[]) OR b = ANY(\(blockedIDs)::int8[])")
+            try await tx.execute("DELETE FROM cdp.identity_nodes WHERE node_id = ANY(\(blockedIDs)::int8[])")
+            let stillHubs = Set(try await detectHubs(tx, among: hubNeighbours, rules: rules, status: "hub"))
+            let released = hubNeighbours.filter { !stillHubs.contains($0) }.map { Int($0) }
+            if !released.isEmpty {
+                for row in try await tx.query("""
+                    UPDATE cdp.identity_nodes SET status = 'active' WHERE node_id = ANY(\(released)::int8[]) RETURNING profile_id
+                    """) {
+                    oldProfiles.insert(try row[0].decode(UUID.self))
+                }
+                // Events that carried only hubs, one of them now released, are stamped with a hub's own profile:
+                // replay those too.
+                for row in try await tx.query("""
+                    SELECT DISTINCT h.profile_id
+                    FROM cdp.identity_edges AS e
+                    JOIN cdp.identity_nodes AS h ON h.node_id = CASE WHEN e.a = ANY(\(released)::int8[]) THEN e.b ELSE e.a END
+                    WHERE (e.a = ANY(\(released)::int8[]) OR e.b = ANY(\(released)::int8[])) AND h.status = 'hub'
+                    """) {
+                    oldProfiles.insert(try row[0].decode(UUID.self))
+                }
+            }
         }
 
         // Grow the set to whole components and every profile and event they touch.
@@ -121,6 +150,12 @@ enum IdentitySplits {
                 """)
         }
         // Profiles: the replaced ones go (recorded as splits so their ids stay resolvable), the new ones come.
+        // Hubs keep their own profiles.
+        for row in try await tx.query("""
+            SELECT profile_id FROM cdp.identity_nodes WHERE status = 'hub' AND profile_id = ANY(\(Array(profiles))::uuid[])
+            """) {
+            hubProfiles.insert(try row[0].decode(UUID.self))
+        }
         let gone = profiles.subtracting(alive).subtracting(hubProfiles)
         var founders: [UUID: Identifier] = [:]
         for row in try await tx.query("""
