@@ -273,3 +273,48 @@ enum IdentityFixture {
         #expect(try await F.profiles(client) == profiles, "seed \(seed) \(phase): profiles differ")
     }
 }
+
+/// A generated multi-channel data set with known truth (web, app, email platform, POS, CRM; shared family devices,
+/// couples sharing an email, placeholder emails, kiosks, formatting variants, junk): pairwise precision and recall
+/// at least 0.99 and no profile with two user ids, from the real-time stage and from the rebuild.
+@Suite struct IdentityAccuracyTests {
+    typealias F = IdentityFixture
+
+    @Test func multiChannelPeopleResolveAccurately() async throws {
+        let data = SyntheticPeople.generate(SyntheticPeople.Options(people: 2000, seed: 11))
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await F.migrated(client)
+            for start in stride(from: 0, to: data.events.count, by: 1000) {
+                try await F.write(Array(data.events[start..<min(data.events.count, start + 1000)]), client)
+            }
+            let report = try await IdentityStage(client: client, logger: TestDatabase.logger, batchSize: 2000).catchUp()
+            #expect(report.events == data.events.count)
+            #expect(report.hubsDetected >= 3, "placeholder emails and kiosks are hubs")
+            try await expectAccurate(client, data, "real-time")
+
+            // Junk identifiers were ignored and counted, and their events kept.
+            let ignored = Dictionary(uniqueKeysWithValues: try await client.query(
+                "SELECT reason, sum(count)::int8 FROM cdp.identity_ignored GROUP BY reason").map { try $0.decode((String, Int).self) })
+            #expect(ignored["blocked", default: 0] > 0 && ignored["wrong_type", default: 0] > 0)
+            #expect(ignored["too_long", default: 0] > 0 && ignored["control_characters", default: 0] > 0)
+            #expect(try await client.query("SELECT count(*) FROM cdp.events").scalar(Int.self) == data.events.count)
+
+            let rebuild = try await IdentityRebuild(configuration: client.configuration, logger: TestDatabase.logger).run()
+            #expect(rebuild.nodesChanged == 0 && rebuild.eventsRestamped == 0, "rebuild agrees with the real-time stage")
+            try await expectAccurate(client, data, "rebuild")
+        }
+    }
+
+    func expectAccurate(_ client: PostgresClient, _ data: SyntheticPeople.Dataset, _ stage: String) async throws {
+        let predicted = try await F.partition(client)
+        let scores = SyntheticPeople.pairwiseScores(truth: data.truth, predicted: predicted)
+        #expect(scores.precision >= 0.99, "\(stage): precision \(scores.precision)")
+        #expect(scores.recall >= 0.99, "\(stage): recall \(scores.recall)")
+        #expect(scores.scoredIdentifiers > 5000)
+        let doubleUsers = try await client.query("""
+            SELECT count(*) FROM (SELECT profile_id FROM cdp.identities WHERE kind = 'user_id' GROUP BY profile_id HAVING count(*) > 1) AS p
+            """).scalar(Int.self)
+        #expect(doubleUsers == 0, "\(stage): profiles holding two user ids")
+        print("identity accuracy (\(stage)): precision \(scores.precision), recall \(scores.recall), identifiers \(scores.scoredIdentifiers)")
+    }
+}
