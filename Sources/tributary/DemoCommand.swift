@@ -13,7 +13,7 @@ import TributaryServer
 extension TributaryCommand {
     struct Demo: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "The whole path on the embedded default: start the database, migrate, collect sample events over HTTP.")
+            abstract: "The whole path on the embedded default: start the database, migrate, collect sample events over HTTP, resolve identities.")
         @OptionGroup var global: GlobalOptions
 
         @Option(help: "Sample people to generate.") var people = 200
@@ -55,6 +55,27 @@ extension TributaryCommand {
                     return "\(type) \(count)"
                 }
                 print("                \(summary.joined(separator: ", "))")
+
+                // Identity: stamp every event with a profile, then show one person's profile as explain prints it.
+                let identity = try await IdentityStage(client: client, logger: logger).catchUp()
+                let graph = try await client.query("""
+                    SELECT (SELECT count(*) FROM cdp.identity_profiles), (SELECT count(*) FROM cdp.identities),
+                           (SELECT count(*) FROM cdp.profile_merges), (SELECT count(*) FROM cdp.events WHERE profile_id IS NOT NULL)
+                    """).first!
+                let (profiles, identifiers, merges, stamped) = try graph.decode((Int, Int, Int, Int).self)
+                print("  identity      \(identity.events) new events resolved; \(identifiers) identifiers in \(profiles) profiles, "
+                    + "\(merges) merges recorded, \(stamped) events carry a profile_id")
+                if let sample = try await client.query("""
+                    SELECT i.value FROM cdp.identities AS i WHERE i.kind = 'email'
+                    ORDER BY (SELECT count(*) FROM cdp.identities AS j WHERE j.profile_id = i.profile_id) DESC, i.value LIMIT 1
+                    """).first.map({ try $0[0].decode(String.self) }) {
+                    let explained = try await IdentityAdmin(client: client, logger: logger)
+                        .explain(Identifier(kind: "email", value: sample))
+                    print("  explain       tributary identity explain email:\(sample)")
+                    for line in explained.split(separator: "\n", omittingEmptySubsequences: false).prefix(14) {
+                        print("                \(line)")
+                    }
+                }
                 let elapsed = ContinuousClock.now - started
                 print("  took          \(elapsed.formatted(.units(allowed: [.seconds, .milliseconds], width: .narrow)))")
                 print("Try: tributary serve, then curl -u \"$KEY:\" -d '{\"userId\":\"u1\",\"event\":\"Signed Up\"}' localhost:8080/v1/track")

@@ -3,18 +3,22 @@ import Foundation
 import Hummingbird
 import Logging
 import Postgres
+import ServiceLifecycle
 import TributaryCore
 import TributaryServer
+import UnixSignals
 
 extension TributaryCommand {
     struct Serve: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Run the Segment-compatible collection API (POST /v1/track, /v1/batch, …), GET /health and GET /metrics.")
+            abstract: "Run the Segment-compatible collection API (POST /v1/track, /v1/batch, …), GET /health and GET /metrics.",
+            discussion: "Also runs the real-time identity stage (unless --no-identity), which stamps new events with profiles.")
         @OptionGroup var global: GlobalOptions
 
         @Option(help: "Address to listen on.") var host = "127.0.0.1"
         @Option(help: "Port to listen on.") var port = 8080
         @Option(help: "Events waiting to be stored before requests get 503 with Retry-After.") var maxQueuedEvents = 50_000
+        @Flag(inversion: .prefixedNo, help: "Run the real-time identity stage in this process.") var identity = true
 
         func run() async throws {
             let logger = global.makeLogger()
@@ -30,7 +34,13 @@ extension TributaryCommand {
                     let line = "tributary \(Tributary.version) collecting on http://\(host):\(port) into \(summary)\n"
                     FileHandle.standardOutput.write(Data(line.utf8))
                 })
-            try await app.runService()
+            var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: app)]
+            if identity {
+                services.append(.init(service: IdentityService(stage: IdentityStage(client: client, logger: logger))))
+            }
+            let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+                services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            try await group.run()
             await client.shutdown()
         }
     }
@@ -109,5 +119,13 @@ extension TributaryCommand.Sources {
             print("new write key for '\(source.name)', shown once, on the next line:")
             print(key)
         }
+    }
+}
+
+/// The real-time identity stage as a service of `tributary serve`: stops on graceful shutdown.
+struct IdentityService: Service {
+    let stage: IdentityStage
+    func run() async throws {
+        try await cancelWhenGracefulShutdown { try await stage.run() }
     }
 }

@@ -14,7 +14,10 @@ struct TributaryCommand: AsyncParsableCommand {
             With none set, they use an embedded PostgreSQL server under .tributary/ that Tributary creates and starts.
             """,
         version: Tributary.version,
-        subcommands: [Demo.self, Serve.self, Sources.self, Import.self, Webhooks.self, Migrate.self, DB.self, Version.self]
+        subcommands: [
+            Demo.self, Serve.self, Sources.self, Import.self, Webhooks.self, IdentityGroup.self, Migrate.self, DB.self,
+            Version.self,
+        ]
     )
 
     /// Runs the command; errors become one line on standard error and a non-zero exit.
@@ -31,6 +34,8 @@ struct TributaryCommand: AsyncParsableCommand {
         } catch let error as MigrationError {
             fail(error.description)
         } catch let error as CLIError {
+            fail(error.description)
+        } catch let error as IdentityError {
             fail(error.description)
         } catch {
             exit(withError: error)
