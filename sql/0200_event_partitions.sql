@@ -12,9 +12,15 @@ BEGIN
         -- Serialize creators: two sessions creating the same partition would otherwise collide.
         PERFORM pg_advisory_xact_lock(hashtext('tributary.event_partitions'));
         IF to_regclass(format('cdp.%I', partition_name)) IS NULL THEN
-            EXECUTE format('CREATE TABLE cdp.%I PARTITION OF cdp.events FOR VALUES FROM (%L) TO (%L)',
-                           partition_name, first_day::timestamp AT TIME ZONE 'UTC',
-                           (first_day + interval '1 month')::timestamp AT TIME ZONE 'UTC');
+            -- The catalog lookup above can miss a partition another session committed while we waited for the
+            -- lock (an advisory lock does not refresh catalog caches), so a duplicate here means it exists: done.
+            BEGIN
+                EXECUTE format('CREATE TABLE cdp.%I PARTITION OF cdp.events FOR VALUES FROM (%L) TO (%L)',
+                               partition_name, first_day::timestamp AT TIME ZONE 'UTC',
+                               (first_day + interval '1 month')::timestamp AT TIME ZONE 'UTC');
+            EXCEPTION WHEN duplicate_table THEN
+                NULL;
+            END;
         END IF;
     END IF;
     RETURN partition_name;
