@@ -112,6 +112,17 @@ let package = Package(
             path: "Benchmarks/ingest",
             swiftSettings: swiftSettings
         ),
+        .executableTarget(
+            name: "tributary-identity-bench",
+            dependencies: [
+                "Postgres",
+                "TributaryCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/identity",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "PostgresTests",
             dependencies: ["Postgres", "PostgresTesting"],

@@ -21,20 +21,22 @@ CREATE OR REPLACE FUNCTION cdp.identity_candidates(
 ) RETURNS TABLE (kind text, value text, problem text)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-    SELECT DISTINCT
-        left(raw_ids.kind, 63),
-        normalized.value,
-        CASE
-            WHEN raw_ids.kind !~ '^[a-z][a-z0-9_]{0,62}$' THEN 'invalid_kind'
-            WHEN typed.text_value IS NULL THEN 'wrong_type'
-            WHEN length(typed.text_value) > coalesce((p_rules ->> 'maxLength')::int, 256) THEN 'too_long'
-            WHEN normalized.value ~ '[[:cntrl:]]' THEN 'control_characters'
-            WHEN normalized.value ~* coalesce(p_rules -> 'blockedRegex' ->> raw_ids.kind, p_rules -> 'blockedRegex' ->> '*')
-                THEN 'blocked'
-            WHEN method.name = 'email' AND normalized.value !~ '^[^@[:space:]]+@[^@[:space:]]+$' THEN 'invalid_email'
-            WHEN method.name = 'phone' AND length(normalized.value) - (left(normalized.value, 1) = '+')::int < 5
-                THEN 'invalid_phone'
-        END
+    -- Written to be inlined into the caller's query; each OFFSET 0 keeps a step from being pulled up, so its
+    -- expressions are evaluated once per identifier instead of once per use. Duplicates are possible (the same
+    -- email in traits and context.traits); callers deduplicate.
+    SELECT left(raw_ids.kind, 63),
+           normalized.value,
+           CASE
+               WHEN raw_ids.kind !~ '^[a-z][a-z0-9_]{0,62}$' THEN 'invalid_kind'
+               WHEN typed.text_value IS NULL THEN 'wrong_type'
+               WHEN normalized.value IS NULL THEN 'too_long'
+               WHEN normalized.value ~ '[[:cntrl:]]' THEN 'control_characters'
+               WHEN normalized.value ~* coalesce(p_rules -> 'blockedRegex' ->> raw_ids.kind, p_rules -> 'blockedRegex' ->> '*')
+                   THEN 'blocked'
+               WHEN typed.method = 'email' AND normalized.value !~ '^[^@[:space:]]+@[^@[:space:]]+$' THEN 'invalid_email'
+               WHEN typed.method = 'phone' AND length(normalized.value) - (left(normalized.value, 1) = '+')::int < 5
+                   THEN 'invalid_phone'
+           END
     FROM (
         SELECT fixed.kind, fixed.raw
         FROM (VALUES ('user_id', to_jsonb(p_user_id)),
@@ -54,18 +56,19 @@ AS $$
                                        THEN p_context -> 'externalIds' ELSE '[]' END) AS external (item)
     ) AS raw_ids (kind, raw)
     CROSS JOIN LATERAL (
-        SELECT coalesce(p_rules -> 'normalize' ->> raw_ids.kind,
-                        CASE raw_ids.kind WHEN 'email' THEN 'email' WHEN 'phone' THEN 'phone' ELSE 'trim' END) AS name
-    ) AS method
-    CROSS JOIN LATERAL (
-        SELECT CASE jsonb_typeof(raw_ids.raw)
+        SELECT method.name AS method,
+               CASE jsonb_typeof(raw_ids.raw)
                    WHEN 'string' THEN raw_ids.raw #>> '{}'
                    WHEN 'number' THEN CASE WHEN method.name <> 'email' THEN raw_ids.raw #>> '{}' END
                END AS text_value
+        FROM (SELECT coalesce(p_rules -> 'normalize' ->> raw_ids.kind,
+                              CASE raw_ids.kind WHEN 'email' THEN 'email' WHEN 'phone' THEN 'phone' ELSE 'trim' END) AS name
+              OFFSET 0) AS method
+        OFFSET 0
     ) AS typed
     CROSS JOIN LATERAL (
         SELECT CASE WHEN length(typed.text_value) <= coalesce((p_rules ->> 'maxLength')::int, 256) THEN
-                   CASE method.name
+                   CASE typed.method
                        WHEN 'email' THEN lower(btrim(typed.text_value, E' \t\r\n'))
                        WHEN 'phone' THEN CASE WHEN left(btrim(typed.text_value, E' \t\r\n'), 1) = '+' THEN '+' ELSE '' END
                                          || regexp_replace(typed.text_value, '[^0-9]', '', 'g')
@@ -74,6 +77,7 @@ AS $$
                        ELSE typed.text_value
                    END
                END AS value
+        OFFSET 0
     ) AS normalized
     WHERE raw_ids.raw IS NOT NULL AND jsonb_typeof(raw_ids.raw) <> 'null'
 $$;

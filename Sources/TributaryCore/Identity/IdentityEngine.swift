@@ -68,9 +68,17 @@ public struct IdentityEngine {
     /// Adds state loaded from the database before processing: an identifier already held by a profile.
     public mutating func load(identifier: Identifier, profile: UUID) { profileOf[identifier] = profile }
 
-    /// Adds a live profile loaded from the database.
+    /// Adds a live profile loaded from the database (needed for profiles of identifiers that appear on events with more
+    /// than one identifier; `needsProfile` tells which).
     public mutating func load(profile id: UUID, founder: Identifier, foundedSeq: Int64, counts: [String: Int]) {
         profiles[id] = Profile(founder: founder, foundedSeq: foundedSeq, counts: counts)
+    }
+
+    /// Whether processing `event` needs the profiles of its known identifiers loaded, given where its identifiers
+    /// were before the run (`known`): not when they all belong to one profile already.
+    public static func needsProfiles(_ event: ResolverEvent, known: (Identifier) -> UUID?) -> Bool {
+        guard let first = event.identifiers.first.flatMap(known) else { return event.identifiers.count > 1 }
+        return !event.identifiers.dropFirst().allSatisfy { known($0) == first }
     }
 
     /// The live profile `id` has become.
@@ -104,6 +112,15 @@ public struct IdentityEngine {
     /// Applies one event (events must come in receive order) and returns the profile it is stamped with.
     @discardableResult
     public mutating func process(_ event: ResolverEvent) -> UUID? {
+        // One known identifier: nothing to merge and no limit to check (a live profile is always within them).
+        // Only identifiers of one profile: nothing to merge, no limit to check (a live profile is always within them).
+        if let first = event.identifiers.first, let existing = profileOf[first] {
+            let profile = find(existing)
+            if event.identifiers.dropFirst().allSatisfy({ profileOf[$0].map(find) == profile }) {
+                stamps.append((event.seq, profile))
+                return profile
+            }
+        }
         var keptProfiles: [UUID] = []
         var keptNew: [Identifier] = []
         var broughtBy: [UUID: Identifier] = [:]

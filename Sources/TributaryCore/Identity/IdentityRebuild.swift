@@ -332,7 +332,7 @@ public struct IdentityRebuild: Sendable {
             nodeIDs[identifier] = id
             if current?.seq != seq {
                 flush()
-                current = ExtractedEvent(seq: seq, messageID: "", timestamp: Date(timeIntervalSince1970: 0))
+                current = ExtractedEvent(seq: seq, messageID: "", micros: 0)
             }
             current!.identifiers.append(identifier)
         }

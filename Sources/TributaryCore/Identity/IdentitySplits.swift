@@ -23,10 +23,22 @@ enum IdentitySplits {
         _ tx: PostgresConnection, among candidates: [Int64], rules: IdentityRules, status: String = "active"
     ) async throws -> [Int64] {
         guard !candidates.isEmpty else { return [] }
+        // Only a node with more than hubThreshold edges in all can have that many with one kind.
+        let busy = try await tx.query("""
+            SELECT candidate.node
+            FROM unnest(\(candidates.map { Int($0) })::int8[]) AS candidate (node)
+            CROSS JOIN LATERAL (SELECT count(*) AS edges
+                                FROM (SELECT 1 FROM cdp.identity_edges AS e WHERE e.a = candidate.node
+                                      UNION ALL
+                                      SELECT 1 FROM cdp.identity_edges AS e WHERE e.b = candidate.node
+                                      LIMIT \(rules.hubThreshold + 1)) AS linked) AS degree
+            WHERE degree.edges > \(rules.hubThreshold)
+            """).map { try $0[0].decode(Int.self) }
+        guard !busy.isEmpty else { return [] }
         let rows = try await tx.query("""
             SELECT c.node_id
             FROM cdp.identity_nodes AS c
-            WHERE c.node_id = ANY(\(candidates.map { Int($0) })::int8[]) AND c.status = \(status)
+            WHERE c.node_id = ANY(\(busy)::int8[]) AND c.status = \(status)
               AND NOT (c.kind = ANY(\(rules.hubExemptKinds)::text[]))
               AND EXISTS (
                   SELECT 1
@@ -146,7 +158,7 @@ enum IdentitySplits {
             try await tx.execute("""
                 UPDATE cdp.identity_nodes AS n SET profile_id = u.profile_id
                 FROM unnest(\(assignments.map(\.0))::int8[], \(assignments.map(\.1))::uuid[]) AS u (node_id, profile_id)
-                WHERE n.node_id = u.node_id AND n.profile_id <> u.profile_id
+                WHERE n.node_id = u.node_id AND n.node_id = ANY(\(assignments.map(\.0))::int8[]) AND n.profile_id <> u.profile_id
                 """)
         }
         // Profiles: the replaced ones go (recorded as splits so their ids stay resolvable), the new ones come.
@@ -199,7 +211,7 @@ enum IdentitySplits {
         let restamped = try await tx.execute("""
             UPDATE cdp.events AS e SET profile_id = s.profile_id
             FROM unnest(\(engine.stamps.map { Int($0.seq) })::int8[], \(stamps)::uuid[]) AS s (seq, profile_id)
-            WHERE e.seq = s.seq AND e.profile_id IS DISTINCT FROM s.profile_id
+            WHERE e.seq = s.seq AND e.seq = ANY(\(engine.stamps.map { Int($0.seq) })::int8[]) AND e.profile_id IS DISTINCT FROM s.profile_id
             """) ?? 0
         report.profilesBefore = profiles.count
         report.profilesAfter = alive.count

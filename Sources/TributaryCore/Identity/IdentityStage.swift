@@ -56,6 +56,9 @@ public struct IdentityStage: Sendable {
                     report.busy = true
                     return report
                 }
+                // The extraction's inlined expressions look expensive to the planner, and JIT-compiling them costs
+                // over a second per batch for nothing: batches are small.
+                try await tx.execute("SET LOCAL jit = off")
                 return try await process(tx)
             }
         }
@@ -105,6 +108,21 @@ public struct IdentityStage: Sendable {
     /// One batch, inside the caller's transaction, holding the processor lock.
     func process(_ tx: PostgresConnection) async throws -> BatchReport {
         var report = BatchReport()
+        var timings: [(String, Duration)] = []
+        var lap = ContinuousClock.now
+        func mark(_ name: String) {
+            let now = ContinuousClock.now
+            timings.append((name, now - lap))
+            lap = now
+        }
+        defer {
+            if report.events > 0 {
+                logger.debug("identity: batch timings", metadata: [
+                    "events": "\(report.events)",
+                    "steps": "\(timings.map { "\($0.0) \($0.1.components.attoseconds / 1_000_000_000_000_000 + $0.1.components.seconds * 1000) ms" }.joined(separator: ", "))",
+                ])
+            }
+        }
         let (rules, document) = try await IdentityStore.rules(tx)
         let checkpoint = try await IdentityStore.checkpoint(tx)
         report.checkpoint = checkpoint
@@ -115,27 +133,37 @@ public struct IdentityStage: Sendable {
         let events = try await IdentityStore.extract(tx, document: document, .range(after: checkpoint, through: last))
         report.events = events.count
         report.ignored = try await IdentityStore.recordIgnored(tx, events, logger: logger)
+        mark("extract")
 
         // Load what the graph knows about this batch's identifiers.
-        var seen: [Identifier: (first: Date, last: Date, firstSeq: Int64)] = [:]
+        var seen: [Identifier: (first: Int64, last: Int64, firstSeq: Int64)] = [:]
         for event in events {
             for identifier in event.identifiers {
                 if let known = seen[identifier] {
-                    seen[identifier] = (min(known.first, event.timestamp), max(known.last, event.timestamp), known.firstSeq)
+                    seen[identifier] = (min(known.first, event.micros), max(known.last, event.micros), known.firstSeq)
                 } else {
-                    seen[identifier] = (event.timestamp, event.timestamp, event.seq)
+                    seen[identifier] = (event.micros, event.micros, event.seq)
                 }
             }
         }
         var nodes = try await IdentityStore.nodes(tx, seen.keys)
+        mark("load nodes")
         var engine = IdentityEngine(rules: rules)
         for (identifier, node) in nodes where !node.isHub { engine.load(identifier: identifier, profile: node.profile) }
-        let loadedProfiles = Set(nodes.values.filter { !$0.isHub }.map(\.profile))
-        try await IdentityStore.loadProfiles(tx, loadedProfiles, into: &engine)
-
-        for event in events {
-            engine.process(Self.resolverEvent(event, rules: rules, isHub: { nodes[$0]?.isHub == true }))
+        let resolverEvents = events.map { event in
+            Self.resolverEvent(event, rules: rules, isHub: { nodes[$0]?.isHub == true })
         }
+        // Profiles matter only where an event carries several identifiers (a merge or a limit to check).
+        var neededProfiles = Set<UUID>()
+        for event in resolverEvents where IdentityEngine.needsProfiles(event, known: { nodes[$0]?.profile }) {
+            for identifier in event.identifiers { if let node = nodes[identifier] { neededProfiles.insert(node.profile) } }
+        }
+        try await IdentityStore.loadProfiles(tx, neededProfiles, into: &engine)
+        let loadedProfiles = Set(nodes.values.filter { !$0.isHub }.map(\.profile))
+        mark("load profiles")
+
+        for event in resolverEvents { engine.process(event) }
+        mark("engine")
 
         // Merges of profiles that existed before this batch: move their identifiers and events to the survivor.
         let losers = engine.mergedAway.intersection(loadedProfiles).sorted { $0.uuidString < $1.uuidString }
@@ -144,12 +172,12 @@ public struct IdentityStage: Sendable {
             try await tx.execute("""
                 UPDATE cdp.identity_nodes AS n SET profile_id = m.into_id
                 FROM unnest(\(losers)::uuid[], \(survivors)::uuid[]) AS m (from_id, into_id)
-                WHERE n.profile_id = m.from_id
+                WHERE n.profile_id = m.from_id AND n.profile_id = ANY(\(losers)::uuid[])
                 """)
             try await tx.execute("""
                 UPDATE cdp.events AS e SET profile_id = m.into_id
                 FROM unnest(\(losers)::uuid[], \(survivors)::uuid[]) AS m (from_id, into_id)
-                WHERE e.profile_id = m.from_id
+                WHERE e.profile_id = m.from_id AND e.profile_id = ANY(\(losers)::uuid[])
                 """)
             try await tx.execute("DELETE FROM cdp.identity_profiles WHERE profile_id = ANY(\(losers))")
         }
@@ -175,16 +203,19 @@ public struct IdentityStage: Sendable {
                 """)
         }
         report.merges = engine.merges.count
+        mark("merges")
 
         // New identifiers, and the time range of those already known.
         let created = engine.created.keys.sorted { $0.kind == $1.kind ? $0.value < $1.value : $0.kind < $1.kind }
         if !created.isEmpty {
             let rows = try await tx.query("""
                 INSERT INTO cdp.identity_nodes (kind, value, profile_id, first_seq, first_seen_at, last_seen_at)
-                SELECT * FROM unnest(\(created.map(\.kind))::text[], \(created.map(\.value))::text[],
-                                     \(created.map { engine.profile(of: $0)! })::uuid[], \(created.map { Int(seen[$0]!.firstSeq) })::int8[],
-                                     \(created.map { PostgresTime.format(seen[$0]!.first) })::timestamptz[],
-                                     \(created.map { PostgresTime.format(seen[$0]!.last) })::timestamptz[])
+                SELECT kind, value, profile_id, first_seq, timestamptz 'epoch' + first_us * interval '1 microsecond',
+                       timestamptz 'epoch' + last_us * interval '1 microsecond'
+                FROM unnest(\(created.map(\.kind))::text[], \(created.map(\.value))::text[],
+                            \(created.map { engine.profile(of: $0)! })::uuid[], \(created.map { Int(seen[$0]!.firstSeq) })::int8[],
+                            \(created.map { Int(seen[$0]!.first) })::int8[],
+                            \(created.map { Int(seen[$0]!.last) })::int8[]) AS c (kind, value, profile_id, first_seq, first_us, last_us)
                 RETURNING node_id, kind, value, profile_id
                 """)
             for row in rows {
@@ -193,16 +224,21 @@ public struct IdentityStage: Sendable {
             }
         }
         report.identifiersCreated = created.count
+        mark("insert nodes")
         let known = seen.keys.filter { engine.created[$0] == nil }
         if !known.isEmpty {
             try await tx.execute("""
                 UPDATE cdp.identity_nodes AS n
                 SET first_seen_at = least(n.first_seen_at, s.first_seen), last_seen_at = greatest(n.last_seen_at, s.last_seen)
-                FROM unnest(\(known.map { Int(nodes[$0]!.id) })::int8[], \(known.map { PostgresTime.format(seen[$0]!.first) })::timestamptz[],
-                            \(known.map { PostgresTime.format(seen[$0]!.last) })::timestamptz[]) AS s (node_id, first_seen, last_seen)
-                WHERE n.node_id = s.node_id AND (s.first_seen < n.first_seen_at OR s.last_seen > n.last_seen_at)
+                FROM (SELECT node_id, timestamptz 'epoch' + first_us * interval '1 microsecond' AS first_seen,
+                             timestamptz 'epoch' + last_us * interval '1 microsecond' AS last_seen
+                      FROM unnest(\(known.map { Int(nodes[$0]!.id) })::int8[], \(known.map { Int(seen[$0]!.first) })::int8[],
+                                  \(known.map { Int(seen[$0]!.last) })::int8[]) AS u (node_id, first_us, last_us)) AS s
+                WHERE n.node_id = s.node_id AND n.node_id = ANY(\(known.map { Int(nodes[$0]!.id) })::int8[])
+                  AND (s.first_seen < n.first_seen_at OR s.last_seen > n.last_seen_at)
                 """)
         }
+        mark("seen times")
 
         // Stamp the batch's events with their final profile.
         let stamped = engine.stamps.compactMap { stamp in stamp.profile.map { (stamp.seq, engine.find($0)) } }
@@ -213,6 +249,7 @@ public struct IdentityStage: Sendable {
                 WHERE e.seq = s.seq AND e.seq > \(checkpoint) AND e.seq <= \(last)
                 """)
         }
+        mark("stamp events")
 
         // Edges between identifiers seen together, then hub detection on the nodes that gained edges.
         var edges: [Int64: [Int64: Int64]] = [:]
@@ -238,13 +275,16 @@ public struct IdentityStage: Sendable {
                 gained.insert(a)
                 gained.insert(b)
             }
+            mark("edges")
             let hubs = try await IdentitySplits.detectHubs(tx, among: Array(gained), rules: rules)
+            mark("hub check")
             if !hubs.isEmpty {
                 report.hubsDetected = hubs.count
                 try await IdentitySplits.split(tx, rules: rules, document: document, hubs: hubs, blocked: [], logger: logger)
             }
         }
         try await IdentityStore.setCheckpoint(tx, last)
+        mark("finish")
         report.checkpoint = last
         return report
     }
@@ -259,6 +299,8 @@ public struct IdentityStage: Sendable {
         }
         usable.sort(by: rules.precedes)
         hubs.sort(by: rules.precedes)
-        return ResolverEvent(seq: event.seq, messageID: event.messageID, timestamp: event.timestamp, identifiers: usable, hubs: hubs)
+        return ResolverEvent(
+            seq: event.seq, messageID: event.messageID, timestamp: Date(timeIntervalSince1970: Double(event.micros) / 1e6),
+            identifiers: usable, hubs: hubs)
     }
 }

@@ -6,7 +6,8 @@ import Postgres
 struct ExtractedEvent {
     var seq: Int64
     var messageID: String
-    var timestamp: Date
+    /// The event's timestamp in microseconds since 1970 (cheaper to move than text).
+    var micros: Int64
     var identifiers: [Identifier] = []
     var problems: [(kind: String, reason: String)] = []
 }
@@ -52,7 +53,7 @@ enum IdentityStore {
         switch selection {
         case .range(let after, let through):
             rows = try await db.query("""
-                SELECT e.seq, e.message_id, e.timestamp, c.kind, c.value, c.problem
+                SELECT e.seq, e.message_id, (extract(epoch FROM e.timestamp) * 1000000)::int8, c.kind, c.value, c.problem
                 FROM cdp.events AS e
                 LEFT JOIN LATERAL cdp.identity_candidates(e.user_id, e.anonymous_id, e.traits, e.context, \(document)) AS c ON true
                 WHERE e.seq > \(after) AND e.seq <= \(through)
@@ -60,7 +61,7 @@ enum IdentityStore {
                 """)
         case .profiles(let ids):
             rows = try await db.query("""
-                SELECT e.seq, e.message_id, e.timestamp, c.kind, c.value, c.problem
+                SELECT e.seq, e.message_id, (extract(epoch FROM e.timestamp) * 1000000)::int8, c.kind, c.value, c.problem
                 FROM cdp.events AS e
                 LEFT JOIN LATERAL cdp.identity_candidates(e.user_id, e.anonymous_id, e.traits, e.context, \(document)) AS c ON true
                 WHERE e.profile_id = ANY(\(ids)::uuid[])
@@ -69,8 +70,8 @@ enum IdentityStore {
         }
         var events: [ExtractedEvent] = []
         for row in rows {
-            let (seq, messageID, timestamp, kind, value, problem) = try row.decode((Int64, String, Date, String?, String?, String?).self)
-            if events.last?.seq != seq { events.append(ExtractedEvent(seq: seq, messageID: messageID, timestamp: timestamp)) }
+            let (seq, messageID, micros, kind, value, problem) = try row.decode((Int64, String, Int64, String?, String?, String?).self)
+            if events.last?.seq != seq { events.append(ExtractedEvent(seq: seq, messageID: messageID, micros: micros)) }
             guard let kind else { continue }
             if let problem {
                 events[events.count - 1].problems.append((kind, problem))
@@ -87,7 +88,9 @@ enum IdentityStore {
         let rows = try await db.query("""
             SELECT n.node_id, n.kind, n.value, n.profile_id, n.status = 'hub'
             FROM unnest(\(identifiers.map(\.kind))::text[], \(identifiers.map(\.value))::text[]) AS wanted (kind, value)
-            JOIN cdp.identity_nodes AS n ON n.kind = wanted.kind AND n.value = wanted.value
+            -- LIMIT 1 keeps this a per-identifier index lookup (never a hash join over every node).
+            CROSS JOIN LATERAL (SELECT * FROM cdp.identity_nodes AS n
+                                WHERE n.kind = wanted.kind AND n.value = wanted.value LIMIT 1) AS n
             """)
         var nodes: [Identifier: StoredNode] = [:]
         nodes.reserveCapacity(rows.count)
@@ -101,20 +104,20 @@ enum IdentityStore {
     /// Loads live profiles (founder, founding event, per-kind counts of active identifiers) into an engine.
     static func loadProfiles(_ db: PostgresConnection, _ ids: Set<UUID>, into engine: inout IdentityEngine) async throws {
         guard !ids.isEmpty else { return }
-        let list = Array(ids)
-        var counts: [UUID: [String: Int]] = [:]
+        var loaded: [UUID: (founder: Identifier, seq: Int64, counts: [String: Int])] = [:]
         for row in try await db.query("""
-            SELECT profile_id, kind, count(*) FROM cdp.identity_nodes
-            WHERE profile_id = ANY(\(list)) AND status = 'active' GROUP BY profile_id, kind
+            SELECT p.profile_id, p.founder_kind, p.founder_value, p.founded_seq, c.kind, c.identifiers
+            FROM cdp.identity_profiles AS p
+            LEFT JOIN LATERAL (SELECT n.kind, count(*) AS identifiers FROM cdp.identity_nodes AS n
+                               WHERE n.profile_id = p.profile_id AND n.status = 'active' GROUP BY n.kind) AS c ON true
+            WHERE p.profile_id = ANY(\(Array(ids)))
             """) {
-            let (id, kind, count) = try row.decode((UUID, String, Int).self)
-            counts[id, default: [:]][kind] = count
+            let (id, founderKind, founderValue, seq, kind, count) = try row.decode((UUID, String, String, Int64, String?, Int?).self)
+            if loaded[id] == nil { loaded[id] = (Identifier(kind: founderKind, value: founderValue), seq, [:]) }
+            if let kind, let count { loaded[id]!.counts[kind] = count }
         }
-        for row in try await db.query("""
-            SELECT profile_id, founder_kind, founder_value, founded_seq FROM cdp.identity_profiles WHERE profile_id = ANY(\(list))
-            """) {
-            let (id, kind, value, seq) = try row.decode((UUID, String, String, Int64).self)
-            engine.load(profile: id, founder: Identifier(kind: kind, value: value), foundedSeq: seq, counts: counts[id] ?? [:])
+        for (id, profile) in loaded {
+            engine.load(profile: id, founder: profile.founder, foundedSeq: profile.seq, counts: profile.counts)
         }
     }
 
