@@ -51,7 +51,8 @@ AS $$
         CROSS JOIN (VALUES (p_traits), (p_context -> 'traits')) AS source (object)
         UNION ALL
         SELECT CASE WHEN jsonb_typeof(external.item) = 'object' THEN lower(btrim(external.item ->> 'type')) ELSE 'external_id' END,
-               CASE WHEN jsonb_typeof(external.item) = 'object' THEN external.item -> 'id' ELSE external.item END
+               -- Anything but an object is refused as wrong_type (wrapped in an array, which never passes).
+               CASE WHEN jsonb_typeof(external.item) = 'object' THEN external.item -> 'id' ELSE jsonb_build_array(external.item) END
         FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p_context -> 'externalIds') = 'array'
                                        THEN p_context -> 'externalIds' ELSE '[]' END) AS external (item)
     ) AS raw_ids (kind, raw)

@@ -82,8 +82,9 @@ struct IdentityBench: AsyncParsableCommand {
         let bothRate = Double(events.count) / bothSeconds
         print(String(format: "3. ingest + identity kept current:  %7.0f events/s (%.1f s; all stored at %.1f s) = %.2fx ingest alone",
                      bothRate, bothSeconds, storedAt, bothRate / ingestRate))
-        let same = try await Self.partition(bothClient) == partition
-        print("   same graph as the backlog run: \(same)")
+        // Receive order differs from run 1 (concurrent writers), so only accuracy is comparable.
+        let liveScores = SyntheticPeople.pairwiseScores(truth: data.truth, predicted: try await Self.partition(bothClient))
+        print(String(format: "   accuracy: pairwise precision %.5f, recall %.5f", liveScores.precision, liveScores.recall))
         await bothClient.shutdown()
 
         // 4. Rebuild, with the graph current and cold.
@@ -98,8 +99,8 @@ struct IdentityBench: AsyncParsableCommand {
                 TRUNCATE cdp.identity_nodes, cdp.identity_edges, cdp.identity_profiles, cdp.profile_merge_log;
                 UPDATE cdp.events SET profile_id = NULL;
                 UPDATE cdp.stage_checkpoints SET seq = 0;
-                VACUUM ANALYZE cdp.events;
                 """)
+            try await db.execute("VACUUM ANALYZE cdp.events")
         }
         let cold = try await rebuild.run()
         print(String(format: "   rebuild (cold: empty graph, no stamps): %.2f s (stamped %d events)", cold.seconds, cold.eventsRestamped))

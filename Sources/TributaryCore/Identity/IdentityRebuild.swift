@@ -35,6 +35,15 @@ public struct IdentityRebuild: Sendable {
     }
 
     static let rebuildLock = AdvisoryLockKey(name: "tributary.identity.rebuild")
+
+    /// Sessions that extract identifiers side by side (one per core is the useful most).
+    public var extractionConnections = max(1, min(8, ProcessInfo.processInfo.activeProcessorCount))
+
+    /// `(after, through]` ranges of sequence numbers covering `1...last` in `parts` pieces.
+    static func split(through last: Int64, into parts: Int) -> [(Int64, Int64)] {
+        let size = max(1, (last + Int64(parts) - 1) / Int64(parts))
+        return stride(from: Int64(0), to: last, by: Int(size)).map { ($0, min(last, $0 + size)) }
+    }
     static let schema = "tributary_rebuild"
 
     let configuration: PostgresConfiguration
@@ -73,6 +82,8 @@ public struct IdentityRebuild: Sendable {
         }
         try await db.script("""
             SET work_mem = '256MB';
+            SET jit = off;
+            SET max_parallel_workers_per_gather = 2;
             SET maintenance_work_mem = '256MB';
             SET synchronous_commit = off;
             DROP SCHEMA IF EXISTS \(Self.schema) CASCADE;
@@ -83,16 +94,34 @@ public struct IdentityRebuild: Sendable {
         report.lastSeq = last
         let s = Self.schema
 
-        // 1. Identifiers of every event up to `last`.
-        // CREATE TABLE AS takes no parameters; the rules document goes in as a quoted literal.
-        try await db.script("""
-            CREATE UNLOGGED TABLE \(s).ids AS
-            SELECT e.seq, e.timestamp AS ts, c.kind, c.value
-            FROM cdp.events AS e
-            CROSS JOIN LATERAL cdp.identity_candidates(e.user_id, e.anonymous_id, e.traits, e.context,
-                                                       \(try SQLQuoting.literal(document.text))::jsonb) AS c
-            WHERE e.seq <= \(last) AND c.problem IS NULL
-            """)
+        // 1. Identifiers of every event up to `last`, extracted by `extractionConnections` sessions side by side
+        //    (the per-event function runs in one backend per statement; PostgreSQL does not parallelize it).
+        try await db.execute("CREATE UNLOGGED TABLE \(unescaped: s).ids (seq bigint, ts timestamptz, kind text, value text)")
+        let ranges = Self.split(through: last, into: extractionConnections)
+        let configuration = configuration, logger = logger
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (from, through) in ranges {
+                group.addTask {
+                    let worker = try await PostgresConnection.connect(configuration: configuration, logger: logger)
+                    do {
+                        try await worker.execute("SET jit = off")
+                        try await worker.execute("""
+                            INSERT INTO \(unescaped: s).ids
+                            SELECT e.seq, e.timestamp, c.kind, c.value
+                            FROM cdp.events AS e
+                            CROSS JOIN LATERAL cdp.identity_candidates(e.user_id, e.anonymous_id, e.traits, e.context, \(document)) AS c
+                            WHERE e.seq > \(from) AND e.seq <= \(through) AND c.problem IS NULL
+                            """)
+                        await worker.close()
+                    } catch {
+                        await worker.close()
+                        throw error
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        try await db.execute("ANALYZE \(unescaped: s).ids")
         report.events = try await db.query("SELECT count(*) FROM cdp.events WHERE seq <= \(last)").scalar(Int.self)
         phase("extract identifiers")
 

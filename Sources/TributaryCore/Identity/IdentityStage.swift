@@ -49,17 +49,31 @@ public struct IdentityStage: Sendable {
 
     /// Processes the next batch of events after the checkpoint, if any, in one transaction.
     public func processBatch() async throws -> BatchReport {
+        try await processBatch(prefetched: nil).report
+    }
+
+    /// The identifiers of the batch after `after`, extracted ahead on another connection while the current batch
+    /// writes. Used only if the checkpoint and rules still match when the batch starts; events never change, so
+    /// that is all it takes for it to be exactly what the batch would extract itself.
+    struct Prefetch: Sendable {
+        var after: Int64
+        var through: Int64
+        var rules: String
+        var events: [ExtractedEvent]
+    }
+
+    func processBatch(prefetched: Task<Prefetch?, Never>?) async throws -> (report: BatchReport, next: Task<Prefetch?, Never>?) {
         try await client.withConnection { db in
             try await db.withTransaction { tx in
                 guard try await tx.query("SELECT pg_try_advisory_xact_lock(\(IdentityStore.processorLock.value))").scalar(Bool.self) else {
                     var report = BatchReport()
                     report.busy = true
-                    return report
+                    return (report, nil)
                 }
                 // The extraction's inlined expressions look expensive to the planner, and JIT-compiling them costs
                 // over a second per batch for nothing: batches are small.
                 try await tx.execute("SET LOCAL jit = off")
-                return try await process(tx)
+                return try await process(tx, prefetched: await prefetched?.value)
             }
         }
     }
@@ -67,15 +81,33 @@ public struct IdentityStage: Sendable {
     /// Processes batches until no events are left after the checkpoint (waiting for a busy peer), and reports the total.
     public func catchUp() async throws -> BatchReport {
         var total = BatchReport()
+        var prefetched: Task<Prefetch?, Never>?
         while true {
             try Task.checkCancellation()
-            let report = try await processBatch()
+            let (report, next) = try await processBatch(prefetched: prefetched)
+            prefetched = next
             if report.busy {
                 try await Task.sleep(for: .milliseconds(50))
                 continue
             }
             total.add(report)
             if report.events == 0 { return total }
+        }
+    }
+
+    /// Extracts the identifiers of the next batch after `after` on a connection of its own.
+    func prefetch(after: Int64, document: PostgresJSON) -> Task<Prefetch?, Never> {
+        let client = client, batchSize = batchSize
+        return Task {
+            try? await client.withConnection { db in
+                try await db.execute("SET jit = off")
+                let through = try await db.query("""
+                    SELECT max(seq) FROM (SELECT seq FROM cdp.events WHERE seq > \(after) ORDER BY seq LIMIT \(batchSize)) AS next
+                    """).scalar(Int64?.self)
+                guard let through else { return nil }
+                let events = try await IdentityStore.extract(db, document: document, .range(after: after, through: through))
+                return Prefetch(after: after, through: through, rules: document.text, events: events)
+            }
         }
     }
 
@@ -106,7 +138,7 @@ public struct IdentityStage: Sendable {
     }
 
     /// One batch, inside the caller's transaction, holding the processor lock.
-    func process(_ tx: PostgresConnection) async throws -> BatchReport {
+    func process(_ tx: PostgresConnection, prefetched: Prefetch?) async throws -> (report: BatchReport, next: Task<Prefetch?, Never>?) {
         var report = BatchReport()
         var timings: [(String, Duration)] = []
         var lap = ContinuousClock.now
@@ -126,11 +158,19 @@ public struct IdentityStage: Sendable {
         let (rules, document) = try await IdentityStore.rules(tx)
         let checkpoint = try await IdentityStore.checkpoint(tx)
         report.checkpoint = checkpoint
-        let last = try await tx.query("""
-            SELECT max(seq) FROM (SELECT seq FROM cdp.events WHERE seq > \(checkpoint) ORDER BY seq LIMIT \(batchSize)) AS next
-            """).scalar(Int64?.self)
-        guard let last else { return report }
-        let events = try await IdentityStore.extract(tx, document: document, .range(after: checkpoint, through: last))
+        let last: Int64
+        let events: [ExtractedEvent]
+        if let prefetched, prefetched.after == checkpoint, prefetched.rules == document.text {
+            (last, events) = (prefetched.through, prefetched.events)
+        } else {
+            let end = try await tx.query("""
+                SELECT max(seq) FROM (SELECT seq FROM cdp.events WHERE seq > \(checkpoint) ORDER BY seq LIMIT \(batchSize)) AS next
+                """).scalar(Int64?.self)
+            guard let end else { return (report, nil) }
+            last = end
+            events = try await IdentityStore.extract(tx, document: document, .range(after: checkpoint, through: last))
+        }
+        let next = prefetch(after: last, document: document)
         report.events = events.count
         report.ignored = try await IdentityStore.recordIgnored(tx, events, logger: logger)
         mark("extract")
@@ -286,7 +326,7 @@ public struct IdentityStage: Sendable {
         try await IdentityStore.setCheckpoint(tx, last)
         mark("finish")
         report.checkpoint = last
-        return report
+        return (report, next)
     }
 
     /// An extracted event as the engine takes it: usable identifiers and hub values apart, each in priority order.

@@ -3,7 +3,7 @@ import Logging
 import Postgres
 
 /// One event's identifiers as extracted by `cdp.identity_candidates`.
-struct ExtractedEvent {
+struct ExtractedEvent: Sendable {
     var seq: Int64
     var messageID: String
     /// The event's timestamp in microseconds since 1970 (cheaper to move than text).
