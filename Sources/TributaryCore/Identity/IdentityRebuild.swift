@@ -81,6 +81,7 @@ public struct IdentityRebuild: Sendable {
             throw IdentityError("another identity rebuild is running")
         }
         try await db.script("""
+            SET temp_buffers = '2GB';
             SET work_mem = '256MB';
             SET jit = off;
             SET max_parallel_workers_per_gather = 2;
@@ -93,6 +94,9 @@ public struct IdentityRebuild: Sendable {
         let last = try await db.query("SELECT coalesce(max(seq), 0) FROM cdp.events").scalar(Int64.self)
         report.lastSeq = last
         let s = Self.schema
+        // Working tables live in this session's temporary space (temp_buffers, no WAL, no shared-buffer churn);
+        // only the identifiers, written by several sessions, are in a shared unlogged table.
+        let t = "pg_temp"
 
         // 1. Identifiers of every event up to `last`, extracted by `extractionConnections` sessions side by side
         //    (the per-event function runs in one backend per statement; PostgreSQL does not parallelize it).
@@ -129,176 +133,195 @@ public struct IdentityRebuild: Sendable {
         let rankSQL = "coalesce(array_position(\(try Self.arrayLiteral(rules.priority))::text[], kind) - 1, CASE WHEN kind = 'anonymous_id' THEN \(rules.priority.count + 1) ELSE \(rules.priority.count) END)"
         try await db.script("""
             CREATE TEMP SEQUENCE rebuild_node_ids;
-            CREATE UNLOGGED TABLE \(s).nodes AS
+            CREATE TABLE \(t).nodes AS
             SELECT nextval('rebuild_node_ids') AS id, kind, value, first_seq, first_seen, last_seen, false AS hub,
                    \(rankSQL) AS rank
             FROM (SELECT kind, value, min(seq) AS first_seq, min(ts) AS first_seen, max(ts) AS last_seen
                   FROM \(s).ids GROUP BY kind, value) AS grouped;
-            CREATE UNLOGGED TABLE \(s).links AS
-            SELECT i.seq, n.id AS node FROM \(s).ids AS i JOIN \(s).nodes AS n USING (kind, value);
+            ANALYZE \(t).nodes;
+            CREATE TABLE \(t).links AS
+            SELECT i.seq, n.id AS node FROM \(s).ids AS i JOIN \(t).nodes AS n USING (kind, value);
             DROP TABLE \(s).ids;
-            ANALYZE \(s).nodes;
-            ANALYZE \(s).links;
+            ANALYZE \(t).links;
             """)
         phase("nodes and links")
         try await db.script("""
-            CREATE UNLOGGED TABLE \(s).edges AS
+            CREATE TABLE \(t).edges AS
             SELECT x.node AS a, y.node AS b, min(x.seq) AS first_seq
-            FROM \(s).links AS x JOIN \(s).links AS y ON y.seq = x.seq AND x.node < y.node
+            FROM \(t).links AS x JOIN \(t).links AS y ON y.seq = x.seq AND x.node < y.node
             GROUP BY x.node, y.node;
-            ANALYZE \(s).edges;
+            ANALYZE \(t).edges;
             """)
+        // Only a node with more than hubThreshold edges in all can have that many to one kind: count degrees on
+        // integers first, then look at kinds for those few.
         try await db.execute("""
-            UPDATE \(unescaped: s).nodes SET hub = true
+            UPDATE \(unescaped: t).nodes SET hub = true
             WHERE id IN (SELECT linked.node
-                         FROM (SELECT a AS node, b AS other FROM \(unescaped: s).edges
-                               UNION ALL SELECT b, a FROM \(unescaped: s).edges) AS linked
-                         JOIN \(unescaped: s).nodes AS o ON o.id = linked.other
+                         FROM (SELECT a AS node, b AS other FROM \(unescaped: t).edges
+                               UNION ALL SELECT b, a FROM \(unescaped: t).edges) AS linked
+                         JOIN \(unescaped: t).nodes AS o ON o.id = linked.other
+                         WHERE linked.node IN (SELECT node FROM (SELECT a AS node FROM \(unescaped: t).edges
+                                                                 UNION ALL SELECT b FROM \(unescaped: t).edges) AS ends
+                                               GROUP BY node HAVING count(*) > \(rules.hubThreshold))
                          GROUP BY linked.node, o.kind
                          HAVING count(*) > \(rules.hubThreshold))
               AND NOT (kind = ANY(\(rules.hubExemptKinds)::text[]))
             """)
-        report.hubs = try await db.query("SELECT count(*) FROM \(unescaped: s).nodes WHERE hub").scalar(Int.self)
-        report.identifiers = try await db.query("SELECT count(*) FROM \(unescaped: s).nodes").scalar(Int.self)
-        report.edges = try await db.query("SELECT count(*) FROM \(unescaped: s).edges").scalar(Int.self)
+        report.hubs = try await db.query("SELECT count(*) FROM \(unescaped: t).nodes WHERE hub").scalar(Int.self)
+        report.identifiers = try await db.query("SELECT count(*) FROM \(unescaped: t).nodes").scalar(Int.self)
+        report.edges = try await db.query("SELECT count(*) FROM \(unescaped: t).edges").scalar(Int.self)
         phase("edges and hubs")
 
         // 3. Components over edges between non-hub nodes: label propagation from the nodes whose label changed.
         try await db.script("""
-            CREATE UNLOGGED TABLE \(s).adjacent AS
+            CREATE TABLE \(t).adjacent AS
             WITH usable AS (
-                SELECT e.a, e.b FROM \(s).edges AS e
-                WHERE e.a NOT IN (SELECT id FROM \(s).nodes WHERE hub) AND e.b NOT IN (SELECT id FROM \(s).nodes WHERE hub)
+                SELECT e.a, e.b FROM \(t).edges AS e
+                WHERE e.a NOT IN (SELECT id FROM \(t).nodes WHERE hub) AND e.b NOT IN (SELECT id FROM \(t).nodes WHERE hub)
             )
             SELECT a AS node, b AS other FROM usable UNION ALL SELECT b, a FROM usable;
-            CREATE INDEX ON \(s).adjacent (node);
-            ANALYZE \(s).adjacent;
-            CREATE UNLOGGED TABLE \(s).labels AS
+            CREATE INDEX ON \(t).adjacent (node);
+            ANALYZE \(t).adjacent;
+            CREATE TABLE \(t).labels AS
             SELECT n.id AS node, least(n.id, min(a.other)) AS label
-            FROM \(s).nodes AS n LEFT JOIN \(s).adjacent AS a ON a.node = n.id
+            FROM \(t).nodes AS n LEFT JOIN \(t).adjacent AS a ON a.node = n.id
             WHERE NOT n.hub
             GROUP BY n.id;
-            ALTER TABLE \(s).labels ADD PRIMARY KEY (node);
-            CREATE UNLOGGED TABLE \(s).changed AS SELECT node, label FROM \(s).labels WHERE label < node;
-            ANALYZE \(s).labels;
+            ALTER TABLE \(t).labels ADD PRIMARY KEY (node);
+            CREATE TABLE \(t).changed AS SELECT node, label FROM \(t).labels WHERE label < node;
+            ANALYZE \(t).labels;
             """)
         report.labelRounds = 1
+        try await db.script("CREATE TABLE \(t).changed_next (node bigint, label bigint); ANALYZE \(t).changed;")
         while true {
-            let moved = try await db.query("""
+            try await db.script("""
+                TRUNCATE \(t).changed_next;
                 WITH pushed AS (
                     SELECT a.other AS node, min(c.label) AS label
-                    FROM \(unescaped: s).changed AS c JOIN \(unescaped: s).adjacent AS a ON a.node = c.node
+                    FROM \(t).changed AS c JOIN \(t).adjacent AS a ON a.node = c.node
                     GROUP BY a.other
                 ), updated AS (
-                    UPDATE \(unescaped: s).labels AS l SET label = p.label
+                    UPDATE \(t).labels AS l SET label = p.label
                     FROM pushed AS p WHERE l.node = p.node AND p.label < l.label
                     RETURNING l.node, l.label
-                ), replaced AS (
-                    DELETE FROM \(unescaped: s).changed
                 )
-                INSERT INTO \(unescaped: s).changed SELECT node, label FROM updated
-                RETURNING 1
-                """).count
+                INSERT INTO \(t).changed_next SELECT node, label FROM updated;
+                ANALYZE \(t).changed_next;
+                ALTER TABLE \(t).changed RENAME TO changed_previous;
+                ALTER TABLE \(t).changed_next RENAME TO changed;
+                ALTER TABLE \(t).changed_previous RENAME TO changed_next;
+                """)
             report.labelRounds += 1
-            if moved == 0 { break }
+            if try await db.query("SELECT EXISTS (SELECT 1 FROM \(unescaped: t).changed)").scalar(Bool.self) == false { break }
         }
         phase("components (label propagation)")
 
         // 4. One profile per component within limits; the rest replayed through the engine.
         let limits = try SQLQuoting.literal(try PostgresJSON(encoding: rules.limits).text)
         try await db.script("""
-            CREATE UNLOGGED TABLE \(s).event_labels AS
-            SELECT k.seq, min(l.label) AS label FROM \(s).links AS k JOIN \(s).labels AS l ON l.node = k.node GROUP BY k.seq;
-            ANALYZE \(s).event_labels;
+            CREATE TABLE \(t).event_labels AS
+            SELECT k.seq, min(l.label) AS label FROM \(t).links AS k JOIN \(t).labels AS l ON l.node = k.node GROUP BY k.seq;
+            ANALYZE \(t).event_labels;
             """)
         try await db.script("""
-            CREATE UNLOGGED TABLE \(s).conflicts AS
+            CREATE TABLE \(t).conflicts AS
             SELECT DISTINCT label FROM (
                 SELECT l.label, n.kind, count(*) AS identifiers
-                FROM \(s).labels AS l JOIN \(s).nodes AS n ON n.id = l.node
+                FROM \(t).labels AS l JOIN \(t).nodes AS n ON n.id = l.node
                 GROUP BY l.label, n.kind
             ) AS counted
             WHERE identifiers > coalesce((\(limits)::jsonb ->> kind)::int, \(rules.defaultLimit))
             """)
         try await db.script("""
-            CREATE UNLOGGED TABLE \(s).component_profiles AS
-            SELECT DISTINCT ON (f.label) f.label, n.kind, n.value, f.seq AS founded_seq,
-                   cdp.identity_profile_id(n.kind, n.value) AS profile_id
-            FROM (SELECT label, min(seq) AS seq FROM \(s).event_labels GROUP BY label) AS f
-            JOIN \(s).links AS k ON k.seq = f.seq
-            JOIN \(s).nodes AS n ON n.id = k.node AND NOT n.hub
-            WHERE f.label NOT IN (SELECT label FROM \(s).conflicts)
-            ORDER BY f.label, n.rank, n.kind COLLATE "C", n.value COLLATE "C";
-            CREATE UNLOGGED TABLE \(s).replayed_nodes (node bigint PRIMARY KEY, profile_id uuid NOT NULL);
-            CREATE UNLOGGED TABLE \(s).replayed_profiles (profile_id uuid, kind text, value text, founded_seq bigint);
-            CREATE UNLOGGED TABLE \(s).replayed_events (seq bigint PRIMARY KEY, profile_id uuid);
+            ANALYZE \(t).conflicts;
+            -- The identifiers of a component's earliest event are exactly its nodes first seen on that event, so
+            -- the founder is the first of those in priority order.
+            CREATE TABLE \(t).component_profiles AS
+            SELECT label, kind, value, founded_seq, cdp.identity_profile_id(kind, value) AS profile_id
+            FROM (SELECT DISTINCT ON (l.label) l.label, n.kind, n.value, n.first_seq AS founded_seq
+                  FROM (SELECT l.label, min(n.first_seq) AS first_seq
+                        FROM \(t).labels AS l JOIN \(t).nodes AS n ON n.id = l.node
+                        WHERE l.label NOT IN (SELECT label FROM \(t).conflicts)
+                        GROUP BY l.label) AS f
+                  JOIN \(t).labels AS l ON l.label = f.label
+                  JOIN \(t).nodes AS n ON n.id = l.node AND n.first_seq = f.first_seq
+                  ORDER BY l.label, n.rank, n.kind COLLATE "C", n.value COLLATE "C") AS founders;
+            ANALYZE \(t).component_profiles;
+            CREATE TABLE \(t).replayed_nodes (node bigint PRIMARY KEY, profile_id uuid NOT NULL);
+            CREATE TABLE \(t).replayed_profiles (profile_id uuid, kind text, value text, founded_seq bigint);
+            CREATE TABLE \(t).replayed_events (seq bigint PRIMARY KEY, profile_id uuid);
             """)
-        report.components = try await db.query("SELECT count(DISTINCT label) FROM \(unescaped: s).labels").scalar(Int.self)
-        report.conflictComponents = try await db.query("SELECT count(*) FROM \(unescaped: s).conflicts").scalar(Int.self)
+        report.components = try await db.query("SELECT count(DISTINCT label) FROM \(unescaped: t).labels").scalar(Int.self)
+        report.conflictComponents = try await db.query("SELECT count(*) FROM \(unescaped: t).conflicts").scalar(Int.self)
         if report.conflictComponents > 0 { try await replayConflicts(db, rules: rules) }
+        try await db.script("ANALYZE \(t).replayed_nodes; ANALYZE \(t).replayed_profiles; ANALYZE \(t).replayed_events;")
         phase("profiles (\(report.conflictComponents) components replayed)")
 
         // Final state in Tributary's id space is computed inside the swap, against what is stored then.
         try await db.script("""
-            CREATE UNLOGGED TABLE \(s).final_nodes AS
+            CREATE TABLE \(t).final_nodes AS
             SELECT n.id, n.kind, n.value, n.first_seq, n.first_seen, n.last_seen, n.hub,
                    CASE WHEN n.hub THEN cdp.identity_profile_id(n.kind, n.value) ELSE coalesce(r.profile_id, c.profile_id) END AS profile_id
-            FROM \(s).nodes AS n
-            LEFT JOIN \(s).labels AS l ON l.node = n.id
-            LEFT JOIN \(s).component_profiles AS c ON c.label = l.label
-            LEFT JOIN \(s).replayed_nodes AS r ON r.node = n.id;
-            CREATE UNLOGGED TABLE \(s).final_profiles AS
-            SELECT profile_id, kind, value, founded_seq FROM \(s).component_profiles
-            UNION ALL SELECT profile_id, kind, value, founded_seq FROM \(s).replayed_profiles
-            UNION ALL SELECT cdp.identity_profile_id(kind, value), kind, value, first_seq FROM \(s).nodes WHERE hub;
-            CREATE UNLOGGED TABLE \(s).final_events AS
+            FROM \(t).nodes AS n
+            LEFT JOIN \(t).labels AS l ON l.node = n.id
+            LEFT JOIN \(t).component_profiles AS c ON c.label = l.label
+            LEFT JOIN \(t).replayed_nodes AS r ON r.node = n.id;
+            CREATE TABLE \(t).final_profiles AS
+            SELECT profile_id, kind, value, founded_seq FROM \(t).component_profiles
+            UNION ALL SELECT profile_id, kind, value, founded_seq FROM \(t).replayed_profiles
+            UNION ALL SELECT cdp.identity_profile_id(kind, value), kind, value, first_seq FROM \(t).nodes WHERE hub;
+            ANALYZE \(t).final_profiles;
+            CREATE TABLE \(t).final_events AS
             SELECT el.seq, coalesce(r.profile_id, c.profile_id) AS profile_id
-            FROM \(s).event_labels AS el
-            LEFT JOIN \(s).component_profiles AS c ON c.label = el.label
-            LEFT JOIN \(s).replayed_events AS r ON r.seq = el.seq
+            FROM \(t).event_labels AS el
+            LEFT JOIN \(t).component_profiles AS c ON c.label = el.label
+            LEFT JOIN \(t).replayed_events AS r ON r.seq = el.seq
             UNION ALL
             (SELECT DISTINCT ON (k.seq) k.seq, cdp.identity_profile_id(n.kind, n.value)
-             FROM \(s).links AS k JOIN \(s).nodes AS n ON n.id = k.node AND n.hub
-             WHERE k.seq NOT IN (SELECT seq FROM \(s).event_labels)
+             FROM \(t).links AS k JOIN \(t).nodes AS n ON n.id = k.node AND n.hub
+             WHERE k.seq NOT IN (SELECT seq FROM \(t).event_labels)
              ORDER BY k.seq, n.rank, n.kind COLLATE "C", n.value COLLATE "C");
-            ALTER TABLE \(s).final_events ADD PRIMARY KEY (seq);
-            ANALYZE \(s).final_nodes;
-            ANALYZE \(s).final_events;
+            ALTER TABLE \(t).final_events ADD PRIMARY KEY (seq);
+            ANALYZE \(t).final_nodes;
+            ANALYZE \(t).final_events;
             """)
-        report.profiles = try await db.query("SELECT count(*) FROM \(unescaped: s).final_profiles").scalar(Int.self)
+        report.profiles = try await db.query("SELECT count(*) FROM \(unescaped: t).final_profiles").scalar(Int.self)
         phase("final state")
 
         // 5. Swap in, in one transaction, holding the real-time stage's lock.
         try await db.withTransaction { tx in
             try await tx.advisoryTransactionLock(IdentityStore.processorLock)
             try await tx.script("""
-                CREATE UNLOGGED TABLE \(s).mapped_nodes AS
+                CREATE TABLE \(t).mapped_nodes AS
                 SELECT f.*, coalesce(n.node_id, nextval(pg_get_serial_sequence('cdp.identity_nodes', 'node_id'))) AS node_id
-                FROM \(s).final_nodes AS f LEFT JOIN cdp.identity_nodes AS n ON n.kind = f.kind AND n.value = f.value;
-                CREATE INDEX ON \(s).mapped_nodes (node_id);
-                ANALYZE \(s).mapped_nodes;
-                CREATE UNLOGGED TABLE \(s).old_profiles AS
+                FROM \(t).final_nodes AS f LEFT JOIN cdp.identity_nodes AS n ON n.kind = f.kind AND n.value = f.value;
+                CREATE INDEX ON \(t).mapped_nodes (node_id);
+                ANALYZE \(t).mapped_nodes;
+                CREATE TABLE \(t).old_profiles AS
                 SELECT p.profile_id, p.founder_kind, p.founder_value FROM cdp.identity_profiles AS p
-                WHERE NOT EXISTS (SELECT 1 FROM \(s).final_profiles AS f WHERE f.profile_id = p.profile_id);
+                WHERE NOT EXISTS (SELECT 1 FROM \(t).final_profiles AS f WHERE f.profile_id = p.profile_id);
+                ANALYZE \(t).old_profiles;
                 INSERT INTO cdp.profile_merge_log (from_profile_id, into_profile_id, reason, kind, value)
                 SELECT o.profile_id, m.profile_id, 'rebuild', o.founder_kind, o.founder_value
-                FROM \(s).old_profiles AS o JOIN \(s).mapped_nodes AS m ON m.kind = o.founder_kind AND m.value = o.founder_value
+                FROM \(t).old_profiles AS o JOIN \(t).mapped_nodes AS m ON m.kind = o.founder_kind AND m.value = o.founder_value
                 WHERE m.profile_id <> o.profile_id;
                 DELETE FROM cdp.profile_merge_log WHERE seq > \(last);
-                DELETE FROM cdp.identity_profiles WHERE profile_id IN (SELECT profile_id FROM \(s).old_profiles);
-                INSERT INTO cdp.identity_profiles AS p (profile_id, founder_kind, founder_value, founded_seq)
-                SELECT profile_id, kind, value, founded_seq FROM \(s).final_profiles
-                ON CONFLICT (profile_id) DO UPDATE
-                SET founder_kind = excluded.founder_kind, founder_value = excluded.founder_value, founded_seq = excluded.founded_seq
-                WHERE (p.founder_kind, p.founder_value, p.founded_seq)
-                      IS DISTINCT FROM (excluded.founder_kind, excluded.founder_value, excluded.founded_seq);
-                DELETE FROM cdp.identity_nodes AS n WHERE NOT EXISTS (SELECT 1 FROM \(s).mapped_nodes AS m WHERE m.node_id = n.node_id);
+                DELETE FROM cdp.identity_profiles WHERE profile_id IN (SELECT profile_id FROM \(t).old_profiles);
+                UPDATE cdp.identity_profiles AS p
+                SET founder_kind = f.kind, founder_value = f.value, founded_seq = f.founded_seq
+                FROM \(t).final_profiles AS f
+                WHERE p.profile_id = f.profile_id
+                  AND (p.founder_kind, p.founder_value, p.founded_seq) IS DISTINCT FROM (f.kind, f.value, f.founded_seq);
+                INSERT INTO cdp.identity_profiles (profile_id, founder_kind, founder_value, founded_seq)
+                SELECT f.profile_id, f.kind, f.value, f.founded_seq FROM \(t).final_profiles AS f
+                WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_profiles AS p WHERE p.profile_id = f.profile_id);
+                DELETE FROM cdp.identity_nodes AS n WHERE NOT EXISTS (SELECT 1 FROM \(t).mapped_nodes AS m WHERE m.node_id = n.node_id);
                 """)
             report.nodesChanged = try await tx.execute("""
                 UPDATE cdp.identity_nodes AS n
                 SET profile_id = m.profile_id, status = CASE WHEN m.hub THEN 'hub' ELSE 'active' END, first_seq = m.first_seq,
                     first_seen_at = m.first_seen, last_seen_at = m.last_seen
-                FROM \(unescaped: s).mapped_nodes AS m
+                FROM \(unescaped: t).mapped_nodes AS m
                 WHERE m.node_id = n.node_id
                   AND (n.profile_id, n.status, n.first_seq, n.first_seen_at, n.last_seen_at)
                       IS DISTINCT FROM (m.profile_id, CASE WHEN m.hub THEN 'hub' ELSE 'active' END, m.first_seq, m.first_seen, m.last_seen)
@@ -307,23 +330,26 @@ public struct IdentityRebuild: Sendable {
                 INSERT INTO cdp.identity_nodes (node_id, kind, value, profile_id, status, first_seq, first_seen_at, last_seen_at)
                 SELECT m.node_id, m.kind, m.value, m.profile_id, CASE WHEN m.hub THEN 'hub' ELSE 'active' END, m.first_seq,
                        m.first_seen, m.last_seen
-                FROM \(unescaped: s).mapped_nodes AS m
+                FROM \(unescaped: t).mapped_nodes AS m
                 WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_nodes AS n WHERE n.node_id = m.node_id)
                 """) ?? 0
             try await tx.script("""
-                CREATE UNLOGGED TABLE \(s).mapped_edges AS
+                CREATE TABLE \(t).mapped_edges AS
                 SELECT least(x.node_id, y.node_id) AS a, greatest(x.node_id, y.node_id) AS b, e.first_seq
-                FROM \(s).edges AS e JOIN \(s).mapped_nodes AS x ON x.id = e.a JOIN \(s).mapped_nodes AS y ON y.id = e.b;
-                ANALYZE \(s).mapped_edges;
+                FROM \(t).edges AS e JOIN \(t).mapped_nodes AS x ON x.id = e.a JOIN \(t).mapped_nodes AS y ON y.id = e.b;
+                ANALYZE \(t).mapped_edges;
                 DELETE FROM cdp.identity_edges AS e
-                WHERE NOT EXISTS (SELECT 1 FROM \(s).mapped_edges AS m WHERE m.a = e.a AND m.b = e.b);
-                INSERT INTO cdp.identity_edges AS e (a, b, first_seq) SELECT a, b, first_seq FROM \(s).mapped_edges
-                ON CONFLICT (a, b) DO UPDATE SET first_seq = excluded.first_seq WHERE e.first_seq <> excluded.first_seq;
+                WHERE NOT EXISTS (SELECT 1 FROM \(t).mapped_edges AS m WHERE m.a = e.a AND m.b = e.b);
+                UPDATE cdp.identity_edges AS e SET first_seq = m.first_seq
+                FROM \(t).mapped_edges AS m WHERE m.a = e.a AND m.b = e.b AND m.first_seq <> e.first_seq;
+                INSERT INTO cdp.identity_edges (a, b, first_seq)
+                SELECT m.a, m.b, m.first_seq FROM \(t).mapped_edges AS m
+                WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_edges AS e WHERE e.a = m.a AND e.b = m.b);
                 """)
             report.eventsRestamped = try await tx.execute("""
                 UPDATE cdp.events AS e SET profile_id = d.profile_id
                 FROM (SELECT s.seq, s.timestamp, f.profile_id
-                      FROM cdp.events AS s LEFT JOIN \(unescaped: s).final_events AS f ON f.seq = s.seq
+                      FROM cdp.events AS s LEFT JOIN \(unescaped: t).final_events AS f ON f.seq = s.seq
                       WHERE s.seq <= \(last) AND s.profile_id IS DISTINCT FROM f.profile_id) AS d
                 WHERE e.seq = d.seq AND e.timestamp = d.timestamp
                 """) ?? 0
@@ -339,13 +365,13 @@ public struct IdentityRebuild: Sendable {
     /// Replays the events of components that exceed a limit through the engine, in receive order, and stores the
     /// result in the rebuild's replayed_* tables.
     private func replayConflicts(_ db: PostgresConnection, rules: IdentityRules) async throws {
-        let s = Self.schema
+        let t = "pg_temp"
         let rows = try await db.query("""
             SELECT k.seq, n.id, n.kind, n.value
-            FROM \(unescaped: s).event_labels AS el
-            JOIN \(unescaped: s).links AS k ON k.seq = el.seq
-            JOIN \(unescaped: s).nodes AS n ON n.id = k.node AND NOT n.hub
-            WHERE el.label IN (SELECT label FROM \(unescaped: s).conflicts)
+            FROM \(unescaped: t).event_labels AS el
+            JOIN \(unescaped: t).links AS k ON k.seq = el.seq
+            JOIN \(unescaped: t).nodes AS n ON n.id = k.node AND NOT n.hub
+            WHERE el.label IN (SELECT label FROM \(unescaped: t).conflicts)
             ORDER BY k.seq
             """)
         var engine = IdentityEngine(rules: rules)
@@ -368,18 +394,18 @@ public struct IdentityRebuild: Sendable {
         flush()
         let nodes = nodeIDs.map { (Int($0.value), engine.profile(of: $0.key)!) }
         try await db.execute("""
-            INSERT INTO \(unescaped: s).replayed_nodes SELECT * FROM unnest(\(nodes.map(\.0))::int8[], \(nodes.map(\.1))::uuid[])
+            INSERT INTO \(unescaped: t).replayed_nodes SELECT * FROM unnest(\(nodes.map(\.0))::int8[], \(nodes.map(\.1))::uuid[])
             """)
         let alive = Array(Set(engine.profiles.keys).subtracting(engine.mergedAway))
         let founders = alive.map { engine.profiles[$0]! }
         try await db.execute("""
-            INSERT INTO \(unescaped: s).replayed_profiles
+            INSERT INTO \(unescaped: t).replayed_profiles
             SELECT * FROM unnest(\(alive)::uuid[], \(founders.map(\.founder.kind))::text[], \(founders.map(\.founder.value))::text[],
                                  \(founders.map { Int($0.foundedSeq) })::int8[])
             """)
         let stamps = engine.stamps.map { (Int($0.seq), $0.profile.map(engine.find)) }
         try await db.execute("""
-            INSERT INTO \(unescaped: s).replayed_events SELECT * FROM unnest(\(stamps.map(\.0))::int8[], \(stamps.map(\.1))::uuid[])
+            INSERT INTO \(unescaped: t).replayed_events SELECT * FROM unnest(\(stamps.map(\.0))::int8[], \(stamps.map(\.1))::uuid[])
             """)
     }
 
