@@ -190,4 +190,34 @@ import Testing
             #expect(report.nodesChanged == 0 && report.eventsRestamped == 0)
         }
     }
+
+    @Test func rebuildRunsWhileIngestionAndTheStageContinue() async throws {
+        try await TestDatabase.withFreshDatabase(maxConnections: 12) { (client) async throws in
+            try await F.migrated(client)
+            let events = IdentityEquivalenceTests.randomStream(seed: 7, count: 400)
+            let stage = IdentityStage(client: client, logger: TestDatabase.logger, batchSize: 13)
+            try await F.write(Array(events[0..<100]), client)
+            let running = Task { try await stage.run(pollInterval: .milliseconds(20)) }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for start in stride(from: 100, to: events.count, by: 10) {
+                        try await F.write(Array(events[start..<min(events.count, start + 10)]), client)
+                    }
+                }
+                group.addTask {
+                    for _ in 0..<3 {
+                        _ = try await IdentityRebuild(configuration: client.configuration, logger: TestDatabase.logger).run()
+                    }
+                }
+                try await group.waitForAll()
+            }
+            running.cancel()
+            _ = try? await running.value
+            _ = try await stage.catchUp()
+            let last = try await client.query("SELECT max(seq) FROM cdp.events").scalar(Int64.self)
+            #expect(try await client.query("SELECT seq FROM cdp.stage_checkpoints").scalar(Int64.self) == last)
+            let report = try await IdentityRebuild(configuration: client.configuration, logger: TestDatabase.logger).run()
+            #expect(report.nodesChanged == 0 && report.eventsRestamped == 0, "the graph after concurrent rebuilds is the real-time one")
+        }
+    }
 }

@@ -130,14 +130,18 @@ public struct IdentityRebuild: Sendable {
         phase("extract identifiers")
 
         // 2. Nodes (with their rank for priority order), event-node links, edges, hubs.
-        let rankSQL = "coalesce(array_position(\(try Self.arrayLiteral(rules.priority))::text[], kind) - 1, CASE WHEN kind = 'anonymous_id' THEN \(rules.priority.count + 1) ELSE \(rules.priority.count) END)"
+        let priority = try Self.arrayLiteral(rules.priority)
+        let rankSQL = "coalesce(array_position(\(priority)::text[], grouped.kind) - 1, CASE WHEN grouped.kind = 'anonymous_id' THEN \(rules.priority.count + 1) ELSE \(rules.priority.count) END)"
         try await db.script("""
-            CREATE TEMP SEQUENCE rebuild_node_ids;
+            -- Nodes keep the ids they have in cdp.identity_nodes; new ones draw from its sequence. So edges are
+            -- built in the final id space and the swap compares like with like.
             CREATE TABLE \(t).nodes AS
-            SELECT nextval('rebuild_node_ids') AS id, kind, value, first_seq, first_seen, last_seen, false AS hub,
+            SELECT coalesce(existing.node_id, nextval(pg_get_serial_sequence('cdp.identity_nodes', 'node_id'))) AS id,
+                   grouped.kind, grouped.value, grouped.first_seq, grouped.first_seen, grouped.last_seen, false AS hub,
                    \(rankSQL) AS rank
             FROM (SELECT kind, value, min(seq) AS first_seq, min(ts) AS first_seen, max(ts) AS last_seen
-                  FROM \(s).ids GROUP BY kind, value) AS grouped;
+                  FROM \(s).ids GROUP BY kind, value) AS grouped
+            LEFT JOIN cdp.identity_nodes AS existing ON existing.kind = grouped.kind AND existing.value = grouped.value;
             ANALYZE \(t).nodes;
             CREATE TABLE \(t).links AS
             SELECT i.seq, n.id AS node FROM \(s).ids AS i JOIN \(t).nodes AS n USING (kind, value);
@@ -292,18 +296,13 @@ public struct IdentityRebuild: Sendable {
         try await db.withTransaction { tx in
             try await tx.advisoryTransactionLock(IdentityStore.processorLock)
             try await tx.script("""
-                CREATE TABLE \(t).mapped_nodes AS
-                SELECT f.*, coalesce(n.node_id, nextval(pg_get_serial_sequence('cdp.identity_nodes', 'node_id'))) AS node_id
-                FROM \(t).final_nodes AS f LEFT JOIN cdp.identity_nodes AS n ON n.kind = f.kind AND n.value = f.value;
-                CREATE INDEX ON \(t).mapped_nodes (node_id);
-                ANALYZE \(t).mapped_nodes;
                 CREATE TABLE \(t).old_profiles AS
                 SELECT p.profile_id, p.founder_kind, p.founder_value FROM cdp.identity_profiles AS p
                 WHERE NOT EXISTS (SELECT 1 FROM \(t).final_profiles AS f WHERE f.profile_id = p.profile_id);
                 ANALYZE \(t).old_profiles;
                 INSERT INTO cdp.profile_merge_log (from_profile_id, into_profile_id, reason, kind, value)
                 SELECT o.profile_id, m.profile_id, 'rebuild', o.founder_kind, o.founder_value
-                FROM \(t).old_profiles AS o JOIN \(t).mapped_nodes AS m ON m.kind = o.founder_kind AND m.value = o.founder_value
+                FROM \(t).old_profiles AS o JOIN \(t).final_nodes AS m ON m.kind = o.founder_kind AND m.value = o.founder_value
                 WHERE m.profile_id <> o.profile_id;
                 DELETE FROM cdp.profile_merge_log WHERE seq > \(last);
                 DELETE FROM cdp.identity_profiles WHERE profile_id IN (SELECT profile_id FROM \(t).old_profiles);
@@ -315,35 +314,31 @@ public struct IdentityRebuild: Sendable {
                 INSERT INTO cdp.identity_profiles (profile_id, founder_kind, founder_value, founded_seq)
                 SELECT f.profile_id, f.kind, f.value, f.founded_seq FROM \(t).final_profiles AS f
                 WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_profiles AS p WHERE p.profile_id = f.profile_id);
-                DELETE FROM cdp.identity_nodes AS n WHERE NOT EXISTS (SELECT 1 FROM \(t).mapped_nodes AS m WHERE m.node_id = n.node_id);
+                DELETE FROM cdp.identity_nodes AS n WHERE NOT EXISTS (SELECT 1 FROM \(t).final_nodes AS m WHERE m.id = n.node_id);
                 """)
             report.nodesChanged = try await tx.execute("""
                 UPDATE cdp.identity_nodes AS n
                 SET profile_id = m.profile_id, status = CASE WHEN m.hub THEN 'hub' ELSE 'active' END, first_seq = m.first_seq,
                     first_seen_at = m.first_seen, last_seen_at = m.last_seen
-                FROM \(unescaped: t).mapped_nodes AS m
-                WHERE m.node_id = n.node_id
+                FROM \(unescaped: t).final_nodes AS m
+                WHERE m.id = n.node_id
                   AND (n.profile_id, n.status, n.first_seq, n.first_seen_at, n.last_seen_at)
                       IS DISTINCT FROM (m.profile_id, CASE WHEN m.hub THEN 'hub' ELSE 'active' END, m.first_seq, m.first_seen, m.last_seen)
                 """) ?? 0
             report.nodesChanged += try await tx.execute("""
                 INSERT INTO cdp.identity_nodes (node_id, kind, value, profile_id, status, first_seq, first_seen_at, last_seen_at)
-                SELECT m.node_id, m.kind, m.value, m.profile_id, CASE WHEN m.hub THEN 'hub' ELSE 'active' END, m.first_seq,
+                SELECT m.id, m.kind, m.value, m.profile_id, CASE WHEN m.hub THEN 'hub' ELSE 'active' END, m.first_seq,
                        m.first_seen, m.last_seen
-                FROM \(unescaped: t).mapped_nodes AS m
-                WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_nodes AS n WHERE n.node_id = m.node_id)
+                FROM \(unescaped: t).final_nodes AS m
+                WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_nodes AS n WHERE n.node_id = m.id)
                 """) ?? 0
             try await tx.script("""
-                CREATE TABLE \(t).mapped_edges AS
-                SELECT least(x.node_id, y.node_id) AS a, greatest(x.node_id, y.node_id) AS b, e.first_seq
-                FROM \(t).edges AS e JOIN \(t).mapped_nodes AS x ON x.id = e.a JOIN \(t).mapped_nodes AS y ON y.id = e.b;
-                ANALYZE \(t).mapped_edges;
                 DELETE FROM cdp.identity_edges AS e
-                WHERE NOT EXISTS (SELECT 1 FROM \(t).mapped_edges AS m WHERE m.a = e.a AND m.b = e.b);
+                WHERE NOT EXISTS (SELECT 1 FROM \(t).edges AS m WHERE m.a = e.a AND m.b = e.b);
                 UPDATE cdp.identity_edges AS e SET first_seq = m.first_seq
-                FROM \(t).mapped_edges AS m WHERE m.a = e.a AND m.b = e.b AND m.first_seq <> e.first_seq;
+                FROM \(t).edges AS m WHERE m.a = e.a AND m.b = e.b AND m.first_seq <> e.first_seq;
                 INSERT INTO cdp.identity_edges (a, b, first_seq)
-                SELECT m.a, m.b, m.first_seq FROM \(t).mapped_edges AS m
+                SELECT m.a, m.b, m.first_seq FROM \(t).edges AS m
                 WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_edges AS e WHERE e.a = m.a AND e.b = m.b);
                 """)
             report.eventsRestamped = try await tx.execute("""
