@@ -36,7 +36,7 @@ struct IdentityBench: AsyncParsableCommand {
         var clock = ContinuousClock.now
         let data = SyntheticPeople.generate(SyntheticPeople.Options(people: people, seed: 42))
         let events = data.events
-        print("server: PostgreSQL \(version); \(ProcessInfo.processInfo.activeProcessorCount) cores; \(people) people, "
+        say("server: PostgreSQL \(version); \(ProcessInfo.processInfo.activeProcessorCount) cores; \(people) people, "
             + "\(events.count) events (generated in \(Self.seconds(since: clock)) s)")
 
         // 1. Ingest alone.
@@ -46,14 +46,14 @@ struct IdentityBench: AsyncParsableCommand {
         try await ingest(events, into: aloneClient, logger: logger)
         let ingestSeconds = Self.elapsed(since: clock)
         let ingestRate = Double(events.count) / ingestSeconds
-        print(String(format: "1. ingest alone:                    %7.0f events/s (%.1f s)", ingestRate, ingestSeconds))
+        say(String(format: "1. ingest alone:                    %7.0f events/s (%.1f s)", ingestRate, ingestSeconds))
 
         // 2. The real-time stage over the backlog.
         clock = .now
         let stage = IdentityStage(client: aloneClient, logger: logger, batchSize: 5000)
         let processed = try await stage.catchUp()
         let stageSeconds = Self.elapsed(since: clock)
-        print(String(format: "2. real-time stage, backlog:        %7.0f events/s (%.1f s; %d profiles created, %d merges, %d hubs)",
+        say(String(format: "2. real-time stage, backlog:        %7.0f events/s (%.1f s; %d profiles created, %d merges, %d hubs)",
                      Double(processed.events) / stageSeconds, stageSeconds, processed.profilesCreated, processed.merges,
                      processed.hubsDetected))
         let partition = try await Self.partition(aloneClient)
@@ -61,7 +61,7 @@ struct IdentityBench: AsyncParsableCommand {
         let twoUsers = try await aloneClient.query("""
             SELECT count(*) FROM (SELECT profile_id FROM cdp.identities WHERE kind = 'user_id' GROUP BY 1 HAVING count(*) > 1) AS p
             """).scalar(Int.self)
-        print(String(format: "   accuracy: pairwise precision %.5f, recall %.5f over %d identifiers; profiles with two user ids: %d",
+        say(String(format: "   accuracy: pairwise precision %.5f, recall %.5f over %d identifiers; profiles with two user ids: %d",
                      scores.precision, scores.recall, scores.scoredIdentifiers, twoUsers))
 
         // 3. Ingest with the stage running alongside, until everything is stored and stamped.
@@ -80,20 +80,20 @@ struct IdentityBench: AsyncParsableCommand {
         runner.cancel()
         _ = try? await runner.value
         let bothRate = Double(events.count) / bothSeconds
-        print(String(format: "3. ingest + identity kept current:  %7.0f events/s (%.1f s; all stored at %.1f s) = %.2fx ingest alone",
+        say(String(format: "3. ingest + identity kept current:  %7.0f events/s (%.1f s; all stored at %.1f s) = %.2fx ingest alone",
                      bothRate, bothSeconds, storedAt, bothRate / ingestRate))
         // Receive order differs from run 1 (concurrent writers), so only accuracy is comparable.
         let liveScores = SyntheticPeople.pairwiseScores(truth: data.truth, predicted: try await Self.partition(bothClient))
-        print(String(format: "   accuracy: pairwise precision %.5f, recall %.5f", liveScores.precision, liveScores.recall))
+        say(String(format: "   accuracy: pairwise precision %.5f, recall %.5f", liveScores.precision, liveScores.recall))
         await bothClient.shutdown()
 
         // 4. Rebuild, with the graph current and cold.
         let rebuild = IdentityRebuild(configuration: alone, logger: logger)
         let warm = try await rebuild.run()
-        print(String(format: "4. rebuild (graph current):         %7.2f s  (%d identifiers, %d edges, %d hubs, %d components, %d replayed; changed %d identifiers, %d stamps)",
+        say(String(format: "4. rebuild (graph current):         %7.2f s  (%d identifiers, %d edges, %d hubs, %d components, %d replayed; changed %d identifiers, %d stamps)",
                      warm.seconds, warm.identifiers, warm.edges, warm.hubs, warm.components, warm.conflictComponents,
                      warm.nodesChanged, warm.eventsRestamped))
-        print("   phases: " + warm.phases.map { String(format: "%@ %.2f s", $0.0, $0.1) }.joined(separator: "; "))
+        say("   phases: " + warm.phases.map { String(format: "%@ %.2f s", $0.0, $0.1) }.joined(separator: "; "))
         try await aloneClient.withConnection { db in
             try await db.script("""
                 TRUNCATE cdp.identity_nodes, cdp.identity_edges, cdp.identity_profiles, cdp.profile_merge_log;
@@ -103,9 +103,9 @@ struct IdentityBench: AsyncParsableCommand {
             try await db.execute("VACUUM ANALYZE cdp.events")
         }
         let cold = try await rebuild.run()
-        print(String(format: "   rebuild (cold: empty graph, no stamps): %.2f s (stamped %d events)", cold.seconds, cold.eventsRestamped))
-        print("   phases: " + cold.phases.map { String(format: "%@ %.2f s", $0.0, $0.1) }.joined(separator: "; "))
-        print("   same graph as the real-time stage: \(try await Self.partition(aloneClient) == partition)")
+        say(String(format: "   rebuild (cold: empty graph, no stamps): %.2f s (stamped %d events)", cold.seconds, cold.eventsRestamped))
+        say("   phases: " + cold.phases.map { String(format: "%@ %.2f s", $0.0, $0.1) }.joined(separator: "; "))
+        say("   same graph as the real-time stage: \(try await Self.partition(aloneClient) == partition)")
 
         // 5. Baselines over the same edges.
         clock = .now
@@ -140,11 +140,11 @@ struct IdentityBench: AsyncParsableCommand {
         var roots = Set<Int>()
         for (a, _) in pairs { roots.insert(find(a)) }
         let unionSeconds = Self.elapsed(since: clock)
-        print(String(format: "5. in-memory union-find (integer ids) over the %d non-hub edges: %.3f s (fetching them: %.2f s); %d multi-identifier components",
+        say(String(format: "5. in-memory union-find (integer ids) over the %d non-hub edges: %.3f s (fetching them: %.2f s); %d multi-identifier components",
                      pairs.count, unionSeconds, fetchSeconds, roots.count))
         for (label, filter) in [("hubs excluded", "WHERE x.status = 'active' AND y.status = 'active'"), ("hubs included", "")] {
             let seconds = try await naiveCTE(aloneClient, filter: filter)
-            print("   naive recursive CTE, \(label): " + (seconds.map { String(format: "%.2f s", $0) } ?? "did not finish in \(cteTimeout) s"))
+            say("   naive recursive CTE, \(label): " + (seconds.map { String(format: "%.2f s", $0) } ?? "did not finish in \(cteTimeout) s"))
         }
         await aloneClient.shutdown()
     }
@@ -225,4 +225,9 @@ struct IdentityBench: AsyncParsableCommand {
     }
 
     static func seconds(since start: ContinuousClock.Instant) -> String { String(format: "%.1f", elapsed(since: start)) }
+}
+
+/// Prints a line straight to standard output (unbuffered, so a log file shows progress as it happens).
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
 }

@@ -171,21 +171,10 @@ enum IdentityFixture {
 @Suite struct IdentityEquivalenceTests {
     typealias F = IdentityFixture
 
-    struct SplitMix {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
-        mutating func chance(_ p: Double) -> Bool { Double(next() % 10_000) / 10_000 < p }
-    }
+    typealias SplitMix = SyntheticPeople.Random
 
     static func randomStream(seed: UInt64, count: Int) -> [IncomingEvent] {
-        var random = SplitMix(state: seed)
+        var random = SplitMix(seed: seed)
         let emails = ["ann@x.com", "Ann@X.com ", "bob@x.com", "cat@x.com", "dan@x.com", "shared@x.com", "hub@x.com"]
         let junk = ["", "null", "anonymous", "00000000-0000-0000-0000-000000000000", "undefined"]
         var events: [IncomingEvent] = []
@@ -224,7 +213,7 @@ enum IdentityFixture {
             rules.limits["email"] = 2
             rules.limits["phone"] = 1
             try await F.applyRules(rules, client)
-            var random = SplitMix(state: seed &* 7919)
+            var random = SplitMix(seed: seed &* 7919)
             let events = Self.randomStream(seed: seed, count: 200)
             var stage = IdentityStage(client: client, logger: TestDatabase.logger)
             var position = 0

@@ -295,7 +295,12 @@ public struct IdentityRebuild: Sendable {
         // 5. Swap in, in one transaction, holding the real-time stage's lock.
         try await db.withTransaction { tx in
             try await tx.advisoryTransactionLock(IdentityStore.processorLock)
+            // Fresh statistics first: after a truncate or a first run the planner would otherwise think these
+            // tables empty and scan them once per row while they fill.
             try await tx.script("""
+                ANALYZE cdp.identity_nodes;
+                ANALYZE cdp.identity_edges;
+                ANALYZE cdp.identity_profiles;
                 CREATE TABLE \(t).old_profiles AS
                 SELECT p.profile_id, p.founder_kind, p.founder_value FROM cdp.identity_profiles AS p
                 WHERE NOT EXISTS (SELECT 1 FROM \(t).final_profiles AS f WHERE f.profile_id = p.profile_id);
@@ -311,9 +316,11 @@ public struct IdentityRebuild: Sendable {
                 FROM \(t).final_profiles AS f
                 WHERE p.profile_id = f.profile_id
                   AND (p.founder_kind, p.founder_value, p.founded_seq) IS DISTINCT FROM (f.kind, f.value, f.founded_seq);
-                INSERT INTO cdp.identity_profiles (profile_id, founder_kind, founder_value, founded_seq)
+                CREATE TABLE \(t).new_profiles AS
                 SELECT f.profile_id, f.kind, f.value, f.founded_seq FROM \(t).final_profiles AS f
                 WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_profiles AS p WHERE p.profile_id = f.profile_id);
+                INSERT INTO cdp.identity_profiles (profile_id, founder_kind, founder_value, founded_seq)
+                SELECT profile_id, kind, value, founded_seq FROM \(t).new_profiles;
                 DELETE FROM cdp.identity_nodes AS n WHERE NOT EXISTS (SELECT 1 FROM \(t).final_nodes AS m WHERE m.id = n.node_id);
                 """)
             report.nodesChanged = try await tx.execute("""
@@ -325,27 +332,37 @@ public struct IdentityRebuild: Sendable {
                   AND (n.profile_id, n.status, n.first_seq, n.first_seen_at, n.last_seen_at)
                       IS DISTINCT FROM (m.profile_id, CASE WHEN m.hub THEN 'hub' ELSE 'active' END, m.first_seq, m.first_seen, m.last_seen)
                 """) ?? 0
+            try await tx.script("""
+                CREATE TABLE \(t).new_nodes AS
+                SELECT m.* FROM \(t).final_nodes AS m
+                WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_nodes AS n WHERE n.node_id = m.id);
+                """)
             report.nodesChanged += try await tx.execute("""
                 INSERT INTO cdp.identity_nodes (node_id, kind, value, profile_id, status, first_seq, first_seen_at, last_seen_at)
                 SELECT m.id, m.kind, m.value, m.profile_id, CASE WHEN m.hub THEN 'hub' ELSE 'active' END, m.first_seq,
                        m.first_seen, m.last_seen
-                FROM \(unescaped: t).final_nodes AS m
-                WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_nodes AS n WHERE n.node_id = m.id)
+                FROM \(unescaped: t).new_nodes AS m
                 """) ?? 0
             try await tx.script("""
                 DELETE FROM cdp.identity_edges AS e
                 WHERE NOT EXISTS (SELECT 1 FROM \(t).edges AS m WHERE m.a = e.a AND m.b = e.b);
                 UPDATE cdp.identity_edges AS e SET first_seq = m.first_seq
                 FROM \(t).edges AS m WHERE m.a = e.a AND m.b = e.b AND m.first_seq <> e.first_seq;
-                INSERT INTO cdp.identity_edges (a, b, first_seq)
+                CREATE TABLE \(t).new_edges AS
                 SELECT m.a, m.b, m.first_seq FROM \(t).edges AS m
                 WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_edges AS e WHERE e.a = m.a AND e.b = m.b);
+                INSERT INTO cdp.identity_edges (a, b, first_seq) SELECT a, b, first_seq FROM \(t).new_edges;
+                """)
+            try await tx.script("""
+                CREATE TABLE \(t).restamp AS
+                SELECT s.seq, s.timestamp, f.profile_id
+                FROM cdp.events AS s LEFT JOIN \(t).final_events AS f ON f.seq = s.seq
+                WHERE s.seq <= \(last) AND s.profile_id IS DISTINCT FROM f.profile_id;
+                ANALYZE \(t).restamp;
                 """)
             report.eventsRestamped = try await tx.execute("""
                 UPDATE cdp.events AS e SET profile_id = d.profile_id
-                FROM (SELECT s.seq, s.timestamp, f.profile_id
-                      FROM cdp.events AS s LEFT JOIN \(unescaped: t).final_events AS f ON f.seq = s.seq
-                      WHERE s.seq <= \(last) AND s.profile_id IS DISTINCT FROM f.profile_id) AS d
+                FROM \(unescaped: t).restamp AS d
                 WHERE e.seq = d.seq AND e.timestamp = d.timestamp
                 """) ?? 0
             try await tx.execute("INSERT INTO cdp.stage_checkpoints (stage) VALUES (\(IdentityStore.stage)) ON CONFLICT DO NOTHING")
