@@ -114,9 +114,8 @@ public struct IdentityStage: Sendable {
     /// Runs until the task is cancelled: catches up, then waits for `NOTIFY tributary_events` (or at most
     /// `pollInterval`) before looking again.
     public func run(pollInterval: Duration = .seconds(1)) async throws {
-        let listener = try await PostgresConnection.connect(configuration: client.configuration, logger: logger)
-        try await listener.listen(EventWriter.eventsChannel)
         logger.info("identity: stage running")
+        var listener: PostgresConnection?
         while !Task.isCancelled {
             do {
                 let report = try await catchUp()
@@ -132,9 +131,22 @@ public struct IdentityStage: Sendable {
                 logger.error("identity: batch failed; retrying", metadata: ["error": "\(error)"])
                 try? await Task.sleep(for: pollInterval)
             }
-            _ = try await listener.waitForNotifications(timeout: pollInterval)
+            // Wait for a notification; if the listening connection is gone (a server restart), poll and reconnect.
+            do {
+                if listener == nil {
+                    let connection = try await PostgresConnection.connect(configuration: client.configuration, logger: logger)
+                    try await connection.listen(EventWriter.eventsChannel)
+                    listener = connection
+                }
+                _ = try await listener?.waitForNotifications(timeout: pollInterval)
+            } catch {
+                await listener?.close()
+                listener = nil
+                logger.warning("identity: not listening for new events; polling", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: pollInterval)
+            }
         }
-        await listener.close()
+        await listener?.close()
     }
 
     /// One batch, inside the caller's transaction, holding the processor lock.
@@ -281,12 +293,14 @@ public struct IdentityStage: Sendable {
         mark("seen times")
 
         // Stamp the batch's events with their final profile.
-        let stamped = engine.stamps.compactMap { stamp in stamp.profile.map { (stamp.seq, engine.find($0)) } }
+        // Every event of the batch, NULL for those without a usable identifier: after a rebuild the stage goes over
+        // events it had stamped before, and a stale stamp must not survive.
+        let stamped: [(Int, UUID?)] = engine.stamps.map { (Int($0.seq), $0.profile.map(engine.find)) }
         if !stamped.isEmpty {
             try await tx.execute("""
                 UPDATE cdp.events AS e SET profile_id = s.profile_id
-                FROM unnest(\(stamped.map { Int($0.0) })::int8[], \(stamped.map(\.1))::uuid[]) AS s (seq, profile_id)
-                WHERE e.seq = s.seq AND e.seq > \(checkpoint) AND e.seq <= \(last)
+                FROM unnest(\(stamped.map(\.0))::int8[], \(stamped.map(\.1))::uuid[]) AS s (seq, profile_id)
+                WHERE e.seq = s.seq AND e.seq > \(checkpoint) AND e.seq <= \(last) AND e.profile_id IS DISTINCT FROM s.profile_id
                 """)
         }
         mark("stamp events")
