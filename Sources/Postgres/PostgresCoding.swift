@@ -196,11 +196,60 @@ extension Date: PostgresEncodable, PostgresDecodable {
 extension UUID: PostgresEncodable, PostgresDecodable {
     public static var postgresType: PostgresType { .uuid }
     public func postgresBind() throws -> PostgresBind {
-        PostgresBind(bytes: Array(uuidString.lowercased().utf8), type: .uuid)
+        PostgresBind(bytes: UUIDText.lowercaseBytes(self), type: .uuid)
     }
     public init(postgresText text: String, type: PostgresType) throws {
-        guard let value = UUID(uuidString: text) else { throw DecodingFailure("'\(text.prefix(40))' is not a UUID") }
+        guard let value = UUIDText.parse(text) else { throw DecodingFailure("'\(text.prefix(40))' is not a UUID") }
         self = value
+    }
+}
+
+/// UUID text without Foundation's `sprintf`/`sscanf` (which showed up in profiles of bulk work).
+enum UUIDText {
+    private static let digits = Array("0123456789abcdef".utf8)
+
+    /// The canonical lower-case form, `8-4-4-4-12` hex digits.
+    static func lowercaseBytes(_ uuid: UUID) -> [UInt8] {
+        withUnsafeBytes(of: uuid.uuid) { raw in
+            var out = [UInt8]()
+            out.reserveCapacity(36)
+            for (index, byte) in raw.enumerated() {
+                if index == 4 || index == 6 || index == 8 || index == 10 { out.append(UInt8(ascii: "-")) }
+                out.append(digits[Int(byte >> 4)])
+                out.append(digits[Int(byte & 0x0F)])
+            }
+            return out
+        }
+    }
+
+    static func lowercaseString(_ uuid: UUID) -> String { String(decoding: lowercaseBytes(uuid), as: UTF8.self) }
+
+    /// Parses the canonical form (either case); nil for anything else.
+    static func parse(_ text: String) -> UUID? {
+        text.utf8.withContiguousStorageIfAvailable { parse(bytes: $0) } ?? parse(bytes: Array(text.utf8))
+    }
+
+    private static func parse(bytes: some Collection<UInt8>) -> UUID? {
+        guard bytes.count == 36 else { return nil }
+        var value = [UInt8](repeating: 0, count: 16)
+        var nibbles = 0
+        for (index, byte) in bytes.enumerated() {
+            if index == 8 || index == 13 || index == 18 || index == 23 {
+                guard byte == UInt8(ascii: "-") else { return nil }
+                continue
+            }
+            let nibble: UInt8
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): nibble = byte - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): nibble = byte - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): nibble = byte - UInt8(ascii: "A") + 10
+            default: return nil
+            }
+            value[nibbles / 2] |= nibbles % 2 == 0 ? nibble << 4 : nibble
+            nibbles += 1
+        }
+        return UUID(uuid: (value[0], value[1], value[2], value[3], value[4], value[5], value[6], value[7],
+                           value[8], value[9], value[10], value[11], value[12], value[13], value[14], value[15]))
     }
 }
 
@@ -253,7 +302,7 @@ extension Int: PostgresArrayElement {
 
 extension UUID: PostgresArrayElement {
     public static var postgresArrayType: PostgresType { .uuidArray }
-    public func postgresArrayElementText() throws -> String? { uuidString.lowercased() }
+    public func postgresArrayElementText() throws -> String? { UUIDText.lowercaseString(self) }
     public init(postgresArrayElement text: String?, type: PostgresType) throws {
         guard let text else { throw DecodingFailure("the array holds a NULL; decode it as [UUID?]") }
         self = try UUID(postgresText: text, type: type)

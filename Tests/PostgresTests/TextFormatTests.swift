@@ -67,4 +67,17 @@ import Testing
         #expect(parsed["host"] == "/tmp/it's a \\ dir")
         #expect(parsed["dbname"] == "x y")
     }
+
+    @Test func uuidTextMatchesFoundationAndRefusesMalformedText() {
+        for _ in 0..<1000 {
+            let id = UUID()
+            #expect(UUIDText.lowercaseString(id) == id.uuidString.lowercased())
+            #expect(UUIDText.parse(id.uuidString) == id && UUIDText.parse(id.uuidString.lowercased()) == id)
+        }
+        for bad in ["", "6ba7b810-9dad-11d1-80b4-00c04fd430c", "6ba7b810-9dad-11d1-80b4-00c04fd430c8x",
+                    "6ba7b810x9dad-11d1-80b4-00c04fd430c8", "6ba7b810-9dad-11d1-80b4-00c04fd430cg", "é6ba7b810-9dad-11d1-80b4-00c04fd430"] {
+            #expect(UUIDText.parse(bad) == nil, "\(bad)")
+        }
+    }
 }
+
