@@ -220,4 +220,34 @@ import Testing
             #expect(report.nodesChanged == 0 && report.eventsRestamped == 0, "the graph after concurrent rebuilds is the real-time one")
         }
     }
+
+    @Test func theStageKeepsGoingAcrossADatabaseRestart() async throws {
+        try await TestDatabase.withPrivateCluster { (server) async throws in
+            let configuration = try await server.start()
+            let client = PostgresClient(configuration: configuration, options: .init(maxConnections: 4), logger: TestDatabase.logger)
+            try await F.migrated(client)
+            let stage = IdentityStage(client: client, logger: TestDatabase.logger)
+            let running = Task { try await stage.run(pollInterval: .milliseconds(100)) }
+            func waitUntilStamped(_ count: Int) async throws {
+                for _ in 0..<300 {
+                    let stamped = try? await client.query("SELECT count(*) FROM cdp.events WHERE profile_id IS NOT NULL").scalar(Int.self)
+                    if stamped == count { return }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                Issue.record("events were not stamped")
+            }
+            try await F.write([F.event(anonymous: "a-1", user: "u-1")], client)
+            try await waitUntilStamped(1)
+            #expect(try await server.stop())
+            try await Task.sleep(for: .milliseconds(300))
+            _ = try await server.start()
+            try await F.write([F.event(anonymous: "a-2", user: "u-1")], client)
+            try await waitUntilStamped(2)
+            running.cancel()
+            _ = try? await running.value
+            #expect(try await client.query("SELECT count(DISTINCT profile_id) FROM cdp.events").scalar(Int.self) == 1)
+            await client.shutdown()
+        }
+    }
 }
+
