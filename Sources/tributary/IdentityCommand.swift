@@ -46,11 +46,9 @@ extension TributaryCommand.IdentityGroup {
 
         func run() async throws {
             let logger = global.makeLogger()
-            let target = try await global.resolveTarget(logger: logger)
-            try await target.withClient(logger: logger) { client in
-                try await Migrator(files: try ProjectFiles.locate(), logger: logger).migrate(client)
+            let report = try await global.withMigratedClient(logger: logger) { client in
+                try await IdentityRebuild(configuration: client.configuration, logger: logger).run()
             }
-            let report = try await IdentityRebuild(configuration: target.configuration, logger: logger).run()
             print(Self.describe(report))
         }
 
