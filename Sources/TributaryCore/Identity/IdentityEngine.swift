@@ -184,4 +184,10 @@ public struct IdentityEngine {
 
     /// Live profiles merged away during this run (those loaded from the database and those founded in it).
     public var mergedAway: Set<UUID> { Set(redirect.keys) }
+
+    /// The profiles alive after this run: every profile the engine knows that was not merged away.
+    public var liveProfiles: Set<UUID> { Set(profiles.keys).subtracting(redirect.keys) }
+
+    /// Each processed event with the profile it ends in, after the merges that came later in this run.
+    public var finalStamps: [(seq: Int64, profile: UUID?)] { stamps.map { ($0.seq, $0.profile.map(find)) } }
 }

@@ -408,16 +408,17 @@ public struct IdentityRebuild: Sendable {
         try await db.execute("""
             INSERT INTO \(unescaped: t).replayed_nodes SELECT * FROM unnest(\(nodes.map(\.0))::int8[], \(nodes.map(\.1))::uuid[])
             """)
-        let alive = Array(Set(engine.profiles.keys).subtracting(engine.mergedAway))
+        let alive = Array(engine.liveProfiles)
         let founders = alive.map { engine.profiles[$0]! }
         try await db.execute("""
             INSERT INTO \(unescaped: t).replayed_profiles
             SELECT * FROM unnest(\(alive)::uuid[], \(founders.map(\.founder.kind))::text[], \(founders.map(\.founder.value))::text[],
                                  \(founders.map { Int($0.foundedSeq) })::int8[])
             """)
-        let stamps = engine.stamps.map { (Int($0.seq), $0.profile.map(engine.find)) }
+        let stamps = engine.finalStamps
         try await db.execute("""
-            INSERT INTO \(unescaped: t).replayed_events SELECT * FROM unnest(\(stamps.map(\.0))::int8[], \(stamps.map(\.1))::uuid[])
+            INSERT INTO \(unescaped: t).replayed_events
+            SELECT * FROM unnest(\(stamps.map { Int($0.seq) })::int8[], \(stamps.map(\.profile))::uuid[])
             """)
     }
 

@@ -144,7 +144,7 @@ enum IdentitySplits {
             event.identifiers.removeAll { nodes[$0] == nil }
             engine.process(IdentityStage.resolverEvent(event, rules: rules, isHub: { nodes[$0]?.isHub == true }))
         }
-        let alive = Set(engine.profiles.keys).subtracting(engine.mergedAway)
+        let alive = engine.liveProfiles
 
         // Identifiers to their new profiles.
         var assignments: [(Int, UUID)] = []
@@ -189,17 +189,7 @@ enum IdentitySplits {
             }
         }
         try await tx.execute("DELETE FROM cdp.identity_profiles WHERE profile_id = ANY(\(Array(gone))::uuid[])")
-        let aliveList = Array(alive)
-        if !aliveList.isEmpty {
-            let aliveFounders = aliveList.map { engine.profiles[$0]!.founder }
-            try await tx.execute("""
-                INSERT INTO cdp.identity_profiles (profile_id, founder_kind, founder_value, founded_seq)
-                SELECT * FROM unnest(\(aliveList)::uuid[], \(aliveFounders.map(\.kind))::text[], \(aliveFounders.map(\.value))::text[],
-                                     \(aliveList.map { Int(engine.profiles[$0]!.foundedSeq) })::int8[])
-                ON CONFLICT (profile_id) DO UPDATE
-                SET founder_kind = excluded.founder_kind, founder_value = excluded.founder_value, founded_seq = excluded.founded_seq
-                """)
-        }
+        try await IdentityStore.storeProfiles(tx, Array(alive), of: engine, replacing: true)
         if !splitFrom.isEmpty {
             try await tx.execute("""
                 INSERT INTO cdp.profile_merge_log (from_profile_id, into_profile_id, reason, kind, value)
@@ -207,11 +197,12 @@ enum IdentitySplits {
                 FROM unnest(\(splitFrom)::uuid[], \(splitInto)::uuid[]) AS m (f, i)
                 """)
         }
-        let stamps: [UUID?] = engine.stamps.map { $0.profile.map(engine.find) }
+        let stamps = engine.finalStamps
+        let seqs = stamps.map { Int($0.seq) }
         let restamped = try await tx.execute("""
             UPDATE cdp.events AS e SET profile_id = s.profile_id
-            FROM unnest(\(engine.stamps.map { Int($0.seq) })::int8[], \(stamps)::uuid[]) AS s (seq, profile_id)
-            WHERE e.seq = s.seq AND e.seq = ANY(\(engine.stamps.map { Int($0.seq) })::int8[]) AND e.profile_id IS DISTINCT FROM s.profile_id
+            FROM unnest(\(seqs)::int8[], \(stamps.map(\.profile))::uuid[]) AS s (seq, profile_id)
+            WHERE e.seq = s.seq AND e.seq = ANY(\(seqs)::int8[]) AND e.profile_id IS DISTINCT FROM s.profile_id
             """) ?? 0
         report.profilesBefore = profiles.count
         report.profilesAfter = alive.count

@@ -234,15 +234,7 @@ public struct IdentityStage: Sendable {
             try await tx.execute("DELETE FROM cdp.identity_profiles WHERE profile_id = ANY(\(losers))")
         }
         let foundedAlive = engine.founded.filter { engine.find($0) == $0 }
-        if !foundedAlive.isEmpty {
-            let ids = Array(foundedAlive)
-            let founders = ids.map { engine.profiles[$0]!.founder }
-            try await tx.execute("""
-                INSERT INTO cdp.identity_profiles (profile_id, founder_kind, founder_value, founded_seq)
-                SELECT * FROM unnest(\(ids)::uuid[], \(founders.map(\.kind))::text[], \(founders.map(\.value))::text[],
-                                     \(ids.map { Int(engine.profiles[$0]!.foundedSeq) })::int8[])
-                """)
-        }
+        try await IdentityStore.storeProfiles(tx, Array(foundedAlive), of: engine, replacing: false)
         report.profilesCreated = foundedAlive.count
         if !engine.merges.isEmpty {
             let merges = engine.merges
@@ -292,14 +284,13 @@ public struct IdentityStage: Sendable {
         }
         mark("seen times")
 
-        // Stamp the batch's events with their final profile.
-        // Every event of the batch, NULL for those without a usable identifier: after a rebuild the stage goes over
-        // events it had stamped before, and a stale stamp must not survive.
-        let stamped: [(Int, UUID?)] = engine.stamps.map { (Int($0.seq), $0.profile.map(engine.find)) }
+        // Stamp every event of the batch with its final profile, NULL for those without a usable identifier: after a
+        // rebuild the stage goes over events it had stamped before, and a stale stamp must not survive.
+        let stamped = engine.finalStamps
         if !stamped.isEmpty {
             try await tx.execute("""
                 UPDATE cdp.events AS e SET profile_id = s.profile_id
-                FROM unnest(\(stamped.map(\.0))::int8[], \(stamped.map(\.1))::uuid[]) AS s (seq, profile_id)
+                FROM unnest(\(stamped.map { Int($0.seq) })::int8[], \(stamped.map(\.profile))::uuid[]) AS s (seq, profile_id)
                 WHERE e.seq = s.seq AND e.seq > \(checkpoint) AND e.seq <= \(last) AND e.profile_id IS DISTINCT FROM s.profile_id
                 """)
         }

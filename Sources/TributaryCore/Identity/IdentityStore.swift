@@ -121,6 +121,22 @@ enum IdentityStore {
         }
     }
 
+    /// Writes profiles of `engine` (founder and founding event) to `cdp.identity_profiles`; with `replacing`, a row
+    /// that exists is overwritten (splits re-found profiles that may keep their ids), otherwise it is an error.
+    static func storeProfiles(_ db: PostgresConnection, _ ids: [UUID], of engine: IdentityEngine, replacing: Bool) async throws {
+        guard !ids.isEmpty else { return }
+        let profiles = ids.map { engine.profiles[$0]! }
+        try await db.execute("""
+            INSERT INTO cdp.identity_profiles (profile_id, founder_kind, founder_value, founded_seq)
+            SELECT * FROM unnest(\(ids)::uuid[], \(profiles.map(\.founder.kind))::text[], \(profiles.map(\.founder.value))::text[],
+                                 \(profiles.map { Int($0.foundedSeq) })::int8[])
+            \(unescaped: replacing ? """
+                ON CONFLICT (profile_id) DO UPDATE
+                SET founder_kind = excluded.founder_kind, founder_value = excluded.founder_value, founded_seq = excluded.founded_seq
+                """ : "")
+            """)
+    }
+
     /// Adds counted, ignored identifiers to `cdp.identity_ignored` and logs them.
     static func recordIgnored(_ db: PostgresConnection, _ events: [ExtractedEvent], logger: Logger) async throws -> Int {
         var counts: [String: (count: Int, lastSeq: Int64)] = [:]
