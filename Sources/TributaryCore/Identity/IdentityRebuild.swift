@@ -255,7 +255,8 @@ public struct IdentityRebuild: Sendable {
             CREATE TABLE \(t).replayed_profiles (profile_id uuid, kind text, value text, founded_seq bigint);
             CREATE TABLE \(t).replayed_events (seq bigint PRIMARY KEY, profile_id uuid);
             """)
-        report.components = try await db.query("SELECT count(DISTINCT label) FROM \(unescaped: t).labels").scalar(Int.self)
+        // A component's label is its smallest node, which is labelled with itself: one row per component.
+        report.components = try await db.query("SELECT count(*) FROM \(unescaped: t).labels WHERE label = node").scalar(Int.self)
         report.conflictComponents = try await db.query("SELECT count(*) FROM \(unescaped: t).conflicts").scalar(Int.self)
         if report.conflictComponents > 0 { try await replayConflicts(db, rules: rules) }
         try await db.script("ANALYZE \(t).replayed_nodes; ANALYZE \(t).replayed_profiles; ANALYZE \(t).replayed_events;")
