@@ -58,7 +58,7 @@ import Testing
     @Test func mergeRuleKeepsHigherPriorityIdentifiersAndDropsTheRest() {
         var engine = IdentityEngine(rules: IdentityRules())
         func event(_ seq: Int64, _ ids: String...) -> ResolverEvent {
-            ResolverEvent(seq: seq, timestamp: Date(), identifiers: ids.map(id).sorted(by: IdentityRules().precedes))
+            ResolverEvent(seq: seq, identifiers: ids.map(id).sorted(by: IdentityRules().precedes))
         }
         let mum = engine.process(event(1, "anonymous_id:tablet", "user_id:mum"))!
         #expect(mum == id("user_id:mum").foundedProfileID, "founded by the first identifier in priority order")
@@ -81,8 +81,8 @@ import Testing
         #expect(merged == early && merging.find(late) == early)
         #expect(merging.merges.count == 1 && merging.merges[0].identifier == id("user_id:u"))
         // No identifiers: no profile; only hubs: the first hub's own profile.
-        #expect(merging.process(ResolverEvent(seq: 4, timestamp: Date(), identifiers: [])) == nil)
-        #expect(merging.process(ResolverEvent(seq: 5, timestamp: Date(), identifiers: [], hubs: [id("email:hub@x.com")]))
+        #expect(merging.process(ResolverEvent(seq: 4, identifiers: [])) == nil)
+        #expect(merging.process(ResolverEvent(seq: 5, identifiers: [], hubs: [id("email:hub@x.com")]))
             == id("email:hub@x.com").foundedProfileID)
     }
 }

@@ -4,16 +4,14 @@ import Foundation
 public struct ResolverEvent: Sendable {
     public var seq: Int64
     public var messageID: String?
-    public var timestamp: Date
     /// Usable identifiers (not blocked, not hubs), deduplicated, in priority order.
     public var identifiers: [Identifier]
     /// Hub values on the event, in priority order; used only to stamp an event that has nothing else.
     public var hubs: [Identifier]
 
-    public init(seq: Int64, messageID: String? = nil, timestamp: Date, identifiers: [Identifier], hubs: [Identifier] = []) {
+    public init(seq: Int64, messageID: String? = nil, identifiers: [Identifier], hubs: [Identifier] = []) {
         self.seq = seq
         self.messageID = messageID
-        self.timestamp = timestamp
         self.identifiers = identifiers
         self.hubs = hubs
     }

@@ -344,8 +344,6 @@ public struct IdentityStage: Sendable {
         }
         usable.sort(by: rules.precedes)
         hubs.sort(by: rules.precedes)
-        return ResolverEvent(
-            seq: event.seq, messageID: event.messageID, timestamp: Date(timeIntervalSince1970: Double(event.micros) / 1e6),
-            identifiers: usable, hubs: hubs)
+        return ResolverEvent(seq: event.seq, messageID: event.messageID, identifiers: usable, hubs: hubs)
     }
 }
