@@ -15,7 +15,7 @@ struct TributaryCommand: AsyncParsableCommand {
             """,
         version: Tributary.version,
         subcommands: [
-            Demo.self, Serve.self, Sources.self, Import.self, Webhooks.self, IdentityGroup.self, Migrate.self, DB.self,
+            Demo.self, Serve.self, Sources.self, Import.self, Webhooks.self, IdentityGroup.self, ProfilesCommand.self, Traits.self, Migrate.self, DB.self,
             Version.self,
         ]
     )
@@ -36,6 +36,8 @@ struct TributaryCommand: AsyncParsableCommand {
         } catch let error as CLIError {
             fail(error.description)
         } catch let error as IdentityError {
+            fail(error.description)
+        } catch let error as ProfileError {
             fail(error.description)
         } catch {
             exit(withError: error)

@@ -368,6 +368,8 @@ public struct IdentityRebuild: Sendable {
                 """) ?? 0
             try await tx.execute("INSERT INTO cdp.stage_checkpoints (stage) VALUES (\(IdentityStore.stage)) ON CONFLICT DO NOTHING")
             try await IdentityStore.setCheckpoint(tx, last)
+            // Stages after identity rebuild from events rather than replay this rebuild's changes one by one.
+            try await tx.execute("UPDATE cdp.stage_checkpoints SET generation = generation + 1 WHERE stage = \(IdentityStore.stage)")
         }
         phase("swap in")
         try await db.script("DROP SCHEMA \(Self.schema) CASCADE")

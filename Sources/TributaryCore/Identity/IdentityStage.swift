@@ -329,6 +329,8 @@ public struct IdentityStage: Sendable {
             }
         }
         try await IdentityStore.setCheckpoint(tx, last)
+        // Wakes the profile stage when this batch commits.
+        try await tx.execute("SELECT pg_notify(\(ProfileStage.identityChannel), '')")
         mark("finish")
         report.checkpoint = last
         return (report, next)

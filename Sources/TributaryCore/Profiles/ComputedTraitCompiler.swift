@@ -1,0 +1,164 @@
+import Foundation
+import Postgres
+
+/// Compiles computed trait definitions to SQL: one aggregate query over `cdp.events` grouped by `profile_id` that
+/// computes every trait (plus first/last seen, the event count and RFM inputs) in a single pass, for all profiles
+/// (bulk recompute) or a set of them (incremental maintenance).
+///
+/// Every name and value from a definition reaches SQL through ``SQLQuoting``; numbers are rendered by Swift.
+public struct ComputedTraitCompiler: Sendable {
+    public let definitions: ComputedTraitDefinitions
+
+    public init(_ definitions: ComputedTraitDefinitions) {
+        self.definitions = definitions
+    }
+
+    /// The moment computations are made for, as an SQL expression of a literal.
+    static func timestamp(_ date: Date) -> String {
+        let micros = Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
+        return "(timestamptz 'epoch' + \(micros) * interval '1 microsecond')"
+    }
+
+    /// `SELECT e.profile_id, first_seen_at, last_seen_at, event_count, "t0", "t1", ..., rfm_last, rfm_orders,
+    /// rfm_revenue FROM cdp.events AS e WHERE ... GROUP BY e.profile_id`, over events with `seq <= through`.
+    /// `profileFilter` is an extra condition on `e` written by the caller (for example `e.profile_id = ANY($1)`).
+    public func aggregateSQL(asOf: Date, through: Int64, profileFilter: String? = nil) throws -> String {
+        let now = Self.timestamp(asOf)
+        var columns = [
+            "e.profile_id",
+            "min(e.timestamp) AS first_seen_at",
+            "max(e.timestamp) AS last_seen_at",
+            "count(*) AS event_count",
+        ]
+        for (index, trait) in definitions.computedTraits.enumerated() {
+            columns.append("\(try aggregate(trait, now: now)) AS t\(index)")
+        }
+        if definitions.rfm.enabled {
+            let event = "e.event = \(try SQLQuoting.literal(definitions.rfm.event))"
+            let revenue = "cdp.jsonb_numeric(e.properties -> \(try SQLQuoting.literal(definitions.rfm.revenueProperty)))"
+            columns.append("max(e.timestamp) FILTER (WHERE \(event)) AS rfm_last")
+            columns.append("count(*) FILTER (WHERE \(event)) AS rfm_orders")
+            columns.append("coalesce(sum(\(revenue)) FILTER (WHERE \(event)), 0) AS rfm_revenue")
+        }
+        return """
+            SELECT \(columns.joined(separator: ",\n       "))
+            FROM cdp.events AS e
+            WHERE e.profile_id IS NOT NULL AND e.seq <= \(through)\(profileFilter.map { " AND \($0)" } ?? "")
+            GROUP BY e.profile_id
+            """
+    }
+
+    /// The `computed` jsonb of a row `a` of ``aggregateSQL(asOf:through:profileFilter:)``, scored for RFM against the
+    /// thresholds row `th` (columns recency, frequency, monetary; NULL before the first bulk recompute).
+    public func computedObjectSQL(asOf: Date, row a: String = "a", thresholds th: String = "th") throws -> String {
+        var pairs: [String] = []
+        for (index, trait) in definitions.computedTraits.enumerated() {
+            pairs.append("\(try SQLQuoting.literal(trait.name)), \(a).t\(index)")
+        }
+        if definitions.rfm.enabled {
+            let recency = "extract(epoch FROM (\(Self.timestamp(asOf)) - \(a).rfm_last)) / 86400"
+            let r = "CASE WHEN \(a).rfm_orders > 0 THEN cdp.rfm_score(\(recency), \(th).recency, false) END"
+            let f = "CASE WHEN \(a).rfm_orders > 0 THEN cdp.rfm_score(\(a).rfm_orders, \(th).frequency, true) END"
+            let m = "CASE WHEN \(a).rfm_orders > 0 THEN cdp.rfm_score(\(a).rfm_revenue, \(th).monetary, true) END"
+            pairs.append("'rfm_recency', \(r)")
+            pairs.append("'rfm_frequency', \(f)")
+            pairs.append("'rfm_monetary', \(m)")
+            pairs.append("'rfm_score', (\(r))::text || (\(f))::text || (\(m))::text")
+        }
+        if pairs.isEmpty { return "'{}'::jsonb" }
+        // jsonb_build_object takes at most 100 arguments.
+        return stride(from: 0, to: pairs.count, by: 40)
+            .map { "jsonb_build_object(\(pairs[$0..<min($0 + 40, pairs.count)].joined(separator: ", ")))" }
+            .joined(separator: " || ")
+    }
+
+    /// The RFM threshold arrays (20/40/60/80th percentiles) over profiles with at least one purchase in `aggregates`.
+    public func thresholdsSQL(asOf: Date, aggregates: String) -> String {
+        let recency = "extract(epoch FROM (\(Self.timestamp(asOf)) - rfm_last)) / 86400"
+        let quintiles = "ARRAY[0.2, 0.4, 0.6, 0.8]"
+        return """
+            SELECT percentile_cont(\(quintiles)) WITHIN GROUP (ORDER BY \(recency)) AS recency,
+                   percentile_cont(\(quintiles)) WITHIN GROUP (ORDER BY rfm_orders) AS frequency,
+                   percentile_cont(\(quintiles)) WITHIN GROUP (ORDER BY rfm_revenue::float8) AS monetary
+            FROM \(aggregates) WHERE rfm_orders > 0
+            HAVING count(*) > 0
+            """
+    }
+
+    /// One trait's aggregate expression over the event row `e`.
+    func aggregate(_ trait: ComputedTrait, now: String) throws -> String {
+        var conditions: [String] = []
+        if let events = trait.events {
+            conditions.append(events.count == 1
+                ? "e.event = \(try SQLQuoting.literal(events[0]))"
+                : "e.event IN (\(try events.map(SQLQuoting.literal).joined(separator: ", ")))")
+        }
+        if let types = trait.types {
+            conditions.append("e.type IN (\(try types.map(SQLQuoting.literal).joined(separator: ", ")))")
+        }
+        if let window = trait.within {
+            conditions.append("e.timestamp > \(now) - interval '1 day' * \(window.days)")
+        }
+        for condition in trait.where ?? [] {
+            conditions.append(try Self.condition(condition))
+        }
+        let property = try trait.property.map { "e.properties -> \(try SQLQuoting.literal($0))" }
+        func filter(_ extra: [String] = []) -> String {
+            let all = conditions + extra
+            return all.isEmpty ? "" : " FILTER (WHERE \(all.joined(separator: " AND ")))"
+        }
+        let present = property.map { ["jsonb_typeof(\($0)) <> 'null'"] } ?? []
+        switch trait.aggregate {
+        case .count: return "count(*)\(filter())"
+        case .sum: return "sum(cdp.jsonb_numeric(\(property!)))\(filter())"
+        case .average: return "avg(cdp.jsonb_numeric(\(property!)))\(filter())"
+        case .min: return "min(cdp.jsonb_numeric(\(property!)))\(filter())"
+        case .max: return "max(cdp.jsonb_numeric(\(property!)))\(filter())"
+        case .first: return "(array_agg(\(property!) ORDER BY e.timestamp, e.seq)\(filter(present)))[1]"
+        case .last: return "(array_agg(\(property!) ORDER BY e.timestamp DESC, e.seq DESC)\(filter(present)))[1]"
+        case .distinctCount: return "count(DISTINCT \(property!))\(filter(present))"
+        case .mostFrequent: return "mode() WITHIN GROUP (ORDER BY \(property!))\(filter(present))"
+        case .daysSinceFirst: return "floor(extract(epoch FROM (\(now) - min(e.timestamp)\(filter()))) / 86400)::bigint"
+        case .daysSinceLast: return "floor(extract(epoch FROM (\(now) - max(e.timestamp)\(filter()))) / 86400)::bigint"
+        }
+    }
+
+    /// A property condition over the event row `e`.
+    static func condition(_ condition: PropertyCondition) throws -> String {
+        let property = "e.properties -> \(try SQLQuoting.literal(condition.property))"
+        switch condition.op {
+        case .exists: return "coalesce(jsonb_typeof(\(property)), 'null') <> 'null'"
+        case .notExists: return "coalesce(jsonb_typeof(\(property)), 'null') = 'null'"
+        case .equal: return "\(property) = \(try json(condition.value!))"
+        case .notEqual: return "\(property) IS DISTINCT FROM \(try json(condition.value!))"
+        case .in:
+            guard case .list(let items) = condition.value! else { throw ProfileError("'in' needs a list") }
+            return "\(property) IN (\(try items.map(json).joined(separator: ", ")))"
+        case .contains:
+            guard case .string(let text) = condition.value! else { throw ProfileError("'contains' needs a string") }
+            return "strpos(CASE WHEN jsonb_typeof(\(property)) = 'string' THEN \(property) #>> '{}' END, \(try SQLQuoting.literal(text))) > 0"
+        case .greater, .greaterOrEqual, .less, .lessOrEqual:
+            guard case .number(let number) = condition.value! else { throw ProfileError("'\(condition.op.rawValue)' needs a number") }
+            return "cdp.jsonb_numeric(\(property)) \(condition.op.rawValue) \(try Self.number(number))"
+        }
+    }
+
+    /// A JSON literal as a jsonb constant.
+    static func json(_ value: ConditionValue) throws -> String {
+        switch value {
+        case .string(let text):
+            let encoded = String(decoding: try JSONEncoder().encode(text), as: UTF8.self)
+            return "\(try SQLQuoting.literal(encoded))::jsonb"
+        case .number(let number): return "\(try SQLQuoting.literal(try Self.number(number)))::jsonb"
+        case .bool(let flag): return flag ? "'true'::jsonb" : "'false'::jsonb"
+        case .list: throw ProfileError("a list is not a single value")
+        }
+    }
+
+    /// A finite number as SQL/JSON numeric text.
+    static func number(_ number: Double) throws -> String {
+        guard number.isFinite else { throw ProfileError("\(number) is not a finite number") }
+        if number == number.rounded(), abs(number) < 1e15 { return String(Int64(number)) }
+        return "\(number)"
+    }
+}

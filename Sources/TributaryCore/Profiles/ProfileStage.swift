@@ -1,0 +1,268 @@
+import Foundation
+import Logging
+import Postgres
+
+/// The profile stage: follows the identity stage through `cdp.events` and keeps `cdp.profile_trait_values`,
+/// `cdp.trait_history` and `cdp.profile_data` (merged traits, computed traits, first/last seen, event count) current.
+///
+/// Traits merge per key by event `timestamp` (then receive order; identify traits before `context.traits` of the same
+/// event): the newest value wins, whatever order events arrive in, and JSON `null` removes a trait. A profile's traits
+/// are therefore a function of its events alone, which is what makes merges simple and the rebuild exact: when the
+/// identity stage merges or splits profiles (`cdp.profile_merge_log`), the profiles involved are recomputed from their
+/// events; when the identity graph is rebuilt (its generation changes), all profiles are rebuilt.
+///
+/// Each batch is one transaction holding the `tributary.profiles.processor` advisory lock; any number of processes
+/// may run the stage.
+public struct ProfileStage: Sendable {
+    public struct BatchReport: Sendable, Equatable {
+        /// Events read in this batch.
+        public var events = 0
+        /// Profiles whose data was brought up to date.
+        public var profilesUpdated = 0
+        /// Profiles recomputed from all their events after a merge or split.
+        public var profilesRecomputed = 0
+        /// Trait changes recorded in `cdp.trait_history`.
+        public var traitChanges = 0
+        /// The whole profile state was rebuilt (the identity graph was rebuilt).
+        public var rebuilt = false
+        public var checkpoint: Int64 = 0
+        /// Another processor held the lock; nothing was done.
+        public var busy = false
+
+        public init() {}
+
+        mutating func add(_ other: BatchReport) {
+            events += other.events
+            profilesUpdated += other.profilesUpdated
+            profilesRecomputed += other.profilesRecomputed
+            traitChanges += other.traitChanges
+            rebuilt = rebuilt || other.rebuilt
+            checkpoint = max(checkpoint, other.checkpoint)
+        }
+    }
+
+    static let processorLock = AdvisoryLockKey(name: "tributary.profiles.processor")
+    static let stage = "profiles"
+    static let mergesStage = "profiles.merges"
+    static let recomputeStage = "profiles.recompute"
+    /// Sent when the identity stage commits a batch; the profile stage waits on it.
+    public static let identityChannel = "tributary_identity"
+
+    let client: PostgresClient
+    let logger: Logger
+    /// Most events per batch.
+    public var batchSize: Int
+    /// The clock computed traits are evaluated at (tests move it to check window expiry).
+    public var clock: @Sendable () -> Date
+
+    public init(client: PostgresClient, logger: Logger, batchSize: Int = 5000, clock: @escaping @Sendable () -> Date = { Date() }) {
+        self.client = client
+        self.logger = logger
+        self.batchSize = batchSize
+        self.clock = clock
+    }
+
+    /// Processes the next batch after the checkpoint (events the identity stage has resolved), in one transaction.
+    public func processBatch() async throws -> BatchReport {
+        try await client.withTransaction { tx in
+            guard try await tx.query("SELECT pg_try_advisory_xact_lock(\(Self.processorLock.value))").scalar(Bool.self) else {
+                var report = BatchReport()
+                report.busy = true
+                return report
+            }
+            try await tx.execute("SET LOCAL jit = off")
+            return try await process(tx)
+        }
+    }
+
+    /// Processes batches until the stage has caught up with the identity stage.
+    public func catchUp() async throws -> BatchReport {
+        var total = BatchReport()
+        while true {
+            try Task.checkCancellation()
+            let report = try await processBatch()
+            if report.busy {
+                try await Task.sleep(for: .milliseconds(50))
+                continue
+            }
+            total.add(report)
+            if report.events == 0 && report.profilesRecomputed == 0 && !report.rebuilt { return total }
+        }
+    }
+
+    struct Checkpoints {
+        var identity: Int64
+        var identityGeneration: Int64
+        var profiles: Int64
+        var generation: Int64
+        var merges: Int64
+    }
+
+    static func checkpoints(_ db: PostgresConnection) async throws -> Checkpoints {
+        try await db.execute("""
+            INSERT INTO cdp.stage_checkpoints (stage) VALUES (\(stage)), (\(mergesStage)) ON CONFLICT DO NOTHING
+            """)
+        let row = try await db.query("""
+            SELECT coalesce((SELECT seq FROM cdp.stage_checkpoints WHERE stage = 'identity'), 0),
+                   coalesce((SELECT generation FROM cdp.stage_checkpoints WHERE stage = 'identity'), 0),
+                   (SELECT seq FROM cdp.stage_checkpoints WHERE stage = \(stage)),
+                   (SELECT generation FROM cdp.stage_checkpoints WHERE stage = \(stage)),
+                   (SELECT seq FROM cdp.stage_checkpoints WHERE stage = \(mergesStage))
+            """).first!
+        let (identity, identityGeneration, profiles, generation, merges) = try row.decode((Int64, Int64, Int64, Int64, Int64).self)
+        return Checkpoints(identity: identity, identityGeneration: identityGeneration, profiles: profiles, generation: generation, merges: merges)
+    }
+
+    func process(_ tx: PostgresConnection) async throws -> BatchReport {
+        var report = BatchReport()
+        // Merges first, then the identity checkpoint: a merge committed in between is seen next batch.
+        let lastMerge = try await tx.query("SELECT coalesce(max(merge_id), 0) FROM cdp.profile_merge_log").scalar(Int64.self)
+        let marks = try await Self.checkpoints(tx)
+        let definitions = try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", tx) ?? ComputedTraitDefinitions()
+        let store = ProfileStore(definitions: definitions, asOf: clock())
+        report.checkpoint = marks.profiles
+
+        if marks.generation != marks.identityGeneration || marks.profiles > marks.identity {
+            // The identity graph was rebuilt: rebuild every profile from events rather than replay its changes.
+            let summary = try await store.rebuild(tx, through: marks.identity, reason: "rebuild")
+            try await tx.execute("""
+                UPDATE cdp.stage_checkpoints SET seq = \(marks.identity), generation = \(marks.identityGeneration), updated_at = now()
+                WHERE stage = \(Self.stage)
+                """)
+            try await Self.setCheckpoint(tx, Self.mergesStage, lastMerge)
+            report.rebuilt = true
+            report.traitChanges = summary.traitChanges
+            report.profilesUpdated = summary.profiles
+            report.checkpoint = marks.identity
+            return report
+        }
+
+        let through = try await tx.query("""
+            SELECT max(seq) FROM (SELECT seq FROM cdp.events WHERE seq > \(marks.profiles) AND seq <= \(marks.identity)
+                                  ORDER BY seq LIMIT \(batchSize)) AS next
+            """).scalar(Int64?.self) ?? marks.profiles
+
+        // Profiles merged or split since the last batch: recompute them from all their events.
+        var recomputed: [UUID] = []
+        if lastMerge > marks.merges {
+            recomputed = try await tx.query("""
+                SELECT DISTINCT p FROM cdp.profile_merge_log AS m, LATERAL (VALUES (m.from_profile_id), (m.into_profile_id)) AS v (p)
+                WHERE m.merge_id > \(marks.merges) AND m.merge_id <= \(lastMerge)
+                """).map { try $0.decode(UUID.self) }
+            report.traitChanges += try await store.recompute(tx, profiles: recomputed, through: through)
+            report.profilesRecomputed = recomputed.count
+            try await Self.setCheckpoint(tx, Self.mergesStage, lastMerge)
+        }
+
+        guard through > marks.profiles || !recomputed.isEmpty else { return report }
+        report.events = try await tx.query("""
+            SELECT count(*) FROM cdp.events WHERE seq > \(marks.profiles) AND seq <= \(through)
+            """).scalar(Int.self)
+        report.traitChanges += try await store.applyEvents(tx, after: marks.profiles, through: through, except: recomputed)
+        let touched = try await tx.query("""
+            SELECT DISTINCT profile_id FROM cdp.events
+            WHERE seq > \(marks.profiles) AND seq <= \(through) AND profile_id IS NOT NULL
+            """).map { try $0.decode(UUID.self) }
+        report.profilesUpdated = try await store.refreshData(tx, profiles: Array(Set(touched).union(recomputed)), through: through)
+        try await Self.setCheckpoint(tx, Self.stage, through)
+        report.checkpoint = through
+        return report
+    }
+
+    static func setCheckpoint(_ db: PostgresConnection, _ stage: String, _ seq: Int64) async throws {
+        try await db.execute("UPDATE cdp.stage_checkpoints SET seq = \(seq), updated_at = now() WHERE stage = \(stage)")
+    }
+
+    /// Rebuilds every profile's traits and data from events, in one transaction; history records what changed
+    /// (reason `rebuild`). The result is the same as the real-time stage's.
+    public func rebuild() async throws -> BatchReport {
+        try await client.withTransaction { tx in
+            try await tx.advisoryTransactionLock(Self.processorLock)
+            try await tx.execute("SET LOCAL jit = off")
+            let lastMerge = try await tx.query("SELECT coalesce(max(merge_id), 0) FROM cdp.profile_merge_log").scalar(Int64.self)
+            let marks = try await Self.checkpoints(tx)
+            let definitions = try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", tx) ?? ComputedTraitDefinitions()
+            let summary = try await ProfileStore(definitions: definitions, asOf: clock()).rebuild(tx, through: marks.identity, reason: "rebuild")
+            try await tx.execute("""
+                UPDATE cdp.stage_checkpoints SET seq = \(marks.identity), generation = \(marks.identityGeneration), updated_at = now()
+                WHERE stage = \(Self.stage)
+                """)
+            try await Self.setCheckpoint(tx, Self.mergesStage, lastMerge)
+            var report = BatchReport()
+            report.rebuilt = true
+            report.traitChanges = summary.traitChanges
+            report.profilesUpdated = summary.profiles
+            report.checkpoint = marks.identity
+            return report
+        }
+    }
+
+    /// Recomputes every profile's computed traits at the current time (time windows move on even when no event
+    /// arrives), and the RFM quintile boundaries. Returns the number of profiles whose computed traits changed.
+    public func recomputeAll() async throws -> Int {
+        try await client.withTransaction { tx in
+            try await tx.advisoryTransactionLock(Self.processorLock)
+            try await tx.execute("SET LOCAL jit = off")
+            try await tx.execute("SET LOCAL work_mem = '256MB'")
+            let marks = try await Self.checkpoints(tx)
+            let definitions = try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", tx) ?? ComputedTraitDefinitions()
+            let changed = try await ProfileStore(definitions: definitions, asOf: clock()).recomputeComputed(tx, through: marks.profiles)
+            try await tx.execute("""
+                INSERT INTO cdp.stage_checkpoints (stage, seq) VALUES (\(Self.recomputeStage), \(marks.profiles))
+                ON CONFLICT (stage) DO UPDATE SET seq = excluded.seq, updated_at = now()
+                """)
+            return changed
+        }
+    }
+
+    /// When computed traits were last recomputed in bulk (nil: never).
+    public func lastRecompute() async throws -> Date? {
+        try await client.query("SELECT updated_at FROM cdp.stage_checkpoints WHERE stage = \(Self.recomputeStage)").scalar(Date?.self)
+    }
+
+    /// Runs until cancelled: catches up whenever the identity stage commits (`NOTIFY tributary_identity`, or every
+    /// `pollInterval`), and recomputes computed traits in bulk every `recomputeInterval`.
+    public func run(pollInterval: Duration = .seconds(1), recomputeInterval: Duration = .seconds(3600)) async throws {
+        logger.info("profiles: stage running")
+        var listener: PostgresConnection?
+        while !Task.isCancelled {
+            do {
+                let report = try await catchUp()
+                if report.events > 0 || report.rebuilt {
+                    logger.info("profiles: processed", metadata: [
+                        "events": "\(report.events)", "profiles": "\(report.profilesUpdated)",
+                        "recomputed": "\(report.profilesRecomputed)", "trait_changes": "\(report.traitChanges)",
+                        "rebuilt": "\(report.rebuilt)", "checkpoint": "\(report.checkpoint)",
+                    ])
+                }
+                let seconds = Double(recomputeInterval.components.seconds)
+                if try await lastRecompute().map({ Date().timeIntervalSince($0) >= seconds }) ?? true {
+                    let started = ContinuousClock.now
+                    let changed = try await recomputeAll()
+                    logger.info("profiles: computed traits recomputed", metadata: [
+                        "changed": "\(changed)", "duration": "\(ContinuousClock.now - started)",
+                    ])
+                }
+            } catch is CancellationError {
+                break
+            } catch {
+                logger.error("profiles: batch failed; retrying", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: pollInterval)
+            }
+            do {
+                if listener == nil {
+                    let connection = try await PostgresConnection.connect(configuration: client.configuration, logger: logger)
+                    try await connection.listen(Self.identityChannel)
+                    listener = connection
+                }
+                _ = try await listener?.waitForNotifications(timeout: pollInterval)
+            } catch {
+                await listener?.close()
+                listener = nil
+                logger.warning("profiles: not listening for identity batches; polling", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: pollInterval)
+            }
+        }
+        await listener?.close()
+    }
+}

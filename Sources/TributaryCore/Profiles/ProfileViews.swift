@@ -1,0 +1,109 @@
+import Foundation
+import Postgres
+
+/// Generates `cdp.profiles`: the fixed columns of the analyst contract plus one typed column per catalog trait and
+/// per computed trait, read from the jsonb with functions that give NULL (never an error) for a value of another type.
+public enum ProfileViews {
+    /// The columns every version of `cdp.profiles` starts with.
+    public static let fixedColumns = ["profile_id", "traits", "computed_traits", "first_seen_at", "last_seen_at", "event_count", "updated_at"]
+
+    /// The SELECT defining `cdp.profiles` for this catalog and these computed traits.
+    public static func definition(catalog: Catalog?, computed: ComputedTraitDefinitions?) throws -> String {
+        var columns = [
+            "p.profile_id",
+            "coalesce(d.traits, '{}'::jsonb) AS traits",
+            "coalesce(d.computed, '{}'::jsonb) AS computed_traits",
+            "d.first_seen_at",
+            "d.last_seen_at",
+            "coalesce(d.event_count, 0) AS event_count",
+            "d.updated_at",
+        ]
+        var owners: [String: String] = Dictionary(uniqueKeysWithValues: fixedColumns.map { ($0, "a built-in column") })
+        func add(_ column: String, _ expression: String, owner: String) throws {
+            if let other = owners[column] {
+                throw ProfileError("\(owner) would be the column '\(column)' of cdp.profiles, which is already \(other); give one of them another name")
+            }
+            owners[column] = owner
+            columns.append("\(expression) AS \(try SQLQuoting.identifier(column))")
+        }
+        for key in (catalog?.traits.keys).map({ $0.sorted() }) ?? [] {
+            guard let type = catalog?.traitType(key), let column = catalog?.columnName(forTrait: key) else { continue }
+            try add(column, typed("d.traits -> \(try SQLQuoting.literal(key))", type), owner: "catalog trait '\(key)'")
+        }
+        if let computed {
+            for trait in computed.computedTraits {
+                let value = "d.computed -> \(try SQLQuoting.literal(trait.name))"
+                let expression = trait.valueType(catalog: catalog).map { typed(value, $0) } ?? value
+                try add(trait.name, expression, owner: "computed trait '\(trait.name)'")
+            }
+            if computed.rfm.enabled {
+                for name in RFMSettings.traitNames {
+                    let value = "d.computed -> \(try SQLQuoting.literal(name))"
+                    try add(name, name == "rfm_score" ? typed(value, .string) : "cdp.jsonb_bigint(\(value))::int", owner: "RFM")
+                }
+            }
+        }
+        return """
+
+            SELECT \(columns.joined(separator: ",\n       "))
+            FROM cdp.identity_profiles AS p
+            LEFT JOIN cdp.profile_data AS d ON d.profile_id = p.profile_id
+
+            """
+    }
+
+    /// A jsonb expression read as a column of `type`.
+    static func typed(_ value: String, _ type: ValueType) -> String {
+        switch type {
+        case .string: "cdp.jsonb_text(\(value))"
+        case .integer: "cdp.jsonb_bigint(\(value))"
+        case .double: "cdp.jsonb_float8(\(value))"
+        case .boolean: "cdp.jsonb_boolean(\(value))"
+        case .timestamp: "cdp.jsonb_timestamptz(\(value))"
+        case .object: "CASE WHEN jsonb_typeof(\(value)) = 'object' THEN \(value) END"
+        case .array: "CASE WHEN jsonb_typeof(\(value)) = 'array' THEN \(value) END"
+        }
+    }
+
+    /// Regenerates `cdp.profiles` from the catalog and computed trait definitions stored in the database; run inside
+    /// the transaction that stores either, so a definition that cannot become a view is refused as a whole.
+    public static func refresh(_ db: PostgresConnection) async throws {
+        let catalog = try await ProfileConfig.load(Catalog.self, "catalog", db)
+        let computed = try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", db)
+        let sql = try definition(catalog: catalog, computed: computed)
+        try await db.execute("""
+            INSERT INTO cdp.generated_views (name, definition) VALUES ('cdp.profiles', \(sql))
+            ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, updated_at = now()
+            WHERE cdp.generated_views.definition <> excluded.definition
+            """)
+        try await db.execute("SELECT cdp.apply_generated_views()")
+    }
+}
+
+/// The configuration documents of `cdp.profile_config` (the catalog, the computed trait definitions).
+public enum ProfileConfig {
+    /// The stored document `name`, decoded; nil if none was applied.
+    public static func load<T: Decodable>(_ type: T.Type, _ name: String, _ db: PostgresConnection) async throws -> T? {
+        guard let text = try await db.query("SELECT document::text FROM cdp.profile_config WHERE name = \(name)").scalar(String?.self) else {
+            return nil
+        }
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(text.utf8))
+        } catch let error as DecodingError {
+            throw ProfileError("the stored \(name) cannot be read: \(describe(error)); apply it again")
+        }
+    }
+
+    /// Stores `document` as `name`; returns false if the same document was already in force.
+    @discardableResult
+    public static func store(_ name: String, json: Data, _ db: PostgresConnection) async throws -> Bool {
+        let text = String(decoding: json, as: UTF8.self)
+        let checksum = sha256Hex(json)
+        let stored = try await db.execute("""
+            INSERT INTO cdp.profile_config (name, document, checksum) VALUES (\(name), \(text)::jsonb, \(checksum))
+            ON CONFLICT (name) DO UPDATE SET document = excluded.document, checksum = excluded.checksum, applied_at = now()
+            WHERE cdp.profile_config.checksum <> excluded.checksum
+            """)
+        return (stored ?? 0) > 0
+    }
+}

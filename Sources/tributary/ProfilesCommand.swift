@@ -1,0 +1,76 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Postgres
+import TributaryCore
+
+extension TributaryCommand {
+    struct ProfilesCommand: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "profiles",
+            abstract: "Unified profiles: the profile stage (traits, computed traits), rebuilds, status.",
+            subcommands: [Run.self, Rebuild.self, Status.self])
+    }
+}
+
+extension TributaryCommand.ProfilesCommand {
+    struct Run: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run the profile stage after the identity stage until stopped (or once with --once).",
+            discussion: "It merges traits, keeps computed traits current for touched profiles and recomputes them all on a schedule.")
+        @OptionGroup var global: GlobalOptions
+        @Flag(help: "Process what is waiting now, then exit.") var once = false
+        @Option(help: "Most events per batch (one transaction).") var batchSize = 5000
+        @Option(help: "Seconds between bulk recomputes of computed traits (time windows, RFM).") var recomputeEvery = 3600
+
+        func run() async throws {
+            let logger = global.makeLogger()
+            try await global.withMigratedClient(logger: logger) { client in
+                let stage = ProfileStage(client: client, logger: logger, batchSize: batchSize)
+                if once {
+                    let report = try await stage.catchUp()
+                    print("profiles: \(report.events) events, \(report.profilesUpdated) profiles updated, "
+                        + "\(report.profilesRecomputed) recomputed after merges, \(report.traitChanges) trait changes"
+                        + (report.rebuilt ? " (rebuilt after an identity rebuild)" : "") + "; checkpoint at event \(report.checkpoint)")
+                } else {
+                    try await withTaskCancellationOnSignals {
+                        try await stage.run(recomputeInterval: .seconds(recomputeEvery))
+                    }
+                }
+            }
+        }
+    }
+
+    struct Rebuild: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Rebuild every profile's traits and computed traits from events (changes go to the trait history).")
+        @OptionGroup var global: GlobalOptions
+
+        func run() async throws {
+            let logger = global.makeLogger()
+            try await global.withMigratedClient(logger: logger) { client in
+                let started = ContinuousClock.now
+                let report = try await ProfileStage(client: client, logger: logger).rebuild()
+                print("profiles: rebuilt through event \(report.checkpoint) in \(ContinuousClock.now - started): "
+                    + "\(report.profilesUpdated) profiles changed, \(report.traitChanges) trait changes")
+            }
+        }
+    }
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show how far the profile stage has got.")
+        @OptionGroup var global: GlobalOptions
+
+        func run() async throws {
+            let logger = global.makeLogger()
+            let status = try await global.withMigratedClient(logger: logger) { client in
+                try await ProfileAdmin(client: client, logger: logger).status()
+            }
+            print("""
+                profile stage at event \(status.checkpoint) (identity stage at \(status.identityCheckpoint))
+                profiles: \(status.profiles) (\(status.profilesWithData) with data), trait values: \(status.traitValues), trait changes: \(status.traitChanges)
+                last bulk recompute of computed traits: \(status.lastRecompute.map { PostgresTime.format($0) } ?? "never")
+                """)
+        }
+    }
+}
