@@ -217,7 +217,7 @@ public struct ProfileStage: Sendable {
 
     /// When computed traits were last recomputed in bulk (nil: never).
     public func lastRecompute() async throws -> Date? {
-        try await client.query("SELECT updated_at FROM cdp.stage_checkpoints WHERE stage = \(Self.recomputeStage)").scalar(Date?.self)
+        try await client.query("SELECT updated_at FROM cdp.stage_checkpoints WHERE stage = \(Self.recomputeStage)").first?[0].decode(Date.self)
     }
 
     /// Runs until cancelled: catches up whenever the identity stage commits (`NOTIFY tributary_identity`, or every

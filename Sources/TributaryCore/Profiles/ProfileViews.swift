@@ -84,7 +84,7 @@ public enum ProfileViews {
 public enum ProfileConfig {
     /// The stored document `name`, decoded; nil if none was applied.
     public static func load<T: Decodable>(_ type: T.Type, _ name: String, _ db: PostgresConnection) async throws -> T? {
-        guard let text = try await db.query("SELECT document::text FROM cdp.profile_config WHERE name = \(name)").scalar(String?.self) else {
+        guard let text = try await db.query("SELECT document::text FROM cdp.profile_config WHERE name = \(name)").first?[0].decode(String.self) else {
             return nil
         }
         do {

@@ -1,0 +1,180 @@
+import Foundation
+import Postgres
+import PostgresTesting
+import Testing
+@testable import TributaryCore
+
+/// Helpers for the profile tests: events with chosen times and properties, both stages, reading profiles back.
+enum ProfileFixture {
+    static let base = Date(timeIntervalSince1970: 1_780_000_000)
+
+    nonisolated(unsafe) static var counter = 0
+    static let lock = NSLock()
+
+    static func event(
+        _ type: CallType = .identify, user: String? = nil, anonymous: String? = nil, event: String? = nil,
+        properties: String = "{}", traits: String = "{}", context: String = "{}", at timestamp: Date
+    ) -> IncomingEvent {
+        lock.lock()
+        counter += 1
+        let id = "p-\(counter)"
+        lock.unlock()
+        return IncomingEvent(
+            messageID: id, type: type, event: type == .track ? (event ?? "Clicked") : nil, name: nil, userID: user,
+            anonymousID: anonymous, groupID: nil, previousID: nil, timestamp: timestamp, originalTimestamp: nil, sentAt: nil,
+            receivedAt: Date(), properties: properties, traits: traits, context: context, integrations: "{}")
+    }
+
+    static func day(_ days: Double) -> Date { base.addingTimeInterval(days * 86_400) }
+
+    /// Writes events, then runs the identity and profile stages over them.
+    static func ingest(_ events: [IncomingEvent], _ client: PostgresClient, clock: Date = Date()) async throws {
+        try await IdentityFixture.write(events, client)
+        try await resolve(client, clock: clock)
+    }
+
+    static func resolve(_ client: PostgresClient, clock: Date = Date(), batchSize: Int = 5000) async throws {
+        _ = try await IdentityStage(client: client, logger: TestDatabase.logger, batchSize: batchSize).catchUp()
+        _ = try await ProfileStage(client: client, logger: TestDatabase.logger, batchSize: batchSize, clock: { clock }).catchUp()
+    }
+
+    /// The merged traits of the profile holding `user_id:user`.
+    static func traits(of user: String, _ client: PostgresClient) async throws -> [String: String] {
+        let text = try await client.query("""
+            SELECT p.traits::text FROM cdp.profiles AS p JOIN cdp.identities AS i ON i.profile_id = p.profile_id
+            WHERE i.kind = 'user_id' AND i.value = \(user)
+            """).scalar(String.self)
+        return try flat(text)
+    }
+
+    static func computed(of user: String, _ client: PostgresClient) async throws -> [String: String] {
+        let text = try await client.query("""
+            SELECT p.computed_traits::text FROM cdp.profiles AS p JOIN cdp.identities AS i ON i.profile_id = p.profile_id
+            WHERE i.kind = 'user_id' AND i.value = \(user)
+            """).scalar(String.self)
+        return try flat(text)
+    }
+
+    /// A JSON object's members as their JSON text (strings unquoted).
+    static func flat(_ json: String) throws -> [String: String] {
+        guard case .object(let members) = try JSONParser.parse(Array(json.utf8)) else { return [:] }
+        var result: [String: String] = [:]
+        for (key, value) in members {
+            switch value {
+            case .string(let text): result[key] = text
+            case .number(let text): result[key] = text
+            case .bool(let flag): result[key] = flag ? "true" : "false"
+            case .null: result[key] = "null"
+            default: result[key] = "\(value)"
+            }
+        }
+        return result
+    }
+
+    /// Everything the profile stage stores, to compare the real-time path with a rebuild.
+    static func state(_ client: PostgresClient) async throws -> [String] {
+        let values = try await client.query("""
+            SELECT profile_id::text || '|' || key || '|' || value::text || '|' || seq FROM cdp.profile_trait_values ORDER BY 1
+            """).map { try $0[0].decode(String.self) }
+        let data = try await client.query("""
+            SELECT profile_id::text || '|' || traits::text || '|' || computed::text || '|' || first_seen_at || '|'
+                   || last_seen_at || '|' || event_count FROM cdp.profile_data ORDER BY 1
+            """).map { try $0[0].decode(String.self) }
+        return values + data
+    }
+
+    static func apply(_ definitions: ComputedTraitDefinitions, _ client: PostgresClient) async throws {
+        try await ProfileAdmin(client: client, logger: TestDatabase.logger).apply(definitions)
+    }
+}
+
+@Suite struct TraitMergeTests {
+    typealias F = ProfileFixture
+
+    @Test func newerTraitsWinWhateverOrderTheyArriveInAndNullRemoves() async throws {
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await IdentityFixture.migrated(client)
+            try await F.ingest([
+                F.event(user: "u1", traits: #"{"plan": "pro", "city": "Paris", "age": 30}"#, at: F.day(2)),
+            ], client)
+            // Arrives later, happened earlier: changes nothing it also sets, adds what is new.
+            try await F.ingest([
+                F.event(user: "u1", traits: #"{"plan": "free", "name": "Ann"}"#, at: F.day(1)),
+            ], client)
+            #expect(try await F.traits(of: "u1", client) == ["plan": "pro", "city": "Paris", "age": "30", "name": "Ann"])
+            // context.traits of a track call count too; an identify's own traits beat context.traits of the same event.
+            try await F.ingest([
+                F.event(.track, user: "u1", context: #"{"traits": {"city": "Lyon"}}"#, at: F.day(3)),
+                F.event(user: "u1", traits: #"{"age": 31}"#, context: #"{"traits": {"age": 99}}"#, at: F.day(3)),
+            ], client)
+            #expect(try await F.traits(of: "u1", client) == ["plan": "pro", "city": "Lyon", "age": "31", "name": "Ann"])
+            // null removes; an older value arriving after the removal does not bring it back; a newer one does.
+            try await F.ingest([F.event(user: "u1", traits: #"{"city": null}"#, at: F.day(4))], client)
+            try await F.ingest([F.event(user: "u1", traits: #"{"city": "Nice"}"#, at: F.day(3.5))], client)
+            #expect(try await F.traits(of: "u1", client)["city"] == nil)
+            try await F.ingest([F.event(user: "u1", traits: #"{"city": "Nice"}"#, at: F.day(5))], client)
+            #expect(try await F.traits(of: "u1", client)["city"] == "Nice")
+            // Group traits are the group's, not the person's.
+            try await F.ingest([F.event(.group, user: "u1", traits: #"{"plan": "enterprise"}"#, at: F.day(6))], client)
+            #expect(try await F.traits(of: "u1", client)["plan"] == "pro")
+
+            let history = try await client.query("""
+                SELECT key, coalesce(old_value::text, '-'), coalesce(new_value::text, '-'), reason FROM cdp.trait_changes
+                WHERE key = 'city' ORDER BY seq
+                """).map { try $0.decode((String, String, String, String).self) }
+            #expect(history.map { "\($0.0) \($0.1)→\($0.2) \($0.3)" } == [
+                #"city -→"Paris" event"#, #"city "Paris"→"Lyon" event"#, #"city "Lyon"→- event"#, #"city -→"Nice" event"#,
+            ])
+            // The real-time result is what a rebuild computes.
+            let before = try await F.state(client)
+            let rebuilt = try await ProfileStage(client: client, logger: TestDatabase.logger).rebuild()
+            #expect(rebuilt.traitChanges == 0)
+            #expect(try await F.state(client) == before)
+        }
+    }
+
+    @Test func mergedProfilesMergeTheirTraitsByTheSameRule() async throws {
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await IdentityFixture.migrated(client)
+            try await F.ingest([
+                // A visitor tells us things anonymously, some of them newer than what the account holds.
+                F.event(anonymous: "a1", traits: #"{"plan": "free", "city": "Paris", "newsletter": true}"#, at: F.day(1)),
+                F.event(user: "u1", traits: #"{"plan": "pro", "city": "Berlin"}"#, at: F.day(2)),
+                F.event(anonymous: "a1", traits: #"{"city": "Rome"}"#, at: F.day(3)),
+            ], client)
+            let profiles = try await client.query("SELECT count(*) FROM cdp.profiles").scalar(Int.self)
+            #expect(profiles == 2)
+            // Then the visitor logs in: the profiles merge.
+            try await F.ingest([F.event(.track, user: "u1", anonymous: "a1", at: F.day(4))], client)
+            #expect(try await client.query("SELECT count(*) FROM cdp.profiles").scalar(Int.self) == 1)
+            #expect(try await F.traits(of: "u1", client) == ["plan": "pro", "city": "Rome", "newsletter": "true"])
+            let merged = try await client.query("""
+                SELECT key || ' ' || coalesce(old_value::text, '-') || '→' || coalesce(new_value::text, '-')
+                FROM cdp.trait_changes WHERE reason = 'merge' ORDER BY key
+                """).map { try $0[0].decode(String.self) }
+            // The survivor is the profile founded first (the visitor's); it gains the account's newer plan.
+            #expect(merged == [#"plan "free"→"pro""#])
+            // No state is left for the merged-away profile, and the data row counts all events.
+            #expect(try await client.query("SELECT count(*) FROM cdp.profile_data").scalar(Int.self) == 1)
+            #expect(try await client.query("SELECT event_count FROM cdp.profiles").scalar(Int.self) == 4)
+            let before = try await F.state(client)
+            #expect(try await ProfileStage(client: client, logger: TestDatabase.logger).rebuild().traitChanges == 0)
+            #expect(try await F.state(client) == before)
+        }
+    }
+
+    @Test func anIdentityRebuildRebuildsProfiles() async throws {
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await IdentityFixture.migrated(client)
+            try await F.ingest([
+                F.event(user: "u1", traits: #"{"plan": "pro"}"#, at: F.day(1)),
+                F.event(user: "u2", traits: #"{"plan": "free"}"#, at: F.day(1)),
+            ], client)
+            let before = try await F.state(client)
+            _ = try await IdentityRebuild(configuration: client.configuration, logger: TestDatabase.logger).run()
+            let report = try await ProfileStage(client: client, logger: TestDatabase.logger).catchUp()
+            #expect(report.rebuilt)
+            #expect(try await F.state(client) == before)
+        }
+    }
+}
