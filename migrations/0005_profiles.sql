@@ -6,6 +6,16 @@
 -- has not processed, rebuilds profiles from events instead of applying the rebuild's changes one by one.
 ALTER TABLE cdp.stage_checkpoints ADD COLUMN generation bigint NOT NULL DEFAULT 0;
 
+-- Profiles whose events were re-stamped by something other than a merge (a split re-resolving a component), written
+-- by the identity stage under its lock; stages after identity recompute them. Merges are in cdp.profile_merge_log.
+CREATE TABLE cdp.profile_changes (
+    change_id  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    profile_id uuid NOT NULL,
+    reason     text NOT NULL,
+    changed_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE cdp.profile_changes IS 'Tributary: profiles whose events were re-stamped by a split (internal)';
+
 -- The current value of each trait key of each profile: the value of the newest event (by timestamp, then receive
 -- order, identify traits before context.traits) that set it. value = JSON null means the trait was removed (kept, so
 -- that an older event arriving late cannot bring it back).

@@ -204,6 +204,11 @@ enum IdentitySplits {
             FROM unnest(\(seqs)::int8[], \(stamps.map(\.profile))::uuid[]) AS s (seq, profile_id)
             WHERE e.seq = s.seq AND e.seq = ANY(\(seqs)::int8[]) AND e.profile_id IS DISTINCT FROM s.profile_id
             """) ?? 0
+        // Later stages recompute every profile whose events may have changed hands.
+        let involved = profiles.union(alive).union(stamps.compactMap(\.profile)).sorted { $0.uuidString < $1.uuidString }
+        try await tx.execute("""
+            INSERT INTO cdp.profile_changes (profile_id, reason) SELECT unnest(\(involved)::uuid[]), 'split'
+            """)
         report.profilesBefore = profiles.count
         report.profilesAfter = alive.count
         report.eventsRestamped = restamped

@@ -44,6 +44,7 @@ public struct ProfileStage: Sendable {
     static let processorLock = AdvisoryLockKey(name: "tributary.profiles.processor")
     static let stage = "profiles"
     static let mergesStage = "profiles.merges"
+    static let changesStage = "profiles.changes"
     static let recomputeStage = "profiles.recompute"
     /// Sent when the identity stage commits a batch; the profile stage waits on it.
     public static let identityChannel = "tributary_identity"
@@ -96,27 +97,32 @@ public struct ProfileStage: Sendable {
         var profiles: Int64
         var generation: Int64
         var merges: Int64
+        var changes: Int64
     }
 
     static func checkpoints(_ db: PostgresConnection) async throws -> Checkpoints {
         try await db.execute("""
-            INSERT INTO cdp.stage_checkpoints (stage) VALUES (\(stage)), (\(mergesStage)) ON CONFLICT DO NOTHING
+            INSERT INTO cdp.stage_checkpoints (stage) VALUES (\(stage)), (\(mergesStage)), (\(changesStage)) ON CONFLICT DO NOTHING
             """)
         let row = try await db.query("""
             SELECT coalesce((SELECT seq FROM cdp.stage_checkpoints WHERE stage = 'identity'), 0),
                    coalesce((SELECT generation FROM cdp.stage_checkpoints WHERE stage = 'identity'), 0),
                    (SELECT seq FROM cdp.stage_checkpoints WHERE stage = \(stage)),
                    (SELECT generation FROM cdp.stage_checkpoints WHERE stage = \(stage)),
-                   (SELECT seq FROM cdp.stage_checkpoints WHERE stage = \(mergesStage))
+                   (SELECT seq FROM cdp.stage_checkpoints WHERE stage = \(mergesStage)),
+                   (SELECT seq FROM cdp.stage_checkpoints WHERE stage = \(changesStage))
             """).first!
-        let (identity, identityGeneration, profiles, generation, merges) = try row.decode((Int64, Int64, Int64, Int64, Int64).self)
-        return Checkpoints(identity: identity, identityGeneration: identityGeneration, profiles: profiles, generation: generation, merges: merges)
+        let (identity, identityGeneration, profiles, generation, merges, changes) =
+            try row.decode((Int64, Int64, Int64, Int64, Int64, Int64).self)
+        return Checkpoints(
+            identity: identity, identityGeneration: identityGeneration, profiles: profiles, generation: generation, merges: merges,
+            changes: changes)
     }
 
     func process(_ tx: PostgresConnection) async throws -> BatchReport {
         var report = BatchReport()
-        // Merges first, then the identity checkpoint: a merge committed in between is seen next batch.
-        let lastMerge = try await tx.query("SELECT coalesce(max(merge_id), 0) FROM cdp.profile_merge_log").scalar(Int64.self)
+        // Merges and splits first, then the identity checkpoint: one committed in between is seen next batch.
+        let (lastMerge, lastChange) = try await Self.lastChanges(tx)
         let marks = try await Self.checkpoints(tx)
         let definitions = try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", tx) ?? ComputedTraitDefinitions()
         let store = ProfileStore(definitions: definitions, asOf: clock())
@@ -130,6 +136,7 @@ public struct ProfileStage: Sendable {
                 WHERE stage = \(Self.stage)
                 """)
             try await Self.setCheckpoint(tx, Self.mergesStage, lastMerge)
+            try await Self.setCheckpoint(tx, Self.changesStage, lastChange)
             report.rebuilt = true
             report.traitChanges = summary.traitChanges
             report.profilesUpdated = summary.profiles
@@ -144,14 +151,17 @@ public struct ProfileStage: Sendable {
 
         // Profiles merged or split since the last batch: recompute them from all their events.
         var recomputed: [UUID] = []
-        if lastMerge > marks.merges {
+        if lastMerge > marks.merges || lastChange > marks.changes {
             recomputed = try await tx.query("""
-                SELECT DISTINCT p FROM cdp.profile_merge_log AS m, LATERAL (VALUES (m.from_profile_id), (m.into_profile_id)) AS v (p)
+                SELECT p FROM cdp.profile_merge_log AS m, LATERAL (VALUES (m.from_profile_id), (m.into_profile_id)) AS v (p)
                 WHERE m.merge_id > \(marks.merges) AND m.merge_id <= \(lastMerge)
+                UNION
+                SELECT profile_id FROM cdp.profile_changes WHERE change_id > \(marks.changes) AND change_id <= \(lastChange)
                 """).map { try $0.decode(UUID.self) }
             report.traitChanges += try await store.recompute(tx, profiles: recomputed, through: through)
             report.profilesRecomputed = recomputed.count
             try await Self.setCheckpoint(tx, Self.mergesStage, lastMerge)
+            try await Self.setCheckpoint(tx, Self.changesStage, lastChange)
         }
 
         guard through > marks.profiles || !recomputed.isEmpty else { return report }
@@ -169,6 +179,14 @@ public struct ProfileStage: Sendable {
         return report
     }
 
+    /// The newest merge-log and profile-change ids.
+    static func lastChanges(_ db: PostgresConnection) async throws -> (merges: Int64, changes: Int64) {
+        try await db.query("""
+            SELECT coalesce((SELECT max(merge_id) FROM cdp.profile_merge_log), 0),
+                   coalesce((SELECT max(change_id) FROM cdp.profile_changes), 0)
+            """).first!.decode((Int64, Int64).self)
+    }
+
     static func setCheckpoint(_ db: PostgresConnection, _ stage: String, _ seq: Int64) async throws {
         try await db.execute("UPDATE cdp.stage_checkpoints SET seq = \(seq), updated_at = now() WHERE stage = \(stage)")
     }
@@ -179,7 +197,7 @@ public struct ProfileStage: Sendable {
         try await client.withTransaction { tx in
             try await tx.advisoryTransactionLock(Self.processorLock)
             try await tx.execute("SET LOCAL jit = off")
-            let lastMerge = try await tx.query("SELECT coalesce(max(merge_id), 0) FROM cdp.profile_merge_log").scalar(Int64.self)
+            let (lastMerge, lastChange) = try await Self.lastChanges(tx)
             let marks = try await Self.checkpoints(tx)
             let definitions = try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", tx) ?? ComputedTraitDefinitions()
             let summary = try await ProfileStore(definitions: definitions, asOf: clock()).rebuild(tx, through: marks.identity, reason: "rebuild")
@@ -188,6 +206,7 @@ public struct ProfileStage: Sendable {
                 WHERE stage = \(Self.stage)
                 """)
             try await Self.setCheckpoint(tx, Self.mergesStage, lastMerge)
+            try await Self.setCheckpoint(tx, Self.changesStage, lastChange)
             var report = BatchReport()
             report.rebuilt = true
             report.traitChanges = summary.traitChanges
