@@ -13,7 +13,7 @@ import TributaryServer
 extension TributaryCommand {
     struct Demo: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "The whole path on the embedded default: start the database, migrate, collect sample events over HTTP, resolve identities.")
+            abstract: "The whole path on the embedded default: start the database, migrate, collect sample events over HTTP, resolve identities, build profiles.")
         @OptionGroup var global: GlobalOptions
 
         @Option(help: "Sample people to generate.") var people = 200
@@ -76,10 +76,37 @@ extension TributaryCommand {
                         print("                \(line)")
                     }
                 }
+                try await showProfiles(client: client, logger: logger)
                 let elapsed = ContinuousClock.now - started
                 print("  took          \(elapsed.formatted(.units(allowed: [.seconds, .milliseconds], width: .narrow)))")
                 print("Try: tributary serve, then curl -u \"$KEY:\" -d '{\"userId\":\"u1\",\"event\":\"Signed Up\"}' localhost:8080/v1/track")
             }
+        }
+
+        /// Applies the example computed traits, runs the profile stage and prints the richest profile.
+        func showProfiles(client: PostgresClient, logger: Logger) async throws {
+            let file = try ProjectFiles.locate().root.appendingPathComponent("examples/computed-traits.json")
+            let admin = ProfileAdmin(client: client, logger: logger)
+            let definitions = try await admin.load(try Data(contentsOf: file))
+            try await admin.apply(definitions)
+            let stage = ProfileStage(client: client, logger: logger)
+            let report = try await stage.catchUp()
+            _ = try await stage.recomputeAll()
+            let counts = try await client.query("""
+                SELECT (SELECT count(*) FROM cdp.profiles WHERE event_count > 0), (SELECT count(*) FROM cdp.trait_changes),
+                       (SELECT count(*) FROM cdp.profiles WHERE rfm_score IS NOT NULL)
+                """).first!.decode((Int, Int, Int).self)
+            print("  profiles      \(report.events) new events merged into \(counts.0) profiles: \(counts.1) trait changes recorded, "
+                + "\(definitions.computedTraits.count) computed traits (examples/computed-traits.json), RFM scores for \(counts.2) buyers")
+            guard let row = try await client.query("""
+                SELECT profile_id::text, jsonb_pretty(traits), orders, lifetime_value, favourite_category #>> '{}', rfm_score
+                FROM cdp.profiles ORDER BY orders DESC NULLS LAST, categories_viewed DESC NULLS LAST, event_count DESC, profile_id LIMIT 1
+                """).first else { return }
+            let (id, traits, orders, value, favourite, rfm) = try row.decode((String, String, Int?, Double?, String?, String?).self)
+            print("  top profile   \(id): \(orders ?? 0) orders, lifetime value \(value.map { String(format: "%.2f", $0) } ?? "-"), "
+                + "favourite category \(favourite ?? "-"), RFM \(rfm ?? "-")")
+            for line in traits.split(separator: "\n") { print("                \(line)") }
+            print("  analysts      SELECT profile_id, lifetime_value, rfm_score, traits->>'email' FROM cdp.profiles ORDER BY lifetime_value DESC NULLS LAST")
         }
 
         struct Collected {

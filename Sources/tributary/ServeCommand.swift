@@ -12,13 +12,18 @@ extension TributaryCommand {
     struct Serve: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Run the Segment-compatible collection API (POST /v1/track, /v1/batch, …), GET /health and GET /metrics.",
-            discussion: "Also runs the real-time identity stage (unless --no-identity), which stamps new events with profiles.")
+            discussion: """
+                Also runs the real-time identity stage (unless --no-identity), which stamps new events with profiles, and the \
+                profile stage after it (unless --no-profiles), which merges traits and keeps computed traits current.
+                """)
         @OptionGroup var global: GlobalOptions
 
         @Option(help: "Address to listen on.") var host = "127.0.0.1"
         @Option(help: "Port to listen on.") var port = 8080
         @Option(help: "Events waiting to be stored before requests get 503 with Retry-After.") var maxQueuedEvents = 50_000
         @Flag(inversion: .prefixedNo, help: "Run the real-time identity stage in this process.") var identity = true
+        @Flag(inversion: .prefixedNo, help: "Run the profile stage (traits, computed traits) in this process.") var profiles = true
+        @Option(help: "Seconds between bulk recomputes of computed traits (time windows, RFM).") var recomputeEvery = 3600
 
         func run() async throws {
             let logger = global.makeLogger()
@@ -37,6 +42,10 @@ extension TributaryCommand {
             var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: app)]
             if identity {
                 services.append(.init(service: IdentityService(stage: IdentityStage(client: client, logger: logger))))
+            }
+            if profiles {
+                let stage = ProfileStage(client: client, logger: logger)
+                services.append(.init(service: ProfileService(stage: stage, recomputeEvery: .seconds(recomputeEvery))))
             }
             let group = ServiceGroup(configuration: ServiceGroupConfiguration(
                 services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
@@ -127,5 +136,14 @@ struct IdentityService: Service {
     let stage: IdentityStage
     func run() async throws {
         try await cancelWhenGracefulShutdown { try await stage.run() }
+    }
+}
+
+/// The profile stage as a service of `tributary serve`: stops on graceful shutdown.
+struct ProfileService: Service {
+    let stage: ProfileStage
+    let recomputeEvery: Duration
+    func run() async throws {
+        try await cancelWhenGracefulShutdown { try await stage.run(recomputeInterval: recomputeEvery) }
     }
 }

@@ -33,7 +33,7 @@ public enum ProfileViews {
         if let computed {
             for trait in computed.computedTraits {
                 let value = "d.computed -> \(try SQLQuoting.literal(trait.name))"
-                let expression = trait.valueType(catalog: catalog).map { typed(value, $0) } ?? value
+                let expression = trait.valueType(catalog: catalog).map { typed(value, $0) } ?? "nullif(\(value), 'null'::jsonb)"
                 try add(trait.name, expression, owner: "computed trait '\(trait.name)'")
             }
             if computed.rfm.enabled {
