@@ -113,6 +113,17 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .executableTarget(
+            name: "tributary-profiles-bench",
+            dependencies: [
+                "Postgres",
+                "TributaryCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/profiles",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
             name: "tributary-identity-bench",
             dependencies: [
                 "Postgres",
