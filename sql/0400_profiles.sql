@@ -54,13 +54,17 @@ COMMENT ON VIEW cdp.event_trait_values IS 'Tributary: trait values carried by ev
 
 -- A quintile score 1..5 of value against four ascending boundaries: with higher_is_better, 1 + the number of
 -- boundaries below the value; otherwise (recency in days), 1 + the number of boundaries at or above it.
--- No boundaries yet (before the first bulk recompute): NULL.
+-- No boundaries yet (before the first bulk recompute): NULL. Plain arithmetic, so it inlines.
 CREATE OR REPLACE FUNCTION cdp.rfm_score(value float8, boundaries float8[], higher_is_better boolean) RETURNS int
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
     SELECT CASE WHEN boundaries IS NOT NULL AND value IS NOT NULL THEN
-        1 + (SELECT count(*)::int FROM unnest(boundaries) AS b
-             WHERE CASE WHEN higher_is_better THEN value > b ELSE value <= b END)
+        CASE WHEN higher_is_better
+             THEN 1 + (value > boundaries[1])::int + (value > boundaries[2])::int
+                    + (value > boundaries[3])::int + (value > boundaries[4])::int
+             ELSE 1 + (value <= boundaries[1])::int + (value <= boundaries[2])::int
+                    + (value <= boundaries[3])::int + (value <= boundaries[4])::int
+        END
     END
 $$;
 

@@ -48,28 +48,45 @@ public struct ComputedTraitCompiler: Sendable {
             """
     }
 
-    /// The `computed` jsonb of a row `a` of ``aggregateSQL(asOf:through:profileFilter:)``, scored for RFM against the
-    /// thresholds row `th` (columns recency, frequency, monetary; NULL before the first bulk recompute).
-    public func computedObjectSQL(asOf: Date, row a: String = "a", thresholds th: String = "th") throws -> String {
+    /// The `computed` jsonb of a row `a` of ``aggregateSQL(asOf:through:profileFilter:)``, with the RFM scores of
+    /// the row `s` of ``rfmScoresSQL(asOf:row:thresholds:)``.
+    public func computedObjectSQL(row a: String = "a", scores s: String = "s") throws -> String {
         var pairs: [String] = []
         for (index, trait) in definitions.computedTraits.enumerated() {
             pairs.append("\(try SQLQuoting.literal(trait.name)), \(a).t\(index)")
         }
         if definitions.rfm.enabled {
-            let recency = "extract(epoch FROM (\(Self.timestamp(asOf)) - \(a).rfm_last)) / 86400"
-            let r = "CASE WHEN \(a).rfm_orders > 0 THEN cdp.rfm_score(\(recency), \(th).recency, false) END"
-            let f = "CASE WHEN \(a).rfm_orders > 0 THEN cdp.rfm_score(\(a).rfm_orders, \(th).frequency, true) END"
-            let m = "CASE WHEN \(a).rfm_orders > 0 THEN cdp.rfm_score(\(a).rfm_revenue, \(th).monetary, true) END"
-            pairs.append("'rfm_recency', \(r)")
-            pairs.append("'rfm_frequency', \(f)")
-            pairs.append("'rfm_monetary', \(m)")
-            pairs.append("'rfm_score', (\(r))::text || (\(f))::text || (\(m))::text")
+            pairs.append("'rfm_recency', \(s).r")
+            pairs.append("'rfm_frequency', \(s).f")
+            pairs.append("'rfm_monetary', \(s).m")
+            pairs.append("'rfm_score', \(s).r::text || \(s).f::text || \(s).m::text")
         }
         if pairs.isEmpty { return "'{}'::jsonb" }
         // jsonb_build_object takes at most 100 arguments.
         return stride(from: 0, to: pairs.count, by: 40)
             .map { "jsonb_build_object(\(pairs[$0..<min($0 + 40, pairs.count)].joined(separator: ", ")))" }
             .joined(separator: " || ")
+    }
+
+    /// `CROSS JOIN LATERAL (...) AS s`: the RFM scores (r, f, m) of the aggregate row `a` against the thresholds row
+    /// `th` (columns recency, frequency, monetary; NULL before the first bulk recompute). Empty when RFM is off.
+    public func rfmScoresSQL(asOf: Date, row a: String = "a", thresholds th: String = "th", as s: String = "s") -> String {
+        guard definitions.rfm.enabled else { return "" }
+        let recency = "extract(epoch FROM (\(Self.timestamp(asOf)) - \(a).rfm_last)) / 86400"
+        return """
+            CROSS JOIN LATERAL (
+                SELECT CASE WHEN \(a).rfm_orders > 0 THEN cdp.rfm_score(\(recency), \(th).recency, false) END AS r,
+                       CASE WHEN \(a).rfm_orders > 0 THEN cdp.rfm_score(\(a).rfm_orders, \(th).frequency, true) END AS f,
+                       CASE WHEN \(a).rfm_orders > 0 THEN cdp.rfm_score(\(a).rfm_revenue, \(th).monetary, true) END AS m
+            ) AS \(s)
+            """
+    }
+
+    /// The same definitions restricted to what changes with time alone (windowed and days-since traits, RFM): what
+    /// the scheduled recompute needs, since everything else changes only with events, which the stage handles.
+    public var timeDependent: ComputedTraitCompiler {
+        ComputedTraitCompiler(ComputedTraitDefinitions(
+            computedTraits: definitions.computedTraits.filter(\.isTimeDependent), rfm: definitions.rfm))
     }
 
     /// The RFM threshold arrays (20/40/60/80th percentiles) over profiles with at least one purchase in `aggregates`.

@@ -371,6 +371,11 @@ extension ComputedTrait {
         make(name, .daysSinceLast, property: nil, events: events, within: nil, conditions)
     }
 
+    /// Whether the value can change with time alone, without a new event (a window, or days since).
+    public var isTimeDependent: Bool {
+        within != nil || aggregate == .daysSinceFirst || aggregate == .daysSinceLast
+    }
+
     /// The catalog type of this trait's values (nil: whatever the property holds, kept as JSON).
     func valueType(catalog: Catalog?) -> ValueType? {
         switch aggregate {

@@ -217,15 +217,17 @@ public struct ProfileStage: Sendable {
     }
 
     /// Recomputes every profile's computed traits at the current time (time windows move on even when no event
-    /// arrives), and the RFM quintile boundaries. Returns the number of profiles whose computed traits changed.
-    public func recomputeAll() async throws -> Int {
+    /// arrives), and the RFM quintile boundaries. With `full` false, only the traits that change with time alone
+    /// (windows, days since, RFM) are recomputed: the others change only with events, which the stage applies.
+    /// Returns the number of profiles whose computed traits changed.
+    public func recomputeAll(full: Bool = true) async throws -> Int {
         try await client.withTransaction { tx in
             try await tx.advisoryTransactionLock(Self.processorLock)
             try await tx.execute("SET LOCAL jit = off")
             try await tx.execute("SET LOCAL work_mem = '256MB'")
             let marks = try await Self.checkpoints(tx)
             let definitions = try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", tx) ?? ComputedTraitDefinitions()
-            let changed = try await ProfileStore(definitions: definitions, asOf: clock()).recomputeComputed(tx, through: marks.profiles)
+            let changed = try await ProfileStore(definitions: definitions, asOf: clock()).recomputeComputed(tx, through: marks.profiles, full: full)
             try await tx.execute("""
                 INSERT INTO cdp.stage_checkpoints (stage, seq) VALUES (\(Self.recomputeStage), \(marks.profiles))
                 ON CONFLICT (stage) DO UPDATE SET seq = excluded.seq, updated_at = now()
@@ -257,7 +259,7 @@ public struct ProfileStage: Sendable {
                 let seconds = Double(recomputeInterval.components.seconds)
                 if try await lastRecompute().map({ Date().timeIntervalSince($0) >= seconds }) ?? true {
                     let started = ContinuousClock.now
-                    let changed = try await recomputeAll()
+                    let changed = try await recomputeAll(full: false)
                     logger.info("profiles: computed traits recomputed", metadata: [
                         "changed": "\(changed)", "duration": "\(ContinuousClock.now - started)",
                     ])

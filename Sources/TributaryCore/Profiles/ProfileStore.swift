@@ -128,7 +128,7 @@ struct ProfileStore: Sendable {
         """
         WITH written AS (
             INSERT INTO cdp.profile_data AS d (profile_id, traits, computed, first_seen_at, last_seen_at, event_count, computed_at)
-            SELECT a.profile_id, coalesce(t.traits, '{}'::jsonb), \(try compiler.computedObjectSQL(asOf: asOf)),
+            SELECT a.profile_id, coalesce(t.traits, '{}'::jsonb), \(try compiler.computedObjectSQL()),
                    a.first_seen_at, a.last_seen_at, a.event_count, \(ComputedTraitCompiler.timestamp(asOf))
             FROM (\(aggregates)) AS a
             LEFT JOIN LATERAL (
@@ -136,6 +136,7 @@ struct ProfileStore: Sendable {
                 WHERE v.profile_id = a.profile_id AND v.value <> 'null'
             ) AS t ON true
             LEFT JOIN cdp.rfm_thresholds AS th ON true
+            \(compiler.rfmScoresSQL(asOf: asOf))
             ON CONFLICT (profile_id) DO UPDATE
             SET traits = excluded.traits, computed = excluded.computed, first_seen_at = excluded.first_seen_at,
                 last_seen_at = excluded.last_seen_at, event_count = excluded.event_count,
@@ -167,8 +168,12 @@ struct ProfileStore: Sendable {
         return (changes, profiles)
     }
 
-    /// Computes every profile's aggregates into the temporary table `name` and stores the RFM quintile boundaries.
-    private func computeThresholds(_ tx: PostgresConnection, through: Int64, into name: String) async throws {
+    /// Computes every profile's aggregates (of `compiler`'s traits) into the temporary table `name` and stores the
+    /// RFM quintile boundaries.
+    private func computeThresholds(
+        _ tx: PostgresConnection, through: Int64, into name: String, compiler: ComputedTraitCompiler? = nil
+    ) async throws {
+        let compiler = compiler ?? self.compiler
         try await tx.execute(PostgresQuery(unsafeSQL: """
             CREATE TEMPORARY TABLE \(name) ON COMMIT DROP AS \(try compiler.aggregateSQL(asOf: asOf, through: through))
             """))
@@ -187,14 +192,18 @@ struct ProfileStore: Sendable {
         if (stored ?? 0) == 0 { try await tx.execute("DELETE FROM cdp.rfm_thresholds") }
     }
 
-    /// Recomputes every profile's computed traits (bulk), with fresh RFM boundaries. Returns the rows changed.
-    func recomputeComputed(_ tx: PostgresConnection, through: Int64) async throws -> Int {
-        try await computeThresholds(tx, through: through, into: "bulk_aggregates")
+    /// Recomputes every profile's computed traits in bulk, with fresh RFM boundaries: all of them (`full`), or only
+    /// those that change with time alone, merged into the stored object. Returns the rows changed.
+    func recomputeComputed(_ tx: PostgresConnection, through: Int64, full: Bool) async throws -> Int {
+        let compiler = full ? self.compiler : self.compiler.timeDependent
+        try await computeThresholds(tx, through: through, into: "bulk_aggregates", compiler: compiler)
+        let merged = full ? "c.computed" : "d.computed || c.computed"
         let changed = try await tx.execute(PostgresQuery(unsafeSQL: """
-            UPDATE cdp.profile_data AS d SET computed = c.computed, computed_at = \(ComputedTraitCompiler.timestamp(asOf))
-            FROM (SELECT a.profile_id, \(try compiler.computedObjectSQL(asOf: asOf)) AS computed
-                  FROM pg_temp.bulk_aggregates AS a LEFT JOIN cdp.rfm_thresholds AS th ON true) AS c
-            WHERE d.profile_id = c.profile_id AND d.computed IS DISTINCT FROM c.computed
+            UPDATE cdp.profile_data AS d SET computed = \(merged), computed_at = \(ComputedTraitCompiler.timestamp(asOf))
+            FROM (SELECT a.profile_id, \(try compiler.computedObjectSQL()) AS computed
+                  FROM pg_temp.bulk_aggregates AS a LEFT JOIN cdp.rfm_thresholds AS th ON true
+                  \(compiler.rfmScoresSQL(asOf: asOf))) AS c
+            WHERE d.profile_id = c.profile_id AND d.computed IS DISTINCT FROM \(merged)
             """))
         try await tx.execute("DROP TABLE pg_temp.bulk_aggregates")
         return changed ?? 0
