@@ -64,14 +64,19 @@ extension TributaryCommand.Traits {
     struct Recompute: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Recompute every profile's computed traits now (time windows, RFM quintiles).",
-            discussion: "tributary serve and tributary profiles run do this on a schedule (--recompute-every).")
+            discussion: """
+                tributary serve and tributary profiles run recompute the traits that change with time alone on a schedule \
+                (--recompute-every); this recomputes all of them unless --time-dependent-only.
+                """)
         @OptionGroup var global: GlobalOptions
+        @Flag(help: "Only traits that change with time alone (windows, days since, RFM), as the schedule does.")
+        var timeDependentOnly = false
 
         func run() async throws {
             let logger = global.makeLogger()
             try await global.withMigratedClient(logger: logger) { client in
                 let started = ContinuousClock.now
-                let changed = try await ProfileStage(client: client, logger: logger).recomputeAll()
+                let changed = try await ProfileStage(client: client, logger: logger).recomputeAll(full: !timeDependentOnly)
                 print("computed traits: recomputed in \(ContinuousClock.now - started); \(changed) profiles changed")
             }
         }
