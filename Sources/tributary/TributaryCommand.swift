@@ -15,7 +15,7 @@ struct TributaryCommand: AsyncParsableCommand {
             """,
         version: Tributary.version,
         subcommands: [
-            Demo.self, Serve.self, Sources.self, Import.self, Webhooks.self, IdentityGroup.self, Migrate.self, DB.self,
+            Demo.self, Serve.self, Sources.self, Import.self, Webhooks.self, IdentityGroup.self, CatalogGroup.self, Migrate.self, DB.self,
             Version.self,
         ]
     )
