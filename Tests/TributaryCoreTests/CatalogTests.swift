@@ -249,3 +249,94 @@ import Testing
         }
     }
 }
+
+/// Inference and the catalog in force, against real PostgreSQL.
+@Suite struct CatalogDatabaseTests {
+    typealias F = IdentityFixture
+
+    func event(_ type: CallType, _ name: String? = nil, properties: String = "{}", traits: String = "{}", context: String = "{}") -> IncomingEvent {
+        IncomingEvent(
+            messageID: UUID().uuidString, type: type, event: name, name: nil, userID: "u-1", anonymousID: nil, groupID: nil,
+            previousID: nil, timestamp: Date(timeIntervalSince1970: 1_780_000_000), originalTimestamp: nil, sentAt: nil,
+            receivedAt: Date(), properties: properties, traits: traits, context: context, integrations: "{}")
+    }
+
+    @Test func inferenceTypesTraitsAndPropertiesOfTheLatestEvents() async throws {
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await F.migrated(client)
+            #expect(try await CatalogInference.infer(client: client) == Catalog(), "no events, nothing to infer")
+            try await F.write([
+                event(.identify, traits: """
+                    {"email": "a@x.com", "age": 31, "ltv": 10, "plan": "pro", "created": "2024-01-02T03:04:05Z", "gone": null,
+                     "vip": true, "prefs": {"a": 1}, "tags": ["x"], "big": 99999999999999999999, "round": 1e3, "tie": 5, "": 1,
+                     "traits": "x"}
+                    """),
+                event(.identify, traits: """
+                    {"ltv": 10.5, "age": 40, "created": "2024-02-03 00:00:00.123+02:00", "gone": null, "plan": null, "big": 1,
+                     "round": 10.0, "tie": "five"}
+                    """),
+                event(.track, "Order Completed", properties: #"{"revenue": 12, "currency": "USD", "at": "2024-01-02T03:04:05Z"}"#,
+                      context: #"{"traits": {"firstName": "Jane", "mixed": 1}}"#),
+                event(.track, "Order Completed", properties: #"{"revenue": 12.5, "currency": "EUR", "at": "2024-13-02T03:04:05Z"}"#,
+                      context: #"{"traits": {"mixed": "a"}}"#),
+                event(.track, "Order Completed", properties: #"{"revenue": null}"#, context: #"{"traits": {"mixed": "b"}}"#),
+                event(.page, properties: #"{"path": "/x", "count": 1}"#),
+                event(.screen, properties: #"{"name": "Home", "day": "2024-01-02"}"#),
+                event(.group, traits: #"{"industry": "retail"}"#),
+            ], client)
+            let catalog = try await CatalogInference.infer(client: client)
+            let types = catalog.traits.mapValues(\.type)
+            #expect(types == [
+                "email": .string, "age": .integer, "ltv": .double, "plan": .string, "created": .timestamp, "vip": .boolean,
+                "prefs": .object, "tags": .array, "big": .double, "round": .double, "tie": .integer, "firstName": .string,
+                "mixed": .string, "traits": .string,
+            ], "nulls ignored; group traits are not profile traits; integers and doubles make double; the most frequent JSON type wins")
+            #expect(catalog.traits["email"]?.pii == true && catalog.traits["firstName"]?.pii == true && catalog.traits["age"]?.pii == nil)
+            #expect(catalog.traits["firstName"]?.column == "first_name" && catalog.traits["traits"]?.column == "traits_2")
+            #expect(catalog.events.mapValues { $0.properties.mapValues(\.type) } == [
+                "Order Completed": ["revenue": .double, "currency": .string, "at": .string],
+                "$page": ["path": .string, "count": .integer],
+                "$screen": ["name": .string, "day": .string],
+            ])
+            try catalog.validate()
+            let latest = try await CatalogInference.infer(client: client, sample: 2)
+            #expect(latest == Catalog(events: ["$screen": .init(properties: ["name": .init(type: .string), "day": .init(type: .string)])]),
+                    "only the two most recent events: the screen call and the group call")
+            await #expect(throws: CatalogError("sample: must be at least 1, got 0")) { try await CatalogInference.infer(client: client, sample: 0) }
+        }
+    }
+
+    @Test func applyStoresTheCanonicalCatalogOnceAndReportsWhatChanged() async throws {
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await F.migrated(client)
+            let store = CatalogStore(client: client)
+            #expect(try await store.current() == nil)
+            var catalog = try Catalog.parse(Data("""
+                {"traits": {"firstName": {"type": "string", "pii": true}, "age": {"type": "integer"}},
+                 "events": {"Order Completed": {"properties": {"revenue": {"type": "double"}}}}}
+                """.utf8))
+            #expect(try await store.apply(catalog).map(\.description) == [
+                "+ traits.age: integer", "+ traits.firstName: string", #"+ events["Order Completed"]: 1 properties"#,
+            ])
+            #expect(try await store.current() == catalog.canonical)
+            let stored: PostgresQuery = "SELECT document -> 'traits' -> 'firstName' ->> 'column', checksum, applied_at::text FROM cdp.profile_config"
+            let (column, checksum, appliedAt) = try await client.query(stored)[0].decode((String, String, String).self)
+            #expect(column == "first_name" && checksum.count == 64)
+            #expect(try await store.apply(catalog).isEmpty, "applying it again changes nothing")
+            #expect(try await store.apply(catalog.canonical).isEmpty, "nor does writing out the derived columns")
+            #expect(try await client.query(stored)[0].decode((String, String, String).self) == (column, checksum, appliedAt))
+
+            catalog.traits["age"] = .init(type: .double, description: "years")
+            catalog.traits["firstName"]?.column = "given_name"
+            catalog.events = [:]
+            #expect(try await store.apply(catalog).map(\.description) == [
+                "~ traits.age: type integer → double, description changed", "~ traits.firstName: column first_name → given_name",
+                #"- events["Order Completed"]: 1 properties"#,
+            ])
+            var invalid = catalog
+            invalid.traits["visits"] = .init(type: .integer, column: "event_count")
+            await #expect(throws: CatalogError.self) { try await store.apply(invalid) }
+            #expect(try await store.current() == catalog.canonical)
+        }
+    }
+}

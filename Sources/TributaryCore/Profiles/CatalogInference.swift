@@ -12,8 +12,9 @@ import Postgres
 /// How a key's type is chosen, ignoring JSON `null` values:
 /// - its values are grouped by JSON type, and the most frequent JSON type wins (a tie goes to the first in
 ///   alphabetical order: array, boolean, number, object, string);
-/// - numbers are `integer` if every sampled number is written without a fraction or exponent and fits in 64 bits
-///   (`10`, not `10.0` or `10.5`), otherwise `double`, so a mix of integers and doubles is `double`;
+/// - numbers are `integer` if every sampled number is integral as written and fits in 64 bits (`10` or `1e3`, but not
+///   `10.5`, nor `10.0`, whose decimal PostgreSQL keeps), otherwise `double`, so a mix of integers and doubles is
+///   `double`;
 /// - strings are `timestamp` if every sampled string is an ISO-8601 date-time (``timestampPattern``), otherwise `string`.
 ///
 /// Keys that look like personal data (``looksLikePII(_:)``) are marked `pii` on traits. Every trait gets an explicit,
