@@ -52,6 +52,9 @@ import Testing
         expectError(#"{"events": {"": {}}}"#, "events: an event name must not be empty")
         expectError(#"{"events": {"x": {"properties": {"": {"type": "string"}}}}}"#, "events.x.properties: a property key must not be empty")
         expectError(#"{"traits": {"a\"b.c": {"type": "nope"}}}"#, #"traits["a\"b.c"].type: unknown type 'nope' (\#(Self.types))"#)
+        expectError(#"{"traits": {"a": {"type": "string", "column": "x\ny"}}}"#,
+                    #"traits.a.column: 'x\ny' is not a valid column name ([a-z_][a-z0-9_]*, at most 63 bytes)"#)
+        expectError(#"{"traits": {"a": {"type": "int\u0007"}}}"#, #"traits.a.type: unknown type 'int\u{07}' (\#(Self.types))"#)
         expectError(#"["traits"]"#, "catalog: must be a JSON object")
         expectError(#"{"traits": {"#, "catalog: invalid JSON at byte 12: unexpected end of input in an object")
     }

@@ -103,9 +103,8 @@ public struct Catalog: Codable, Sendable, Equatable {
     /// Whether `name` can be a typed column: `[a-z_][a-z0-9_]*`, at most 63 bytes.
     public static func isValidColumnName(_ name: String) -> Bool {
         let bytes = Array(name.utf8)
-        func isLetter(_ byte: UInt8) -> Bool { (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || byte == UInt8(ascii: "_") }
-        guard let first = bytes.first, isLetter(first), bytes.count <= maxColumnBytes else { return false }
-        return bytes.allSatisfy { isLetter($0) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }
+        guard let first = bytes.first, first.isASCIILower || first == UInt8(ascii: "_"), bytes.count <= maxColumnBytes else { return false }
+        return bytes.allSatisfy { $0.isASCIILower || $0.isASCIIDigit || $0 == UInt8(ascii: "_") }
     }
 
     /// Checks what parsing cannot: no empty keys or names, valid and distinct trait columns, none of them reserved.
@@ -118,7 +117,7 @@ public struct Catalog: Codable, Sendable, Equatable {
             let column = explicit ?? CatalogNames.column(forKey: key)
             let path = Self.path("traits", key)
             // The column named the way the user can find it: the `column` they wrote, or the key it came from.
-            let subject = explicit == nil ? "\(path): the column '\(column)' derived from the key" : "\(path).column: '\(column)'"
+            let subject = explicit == nil ? "\(path): the column '\(column)' derived from the key" : "\(path).column: \(Self.quoted(column))"
             let remedy = explicit == nil ? "; set \"column\"" : ""
             guard Self.isValidColumnName(column) else {
                 throw CatalogError("\(subject) is not a valid column name ([a-z_][a-z0-9_]*, at most \(Self.maxColumnBytes) bytes)")
@@ -145,12 +144,14 @@ public struct Catalog: Codable, Sendable, Equatable {
     /// `parent.key`, or `parent["key"]` (JSON-escaped) when the key is not a plain identifier, for error messages:
     /// `traits.email`, `events["Order Completed"]`.
     static func path(_ parent: String, _ key: String) -> String {
-        func isWordByte(_ byte: UInt8) -> Bool {
-            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte | 0x20) || byte == UInt8(ascii: "_")
-                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
-        }
-        let plain = key.utf8.allSatisfy(isWordByte) && key.utf8.first.map { !(UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) } == true
+        let plain = key.utf8.first.map { !$0.isASCIIDigit } == true
+            && key.utf8.allSatisfy { $0.isASCIILower || $0.isASCIIUpper || $0.isASCIIDigit || $0 == UInt8(ascii: "_") }
         return plain ? "\(parent).\(key)" : "\(parent)[\(JSONValue.string(key).serialized)]"
+    }
+
+    /// `'text'` for an error message, control characters written as escapes (`\n`, `\u{7}`) so it stays one line.
+    static func quoted(_ text: String) -> String {
+        "'" + text.unicodeScalars.map { $0.properties.generalCategory == .control ? $0.escaped(asASCII: true) : String($0) }.joined() + "'"
     }
 }
 
@@ -216,7 +217,7 @@ extension Catalog {
         let type: ValueType
         switch value["type"] {
         case .string(let name)?:
-            guard let known = ValueType(rawValue: name) else { throw CatalogError("\(path).type: unknown type '\(name)' (\(expected))") }
+            guard let known = ValueType(rawValue: name) else { throw CatalogError("\(path).type: unknown type \(quoted(name)) (\(expected))") }
             type = known
         case nil, .null?: throw CatalogError("\(path).type: required (\(expected))")
         default: throw CatalogError("\(path).type: must be a string (\(expected))")

@@ -11,21 +11,18 @@ public enum CatalogNames {
     static func words(_ key: String) -> [String] {
         var words: [[UInt8]] = []
         var current: [UInt8] = []
-        func isUpper(_ byte: UInt8) -> Bool { (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) }
-        func isLower(_ byte: UInt8) -> Bool { (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) }
-        func isDigit(_ byte: UInt8) -> Bool { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) }
         for byte in key.folding(options: .diacriticInsensitive, locale: nil).utf8 {
-            guard isUpper(byte) || isLower(byte) || isDigit(byte) else {
+            guard byte.isASCIIUpper || byte.isASCIILower || byte.isASCIIDigit else {
                 if !current.isEmpty { words.append(current) }
                 current = []
                 continue
             }
             if let last = current.last {
-                if isUpper(byte) && (isLower(last) || isDigit(last)) {
+                if byte.isASCIIUpper && (last.isASCIILower || last.isASCIIDigit) {
                     // firstName, address2Line: a capital after a lower-case letter or digit starts a word.
                     words.append(current)
                     current = []
-                } else if isLower(byte) && isUpper(last) && current.count >= 2 && isUpper(current[current.count - 2]) {
+                } else if byte.isASCIILower && last.isASCIIUpper && current.count >= 2 && current[current.count - 2].isASCIIUpper {
                     // HTTPStatus: the last capital of a run starts the word the lower-case letter continues.
                     words.append(Array(current.dropLast()))
                     current = [last]
@@ -43,7 +40,7 @@ public enum CatalogNames {
     public static func column(forKey key: String) -> String {
         var name = words(key).map { $0.lowercased() }.joined(separator: "_")
         if name.isEmpty { name = "trait" }
-        if name.utf8.first.map({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }) == true { name = "_" + name }
+        if name.utf8.first?.isASCIIDigit == true { name = "_" + name }
         return String(name.prefix(Catalog.maxColumnBytes))
     }
 
@@ -78,4 +75,10 @@ public enum CatalogNames {
         "postfix", "precedence", "prefix", "required", "right", "set", "some", "unowned", "weak", "willSet",
         "actor", "isolated", "macro", "each", "any", "copy", "discard", "consume", "sending", "then",
     ]
+}
+
+extension UInt8 {
+    var isASCIIUpper: Bool { (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(self) }
+    var isASCIILower: Bool { (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(self) }
+    var isASCIIDigit: Bool { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(self) }
 }
