@@ -225,7 +225,7 @@ import Testing
             traits: ["age": .init(type: .integer), "plan": .init(type: .string), "email": .init(type: .string, pii: true),
                      "traits": .init(type: .object)],
             events: ["Order Completed": .init(properties: ["revenue": .init(type: .double), "tax": .init(type: .double)]),
-                     "$page": .init(properties: ["path": .init(type: .string)])])
+                     "$page": .init(properties: ["path": .init(type: .string)]), "Signed Up": .init()])
         let merged = inferred.merged(keeping: edited)
         #expect(merged.traits["age"] == edited.traits["age"] && merged.traits["legacy"] == edited.traits["legacy"])
         #expect(merged.traits["plan"] == .init(type: .string, column: "plan_2"), "the user's age took the column plan")
@@ -233,12 +233,12 @@ import Testing
         #expect(merged.traits["traits"]?.column == "traits_2", "reserved columns are avoided")
         #expect(merged.events["Order Completed"]?.properties["revenue"] == edited.events["Order Completed"]?.properties["revenue"])
         #expect(merged.events["Order Completed"]?.properties["tax"] == .init(type: .double))
-        #expect(merged.events["$page"] == inferred.events["$page"])
+        #expect(merged.events["$page"] == inferred.events["$page"] && merged.events["Signed Up"] == Catalog.EventSpec())
         try merged.validate()
         #expect(merged.merged(keeping: merged) == merged)
         #expect(merged.changes(from: edited).map(\.description) == [
             "+ traits.email: string", "+ traits.plan: string", "+ traits.traits: object",
-            #"+ events["$page"]: 1 properties"#, #"+ events["Order Completed"].properties.tax: double"#,
+            #"+ events["$page"]: 1 properties"#, #"+ events["Order Completed"].properties.tax: double"#, #"+ events["Signed Up"]: 0 properties"#,
         ])
     }
 
@@ -283,6 +283,8 @@ import Testing
                 event(.track, "Order Completed", properties: #"{"revenue": 12.5, "currency": "EUR", "at": "2024-13-02T03:04:05Z"}"#,
                       context: #"{"traits": {"mixed": "a"}}"#),
                 event(.track, "Order Completed", properties: #"{"revenue": null}"#, context: #"{"traits": {"mixed": "b"}}"#),
+                event(.track, "Signed Up", properties: #"{"gone": null}"#),
+                event(.track, "", properties: #"{"x": 1}"#),
                 event(.page, properties: #"{"path": "/x", "count": 1}"#),
                 event(.screen, properties: #"{"name": "Home", "day": "2024-01-02"}"#),
                 event(.group, traits: #"{"industry": "retail"}"#),
@@ -297,7 +299,7 @@ import Testing
             #expect(catalog.traits["email"]?.pii == true && catalog.traits["firstName"]?.pii == true && catalog.traits["age"]?.pii == nil)
             #expect(catalog.traits["firstName"]?.column == "first_name" && catalog.traits["traits"]?.column == "traits_2")
             #expect(catalog.events.mapValues { $0.properties.mapValues(\.type) } == [
-                "Order Completed": ["revenue": .double, "currency": .string, "at": .string],
+                "Order Completed": ["revenue": .double, "currency": .string, "at": .string], "Signed Up": [:],
                 "$page": ["path": .string, "count": .integer],
                 "$screen": ["name": .string, "day": .string],
             ])

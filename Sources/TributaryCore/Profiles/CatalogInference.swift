@@ -18,7 +18,7 @@ import Postgres
 /// - strings are `timestamp` if every sampled string is an ISO-8601 date-time (``timestampPattern``), otherwise `string`.
 ///
 /// Keys that look like personal data (``looksLikePII(_:)``) are marked `pii` on traits. Every trait gets an explicit,
-/// distinct `column`. Empty keys and event names are skipped.
+/// distinct `column`. Events seen without properties are catalogued too; empty keys and event names are skipped.
 public enum CatalogInference {
     /// How many of the most recent events (by receive order) `infer` samples unless told otherwise.
     public static let defaultSample = 100_000
@@ -33,7 +33,10 @@ public enum CatalogInference {
         guard sample >= 1 else { throw CatalogError("sample: must be at least 1, got \(sample)") }
         let rows = try await client.query("""
             WITH sample AS MATERIALIZED (
-                SELECT type, event, properties, traits, context FROM cdp.events ORDER BY seq DESC LIMIT \(sample)
+                SELECT type, properties, traits, context,
+                       CASE type WHEN 'track' THEN event WHEN 'page' THEN \(Catalog.pageEvent) WHEN 'screen' THEN \(Catalog.screenEvent) END
+                           AS event_name
+                FROM cdp.events ORDER BY seq DESC LIMIT \(sample)
             ), entries AS (
                 SELECT true AS is_trait, NULL::text AS event, t.key, t.value
                 FROM sample, jsonb_each(CASE WHEN type = 'identify' AND jsonb_typeof(traits) = 'object' THEN traits END) t
@@ -41,38 +44,48 @@ public enum CatalogInference {
                 SELECT true, NULL, t.key, t.value
                 FROM sample, jsonb_each(CASE WHEN jsonb_typeof(context -> 'traits') = 'object' THEN context -> 'traits' END) t
                 UNION ALL
-                SELECT false, CASE type WHEN 'track' THEN event WHEN 'page' THEN \(Catalog.pageEvent) ELSE \(Catalog.screenEvent) END,
-                       p.key, p.value
+                SELECT false, event_name, p.key, p.value
                 FROM sample, jsonb_each(CASE WHEN jsonb_typeof(properties) = 'object' THEN properties END) p
-                WHERE type IN ('track', 'page', 'screen')
+                WHERE event_name <> ''
             ), per_json_type AS (
                 SELECT is_trait, event, key, jsonb_typeof(value) AS json_type, count(*) AS n,
                        bool_and(CASE WHEN jsonb_typeof(value) = 'number' THEN scale(value::numeric) = 0
                                      AND value::numeric BETWEEN -9223372036854775808 AND 9223372036854775807 END) AS integral,
                        bool_and(CASE WHEN jsonb_typeof(value) = 'string' THEN (value #>> '{}') ~ \(timestampPattern) END) AS timestamps
                 FROM entries
-                WHERE jsonb_typeof(value) <> 'null' AND key <> '' AND (is_trait OR event <> '')
+                WHERE jsonb_typeof(value) <> 'null' AND key <> ''
                 GROUP BY is_trait, event, key, jsonb_typeof(value)
+            ), chosen AS (
+                SELECT DISTINCT ON (is_trait, event, key) is_trait, event, key,
+                       CASE json_type WHEN 'number' THEN CASE WHEN integral THEN 'integer' ELSE 'double' END
+                                      WHEN 'string' THEN CASE WHEN timestamps THEN 'timestamp' ELSE 'string' END
+                                      ELSE json_type END AS type
+                FROM per_json_type
+                ORDER BY is_trait, event, key, n DESC, json_type
             )
-            SELECT DISTINCT ON (is_trait, event, key) is_trait, event, key,
-                   CASE json_type WHEN 'number' THEN CASE WHEN integral THEN 'integer' ELSE 'double' END
-                                  WHEN 'string' THEN CASE WHEN timestamps THEN 'timestamp' ELSE 'string' END
-                                  ELSE json_type END
-            FROM per_json_type
-            ORDER BY is_trait, event, key, n DESC, json_type
+            SELECT is_trait, event, key, type FROM chosen
+            UNION ALL
+            -- Events without properties are catalogued too.
+            SELECT DISTINCT false, event_name, NULL, NULL FROM sample WHERE event_name <> ''
             """)
         var traits: [String: Catalog.FieldSpec] = [:]
         var events: [String: Catalog.EventSpec] = [:]
         for row in rows {
-            let (isTrait, event, key, typeName) = try row.decode((Bool, String?, String, String).self)
-            guard let type = ValueType(rawValue: typeName) else { throw CatalogError("inference produced an unknown type '\(typeName)'") }
-            if isTrait {
-                traits[key] = Catalog.FieldSpec(type: type, pii: looksLikePII(key) ? true : nil)
+            let (isTrait, event, key, typeName) = try row.decode((Bool, String?, String?, String?).self)
+            if isTrait, let key, let typeName {
+                traits[key] = Catalog.FieldSpec(type: try valueType(typeName), pii: looksLikePII(key) ? true : nil)
             } else if let event {
-                events[event, default: Catalog.EventSpec()].properties[key] = Catalog.FieldSpec(type: type)
+                var spec = events[event] ?? Catalog.EventSpec()
+                if let key, let typeName { spec.properties[key] = Catalog.FieldSpec(type: try valueType(typeName)) }
+                events[event] = spec
             }
         }
         return Catalog(events: events).adding(traits: traits)
+    }
+
+    private static func valueType(_ name: String) throws -> ValueType {
+        guard let type = ValueType(rawValue: name) else { throw CatalogError("inference produced an unknown type '\(name)'") }
+        return type
     }
 
     /// Words that mark a key as personal data wherever they appear in it (`email`, `billing_address`, `mobilePhone`).
@@ -99,9 +112,9 @@ extension Catalog {
     public func merged(keeping existing: Catalog) -> Catalog {
         var result = existing.adding(traits: traits)
         for (name, event) in events {
-            for (key, property) in event.properties where result.events[name]?.properties[key] == nil {
-                result.events[name, default: EventSpec()].properties[key] = property
-            }
+            var kept = result.events[name] ?? EventSpec()
+            for (key, property) in event.properties where kept.properties[key] == nil { kept.properties[key] = property }
+            result.events[name] = kept
         }
         return result
     }
