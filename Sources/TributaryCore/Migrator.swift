@@ -76,6 +76,10 @@ public struct Migrator: Sendable {
                             throw MigrationError(Self.describe(error, in: "sql/\(name)", sql: sql) + "; sql/ was left as it was")
                         }
                     }
+                    // Generated views follow this version's generator (a new fixed column, say), not the stored text.
+                    if try await tx.query("SELECT to_regclass('cdp.generated_views') IS NOT NULL").scalar(Bool.self) {
+                        try await ProfileViews.refresh(tx)
+                    }
                 }
                 report.sqlFiles = sqlFiles.map(\.name)
                 return report
