@@ -15,8 +15,8 @@ struct TributaryCommand: AsyncParsableCommand {
             """,
         version: Tributary.version,
         subcommands: [
-            Demo.self, Serve.self, Sources.self, Import.self, Webhooks.self, IdentityGroup.self, Migrate.self, DB.self,
-            Version.self,
+            Demo.self, Serve.self, Sources.self, Tokens.self, Import.self, Webhooks.self, IdentityGroup.self, ProfilesCommand.self,
+            Migrate.self, DB.self, Version.self,
         ]
     )
 
@@ -36,6 +36,8 @@ struct TributaryCommand: AsyncParsableCommand {
         } catch let error as CLIError {
             fail(error.description)
         } catch let error as IdentityError {
+            fail(error.description)
+        } catch let error as APITokenError {
             fail(error.description)
         } catch {
             exit(withError: error)
