@@ -5,7 +5,7 @@
 -- A timestamp as JSON text: ISO 8601 in UTC with milliseconds ("2026-11-01T10:00:00.000Z"), whatever the
 -- session's TimeZone (to_json would use the session's offset).
 CREATE OR REPLACE FUNCTION cdp.json_timestamp(t timestamptz) RETURNS text
-LANGUAGE sql STABLE STRICT PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE
 AS $$ SELECT to_char($1 AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') $$;
 COMMENT ON FUNCTION cdp.json_timestamp(timestamptz) IS
     'Tributary: a timestamp as ISO 8601 text in UTC with milliseconds, as the profile API returns it';
@@ -14,10 +14,13 @@ COMMENT ON FUNCTION cdp.json_timestamp(timestamptz) IS
 -- has not processed it), segments, identifiers in the order they were first seen, event aggregates and the newest
 -- event_limit events (by timestamp, then receive order). Without a cdp.profile_data row, first_seen_at and
 -- last_seen_at come from the identifiers and event_count is 0.
+-- PL/pgSQL rather than SQL only so that the statement's plan is cached for the session: a SQL function that cannot
+-- be inlined is planned again on every call (about 1 ms here, five times the cost of running it).
 CREATE OR REPLACE FUNCTION cdp.profile_document_by_id(p_profile_id uuid, p_event_limit int) RETURNS text
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
-    SELECT json_build_object(
+BEGIN
+    RETURN (SELECT json_build_object(
         'profile_id', $1,
         'traits', coalesce(d.traits, '{}'),
         'computed_traits', coalesce(d.computed, '{}'),
@@ -53,7 +56,8 @@ AS $$
             -- events_profile_time: (profile_id, timestamp DESC, seq DESC).
             SELECT * FROM cdp.events AS e WHERE e.profile_id = $1 ORDER BY e.timestamp DESC, e.seq DESC LIMIT $2
         ) AS e
-    ) AS recent
+    ) AS recent);
+END
 $$;
 COMMENT ON FUNCTION cdp.profile_document_by_id(uuid, int) IS
     'Tributary: the profile API document (JSON text) of a live profile id, with its newest event_limit events';
