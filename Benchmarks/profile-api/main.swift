@@ -56,8 +56,11 @@ struct ProfileAPIBench: AsyncParsableCommand {
         let tokens = APITokenStore(client: client)
         let (token, secret) = try await tokens.create(name: "profile-api-bench-\(UUID().uuidString.prefix(8))", scopes: [.profilesRead])
         let port = PortBox()
+        // Quiet: stopping the server at the end logs cancellations; failed requests are counted by status instead.
+        var serverLogger = logger
+        serverLogger.logLevel = .critical
         let app = buildApplication(
-            configuration: ServerConfiguration(port: 0), client: client, logger: logger, onListening: { await port.set($0) })
+            configuration: ServerConfiguration(port: 0), client: client, logger: serverLogger, onListening: { await port.set($0) })
         let server = Task { try await app.run() }
         let listening = try await port.wait()
 

@@ -87,15 +87,17 @@ public struct ProfileDocuments: Sendable {
 
     /// Turns a row of `cdp.profile_lookup` into a ``Lookup``.
     static func lookup(outcome: String, document: String?, kind: String, value: String) throws -> Lookup {
+        if outcome == "found" {
+            guard let document else { throw PostgresError(.decoding, "cdp.profile_lookup found a profile but returned no document") }
+            return .found(document: document)
+        }
+        // Every other outcome's document is a small object of details.
         let details = document.flatMap { try? JSONParser.parse(Array($0.utf8)) }
         func text(_ key: String) -> String? {
             if case .string(let text)? = details?[key] { return text }
             return nil
         }
         switch outcome {
-        case "found":
-            guard let document else { throw PostgresError(.decoding, "cdp.profile_lookup found a profile but returned no document") }
-            return .found(document: document)
         case "hub":
             var threshold = 0
             if case .number(let number)? = details?["hub_threshold"] { threshold = Int(number) ?? 0 }
