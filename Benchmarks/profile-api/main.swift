@@ -24,7 +24,8 @@ struct ProfileAPIBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "tributary-profile-api-bench")
 
     @Option(help: "The database to read (default: DATABASE_URL / PG*, else the embedded server).") var databaseURL: String?
-    @Option(help: "Embedded data directory used when no database is named.") var dataDir = ".tributary/pgdata"
+    @Option(help: "Embedded data directory used when no database is named (default: the CLI's, $TRIBUTARY_PGDATA or .tributary/pgdata).")
+    var dataDir: String?
     @Option(help: "Concurrent HTTP clients, each sending its next request when the last is answered.") var clients = 50
     @Option(help: "How long to send requests.") var seconds = 20
     @Option(help: "Random active identifiers to look up.") var identifiers = 1000

@@ -71,9 +71,9 @@ public struct ProfileDocuments: Sendable {
     /// The value is normalized as the identity stage normalizes identifiers (`Alice@Example.COM ` finds
     /// `alice@example.com`). Kind `profile_id` takes a profile id; one merged away gives the profile it went into.
     ///
-    /// - Parameter events: 0 through ``maxEvents``.
+    /// - Parameter events: how many of the newest events to include, 0 or more (the API and the CLI allow at most
+    ///   ``maxEvents``; a negative count is an error from PostgreSQL).
     public func lookup(kind: String, value: String, events: Int) async throws -> Lookup {
-        precondition(Self.validEventCount(events), "events must be 0...\(Self.maxEvents)")
         // PostgreSQL text cannot hold NUL, and no identifier does (control characters are refused).
         if kind.utf8.contains(0) { return .invalidKind(kind.replacingOccurrences(of: "\0", with: "\\0")) }
         if value.utf8.contains(0) {
