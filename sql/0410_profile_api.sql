@@ -165,6 +165,10 @@ BEGIN
         UNION ALL SELECT key FROM jsonb_each(coalesce(v_rules -> 'normalize', '{}'))
         UNION ALL SELECT key FROM jsonb_each(coalesce(v_rules -> 'limits', '{}'))
         UNION ALL SELECT jsonb_array_elements_text(coalesce(v_rules -> 'priority', '[]'))
+        UNION ALL SELECT jsonb_array_elements_text(coalesce(v_rules -> 'hubExemptKinds', '[]'))
+        UNION ALL SELECT jsonb_array_elements_text(b.entry -> 'kinds')
+                  FROM jsonb_array_elements(coalesce(v_rules -> 'blocked', '[]')) AS b (entry)
+                  WHERE jsonb_typeof(b.entry -> 'kinds') = 'array'
         UNION ALL SELECT used.kind FROM used WHERE used.kind IS NOT NULL
     ) AS known (k);
     IF p_kind = ANY (v_known) THEN
