@@ -134,6 +134,20 @@ let package = Package(
             path: "Benchmarks/identity",
             swiftSettings: swiftSettings
         ),
+        .executableTarget(
+            name: "tributary-profile-api-bench",
+            dependencies: [
+                "Postgres",
+                "TributaryCore",
+                "TributaryServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/profile-api",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "PostgresTests",
             dependencies: ["Postgres", "PostgresTesting"],

@@ -16,20 +16,24 @@ public struct ServerConfiguration: Sendable {
     public var maxQueuedEvents: Int
     /// How long a write key lookup is cached (a disabled or rotated key stops working within this time).
     public var writeKeyCacheTTL: Duration
+    /// How long an API token lookup is cached (a revoked token stops working within this time).
+    public var apiTokenCacheTTL: Duration
 
     public init(
         host: String = "127.0.0.1", port: Int = 8080, limits: CollectionLimits = CollectionLimits(),
-        maxQueuedEvents: Int = 50_000, writeKeyCacheTTL: Duration = .seconds(5)
+        maxQueuedEvents: Int = 50_000, writeKeyCacheTTL: Duration = .seconds(5), apiTokenCacheTTL: Duration = .seconds(5)
     ) {
         self.host = host
         self.port = port
         self.limits = limits
         self.maxQueuedEvents = maxQueuedEvents
         self.writeKeyCacheTTL = writeKeyCacheTTL
+        self.apiTokenCacheTTL = apiTokenCacheTTL
     }
 }
 
-/// Builds the HTTP application: Segment's Tracking API under `/v1`, `GET /health` and `GET /metrics`.
+/// Builds the HTTP application: Segment's Tracking API under `/v1`, the profile API
+/// (`GET /v1/profiles/{kind}/{value}`), `GET /health` and `GET /metrics`.
 ///
 /// Kept apart from the command so tests build the same application and drive it through a real socket.
 ///
@@ -45,7 +49,7 @@ public func buildApplication(
     }
     let api = CollectionAPI(
         configuration: configuration, writer: writer,
-        keys: WriteKeyCache(store: SourceStore(client: client), ttl: configuration.writeKeyCacheTTL),
+        keys: CredentialCache(sources: SourceStore(client: client), ttl: configuration.writeKeyCacheTTL),
         webhookMappings: WebhookMappingStore(client: client), metrics: metrics, logger: logger)
     let router = Router(context: BasicRequestContext.self)
     for type in CallType.allCases {
@@ -56,6 +60,7 @@ public func buildApplication(
     router.post("/v1/webhooks/:source") { request, context in
         await api.handleWebhook(request, sourceName: context.parameters.get("source") ?? "")
     }
+    ProfileAPI(client: client, tokenCacheTTL: configuration.apiTokenCacheTTL, metrics: metrics, logger: logger).register(on: router)
     router.get("/health") { _, _ in
         do {
             _ = try await client.query("SELECT 1")
@@ -81,7 +86,7 @@ public func buildApplication(
 struct CollectionAPI: Sendable {
     let configuration: ServerConfiguration
     let writer: EventWriter
-    let keys: WriteKeyCache
+    let keys: CredentialCache<Source>
     let webhookMappings: WebhookMappingStore
     let metrics: ServerMetrics
     let logger: Logger
@@ -258,7 +263,7 @@ struct CollectionAPI: Sendable {
 
     private func authenticate(_ key: String) async -> Source? {
         do {
-            return try await keys.source(for: key)
+            return try await keys.value(for: key)
         } catch {
             logger.error("write key lookup failed", metadata: ["error": "\(error)"])
             return nil
@@ -296,27 +301,5 @@ struct CollectionAPI: Sendable {
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
-    }
-}
-
-/// Write key lookups, cached briefly so a busy source costs no query per request.
-actor WriteKeyCache {
-    private let store: SourceStore
-    private let ttl: Duration
-    private var entries: [String: (source: Source?, expires: ContinuousClock.Instant)] = [:]
-
-    init(store: SourceStore, ttl: Duration) {
-        self.store = store
-        self.ttl = ttl
-    }
-
-    func source(for key: String) async throws -> Source? {
-        let hash = SourceStore.hash(key)
-        let now = ContinuousClock.now
-        if let entry = entries[hash], entry.expires > now { return entry.source }
-        let source = try await store.authenticate(writeKey: key)
-        if entries.count > 10_000 { entries = entries.filter { $0.value.expires > now } }
-        entries[hash] = (source, now + ttl)
-        return source
     }
 }

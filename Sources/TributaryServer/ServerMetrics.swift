@@ -1,20 +1,26 @@
 import Prometheus
 
-/// The collection API's Prometheus metrics, served at `GET /metrics`.
+/// The collection and profile APIs' Prometheus metrics, served at `GET /metrics`.
 public final class ServerMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
     let batchDuration: DurationHistogram
+    let profileDuration: DurationHistogram
     let accepted: Counter
     let duplicates: Counter
     let queueDepth: Gauge
     let flushSize: ValueHistogram
 
     public init() {
+        let latencyBuckets: [Duration] = [
+            .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+            .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(5),
+        ]
         batchDuration = registry.makeDurationHistogram(
-            name: "tributary_collect_request_duration_seconds",
-            buckets: [.milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25),
-                      .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(5)],
+            name: "tributary_collect_request_duration_seconds", buckets: latencyBuckets,
             help: "Time from a collection request's arrival to its response (including the durable commit)")
+        profileDuration = registry.makeDurationHistogram(
+            name: "tributary_profile_request_duration_seconds", buckets: latencyBuckets,
+            help: "Time from a profile API request's arrival to its response")
         accepted = registry.makeCounter(name: "tributary_events_accepted_total", help: "Events stored")
         duplicates = registry.makeCounter(
             name: "tributary_events_duplicate_total", help: "Events not stored again because their messageId was already stored")

@@ -11,7 +11,8 @@ import UnixSignals
 extension TributaryCommand {
     struct Serve: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Run the Segment-compatible collection API (POST /v1/track, /v1/batch, …), GET /health and GET /metrics.",
+            abstract: "Run the Segment-compatible collection API (POST /v1/track, /v1/batch, …), the profile API "
+                + "(GET /v1/profiles/KIND/VALUE), GET /health and GET /metrics.",
             discussion: """
                 Also runs the real-time identity stage (unless --no-identity), which stamps new events with profiles, and the \
                 profile stage after it (unless --no-profiles), which merges traits and keeps computed traits current.

@@ -15,9 +15,8 @@ struct TributaryCommand: AsyncParsableCommand {
             """,
         version: Tributary.version,
         subcommands: [
-            Demo.self, Serve.self, Sources.self, Import.self, Webhooks.self, IdentityGroup.self, ProfilesCommand.self, Traits.self,
-            CatalogGroup.self, Migrate.self, DB.self,
-            Version.self,
+            Demo.self, Serve.self, Sources.self, Tokens.self, Import.self, Webhooks.self, IdentityGroup.self, ProfilesCommand.self,
+            Traits.self, CatalogGroup.self, Migrate.self, DB.self, Version.self,
         ]
     )
 
@@ -41,6 +40,8 @@ struct TributaryCommand: AsyncParsableCommand {
         } catch let error as ProfileError {
             fail(error.description)
         } catch let error as CatalogError {
+            fail(error.description)
+        } catch let error as APITokenError {
             fail(error.description)
         } catch {
             exit(withError: error)

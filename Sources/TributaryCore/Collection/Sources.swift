@@ -102,13 +102,7 @@ public struct SourceStore: Sendable {
     }
 
     static func validName(_ name: String) throws -> String {
-        let trimmed = name.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard !trimmed.isEmpty else { throw SourceError("a source name cannot be empty") }
-        guard trimmed.count <= 100 else { throw SourceError("a source name can be at most 100 characters") }
-        guard !trimmed.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
-            throw SourceError("a source name cannot contain control characters")
-        }
-        return trimmed
+        try checkedName(name, what: "a source name", error: SourceError.init)
     }
 
     /// SHA-256 of a write key, in hex: what is stored and looked up.

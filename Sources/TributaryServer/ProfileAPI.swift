@@ -1,0 +1,137 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import Postgres
+import Prometheus
+import TributaryCore
+
+/// The profile API: `GET /v1/profiles/{kind}/{value}[?events=N]` with `Authorization: Bearer <API token>`.
+///
+/// `kind` is an identifier kind (`user_id`, `anonymous_id`, `email`, `phone`, configured kinds) or `profile_id`;
+/// `value` is percent-encoded (`/` as `%2F`) and normalized as the identity stage normalizes identifiers. A request
+/// is one round trip to PostgreSQL (`cdp.profile_lookup`), which builds the JSON; token lookups are cached.
+///
+/// | status | when |
+/// |---|---|
+/// | 200 | the profile document |
+/// | 400 | `events` not 0…100, a malformed kind or value, a kind nobody uses (the known ones are listed) |
+/// | 401 | no token, or not a valid unrevoked API token (write keys are not API tokens); `WWW-Authenticate: Bearer` |
+/// | 403 | a valid token without the `profiles:read` or `admin` scope |
+/// | 404 | no profile holds the identifier |
+/// | 409 | the identifier is a hub: shared by many people, it identifies no one profile |
+/// | 503 | the database is unavailable |
+///
+/// Errors are `{"code": "...", "error": "..."}`.
+struct ProfileAPI: Sendable {
+    let documents: ProfileDocuments
+    let tokens: CredentialCache<APIToken>
+    let metrics: ServerMetrics
+    let logger: Logger
+
+    init(client: PostgresClient, tokenCacheTTL: Duration, metrics: ServerMetrics, logger: Logger) {
+        documents = ProfileDocuments(client: client)
+        tokens = CredentialCache(tokens: APITokenStore(client: client), ttl: tokenCacheTTL)
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    /// Adds the profile API's route to `router`.
+    func register(on router: Router<BasicRequestContext>) {
+        router.get("/v1/profiles/:kind/:value") { request, context in
+            await handle(request, kind: context.parameters.get("kind") ?? "", value: context.parameters.get("value") ?? "")
+        }
+    }
+
+    /// Answers a request; `kind` and `value` are the path components as sent (still percent-encoded).
+    func handle(_ request: Request, kind: String, value: String) async -> Response {
+        let started = ContinuousClock.now
+        let response = await respond(request, rawKind: kind, rawValue: value)
+        metrics.profileDuration.record(ContinuousClock.now - started)
+        metrics.request(route: "profiles", status: response.status.code)
+        return response
+    }
+
+    private func respond(_ request: Request, rawKind: String, rawValue: String) async -> Response {
+        // 1. Authenticate before looking at anything else, so unknown callers learn nothing.
+        guard let secret = Self.bearerToken(request.headers[.authorization]) else { return Self.unauthorized() }
+        let token: APIToken?
+        do {
+            token = try await tokens.value(for: secret)
+        } catch {
+            logger.error("API token lookup failed", metadata: ["error": "\(error)"])
+            return Self.unavailable()
+        }
+        guard let token else { return Self.unauthorized() }
+        guard token.allows(.profilesRead) else {
+            return Self.error(.forbidden, "forbidden", "this API token does not have the profiles:read or admin scope")
+        }
+        // 2. The request.
+        var events = ProfileDocuments.defaultEvents
+        if let text = request.uri.queryParameters.get("events") {
+            guard let number = Int(text), ProfileDocuments.validEventCount(number) else {
+                return Self.error(.badRequest, "invalid_events",
+                                  "events: must be a whole number from 0 to \(ProfileDocuments.maxEvents), got '\(text.prefix(100))'")
+            }
+            events = number
+        }
+        guard let kind = rawKind.removingPercentEncoding else {
+            return Self.error(.badRequest, "invalid_kind", "the kind is not valid percent-encoded UTF-8")
+        }
+        guard let value = rawValue.removingPercentEncoding else {
+            return Self.error(.badRequest, "invalid_value", "the value is not valid percent-encoded UTF-8 (encode '%' as %25)")
+        }
+        // 3. One round trip: PostgreSQL builds the document; its text is the body.
+        let lookup: ProfileDocuments.Lookup
+        do {
+            lookup = try await documents.lookup(kind: kind, value: value, events: events)
+        } catch {
+            logger.error("profile lookup failed", metadata: ["error": "\(error)"])
+            return Self.unavailable()
+        }
+        switch lookup {
+        case .found(let document):
+            var headers = HTTPFields()
+            headers[.contentType] = "application/json"
+            headers[.cacheControl] = "no-store"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: document)))
+        case .notFound:
+            return Self.error(.notFound, "not_found", lookup.message ?? "")
+        case .hub:
+            return Self.error(.conflict, "hub", lookup.message ?? "")
+        case .unknownKind:
+            return Self.error(.badRequest, "unknown_kind", lookup.message ?? "")
+        case .invalidKind:
+            return Self.error(.badRequest, "invalid_kind", lookup.message ?? "")
+        case .invalidValue:
+            return Self.error(.badRequest, "invalid_value", lookup.message ?? "")
+        }
+    }
+
+    /// The token from `Authorization: Bearer <token>` (scheme case-insensitive), or nil.
+    static func bearerToken(_ header: String?) -> String? {
+        guard let header, header.count > 7, header.prefix(7).lowercased() == "bearer " else { return nil }
+        let token = header.dropFirst(7).trimmingCharacters(in: .whitespaces)
+        return token.isEmpty ? nil : token
+    }
+
+    /// The same answer for a missing, unknown, malformed or revoked token, and for a write key.
+    static func unauthorized() -> Response {
+        var response = error(.unauthorized, "unauthorized", "a valid API token is required: send Authorization: Bearer <token>")
+        response.headers[.wwwAuthenticate] = "Bearer realm=\"tributary\""
+        return response
+    }
+
+    static func unavailable() -> Response {
+        var response = error(.serviceUnavailable, "storage_unavailable", "the database is unavailable; retry")
+        response.headers[.retryAfter] = "1"
+        return response
+    }
+
+    static func error(_ status: HTTPResponse.Status, _ code: String, _ message: String) -> Response {
+        var response = CollectionAPI.json(status, ["code": code, "error": message])
+        response.headers[.cacheControl] = "no-store"
+        return response
+    }
+}
