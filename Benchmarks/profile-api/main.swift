@@ -28,6 +28,8 @@ struct ProfileAPIBench: AsyncParsableCommand {
     var dataDir: String?
     @Option(help: "Concurrent HTTP clients, each sending its next request when the last is answered.") var clients = 50
     @Option(help: "How long to send requests.") var seconds = 20
+    @Option(help: "Requests per second from all clients together (0: each client sends its next request as soon as the last is answered).")
+    var rate = 0.0
     @Option(help: "Random active identifiers to look up.") var identifiers = 1000
     @Option(help: "Events per document (the events query parameter).") var events = ProfileDocuments.defaultEvents
     @Option(help: "The server's database connections (tributary serve uses 8).") var connections = 8
@@ -71,7 +73,8 @@ struct ProfileAPIBench: AsyncParsableCommand {
         let base = "http://127.0.0.1:\(listening)"
         // Warm up: connections, plans, caches.
         _ = try await Self.drive(http: http, base: base, paths: paths, secret: secret, clients: clients, duration: .seconds(2))
-        let result = try await Self.drive(http: http, base: base, paths: paths, secret: secret, clients: clients, duration: .seconds(seconds))
+        let result = try await Self.drive(
+            http: http, base: base, paths: paths, secret: secret, clients: clients, duration: .seconds(seconds), rate: rate)
 
         try await http.shutdown()
         server.cancel()
@@ -81,7 +84,8 @@ struct ProfileAPIBench: AsyncParsableCommand {
 
         let sorted = result.latencies.sorted()
         func percentile(_ p: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
-        print(String(format: "requests: %d in %.1f s = %.0f requests/s", sorted.count, result.seconds, Double(sorted.count) / result.seconds))
+        print(String(format: "requests: %d in %.1f s = %.0f requests/s (%d clients, %@)", sorted.count, result.seconds,
+                     Double(sorted.count) / result.seconds, clients, rate > 0 ? String(format: "paced at %.0f/s", rate) : "closed loop"))
         print(String(format: "latency (ms): p50 %.2f   p90 %.2f   p99 %.2f   max %.2f", percentile(0.5), percentile(0.9), percentile(0.99), sorted.last ?? 0))
         print("status: " + result.statuses.sorted { $0.key < $1.key }.map { "\($0.key) × \($0.value)" }.joined(separator: ", "))
         let failures = result.statuses.filter { $0.key != 200 }.values.reduce(0, +) + result.errors.values.reduce(0, +)
@@ -111,15 +115,25 @@ struct ProfileAPIBench: AsyncParsableCommand {
     }
 
     /// `clients` loops, each requesting a random path and waiting for the whole answer, until `duration` is over.
-    static func drive(http: HTTPClient, base: String, paths: [String], secret: String, clients: Int, duration: Duration) async throws -> Result {
+    /// With `rate` > 0 the clients together send `rate` requests per second, each on its own schedule (a request
+    /// that comes due while the last is still out is sent as soon as it is answered).
+    static func drive(
+        http: HTTPClient, base: String, paths: [String], secret: String, clients: Int, duration: Duration, rate: Double = 0
+    ) async throws -> Result {
         let start = ContinuousClock.now
         let deadline = start + duration
+        let interval: Duration = rate > 0 ? .nanoseconds(Int64(Double(clients) / rate * 1e9)) : .zero
         let results = try await withThrowingTaskGroup(of: Result.self) { group in
-            for _ in 0..<clients {
+            for client in 0..<clients {
                 group.addTask {
                     var result = Result()
                     var generator = SystemRandomNumberGenerator()
+                    var due = start + interval * client / clients
                     while ContinuousClock.now < deadline {
+                        if rate > 0 {
+                            if due > ContinuousClock.now { try await Task.sleep(until: due) }
+                            due += interval
+                        }
                         var request = HTTPClientRequest(url: base + paths[Int(generator.next(upperBound: UInt64(paths.count)))])
                         request.headers.add(name: "Authorization", value: "Bearer \(secret)")
                         let sent = ContinuousClock.now

@@ -106,6 +106,12 @@ extension TributaryCommand {
             print("  top profile   \(id): \(orders ?? 0) orders, lifetime value \(value.map { String(format: "%.2f", $0) } ?? "-"), "
                 + "favourite category \(favourite ?? "-"), RFM \(rfm ?? "-")")
             for line in traits.split(separator: "\n") { print("                \(line)") }
+            if case .found(let document) = try await ProfileDocuments(client: client).lookup(kind: "profile_id", value: id, events: 2) {
+                let pretty = (try? JSONParser.parse(Array(document.utf8)).prettyPrinted) ?? document
+                print("  profile API   GET /v1/profiles/profile_id/\(id)?events=2 (Authorization: Bearer <tributary tokens create NAME>):")
+                for line in pretty.split(separator: "\n").prefix(12) { print("                \(line)") }
+                print("                …")
+            }
             print("  analysts      SELECT profile_id, lifetime_value, rfm_score, traits->>'email' FROM cdp.profiles ORDER BY lifetime_value DESC NULLS LAST")
         }
 
