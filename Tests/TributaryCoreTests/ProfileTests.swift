@@ -218,3 +218,48 @@ enum ProfileFixture {
         }
     }
 }
+
+/// `cdp.profiles` gets a typed column per catalog trait and per computed trait.
+@Suite struct ProfileViewTests {
+    typealias F = ProfileFixture
+
+    @Test func catalogTraitsBecomeTypedColumnsThatNeverFailAQuery() async throws {
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await IdentityFixture.migrated(client)
+            let catalog = Catalog(traits: [
+                "age": .init(type: .integer), "plan": .init(type: .string), "vip": .init(type: .boolean),
+                "signedUpAt": .init(type: .timestamp), "score": .init(type: .double),
+                "it's \"odd\"": .init(type: .string, column: "odd_key"),
+            ])
+            _ = try await CatalogStore(client: client).apply(catalog)
+            try await F.ingest([
+                F.event(user: "u1", traits: #"{"age": 41, "plan": "pro", "vip": true, "signedUpAt": "2026-01-02T03:04:05Z", "score": 2.5, "it's \"odd\"": "yes"}"#, at: F.day(1)),
+                // Wrong types read as NULL instead of failing the analyst's query.
+                F.event(user: "u2", traits: #"{"age": "forty", "vip": "yes", "signedUpAt": "2026-13-45T00:00:00Z", "score": "high"}"#, at: F.day(1)),
+            ], client)
+            let rows = try await client.query("""
+                SELECT coalesce(age::text, '-'), coalesce(plan, '-'), coalesce(vip::text, '-'),
+                       coalesce(to_char(signed_up_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), '-'), coalesce(score::text, '-'),
+                       coalesce(odd_key, '-')
+                FROM cdp.profiles ORDER BY age NULLS LAST
+                """).map { try $0.decode((String, String, String, String, String, String).self) }
+            #expect(rows.map { [$0.0, $0.1, $0.2, $0.3, $0.4, $0.5] } == [
+                ["41", "pro", "true", "2026-01-02 03:04:05", "2.5", "yes"], ["-", "-", "-", "-", "-", "-"],
+            ])
+            let types = try await client.query("""
+                SELECT attname || ' ' || format_type(atttypid, atttypmod) FROM pg_attribute
+                WHERE attrelid = 'cdp.profiles'::regclass AND attname IN ('age', 'vip', 'signed_up_at', 'score') ORDER BY attname
+                """).map { try $0[0].decode(String.self) }
+            #expect(types == ["age bigint", "score double precision", "signed_up_at timestamp with time zone", "vip boolean"])
+
+            // A computed trait named like a catalog column is refused, and nothing changes.
+            await #expect(throws: ProfileError.self) {
+                try await F.apply(ComputedTraitDefinitions(computedTraits: [.count("plan")]), client)
+            }
+            #expect(try await client.query("SELECT count(*) FROM cdp.profile_config WHERE name = 'computed_traits'").scalar(Int.self) == 0)
+            // Re-applying sql/ keeps the generated columns.
+            try await IdentityFixture.migrated(client)
+            #expect(try await client.query("SELECT count(*) FROM cdp.profiles WHERE plan = 'pro'").scalar(Int.self) == 1)
+        }
+    }
+}
