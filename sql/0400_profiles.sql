@@ -53,7 +53,7 @@ WHERE e.profile_id IS NOT NULL;
 COMMENT ON VIEW cdp.event_trait_values IS 'Tributary: trait values carried by events (internal)';
 
 -- A quintile score 1..5 of value against four ascending boundaries: with higher_is_better, 1 + the number of
--- boundaries below the value; otherwise (recency in days), 1 + the number of boundaries at or above it.
+-- boundaries below the value; otherwise, 1 + the number of boundaries at or above it.
 -- No boundaries yet (before the first bulk recompute): NULL. Plain arithmetic, so it inlines.
 CREATE OR REPLACE FUNCTION cdp.rfm_score(value float8, boundaries float8[], higher_is_better boolean) RETURNS int
 LANGUAGE sql IMMUTABLE PARALLEL SAFE

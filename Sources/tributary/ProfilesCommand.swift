@@ -29,9 +29,11 @@ extension TributaryCommand.ProfilesCommand {
                 let stage = ProfileStage(client: client, logger: logger, batchSize: batchSize)
                 if once {
                     let report = try await stage.catchUp()
+                    let recomputed = try await stage.recomputeIfDue(interval: .seconds(recomputeEvery))
                     print("profiles: \(report.events) events, \(report.profilesUpdated) profiles updated, "
                         + "\(report.profilesRecomputed) recomputed after merges, \(report.traitChanges) trait changes"
-                        + (report.rebuilt ? " (rebuilt after an identity rebuild)" : "") + "; checkpoint at event \(report.checkpoint)")
+                        + (report.rebuilt ? " (rebuilt after an identity rebuild)" : "") + "; checkpoint at event \(report.checkpoint)"
+                        + (recomputed.map { "; time-dependent computed traits recomputed for everyone (\($0) changed)" } ?? ""))
                 } else {
                     try await withTaskCancellationOnSignals {
                         try await stage.run(recomputeInterval: .seconds(recomputeEvery))

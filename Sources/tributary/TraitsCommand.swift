@@ -29,13 +29,15 @@ extension TributaryCommand.Traits {
             let logger = global.makeLogger()
             try await global.withMigratedClient(logger: logger) { client in
                 let admin = ProfileAdmin(client: client, logger: logger)
-                let definitions = try await admin.load(data)
+                let definitions: ComputedTraitDefinitions
+                do { definitions = try await admin.load(data) } catch let error as ProfileError { throw CLIError("\(file): \(error)") }
                 if dryRun {
                     print("\(file): \(definitions.computedTraits.count) computed traits, RFM \(definitions.rfm.enabled ? "on" : "off"); valid")
                     print(try ComputedTraitCompiler(definitions).aggregateSQL(asOf: Date(), through: Int64.max))
                     return
                 }
-                let changed = try await admin.apply(definitions)
+                let changed: Bool
+                do { changed = try await admin.apply(definitions) } catch let error as ProfileError { throw CLIError("\(file): \(error)") }
                 guard changed else {
                     print("computed traits: unchanged (\(definitions.computedTraits.count) traits)")
                     return

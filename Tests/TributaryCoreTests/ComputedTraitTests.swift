@@ -160,11 +160,12 @@ import Testing
                 let after = try await F.computed(of: user, client)
                 #expect(after.filter { !$0.key.hasPrefix("rfm_") } == before.filter { !$0.key.hasPrefix("rfm_") })
             }
-            // RFM: quintile boundaries of buyers' recency, frequency and monetary value, then a score per buyer.
+            // RFM: quintile boundaries of buyers' last purchase time, purchase count and value, then a score per buyer
+            // (5: the most recent, most frequent, highest value fifth).
             let buyers = byUser.compactMapValues { events -> (r: Double, f: Double, m: Double)? in
                 let orders = events.filter { $0.event == "Order Completed" }
                 guard let last = orders.map(\.at).max() else { return nil }
-                return (now.timeIntervalSince(last) / 86_400, Double(orders.count), orders.compactMap(\.revenue).reduce(0, +))
+                return (last.timeIntervalSince1970, Double(orders.count), orders.compactMap(\.revenue).reduce(0, +))
             }
             func quintiles(_ values: [Double]) -> [Double] {
                 let sorted = values.sorted()
@@ -178,7 +179,7 @@ import Testing
             for (user, values) in buyers {
                 let computed = try await F.computed(of: user, client)
                 let scores = [
-                    1 + r.filter { values.r <= $0 }.count, 1 + f.filter { values.f > $0 }.count, 1 + m.filter { values.m > $0 }.count,
+                    1 + r.filter { values.r > $0 }.count, 1 + f.filter { values.f > $0 }.count, 1 + m.filter { values.m > $0 }.count,
                 ]
                 #expect(computed["rfm_recency"] == String(scores[0]), "\(user) recency \(values.r) vs \(r)")
                 #expect(computed["rfm_frequency"] == String(scores[1]), "\(user) frequency \(values.f) vs \(f)")

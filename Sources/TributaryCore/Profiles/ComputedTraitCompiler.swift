@@ -70,12 +70,11 @@ public struct ComputedTraitCompiler: Sendable {
 
     /// `CROSS JOIN LATERAL (...) AS s`: the RFM scores (r, f, m) of the aggregate row `a` against the thresholds row
     /// `th` (columns recency, frequency, monetary; NULL before the first bulk recompute). Empty when RFM is off.
-    public func rfmScoresSQL(asOf: Date, row a: String = "a", thresholds th: String = "th", as s: String = "s") -> String {
+    public func rfmScoresSQL(row a: String = "a", thresholds th: String = "th", as s: String = "s") -> String {
         guard definitions.rfm.enabled else { return "" }
-        let recency = "extract(epoch FROM (\(Self.timestamp(asOf)) - \(a).rfm_last)) / 86400"
         return """
             CROSS JOIN LATERAL (
-                SELECT CASE WHEN \(a).rfm_orders > 0 THEN cdp.rfm_score(\(recency), \(th).recency, false) END AS r,
+                SELECT CASE WHEN \(a).rfm_orders > 0 THEN cdp.rfm_score(extract(epoch FROM \(a).rfm_last), \(th).recency, true) END AS r,
                        CASE WHEN \(a).rfm_orders > 0 THEN cdp.rfm_score(\(a).rfm_orders, \(th).frequency, true) END AS f,
                        CASE WHEN \(a).rfm_orders > 0 THEN cdp.rfm_score(\(a).rfm_revenue, \(th).monetary, true) END AS m
             ) AS \(s)
@@ -90,11 +89,12 @@ public struct ComputedTraitCompiler: Sendable {
     }
 
     /// The RFM threshold arrays (20/40/60/80th percentiles) over profiles with at least one purchase in `aggregates`.
-    public func thresholdsSQL(asOf: Date, aggregates: String) -> String {
-        let recency = "extract(epoch FROM (\(Self.timestamp(asOf)) - rfm_last)) / 86400"
+    /// Recency boundaries are times of last purchase (epoch seconds), not ages, so a profile scored between two bulk
+    /// recomputes gets the score the last one would have given it.
+    public func thresholdsSQL(aggregates: String) -> String {
         let quintiles = "ARRAY[0.2, 0.4, 0.6, 0.8]"
         return """
-            SELECT percentile_cont(\(quintiles)) WITHIN GROUP (ORDER BY \(recency)) AS recency,
+            SELECT percentile_cont(\(quintiles)) WITHIN GROUP (ORDER BY extract(epoch FROM rfm_last)) AS recency,
                    percentile_cont(\(quintiles)) WITHIN GROUP (ORDER BY rfm_orders) AS frequency,
                    percentile_cont(\(quintiles)) WITHIN GROUP (ORDER BY rfm_revenue::float8) AS monetary
             FROM \(aggregates) WHERE rfm_orders > 0

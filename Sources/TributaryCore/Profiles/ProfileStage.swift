@@ -236,9 +236,25 @@ public struct ProfileStage: Sendable {
         }
     }
 
-    /// When computed traits were last recomputed in bulk (nil: never).
-    public func lastRecompute() async throws -> Date? {
-        try await client.query("SELECT updated_at FROM cdp.stage_checkpoints WHERE stage = \(Self.recomputeStage)").first?[0].decode(Date.self)
+    /// Recomputes the traits that change with time alone if the last bulk recompute is older than `interval`, or
+    /// RFM has no quintile boundaries yet while profiles have data. Returns the profiles changed, nil if not due.
+    @discardableResult
+    public func recomputeIfDue(interval: Duration) async throws -> Int? {
+        let (last, missingBoundaries) = try await client.query("""
+            SELECT (SELECT updated_at FROM cdp.stage_checkpoints WHERE stage = \(Self.recomputeStage)),
+                   NOT EXISTS (SELECT 1 FROM cdp.rfm_thresholds) AND EXISTS (SELECT 1 FROM cdp.profile_data)
+            """).first!.decode((Date?, Bool).self)
+        let definitions = try await client.withConnection {
+            try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", $0)
+        } ?? ComputedTraitDefinitions()
+        let stale = last.map { Date().timeIntervalSince($0) >= Double(interval.components.seconds) } ?? true
+        guard stale || (missingBoundaries && definitions.rfm.enabled) else { return nil }
+        let started = ContinuousClock.now
+        let changed = try await recomputeAll(full: false)
+        logger.info("profiles: computed traits recomputed", metadata: [
+            "changed": "\(changed)", "duration": "\(ContinuousClock.now - started)",
+        ])
+        return changed
     }
 
     /// Runs until cancelled: catches up whenever the identity stage commits (`NOTIFY tributary_identity`, or every
@@ -256,14 +272,7 @@ public struct ProfileStage: Sendable {
                         "rebuilt": "\(report.rebuilt)", "checkpoint": "\(report.checkpoint)",
                     ])
                 }
-                let seconds = Double(recomputeInterval.components.seconds)
-                if try await lastRecompute().map({ Date().timeIntervalSince($0) >= seconds }) ?? true {
-                    let started = ContinuousClock.now
-                    let changed = try await recomputeAll(full: false)
-                    logger.info("profiles: computed traits recomputed", metadata: [
-                        "changed": "\(changed)", "duration": "\(ContinuousClock.now - started)",
-                    ])
-                }
+                try await recomputeIfDue(interval: recomputeInterval)
             } catch is CancellationError {
                 break
             } catch {

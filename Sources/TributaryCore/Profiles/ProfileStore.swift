@@ -136,7 +136,7 @@ struct ProfileStore: Sendable {
                 WHERE v.profile_id = a.profile_id AND v.value <> 'null'
             ) AS t ON true
             LEFT JOIN cdp.rfm_thresholds AS th ON true
-            \(compiler.rfmScoresSQL(asOf: asOf))
+            \(compiler.rfmScoresSQL())
             ON CONFLICT (profile_id) DO UPDATE
             SET traits = excluded.traits, computed = excluded.computed, first_seen_at = excluded.first_seen_at,
                 last_seen_at = excluded.last_seen_at, event_count = excluded.event_count,
@@ -185,7 +185,7 @@ struct ProfileStore: Sendable {
         let stored = try await tx.execute(PostgresQuery(unsafeSQL: """
             INSERT INTO cdp.rfm_thresholds (id, recency, frequency, monetary, as_of)
             SELECT 1, recency, frequency, monetary, \(ComputedTraitCompiler.timestamp(asOf))
-            FROM (\(compiler.thresholdsSQL(asOf: asOf, aggregates: "pg_temp.\(name)"))) AS q
+            FROM (\(compiler.thresholdsSQL(aggregates: "pg_temp.\(name)"))) AS q
             ON CONFLICT (id) DO UPDATE SET recency = excluded.recency, frequency = excluded.frequency,
                 monetary = excluded.monetary, as_of = excluded.as_of, computed_at = now()
             """))
@@ -202,7 +202,7 @@ struct ProfileStore: Sendable {
             UPDATE cdp.profile_data AS d SET computed = \(merged), computed_at = \(ComputedTraitCompiler.timestamp(asOf))
             FROM (SELECT a.profile_id, \(try compiler.computedObjectSQL()) AS computed
                   FROM pg_temp.bulk_aggregates AS a LEFT JOIN cdp.rfm_thresholds AS th ON true
-                  \(compiler.rfmScoresSQL(asOf: asOf))) AS c
+                  \(compiler.rfmScoresSQL())) AS c
             WHERE d.profile_id = c.profile_id AND d.computed IS DISTINCT FROM \(merged)
             """))
         try await tx.execute("DROP TABLE pg_temp.bulk_aggregates")
