@@ -47,7 +47,7 @@ CREATE TABLE cdp.trait_history (
 );
 CREATE INDEX trait_history_profile ON cdp.trait_history (profile_id, change_id);
 COMMENT ON TABLE cdp.trait_history IS
-    'Tributary: trait changes per profile (NULL value: absent or removed); reason event, merge (another profile merged in) or rebuild';
+    'Tributary: trait changes per profile (NULL value: absent or removed); reason event, merge (a merge or split changed its events) or rebuild';
 
 -- One row per profile with events: merged traits, computed traits and event aggregates, kept current by the
 -- profile stage and recomputed in bulk for time windows.

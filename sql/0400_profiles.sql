@@ -70,10 +70,10 @@ $$;
 
 -- Trait changes, for analysts.
 CREATE OR REPLACE VIEW cdp.trait_changes AS
-SELECT profile_id, key, old_value, new_value, event_timestamp, seq, message_id, reason, changed_at
+SELECT profile_id, key, old_value, new_value, event_timestamp, seq, message_id, reason, changed_at, change_id
 FROM cdp.trait_history;
 COMMENT ON VIEW cdp.trait_changes IS
-    'Tributary: every change of a profile trait (NULL: absent or removed), with the event that caused it; reason event, merge or rebuild';
+    'Tributary: every change of a profile trait (NULL: absent or removed), with the event that caused it; reason event, merge (a merge or split) or rebuild';
 
 -- cdp.profiles is generated (its typed columns follow the catalog and the computed trait definitions); until
 -- something is configured it has the fixed columns only.
