@@ -263,3 +263,46 @@ enum ProfileFixture {
         }
     }
 }
+
+/// Several profile stage processors at once, racing ingestion and the identity stage: one works at a time, and the
+/// result is the state a rebuild computes.
+@Suite struct ProfileStageConcurrencyTests {
+    typealias F = ProfileFixture
+
+    @Test func concurrentProcessorsEndInTheRebuildState() async throws {
+        let data = SyntheticPeople.generate(SyntheticPeople.Options(people: 200, seed: 21))
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await IdentityFixture.migrated(client)
+            try await F.apply(ComputedTraitTests.definitions, client)
+            let now = Date()
+            let identity = IdentityStage(client: client, logger: TestDatabase.logger, batchSize: 64)
+            let profiles = (0..<3).map { ProfileStage(client: client, logger: TestDatabase.logger, batchSize: 40 + 17 * $0, clock: { now }) }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for start in stride(from: 0, to: data.events.count, by: 97) {
+                        try await IdentityFixture.write(Array(data.events[start..<min(data.events.count, start + 97)]), client)
+                        _ = try await identity.catchUp()
+                    }
+                }
+                for stage in profiles {
+                    group.addTask {
+                        for _ in 0..<40 {
+                            _ = try await stage.catchUp()
+                            try await Task.sleep(for: .milliseconds(20))
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            _ = try await identity.catchUp()
+            _ = try await profiles[0].catchUp()
+            #expect(try await client.query("SELECT seq FROM cdp.stage_checkpoints WHERE stage = 'profiles'").scalar(Int.self)
+                == data.events.count)
+            _ = try await profiles[0].recomputeAll()
+            let before = try await F.state(client)
+            let report = try await profiles[0].rebuild()
+            #expect(report.traitChanges == 0 && report.profilesUpdated == 0)
+            #expect(try await F.state(client) == before)
+        }
+    }
+}
