@@ -104,6 +104,17 @@ import Testing
             let (again, secondPort) = try await startServer(url: url, log: log)
             let retries = Acks()
             await load(ids, port: secondPort, key: key, acks: retries)
+            // The server's identity and profile stages, killed mid-batch the first time, catch up on every event.
+            var caughtUp = false
+            for _ in 0..<1200 where !caughtUp {
+                caughtUp = try await client.query("""
+                    SELECT coalesce((SELECT seq FROM cdp.stage_checkpoints WHERE stage = 'profiles'), 0) = (SELECT max(seq) FROM cdp.events)
+                    """).scalar(Bool.self)
+                if !caughtUp { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(caughtUp, "the profile stage in tributary serve reaches the end of the stream")
+            let profiled = try await client.query("SELECT count(*), coalesce(sum(event_count), 0)::int8 FROM cdp.profile_data").first!
+            #expect(try profiled.decode((Int, Int).self) == (ids.count, ids.count))
             kill(again, SIGTERM)
             #expect(ProcessRunner.wait(again) == 0, "graceful shutdown on SIGTERM")
             #expect(retries.count == ids.count)
