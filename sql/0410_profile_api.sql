@@ -188,8 +188,17 @@ COMMENT ON FUNCTION cdp.profile_lookup(text, text, int) IS
 -- kind profile_id takes any profile id ever issued), or NULL when there is none or the identifier is a hub.
 --
 --   SELECT cdp.profile_document('email', ' Alice@Example.COM', 20)::jsonb;
+-- PL/pgSQL rather than SQL: a SQL function over profile_lookup cannot be inlined and was planned on every call
+-- (6-10 ms a call instead of 0.5).
 CREATE OR REPLACE FUNCTION cdp.profile_document(kind text, value text, event_limit int) RETURNS text
-LANGUAGE sql STABLE
-AS $$ SELECT l.document FROM cdp.profile_lookup($1, $2, $3) AS l WHERE l.outcome = 'found' $$;
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    found_document text;
+BEGIN
+    SELECT l.document INTO found_document FROM cdp.profile_lookup($1, $2, $3) AS l WHERE l.outcome = 'found';
+    RETURN found_document;
+END
+$$;
 COMMENT ON FUNCTION cdp.profile_document(text, text, int) IS
     'Tributary: the profile API document (JSON text) of the profile holding identifier kind:value, with its newest event_limit events; NULL if none';

@@ -114,6 +114,12 @@ enum ProfileFixture {
             #expect(try await F.traits(of: "u1", client)["city"] == nil)
             try await F.ingest([F.event(user: "u1", traits: #"{"city": "Nice"}"#, at: F.day(5))], client)
             #expect(try await F.traits(of: "u1", client)["city"] == "Nice")
+            // The profile API's document, from SQL, carries the merged traits; an unknown identifier gives NULL.
+            let document = try await client.query("""
+                SELECT cdp.profile_document('user_id', 'u1', 1)::jsonb #>> '{traits,plan}',
+                       cdp.profile_document('user_id', 'nobody', 1) IS NULL
+                """).first!.decode((String, Bool).self)
+            #expect(document == ("pro", true))
             // Group traits are the group's, not the person's.
             try await F.ingest([F.event(.group, user: "u1", traits: #"{"plan": "enterprise"}"#, at: F.day(6))], client)
             #expect(try await F.traits(of: "u1", client)["plan"] == "pro")
