@@ -115,38 +115,16 @@ public struct IdentityStage: Sendable {
     /// `pollInterval`) before looking again.
     public func run(pollInterval: Duration = .seconds(1)) async throws {
         logger.info("identity: stage running")
-        var listener: PostgresConnection?
-        while !Task.isCancelled {
-            do {
-                let report = try await catchUp()
-                if report.events > 0 {
-                    logger.info("identity: processed", metadata: [
-                        "events": "\(report.events)", "profiles_created": "\(report.profilesCreated)",
-                        "merges": "\(report.merges)", "hubs": "\(report.hubsDetected)", "checkpoint": "\(report.checkpoint)",
-                    ])
-                }
-            } catch is CancellationError {
-                break
-            } catch {
-                logger.error("identity: batch failed; retrying", metadata: ["error": "\(error)"])
-                try? await Task.sleep(for: pollInterval)
-            }
-            // Wait for a notification; if the listening connection is gone (a server restart), poll and reconnect.
-            do {
-                if listener == nil {
-                    let connection = try await PostgresConnection.connect(configuration: client.configuration, logger: logger)
-                    try await connection.listen(EventWriter.eventsChannel)
-                    listener = connection
-                }
-                _ = try await listener?.waitForNotifications(timeout: pollInterval)
-            } catch {
-                await listener?.close()
-                listener = nil
-                logger.warning("identity: not listening for new events; polling", metadata: ["error": "\(error)"])
-                try? await Task.sleep(for: pollInterval)
+        let loop = StageLoop(name: "identity", channel: EventWriter.eventsChannel, client: client, logger: logger)
+        await loop.run(pollInterval: pollInterval) {
+            let report = try await catchUp()
+            if report.events > 0 {
+                logger.info("identity: processed", metadata: [
+                    "events": "\(report.events)", "profiles_created": "\(report.profilesCreated)",
+                    "merges": "\(report.merges)", "hubs": "\(report.hubsDetected)", "checkpoint": "\(report.checkpoint)",
+                ])
             }
         }
-        await listener?.close()
     }
 
     /// One batch, inside the caller's transaction, holding the processor lock.

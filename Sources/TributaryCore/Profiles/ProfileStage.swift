@@ -261,38 +261,17 @@ public struct ProfileStage: Sendable {
     /// `pollInterval`), and recomputes computed traits in bulk every `recomputeInterval`.
     public func run(pollInterval: Duration = .seconds(1), recomputeInterval: Duration = .seconds(3600)) async throws {
         logger.info("profiles: stage running")
-        var listener: PostgresConnection?
-        while !Task.isCancelled {
-            do {
-                let report = try await catchUp()
-                if report.events > 0 || report.rebuilt {
-                    logger.info("profiles: processed", metadata: [
-                        "events": "\(report.events)", "profiles": "\(report.profilesUpdated)",
-                        "recomputed": "\(report.profilesRecomputed)", "trait_changes": "\(report.traitChanges)",
-                        "rebuilt": "\(report.rebuilt)", "checkpoint": "\(report.checkpoint)",
-                    ])
-                }
-                try await recomputeIfDue(interval: recomputeInterval)
-            } catch is CancellationError {
-                break
-            } catch {
-                logger.error("profiles: batch failed; retrying", metadata: ["error": "\(error)"])
-                try? await Task.sleep(for: pollInterval)
+        let loop = StageLoop(name: "profiles", channel: Self.identityChannel, client: client, logger: logger)
+        await loop.run(pollInterval: pollInterval) {
+            let report = try await catchUp()
+            if report.events > 0 || report.rebuilt {
+                logger.info("profiles: processed", metadata: [
+                    "events": "\(report.events)", "profiles": "\(report.profilesUpdated)",
+                    "recomputed": "\(report.profilesRecomputed)", "trait_changes": "\(report.traitChanges)",
+                    "rebuilt": "\(report.rebuilt)", "checkpoint": "\(report.checkpoint)",
+                ])
             }
-            do {
-                if listener == nil {
-                    let connection = try await PostgresConnection.connect(configuration: client.configuration, logger: logger)
-                    try await connection.listen(Self.identityChannel)
-                    listener = connection
-                }
-                _ = try await listener?.waitForNotifications(timeout: pollInterval)
-            } catch {
-                await listener?.close()
-                listener = nil
-                logger.warning("profiles: not listening for identity batches; polling", metadata: ["error": "\(error)"])
-                try? await Task.sleep(for: pollInterval)
-            }
+            try await recomputeIfDue(interval: recomputeInterval)
         }
-        await listener?.close()
     }
 }
