@@ -130,24 +130,14 @@ public struct ProfileStage: Sendable {
 
         if marks.generation != marks.identityGeneration || marks.profiles > marks.identity {
             // The identity graph was rebuilt: rebuild every profile from events rather than replay its changes.
-            let summary = try await store.rebuild(tx, through: marks.identity, reason: "rebuild")
-            try await tx.execute("""
-                UPDATE cdp.stage_checkpoints SET seq = \(marks.identity), generation = \(marks.identityGeneration), updated_at = now()
-                WHERE stage = \(Self.stage)
-                """)
-            try await Self.setCheckpoint(tx, Self.mergesStage, lastMerge)
-            try await Self.setCheckpoint(tx, Self.changesStage, lastChange)
-            report.rebuilt = true
-            report.traitChanges = summary.traitChanges
-            report.profilesUpdated = summary.profiles
-            report.checkpoint = marks.identity
-            return report
+            return try await rebuild(tx, marks: marks, lastMerge: lastMerge, lastChange: lastChange, store: store)
         }
 
-        let through = try await tx.query("""
-            SELECT max(seq) FROM (SELECT seq FROM cdp.events WHERE seq > \(marks.profiles) AND seq <= \(marks.identity)
-                                  ORDER BY seq LIMIT \(batchSize)) AS next
-            """).scalar(Int64?.self) ?? marks.profiles
+        let (end, events) = try await tx.query("""
+            SELECT max(seq), count(*) FROM (SELECT seq FROM cdp.events WHERE seq > \(marks.profiles) AND seq <= \(marks.identity)
+                                            ORDER BY seq LIMIT \(batchSize)) AS next
+            """).first!.decode((Int64?, Int).self)
+        let through = end ?? marks.profiles
 
         // Profiles merged or split since the last batch: recompute them from all their events.
         var recomputed: [UUID] = []
@@ -165,9 +155,7 @@ public struct ProfileStage: Sendable {
         }
 
         guard through > marks.profiles || !recomputed.isEmpty else { return report }
-        report.events = try await tx.query("""
-            SELECT count(*) FROM cdp.events WHERE seq > \(marks.profiles) AND seq <= \(through)
-            """).scalar(Int.self)
+        report.events = events
         report.traitChanges += try await store.applyEvents(tx, after: marks.profiles, through: through, except: recomputed)
         let touched = try await tx.query("""
             SELECT DISTINCT profile_id FROM cdp.events
@@ -200,20 +188,28 @@ public struct ProfileStage: Sendable {
             let (lastMerge, lastChange) = try await Self.lastChanges(tx)
             let marks = try await Self.checkpoints(tx)
             let definitions = try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", tx) ?? ComputedTraitDefinitions()
-            let summary = try await ProfileStore(definitions: definitions, asOf: clock()).rebuild(tx, through: marks.identity, reason: "rebuild")
-            try await tx.execute("""
-                UPDATE cdp.stage_checkpoints SET seq = \(marks.identity), generation = \(marks.identityGeneration), updated_at = now()
-                WHERE stage = \(Self.stage)
-                """)
-            try await Self.setCheckpoint(tx, Self.mergesStage, lastMerge)
-            try await Self.setCheckpoint(tx, Self.changesStage, lastChange)
-            var report = BatchReport()
-            report.rebuilt = true
-            report.traitChanges = summary.traitChanges
-            report.profilesUpdated = summary.profiles
-            report.checkpoint = marks.identity
-            return report
+            let store = ProfileStore(definitions: definitions, asOf: clock())
+            return try await rebuild(tx, marks: marks, lastMerge: lastMerge, lastChange: lastChange, store: store)
         }
+    }
+
+    /// The rebuild, through the identity stage's checkpoint, with every checkpoint of this stage moved past it.
+    private func rebuild(
+        _ tx: PostgresConnection, marks: Checkpoints, lastMerge: Int64, lastChange: Int64, store: ProfileStore
+    ) async throws -> BatchReport {
+        let summary = try await store.rebuild(tx, through: marks.identity)
+        try await tx.execute("""
+            UPDATE cdp.stage_checkpoints SET seq = \(marks.identity), generation = \(marks.identityGeneration), updated_at = now()
+            WHERE stage = \(Self.stage)
+            """)
+        try await Self.setCheckpoint(tx, Self.mergesStage, lastMerge)
+        try await Self.setCheckpoint(tx, Self.changesStage, lastChange)
+        var report = BatchReport()
+        report.rebuilt = true
+        report.traitChanges = summary.traitChanges
+        report.profilesUpdated = summary.profiles
+        report.checkpoint = marks.identity
+        return report
     }
 
     /// Recomputes every profile's computed traits at the current time (time windows move on even when no event
@@ -244,11 +240,15 @@ public struct ProfileStage: Sendable {
             SELECT (SELECT updated_at FROM cdp.stage_checkpoints WHERE stage = \(Self.recomputeStage)),
                    NOT EXISTS (SELECT 1 FROM cdp.rfm_thresholds) AND EXISTS (SELECT 1 FROM cdp.profile_data)
             """).first!.decode((Date?, Bool).self)
-        let definitions = try await client.withConnection {
-            try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", $0)
-        } ?? ComputedTraitDefinitions()
         let stale = last.map { Date().timeIntervalSince($0) >= Double(interval.components.seconds) } ?? true
-        guard stale || (missingBoundaries && definitions.rfm.enabled) else { return nil }
+        if !stale {
+            // Only then do the definitions matter: is RFM on?
+            guard missingBoundaries else { return nil }
+            let definitions = try await client.withConnection {
+                try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", $0)
+            } ?? ComputedTraitDefinitions()
+            guard definitions.rfm.enabled else { return nil }
+        }
         let started = ContinuousClock.now
         let changed = try await recomputeAll(full: false)
         logger.info("profiles: computed traits recomputed", metadata: [

@@ -149,14 +149,14 @@ struct ProfileStore: Sendable {
         """
     }
 
-    /// Rebuilds all trait values and profile data from events with `seq <= through`.
-    func rebuild(_ tx: PostgresConnection, through: Int64, reason: String) async throws -> (traitChanges: Int, profiles: Int) {
+    /// Rebuilds all trait values (history reason `rebuild`) and profile data from events with `seq <= through`.
+    func rebuild(_ tx: PostgresConnection, through: Int64) async throws -> (traitChanges: Int, profiles: Int) {
         try await tx.execute("SET LOCAL work_mem = '256MB'")
         try await tx.execute("""
             DELETE FROM cdp.profile_trait_values AS t
             WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_profiles AS p WHERE p.profile_id = t.profile_id)
             """)
-        let changes = try await replaceTraits(tx, scope: "profile_id IS NOT NULL AND $2::uuid[] IS NOT NULL", through: through, profiles: [], reason: reason)
+        let changes = try await replaceTraits(tx, scope: "profile_id IS NOT NULL AND $2::uuid[] IS NOT NULL", through: through, profiles: [], reason: "rebuild")
         try await tx.execute("""
             DELETE FROM cdp.profile_data AS d
             WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_profiles AS p WHERE p.profile_id = d.profile_id)
