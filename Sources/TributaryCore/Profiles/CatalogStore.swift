@@ -17,18 +17,11 @@ public struct CatalogStore: Sendable {
     public func apply(_ catalog: Catalog) async throws -> [CatalogChange] {
         try catalog.validate()
         let document = try PostgresJSON(encoding: catalog.canonical)
-        let checksum = sha256Hex(Data(document.text.utf8))
         return try await client.withConnection { db in
             try await db.withTransaction { tx in
                 try await tx.advisoryTransactionLock(Self.lock)
-                let stored = try await tx.query("SELECT document::text, checksum FROM cdp.profile_config WHERE name = 'catalog'")
-                    .first.map { try $0.decode((String, String).self) }
-                if stored?.1 == checksum { return [] }
-                let old = try stored.map { try Catalog.parse(Data($0.0.utf8)) }
-                try await tx.execute("""
-                    INSERT INTO cdp.profile_config (name, document, checksum) VALUES ('catalog', \(document), \(checksum))
-                    ON CONFLICT (name) DO UPDATE SET document = excluded.document, checksum = excluded.checksum, applied_at = now()
-                    """)
+                let old = try await ProfileConfig.catalog(tx)
+                guard try await ProfileConfig.store("catalog", json: Data(document.text.utf8), tx) else { return [] }
                 try await ProfileViews.refresh(tx)
                 return catalog.changes(from: old)
             }
@@ -37,8 +30,6 @@ public struct CatalogStore: Sendable {
 
     /// The catalog in force, or nil if none has been applied.
     public func current() async throws -> Catalog? {
-        guard let text = try await client.query("SELECT document::text FROM cdp.profile_config WHERE name = 'catalog'")
-            .first?[0].decode(String.self) else { return nil }
-        return try Catalog.parse(Data(text.utf8))
+        try await client.withConnection { try await ProfileConfig.catalog($0) }
     }
 }

@@ -14,7 +14,7 @@ public struct ProfileAdmin: Sendable {
 
     /// Reads a computed traits file and validates it against the catalog in force (if one was applied).
     public func load(_ data: Data) async throws -> ComputedTraitDefinitions {
-        let catalog = try await client.withConnection { try await ProfileConfig.load(Catalog.self, "catalog", $0) }
+        let catalog = try await client.withConnection { try await ProfileConfig.catalog($0) }
         return try ComputedTraitDefinitions.parse(data, catalog: catalog)
     }
 
@@ -22,7 +22,7 @@ public struct ProfileAdmin: Sendable {
     /// collide are refused as a whole). Returns false if exactly these definitions were already in force.
     @discardableResult
     public func apply(_ definitions: ComputedTraitDefinitions) async throws -> Bool {
-        let catalog = try await client.withConnection { try await ProfileConfig.load(Catalog.self, "catalog", $0) }
+        let catalog = try await client.withConnection { try await ProfileConfig.catalog($0) }
         try definitions.validate(catalog: catalog)
         return try await client.withTransaction { tx in
             try await tx.advisoryTransactionLock(ProfileStage.processorLock)

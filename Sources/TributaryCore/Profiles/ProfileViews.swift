@@ -68,7 +68,7 @@ public enum ProfileViews {
     /// Regenerates `cdp.profiles` from the catalog and computed trait definitions stored in the database; run inside
     /// the transaction that stores either, so a definition that cannot become a view is refused as a whole.
     public static func refresh(_ db: PostgresConnection) async throws {
-        let catalog = try await ProfileConfig.load(Catalog.self, "catalog", db)
+        let catalog = try await ProfileConfig.catalog(db)
         let computed = try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", db)
         let sql = try definition(catalog: catalog, computed: computed)
         try await db.execute("""
@@ -82,11 +82,19 @@ public enum ProfileViews {
 
 /// The configuration documents of `cdp.profile_config` (the catalog, the computed trait definitions).
 public enum ProfileConfig {
+    /// The stored document `name` as JSON text; nil if none was applied.
+    static func document(_ name: String, _ db: PostgresConnection) async throws -> String? {
+        try await db.query("SELECT document::text FROM cdp.profile_config WHERE name = \(name)").first?[0].decode(String.self)
+    }
+
+    /// The typed catalog in force (read as `tributary catalog apply` reads a file); nil if none was applied.
+    public static func catalog(_ db: PostgresConnection) async throws -> Catalog? {
+        try await document("catalog", db).map { try Catalog.parse(Data($0.utf8)) }
+    }
+
     /// The stored document `name`, decoded; nil if none was applied.
     public static func load<T: Decodable>(_ type: T.Type, _ name: String, _ db: PostgresConnection) async throws -> T? {
-        guard let text = try await db.query("SELECT document::text FROM cdp.profile_config WHERE name = \(name)").first?[0].decode(String.self) else {
-            return nil
-        }
+        guard let text = try await document(name, db) else { return nil }
         do {
             return try JSONDecoder().decode(T.self, from: Data(text.utf8))
         } catch let error as DecodingError {
