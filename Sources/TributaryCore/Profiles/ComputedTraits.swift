@@ -504,7 +504,7 @@ public struct ComputedTraitDefinitions: Sendable, Equatable, Codable {
             }
             if let property = trait.property {
                 try checkText(property, at: "\(path).property")
-                if let type = propertyType(property, of: trait, catalog: catalog, at: "\(path).property"),
+                if let type = propertyType(property, of: trait, catalog: catalog),
                    trait.aggregate.needsNumber, !type.isNumeric {
                     throw ProfileError("\(path).property: aggregate '\(trait.aggregate.rawValue)' needs a number; property '\(property)' is \(type)")
                 }
@@ -527,12 +527,11 @@ public struct ComputedTraitDefinitions: Sendable, Equatable, Codable {
         if text.isEmpty || text.utf8.contains(0) { throw ProfileError("\(path): must not be empty or contain NUL") }
     }
 
-    /// The property's type in the catalog for the trait's events; an error if the catalog knows an event but not the
-    /// property, or gives it different types on different events.
-    private func propertyType(_ property: String, of trait: ComputedTrait, catalog: Catalog?, at path: String) -> ValueType? {
+    /// The property's type in the catalog, on the first of the trait's events the catalog types it for; nil without
+    /// a catalog, without named events, or when the catalog does not know the property on them.
+    private func propertyType(_ property: String, of trait: ComputedTrait, catalog: Catalog?) -> ValueType? {
         guard let catalog, let events = trait.events else { return nil }
-        let types = events.compactMap { catalog.propertyType(event: $0, key: property) }
-        return types.first
+        return events.lazy.compactMap { catalog.propertyType(event: $0, key: property) }.first
     }
 
     private func validate(_ condition: PropertyCondition, of trait: ComputedTrait, catalog: Catalog?, at path: String) throws {
@@ -561,7 +560,7 @@ public struct ComputedTraitDefinitions: Sendable, Equatable, Codable {
                 if text.utf8.contains(0) { throw ProfileError("\(path).value: must not contain NUL") }
             default: break
             }
-            if let type = propertyType(condition.property, of: trait, catalog: catalog, at: "\(path).property"),
+            if let type = propertyType(condition.property, of: trait, catalog: catalog),
                let given = value.valueType, !Self.compatible(type, given) {
                 throw ProfileError("\(path): property '\(condition.property)' is \(type), got \(value.typeName)")
             }
