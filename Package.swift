@@ -100,9 +100,20 @@ let package = Package(
             path: "Benchmarks/tributary-bench",
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "BenchmarkSupport",
+            dependencies: [
+                "Postgres",
+                "TributaryCore",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/Support",
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "tributary-ingest-bench",
             dependencies: [
+                "BenchmarkSupport",
                 "Postgres",
                 "TributaryCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -115,6 +126,7 @@ let package = Package(
         .executableTarget(
             name: "tributary-profiles-bench",
             dependencies: [
+                "BenchmarkSupport",
                 "Postgres",
                 "TributaryCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -126,6 +138,7 @@ let package = Package(
         .executableTarget(
             name: "tributary-identity-bench",
             dependencies: [
+                "BenchmarkSupport",
                 "Postgres",
                 "TributaryCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

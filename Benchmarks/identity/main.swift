@@ -16,6 +16,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import Postgres
+import BenchmarkSupport
 import TributaryCore
 
 @main
@@ -37,14 +38,14 @@ struct IdentityBench: AsyncParsableCommand {
         let data = SyntheticPeople.generate(SyntheticPeople.Options(people: people, seed: 42))
         let events = data.events
         say("server: PostgreSQL \(version); \(ProcessInfo.processInfo.activeProcessorCount) cores; \(people) people, "
-            + "\(events.count) events (generated in \(Self.seconds(since: clock)) s)")
+            + "\(events.count) events (generated in \(seconds(since: clock)) s)")
 
         // 1. Ingest alone.
         let alone = try await freshDatabase("tributary_identity_alone", on: server, files: files, logger: logger)
         let aloneClient = PostgresClient(configuration: alone, options: .init(maxConnections: 8), logger: logger)
         clock = .now
-        try await ingest(events, into: aloneClient, logger: logger)
-        let ingestSeconds = Self.elapsed(since: clock)
+        try await ingest(events, into: aloneClient, writeSize: writeSize, logger: logger)
+        let ingestSeconds = elapsed(since: clock)
         let ingestRate = Double(events.count) / ingestSeconds
         say(String(format: "1. ingest alone:                    %7.0f events/s (%.1f s)", ingestRate, ingestSeconds))
 
@@ -52,7 +53,7 @@ struct IdentityBench: AsyncParsableCommand {
         clock = .now
         let stage = IdentityStage(client: aloneClient, logger: logger, batchSize: 5000)
         let processed = try await stage.catchUp()
-        let stageSeconds = Self.elapsed(since: clock)
+        let stageSeconds = elapsed(since: clock)
         say(String(format: "2. real-time stage, backlog:        %7.0f events/s (%.1f s; %d profiles created, %d merges, %d hubs)",
                      Double(processed.events) / stageSeconds, stageSeconds, processed.profilesCreated, processed.merges,
                      processed.hubsDetected))
@@ -70,13 +71,13 @@ struct IdentityBench: AsyncParsableCommand {
         let liveStage = IdentityStage(client: bothClient, logger: logger, batchSize: 5000)
         clock = .now
         let runner = Task { try await liveStage.run(pollInterval: .milliseconds(200)) }
-        try await ingest(events, into: bothClient, logger: logger)
-        let storedAt = Self.elapsed(since: clock)
+        try await ingest(events, into: bothClient, writeSize: writeSize, logger: logger)
+        let storedAt = elapsed(since: clock)
         let last = try await bothClient.query("SELECT max(seq) FROM cdp.events").scalar(Int64.self)
         while try await bothClient.query("SELECT seq FROM cdp.stage_checkpoints WHERE stage = 'identity'").first?[0].decode(Int64.self) ?? 0 < last {
             try await Task.sleep(for: .milliseconds(20))
         }
-        let bothSeconds = Self.elapsed(since: clock)
+        let bothSeconds = elapsed(since: clock)
         runner.cancel()
         _ = try? await runner.value
         let bothRate = Double(events.count) / bothSeconds
@@ -122,7 +123,7 @@ struct IdentityBench: AsyncParsableCommand {
             pairs.append((a, b))
             largest = max(largest, a, b)
         }
-        let fetchSeconds = Self.elapsed(since: clock)
+        let fetchSeconds = elapsed(since: clock)
         clock = .now
         var parent = Array(0...largest)
         func find(_ x: Int) -> Int {
@@ -139,7 +140,7 @@ struct IdentityBench: AsyncParsableCommand {
         }
         var roots = Set<Int>()
         for (a, _) in pairs { roots.insert(find(a)) }
-        let unionSeconds = Self.elapsed(since: clock)
+        let unionSeconds = elapsed(since: clock)
         say(String(format: "5. in-memory union-find (integer ids) over the %d non-hub edges: %.3f s (fetching them: %.2f s); %d multi-identifier components",
                      pairs.count, unionSeconds, fetchSeconds, roots.count))
         for (label, filter) in [("hubs excluded", "WHERE x.status = 'active' AND y.status = 'active'"), ("hubs included", "")] {
@@ -171,43 +172,12 @@ struct IdentityBench: AsyncParsableCommand {
                     SELECT count(DISTINCT component) FROM (SELECT node, min(root) AS component FROM reach GROUP BY node) AS c
                     """))
                 try await db.execute("RESET statement_timeout")
-                return Self.elapsed(since: clock)
+                return elapsed(since: clock)
             } catch let error as PostgresError where error.sqlState == SQLState.queryCanceled {
                 try await db.execute("RESET statement_timeout")
                 return nil
             }
         }
-    }
-
-    func ingest(_ events: [IncomingEvent], into client: PostgresClient, logger: Logger) async throws {
-        let writer = EventWriter(client: client, maxQueuedEvents: 200_000, logger: logger)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            var next = 0
-            for _ in 0..<4 {
-                let start = next
-                next += writeSize
-                guard start < events.count else { break }
-                group.addTask { _ = try await writer.write(Array(events[start..<min(events.count, start + writeSize)]), sourceID: "bench") }
-            }
-            while try await group.next() != nil {
-                let start = next
-                next += writeSize
-                guard start < events.count else { continue }
-                group.addTask { _ = try await writer.write(Array(events[start..<min(events.count, start + writeSize)]), sourceID: "bench") }
-            }
-        }
-    }
-
-    func freshDatabase(_ name: String, on server: PostgresConfiguration, files: ProjectFiles, logger: Logger) async throws -> PostgresConfiguration {
-        let admin = try await PostgresConnection.connect(configuration: server.with(database: "postgres"), logger: logger)
-        try await admin.execute("DROP DATABASE IF EXISTS \(identifier: name) WITH (FORCE)")
-        try await admin.execute("CREATE DATABASE \(identifier: name)")
-        await admin.close()
-        let configuration = server.with(database: name)
-        let client = PostgresClient(configuration: configuration, logger: logger)
-        try await Migrator(files: files, logger: logger).migrate(client)
-        await client.shutdown()
-        return configuration
     }
 
     static func partition(_ client: PostgresClient) async throws -> [String: String] {
@@ -218,16 +188,4 @@ struct IdentityBench: AsyncParsableCommand {
         }
         return result
     }
-
-    static func elapsed(since start: ContinuousClock.Instant) -> Double {
-        let duration = ContinuousClock.now - start
-        return Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-    }
-
-    static func seconds(since start: ContinuousClock.Instant) -> String { String(format: "%.1f", elapsed(since: start)) }
-}
-
-/// Prints a line straight to standard output (unbuffered, so a log file shows progress as it happens).
-func say(_ line: String) {
-    FileHandle.standardOutput.write(Data((line + "\n").utf8))
 }

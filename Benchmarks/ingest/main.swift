@@ -13,6 +13,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import Postgres
+import BenchmarkSupport
 import TributaryCore
 
 @main
@@ -89,19 +90,6 @@ struct IngestBench: AsyncParsableCommand {
         print(String(format: "psql \\copy:    %8.0f events/s   (%d events in %.1f s)", copyRate, events, seconds))
         print(String(format: "ratio: API peak / \\copy = %.2fx", peak.eventsPerSecond / copyRate))
         try? FileManager.default.removeItem(atPath: file)
-    }
-
-    /// Drops and recreates a database, migrated.
-    func freshDatabase(_ name: String, on server: PostgresConfiguration, files: ProjectFiles, logger: Logger) async throws -> PostgresConfiguration {
-        let admin = try await PostgresConnection.connect(configuration: server.with(database: "postgres"), logger: logger)
-        try await admin.execute("DROP DATABASE IF EXISTS \(identifier: name) WITH (FORCE)")
-        try await admin.execute("CREATE DATABASE \(identifier: name)")
-        await admin.close()
-        let configuration = server.with(database: name)
-        let client = PostgresClient(configuration: configuration, logger: logger)
-        try await Migrator(files: files, logger: logger).migrate(client)
-        await client.shutdown()
-        return configuration
     }
 
     static func peakRSS(_ pid: pid_t) -> Int {

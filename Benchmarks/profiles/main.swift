@@ -14,6 +14,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import Postgres
+import BenchmarkSupport
 import TributaryCore
 
 @main
@@ -38,7 +39,7 @@ struct ProfilesBench: AsyncParsableCommand {
         let data = SyntheticPeople.generate(SyntheticPeople.Options(people: people, seed: 42))
         if let template {
             try await admin.execute("CREATE DATABASE \(identifier: name) TEMPLATE \(identifier: template)")
-            say("database: copied \(template) in \(Self.seconds(since: clock)) s")
+            say("database: copied \(template) in \(seconds(since: clock)) s")
         } else {
             try await admin.execute("CREATE DATABASE \(identifier: name)")
         }
@@ -47,12 +48,12 @@ struct ProfilesBench: AsyncParsableCommand {
         let client = PostgresClient(configuration: configuration, options: .init(maxConnections: 8), logger: logger)
         clock = .now
         try await Migrator(files: files, logger: logger).migrate(client)
-        say("migrate: \(Self.seconds(since: clock)) s")
+        say("migrate: \(seconds(since: clock)) s")
         if template == nil {
             clock = .now
-            try await ingest(data.events, into: client, logger: logger)
+            try await ingest(data.events, into: client, writeSize: 2000, logger: logger)
             _ = try await IdentityStage(client: client, logger: logger).catchUp()
-            say("prepared: \(data.events.count) events ingested and resolved in \(Self.seconds(since: clock)) s")
+            say("prepared: \(data.events.count) events ingested and resolved in \(seconds(since: clock)) s")
         }
         try await client.execute("VACUUM ANALYZE")
         let (events, profiles) = try await client.query("""
@@ -68,7 +69,7 @@ struct ProfilesBench: AsyncParsableCommand {
         let stage = ProfileStage(client: client, logger: logger, batchSize: 5000)
         clock = .now
         let backlog = try await stage.catchUp()
-        let backlogSeconds = Self.elapsed(since: clock)
+        let backlogSeconds = elapsed(since: clock)
         say(String(format: "1. profile stage, backlog:      %7.0f events/s (%.1f s, %.0f µs/event; %d profiles, %d trait changes)",
                    Double(backlog.events) / backlogSeconds, backlogSeconds, backlogSeconds * 1e6 / Double(backlog.events),
                    backlog.profilesUpdated, backlog.traitChanges))
@@ -81,13 +82,13 @@ struct ProfilesBench: AsyncParsableCommand {
             live[index].timestamp = now.addingTimeInterval(Double(index - live.count) / 1000)
             live[index].receivedAt = now
         }
-        try await ingest(live, into: client, logger: logger)
+        try await ingest(live, into: client, writeSize: 2000, logger: logger)
         clock = .now
         _ = try await IdentityStage(client: client, logger: logger).catchUp()
-        let identitySeconds = Self.elapsed(since: clock)
+        let identitySeconds = elapsed(since: clock)
         clock = .now
         let incremental = try await stage.catchUp()
-        let incrementalSeconds = Self.elapsed(since: clock)
+        let incrementalSeconds = elapsed(since: clock)
         say(String(format: "2. incremental, %d live events: profile stage %.2f s = %.0f µs/event (%.0f events/s; identity stage %.2f s); %d profiles updated",
                    incremental.events, incrementalSeconds, incrementalSeconds * 1e6 / Double(max(incremental.events, 1)),
                    Double(incremental.events) / incrementalSeconds, identitySeconds, incremental.profilesUpdated))
@@ -97,14 +98,14 @@ struct ProfilesBench: AsyncParsableCommand {
         for run in 1...3 {
             clock = .now
             let changed = try await stage.recomputeAll(full: true)
-            bulk.append(Self.elapsed(since: clock))
+            bulk.append(elapsed(since: clock))
             say(String(format: "3. bulk recompute, all traits, run %d: %.2f s (%d profiles changed)", run, bulk.last!, changed))
         }
         var scheduled: [Double] = []
         for run in 1...3 {
             clock = .now
             let changed = try await stage.recomputeAll(full: false)
-            scheduled.append(Self.elapsed(since: clock))
+            scheduled.append(elapsed(since: clock))
             say(String(format: "3. bulk recompute, time-dependent only (%d traits + RFM), run %d: %.2f s (%d profiles changed)",
                        definitions.computedTraits.filter(\.isTimeDependent).count, run, scheduled.last!, changed))
         }
@@ -121,7 +122,7 @@ struct ProfilesBench: AsyncParsableCommand {
                 return try await tx.query(PostgresQuery(unsafeSQL: "SELECT count(*) FROM (\(try compiler.aggregateSQL(asOf: Date(), through: through))) AS a WHERE a::text <> ''"))
                     .scalar(Int.self)
             }
-            baseline.append(Self.elapsed(since: clock))
+            baseline.append(elapsed(since: clock))
         }
         let bulkMedian = bulk.sorted()[1], baselineMedian = baseline.sorted()[1]
         say(String(format: "4. baseline (aggregate SELECT):  %.2f s median; bulk recompute median %.2f s = %.2fx the baseline (target <= 10 s)",
@@ -131,7 +132,7 @@ struct ProfilesBench: AsyncParsableCommand {
         clock = .now
         let rebuilt = try await stage.rebuild()
         say(String(format: "5. profiles rebuild:            %.1f s (%d profiles changed, %d trait changes: expected 0 and 0)",
-                   Self.elapsed(since: clock), rebuilt.profilesUpdated, rebuilt.traitChanges))
+                   elapsed(since: clock), rebuilt.profilesUpdated, rebuilt.traitChanges))
         let sizes = try await client.query("""
             SELECT pg_size_pretty(pg_total_relation_size('cdp.profile_data')), pg_size_pretty(pg_total_relation_size('cdp.profile_trait_values')),
                    pg_size_pretty(pg_total_relation_size('cdp.trait_history')), (SELECT count(*) FROM cdp.trait_history)
@@ -139,23 +140,4 @@ struct ProfilesBench: AsyncParsableCommand {
         say("sizes: profile_data \(sizes.0), profile_trait_values \(sizes.1), trait_history \(sizes.2) (\(sizes.3) rows)")
         await client.shutdown()
     }
-
-    func ingest(_ events: [IncomingEvent], into client: PostgresClient, logger: Logger) async throws {
-        let writer = EventWriter(client: client, maxQueuedEvents: 200_000, logger: logger)
-        for start in stride(from: 0, to: events.count, by: 2000) {
-            _ = try await writer.write(Array(events[start..<min(events.count, start + 2000)]), sourceID: "bench")
-        }
-    }
-
-    static func elapsed(since start: ContinuousClock.Instant) -> Double {
-        let duration = ContinuousClock.now - start
-        return Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-    }
-
-    static func seconds(since start: ContinuousClock.Instant) -> String { String(format: "%.1f", elapsed(since: start)) }
-}
-
-/// Prints a line straight to standard output (unbuffered, so a log file shows progress as it happens).
-func say(_ line: String) {
-    FileHandle.standardOutput.write(Data((line + "\n").utf8))
 }

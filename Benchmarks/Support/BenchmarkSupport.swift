@@ -1,0 +1,54 @@
+// What the benchmark executables share: progress output, timing, ingesting events, fresh databases.
+import Foundation
+import Logging
+import Postgres
+import TributaryCore
+
+/// Prints a line straight to standard output (unbuffered, so a log file shows progress as it happens).
+public func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
+
+/// Seconds since `start`.
+public func elapsed(since start: ContinuousClock.Instant) -> Double {
+    let duration = ContinuousClock.now - start
+    return Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+}
+
+/// Seconds since `start`, with one decimal.
+public func seconds(since start: ContinuousClock.Instant) -> String { String(format: "%.1f", elapsed(since: start)) }
+
+/// Stores `events` with the event writer, `writeSize` per write, four writes at a time.
+public func ingest(_ events: [IncomingEvent], into client: PostgresClient, writeSize: Int, logger: Logger) async throws {
+    let writer = EventWriter(client: client, maxQueuedEvents: 200_000, logger: logger)
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        var next = 0
+        for _ in 0..<4 {
+            let start = next
+            next += writeSize
+            guard start < events.count else { break }
+            group.addTask { _ = try await writer.write(Array(events[start..<min(events.count, start + writeSize)]), sourceID: "bench") }
+        }
+        while try await group.next() != nil {
+            let start = next
+            next += writeSize
+            guard start < events.count else { continue }
+            group.addTask { _ = try await writer.write(Array(events[start..<min(events.count, start + writeSize)]), sourceID: "bench") }
+        }
+    }
+}
+
+/// Drops and recreates the database `name` on `server`, migrated; returns its configuration.
+public func freshDatabase(
+    _ name: String, on server: PostgresConfiguration, files: ProjectFiles, logger: Logger
+) async throws -> PostgresConfiguration {
+    let admin = try await PostgresConnection.connect(configuration: server.with(database: "postgres"), logger: logger)
+    try await admin.execute("DROP DATABASE IF EXISTS \(identifier: name) WITH (FORCE)")
+    try await admin.execute("CREATE DATABASE \(identifier: name)")
+    await admin.close()
+    let configuration = server.with(database: name)
+    let client = PostgresClient(configuration: configuration, logger: logger)
+    try await Migrator(files: files, logger: logger).migrate(client)
+    await client.shutdown()
+    return configuration
+}
