@@ -13,18 +13,19 @@ enum IdentityFixture {
     nonisolated(unsafe) static var counter = 0
     static let lock = NSLock()
 
+    /// A call with a fresh message id; track calls are named `event` (default `Clicked`).
     static func event(
-        anonymous: String? = nil, user: String? = nil, traits: String = "{}", context: String = "{}",
-        type: CallType = .identify, at timestamp: Date = Date(timeIntervalSince1970: 1_780_000_000)
+        anonymous: String? = nil, user: String? = nil, event: String? = nil, properties: String = "{}", traits: String = "{}",
+        context: String = "{}", type: CallType = .identify, at timestamp: Date = Date(timeIntervalSince1970: 1_780_000_000)
     ) -> IncomingEvent {
         lock.lock()
         counter += 1
         let id = "m-\(counter)"
         lock.unlock()
         return IncomingEvent(
-            messageID: id, type: type, event: type == .track ? "Clicked" : nil, name: nil, userID: user, anonymousID: anonymous,
-            groupID: nil, previousID: nil, timestamp: timestamp, originalTimestamp: nil, sentAt: nil, receivedAt: Date(),
-            properties: "{}", traits: traits, context: context, integrations: "{}")
+            messageID: id, type: type, event: type == .track ? (event ?? "Clicked") : nil, name: nil, userID: user,
+            anonymousID: anonymous, groupID: nil, previousID: nil, timestamp: timestamp, originalTimestamp: nil, sentAt: nil,
+            receivedAt: Date(), properties: properties, traits: traits, context: context, integrations: "{}")
     }
 
     static func write(_ events: [IncomingEvent], _ client: PostgresClient) async throws {

@@ -8,21 +8,13 @@ import Testing
 enum ProfileFixture {
     static let base = Date(timeIntervalSince1970: 1_780_000_000)
 
-    nonisolated(unsafe) static var counter = 0
-    static let lock = NSLock()
-
     static func event(
         _ type: CallType = .identify, user: String? = nil, anonymous: String? = nil, event: String? = nil,
         properties: String = "{}", traits: String = "{}", context: String = "{}", at timestamp: Date
     ) -> IncomingEvent {
-        lock.lock()
-        counter += 1
-        let id = "p-\(counter)"
-        lock.unlock()
-        return IncomingEvent(
-            messageID: id, type: type, event: type == .track ? (event ?? "Clicked") : nil, name: nil, userID: user,
-            anonymousID: anonymous, groupID: nil, previousID: nil, timestamp: timestamp, originalTimestamp: nil, sentAt: nil,
-            receivedAt: Date(), properties: properties, traits: traits, context: context, integrations: "{}")
+        IdentityFixture.event(
+            anonymous: anonymous, user: user, event: event, properties: properties, traits: traits, context: context, type: type,
+            at: timestamp)
     }
 
     static func day(_ days: Double) -> Date { base.addingTimeInterval(days * 86_400) }
