@@ -64,7 +64,7 @@ struct ProfileStore: Sendable {
             try await tx.execute("DELETE FROM cdp.profile_data WHERE profile_id = ANY(\(dead)::uuid[])")
         }
         guard !live.isEmpty else { return 0 }
-        let changes = try await replaceTraits(tx, scope: "profile_id = ANY($2::uuid[])", through: through, profiles: live, reason: "merge")
+        let changes = try await replaceTraits(tx, of: live, through: through, reason: "merge")
         // A profile left without events (all moved to another by a split) has no data.
         try await tx.execute("""
             DELETE FROM cdp.profile_data AS d
@@ -74,12 +74,15 @@ struct ProfileStore: Sendable {
         return changes
     }
 
-    /// Replaces the trait values in `scope` (a condition on profile_id; `$2` is `profiles`) by those computed from
-    /// events with `seq <= through`, recording each effective change in the history with `reason`.
-    private func replaceTraits(
-        _ tx: PostgresConnection, scope: String, through: Int64, profiles: [UUID], reason: String
-    ) async throws -> Int {
-        let scopeOnValues = scope.replacingOccurrences(of: "profile_id", with: "t.profile_id")
+    /// Replaces the trait values of `profiles` (nil: every profile) by those computed from events with
+    /// `seq <= through`, recording each effective change in the history with `reason`.
+    private func replaceTraits(_ tx: PostgresConnection, of profiles: [UUID]?, through: Int64, reason: String) async throws -> Int {
+        var binds = [try Int(through).postgresBind(), try reason.postgresBind()]
+        var scope = "true", scopeOnValues = "true"
+        if let profiles {
+            binds.append(try profiles.postgresBind())
+            (scope, scopeOnValues) = ("profile_id = ANY($3::uuid[])", "t.profile_id = ANY($3::uuid[])")
+        }
         let sql = """
             WITH latest AS (\(Self.latestSQL("seq <= $1 AND \(scope)"))),
             old AS (SELECT * FROM cdp.profile_trait_values AS t WHERE \(scopeOnValues)),
@@ -91,7 +94,7 @@ struct ProfileStore: Sendable {
             ),
             history AS (
                 INSERT INTO cdp.trait_history (profile_id, key, old_value, new_value, event_timestamp, seq, message_id, reason)
-                SELECT profile_id, key, old_value, new_value, event_timestamp, seq, message_id, $3
+                SELECT profile_id, key, old_value, new_value, event_timestamp, seq, message_id, $2
                 FROM diff WHERE old_value IS DISTINCT FROM new_value
                 RETURNING 1
             ),
@@ -110,9 +113,7 @@ struct ProfileStore: Sendable {
             )
             SELECT count(*) FROM history
             """
-        return try await tx.query(PostgresQuery(
-            unsafeSQL: sql, binds: [try Int(through).postgresBind(), try profiles.postgresBind(), try reason.postgresBind()]
-        )).scalar(Int.self)
+        return try await tx.query(PostgresQuery(unsafeSQL: sql, binds: binds)).scalar(Int.self)
     }
 
     /// Brings `profile_data` of `profiles` up to date: traits from the stored values; computed traits, first/last
@@ -156,7 +157,7 @@ struct ProfileStore: Sendable {
             DELETE FROM cdp.profile_trait_values AS t
             WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_profiles AS p WHERE p.profile_id = t.profile_id)
             """)
-        let changes = try await replaceTraits(tx, scope: "profile_id IS NOT NULL AND $2::uuid[] IS NOT NULL", through: through, profiles: [], reason: "rebuild")
+        let changes = try await replaceTraits(tx, of: nil, through: through, reason: "rebuild")
         try await tx.execute("""
             DELETE FROM cdp.profile_data AS d
             WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_profiles AS p WHERE p.profile_id = d.profile_id)
