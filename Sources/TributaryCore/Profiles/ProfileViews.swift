@@ -71,12 +71,13 @@ public enum ProfileViews {
         let catalog = try await ProfileConfig.catalog(db)
         let computed = try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", db)
         let sql = try definition(catalog: catalog, computed: computed)
-        try await db.execute("""
+        let changed = try await db.execute("""
             INSERT INTO cdp.generated_views (name, definition) VALUES ('cdp.profiles', \(sql))
             ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, updated_at = now()
             WHERE cdp.generated_views.definition <> excluded.definition
             """)
-        try await db.execute("SELECT cdp.apply_generated_views()")
+        // An unchanged definition is already the view: sql/ applies the stored definitions every migrate.
+        if (changed ?? 0) > 0 { try await db.execute("SELECT cdp.apply_generated_views()") }
     }
 }
 
