@@ -49,7 +49,7 @@ public struct IdentityStage: Sendable {
 
     /// Processes the next batch of events after the checkpoint, if any, in one transaction.
     public func processBatch() async throws -> BatchReport {
-        try await processBatch(prefetched: nil).report
+        try await processBatch(prefetched: nil, prefetchNext: false).report
     }
 
     /// The identifiers of the batch after `after`, extracted ahead on another connection while the current batch
@@ -62,7 +62,11 @@ public struct IdentityStage: Sendable {
         var events: [ExtractedEvent]
     }
 
-    func processBatch(prefetched: Task<Prefetch?, Never>?) async throws -> (report: BatchReport, next: Task<Prefetch?, Never>?) {
+    /// With `prefetchNext`, the next batch's extraction starts on another connection while this one writes; the
+    /// caller owns that task and must await it (or pass it to the next batch) before it lets go of the client.
+    func processBatch(
+        prefetched: Task<Prefetch?, Never>?, prefetchNext: Bool
+    ) async throws -> (report: BatchReport, next: Task<Prefetch?, Never>?) {
         try await client.withConnection { db in
             try await db.withTransaction { tx in
                 guard try await tx.query("SELECT pg_try_advisory_xact_lock(\(IdentityStore.processorLock.value))").scalar(Bool.self) else {
@@ -73,7 +77,7 @@ public struct IdentityStage: Sendable {
                 // The extraction's inlined expressions look expensive to the planner, and JIT-compiling them costs
                 // over a second per batch for nothing: batches are small.
                 try await tx.execute("SET LOCAL jit = off")
-                return try await process(tx, prefetched: await prefetched?.value)
+                return try await process(tx, prefetched: await prefetched?.value, prefetchNext: prefetchNext)
             }
         }
     }
@@ -82,16 +86,23 @@ public struct IdentityStage: Sendable {
     public func catchUp() async throws -> BatchReport {
         var total = BatchReport()
         var prefetched: Task<Prefetch?, Never>?
-        while true {
-            try Task.checkCancellation()
-            let (report, next) = try await processBatch(prefetched: prefetched)
-            prefetched = next
-            if report.busy {
-                try await Task.sleep(for: .milliseconds(50))
-                continue
+        do {
+            while true {
+                try Task.checkCancellation()
+                let (report, next) = try await processBatch(prefetched: prefetched, prefetchNext: true)
+                if report.busy {
+                    // A busy peer: the prefetch, if any, waits for the next try (it is checked before use).
+                    try await Task.sleep(for: .milliseconds(50))
+                    continue
+                }
+                prefetched = next
+                total.add(report)
+                if report.events == 0 { return total }
             }
-            total.add(report)
-            if report.events == 0 { return total }
+        } catch {
+            // Never leave an extraction running on the client after returning.
+            _ = await prefetched?.value
+            throw error
         }
     }
 
@@ -128,7 +139,9 @@ public struct IdentityStage: Sendable {
     }
 
     /// One batch, inside the caller's transaction, holding the processor lock.
-    func process(_ tx: PostgresConnection, prefetched: Prefetch?) async throws -> (report: BatchReport, next: Task<Prefetch?, Never>?) {
+    func process(
+        _ tx: PostgresConnection, prefetched: Prefetch?, prefetchNext: Bool
+    ) async throws -> (report: BatchReport, next: Task<Prefetch?, Never>?) {
         var report = BatchReport()
         var timings: [(String, Duration)] = []
         var lap = ContinuousClock.now
@@ -160,7 +173,7 @@ public struct IdentityStage: Sendable {
             last = end
             events = try await IdentityStore.extract(tx, document: document, .range(after: checkpoint, through: last))
         }
-        let next = prefetch(after: last, document: document)
+        let next = prefetchNext ? prefetch(after: last, document: document) : nil
         report.events = events.count
         report.ignored = try await IdentityStore.recordIgnored(tx, events, logger: logger)
         mark("extract")
