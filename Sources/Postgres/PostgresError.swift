@@ -127,6 +127,7 @@ public struct SQLState: Hashable, Sendable, CustomStringConvertible {
     public static let invalidTextRepresentation = SQLState("22P02")
     public static let insufficientPrivilege = SQLState("42501")
     public static let lockNotAvailable = SQLState("55P03")
+    public static let objectInUse = SQLState("55006")
 
     /// The class of the code (its first two characters), for example `23` for integrity constraint violations.
     public var errorClass: Substring { code.prefix(2) }

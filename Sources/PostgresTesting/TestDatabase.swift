@@ -46,14 +46,27 @@ public enum TestDatabase {
         do {
             let value = try await body(client)
             await client.shutdown()
-            try await admin.execute("DROP DATABASE \(identifier: name) WITH (FORCE)")
+            try await drop(name, admin)
             await admin.close()
             return value
         } catch {
             await client.shutdown()
-            _ = try? await admin.execute("DROP DATABASE \(identifier: name) WITH (FORCE)")
+            _ = try? await drop(name, admin)
             await admin.close()
             throw error
+        }
+    }
+
+    /// Drops a test database. `WITH (FORCE)` terminates its sessions but waits only 5 s for them to exit; on a machine
+    /// busy with checkpoints from many parallel tests a backend can take longer, so "in use" is retried a few times.
+    static func drop(_ name: String, _ admin: PostgresConnection) async throws {
+        for attempt in 1... {
+            do {
+                try await admin.execute("DROP DATABASE \(identifier: name) WITH (FORCE)")
+                return
+            } catch let error as PostgresError where error.sqlState == .objectInUse && attempt < 4 {
+                try await Task.sleep(for: .seconds(1))
+            }
         }
     }
 
