@@ -24,11 +24,9 @@ BEGIN
         'profile_id', $1,
         'traits', coalesce(d.traits, '{}'),
         'computed_traits', coalesce(d.computed, '{}'),
-        -- SEGMENTS: the one place segment membership goes in. Until cdp.segment_members exists this is always
-        -- empty; then: (SELECT coalesce(json_agg(json_build_object('segment', m.segment, 'entered_at',
-        -- cdp.json_timestamp(m.entered_at)) ORDER BY m.segment), '[]') FROM cdp.segment_members AS m
-        -- WHERE m.profile_id = $1)
-        'segments', '[]'::json,
+        'segments', (SELECT coalesce(json_agg(json_build_object('segment', m.segment, 'entered_at',
+                     cdp.json_timestamp(m.entered_at)) ORDER BY m.segment), '[]')
+                     FROM cdp.segment_members AS m WHERE m.profile_id = $1),
         'identities', coalesce(ids.list, '[]'),
         'first_seen_at', cdp.json_timestamp(coalesce(d.first_seen_at, ids.first_seen_at)),
         'last_seen_at', cdp.json_timestamp(coalesce(d.last_seen_at, ids.last_seen_at)),

@@ -142,40 +142,6 @@ public struct ComputedTraitCompiler: Sendable {
 
     /// A property condition over the event row `e`.
     static func condition(_ condition: PropertyCondition) throws -> String {
-        let property = "e.properties -> \(try SQLQuoting.literal(condition.property))"
-        switch condition.op {
-        case .exists: return "coalesce(jsonb_typeof(\(property)), 'null') <> 'null'"
-        case .notExists: return "coalesce(jsonb_typeof(\(property)), 'null') = 'null'"
-        case .equal: return "\(property) = \(try json(condition.value!))"
-        case .notEqual: return "\(property) IS DISTINCT FROM \(try json(condition.value!))"
-        case .in:
-            guard case .list(let items) = condition.value! else { throw ProfileError("'in' needs a list") }
-            return "\(property) IN (\(try items.map(json).joined(separator: ", ")))"
-        case .contains:
-            guard case .string(let text) = condition.value! else { throw ProfileError("'contains' needs a string") }
-            return "strpos(CASE WHEN jsonb_typeof(\(property)) = 'string' THEN \(property) #>> '{}' END, \(try SQLQuoting.literal(text))) > 0"
-        case .greater, .greaterOrEqual, .less, .lessOrEqual:
-            guard case .number(let number) = condition.value! else { throw ProfileError("'\(condition.op.rawValue)' needs a number") }
-            return "cdp.jsonb_numeric(\(property)) \(condition.op.rawValue) \(try Self.number(number))"
-        }
-    }
-
-    /// A JSON literal as a jsonb constant.
-    static func json(_ value: ConditionValue) throws -> String {
-        switch value {
-        case .string(let text):
-            let encoded = String(decoding: try JSONEncoder().encode(text), as: UTF8.self)
-            return "\(try SQLQuoting.literal(encoded))::jsonb"
-        case .number(let number): return "\(try SQLQuoting.literal(try Self.number(number)))::jsonb"
-        case .bool(let flag): return flag ? "'true'::jsonb" : "'false'::jsonb"
-        case .list: throw ProfileError("a list is not a single value")
-        }
-    }
-
-    /// A finite number as SQL/JSON numeric text.
-    static func number(_ number: Double) throws -> String {
-        guard number.isFinite else { throw ProfileError("\(number) is not a finite number") }
-        if number == number.rounded(), abs(number) < 1e15 { return String(Int64(number)) }
-        return "\(number)"
+        try SQLRenderer().condition(condition, on: "e.properties")
     }
 }

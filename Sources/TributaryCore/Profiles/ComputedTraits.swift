@@ -535,34 +535,56 @@ public struct ComputedTraitDefinitions: Sendable, Equatable, Codable {
     }
 
     private func validate(_ condition: PropertyCondition, of trait: ComputedTrait, catalog: Catalog?, at path: String) throws {
-        try checkText(condition.property, at: "\(path).property")
-        switch condition.op {
+        try Self.validate(
+            condition.property, condition.op, condition.value, type: propertyType(condition.property, of: trait, catalog: catalog),
+            subject: "property", keyPath: "\(path).property", at: path)
+    }
+
+    /// Checks one comparison: the key, the operator against its value, and the value against the catalog `type` (nil:
+    /// unknown). With `timestamps`, ordering operators also take an ISO 8601 string (compared as a timestamp).
+    static func validate(
+        _ key: String, _ op: PropertyCondition.Operator, _ value: ConditionValue?, type: ValueType?, timestamps: Bool = false,
+        subject: String, keyPath: String, at path: String
+    ) throws {
+        if key.isEmpty || key.utf8.contains(0) { throw ProfileError("\(keyPath): must not be empty or contain NUL") }
+        switch op {
         case .exists, .notExists:
-            if condition.value != nil { throw ProfileError("\(path).value: operator '\(condition.op.rawValue)' takes no value") }
+            if value != nil { throw ProfileError("\(path).value: operator '\(op.rawValue)' takes no value") }
             return
         default:
-            guard let value = condition.value else { throw ProfileError("\(path).value: required for operator '\(condition.op.rawValue)'") }
-            switch (condition.op, value) {
+            guard let value else { throw ProfileError("\(path).value: required for operator '\(op.rawValue)'") }
+            switch (op, value) {
             case (.in, .list(let items)):
                 if items.isEmpty { throw ProfileError("\(path).value: 'in' needs at least one value") }
                 if items.contains(where: { if case .list = $0 { true } else { false } }) {
                     throw ProfileError("\(path).value: 'in' takes a list of strings, numbers or booleans, not nested lists")
                 }
+                if items.contains(where: { if case .string(let text) = $0 { text.utf8.contains(0) } else { false } }) {
+                    throw ProfileError("\(path).value: must not contain NUL")
+                }
             case (.in, _): throw ProfileError("\(path).value: 'in' needs a list, got \(value.typeName)")
-            case (_, .list): throw ProfileError("\(path).value: operator '\(condition.op.rawValue)' takes one value, got a list")
+            case (_, .list): throw ProfileError("\(path).value: operator '\(op.rawValue)' takes one value, got a list")
             case (.contains, .string(let text)):
                 if text.utf8.contains(0) { throw ProfileError("\(path).value: must not contain NUL") }
             case (.contains, _): throw ProfileError("\(path).value: 'contains' needs a string, got \(value.typeName)")
-            case (let op, .number) where op.isOrdering: break
+            case (let op, .number(let number)) where op.isOrdering:
+                if !number.isFinite { throw ProfileError("\(path).value: must be a finite number") }
+            case (let op, .string(let text)) where op.isOrdering && timestamps:
+                if SQLRenderer.parseTimestamp(text) == nil {
+                    throw ProfileError("\(path).value: operator '\(op.rawValue)' needs a number or an ISO 8601 timestamp, got '\(text)'")
+                }
+                if let type, type != .timestamp {
+                    throw ProfileError("\(path): \(subject) '\(key)' is \(type), got a timestamp")
+                }
+                return
             case (let op, _) where op.isOrdering:
-                throw ProfileError("\(path).value: operator '\(op.rawValue)' needs a number, got \(value.typeName)")
+                throw ProfileError("\(path).value: operator '\(op.rawValue)' needs a number\(timestamps ? " or an ISO 8601 timestamp" : ""), got \(value.typeName)")
             case (_, .string(let text)):
                 if text.utf8.contains(0) { throw ProfileError("\(path).value: must not contain NUL") }
             default: break
             }
-            if let type = propertyType(condition.property, of: trait, catalog: catalog),
-               let given = value.valueType, !Self.compatible(type, given) {
-                throw ProfileError("\(path): property '\(condition.property)' is \(type), got \(value.typeName)")
+            if let type, let given = value.valueType, !compatible(type, given) {
+                throw ProfileError("\(path): \(subject) '\(key)' is \(type), got \(value.typeName)")
             }
         }
     }

@@ -23,6 +23,8 @@ public struct ProfileStage: Sendable {
         public var profilesRecomputed = 0
         /// Trait changes recorded in `cdp.trait_history`.
         public var traitChanges = 0
+        /// Entries into and exits from real-time segments recorded for the profiles this batch changed.
+        public var segmentChanges = 0
         /// The whole profile state was rebuilt (the identity graph was rebuilt).
         public var rebuilt = false
         public var checkpoint: Int64 = 0
@@ -36,6 +38,7 @@ public struct ProfileStage: Sendable {
             profilesUpdated += other.profilesUpdated
             profilesRecomputed += other.profilesRecomputed
             traitChanges += other.traitChanges
+            segmentChanges += other.segmentChanges
             rebuilt = rebuilt || other.rebuilt
             checkpoint = max(checkpoint, other.checkpoint)
         }
@@ -161,7 +164,10 @@ public struct ProfileStage: Sendable {
             SELECT DISTINCT profile_id FROM cdp.events
             WHERE seq > \(marks.profiles) AND seq <= \(through) AND profile_id IS NOT NULL
             """).map { try $0.decode(UUID.self) }
-        report.profilesUpdated = try await store.refreshData(tx, profiles: Array(Set(touched).union(recomputed)), through: through)
+        let changed = Array(Set(touched).union(recomputed))
+        report.profilesUpdated = try await store.refreshData(tx, profiles: changed, through: through)
+        // Real-time segments follow the profiles in the same transaction: a membership never runs ahead of its data.
+        report.segmentChanges = try await SegmentMembership.reevaluate(tx, profiles: changed)
         try await Self.setCheckpoint(tx, Self.stage, through)
         report.checkpoint = through
         return report

@@ -1,0 +1,310 @@
+import Foundation
+
+/// Compiles segments to SQL: the view `segments."name"` over `cdp.profile_data` (traits, computed traits) and
+/// `cdp.events` (the `profile_id` the identity stage stamps on each event; no join through identities), and a
+/// per-profile form of the same conditions for re-evaluating a few profiles right after they change.
+///
+/// Every name and value reaches the SQL text through the dialect (views cannot take bind parameters); numbers are
+/// rendered by Swift. For example
+///
+/// ```swift
+/// Segment("buyers") { Event("Order Completed", within: .days(30)).count >= 2 }
+/// ```
+///
+/// compiles to
+///
+/// ```sql
+/// CREATE OR REPLACE VIEW segments."buyers" AS
+/// SELECT p.profile_id
+/// FROM cdp.profile_data AS p
+/// WHERE p.profile_id IN (
+///     SELECT e.profile_id
+///     FROM cdp.events AS e
+///     WHERE e.profile_id IS NOT NULL
+///       AND e.event = 'Order Completed'
+///       AND e.timestamp > now() - interval '1 day' * 30
+///     GROUP BY e.profile_id
+///     HAVING count(*) >= 2
+/// )
+/// ```
+public struct SegmentCompiler: Sendable {
+    /// How the profile rows are reached.
+    public enum Form: Sendable {
+        /// Set-based: event conditions drive from `cdp.events` (`p.profile_id IN (SELECT … GROUP BY … HAVING …)`),
+        /// for the view over all profiles.
+        case view
+        /// Correlated on the row `p`: each event condition reads that profile's events through the index on
+        /// `(profile_id, timestamp)`, for a handful of profiles.
+        case perProfile
+    }
+
+    /// The moment windows end at.
+    public enum Clock: Sendable {
+        /// `now()`: when the view is read.
+        case transaction
+        /// A fixed moment (tests, reproducible evaluation).
+        case fixed(Date)
+    }
+
+    public let definitions: SegmentDefinitions
+    public let catalog: Catalog?
+    public let computed: ComputedTraitDefinitions?
+    public let dialect: any SQLDialect
+    public let clock: Clock
+    let sql: SQLRenderer
+
+    /// `catalog` and `computed` type the fields' columns; the conditions need neither.
+    public init(
+        _ definitions: SegmentDefinitions, catalog: Catalog? = nil, computed: ComputedTraitDefinitions? = nil,
+        dialect: any SQLDialect = PostgresDialect(), clock: Clock = .transaction
+    ) {
+        self.definitions = definitions
+        self.catalog = catalog
+        self.computed = computed
+        self.dialect = dialect
+        self.clock = clock
+        self.sql = SQLRenderer(dialect)
+    }
+
+    /// `CREATE OR REPLACE VIEW segments."name" AS SELECT …`.
+    public func createViewSQL(_ name: String) throws -> String {
+        "CREATE OR REPLACE VIEW \(try viewName(name)) AS\n\(try selectSQL(name))"
+    }
+
+    /// `segments."name"`.
+    public func viewName(_ name: String) throws -> String {
+        "\(try dialect.identifier("segments")).\(try dialect.identifier(name))"
+    }
+
+    /// The view's query: `profile_id` and the segment's fields, for every profile that meets its conditions.
+    public func selectSQL(_ name: String) throws -> String {
+        let segment = try self.segment(name)
+        var columns = ["p.profile_id"]
+        for field in segment.fields {
+            columns.append("\(try fieldSQL(field)) AS \(try dialect.identifier(field.name))")
+        }
+        var text = "SELECT \(columns.joined(separator: ",\n       "))\nFROM cdp.profile_data AS p"
+        let predicate = try conditionsSQL(segment, form: .view, trail: [])
+        if let predicate { text += "\nWHERE \(predicate)" }
+        return text
+    }
+
+    /// The per-profile form: the members among the profiles in `profiles` (an SQL expression of a `uuid[]`, for
+    /// example `$1`).
+    public func perProfileSQL(_ name: String, profiles: String) throws -> String {
+        let predicate = try self.predicate(name, form: .perProfile)
+        return "SELECT p.profile_id\nFROM cdp.profile_data AS p\nWHERE p.profile_id = ANY(\(profiles))" + (predicate.map { "\n  AND \($0)" } ?? "")
+    }
+
+    /// The segment's conditions over the profile row `p` of `cdp.profile_data` (nil: every profile).
+    public func predicate(_ name: String, form: Form) throws -> String? {
+        try conditionsSQL(try segment(name), form: form, trail: [])
+    }
+
+    func segment(_ name: String) throws -> Segment {
+        guard let segment = definitions[name] else { throw ProfileError("unknown segment '\(name)'") }
+        return segment
+    }
+
+    var now: String {
+        get throws {
+            switch clock {
+            case .transaction: "now()"
+            case .fixed(let date): try sql.timestamp(date)
+            }
+        }
+    }
+
+    // MARK: - Conditions
+
+    private func conditionsSQL(_ segment: Segment, form: Form, trail: [String]) throws -> String? {
+        if trail.contains(segment.name) { throw ProfileError("segment '\(segment.name)' refers back to itself") }
+        let parts = try segment.conditions.map { try conditionSQL($0, form: form, trail: trail + [segment.name]) }
+        return parts.isEmpty ? nil : parts.joined(separator: "\n  AND ")
+    }
+
+    private func conditionSQL(_ condition: SegmentCondition, form: Form, trail: [String]) throws -> String {
+        switch condition.node {
+        case .trait(let key, let op, let value):
+            return try sql.comparison(key: key, op: op, value: value, on: "p.traits")
+        case .computed(let name, let op, let value):
+            return try sql.comparison(key: name, op: op, value: value, on: "p.computed")
+        case .allOf(let all):
+            return group(try all.map { try conditionSQL($0, form: form, trail: trail) }, "AND", empty: "true")
+        case .anyOf(let any):
+            return group(try any.map { try conditionSQL($0, form: form, trail: trail) }, "OR", empty: "false")
+        case .not(let inner):
+            // A NULL inside (a missing value) must make NOT true, as it made the condition false.
+            return "NOT coalesce(\(try conditionSQL(inner, form: form, trail: trail)), false)"
+        case .segment(let name):
+            if trail.contains(name) { throw ProfileError("segment '\(name)' refers back to itself") }
+            let parts = try segment(name).conditions.map { try conditionSQL($0, form: form, trail: trail + [name]) }
+            return group(parts, "AND", empty: "true")
+        case .event(let event):
+            return try eventSQL(event, form: form)
+        case .funnel(let funnel):
+            return try funnelSQL(funnel, form: form)
+        case .notSince(let event, let since):
+            return try notSinceSQL(event, since: since, form: form)
+        }
+    }
+
+    /// `(a\n    OR b)` over several lines; one part stands alone.
+    private func group(_ parts: [String], _ op: String, empty: String) -> String {
+        if parts.isEmpty { return empty }
+        if parts.count == 1 { return parts[0] }
+        return "(\n" + indent(parts.joined(separator: "\n\(op) ")) + "\n)"
+    }
+
+    private func indent(_ text: String, _ spaces: Int = 4) -> String {
+        let pad = String(repeating: " ", count: spaces)
+        return text.split(separator: "\n", omittingEmptySubsequences: false).map { pad + $0 }.joined(separator: "\n")
+    }
+
+    /// The filters of `event` on the event row `row`.
+    private func filters(_ event: Event, row: String) throws -> [String] {
+        var parts: [String] = []
+        switch event.name {
+        case Catalog.pageEvent: parts.append("\(row).type = \(try dialect.literal("page"))")
+        case Catalog.screenEvent: parts.append("\(row).type = \(try dialect.literal("screen"))")
+        default: parts.append("\(row).event = \(try dialect.literal(event.name))")
+        }
+        if let window = event.within { parts.append("\(row).timestamp > \(try sql.daysBefore(try now, window.days))") }
+        for condition in event.where ?? [] { parts.append(try sql.condition(condition, on: "\(row).properties")) }
+        return parts
+    }
+
+    /// `FROM cdp.events AS row WHERE …`, the profile either any (view) or the row `p`'s (per profile).
+    private func eventsFrom(_ row: String, _ filters: [String], correlated: String) -> String {
+        "FROM cdp.events AS \(row)\nWHERE \(([correlated] + filters).joined(separator: "\n  AND "))"
+    }
+
+    private func eventSQL(_ condition: EventCondition, form: Form) throws -> String {
+        let filters = try self.filters(condition.event, row: "e")
+        let aggregate: String
+        switch condition.aggregate {
+        case .count: aggregate = "count(*)"
+        case .sum: aggregate = "coalesce(sum(\(try numeric(condition.property))), 0)"
+        case .average: aggregate = "avg(\(try numeric(condition.property)))"
+        case .min: aggregate = "min(\(try numeric(condition.property)))"
+        case .max: aggregate = "max(\(try numeric(condition.property)))"
+        }
+        let comparison = "\(condition.op.rawValue == "!=" ? "<>" : condition.op.rawValue) \(try SQLRenderer.number(condition.value))"
+        let isCount = condition.aggregate == .count
+        switch form {
+        case .perProfile:
+            let from = eventsFrom("e", filters, correlated: "e.profile_id = p.profile_id")
+            if isCount, Self.everyPositiveCount(condition) {
+                return "EXISTS (\n\(indent("SELECT 1\n" + from))\n)"
+            }
+            if isCount, Self.noPositiveCount(condition) {
+                return "NOT EXISTS (\n\(indent("SELECT 1\n" + from))\n)"
+            }
+            return "(\n\(indent("SELECT \(aggregate)\n" + from))\n) \(comparison)"
+        case .view:
+            let from = eventsFrom("e", filters, correlated: "e.profile_id IS NOT NULL")
+            if condition.holdsWithoutEvents {
+                // Profiles without a matching event meet it: everyone but those whose events fail it.
+                let having = isCount && Self.noPositiveCount(condition) ? "" : "\nGROUP BY e.profile_id\nHAVING NOT (\(aggregate) \(comparison))"
+                return "p.profile_id NOT IN (\n\(indent("SELECT e.profile_id\n" + from + having))\n)"
+            }
+            let having = isCount && Self.everyPositiveCount(condition) ? "" : "\nGROUP BY e.profile_id\nHAVING \(aggregate) \(comparison)"
+            return "p.profile_id IN (\n\(indent("SELECT e.profile_id\n" + from + having))\n)"
+        }
+    }
+
+    private func numeric(_ property: String?) throws -> String {
+        guard let property else { throw ProfileError("this aggregate needs a property") }
+        return "cdp.jsonb_numeric(e.properties -> \(try dialect.literal(property)))"
+    }
+
+    /// Whether every count of one or more meets the condition (so "has a matching event" is enough).
+    static func everyPositiveCount(_ condition: EventCondition) -> Bool {
+        let v = condition.value
+        switch condition.op {
+        case .greaterOrEqual: return v <= 1
+        case .greater: return v < 1
+        case .notEqual: return v < 1 || v != v.rounded()
+        default: return false
+        }
+    }
+
+    /// Whether no count of one or more meets the condition (so it means "has no matching event").
+    static func noPositiveCount(_ condition: EventCondition) -> Bool {
+        let v = condition.value
+        switch condition.op {
+        case .less: return v <= 1
+        case .lessOrEqual: return v < 1
+        case .equal: return v < 1 || v != v.rounded()
+        default: return false
+        }
+    }
+
+    private func funnelSQL(_ funnel: FunnelCondition, form: Form) throws -> String {
+        // Innermost first: step k exists after step k-1, no later than the first step plus the window.
+        var inner: String?
+        for index in stride(from: funnel.steps.count - 1, through: 1, by: -1) {
+            let row = "s\(index)", previous = "s\(index - 1)"
+            var conditions = [
+                "\(row).profile_id = \(previous).profile_id",
+                "(\(row).timestamp, \(row).seq) > (\(previous).timestamp, \(previous).seq)",
+                "\(row).timestamp <= s0.timestamp + interval \(try dialect.literal("1 day")) * \(funnel.within.days)",
+            ] + (try filters(funnel.steps[index], row: row))
+            if let inner { conditions.append(inner) }
+            inner = "EXISTS (\n\(indent("SELECT 1\nFROM cdp.events AS \(row)\nWHERE \(conditions.joined(separator: "\n  AND "))"))\n)"
+        }
+        var first = try filters(funnel.steps[0], row: "s0")
+        if let inner { first.append(inner) }
+        switch form {
+        case .perProfile:
+            return "EXISTS (\n\(indent("SELECT 1\n" + eventsFrom("s0", first, correlated: "s0.profile_id = p.profile_id")))\n)"
+        case .view:
+            return "p.profile_id IN (\n\(indent("SELECT s0.profile_id\n" + eventsFrom("s0", first, correlated: "s0.profile_id IS NOT NULL")))\n)"
+        }
+    }
+
+    private func notSinceSQL(_ event: Event, since: Event, form: Form) throws -> String {
+        let later = try filters(event, row: "x") + [
+            "x.profile_id = y.profile_id",
+            "(x.timestamp, x.seq) > (y.timestamp, y.seq)",
+        ]
+        let none = "NOT EXISTS (\n\(indent("SELECT 1\nFROM cdp.events AS x\nWHERE \(later.joined(separator: "\n  AND "))"))\n)"
+        let filters = try self.filters(since, row: "y") + [none]
+        switch form {
+        case .perProfile:
+            return "EXISTS (\n\(indent("SELECT 1\n" + eventsFrom("y", filters, correlated: "y.profile_id = p.profile_id")))\n)"
+        case .view:
+            return "p.profile_id IN (\n\(indent("SELECT y.profile_id\n" + eventsFrom("y", filters, correlated: "y.profile_id IS NOT NULL")))\n)"
+        }
+    }
+
+    // MARK: - Fields
+
+    /// A field read from `p.traits` or `p.computed`, typed by the catalog (or the computed trait's aggregate).
+    func fieldSQL(_ field: SegmentField) throws -> String {
+        let (object, key) = field.trait.map { ("p.traits", $0) } ?? ("p.computed", field.computed ?? "")
+        let value = "\(object) -> \(try dialect.literal(key))"
+        let type = field.trait != nil ? catalog?.traitType(key) : computedType(key)
+        guard let type else { return "nullif(\(value), \(try dialect.literal("null"))::jsonb)" }
+        switch type {
+        case .string: return "cdp.jsonb_text(\(value))"
+        case .integer: return "cdp.jsonb_bigint(\(value))"
+        case .double: return "cdp.jsonb_float8(\(value))"
+        case .boolean: return "cdp.jsonb_boolean(\(value))"
+        case .timestamp: return "cdp.jsonb_timestamptz(\(value))"
+        case .object, .array:
+            return "CASE WHEN jsonb_typeof(\(value)) = \(try dialect.literal(type.rawValue)) THEN \(value) END"
+        }
+    }
+
+    /// The type of a computed trait's values (nil: unknown, kept as jsonb).
+    private func computedType(_ name: String) -> ValueType? {
+        if let trait = computed?.computedTraits.first(where: { $0.name == name }) { return trait.valueType(catalog: catalog) }
+        guard computed?.rfm.enabled ?? false else { return nil }
+        switch name {
+        case "rfm_recency", "rfm_frequency", "rfm_monetary": return .integer
+        case "rfm_score": return .string
+        default: return nil
+        }
+    }
+}
