@@ -77,6 +77,7 @@ extension TributaryCommand {
                     }
                 }
                 try await showProfiles(client: client, logger: logger)
+                try await showSegments(client: client, logger: logger)
                 let elapsed = ContinuousClock.now - started
                 print("  took          \(elapsed.formatted(.units(allowed: [.seconds, .milliseconds], width: .narrow)))")
                 print("Try: tributary serve, then curl -u \"$KEY:\" -d '{\"userId\":\"u1\",\"event\":\"Signed Up\"}' localhost:8080/v1/track")
@@ -113,6 +114,25 @@ extension TributaryCommand {
                 print("                …")
             }
             print("  analysts      SELECT profile_id, lifetime_value, rfm_score, traits->>'email' FROM cdp.profiles ORDER BY lifetime_value DESC NULLS LAST")
+        }
+
+        /// Applies the example segments, refreshes their members and prints their sizes and one compiled view.
+        func showSegments(client: PostgresClient, logger: Logger) async throws {
+            let file = try ProjectFiles.locate().root.appendingPathComponent("examples/segments.json")
+            let store = SegmentStore(client: client, logger: logger)
+            let definitions = try await store.load(try Data(contentsOf: file))
+            try await store.apply(definitions)
+            let report = try await SegmentMembership(client: client, logger: logger).refresh()
+            print("  segments      \(definitions.segments.count) segments (examples/segments.json) compiled to views segments.\"name\"; "
+                + "\(report.entered) memberships entered")
+            for segment in try await store.list() {
+                print("                \(segment.name.padding(toLength: 20, withPad: " ", startingAt: 0)) \(String(segment.members).padding(toLength: 5, withPad: " ", startingAt: 0)) "
+                    + "\(segment.realtime ? "real-time" : "scheduled")  \(segment.description ?? "")")
+            }
+            let (view, _) = try await store.sql("recent_buyers")
+            print("  segment SQL   tributary segments show recent_buyers --sql")
+            for line in view.split(separator: "\n") { print("                \(line)") }
+            print("  analysts      SELECT * FROM segments.recent_buyers ORDER BY lifetime_value DESC; SELECT * FROM cdp.segment_history")
         }
 
         struct Collected {

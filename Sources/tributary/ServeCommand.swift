@@ -25,6 +25,8 @@ extension TributaryCommand {
         @Flag(inversion: .prefixedNo, help: "Run the real-time identity stage in this process.") var identity = true
         @Flag(inversion: .prefixedNo, help: "Run the profile stage (traits, computed traits) in this process.") var profiles = true
         @Option(help: "Seconds between bulk recomputes of computed traits (time windows, RFM).") var recomputeEvery = 3600
+        @Option(help: "Seconds between refreshes of every segment's members (0: never; real-time segments also follow each profile change).")
+        var refreshSegmentsEvery = 900
 
         func run() async throws {
             let logger = global.makeLogger()
@@ -47,6 +49,10 @@ extension TributaryCommand {
             if profiles {
                 let stage = ProfileStage(client: client, logger: logger)
                 services.append(.init(service: ProfileService(stage: stage, recomputeEvery: .seconds(recomputeEvery))))
+            }
+            if refreshSegmentsEvery > 0 {
+                let membership = SegmentMembership(client: client, logger: logger)
+                services.append(.init(service: SegmentService(membership: membership, every: .seconds(refreshSegmentsEvery))))
             }
             let group = ServiceGroup(configuration: ServiceGroupConfiguration(
                 services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
@@ -146,5 +152,14 @@ struct ProfileService: Service {
     let recomputeEvery: Duration
     func run() async throws {
         try await cancelWhenGracefulShutdown { try await stage.run(recomputeInterval: recomputeEvery) }
+    }
+}
+
+/// The scheduled refresh of segment members as a service of `tributary serve`: stops on graceful shutdown.
+struct SegmentService: Service {
+    let membership: SegmentMembership
+    let every: Duration
+    func run() async throws {
+        try await cancelWhenGracefulShutdown { await membership.run(every: every) }
     }
 }

@@ -16,7 +16,7 @@ struct TributaryCommand: AsyncParsableCommand {
         version: Tributary.version,
         subcommands: [
             Demo.self, Serve.self, Sources.self, Tokens.self, Import.self, Webhooks.self, IdentityGroup.self, ProfilesCommand.self,
-            Traits.self, CatalogGroup.self, Migrate.self, DB.self, Version.self,
+            Traits.self, Segments.self, CatalogGroup.self, Migrate.self, DB.self, Version.self,
         ]
     )
 
