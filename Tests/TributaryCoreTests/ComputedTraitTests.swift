@@ -328,7 +328,7 @@ import Testing
                    min(e.timestamp) AS first_seen_at,
                    max(e.timestamp) AS last_seen_at,
                    count(*) AS event_count,
-                   count(*) FILTER (WHERE e.event = 'Order Completed' AND e.timestamp > (timestamptz 'epoch' + 1000000000 * interval '1 microsecond') - interval '1 day' * 30 AND cdp.jsonb_numeric(e.properties -> 'revenue') > 100) AS t0,
+                   count(*) FILTER (WHERE e.event = 'Order Completed' AND e.timestamp > (timestamptz 'epoch' + 1000000000 * interval '1 microsecond') - interval '24 hours' * 30 AND cdp.jsonb_numeric(e.properties -> 'revenue') > 100) AS t0,
                    mode() WITHIN GROUP (ORDER BY e.properties -> 'category') FILTER (WHERE e.event = 'Product Viewed' AND jsonb_typeof(e.properties -> 'category') <> 'null') AS t1
             FROM cdp.events AS e
             WHERE e.profile_id IS NOT NULL AND e.seq <= 42

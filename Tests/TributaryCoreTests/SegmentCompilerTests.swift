@@ -52,7 +52,7 @@ private enum Traits {
                 FROM cdp.events AS e
                 WHERE e.profile_id IS NOT NULL
                   AND e.event = ‹Order Completed›
-                  AND e.timestamp > now() - interval ‹1 day› * 30
+                  AND e.timestamp > now() - interval ‹24 hours› * 30
                 GROUP BY e.profile_id
                 HAVING count(*) >= 2
             )
@@ -61,7 +61,7 @@ private enum Traits {
                 FROM cdp.events AS e
                 WHERE e.profile_id IS NOT NULL
                   AND e.event = ‹Order Completed›
-                  AND e.timestamp > now() - interval ‹1 day› * 30
+                  AND e.timestamp > now() - interval ‹24 hours› * 30
                 GROUP BY e.profile_id
                 HAVING coalesce(sum(cdp.jsonb_numeric(e.properties -> ‹revenue›)), 0) > 100
             )
@@ -150,7 +150,7 @@ private enum Traits {
                     FROM cdp.events AS s1
                     WHERE s1.profile_id = s0.profile_id
                       AND (s1.timestamp, s1.seq) > (s0.timestamp, s0.seq)
-                      AND s1.timestamp <= s0.timestamp + interval ‹1 day› * 7
+                      AND s1.timestamp <= s0.timestamp + interval ‹24 hours› * 7
                       AND s1.event = ‹Order Completed›
                       AND s1.properties -> ‹currency› = ‹"EUR"›::jsonb
                 )
@@ -168,7 +168,7 @@ private enum Traits {
                 FROM cdp.events AS y
                 WHERE y.profile_id = p.profile_id
                   AND y.event = ‹Product Added›
-                  AND y.timestamp > now() - interval ‹1 day› * 3
+                  AND y.timestamp > now() - interval ‹24 hours› * 3
                   AND NOT EXISTS (
                     SELECT 1
                     FROM cdp.events AS x
@@ -194,7 +194,7 @@ private enum Traits {
                 FROM cdp.events AS e
                 WHERE e.profile_id IS NOT NULL
                   AND e.event = ‹Order Completed›
-                  AND e.timestamp > (timestamptz ‹epoch› + 1780000000000000 * interval ‹1 microsecond›) - interval ‹1 day› * 1
+                  AND e.timestamp > (timestamptz ‹epoch› + 1780000000000000 * interval ‹1 microsecond›) - interval ‹24 hours› * 1
             )
             """)
         #expect(try compiler.viewName("active vip") == "⟦segments⟧.⟦active vip⟧")

@@ -114,7 +114,7 @@ public struct ComputedTraitCompiler: Sendable {
             conditions.append("e.type IN (\(try types.map(SQLQuoting.literal).joined(separator: ", ")))")
         }
         if let window = trait.within {
-            conditions.append("e.timestamp > \(now) - interval '1 day' * \(window.days)")
+            conditions.append("e.timestamp > \(try SQLRenderer().daysBefore(now, window.days))")
         }
         for condition in trait.where ?? [] {
             conditions.append(try Self.condition(condition))

@@ -38,9 +38,11 @@ struct SQLRenderer: Sendable {
         return "(timestamptz \(try literal("epoch")) + \(micros) * interval \(try literal("1 microsecond")))"
     }
 
-    /// `now - interval '1 day' * days`: the start of a window of `days` ending at `now`.
+    /// `now - interval '24 hours' * days`: the start of a window of `days` ending at `now`. Days of 24 hours, not
+    /// calendar days: `interval '1 day'` follows the session's time zone across daylight-saving changes, so the
+    /// same view would give different members to sessions in different time zones.
     func daysBefore(_ now: String, _ days: Int) throws -> String {
-        "\(now) - interval \(try literal("1 day")) * \(days)"
+        "\(now) - interval \(try literal("24 hours")) * \(days)"
     }
 
     /// A condition on the JSON object `object` (for example `e.properties`): `object -> 'key' = '"value"'::jsonb`.

@@ -22,7 +22,7 @@ import Foundation
 ///     FROM cdp.events AS e
 ///     WHERE e.profile_id IS NOT NULL
 ///       AND e.event = 'Order Completed'
-///       AND e.timestamp > now() - interval '1 day' * 30
+///       AND e.timestamp > now() - interval '24 hours' * 30
 ///     GROUP BY e.profile_id
 ///     HAVING count(*) >= 2
 /// )
@@ -194,10 +194,11 @@ public struct SegmentCompiler: Sendable {
         switch form {
         case .perProfile:
             let from = eventsFrom("e", filters, correlated: "e.profile_id = p.profile_id")
-            if isCount, Self.everyPositiveCount(condition) {
+            // "Has a matching event" only when zero events fail; "has none" only when zero events pass.
+            if isCount, Self.everyPositiveCount(condition), !condition.holdsWithoutEvents {
                 return "EXISTS (\n\(indent("SELECT 1\n" + from))\n)"
             }
-            if isCount, Self.noPositiveCount(condition) {
+            if isCount, Self.noPositiveCount(condition), condition.holdsWithoutEvents {
                 return "NOT EXISTS (\n\(indent("SELECT 1\n" + from))\n)"
             }
             return "(\n\(indent("SELECT \(aggregate)\n" + from))\n) \(comparison)"
@@ -248,7 +249,7 @@ public struct SegmentCompiler: Sendable {
             var conditions = [
                 "\(row).profile_id = \(previous).profile_id",
                 "(\(row).timestamp, \(row).seq) > (\(previous).timestamp, \(previous).seq)",
-                "\(row).timestamp <= s0.timestamp + interval \(try dialect.literal("1 day")) * \(funnel.within.days)",
+                "\(row).timestamp <= s0.timestamp + interval \(try dialect.literal("24 hours")) * \(funnel.within.days)",
             ] + (try filters(funnel.steps[index], row: row))
             if let inner { conditions.append(inner) }
             inner = "EXISTS (\n\(indent("SELECT 1\nFROM cdp.events AS \(row)\nWHERE \(conditions.joined(separator: "\n  AND "))"))\n)"

@@ -105,17 +105,31 @@ public struct SegmentMembership: Sendable {
         }
     }
 
-    /// Re-evaluates the real-time segments for `profiles` (profiles merged away leave every segment), inside the
-    /// caller's transaction. Returns the entries and exits recorded.
+    /// Re-evaluates the real-time segments for `profiles`, inside the caller's transaction; profiles among them
+    /// that no longer exist (merged away) leave every segment, real-time or not. Returns the entries and exits
+    /// recorded.
     public static func reevaluate(_ tx: PostgresConnection, profiles: [UUID]) async throws -> Int {
         guard !profiles.isEmpty else { return 0 }
         let stored = try await tx.query("SELECT definition::text, realtime FROM cdp.segment_definitions ORDER BY position")
             .map { try $0.decode((String, Bool).self) }
-        guard stored.contains(where: { $0.1 }) else { return 0 }
+        guard !stored.isEmpty else { return 0 }
+        try await tx.advisoryTransactionLock(lock)
+        var changes = try await tx.query("""
+            WITH gone AS (
+                DELETE FROM cdp.segment_members AS m
+                WHERE m.profile_id = ANY(\(profiles)::uuid[])
+                  AND NOT EXISTS (SELECT 1 FROM cdp.profile_data AS d WHERE d.profile_id = m.profile_id)
+                RETURNING m.segment, m.profile_id
+            ), recorded AS (
+                INSERT INTO cdp.segment_changes (segment, profile_id, change, reason)
+                SELECT segment, profile_id, 'exited', 'profile' FROM gone
+                RETURNING 1
+            )
+            SELECT count(*) FROM recorded
+            """).first!.decode(Int.self)
+        guard stored.contains(where: { $0.1 }) else { return changes }
         let definitions = SegmentDefinitions(try stored.map { try SegmentStore.decode($0.0) })
         let compiler = SegmentCompiler(definitions)
-        try await tx.advisoryTransactionLock(lock)
-        var changes = 0
         for segment in definitions.segments where segment.realtime {
             let members = try compiler.perProfileSQL(segment.name, profiles: "$1::uuid[]")
             let name = segment.name
