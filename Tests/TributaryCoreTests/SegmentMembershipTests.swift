@@ -454,6 +454,19 @@ import Testing
             Segment("e_max_ne") { Event("Product Viewed") { category == "shoes" }.max(price) != 50.0 },
             Segment("e_page") { Event("$page", within: .days(14)) { path == "/pricing" }.occurred },
             Segment("e_page_count") { Event("$page") { path.contains("/blog") }.count >= 2 },
+            // Sibling conditions on the same events share one pass in the view form.
+            Segment("e_merged") {
+                Event("Order Completed", within: .days(60)).count >= 2
+                Event("Order Completed", within: .days(60)).sum(revenue) > 150.0
+                Event("Order Completed", within: .days(60)).occurred
+                Event("Product Viewed").occurred
+            },
+            Segment("e_merged_nested") {
+                AnyOf {
+                    AllOf { Event("Order Completed").count >= 1; Event("Order Completed").max(revenue) < 100.0 }
+                    AllOf { Event("Order Completed").count == 0; Event("Product Viewed").count >= 3 }
+                }
+            },
             Segment("f_two") { Funnel(within: .days(7)) { Event("Product Viewed"); Event("Order Completed") } },
             Segment("f_three") {
                 Funnel(within: .days(14)) { Event("$page"); Event("Added to Cart"); Event("Order Completed") { revenue > 20.0 } }

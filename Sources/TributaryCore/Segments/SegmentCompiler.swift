@@ -119,8 +119,38 @@ public struct SegmentCompiler: Sendable {
 
     private func conditionsSQL(_ segment: Segment, form: Form, trail: [String]) throws -> String? {
         if trail.contains(segment.name) { throw ProfileError("segment '\(segment.name)' refers back to itself") }
-        let parts = try segment.conditions.map { try conditionSQL($0, form: form, trail: trail + [segment.name]) }
+        let parts = try conjunction(segment.conditions, form: form, trail: trail + [segment.name])
         return parts.isEmpty ? nil : parts.joined(separator: "\n  AND ")
+    }
+
+    /// The parts of an AND. In the view form, event conditions on the same events that a profile without such
+    /// events fails (`count >= 2` and `sum(revenue) > 100` of the orders in 30 days) share one pass over the
+    /// events: one `IN (SELECT … GROUP BY … HAVING a AND b)`, placed where the first of them was.
+    private func conjunction(_ conditions: [SegmentCondition], form: Form, trail: [String]) throws -> [String] {
+        var groups: [(event: Event, conditions: [EventCondition])] = []
+        var slots: [Int] = []  // per condition: the group it renders (its first member), or -1
+        for condition in conditions {
+            guard form == .view, case .event(let event) = condition.node, !event.holdsWithoutEvents else {
+                slots.append(-1)
+                continue
+            }
+            if let index = groups.firstIndex(where: { $0.event == event.event }) {
+                groups[index].conditions.append(event)
+                slots.append(-2)
+            } else {
+                groups.append((event.event, [event]))
+                slots.append(groups.count - 1)
+            }
+        }
+        var parts: [String] = []
+        for (condition, slot) in zip(conditions, slots) {
+            switch slot {
+            case -1: parts.append(try conditionSQL(condition, form: form, trail: trail))
+            case -2: continue
+            default: parts.append(try eventsInSQL(groups[slot].event, groups[slot].conditions))
+            }
+        }
+        return parts
     }
 
     private func conditionSQL(_ condition: SegmentCondition, form: Form, trail: [String]) throws -> String {
@@ -130,7 +160,7 @@ public struct SegmentCompiler: Sendable {
         case .computed(let name, let op, let value):
             return try sql.comparison(key: name, op: op, value: value, on: "p.computed")
         case .allOf(let all):
-            return group(try all.map { try conditionSQL($0, form: form, trail: trail) }, "AND", empty: "true")
+            return group(try conjunction(all, form: form, trail: trail), "AND", empty: "true")
         case .anyOf(let any):
             return group(try any.map { try conditionSQL($0, form: form, trail: trail) }, "OR", empty: "false")
         case .not(let inner):
@@ -138,8 +168,7 @@ public struct SegmentCompiler: Sendable {
             return "NOT coalesce(\(try conditionSQL(inner, form: form, trail: trail)), false)"
         case .segment(let name):
             if trail.contains(name) { throw ProfileError("segment '\(name)' refers back to itself") }
-            let parts = try segment(name).conditions.map { try conditionSQL($0, form: form, trail: trail + [name]) }
-            return group(parts, "AND", empty: "true")
+            return group(try conjunction(try segment(name).conditions, form: form, trail: trail + [name]), "AND", empty: "true")
         case .event(let event):
             return try eventSQL(event, form: form)
         case .funnel(let funnel):
@@ -181,15 +210,7 @@ public struct SegmentCompiler: Sendable {
 
     private func eventSQL(_ condition: EventCondition, form: Form) throws -> String {
         let filters = try self.filters(condition.event, row: "e")
-        let aggregate: String
-        switch condition.aggregate {
-        case .count: aggregate = "count(*)"
-        case .sum: aggregate = "coalesce(sum(\(try numeric(condition.property))), 0)"
-        case .average: aggregate = "avg(\(try numeric(condition.property)))"
-        case .min: aggregate = "min(\(try numeric(condition.property)))"
-        case .max: aggregate = "max(\(try numeric(condition.property)))"
-        }
-        let comparison = "\(condition.op.rawValue == "!=" ? "<>" : condition.op.rawValue) \(try SQLRenderer.number(condition.value))"
+        let (aggregate, comparison) = try measure(condition)
         let isCount = condition.aggregate == .count
         switch form {
         case .perProfile:
@@ -203,15 +224,38 @@ public struct SegmentCompiler: Sendable {
             }
             return "(\n\(indent("SELECT \(aggregate)\n" + from))\n) \(comparison)"
         case .view:
+            guard condition.holdsWithoutEvents else { return try eventsInSQL(condition.event, [condition]) }
+            // Profiles without a matching event meet it: everyone but those whose events fail it.
             let from = eventsFrom("e", filters, correlated: "e.profile_id IS NOT NULL")
-            if condition.holdsWithoutEvents {
-                // Profiles without a matching event meet it: everyone but those whose events fail it.
-                let having = isCount && Self.noPositiveCount(condition) ? "" : "\nGROUP BY e.profile_id\nHAVING NOT (\(aggregate) \(comparison))"
-                return "p.profile_id NOT IN (\n\(indent("SELECT e.profile_id\n" + from + having))\n)"
-            }
-            let having = isCount && Self.everyPositiveCount(condition) ? "" : "\nGROUP BY e.profile_id\nHAVING \(aggregate) \(comparison)"
-            return "p.profile_id IN (\n\(indent("SELECT e.profile_id\n" + from + having))\n)"
+            let having = isCount && Self.noPositiveCount(condition) ? "" : "\nGROUP BY e.profile_id\nHAVING NOT (\(aggregate) \(comparison))"
+            return "p.profile_id NOT IN (\n\(indent("SELECT e.profile_id\n" + from + having))\n)"
         }
+    }
+
+    /// `p.profile_id IN (SELECT e.profile_id FROM cdp.events AS e WHERE … GROUP BY e.profile_id HAVING …)`: the
+    /// profiles whose events matching `event` meet every condition (none of which holds without such events).
+    private func eventsInSQL(_ event: Event, _ conditions: [EventCondition]) throws -> String {
+        let from = eventsFrom("e", try filters(event, row: "e"), correlated: "e.profile_id IS NOT NULL")
+        // A count every profile with a matching event meets needs no HAVING term.
+        let terms = try conditions.filter { !($0.aggregate == .count && Self.everyPositiveCount($0)) }.map { condition in
+            let (aggregate, comparison) = try measure(condition)
+            return "\(aggregate) \(comparison)"
+        }
+        let having = terms.isEmpty ? "" : "\nGROUP BY e.profile_id\nHAVING \(terms.joined(separator: "\n   AND "))"
+        return "p.profile_id IN (\n\(indent("SELECT e.profile_id\n" + from + having))\n)"
+    }
+
+    /// The aggregate over the event rows `e` and its comparison: (`count(*)`, `>= 2`).
+    private func measure(_ condition: EventCondition) throws -> (String, String) {
+        let aggregate: String
+        switch condition.aggregate {
+        case .count: aggregate = "count(*)"
+        case .sum: aggregate = "coalesce(sum(\(try numeric(condition.property))), 0)"
+        case .average: aggregate = "avg(\(try numeric(condition.property)))"
+        case .min: aggregate = "min(\(try numeric(condition.property)))"
+        case .max: aggregate = "max(\(try numeric(condition.property)))"
+        }
+        return (aggregate, "\(condition.op.rawValue == "!=" ? "<>" : condition.op.rawValue) \(try SQLRenderer.number(condition.value))")
     }
 
     private func numeric(_ property: String?) throws -> String {
