@@ -51,9 +51,11 @@ public struct SegmentMembership: Sendable {
                 try await tx.execute("ANALYZE tributary_segment_current")
                 let (entered, exited) = try await tx.query("""
                     WITH entered AS (
+                        -- ON CONFLICT rather than NOT EXISTS: the statement fills the table it would anti-join, and a
+                        -- plan made while it was empty rescans what it inserted for every row (25 s for 69k members).
                         INSERT INTO cdp.segment_members (segment, profile_id)
                         SELECT \(name), c.profile_id FROM tributary_segment_current AS c
-                        WHERE NOT EXISTS (SELECT 1 FROM cdp.segment_members AS m WHERE m.segment = \(name) AND m.profile_id = c.profile_id)
+                        ON CONFLICT (segment, profile_id) DO NOTHING
                         RETURNING profile_id
                     ), exited AS (
                         DELETE FROM cdp.segment_members AS m
