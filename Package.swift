@@ -136,6 +136,18 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .executableTarget(
+            name: "tributary-segments-bench",
+            dependencies: [
+                "BenchmarkSupport",
+                "Postgres",
+                "TributaryCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/segments",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
             name: "tributary-identity-bench",
             dependencies: [
                 "BenchmarkSupport",
