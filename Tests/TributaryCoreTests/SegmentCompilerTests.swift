@@ -379,3 +379,34 @@ private enum Traits {
         return String(String(decoding: data, as: UTF8.self).dropFirst().dropLast())
     }
 }
+
+@Suite struct SegmentProfileDocumentTests {
+    /// The profile API's document lists the segments a profile is a member of, with when it entered.
+    @Test func theProfileDocumentListsSegments() async throws {
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await IdentityFixture.migrated(client)
+            try await ProfileFixture.ingest([
+                ProfileFixture.event(.identify, user: "u1", traits: #"{"plan": "pro"}"#, at: ProfileFixture.base),
+                ProfileFixture.event(.identify, user: "u2", traits: #"{"plan": "free"}"#, at: ProfileFixture.base),
+            ], client)
+            try await SegmentStore(client: client, logger: TestDatabase.logger).apply(SegmentDefinitions([
+                Segment("pro") { Trait<String>("plan") == "pro" },
+                Segment("anyone") {},
+            ]))
+            try await SegmentMembership(client: client, logger: TestDatabase.logger).refresh()
+            let documents = ProfileDocuments(client: client)
+            guard case .found(let pro) = try await documents.lookup(kind: "user_id", value: "u1", events: 0),
+                  case .found(let free) = try await documents.lookup(kind: "user_id", value: "u2", events: 0) else {
+                Issue.record("profiles not found")
+                return
+            }
+            func segments(_ document: String) throws -> [String] {
+                guard case .array(let list)? = try JSONParser.parse(Array(document.utf8))["segments"] else { return [] }
+                return list.compactMap { if case .string(let name)? = $0["segment"] { name } else { nil } }
+            }
+            #expect(try segments(pro) == ["anyone", "pro"])
+            #expect(try segments(free) == ["anyone"])
+            #expect(pro.contains(#""entered_at""#))
+        }
+    }
+}
