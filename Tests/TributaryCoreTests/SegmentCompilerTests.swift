@@ -307,13 +307,17 @@ private enum Traits {
         let modules = directory.appendingPathComponent("Modules").path
         try #require(FileManager.default.fileExists(atPath: modules + "/TributaryCore.swiftmodule"), "no built TributaryCore module near \(CommandLine.arguments[0])")
         let libpq = try ProjectFiles.locate().root.appendingPathComponent("Sources/CLibPQ/module.modulemap").path
+        // The module map includes libpq-fe.h, found where pkg-config says (as SwiftPM does for the build).
+        let pkgConfig = try #require(ProcessRunner.which("pkg-config"), "pkg-config finds libpq's headers")
+        let cflags = try await ProcessRunner.runDetached(pkgConfig, ["--cflags-only-I", "libpq"])
+        let includes = cflags.text.split(whereSeparator: \.isWhitespace).flatMap { ["-Xcc", String($0)] }
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("segment-dsl-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: scratch) }
         func typecheck(_ body: String) async throws -> (Int32, String) {
             try "import Foundation\nimport TributaryCore\n\(body)\n".write(to: scratch.appendingPathComponent("use.swift"), atomically: true, encoding: .utf8)
             let output = try await ProcessRunner.runDetached(
-                swiftc, ["-typecheck", "-I", modules, "-Xcc", "-fmodule-map-file=\(libpq)", "use.swift"], directory: scratch.path)
+                swiftc, ["-typecheck", "-I", modules, "-Xcc", "-fmodule-map-file=\(libpq)"] + includes + ["use.swift"], directory: scratch.path)
             return (output.status, output.text)
         }
         let good = try await typecheck("""
