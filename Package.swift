@@ -70,6 +70,18 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Destinations that speak HTTP (webhook, marketing APIs), kept out of the core, which has no HTTP.
+        .target(
+            name: "TributaryDestinations",
+            dependencies: [
+                "Postgres",
+                "TributaryCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Test support: real PostgreSQL (the configured server or an embedded one), a fresh database per test.
         .target(
             name: "PostgresTesting",
@@ -191,6 +203,16 @@ let package = Package(
             ],
             // Run by SDKCompatibilityTests with the Python SDKs, not compiled.
             exclude: ["sdk_send.py"],
+            swiftSettings: swiftSettings
+        ),
+        // Syncs and destinations against real PostgreSQL and local HTTP receivers.
+        .testTarget(
+            name: "TributaryDestinationsTests",
+            dependencies: [
+                "TributaryDestinations", "TributaryCore", "Postgres", "PostgresTesting",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: swiftSettings
         ),
         // End-to-end tests of the `tributary` executable: exit codes, one-line errors, real databases.

@@ -102,6 +102,18 @@ public struct PostgresQuery: Sendable, Hashable, ExpressibleByStringInterpolatio
             sql += "$\(binds.count)"
         }
 
+        /// An optional bind parameter: appends `$n`, NULL for nil (spelled out so that interpolating an optional is
+        /// plainly a parameter, not text).
+        public mutating func appendInterpolation<Value: PostgresEncodable>(_ value: Value?) {
+            do {
+                binds.append(try value.postgresBind())
+            } catch {
+                record(error)
+                binds.append(.null(.unspecified))
+            }
+            sql += "$\(binds.count)"
+        }
+
         /// A quoted identifier, through ``SQLQuoting/identifier(_:)``.
         public mutating func appendInterpolation(identifier: String) {
             do { sql += try SQLQuoting.identifier(identifier) } catch { record(error) }

@@ -19,6 +19,14 @@ import Testing
         #expect(query.binds[1].type == .int8)
     }
 
+    @Test func optionalsAreBindParametersNilIsNull() {
+        let missing: Date? = nil
+        let present: String? = "it's"
+        let query: PostgresQuery = "SELECT \(missing), \(present)"
+        #expect(query.sql == "SELECT $1, $2")
+        #expect(query.binds.count == 2 && query.binds[0].bytes == nil && query.binds[1].bytes == Array("it's".utf8))
+    }
+
     @Test func identifiersAreQuotedInOnePlace() throws {
         #expect(try SQLQuoting.identifier("events") == #""events""#)
         #expect(try SQLQuoting.identifier(#"a"b"#) == #""a""b""#)

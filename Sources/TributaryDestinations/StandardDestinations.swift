@@ -1,0 +1,12 @@
+import TributaryCore
+
+extension DestinationRegistry {
+    /// Every destination Tributary ships: `file` and `postgres` (from the core), `webhook`.
+    public static func standard(sender: HTTPSender = HTTPSender()) -> DestinationRegistry {
+        var registry = DestinationRegistry()
+        registry.register("file", validate: FileDestination.validate) { try FileDestination.make($0) }
+        registry.register("postgres", validate: TableDestination.validate) { try await TableDestination.make($0) }
+        registry.register("webhook", validate: WebhookDestination.validate) { try WebhookDestination($0, sender: sender) }
+        return registry
+    }
+}
