@@ -48,7 +48,7 @@ actor TestReceiver {
         router.on("**", method: .get) { request, context in try await Self.handle(request, context, receiver) }
         let (stream, continuation) = AsyncStream<Int>.makeStream()
         var logger = Logger(label: "test-receiver")
-        logger.logLevel = .error
+        logger.logLevel = .critical
         let app = Application(
             router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
             onServerRunning: { channel in continuation.yield(channel.localAddress?.port ?? 0) }, logger: logger)
