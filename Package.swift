@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "Postgres", targets: ["Postgres"]),
         .library(name: "TributaryCore", targets: ["TributaryCore"]),
         .library(name: "TributaryServer", targets: ["TributaryServer"]),
+        .library(name: "TributaryDestinations", targets: ["TributaryDestinations"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -94,6 +95,7 @@ let package = Package(
                 "Postgres",
                 "TributaryCore",
                 "TributaryServer",
+                "TributaryDestinations",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

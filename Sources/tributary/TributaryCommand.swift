@@ -16,7 +16,7 @@ struct TributaryCommand: AsyncParsableCommand {
         version: Tributary.version,
         subcommands: [
             Demo.self, Serve.self, Sources.self, Tokens.self, Import.self, Webhooks.self, IdentityGroup.self, ProfilesCommand.self,
-            Traits.self, Segments.self, CatalogGroup.self, Migrate.self, DB.self, Version.self,
+            Traits.self, Segments.self, Syncs.self, Worker.self, CatalogGroup.self, Migrate.self, DB.self, Version.self,
         ]
     )
 
@@ -40,6 +40,8 @@ struct TributaryCommand: AsyncParsableCommand {
         } catch let error as ProfileError {
             fail(error.description)
         } catch let error as CatalogError {
+            fail(error.description)
+        } catch let error as SyncError {
             fail(error.description)
         } catch let error as APITokenError {
             fail(error.description)

@@ -126,7 +126,7 @@ public struct SyncStore: Sendable {
     public func runs(_ name: String? = nil, limit: Int = 20) async throws -> [Run] {
         try await client.query("""
             SELECT run_id, sync, trigger, dry_run, status, added, changed, removed, delivered, rejected, failed, started_at, duration_ms, error
-            FROM cdp.sync_runs WHERE \(name) IS NULL OR sync = \(name) ORDER BY run_id DESC LIMIT \(limit)
+            FROM cdp.sync_runs WHERE \(name)::text IS NULL OR sync = \(name) ORDER BY run_id DESC LIMIT \(limit)
             """).map {
             let (id, sync, trigger, dry, status, added, changed, removed) = try $0.decode((Int64, String, String, Bool, String, Int, Int, Int).self)
             let delivered = try $0[8].decode(Int.self), rejected = try $0[9].decode(Int.self), failed = try $0[10].decode(Int.self)
@@ -139,7 +139,7 @@ public struct SyncStore: Sendable {
     /// Rows a destination refused and that are waiting for a later run.
     public func errors(_ name: String? = nil, limit: Int = 20) async throws -> [(sync: String, key: String, reason: String, attempts: Int)] {
         try await client.query("""
-            SELECT sync, key_object::text, reason, attempts FROM cdp.sync_errors WHERE \(name) IS NULL OR sync = \(name)
+            SELECT sync, key_object::text, reason, attempts FROM cdp.sync_errors WHERE \(name)::text IS NULL OR sync = \(name)
             ORDER BY last_failed_at DESC LIMIT \(limit)
             """).map { try $0.decode((String, String, String, Int).self) }.map { (sync: $0.0, key: $0.1, reason: $0.2, attempts: $0.3) }
     }

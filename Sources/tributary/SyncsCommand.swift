@@ -1,0 +1,211 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Postgres
+import ServiceLifecycle
+import TributaryCore
+import TributaryDestinations
+import UnixSignals
+
+extension TributaryCommand {
+    struct Syncs: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Reverse-ETL syncs: apply definitions (JSON), list them, run one now, show runs and errors.",
+            subcommands: [Apply.self, List.self, Show.self, Run.self, Status.self])
+    }
+
+    struct Worker: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run due syncs until stopped (SIGTERM/SIGINT finish or abandon the batch in flight safely).",
+            discussion: """
+                Any number of workers may run against one database: each claims due syncs with FOR UPDATE SKIP LOCKED, and a \
+                sync never runs twice at once. A worker that dies loses nothing: rows not confirmed by the destination are \
+                sent by the next run.
+                """)
+        @OptionGroup var global: GlobalOptions
+        @Option(help: "Seconds between looks for due syncs.") var pollInterval = 5
+
+        func validate() throws {
+            if pollInterval < 1 { throw ValidationError("--poll-interval must be at least 1") }
+        }
+
+        func run() async throws {
+            let logger = global.makeLogger()
+            let target = try await global.resolveTarget(logger: logger)
+            let client = PostgresClient(configuration: target.configuration, options: .init(maxConnections: 4), logger: logger)
+            try await Migrator(files: try ProjectFiles.locate(), logger: logger).migrate(client)
+            let registry = DestinationRegistry.standard()
+            let worker = SyncWorker(
+                client: client, logger: logger, runner: SyncRunner(client: client, logger: logger, registry: registry), registry: registry)
+            print("tributary \(Tributary.version) worker running due syncs against \(target.summary)")
+            let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+                services: [.init(service: WorkerService(worker: worker, pollInterval: .seconds(pollInterval)))],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            try await group.run()
+            await client.shutdown()
+        }
+    }
+}
+
+/// The sync worker as a service: stops on graceful shutdown (the batch in flight is abandoned unconfirmed).
+struct WorkerService: Service {
+    let worker: SyncWorker
+    let pollInterval: Duration
+    func run() async throws {
+        try await cancelWhenGracefulShutdown { await worker.run(pollInterval: pollInterval) }
+    }
+}
+
+extension TributaryCommand.Syncs {
+    struct Apply: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Validate a syncs file (each source is read once, LIMIT 0) and put it in force; syncs missing from it are removed.",
+            discussion: "New syncs and syncs whose schedule changed are due at once. Removing a sync forgets what it delivered.")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "The syncs file (JSON).") var file: String
+        @Flag(help: "Validate only; change nothing.") var dryRun = false
+
+        func run() async throws {
+            let data: Data
+            do { data = try Data(contentsOf: URL(fileURLWithPath: file)) } catch {
+                throw CLIError("cannot read \(file): \(error.localizedDescription)")
+            }
+            let logger = global.makeLogger()
+            try await global.withMigratedClient(logger: logger) { client in
+                let store = SyncStore(client: client, logger: logger, registry: .standard())
+                let definitions: SyncDefinitions
+                do { definitions = try await store.load(data) } catch let error as SyncError { throw CLIError("\(file): \(error)") }
+                if dryRun {
+                    print("\(file): \(definitions.syncs.count) syncs; valid (nothing changed)")
+                    return
+                }
+                let changes = try await store.apply(definitions)
+                let counts = Dictionary(grouping: changes, by: \.kind).mapValues(\.count)
+                print("syncs: \(definitions.syncs.count) in force; \(counts[.added] ?? 0) added, \(counts[.changed] ?? 0) changed, "
+                    + "\(counts[.removed] ?? 0) removed, \(counts[.unchanged] ?? 0) unchanged")
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the syncs in force: mode, destination, rows delivered, errors, last run, next run.")
+        @OptionGroup var global: GlobalOptions
+
+        func run() async throws {
+            let logger = global.makeLogger()
+            let syncs = try await global.withMigratedClient(logger: logger) { client in
+                try await SyncStore(client: client, logger: logger, registry: .standard()).list()
+            }
+            if syncs.isEmpty {
+                print("no syncs (tributary syncs apply FILE defines them)")
+                return
+            }
+            for sync in syncs {
+                let last = sync.lastStatus.map { "last run \($0) at \(sync.lastRunAt!.formatted(.iso8601))" } ?? "never run"
+                let next = sync.enabled ? (sync.nextRunAt.map { "next \($0.formatted(.iso8601))" } ?? "manual") : "disabled"
+                print("\(sync.name)  \(sync.mode) → \(sync.destination)  \(sync.delivered) rows delivered, \(sync.errors) errors; \(last); \(next)")
+            }
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print a sync's definition as applied, and its diff SQL with --sql.")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "The sync's name.") var name: String
+        @Flag(help: "Print the SQL that computes the sync's changes.") var sql = false
+
+        func run() async throws {
+            let logger = global.makeLogger()
+            let definitions = try await global.withMigratedClient(logger: logger) { client in
+                try await SyncStore(client: client, logger: logger, registry: .standard()).current()
+            }
+            guard let sync = definitions[name] else { throw CLIError("no sync named \(name) (tributary syncs list shows them)") }
+            if sql {
+                print(try SyncDiff(sync).insertSQL() + ";")
+            } else {
+                print((try? JSONParser.parse(Array(sync.document.serialized.utf8)).prettyPrinted) ?? sync.document.serialized)
+            }
+        }
+    }
+
+    struct Run: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run one sync now; with --dry-run, print what would be sent (one JSON line per change) and send nothing.")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "The sync's name.") var name: String
+        @Flag(help: "Compute the changes and print them; send nothing, change nothing.") var dryRun = false
+        @Option(help: "With --dry-run: changes to print at most.") var limit = 20
+
+        func run() async throws {
+            let logger = global.makeLogger()
+            try await global.withMigratedClient(logger: logger) { client in
+                let runner = SyncRunner(client: client, logger: logger, registry: .standard())
+                let printed = PrintBudget(limit: limit)
+                let report: SyncRunner.Report
+                do {
+                    report = try await runner.run(name, trigger: "manual", dryRun: dryRun) { change in
+                        guard printed.take() else { return }
+                        print(JSONValue.object([
+                            ("op", .string(change.operation.rawValue)), ("key", change.key), ("fields", change.fields),
+                        ]).serialized)
+                    }
+                } catch let error as SyncError { throw CLIError(error.description) }
+                if report.status == .skipped {
+                    throw CLIError("sync \(name) is running in another process; try again when it has finished")
+                }
+                let seconds = Double(report.duration.components.seconds) + Double(report.duration.components.attoseconds) / 1e18
+                if dryRun {
+                    print("dry run of \(name): \(report.added) added, \(report.changed) changed, \(report.removed) removed would be sent"
+                        + (printed.skipped > 0 ? " (\(printed.skipped) not printed)" : ""))
+                } else {
+                    print("sync \(name) run \(report.runID): \(report.status.rawValue); \(report.added) added, \(report.changed) changed, "
+                        + "\(report.removed) removed; \(report.delivered) delivered, \(report.rejected) rejected, \(report.failed) failed "
+                        + "in \(report.batches) batches (\(report.attempts) requests), \(String(format: "%.2f", seconds)) s"
+                        + (report.error.map { "; \($0)" } ?? ""))
+                    if report.status == .failed { throw ExitCode(1) }
+                }
+            }
+        }
+    }
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The latest runs (of one sync or all) and the rows waiting after a rejection.")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "A sync's name (default: all).") var name: String?
+        @Option(help: "Runs and errors to show.") var limit = 10
+
+        func run() async throws {
+            let logger = global.makeLogger()
+            try await global.withMigratedClient(logger: logger) { client in
+                let store = SyncStore(client: client, logger: logger, registry: .standard())
+                let runs = try await store.runs(name, limit: limit)
+                print(runs.isEmpty ? "no runs" : "runs:")
+                for run in runs {
+                    print("  \(run.runID) \(run.sync) \(run.status)\(run.dryRun ? " (dry run)" : "") \(run.startedAt.formatted(.iso8601)) "
+                        + "\(run.trigger): +\(run.added) ~\(run.changed) -\(run.removed); \(run.delivered) delivered, \(run.rejected) rejected, "
+                        + "\(run.failed) failed\(run.durationMilliseconds.map { ", \($0) ms" } ?? "")\(run.error.map { "; \($0)" } ?? "")")
+                }
+                let errors = try await store.errors(name, limit: limit)
+                if !errors.isEmpty { print("rows waiting after a rejection:") }
+                for error in errors {
+                    print("  \(error.sync) \(error.key): \(error.reason) (\(error.attempts) tries)")
+                }
+            }
+        }
+    }
+}
+
+/// Counts what a dry run prints.
+final class PrintBudget: @unchecked Sendable {
+    private let lock = NSLock()
+    private var left: Int
+    private(set) var skipped = 0
+    init(limit: Int) { left = limit }
+    func take() -> Bool {
+        lock.withLock {
+            if left > 0 { left -= 1; return true }
+            skipped += 1
+            return false
+        }
+    }
+}
