@@ -9,6 +9,7 @@ import NIOCore
 import Postgres
 import TributaryCore
 import TributaryServer
+import TributaryDestinations
 
 extension TributaryCommand {
     struct Demo: AsyncParsableCommand {
@@ -78,6 +79,7 @@ extension TributaryCommand {
                 }
                 try await showProfiles(client: client, logger: logger)
                 try await showSegments(client: client, logger: logger)
+                try await showSyncs(client: client, logger: logger)
                 let elapsed = ContinuousClock.now - started
                 print("  took          \(elapsed.formatted(.units(allowed: [.seconds, .milliseconds], width: .narrow)))")
                 print("Try: tributary serve, then curl -u \"$KEY:\" -d '{\"userId\":\"u1\",\"event\":\"Signed Up\"}' localhost:8080/v1/track")
@@ -133,6 +135,41 @@ extension TributaryCommand {
             print("  segment SQL   tributary segments show recent_buyers --sql")
             for line in view.split(separator: "\n") { print("                \(line)") }
             print("  analysts      SELECT * FROM segments.recent_buyers ORDER BY lifetime_value DESC; SELECT * FROM cdp.segment_history")
+        }
+
+        /// Applies the example syncs (a segment to a file, another to a webhook receiver run by the demo) and runs them.
+        func showSyncs(client: PostgresClient, logger: Logger) async throws {
+            let file = try ProjectFiles.locate().root.appendingPathComponent("examples/syncs.json")
+            let secret = "demo-\(UUID().uuidString.prefix(8))"
+            let receiver = DemoReceiver(secret: secret)
+            try await receiver.serve(logger: logger) { url in
+                var environment = ProcessInfo.processInfo.environment
+                environment["TRIBUTARY_DEMO_WEBHOOK_URL"] = url
+                environment["TRIBUTARY_DEMO_WEBHOOK_SECRET"] = secret
+                let registry = DestinationRegistry.standard()
+                let store = SyncStore(client: client, logger: logger, registry: registry)
+                let definitions = try await store.load(try Data(contentsOf: file))
+                try await store.apply(definitions)
+                let runner = SyncRunner(client: client, logger: logger, registry: registry, environment: environment)
+                print("  syncs         \(definitions.syncs.count) syncs (examples/syncs.json); run now (tributary worker runs them on their schedules):")
+                for sync in definitions.syncs {
+                    let report = try await runner.run(sync.name)
+                    let millis = report.duration.components.seconds * 1000 + report.duration.components.attoseconds / 1_000_000_000_000_000
+                    print("                \(sync.name) (\(sync.mode.rawValue) → \(FileDestination.csvText(sync.destination["type"] ?? .null))): "
+                        + "\(report.status.rawValue), +\(report.added) ~\(report.changed) -\(report.removed), \(report.delivered) delivered "
+                        + "in \(report.batches) batches, \(millis) ms")
+                }
+                let exports = try await client.query("""
+                    SELECT run_id FROM cdp.sync_runs WHERE sync = 'recent_buyers_export' AND delivered > 0 ORDER BY run_id DESC LIMIT 1
+                    """).first.map { try $0[0].decode(Int64.self) }
+                if let exports {
+                    print("                file: .tributary/exports/recent_buyers_export-\(exports).jsonl")
+                }
+                let (requests, changes, bad, sample) = await (receiver.requests, receiver.changes, receiver.badSignatures, receiver.sample)
+                print("                webhook receiver: \(requests) requests, \(changes) changes, \(bad) bad signatures"
+                    + (sample.map { "; first change \($0.prefix(160))" } ?? ""))
+            }
+            print("  reverse ETL   tributary syncs status; tributary syncs run NAME --dry-run; SELECT * FROM cdp.sync_runs")
         }
 
         struct Collected {

@@ -104,7 +104,7 @@ public final class FileDestination: Destination, @unchecked Sendable {
         }
     }
 
-    static func csvText(_ value: JSONValue) -> String {
+    public static func csvText(_ value: JSONValue) -> String {
         switch value {
         case .null: ""
         case .string(let text): text
