@@ -223,7 +223,7 @@ enum SyncFixture {
                 do { _ = try await store.load(Data(json.utf8)); return "no error" } catch { return "\(error)" }
             }
             #expect(await error(#"{"syncs": [{"name": "x", "source": {"relation": "customers"}, "primaryKey": ["id"], "destination": {"type": "fax"}}]}"#)
-                == "syncs[0].destination.type: unknown destination 'fax'; known: file, postgres, webhook")
+                .hasPrefix("syncs[0].destination.type: unknown destination 'fax'; known: "))
             #expect(await error(#"{"syncs": [{"name": "x", "source": {"relation": "customers"}, "primaryKey": ["id"], "fields": {"e": "emial"}, "destination": {"type": "file", "path": "/tmp/x"}}]}"#)
                 .hasPrefix("syncs[0].source: reading customers failed: column s.emial does not exist"))
             #expect(await error(#"{"syncs": [{"name": "x", "source": {"segment": "nope"}, "primaryKey": ["profile_id"], "destination": {"type": "file", "path": "/tmp/x"}}]}"#)

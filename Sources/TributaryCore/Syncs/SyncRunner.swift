@@ -271,10 +271,8 @@ public struct SyncRunner: Sendable {
         }
         try await destination.finish()
         if destination.confirmsAtFinish {
-            let numbers = try await db.query("SELECT n FROM pg_temp.tributary_sync_confirmed ORDER BY n").map { try $0[0].decode(Int.self) }
-            for start in stride(from: 0, to: numbers.count, by: 50_000) {
-                try await confirm(sync.name, Array(numbers[start..<min(start + 50_000, numbers.count)]), runID: report.runID, db)
-            }
+            try await confirm(sync.name, from: "SELECT d.* FROM pg_temp.tributary_sync_diff AS d JOIN pg_temp.tributary_sync_confirmed USING (n)",
+                              runID: report.runID, db)
         }
         report.status = report.rejected > 0 ? .partial : .succeeded
     }
@@ -282,17 +280,24 @@ public struct SyncRunner: Sendable {
     /// Advances the delivered state for confirmed rows (the diff's numbers) and clears their errors, in one transaction.
     private func confirm(_ sync: String, _ numbers: [Int], runID: Int64, _ db: PostgresConnection) async throws {
         guard !numbers.isEmpty else { return }
-        try await db.execute("""
-            WITH d AS (SELECT * FROM pg_temp.tributary_sync_diff WHERE n = ANY(\(numbers)::bigint[])),
+        try await confirm(sync, from: "SELECT * FROM pg_temp.tributary_sync_diff WHERE n = ANY($2::bigint[])", numbers: numbers, runID: runID, db)
+    }
+
+    /// The same for the diff rows `rows` selects (`$2`: `numbers`, if given).
+    private func confirm(_ sync: String, from rows: String, numbers: [Int]? = nil, runID: Int64, _ db: PostgresConnection) async throws {
+        var binds = [try sync.postgresBind()]
+        if let numbers { binds.append(try numbers.postgresBind()) }
+        try await db.execute(PostgresQuery(unsafeSQL: """
+            WITH d AS (\(rows)),
             saved AS (
                 INSERT INTO cdp.sync_state AS s (sync, key, key_object, payload, hash, removed, run_id)
-                SELECT \(sync), key, key_object, payload, hash, kind = 'removed', \(runID) FROM d
+                SELECT $1, key, key_object, payload, hash, kind = 'removed', \(runID) FROM d
                 ON CONFLICT (sync, key) DO UPDATE SET key_object = excluded.key_object, payload = excluded.payload,
                     hash = excluded.hash, removed = excluded.removed, run_id = excluded.run_id, delivered_at = now()
                 RETURNING 1
             )
-            DELETE FROM cdp.sync_errors AS e USING d WHERE e.sync = \(sync) AND e.key = d.key
-            """)
+            DELETE FROM cdp.sync_errors AS e USING d WHERE e.sync = $1 AND e.key = d.key
+            """, binds: binds))
     }
 
     private func recordRejections(_ sync: String, _ rejected: [(Int, SyncChange, String)], runID: Int64, _ db: PostgresConnection) async throws {

@@ -35,8 +35,8 @@ public final class TableDestination: Destination, @unchecked Sendable {
         if table.split(separator: ".", omittingEmptySubsequences: false).count > 2 || table.hasPrefix(".") || table.hasSuffix(".") {
             throw SyncError("destination.table: '\(table)' is not NAME or SCHEMA.NAME")
         }
-        if let create = settings["create"], create != .null, case .bool = create {} else if settings["create"] != nil && settings["create"] != .null {
-            throw SyncError("destination.create: must be true or false")
+        if let create = settings["create"], create != .null {
+            guard case .bool = create else { throw SyncError("destination.create: must be true or false") }
         }
         if let unknown = settings.objectKeys.first(where: { !["type", "table", "url", "create"].contains($0) }) {
             throw SyncError("destination.\(unknown): unknown setting for a postgres destination (table, url, create)")
