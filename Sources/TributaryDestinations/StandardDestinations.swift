@@ -7,6 +7,8 @@ extension DestinationRegistry {
         registry.register("file", validate: FileDestination.validate) { try FileDestination.make($0) }
         registry.register("postgres", validate: TableDestination.validate) { try await TableDestination.make($0) }
         registry.register("webhook", validate: WebhookDestination.validate) { try WebhookDestination($0, sender: sender) }
+        registry.register("braze", validate: BrazeDestination.validate) { try BrazeDestination($0, sender: sender) }
+        registry.register("meta_audience", validate: MetaAudienceDestination.validate) { try MetaAudienceDestination($0, sender: sender) }
         return registry
     }
 }
