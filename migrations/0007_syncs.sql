@@ -27,6 +27,23 @@ CREATE TABLE cdp.sync_state (
 COMMENT ON TABLE cdp.sync_state IS
     'Tributary: per sync, what the destination confirmed for each row (key, fields, hash); advanced only on confirmation';
 
+-- Changes sent but not (yet) confirmed: the destination may hold them. A key here is sent again by the next run even
+-- if the source went back to what was last confirmed, and a different later change gets a new idempotency key.
+CREATE TABLE cdp.sync_pending (
+    sync            text NOT NULL REFERENCES cdp.syncs (name) ON DELETE CASCADE,
+    key             text NOT NULL,
+    key_object      jsonb NOT NULL,
+    payload         jsonb NOT NULL,
+    hash            uuid NOT NULL,
+    operation       text NOT NULL,
+    idempotency_key text NOT NULL,
+    run_id          bigint NOT NULL,
+    sent_at         timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (sync, key)
+);
+COMMENT ON TABLE cdp.sync_pending IS
+    'Tributary: per sync, changes sent whose delivery the destination has not confirmed (sent again by the next run)';
+
 CREATE TABLE cdp.sync_runs (
     run_id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     sync        text NOT NULL,

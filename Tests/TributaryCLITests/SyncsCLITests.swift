@@ -57,7 +57,7 @@ import Testing
             let list = try await cli.run(["syncs", "list"], environment: env)
             #expect(list.stdout.contains("out  mirror → file  1 rows delivered, 0 errors"), "\(list.stdout)")
             let sql = try await cli.run(["syncs", "show", "out", "--sql"], environment: env)
-            #expect(sql.stdout.contains("FULL JOIN (SELECT key, key_object, payload, hash, removed, run_id FROM cdp.sync_state"), "\(sql.stdout)")
+            #expect(sql.stdout.contains("FROM cdp.sync_state WHERE sync = $1) AS st") && sql.stdout.contains("FROM cdp.sync_pending WHERE sync = $1) AS p"), "\(sql.stdout)")
             cli.expectOneLineError(try await cli.run(["syncs", "run", "nope"], environment: env), containing: ["no sync named 'nope'"])
         }
     }

@@ -8,7 +8,7 @@ import Postgres
 /// SELECT CASE WHEN st.key IS NULL OR st.removed THEN 'added' WHEN src.key IS NULL THEN 'removed' ELSE 'changed' END, …
 /// FROM (SELECT jsonb_build_array(s."profile_id")::text AS key, …, jsonb_build_object('email', s."email") AS payload
 ///       FROM (SELECT * FROM "segments"."vip") AS s) AS src
-/// FULL JOIN (SELECT … FROM cdp.sync_state WHERE sync = $1) AS st ON st.key = src.key
+/// FULL JOIN (SELECT … FROM cdp.sync_state … FULL JOIN cdp.sync_pending …) AS k ON k.key = src.key
 /// WHERE …
 /// ```
 ///
@@ -57,25 +57,35 @@ public struct SyncDiff: Sendable {
     }
 
     /// Fills `pg_temp.tributary_sync_diff` with the rows to send in this sync's mode; `$1` is the sync's name.
+    ///
+    /// The source is compared with what is known of the destination: the confirmed state (`cdp.sync_state`) and
+    /// changes sent but not confirmed (`cdp.sync_pending`). A row with a pending change is always sent again (the
+    /// destination may hold the unconfirmed value even if the source went back to the confirmed one).
     public func insertSQL() throws -> String {
         let join = sync.tracksRemovals ? "FULL JOIN" : "LEFT JOIN"
-        var conditions = ["(src.key IS NULL OR st.key IS NULL OR st.removed OR st.hash <> src.hash)"]
+        var conditions = ["(src.key IS NULL OR k.key IS NULL OR k.removed OR k.hash IS DISTINCT FROM src.hash OR k.pending)"]
         if sync.tracksRemovals {
-            conditions.append("(src.key IS NOT NULL OR NOT st.removed)")
+            conditions.append("(src.key IS NOT NULL OR NOT k.removed OR k.pending)")
         }
         if sync.mode == .insert {
-            conditions.append("(st.key IS NULL OR st.removed)")
+            conditions.append("(k.key IS NULL OR k.removed)")
         }
         return """
-            INSERT INTO pg_temp.tributary_sync_diff (kind, key, key_object, payload, hash, previous_run)
-            SELECT CASE WHEN src.key IS NULL THEN 'removed' WHEN st.key IS NULL OR st.removed THEN 'added' ELSE 'changed' END,
-                   coalesce(src.key, st.key), coalesce(src.key_object, st.key_object), coalesce(src.payload, st.payload),
-                   coalesce(src.hash, st.hash), coalesce(st.run_id, 0)
+            INSERT INTO pg_temp.tributary_sync_diff (kind, key, key_object, payload, hash, previous_run, pending_hash, pending_operation, pending_key)
+            SELECT CASE WHEN src.key IS NULL THEN 'removed' WHEN k.key IS NULL OR k.removed THEN 'added' ELSE 'changed' END,
+                   coalesce(src.key, k.key), coalesce(src.key_object, k.key_object), coalesce(src.payload, k.payload),
+                   coalesce(src.hash, k.hash, k.pending_hash), coalesce(k.run_id, 0), k.pending_hash, k.pending_operation, k.pending_key
             FROM (
             \(try keyedSourceSQL())
             ) AS src
-            \(join) (SELECT key, key_object, payload, hash, removed, run_id FROM cdp.sync_state WHERE sync = $1) AS st
-                ON st.key = src.key
+            \(join) (
+                SELECT coalesce(st.key, p.key) AS key, coalesce(st.key_object, p.key_object) AS key_object,
+                       coalesce(st.payload, p.payload) AS payload, st.hash, coalesce(st.removed, true) AS removed, st.run_id,
+                       p.key IS NOT NULL AS pending, p.hash AS pending_hash, p.operation AS pending_operation, p.idempotency_key AS pending_key
+                FROM (SELECT key, key_object, payload, hash, removed, run_id FROM cdp.sync_state WHERE sync = $1) AS st
+                FULL JOIN (SELECT key, key_object, payload, hash, operation, idempotency_key FROM cdp.sync_pending WHERE sync = $1) AS p
+                    ON p.key = st.key
+            ) AS k ON k.key = src.key
             WHERE \(conditions.joined(separator: "\n  AND "))
             """
     }
@@ -88,7 +98,10 @@ public struct SyncDiff: Sendable {
             key_object   jsonb NOT NULL,
             payload      jsonb NOT NULL,
             hash         uuid NOT NULL,
-            previous_run bigint NOT NULL
+            previous_run bigint NOT NULL,
+            pending_hash uuid,
+            pending_operation text,
+            pending_key  text
         )
         """
 }

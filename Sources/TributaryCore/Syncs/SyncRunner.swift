@@ -93,8 +93,9 @@ public struct SyncRunner: Sendable {
                 _ = try? await db.query("SELECT pg_advisory_unlock(\(lock.value))")
                 return report
             } catch {
-                // Cancelled or failed: the run row says so (the connection may be unusable; then the next run marks it).
-                _ = try? await db.query("SELECT pg_advisory_unlock(\(lock.value))")
+                // Cancelled or failed: release the lock in a task that is not cancelled (a cancelled task's queries never
+                // reach the server, and the connection goes back to the pool still holding the lock).
+                await Task { _ = try? await db.query("SELECT pg_advisory_unlock(\(lock.value))") }.value
                 throw error
             }
         }
@@ -133,12 +134,14 @@ public struct SyncRunner: Sendable {
         } catch let error as CancellationError {
             report.status = .cancelled
             report.error = "cancelled (worker stopping); undelivered rows are sent by the next run"
-            try? await finishRun(report, db)
+            let final = report
+            await Task { try? await finishRun(final, db) }.value
             throw error
         } catch {
             report.status = .failed
             report.error = "\(error)"
-            try? await finishRun(report, db)
+            let final = report
+            await Task { try? await finishRun(final, db) }.value
             throw error
         }
         return report
@@ -183,17 +186,21 @@ public struct SyncRunner: Sendable {
         while true {
             try Task.checkCancellation()
             let rows = try await db.query("""
-                SELECT n, kind, key, key_object::text, payload::text, hash::text, previous_run FROM pg_temp.tributary_sync_diff
-                WHERE n > \(last) ORDER BY n LIMIT \(batchSize)
+                SELECT n, kind, key, key_object::text, payload::text, hash::text, previous_run, pending_hash::text, pending_operation,
+                       pending_key
+                FROM pg_temp.tributary_sync_diff WHERE n > \(last) ORDER BY n LIMIT \(batchSize)
                 """)
             if rows.isEmpty { return }
             var changes: [SyncChange] = []
             var numbers: [Int] = []
             for row in rows {
                 let (n, kind, key, keyObject, payload, hash, previous) = try row.decode((Int, String, String, String, String, String, Int64).self)
+                let (pendingHash, pendingOperation, pendingKey) = (try row[7].decode(String?.self), try row[8].decode(String?.self), try row[9].decode(String?.self))
                 last = n
                 guard let diff = DiffKind(rawValue: kind), let operation = sync.operation(for: diff) else { continue }
-                let idempotency = sha256Hex(Data("\(sync.name)\u{1}\(key)\u{1}\(operation.rawValue)\u{1}\(hash)\u{1}\(previous)".utf8), bytes: 16)
+                let idempotency = Self.idempotencyKey(
+                    sync: sync.name, key: key, operation: operation, hash: hash, previousRun: previous,
+                    pending: pendingKey.map { ($0, pendingHash ?? "", pendingOperation ?? "") })
                 changes.append(SyncChange(
                     operation: operation, key: try JSONParser.parse(Array(keyObject.utf8)),
                     fields: try JSONParser.parse(Array(payload.utf8)), idempotencyKey: idempotency))
@@ -201,6 +208,30 @@ public struct SyncRunner: Sendable {
             }
             try await body(changes, numbers)
         }
+    }
+
+    /// The idempotency key of a change: the same for the same change sent again (a retry, or a run after an
+    /// unconfirmed one), different for any other change of the row. A change after an unconfirmed different one is
+    /// keyed after that one, so a receiver that drops repeated keys never drops it.
+    static func idempotencyKey(
+        sync: String, key: String, operation: SyncOperation, hash: String, previousRun: Int64, pending: (key: String, hash: String, operation: String)?
+    ) -> String {
+        if let pending, pending.hash == hash, pending.operation == operation.rawValue { return pending.key }
+        let after = pending.map { "\u{1}after \($0.key)" } ?? ""
+        return sha256Hex(Data("\(sync)\u{1}\(key)\u{1}\(operation.rawValue)\u{1}\(hash)\u{1}\(previousRun)\(after)".utf8), bytes: 16)
+    }
+
+    /// Records a batch as sent, before sending it (committed): until confirmed, the destination may hold it.
+    private func markPending(_ sync: String, _ batch: [SyncChange], _ numbers: [Int], runID: Int64, _ db: PostgresConnection) async throws {
+        try await db.execute("""
+            INSERT INTO cdp.sync_pending AS p (sync, key, key_object, payload, hash, operation, idempotency_key, run_id)
+            SELECT \(sync), d.key, d.key_object, d.payload, d.hash, x.operation, x.idempotency_key, \(runID)
+            FROM unnest(\(numbers)::bigint[], \(batch.map(\.operation.rawValue))::text[], \(batch.map(\.idempotencyKey))::text[])
+                 AS x (n, operation, idempotency_key)
+            JOIN pg_temp.tributary_sync_diff AS d ON d.n = x.n
+            ON CONFLICT (sync, key) DO UPDATE SET key_object = excluded.key_object, payload = excluded.payload, hash = excluded.hash,
+                operation = excluded.operation, idempotency_key = excluded.idempotency_key, run_id = excluded.run_id, sent_at = now()
+            """)
     }
 
     private func deliver(_ sync: SyncDefinition, to destination: any Destination, _ db: PostgresConnection, _ report: inout Report) async throws {
@@ -217,6 +248,7 @@ public struct SyncRunner: Sendable {
             guard gaveUp == nil, !batch.isEmpty else { return }
             var attempt = 0
             var results: [ChangeResult]?
+            try await markPending(sync.name, batch, numbers, runID: counts.runID, db)
             while results == nil {
                 attempt += 1
                 if let interval, let lastSend {
@@ -295,13 +327,19 @@ public struct SyncRunner: Sendable {
                 ON CONFLICT (sync, key) DO UPDATE SET key_object = excluded.key_object, payload = excluded.payload,
                     hash = excluded.hash, removed = excluded.removed, run_id = excluded.run_id, delivered_at = now()
                 RETURNING 1
-            )
+            ),
+            settled AS (DELETE FROM cdp.sync_pending AS p USING d WHERE p.sync = $1 AND p.key = d.key RETURNING 1)
             DELETE FROM cdp.sync_errors AS e USING d WHERE e.sync = $1 AND e.key = d.key
             """, binds: binds))
     }
 
     private func recordRejections(_ sync: String, _ rejected: [(Int, SyncChange, String)], runID: Int64, _ db: PostgresConnection) async throws {
         guard !rejected.isEmpty else { return }
+        // Refused: the destination does not hold them, so they are no longer pending.
+        try await db.execute("""
+            DELETE FROM cdp.sync_pending AS p USING pg_temp.tributary_sync_diff AS d
+            WHERE p.sync = \(sync) AND d.n = ANY(\(rejected.map(\.0))::bigint[]) AND p.key = d.key
+            """)
         try await db.execute("""
             INSERT INTO cdp.sync_errors AS e (sync, key, key_object, operation, reason, last_run_id)
             SELECT \(sync), d.key, d.key_object, r.operation, r.reason, \(runID)
