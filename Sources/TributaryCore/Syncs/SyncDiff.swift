@@ -29,77 +29,88 @@ public struct SyncDiff: Sendable {
         }
     }
 
-    /// `key` (JSON array text of the key columns), `key_object`, `payload` (the mapped fields) and `hash` of each
-    /// source row with no NULL in its key.
+    /// `key` (JSON array text of the key columns), `hash` (of the mapped columns, typed: `hash_record_extended`) and
+    /// `r` (the source row) of each source row with no NULL in its key. The jsonb of the key and fields is built later,
+    /// for changed rows only.
     public func keyedSourceSQL() throws -> String {
         let keys = try sync.primaryKey.map { "s.\(try SQLQuoting.identifier($0))" }
-        let keyObject = try sync.primaryKey.map { "\(try SQLQuoting.literal($0)), s.\(try SQLQuoting.identifier($0))" }
+        let hashed = try sync.fields.map { fields in "ROW(\(try fields.map { "s.\(try SQLQuoting.identifier($0.1))" }.joined(separator: ", ")))" } ?? "s"
+        return """
+            SELECT jsonb_build_array(\(keys.joined(separator: ", ")))::text AS key, hash_record_extended(\(hashed), 0) AS hash, s AS r
+            FROM (\(try sourceSQL())) AS s
+            WHERE \(keys.map { "\($0) IS NOT NULL" }.joined(separator: " AND "))
+            """
+    }
+
+    /// The key's jsonb object and the mapped fields' jsonb, of the source row `src.r`.
+    func jsonSQL() throws -> (key: String, payload: String) {
+        let keyObject = try sync.primaryKey.map { "\(try SQLQuoting.literal($0)), (src.r).\(try SQLQuoting.identifier($0))" }
         let payload: String
         if let fields = sync.fields {
-            let pairs = try fields.map { "\(try SQLQuoting.literal($0.0)), s.\(try SQLQuoting.identifier($0.1))" }
+            let pairs = try fields.map { "\(try SQLQuoting.literal($0.0)), (src.r).\(try SQLQuoting.identifier($0.1))" }
             // jsonb_build_object takes at most 100 arguments.
             payload = stride(from: 0, to: pairs.count, by: 40)
                 .map { "jsonb_build_object(\(pairs[$0..<min($0 + 40, pairs.count)].joined(separator: ", ")))" }
                 .joined(separator: " || ")
         } else {
-            payload = "to_jsonb(s)"
+            payload = "to_jsonb(src.r)"
         }
-        return """
-            SELECT k.key, k.key_object, k.payload, md5(k.payload::text)::uuid AS hash
-            FROM (
-                SELECT jsonb_build_array(\(keys.joined(separator: ", ")))::text AS key,
-                       jsonb_build_object(\(keyObject.joined(separator: ", "))) AS key_object,
-                       \(payload) AS payload
-                FROM (\(try sourceSQL())) AS s
-                WHERE \(keys.map { "\($0) IS NOT NULL" }.joined(separator: " AND "))
-            ) AS k
-            """
+        return ("jsonb_build_object(\(keyObject.joined(separator: ", ")))", payload)
     }
 
     /// Fills `pg_temp.tributary_sync_diff` with the rows to send in this sync's mode; `$1` is the sync's name.
     ///
-    /// The source is compared with what is known of the destination: the confirmed state (`cdp.sync_state`) and
-    /// changes sent but not confirmed (`cdp.sync_pending`). A row with a pending change is always sent again (the
-    /// destination may hold the unconfirmed value even if the source went back to the confirmed one).
+    /// The source is compared with what is known of the destination: the confirmed state (`cdp.sync_state`, only key
+    /// and hash are read) and changes sent but not confirmed (`cdp.sync_pending`, few rows). A row with a pending
+    /// change is always sent again (the destination may hold the unconfirmed value even if the source went back to the
+    /// confirmed one). Removed rows get their key and fields from the state afterwards (``removedFieldsSQL``).
     public func insertSQL() throws -> String {
         let join = sync.tracksRemovals ? "FULL JOIN" : "LEFT JOIN"
-        var conditions = ["(src.key IS NULL OR k.key IS NULL OR k.removed OR k.hash IS DISTINCT FROM src.hash OR k.pending)"]
+        var conditions = ["(src.key IS NULL OR st.key IS NULL OR st.removed OR st.hash IS DISTINCT FROM src.hash OR p.key IS NOT NULL)"]
         if sync.tracksRemovals {
-            conditions.append("(src.key IS NOT NULL OR NOT k.removed OR k.pending)")
+            conditions.append("(src.key IS NOT NULL OR NOT coalesce(st.removed, true) OR p.key IS NOT NULL)")
         }
         if sync.mode == .insert {
-            conditions.append("(k.key IS NULL OR k.removed)")
+            conditions.append("(st.key IS NULL OR st.removed)")
         }
+        let (keyObject, payload) = try jsonSQL()
         return """
             INSERT INTO pg_temp.tributary_sync_diff (kind, key, key_object, payload, hash, previous_run, pending_hash, pending_operation, pending_key)
-            SELECT CASE WHEN src.key IS NULL THEN 'removed' WHEN k.key IS NULL OR k.removed THEN 'added' ELSE 'changed' END,
-                   coalesce(src.key, k.key), coalesce(src.key_object, k.key_object), coalesce(src.payload, k.payload),
-                   coalesce(src.hash, k.hash, k.pending_hash), coalesce(k.run_id, 0), k.pending_hash, k.pending_operation, k.pending_key
+            SELECT CASE WHEN src.key IS NULL THEN 'removed' WHEN st.key IS NULL OR st.removed THEN 'added' ELSE 'changed' END,
+                   coalesce(src.key, st.key, p.key),
+                   CASE WHEN src.key IS NOT NULL THEN \(keyObject) END,
+                   CASE WHEN src.key IS NOT NULL THEN \(payload) END,
+                   coalesce(src.hash, st.hash, p.hash), coalesce(st.run_id, 0), p.hash, p.operation, p.idempotency_key
             FROM (
             \(try keyedSourceSQL())
             ) AS src
-            \(join) (
-                SELECT coalesce(st.key, p.key) AS key, coalesce(st.key_object, p.key_object) AS key_object,
-                       coalesce(st.payload, p.payload) AS payload, st.hash, coalesce(st.removed, true) AS removed, st.run_id,
-                       p.key IS NOT NULL AS pending, p.hash AS pending_hash, p.operation AS pending_operation, p.idempotency_key AS pending_key
-                FROM (SELECT key, key_object, payload, hash, removed, run_id FROM cdp.sync_state WHERE sync = $1) AS st
-                FULL JOIN (SELECT key, key_object, payload, hash, operation, idempotency_key FROM cdp.sync_pending WHERE sync = $1) AS p
-                    ON p.key = st.key
-            ) AS k ON k.key = src.key
+            \(join) (SELECT key, hash, removed, run_id FROM cdp.sync_state WHERE sync = $1) AS st ON st.key = src.key
+            \(join) (SELECT key, hash, operation, idempotency_key FROM cdp.sync_pending WHERE sync = $1) AS p
+                ON p.key = coalesce(src.key, st.key)
             WHERE \(conditions.joined(separator: "\n  AND "))
             """
     }
+
+    /// Fills in the key and fields of removed rows: what was last sent (pending), else last confirmed.
+    static let removedFieldsSQL = """
+        UPDATE pg_temp.tributary_sync_diff AS d
+        SET key_object = coalesce(p.key_object, st.key_object), payload = coalesce(p.payload, st.payload)
+        FROM pg_temp.tributary_sync_diff AS r
+        LEFT JOIN cdp.sync_state AS st ON st.sync = $1 AND st.key = r.key
+        LEFT JOIN cdp.sync_pending AS p ON p.sync = $1 AND p.key = r.key
+        WHERE r.kind = 'removed' AND d.n = r.n
+        """
 
     static let createSQL = """
         CREATE TEMP TABLE IF NOT EXISTS tributary_sync_diff (
             n            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
             kind         text NOT NULL,
             key          text NOT NULL UNIQUE,
-            key_object   jsonb NOT NULL,
-            payload      jsonb NOT NULL,
-            hash         uuid NOT NULL,
+            key_object   jsonb,
+            payload      jsonb,
+            hash         bigint NOT NULL,
             previous_run bigint NOT NULL,
-            pending_hash uuid,
+            pending_hash bigint,
             pending_operation text,
             pending_key  text
         )

@@ -159,6 +159,9 @@ public struct SyncRunner: Sendable {
                 try await tx.execute("SET LOCAL jit = off")
                 try await tx.execute("SET LOCAL work_mem = '64MB'")
                 try await tx.execute(PostgresQuery(unsafeSQL: insert, binds: [try sync.name.postgresBind()]))
+                if sync.tracksRemovals {
+                    try await tx.execute(PostgresQuery(unsafeSQL: SyncDiff.removedFieldsSQL, binds: [try sync.name.postgresBind()]))
+                }
             }
         } catch let error as PostgresError {
             if error.sqlState == .uniqueViolation {
