@@ -162,6 +162,20 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .executableTarget(
+            name: "tributary-syncs-bench",
+            dependencies: [
+                "BenchmarkSupport",
+                "Postgres",
+                "TributaryCore",
+                "TributaryDestinations",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/syncs",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
             name: "tributary-identity-bench",
             dependencies: [
                 "BenchmarkSupport",
