@@ -144,7 +144,7 @@ public struct BrazeDestination: Destination {
             members.append((audienceAttribute, .bool(false)))
         default:
             let skipped = Set(members.map(\.0) + (fromFields ? [externalIdField ?? ""] : []) + [audienceAttribute ?? ""])
-            for (name, value) in change.fields.objectMembersPublic ?? [] where !skipped.contains(name) {
+            for (name, value) in change.fields.objectMembers where !skipped.contains(name) {
                 members.append((name, value))
             }
             if change.operation == .add, let audienceAttribute { members.append((audienceAttribute, .bool(true))) }

@@ -45,7 +45,7 @@ public struct WebhookDestination: Destination {
         url = try context.string("url")!
         secret = try context.string("secret", required: false)
         var headers: [(String, String)] = []
-        for (name, _) in context.settings["headers"]?.objectMembersPublic ?? [] {
+        for (name, _) in context.settings["headers"]?.objectMembers ?? [] {
             var nested = context
             nested.settings = context.settings["headers"]!
             headers.append((name, try nested.string(name)!))
@@ -99,13 +99,5 @@ public struct WebhookDestination: Destination {
             }
         }
         return batch.map { change in rejected[change.idempotencyKey].map { .rejected($0) } ?? .delivered }
-    }
-}
-
-extension JSONValue {
-    /// The members of an object (nil for anything else).
-    var objectMembersPublic: [(String, JSONValue)]? {
-        guard case .object(let members) = self else { return nil }
-        return members
     }
 }

@@ -154,7 +154,7 @@ extension TributaryCommand {
                 print("  syncs         \(definitions.syncs.count) syncs (examples/syncs.json); run now (tributary worker runs them on their schedules):")
                 for sync in definitions.syncs {
                     let report = try await runner.run(sync.name)
-                    let millis = report.duration.components.seconds * 1000 + report.duration.components.attoseconds / 1_000_000_000_000_000
+                    let millis = report.duration.milliseconds
                     print("                \(sync.name) (\(sync.mode.rawValue) → \(FileDestination.csvText(sync.destination["type"] ?? .null))): "
                         + "\(report.status.rawValue), +\(report.added) ~\(report.changed) -\(report.removed), \(report.delivered) delivered "
                         + "in \(report.batches) batches, \(millis) ms")

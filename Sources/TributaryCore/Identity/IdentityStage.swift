@@ -154,7 +154,7 @@ public struct IdentityStage: Sendable {
             if report.events > 0 {
                 logger.debug("identity: batch timings", metadata: [
                     "events": "\(report.events)",
-                    "steps": "\(timings.map { "\($0.0) \($0.1.components.attoseconds / 1_000_000_000_000_000 + $0.1.components.seconds * 1000) ms" }.joined(separator: ", "))",
+                    "steps": "\(timings.map { "\($0.0) \($0.1.milliseconds) ms" }.joined(separator: ", "))",
                 ])
             }
         }

@@ -70,8 +70,7 @@ public struct SegmentMembership: Sendable {
                     )
                     SELECT (SELECT count(*) FROM entered), (SELECT count(*) FROM exited)
                     """).first!.decode((Int, Int).self)
-                let elapsed = ContinuousClock.now - started
-                let millis = elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000
+                let millis = (ContinuousClock.now - started).milliseconds
                 try await tx.execute("""
                     UPDATE cdp.segment_definitions SET refreshed_at = now(), refresh_ms = \(millis) WHERE name = \(name)
                     """)

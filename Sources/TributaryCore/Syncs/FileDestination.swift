@@ -130,4 +130,10 @@ extension JSONValue {
         guard case .object(let members) = self else { return [] }
         return members.map(\.0)
     }
+
+    /// The members of an object in order (empty for anything else).
+    public var objectMembers: [(String, JSONValue)] {
+        guard case .object(let members) = self else { return [] }
+        return members
+    }
 }

@@ -356,7 +356,7 @@ public struct SyncRunner: Sendable {
 
     private func finishRun(_ report: Report, _ db: PostgresConnection) async throws {
         let status = report.status == .skipped ? "succeeded" : report.status.rawValue
-        let millis = report.duration.components.seconds * 1000 + report.duration.components.attoseconds / 1_000_000_000_000_000
+        let millis = report.duration.milliseconds
         try await db.execute("""
             UPDATE cdp.sync_runs SET status = \(status), added = \(report.added), changed = \(report.changed),
                 removed = \(report.removed), delivered = \(report.delivered), rejected = \(report.rejected), failed = \(report.failed),

@@ -156,11 +156,3 @@ public final class TableDestination: Destination, @unchecked Sendable {
         if ownsClient { await client.shutdown() }
     }
 }
-
-extension JSONValue {
-    /// The members of an object (empty for anything else).
-    var objectMembers: [(String, JSONValue)] {
-        guard case .object(let members) = self else { return [] }
-        return members
-    }
-}
