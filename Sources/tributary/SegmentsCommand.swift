@@ -26,10 +26,7 @@ extension TributaryCommand.Segments {
         @Flag(help: "Validate and print, per segment, the SQL diff and the size change; change nothing.") var dryRun = false
 
         func run() async throws {
-            let data: Data
-            do { data = try Data(contentsOf: URL(fileURLWithPath: file)) } catch {
-                throw CLIError("cannot read \(file): \(error.localizedDescription)")
-            }
+            let data = try readDefinitionsFile(file)
             let logger = global.makeLogger()
             try await global.withMigratedClient(logger: logger) { client in
                 let store = SegmentStore(client: client, logger: logger)

@@ -66,10 +66,7 @@ extension TributaryCommand.Syncs {
         @Flag(help: "Validate only; change nothing.") var dryRun = false
 
         func run() async throws {
-            let data: Data
-            do { data = try Data(contentsOf: URL(fileURLWithPath: file)) } catch {
-                throw CLIError("cannot read \(file): \(error.localizedDescription)")
-            }
+            let data = try readDefinitionsFile(file)
             let logger = global.makeLogger()
             try await global.withMigratedClient(logger: logger) { client in
                 let store = SyncStore(client: client, logger: logger, registry: .standard())

@@ -22,10 +22,7 @@ extension TributaryCommand.Traits {
         @Flag(help: "Validate and print the SQL the definitions compile to; change nothing.") var dryRun = false
 
         func run() async throws {
-            let data: Data
-            do { data = try Data(contentsOf: URL(fileURLWithPath: file)) } catch {
-                throw CLIError("cannot read \(file): \(error.localizedDescription)")
-            }
+            let data = try readDefinitionsFile(file)
             let logger = global.makeLogger()
             try await global.withMigratedClient(logger: logger) { client in
                 let admin = ProfileAdmin(client: client, logger: logger)

@@ -56,6 +56,13 @@ struct TributaryCommand: AsyncParsableCommand {
     }
 }
 
+/// Reads a definitions file (computed traits, segments, syncs); a file that cannot be read is a one-line error.
+func readDefinitionsFile(_ file: String) throws -> Data {
+    do { return try Data(contentsOf: URL(fileURLWithPath: file)) } catch {
+        throw CLIError("cannot read \(file): \(error.localizedDescription)")
+    }
+}
+
 /// A failure a command reports in one line.
 struct CLIError: Error, CustomStringConvertible {
     let description: String

@@ -28,15 +28,7 @@ public struct ComputedTrait: Sendable, Equatable, Codable {
         case daysSinceFirst = "days_since_first"
         case daysSinceLast = "days_since_last"
 
-        public init(from decoder: any Decoder) throws {
-            let text = try decoder.singleValueContainer().decode(String.self)
-            guard let value = Self(rawValue: text) else {
-                throw DecodingError.dataCorrupted(.init(
-                    codingPath: decoder.codingPath,
-                    debugDescription: "unknown aggregate '\(text)'; use \(Self.allCases.map(\.rawValue).joined(separator: ", "))"))
-            }
-            self = value
-        }
+        public init(from decoder: any Decoder) throws { self = try decodeKnownCase(decoder, named: "aggregate") }
 
         /// Whether the aggregation reads a property (all but count and the days-since ones).
         public var needsProperty: Bool {
@@ -123,15 +115,7 @@ public struct PropertyCondition: Sendable, Equatable, Codable {
         case exists
         case notExists = "not_exists"
 
-        public init(from decoder: any Decoder) throws {
-            let text = try decoder.singleValueContainer().decode(String.self)
-            guard let value = Self(rawValue: text) else {
-                throw DecodingError.dataCorrupted(.init(
-                    codingPath: decoder.codingPath,
-                    debugDescription: "unknown operator '\(text)'; use \(Self.allCases.map(\.rawValue).joined(separator: ", "))"))
-            }
-            self = value
-        }
+        public init(from decoder: any Decoder) throws { self = try decodeKnownCase(decoder, named: "operator") }
 
         var isOrdering: Bool { [.greater, .greaterOrEqual, .less, .lessOrEqual].contains(self) }
     }
@@ -613,6 +597,18 @@ private struct AnyKey: CodingKey {
     var intValue: Int? { nil }
     init(stringValue: String) { self.stringValue = stringValue }
     init?(intValue: Int) { nil }
+}
+
+/// Decodes a string as one of an enum's cases; anything else is an error that lists the cases:
+/// `unknown aggregate 'avg'; use count, sum, …`.
+func decodeKnownCase<T: RawRepresentable & CaseIterable>(_ decoder: any Decoder, named kind: String) throws -> T where T.RawValue == String {
+    let text = try decoder.singleValueContainer().decode(String.self)
+    guard let value = T(rawValue: text) else {
+        throw DecodingError.dataCorrupted(.init(
+            codingPath: decoder.codingPath,
+            debugDescription: "unknown \(kind) '\(text)'; use \(T.allCases.map(\.rawValue).joined(separator: ", "))"))
+    }
+    return value
 }
 
 /// Refuses keys a definition does not know: a misspelt `whre` must not silently match every event.

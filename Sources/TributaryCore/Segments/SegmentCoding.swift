@@ -106,15 +106,7 @@ extension SegmentCondition: Codable {
 }
 
 extension EventCondition.Aggregate {
-    public init(from decoder: any Decoder) throws {
-        let text = try decoder.singleValueContainer().decode(String.self)
-        guard let value = Self(rawValue: text) else {
-            throw DecodingError.dataCorrupted(.init(
-                codingPath: decoder.codingPath,
-                debugDescription: "unknown aggregate '\(text)'; use \(Self.allCases.map(\.rawValue).joined(separator: ", "))"))
-        }
-        self = value
-    }
+    public init(from decoder: any Decoder) throws { self = try decodeKnownCase(decoder, named: "aggregate") }
 }
 
 extension Segment: Codable {
