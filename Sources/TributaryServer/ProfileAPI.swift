@@ -26,13 +26,13 @@ import TributaryCore
 /// Errors are `{"code": "...", "error": "..."}`.
 struct ProfileAPI: Sendable {
     let documents: ProfileDocuments
-    let tokens: CredentialCache<APIToken>
+    let auth: AdminAuth
     let metrics: ServerMetrics
     let logger: Logger
 
     init(client: PostgresClient, tokenCacheTTL: Duration, metrics: ServerMetrics, logger: Logger) {
         documents = ProfileDocuments(client: client)
-        tokens = CredentialCache(tokens: APITokenStore(client: client), ttl: tokenCacheTTL)
+        auth = AdminAuth(client: client, ttl: tokenCacheTTL, logger: logger)
         self.metrics = metrics
         self.logger = logger
     }
@@ -55,17 +55,9 @@ struct ProfileAPI: Sendable {
 
     private func respond(_ request: Request, rawKind: String, rawValue: String) async -> Response {
         // 1. Authenticate before looking at anything else, so unknown callers learn nothing.
-        guard let secret = Self.bearerToken(request.headers[.authorization]) else { return Self.unauthorized() }
-        let token: APIToken?
-        do {
-            token = try await tokens.value(for: secret)
-        } catch {
-            logger.error("API token lookup failed", metadata: ["error": "\(error)"])
-            return Self.unavailable()
-        }
-        guard let token else { return Self.unauthorized() }
-        guard token.allows(.profilesRead) else {
-            return Self.error(.forbidden, "forbidden", "this API token does not have the profiles:read or admin scope")
+        switch await auth.authorize(request, scope: .profilesRead) {
+        case .success: break
+        case .failure(let early): return early.response
         }
         // 2. The request.
         var events = ProfileDocuments.defaultEvents
@@ -109,29 +101,9 @@ struct ProfileAPI: Sendable {
         }
     }
 
-    /// The token from `Authorization: Bearer <token>` (scheme case-insensitive), or nil.
-    static func bearerToken(_ header: String?) -> String? {
-        guard let header, header.count > 7, header.prefix(7).lowercased() == "bearer " else { return nil }
-        let token = header.dropFirst(7).trimmingCharacters(in: .whitespaces)
-        return token.isEmpty ? nil : token
-    }
-
-    /// The same answer for a missing, unknown, malformed or revoked token, and for a write key.
-    static func unauthorized() -> Response {
-        var response = error(.unauthorized, "unauthorized", "a valid API token is required: send Authorization: Bearer <token>")
-        response.headers[.wwwAuthenticate] = "Bearer realm=\"tributary\""
-        return response
-    }
-
-    static func unavailable() -> Response {
-        var response = error(.serviceUnavailable, "storage_unavailable", "the database is unavailable; retry")
-        response.headers[.retryAfter] = "1"
-        return response
-    }
-
     static func error(_ status: HTTPResponse.Status, _ code: String, _ message: String) -> Response {
-        var response = CollectionAPI.json(status, ["code": code, "error": message])
-        response.headers[.cacheControl] = "no-store"
-        return response
+        AdminAuth.error(status, code, message)
     }
+
+    static func unavailable() -> Response { AdminAuth.unavailable() }
 }

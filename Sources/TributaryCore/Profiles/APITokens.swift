@@ -5,6 +5,8 @@ import Postgres
 public enum APITokenScope: String, Sendable, CaseIterable, Codable, CustomStringConvertible {
     /// `GET /v1/profiles/{kind}/{value}`.
     case profilesRead = "profiles:read"
+    /// Privacy requests (`/v1/privacy/…`: deletion, access export, consent): the data protection officer's tools.
+    case privacy
     /// Everything, including what later scopes will cover.
     case admin
 

@@ -23,6 +23,8 @@ public struct ProfileStage: Sendable {
         public var profilesRecomputed = 0
         /// Trait changes recorded in `cdp.trait_history`.
         public var traitChanges = 0
+        /// Consent changes recorded in `cdp.consent_changes`.
+        public var consentChanges = 0
         /// Entries into and exits from real-time segments recorded for the profiles this batch changed.
         public var segmentChanges = 0
         /// The whole profile state was rebuilt (the identity graph was rebuilt).
@@ -38,6 +40,7 @@ public struct ProfileStage: Sendable {
             profilesUpdated += other.profilesUpdated
             profilesRecomputed += other.profilesRecomputed
             traitChanges += other.traitChanges
+            consentChanges += other.consentChanges
             segmentChanges += other.segmentChanges
             rebuilt = rebuilt || other.rebuilt
             checkpoint = max(checkpoint, other.checkpoint)
@@ -152,6 +155,7 @@ public struct ProfileStage: Sendable {
                 SELECT profile_id FROM cdp.profile_changes WHERE change_id > \(marks.changes) AND change_id <= \(lastChange)
                 """).map { try $0.decode(UUID.self) }
             report.traitChanges += try await store.recompute(tx, profiles: recomputed, through: through)
+            report.consentChanges += try await Consent.replace(tx, profiles: recomputed, through: through, reason: "merge")
             report.profilesRecomputed = recomputed.count
             try await Self.setCheckpoint(tx, Self.mergesStage, lastMerge)
             try await Self.setCheckpoint(tx, Self.changesStage, lastChange)
@@ -160,6 +164,7 @@ public struct ProfileStage: Sendable {
         guard through > marks.profiles || !recomputed.isEmpty else { return report }
         report.events = events
         report.traitChanges += try await store.applyEvents(tx, after: marks.profiles, through: through, except: recomputed)
+        report.consentChanges += try await Consent.apply(tx, after: marks.profiles, through: through, except: recomputed)
         let touched = try await tx.query("""
             SELECT DISTINCT profile_id FROM cdp.events
             WHERE seq > \(marks.profiles) AND seq <= \(through) AND profile_id IS NOT NULL
@@ -204,6 +209,7 @@ public struct ProfileStage: Sendable {
         _ tx: PostgresConnection, marks: Checkpoints, lastMerge: Int64, lastChange: Int64, store: ProfileStore
     ) async throws -> BatchReport {
         let summary = try await store.rebuild(tx, through: marks.identity)
+        let consentChanges = try await Consent.replace(tx, profiles: nil, through: marks.identity, reason: "rebuild")
         try await tx.execute("""
             UPDATE cdp.stage_checkpoints SET seq = \(marks.identity), generation = \(marks.identityGeneration), updated_at = now()
             WHERE stage = \(Self.stage)
@@ -213,6 +219,7 @@ public struct ProfileStage: Sendable {
         var report = BatchReport()
         report.rebuilt = true
         report.traitChanges = summary.traitChanges
+        report.consentChanges = consentChanges
         report.profilesUpdated = summary.profiles
         report.checkpoint = marks.identity
         return report
