@@ -23,14 +23,16 @@ COMMENT ON FUNCTION cdp.pii_hash(text, text) IS
 
 -- A masked form that still helps a human recognise a record: emails keep their first character and domain
 -- (j***@example.com), anything else its last four characters (*******4321); four characters or fewer: all masked.
+-- Surrounding spaces are trimmed first.
 CREATE OR REPLACE FUNCTION cdp.pii_mask(value text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE
-        WHEN value IS NULL THEN NULL
-        WHEN position('@' IN value) > 1 THEN left(value, 1) || '***@' || split_part(value, '@', 2)
-        WHEN length(value) <= 4 THEN repeat('*', length(value))
-        ELSE repeat('*', length(value) - 4) || right(value, 4)
+        WHEN v IS NULL THEN NULL
+        WHEN position('@' IN v) > 1 THEN left(v, 1) || '***@' || split_part(v, '@', 2)
+        WHEN length(v) <= 4 THEN repeat('*', length(v))
+        ELSE repeat('*', length(v) - 4) || right(v, 4)
     END
+    FROM (SELECT btrim(value) AS v) AS trimmed
 $$;
 COMMENT ON FUNCTION cdp.pii_mask(text) IS
     'Tributary: a masked value: j***@example.com for emails, the last four characters for anything else';

@@ -3,9 +3,7 @@ import TributaryCore
 extension DestinationRegistry {
     /// Every destination Tributary ships: `file` and `postgres` (from the core), `webhook`.
     public static func standard(sender: HTTPSender = HTTPSender()) -> DestinationRegistry {
-        var registry = DestinationRegistry()
-        registry.register("file", validate: FileDestination.validate) { try FileDestination.make($0) }
-        registry.register("postgres", validate: TableDestination.validate) { try await TableDestination.make($0) }
+        var registry = DestinationRegistry.core()
         registry.register("webhook", validate: WebhookDestination.validate) { try WebhookDestination($0, sender: sender) }
         registry.register("braze", validate: BrazeDestination.validate) { try BrazeDestination($0, sender: sender) }
         registry.register("meta_audience", validate: MetaAudienceDestination.validate) { try MetaAudienceDestination($0, sender: sender) }

@@ -139,6 +139,14 @@ public struct DestinationRegistry: Sendable {
 
     public init() {}
 
+    /// The destinations of the core: `file` and `postgres`.
+    public static func core() -> DestinationRegistry {
+        var registry = DestinationRegistry()
+        registry.register("file", validate: FileDestination.validate) { try FileDestination.make($0) }
+        registry.register("postgres", validate: TableDestination.validate) { try await TableDestination.make($0) }
+        return registry
+    }
+
     public mutating func register(_ type: String, validate: Validator? = nil, make: @escaping Factory) {
         factories[type] = make
         validators[type] = validate

@@ -11,7 +11,9 @@ import Postgres
 ///   "name": "vip_to_crm",
 ///   "source": {"segment": "vip"},                 // or {"relation": "analytics.customers"} or {"query": "SELECT …"}
 ///   "primaryKey": ["profile_id"],
-///   "fields": {"email": "email", "ltv": "lifetime_value"},   // destination field → source column (default: all)
+///   "fields": {"email": "email", "ltv": "lifetime_value",    // destination field → source column (default: all)
+///              "email_sha256": {"column": "email", "transform": "hash_email"}},   // or hash, hash_phone, mask
+///   "purposes": ["Marketing"],                    // consent purposes the sync serves (profileColumn: "profile_id")
 ///   "mode": "mirror",                             // upsert | update | insert | mirror | audience
 ///   "destination": {"type": "webhook", "url": "https://example.com/hook", "secret": "env:HOOK_SECRET"},
 ///   "schedule": {"every": "15m"},                 // or {"cron": "*/15 * * * *"}; none: only `syncs run`
@@ -57,11 +59,36 @@ public struct SyncDefinition: Sendable, Equatable {
         }
     }
 
+    /// How a field's value is protected before it leaves: hashed (SHA-256 in hex of the normalized value,
+    /// `cdp.pii_hash`) or masked (`cdp.pii_mask`). NULL stays NULL.
+    public enum FieldTransform: String, Sendable, CaseIterable {
+        /// Trimmed and lower-cased, then SHA-256.
+        case hash
+        /// An email, trimmed and lower-cased, then SHA-256 (what ad platforms match on).
+        case hashEmail = "hash_email"
+        /// A phone number reduced to its digits, then SHA-256.
+        case hashPhone = "hash_phone"
+        /// `j***@example.com`, or all but the last four characters as `*`.
+        case mask
+    }
+
+    /// A destination field: the source column it comes from and how it is protected.
+    public struct Field: Sendable, Equatable {
+        public var name: String
+        public var column: String
+        public var transform: FieldTransform?
+    }
+
     public var name: String
     public var source: Source
     public var primaryKey: [String]
-    /// Destination field → source column, in file order; nil: every column of the source.
-    public var fields: [(String, String)]?
+    /// Destination fields in file order; nil: every column of the source, as is.
+    public var fields: [Field]?
+    /// Consent purposes the sync serves: only profiles that granted all of them are sent, and a profile that
+    /// withdraws one is removed at the destination. Empty: the sync does not depend on consent.
+    public var purposes: [String]
+    /// The source column holding the profile id consent is looked up by (used when `purposes` is not empty).
+    public var profileColumn: String
     public var mode: Mode
     /// The `destination` object as written (its `type` picks the destination).
     public var destination: JSONValue
@@ -85,7 +112,8 @@ public struct SyncDefinition: Sendable, Equatable {
         case (.insert, .added): .insert
         case (.mirror, .removed): .delete
         case (.audience, .added), (.audience, .changed): .add
-        case (.audience, .removed): .remove
+        case (.audience, .removed), (.audience, .withdrawn): .remove
+        case (_, .withdrawn): .delete
         default: nil
         }
     }
@@ -97,6 +125,9 @@ public struct SyncDefinition: Sendable, Equatable {
 /// How a row of the source differs from what was last delivered.
 public enum DiffKind: String, Sendable {
     case added, changed, removed
+    /// Still in the source, but the profile no longer consents to one of the sync's purposes: removed at the
+    /// destination in every mode.
+    case withdrawn
 }
 
 /// The syncs file: `{"syncs": [...]}`.
@@ -128,7 +159,7 @@ public struct SyncDefinitions: Sendable, Equatable {
     }
 
     static let keys = ["name", "source", "primaryKey", "fields", "mode", "destination", "schedule", "batchSize", "rateLimit",
-                       "maxAttempts", "enabled", "description"]
+                       "maxAttempts", "enabled", "description", "purposes", "profileColumn"]
 
     static func parseSync(_ value: JSONValue, at path: String, registry: DestinationRegistry) throws -> SyncDefinition {
         guard case .object(let members) = value else { throw SyncError("\(path): must be an object") }
@@ -177,18 +208,43 @@ public struct SyncDefinitions: Sendable, Equatable {
         let primaryKey = try keyItems.enumerated().map { try string("primaryKey[\($0.offset)]", $0.element) }
         if Set(primaryKey).count != primaryKey.count { throw SyncError("\(path).primaryKey: a column is listed twice") }
 
-        var fields: [(String, String)]?
+        var fields: [SyncDefinition.Field]?
         if let raw = value["fields"], raw != .null {
             guard case .object(let mapping) = raw, !mapping.isEmpty else {
                 throw SyncError("\(path).fields: an object of destination field → source column, not empty")
             }
             var seen = Set<String>()
-            fields = try mapping.map { field, column in
+            fields = try mapping.map { field, spec in
                 if !seen.insert(field).inserted { throw SyncError("\(path).fields.\(field): given twice") }
                 if field.isEmpty || field.utf8.contains(0) { throw SyncError("\(path).fields: a field name must not be empty or contain NUL") }
-                return (field, try string("fields.\(field)", column))
+                guard case .object(let members) = spec else {
+                    return SyncDefinition.Field(name: field, column: try string("fields.\(field)", spec), transform: nil)
+                }
+                if let unknown = members.first(where: { $0.0 != "column" && $0.0 != "transform" }) {
+                    throw SyncError("\(path).fields.\(field).\(unknown.0): unknown key; known keys are column, transform")
+                }
+                var transform: SyncDefinition.FieldTransform?
+                switch spec["transform"] {
+                case nil, .null?: transform = nil
+                case .string(let text)?:
+                    guard let known = SyncDefinition.FieldTransform(rawValue: text) else {
+                        throw SyncError("\(path).fields.\(field).transform: unknown transform '\(text)'; use "
+                            + SyncDefinition.FieldTransform.allCases.map(\.rawValue).joined(separator: ", "))
+                    }
+                    transform = known
+                default: throw SyncError("\(path).fields.\(field).transform: must be a string")
+                }
+                return SyncDefinition.Field(name: field, column: try string("fields.\(field).column", spec["column"]), transform: transform)
             }
         }
+
+        var purposes: [String] = []
+        if let raw = value["purposes"], raw != .null {
+            guard case .array(let items) = raw else { throw SyncError("\(path).purposes: a list of consent purposes") }
+            purposes = try items.enumerated().map { try string("purposes[\($0.offset)]", $0.element) }
+            if Set(purposes).count != purposes.count { throw SyncError("\(path).purposes: a purpose is listed twice") }
+        }
+        let profileColumn = value["profileColumn"] == nil ? "profile_id" : try string("profileColumn", value["profileColumn"])
 
         let mode: SyncDefinition.Mode
         switch value["mode"] {
@@ -239,7 +295,8 @@ public struct SyncDefinitions: Sendable, Equatable {
         default: throw SyncError("\(path).enabled: must be true or false")
         }
         return SyncDefinition(
-            name: name, source: source, primaryKey: primaryKey, fields: fields, mode: mode, destination: destination,
+            name: name, source: source, primaryKey: primaryKey, fields: fields, purposes: purposes, profileColumn: profileColumn,
+            mode: mode, destination: destination,
             schedule: schedule, batchSize: try integer("batchSize", default: 500, in: 1...100_000),
             requestsPerSecond: requestsPerSecond, maxAttempts: try integer("maxAttempts", default: 5, in: 1...20),
             enabled: enabled, document: value)

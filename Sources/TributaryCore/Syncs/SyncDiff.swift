@@ -29,17 +29,53 @@ public struct SyncDiff: Sendable {
         }
     }
 
-    /// `key` (JSON array text of the key columns), `hash` (of the mapped columns, typed: `hash_record_extended`) and
-    /// `r` (the source row) of each source row with no NULL in its key. The jsonb of the key and fields is built later,
-    /// for changed rows only.
+    /// `key` (JSON array text of the key columns), `hash` (of the mapped columns, typed: `hash_record_extended`),
+    /// `consented` (the profile granted every purpose of the sync; true without purposes) and `r` (the source row) of
+    /// each source row with no NULL in its key. The jsonb of the key and fields is built later, for changed rows only.
+    ///
+    /// The hash is seeded with the field mapping, so changing a mapping or a transform sends every row again.
     public func keyedSourceSQL() throws -> String {
         let keys = try sync.primaryKey.map { "s.\(try SQLQuoting.identifier($0))" }
-        let hashed = try sync.fields.map { fields in "ROW(\(try fields.map { "s.\(try SQLQuoting.identifier($0.1))" }.joined(separator: ", ")))" } ?? "s"
+        let hashed = try sync.fields.map { fields in "ROW(\(try fields.map { "s.\(try SQLQuoting.identifier($0.column))" }.joined(separator: ", ")))" } ?? "s"
+        var consented = "true", consentJoin = ""
+        if !sync.purposes.isEmpty {
+            let purposes = try sync.purposes.map(SQLQuoting.literal).joined(separator: ", ")
+            consented = "c.profile_id IS NOT NULL"
+            consentJoin = """
+
+                LEFT JOIN (
+                    SELECT profile_id FROM cdp.profile_consent WHERE granted AND purpose IN (\(purposes))
+                    GROUP BY profile_id HAVING count(*) = \(sync.purposes.count)
+                ) AS c ON c.profile_id = s.\(try SQLQuoting.identifier(sync.profileColumn))::uuid
+                """
+        }
         return """
-            SELECT jsonb_build_array(\(keys.joined(separator: ", ")))::text AS key, hash_record_extended(\(hashed), 0) AS hash, s AS r
-            FROM (\(try sourceSQL())) AS s
+            SELECT jsonb_build_array(\(keys.joined(separator: ", ")))::text AS key, hash_record_extended(\(hashed), \(hashSeed)) AS hash,
+                   \(consented) AS consented, s AS r
+            FROM (\(try sourceSQL())) AS s\(consentJoin)
             WHERE \(keys.map { "\($0) IS NOT NULL" }.joined(separator: " AND "))
             """
+    }
+
+    /// A 64-bit seed derived from the field mapping (0 without one).
+    var hashSeed: Int64 {
+        guard let fields = sync.fields else { return 0 }
+        let spec = fields.map { "\($0.name)\u{0}\($0.column)\u{0}\($0.transform?.rawValue ?? "")" }.joined(separator: "\u{1}")
+        return Int64(bitPattern: UInt64(sha256Hex(Data(spec.utf8), bytes: 8), radix: 16)!)
+    }
+
+    /// A field's value as sent: the column, hashed or masked as the mapping says.
+    static func fieldSQL(_ field: SyncDefinition.Field) throws -> String {
+        let column = "(src.r).\(try SQLQuoting.identifier(field.column))"
+        // to_jsonb(…) #>> '{}' is the column's plain text whatever its type (a jsonb string without its quotes).
+        let text = "to_jsonb(\(column)) #>> '{}'"
+        return switch field.transform {
+        case nil: column
+        case .hash?: "cdp.pii_hash(\(text), 'text')"
+        case .hashEmail?: "cdp.pii_hash(\(text), 'email')"
+        case .hashPhone?: "cdp.pii_hash(\(text), 'phone')"
+        case .mask?: "cdp.pii_mask(\(text))"
+        }
     }
 
     /// The key's jsonb object and the mapped fields' jsonb, of the source row `src.r`.
@@ -47,7 +83,7 @@ public struct SyncDiff: Sendable {
         let keyObject = try sync.primaryKey.map { "\(try SQLQuoting.literal($0)), (src.r).\(try SQLQuoting.identifier($0))" }
         let payload: String
         if let fields = sync.fields {
-            let pairs = try fields.map { "\(try SQLQuoting.literal($0.0)), (src.r).\(try SQLQuoting.identifier($0.1))" }
+            let pairs = try fields.map { "\(try SQLQuoting.literal($0.name)), \(try Self.fieldSQL($0))" }
             // jsonb_build_object takes at most 100 arguments.
             payload = stride(from: 0, to: pairs.count, by: 40)
                 .map { "jsonb_build_object(\(pairs[$0..<min($0 + 40, pairs.count)].joined(separator: ", ")))" }
@@ -64,19 +100,20 @@ public struct SyncDiff: Sendable {
     /// and hash are read) and changes sent but not confirmed (`cdp.sync_pending`, few rows). A row with a pending
     /// change is always sent again (the destination may hold the unconfirmed value even if the source went back to the
     /// confirmed one). Removed rows get their key and fields from the state afterwards (``removedFieldsSQL``).
+    ///
+    /// A source row whose profile does not consent to the sync's purposes counts as absent, except that it is sent
+    /// as `withdrawn` (a removal in every mode) if the destination may hold it.
     public func insertSQL() throws -> String {
         let join = sync.tracksRemovals ? "FULL JOIN" : "LEFT JOIN"
-        var conditions = ["(src.key IS NULL OR st.key IS NULL OR st.removed OR st.hash IS DISTINCT FROM src.hash OR p.key IS NOT NULL)"]
-        if sync.tracksRemovals {
-            conditions.append("(src.key IS NOT NULL OR NOT coalesce(st.removed, true) OR p.key IS NOT NULL)")
-        }
-        if sync.mode == .insert {
-            conditions.append("(st.key IS NULL OR st.removed)")
-        }
+        var present = "(st.key IS NULL OR st.removed OR st.hash IS DISTINCT FROM src.hash OR p.key IS NOT NULL)"
+        if sync.mode == .insert { present += " AND (st.key IS NULL OR st.removed)" }
+        // Absent (removed, or consent withdrawn): only what the destination may hold is sent.
+        let absent = "NOT coalesce(st.removed, true) OR p.key IS NOT NULL"
         let (keyObject, payload) = try jsonSQL()
         return """
             INSERT INTO pg_temp.tributary_sync_diff (kind, key, key_object, payload, hash, previous_run, pending_hash, pending_operation, pending_key)
-            SELECT CASE WHEN src.key IS NULL THEN 'removed' WHEN st.key IS NULL OR st.removed THEN 'added' ELSE 'changed' END,
+            SELECT CASE WHEN src.key IS NULL THEN 'removed' WHEN NOT src.consented THEN 'withdrawn'
+                        WHEN st.key IS NULL OR st.removed THEN 'added' ELSE 'changed' END,
                    coalesce(src.key, st.key, p.key),
                    CASE WHEN src.key IS NOT NULL THEN \(keyObject) END,
                    CASE WHEN src.key IS NOT NULL THEN \(payload) END,
@@ -87,18 +124,19 @@ public struct SyncDiff: Sendable {
             \(join) (SELECT key, hash, removed, run_id FROM cdp.sync_state WHERE sync = $1) AS st ON st.key = src.key
             \(join) (SELECT key, hash, operation, idempotency_key FROM cdp.sync_pending WHERE sync = $1) AS p
                 ON p.key = coalesce(src.key, st.key)
-            WHERE \(conditions.joined(separator: "\n  AND "))
+            WHERE CASE WHEN src.key IS NULL OR NOT src.consented THEN \(absent)
+                       ELSE \(present) END
             """
     }
 
-    /// Fills in the key and fields of removed rows: what was last sent (pending), else last confirmed.
+    /// Fills in the key and fields of removed and withdrawn rows: what was last sent (pending), else last confirmed.
     static let removedFieldsSQL = """
         UPDATE pg_temp.tributary_sync_diff AS d
         SET key_object = coalesce(p.key_object, st.key_object), payload = coalesce(p.payload, st.payload)
         FROM pg_temp.tributary_sync_diff AS r
         LEFT JOIN cdp.sync_state AS st ON st.sync = $1 AND st.key = r.key
         LEFT JOIN cdp.sync_pending AS p ON p.sync = $1 AND p.key = r.key
-        WHERE r.kind = 'removed' AND d.n = r.n
+        WHERE r.kind IN ('removed', 'withdrawn') AND d.n = r.n
         """
 
     static let createSQL = """

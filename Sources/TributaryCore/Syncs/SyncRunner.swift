@@ -175,7 +175,7 @@ public struct SyncRunner: Sendable {
             switch kind {
             case "added": report.added = count
             case "changed": report.changed = count
-            default: report.removed = count
+            default: report.removed += count
             }
         }
     }
@@ -326,7 +326,7 @@ public struct SyncRunner: Sendable {
             WITH d AS (\(rows)),
             saved AS (
                 INSERT INTO cdp.sync_state AS s (sync, key, key_object, payload, hash, removed, run_id)
-                SELECT $1, key, key_object, payload, hash, kind = 'removed', \(runID) FROM d
+                SELECT $1, key, key_object, payload, hash, kind IN ('removed', 'withdrawn'), \(runID) FROM d
                 ON CONFLICT (sync, key) DO UPDATE SET key_object = excluded.key_object, payload = excluded.payload,
                     hash = excluded.hash, removed = excluded.removed, run_id = excluded.run_id, delivered_at = now()
                 RETURNING 1
