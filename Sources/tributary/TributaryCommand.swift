@@ -17,6 +17,10 @@ struct TributaryCommand: AsyncParsableCommand {
         subcommands: [
             Demo.self, Serve.self, Sources.self, Tokens.self, Import.self, Webhooks.self, IdentityGroup.self, ProfilesCommand.self,
             Traits.self, Segments.self, Syncs.self, Worker.self, CatalogGroup.self, Migrate.self, DB.self, Version.self,
+            RolesGroup.self,
+            RetentionGroup.self,
+            Audit.self,
+            PrivacyGroup.self,
         ]
     )
 
@@ -44,6 +48,10 @@ struct TributaryCommand: AsyncParsableCommand {
         } catch let error as SyncError {
             fail(error.description)
         } catch let error as APITokenError {
+            fail(error.description)
+        } catch let error as RolesError {
+            fail(error.description)
+        } catch let error as RetentionError {
             fail(error.description)
         } catch {
             exit(withError: error)
