@@ -61,6 +61,7 @@ public func buildApplication(
         await api.handleWebhook(request, sourceName: context.parameters.get("source") ?? "")
     }
     ProfileAPI(client: client, tokenCacheTTL: configuration.apiTokenCacheTTL, metrics: metrics, logger: logger).register(on: router)
+    PrivacyAPI(client: client, writer: writer, registry: DestinationRegistry(), tokenCacheTTL: configuration.apiTokenCacheTTL, metrics: metrics, logger: logger).register(on: router)
     router.get("/health") { _, _ in
         do {
             _ = try await client.query("SELECT 1")

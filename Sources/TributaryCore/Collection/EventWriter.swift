@@ -10,6 +10,10 @@ import Postgres
 /// `cdp.events` with receive sequence numbers drawn under an advisory lock, so sequence numbers become visible in
 /// increasing order for the stages that consume them. The queue is bounded: when it is full, ``write(_:sourceID:)``
 /// fails at once with ``Overloaded`` rather than buffering without limit.
+///
+/// Events carrying an identifier of a deleted person (``PrivacyRequests``, `cdp.suppressions`) are dropped in the
+/// same transaction, under the same lock as the insert, so none slips in while a deletion commits; the caller still
+/// gets its outcome (``Outcome/suppressed``), and each suppression's `events_dropped` counts them.
 public actor EventWriter {
     /// The queue is full; the caller should answer 503 with `Retry-After`.
     public struct Overloaded: Error, Sendable, CustomStringConvertible {
@@ -23,6 +27,8 @@ public actor EventWriter {
         public var stored: Int
         /// Events already stored before (retries), left alone.
         public var duplicates: Int
+        /// Events dropped, not stored, because they carry a suppressed identifier (a deleted person's).
+        public var suppressed: Int = 0
     }
 
     private struct Pending {
@@ -111,7 +117,7 @@ public actor EventWriter {
             }
         }
         try await ensurePartitions(for: rows.map(\.event.timestamp))
-        let storedKeys: Set<String> = try await client.withConnection { connection in
+        let (storedKeys, droppedKeys): (Set<String>, Set<String>) = try await client.withConnection { connection in
             try await connection.execute(Self.stagingSQL)
             return try await connection.withTransaction { tx in
                 try await tx.copyIn("COPY tributary_incoming FROM STDIN") { writer in
@@ -127,6 +133,12 @@ public actor EventWriter {
                     try await writer.write(buffer)
                 }
                 try await tx.advisoryTransactionLock(Self.sequenceLock)
+                // Under the lock a deletion also takes, so a suppression committed before we got it is seen here.
+                var dropped = Set<String>()
+                for row in try await tx.query(PostgresQuery(unsafeSQL: Self.suppressSQL)) {
+                    let (source, message) = try row.decode((String, String).self)
+                    dropped.insert(source + "\u{1}" + message)
+                }
                 let inserted = try await tx.query(PostgresQuery(unsafeSQL: Self.insertSQL))
                 var keys = Set<String>()
                 for row in inserted {
@@ -135,8 +147,11 @@ public actor EventWriter {
                 }
                 // Wake the stream stages (identity, ...) on commit; they also poll, so this only cuts latency.
                 if !keys.isEmpty { try await tx.execute("SELECT pg_notify(\(Self.eventsChannel), '')") }
-                return keys
+                return (keys, dropped)
             }
+        }
+        if !droppedKeys.isEmpty {
+            logger.info("dropped events carrying suppressed identifiers (deleted people)", metadata: ["events": "\(droppedKeys.count)"])
         }
         var outcomes = batch.map { _ in Outcome(stored: 0, duplicates: 0) }
         var position = 0
@@ -144,6 +159,8 @@ public actor EventWriter {
             for _ in request.events {
                 if firstOfKey[position] && storedKeys.contains(keys[position]) {
                     outcomes[requestIndex].stored += 1
+                } else if droppedKeys.contains(keys[position]) {
+                    outcomes[requestIndex].suppressed += 1
                 } else {
                     outcomes[requestIndex].duplicates += 1
                 }
@@ -176,6 +193,28 @@ public actor EventWriter {
             anonymous_id text, group_id text, previous_id text, timestamp timestamptz, original_timestamp timestamptz,
             sent_at timestamptz, received_at timestamptz, properties jsonb, traits jsonb, context jsonb, integrations jsonb
         ) ON COMMIT DELETE ROWS
+        """
+
+    /// Removes the staged events that carry a suppressed identifier (extracted and normalized as the identity stage
+    /// does, under the rules in force), counts them per suppression, and returns their keys. With no suppressions at
+    /// all, the extraction is not run.
+    static let suppressSQL = """
+        WITH matched AS (
+            SELECT i.ordinal, s.identifier_hash
+            FROM tributary_incoming AS i
+            CROSS JOIN LATERAL cdp.identity_candidates(
+                i.user_id, i.anonymous_id, i.traits, i.context,
+                coalesce((SELECT r.rules FROM cdp.identity_rules AS r WHERE r.id = 1), '{}')) AS c
+            JOIN cdp.suppressions AS s ON s.identifier_hash = cdp.identifier_hash(c.kind, c.value)
+            WHERE EXISTS (SELECT 1 FROM cdp.suppressions)
+        ), counted AS (
+            UPDATE cdp.suppressions AS s SET events_dropped = s.events_dropped + m.events, last_dropped_at = now()
+            FROM (SELECT identifier_hash, count(DISTINCT ordinal) AS events FROM matched GROUP BY identifier_hash) AS m
+            WHERE s.identifier_hash = m.identifier_hash
+        )
+        DELETE FROM tributary_incoming AS i USING (SELECT DISTINCT ordinal FROM matched) AS m
+        WHERE i.ordinal = m.ordinal
+        RETURNING i.source_id, i.message_id
         """
 
     static let insertSQL = """
