@@ -26,3 +26,9 @@ extension TributaryCommand {
         }
     }
 }
+
+/// Records an administrative action of this command line (actor `cli:<user>`) in the audit log, once it succeeded.
+/// `details` holds names and counts, never secrets.
+func recordAudit(_ client: PostgresClient, _ action: String, target: String? = nil, details: JSONValue = [:]) async throws {
+    try await AuditLog(client: client).record(actor: .cli, action: action, target: target, details: details)
+}

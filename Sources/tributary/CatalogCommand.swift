@@ -71,7 +71,15 @@ extension TributaryCommand.CatalogGroup {
             let catalog = try parseCatalogFile(data, file: file)
             let logger = global.makeLogger()
             let changes = try await global.withMigratedClient(logger: logger) { client in
-                try await CatalogStore(client: client).apply(catalog)
+                let changes = try await CatalogStore(client: client).apply(catalog)
+                if !changes.isEmpty {
+                    try await Roles.refreshViews(client)
+                    try await recordAudit(client, "catalog.apply", target: file, details: [
+                        "traits": .number(String(catalog.traits.count)), "events": .number(String(catalog.events.count)),
+                        "changes": .number(String(changes.count)),
+                    ])
+                }
+                return changes
             }
             if changes.isEmpty {
                 print("the catalog in \(file) is already in force")

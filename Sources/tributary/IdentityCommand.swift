@@ -47,7 +47,12 @@ extension TributaryCommand.IdentityGroup {
         func run() async throws {
             let logger = global.makeLogger()
             let report = try await global.withMigratedClient(logger: logger) { client in
-                try await IdentityRebuild(configuration: client.configuration, logger: logger).run()
+                let report = try await IdentityRebuild(configuration: client.configuration, logger: logger).run()
+                try await recordAudit(client, "identity.rebuild", details: [
+                    "events": .number(String(report.events)), "profiles": .number(String(report.profiles)),
+                    "identifiers_changed": .number(String(report.nodesChanged)),
+                ])
+                return report
             }
             print(Self.describe(report))
         }

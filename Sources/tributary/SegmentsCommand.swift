@@ -40,6 +40,10 @@ extension TributaryCommand.Segments {
                 let refreshed = changes.filter { $0.kind == .added || $0.kind == .changed }.map(\.name)
                 let report = try await SegmentMembership(client: client, logger: logger).refresh(refreshed)
                 let counts = Dictionary(grouping: changes, by: \.kind).mapValues(\.count)
+                try await recordAudit(client, "segments.apply", target: file, details: [
+                    "segments": .number(String(definitions.segments.count)), "added": .number(String(counts[.added] ?? 0)),
+                    "changed": .number(String(counts[.changed] ?? 0)), "removed": .number(String(counts[.removed] ?? 0)),
+                ])
                 print("segments: \(definitions.segments.count) in force; \(counts[.added] ?? 0) added, \(counts[.changed] ?? 0) changed, "
                     + "\(counts[.removed] ?? 0) removed, \(counts[.unchanged] ?? 0) unchanged; "
                     + "members refreshed: \(report.entered) entered, \(report.exited) exited")

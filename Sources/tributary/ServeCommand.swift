@@ -69,15 +69,21 @@ extension TributaryCommand {
 }
 
 extension TributaryCommand.Sources {
-    /// Runs `body` with a source store on the resolved database (migrated first).
-    static func withStore<T>(_ global: GlobalOptions, _ body: (SourceStore) async throws -> T) async throws -> T {
+    /// Runs `body` with a source store on the resolved database (migrated first); then records the action `audit`
+    /// on source `name` in the audit log, if given.
+    static func withStore<T>(
+        _ global: GlobalOptions, audit: (action: String, name: String)? = nil, _ body: (SourceStore) async throws -> T
+    ) async throws -> T {
         let logger = global.makeLogger()
         return try await global.withMigratedClient(logger: logger) { client in
+            let result: T
             do {
-                return try await body(SourceStore(client: client))
+                result = try await body(SourceStore(client: client))
             } catch let error as SourceError {
                 throw CLIError(error.description)
             }
+            if let audit { try await recordAudit(client, audit.action, target: audit.name) }
+            return result
         }
     }
 
@@ -86,7 +92,9 @@ extension TributaryCommand.Sources {
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The source's name, for example 'web' or 'pos-store-12'.") var name: String
         func run() async throws {
-            let (source, key) = try await TributaryCommand.Sources.withStore(global) { try await $0.create(name: name) }
+            let (source, key) = try await TributaryCommand.Sources.withStore(global, audit: ("sources.create", name)) {
+                try await $0.create(name: name)
+            }
             print("created source '\(source.name)' (\(source.id)); its write key is shown once, on the next line:")
             print(key)
         }
@@ -110,7 +118,9 @@ extension TributaryCommand.Sources {
         @OptionGroup var global: GlobalOptions
         @Argument var name: String
         func run() async throws {
-            let source = try await TributaryCommand.Sources.withStore(global) { try await $0.disable(name: name) }
+            let source = try await TributaryCommand.Sources.withStore(global, audit: ("sources.disable", name)) {
+                try await $0.disable(name: name)
+            }
             print("disabled source '\(source.name)'")
         }
     }
@@ -120,7 +130,9 @@ extension TributaryCommand.Sources {
         @OptionGroup var global: GlobalOptions
         @Argument var name: String
         func run() async throws {
-            let source = try await TributaryCommand.Sources.withStore(global) { try await $0.enable(name: name) }
+            let source = try await TributaryCommand.Sources.withStore(global, audit: ("sources.enable", name)) {
+                try await $0.enable(name: name)
+            }
             print("enabled source '\(source.name)'")
         }
     }
@@ -131,7 +143,9 @@ extension TributaryCommand.Sources {
         @OptionGroup var global: GlobalOptions
         @Argument var name: String
         func run() async throws {
-            let (source, key) = try await TributaryCommand.Sources.withStore(global) { try await $0.rotateKey(name: name) }
+            let (source, key) = try await TributaryCommand.Sources.withStore(global, audit: ("sources.rotate_key", name)) {
+                try await $0.rotateKey(name: name)
+            }
             print("new write key for '\(source.name)', shown once, on the next line:")
             print(key)
         }

@@ -78,6 +78,10 @@ extension TributaryCommand.Syncs {
                 }
                 let changes = try await store.apply(definitions)
                 let counts = Dictionary(grouping: changes, by: \.kind).mapValues(\.count)
+                try await recordAudit(client, "syncs.apply", target: file, details: [
+                    "syncs": .number(String(definitions.syncs.count)), "added": .number(String(counts[.added] ?? 0)),
+                    "changed": .number(String(counts[.changed] ?? 0)), "removed": .number(String(counts[.removed] ?? 0)),
+                ])
                 print("syncs: \(definitions.syncs.count) in force; \(counts[.added] ?? 0) added, \(counts[.changed] ?? 0) changed, "
                     + "\(counts[.removed] ?? 0) removed, \(counts[.unchanged] ?? 0) unchanged")
             }

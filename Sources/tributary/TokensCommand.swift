@@ -12,9 +12,15 @@ extension TributaryCommand {
 }
 
 extension TributaryCommand.Tokens {
-    /// Runs `body` with a token store on the resolved database (migrated first).
-    static func withStore<T>(_ global: GlobalOptions, _ body: (APITokenStore) async throws -> T) async throws -> T {
-        try await global.withMigratedClient(logger: global.makeLogger()) { try await body(APITokenStore(client: $0)) }
+    /// Runs `body` with a token store on the resolved database (migrated first); then records `audit`, if given.
+    static func withStore<T>(
+        _ global: GlobalOptions, audit: (action: String, target: String, details: JSONValue)? = nil, _ body: (APITokenStore) async throws -> T
+    ) async throws -> T {
+        try await global.withMigratedClient(logger: global.makeLogger()) { client in
+            let result = try await body(APITokenStore(client: client))
+            if let audit { try await recordAudit(client, audit.action, target: audit.target, details: audit.details) }
+            return result
+        }
     }
 
     struct Create: AsyncParsableCommand {
@@ -28,7 +34,10 @@ extension TributaryCommand.Tokens {
 
         func run() async throws {
             let granted = scopes.isEmpty ? [.profilesRead] : try scopes.map(APITokenScope.init(parsing:))
-            let (token, secret) = try await TributaryCommand.Tokens.withStore(global) { try await $0.create(name: name, scopes: granted) }
+            let audit: JSONValue = ["scopes": .array(granted.map { .string($0.rawValue) })]
+            let (token, secret) = try await TributaryCommand.Tokens.withStore(global, audit: ("tokens.create", name, audit)) {
+                try await $0.create(name: name, scopes: granted)
+            }
             print("created API token '\(token.name)' (\(token.id)) with scopes \(token.scopes.map(\.rawValue).joined(separator: ", ")); "
                 + "its secret is shown once, on the next line:")
             print(secret)
@@ -56,7 +65,7 @@ extension TributaryCommand.Tokens {
         @OptionGroup var global: GlobalOptions
         @Argument var name: String
         func run() async throws {
-            let token = try await TributaryCommand.Tokens.withStore(global) { try await $0.revoke(name: name) }
+            let token = try await TributaryCommand.Tokens.withStore(global, audit: ("tokens.revoke", name, [:])) { try await $0.revoke(name: name) }
             print("revoked API token '\(token.name)'")
         }
     }

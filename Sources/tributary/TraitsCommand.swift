@@ -39,6 +39,10 @@ extension TributaryCommand.Traits {
                     print("computed traits: unchanged (\(definitions.computedTraits.count) traits)")
                     return
                 }
+                try await Roles.refreshViews(client)
+                try await recordAudit(client, "traits.apply", target: file, details: [
+                    "traits": .number(String(definitions.computedTraits.count)), "rfm": .bool(definitions.rfm.enabled),
+                ])
                 let started = ContinuousClock.now
                 let updated = try await ProfileStage(client: client, logger: logger).recomputeAll()
                 print("computed traits: applied \(definitions.computedTraits.count) traits (RFM \(definitions.rfm.enabled ? "on" : "off")); "
