@@ -201,6 +201,22 @@ let package = Package(
             path: "Benchmarks/profile-api",
             swiftSettings: swiftSettings
         ),
+        .executableTarget(
+            name: "tributary-realtime-bench",
+            dependencies: [
+                "BenchmarkSupport",
+                "Postgres",
+                "TributaryCore",
+                "TributaryDestinations",
+                "TributaryServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/realtime",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "PostgresTests",
             dependencies: ["Postgres", "PostgresTesting"],
