@@ -241,7 +241,7 @@ let package = Package(
         .testTarget(
             name: "TributaryDestinationsTests",
             dependencies: [
-                "TributaryDestinations", "TributaryCore", "Postgres", "PostgresTesting",
+                "TributaryDestinations", "TributaryCore", "TributaryServer", "Postgres", "PostgresTesting",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],

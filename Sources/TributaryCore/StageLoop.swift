@@ -15,6 +15,17 @@ struct StageLoop: Sendable {
     func run(pollInterval: Duration, _ round: () async throws -> Void) async {
         var listener: PostgresConnection?
         while !Task.isCancelled {
+            // Listen before each round's work: a notification sent while the round runs is then queued, never lost
+            // (listening only after the first round would miss what arrived during it, until the next poll).
+            if listener == nil {
+                do {
+                    let connection = try await PostgresConnection.connect(configuration: client.configuration, logger: logger)
+                    try await connection.listen(channel)
+                    listener = connection
+                } catch {
+                    logger.warning("\(name): not listening on \(channel); polling", metadata: ["error": "\(error)"])
+                }
+            }
             do {
                 try await round()
             } catch is CancellationError {
@@ -23,18 +34,22 @@ struct StageLoop: Sendable {
                 logger.error("\(name): batch failed; retrying", metadata: ["error": "\(error)"])
                 try? await Task.sleep(for: pollInterval)
             }
-            do {
-                if listener == nil {
-                    let connection = try await PostgresConnection.connect(configuration: client.configuration, logger: logger)
-                    try await connection.listen(channel)
-                    listener = connection
-                }
-                _ = try await listener?.waitForNotifications(timeout: pollInterval)
-            } catch {
-                await listener?.close()
-                listener = nil
-                logger.warning("\(name): not listening on \(channel); polling", metadata: ["error": "\(error)"])
+            guard let connection = listener else {
                 try? await Task.sleep(for: pollInterval)
+                continue
+            }
+            do {
+                // In slices, so a cancelled task (a stopping server) stops waiting promptly; a notification still
+                // ends the wait the moment it arrives.
+                let deadline = ContinuousClock.now + pollInterval
+                while !Task.isCancelled, ContinuousClock.now < deadline {
+                    let slice = min(.milliseconds(250), deadline - ContinuousClock.now)
+                    if !(try await connection.waitForNotifications(timeout: slice)).isEmpty { break }
+                }
+            } catch {
+                await connection.close()
+                listener = nil
+                logger.warning("\(name): lost the connection listening on \(channel); reconnecting", metadata: ["error": "\(error)"])
             }
         }
         await listener?.close()

@@ -16,14 +16,16 @@ extension TributaryCommand {
 
     struct Worker: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Run due syncs until stopped (SIGTERM/SIGINT finish or abandon the batch in flight safely).",
+            abstract: "Run due syncs and real-time activation until stopped (SIGTERM/SIGINT finish or abandon the batch in flight safely).",
             discussion: """
                 Any number of workers may run against one database: each claims due syncs with FOR UPDATE SKIP LOCKED, and a \
-                sync never runs twice at once. A worker that dies loses nothing: rows not confirmed by the destination are \
-                sent by the next run.
+                sync never runs twice at once. Real-time syncs ("realtime": true) are delivered as soon as the profile stage \
+                records their segment's entries and exits (LISTEN tributary_segments). A worker that dies loses nothing: rows \
+                not confirmed by the destination are sent by the next run.
                 """)
         @OptionGroup var global: GlobalOptions
         @Option(help: "Seconds between looks for due syncs.") var pollInterval = 5
+        @Flag(inversion: .prefixedNo, help: "Follow real-time syncs in this process.") var realtime = true
 
         func validate() throws {
             if pollInterval < 1 { throw ValidationError("--poll-interval must be at least 1") }
@@ -35,12 +37,17 @@ extension TributaryCommand {
             let client = PostgresClient(configuration: target.configuration, options: .init(maxConnections: 4), logger: logger)
             try await Migrator(files: try ProjectFiles.locate(), logger: logger).migrate(client)
             let registry = DestinationRegistry.standard()
-            let worker = SyncWorker(
-                client: client, logger: logger, runner: SyncRunner(client: client, logger: logger, registry: registry), registry: registry)
-            print("tributary \(Tributary.version) worker running due syncs against \(target.summary)")
+            let runner = SyncRunner(client: client, logger: logger, registry: registry)
+            let worker = SyncWorker(client: client, logger: logger, runner: runner, registry: registry)
+            var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+                .init(service: WorkerService(worker: worker, pollInterval: .seconds(pollInterval)))
+            ]
+            if realtime {
+                services.append(.init(service: RealtimeService(activation: RealtimeActivation(client: client, logger: logger, runner: runner))))
+            }
+            print("tributary \(Tributary.version) worker running due syncs\(realtime ? " and real-time activation" : "") against \(target.summary)")
             let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-                services: [.init(service: WorkerService(worker: worker, pollInterval: .seconds(pollInterval)))],
-                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             try await group.run()
             await client.shutdown()
         }
@@ -53,6 +60,14 @@ struct WorkerService: Service {
     let pollInterval: Duration
     func run() async throws {
         try await cancelWhenGracefulShutdown { await worker.run(pollInterval: pollInterval) }
+    }
+}
+
+/// Real-time activation as a service: stops on graceful shutdown.
+struct RealtimeService: Service {
+    let activation: RealtimeActivation
+    func run() async throws {
+        try await cancelWhenGracefulShutdown { await activation.run() }
     }
 }
 

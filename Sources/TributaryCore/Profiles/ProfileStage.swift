@@ -173,6 +173,7 @@ public struct ProfileStage: Sendable {
         report.profilesUpdated = try await store.refreshData(tx, profiles: changed, through: through)
         // Real-time segments follow the profiles in the same transaction: a membership never runs ahead of its data.
         report.segmentChanges = try await SegmentMembership.reevaluate(tx, profiles: changed)
+        if report.segmentChanges > 0 { try await tx.execute("SELECT pg_notify(\(RealtimeActivation.channel), '')") }
         try await Self.setCheckpoint(tx, Self.stage, through)
         report.checkpoint = through
         return report

@@ -79,14 +79,26 @@ public struct SegmentCompiler: Sendable {
     /// The view's query: `profile_id` and the segment's fields, for every profile that meets its conditions.
     public func selectSQL(_ name: String) throws -> String {
         let segment = try self.segment(name)
-        var columns = ["p.profile_id"]
-        for field in segment.fields {
-            columns.append("\(try fieldSQL(field)) AS \(try dialect.identifier(field.name))")
-        }
-        var text = "SELECT \(columns.joined(separator: ",\n       "))\nFROM cdp.profile_data AS p"
+        var text = "SELECT \(try columns(segment).joined(separator: ",\n       "))\nFROM cdp.profile_data AS p"
         let predicate = try conditionsSQL(segment, form: .view, trail: [])
         if let predicate { text += "\nWHERE \(predicate)" }
         return text
+    }
+
+    /// The current members as `cdp.segment_members` holds them, with the segment's fields: what real-time syncs
+    /// read (the view re-evaluates the conditions; this follows the memberships the profile stage keeps).
+    public func membersSQL(_ name: String) throws -> String {
+        """
+        SELECT \(try columns(try segment(name)).joined(separator: ",\n       "))
+        FROM cdp.segment_members AS m
+        JOIN cdp.profile_data AS p ON p.profile_id = m.profile_id
+        WHERE m.segment = \(try dialect.literal(name))
+        """
+    }
+
+    /// `p.profile_id` and the segment's fields.
+    private func columns(_ segment: Segment) throws -> [String] {
+        try ["p.profile_id"] + segment.fields.map { "\(try fieldSQL($0)) AS \(try dialect.identifier($0.name))" }
     }
 
     /// The per-profile form: the members among the profiles in `profiles` (an SQL expression of a `uuid[]`, for

@@ -70,6 +70,7 @@ public struct SegmentMembership: Sendable {
                     )
                     SELECT (SELECT count(*) FROM entered), (SELECT count(*) FROM exited)
                     """).first!.decode((Int, Int).self)
+                if entered + exited > 0 { try await tx.execute("SELECT pg_notify(\(RealtimeActivation.channel), '')") }
                 let millis = (ContinuousClock.now - started).milliseconds
                 try await tx.execute("""
                     UPDATE cdp.segment_definitions SET refreshed_at = now(), refresh_ms = \(millis) WHERE name = \(name)

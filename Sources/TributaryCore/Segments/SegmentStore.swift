@@ -119,9 +119,11 @@ public struct SegmentStore: Sendable {
                     }
                 }
                 try await tx.execute("""
-                    INSERT INTO cdp.segment_definitions (name, definition, view_sql, realtime, position)
-                    VALUES (\(segment.name), \(json)::jsonb, \(try compiler.selectSQL(segment.name)), \(segment.realtime), \(position))
+                    INSERT INTO cdp.segment_definitions (name, definition, view_sql, members_sql, realtime, position)
+                    VALUES (\(segment.name), \(json)::jsonb, \(try compiler.selectSQL(segment.name)), \(try compiler.membersSQL(segment.name)),
+                            \(segment.realtime), \(position))
                     ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, view_sql = excluded.view_sql,
+                        members_sql = excluded.members_sql,
                         realtime = excluded.realtime, position = excluded.position,
                         applied_at = CASE WHEN cdp.segment_definitions.view_sql = excluded.view_sql
                                            AND cdp.segment_definitions.definition = excluded.definition

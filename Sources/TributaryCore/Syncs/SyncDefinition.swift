@@ -17,7 +17,8 @@ import Postgres
 ///   "mode": "mirror",                             // upsert | update | insert | mirror | audience
 ///   "destination": {"type": "webhook", "url": "https://example.com/hook", "secret": "env:HOOK_SECRET"},
 ///   "schedule": {"every": "15m"},                 // or {"cron": "*/15 * * * *"}; none: only `syncs run`
-///   "batchSize": 500, "rateLimit": {"requestsPerSecond": 10}, "maxAttempts": 5
+///   "batchSize": 500, "rateLimit": {"requestsPerSecond": 10}, "maxAttempts": 5,
+///   "realtime": false                             // true: follow a real-time segment's entries and exits as they happen
 /// }]}
 /// ```
 public struct SyncDefinition: Sendable, Equatable {
@@ -89,6 +90,9 @@ public struct SyncDefinition: Sendable, Equatable {
     public var purposes: [String]
     /// The source column holding the profile id consent is looked up by (used when `purposes` is not empty).
     public var profileColumn: String
+    /// Follows its (real-time) segment's entries and exits as the profile stage records them, delivering each within
+    /// moments (`tributary worker`); its source is the segment's members as `cdp.segment_members` holds them.
+    public var realtime: Bool
     public var mode: Mode
     /// The `destination` object as written (its `type` picks the destination).
     public var destination: JSONValue
@@ -159,7 +163,7 @@ public struct SyncDefinitions: Sendable, Equatable {
     }
 
     static let keys = ["name", "source", "primaryKey", "fields", "mode", "destination", "schedule", "batchSize", "rateLimit",
-                       "maxAttempts", "enabled", "description", "purposes", "profileColumn"]
+                       "maxAttempts", "enabled", "description", "purposes", "profileColumn", "realtime"]
 
     static func parseSync(_ value: JSONValue, at path: String, registry: DestinationRegistry) throws -> SyncDefinition {
         guard case .object(let members) = value else { throw SyncError("\(path): must be an object") }
@@ -288,15 +292,22 @@ public struct SyncDefinitions: Sendable, Equatable {
             }
             requestsPerSecond = rate
         }
-        let enabled: Bool
-        switch value["enabled"] {
-        case nil, .null?: enabled = true
-        case .bool(let flag)?: enabled = flag
-        default: throw SyncError("\(path).enabled: must be true or false")
+        func flag(_ key: String, default fallback: Bool) throws -> Bool {
+            switch value[key] {
+            case nil, .null?: return fallback
+            case .bool(let flag)?: return flag
+            default: throw SyncError("\(path).\(key): must be true or false")
+            }
+        }
+        let enabled = try flag("enabled", default: true)
+        let realtime = try flag("realtime", default: false)
+        if realtime {
+            guard case .segment = source else { throw SyncError("\(path).realtime: a real-time sync's source must be a segment") }
+            guard primaryKey == ["profile_id"] else { throw SyncError("\(path).primaryKey: a real-time sync is keyed by [\"profile_id\"]") }
         }
         return SyncDefinition(
             name: name, source: source, primaryKey: primaryKey, fields: fields, purposes: purposes, profileColumn: profileColumn,
-            mode: mode, destination: destination,
+            realtime: realtime, mode: mode, destination: destination,
             schedule: schedule, batchSize: try integer("batchSize", default: 500, in: 1...100_000),
             requestsPerSecond: requestsPerSecond, maxAttempts: try integer("maxAttempts", default: 5, in: 1...20),
             enabled: enabled, document: value)

@@ -16,11 +16,22 @@ import Postgres
 /// transaction.
 public struct SyncDiff: Sendable {
     public let sync: SyncDefinition
+    /// For a real-time sync: the segment's members query (`cdp.segment_definitions.members_sql`), its source.
+    public let membersSQL: String?
+    /// Only these profiles are compared (bound as `$2`, a `uuid[]`): a real-time sync following a few changes.
+    public let restricted: Bool
 
-    public init(_ sync: SyncDefinition) { self.sync = sync }
+    public init(_ sync: SyncDefinition, membersSQL: String? = nil, restricted: Bool = false) {
+        self.sync = sync
+        self.membersSQL = membersSQL
+        self.restricted = restricted
+    }
 
     /// The source as a subquery.
     public func sourceSQL() throws -> String {
+        if let membersSQL {
+            return restricted ? "SELECT * FROM (\(membersSQL)) AS m WHERE m.profile_id = ANY($2::uuid[])" : membersSQL
+        }
         switch sync.source {
         case .segment(let name): return "SELECT * FROM \(try SQLQuoting.qualified("segments", name))"
         case .relation(let schema, let name):
@@ -110,6 +121,8 @@ public struct SyncDiff: Sendable {
         // Absent (removed, or consent withdrawn): only what the destination may hold is sent.
         let absent = "NOT coalesce(st.removed, true) OR p.key IS NOT NULL"
         let (keyObject, payload) = try jsonSQL()
+        // Restricted: the state of those profiles' keys only.
+        let keys = restricted ? " AND key = ANY(ARRAY(SELECT jsonb_build_array(x)::text FROM unnest($2::uuid[]) AS x))" : ""
         return """
             INSERT INTO pg_temp.tributary_sync_diff (kind, key, key_object, payload, hash, previous_run, pending_hash, pending_operation, pending_key)
             SELECT CASE WHEN src.key IS NULL THEN 'removed' WHEN NOT src.consented THEN 'withdrawn'
@@ -121,8 +134,8 @@ public struct SyncDiff: Sendable {
             FROM (
             \(try keyedSourceSQL())
             ) AS src
-            \(join) (SELECT key, hash, removed, run_id FROM cdp.sync_state WHERE sync = $1) AS st ON st.key = src.key
-            \(join) (SELECT key, hash, operation, idempotency_key FROM cdp.sync_pending WHERE sync = $1) AS p
+            \(join) (SELECT key, hash, removed, run_id FROM cdp.sync_state WHERE sync = $1\(keys)) AS st ON st.key = src.key
+            \(join) (SELECT key, hash, operation, idempotency_key FROM cdp.sync_pending WHERE sync = $1\(keys)) AS p
                 ON p.key = coalesce(src.key, st.key)
             WHERE CASE WHEN src.key IS NULL OR NOT src.consented THEN \(absent)
                        ELSE \(present) END

@@ -71,8 +71,12 @@ public struct SyncRunner: Sendable {
 
     /// Runs the sync `name` now. A dry run computes the diff and hands each change to `preview` (in order) without
     /// sending anything or changing any state. Returns `.skipped` when the sync is running elsewhere.
+    ///
+    /// - Parameter profiles: for a real-time sync, compare only these profiles (the ones whose memberships changed);
+    ///   nil compares the whole source.
     public func run(
-        _ name: String, trigger: String = "manual", dryRun: Bool = false, preview: (@Sendable (SyncChange) -> Void)? = nil
+        _ name: String, trigger: String = "manual", dryRun: Bool = false, profiles: [UUID]? = nil,
+        preview: (@Sendable (SyncChange) -> Void)? = nil
     ) async throws -> Report {
         let started = ContinuousClock.now
         return try await client.withConnection { db in
@@ -87,7 +91,17 @@ public struct SyncRunner: Sendable {
                 return report
             }
             do {
-                var report = try await run(definition, on: db, trigger: trigger, dryRun: dryRun, preview: preview)
+                var diff = SyncDiff(definition)
+                if definition.realtime, case .segment(let segment) = definition.source {
+                    guard let members = try await db.query("""
+                        SELECT members_sql FROM cdp.segment_definitions WHERE name = \(segment) AND realtime
+                        """).first?[0].decode(String?.self) else {
+                        throw SyncError("sync '\(name)': its segment '\(segment)' is not applied as a real-time segment (\"realtime\": true), "
+                            + "or was applied by an older version: run tributary segments apply")
+                    }
+                    diff = SyncDiff(definition, membersSQL: members, restricted: profiles != nil)
+                }
+                var report = try await run(diff, profiles: profiles, on: db, trigger: trigger, dryRun: dryRun, preview: preview)
                 report.duration = ContinuousClock.now - started
                 try await finishRun(report, db)
                 _ = try? await db.query("SELECT pg_advisory_unlock(\(lock.value))")
@@ -102,8 +116,10 @@ public struct SyncRunner: Sendable {
     }
 
     private func run(
-        _ sync: SyncDefinition, on db: PostgresConnection, trigger: String, dryRun: Bool, preview: (@Sendable (SyncChange) -> Void)?
+        _ diff: SyncDiff, profiles: [UUID]?, on db: PostgresConnection, trigger: String, dryRun: Bool,
+        preview: (@Sendable (SyncChange) -> Void)?
     ) async throws -> Report {
+        let sync = diff.sync
         var report = Report()
         // Runs left 'running' by a worker that died (we hold the lock now, so none is really running).
         try await db.execute("""
@@ -114,7 +130,7 @@ public struct SyncRunner: Sendable {
             RETURNING run_id
             """).first![0].decode(Int64.self)
         do {
-            try await computeDiff(sync, db, &report)
+            try await computeDiff(diff, profiles: profiles, db, &report)
             if dryRun {
                 try await page(sync, db, batchSize: sync.batchSize, runID: report.runID) { batch, _ in
                     batch.forEach { preview?($0) }
@@ -148,17 +164,20 @@ public struct SyncRunner: Sendable {
     }
 
     /// Fills the session's diff table and counts it.
-    private func computeDiff(_ sync: SyncDefinition, _ db: PostgresConnection, _ report: inout Report) async throws {
+    private func computeDiff(_ diff: SyncDiff, profiles: [UUID]?, _ db: PostgresConnection, _ report: inout Report) async throws {
+        let sync = diff.sync
         try await db.execute(PostgresQuery(unsafeSQL: SyncDiff.createSQL))
         try await db.execute("TRUNCATE pg_temp.tributary_sync_diff RESTART IDENTITY")
-        let insert = try SyncDiff(sync).insertSQL()
+        let insert = try diff.insertSQL()
+        var binds = [try sync.name.postgresBind()]
+        if diff.restricted { binds.append(try (profiles ?? []).postgresBind()) }
         do {
             try await db.withTransaction { tx in
                 // The source is the analyst's SQL: read it read-only (the session's temporary table takes the diff).
                 try await tx.execute("SET TRANSACTION READ ONLY")
                 try await tx.execute("SET LOCAL jit = off")
                 try await tx.execute("SET LOCAL work_mem = '64MB'")
-                try await tx.execute(PostgresQuery(unsafeSQL: insert, binds: [try sync.name.postgresBind()]))
+                try await tx.execute(PostgresQuery(unsafeSQL: insert, binds: binds))
                 if sync.tracksRemovals {
                     try await tx.execute(PostgresQuery(unsafeSQL: SyncDiff.removedFieldsSQL, binds: [try sync.name.postgresBind()]))
                 }

@@ -25,6 +25,15 @@ public struct SyncStore: Sendable {
     }
 
     func check(_ sync: SyncDefinition, at path: String) async throws {
+        if sync.realtime, case .segment(let segment) = sync.source {
+            let realtime = try await client.query("""
+                SELECT realtime AND members_sql IS NOT NULL FROM cdp.segment_definitions WHERE name = \(segment)
+                """).first?[0].decode(Bool.self)
+            guard let realtime else { throw SyncError("\(path).source.segment: no segment named '\(segment)' is applied") }
+            guard realtime else {
+                throw SyncError("\(path).realtime: segment '\(segment)' is not real-time; mark it \"realtime\": true and run segments apply")
+            }
+        }
         let sql = try SyncDiff(sync).keyedSourceSQL()
         do {
             try await client.withTransaction { tx in
