@@ -14,10 +14,15 @@ import TributaryDestinations
 extension TributaryCommand {
     struct Demo: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "The whole path on the embedded default: start the database, migrate, collect sample events over HTTP, resolve identities, build profiles.")
+            abstract: """
+                The whole path on the embedded default: start the database, migrate, collect multi-channel sample events over \
+                HTTP, resolve identities, build profiles, apply segments, run a scheduled sync to a file and a real-time sync \
+                to a local webhook, and measure live events end to end.
+                """)
         @OptionGroup var global: GlobalOptions
 
         @Option(help: "Sample people to generate.") var people = 200
+        @Option(help: "Live events sent through the real-time path at the end.") var live = 10
 
         func run() async throws {
             let logger = global.makeLogger()
@@ -79,7 +84,8 @@ extension TributaryCommand {
                 }
                 try await showProfiles(client: client, logger: logger)
                 try await showSegments(client: client, logger: logger)
-                try await showSyncs(client: client, logger: logger)
+                let latencies = try await showSyncs(client: client, logger: logger, key: key)
+                try await printSummary(client: client, latencies: latencies)
                 let elapsed = ContinuousClock.now - started
                 print("  took          \(elapsed.formatted(.units(allowed: [.seconds, .milliseconds], width: .narrow)))")
                 print("Try: tributary serve, then curl -u \"$KEY:\" -d '{\"userId\":\"u1\",\"event\":\"Signed Up\"}' localhost:8080/v1/track")
@@ -138,11 +144,11 @@ extension TributaryCommand {
         }
 
         /// Applies the example syncs (a segment to a file, another to a webhook receiver run by the demo) and runs them.
-        func showSyncs(client: PostgresClient, logger: Logger) async throws {
+        func showSyncs(client: PostgresClient, logger: Logger, key: String) async throws -> [Int] {
             let file = try ProjectFiles.locate().root.appendingPathComponent("examples/syncs.json")
             let secret = "demo-\(UUID().uuidString.prefix(8))"
             let receiver = DemoReceiver(secret: secret)
-            try await receiver.serve(logger: logger) { url in
+            return try await receiver.serve(logger: logger) { url in
                 var environment = ProcessInfo.processInfo.environment
                 environment["TRIBUTARY_DEMO_WEBHOOK_URL"] = url
                 environment["TRIBUTARY_DEMO_WEBHOOK_SECRET"] = secret
@@ -168,8 +174,98 @@ extension TributaryCommand {
                 let (requests, changes, bad, sample) = await (receiver.requests, receiver.changes, receiver.badSignatures, receiver.sample)
                 print("                webhook receiver: \(requests) requests, \(changes) changes, \(bad) bad signatures"
                     + (sample.map { "; first change \($0.prefix(160))" } ?? ""))
+                print("  reverse ETL   tributary syncs status; tributary syncs run NAME --dry-run; SELECT * FROM cdp.sync_runs")
+                return try await showRealtime(client: client, logger: logger, key: key, receiver: receiver, runner: runner)
             }
-            print("  reverse ETL   tributary syncs status; tributary syncs run NAME --dry-run; SELECT * FROM cdp.sync_runs")
+        }
+
+        /// Runs the real-time path as `tributary serve` and `tributary worker` run it (HTTP API, identity and profile
+        /// stages, real-time activation, each woken by NOTIFY), sends live events that qualify profiles for the
+        /// real-time segment, and measures each from its HTTP 200 to the webhook receiving the profile.
+        func showRealtime(
+            client: PostgresClient, logger: Logger, key: String, receiver: DemoReceiver, runner: SyncRunner
+        ) async throws -> [Int] {
+            // Identified people with Marketing consent who are not in browsed_not_bought: a product view puts them in.
+            let candidates = try await client.query("""
+                SELECT DISTINCT ON (p.profile_id) i.value, p.traits ->> 'email'
+                FROM cdp.profiles AS p
+                JOIN cdp.identities AS i ON i.profile_id = p.profile_id AND i.kind = 'user_id'
+                JOIN cdp.consent AS c ON c.profile_id = p.profile_id AND c.purpose = 'Marketing' AND c.granted
+                WHERE p.traits ? 'email'
+                  AND NOT EXISTS (SELECT 1 FROM cdp.segment_members AS m WHERE m.segment = 'browsed_not_bought' AND m.profile_id = p.profile_id)
+                ORDER BY p.profile_id LIMIT \(live)
+                """).map { try $0.decode((String, String).self) }
+            let (ports, portSink) = AsyncStream.makeStream(of: Int.self)
+            var stageLogger = logger
+            stageLogger.logLevel = max(logger.logLevel, .warning)
+            let quiet = stageLogger
+            // The server is stopped by cancellation at the end, which it logs as an error: keep it quiet.
+            stageLogger.logLevel = .critical
+            let app = buildApplication(
+                configuration: ServerConfiguration(host: "127.0.0.1", port: 0), client: client, logger: stageLogger,
+                onListening: { portSink.yield($0) })
+            return try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await app.runService() }
+                group.addTask { try await IdentityStage(client: client, logger: quiet).run() }
+                group.addTask { try await ProfileStage(client: client, logger: quiet).run() }
+                group.addTask { await RealtimeActivation(client: client, logger: quiet, runner: runner).run() }
+                defer { group.cancelAll() }
+                var iterator = ports.makeAsyncIterator()
+                guard let port = await iterator.next() else { throw CLIError("the demo server did not start") }
+                // Let the activation see the sync once (its first pass) before the live events.
+                try await Task.sleep(for: .milliseconds(500))
+                let authorization = "Basic " + Data("\(key):".utf8).base64EncodedString()
+                var latencies: [Int] = []
+                for (index, (user, email)) in candidates.enumerated() {
+                    var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/v1/track")
+                    request.method = .POST
+                    request.headers.add(name: "Authorization", value: authorization)
+                    request.headers.add(name: "Content-Type", value: "application/json")
+                    let body: [String: Any] = [
+                        "userId": user, "event": "Product Viewed", "messageId": "demo-live-\(UUID().uuidString)",
+                        "properties": ["product_id": "sku-200", "name": "Rain Jacket", "category": "outdoor", "price": 129.0],
+                    ]
+                    request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
+                    let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+                    _ = try await response.body.collect(upTo: 1 << 16)
+                    guard response.status == .ok else { throw CLIError("the collection API answered \(response.status.code)") }
+                    let acknowledged = ContinuousClock.now
+                    if let arrived = await receiver.arrival(of: email, timeout: .seconds(10)) {
+                        latencies.append(Int((arrived - acknowledged).milliseconds))
+                    }
+                    if index == 0 {
+                        print("  real-time     live: POST /v1/track {\"userId\": \"\(user)\", \"event\": \"Product Viewed\"} → HTTP 200 → identity → "
+                            + "profile → segment browsed_not_bought → outbox → webhook")
+                    }
+                }
+                latencies.sort()
+                if latencies.isEmpty {
+                    print("                no live events sent (no identified person with Marketing consent outside the segment)")
+                } else {
+                    print("                \(candidates.count) live events, \(latencies.count) delivered to the webhook (sync browsed_not_bought_hook, "
+                        + "\"realtime\": true, purposes [Marketing]); HTTP 200 → webhook p50 \(latencies[latencies.count / 2]) ms, "
+                        + "max \(latencies.last!) ms")
+                }
+                return latencies
+            }
+        }
+
+        /// The tour in a few lines.
+        func printSummary(client: PostgresClient, latencies: [Int]) async throws {
+            let (profiles, merges, delivered, members) = try await client.query("""
+                SELECT (SELECT count(*) FROM cdp.profiles), (SELECT count(*) FROM cdp.profile_merges),
+                       (SELECT coalesce(sum(delivered), 0)::bigint FROM cdp.sync_runs), (SELECT count(*) FROM cdp.segment_members)
+                """).first!.decode((Int, Int, Int, Int).self)
+            let sizes = try await client.query("""
+                SELECT d.name, count(m.profile_id) FROM cdp.segment_definitions AS d
+                LEFT JOIN cdp.segment_members AS m ON m.segment = d.name GROUP BY d.name, d.position ORDER BY d.position
+                """).map { row -> String in
+                let (name, count) = try row.decode((String, Int).self)
+                return "\(name) \(count)"
+            }
+            print("  summary       \(profiles) profiles, \(merges) merges; \(members) segment memberships (\(sizes.joined(separator: ", "))); "
+                + "\(delivered) rows delivered by syncs"
+                + (latencies.isEmpty ? "" : "; real-time HTTP 200 → webhook p50 \(latencies[latencies.count / 2]) ms, max \(latencies.last!) ms"))
         }
 
         struct Collected {
@@ -183,10 +279,12 @@ extension TributaryCommand {
         /// Runs the collection API in this process and posts the sample batches to it.
         func collect(client: PostgresClient, key: String, logger: Logger) async throws -> Collected {
             let (portStream, portContinuation) = AsyncStream.makeStream(of: Int.self)
+            var serverLogger = logger
+            serverLogger.logLevel = max(logger.logLevel, .critical)
             let app = buildApplication(
-                configuration: ServerConfiguration(host: "127.0.0.1", port: 0), client: client, logger: logger,
+                configuration: ServerConfiguration(host: "127.0.0.1", port: 0), client: client, logger: serverLogger,
                 onListening: { port in portContinuation.yield(port) })
-            let services = ServiceGroup(services: [app], gracefulShutdownSignals: [], logger: logger)
+            let services = ServiceGroup(services: [app], gracefulShutdownSignals: [], logger: serverLogger)
             let server = Task { try await services.run() }
             var ports = portStream.makeAsyncIterator()
             guard let port = await ports.next() else { throw CLIError("the demo server did not start") }

@@ -14,7 +14,17 @@ actor DemoReceiver {
     private(set) var badSignatures = 0
     private(set) var sample: String?
 
+    /// When the first add or upsert carrying each `fields.email` arrived.
+    private(set) var arrivals: [String: ContinuousClock.Instant] = [:]
+
     init(secret: String) { self.secret = secret }
+
+    /// Waits until a change for `email` has arrived (at most `timeout`); returns when it arrived.
+    func arrival(of email: String, timeout: Duration) async -> ContinuousClock.Instant? {
+        let deadline = ContinuousClock.now + timeout
+        while arrivals[email] == nil, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(2)) }
+        return arrivals[email]
+    }
 
     func receive(_ body: [UInt8], timestamp: String?, signature: String?) {
         requests += 1
@@ -24,6 +34,13 @@ actor DemoReceiver {
         }
         if case .array(let list)? = (try? JSONParser.parse(body))?["changes"] {
             changes += list.count
+            let now = ContinuousClock.now
+            for change in list {
+                if case .string(let email)? = change["fields"]?["email"], arrivals[email] == nil,
+                   change["op"] == .string("add") || change["op"] == .string("upsert") {
+                    arrivals[email] = now
+                }
+            }
             if sample == nil, let first = list.first { sample = first.serialized }
         }
     }

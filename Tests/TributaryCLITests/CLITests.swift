@@ -131,6 +131,9 @@ import Testing
         let migrations = try FileManager.default.contentsOfDirectory(
             atPath: TestDatabase.packageRoot.appendingPathComponent("migrations").path).filter { $0.hasSuffix(".sql") }.count
         #expect(demo.stdout.contains("schema version \(migrations)"))
+        // The real-time tour: every live event reaches the webhook through the stages and the real-time sync.
+        #expect(demo.stdout.contains("10 live events, 10 delivered to the webhook"), "\(demo.stdout)")
+        #expect(demo.stdout.contains("  summary "))
 
         #expect(try await run(["db", "stop"] + data).stdout == "stopped\n")
         #expect(try await run(["db", "status"] + data).stdout.contains("state:      stopped"))

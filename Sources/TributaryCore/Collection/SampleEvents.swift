@@ -1,7 +1,9 @@
 import Foundation
 
 /// Realistic sample traffic for the demo: visitors browse anonymously, some sign up (identify), view and buy
-/// products; the same people also appear from the mobile app. Deterministic for a given seed.
+/// products; the same people also appear from the mobile app, the email platform (opens under its own id, with the
+/// address), the CRM (identify with phone, CRM external id and consent preferences) and shop tills (loyalty purchases
+/// under a per-transaction id with the phone). Deterministic for a given seed.
 public struct SampleEvents: Sendable {
     public var people: Int
     public var seed: UInt64
@@ -30,6 +32,15 @@ public struct SampleEvents: Sendable {
                 time = time.addingTimeInterval(Double(30 + next(600)))
                 return time.formatted(.iso8601)
             }
+            // The email platform first (a newsletter opened before signing up on the site): its own id and the address it
+            // mailed. The sign-up later links the two profiles: a merge.
+            if next(2) == 0 {
+                let esp: [String: Any] = ["library": ["name": "esp-webhooks", "version": "1.0"],
+                                          "traits": ["email": email.lowercased().trimmingCharacters(in: .whitespaces)]]
+                calls.append(["type": "track", "anonymousId": "esp-\(seed)-\(person)", "event": "Email Opened",
+                              "properties": ["campaign": "autumn-sale"], "messageId": "demo-\(seed)-\(person)-open",
+                              "timestamp": stamp(), "context": esp])
+            }
             let web: [String: Any] = ["library": ["name": "analytics.js", "version": "4.1.0"], "locale": "en-US"]
             calls.append(["type": "page", "anonymousId": anonymous, "name": "Home", "properties": ["path": "/"],
                           "messageId": "demo-\(seed)-\(person)-page", "timestamp": stamp(), "context": web])
@@ -46,6 +57,25 @@ public struct SampleEvents: Sendable {
                               "properties": ["order_id": "order-\(person)", "revenue": product.3, "currency": "USD",
                                              "products": [["product_id": product.0, "quantity": 1]]],
                               "messageId": "demo-\(seed)-\(person)-order", "timestamp": stamp(), "context": web])
+            }
+            // The CRM: the customer record with a phone and the CRM id as an external id.
+            let phone = "+1 (555) 01\(String(format: "%02d", person % 100))-\(String(format: "%04d", person))"
+            if next(2) == 0 {
+                calls.append(["type": "identify", "userId": user,
+                              "traits": ["email": email, "phone": phone, "lifecycle_stage": next(3) == 0 ? "customer" : "lead"],
+                              "messageId": "demo-\(seed)-\(person)-crm", "timestamp": stamp(),
+                              "context": ["library": ["name": "crm-export", "version": "2.3"],
+                                          "externalIds": [["id": "crm-\(person)", "type": "crm_id", "collection": "users"]],
+                                          // Preferences recorded in the CRM (Segment's consent format).
+                                          "consent": ["categoryPreferences": ["Marketing": next(4) > 0, "Analytics": true]]]])
+                // The shop till: a loyalty purchase under a per-transaction id, with the member's phone.
+                if next(3) == 0 {
+                    calls.append(["type": "track", "anonymousId": "pos-\(seed)-\(person)", "event": "Order Completed",
+                                  "properties": ["order_id": "pos-order-\(person)", "revenue": 24.5, "currency": "USD", "store": "Store 12",
+                                                 "products": [["product_id": "sku-400", "quantity": 1]]],
+                                  "messageId": "demo-\(seed)-\(person)-pos", "timestamp": stamp(),
+                                  "context": ["library": ["name": "pos-sync", "version": "0.9"], "traits": ["phone": phone]]])
+                }
             }
             if next(3) == 0 {
                 calls.append(["type": "screen", "userId": user, "name": "Order History",
