@@ -21,6 +21,7 @@ import TributaryCore
 /// | 400 | a malformed body or identifier, an unknown field, a hub or refused value, a bad purpose (the message names it) |
 /// | 401 | no token, or not a valid unrevoked API token (write keys are not API tokens) |
 /// | 403 | a valid token without the `privacy` or `admin` scope |
+/// | 413 | a body over 64 KiB |
 /// | 502 | a destination failed to delete the person's rows: nothing was deleted, retry |
 /// | 503 | the database is unavailable |
 ///
@@ -82,12 +83,17 @@ struct PrivacyAPI: Sendable {
         case .failure(let early): return early.response
         }
         // 2. The body.
+        var buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: Self.maxBodyBytes)
+        } catch {
+            return AdminAuth.error(.contentTooLarge, "body_too_large", "the body is larger than \(Self.maxBodyBytes) bytes")
+        }
         let body: JSONValue
         do {
-            var buffer = try await request.body.collect(upTo: Self.maxBodyBytes)
             body = try JSONParser.parse(buffer.readBytes(length: buffer.readableBytes) ?? [])
         } catch {
-            return Self.badRequest("the body must be a JSON object of at most \(Self.maxBodyBytes) bytes: \(error)")
+            return Self.badRequest("the body is not valid JSON: \(error)")
         }
         guard case .object(let members) = body else { return Self.badRequest("the body must be a JSON object") }
         if let unknown = members.first(where: { !action.fields.contains($0.0) }) {
