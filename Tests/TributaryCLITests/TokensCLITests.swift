@@ -31,7 +31,7 @@ import Testing
             cli.expectOneLineError(try await cli.run(["tokens", "create", "support"], environment: env),
                                    containing: ["an API token named 'support' already exists"])
             cli.expectOneLineError(try await cli.run(["tokens", "create", "x", "--scope", "profiles:write"], environment: env),
-                                   containing: ["unknown scope 'profiles:write'; valid scopes are profiles:read, admin"])
+                                   containing: ["unknown scope 'profiles:write'; valid scopes are profiles:read, privacy, admin"])
             cli.expectOneLineError(try await cli.run(["tokens", "revoke", "nobody"], environment: env),
                                    containing: ["there is no API token named 'nobody'"])
         }
