@@ -45,6 +45,18 @@ import Testing
         try await SegmentMembership(client: client, logger: TestDatabase.logger).refresh()
     }
 
+    /// The segment "pro" (plan = pro, with the email), the stages run, and a sync of it to the receiver at `base`.
+    static func syncSegment(_ client: PostgresClient, name: String, mode: String, base: String) async throws {
+        try await SegmentStore(client: client, logger: TestDatabase.logger).apply(SegmentDefinitions([
+            Segment("pro", fields: [.trait("email")]) { Trait<String>("plan") == "pro" },
+        ]))
+        try await resolve(client)
+        try await F.apply("""
+            {"syncs": [{"name": "\(name)", "source": {"segment": "pro"}, "primaryKey": ["profile_id"], "mode": "\(mode)",
+              "destination": {"type": "webhook", "url": "\(base)/hook", "secret": "s"}}]}
+            """, client)
+    }
+
     /// Each change the receiver got: "op profile_id".
     static func received(_ receiver: TestReceiver) async -> [String] {
         await receiver.requests.flatMap { request -> [String] in
@@ -79,14 +91,7 @@ import Testing
                 _ = try await writer.write(parsed.events, sourceID: source.id)
                 let privacy = PrivacyRequests(client: client, logger: TestDatabase.logger)
                 _ = try await privacy.recordConsent(identifier: "email:ann@example.com", purposes: ["Marketing": true], actor: .cli, writer: writer)
-                try await SegmentStore(client: client, logger: TestDatabase.logger).apply(SegmentDefinitions([
-                    Segment("pro", fields: [.trait("email")]) { Trait<String>("plan") == "pro" },
-                ]))
-                try await Self.resolve(client)
-                try await F.apply("""
-                    {"syncs": [{"name": "pro_hook", "source": {"segment": "pro"}, "primaryKey": ["profile_id"], "mode": "mirror",
-                      "destination": {"type": "webhook", "url": "\(base)/hook", "secret": "s"}}]}
-                    """, client)
+                try await Self.syncSegment(client, name: "pro_hook", mode: "mirror", base: base)
                 let first = try await F.runner(client).run("pro_hook")
                 #expect(first.delivered == 2, "\(first)")
 
@@ -156,14 +161,7 @@ import Testing
                     {"type": "identify", "userId": "u-1", "messageId": "m1", "traits": {"email": "one@example.com", "plan": "pro"}}
                     """.utf8), type: .identify, receivedAt: Date())
                 _ = try await writer.write(parsed.events, sourceID: "src-test")
-                try await SegmentStore(client: client, logger: TestDatabase.logger).apply(SegmentDefinitions([
-                    Segment("pro", fields: [.trait("email")]) { Trait<String>("plan") == "pro" },
-                ]))
-                try await Self.resolve(client)
-                try await F.apply("""
-                    {"syncs": [{"name": "aud", "source": {"segment": "pro"}, "primaryKey": ["profile_id"], "mode": "audience",
-                      "destination": {"type": "webhook", "url": "\(base)/hook", "secret": "s"}}]}
-                    """, client)
+                try await Self.syncSegment(client, name: "aud", mode: "audience", base: base)
                 // Delivered once (the receiver answers 200 for that run only).
                 await receiver.setResponder { _ in .init() }
                 #expect(try await F.runner(client).run("aud").delivered == 1)
