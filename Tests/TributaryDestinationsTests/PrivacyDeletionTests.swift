@@ -107,11 +107,13 @@ import Testing
                 let bobBefore = try await Self.scan(client, for: bobNeedles)
 
                 // The destination is down: the request fails naming the sync, and nothing is deleted.
-                await receiver.setResponder { _ in .init(status: 503) }
+                // Its answer quotes her email: the logs must not keep it.
+                await receiver.setResponder { _ in .init(status: 503, body: #"{"error": "cannot reach ANN@example.com's store"}"#) }
                 let registry = F.registry
-                await #expect(throws: PrivacyDestinationError.self) {
+                let failure = await #expect(throws: PrivacyDestinationError.self) {
                     try await privacy.delete(identifier: "email: ANN@example.com", actor: .cli, registry: registry)
                 }
+                #expect(failure?.sync == "pro_hook" && failure?.description.contains("HTTP 503") == true, "\(String(describing: failure))")
                 #expect(try await Self.scan(client, for: annNeedles) == annBefore)
                 #expect(try await client.query("SELECT status FROM cdp.privacy_requests WHERE kind = 'delete'").scalar(String.self) == "failed")
 

@@ -123,17 +123,28 @@ public struct PrivacyRequests: Sendable {
                                   details: .object(audit + details))
     }
 
-    /// Marks a request failed (in a transaction of its own) and returns `error` to throw.
-    func fail(_ error: any Error, request: Int64, kind: String, identifier: Identifier, actor: AuditLog.Actor) async -> any Error {
+    /// Marks a request failed (in a transaction of its own) and returns `error` to throw. The error is logged with
+    /// the person's identifiers and profile ids replaced (a destination's answer may quote them), so the log keeps
+    /// no trace of a person deleted later.
+    func fail(_ error: any Error, request: Int64, kind: String, subject: Subject, actor: AuditLog.Actor) async -> any Error {
+        let message = Self.redacted("\(error)", subject)
         do {
             try await client.withTransaction { tx in
-                try await Self.finish(tx, request: request, kind: kind, identifier: identifier, actor: actor, counts: [:],
-                                      error: "\(error)")
+                try await Self.finish(tx, request: request, kind: kind, identifier: subject.requested, actor: actor, counts: [:],
+                                      error: message)
             }
         } catch let logging {
             logger.error("recording a failed privacy request failed", metadata: ["request": "\(request)", "error": "\(logging)"])
         }
         return error
+    }
+
+    /// `text` with the person's identifiers and profile ids replaced by `[identifier]`, for what is logged.
+    static func redacted(_ text: String, _ subject: Subject) -> String {
+        let names = subject.identifiers.map(\.value) + [subject.requested.value] + subject.profileIDs.map(\.uuidString)
+        return names.filter { !$0.isEmpty }.sorted { $0.count > $1.count }.reduce(text) {
+            $0.replacingOccurrences(of: $1, with: "[identifier]", options: .caseInsensitive)
+        }
     }
 
     /// One row of ``requests(limit:)``.

@@ -50,7 +50,7 @@ extension PrivacyRequests {
             }
             return ConsentReceipt(requestID: request, messageID: event.messageID, stored: stored)
         } catch {
-            throw await fail(error, request: request, kind: "consent", identifier: subject.requested, actor: actor)
+            throw await fail(error, request: request, kind: "consent", subject: subject, actor: actor)
         }
     }
 

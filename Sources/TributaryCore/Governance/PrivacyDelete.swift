@@ -60,7 +60,7 @@ extension PrivacyRequests {
                     if !skipDestinations {
                         for sync in syncs {
                             counts["destinations.\(sync)"] = try await propagate(
-                                sync: sync, needles: needles, request: request, registry: registry, db)
+                                sync: sync, subject: subject, needles: needles, request: request, registry: registry, db)
                         }
                     }
                     let report = try await db.withTransaction { tx in
@@ -77,13 +77,14 @@ extension PrivacyRequests {
                 }
             }
         } catch {
-            throw await fail(error, request: request, kind: "delete", identifier: subject.requested, actor: actor)
+            throw await fail(error, request: request, kind: "delete", subject: subject, actor: actor)
         }
     }
 
     /// Sends the deletion of the person's rows to one sync's destination; returns how many rows it was told about.
     /// Throws ``PrivacyDestinationError`` naming the sync when the destination fails or refuses a row.
-    private func propagate(sync name: String, needles: [String], request: Int64, registry: DestinationRegistry, _ db: PostgresConnection) async throws -> Int {
+    private func propagate(
+        sync name: String, subject: Subject, needles: [String], request: Int64, registry: DestinationRegistry, _ db: PostgresConnection) async throws -> Int {
         func failure(_ reason: String) -> PrivacyDestinationError { PrivacyDestinationError(sync: name, reason: reason) }
         guard let text = try await db.query("SELECT definition::text FROM cdp.syncs WHERE name = \(name)").first?[0].decode(String.self) else {
             return 0   // removed meanwhile: its state went with it
@@ -148,7 +149,7 @@ extension PrivacyRequests {
             }
         } catch {
             let reported = error as? PrivacyDestinationError ?? failure("\(error)")
-            try? await finishRun(reported.description, delivered: 0)
+            try? await finishRun(Self.redacted(reported.description, subject), delivered: 0)
             throw reported
         }
         try await finishRun(nil, delivered: delivered)

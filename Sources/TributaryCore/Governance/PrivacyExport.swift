@@ -67,7 +67,7 @@ extension PrivacyRequests {
             }
             return events
         } catch {
-            throw await fail(error, request: request, kind: "export", identifier: subject.requested, actor: actor)
+            throw await fail(error, request: request, kind: "export", subject: subject, actor: actor)
         }
     }
 
