@@ -16,7 +16,7 @@ extension TributaryCommand {
 
     struct Worker: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Run due syncs and real-time activation until stopped (SIGTERM/SIGINT finish or abandon the batch in flight safely).",
+            abstract: "Run due syncs, real-time activation and event retention until stopped (SIGTERM/SIGINT finish or abandon the batch in flight safely).",
             discussion: """
                 Any number of workers may run against one database: each claims due syncs with FOR UPDATE SKIP LOCKED, and a \
                 sync never runs twice at once. Real-time syncs ("realtime": true) are delivered as soon as the profile stage \
@@ -45,6 +45,7 @@ extension TributaryCommand {
             if realtime {
                 services.append(.init(service: RealtimeService(activation: RealtimeActivation(client: client, logger: logger, runner: runner))))
             }
+            services.append(.init(service: RetentionService(client: client, logger: logger)))
             print("tributary \(Tributary.version) worker running due syncs\(realtime ? " and real-time activation" : "") against \(target.summary)")
             let group = ServiceGroup(configuration: ServiceGroupConfiguration(
                 services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
@@ -60,6 +61,27 @@ struct WorkerService: Service {
     let pollInterval: Duration
     func run() async throws {
         try await cancelWhenGracefulShutdown { await worker.run(pollInterval: pollInterval) }
+    }
+}
+
+/// Event retention as a service of the worker: applies the policy in force (`tributary retention set`) at most once a
+/// day across all workers, looking every ten minutes.
+struct RetentionService: Service {
+    let client: PostgresClient
+    let logger: Logger
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do {
+                    try await Retention.runIfDue(client: client, logger: logger)
+                } catch is CancellationError {
+                    return
+                } catch {
+                    logger.error("retention: \(error)")
+                }
+                try? await Task.sleep(for: .seconds(600))
+            }
+        }
     }
 }
 
