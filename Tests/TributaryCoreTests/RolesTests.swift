@@ -100,7 +100,7 @@ import Testing
                 "UPDATE cdp.settings SET value = '1' WHERE key = 'installation_id'",
                 "DELETE FROM cdp.audit_log",
                 "UPDATE analyst.sources SET name = 'hacked'",
-                "DELETE FROM analyst.identities",
+                "DELETE FROM analyst.segment_members",
                 "INSERT INTO analyst.sources (source_id, name) VALUES ('s', 's')",
                 "CREATE TABLE public.stolen (x int)",
                 "CREATE TABLE analyst.stolen (x int)",

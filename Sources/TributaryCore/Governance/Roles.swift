@@ -52,16 +52,19 @@ public struct Roles: Sendable {
         try await client.withTransaction { tx in
             try await tx.execute(Self.lockSQL)
             var report = SetupReport()
+            /// Records `statement` and, unless dry, runs it in a savepoint (the caller handles its errors): true if it ran.
+            func run(_ statement: String) async throws -> Bool {
+                report.statements.append(statement)
+                guard !dryRun else { return false }
+                try await tx.withSavepoint { try await $0.script(statement) }
+                return true
+            }
             let existing: [String] = try await tx.query("""
                 SELECT rolname FROM pg_roles WHERE rolname = ANY (\([Self.analyst, Self.pii]))
                 """).map { try $0.decode(String.self) }
             for role in [Self.analyst, Self.pii] where !existing.contains(role) {
-                let statement = "CREATE ROLE \(try SQLQuoting.identifier(role)) NOLOGIN"
-                report.statements.append(statement)
-                guard !dryRun else { continue }
                 do {
-                    try await tx.withSavepoint { try await $0.script(statement) }
-                    report.createdRoles.append(role)
+                    if try await run("CREATE ROLE \(try SQLQuoting.identifier(role)) NOLOGIN") { report.createdRoles.append(role) }
                 } catch let error as PostgresError where error.sqlState == Self.duplicateObject || error.sqlState == .uniqueViolation {
                     // Created meanwhile by a setup in another database of this cluster: fine.
                 } catch let error as PostgresError where error.sqlState == .insufficientPrivilege {
@@ -77,11 +80,8 @@ public struct Roles: Sendable {
                 """).map { try $0.decode(String.self) }
             for schema in open {
                 let statement = "REVOKE CREATE ON SCHEMA \(try SQLQuoting.identifier(schema)) FROM PUBLIC"
-                report.statements.append(statement)
-                guard !dryRun else { continue }
                 do {
-                    try await tx.withSavepoint { try await $0.script(statement) }
-                    report.revokedCreate.append(schema)
+                    if try await run(statement) { report.revokedCreate.append(schema) }
                 } catch let error as PostgresError where error.sqlState == .insufficientPrivilege {
                     report.warnings.append("""
                         could not revoke CREATE on schema \(schema) from PUBLIC (\(error.message)): any role, the analyst \
