@@ -71,12 +71,14 @@ extension TributaryCommand.RetentionGroup {
 
 private func day(_ date: Date) -> String { date.formatted(.iso8601.year().month().day()) }
 
+private func count(_ n: some BinaryInteger, _ noun: String) -> String { n == 1 ? "1 \(noun)" : "\(n) \(noun)s" }
+
 private func printPlan(_ report: Retention.Report) {
     let verb = report.dryRun ? "would drop" : "dropped"
     print("retention: events older than \(report.olderThan) (before \(report.cutoff.formatted(.iso8601))): "
-        + "\(verb) \(report.partitions.count) partitions, \(report.events) events, \(report.messageIds) message ids")
+        + "\(verb) \(count(report.partitions.count, "partition")), \(count(report.events, "event")), \(count(report.messageIds, "message id"))")
     for partition in report.partitions {
-        print("  \(verb) cdp.\(partition.name)  \(day(partition.from)) … \(day(partition.to))  \(partition.events) events")
+        print("  \(verb) cdp.\(partition.name)  \(day(partition.from)) … \(day(partition.to))  \(count(partition.events, "event"))")
     }
     for name in report.skipped { print("  kept cdp.\(name): not a bounded monthly partition (retention never drops it)") }
     if report.dryRun { print("dry run: nothing was changed") }
