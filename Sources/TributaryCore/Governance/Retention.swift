@@ -48,9 +48,11 @@ public struct RetentionAge: Sendable, Equatable, CustomStringConvertible {
 ///   too; those received later (a recent historical import) stay, so re-importing the same file is still recognised.
 /// - A late event for a dropped month re-creates its partition (writers create partitions on demand); the next run
 ///   drops it again.
-/// - Nothing derived from the dropped events changes: identities, profiles, traits, consent and segment membership
-///   stay until something recomputes them from events (`identity rebuild`, `profiles rebuild`, a merge or split of a
-///   profile, a computed-trait recompute), which then sees only the events that remain.
+/// - Nothing derived from the dropped events changes with the drop: identities, profiles, traits and consent stay
+///   until something recomputes them from events (`identity rebuild`, `profiles rebuild`, a merge or split of a
+///   profile, a computed-trait recompute), which then sees only the events that remain. Segment event conditions read
+///   `cdp.events` directly: their next refresh sees only the remaining events.
+/// - Only attached partitions are considered (`pg_inherits`); a detached one is left alone.
 ///
 /// Settings live in `cdp.settings` (`retention`: `{"events": "13 months"}`; `retention.last_run`).
 public struct Retention: Sendable {
