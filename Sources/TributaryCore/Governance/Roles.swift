@@ -48,6 +48,7 @@ public struct Roles: Sendable {
     /// Creates the roles if missing, revokes CREATE from PUBLIC on every schema of this database that grants it, and
     /// grants schema `analyst` to `tributary_analyst`; records `roles.setup` in the audit log. With `dryRun`, only
     /// reports the statements it would run.
+    @discardableResult
     public func setup(actor: AuditLog.Actor, dryRun: Bool = false) async throws -> SetupReport {
         try await client.withTransaction { tx in
             try await tx.execute(Self.lockSQL)
