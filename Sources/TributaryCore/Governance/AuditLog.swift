@@ -16,8 +16,10 @@ public struct AuditLog: Sendable {
 
         /// The command line, as the operating-system user running it (`cli:alice`).
         public static var cli: Actor {
-            let user = ProcessInfo.processInfo.environment["USER"] ?? ProcessInfo.processInfo.environment["LOGNAME"] ?? "unknown"
-            return Actor("cli:\(user)")
+            let environment = ProcessInfo.processInfo.environment
+            // The account the process runs as; $USER only when the system has no name for it (a container's uid).
+            let account = getpwuid(geteuid()).flatMap { $0.pointee.pw_name.map { String(cString: $0) } }
+            return Actor("cli:\(account ?? environment["USER"] ?? environment["LOGNAME"] ?? "uid \(geteuid())")")
         }
 
         /// An HTTP request authenticated with the named API token (`token:support-tool`).

@@ -23,7 +23,9 @@ import Foundation
 /// - `column` (traits only): the typed column of `cdp.profiles`; by default ``CatalogNames/column(forKey:)`` of the
 ///   key (`firstName` → `first_name`). Two traits cannot share a column, and the columns `cdp.profiles` always has
 ///   (``reservedColumns``) cannot be used.
-/// - `description`, `pii`: documentation; `description` becomes the doc comment of the generated Swift constant.
+/// - `description`: documentation; it becomes the doc comment of the generated Swift constant.
+/// - `pii`: `true` masks the trait in the analyst views (schema `analyst`) unless the reader has `tributary_pii`;
+///   `false` takes a key off the built-in list of personal keys (`cdp.pii_keys`).
 ///
 /// Events are keyed by the `event` of track calls; page and screen calls are `$page` and `$screen`.
 public struct Catalog: Codable, Sendable, Equatable {
