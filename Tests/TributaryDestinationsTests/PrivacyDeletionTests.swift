@@ -147,7 +147,7 @@ import Testing
                 #expect(next.removed == 0 && next.added == 0, "\(next)")
 
                 let audit = try await AuditLog(client: client).entries(actionPrefix: "privacy.delete")
-                #expect(audit.map(\.actor) == ["token:dpo", "cli:\(ProcessInfo.processInfo.environment["USER"] ?? ProcessInfo.processInfo.environment["LOGNAME"] ?? "unknown")"])
+                #expect(audit.map(\.actor) == ["token:dpo", AuditLog.Actor.cli.description])
                 #expect(audit.first?.details["skip_destinations"] == .bool(false) && audit.first?.details["status"] == .string("succeeded"))
             }
         }

@@ -11,9 +11,11 @@ import Postgres
 /// increasing order for the stages that consume them. The queue is bounded: when it is full, ``write(_:sourceID:)``
 /// fails at once with ``Overloaded`` rather than buffering without limit.
 ///
-/// Events carrying an identifier of a deleted person (``PrivacyRequests``, `cdp.suppressions`) are dropped in the
-/// same transaction, under the same lock as the insert, so none slips in while a deletion commits; the caller still
-/// gets its outcome (``Outcome/suppressed``), and each suppression's `events_dropped` counts them.
+/// Events carrying an identifier of a deleted person (``PrivacyRequests``, `cdp.suppressions`) are dropped by the
+/// insert itself, under the lock a deletion also takes, so none slips in while a deletion commits; the caller still
+/// gets its outcome (``Outcome/suppressed``), and each suppression's `events_dropped` counts them. While nothing is
+/// suppressed this costs one `EXISTS` per flush; otherwise the batch's identifiers are extracted under the identity
+/// rules in force (read at most every two seconds).
 public actor EventWriter {
     /// The queue is full; the caller should answer 503 with `Retry-After`.
     public struct Overloaded: Error, Sendable, CustomStringConvertible {
@@ -48,6 +50,11 @@ public actor EventWriter {
     /// The most group commits in flight at once from this writer.
     public let maxConcurrentFlushes: Int
     private var knownMonths: Set<String> = []
+    /// The identity rules (to extract identifiers as the identity stage does) and whether any identifier is suppressed,
+    /// read at most every ``suppressionRefresh``. Only a hint: the insert itself checks `cdp.suppressions`.
+    private var suppressionHint: (rules: String, any: Bool, readAt: ContinuousClock.Instant)?
+    /// How long the rules and the suppression hint are reused.
+    static let suppressionRefresh: Duration = .seconds(2)
     /// Called after each flush with the number of events stored and the time it took (for metrics).
     private let onFlush: @Sendable (Int, Int, Duration) -> Void
 
@@ -117,6 +124,7 @@ public actor EventWriter {
             }
         }
         try await ensurePartitions(for: rows.map(\.event.timestamp))
+        let hint = try await suppressionState()
         let (storedKeys, droppedKeys): (Set<String>, Set<String>) = try await client.withConnection { connection in
             try await connection.execute(Self.stagingSQL)
             return try await connection.withTransaction { tx in
@@ -132,18 +140,18 @@ public actor EventWriter {
                     }
                     try await writer.write(buffer)
                 }
+                // The extraction's inlined expressions look expensive to the planner; JIT-compiling them costs more than
+                // running them (as in the identity stage).
+                if hint.any { try await tx.execute("SET LOCAL jit = off") }
                 try await tx.advisoryTransactionLock(Self.sequenceLock)
-                // Under the lock a deletion also takes, so a suppression committed before we got it is seen here.
-                var dropped = Set<String>()
-                for row in try await tx.query(PostgresQuery(unsafeSQL: Self.suppressSQL)) {
-                    let (source, message) = try row.decode((String, String).self)
-                    dropped.insert(source + "\u{1}" + message)
-                }
-                let inserted = try await tx.query(PostgresQuery(unsafeSQL: Self.insertSQL))
+                // The statement's snapshot is taken under the lock a deletion also takes, so a suppression committed
+                // before we got it is seen.
+                let inserted = try await tx.query(PostgresQuery(unsafeSQL: Self.insertSQL, binds: [try hint.rules.postgresBind()]))
                 var keys = Set<String>()
+                var dropped = Set<String>()
                 for row in inserted {
-                    let (source, message) = try row.decode((String, String).self)
-                    keys.insert(source + "\u{1}" + message)
+                    let (source, message, stored) = try row.decode((String, String, Bool).self)
+                    if stored { keys.insert(source + "\u{1}" + message) } else { dropped.insert(source + "\u{1}" + message) }
                 }
                 // Wake the stream stages (identity, ...) on commit; they also poll, so this only cuts latency.
                 if !keys.isEmpty { try await tx.execute("SELECT pg_notify(\(Self.eventsChannel), '')") }
@@ -182,6 +190,18 @@ public actor EventWriter {
         }
     }
 
+    /// The identity rules document and whether any identifier is suppressed, re-read when older than
+    /// ``suppressionRefresh``.
+    private func suppressionState() async throws -> (rules: String, any: Bool) {
+        if let hint = suppressionHint, ContinuousClock.now - hint.readAt < Self.suppressionRefresh { return (hint.rules, hint.any) }
+        let row = try await client.query("""
+            SELECT coalesce((SELECT rules FROM cdp.identity_rules WHERE id = 1), '{}')::text, EXISTS (SELECT 1 FROM cdp.suppressions)
+            """)[0]
+        let (rules, any) = try row.decode((String, Bool).self)
+        suppressionHint = (rules, any, ContinuousClock.now)
+        return (rules, any)
+    }
+
     static let sequenceLock = AdvisoryLockKey(name: "tributary.events.sequence")
 
     /// The channel notified when new events are committed.
@@ -195,32 +215,25 @@ public actor EventWriter {
         ) ON COMMIT DELETE ROWS
         """
 
-    /// Removes the staged events that carry a suppressed identifier (extracted and normalized as the identity stage
-    /// does, under the rules in force), counts them per suppression, and returns their keys. With no suppressions at
-    /// all, the extraction is not run.
-    static let suppressSQL = """
-        WITH matched AS (
+    /// Stores the staged events, except those carrying a suppressed identifier (extracted and normalized by
+    /// `cdp.identity_candidates` under the rules document `$1`, as the identity stage does), which are counted per
+    /// suppression instead. Returns `(source_id, message_id, stored)`: stored true for events stored now, false for
+    /// events dropped. With nothing suppressed, the extraction is not run.
+    static let insertSQL = """
+        WITH suppressed AS MATERIALIZED (
             SELECT i.ordinal, s.identifier_hash
             FROM tributary_incoming AS i
-            CROSS JOIN LATERAL cdp.identity_candidates(
-                i.user_id, i.anonymous_id, i.traits, i.context,
-                coalesce((SELECT r.rules FROM cdp.identity_rules AS r WHERE r.id = 1), '{}')) AS c
+            CROSS JOIN LATERAL cdp.identity_candidates(i.user_id, i.anonymous_id, i.traits, i.context, $1::jsonb) AS c
             JOIN cdp.suppressions AS s ON s.identifier_hash = cdp.identifier_hash(c.kind, c.value)
             WHERE EXISTS (SELECT 1 FROM cdp.suppressions)
         ), counted AS (
             UPDATE cdp.suppressions AS s SET events_dropped = s.events_dropped + m.events, last_dropped_at = now()
-            FROM (SELECT identifier_hash, count(DISTINCT ordinal) AS events FROM matched GROUP BY identifier_hash) AS m
+            FROM (SELECT identifier_hash, count(DISTINCT ordinal) AS events FROM suppressed GROUP BY identifier_hash) AS m
             WHERE s.identifier_hash = m.identifier_hash
-        )
-        DELETE FROM tributary_incoming AS i USING (SELECT DISTINCT ordinal FROM matched) AS m
-        WHERE i.ordinal = m.ordinal
-        RETURNING i.source_id, i.message_id
-        """
-
-    static let insertSQL = """
-        WITH fresh AS (
+        ), fresh AS (
             INSERT INTO cdp.event_message_ids (source_id, message_id, received_at)
             SELECT source_id, message_id, received_at FROM tributary_incoming
+            WHERE ordinal NOT IN (SELECT ordinal FROM suppressed)
             ON CONFLICT DO NOTHING
             RETURNING source_id, message_id
         ), stored AS (
@@ -233,7 +246,9 @@ public actor EventWriter {
             FROM (SELECT i.* FROM tributary_incoming i JOIN fresh f USING (source_id, message_id) ORDER BY i.ordinal) i
             RETURNING source_id, message_id
         )
-        SELECT source_id, message_id FROM stored
+        SELECT source_id, message_id, true FROM stored
+        UNION ALL
+        SELECT i.source_id, i.message_id, false FROM tributary_incoming AS i WHERE i.ordinal IN (SELECT ordinal FROM suppressed)
         """
 
     /// Appends one row in COPY text format.
