@@ -45,10 +45,10 @@ import Testing
         try await SegmentMembership(client: client, logger: TestDatabase.logger).refresh()
     }
 
-    /// The segment "pro" (plan = pro, with the email), the stages run, and a sync of it to the receiver at `base`.
+    /// The segment "pro" (plan = pro, with the email and the plan), the stages run, and a sync of it to the receiver at `base`.
     static func syncSegment(_ client: PostgresClient, name: String, mode: String, base: String) async throws {
         try await SegmentStore(client: client, logger: TestDatabase.logger).apply(SegmentDefinitions([
-            Segment("pro", fields: [.trait("email")]) { Trait<String>("plan") == "pro" },
+            Segment("pro", fields: [.trait("email"), .trait("plan")]) { Trait<String>("plan") == "pro" },
         ]))
         try await resolve(client)
         try await F.apply("""
@@ -176,6 +176,31 @@ import Testing
                 #expect(try await Self.scan(client, for: ["u-1", "one@example.com"]) == [:])
                 let audit = try await AuditLog(client: client).entries(actionPrefix: "privacy.")
                 #expect(audit.first?.details["skip_destinations"] == .bool(true))
+            }
+        }
+    }
+
+    @Test func aShortIdentifierDoesNotMatchAnotherPersonsField() async throws {
+        let receiver = TestReceiver()
+        try await receiver.serve { base in
+            try await TestDatabase.withFreshDatabase { (client) async throws in
+                try await F.migrated(client)
+                let parsed = try SegmentParser(limits: CollectionLimits()).parse(Array("""
+                    {"batch": [
+                      {"type": "identify", "userId": "pro", "messageId": "s1", "traits": {"plan": "free"}},
+                      {"type": "identify", "userId": "u-b", "messageId": "s2", "traits": {"plan": "pro", "email": "b@example.com"}}
+                    ]}
+                    """.utf8), type: nil, receivedAt: Date())
+                _ = try await EventWriter(client: client, logger: TestDatabase.logger).write(parsed.events, sourceID: "src-test")
+                try await Self.syncSegment(client, name: "pro_hook", mode: "mirror", base: base)
+                #expect(try await F.runner(client).run("pro_hook").delivered == 1)
+                let before = await receiver.requests.count
+                // u-b's row holds "plan": "pro"; deleting user_id:pro leaves it (and the destination) alone.
+                let report = try await PrivacyRequests(client: client, logger: TestDatabase.logger)
+                    .delete(identifier: "user_id:pro", actor: .cli, registry: F.registry)
+                #expect(report.counts["sync_state"] == 0 && report.counts["destinations.pro_hook"] == nil, "\(report)")
+                #expect(await receiver.requests.count == before)
+                #expect(try await client.query("SELECT count(*) FROM cdp.sync_state").scalar(Int.self) == 1)
             }
         }
     }

@@ -191,13 +191,23 @@ public struct PrivacyRequests: Sendable {
             """).scalar([String].self)
     }
 
-    /// A condition true when a JSON value of `json` (any depth; strings and numbers, trimmed and lower-cased) is one
-    /// of the needles bound as parameter `$n`.
-    static func mentions(_ json: String, _ n: Int) -> String {
-        """
-        EXISTS (SELECT 1 FROM jsonb_path_query(\(json), 'strict $.**') AS found (item)
-                WHERE jsonb_typeof(found.item) IN ('string', 'number') AND lower(btrim(found.item #>> '{}')) = ANY($\(n)::text[]))
-        """
+    /// The shortest needle matched in the fields of a sync row (any length matches in its key): a short identifier
+    /// (`user_id:7`) must not match another person's field that happens to hold the same text (`"quantity": "7"`).
+    static let minimumFieldMatch = 6
+
+    /// A condition true when the sync row with key `key` and fields `fields` (JSON expressions; nil: no fields) is
+    /// about the person: a value at any depth (strings and numbers, trimmed and lower-cased) is one of the needles bound
+    /// as parameter `$n` (in the fields, only needles of at least ``minimumFieldMatch`` characters).
+    static func mentions(key: String, fields: String?, _ n: Int) -> String {
+        func values(_ json: String, minimum: Int) -> String {
+            """
+            EXISTS (SELECT 1 FROM jsonb_path_query(\(json), 'strict $.**') AS found (item)
+                    WHERE jsonb_typeof(found.item) IN ('string', 'number') AND length(found.item #>> '{}') >= \(minimum)
+                      AND lower(btrim(found.item #>> '{}')) = ANY($\(n)::text[]))
+            """
+        }
+        guard let fields else { return values(key, minimum: 1) }
+        return "(\(values(key, minimum: 1)) OR \(values(fields, minimum: minimumFieldMatch)))"
     }
 
     /// A condition true when event `e` carries one of the identifiers in `pg_temp.tributary_privacy_ids`, extracted

@@ -44,9 +44,9 @@ extension PrivacyRequests {
                 // The syncs holding anything about the person, locked (as a run locks them) until the deletion commits.
                 let syncs = try await db.query(PostgresQuery(unsafeSQL: """
                     SELECT DISTINCT sync FROM (
-                        SELECT sync FROM cdp.sync_state WHERE \(Self.mentions("key_object || payload", 1))
-                        UNION ALL SELECT sync FROM cdp.sync_pending WHERE \(Self.mentions("key_object || payload", 1))
-                        UNION ALL SELECT sync FROM cdp.sync_errors WHERE \(Self.mentions("key_object", 1))
+                        SELECT sync FROM cdp.sync_state WHERE \(Self.mentions(key: "key_object", fields: "payload", 1))
+                        UNION ALL SELECT sync FROM cdp.sync_pending WHERE \(Self.mentions(key: "key_object", fields: "payload", 1))
+                        UNION ALL SELECT sync FROM cdp.sync_errors WHERE \(Self.mentions(key: "key_object", fields: nil, 1))
                     ) AS found ORDER BY sync
                     """, binds: [try needles.postgresBind()])).map { try $0[0].decode(String.self) }
                 var locked: [AdvisoryLockKey] = []
@@ -99,9 +99,9 @@ extension PrivacyRequests {
         let rows = try await db.query(PostgresQuery(unsafeSQL: """
             SELECT DISTINCT ON (key) key, key_object::text, payload::text FROM (
                 SELECT 0 AS rank, key, key_object, payload FROM cdp.sync_state
-                WHERE sync = $2 AND NOT removed AND \(Self.mentions("key_object || payload", 1))
+                WHERE sync = $2 AND NOT removed AND \(Self.mentions(key: "key_object", fields: "payload", 1))
                 UNION ALL
-                SELECT 1, key, key_object, payload FROM cdp.sync_pending WHERE sync = $2 AND \(Self.mentions("key_object || payload", 1))
+                SELECT 1, key, key_object, payload FROM cdp.sync_pending WHERE sync = $2 AND \(Self.mentions(key: "key_object", fields: "payload", 1))
             ) AS held ORDER BY key, rank
             """, binds: [try needles.postgresBind(), try name.postgresBind()]))
         let operation: SyncOperation = sync.mode == .audience ? .remove : .delete
@@ -164,6 +164,7 @@ extension PrivacyRequests {
     ) async throws -> DeletionReport {
         var counts = initial
         // Stages that write about profiles wait for us (they skip a batch while we hold their locks).
+        try await tx.execute("SET LOCAL jit = off")   // the extraction over every event: JIT costs more than it saves
         try await tx.advisoryTransactionLock(IdentityStore.processorLock)
         try await tx.advisoryTransactionLock(ProfileStage.processorLock)
         try await tx.advisoryTransactionLock(SegmentMembership.lock)
@@ -223,9 +224,9 @@ extension PrivacyRequests {
         for (table, sql) in statements {
             counts[table] = try await tx.execute(PostgresQuery(unsafeSQL: sql)) ?? 0
         }
-        for (table, json) in [("sync_state", "key_object || payload"), ("sync_pending", "key_object || payload"), ("sync_errors", "key_object")] {
+        for (table, fields) in [("sync_state", "payload"), ("sync_pending", "payload"), ("sync_errors", nil)] {
             counts[table] = try await tx.execute(PostgresQuery(
-                unsafeSQL: "DELETE FROM cdp.\(table) WHERE \(Self.mentions(json, 1))", binds: [needleBind])) ?? 0
+                unsafeSQL: "DELETE FROM cdp.\(table) WHERE \(Self.mentions(key: "key_object", fields: fields, 1))", binds: [needleBind])) ?? 0
         }
         counts["suppressions"] = try await tx.execute("""
             INSERT INTO cdp.suppressions (identifier_hash, kind, request_id)

@@ -34,6 +34,7 @@ extension PrivacyRequests {
                 try await write(String(head.dropLast()) + ", \"events\": [")
                 // The events in a transaction of their own, so the temporary tables live as long as the cursor.
                 let count = try await db.withTransaction { tx in
+                    try await tx.execute("SET LOCAL jit = off")
                     try await Self.stageSubject(tx, subject)
                     var count = 0
                     var page = ""
@@ -120,11 +121,11 @@ extension PrivacyRequests {
             'sync_deliveries', (SELECT coalesce(json_agg(json_build_object(
                     'sync', s.sync, 'key', s.key_object, 'fields', s.payload, 'removed', s.removed,
                     'delivered_at', cdp.json_timestamp(s.delivered_at)) ORDER BY s.sync, s.key), '[]')
-                FROM cdp.sync_state AS s WHERE \(mentions("s.key_object || s.payload", 1))),
+                FROM cdp.sync_state AS s WHERE \(mentions(key: "s.key_object", fields: "s.payload", 1))),
             'pending_deliveries', (SELECT coalesce(json_agg(json_build_object(
                     'sync', s.sync, 'key', s.key_object, 'fields', s.payload, 'operation', s.operation,
                     'sent_at', cdp.json_timestamp(s.sent_at)) ORDER BY s.sync, s.key), '[]')
-                FROM cdp.sync_pending AS s WHERE \(mentions("s.key_object || s.payload", 1)))
+                FROM cdp.sync_pending AS s WHERE \(mentions(key: "s.key_object", fields: "s.payload", 1)))
         )::text
         """
 }
