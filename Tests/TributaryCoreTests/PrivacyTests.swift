@@ -183,6 +183,16 @@ import Testing
             #expect(try await client.query("SELECT count(*) FROM cdp.suppressions").scalar(Int.self) == 0)
             #expect(try await client.query("SELECT count(*) FROM cdp.privacy_requests").scalar(Int.self) == 0)
 
+            // The email u-1 shares with others is a hub: not theirs to delete or suppress, and others' events carrying it stay.
+            let deleted = try await privacy.delete(identifier: "user_id:u-1", actor: .cli, registry: DestinationRegistry())
+            #expect(deleted.identifiers == 1 && deleted.counts["events"] == 1, "\(deleted)")
+            #expect(try await client.query("SELECT count(*) FROM cdp.events").scalar(Int.self) == events - 1)
+            #expect(try await client.query("SELECT count(*) FROM cdp.identity_nodes WHERE status = 'hub'").scalar(Int.self) == 1)
+            let outcome = try await EventWriter(client: client, logger: TestDatabase.logger)
+                .write([F.event(user: "u-2", traits: #"{"email": "shared@example.com"}"#, at: F.day(1))], sourceID: "src-test")
+            #expect(outcome.stored == 1)
+            try await client.execute("DELETE FROM cdp.suppressions")
+
             // An identifier nobody holds (yet) is suppressed all the same.
             let report = try await privacy.delete(identifier: "email:Nobody@Example.com", actor: .cli, registry: DestinationRegistry())
             #expect(report.profiles.isEmpty && report.identifiers == 1 && report.counts["events"] == 0)

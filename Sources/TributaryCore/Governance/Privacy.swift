@@ -31,7 +31,8 @@ public struct PrivacyRequests: Sendable {
         var profiles: [UUID]
         /// The live profiles and every profile id merged into them.
         var profileIDs: [UUID]
-        /// Every identifier of the profiles, and the one asked about.
+        /// Every identifier of the profiles, and the one asked about; not hubs (shared by many people, they are no one's
+        /// to delete or suppress).
         var identifiers: [Identifier]
     }
 
@@ -77,7 +78,8 @@ public struct PrivacyRequests: Sendable {
             SELECT id FROM ids
             """).map { try $0[0].decode(UUID.self) }
         let identifiers = try await client.query("""
-            SELECT kind, value FROM cdp.identity_nodes WHERE profile_id = ANY(\(profiles)::uuid[]) ORDER BY first_seq, node_id
+            SELECT kind, value FROM cdp.identity_nodes WHERE profile_id = ANY(\(profiles)::uuid[]) AND status <> 'hub'
+            ORDER BY first_seq, node_id
             """).map { row in
             let (kind, value) = try row.decode((String, String).self)
             return Identifier(kind: kind, value: value)
@@ -220,7 +222,7 @@ public struct PrivacyRequests: Sendable {
     }
 
     /// Fills `pg_temp.tributary_privacy_ids` (kind, value) and `pg_temp.tributary_privacy_profiles` (profile_id)
-    /// for the rest of the transaction, adding every identifier the profiles hold now.
+    /// for the rest of the transaction, adding every identifier the profiles hold now (hubs excepted).
     static func stageSubject(_ tx: PostgresConnection, _ subject: Subject) async throws {
         try await tx.execute("""
             CREATE TEMP TABLE tributary_privacy_profiles ON COMMIT DROP AS
@@ -231,7 +233,8 @@ public struct PrivacyRequests: Sendable {
             SELECT kind, value FROM unnest(\(subject.identifiers.map(\.kind))::text[], \(subject.identifiers.map(\.value))::text[])
                 AS i (kind, value)
             UNION
-            SELECT n.kind, n.value FROM cdp.identity_nodes AS n WHERE n.profile_id IN (SELECT profile_id FROM pg_temp.tributary_privacy_profiles)
+            SELECT n.kind, n.value FROM cdp.identity_nodes AS n
+            WHERE n.profile_id IN (SELECT profile_id FROM pg_temp.tributary_privacy_profiles) AND n.status <> 'hub'
             """)
     }
 
