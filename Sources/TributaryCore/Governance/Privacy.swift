@@ -88,7 +88,10 @@ public struct PrivacyRequests: Sendable {
         if parsed.kind == ProfileDocuments.profileIDKind {
             requested = Identifier(kind: parsed.kind, value: profiles[0].uuidString.lowercased())
         } else {
-            let normalized = try await client.query("SELECT value FROM cdp.identifier_normalize(\(parsed.kind), \(parsed.value))")
+            let normalized = try await client.query("""
+                SELECT n.value FROM (SELECT coalesce((SELECT rules FROM cdp.identity_rules WHERE id = 1), '{}') AS document) AS r,
+                     cdp.identifier_normalize(\(parsed.kind), \(parsed.value), r.document) AS n
+                """)
             requested = Identifier(kind: parsed.kind, value: try normalized.first?[0].decode(String?.self) ?? parsed.value)
         }
         return Subject(requested: requested, profiles: profiles, profileIDs: profileIDs, identifiers: identifiers)
