@@ -29,9 +29,11 @@ import Testing
                 F.event(.track, user: Self.hostileUser, event: "Clicked", at: F.day(1)),
                 F.event(user: "other", traits: #"{"email": "other@example.com"}"#, at: F.day(0)),
             ], client)
+            // Not yet resolved when the deletion starts: resolved by it, so its new anonymous id goes (and is suppressed) too.
+            try await IdentityFixture.write([F.event(.track, user: Self.hostileUser, anonymous: "a-late", event: "Late", at: F.day(2))], client)
             let privacy = Self.privacy(client)
             let report = try await privacy.delete(identifier: "user_id:" + Self.hostileUser, actor: .cli, registry: DestinationRegistry())
-            #expect(report.profiles.count == 1 && report.identifiers == 2 && report.counts["events"] == 2, "\(report)")
+            #expect(report.profiles.count == 1 && report.identifiers == 3 && report.counts["events"] == 3, "\(report)")
             let normalizedEmail = Self.hostileEmail.lowercased()
             for (sql, value) in [
                 ("SELECT count(*) FROM cdp.events WHERE user_id = $1", Self.hostileUser),
@@ -43,7 +45,8 @@ import Testing
             }
             // Suppressed as SHA-256 of kind:normalized value (the same in Swift and SQL), never the value itself.
             let hashes = try await client.query("SELECT identifier_hash FROM cdp.suppressions ORDER BY 1").map { try $0[0].decode(String.self) }
-            #expect(hashes == [Identifier(kind: "user_id", value: Self.hostileUser), Identifier(kind: "email", value: normalizedEmail)]
+            #expect(hashes == [Identifier(kind: "user_id", value: Self.hostileUser), Identifier(kind: "email", value: normalizedEmail),
+                               Identifier(kind: "anonymous_id", value: "a-late")]
                 .map(PrivacyRequests.identifierHash).sorted())
             #expect(try await client.query("SELECT count(*) FROM cdp.suppressions WHERE identifier_hash = cdp.identifier_hash('email', \(normalizedEmail))").scalar(Int.self) == 1)
 
@@ -66,6 +69,8 @@ import Testing
             #expect(imported.rows == 2 && imported.stored == 1, "\(imported)")
             #expect(try await client.query("SELECT sum(events_dropped)::int FROM cdp.suppressions").scalar(Int.self) == 3)
             #expect(try await client.query("SELECT count(*) FROM cdp.suppressions WHERE last_dropped_at IS NOT NULL").scalar(Int.self) == 2)
+            try await F.resolve(client)
+            #expect(try await Self.count("SELECT count(*) FROM cdp.identity_nodes WHERE value = $1", "a-late", client) == 0)
             #expect(try await Self.count("SELECT count(*) FROM cdp.events WHERE user_id = $1", "other", client) == 2)
         }
     }

@@ -225,11 +225,13 @@ public struct PrivacyRequests: Sendable {
     }
 
     /// Fills `pg_temp.tributary_privacy_ids` (kind, value) and `pg_temp.tributary_privacy_profiles` (profile_id)
-    /// for the rest of the transaction, adding every identifier the profiles hold now (hubs excepted).
+    /// for the rest of the transaction, adding the profiles the live ones were merged into since and every identifier
+    /// the profiles hold now (hubs excepted).
     static func stageSubject(_ tx: PostgresConnection, _ subject: Subject) async throws {
         try await tx.execute("""
             CREATE TEMP TABLE tributary_privacy_profiles ON COMMIT DROP AS
-            SELECT DISTINCT id AS profile_id FROM unnest(\(subject.profileIDs)::uuid[]) AS id
+            SELECT id AS profile_id FROM unnest(\(subject.profileIDs)::uuid[]) AS id
+            UNION SELECT cdp.resolve_profile(id) FROM unnest(\(subject.profiles)::uuid[]) AS id WHERE cdp.resolve_profile(id) IS NOT NULL
             """)
         try await tx.execute("""
             CREATE TEMP TABLE tributary_privacy_ids ON COMMIT DROP AS

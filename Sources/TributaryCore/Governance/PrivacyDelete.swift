@@ -168,6 +168,10 @@ extension PrivacyRequests {
         try await tx.advisoryTransactionLock(IdentityStore.processorLock)
         try await tx.advisoryTransactionLock(ProfileStage.processorLock)
         try await tx.advisoryTransactionLock(SegmentMembership.lock)
+        // Resolve what the identity stage has not yet, here: its checkpoint moves past the person's newest events, so
+        // an extraction it prefetched before (still naming them) is not used after we commit.
+        let identity = IdentityStage(client: client, logger: logger)
+        while try await identity.process(tx, prefetched: nil, prefetchNext: false).report.events > 0 {}
         try await Self.stageSubject(tx, subject)
         let rules = try await Self.rulesDocument(tx)
         let needleBind = try needles.postgresBind()
