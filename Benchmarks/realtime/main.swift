@@ -7,8 +7,8 @@
 //     real-time audience sync of it to a webhook: a Hummingbird receiver in this process that notes, by ContinuousClock
 //     and wall clock, when each change arrives (by its `fields.email`) and the run that sent it;
 //   - optionally (--seed-people) the SyntheticPeople data set, stored, resolved and profiled, so tables are not tiny;
-//   - in this process, as `tributary serve --identity --profiles` and `tributary syncs worker --realtime` run them: the
-//     collection API (port 0, 8 connections), the identity and profile stages, and the activation loop (4 connections);
+//   - in this process, as `tributary serve` and `tributary syncs worker` run them: the collection API (port 0) with the
+//     identity and profile stages (8 connections), and the real-time activation loop (4 connections);
 //   - background load: --senders concurrent clients posting /v1/batch requests of 100 ordinary events (Product Viewed
 //     tracks and page calls of --users known users; nobody qualifies for the segment), paced to a rate;
 //   - probes, every --probe-interval ms: one /v1/batch with an identify (userId probe-N, email probe-N@bench.test) and
@@ -17,13 +17,15 @@
 // Phases (--phases):
 //   peak      the end-to-end peak: --peak-events background events at full speed; the rate is those events over the
 //             time from the first request to the profile stage's checkpoint reaching the last one's seq.
-//   half      latency at half that peak (or --rate): --warmup s of load, then --seconds s of counted probes.
+//   half      latency at half that peak (or at each of --rate's rates, comma-separated; 0 is half the peak): --warmup s
+//             of load, then --seconds s of counted probes.
 //   overload  latency at --overload-rate (default half the HTTP API's peak, 16,500 events/s) for --overload-seconds s,
 //             per --window s window of probe sending time, then the drain (probes wait for the backlog).
 // Each phase ends when the pipeline has drained (profile checkpoint at the last seq, the sync's checkpoint at the last
 // segment change). For each received probe, the time is split with the database's timestamps (wall clock, same host):
 // HTTP 200 → identity batch start (identity_profiles.created_at: the probe user's profile is new) → profile batch
 // start (segment_changes.changed_at) → activation run start (sync_runs.started_at of the run that sent it) → receipt.
+// --log-min-duration N has the server log this database's statements slower than N ms (diagnosis of the stages).
 import ArgumentParser
 import AsyncHTTPClient
 import BenchmarkSupport
@@ -44,7 +46,8 @@ struct RealtimeBench: AsyncParsableCommand {
     @Option(help: "Comma-separated phases, in order: peak, half, overload.") var phases = "peak,half,overload"
     @Option(help: "People of the SyntheticPeople data set stored and resolved first (0: none).") var seedPeople = 50_000
     @Option(help: "Background events sent at full speed to measure the end-to-end peak.") var peakEvents = 200_000
-    @Option(help: "Background rate (events/s) of the half phase; 0: half the end-to-end peak.") var rate = 0.0
+    @Option(help: "Background rates (events/s) of the half phase, comma-separated, each measured in turn; 0: half the end-to-end peak.")
+    var rate = "0"
     @Option(help: "Background rate (events/s) of the overload phase.") var overloadRate = 16_500.0
     @Option(help: "Seconds of load before probes count (half phase).") var warmup = 10
     @Option(name: .customLong("seconds"), help: "Seconds of counted probes (half phase).") var countedSeconds = 60
@@ -55,6 +58,8 @@ struct RealtimeBench: AsyncParsableCommand {
     @Option(help: "Distinct users of the background traffic (the seed's users first).") var users = 50_000
     @Option(help: "Most seconds to wait for the pipeline to drain after a phase.") var drainTimeout = 900
     @Option(help: "Embedded data directory used when DATABASE_URL/PG* are unset.") var dataDir = ".tributary/bench-pgdata"
+    @Option(help: "Diagnosis: the server logs this database's statements slower than this many ms (-1: off).")
+    var logMinDuration = -1
 
     static let database = "tributary_realtime_bench"
 
@@ -64,10 +69,12 @@ struct RealtimeBench: AsyncParsableCommand {
         guard senders > 0, probeInterval > 0, window > 0, users > 0, peakEvents >= 100 else {
             throw ValidationError("--senders, --probe-interval, --window, --users: positive; --peak-events at least 100")
         }
-        if phaseList.contains("half"), !phaseList.contains("peak"), rate <= 0 { throw ValidationError("half without peak needs --rate") }
+        guard !rates.isEmpty, rates.allSatisfy({ $0 >= 0 }) else { throw ValidationError("--rate: numbers, comma-separated") }
+        if phaseList.contains("half"), !phaseList.contains("peak"), rates.contains(0) { throw ValidationError("half without peak needs --rate") }
     }
 
     var phaseList: [String] { phases.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+    var rates: [Double] { rate.split(separator: ",").compactMap { Double($0.trimmingCharacters(in: .whitespaces)) } }
 
     func run() async throws {
         var logger = Logger(label: "bench")
@@ -85,6 +92,12 @@ struct RealtimeBench: AsyncParsableCommand {
         say("server: PostgreSQL \(settings.0) (shared_buffers \(settings.1), synchronous_commit \(settings.2))")
 
         let configuration = try await freshDatabase(Self.database, on: server, files: files, logger: logger)
+        if logMinDuration >= 0 {
+            let connection = try await PostgresConnection.connect(configuration: configuration, logger: logger)
+            try await connection.execute(PostgresQuery(unsafeSQL: "ALTER DATABASE \(Self.database) SET log_min_duration_statement = \(logMinDuration)"))
+            await connection.close()
+            say("diagnosis: the server logs statements of \(Self.database) over \(logMinDuration) ms")
+        }
         // As `tributary serve` and `tributary syncs worker` size their pools.
         let serveClient = PostgresClient(configuration: configuration, options: .init(maxConnections: 8), logger: logger)
         let workerClient = PostgresClient(configuration: configuration, options: .init(maxConnections: 4), logger: logger)
@@ -171,16 +184,19 @@ struct RealtimeBench: AsyncParsableCommand {
             let load = Load(http: loadHTTP, url: url, authorization: authorization, users: users)
             let prober = Prober(http: probeHTTP, url: url, authorization: authorization, probes: probes)
             do {
-                var halfRate = rate
+                var halfRate = 0.0
                 for phase in phaseList {
                     switch phase {
                     case "peak":
                         let peak = try await measurePeak(load: load, pipeline: pipeline)
                         if halfRate <= 0 { halfRate = peak / 2 }
                     case "half":
-                        try await measureLatency(
-                            "half", rate: halfRate, warmup: warmup, counted: countedSeconds, windows: false, load: load, prober: prober,
-                            pipeline: pipeline, probes: probes, client: serveClient)
+                        for rate in rates {
+                            try await measureLatency(
+                                rate > 0 ? "steady \(Int(rate))" : "half", rate: rate > 0 ? rate : halfRate, warmup: warmup,
+                                counted: countedSeconds, windows: false, load: load, prober: prober, pipeline: pipeline, probes: probes,
+                                client: serveClient)
+                        }
                     default:
                         try await measureLatency(
                             "overload", rate: overloadRate, warmup: 0, counted: overloadSeconds, windows: true, load: load,
@@ -240,7 +256,7 @@ struct RealtimeBench: AsyncParsableCommand {
         // The last webhook may still be in flight after the checkpoint moved.
         try await Task.sleep(for: .milliseconds(500))
         say("drain: \(profiles && activation ? "done" : "NOT done") in \(seconds(since: drainStart)) s; "
-            + (try await pipeline.runs(since: startDate)))
+            + (try await pipeline.runs(since: startDate)) + "; load average \(Machine.loadAverage())")
 
         let phaseProbes = probes.all(phase: name)
         let splits = try await Splits.load(client, probes: phaseProbes)
@@ -600,6 +616,16 @@ struct Splits {
             return "\(name) p50 \(Stats.ms(sorted, 0.5)) p99 \(Stats.ms(sorted, 0.99))"
         }
         say("    split (ms, \(parts[0].count) probes with every timestamp): " + lines.joined(separator: "; "))
+        // A stage that is busy starts each batch as the previous one ends: the gaps between the batch starts that
+        // carried probes are then its batch durations (when idle, they follow the probe interval instead).
+        let emails = Set(probes.map(\.email))
+        let mine = hops.filter { emails.contains($0.key) }.values
+        let gaps = [("identity", mine.compactMap(\.identity)), ("profile", mine.compactMap(\.profile))].map { name, starts in
+            let distinct = Array(Set(starts)).sorted()
+            let sorted = zip(distinct.dropFirst(), distinct).map { $0.timeIntervalSince($1) }.sorted()
+            return "\(name) \(distinct.count) batches, gap p50 \(Stats.ms(sorted, 0.5)) p90 \(Stats.ms(sorted, 0.9)) max \(Stats.ms(sorted, 1))"
+        }
+        say("    batches carrying probes (ms between consecutive starts): " + gaps.joined(separator: "; "))
     }
 }
 
