@@ -18,11 +18,16 @@ public struct ServerConfiguration: Sendable {
     public var writeKeyCacheTTL: Duration
     /// How long an API token lookup is cached (a revoked token stops working within this time).
     public var apiTokenCacheTTL: Duration
+    /// The destinations a privacy deletion tells to delete the person's rows (`DestinationRegistry.standard()` in
+    /// `tributary serve`); a sync whose destination is missing here makes such a deletion fail, naming it.
+    public var destinations: DestinationRegistry
 
     public init(
         host: String = "127.0.0.1", port: Int = 8080, limits: CollectionLimits = CollectionLimits(),
-        maxQueuedEvents: Int = 50_000, writeKeyCacheTTL: Duration = .seconds(5), apiTokenCacheTTL: Duration = .seconds(5)
+        maxQueuedEvents: Int = 50_000, writeKeyCacheTTL: Duration = .seconds(5), apiTokenCacheTTL: Duration = .seconds(5),
+        destinations: DestinationRegistry = .core()
     ) {
+        self.destinations = destinations
         self.host = host
         self.port = port
         self.limits = limits
@@ -61,7 +66,7 @@ public func buildApplication(
         await api.handleWebhook(request, sourceName: context.parameters.get("source") ?? "")
     }
     ProfileAPI(client: client, tokenCacheTTL: configuration.apiTokenCacheTTL, metrics: metrics, logger: logger).register(on: router)
-    PrivacyAPI(client: client, writer: writer, registry: DestinationRegistry(), tokenCacheTTL: configuration.apiTokenCacheTTL, metrics: metrics, logger: logger).register(on: router)
+    PrivacyAPI(client: client, writer: writer, registry: configuration.destinations, tokenCacheTTL: configuration.apiTokenCacheTTL, metrics: metrics, logger: logger).register(on: router)
     router.get("/health") { _, _ in
         do {
             _ = try await client.query("SELECT 1")

@@ -202,7 +202,7 @@ extension TributaryCommand {
             // The server is stopped by cancellation at the end, which it logs as an error: keep it quiet.
             stageLogger.logLevel = .critical
             let app = buildApplication(
-                configuration: ServerConfiguration(host: "127.0.0.1", port: 0), client: client, logger: stageLogger,
+                configuration: ServerConfiguration(host: "127.0.0.1", port: 0, destinations: .standard()), client: client, logger: stageLogger,
                 onListening: { portSink.yield($0) })
             return try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await app.runService() }

@@ -66,7 +66,8 @@ extension TributaryCommand {
                 FileHandle.standardError.write(Data("… and \(report.rejectedCount - report.rejected.count) more rejected lines\n".utf8))
             }
             print("imported \(file) into source '\(source)': \(report.rows) rows read, \(report.stored) stored, "
-                + "\(report.duplicates) already stored, \(report.rejectedCount) rejected")
+                + "\(report.duplicates) already stored, \(report.rejectedCount) rejected"
+                + (report.suppressed > 0 ? ", \(report.suppressed) dropped (suppressed identifiers of deleted people)" : ""))
         }
 
         func resolvedFormat() throws -> Importer.Format {

@@ -5,6 +5,7 @@ import Logging
 import Postgres
 import ServiceLifecycle
 import TributaryCore
+import TributaryDestinations
 import TributaryServer
 import UnixSignals
 
@@ -35,7 +36,8 @@ extension TributaryCommand {
             try await Migrator(files: try ProjectFiles.locate(), logger: logger).migrate(client)
             let summary = target.summary
             let app = buildApplication(
-                configuration: ServerConfiguration(host: host, port: port, maxQueuedEvents: maxQueuedEvents),
+                configuration: ServerConfiguration(
+                    host: host, port: port, maxQueuedEvents: maxQueuedEvents, destinations: DestinationRegistry.standard()),
                 client: client, logger: logger,
                 onListening: { port in
                     // Written straight to the file descriptor, so a supervisor reading a pipe sees it at once.

@@ -95,8 +95,8 @@ public actor EventWriter {
             do {
                 let outcomes = try await flush(batch)
                 queuedEvents -= count
-                let stored = outcomes.reduce(0) { $0 + $1.stored }
-                onFlush(stored, count - stored, ContinuousClock.now - started)
+                // Suppressed events (a deleted person's) are neither stored nor duplicates.
+                onFlush(outcomes.reduce(0) { $0 + $1.stored }, outcomes.reduce(0) { $0 + $1.duplicates }, ContinuousClock.now - started)
                 for (request, outcome) in zip(batch, outcomes) { request.continuation.resume(returning: outcome) }
             } catch {
                 queuedEvents -= count

@@ -52,6 +52,8 @@ public struct Importer: Sendable {
         public var rows = 0
         public var stored = 0
         public var duplicates = 0
+        /// Rows dropped because they carry a suppressed identifier (a deleted person's).
+        public var suppressed = 0
         public var rejected: [ValidationIssue] = []
         public var rejectedCount = 0
     }
@@ -88,6 +90,7 @@ public struct Importer: Sendable {
             let outcome = try await writer.write(batch, sourceID: source.id)
             report.stored += outcome.stored
             report.duplicates += outcome.duplicates
+            report.suppressed += outcome.suppressed
             batch.removeAll(keepingCapacity: true)
             progress(bytesRead)
         }
