@@ -78,6 +78,8 @@ public struct ProfileStage: Sendable {
                 return report
             }
             try await tx.execute("SET LOCAL jit = off")
+            // The refresh of a batch's profiles sorts all their events; the 4 MB default spills a busy batch to disk.
+            try await tx.execute("SET LOCAL work_mem = '64MB'")
             return try await process(tx)
         }
     }
