@@ -39,19 +39,37 @@ public enum TestDatabase {
     ) async throws -> T {
         let server = try await serverConfiguration()
         let name = "test_\(getpid())_\(UUID().uuidString.prefix(8).lowercased())"
+        // The admin connection is held only to create and to drop: with every test in flight holding one, a parallel
+        // run used more than half of the server's connections for idle admin sessions.
         let admin = try await PostgresConnection.connect(configuration: server.with(database: "postgres"), logger: logger)
-        try await admin.execute("CREATE DATABASE \(identifier: name)")
+        do {
+            try await admin.execute("CREATE DATABASE \(identifier: name)")
+        } catch {
+            await admin.close()
+            throw error
+        }
+        await admin.close()
         let client = PostgresClient(
             configuration: server.with(database: name), options: .init(maxConnections: maxConnections), logger: logger)
         do {
             let value = try await body(client)
             await client.shutdown()
-            try await drop(name, admin)
-            await admin.close()
+            try await drop(name, server: server)
             return value
         } catch {
             await client.shutdown()
-            _ = try? await drop(name, admin)
+            _ = try? await drop(name, server: server)
+            throw error
+        }
+    }
+
+    /// Drops a test database over a connection of its own.
+    static func drop(_ name: String, server: PostgresConfiguration) async throws {
+        let admin = try await PostgresConnection.connect(configuration: server.with(database: "postgres"), logger: logger)
+        do {
+            try await drop(name, admin)
+            await admin.close()
+        } catch {
             await admin.close()
             throw error
         }

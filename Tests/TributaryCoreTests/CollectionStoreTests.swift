@@ -60,7 +60,7 @@ import Testing
         }
     }
 
-    @Test(.timeLimit(.minutes(1)))
+    @Test(.timeLimit(.minutes(3)))
     func concurrentRequestsShareCommitsAndSequenceNumbersFollowCommitOrder() async throws {
         try await TestDatabase.withFreshDatabase(maxConnections: 6) { (client) async throws in
             try await migrated(client)

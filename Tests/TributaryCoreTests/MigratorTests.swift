@@ -36,7 +36,7 @@ import Testing
         }
     }
 
-    @Test(.timeLimit(.minutes(1)))
+    @Test(.timeLimit(.minutes(3)))
     func concurrentMigrationsAreSafe() async throws {
         try await TestDatabase.withFreshDatabase { (client) async throws in
             let configuration = client.configuration

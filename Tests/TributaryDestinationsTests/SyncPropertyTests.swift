@@ -613,7 +613,7 @@ import Testing
         case killed
     }
 
-    @Test(.timeLimit(.minutes(1)), arguments: Interruption.allCases)
+    @Test(.timeLimit(.minutes(3)), arguments: Interruption.allCases)
     func aWorkerInterruptedMidRunLosesNothingAndResendsOnlyTheUnconfirmed(_ interruption: Interruption) async throws {
         let model = Model()
         let calls = Counter()
