@@ -120,19 +120,9 @@ BEGIN
     -- context.externalIds carries any kind), and the node holding it.
     -- (Two statements: with the rules as a column of the same query, cdp.identity_candidates is not inlined.)
     v_rules := coalesce((SELECT r.rules FROM cdp.identity_rules AS r WHERE r.id = 1), '{}');
+    -- (cdp.identifier_normalize is in sql/0650_privacy.sql; PL/pgSQL resolves it when this runs.)
     SELECT c.value, c.problem, n.profile_id, n.status INTO v_value, v_problem, v_profile, v_status
-    FROM (
-        SELECT c.value, c.problem
-        FROM cdp.identity_candidates(
-            CASE WHEN p_kind = 'user_id' THEN p_value END,
-            CASE WHEN p_kind = 'anonymous_id' THEN p_value END,
-            '{}',
-            jsonb_build_object('externalIds', jsonb_build_array(jsonb_build_object('type', p_kind, 'id', p_value))),
-            v_rules) AS c
-        WHERE c.kind = p_kind
-        ORDER BY c.problem IS NOT NULL
-        LIMIT 1
-    ) AS c
+    FROM cdp.identifier_normalize(p_kind, p_value, v_rules) AS c
     LEFT JOIN cdp.identity_nodes AS n ON n.kind = p_kind AND n.value = c.value;
 
     IF v_status = 'hub' THEN
