@@ -65,8 +65,11 @@ public func buildApplication(
     router.post("/v1/webhooks/:source") { request, context in
         await api.handleWebhook(request, sourceName: context.parameters.get("source") ?? "")
     }
-    ProfileAPI(client: client, tokenCacheTTL: configuration.apiTokenCacheTTL, metrics: metrics, logger: logger).register(on: router)
-    PrivacyAPI(client: client, writer: writer, registry: configuration.destinations, tokenCacheTTL: configuration.apiTokenCacheTTL, metrics: metrics, logger: logger).register(on: router)
+    // One token cache for every API that takes API tokens.
+    let auth = AdminAuth(client: client, ttl: configuration.apiTokenCacheTTL, logger: logger)
+    ProfileAPI(client: client, auth: auth, metrics: metrics, logger: logger).register(on: router)
+    PrivacyAPI(client: client, writer: writer, registry: configuration.destinations, auth: auth, metrics: metrics, logger: logger)
+        .register(on: router)
     router.get("/health") { _, _ in
         do {
             _ = try await client.query("SELECT 1")

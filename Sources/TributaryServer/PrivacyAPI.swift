@@ -40,13 +40,13 @@ struct PrivacyAPI: Sendable {
     /// - Parameter registry: the destinations deletions are propagated to (a sync whose destination type is not
     ///   registered makes a deletion fail, unless `skipDestinations`).
     init(
-        client: PostgresClient, writer: EventWriter, registry: DestinationRegistry, tokenCacheTTL: Duration, metrics: ServerMetrics,
+        client: PostgresClient, writer: EventWriter, registry: DestinationRegistry, auth: AdminAuth, metrics: ServerMetrics,
         logger: Logger
     ) {
         privacy = PrivacyRequests(client: client, logger: logger)
         self.writer = writer
         self.registry = registry
-        auth = AdminAuth(client: client, ttl: tokenCacheTTL, logger: logger)
+        self.auth = auth
         self.metrics = metrics
         self.logger = logger
     }

@@ -30,9 +30,9 @@ struct ProfileAPI: Sendable {
     let metrics: ServerMetrics
     let logger: Logger
 
-    init(client: PostgresClient, tokenCacheTTL: Duration, metrics: ServerMetrics, logger: Logger) {
+    init(client: PostgresClient, auth: AdminAuth, metrics: ServerMetrics, logger: Logger) {
         documents = ProfileDocuments(client: client)
-        auth = AdminAuth(client: client, ttl: tokenCacheTTL, logger: logger)
+        self.auth = auth
         self.metrics = metrics
         self.logger = logger
     }

@@ -214,21 +214,14 @@ extension TributaryCommand {
                 guard let port = await iterator.next() else { throw CLIError("the demo server did not start") }
                 // Let the activation see the sync once (its first pass) before the live events.
                 try await Task.sleep(for: .milliseconds(500))
-                let authorization = "Basic " + Data("\(key):".utf8).base64EncodedString()
                 var latencies: [Int] = []
                 for (index, (user, email)) in candidates.enumerated() {
-                    var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/v1/track")
-                    request.method = .POST
-                    request.headers.add(name: "Authorization", value: authorization)
-                    request.headers.add(name: "Content-Type", value: "application/json")
                     let body: [String: Any] = [
                         "userId": user, "event": "Product Viewed", "messageId": "demo-live-\(UUID().uuidString)",
                         "properties": ["product_id": "sku-200", "name": "Rain Jacket", "category": "outdoor", "price": 129.0],
                     ]
-                    request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
-                    let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
-                    _ = try await response.body.collect(upTo: 1 << 16)
-                    guard response.status == .ok else { throw CLIError("the collection API answered \(response.status.code)") }
+                    let (status, _) = try await Self.post(body, to: port, path: "/v1/track", key: key, timeout: .seconds(10))
+                    guard status == .ok else { throw CLIError("the collection API answered \(status.code)") }
                     let acknowledged = ContinuousClock.now
                     if let arrived = await receiver.arrival(of: email, timeout: .seconds(10)) {
                         latencies.append(Int((arrived - acknowledged).milliseconds))
@@ -299,28 +292,33 @@ extension TributaryCommand {
             }
         }
 
+        /// POSTs a JSON object to the demo's collection API with the write key; returns the status and the body.
+        static func post(
+            _ object: [String: Any], to port: Int, path: String, key: String, timeout: TimeAmount
+        ) async throws -> (HTTPResponseStatus, ByteBuffer) {
+            var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
+            request.method = .POST
+            request.headers.add(name: "Authorization", value: "Basic " + Data("\(key):".utf8).base64EncodedString())
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: object)))
+            let response = try await HTTPClient.shared.execute(request, timeout: timeout)
+            return (response.status, try await response.body.collect(upTo: 1 << 20))
+        }
+
         /// Posts the sample batches twice (the second time as a client retry would) and measures each request.
         func post(to port: Int, key: String) async throws -> Collected {
             let batches = SampleEvents(people: people).batches()
-            let authorization = "Basic " + Data("\(key):".utf8).base64EncodedString()
             var result = Collected()
             var latencies: [Int] = []
             for _ in 0..<2 {
                 for batch in batches {
-                    var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/v1/batch")
-                    request.method = .POST
-                    request.headers.add(name: "Authorization", value: authorization)
-                    request.headers.add(name: "Content-Type", value: "application/json")
-                    request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: batch)))
                     let sent = ContinuousClock.now
-                    let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
-                    let body = try await response.body.collect(upTo: 1 << 20)
-                    let took = (ContinuousClock.now - sent).components
-                    latencies.append(Int(took.seconds) * 1000 + Int(took.attoseconds / 1_000_000_000_000_000))
-                    guard response.status == .ok,
+                    let (status, body) = try await Self.post(batch, to: port, path: "/v1/batch", key: key, timeout: .seconds(30))
+                    latencies.append(Int((ContinuousClock.now - sent).milliseconds))
+                    guard status == .ok,
                         let answer = try JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any]
                     else {
-                        throw CLIError("the collection API answered \(response.status.code): \(String(buffer: body))")
+                        throw CLIError("the collection API answered \(status.code): \(String(buffer: body))")
                     }
                     result.requests += 1
                     result.stored += answer["stored"] as? Int ?? 0

@@ -62,11 +62,9 @@ public struct AuditLog: Sendable {
 
     /// The newest entries first, optionally only actions starting with `prefix` (`privacy.`).
     public func entries(actionPrefix prefix: String? = nil, limit: Int = 50) async throws -> [Entry] {
-        let pattern = (prefix ?? "").replacingOccurrences(of: "\\", with: "\\\\")
-            .replacingOccurrences(of: "%", with: "\\%").replacingOccurrences(of: "_", with: "\\_") + "%"
-        return try await client.query("""
+        try await client.query("""
             SELECT audit_id, at, actor, action, target, details::text FROM cdp.audit_log
-            WHERE action LIKE \(pattern) ORDER BY audit_id DESC LIMIT \(limit)
+            WHERE starts_with(action, \(prefix ?? "")) ORDER BY audit_id DESC LIMIT \(limit)
             """).map { row in
             let (id, at, actor, action, target, details) = try row.decode((Int64, Date, String, String, String?, String).self)
             return Entry(id: id, at: at, actor: actor, action: action, target: target, details: try JSONParser.parse(Array(details.utf8)))

@@ -79,7 +79,7 @@ public struct RealtimeActivation: Sendable {
             // First sight: every current member, then the changes after what that run saw.
             let latest = try await client.query("SELECT coalesce(max(change_id), 0) FROM cdp.segment_changes").scalar(Int64.self)
             let run = try await runner.run(name, trigger: "realtime")
-            guard try record(run, name, &report) else { return }
+            guard record(run, name, &report) else { return }
             try await save(name, latest)
             return
         }
@@ -92,7 +92,7 @@ public struct RealtimeActivation: Sendable {
             guard let last = rows.last?.0 else { return }
             let profiles = Array(Set(rows.map(\.1)))
             let run = try await runner.run(name, trigger: "realtime", profiles: profiles)
-            guard try record(run, name, &report) else { return }
+            guard record(run, name, &report) else { return }
             try await save(name, last)
             report.changes += rows.count
             mark = last
@@ -101,7 +101,7 @@ public struct RealtimeActivation: Sendable {
     }
 
     /// Counts a run; false when the checkpoint must not move (the run failed or another process holds the sync).
-    private func record(_ run: SyncRunner.Report, _ name: String, _ report: inout Report) throws -> Bool {
+    private func record(_ run: SyncRunner.Report, _ name: String, _ report: inout Report) -> Bool {
         switch run.status {
         case .succeeded, .partial:
             report.runs += 1
