@@ -11,6 +11,53 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
     public var connectionString: String
     /// Settings that override the connection string (for example a different database for a test).
     public var overrides: [String: String] = [:]
+    /// What the connection is for, shown as `application_name` in `pg_stat_activity` and the server log
+    /// (`tributary serve: identity`), unless the connection string or `PGAPPNAME` names the application.
+    public var applicationName = "tributary"
+    /// Session settings every connection made with this configuration applies once, right after it connects, in
+    /// this order (`SET name TO 'value'`). Tributary's own connections turn JIT off: its statements are short and
+    /// frequent, and compiling them costs far more than it saves (one ingest commit: 800 ms with JIT, 30 ms
+    /// without). SQL that users write (a sync's `source.query`) runs with `SET LOCAL jit TO DEFAULT`, the server's
+    /// own setting; see ``PostgresConnection/useServerDefaults()``.
+    public var sessionSettings: [SessionSetting] = PostgresConfiguration.defaultSessionSettings
+
+    /// One session setting applied at connect.
+    public struct SessionSetting: Sendable, Equatable, CustomStringConvertible {
+        /// The parameter's name (`jit`, `statement_timeout`, `auto_explain.log_min_duration`).
+        public var name: String
+        /// Its value, as `SET` takes it (`off`, `5min`).
+        public var value: String
+
+        public init(_ name: String, _ value: String) {
+            self.name = name
+            self.value = value
+        }
+
+        public var description: String { "\(name)=\(value)" }
+
+        /// The statement that applies it; the name is quoted as identifiers are, the value as a literal.
+        func sql() throws -> String {
+            let name = try self.name.split(separator: ".", omittingEmptySubsequences: false)
+                .map { try SQLQuoting.identifier(String($0)) }.joined(separator: ".")
+            return "SET \(name) TO \(try SQLQuoting.literal(value))"
+        }
+    }
+
+    /// The settings Tributary's connections apply unless told otherwise: `jit = off`.
+    public static let defaultSessionSettings = [SessionSetting("jit", "off")]
+
+    /// The same server, for a connection of the given role: `role` becomes its `application_name` (unless the
+    /// connection string names one) and `settings` are applied after the defaults (a later one of the same name wins).
+    ///
+    /// ```swift
+    /// let identity = configuration.forRole("tributary serve: identity", settings: [.init("lock_timeout", "1min")])
+    /// ```
+    public func forRole(_ role: String, settings: [SessionSetting] = []) -> PostgresConfiguration {
+        var copy = self
+        copy.applicationName = role
+        copy.sessionSettings += settings
+        return copy
+    }
 
     /// Validates the string with libpq's own parser.
     ///
@@ -74,7 +121,7 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
 
     /// The keywords and values for `PQconnectdbParams`, with Tributary's defaults placed so the user's win.
     func connectParameters() -> [(String, String)] {
-        var parameters: [(String, String)] = [("fallback_application_name", "tributary")]
+        var parameters: [(String, String)] = [("fallback_application_name", applicationName)]
         if ProcessInfo.processInfo.environment["PGCONNECT_TIMEOUT"] == nil {
             parameters.append(("connect_timeout", "10"))
         }

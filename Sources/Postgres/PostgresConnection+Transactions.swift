@@ -28,6 +28,22 @@ public enum IsolationLevel: String, Sendable {
 }
 
 extension PostgresConnection {
+    /// For the rest of the current transaction, the server's own values of the settings Tributary changes at connect
+    /// (``PostgresConfiguration/defaultSessionSettings``: `jit`), for SQL that users write, which should run as it
+    /// runs in their own sessions. Must be called inside a transaction (it uses `SET LOCAL`).
+    ///
+    /// ```swift
+    /// try await connection.withTransaction { tx in
+    ///     try await tx.useServerDefaults()          // SET LOCAL jit TO DEFAULT
+    ///     try await tx.execute(PostgresQuery(unsafeSQL: analystQuery))
+    /// }
+    /// ```
+    public nonisolated func useServerDefaults() async throws {
+        for setting in PostgresConfiguration.defaultSessionSettings {
+            try await execute(PostgresQuery(unsafeSQL: "SET LOCAL \(try SQLQuoting.identifier(setting.name)) TO DEFAULT"))
+        }
+    }
+
     /// Runs `body` in a transaction: `BEGIN`, then `COMMIT` if it returns or `ROLLBACK` if it throws.
     ///
     /// Called inside a transaction, it opens a savepoint instead (see ``withSavepoint(_:)``), so helpers that

@@ -89,7 +89,16 @@ public actor PostgresConnection {
         }
         // Fixed session settings make timestamps and bytea decode the same way on every server.
         cancelSignal.attach(PQgetCancel(connection))
-        try runScript("SET TimeZone TO 'UTC'; SET DateStyle TO 'ISO, MDY'; SET bytea_output TO 'hex'")
+        // Then the configuration's session settings (JIT off for Tributary's own statements, timeouts by role), in the
+        // same round trip: set once here rather than with SET LOCAL before each statement.
+        var settings = ["SET TimeZone TO 'UTC'", "SET DateStyle TO 'ISO, MDY'", "SET bytea_output TO 'hex'"]
+        do {
+            settings += try configuration.sessionSettings.map { try $0.sql() }
+        } catch {
+            close()
+            throw error
+        }
+        try runScript(settings.joined(separator: "; "))
         logger.debug("connected", metadata: ["pg.server": "\(configuration)", "pg.pid": "\(PQbackendPID(connection))"])
     }
 

@@ -32,7 +32,18 @@ extension TributaryCommand {
         func run() async throws {
             let logger = global.makeLogger()
             let target = try await global.resolveTarget(logger: logger)
-            let client = PostgresClient(configuration: target.configuration, options: .init(maxConnections: 8), logger: logger)
+            // One pool per role, so pg_stat_activity names each connection's job and each gets its role's timeouts.
+            let configuration = target.configuration
+            let client = PostgresClient(
+                configuration: configuration.forCollection(process: "serve"), options: .init(maxConnections: 8), logger: logger)
+            func stageClient(_ stage: String, connections: Int) -> PostgresClient {
+                PostgresClient(
+                    configuration: configuration.forStage(stage, process: "serve"), options: .init(maxConnections: connections),
+                    logger: logger)
+            }
+            let identityClient = stageClient("identity", connections: 2)   // the batch and the next batch's prefetch
+            let profileClient = stageClient("profiles", connections: 2)
+            let segmentClient = stageClient("segments", connections: 1)
             try await Migrator(files: try ProjectFiles.locate(), logger: logger).migrate(client)
             let summary = target.summary
             let app = buildApplication(
@@ -46,20 +57,20 @@ extension TributaryCommand {
                 })
             var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: app)]
             if identity {
-                services.append(.init(service: IdentityService(stage: IdentityStage(client: client, logger: logger))))
+                services.append(.init(service: IdentityService(stage: IdentityStage(client: identityClient, logger: logger))))
             }
             if profiles {
-                let stage = ProfileStage(client: client, logger: logger)
+                let stage = ProfileStage(client: profileClient, logger: logger)
                 services.append(.init(service: ProfileService(stage: stage, recomputeEvery: .seconds(recomputeEvery))))
             }
             if refreshSegmentsEvery > 0 {
-                let membership = SegmentMembership(client: client, logger: logger)
+                let membership = SegmentMembership(client: segmentClient, logger: logger)
                 services.append(.init(service: SegmentService(membership: membership, every: .seconds(refreshSegmentsEvery))))
             }
             let group = ServiceGroup(configuration: ServiceGroupConfiguration(
                 services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             try await group.run()
-            await client.shutdown()
+            for pool in [client, identityClient, profileClient, segmentClient] { await pool.shutdown() }
         }
     }
 

@@ -34,7 +34,8 @@ extension TributaryCommand {
         func run() async throws {
             let logger = global.makeLogger()
             let target = try await global.resolveTarget(logger: logger)
-            let client = PostgresClient(configuration: target.configuration, options: .init(maxConnections: 4), logger: logger)
+            let client = PostgresClient(
+                configuration: target.configuration.forStage("syncs", process: "worker"), options: .init(maxConnections: 4), logger: logger)
             try await Migrator(files: try ProjectFiles.locate(), logger: logger).migrate(client)
             let registry = DestinationRegistry.standard()
             let runner = SyncRunner(client: client, logger: logger, registry: registry)

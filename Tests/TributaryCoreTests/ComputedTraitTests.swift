@@ -133,7 +133,7 @@ import Testing
         }
     }
 
-    @Test(arguments: [UInt64(1), 2, 3])
+    @Test(arguments: [UInt64(1), 2, 3, 4, 5])
     func computedTraitsMatchAnIndependentComputation(seed: UInt64) async throws {
         try await TestDatabase.withFreshDatabase { (client) async throws in
             try await IdentityFixture.migrated(client)
@@ -193,6 +193,45 @@ import Testing
             #expect(typed.0 == sent.filter { $0.event == "Order Completed" }.count)
             #expect(abs(typed.1 - sent.compactMap(\.revenue).reduce(0, +)) < 1e-6)
             #expect(typed.3 == buyers.count)
+        }
+    }
+
+    /// The stage combines each profile's stored aggregate state with a batch's events; a profile without a state (an
+    /// upgrade) or with one of other definitions is computed from all its events instead, and either way the traits
+    /// equal an independent computation.
+    @Test func profilesWithoutAUsableStateAreComputedFromTheirEvents() async throws {
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await IdentityFixture.migrated(client)
+            try await F.apply(Self.definitions, client)
+            let now = Date(timeIntervalSince1970: (Date().timeIntervalSince1970 / 1000).rounded() * 1000)
+            var sent = Self.generate(seed: 11, users: 24, now: now)
+            let half = sent.count * 2 / 3
+            try await F.ingest(sent[..<half].map(Self.incoming), client, clock: now)
+            let states = try await client.query("SELECT count(*) FROM cdp.profile_data WHERE aggregates ->> 'd' LIKE 'v1-%'").scalar(Int.self)
+            #expect(states == Set(sent[..<half].map(\.user)).count)
+            try await client.execute("""
+                UPDATE cdp.profile_data SET aggregates = NULL
+                WHERE profile_id IN (SELECT profile_id FROM cdp.profile_data ORDER BY profile_id LIMIT 4)
+                """)
+            try await client.execute("""
+                UPDATE cdp.profile_data SET aggregates = aggregates || '{"d": "v1-other", "n": 1000}'
+                WHERE profile_id IN (SELECT profile_id FROM cdp.profile_data ORDER BY profile_id OFFSET 4 LIMIT 4)
+                """)
+            for chunk in stride(from: half, to: sent.count, by: 25) {
+                try await F.ingest(sent[chunk..<min(chunk + 25, sent.count)].map(Self.incoming), client, clock: now)
+            }
+            let seqs = try await client.query("SELECT seq FROM cdp.events ORDER BY seq").map { try $0.decode(Int.self) }
+            for index in sent.indices { sent[index].seq = seqs[index] }
+            for (user, events) in Dictionary(grouping: sent, by: \.user) {
+                let computed = try await F.computed(of: user, client)
+                let expected = Self.expected(events, now: now)
+                #expect(Self.close(Self.numbers(computed), expected), "\(user): \(computed) vs \(expected)")
+                let count = try await client.query("""
+                    SELECT p.event_count FROM cdp.profiles AS p JOIN cdp.identities AS i USING (profile_id)
+                    WHERE i.kind = 'user_id' AND i.value = \(user)
+                    """).scalar(Int.self)
+                #expect(count == events.count)
+            }
         }
     }
 

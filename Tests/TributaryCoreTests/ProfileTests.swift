@@ -182,7 +182,7 @@ enum ProfileFixture {
 @Suite struct ProfileStageEquivalenceTests {
     typealias F = ProfileFixture
 
-    @Test(arguments: [UInt64(5), 6, 7])
+    @Test(arguments: [UInt64(5), 6, 7, 8, 9])
     func realTimeProfilesEqualARebuild(seed: UInt64) async throws {
         let data = SyntheticPeople.generate(SyntheticPeople.Options(people: 300, seed: seed))
         try await TestDatabase.withFreshDatabase { (client) async throws in

@@ -5,10 +5,11 @@ import Postgres
 /// Stores accepted calls durably, sharing one transaction among all the requests waiting at the same time
 /// (group commit), and returns to each caller only after that transaction has committed.
 ///
-/// Each flush COPYs the waiting events into a temporary table, then in one transaction records their message ids in
-/// `cdp.event_message_ids` (so a retried message is stored once, however late) and inserts the new ones into
-/// `cdp.events` with receive sequence numbers drawn under an advisory lock, so sequence numbers become visible in
-/// increasing order for the stages that consume them. The queue is bounded: when it is full, ``write(_:sourceID:)``
+/// Each flush, in one transaction, records the waiting events' message ids in `cdp.event_message_ids` (so a retried
+/// message is stored once, however late) and stores the new ones in `cdp.events` with receive sequence numbers drawn
+/// under an advisory lock, so sequence numbers become visible in increasing order for the stages that consume them.
+/// While nothing is suppressed, only the ids are staged (COPY into a temporary table) and the new events are COPYed
+/// straight into `cdp.events`; otherwise whole events are staged so the insert can check their identifiers. The queue is bounded: when it is full, ``write(_:sourceID:)``
 /// fails at once with ``Overloaded`` rather than buffering without limit.
 ///
 /// Events carrying an identifier of a deleted person (``PrivacyRequests``, `cdp.suppressions`) are dropped by the
@@ -125,7 +126,9 @@ public actor EventWriter {
         }
         try await ensurePartitions(for: rows.map(\.event.timestamp))
         let hint = try await suppressionState()
-        let (storedKeys, droppedKeys): (Set<String>, Set<String>) = try await client.withConnection { connection in
+        var stored: (Set<String>, Set<String>)? = nil
+        if !hint.any { stored = try await flushDirect(rows) }
+        let (storedKeys, droppedKeys): (Set<String>, Set<String>) = if let stored { stored } else { try await client.withConnection { connection in
             try await connection.execute(Self.stagingSQL)
             return try await connection.withTransaction { tx in
                 try await tx.copyIn("COPY tributary_incoming FROM STDIN") { writer in
@@ -140,9 +143,6 @@ public actor EventWriter {
                     }
                     try await writer.write(buffer)
                 }
-                // The extraction's inlined expressions look expensive to the planner; JIT-compiling them costs more than
-                // running them (as in the identity stage).
-                if hint.any { try await tx.execute("SET LOCAL jit = off") }
                 try await tx.advisoryTransactionLock(Self.sequenceLock)
                 // The statement's snapshot is taken under the lock a deletion also takes, so a suppression committed
                 // before we got it is seen.
@@ -157,7 +157,7 @@ public actor EventWriter {
                 if !keys.isEmpty { try await tx.execute("SELECT pg_notify(\(Self.eventsChannel), '')") }
                 return (keys, dropped)
             }
-        }
+        } }
         if !droppedKeys.isEmpty {
             logger.info("dropped events carrying suppressed identifiers (deleted people)", metadata: ["events": "\(droppedKeys.count)"])
         }
@@ -176,6 +176,65 @@ public actor EventWriter {
             }
         }
         return outcomes
+    }
+
+    /// The path taken while nothing is suppressed: only the message ids go through a temporary table; the events of
+    /// those that are new are COPYed straight into `cdp.events` with sequence numbers drawn under the lock, so each
+    /// event is written once rather than staged and copied. Returns nil (nothing written) if a suppression exists
+    /// once the lock is held (one committed since the hint was read): the caller then takes the checking path.
+    private func flushDirect(_ rows: [(sourceID: String, event: IncomingEvent)]) async throws -> (Set<String>, Set<String>)? {
+        try await client.withConnection { connection in
+            try await connection.execute(Self.stagingIDsSQL)
+            return try await connection.withTransaction { tx -> (Set<String>, Set<String>)? in
+                try await tx.copyIn("COPY tributary_incoming_ids FROM STDIN") { writer in
+                    var buffer: [UInt8] = []
+                    buffer.reserveCapacity(64 * 1024)
+                    for (ordinal, (sourceID, event)) in rows.enumerated() {
+                        buffer.append(contentsOf: String(ordinal).utf8)
+                        buffer.append(0x09)
+                        Self.appendCopyEscaped(sourceID, to: &buffer)
+                        buffer.append(0x09)
+                        Self.appendCopyEscaped(event.messageID, to: &buffer)
+                        buffer.append(0x09)
+                        PostgresTime.append(event.receivedAt, to: &buffer)
+                        buffer.append(0x0A)
+                        if buffer.count >= 60 * 1024 {
+                            try await writer.write(buffer)
+                            buffer.removeAll(keepingCapacity: true)
+                        }
+                    }
+                    try await writer.write(buffer)
+                }
+                // Under the lock a deletion also takes: a suppression committed before it is seen here.
+                try await tx.advisoryTransactionLock(Self.sequenceLock)
+                let fresh = try await tx.query(PostgresQuery(unsafeSQL: Self.freshIDsSQL))
+                var sequence: [(ordinal: Int, seq: Int64)] = []
+                sequence.reserveCapacity(rows.count)
+                for row in fresh {
+                    let (ordinal, seq) = try row.decode((Int, Int64).self)
+                    if ordinal < 0 { return nil }   // something is suppressed now: roll back, check every event
+                    sequence.append((ordinal, seq))
+                }
+                var keys = Set<String>()
+                guard !sequence.isEmpty else { return (keys, []) }
+                try await tx.copyIn(PostgresQuery(unsafeSQL: "COPY cdp.events (seq, \(Self.eventColumns)) FROM STDIN")) { writer in
+                    var buffer: [UInt8] = []
+                    buffer.reserveCapacity(256 * 1024)
+                    for (ordinal, seq) in sequence {
+                        let (sourceID, event) = rows[ordinal]
+                        keys.insert(sourceID + "\u{1}" + event.messageID)
+                        Self.appendCopyLine(to: &buffer, ordinal: Int(seq), sourceID: sourceID, event)
+                        if buffer.count >= 240 * 1024 {
+                            try await writer.write(buffer)
+                            buffer.removeAll(keepingCapacity: true)
+                        }
+                    }
+                    try await writer.write(buffer)
+                }
+                try await tx.execute("SELECT pg_notify(\(Self.eventsChannel), '')")
+                return (keys, [])
+            }
+        }
     }
 
     /// Creates the monthly partitions a batch needs, in their own short transactions, before the insert.
@@ -213,6 +272,36 @@ public actor EventWriter {
             anonymous_id text, group_id text, previous_id text, timestamp timestamptz, original_timestamp timestamptz,
             sent_at timestamptz, received_at timestamptz, properties jsonb, traits jsonb, context jsonb, integrations jsonb
         ) ON COMMIT DELETE ROWS
+        """
+
+    /// The message ids of a batch, for the direct path.
+    static let stagingIDsSQL: PostgresQuery = """
+        CREATE TEMP TABLE IF NOT EXISTS tributary_incoming_ids (
+            ordinal int, source_id text, message_id text, received_at timestamptz
+        ) ON COMMIT DELETE ROWS
+        """
+
+    /// The columns of `cdp.events` a COPY line of ``appendCopyLine(to:ordinal:sourceID:_:)`` fills after its first.
+    static let eventColumns = """
+        source_id, message_id, type, event, name, user_id, anonymous_id, group_id, previous_id, timestamp, \
+        original_timestamp, sent_at, received_at, properties, traits, context, integrations
+        """
+
+    /// Records the staged message ids; returns `(ordinal, seq)` of the new ones, in order, with a sequence number each
+    /// drawn in that order; or the single row `(-1, 0)`, recording nothing, if any identifier is suppressed.
+    static let freshIDsSQL = """
+        WITH blocked AS MATERIALIZED (
+            SELECT EXISTS (SELECT 1 FROM cdp.suppressions) AS found
+        ), fresh AS (
+            INSERT INTO cdp.event_message_ids (source_id, message_id, received_at)
+            SELECT source_id, message_id, received_at FROM tributary_incoming_ids WHERE NOT (SELECT found FROM blocked)
+            ON CONFLICT DO NOTHING
+            RETURNING source_id, message_id
+        )
+        SELECT i.ordinal, nextval('cdp.events_seq')
+        FROM (SELECT i.ordinal FROM tributary_incoming_ids AS i JOIN fresh AS f USING (source_id, message_id) ORDER BY i.ordinal) AS i
+        UNION ALL
+        SELECT -1, 0 WHERE (SELECT found FROM blocked)
         """
 
     /// Stores the staged events, except those carrying a suppressed identifier (extracted and normalized by

@@ -164,7 +164,6 @@ extension PrivacyRequests {
     ) async throws -> DeletionReport {
         var counts = initial
         // Stages that write about profiles wait for us (they skip a batch while we hold their locks).
-        try await tx.execute("SET LOCAL jit = off")   // the extraction over every event: JIT costs more than it saves
         try await tx.advisoryTransactionLock(IdentityStore.processorLock)
         try await tx.advisoryTransactionLock(ProfileStage.processorLock)
         try await tx.advisoryTransactionLock(SegmentMembership.lock)

@@ -34,7 +34,6 @@ extension PrivacyRequests {
                 try await write(String(head.dropLast()) + ", \"events\": [")
                 // The events in a transaction of their own, so the temporary tables live as long as the cursor.
                 let count = try await db.withTransaction { tx in
-                    try await tx.execute("SET LOCAL jit = off")
                     try await Self.stageSubject(tx, subject)
                     var count = 0
                     var page = ""

@@ -83,7 +83,6 @@ public struct IdentityRebuild: Sendable {
         try await db.script("""
             SET temp_buffers = '2GB';
             SET work_mem = '256MB';
-            SET jit = off;
             SET max_parallel_workers_per_gather = 2;
             SET maintenance_work_mem = '256MB';
             SET synchronous_commit = off;
@@ -108,7 +107,6 @@ public struct IdentityRebuild: Sendable {
                 group.addTask {
                     let worker = try await PostgresConnection.connect(configuration: configuration, logger: logger)
                     do {
-                        try await worker.execute("SET jit = off")
                         try await worker.execute("""
                             INSERT INTO \(unescaped: s).ids
                             SELECT e.seq, e.timestamp, c.kind, c.value

@@ -74,9 +74,6 @@ public struct IdentityStage: Sendable {
                     report.busy = true
                     return (report, nil)
                 }
-                // The extraction's inlined expressions look expensive to the planner, and JIT-compiling them costs
-                // over a second per batch for nothing: batches are small.
-                try await tx.execute("SET LOCAL jit = off")
                 return try await process(tx, prefetched: await prefetched?.value, prefetchNext: prefetchNext)
             }
         }
@@ -111,7 +108,6 @@ public struct IdentityStage: Sendable {
         let client = client, batchSize = batchSize
         return Task {
             try? await client.withConnection { db in
-                try await db.execute("SET jit = off")
                 let through = try await db.query("""
                     SELECT max(seq) FROM (SELECT seq FROM cdp.events WHERE seq > \(after) ORDER BY seq LIMIT \(batchSize)) AS next
                     """).scalar(Int64?.self)

@@ -33,19 +33,25 @@ public struct ComputedTraitCompiler: Sendable {
         for (index, trait) in definitions.computedTraits.enumerated() {
             columns.append("\(try aggregate(trait, now: now)) AS t\(index)")
         }
-        if definitions.rfm.enabled {
-            let event = "e.event = \(try SQLQuoting.literal(definitions.rfm.event))"
-            let revenue = "cdp.jsonb_numeric(e.properties -> \(try SQLQuoting.literal(definitions.rfm.revenueProperty)))"
-            columns.append("max(e.timestamp) FILTER (WHERE \(event)) AS rfm_last")
-            columns.append("count(*) FILTER (WHERE \(event)) AS rfm_orders")
-            columns.append("coalesce(sum(\(revenue)) FILTER (WHERE \(event)), 0) AS rfm_revenue")
-        }
+        columns += try rfmColumns()
         return """
             SELECT \(columns.joined(separator: ",\n       "))
             FROM cdp.events AS e
             WHERE e.profile_id IS NOT NULL AND e.seq <= \(through)\(profileFilter.map { " AND \($0)" } ?? "")
             GROUP BY e.profile_id
             """
+    }
+
+    /// The RFM inputs over the event row `e` (`rfm_last`, `rfm_orders`, `rfm_revenue`); none when RFM is off.
+    func rfmColumns() throws -> [String] {
+        guard definitions.rfm.enabled else { return [] }
+        let event = "e.event = \(try SQLQuoting.literal(definitions.rfm.event))"
+        let revenue = "cdp.jsonb_numeric(e.properties -> \(try SQLQuoting.literal(definitions.rfm.revenueProperty)))"
+        return [
+            "max(e.timestamp) FILTER (WHERE \(event)) AS rfm_last",
+            "count(*) FILTER (WHERE \(event)) AS rfm_orders",
+            "coalesce(sum(\(revenue)) FILTER (WHERE \(event)), 0) AS rfm_revenue",
+        ]
     }
 
     /// The `computed` jsonb of a row `a` of ``aggregateSQL(asOf:through:profileFilter:)``, with the RFM scores of
@@ -102,8 +108,9 @@ public struct ComputedTraitCompiler: Sendable {
             """
     }
 
-    /// One trait's aggregate expression over the event row `e`.
-    func aggregate(_ trait: ComputedTrait, now: String) throws -> String {
+    /// The parts of one trait's aggregate over the event row `e`: the conditions an event must meet (event names,
+    /// types, window, property conditions) and the property's JSON expression, if the trait reads one.
+    func parts(_ trait: ComputedTrait, now: String) throws -> (conditions: [String], property: String?) {
         var conditions: [String] = []
         if let events = trait.events {
             conditions.append(events.count == 1
@@ -119,11 +126,19 @@ public struct ComputedTraitCompiler: Sendable {
         for condition in trait.where ?? [] {
             conditions.append(try Self.condition(condition))
         }
-        let property = try trait.property.map { "e.properties -> \(try SQLQuoting.literal($0))" }
-        func filter(_ extra: [String] = []) -> String {
-            let all = conditions + extra
-            return all.isEmpty ? "" : " FILTER (WHERE \(all.joined(separator: " AND ")))"
-        }
+        return (conditions, try trait.property.map { "e.properties -> \(try SQLQuoting.literal($0))" })
+    }
+
+    /// ` FILTER (WHERE …)` of `conditions` and `extra`, or nothing when there are none.
+    static func filter(_ conditions: [String], _ extra: [String] = []) -> String {
+        let all = conditions + extra
+        return all.isEmpty ? "" : " FILTER (WHERE \(all.joined(separator: " AND ")))"
+    }
+
+    /// One trait's aggregate expression over the event row `e`.
+    func aggregate(_ trait: ComputedTrait, now: String) throws -> String {
+        let (conditions, property) = try parts(trait, now: now)
+        func filter(_ extra: [String] = []) -> String { Self.filter(conditions, extra) }
         let present = property.map { ["jsonb_typeof(\($0)) <> 'null'"] } ?? []
         switch trait.aggregate {
         case .count: return "count(*)\(filter())"

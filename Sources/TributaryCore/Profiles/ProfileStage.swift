@@ -77,7 +77,6 @@ public struct ProfileStage: Sendable {
                 report.busy = true
                 return report
             }
-            try await tx.execute("SET LOCAL jit = off")
             // The refresh of a batch's profiles sorts all their events; the 4 MB default spills a busy batch to disk.
             try await tx.execute("SET LOCAL work_mem = '64MB'")
             return try await process(tx)
@@ -172,7 +171,8 @@ public struct ProfileStage: Sendable {
             WHERE seq > \(marks.profiles) AND seq <= \(through) AND profile_id IS NOT NULL
             """).map { try $0.decode(UUID.self) }
         let changed = Array(Set(touched).union(recomputed))
-        report.profilesUpdated = try await store.refreshData(tx, profiles: changed, through: through)
+        report.profilesUpdated = try await store.refreshData(
+            tx, touched: touched, recompute: recomputed, after: marks.profiles, through: through)
         // Real-time segments follow the profiles in the same transaction: a membership never runs ahead of its data.
         report.segmentChanges = try await SegmentMembership.reevaluate(tx, profiles: changed)
         if report.segmentChanges > 0 { try await tx.execute("SELECT pg_notify(\(RealtimeActivation.channel), '')") }
@@ -198,7 +198,6 @@ public struct ProfileStage: Sendable {
     public func rebuild() async throws -> BatchReport {
         try await client.withTransaction { tx in
             try await tx.advisoryTransactionLock(Self.processorLock)
-            try await tx.execute("SET LOCAL jit = off")
             let (lastMerge, lastChange) = try await Self.lastChanges(tx)
             let marks = try await Self.checkpoints(tx)
             let definitions = try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", tx) ?? ComputedTraitDefinitions()
@@ -235,7 +234,6 @@ public struct ProfileStage: Sendable {
     public func recomputeAll(full: Bool = true) async throws -> Int {
         try await client.withTransaction { tx in
             try await tx.advisoryTransactionLock(Self.processorLock)
-            try await tx.execute("SET LOCAL jit = off")
             try await tx.execute("SET LOCAL work_mem = '256MB'")
             let marks = try await Self.checkpoints(tx)
             let definitions = try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", tx) ?? ComputedTraitDefinitions()

@@ -4,10 +4,12 @@ import Postgres
 /// The set-based SQL of the profile stage: trait merging, per-profile recomputes, profile data, bulk recomputes.
 struct ProfileStore: Sendable {
     let compiler: ComputedTraitCompiler
+    let aggregates: ProfileAggregates
     let asOf: Date
 
     init(definitions: ComputedTraitDefinitions, asOf: Date) {
         self.compiler = ComputedTraitCompiler(definitions)
+        self.aggregates = ProfileAggregates(compiler)
         self.asOf = asOf
     }
 
@@ -116,21 +118,31 @@ struct ProfileStore: Sendable {
         return try await tx.query(PostgresQuery(unsafeSQL: sql, binds: binds)).scalar(Int.self)
     }
 
-    /// Brings `profile_data` of `profiles` up to date: traits from the stored values; computed traits, first/last
-    /// seen and event count from their events with `seq <= through`. Returns the number of rows changed.
-    func refreshData(_ tx: PostgresConnection, profiles: [UUID], through: Int64) async throws -> Int {
-        guard !profiles.isEmpty else { return 0 }
-        let aggregates = try compiler.aggregateSQL(asOf: asOf, through: through, profileFilter: "e.profile_id = ANY($1::uuid[])")
-        return try await tx.query(PostgresQuery(unsafeSQL: try upsertDataSQL(aggregates), binds: [try profiles.postgresBind()]))
-            .scalar(Int.self)
+    /// Brings `profile_data` up to date after the events `after < seq <= through`: traits from the stored values;
+    /// computed traits, first/last seen, event count and RFM inputs from each profile's stored aggregate state
+    /// combined with the batch's events (``ProfileAggregates``). The profiles of `recompute` (merged or split), and
+    /// touched profiles without a state of the current definitions, are computed from all their events instead.
+    /// Returns the number of rows changed.
+    func refreshData(_ tx: PostgresConnection, touched: [UUID], recompute: [UUID], after: Int64, through: Int64) async throws -> Int {
+        guard !touched.isEmpty || !recompute.isEmpty else { return 0 }
+        let stale = touched.isEmpty ? [] : try await tx.query("""
+            SELECT t.id FROM unnest(\(touched)::uuid[]) AS t (id)
+            WHERE NOT EXISTS (SELECT 1 FROM cdp.profile_data AS d WHERE d.profile_id = t.id AND d.aggregates ->> 'd' = \(aggregates.fingerprint))
+            """).map { try $0.decode(UUID.self) }
+        let full = Array(Set(recompute).union(stale))
+        var binds = [try full.postgresBind()]
+        if aggregates.hasWindowedTraits { binds.append(try Array(Set(touched).union(full)).postgresBind()) }
+        let rows = try aggregates.rowsSQL(.batch(after: after, through: through), asOf: asOf)
+        return try await tx.query(PostgresQuery(unsafeSQL: try upsertDataSQL(rows), binds: binds)).scalar(Int.self)
     }
 
     private func upsertDataSQL(_ aggregates: String) throws -> String {
         """
         WITH written AS (
-            INSERT INTO cdp.profile_data AS d (profile_id, traits, computed, first_seen_at, last_seen_at, event_count, computed_at)
+            INSERT INTO cdp.profile_data AS d (profile_id, traits, computed, first_seen_at, last_seen_at, event_count, computed_at,
+                                               aggregates)
             SELECT a.profile_id, coalesce(t.traits, '{}'::jsonb), \(try compiler.computedObjectSQL()),
-                   a.first_seen_at, a.last_seen_at, a.event_count, \(ComputedTraitCompiler.timestamp(asOf))
+                   a.first_seen_at, a.last_seen_at, a.event_count, \(ComputedTraitCompiler.timestamp(asOf)), a.aggregates
             FROM (\(aggregates)) AS a
             LEFT JOIN LATERAL (
                 SELECT jsonb_object_agg(v.key, v.value) AS traits FROM cdp.profile_trait_values AS v
@@ -141,9 +153,10 @@ struct ProfileStore: Sendable {
             ON CONFLICT (profile_id) DO UPDATE
             SET traits = excluded.traits, computed = excluded.computed, first_seen_at = excluded.first_seen_at,
                 last_seen_at = excluded.last_seen_at, event_count = excluded.event_count,
-                computed_at = excluded.computed_at, updated_at = now()
-            WHERE (d.traits, d.computed, d.first_seen_at, d.last_seen_at, d.event_count)
-                  IS DISTINCT FROM (excluded.traits, excluded.computed, excluded.first_seen_at, excluded.last_seen_at, excluded.event_count)
+                computed_at = excluded.computed_at, updated_at = now(), aggregates = excluded.aggregates
+            WHERE (d.traits, d.computed, d.first_seen_at, d.last_seen_at, d.event_count, d.aggregates)
+                  IS DISTINCT FROM (excluded.traits, excluded.computed, excluded.first_seen_at, excluded.last_seen_at, excluded.event_count,
+                                    excluded.aggregates)
             RETURNING 1
         )
         SELECT count(*) FROM written
@@ -163,7 +176,8 @@ struct ProfileStore: Sendable {
             WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_profiles AS p WHERE p.profile_id = d.profile_id)
                OR NOT EXISTS (SELECT 1 FROM cdp.events AS e WHERE e.profile_id = d.profile_id AND e.seq <= \(through))
             """)
-        try await computeThresholds(tx, through: through, into: "rebuild_aggregates")
+        try await computeThresholds(
+            tx, through: through, into: "rebuild_aggregates", sql: try aggregates.rowsSQL(.all(through: through), asOf: asOf))
         let profiles = try await tx.query(PostgresQuery(unsafeSQL: try upsertDataSQL("SELECT * FROM pg_temp.rebuild_aggregates"))).scalar(Int.self)
         try await tx.execute("DROP TABLE pg_temp.rebuild_aggregates")
         return (changes, profiles)
@@ -172,11 +186,11 @@ struct ProfileStore: Sendable {
     /// Computes every profile's aggregates (of `compiler`'s traits) into the temporary table `name` and stores the
     /// RFM quintile boundaries.
     private func computeThresholds(
-        _ tx: PostgresConnection, through: Int64, into name: String, compiler: ComputedTraitCompiler? = nil
+        _ tx: PostgresConnection, through: Int64, into name: String, compiler: ComputedTraitCompiler? = nil, sql: String? = nil
     ) async throws {
         let compiler = compiler ?? self.compiler
         try await tx.execute(PostgresQuery(unsafeSQL: """
-            CREATE TEMPORARY TABLE \(name) ON COMMIT DROP AS \(try compiler.aggregateSQL(asOf: asOf, through: through))
+            CREATE TEMPORARY TABLE \(name) ON COMMIT DROP AS \(try sql ?? compiler.aggregateSQL(asOf: asOf, through: through))
             """))
         try await tx.execute(PostgresQuery(unsafeSQL: "ANALYZE pg_temp.\(name)"))
         guard compiler.definitions.rfm.enabled else {

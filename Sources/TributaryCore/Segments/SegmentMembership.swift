@@ -39,7 +39,6 @@ public struct SegmentMembership: Sendable {
             let started = ContinuousClock.now
             let (entered, exited, members) = try await client.withTransaction { tx in
                 try await tx.advisoryTransactionLock(Self.lock)
-                try await tx.execute("SET LOCAL jit = off")
                 try await tx.execute("SET LOCAL work_mem = '64MB'")
                 // The segment may have been removed since the list was read.
                 guard try await tx.query("SELECT 1 FROM cdp.segment_definitions WHERE name = \(name)").first != nil else {

@@ -84,7 +84,6 @@ public struct SegmentStore: Sendable {
     /// The number of profiles a query (`selectSQL` of a plan) selects now: the size a segment would have.
     public func count(sql: String) async throws -> Int {
         try await client.withTransaction { tx in
-            try await tx.execute("SET LOCAL jit = off")
             return try await tx.query("SELECT count(*) FROM (\(unescaped: sql)) AS s").first!.decode(Int.self)
         }
     }
@@ -175,7 +174,6 @@ public struct SegmentStore: Sendable {
         }
         let view = try SQLQuoting.qualified("segments", name)
         return try await client.withTransaction { tx in
-            try await tx.execute("SET LOCAL jit = off")
             let total = try await tx.query("SELECT count(*) FROM \(unescaped: view)").first!.decode(Int.self)
             let rows = try await tx.query("""
                 SELECT (to_jsonb(s) || jsonb_build_object('traits', coalesce(d.traits, '{}')))::text

@@ -175,7 +175,8 @@ public struct SyncRunner: Sendable {
             try await db.withTransaction { tx in
                 // The source is the analyst's SQL: read it read-only (the session's temporary table takes the diff).
                 try await tx.execute("SET TRANSACTION READ ONLY")
-                try await tx.execute("SET LOCAL jit = off")
+                // An analyst's query runs as in their own sessions (the server's JIT setting), not with Tributary's.
+                if case .query = sync.source { try await tx.useServerDefaults() }
                 try await tx.execute("SET LOCAL work_mem = '64MB'")
                 try await tx.execute(PostgresQuery(unsafeSQL: insert, binds: binds))
                 if sync.tracksRemovals {
