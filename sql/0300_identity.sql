@@ -117,3 +117,33 @@ SELECT from_profile_id, into_profile_id, merged_at, reason, kind, value, seq AS 
 FROM cdp.profile_merge_log;
 COMMENT ON VIEW cdp.profile_merges IS
     'Tributary: every profile merge (reason identifier: an event carried identifiers of both), split (a value became blocked or a hub) and rebuild reassignment';
+
+-- The alias rule, part 1: what an `alias` call's previousId may be. Per the Segment spec, previousId is an earlier
+-- user id or anonymous id of the person now called userId, so it is offered in both forms (kind user_id and kind
+-- anonymous_id, each normalized and checked under its own kind's rules); no rows for other calls. The identity stage
+-- keeps exactly one form per call (part 2, in IdentityStore.resolveAliases and the rebuild): the anonymous_id form
+-- when that value was the anonymousId of this or an earlier event (by seq), else the user_id form. Privacy (deletion,
+-- suppression, export) matches both forms.
+CREATE OR REPLACE FUNCTION cdp.alias_candidates(p_type text, p_previous_id text, p_rules jsonb)
+RETURNS TABLE (kind text, value text, problem text)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT c.kind, c.value, c.problem
+    FROM cdp.identity_candidates(CASE WHEN p_type = 'alias' THEN p_previous_id END,
+                                 CASE WHEN p_type = 'alias' THEN p_previous_id END, NULL, NULL, p_rules) AS c
+$$;
+COMMENT ON FUNCTION cdp.alias_candidates(text, text, jsonb) IS
+    'Tributary: the two forms (user_id, anonymous_id) of an alias call''s previousId under the given rules; none for other calls';
+
+-- Every identifier an event names, for privacy: cdp.identity_candidates plus both forms of an alias call's previousId.
+CREATE OR REPLACE FUNCTION cdp.event_identifiers(
+    p_type text, p_user_id text, p_anonymous_id text, p_previous_id text, p_traits jsonb, p_context jsonb, p_rules jsonb
+) RETURNS TABLE (kind text, value text, problem text)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT c.kind, c.value, c.problem FROM cdp.identity_candidates(p_user_id, p_anonymous_id, p_traits, p_context, p_rules) AS c
+    UNION ALL
+    SELECT a.kind, a.value, a.problem FROM cdp.alias_candidates(p_type, p_previous_id, p_rules) AS a
+$$;
+COMMENT ON FUNCTION cdp.event_identifiers(text, text, text, text, jsonb, jsonb, jsonb) IS
+    'Tributary: every identifier an event names (its identity candidates and both forms of an alias previousId), for deletion, suppression and export';

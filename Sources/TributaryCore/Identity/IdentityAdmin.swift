@@ -169,7 +169,9 @@ public struct IdentityAdmin: Sendable {
         for (a, b, seq, message, type, time) in edges where root(a) != root(b) {
             parent[root(a)] = root(b)
             chain += 1
-            out += "  seq \(seq) \(type ?? "?") \(message.map { "message \($0)" } ?? "") \(time.map(PostgresTime.format) ?? ""): \(names[a] ?? "?") + \(names[b] ?? "?")\n"
+            // An alias call joins its previousId to its userId (the alias rule of the identity stage).
+            let call = type == "alias" ? "alias (previousId is userId)" : type ?? "?"
+            out += "  seq \(seq) \(call) \(message.map { "message \($0)" } ?? "") \(time.map(PostgresTime.format) ?? ""): \(names[a] ?? "?") + \(names[b] ?? "?")\n"
         }
         if chain == 0 { out += "  (a single identifier)\n" }
         let merges = try await client.query("""
