@@ -128,9 +128,11 @@ CREATE OR REPLACE FUNCTION cdp.alias_candidates(p_type text, p_previous_id text,
 RETURNS TABLE (kind text, value text, problem text)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
+    -- Inlined into the caller; the OFFSET 0 keeps the gate a subquery of its own, so its condition is a one-time
+    -- filter per event and nothing is extracted for calls other than alias.
     SELECT c.kind, c.value, c.problem
-    FROM cdp.identity_candidates(CASE WHEN p_type = 'alias' THEN p_previous_id END,
-                                 CASE WHEN p_type = 'alias' THEN p_previous_id END, NULL, NULL, p_rules) AS c
+    FROM (SELECT p_previous_id AS previous_id WHERE p_type = 'alias' OFFSET 0) AS gate
+    CROSS JOIN LATERAL cdp.identity_candidates(gate.previous_id, gate.previous_id, NULL, NULL, p_rules) AS c
 $$;
 COMMENT ON FUNCTION cdp.alias_candidates(text, text, jsonb) IS
     'Tributary: the two forms (user_id, anonymous_id) of an alias call''s previousId under the given rules; none for other calls';
