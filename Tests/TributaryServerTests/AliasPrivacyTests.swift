@@ -120,7 +120,7 @@ import TributaryCore
                 Issue.record("no events in the export")
                 return
             }
-            #expect(Set(events.compactMap { if case .string(let id)? = $0["message_id"] { id } else { nil } }) == ["b1", "b2", "b3", "b4"])
+            #expect(Set(events.compactMap { $0["message_id"]?.serialized }) == [#""b1""#, #""b2""#, #""b3""#, #""b4""#])
             #expect(events.contains { $0["previous_id"] == .string("user-bob-9x") })
 
             // Ann through what `tributary privacy delete` calls.
