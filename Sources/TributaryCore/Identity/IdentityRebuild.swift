@@ -5,7 +5,8 @@ import Postgres
 /// `tributary identity rebuild`: recomputes the whole identity graph from `cdp.events` in SQL and swaps it in
 /// atomically, while ingestion and the real-time stage go on.
 ///
-/// 1. Every event up to the current end of the stream (`H`) is run through `cdp.identity_candidates`.
+/// 1. Every event up to the current end of the stream (`H`) is run through `cdp.event_identifiers`
+///    (`cdp.identity_candidates` and both forms of an alias call's previousId, of which the alias rule keeps one).
 /// 2. Nodes, event-node links and co-occurrence edges are built set-based; hubs are found from edge counts and
 ///    removed before any closure.
 /// 3. Connected components of the remaining graph come from iterative label propagation (each round pushes the
@@ -109,20 +110,14 @@ public struct IdentityRebuild: Sendable {
                     let worker = try await PostgresConnection.connect(configuration: configuration, logger: logger)
                     do {
                         try await worker.execute("SET jit = off")
+                        // Both forms of each alias call's previousId too (via_alias); the alias rule keeps one below.
                         try await worker.execute("""
                             INSERT INTO \(unescaped: s).ids
-                            SELECT e.seq, e.timestamp, c.kind, c.value, false
+                            SELECT e.seq, e.timestamp, c.kind, c.value, c.via_alias
                             FROM cdp.events AS e
-                            CROSS JOIN LATERAL cdp.identity_candidates(e.user_id, e.anonymous_id, e.traits, e.context, \(document)) AS c
+                            CROSS JOIN LATERAL cdp.event_identifiers(e.type, e.user_id, e.anonymous_id, e.previous_id, e.traits, e.context,
+                                                                     \(document)) AS c
                             WHERE e.seq > \(from) AND e.seq <= \(through) AND c.problem IS NULL
-                            """)
-                        // Both forms of each alias call's previousId; the alias rule keeps one below.
-                        try await worker.execute("""
-                            INSERT INTO \(unescaped: s).ids
-                            SELECT e.seq, e.timestamp, c.kind, c.value, true
-                            FROM cdp.events AS e
-                            CROSS JOIN LATERAL cdp.alias_candidates(e.type, e.previous_id, \(document)) AS c
-                            WHERE e.seq > \(from) AND e.seq <= \(through) AND e.type = 'alias' AND c.problem IS NULL
                             """)
                         await worker.close()
                     } catch {

@@ -2,7 +2,7 @@ import Foundation
 import Logging
 import Postgres
 
-/// One event's identifiers as extracted by `cdp.identity_candidates`.
+/// One event's identifiers as extracted by `cdp.event_identifiers` (`cdp.identity_candidates` and an alias call's previousId).
 struct ExtractedEvent: Sendable {
     var seq: Int64
     var messageID: String
@@ -68,14 +68,10 @@ enum IdentityStore {
             (condition, binds) = ("e.profile_id = ANY($2::uuid[])", [try ids.postgresBind()])
         }
         let rows = try await db.query(PostgresQuery(unsafeSQL: """
-            SELECT e.seq, e.message_id, (extract(epoch FROM e.timestamp) * 1000000)::int8, c.kind, c.value, c.problem, c.alias
+            SELECT e.seq, e.message_id, (extract(epoch FROM e.timestamp) * 1000000)::int8, c.kind, c.value, c.problem, c.via_alias
             FROM cdp.events AS e
-            LEFT JOIN LATERAL (
-                SELECT kind, value, problem, false AS alias
-                FROM cdp.identity_candidates(e.user_id, e.anonymous_id, e.traits, e.context, $1::jsonb)
-                UNION ALL
-                SELECT kind, value, problem, true FROM cdp.alias_candidates(e.type, e.previous_id, $1::jsonb)
-            ) AS c ON true
+            LEFT JOIN LATERAL cdp.event_identifiers(e.type, e.user_id, e.anonymous_id, e.previous_id, e.traits, e.context, $1::jsonb) AS c
+                ON true
             WHERE \(condition)
             ORDER BY e.seq
             """, binds: [try document.postgresBind()] + binds))
