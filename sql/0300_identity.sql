@@ -1,6 +1,7 @@
 -- Identity resolution: identifier extraction and normalization, profile ids, and the analyst views.
 -- Re-applied after every `tributary migrate`. The real-time stage, splits and `tributary identity rebuild` all
--- extract identifiers through cdp.identity_candidates, so they cannot disagree about what an identifier is.
+-- extract identifiers through cdp.identity_candidates (via cdp.event_identifiers, which adds an alias call's
+-- previousId), so they cannot disagree about what an identifier is.
 
 -- The profile id an identifier founds: the first 16 bytes of SHA-256("kind:value"), marked as a version 8 UUID.
 -- Deterministic, so a rebuild gives the profiles the ids the real-time stage gave them.
@@ -117,3 +118,37 @@ SELECT from_profile_id, into_profile_id, merged_at, reason, kind, value, seq AS 
 FROM cdp.profile_merge_log;
 COMMENT ON VIEW cdp.profile_merges IS
     'Tributary: every profile merge (reason identifier: an event carried identifiers of both), split (a value became blocked or a hub) and rebuild reassignment';
+
+-- The alias rule, part 1: what an `alias` call's previousId may be. Per the Segment spec, previousId is an earlier
+-- user id or anonymous id of the person now called userId, so it is offered in both forms (kind user_id and kind
+-- anonymous_id, each normalized and checked under its own kind's rules); no rows for other calls. The identity stage
+-- keeps exactly one form per call (part 2, in IdentityStore.resolveAliases and the rebuild): the anonymous_id form
+-- when that value was the anonymousId of this or an earlier event (by seq), else the user_id form. Privacy (deletion,
+-- suppression, export) matches both forms.
+CREATE OR REPLACE FUNCTION cdp.alias_candidates(p_type text, p_previous_id text, p_rules jsonb)
+RETURNS TABLE (kind text, value text, problem text)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    -- Inlined into the caller; the OFFSET 0 keeps the gate a subquery of its own, so its condition is a one-time
+    -- filter per event and nothing is extracted for calls other than alias.
+    SELECT c.kind, c.value, c.problem
+    FROM (SELECT p_previous_id AS previous_id WHERE p_type = 'alias' OFFSET 0) AS gate
+    CROSS JOIN LATERAL cdp.identity_candidates(gate.previous_id, gate.previous_id, NULL, NULL, p_rules) AS c
+$$;
+COMMENT ON FUNCTION cdp.alias_candidates(text, text, jsonb) IS
+    'Tributary: the two forms (user_id, anonymous_id) of an alias call''s previousId under the given rules; none for other calls';
+
+-- Every identifier an event names: cdp.identity_candidates, plus (via_alias true) both forms of an alias call's
+-- previousId. The identity stage keeps one of those two forms (see above); deletion, suppression and export match both.
+-- (Created in this form with the alias rule; a new column needs DROP FUNCTION first, as RETURNS TABLE cannot change.)
+CREATE OR REPLACE FUNCTION cdp.event_identifiers(
+    p_type text, p_user_id text, p_anonymous_id text, p_previous_id text, p_traits jsonb, p_context jsonb, p_rules jsonb
+) RETURNS TABLE (kind text, value text, problem text, via_alias boolean)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT c.kind, c.value, c.problem, false FROM cdp.identity_candidates(p_user_id, p_anonymous_id, p_traits, p_context, p_rules) AS c
+    UNION ALL
+    SELECT a.kind, a.value, a.problem, true FROM cdp.alias_candidates(p_type, p_previous_id, p_rules) AS a
+$$;
+COMMENT ON FUNCTION cdp.event_identifiers(text, text, text, text, jsonb, jsonb, jsonb) IS
+    'Tributary: every identifier an event names (its identity candidates, and both forms of an alias previousId with via_alias true), normalized under the given rules';

@@ -16,7 +16,8 @@ enum IdentityFixture {
     /// A call with a fresh message id; track calls are named `event` (default `Clicked`).
     static func event(
         anonymous: String? = nil, user: String? = nil, event: String? = nil, properties: String = "{}", traits: String = "{}",
-        context: String = "{}", type: CallType = .identify, at timestamp: Date = Date(timeIntervalSince1970: 1_780_000_000)
+        context: String = "{}", type: CallType = .identify, previous: String? = nil,
+        at timestamp: Date = Date(timeIntervalSince1970: 1_780_000_000)
     ) -> IncomingEvent {
         lock.lock()
         counter += 1
@@ -24,7 +25,7 @@ enum IdentityFixture {
         lock.unlock()
         return IncomingEvent(
             messageID: id, type: type, event: type == .track ? (event ?? "Clicked") : nil, name: nil, userID: user,
-            anonymousID: anonymous, groupID: nil, previousID: nil, timestamp: timestamp, originalTimestamp: nil, sentAt: nil,
+            anonymousID: anonymous, groupID: nil, previousID: previous, timestamp: timestamp, originalTimestamp: nil, sentAt: nil,
             receivedAt: Date(), properties: properties, traits: traits, context: context, integrations: "{}")
     }
 
@@ -167,6 +168,63 @@ enum IdentityFixture {
     }
 }
 
+extension IdentityStageTests {
+    /// The alias rule: previousId is an anonymous id when that value was the anonymousId of this or an earlier event,
+    /// else a user id; the link is subject to the limits like any other, and the rebuild agrees.
+    @Test func aliasLinksPreviousIDToUserIDUnderTheLimits() async throws {
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await F.migrated(client)
+            try await F.write([
+                F.event(anonymous: "a-1", type: .page),
+                // An anonymous id seen before: kind anonymous_id, so user_id's limit of 1 is kept.
+                F.event(user: "u-1", type: .alias, previous: " a-1 "),
+                // Never seen as an anonymous id before this call (a-late comes later): a user id, and u-2 already has one.
+                F.event(user: "u-2", type: .alias, previous: "a-late"),
+                F.event(anonymous: "a-late", type: .page),
+                // A user id renamed: two user ids exceed the default limit of 1, so they stay apart.
+                F.event(user: "u-1-new", type: .alias, previous: "u-1"),
+                // Blocked values link nothing.
+                F.event(user: "u-3", type: .alias, previous: "undefined"),
+            ], client)
+            _ = try await IdentityStage(client: client, logger: TestDatabase.logger, batchSize: 2).catchUp()
+            let partition = try await F.partition(client)
+            #expect(partition["anonymous_id:a-1"] != nil && partition["anonymous_id:a-1"] == partition["user_id:u-1"])
+            #expect(partition["user_id:a-late"] != nil && partition["user_id:a-late"] != partition["user_id:u-2"], "refused by the limit")
+            #expect(partition["anonymous_id:a-late"] != partition["user_id:u-2"])
+            #expect(partition["user_id:u-1-new"] != partition["user_id:u-1"])
+            #expect(partition["user_id:undefined"] == nil && partition["anonymous_id:undefined"] == nil && partition["user_id:u-3"] != nil)
+            let explained = try await IdentityAdmin(client: client, logger: TestDatabase.logger).explain(Identifier(kind: "user_id", value: "u-1"))
+            #expect(explained.contains("alias (previousId is userId)") && explained.contains("anonymous_id:a-1"), "\(explained)")
+            var rebuild = try await IdentityRebuild(configuration: client.configuration, logger: TestDatabase.logger).run()
+            #expect(rebuild.nodesChanged == 0 && rebuild.eventsRestamped == 0)
+            #expect(try await F.partition(client) == partition)
+
+            // With room for two user ids, a renamed user id joins the old one's profile (real time and rebuild).
+            var rules = IdentityRules()
+            rules.limits["user_id"] = 2
+            try await F.applyRules(rules, client)
+            rebuild = try await IdentityRebuild(configuration: client.configuration, logger: TestDatabase.logger).run()
+            try await F.write([F.event(user: "u-9-new", type: .alias, previous: "u-9"), F.event(user: "u-9")], client)
+            _ = try await IdentityStage(client: client, logger: TestDatabase.logger).catchUp()
+            var relaxed = try await F.partition(client)
+            #expect(relaxed["user_id:u-1-new"] == relaxed["user_id:u-1"] && relaxed["anonymous_id:a-1"] == relaxed["user_id:u-1"])
+            #expect(relaxed["user_id:u-9-new"] == relaxed["user_id:u-9"])
+            // Two profiles merged by an alias call: explain names it.
+            try await F.write([F.event(user: "u-7"), F.event(user: "u-8")], client)
+            _ = try await IdentityStage(client: client, logger: TestDatabase.logger).catchUp()
+            try await F.write([F.event(user: "u-8", type: .alias, previous: "u-7")], client)
+            _ = try await IdentityStage(client: client, logger: TestDatabase.logger).catchUp()
+            let merged = try await IdentityAdmin(client: client, logger: TestDatabase.logger).explain(Identifier(kind: "user_id", value: "u-8"))
+            #expect(merged.contains("merged in by alias call seq"), "\(merged)")
+            relaxed = try await F.partition(client)
+            #expect(relaxed["user_id:u-7"] == relaxed["user_id:u-8"])
+            rebuild = try await IdentityRebuild(configuration: client.configuration, logger: TestDatabase.logger).run()
+            #expect(rebuild.nodesChanged == 0 && rebuild.eventsRestamped == 0)
+            #expect(try await F.partition(client) == relaxed)
+        }
+    }
+}
+
 /// Random event streams: the real-time stage (random batch sizes, interleaved with ingestion, hubs detected and
 /// split on the way, values blocked after the fact) and the SQL rebuild must give the same graph, exactly.
 @Suite struct IdentityEquivalenceTests {
@@ -198,9 +256,17 @@ enum IdentityFixture {
             } else if random.chance(0.1) {
                 context = #"{"traits": {"email": "\#(emails[random.below(emails.count)])"}}"#
             }
+            let at = Date(timeIntervalSince1970: 1_780_000_000 + Double(index * 60 - random.below(3000)))
+            if random.chance(0.1) {
+                // An alias: previousId an anonymous id (seen before or not yet), a user id, or junk.
+                let previous = random.chance(0.5) ? "a\(random.below(14))" : random.chance(0.8) ? "u\(random.below(6))" : junk[random.below(junk.count)]
+                events.append(F.event(anonymous: random.chance(0.2) ? anonymous : nil, user: "u\(random.below(6))", type: .alias,
+                                      previous: previous, at: at))
+                continue
+            }
             events.append(F.event(
                 anonymous: anonymous, user: user, traits: "{" + traits.joined(separator: ", ") + "}", context: context,
-                type: traits.isEmpty ? .track : .identify, at: Date(timeIntervalSince1970: 1_780_000_000 + Double(index * 60 - random.below(3000)))))
+                type: traits.isEmpty ? .track : .identify, at: at))
         }
         return events
     }

@@ -205,4 +205,38 @@ import Testing
                 == PrivacyRequests.identifierHash(Identifier(kind: "email", value: "nobody@example.com")))
         }
     }
+
+    /// An alias naming a person as previousId whose link the limits refused (default rules: one user id per profile)
+    /// is stamped with the other profile; it is still theirs to export and delete, and a later one is dropped.
+    @Test func aliasCallsNamingThePersonAreExportedDeletedAndSuppressedWhereverTheyLanded() async throws {
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await IdentityFixture.migrated(client)
+            try await IdentityFixture.write([
+                F.event(user: "u-old", traits: #"{"email": "old@example.com"}"#, at: F.day(0)),
+                F.event(user: "b-other", traits: #"{"email": "other@example.com"}"#, at: F.day(0)),
+            ], client)
+            try await F.resolve(client)
+            try await IdentityFixture.write([IdentityFixture.event(user: "b-other", type: .alias, previous: "u-old", at: F.day(1))], client)
+            try await F.resolve(client)
+            // b-other comes first in priority order (byte order within a kind), so the call went to b-other's profile.
+            #expect(try await client.query("""
+                SELECT count(*) FROM cdp.events AS e JOIN cdp.identities AS i ON i.profile_id = e.profile_id
+                WHERE e.type = 'alias' AND i.kind = 'user_id' AND i.value = 'b-other'
+                """).scalar(Int.self) == 1)
+            let privacy = Self.privacy(client)
+            let exported = try await privacy.export(identifier: "user_id:u-old", actor: .cli)
+            guard case .array(let events)? = try JSONParser.parse(Array(exported.utf8))["events"] else {
+                Issue.record("no events: \(exported)")
+                return
+            }
+            #expect(events.contains { $0["previous_id"] == .string("u-old") && $0["type"] == .string("alias") }, "\(exported)")
+            let report = try await privacy.delete(identifier: "email:old@example.com", actor: .cli, registry: DestinationRegistry())
+            #expect(report.counts["events"] == 2, "\(report)")
+            #expect(try await Self.count("SELECT count(*) FROM cdp.events WHERE previous_id = $1", "u-old", client) == 0)
+            #expect(try await Self.count("SELECT count(*) FROM cdp.events WHERE user_id = $1", "b-other", client) == 1, "the other person stays")
+            let outcome = try await EventWriter(client: client, logger: TestDatabase.logger).write(
+                [IdentityFixture.event(user: "u-new", type: .alias, previous: "  u-old", at: F.day(2))], sourceID: "src-test")
+            #expect(outcome.stored == 0 && outcome.suppressed == 1, "\(outcome)")
+        }
+    }
 }

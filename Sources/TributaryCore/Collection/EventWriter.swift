@@ -305,14 +305,16 @@ public actor EventWriter {
         """
 
     /// Stores the staged events, except those carrying a suppressed identifier (extracted and normalized by
-    /// `cdp.identity_candidates` under the rules document `$1`, as the identity stage does), which are counted per
+    /// `cdp.event_identifiers` under the rules document `$1`, as the identity stage does, an alias call's previousId
+    /// both as a user id and as an anonymous id), which are counted per
     /// suppression instead. Returns `(source_id, message_id, stored)`: stored true for events stored now, false for
     /// events dropped. With nothing suppressed, the extraction is not run.
     static let insertSQL = """
         WITH suppressed AS MATERIALIZED (
             SELECT i.ordinal, s.identifier_hash
             FROM tributary_incoming AS i
-            CROSS JOIN LATERAL cdp.identity_candidates(i.user_id, i.anonymous_id, i.traits, i.context, $1::jsonb) AS c
+            CROSS JOIN LATERAL cdp.event_identifiers(i.type, i.user_id, i.anonymous_id, i.previous_id, i.traits, i.context,
+                                                     $1::jsonb) AS c
             JOIN cdp.suppressions AS s ON s.identifier_hash = cdp.identifier_hash(c.kind, c.value)
             WHERE EXISTS (SELECT 1 FROM cdp.suppressions)
         ), counted AS (

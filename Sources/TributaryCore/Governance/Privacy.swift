@@ -215,11 +215,13 @@ public struct PrivacyRequests: Sendable {
         return "(\(values(key, minimum: 1)) OR \(values(fields, minimum: minimumFieldMatch)))"
     }
 
-    /// A condition true when event `e` carries one of the identifiers in `pg_temp.tributary_privacy_ids`, extracted
-    /// under the rules bound as parameter `$n`.
+    /// A condition true when event `e` names one of the identifiers in `pg_temp.tributary_privacy_ids`, extracted
+    /// under the rules bound as parameter `$n` (`cdp.event_identifiers`: an alias call's previousId counts, as a user
+    /// id and as an anonymous id).
     static func carriesIdentifier(_ n: Int) -> String {
         """
-        EXISTS (SELECT 1 FROM cdp.identity_candidates(e.user_id, e.anonymous_id, e.traits, e.context, $\(n)::jsonb) AS c
+        EXISTS (SELECT 1 FROM cdp.event_identifiers(e.type, e.user_id, e.anonymous_id, e.previous_id, e.traits, e.context,
+                                                    $\(n)::jsonb) AS c
                 JOIN pg_temp.tributary_privacy_ids AS i ON i.kind = c.kind AND i.value = c.value)
         """
     }

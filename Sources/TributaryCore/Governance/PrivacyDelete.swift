@@ -27,10 +27,12 @@ extension PrivacyRequests {
     ///    request fails naming the sync and nothing is deleted here, so it can be retried. The syncs' locks are held
     ///    until the end, so no run re-delivers the person meanwhile.
     /// 3. In one transaction (holding the identity, profile and segment stages' locks and, at the end, the event
-    ///    writers' lock): their events and every event carrying one of their identifiers, message ids, identity
+    ///    writers' lock): their events and every event carrying one of their identifiers (an alias call's previousId
+    ///    included, as a user id and as an anonymous id), message ids, identity
     ///    graph, profiles, merge history, traits and trait history, profile data, consent and its history, segment
     ///    memberships and their history, and sync state, pending sends and errors about them are deleted; their
-    ///    identifiers are added to `cdp.suppressions` (as SHA-256), so later events carrying them are dropped.
+    ///    identifiers are added to `cdp.suppressions` (as SHA-256), so later events carrying them (alias calls naming
+    ///    them as previousId too) are dropped.
     ///
     /// The request is logged in `cdp.privacy_requests` and the audit log (`privacy.delete`), with counts.
     public func delete(

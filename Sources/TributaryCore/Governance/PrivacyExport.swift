@@ -13,10 +13,11 @@ extension PrivacyRequests {
     ///  "merged_profile_ids": [...], "trait_history": [...], "consent": [...], "consent_history": [...],
     ///  "segments": [...], "segment_history": [...], "merges": [...],
     ///  "sync_deliveries": [{"sync", "key", "fields", "removed", "delivered_at"}], "pending_deliveries": [...],
-    ///  "events": [{"message_id", "type", "event", "name", "user_id", "anonymous_id", "timestamp", …}]}
+    ///  "events": [{"message_id", "type", "event", "name", "user_id", "anonymous_id", "previous_id", "timestamp", …}]}
     /// ```
     ///
-    /// Events are those of the profiles and those not yet resolved to a profile that carry one of the identifiers.
+    /// Events are those of the profiles, those not yet resolved to a profile that carry one of the identifiers, and
+    /// alias calls whose previousId is one of them (as a user id or an anonymous id).
     /// The request is logged (`privacy.export`) with the number of events.
     @discardableResult
     public func export(identifier: String, actor: AuditLog.Actor, to write: (String) async throws -> Void) async throws -> Int {
@@ -40,13 +41,15 @@ extension PrivacyRequests {
                     try await tx.forEachRow(PostgresQuery(unsafeSQL: """
                         SELECT json_build_object(
                             'message_id', e.message_id, 'type', e.type, 'event', e.event, 'name', e.name,
-                            'user_id', e.user_id, 'anonymous_id', e.anonymous_id, 'group_id', e.group_id,
+                            'user_id', e.user_id, 'anonymous_id', e.anonymous_id, 'group_id', e.group_id, 'previous_id', e.previous_id,
                             'profile_id', e.profile_id, 'source_id', e.source_id,
                             'timestamp', cdp.json_timestamp(e.timestamp), 'received_at', cdp.json_timestamp(e.received_at),
                             'properties', e.properties, 'traits', e.traits, 'context', e.context)::text
                         FROM cdp.events AS e
                         WHERE e.profile_id IN (SELECT profile_id FROM pg_temp.tributary_privacy_profiles)
                            OR (e.profile_id IS NULL AND \(Self.carriesIdentifier(1)))
+                           -- An alias call naming the person as previousId, even where it joined no profile of theirs.
+                           OR (e.type = 'alias' AND \(Self.carriesIdentifier(1)))
                         ORDER BY e.timestamp, e.seq
                         """, binds: [try rules.postgresBind()])) { row in
                         page += (count == 0 ? "\n  " : ",\n  ") + (try row[0].decode(String.self))

@@ -169,20 +169,24 @@ public struct IdentityAdmin: Sendable {
         for (a, b, seq, message, type, time) in edges where root(a) != root(b) {
             parent[root(a)] = root(b)
             chain += 1
-            out += "  seq \(seq) \(type ?? "?") \(message.map { "message \($0)" } ?? "") \(time.map(PostgresTime.format) ?? ""): \(names[a] ?? "?") + \(names[b] ?? "?")\n"
+            // An alias call joins its previousId to its userId (the alias rule of the identity stage).
+            let call = type == "alias" ? "alias (previousId is userId)" : type ?? "?"
+            out += "  seq \(seq) \(call) \(message.map { "message \($0)" } ?? "") \(time.map(PostgresTime.format) ?? ""): \(names[a] ?? "?") + \(names[b] ?? "?")\n"
         }
         if chain == 0 { out += "  (a single identifier)\n" }
         let merges = try await client.query("""
-            SELECT from_profile_id, into_profile_id, merged_at, reason, kind, value, event_seq, message_id
-            FROM cdp.profile_merges WHERE into_profile_id = \(profile) OR from_profile_id = \(profile)
-            ORDER BY merged_at, event_seq NULLS LAST LIMIT 1000
-            """).map { try $0.decode((UUID, UUID, Date, String, String?, String?, Int64?, String?).self) }
+            SELECT m.from_profile_id, m.into_profile_id, m.merged_at, m.reason, m.kind, m.value, m.event_seq, m.message_id, ev.type
+            FROM cdp.profile_merges AS m LEFT JOIN cdp.events AS ev ON ev.seq = m.event_seq
+            WHERE m.into_profile_id = \(profile) OR m.from_profile_id = \(profile)
+            ORDER BY m.merged_at, m.event_seq NULLS LAST LIMIT 1000
+            """).map { try $0.decode((UUID, UUID, Date, String, String?, String?, Int64?, String?, String?).self) }
         if !merges.isEmpty {
             out += "\nmerges and splits:\n"
-            for (from, into, at, reason, kind, value, seq, message) in merges {
+            for (from, into, at, reason, kind, value, seq, message, type) in merges {
                 let direction = into == profile ? "profile \(from.uuidString.lowercased()) merged in" : "this id was folded into \(into.uuidString.lowercased())"
                 let cause = kind.map { "\($0):\(value ?? "")" } ?? ""
-                let event = seq.map { " by event seq \($0)\(message.map { " (message \($0))" } ?? "")" } ?? ""
+                let call = type == "alias" ? "alias call" : "event"
+                let event = seq.map { " by \(call) seq \($0)\(message.map { " (message \($0))" } ?? "")" } ?? ""
                 out += "  \(PostgresTime.format(at)) \(reason): \(direction)\(event)\(cause.isEmpty ? "" : ", through \(cause)")\n"
             }
         }

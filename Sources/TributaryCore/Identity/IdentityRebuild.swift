@@ -5,7 +5,8 @@ import Postgres
 /// `tributary identity rebuild`: recomputes the whole identity graph from `cdp.events` in SQL and swaps it in
 /// atomically, while ingestion and the real-time stage go on.
 ///
-/// 1. Every event up to the current end of the stream (`H`) is run through `cdp.identity_candidates`.
+/// 1. Every event up to the current end of the stream (`H`) is run through `cdp.event_identifiers`
+///    (`cdp.identity_candidates` and both forms of an alias call's previousId, of which the alias rule keeps one).
 /// 2. Nodes, event-node links and co-occurrence edges are built set-based; hubs are found from edge counts and
 ///    removed before any closure.
 /// 3. Connected components of the remaining graph come from iterative label propagation (each round pushes the
@@ -99,7 +100,7 @@ public struct IdentityRebuild: Sendable {
 
         // 1. Identifiers of every event up to `last`, extracted by `extractionConnections` sessions side by side
         //    (the per-event function runs in one backend per statement; PostgreSQL does not parallelize it).
-        try await db.execute("CREATE UNLOGGED TABLE \(unescaped: s).ids (seq bigint, ts timestamptz, kind text, value text)")
+        try await db.execute("CREATE UNLOGGED TABLE \(unescaped: s).ids (seq bigint, ts timestamptz, kind text, value text, alias bool)")
         let ranges = Self.split(through: last, into: extractionConnections)
         let configuration = configuration, logger = logger
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -107,11 +108,13 @@ public struct IdentityRebuild: Sendable {
                 group.addTask {
                     let worker = try await PostgresConnection.connect(configuration: configuration, logger: logger)
                     do {
+                        // Both forms of each alias call's previousId too (via_alias); the alias rule keeps one below.
                         try await worker.execute("""
                             INSERT INTO \(unescaped: s).ids
-                            SELECT e.seq, e.timestamp, c.kind, c.value
+                            SELECT e.seq, e.timestamp, c.kind, c.value, c.via_alias
                             FROM cdp.events AS e
-                            CROSS JOIN LATERAL cdp.identity_candidates(e.user_id, e.anonymous_id, e.traits, e.context, \(document)) AS c
+                            CROSS JOIN LATERAL cdp.event_identifiers(e.type, e.user_id, e.anonymous_id, e.previous_id, e.traits, e.context,
+                                                                     \(document)) AS c
                             WHERE e.seq > \(from) AND e.seq <= \(through) AND c.problem IS NULL
                             """)
                         await worker.close()
@@ -124,6 +127,21 @@ public struct IdentityRebuild: Sendable {
             try await group.waitForAll()
         }
         try await db.execute("ANALYZE \(unescaped: s).ids")
+        // The alias rule (as IdentityStore.resolveAliases applies it in real time): a previousId is an anonymous id when
+        // that value was the anonymousId of this or an earlier event, else a user id; the other form goes.
+        try await db.execute("""
+            WITH first_anonymous AS (
+                SELECT value, min(seq) AS first_seq FROM \(unescaped: s).ids
+                WHERE NOT alias AND kind = 'anonymous_id'
+                  AND value IN (SELECT value FROM \(unescaped: s).ids WHERE alias AND kind = 'anonymous_id')
+                GROUP BY value
+            ), anonymous AS (
+                SELECT a.seq FROM \(unescaped: s).ids AS a JOIN first_anonymous AS f ON f.value = a.value AND f.first_seq <= a.seq
+                WHERE a.alias AND a.kind = 'anonymous_id'
+            )
+            DELETE FROM \(unescaped: s).ids AS p
+            WHERE p.alias AND p.kind = CASE WHEN p.seq IN (SELECT seq FROM anonymous) THEN 'user_id' ELSE 'anonymous_id' END
+            """)
         report.events = try await db.query("SELECT count(*) FROM cdp.events WHERE seq <= \(last)").scalar(Int.self)
         phase("extract identifiers")
 

@@ -133,6 +133,7 @@ enum IdentitySplits {
                 profiles.insert(try row[0].decode(UUID.self))
             }
             events = try await IdentityStore.extract(tx, document: document, .profiles(Array(profiles)))
+            try await IdentityStore.resolveAliases(tx, &events)
             nodes = try await IdentityStore.nodes(tx, Set(events.flatMap(\.identifiers)))
             let extra = nodes.values.filter { !$0.isHub && !component.contains($0.id) }.map(\.id)
             if extra.isEmpty { break }

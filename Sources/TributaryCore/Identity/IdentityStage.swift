@@ -158,7 +158,7 @@ public struct IdentityStage: Sendable {
         let checkpoint = try await IdentityStore.checkpoint(tx)
         report.checkpoint = checkpoint
         let last: Int64
-        let events: [ExtractedEvent]
+        var events: [ExtractedEvent]
         if let prefetched, prefetched.after == checkpoint, prefetched.rules == document.text {
             (last, events) = (prefetched.through, prefetched.events)
         } else {
@@ -170,6 +170,8 @@ public struct IdentityStage: Sendable {
             events = try await IdentityStore.extract(tx, document: document, .range(after: checkpoint, through: last))
         }
         let next = prefetchNext ? prefetch(after: last, document: document) : nil
+        // Here, not in the (possibly prefetched) extraction: the rule reads nodes the previous batch may have written.
+        try await IdentityStore.resolveAliases(tx, &events)
         report.events = events.count
         report.ignored = try await IdentityStore.recordIgnored(tx, events, logger: logger)
         mark("extract")

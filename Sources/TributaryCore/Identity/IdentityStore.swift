@@ -2,7 +2,7 @@ import Foundation
 import Logging
 import Postgres
 
-/// One event's identifiers as extracted by `cdp.identity_candidates`.
+/// One event's identifiers as extracted by `cdp.event_identifiers` (`cdp.identity_candidates` and an alias call's previousId).
 struct ExtractedEvent: Sendable {
     var seq: Int64
     var messageID: String
@@ -10,6 +10,16 @@ struct ExtractedEvent: Sendable {
     var micros: Int64
     var identifiers: [Identifier] = []
     var problems: [(kind: String, reason: String)] = []
+    /// For an `alias` call, the two forms of its previousId (`cdp.alias_candidates`) until
+    /// ``IdentityStore/resolveAliases(_:_:)`` keeps one of them in `identifiers`.
+    var previous: AliasPrevious?
+}
+
+/// The user_id and anonymous_id forms of an alias call's previousId: a usable identifier, or why it is refused.
+struct AliasPrevious: Sendable {
+    var user: Identifier?
+    var userProblem: String?
+    var anonymous: Identifier?
 }
 
 /// A node of the identity graph as stored.
@@ -49,37 +59,80 @@ enum IdentityStore {
 
     /// The identifiers of the selected events, in receive order (every selected event, even one without any).
     static func extract(_ db: PostgresConnection, document: PostgresJSON, _ selection: EventSelection) async throws -> [ExtractedEvent] {
-        let rows: PostgresRows
+        // The event's own identifiers, and both forms of an alias call's previousId (resolveAliases keeps one).
+        let (condition, binds): (String, [PostgresBind])
         switch selection {
         case .range(let after, let through):
-            rows = try await db.query("""
-                SELECT e.seq, e.message_id, (extract(epoch FROM e.timestamp) * 1000000)::int8, c.kind, c.value, c.problem
-                FROM cdp.events AS e
-                LEFT JOIN LATERAL cdp.identity_candidates(e.user_id, e.anonymous_id, e.traits, e.context, \(document)) AS c ON true
-                WHERE e.seq > \(after) AND e.seq <= \(through)
-                ORDER BY e.seq
-                """)
+            (condition, binds) = ("e.seq > $2 AND e.seq <= $3", [try Int(after).postgresBind(), try Int(through).postgresBind()])
         case .profiles(let ids):
-            rows = try await db.query("""
-                SELECT e.seq, e.message_id, (extract(epoch FROM e.timestamp) * 1000000)::int8, c.kind, c.value, c.problem
-                FROM cdp.events AS e
-                LEFT JOIN LATERAL cdp.identity_candidates(e.user_id, e.anonymous_id, e.traits, e.context, \(document)) AS c ON true
-                WHERE e.profile_id = ANY(\(ids)::uuid[])
-                ORDER BY e.seq
-                """)
+            (condition, binds) = ("e.profile_id = ANY($2::uuid[])", [try ids.postgresBind()])
         }
+        let rows = try await db.query(PostgresQuery(unsafeSQL: """
+            SELECT e.seq, e.message_id, (extract(epoch FROM e.timestamp) * 1000000)::int8, c.kind, c.value, c.problem, c.via_alias
+            FROM cdp.events AS e
+            LEFT JOIN LATERAL cdp.event_identifiers(e.type, e.user_id, e.anonymous_id, e.previous_id, e.traits, e.context, $1::jsonb) AS c
+                ON true
+            WHERE \(condition)
+            ORDER BY e.seq
+            """, binds: [try document.postgresBind()] + binds))
         var events: [ExtractedEvent] = []
         for row in rows {
-            let (seq, messageID, micros, kind, value, problem) = try row.decode((Int64, String, Int64, String?, String?, String?).self)
+            let (seq, messageID, micros, kind, value, problem, alias) =
+                try row.decode((Int64, String, Int64, String?, String?, String?, Bool?).self)
             if events.last?.seq != seq { events.append(ExtractedEvent(seq: seq, messageID: messageID, micros: micros)) }
             guard let kind else { continue }
-            if let problem {
+            if alias == true {
+                var previous = events[events.count - 1].previous ?? AliasPrevious()
+                let usable = problem == nil ? value.map { Identifier(kind: kind, value: $0) } : nil
+                if kind == "anonymous_id" {
+                    previous.anonymous = usable
+                } else {
+                    previous.user = usable
+                    previous.userProblem = problem
+                }
+                events[events.count - 1].previous = previous
+            } else if let problem {
                 events[events.count - 1].problems.append((kind, problem))
             } else if let value {
                 events[events.count - 1].identifiers.append(Identifier(kind: kind, value: value))
             }
         }
         return events
+    }
+
+    /// The alias rule: keeps one form of each alias call's previousId among the event's identifiers. It is the
+    /// anonymous_id form when that value was the anonymousId of this or an earlier event (by seq): an anonymous_id
+    /// node first seen at or before the call, or an anonymous id of an event before it among `events`. Otherwise it is
+    /// the user_id form (its refusal, if refused, is counted like any other). `events` must be in seq order; the
+    /// rebuild applies the same rule in SQL, so both give the same answer whatever the batch boundaries.
+    static func resolveAliases(_ db: PostgresConnection, _ events: inout [ExtractedEvent]) async throws {
+        guard events.contains(where: { $0.previous != nil }) else { return }
+        let wanted = Array(Set(events.compactMap { $0.previous?.anonymous?.value }))
+        var firstSeq: [String: Int64] = [:]
+        if !wanted.isEmpty {
+            for row in try await db.query("""
+                SELECT n.value, n.first_seq FROM unnest(\(wanted)::text[]) AS wanted (value)
+                CROSS JOIN LATERAL (SELECT value, first_seq FROM cdp.identity_nodes AS n
+                                    WHERE n.kind = 'anonymous_id' AND n.value = wanted.value LIMIT 1) AS n
+                """) {
+                let (value, seq) = try row.decode((String, Int64).self)
+                firstSeq[value] = seq
+            }
+        }
+        for index in events.indices {
+            let seq = events[index].seq
+            for identifier in events[index].identifiers where identifier.kind == "anonymous_id" {
+                firstSeq[identifier.value] = min(firstSeq[identifier.value] ?? seq, seq)
+            }
+            guard let previous = events[index].previous else { continue }
+            if let anonymous = previous.anonymous, let first = firstSeq[anonymous.value], first <= seq {
+                events[index].identifiers.append(anonymous)
+            } else if let user = previous.user {
+                events[index].identifiers.append(user)
+            } else if let problem = previous.userProblem {
+                events[index].problems.append(("user_id", problem))
+            }
+        }
     }
 
     /// The stored nodes of the given identifiers.
