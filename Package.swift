@@ -122,6 +122,10 @@ let package = Package(
             dependencies: [
                 "Postgres",
                 "TributaryCore",
+                "TributaryDestinations",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Benchmarks/Support",
@@ -202,6 +206,20 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Benchmarks/profile-api",
+            swiftSettings: swiftSettings
+        ),
+        // The whole pipeline as shipped: `tributary serve` and `tributary worker` processes on a stock server.
+        .executableTarget(
+            name: "tributary-pipeline-bench",
+            dependencies: [
+                "BenchmarkSupport",
+                "Postgres",
+                "TributaryCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/pipeline",
             swiftSettings: swiftSettings
         ),
         .executableTarget(
