@@ -112,15 +112,15 @@ struct PipelineBench: AsyncParsableCommand {
         let httpSeconds = elapsed(since: start)
         row.peak = Double(sent.events) / httpSeconds
         let last = try await stages.lastSeq()
-        say(String(format: "stored: %d events in %.1f s = %.0f events/s (HTTP 200)%@", sent.events, httpSeconds, row.peak,
-                   sent.failures > 0 ? " (\(sent.failures) requests failed)" : ""))
+        say(String(format: "stored: %d events in %.1f s = %.0f events/s (HTTP 200)", sent.events, httpSeconds, row.peak)
+            + (sent.failures > 0 ? " (\(sent.failures) requests failed)" : ""))
         for stage in ["identity", "profiles"] {
             let reached = try await stages.wait(stage, through: last, timeout: .seconds(options.drainTimeout))
             let now = try await stages.sample()
             let events = try await stages.events(after: before.checkpoint(stage), through: now.checkpoint(stage))
             let rate = Double(events) / elapsed(since: start)
-            say(String(format: "%@ stage: %d events in %.1f s = %.0f events/s%@", stage, events, elapsed(since: start), rate,
-                       reached ? "" : " (NOT drained within --drain-timeout)"))
+            say("\(stage) stage: " + String(format: "%d events in %.1f s = %.0f events/s", events, elapsed(since: start), rate)
+                + (reached ? "" : " (NOT drained within --drain-timeout)"))
             if stage == "identity" { row.identityRate = rate } else { row.profilesRate = rate }
         }
         return last
@@ -150,8 +150,8 @@ struct PipelineBench: AsyncParsableCommand {
         row.stamped = Double(try await stages.events(after: before.identity, through: after.identity)) / seconds
         row.profiled = Double(try await stages.events(after: before.profiles, through: after.profiles)) / seconds
         row.lag = Lag(samples: samples, slack: rate * 2)
-        say(String(format: "stored %.0f, stamped %.0f, profiled %.0f events/s over %.1f s%@", row.stored, row.stamped, row.profiled,
-                   seconds, sent.failures > 0 ? " (\(sent.failures) requests failed)" : ""))
+        say(String(format: "stored %.0f, stamped %.0f, profiled %.0f events/s over %.1f s", row.stored, row.stamped, row.profiled, seconds)
+            + (sent.failures > 0 ? " (\(sent.failures) requests failed)" : ""))
         say("lag (mean events behind, first third → last third): \(row.lag.text); \(row.lag.bounded ? "bounded" : "GREW: the sustained figure is not valid")")
         let drain = ContinuousClock.now
         let drained = try await stages.wait("profiles", through: try await stages.lastSeq(), timeout: .seconds(options.drainTimeout))
@@ -174,9 +174,9 @@ struct PipelineBench: AsyncParsableCommand {
         let counted = probes.all(phase: name).filter(\.counted)
         let latencies = counted.compactMap(\.latency).sorted()
         let result = "\(Stats.ms(latencies, 0.5)) / \(Stats.ms(latencies, 0.99))"
-        say(String(format: "background %.0f events/s achieved; backlog at the end %d; drain %@; probes %d sent, %d received, %d HTTP errors; latency ms p50 / p99 %@",
-                   Double(sent.events) / elapsed(since: start), backlog, drained && delivered ? "done" : "NOT done", counted.count,
-                   latencies.count, counted.filter { $0.error != nil }.count, result))
+        say(String(format: "background %.0f events/s achieved; backlog at the end %d; ", Double(sent.events) / elapsed(since: start), backlog)
+            + "drain \(drained && delivered ? "done" : "NOT done"); probes \(counted.count) sent, \(latencies.count) received, "
+            + "\(counted.filter { $0.error != nil }.count) HTTP errors; latency ms p50 / p99 \(result)")
         return latencies.count == counted.count ? result : "\(result) (\(counted.count - latencies.count) lost)"
     }
 
