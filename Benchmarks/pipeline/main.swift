@@ -132,7 +132,8 @@ struct PipelineBench: AsyncParsableCommand {
         let start = ContinuousClock.now
         let end = start + .seconds(sustainSeconds)
         let before = try await stages.sample()
-        async let background = load.run(tag: "sustain", rate: rate, senders: options.senders, requests: nil, until: end)
+        let (offered, senders) = (rate, options.senders)
+        async let background = load.run(tag: "sustain", rate: offered, senders: senders, requests: nil, until: end)
         var samples: [Pipeline.Sample] = []
         var due = start + .seconds(sampleEvery)
         while due <= end {
@@ -164,7 +165,8 @@ struct PipelineBench: AsyncParsableCommand {
         let start = ContinuousClock.now
         let countFrom = start + .seconds(warmup)
         let end = countFrom + .seconds(latencySeconds)
-        async let background = load.run(tag: "latency-\(name)", rate: rate, senders: options.senders, requests: nil, until: end)
+        let senders = options.senders
+        async let background = load.run(tag: "latency-\(name)", rate: rate, senders: senders, requests: nil, until: end)
         try await prober.run(phase: name, every: .milliseconds(options.probeInterval), from: countFrom, until: end)
         let sent = try await background
         let backlog = try await pipeline.backlog()

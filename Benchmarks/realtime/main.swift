@@ -212,7 +212,8 @@ struct RealtimeBench: AsyncParsableCommand {
         let start = ContinuousClock.now, startDate = Date()
         let countFrom = start + .seconds(warmup)
         let end = countFrom + .seconds(counted)
-        async let background = load.run(tag: name, rate: rate, senders: options.senders, requests: nil, until: end)
+        let senders = options.senders
+        async let background = load.run(tag: name, rate: rate, senders: senders, requests: nil, until: end)
         try await prober.run(phase: name, every: .milliseconds(options.probeInterval), from: countFrom, until: end)
         let sent = try await background
         let loadSeconds = elapsed(since: start)
