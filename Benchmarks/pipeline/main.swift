@@ -178,8 +178,12 @@ struct PipelineBench: AsyncParsableCommand {
         let result = "\(Stats.ms(latencies, 0.5)) / \(Stats.ms(latencies, 0.99))"
         say(String(format: "background %.0f events/s achieved; backlog at the end %d; ", Double(sent.events) / elapsed(since: start), backlog)
             + "drain \(drained && delivered ? "done" : "NOT done"); probes \(counted.count) sent, \(latencies.count) received, "
-            + "\(counted.filter { $0.error != nil }.count) HTTP errors; latency ms p50 / p99 \(result)")
-        return latencies.count == counted.count ? result : "\(result) (\(counted.count - latencies.count) lost)"
+            + "\(counted.filter { $0.error != nil }.count) HTTP errors; latency ms p50 / p99 (HTTP 200 → webhook) \(result)")
+        let failed = counted.filter { $0.error != nil }
+        if let error = failed.first?.error { say("first probe error: \(error)") }
+        let undelivered = counted.count - failed.count - latencies.count
+        let notes = [(failed.count, "HTTP errors"), (undelivered, "never delivered")].filter { $0.0 > 0 }.map { "\($0.0) \($0.1)" }
+        return notes.isEmpty ? result : "\(result) (\(notes.joined(separator: ", ")))"
     }
 
     /// psql \copy of the rows through `seq` into a monthly-partitioned table with a primary key; events/s.
