@@ -22,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
@@ -55,6 +56,7 @@ let package = Package(
                 "Postgres",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -67,6 +69,7 @@ let package = Package(
                 "CZlib",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: swiftSettings
@@ -119,6 +122,10 @@ let package = Package(
             dependencies: [
                 "Postgres",
                 "TributaryCore",
+                "TributaryDestinations",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Benchmarks/Support",
@@ -201,6 +208,20 @@ let package = Package(
             path: "Benchmarks/profile-api",
             swiftSettings: swiftSettings
         ),
+        // The whole pipeline as shipped: `tributary serve` and `tributary worker` processes on a stock server.
+        .executableTarget(
+            name: "tributary-pipeline-bench",
+            dependencies: [
+                "BenchmarkSupport",
+                "Postgres",
+                "TributaryCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/pipeline",
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "tributary-realtime-bench",
             dependencies: [
@@ -232,6 +253,7 @@ let package = Package(
             dependencies: [
                 "TributaryServer", "TributaryCore", "Postgres", "PostgresTesting", "CZlib",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ],
             // Run by SDKCompatibilityTests with the Python SDKs, not compiled.
             exclude: ["sdk_send.py"],

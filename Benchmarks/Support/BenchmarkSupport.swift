@@ -52,3 +52,12 @@ public func freshDatabase(
     await client.shutdown()
     return configuration
 }
+
+/// What a benchmark starts with: a quiet logger (warnings and worse), the bench server (DATABASE_URL/PG*, or the
+/// embedded one in `dataDirectory`) and the project's migrations and SQL.
+public func benchmarkEnvironment(dataDirectory: String) async throws -> (logger: Logger, server: PostgresConfiguration, files: ProjectFiles) {
+    var logger = Logger(label: "bench")
+    logger.logLevel = .warning
+    let server = try await DatabaseTarget.resolve(dataDirectory: dataDirectory, logger: logger).configuration
+    return (logger, server, try ProjectFiles.locate())
+}

@@ -36,26 +36,8 @@ struct IngestBench: AsyncParsableCommand {
         let apiDatabase = try await freshDatabase("tributary_ingest_api", on: server, files: files, logger: logger)
         let client = PostgresClient(configuration: apiDatabase, logger: logger)
         let (_, key) = try await SourceStore(client: client).create(name: "bench")
-        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("tributary").path
-        let log = FileManager.default.temporaryDirectory.appendingPathComponent("ingest-bench-server.log").path
-        try? FileManager.default.removeItem(atPath: log)
-        var environment = ProcessInfo.processInfo.environment
-        environment["DATABASE_URL"] = apiDatabase.resolvedConnectionString
-        environment["TRIBUTARY_SQL_DIR"] = files.root.path
-        let pid = try ProcessRunner.start(binary, ["serve", "--port", "0"], environment: environment, logFile: log)
-        defer {
-            kill(pid, SIGTERM)
-            ProcessRunner.wait(pid)
-        }
-        var port = 0
-        for _ in 0..<600 where port == 0 {
-            if let text = try? String(contentsOfFile: log, encoding: .utf8), let range = text.range(of: "collecting on http://127.0.0.1:") {
-                port = Int(text[range.upperBound...].prefix { $0.isNumber }) ?? 0
-            } else {
-                try await Task.sleep(for: .milliseconds(50))
-            }
-        }
-        guard port > 0 else { throw CleanExit.message("tributary serve did not start; see \(log)") }
+        let (serve, port) = try await TributaryProcess.serve(database: apiDatabase, files: files, logName: "ingest-bench-server.log")
+        defer { serve.stop() }
 
         var httpConfiguration = HTTPClient.Configuration()
         httpConfiguration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = concurrency
@@ -68,7 +50,7 @@ struct IngestBench: AsyncParsableCommand {
         let half = try await poster.run(
             batches: events / 200, prefix: "half", concurrency: concurrency, rate: peak.eventsPerSecond / 2 / 100)
         print(String(format: "API half rate: %8.0f events/s   p50 %6.1f ms   p99 %6.1f ms", half.eventsPerSecond, half.p50, half.p99))
-        let rss = Self.peakRSS(pid)
+        let rss = serve.peakRSS
         print(String(format: "server peak RSS: %.0f MB", Double(rss) / 1024))
         let stored = try await client.query("SELECT count(*) FROM cdp.events").scalar(Int.self)
         guard stored == peak.events + half.events else { throw CleanExit.message("stored \(stored) events, sent \(peak.events + half.events)") }
@@ -79,23 +61,12 @@ struct IngestBench: AsyncParsableCommand {
         let copyDatabase = try await freshDatabase("tributary_ingest_copy", on: server, files: files, logger: logger)
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("ingest-bench-\(events).tsv").path
         try Self.writeCopyFile(path: file, events: events)
-        let psqlBin = try EmbeddedPostgres.findBinaries() + "/psql"
         let columns = "seq, message_id, source_id, type, event, user_id, timestamp, received_at, properties, context"
-        let started = ContinuousClock.now
-        let output = try ProcessRunner.run(psqlBin, ["-X", "-q", "-v", "ON_ERROR_STOP=1", copyDatabase.resolvedConnectionString,
-                                                     "-c", "\\copy cdp.events (\(columns)) FROM '\(file)'"])
-        let seconds = Double((ContinuousClock.now - started).components.attoseconds) / 1e18 + Double((ContinuousClock.now - started).components.seconds)
-        guard output.status == 0 else { throw CleanExit.message("psql failed: \(output.tail)") }
+        let seconds = try psql("\\copy cdp.events (\(columns)) FROM '\(file)'", database: copyDatabase).seconds
         let copyRate = Double(events) / seconds
         print(String(format: "psql \\copy:    %8.0f events/s   (%d events in %.1f s)", copyRate, events, seconds))
         print(String(format: "ratio: API peak / \\copy = %.2fx", peak.eventsPerSecond / copyRate))
         try? FileManager.default.removeItem(atPath: file)
-    }
-
-    static func peakRSS(_ pid: pid_t) -> Int {
-        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return 0 }
-        let line = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") } ?? ""
-        return Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
     }
 
     /// One realistic track call, about 500 bytes.

@@ -53,11 +53,8 @@ struct RealtimeBench: AsyncParsableCommand {
     @Option(name: .customLong("seconds"), help: "Seconds of counted probes (half phase).") var countedSeconds = 60
     @Option(help: "Seconds of load (overload phase).") var overloadSeconds = 60
     @Option(help: "Seconds per window of the overload report.") var window = 10
-    @Option(help: "Concurrent background HTTP clients.") var senders = 16
-    @Option(help: "Milliseconds between probes.") var probeInterval = 100
+    @OptionGroup var options: LoadOptions
     @Option(help: "Distinct users of the background traffic (the seed's users first).") var users = 50_000
-    @Option(help: "Most seconds to wait for the pipeline to drain after a phase.") var drainTimeout = 900
-    @Option(help: "Embedded data directory used when DATABASE_URL/PG* are unset.") var dataDir = ".tributary/bench-pgdata"
     @Option(help: "Diagnosis: the server logs this database's statements slower than this many ms (-1: off).")
     var logMinDuration = -1
 
@@ -66,8 +63,8 @@ struct RealtimeBench: AsyncParsableCommand {
     func validate() throws {
         let known: Set = ["peak", "half", "overload"]
         guard !phaseList.isEmpty, phaseList.allSatisfy(known.contains) else { throw ValidationError("--phases: peak, half, overload") }
-        guard senders > 0, probeInterval > 0, window > 0, users > 0, peakEvents >= 100 else {
-            throw ValidationError("--senders, --probe-interval, --window, --users: positive; --peak-events at least 100")
+        guard window > 0, users > 0, peakEvents >= 100 else {
+            throw ValidationError("--window, --users: positive; --peak-events at least 100")
         }
         guard !rates.isEmpty, rates.allSatisfy({ $0 >= 0 }) else { throw ValidationError("--rate: numbers, comma-separated") }
         if phaseList.contains("half"), !phaseList.contains("peak"), rates.contains(0) { throw ValidationError("half without peak needs --rate") }
@@ -77,11 +74,8 @@ struct RealtimeBench: AsyncParsableCommand {
     var rates: [Double] { rate.split(separator: ",").compactMap { Double($0.trimmingCharacters(in: .whitespaces)) } }
 
     func run() async throws {
-        var logger = Logger(label: "bench")
-        logger.logLevel = .warning
         let started = ContinuousClock.now
-        let server = try await DatabaseTarget.resolve(dataDirectory: dataDir, logger: logger).configuration
-        let files = try ProjectFiles.locate()
+        let (logger, server, files) = try await benchmarkEnvironment(dataDirectory: options.dataDir)
         let admin = try await PostgresConnection.connect(configuration: server.with(database: "postgres"), logger: logger)
         let settings = try await admin.query("""
             SELECT current_setting('server_version'), current_setting('shared_buffers'), current_setting('synchronous_commit')
@@ -106,18 +100,7 @@ struct RealtimeBench: AsyncParsableCommand {
         let probes = Probes()
         let receiver = ProbeReceiver(probes: probes)
         try await receiver.serve { base in
-            try await SegmentStore(client: serveClient, logger: logger).apply(SegmentDefinitions([
-                Segment("carts", realtime: true, fields: [.trait("email")]) {
-                    Event("Added to Cart", within: .days(30)).occurred
-                    Trait<String>("email").exists
-                },
-            ]))
-            let store = SyncStore(client: serveClient, logger: logger, registry: .standard())
-            try await store.apply(try await store.load(Data("""
-                {"syncs": [{"name": "carts_hook", "source": {"segment": "carts"}, "primaryKey": ["profile_id"], "mode": "audience",
-                  "realtime": true, "destination": {"type": "webhook", "url": "\(base)/hook", "secret": "s"}}]}
-                """.utf8)))
-            say("segment carts (real-time) and sync carts_hook (real-time audience, webhook \(base)/hook) applied")
+            try await Pipeline(client: serveClient).applyCartsSync(webhook: base, logger: logger)
             let pool = try await seed(serveClient, logger: logger)
             try await measure(serveClient: serveClient, workerClient: workerClient, writeKey: writeKey, users: pool, probes: probes, logger: logger)
         }
@@ -174,16 +157,9 @@ struct RealtimeBench: AsyncParsableCommand {
             for _ in 0..<600 where try await !pipeline.syncFollowed() { try await Task.sleep(for: .milliseconds(100)) }
             say("pipeline: collection API on 127.0.0.1:\(port), identity and profile stages, real-time activation (in this process)")
 
-            let url = "http://127.0.0.1:\(port)/v1/batch"
-            let authorization = "Basic " + Data("\(writeKey):".utf8).base64EncodedString()
-            var loadConfiguration = HTTPClient.Configuration()
-            loadConfiguration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = senders
-            let loadHTTP = HTTPClient(eventLoopGroupProvider: .singleton, configuration: loadConfiguration)
-            // Probes have a client of their own: they never queue behind the background requests for a connection.
-            let probeHTTP = HTTPClient(eventLoopGroupProvider: .singleton)
-            let load = Load(http: loadHTTP, url: url, authorization: authorization, users: users)
-            let prober = Prober(http: probeHTTP, url: url, authorization: authorization, probes: probes)
-            do {
+            try await withLoad(
+                port: port, writeKey: writeKey, senders: options.senders, probes: probes, batch: ordinaryTraffic(users: users)
+            ) { load, prober in
                 var halfRate = 0.0
                 for phase in phaseList {
                     switch phase {
@@ -203,32 +179,26 @@ struct RealtimeBench: AsyncParsableCommand {
                             prober: prober, pipeline: pipeline, probes: probes, client: serveClient)
                     }
                 }
-            } catch {
-                try? await loadHTTP.shutdown()
-                try? await probeHTTP.shutdown()
-                throw error
             }
-            try await loadHTTP.shutdown()
-            try await probeHTTP.shutdown()
         }
     }
 
     /// Sends --peak-events at full speed; returns the end-to-end rate (events/s through the profile stage).
     func measurePeak(load: Load, pipeline: Pipeline) async throws -> Double {
-        say("\n== peak: \(peakEvents) background events at full speed from \(senders) clients ==")
+        say("\n== peak: \(peakEvents) background events at full speed from \(options.senders) clients ==")
         let start = ContinuousClock.now
-        let sent = try await load.run(tag: "peak", rate: nil, senders: senders, requests: peakEvents / 100, until: nil)
+        let sent = try await load.run(tag: "peak", rate: nil, senders: options.senders, requests: peakEvents / 100, until: nil)
         let httpSeconds = elapsed(since: start)
         let last = try await pipeline.lastSeq()
-        let drained = try await pipeline.waitForProfiles(through: last, timeout: .seconds(drainTimeout))
+        let drained = try await pipeline.waitForProfiles(through: last, timeout: .seconds(options.drainTimeout))
         let total = elapsed(since: start)
-        guard drained else { throw CleanExit.message("the profile stage did not reach seq \(last) within \(drainTimeout) s") }
+        guard drained else { throw CleanExit.message("the profile stage did not reach seq \(last) within \(options.drainTimeout) s") }
         let peak = Double(sent.events) / total
         say(String(format: "HTTP: %d events in %.1f s = %.0f events/s accepted; profile stage at the last seq after %.1f s",
                    sent.events, httpSeconds, Double(sent.events) / httpSeconds, total))
         say(String(format: "end-to-end peak: %.0f events/s (HTTP 200 through identity and profile stages); half: %.0f events/s",
                    peak, peak / 2))
-        _ = try await pipeline.waitForActivation(timeout: .seconds(drainTimeout))
+        _ = try await pipeline.waitForActivation(timeout: .seconds(options.drainTimeout))
         return peak
     }
 
@@ -237,13 +207,14 @@ struct RealtimeBench: AsyncParsableCommand {
         _ name: String, rate: Double, warmup: Int, counted: Int, windows: Bool, load: Load, prober: Prober, pipeline: Pipeline,
         probes: Probes, client: PostgresClient
     ) async throws {
-        say("\n== \(name): background \(Int(rate)) events/s from \(senders) clients, probes every \(probeInterval) ms, "
+        say("\n== \(name): background \(Int(rate)) events/s from \(options.senders) clients, probes every \(options.probeInterval) ms, "
             + "\(warmup) s warm-up + \(counted) s ==")
         let start = ContinuousClock.now, startDate = Date()
         let countFrom = start + .seconds(warmup)
         let end = countFrom + .seconds(counted)
+        let senders = options.senders
         async let background = load.run(tag: name, rate: rate, senders: senders, requests: nil, until: end)
-        try await prober.run(phase: name, every: .milliseconds(probeInterval), from: countFrom, until: end)
+        try await prober.run(phase: name, every: .milliseconds(options.probeInterval), from: countFrom, until: end)
         let sent = try await background
         let loadSeconds = elapsed(since: start)
         let backlog = try await pipeline.backlog()
@@ -251,8 +222,8 @@ struct RealtimeBench: AsyncParsableCommand {
                    sent.events, loadSeconds, Double(sent.events) / loadSeconds, rate, backlog))
         let drainStart = ContinuousClock.now
         let last = try await pipeline.lastSeq()
-        let profiles = try await pipeline.waitForProfiles(through: last, timeout: .seconds(drainTimeout))
-        let activation = try await pipeline.waitForActivation(timeout: .seconds(drainTimeout))
+        let profiles = try await pipeline.waitForProfiles(through: last, timeout: .seconds(options.drainTimeout))
+        let activation = try await pipeline.waitForActivation(timeout: .seconds(options.drainTimeout))
         // The last webhook may still be in flight after the checkpoint moved.
         try await Task.sleep(for: .milliseconds(500))
         say("drain: \(profiles && activation ? "done" : "NOT done") in \(seconds(since: drainStart)) s; "
@@ -284,224 +255,11 @@ struct RealtimeBench: AsyncParsableCommand {
     }
 }
 
-// MARK: - Probes and the receiver
-
-struct Probe: Sendable {
-    var number: Int
-    var phase: String
-    /// Sent after the warm-up.
-    var counted: Bool
-    var sent: ContinuousClock.Instant
-    var ok: ContinuousClock.Instant?
-    var okDate: Date?
-    var arrived: ContinuousClock.Instant?
-    var arrivedDate: Date?
-    var runID: Int64?
-    var error: String?
-
-    var email: String { "probe-\(number)@bench.test" }
-    /// Webhook receipt − HTTP 200, in seconds.
-    var latency: Double? {
-        guard let ok, let arrived else { return nil }
-        return Stats.seconds(arrived - ok)
-    }
-    var httpLatency: Double? { ok.map { Stats.seconds($0 - sent) } }
-}
-
-/// Every probe sent, by number, and what became of it.
-final class Probes: @unchecked Sendable {
-    private let lock = NSLock()
-    private var list: [Probe] = []
-    private var unexpected = 0
-
-    func add(phase: String, counted: Bool) -> Int {
-        lock.withLock {
-            list.append(Probe(number: list.count, phase: phase, counted: counted, sent: .now))
-            return list.count - 1
-        }
-    }
-
-    func answered(_ number: Int, error: String?) {
-        let now = ContinuousClock.now, date = Date()
-        lock.withLock {
-            if let error { list[number].error = error } else {
-                list[number].ok = now
-                list[number].okDate = date
-            }
-        }
-    }
-
-    /// A change received for `email`; only the first receipt of a probe counts.
-    func arrived(email: String, runID: Int64?, at now: ContinuousClock.Instant, date: Date) {
-        guard email.hasPrefix("probe-"), email.hasSuffix("@bench.test"),
-              let number = Int(email.dropFirst(6).dropLast(11))
-        else {
-            lock.withLock { unexpected += 1 }
-            return
-        }
-        lock.withLock {
-            guard number < list.count, list[number].arrived == nil else { return }
-            list[number].arrived = now
-            list[number].arrivedDate = date
-            list[number].runID = runID
-        }
-    }
-
-    func all(phase: String) -> [Probe] { lock.withLock { list.filter { $0.phase == phase } } }
-    var unexpectedCount: Int { lock.withLock { unexpected } }
-}
-
-/// The webhook: notes the receipt of every added profile's email.
-final class ProbeReceiver: @unchecked Sendable {
-    let probes: Probes
-    private let lock = NSLock()
-    private var requests = 0, adds = 0, others = 0, bad = 0
-
-    init(probes: Probes) { self.probes = probes }
-
-    func counts() -> String {
-        lock.withLock { "\(requests) requests, \(adds) adds, \(others) other changes, \(bad) unreadable bodies, \(probes.unexpectedCount) adds of non-probes" }
-    }
-
-    func record(_ body: [UInt8]) -> Bool {
-        let now = ContinuousClock.now, date = Date()
-        guard let document = try? JSONParser.parse(body), case .array(let changes)? = document["changes"] else {
-            lock.withLock { bad += 1 }
-            return false
-        }
-        let runID: Int64? = if case .number(let text)? = document["run_id"] { Int64(text) } else { nil }
-        var added = 0
-        for change in changes {
-            guard case .string("add")? = change["op"], case .string(let email)? = change["fields"]?["email"] else { continue }
-            added += 1
-            probes.arrived(email: email, runID: runID, at: now, date: date)
-        }
-        lock.withLock {
-            requests += 1
-            adds += added
-            others += changes.count - added
-        }
-        return true
-    }
-
-    /// Runs the receiver on 127.0.0.1 (a free port) while `body` runs with its base URL.
-    func serve(_ body: (String) async throws -> Void) async throws {
-        let router = Router()
-        router.post("hook") { [self] request, _ -> Response in
-            let ok = record(Array(try await request.body.collect(upTo: 64 << 20).readableBytesView))
-            return Response(status: ok ? .ok : .badRequest, body: ResponseBody(byteBuffer: ByteBuffer(string: "{}")))
-        }
-        let (ports, portSink) = AsyncStream<Int>.makeStream()
-        var logger = Logger(label: "bench-webhook")
-        logger.logLevel = .critical
-        let app = Application(
-            router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { portSink.yield($0.localAddress?.port ?? 0) }, logger: logger)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await app.runService() }
-            defer { group.cancelAll() }
-            var iterator = ports.makeAsyncIterator()
-            guard let port = await iterator.next() else { throw CancellationError() }
-            try await body("http://127.0.0.1:\(port)")
-        }
-    }
-}
-
-/// Sends a probe every interval, each in a task of its own (a slow answer never delays the next probe).
-struct Prober: Sendable {
-    let http: HTTPClient
-    let url: String
-    let authorization: String
-    let probes: Probes
-
-    func run(phase: String, every interval: Duration, from countFrom: ContinuousClock.Instant, until end: ContinuousClock.Instant) async throws {
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            var due = ContinuousClock.now
-            while due < end {
-                try await Task.sleep(until: due)
-                let number = probes.add(phase: phase, counted: due >= countFrom)
-                group.addTask { await send(number) }
-                due += interval
-            }
-            try await group.waitForAll()
-        }
-    }
-
-    func send(_ number: Int) async {
-        let time = Date().formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
-        let user = "probe-\(number)"
-        let body = #"{"batch":[{"type":"identify","userId":"\#(user)","messageId":"\#(user)-i","traits":{"email":"\#(user)@bench.test","name":"Probe \#(number)"},"timestamp":"\#(time)"},{"type":"track","userId":"\#(user)","messageId":"\#(user)-t","event":"Added to Cart","properties":{"product_id":"sku-\#(number % 1000)","price":19.99,"quantity":1},"timestamp":"\#(time)"}],"sentAt":"\#(time)"}"#
-        probes.answered(number, error: await post(http, url, authorization, body))
-    }
-}
-
-/// POSTs a body; nil when answered 200, else what went wrong.
-func post(_ http: HTTPClient, _ url: String, _ authorization: String, _ body: String) async -> String? {
-    var request = HTTPClientRequest(url: url)
-    request.method = .POST
-    request.headers.add(name: "Authorization", value: authorization)
-    request.headers.add(name: "Content-Type", value: "application/json")
-    request.body = .bytes(ByteBuffer(string: body))
-    do {
-        let response = try await http.execute(request, timeout: .seconds(60))
-        let text = try await response.body.collect(upTo: 1 << 20)
-        return response.status == .ok ? nil : "HTTP \(response.status.code): \(String(buffer: text).prefix(200))"
-    } catch {
-        return "\(error)"
-    }
-}
-
-// MARK: - Background load
+// MARK: - Background traffic
 
 /// Ordinary traffic: 100 events a request, 4 "Product Viewed" tracks to 1 page call, of known users.
-struct Load: Sendable {
-    let http: HTTPClient
-    let url: String
-    let authorization: String
-    let users: [String]
-
-    final class Counter: @unchecked Sendable {
-        private let lock = NSLock()
-        private var next = 0, done = 0, failures = 0
-        private var firstError: String?
-        func take() -> Int { lock.withLock { next += 1; return next - 1 } }
-        func finished(_ error: String?) {
-            lock.withLock {
-                if let error { failures += 1; firstError = firstError ?? error } else { done += 1 }
-            }
-        }
-        var result: (done: Int, failures: Int, error: String?) { lock.withLock { (done, failures, firstError) } }
-    }
-
-    /// Sends from `senders` clients, paced to `rate` events/s (nil: as fast as they can), until `limit` requests were
-    /// sent or the next one would be due after `end`. Returns the events answered 200.
-    func run(tag: String, rate: Double?, senders: Int, requests limit: Int?, until end: ContinuousClock.Instant?) async throws -> (events: Int, failures: Int) {
-        let counter = Counter()
-        let start = ContinuousClock.now
-        await withTaskGroup(of: Void.self) { group in
-            for _ in 0..<senders {
-                group.addTask {
-                    while !Task.isCancelled {
-                        let index = counter.take()
-                        if let limit, index >= limit { return }
-                        if let rate {
-                            let due = start + .nanoseconds(Int64(Double(index) * 100 / rate * 1e9))
-                            if let end, due >= end { return }
-                            if due > .now { try? await Task.sleep(until: due) }
-                        }
-                        // Behind the pace (the API answers slower than the rate): nothing starts after the end.
-                        if let end, ContinuousClock.now >= end { return }
-                        counter.finished(await post(http, url, authorization, body(tag: tag, index: index)))
-                    }
-                }
-            }
-        }
-        let result = counter.result
-        if let error = result.error { say("background: \(result.failures) requests failed; first: \(error)") }
-        return (result.done * 100, result.failures)
-    }
-
-    func body(tag: String, index: Int) -> String {
+func ordinaryTraffic(users: [String]) -> @Sendable (String, Int) -> String {
+    { tag, index in
         let time = Date().formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
         var calls: [String] = []
         calls.reserveCapacity(100)
@@ -516,58 +274,6 @@ struct Load: Sendable {
             }
         }
         return #"{"batch":[\#(calls.joined(separator: ","))],"sentAt":"\#(time)"}"#
-    }
-}
-
-// MARK: - The pipeline's progress
-
-struct Pipeline: Sendable {
-    let client: PostgresClient
-
-    func lastSeq() async throws -> Int64 { try await client.query("SELECT coalesce(max(seq), 0) FROM cdp.events").scalar(Int64.self) }
-
-    func profilesCheckpoint() async throws -> Int64 {
-        try await client.query("SELECT coalesce((SELECT seq FROM cdp.stage_checkpoints WHERE stage = 'profiles'), 0)").scalar(Int64.self)
-    }
-
-    /// Events stored but not yet through the profile stage.
-    func backlog() async throws -> Int64 { try await lastSeq() - profilesCheckpoint() }
-
-    /// The real-time runs since `start`: how many, their duration, changes delivered.
-    func runs(since start: Date) async throws -> String {
-        let (runs, p50, max, delivered) = try await client.query("""
-            SELECT count(*), coalesce(percentile_disc(0.5) WITHIN GROUP (ORDER BY duration_ms), 0)::bigint,
-                   coalesce(max(duration_ms), 0)::bigint, coalesce(sum(delivered), 0)::bigint
-            FROM cdp.sync_runs WHERE trigger = 'realtime' AND started_at >= \(start)
-            """).first!.decode((Int, Int, Int, Int).self)
-        return "\(runs) real-time runs (duration p50 \(p50) ms, max \(max) ms), \(delivered) changes delivered"
-    }
-
-    func syncFollowed() async throws -> Bool {
-        try await client.query("SELECT count(*) FROM cdp.sync_realtime WHERE sync = 'carts_hook'").scalar(Int.self) > 0
-    }
-
-    func waitForProfiles(through seq: Int64, timeout: Duration) async throws -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while try await profilesCheckpoint() < seq {
-            if ContinuousClock.now > deadline { return false }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        return true
-    }
-
-    /// Waits until the sync's checkpoint is at the last segment change.
-    func waitForActivation(timeout: Duration) async throws -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while true {
-            let behind = try await client.query("""
-                SELECT coalesce((SELECT max(change_id) FROM cdp.segment_changes WHERE segment = 'carts'), 0)
-                     > coalesce((SELECT change_id FROM cdp.sync_realtime WHERE sync = 'carts_hook'), 0)
-                """).scalar(Bool.self)
-            if !behind { return true }
-            if ContinuousClock.now > deadline { return false }
-            try await Task.sleep(for: .milliseconds(50))
-        }
     }
 }
 
@@ -626,46 +332,5 @@ struct Splits {
             return "\(name) \(distinct.count) batches, gap p50 \(Stats.ms(sorted, 0.5)) p90 \(Stats.ms(sorted, 0.9)) max \(Stats.ms(sorted, 1))"
         }
         say("    batches carrying probes (ms between consecutive starts): " + gaps.joined(separator: "; "))
-    }
-}
-
-enum Stats {
-    static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-    }
-
-    /// The `p` quantile of sorted seconds, in ms with one decimal ("-" when empty).
-    static func ms(_ sorted: [Double], _ p: Double) -> String {
-        guard !sorted.isEmpty else { return "-" }
-        return String(format: "%.1f", sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] * 1000)
-    }
-}
-
-enum Machine {
-    /// `uname -a`, nproc, the CPU model and the memory.
-    static func describe() -> String {
-        let uname = Process()
-        uname.executableURL = URL(fileURLWithPath: "/bin/uname")
-        uname.arguments = ["-a"]
-        let pipe = Pipe()
-        uname.standardOutput = pipe
-        try? uname.run()
-        uname.waitUntilExit()
-        let kernel = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            .trimmingCharacters(in: .whitespacesAndNewlines)
-        let cpu = field("/proc/cpuinfo", "model name") ?? "unknown CPU"
-        let memory = field("/proc/meminfo", "MemTotal").flatMap { Double($0.split(separator: " ").first ?? "") }
-            .map { String(format: "%.0f GiB", $0 / 1_048_576) } ?? "memory unknown"
-        return "\(ProcessInfo.processInfo.activeProcessorCount) cores (nproc), \(cpu), \(memory); \(kernel); load average \(loadAverage())"
-    }
-
-    static func field(_ file: String, _ key: String) -> String? {
-        let text = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
-        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(key) }) else { return nil }
-        return line.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) }
-    }
-
-    static func loadAverage() -> String {
-        ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "").split(separator: " ").prefix(3).joined(separator: " ")
     }
 }

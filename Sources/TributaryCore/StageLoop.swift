@@ -4,6 +4,9 @@ import Postgres
 /// The run loop of a stream stage: do the work waiting now, then sleep until a `NOTIFY` on `channel` (or at most
 /// `pollInterval`), until the task is cancelled. A failed round is logged and retried after `pollInterval`; if the
 /// listening connection is lost (a server restart), the loop polls and reconnects.
+///
+/// The loop makes the stage's ``StageMetrics`` (current to `round`, which records its batches) and, for a stage with
+/// a checkpoint in `cdp.stage_checkpoints`, samples its lag every second.
 struct StageLoop: Sendable {
     /// The stage's name in log messages (`identity`, `profiles`).
     let name: String
@@ -11,8 +14,19 @@ struct StageLoop: Sendable {
     let channel: String
     let client: PostgresClient
     let logger: Logger
+    /// The stage's row in `cdp.stage_checkpoints` (a sequence number of `cdp.events`), for the lag gauge; nil: no lag.
+    var lagCheckpoint: String? = nil
 
     func run(pollInterval: Duration, _ round: () async throws -> Void) async {
+        let metrics = StageMetrics(stage: name)
+        let sampler = lagCheckpoint.map { checkpoint in
+            Task { [client] in await metrics.sampleLag(checkpoint: checkpoint, client: client, every: .seconds(1)) }
+        }
+        defer { sampler?.cancel() }
+        await StageMetrics.$current.withValue(metrics) { await loop(pollInterval: pollInterval, round) }
+    }
+
+    private func loop(pollInterval: Duration, _ round: () async throws -> Void) async {
         var listener: PostgresConnection?
         while !Task.isCancelled {
             // Listen before each round's work: a notification sent while the round runs is then queued, never lost

@@ -80,9 +80,7 @@ public func buildApplication(
     }
     router.get("/metrics") { _, _ in
         metrics.queueDepth.set(Double(await writer.queueDepth))
-        var headers = HTTPFields()
-        headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
-        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: metrics.registry.emitToBuffer())))
+        return metricsResponse(metrics.registry)
     }
     return Application(
         router: router,

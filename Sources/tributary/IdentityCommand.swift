@@ -21,6 +21,7 @@ extension TributaryCommand.IdentityGroup {
         @OptionGroup var global: GlobalOptions
         @Flag(help: "Process the events waiting now, then exit.") var once = false
         @Option(help: "Most events per batch (one transaction).") var batchSize = 5000
+        @OptionGroup var metrics: MetricsOptions
 
         func run() async throws {
             let logger = global.makeLogger()
@@ -32,7 +33,7 @@ extension TributaryCommand.IdentityGroup {
                         + "\(report.profilesCreated) new profiles, \(report.merges) merges, \(report.hubsDetected) hubs detected, "
                         + "\(report.ignored) identifiers ignored; checkpoint at event \(report.checkpoint)")
                 } else {
-                    try await withTaskCancellationOnSignals { try await stage.run() }
+                    try await metrics.run(logger: logger) { try await stage.run() }
                 }
             }
         }

@@ -22,6 +22,7 @@ extension TributaryCommand.ProfilesCommand {
         @Flag(help: "Process what is waiting now, then exit.") var once = false
         @Option(help: "Most events per batch (one transaction).") var batchSize = 5000
         @Option(help: "Seconds between bulk recomputes of computed traits (time windows, RFM).") var recomputeEvery = 3600
+        @OptionGroup var metrics: MetricsOptions
 
         func run() async throws {
             let logger = global.makeLogger()
@@ -35,9 +36,7 @@ extension TributaryCommand.ProfilesCommand {
                         + (report.rebuilt ? " (rebuilt after an identity rebuild)" : "") + "; checkpoint at event \(report.checkpoint)"
                         + (recomputed.map { "; time-dependent computed traits recomputed for everyone (\($0) changed)" } ?? ""))
                 } else {
-                    try await withTaskCancellationOnSignals {
-                        try await stage.run(recomputeInterval: .seconds(recomputeEvery))
-                    }
+                    try await metrics.run(logger: logger) { try await stage.run(recomputeInterval: .seconds(recomputeEvery)) }
                 }
             }
         }

@@ -46,10 +46,13 @@ extension TributaryCommand {
             let segmentClient = stageClient("segments", connections: 1)
             try await Migrator(files: try ProjectFiles.locate(), logger: logger).migrate(client)
             let summary = target.summary
+            // The stages' swift-metrics land in the registry served at /metrics.
+            let metrics = ServerMetrics()
+            metrics.bootstrap()
             let app = buildApplication(
                 configuration: ServerConfiguration(
                     host: host, port: port, maxQueuedEvents: maxQueuedEvents, destinations: DestinationRegistry.standard()),
-                client: client, logger: logger,
+                client: client, metrics: metrics, logger: logger,
                 onListening: { port in
                     // Written straight to the file descriptor, so a supervisor reading a pipe sees it at once.
                     let line = "tributary \(Tributary.version) collecting on http://\(host):\(port) into \(summary)\n"

@@ -26,6 +26,7 @@ extension TributaryCommand {
         @OptionGroup var global: GlobalOptions
         @Option(help: "Seconds between looks for due syncs.") var pollInterval = 5
         @Flag(inversion: .prefixedNo, help: "Follow real-time syncs in this process.") var realtime = true
+        @OptionGroup var metrics: MetricsOptions
 
         func validate() throws {
             if pollInterval < 1 { throw ValidationError("--poll-interval must be at least 1") }
@@ -47,6 +48,7 @@ extension TributaryCommand {
                 services.append(.init(service: RealtimeService(activation: RealtimeActivation(client: client, logger: logger, runner: runner))))
             }
             services.append(.init(service: RetentionService(client: client, logger: logger)))
+            if let endpoint = metrics.service(logger: logger) { services.append(.init(service: endpoint)) }
             print("tributary \(Tributary.version) worker running due syncs\(realtime ? " and real-time activation" : "") against \(target.summary)")
             let group = ServiceGroup(configuration: ServiceGroupConfiguration(
                 services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

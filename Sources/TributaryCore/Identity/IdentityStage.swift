@@ -86,6 +86,7 @@ public struct IdentityStage: Sendable {
         do {
             while true {
                 try Task.checkCancellation()
+                let started = ContinuousClock.now
                 let (report, next) = try await processBatch(prefetched: prefetched, prefetchNext: true)
                 if report.busy {
                     // A busy peer: the prefetch, if any, waits for the next try (it is checked before use).
@@ -94,6 +95,7 @@ public struct IdentityStage: Sendable {
                 }
                 prefetched = next
                 total.add(report)
+                StageMetrics.current?.batch(events: report.events, duration: ContinuousClock.now - started)
                 if report.events == 0 { return total }
             }
         } catch {
@@ -122,7 +124,8 @@ public struct IdentityStage: Sendable {
     /// `pollInterval`) before looking again.
     public func run(pollInterval: Duration = .seconds(1)) async throws {
         logger.info("identity: stage running")
-        let loop = StageLoop(name: "identity", channel: EventWriter.eventsChannel, client: client, logger: logger)
+        let loop = StageLoop(
+            name: "identity", channel: EventWriter.eventsChannel, client: client, logger: logger, lagCheckpoint: IdentityStore.stage)
         await loop.run(pollInterval: pollInterval) {
             let report = try await catchUp()
             if report.events > 0 {

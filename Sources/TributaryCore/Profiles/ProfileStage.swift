@@ -88,12 +88,14 @@ public struct ProfileStage: Sendable {
         var total = BatchReport()
         while true {
             try Task.checkCancellation()
+            let started = ContinuousClock.now
             let report = try await processBatch()
             if report.busy {
                 try await Task.sleep(for: .milliseconds(50))
                 continue
             }
             total.add(report)
+            StageMetrics.current?.batch(events: report.events, duration: ContinuousClock.now - started)
             if report.events == 0 && report.profilesRecomputed == 0 && !report.rebuilt { return total }
         }
     }
@@ -275,7 +277,8 @@ public struct ProfileStage: Sendable {
     /// `pollInterval`), and recomputes computed traits in bulk every `recomputeInterval`.
     public func run(pollInterval: Duration = .seconds(1), recomputeInterval: Duration = .seconds(3600)) async throws {
         logger.info("profiles: stage running")
-        let loop = StageLoop(name: "profiles", channel: Self.identityChannel, client: client, logger: logger)
+        let loop = StageLoop(
+            name: "profiles", channel: Self.identityChannel, client: client, logger: logger, lagCheckpoint: Self.stage)
         await loop.run(pollInterval: pollInterval) {
             let report = try await catchUp()
             if report.events > 0 || report.rebuilt {

@@ -129,7 +129,9 @@ public struct RealtimeActivation: Sendable {
         logger.info("realtime: following real-time syncs")
         let loop = StageLoop(name: "realtime", channel: Self.channel, client: client, logger: logger)
         await loop.run(pollInterval: pollInterval) {
+            let started = ContinuousClock.now
             let report = try await catchUp()
+            StageMetrics.current?.batch(events: report.changes, duration: ContinuousClock.now - started)
             if report.runs > 0 || report.failed > 0 {
                 logger.info("realtime: delivered", metadata: [
                     "changes": "\(report.changes)", "runs": "\(report.runs)", "delivered": "\(report.delivered)",
