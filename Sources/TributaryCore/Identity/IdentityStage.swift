@@ -10,6 +10,10 @@ import Postgres
 /// and the result is exactly that of a single processor (merge decisions depend on receive order, so the stage is
 /// serial by design). A crash loses nothing: the transaction rolls back and the batch is done again.
 public struct IdentityStage: Sendable {
+    /// Notified when a batch commits (events stamped, `cdp.profile_merge_log` and `cdp.profile_changes` written): the
+    /// stage's hand-off to whatever follows it (the profile stage listens).
+    public static let channel = "tributary_identity"
+
     public struct BatchReport: Sendable, Equatable {
         /// Events stamped in this batch.
         public var events = 0
@@ -322,7 +326,7 @@ public struct IdentityStage: Sendable {
         }
         try await IdentityStore.setCheckpoint(tx, last)
         // Wakes the profile stage when this batch commits.
-        try await tx.execute("SELECT pg_notify(\(ProfileStage.identityChannel), '')")
+        try await tx.execute("SELECT pg_notify(\(Self.channel), '')")
         mark("finish")
         report.checkpoint = last
         return (report, next)

@@ -52,8 +52,6 @@ public struct ProfileStage: Sendable {
     static let mergesStage = "profiles.merges"
     static let changesStage = "profiles.changes"
     static let recomputeStage = "profiles.recompute"
-    /// Sent when the identity stage commits a batch; the profile stage waits on it.
-    public static let identityChannel = "tributary_identity"
 
     let client: PostgresClient
     let logger: Logger
@@ -177,7 +175,7 @@ public struct ProfileStage: Sendable {
             tx, touched: touched, recompute: recomputed, after: marks.profiles, through: through)
         // Real-time segments follow the profiles in the same transaction: a membership never runs ahead of its data.
         report.segmentChanges = try await SegmentMembership.reevaluate(tx, profiles: changed)
-        if report.segmentChanges > 0 { try await tx.execute("SELECT pg_notify(\(RealtimeActivation.channel), '')") }
+        if report.segmentChanges > 0 { try await tx.execute("SELECT pg_notify(\(SegmentMembership.changesChannel), '')") }
         try await Self.setCheckpoint(tx, Self.stage, through)
         report.checkpoint = through
         return report
@@ -278,7 +276,7 @@ public struct ProfileStage: Sendable {
     public func run(pollInterval: Duration = .seconds(1), recomputeInterval: Duration = .seconds(3600)) async throws {
         logger.info("profiles: stage running")
         let loop = StageLoop(
-            name: "profiles", channel: Self.identityChannel, client: client, logger: logger, lagCheckpoint: Self.stage)
+            name: "profiles", channel: IdentityStage.channel, client: client, logger: logger, lagCheckpoint: Self.stage)
         await loop.run(pollInterval: pollInterval) {
             let report = try await catchUp()
             if report.events > 0 || report.rebuilt {

@@ -11,6 +11,10 @@ import Postgres
 /// Both hold the `tributary.segments` advisory lock while they change memberships, so an entry is never recorded
 /// twice.
 public struct SegmentMembership: Sendable {
+    /// Notified when entries into or exits from segments are committed to `cdp.segment_changes` (by a refresh here, or
+    /// by the profile stage's re-evaluation): the segments' hand-off to real-time activation, which listens.
+    public static let changesChannel = "tributary_segments"
+
     static let lock = AdvisoryLockKey(name: "tributary.segments")
 
     let client: PostgresClient
@@ -69,7 +73,7 @@ public struct SegmentMembership: Sendable {
                     )
                     SELECT (SELECT count(*) FROM entered), (SELECT count(*) FROM exited)
                     """).first!.decode((Int, Int).self)
-                if entered + exited > 0 { try await tx.execute("SELECT pg_notify(\(RealtimeActivation.channel), '')") }
+                if entered + exited > 0 { try await tx.execute("SELECT pg_notify(\(Self.changesChannel), '')") }
                 let millis = (ContinuousClock.now - started).milliseconds
                 try await tx.execute("""
                     UPDATE cdp.segment_definitions SET refreshed_at = now(), refresh_ms = \(millis) WHERE name = \(name)

@@ -20,9 +20,6 @@ import Postgres
 /// twice: changes already confirmed make no diff, and changes sent but unconfirmed are sent again with the same
 /// idempotency key. A sync seen for the first time is run in full (every current member), then followed.
 public struct RealtimeActivation: Sendable {
-    /// Notified when entries into or exits from segments are committed.
-    public static let channel = "tributary_segments"
-
     let client: PostgresClient
     let logger: Logger
     let runner: SyncRunner
@@ -127,7 +124,7 @@ public struct RealtimeActivation: Sendable {
     /// `pollInterval`; failed runs are retried then).
     public func run(pollInterval: Duration = .seconds(5)) async {
         logger.info("realtime: following real-time syncs")
-        let loop = StageLoop(name: "realtime", channel: Self.channel, client: client, logger: logger)
+        let loop = StageLoop(name: "realtime", channel: SegmentMembership.changesChannel, client: client, logger: logger)
         await loop.run(pollInterval: pollInterval) {
             let started = ContinuousClock.now
             let report = try await catchUp()
