@@ -14,7 +14,7 @@
 //   - sustained: --sustain-seconds at --rate events/s offered: events/s stored, stamped (identity checkpoint) and
 //     profiled (profile checkpoint), with each stage's lag (last seq − checkpoint) printed every --sample-every s;
 //     the figure holds only if the lag is bounded (mean lag of the last third ≤ 1.5 × the first third's + 2 s of
-//     events at the offered rate);
+//     events at the stored rate);
 //   - latency: event → webhook p50/p99 with background load at 2,000 events/s and at half --rate (--latency-seconds
 //     each, after --warmup s): probes (identify with an email + "Added to Cart") every --probe-interval ms;
 //   - psql \copy of the peak phase's rows (exported from cdp.events) into a monthly-partitioned table with a primary
@@ -150,7 +150,7 @@ struct PipelineBench: AsyncParsableCommand {
         row.stored = Double(sent.events) / seconds
         row.stamped = Double(try await stages.events(after: before.identity, through: after.identity)) / seconds
         row.profiled = Double(try await stages.events(after: before.profiles, through: after.profiles)) / seconds
-        row.lag = Lag(samples: samples, slack: rate * 2)
+        row.lag = Lag(samples: samples, slack: row.stored * 2)
         say(String(format: "stored %.0f, stamped %.0f, profiled %.0f events/s over %.1f s", row.stored, row.stamped, row.profiled, seconds)
             + (sent.failures > 0 ? " (\(sent.failures) requests failed)" : ""))
         say("lag (mean events behind, first third → last third): \(row.lag.text); \(row.lag.bounded ? "bounded" : "GREW: the sustained figure is not valid")")
