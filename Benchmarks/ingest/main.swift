@@ -1,6 +1,6 @@
 // tributary-ingest-bench: the collection API under load, against psql \copy of the same events into the same table.
 //
-//   swift build -c release && .build/release/tributary-ingest-bench [--events 1000000] [--concurrency 16]
+//   swift build -c release && .build/release/tributary-ingest-bench [--events 1000000] [--concurrency 16] [--no-stages]
 //
 // Starts `tributary serve` (the binary next to this one) on a fresh database, posts /v1/batch requests of 100
 // realistic events (about 500 bytes each) from concurrent clients until --events are stored, then repeats at half
@@ -23,6 +23,8 @@ struct IngestBench: AsyncParsableCommand {
     @Option(help: "Events to send at peak (and half as many at half rate).") var events = 1_000_000
     @Option(help: "Concurrent HTTP clients.") var concurrency = 16
     @Option(help: "Embedded data directory used when DATABASE_URL/PG* are unset.") var dataDir = ".tributary/bench-pgdata"
+    @Flag(inversion: .prefixedNo, help: "Run serve's identity and profile stages (--no-stages: serve --no-identity --no-profiles, the API alone).")
+    var stages = true
 
     func run() async throws {
         var logger = Logger(label: "bench")
@@ -30,13 +32,14 @@ struct IngestBench: AsyncParsableCommand {
         let server = try await DatabaseTarget.resolve(dataDirectory: dataDir, logger: logger).configuration
         let files = try ProjectFiles.locate()
         let version = try await PostgresConnection.connect(configuration: server, logger: logger).query("SHOW server_version").scalar(String.self)
-        print("server: PostgreSQL \(version); \(ProcessInfo.processInfo.activeProcessorCount) cores; \(events) events, batches of 100, \(concurrency) clients")
+        print("server: PostgreSQL \(version); \(ProcessInfo.processInfo.activeProcessorCount) cores; \(events) events, batches of 100, \(concurrency) clients; serve \(stages ? "with" : "without") its stages")
 
         // 1. The API.
         let apiDatabase = try await freshDatabase("tributary_ingest_api", on: server, files: files, logger: logger)
         let client = PostgresClient(configuration: apiDatabase, logger: logger)
         let (_, key) = try await SourceStore(client: client).create(name: "bench")
-        let (serve, port) = try await TributaryProcess.serve(database: apiDatabase, files: files, logName: "ingest-bench-server.log")
+        let (serve, port) = try await TributaryProcess.serve(
+            stages ? [] : ["--no-identity", "--no-profiles"], database: apiDatabase, files: files, logName: "ingest-bench-server.log")
         defer { serve.stop() }
 
         var httpConfiguration = HTTPClient.Configuration()

@@ -77,7 +77,11 @@ struct ProfileAggregates: Sendable {
         let windowScope: String
         switch scope {
         case .batch(let after, let through):
-            let batch = "e.seq > \(after) AND e.seq <= \(through) AND e.profile_id IS NOT NULL AND e.profile_id <> ALL($1::uuid[])"
+            // `NOT EXISTS` over the set, not `<> ALL($1)`: the array is compared linearly for every event otherwise.
+            let batch = """
+                e.seq > \(after) AND e.seq <= \(through) AND e.profile_id IS NOT NULL
+                AND NOT EXISTS (SELECT 1 FROM unnest($1::uuid[]) AS f (id) WHERE f.id = e.profile_id)
+                """
             let full = "e.profile_id = ANY($1::uuid[]) AND e.seq <= \(through)"
             state = """
                 WITH b AS MATERIALIZED (

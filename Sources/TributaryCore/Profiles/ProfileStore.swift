@@ -125,9 +125,11 @@ struct ProfileStore: Sendable {
     /// Returns the number of rows changed.
     func refreshData(_ tx: PostgresConnection, touched: [UUID], recompute: [UUID], after: Int64, through: Int64) async throws -> Int {
         guard !touched.isEmpty || !recompute.isEmpty else { return 0 }
+        // A touched profile without a row has had no events before this batch (its first batch creates the row; merges
+        // and splits are in `recompute`): the batch alone is its state. One with a row but no usable state needs all.
         let stale = touched.isEmpty ? [] : try await tx.query("""
-            SELECT t.id FROM unnest(\(touched)::uuid[]) AS t (id)
-            WHERE NOT EXISTS (SELECT 1 FROM cdp.profile_data AS d WHERE d.profile_id = t.id AND d.aggregates ->> 'd' = \(aggregates.fingerprint))
+            SELECT d.profile_id FROM cdp.profile_data AS d
+            WHERE d.profile_id = ANY(\(touched)::uuid[]) AND d.aggregates ->> 'd' IS DISTINCT FROM \(aggregates.fingerprint)
             """).map { try $0.decode(UUID.self) }
         let full = Array(Set(recompute).union(stale))
         var binds = [try full.postgresBind()]
