@@ -247,13 +247,16 @@ public struct ProfileStage: Sendable {
     }
 
     /// Recomputes the traits that change with time alone if the last bulk recompute is older than `interval`, or
-    /// RFM has no quintile boundaries yet while profiles have data. Returns the profiles changed, nil if not due.
+    /// RFM has no quintile boundaries yet while profiles have data and a purchase event arrived since the last bulk
+    /// recompute (without one, the boundaries cannot appear: recomputing every round, as before, re-read every event
+    /// in each round of a stage whose traffic had no purchase yet). Returns the profiles changed, nil if not due.
     @discardableResult
     public func recomputeIfDue(interval: Duration) async throws -> Int? {
-        let (last, missingBoundaries) = try await client.query("""
+        let (last, lastSeq, missingBoundaries) = try await client.query("""
             SELECT (SELECT updated_at FROM cdp.stage_checkpoints WHERE stage = \(Self.recomputeStage)),
+                   coalesce((SELECT seq FROM cdp.stage_checkpoints WHERE stage = \(Self.recomputeStage)), 0),
                    NOT EXISTS (SELECT 1 FROM cdp.rfm_thresholds) AND EXISTS (SELECT 1 FROM cdp.profile_data)
-            """).first!.decode((Date?, Bool).self)
+            """).first!.decode((Date?, Int64, Bool).self)
         let stale = last.map { Date().timeIntervalSince($0) >= Double(interval.components.seconds) } ?? true
         if !stale {
             // Only then do the definitions matter: is RFM on?
@@ -262,6 +265,11 @@ public struct ProfileStage: Sendable {
                 try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", $0)
             } ?? ComputedTraitDefinitions()
             guard definitions.rfm.enabled else { return nil }
+            // An index probe on (event, timestamp): no purchase at all costs nothing.
+            let purchased = try await client.query("""
+                SELECT EXISTS (SELECT 1 FROM cdp.events WHERE event = \(definitions.rfm.event) AND seq > \(lastSeq))
+                """).scalar(Bool.self)
+            guard purchased else { return nil }
         }
         let started = ContinuousClock.now
         let changed = try await recomputeAll(full: false)
