@@ -42,7 +42,11 @@ import Testing
             #expect(text.contains(#"tributary_stage_lag_events{stage="identity"} 0"#), "\(text)")
             #expect(text.contains(#"tributary_stage_batch_duration_seconds_count{stage="identity"} 1"#), "\(text)")
             kill(stage, SIGTERM)
-            #expect(ProcessRunner.wait(stage) == 0, "graceful shutdown on SIGTERM: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+            // waitpid blocks: on a thread of its own, never one of the (two, on CI) cooperative threads every test shares.
+            let status = await withCheckedContinuation { continuation in
+                Thread.detachNewThread { continuation.resume(returning: ProcessRunner.wait(stage)) }
+            }
+            #expect(status == 0, "graceful shutdown on SIGTERM: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
         }
     }
 }
