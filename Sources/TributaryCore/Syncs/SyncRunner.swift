@@ -175,8 +175,8 @@ public struct SyncRunner: Sendable {
             try await db.withTransaction { tx in
                 // The source is the analyst's SQL: read it read-only (the session's temporary table takes the diff).
                 try await tx.execute("SET TRANSACTION READ ONLY")
-                // An analyst's query runs as in their own sessions (the server's JIT setting), not with Tributary's.
-                if case .query = sync.source { try await tx.useServerDefaults() }
+                // The connection's JIT-off stays on even for a `query` source: the statement is Tributary's diff around
+                // the analyst's query, and JIT-compiling it cost seconds per run (the sync tests timed out in parallel).
                 try await tx.execute("SET LOCAL work_mem = '64MB'")
                 try await tx.execute(PostgresQuery(unsafeSQL: insert, binds: binds))
                 if sync.tracksRemovals {
