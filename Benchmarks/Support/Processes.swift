@@ -10,8 +10,11 @@ public struct TributaryProcess: Sendable {
     /// Its standard output and error.
     public let log: String
 
-    /// Starts `tributary ARGUMENTS` (the binary next to this executable) with `DATABASE_URL` set to `database`.
+    /// Starts `tributary ARGUMENTS` (the binary next to this executable) with `DATABASE_URL` set to `database`;
+    /// `TRIBUTARY_BENCH_LOG_LEVEL` (debug shows the stages' and the writer's per-step timings) becomes `--log-level`.
     public static func start(_ arguments: [String], database: PostgresConfiguration, files: ProjectFiles, logName: String) throws -> TributaryProcess {
+        var arguments = arguments
+        if let level = ProcessInfo.processInfo.environment["TRIBUTARY_BENCH_LOG_LEVEL"] { arguments += ["--log-level", level] }
         let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("tributary").path
         let log = FileManager.default.temporaryDirectory.appendingPathComponent(logName).path
         try? FileManager.default.removeItem(atPath: log)

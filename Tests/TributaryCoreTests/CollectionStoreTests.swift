@@ -130,4 +130,40 @@ import Testing
             #expect(try row.decode((String, String, String).self) == (tricky, tricky, "v\\t\"q\""))
         }
     }
+    /// Retries racing their originals across the two ways of storing (one writer still believing nothing is
+    /// suppressed records ids before the sequence lock, one that knows of a suppression records them under it):
+    /// every message is stored exactly once, none fails, and the suppressed person's events are dropped.
+    @Test(.timeLimit(.minutes(3)))
+    func retriesRacingAcrossTheDirectAndTheCheckingPathStoreOnce() async throws {
+        try await TestDatabase.withFreshDatabase(maxConnections: 6) { (client) async throws in
+            try await migrated(client)
+            let direct = EventWriter(client: client, logger: TestDatabase.logger)
+            // Reads its suppression hint (nothing suppressed) now, and keeps it for two seconds.
+            _ = try await direct.write([event("warm-up")], sourceID: "src")
+            try await client.execute("""
+                INSERT INTO cdp.suppressions (identifier_hash, kind) VALUES (cdp.identifier_hash('user_id', 'deleted'), 'user_id')
+                """)
+            let checking = EventWriter(client: client, logger: TestDatabase.logger)
+            let stored = try await withThrowingTaskGroup(of: Int.self) { group in
+                for request in 0..<30 {
+                    group.addTask {
+                        var events = (0..<20).map { self.event("race\(request)-\($0)", user: "u\(request)") }
+                        events.append(self.event("gone\(request)", user: "deleted"))
+                        async let a = direct.write(events, sourceID: "src")
+                        async let b = checking.write(events.reversed(), sourceID: "src")
+                        let (x, y) = try await (a, b)
+                        #expect(x.stored + y.stored == 20)
+                        #expect(y.suppressed == 1)
+                        return x.stored + y.stored
+                    }
+                }
+                return try await group.reduce(0, +)
+            }
+            #expect(stored == 600)
+            let counts = try await client.query("""
+                SELECT count(*), count(DISTINCT seq), count(*) FILTER (WHERE user_id = 'deleted') FROM cdp.events WHERE message_id LIKE 'race%' OR message_id LIKE 'gone%'
+                """).first!
+            #expect(try counts.decode((Int, Int, Int).self) == (600, 600, 0))
+        }
+    }
 }

@@ -8,8 +8,8 @@ import Postgres
 /// Each flush, in one transaction, records the waiting events' message ids in `cdp.event_message_ids` (so a retried
 /// message is stored once, however late) and stores the new ones in `cdp.events` with receive sequence numbers drawn
 /// under an advisory lock, so sequence numbers become visible in increasing order for the stages that consume them.
-/// While nothing is suppressed, only the ids are staged (COPY into a temporary table) and the new events are COPYed
-/// straight into `cdp.events`; otherwise whole events are staged so the insert can check their identifiers. The queue is bounded: when it is full, ``write(_:sourceID:)``
+/// While nothing is suppressed, the ids are recorded before the lock and only the new events' COPY into `cdp.events`
+/// runs under it; otherwise whole events are staged so the insert can check their identifiers. The queue is bounded: when it is full, ``write(_:sourceID:)``
 /// fails at once with ``Overloaded`` rather than buffering without limit.
 ///
 /// Events carrying an identifier of a deleted person (``PrivacyRequests``, `cdp.suppressions`) are dropped by the
@@ -127,7 +127,15 @@ public actor EventWriter {
         try await ensurePartitions(for: rows.map(\.event.timestamp))
         let hint = try await suppressionState()
         var stored: (Set<String>, Set<String>)? = nil
-        if !hint.any { stored = try await flushDirect(rows) }
+        if !hint.any {
+            do {
+                stored = try await flushDirect(rows)
+            } catch let error as PostgresError where error.sqlState == .deadlockDetected {
+                // A retry raced its original across the two paths (the checking path records ids under the lock,
+                // this one before it); the server broke the cycle by rolling this flush back. Check every event.
+                logger.info("writer: a flush met a concurrent one recording the same message ids; retrying it", metadata: ["error": "\(error)"])
+            }
+        }
         let (storedKeys, droppedKeys): (Set<String>, Set<String>) = if let stored { stored } else { try await client.withConnection { connection in
             try await connection.execute(Self.stagingSQL)
             return try await connection.withTransaction { tx in
@@ -178,52 +186,69 @@ public actor EventWriter {
         return outcomes
     }
 
-    /// The path taken while nothing is suppressed: only the message ids go through a temporary table; the events of
-    /// those that are new are COPYed straight into `cdp.events` with sequence numbers drawn under the lock, so each
-    /// event is written once rather than staged and copied. Returns nil (nothing written) if a suppression exists
-    /// once the lock is held (one committed since the hint was read): the caller then takes the checking path.
+    /// The path taken while nothing is suppressed. The message ids are recorded first, before the sequence lock: the
+    /// unique index of `cdp.event_message_ids` decides which events are new (a retry racing its original in another
+    /// flush waits here for that flush to commit or roll back, never while either holds the lock). Then, under the
+    /// lock, sequence numbers are drawn for the new events and they are COPYed straight into `cdp.events`, each
+    /// written once. Only that part is serialized across flushes. Returns nil (nothing written) if a suppression
+    /// exists once the lock is held (one committed since the hint was read): the caller then takes the checking path.
     private func flushDirect(_ rows: [(sourceID: String, event: IncomingEvent)]) async throws -> (Set<String>, Set<String>)? {
-        try await client.withConnection { connection in
-            try await connection.execute(Self.stagingIDsSQL)
-            return try await connection.withTransaction { tx -> (Set<String>, Set<String>)? in
-                try await tx.copyIn("COPY tributary_incoming_ids FROM STDIN") { writer in
-                    var buffer: [UInt8] = []
-                    buffer.reserveCapacity(64 * 1024)
-                    for (ordinal, (sourceID, event)) in rows.enumerated() {
-                        buffer.append(contentsOf: String(ordinal).utf8)
-                        buffer.append(0x09)
-                        Self.appendCopyEscaped(sourceID, to: &buffer)
-                        buffer.append(0x09)
-                        Self.appendCopyEscaped(event.messageID, to: &buffer)
-                        buffer.append(0x09)
-                        PostgresTime.append(event.receivedAt, to: &buffer)
-                        buffer.append(0x0A)
-                        if buffer.count >= 60 * 1024 {
-                            try await writer.write(buffer)
-                            buffer.removeAll(keepingCapacity: true)
-                        }
-                    }
-                    try await writer.write(buffer)
+        var lap = ContinuousClock.now
+        var timings: [(String, Duration)] = []
+        func mark(_ name: String) {
+            let now = ContinuousClock.now
+            timings.append((name, now - lap))
+            lap = now
+        }
+        defer {
+            logger.debug("writer: flush timings", metadata: [
+                "events": "\(rows.count)",
+                "steps": "\(timings.map { "\($0.0) \($0.1.millisecondsText) ms" }.joined(separator: ", "))",
+            ])
+        }
+        /// Thrown to roll the transaction back (the ids recorded so far with it) when a suppression is found.
+        struct SuppressionFound: Error {}
+        do {
+            return try await client.withTransaction { tx -> (Set<String>, Set<String>) in
+                mark("connection")
+                var recorded = Set<String>()
+                recorded.reserveCapacity(rows.count)
+                for row in try await tx.query("""
+                    INSERT INTO cdp.event_message_ids (source_id, message_id, received_at)
+                    SELECT * FROM unnest(\(rows.map(\.sourceID))::text[], \(rows.map(\.event.messageID))::text[],
+                                         \(rows.map { PostgresTime.format($0.event.receivedAt) })::timestamptz[])
+                    ON CONFLICT DO NOTHING
+                    RETURNING source_id, message_id
+                    """) {
+                    let (source, message) = try row.decode((String, String).self)
+                    recorded.insert(source + "\u{1}" + message)
                 }
+                mark("record ids")
+                guard !recorded.isEmpty else { return ([], []) }
                 // Under the lock a deletion also takes: a suppression committed before it is seen here.
                 try await tx.advisoryTransactionLock(Self.sequenceLock)
-                let fresh = try await tx.query(PostgresQuery(unsafeSQL: Self.freshIDsSQL))
-                var sequence: [(ordinal: Int, seq: Int64)] = []
-                sequence.reserveCapacity(rows.count)
-                for row in fresh {
-                    let (ordinal, seq) = try row.decode((Int, Int64).self)
-                    if ordinal < 0 { return nil }   // something is suppressed now: roll back, check every event
-                    sequence.append((ordinal, seq))
+                mark("lock")
+                var sequence: [Int64] = []
+                sequence.reserveCapacity(recorded.count)
+                for row in try await tx.query("""
+                    WITH blocked AS MATERIALIZED (SELECT EXISTS (SELECT 1 FROM cdp.suppressions) AS found)
+                    SELECT -1::int8 WHERE (SELECT found FROM blocked)
+                    UNION ALL
+                    SELECT nextval('cdp.events_seq') FROM generate_series(1, \(recorded.count)) WHERE NOT (SELECT found FROM blocked)
+                    """) {
+                    let seq = try row.decode(Int64.self)
+                    if seq < 0 { throw SuppressionFound() }   // something is suppressed now: roll back, check every event
+                    sequence.append(seq)
                 }
-                var keys = Set<String>()
-                guard !sequence.isEmpty else { return (keys, []) }
+                // Every drawer of cdp.events_seq holds the lock, so these are the next numbers, in order.
+                sequence.sort()
+                mark("draw seqs")
                 try await tx.copyIn(PostgresQuery(unsafeSQL: "COPY cdp.events (seq, \(Self.eventColumns)) FROM STDIN")) { writer in
                     var buffer: [UInt8] = []
                     buffer.reserveCapacity(256 * 1024)
-                    for (ordinal, seq) in sequence {
-                        let (sourceID, event) = rows[ordinal]
-                        keys.insert(sourceID + "\u{1}" + event.messageID)
-                        Self.appendCopyLine(to: &buffer, ordinal: Int(seq), sourceID: sourceID, event)
+                    var next = sequence.makeIterator()
+                    for (sourceID, event) in rows where recorded.contains(sourceID + "\u{1}" + event.messageID) {
+                        Self.appendCopyLine(to: &buffer, ordinal: Int(next.next()!), sourceID: sourceID, event)
                         if buffer.count >= 240 * 1024 {
                             try await writer.write(buffer)
                             buffer.removeAll(keepingCapacity: true)
@@ -231,9 +256,12 @@ public actor EventWriter {
                     }
                     try await writer.write(buffer)
                 }
+                mark("copy events")
                 try await tx.execute("SELECT pg_notify(\(Self.eventsChannel), '')")
-                return (keys, [])
+                return (recorded, [])
             }
+        } catch is SuppressionFound {
+            return nil
         }
     }
 
@@ -274,34 +302,10 @@ public actor EventWriter {
         ) ON COMMIT DELETE ROWS
         """
 
-    /// The message ids of a batch, for the direct path.
-    static let stagingIDsSQL: PostgresQuery = """
-        CREATE TEMP TABLE IF NOT EXISTS tributary_incoming_ids (
-            ordinal int, source_id text, message_id text, received_at timestamptz
-        ) ON COMMIT DELETE ROWS
-        """
-
     /// The columns of `cdp.events` a COPY line of ``appendCopyLine(to:ordinal:sourceID:_:)`` fills after its first.
     static let eventColumns = """
         source_id, message_id, type, event, name, user_id, anonymous_id, group_id, previous_id, timestamp, \
         original_timestamp, sent_at, received_at, properties, traits, context, integrations
-        """
-
-    /// Records the staged message ids; returns `(ordinal, seq)` of the new ones, in order, with a sequence number each
-    /// drawn in that order; or the single row `(-1, 0)`, recording nothing, if any identifier is suppressed.
-    static let freshIDsSQL = """
-        WITH blocked AS MATERIALIZED (
-            SELECT EXISTS (SELECT 1 FROM cdp.suppressions) AS found
-        ), fresh AS (
-            INSERT INTO cdp.event_message_ids (source_id, message_id, received_at)
-            SELECT source_id, message_id, received_at FROM tributary_incoming_ids WHERE NOT (SELECT found FROM blocked)
-            ON CONFLICT DO NOTHING
-            RETURNING source_id, message_id
-        )
-        SELECT i.ordinal, nextval('cdp.events_seq')
-        FROM (SELECT i.ordinal FROM tributary_incoming_ids AS i JOIN fresh AS f USING (source_id, message_id) ORDER BY i.ordinal) AS i
-        UNION ALL
-        SELECT -1, 0 WHERE (SELECT found FROM blocked)
         """
 
     /// Stores the staged events, except those carrying a suppressed identifier (extracted and normalized by
