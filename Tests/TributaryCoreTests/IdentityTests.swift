@@ -115,6 +115,49 @@ enum IdentityFixture {
         }
     }
 
+    /// The stage's in-memory cache of known identifiers is used only while nothing else has changed the graph: not
+    /// after another process ran batches (its merges moved identifiers), nor after SQL of someone else's changed a node.
+    @Test func theIdentifierCacheIsDroppedWhenAnythingElseChangesTheGraph() async throws {
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await F.migrated(client)
+            let cached = IdentityStage(client: client, logger: TestDatabase.logger)
+            try await F.write([
+                F.event(anonymous: "a-1", user: "u-1"),
+                F.event(anonymous: "a-2", traits: #"{"email": "two@example.com"}"#),
+            ], client)
+            _ = try await cached.catchUp()
+            #expect(cached.cache.count == 4)
+            let one = try await F.partition(client)["user_id:u-1"]!
+            let two = try await F.partition(client)["anonymous_id:a-2"]!
+            #expect(one != two)
+
+            // Another process: a-2's profile merges into u-1's (their email is seen with u-1).
+            try await F.write([F.event(user: "u-1", traits: #"{"email": "two@example.com"}"#)], client)
+            _ = try await IdentityStage(client: client, logger: TestDatabase.logger).catchUp()
+            #expect(try await F.partition(client)["anonymous_id:a-2"] == one)
+            // The cached stage meets a-2 again: it must stamp u-1's profile, not the one merged away.
+            try await F.write([F.event(anonymous: "a-2", type: .page), F.event(anonymous: "a-1", type: .page)], client)
+            _ = try await cached.catchUp()
+            let stamped = try await client.query("""
+                SELECT profile_id::text FROM cdp.events WHERE anonymous_id = 'a-2' ORDER BY seq DESC LIMIT 1
+                """).scalar(String.self)
+            #expect(stamped == one)
+            #expect(cached.cache.count == 2)
+
+            // Someone's SQL moves a-1 to a profile of its own (the checkpoint stays where the cached stage left it).
+            let own = Identifier(kind: "anonymous_id", value: "a-1").foundedProfileID
+            try await client.execute("""
+                INSERT INTO cdp.identity_profiles (profile_id, founder_kind, founder_value, founded_seq)
+                VALUES (\(own), 'anonymous_id', 'a-1', 1)
+                """)
+            try await client.execute("UPDATE cdp.identity_nodes SET profile_id = \(own) WHERE kind = 'anonymous_id' AND value = 'a-1'")
+            try await F.write([F.event(anonymous: "a-1", type: .page)], client)
+            _ = try await cached.catchUp()
+            let moved = try await client.query("SELECT profile_id FROM cdp.events ORDER BY seq DESC LIMIT 1").scalar(UUID.self)
+            #expect(moved == own)
+        }
+    }
+
     @Test func userIDLimitKeepsFamilyMembersApartOnASharedDevice() async throws {
         try await TestDatabase.withFreshDatabase { (client) async throws in
             try await F.migrated(client)

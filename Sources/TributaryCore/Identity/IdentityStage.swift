@@ -44,11 +44,14 @@ public struct IdentityStage: Sendable {
     let logger: Logger
     /// Most events per batch (one transaction).
     public var batchSize: Int
+    /// The graph's nodes this stage has met, kept between its batches (see ``IdentifierCache``).
+    let cache: IdentifierCache
 
     public init(client: PostgresClient, logger: Logger, batchSize: Int = 5000) {
         self.client = client
         self.logger = logger
         self.batchSize = batchSize
+        self.cache = IdentifierCache()
     }
 
     /// Processes the next batch of events after the checkpoint, if any, in one transaction.
@@ -71,15 +74,23 @@ public struct IdentityStage: Sendable {
     func processBatch(
         prefetched: Task<Prefetch?, Never>?, prefetchNext: Bool
     ) async throws -> (report: BatchReport, next: Task<Prefetch?, Never>?) {
-        try await client.withConnection { db in
-            try await db.withTransaction { tx in
-                guard try await tx.query("SELECT pg_try_advisory_xact_lock(\(IdentityStore.processorLock.value))").scalar(Bool.self) else {
-                    var report = BatchReport()
-                    report.busy = true
-                    return (report, nil)
+        do {
+            let (report, next, update) = try await client.withConnection { db in
+                try await db.withTransaction { tx -> (BatchReport, Task<Prefetch?, Never>?, IdentifierCache.Update?) in
+                    guard try await tx.query("SELECT pg_try_advisory_xact_lock(\(IdentityStore.processorLock.value))").scalar(Bool.self) else {
+                        var report = BatchReport()
+                        report.busy = true
+                        return (report, nil, nil)
+                    }
+                    return try await process(tx, prefetched: await prefetched?.value, prefetchNext: prefetchNext)
                 }
-                return try await process(tx, prefetched: await prefetched?.value, prefetchNext: prefetchNext)
             }
+            // Committed: the cache may now hold what the batch wrote.
+            if let update { cache.commit(update) }
+            return (report, next)
+        } catch {
+            cache.forget()
+            throw error
         }
     }
 
@@ -141,10 +152,11 @@ public struct IdentityStage: Sendable {
         }
     }
 
-    /// One batch, inside the caller's transaction, holding the processor lock.
+    /// One batch, inside the caller's transaction, holding the processor lock. Reads the stage's cache but leaves it
+    /// alone: the update it returns is for the caller to apply once the transaction has committed.
     func process(
         _ tx: PostgresConnection, prefetched: Prefetch?, prefetchNext: Bool
-    ) async throws -> (report: BatchReport, next: Task<Prefetch?, Never>?) {
+    ) async throws -> (report: BatchReport, next: Task<Prefetch?, Never>?, update: IdentifierCache.Update?) {
         var report = BatchReport()
         var timings: [(String, Duration)] = []
         var lap = ContinuousClock.now
@@ -163,6 +175,7 @@ public struct IdentityStage: Sendable {
         }
         let (rules, document) = try await IdentityStore.rules(tx)
         let checkpoint = try await IdentityStore.checkpoint(tx)
+        let epoch = try await IdentityStore.graphEpoch(tx)
         report.checkpoint = checkpoint
         let last: Int64
         var events: [ExtractedEvent]
@@ -172,7 +185,7 @@ public struct IdentityStage: Sendable {
             let end = try await tx.query("""
                 SELECT max(seq) FROM (SELECT seq FROM cdp.events WHERE seq > \(checkpoint) ORDER BY seq LIMIT \(batchSize)) AS next
                 """).scalar(Int64?.self)
-            guard let end else { return (report, nil) }
+            guard let end else { return (report, nil, nil) }
             last = end
             events = try await IdentityStore.extract(tx, document: document, .range(after: checkpoint, through: last))
         }
@@ -194,8 +207,12 @@ public struct IdentityStage: Sendable {
                 }
             }
         }
-        var nodes = try await IdentityStore.nodes(tx, seen.keys)
-        mark("load nodes")
+        // Known identifiers from the cache (when nothing else changed the graph since its last batch), the rest from
+        // the table.
+        var nodes = cache.nodes(seen.keys, checkpoint: checkpoint, epoch: epoch)
+        let cached = nodes.count
+        for (identifier, node) in try await IdentityStore.nodes(tx, seen.keys.filter { nodes[$0] == nil }) { nodes[identifier] = node }
+        mark("load nodes (\(cached) of \(seen.count) cached)")
         var engine = IdentityEngine(rules: rules)
         for (identifier, node) in nodes where !node.isHub { engine.load(identifier: identifier, profile: node.profile) }
         let resolverEvents = events.map { event in
@@ -327,9 +344,12 @@ public struct IdentityStage: Sendable {
         try await IdentityStore.setCheckpoint(tx, last)
         // Wakes the profile stage when this batch commits.
         try await tx.execute("SELECT pg_notify(\(Self.channel), '')")
+        let update = IdentifierCache.Update(
+            nodes: nodes, redirects: Dictionary(uniqueKeysWithValues: losers.map { ($0, engine.find($0)) }),
+            checkpoint: last, epoch: try await IdentityStore.graphEpoch(tx), forget: report.hubsDetected > 0)
         mark("finish")
         report.checkpoint = last
-        return (report, next)
+        return (report, next, update)
     }
 
     /// An extracted event as the engine takes it: usable identifiers and hub values apart, each in priority order.

@@ -47,6 +47,11 @@ enum IdentityStore {
         return try await db.query("SELECT seq FROM cdp.stage_checkpoints WHERE stage = \(stage)").scalar(Int64.self)
     }
 
+    /// Where `cdp.identity_graph_epoch` stands: it moves with every statement that changes `cdp.identity_nodes`.
+    static func graphEpoch(_ db: PostgresConnection) async throws -> Int64 {
+        try await db.query("SELECT last_value FROM cdp.identity_graph_epoch").scalar(Int64.self)
+    }
+
     static func setCheckpoint(_ db: PostgresConnection, _ seq: Int64) async throws {
         try await db.execute("UPDATE cdp.stage_checkpoints SET seq = \(seq), updated_at = now() WHERE stage = \(stage)")
     }
