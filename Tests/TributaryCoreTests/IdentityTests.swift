@@ -417,3 +417,35 @@ extension IdentityStageTests {
         print("identity accuracy (\(stage)): precision \(scores.precision), recall \(scores.recall), identifiers \(scores.scoredIdentifiers)")
     }
 }
+
+/// The identity stage's cache on its own: merges followed, memory bounded without losing where profiles went.
+@Suite struct IdentifierCacheTests {
+    func node(_ id: Int64, _ profile: UUID) -> StoredNode { StoredNode(id: id, profile: profile, isHub: false) }
+
+    @Test func mergesAreFollowedAndEvictionKeepsCurrentProfiles() {
+        let cache = IdentifierCache(capacity: 100)
+        let profiles = (0..<4).map { _ in UUID() }
+        var nodes: [Identifier: StoredNode] = [:]
+        for i in 0..<80 { nodes[Identifier(kind: "anonymous_id", value: "a\(i)")] = node(Int64(i), profiles[i % 4]) }
+        cache.commit(.init(nodes: nodes, redirects: [:], checkpoint: 10, epoch: 3, forget: false))
+        // Profile 1 merges into 0, then 0 into 2.
+        cache.commit(.init(nodes: [:], redirects: [profiles[1]: profiles[0]], checkpoint: 11, epoch: 4, forget: false))
+        cache.commit(.init(nodes: [:], redirects: [profiles[0]: profiles[2]], checkpoint: 12, epoch: 5, forget: false))
+        let all = nodes.keys
+        #expect(cache.nodes(all, checkpoint: 12, epoch: 5)[Identifier(kind: "anonymous_id", value: "a1")]?.profile == profiles[2])
+        // Past capacity: about half is kept, every kept node with its current profile.
+        var more: [Identifier: StoredNode] = [:]
+        for i in 80..<140 { more[Identifier(kind: "user_id", value: "u\(i)")] = node(Int64(i), profiles[1]) }
+        cache.commit(.init(nodes: more, redirects: [:], checkpoint: 13, epoch: 6, forget: false))
+        #expect(cache.count > 20 && cache.count < 120)
+        let found = cache.nodes(Array(all) + Array(more.keys), checkpoint: 13, epoch: 6)
+        #expect(found.count == cache.count)
+        for (identifier, stored) in found {
+            let expected = identifier.kind == "user_id" ? profiles[2] : [profiles[2], profiles[2], profiles[2], profiles[3]][Int(stored.id) % 4]
+            #expect(stored.profile == expected, "\(identifier)")
+        }
+        // A position other than the last commit's empties it.
+        #expect(cache.nodes(all, checkpoint: 13, epoch: 7).isEmpty)
+        #expect(cache.count == 0)
+    }
+}

@@ -9,8 +9,8 @@ import Foundation
 /// an analyst's own SQL) either moves the stage's checkpoint or advances `cdp.identity_graph_epoch`, which a
 /// statement trigger on the table advances on every change. A batch uses the cache only when both are where this
 /// cache left them after the last batch it saw commit; otherwise it starts empty. It changes only after a batch
-/// commits (``commit(_:)``), and is emptied when a batch splits hubs or fails, or when it holds ``capacity`` nodes
-/// (which bounds its memory: about 150 bytes a node).
+/// commits (``commit(_:)``), and is emptied when a batch splits hubs or fails; past ``capacity`` nodes it keeps a
+/// random half (which bounds its memory: about 150 bytes a node).
 final class IdentifierCache: @unchecked Sendable {
     /// What a committed batch leaves in the cache.
     struct Update {
@@ -32,7 +32,7 @@ final class IdentifierCache: @unchecked Sendable {
     private var redirects: [UUID: UUID] = [:]
     private var position: (checkpoint: Int64, epoch: Int64)?
 
-    init(capacity: Int = 400_000) {
+    init(capacity: Int = 300_000) {
         self.capacity = capacity
     }
 
@@ -57,15 +57,29 @@ final class IdentifierCache: @unchecked Sendable {
     /// Records a committed batch.
     func commit(_ update: Update) {
         lock.withLock {
-            if update.forget || nodes.count + update.nodes.count > capacity {
+            if update.forget {
                 forgetLocked()
-                // Emptied, but current: the next batch starts from here.
-                if update.forget { return }
+                return
             }
             for (from, into) in update.redirects { redirects[from] = into }
             for (identifier, node) in update.nodes { nodes[identifier] = node }
             position = (update.checkpoint, update.epoch)
+            if nodes.count > capacity || redirects.count > capacity / 4 { evictLocked() }
         }
+    }
+
+    /// Keeps a random half of the nodes, each with its current profile, so the redirects can go.
+    private func evictLocked() {
+        var kept: [Identifier: StoredNode] = [:]
+        kept.reserveCapacity(nodes.count / 2 + 1)
+        var generator = SystemRandomNumberGenerator()
+        for (identifier, node) in nodes where Bool.random(using: &generator) {
+            var current = node
+            current.profile = resolveLocked(node.profile)
+            kept[identifier] = current
+        }
+        nodes = kept
+        redirects.removeAll(keepingCapacity: false)
     }
 
     /// Empties the cache (a batch failed: what it read may not have been committed).
