@@ -32,7 +32,7 @@ final class IdentifierCache: @unchecked Sendable {
     private var redirects: [UUID: UUID] = [:]
     private var position: (checkpoint: Int64, epoch: Int64)?
 
-    init(capacity: Int = 300_000) {
+    init(capacity: Int = 150_000) {
         self.capacity = capacity
     }
 
