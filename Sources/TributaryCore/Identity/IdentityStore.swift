@@ -49,7 +49,8 @@ enum IdentityStore {
 
     /// Where `cdp.identity_graph_epoch` stands: it moves with every statement that changes `cdp.identity_nodes`.
     static func graphEpoch(_ db: PostgresConnection) async throws -> Int64 {
-        try await db.query("SELECT last_value FROM cdp.identity_graph_epoch").scalar(Int64.self)
+        // 0 until the first change (last_value alone reads the same before and after the first nextval).
+        try await db.query("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM cdp.identity_graph_epoch").scalar(Int64.self)
     }
 
     static func setCheckpoint(_ db: PostgresConnection, _ seq: Int64) async throws {
