@@ -18,7 +18,7 @@ import Testing
             let json = try #require(try JSONSerialization.jsonObject(with: Data(plan.utf8)) as? [[String: Any]])
             return json.first?["JIT"] != nil
         } catch {
-            try? await db.execute("ROLLBACK")
+            _ = try? await db.execute("ROLLBACK")
             throw error
         }
     }
