@@ -3,10 +3,4 @@ extension Duration {
     public var milliseconds: Int64 {
         components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000
     }
-
-    /// Milliseconds with a tenth, for per-step timings in debug logs ("12.3").
-    public var millisecondsText: String {
-        let tenths = components.seconds * 10_000 + components.attoseconds / 100_000_000_000_000
-        return "\(tenths / 10).\(tenths % 10)"
-    }
 }

@@ -193,24 +193,13 @@ public actor EventWriter {
     /// written once. Only that part is serialized across flushes. Returns nil (nothing written) if a suppression
     /// exists once the lock is held (one committed since the hint was read): the caller then takes the checking path.
     private func flushDirect(_ rows: [(sourceID: String, event: IncomingEvent)]) async throws -> (Set<String>, Set<String>)? {
-        var lap = ContinuousClock.now
-        var timings: [(String, Duration)] = []
-        func mark(_ name: String) {
-            let now = ContinuousClock.now
-            timings.append((name, now - lap))
-            lap = now
-        }
-        defer {
-            logger.debug("writer: flush timings", metadata: [
-                "events": "\(rows.count)",
-                "steps": "\(timings.map { "\($0.0) \($0.1.millisecondsText) ms" }.joined(separator: ", "))",
-            ])
-        }
+        var timings = StepTimings()
+        defer { logger.debug("writer: flush timings", metadata: ["events": "\(rows.count)", "steps": "\(timings)"]) }
         /// Thrown to roll the transaction back (the ids recorded so far with it) when a suppression is found.
         struct SuppressionFound: Error {}
         do {
             return try await client.withTransaction { tx -> (Set<String>, Set<String>) in
-                mark("connection")
+                timings.mark("connection")
                 var recorded = Set<String>()
                 recorded.reserveCapacity(rows.count)
                 for row in try await tx.query("""
@@ -223,11 +212,11 @@ public actor EventWriter {
                     let (source, message) = try row.decode((String, String).self)
                     recorded.insert(source + "\u{1}" + message)
                 }
-                mark("record ids")
+                timings.mark("record ids")
                 guard !recorded.isEmpty else { return ([], []) }
                 // Under the lock a deletion also takes: a suppression committed before it is seen here.
                 try await tx.advisoryTransactionLock(Self.sequenceLock)
-                mark("lock")
+                timings.mark("lock")
                 var sequence: [Int64] = []
                 sequence.reserveCapacity(recorded.count)
                 for row in try await tx.query("""
@@ -242,7 +231,7 @@ public actor EventWriter {
                 }
                 // Every drawer of cdp.events_seq holds the lock, so these are the next numbers, in order.
                 sequence.sort()
-                mark("draw seqs")
+                timings.mark("draw seqs")
                 try await tx.copyIn(PostgresQuery(unsafeSQL: "COPY cdp.events (seq, \(Self.eventColumns)) FROM STDIN")) { writer in
                     var buffer: [UInt8] = []
                     buffer.reserveCapacity(256 * 1024)
@@ -256,7 +245,7 @@ public actor EventWriter {
                     }
                     try await writer.write(buffer)
                 }
-                mark("copy events")
+                timings.mark("copy events")
                 try await tx.execute("SELECT pg_notify(\(Self.eventsChannel), '')")
                 return (recorded, [])
             }

@@ -25,7 +25,7 @@ final class IdentifierCache: @unchecked Sendable {
         var forget: Bool
     }
 
-    /// The most nodes kept; past it the cache starts over.
+    /// The most nodes kept; past it a random half is kept.
     let capacity: Int
     private let lock = NSLock()
     private var nodes: [Identifier: StoredNode] = [:]

@@ -158,19 +158,10 @@ public struct IdentityStage: Sendable {
         _ tx: PostgresConnection, prefetched: Prefetch?, prefetchNext: Bool
     ) async throws -> (report: BatchReport, next: Task<Prefetch?, Never>?, update: IdentifierCache.Update?) {
         var report = BatchReport()
-        var timings: [(String, Duration)] = []
-        var lap = ContinuousClock.now
-        func mark(_ name: String) {
-            let now = ContinuousClock.now
-            timings.append((name, now - lap))
-            lap = now
-        }
+        var timings = StepTimings()
         defer {
             if report.events > 0 {
-                logger.debug("identity: batch timings", metadata: [
-                    "events": "\(report.events)",
-                    "steps": "\(timings.map { "\($0.0) \($0.1.milliseconds) ms" }.joined(separator: ", "))",
-                ])
+                logger.debug("identity: batch timings", metadata: ["events": "\(report.events)", "steps": "\(timings)"])
             }
         }
         let (rules, document) = try await IdentityStore.rules(tx)
@@ -194,7 +185,7 @@ public struct IdentityStage: Sendable {
         try await IdentityStore.resolveAliases(tx, &events)
         report.events = events.count
         report.ignored = try await IdentityStore.recordIgnored(tx, events, logger: logger)
-        mark("extract")
+        timings.mark("extract")
 
         // Load what the graph knows about this batch's identifiers.
         var seen: [Identifier: (first: Int64, last: Int64, firstSeq: Int64)] = [:]
@@ -212,7 +203,7 @@ public struct IdentityStage: Sendable {
         var nodes = cache.nodes(seen.keys, checkpoint: checkpoint, epoch: epoch)
         let cached = nodes.count
         for (identifier, node) in try await IdentityStore.nodes(tx, seen.keys.filter { nodes[$0] == nil }) { nodes[identifier] = node }
-        mark("load nodes (\(cached) of \(seen.count) cached)")
+        timings.mark("load nodes (\(cached) of \(seen.count) cached)")
         var engine = IdentityEngine(rules: rules)
         for (identifier, node) in nodes where !node.isHub { engine.load(identifier: identifier, profile: node.profile) }
         let resolverEvents = events.map { event in
@@ -225,10 +216,10 @@ public struct IdentityStage: Sendable {
         }
         try await IdentityStore.loadProfiles(tx, neededProfiles, into: &engine)
         let loadedProfiles = Set(nodes.values.filter { !$0.isHub }.map(\.profile))
-        mark("load profiles")
+        timings.mark("load profiles")
 
         for event in resolverEvents { engine.process(event) }
-        mark("engine")
+        timings.mark("engine")
 
         // Merges of profiles that existed before this batch: move their identifiers and events to the survivor.
         let losers = engine.mergedAway.intersection(loadedProfiles).sorted { $0.uuidString < $1.uuidString }
@@ -260,7 +251,7 @@ public struct IdentityStage: Sendable {
                 """)
         }
         report.merges = engine.merges.count
-        mark("merges")
+        timings.mark("merges")
 
         // New identifiers, and the time range of those already known.
         let created = engine.created.keys.sorted { $0.kind == $1.kind ? $0.value < $1.value : $0.kind < $1.kind }
@@ -281,7 +272,7 @@ public struct IdentityStage: Sendable {
             }
         }
         report.identifiersCreated = created.count
-        mark("insert nodes")
+        timings.mark("insert nodes")
         let known = seen.keys.filter { engine.created[$0] == nil }
         if !known.isEmpty {
             try await tx.execute("""
@@ -295,7 +286,7 @@ public struct IdentityStage: Sendable {
                   AND (s.first_seen < n.first_seen_at OR s.last_seen > n.last_seen_at)
                 """)
         }
-        mark("seen times")
+        timings.mark("seen times")
 
         // Stamp every event of the batch with its final profile, NULL for those without a usable identifier: after a
         // rebuild the stage goes over events it had stamped before, and a stale stamp must not survive.
@@ -307,7 +298,7 @@ public struct IdentityStage: Sendable {
                 WHERE e.seq = s.seq AND e.seq > \(checkpoint) AND e.seq <= \(last) AND e.profile_id IS DISTINCT FROM s.profile_id
                 """)
         }
-        mark("stamp events")
+        timings.mark("stamp events")
 
         // Edges between identifiers seen together, then hub detection on the nodes that gained edges.
         var edges: [Int64: [Int64: Int64]] = [:]
@@ -333,9 +324,9 @@ public struct IdentityStage: Sendable {
                 gained.insert(a)
                 gained.insert(b)
             }
-            mark("edges")
+            timings.mark("edges")
             let hubs = try await IdentitySplits.detectHubs(tx, among: Array(gained), rules: rules)
-            mark("hub check")
+            timings.mark("hub check")
             if !hubs.isEmpty {
                 report.hubsDetected = hubs.count
                 try await IdentitySplits.split(tx, rules: rules, document: document, hubs: hubs, blocked: [], logger: logger)
@@ -347,7 +338,7 @@ public struct IdentityStage: Sendable {
         let update = IdentifierCache.Update(
             nodes: nodes, redirects: Dictionary(uniqueKeysWithValues: losers.map { ($0, engine.find($0)) }),
             checkpoint: last, epoch: try await IdentityStore.graphEpoch(tx), forget: report.hubsDetected > 0)
-        mark("finish")
+        timings.mark("finish")
         report.checkpoint = last
         return (report, next, update)
     }

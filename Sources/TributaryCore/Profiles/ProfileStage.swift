@@ -164,34 +164,28 @@ public struct ProfileStage: Sendable {
 
         guard through > marks.profiles || !recomputed.isEmpty else { return report }
         report.events = events
-        var lap = ContinuousClock.now
-        var timings: [String] = []
-        func mark(_ name: String) {
-            let now = ContinuousClock.now
-            timings.append("\(name) \((now - lap).millisecondsText) ms")
-            lap = now
-        }
+        var timings = StepTimings()
         report.traitChanges += try await store.applyEvents(tx, after: marks.profiles, through: through, except: recomputed)
-        mark("traits")
+        timings.mark("traits")
         report.consentChanges += try await Consent.apply(tx, after: marks.profiles, through: through, except: recomputed)
-        mark("consent")
+        timings.mark("consent")
         let touched = try await tx.query("""
             SELECT DISTINCT profile_id FROM cdp.events
             WHERE seq > \(marks.profiles) AND seq <= \(through) AND profile_id IS NOT NULL
             """).map { try $0.decode(UUID.self) }
         let changed = Array(Set(touched).union(recomputed))
-        mark("touched")
+        timings.mark("touched")
         report.profilesUpdated = try await store.refreshData(
             tx, touched: touched, recompute: recomputed, after: marks.profiles, through: through)
-        mark("aggregates")
+        timings.mark("aggregates")
         // Real-time segments follow the profiles in the same transaction: a membership never runs ahead of its data.
         report.segmentChanges = try await SegmentMembership.reevaluate(tx, profiles: changed)
         if report.segmentChanges > 0 { try await tx.execute("SELECT pg_notify(\(SegmentMembership.changesChannel), '')") }
-        mark("segments")
+        timings.mark("segments")
         try await Self.setCheckpoint(tx, Self.stage, through)
         report.checkpoint = through
         logger.debug("profiles: batch timings", metadata: [
-            "events": "\(events)", "recomputed": "\(recomputed.count)", "steps": "\(timings.joined(separator: ", "))",
+            "events": "\(events)", "recomputed": "\(recomputed.count)", "steps": "\(timings)",
         ])
         return report
     }
