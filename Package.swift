@@ -49,11 +49,30 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // The domain: migrations today; events, identity, traits, segments and syncs later. No HTTP.
+        // Pure: definitions (catalog, traits, segments, syncs, identity rules) and their decoding, the segment DSL
+        // and its SQL compilers, the identity engine, diff rules. No database or network calls: tested without one.
+        .target(
+            name: "TributaryModel",
+            dependencies: [
+                "Postgres",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Made-up data for the demo, tests and benchmarks: synthetic people, sample events. Never used by the product's
+        // own paths.
+        .target(
+            name: "TributaryFixtures",
+            dependencies: ["TributaryModel"],
+            swiftSettings: swiftSettings
+        ),
+        // The stages and stores (I/O): collection, identity, profiles, segments, syncs, governance.
         .target(
             name: "TributaryCore",
             dependencies: [
                 "Postgres",
+                "TributaryModel",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -66,6 +85,7 @@ let package = Package(
             dependencies: [
                 "Postgres",
                 "TributaryCore",
+                "TributaryModel",
                 "CZlib",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -80,6 +100,7 @@ let package = Package(
             dependencies: [
                 "Postgres",
                 "TributaryCore",
+                "TributaryModel",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -95,8 +116,10 @@ let package = Package(
         .executableTarget(
             name: "tributary",
             dependencies: [
+                "TributaryFixtures",
                 "Postgres",
                 "TributaryCore",
+                "TributaryModel",
                 "TributaryServer",
                 "TributaryDestinations",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -122,6 +145,7 @@ let package = Package(
             dependencies: [
                 "Postgres",
                 "TributaryCore",
+                "TributaryModel",
                 "TributaryDestinations",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -137,6 +161,7 @@ let package = Package(
                 "BenchmarkSupport",
                 "Postgres",
                 "TributaryCore",
+                "TributaryModel",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
@@ -147,9 +172,11 @@ let package = Package(
         .executableTarget(
             name: "tributary-profiles-bench",
             dependencies: [
+                "TributaryFixtures",
                 "BenchmarkSupport",
                 "Postgres",
                 "TributaryCore",
+                "TributaryModel",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -162,6 +189,7 @@ let package = Package(
                 "BenchmarkSupport",
                 "Postgres",
                 "TributaryCore",
+                "TributaryModel",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -174,6 +202,7 @@ let package = Package(
                 "BenchmarkSupport",
                 "Postgres",
                 "TributaryCore",
+                "TributaryModel",
                 "TributaryDestinations",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -185,9 +214,11 @@ let package = Package(
         .executableTarget(
             name: "tributary-identity-bench",
             dependencies: [
+                "TributaryFixtures",
                 "BenchmarkSupport",
                 "Postgres",
                 "TributaryCore",
+                "TributaryModel",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -199,6 +230,7 @@ let package = Package(
             dependencies: [
                 "Postgres",
                 "TributaryCore",
+                "TributaryModel",
                 "TributaryServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -215,6 +247,7 @@ let package = Package(
                 "BenchmarkSupport",
                 "Postgres",
                 "TributaryCore",
+                "TributaryModel",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
@@ -225,9 +258,11 @@ let package = Package(
         .executableTarget(
             name: "tributary-realtime-bench",
             dependencies: [
+                "TributaryFixtures",
                 "BenchmarkSupport",
                 "Postgres",
                 "TributaryCore",
+                "TributaryModel",
                 "TributaryDestinations",
                 "TributaryServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -243,15 +278,21 @@ let package = Package(
             dependencies: ["Postgres", "PostgresTesting"],
             swiftSettings: swiftSettings
         ),
+        // Unit tests of the pure modules: no database, no network.
+        .testTarget(
+            name: "TributaryModelTests",
+            dependencies: ["TributaryModel", "TributaryFixtures", "Postgres"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "TributaryCoreTests",
-            dependencies: ["TributaryCore", "Postgres", "PostgresTesting"],
+            dependencies: ["TributaryCore", "TributaryModel", "TributaryFixtures", "Postgres", "PostgresTesting"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "TributaryServerTests",
             dependencies: [
-                "TributaryServer", "TributaryCore", "Postgres", "PostgresTesting", "CZlib",
+                "TributaryServer", "TributaryCore", "TributaryModel", "Postgres", "PostgresTesting", "CZlib",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ],
@@ -263,7 +304,7 @@ let package = Package(
         .testTarget(
             name: "TributaryDestinationsTests",
             dependencies: [
-                "TributaryDestinations", "TributaryCore", "TributaryServer", "Postgres", "PostgresTesting",
+                "TributaryDestinations", "TributaryCore", "TributaryModel", "TributaryServer", "Postgres", "PostgresTesting",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],

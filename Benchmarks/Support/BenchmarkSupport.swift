@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Postgres
 import TributaryCore
+import TributaryModel
 
 /// Prints a line straight to standard output (unbuffered, so a log file shows progress as it happens).
 public func say(_ line: String) {

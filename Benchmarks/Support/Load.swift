@@ -6,6 +6,7 @@ import Logging
 import Postgres
 import TributaryCore
 import TributaryDestinations
+import TributaryModel
 
 // MARK: - Background load
 

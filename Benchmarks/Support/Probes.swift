@@ -8,6 +8,7 @@ import NIOCore
 import NIOHTTP1
 import Postgres
 import TributaryCore
+import TributaryModel
 
 // MARK: - Probes and the receiver
 

@@ -3,6 +3,7 @@
 import Foundation
 import Postgres
 import TributaryCore
+import TributaryModel
 
 /// A `tributary` subcommand running as a process of its own, against one database, logging to a file.
 public struct TributaryProcess: Sendable {

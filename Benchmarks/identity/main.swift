@@ -18,6 +18,8 @@ import Logging
 import Postgres
 import BenchmarkSupport
 import TributaryCore
+import TributaryModel
+import TributaryFixtures
 
 @main
 struct IdentityBench: AsyncParsableCommand {

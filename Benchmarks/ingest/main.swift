@@ -15,6 +15,7 @@ import NIOHTTP1
 import Postgres
 import BenchmarkSupport
 import TributaryCore
+import TributaryModel
 
 @main
 struct IngestBench: AsyncParsableCommand {

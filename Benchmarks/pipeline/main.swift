@@ -27,6 +27,7 @@ import Foundation
 import Logging
 import Postgres
 import TributaryCore
+import TributaryModel
 
 @main
 struct PipelineBench: AsyncParsableCommand {

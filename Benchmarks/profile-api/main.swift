@@ -18,6 +18,7 @@ import NIOHTTP1
 import Postgres
 import TributaryCore
 import TributaryServer
+import TributaryModel
 
 @main
 struct ProfileAPIBench: AsyncParsableCommand {

@@ -16,6 +16,8 @@ import Logging
 import Postgres
 import BenchmarkSupport
 import TributaryCore
+import TributaryModel
+import TributaryFixtures
 
 @main
 struct ProfilesBench: AsyncParsableCommand {

@@ -38,6 +38,8 @@ import Postgres
 import TributaryCore
 import TributaryDestinations
 import TributaryServer
+import TributaryModel
+import TributaryFixtures
 
 @main
 struct RealtimeBench: AsyncParsableCommand {

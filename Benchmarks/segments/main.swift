@@ -18,6 +18,7 @@ import Logging
 import Postgres
 import BenchmarkSupport
 import TributaryCore
+import TributaryModel
 
 @main
 struct SegmentsBench: AsyncParsableCommand {

@@ -36,6 +36,7 @@ import NIOCore
 import Postgres
 import TributaryCore
 import TributaryDestinations
+import TributaryModel
 
 @main
 struct SyncsBench: AsyncParsableCommand {

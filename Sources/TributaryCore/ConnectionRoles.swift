@@ -1,4 +1,5 @@
 import Postgres
+import TributaryModel
 
 /// The session settings of Tributary's own connections, by what they are for.
 ///

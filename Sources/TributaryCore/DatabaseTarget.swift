@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Postgres
+import TributaryModel
 
 /// The database a command works on: the one the environment names, or the embedded default.
 public struct DatabaseTarget: Sendable {

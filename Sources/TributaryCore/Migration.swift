@@ -1,5 +1,6 @@
 import Foundation
 import Postgres
+import TributaryModel
 
 /// One file of `migrations/`: `NNNN_name.sql`, applied once, in version order, and never edited afterwards.
 public struct Migration: Sendable, Hashable {

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Postgres
+import TributaryModel
 
 /// Applies `migrations/` in order and then re-applies `sql/`, recording each migration in
 /// `cdp.schema_migrations` with its SHA-256 checksum and how long it took.

@@ -1,5 +1,6 @@
 import Foundation
 import Postgres
+import TributaryModel
 
 /// Finds the directory that holds `migrations/` and `sql/`.
 ///

@@ -1,5 +1,6 @@
 import Logging
 import Postgres
+import TributaryModel
 
 /// The run loop of a stream stage: do the work waiting now, then sleep until a `NOTIFY` on `channel` (or at most
 /// `pollInterval`), until the task is cancelled. A failed round is logged and retried after `pollInterval`; if the

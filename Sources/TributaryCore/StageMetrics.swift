@@ -1,5 +1,6 @@
 import Metrics
 import Postgres
+import TributaryModel
 
 /// A stream stage's metrics, through swift-metrics (whatever backend the process bootstrapped, or a task-local factory
 /// bound with `withMetricsFactory`; none: no-ops). Dimension `stage` names the stage (`identity`, `profiles`, `realtime`):

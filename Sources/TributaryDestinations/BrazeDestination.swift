@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import TributaryCore
+import TributaryModel
 
 /// Delivers rows to Braze user profiles through its REST API.
 ///

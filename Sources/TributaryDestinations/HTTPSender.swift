@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import TributaryCore
+import TributaryModel
 
 /// One HTTP exchange for HTTP destinations, with failures sorted the way the sync runner needs them: connection
 /// failures, timeouts, 429 and 5xx are retryable (with `Retry-After`, in seconds or as an HTTP date); other statuses

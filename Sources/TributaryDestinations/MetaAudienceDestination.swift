@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Logging
 import TributaryCore
+import TributaryModel
 
 /// Adds rows to, and removes them from, a Meta (Facebook) customer-file Custom Audience through the Marketing API.
 ///

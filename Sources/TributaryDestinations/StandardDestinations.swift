@@ -1,4 +1,5 @@
 import TributaryCore
+import TributaryModel
 
 extension DestinationRegistry {
     /// Every destination Tributary ships: `file` and `postgres` (from the core), `webhook`.

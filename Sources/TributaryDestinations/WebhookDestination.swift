@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import TributaryCore
+import TributaryModel
 
 /// POSTs each batch as JSON to a URL.
 ///

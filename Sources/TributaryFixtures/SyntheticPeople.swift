@@ -1,4 +1,5 @@
 import Foundation
+import TributaryModel
 
 /// A deterministic, realistic multi-channel customer data set with known ground truth, for measuring identity
 /// resolution: its accuracy in tests and its speed in benchmarks.

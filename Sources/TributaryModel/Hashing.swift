@@ -4,7 +4,7 @@ import Foundation
 /// SHA-256 in lower-case hex: migration checksums, stored write keys, content-derived message ids.
 ///
 /// - Parameter bytes: how many leading bytes of the digest to keep (32, all of it, by default).
-func sha256Hex(_ data: some DataProtocol, bytes: Int = 32) -> String {
+package func sha256Hex(_ data: some DataProtocol, bytes: Int = 32) -> String {
     let hex = Array("0123456789abcdef".utf8)
     var out = [UInt8]()
     out.reserveCapacity(bytes * 2)

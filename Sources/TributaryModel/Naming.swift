@@ -6,7 +6,7 @@ import Foundation
 /// ```swift
 /// try checkedName(" web ", what: "a source name", error: SourceError.init)  // "web"
 /// ```
-func checkedName<E: Error>(_ name: String, what: String, error: (String) -> E) throws -> String {
+package func checkedName<E: Error>(_ name: String, what: String, error: (String) -> E) throws -> String {
     let trimmed = name.trimmingCharacters(in: .whitespacesAndNewlines)
     guard !trimmed.isEmpty else { throw error("\(what) cannot be empty") }
     guard trimmed.count <= 100 else { throw error("\(what) can be at most 100 characters") }

@@ -3,6 +3,7 @@ import Hummingbird
 import Logging
 import Postgres
 import TributaryCore
+import TributaryModel
 
 /// Authentication and authorization of the profile and admin APIs: `Authorization: Bearer <API token>`, looked up by
 /// its SHA-256 (cached for a few seconds), then checked for a scope (`admin` covers every scope).

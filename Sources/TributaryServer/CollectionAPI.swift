@@ -6,6 +6,7 @@ import NIOCore
 import Postgres
 import Prometheus
 import TributaryCore
+import TributaryModel
 
 /// Settings of `tributary serve`.
 public struct ServerConfiguration: Sendable {

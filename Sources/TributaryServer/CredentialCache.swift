@@ -1,4 +1,5 @@
 import TributaryCore
+import TributaryModel
 
 /// Credential lookups (write keys, API tokens), cached briefly so a busy caller costs no query per request.
 ///

@@ -6,6 +6,7 @@ import NIOCore
 import Postgres
 import Prometheus
 import TributaryCore
+import TributaryModel
 
 /// The profile API: `GET /v1/profiles/{kind}/{value}[?events=N]` with `Authorization: Bearer <API token>`.
 ///

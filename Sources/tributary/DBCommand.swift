@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Postgres
 import TributaryCore
+import TributaryModel
 
 extension TributaryCommand {
     struct DB: AsyncParsableCommand {

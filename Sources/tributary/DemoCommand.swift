@@ -10,6 +10,8 @@ import Postgres
 import TributaryCore
 import TributaryServer
 import TributaryDestinations
+import TributaryModel
+import TributaryFixtures
 
 extension TributaryCommand {
     struct Demo: AsyncParsableCommand {

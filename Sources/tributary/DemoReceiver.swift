@@ -5,6 +5,7 @@ import NIOCore
 import ServiceLifecycle
 import TributaryCore
 import TributaryDestinations
+import TributaryModel
 
 /// The demo's webhook receiver: checks each request's signature and counts the changes it received.
 actor DemoReceiver {

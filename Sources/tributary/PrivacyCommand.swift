@@ -4,6 +4,7 @@ import Logging
 import Postgres
 import TributaryCore
 import TributaryDestinations
+import TributaryModel
 
 extension TributaryCommand {
     struct PrivacyGroup: AsyncParsableCommand {

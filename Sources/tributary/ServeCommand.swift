@@ -8,6 +8,7 @@ import TributaryCore
 import TributaryDestinations
 import TributaryServer
 import UnixSignals
+import TributaryModel
 
 extension TributaryCommand {
     struct Serve: AsyncParsableCommand {

@@ -6,6 +6,7 @@ import ServiceLifecycle
 import TributaryCore
 import TributaryDestinations
 import UnixSignals
+import TributaryModel
 
 extension TributaryCommand {
     struct Syncs: AsyncParsableCommand {

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Postgres
 import TributaryCore
+import TributaryModel
 
 extension TributaryCommand {
     struct Traits: AsyncParsableCommand {

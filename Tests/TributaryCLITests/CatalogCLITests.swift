@@ -29,8 +29,8 @@ import Testing
             #expect(infer.status == 0, "\(infer.stderr)")
             #expect(infer.stdout.contains("catalog: 2 traits, 2 events, 3 properties"), "\(infer.stdout)")
             let generated = try String(contentsOfFile: swift, encoding: .utf8)
-            #expect(generated.contains(#"public static let lifetimeValue = TributaryCore.Trait<Swift.Double>("lifetime_value")"#))
-            #expect(generated.contains(#"public static let items = TributaryCore.Property<Swift.Int>("items", event: "Order Completed")"#))
+            #expect(generated.contains(#"public static let lifetimeValue = TributaryModel.Trait<Swift.Double>("lifetime_value")"#))
+            #expect(generated.contains(#"public static let items = TributaryModel.Property<Swift.Int>("items", event: "Order Completed")"#))
 
             // An edit survives --merge; without --merge the file is inferred afresh.
             let edited = try String(contentsOfFile: catalog, encoding: .utf8)

@@ -3,6 +3,7 @@ import Postgres
 import PostgresTesting
 import Testing
 @testable import TributaryCore
+@testable import TributaryModel
 
 /// API tokens against real PostgreSQL: only hashes are stored, revoked tokens fail, names and scopes are checked.
 @Suite struct APITokenTests {

@@ -3,6 +3,7 @@ import Postgres
 import PostgresTesting
 import Testing
 @testable import TributaryCore
+@testable import TributaryModel
 
 /// Sources and the event writer against real PostgreSQL.
 @Suite struct CollectionStoreTests {

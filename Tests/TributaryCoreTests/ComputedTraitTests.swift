@@ -3,6 +3,8 @@ import Postgres
 import PostgresTesting
 import Testing
 @testable import TributaryCore
+@testable import TributaryModel
+@testable import TributaryFixtures
 
 /// Computed traits on real PostgreSQL against values computed here, independently, from the generated events.
 @Suite struct ComputedTraitTests {

@@ -3,6 +3,7 @@ import Postgres
 import PostgresTesting
 import Testing
 @testable import TributaryCore
+@testable import TributaryModel
 
 /// Consent from `context.consent.categoryPreferences`, kept by the profile stage, and syncs that serve purposes.
 @Suite struct ConsentTests {

@@ -3,6 +3,7 @@ import Postgres
 import PostgresTesting
 import Testing
 @testable import TributaryCore
+@testable import TributaryModel
 
 /// Rules files, identifier parsing and the merge rule itself, without a database.
 @Suite struct IdentityRulesTests {

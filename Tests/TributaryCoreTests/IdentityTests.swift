@@ -3,6 +3,8 @@ import Postgres
 import PostgresTesting
 import Testing
 @testable import TributaryCore
+@testable import TributaryModel
+@testable import TributaryFixtures
 
 /// Helpers shared by the identity tests: write events, run the stage, read the partition back.
 enum IdentityFixture {

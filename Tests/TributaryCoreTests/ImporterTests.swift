@@ -3,6 +3,7 @@ import Postgres
 import PostgresTesting
 import Testing
 @testable import TributaryCore
+@testable import TributaryModel
 
 @Suite struct ImporterTests {
     @Test func csvRecordsSurviveAnyChunking() {

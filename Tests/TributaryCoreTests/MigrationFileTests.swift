@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import TributaryCore
+@testable import TributaryModel
 
 /// Migration files, read and checked without a database.
 @Suite struct MigrationFileTests {

@@ -4,6 +4,7 @@ import Postgres
 import PostgresTesting
 import Testing
 @testable import TributaryCore
+@testable import TributaryModel
 
 /// The migration runner against real PostgreSQL, one fresh database per test.
 @Suite struct MigratorTests {

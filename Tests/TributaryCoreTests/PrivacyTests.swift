@@ -3,6 +3,7 @@ import Postgres
 import PostgresTesting
 import Testing
 @testable import TributaryCore
+@testable import TributaryModel
 
 /// Privacy requests against real PostgreSQL with the real identity and profile stages: hostile identifiers,
 /// suppression on every ingestion path, the access export, consent with history, refused input, and the request log

@@ -3,6 +3,8 @@ import Postgres
 import PostgresTesting
 import Testing
 @testable import TributaryCore
+@testable import TributaryModel
+@testable import TributaryFixtures
 
 /// Helpers for the profile tests: events with chosen times and properties, both stages, reading profiles back.
 enum ProfileFixture {

@@ -4,6 +4,7 @@ import Postgres
 import PostgresTesting
 import Testing
 @testable import TributaryCore
+@testable import TributaryModel
 
 /// Event retention against real PostgreSQL: whole old partitions go, newer ones stay, the audit log records it.
 @Suite struct RetentionTests {

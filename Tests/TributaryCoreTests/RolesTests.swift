@@ -3,6 +3,7 @@ import Postgres
 import PostgresTesting
 import Testing
 @testable import TributaryCore
+@testable import TributaryModel
 
 /// `tributary roles setup` against real PostgreSQL: an analyst reads schema `analyst` only, masked, and writes
 /// nothing; tributary_pii unmasks. Each test makes its own uniquely named roles (roles are cluster-wide and tests run

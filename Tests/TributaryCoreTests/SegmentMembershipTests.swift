@@ -3,6 +3,8 @@ import Postgres
 import PostgresTesting
 import Testing
 @testable import TributaryCore
+@testable import TributaryModel
+@testable import TributaryFixtures
 
 /// Segments compiled by ``SegmentCompiler`` and run on real PostgreSQL, against memberships computed here in Swift from
 /// the same data, written from the documented semantics (not from the SQL); then membership history and real-time

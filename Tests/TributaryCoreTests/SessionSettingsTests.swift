@@ -3,6 +3,7 @@ import Postgres
 import PostgresTesting
 import Testing
 @testable import TributaryCore
+@testable import TributaryModel
 
 /// Tributary's connections set their session once at connect (JIT off, a name per role, timeouts), so no hot
 /// statement is JIT-compiled even on a server that JIT-compiles everything, while SQL users write keeps the server's

@@ -3,6 +3,7 @@ import Foundation
 import Testing
 @testable import TributaryCore
 @testable import TributaryDestinations
+@testable import TributaryModel
 
 /// Helpers for the Braze and Meta destination tests: contexts, changes, decoding what the receiver saw.
 enum Marketing {

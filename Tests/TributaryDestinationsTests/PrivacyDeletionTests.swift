@@ -4,6 +4,7 @@ import PostgresTesting
 import Testing
 @testable import TributaryCore
 @testable import TributaryDestinations
+@testable import TributaryModel
 
 /// Deleting a person end to end: a person seen under several identifiers (merged into one profile) with traits,
 /// consent, a segment membership and a mirror sync that delivered them to a webhook; the destination is told first,

@@ -7,6 +7,7 @@ import Testing
 @testable import TributaryCore
 @testable import TributaryDestinations
 import TributaryServer
+@testable import TributaryModel
 
 /// The real-time path: an event through the HTTP API, the identity and profile stages, the real-time segment, the
 /// outbox (`cdp.segment_changes`) and a real-time sync to a webhook.

@@ -4,6 +4,7 @@ import PostgresTesting
 import Testing
 @testable import TributaryCore
 @testable import TributaryDestinations
+@testable import TributaryModel
 
 /// Property-based and fault-injection tests of the sync engine against real PostgreSQL and a real local HTTP
 /// receiver (``TestReceiver``) whose model of the destination is kept by the test (``SyncPropertyTests/Model``).

@@ -5,6 +5,7 @@ import PostgresTesting
 import Testing
 @testable import TributaryCore
 @testable import TributaryDestinations
+@testable import TributaryModel
 
 /// Shared set-up for sync tests: a migrated database, a source table, syncs applied from JSON.
 enum SyncFixture {

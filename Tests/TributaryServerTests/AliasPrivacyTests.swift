@@ -8,6 +8,7 @@ import PostgresTesting
 import Testing
 import TributaryCore
 @testable import TributaryServer
+import TributaryModel
 
 /// Deleting people who made alias calls, through the API `tributary privacy delete` calls and through the HTTP privacy
 /// API (a real socket), with alias calls sent before and after: afterwards no column of any table, in any schema,

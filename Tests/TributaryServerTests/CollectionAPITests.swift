@@ -10,6 +10,7 @@ import PostgresTesting
 import Testing
 import TributaryCore
 @testable import TributaryServer
+import TributaryModel
 
 /// The collection API through a real socket, against real PostgreSQL.
 @Suite struct CollectionAPITests {

@@ -8,6 +8,7 @@ import PostgresTesting
 import Testing
 import TributaryCore
 @testable import TributaryServer
+import TributaryModel
 
 /// The privacy API through a real socket, against real PostgreSQL and the real identity and profile stages: who may
 /// call it (401, 403, 200), what it does, and the 400s naming the bad field.

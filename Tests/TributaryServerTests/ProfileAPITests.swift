@@ -9,6 +9,7 @@ import PostgresTesting
 import Testing
 import TributaryCore
 @testable import TributaryServer
+import TributaryModel
 
 /// The profile API through a real socket, against real PostgreSQL, with identities made by the real identity stage.
 @Suite struct ProfileAPITests {

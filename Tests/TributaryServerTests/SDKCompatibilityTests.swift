@@ -5,6 +5,7 @@ import PostgresTesting
 import Testing
 import TributaryCore
 @testable import TributaryServer
+import TributaryModel
 
 /// The unmodified Segment and RudderStack Python SDKs from PyPI, pointed at Tributary.
 @Suite struct SDKCompatibilityTests {

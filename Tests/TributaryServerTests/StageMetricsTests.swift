@@ -10,6 +10,7 @@ import PostgresTesting
 import Testing
 import TributaryCore
 @testable import TributaryServer
+import TributaryModel
 
 /// The stream stages' metrics at `/metrics`, through a real socket: the stages run as in `tributary serve`, with the
 /// server's registry bound as their metrics factory for this test's task only (tests share one process).

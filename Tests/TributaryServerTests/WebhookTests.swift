@@ -8,6 +8,7 @@ import PostgresTesting
 import Testing
 import TributaryCore
 @testable import TributaryServer
+import TributaryModel
 
 @Suite struct WebhookTests {
     static let stripeMapping = #"""

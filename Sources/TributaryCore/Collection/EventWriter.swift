@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Postgres
+import TributaryModel
 
 /// Stores accepted calls durably, sharing one transaction among all the requests waiting at the same time
 /// (group commit), and returns to each caller only after that transaction has committed.

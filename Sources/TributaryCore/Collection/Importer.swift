@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Postgres
+import TributaryModel
 
 /// Bulk import of CRM and POS exports: JSONL of Segment calls, or CSV with a column mapping.
 ///

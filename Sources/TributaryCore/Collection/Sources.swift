@@ -1,5 +1,6 @@
 import Foundation
 import Postgres
+import TributaryModel
 
 /// A place events come from (a website, an app, a CRM export), with the write key its SDKs send.
 public struct Source: Sendable, Equatable {

@@ -1,5 +1,6 @@
 import Foundation
 import Postgres
+import TributaryModel
 
 /// How a tool's webhook payload (an email platform, a support desk, a payment provider) becomes Segment calls.
 ///

@@ -1,5 +1,6 @@
 import Foundation
 import Postgres
+import TributaryModel
 
 /// The audit log (`cdp.audit_log`): who did what to which target, and when. Every administrative action records one
 /// entry, in the same transaction as the action where it has one, so an action and its entry commit together.

@@ -1,5 +1,6 @@
 import Foundation
 import Postgres
+import TributaryModel
 
 /// Per-profile, per-purpose consent, taken from events as Segment's consent spec sends it:
 ///

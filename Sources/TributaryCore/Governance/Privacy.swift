@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Postgres
+import TributaryModel
 
 /// Privacy requests about one person, named by one of their identifiers (`email:ann@example.com`): deletion (the
 /// right to erasure), an access export, and consent recorded on their behalf.

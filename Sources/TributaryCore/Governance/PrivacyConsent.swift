@@ -1,5 +1,6 @@
 import Foundation
 import Postgres
+import TributaryModel
 
 extension PrivacyRequests {
     /// The internal source consent events recorded through the API come from (created disabled: its write key,

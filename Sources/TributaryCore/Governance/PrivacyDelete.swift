@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Postgres
+import TributaryModel
 
 extension PrivacyRequests {
     /// What a deletion did.

@@ -1,5 +1,6 @@
 import Foundation
 import Postgres
+import TributaryModel
 
 extension PrivacyRequests {
     /// Writes everything held about the person one of whose identifiers is `identifier` (`KIND:VALUE`) as one JSON

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Postgres
+import TributaryModel
 
 /// How long events are kept: a number of months or days (`13months`, `400d`, `2y`).
 public struct RetentionAge: Sendable, Equatable, CustomStringConvertible {

@@ -1,5 +1,6 @@
 import Foundation
 import Postgres
+import TributaryModel
 
 /// The Postgres roles of PII protection (`tributary roles setup`):
 ///

@@ -1,4 +1,5 @@
 import Foundation
+import TributaryModel
 
 /// What the real-time identity stage remembers of the graph between its batches: the stored node of identifiers it
 /// has met (id, profile, hub), and where the profiles it merged away went. A batch looks its known identifiers up

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Postgres
+import TributaryModel
 
 /// Rules, status and explanations of the identity graph: what the `tributary identity` commands call.
 public struct IdentityAdmin: Sendable {

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Postgres
+import TributaryModel
 
 /// `tributary identity rebuild`: recomputes the whole identity graph from `cdp.events` in SQL and swaps it in
 /// atomically, while ingestion and the real-time stage go on.

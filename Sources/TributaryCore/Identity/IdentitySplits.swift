@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Postgres
+import TributaryModel
 
 /// Hub detection and splits: when a value becomes a hub (or blocked) after it has merged profiles, the identifiers
 /// connected to those profiles are re-resolved from their events as if the value had never been usable, and the

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Postgres
+import TributaryModel
 
 /// The real-time identity stage: consumes `cdp.events` in receive order from its checkpoint, assigns each event a
 /// `profile_id`, creates and merges profiles, detects hubs and splits what they had merged.

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Postgres
+import TributaryModel
 
 /// One event's identifiers as extracted by `cdp.event_identifiers` (`cdp.identity_candidates` and an alias call's previousId).
 struct ExtractedEvent: Sendable {

@@ -1,5 +1,6 @@
 import Foundation
 import Postgres
+import TributaryModel
 
 /// What an API token may do.
 public enum APITokenScope: String, Sendable, CaseIterable, Codable, CustomStringConvertible {

@@ -1,5 +1,6 @@
 import Foundation
 import Postgres
+import TributaryModel
 
 /// Infers a ``Catalog`` from the most recent events, in one set-based query (`jsonb_each` and `jsonb_typeof` over
 /// a sample; no event is loaded into Swift, only one row per key and JSON type).

@@ -1,5 +1,6 @@
 import Foundation
 import Postgres
+import TributaryModel
 
 /// The typed catalog in force: one document in `cdp.profile_config` (row `catalog`), stored in ``Catalog/canonical``
 /// form (every trait's `column` written out) as compact JSON with sorted keys, with the SHA-256 of that text.

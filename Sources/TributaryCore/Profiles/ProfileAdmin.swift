@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Postgres
+import TributaryModel
 
 /// Applying computed trait definitions, and reading profiles' state for operators.
 public struct ProfileAdmin: Sendable {

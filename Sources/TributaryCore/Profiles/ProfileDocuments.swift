@@ -1,5 +1,6 @@
 import Foundation
 import Postgres
+import TributaryModel
 
 /// Profiles as the profile API serves them: one JSON document per profile, built by PostgreSQL in one call
 /// (`cdp.profile_lookup` in `sql/0410_profile_api.sql`), so a lookup is one round trip and the text is passed on as

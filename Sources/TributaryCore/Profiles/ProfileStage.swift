@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Postgres
+import TributaryModel
 
 /// The profile stage: follows the identity stage through `cdp.events` and keeps `cdp.profile_trait_values`,
 /// `cdp.trait_history` and `cdp.profile_data` (merged traits, computed traits, first/last seen, event count) current.

@@ -1,5 +1,6 @@
 import Foundation
 import Postgres
+import TributaryModel
 
 /// The set-based SQL of the profile stage: trait merging, per-profile recomputes, profile data, bulk recomputes.
 struct ProfileStore: Sendable {

@@ -1,5 +1,6 @@
 import Foundation
 import Postgres
+import TributaryModel
 
 /// Generates `cdp.profiles`: the fixed columns of the analyst contract plus one typed column per catalog trait and
 /// per computed trait, read from the jsonb with functions that give NULL (never an error) for a value of another type.

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Postgres
+import TributaryModel
 
 /// Keeps `cdp.segment_members` current and records every entry and exit in `cdp.segment_changes`.
 ///

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Postgres
+import TributaryModel
 
 /// Applying segment definitions (views `segments."name"`, rows of `cdp.segment_definitions`) and reading them back.
 public struct SegmentStore: Sendable {

@@ -1,4 +1,5 @@
 import Foundation
+import TributaryModel
 
 /// Writes each run's changes to a file, JSON Lines or CSV, atomically: the run writes a temporary file next to the
 /// target and renames it into place in ``finish()``, so a reader never sees half a file, and rows count as delivered

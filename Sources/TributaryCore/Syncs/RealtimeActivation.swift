@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Postgres
+import TributaryModel
 
 /// Real-time activation: delivers the entries into and exits from real-time segments to the syncs that follow them
 /// (`"realtime": true`), moments after the event that caused them.

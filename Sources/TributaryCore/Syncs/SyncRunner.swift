@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Postgres
+import TributaryModel
 
 /// How a failed batch is tried again: exponential backoff with full jitter, at least what `Retry-After` asked for.
 public struct RetryPolicy: Sendable {

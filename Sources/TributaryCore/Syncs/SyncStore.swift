@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Postgres
+import TributaryModel
 
 /// Applying sync definitions (`cdp.syncs`), and what operators read back: the list, runs and errors.
 public struct SyncStore: Sendable {

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Postgres
+import TributaryModel
 
 /// Upserts into a PostgreSQL table, in the Tributary database or another one (`url`).
 ///

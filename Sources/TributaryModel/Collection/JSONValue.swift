@@ -89,7 +89,7 @@ public indirect enum JSONValue: Sendable, Equatable {
         return size
     }
 
-    static func writeString(_ text: String, to out: inout [UInt8]) {
+    package static func writeString(_ text: String, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
         for byte in text.utf8 {
             switch byte {

@@ -26,6 +26,30 @@ public struct IncomingEvent: Sendable, Equatable {
     public var traits: String
     public var context: String
     public var integrations: String
+
+    public init(
+        messageID: String, type: CallType, event: String? = nil, name: String? = nil, userID: String? = nil,
+        anonymousID: String? = nil, groupID: String? = nil, previousID: String? = nil, timestamp: Date,
+        originalTimestamp: Date? = nil, sentAt: Date? = nil, receivedAt: Date, properties: String, traits: String,
+        context: String, integrations: String
+    ) {
+        self.messageID = messageID
+        self.type = type
+        self.event = event
+        self.name = name
+        self.userID = userID
+        self.anonymousID = anonymousID
+        self.groupID = groupID
+        self.previousID = previousID
+        self.timestamp = timestamp
+        self.originalTimestamp = originalTimestamp
+        self.sentAt = sentAt
+        self.receivedAt = receivedAt
+        self.properties = properties
+        self.traits = traits
+        self.context = context
+        self.integrations = integrations
+    }
 }
 
 /// A problem with one call of a request, located by a path such as `batch[3].event`.
@@ -39,6 +63,12 @@ public struct ValidationIssue: Sendable, Equatable, CustomStringConvertible {
         return field.isEmpty ? "batch[\(index)]" : "batch[\(index)].\(field)"
     }
     public var description: String { "\(path): \(message)" }
+
+    public init(index: Int? = nil, field: String, message: String) {
+        self.index = index
+        self.field = field
+        self.message = message
+    }
 }
 
 /// A request that cannot be taken at all (not JSON, not an object, over a limit).

@@ -8,7 +8,7 @@ import Foundation
 /// `HTTPStatus` → HTTP, Status; `address2Line` → address2, Line).
 public enum CatalogNames {
     /// The words of a key, in order, as described on ``CatalogNames``.
-    static func words(_ key: String) -> [String] {
+    package static func words(_ key: String) -> [String] {
         var words: [[UInt8]] = []
         var current: [UInt8] = []
         for byte in key.folding(options: .diacriticInsensitive, locale: nil).utf8 {

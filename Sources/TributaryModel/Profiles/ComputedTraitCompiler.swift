@@ -14,7 +14,7 @@ public struct ComputedTraitCompiler: Sendable {
     }
 
     /// The moment computations are made for, as an SQL expression of a literal.
-    static func timestamp(_ date: Date) -> String {
+    package static func timestamp(_ date: Date) -> String {
         let micros = Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
         return "(timestamptz 'epoch' + \(micros) * interval '1 microsecond')"
     }

@@ -361,7 +361,7 @@ extension ComputedTrait {
     }
 
     /// The catalog type of this trait's values (nil: whatever the property holds, kept as JSON).
-    func valueType(catalog: Catalog?) -> ValueType? {
+    package func valueType(catalog: Catalog?) -> ValueType? {
         switch aggregate {
         case .count, .distinctCount, .daysSinceFirst, .daysSinceLast: return .integer
         case .sum, .average, .min, .max: return .double
@@ -601,7 +601,7 @@ private struct AnyKey: CodingKey {
 
 /// Decodes a string as one of an enum's cases; anything else is an error that lists the cases:
 /// `unknown aggregate 'avg'; use count, sum, …`.
-func decodeKnownCase<T: RawRepresentable & CaseIterable>(_ decoder: any Decoder, named kind: String) throws -> T where T.RawValue == String {
+package func decodeKnownCase<T: RawRepresentable & CaseIterable>(_ decoder: any Decoder, named kind: String) throws -> T where T.RawValue == String {
     let text = try decoder.singleValueContainer().decode(String.self)
     guard let value = T(rawValue: text) else {
         throw DecodingError.dataCorrupted(.init(
@@ -612,7 +612,7 @@ func decodeKnownCase<T: RawRepresentable & CaseIterable>(_ decoder: any Decoder,
 }
 
 /// Refuses keys a definition does not know: a misspelt `whre` must not silently match every event.
-func rejectUnknownKeys(_ decoder: any Decoder, known: [String]) throws {
+package func rejectUnknownKeys(_ decoder: any Decoder, known: [String]) throws {
     let container = try decoder.container(keyedBy: AnyKey.self)
     if let unknown = container.allKeys.map(\.stringValue).sorted().first(where: { !known.contains($0) }) {
         throw DecodingError.dataCorrupted(.init(
@@ -622,7 +622,7 @@ func rejectUnknownKeys(_ decoder: any Decoder, known: [String]) throws {
 }
 
 /// A decoding error as `path: problem`, for example `computedTraits[2].within.days: must be an integer`.
-func describe(_ error: DecodingError) -> String {
+package func describe(_ error: DecodingError) -> String {
     func path(_ codingPath: [any CodingKey]) -> String {
         var text = ""
         for key in codingPath {

@@ -18,12 +18,12 @@ import Postgres
 /// A profile's state is recomputed from all its events when it was merged or split, when it has none yet, or when it
 /// was computed for other definitions (each state carries the fingerprint of the definitions, key `d`). The rebuild
 /// computes every state from events with the same SQL, so the rebuild and the real-time path agree by construction.
-struct ProfileAggregates: Sendable {
+package struct ProfileAggregates: Sendable {
     let compiler: ComputedTraitCompiler
     /// Identifies the definitions a stored state was computed for.
-    let fingerprint: String
+    package let fingerprint: String
 
-    init(_ compiler: ComputedTraitCompiler) {
+    package init(_ compiler: ComputedTraitCompiler) {
         self.compiler = compiler
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
@@ -33,7 +33,7 @@ struct ProfileAggregates: Sendable {
     var definitions: ComputedTraitDefinitions { compiler.definitions }
 
     /// How one trait's partial aggregate is kept.
-    enum Kind: Equatable {
+    package enum Kind: Equatable {
         case count, sum, average, min, max, first, last, values, earliest, latest
         /// Computed from the events inside its window, not kept.
         case windowed
@@ -56,7 +56,7 @@ struct ProfileAggregates: Sendable {
     }
 
     /// Which events a query of ``rowsSQL(_:asOf:)`` aggregates.
-    enum Scope {
+    package enum Scope {
         /// Profiles with events in `after < seq <= through`: their stored state combined with those events; except
         /// the profiles of bind `$1` (`uuid[]`), computed from all their events with `seq <= through`. With windowed
         /// traits, bind `$2` (`uuid[]`) lists every profile involved.
@@ -66,12 +66,12 @@ struct ProfileAggregates: Sendable {
     }
 
     /// Whether any trait is computed from its window's events (``Scope/batch(after:through:)`` then takes bind `$2`).
-    var hasWindowedTraits: Bool { definitions.computedTraits.contains { Self.kind($0) == .windowed } }
+    package var hasWindowedTraits: Bool { definitions.computedTraits.contains { Self.kind($0) == .windowed } }
 
     /// Rows of `profile_id, first_seen_at, last_seen_at, event_count, t0, t1, …, rfm_last, rfm_orders, rfm_revenue`
     /// (the columns of ``ComputedTraitCompiler/aggregateSQL(asOf:through:profileFilter:)``) and `aggregates` (the
     /// state to store), for the profiles of `scope`, at `asOf`.
-    func rowsSQL(_ scope: Scope, asOf: Date) throws -> String {
+    package func rowsSQL(_ scope: Scope, asOf: Date) throws -> String {
         let now = ComputedTraitCompiler.timestamp(asOf)
         let state: String
         let windowScope: String

@@ -24,7 +24,7 @@ public struct PostgresDialect: SQLDialect {
 
 /// Renders the pieces computed traits and segments share (property conditions, JSON constants, numbers, moments)
 /// through a dialect.
-struct SQLRenderer: Sendable {
+package struct SQLRenderer: Sendable {
     let dialect: any SQLDialect
 
     init(_ dialect: any SQLDialect = PostgresDialect()) { self.dialect = dialect }

@@ -127,7 +127,7 @@ public struct DestinationContext: Sendable {
     }
 }
 
-/// Builds destinations by `type`. The core registers `file` and `postgres`; HTTP destinations (`webhook`, `braze`,
+/// Builds destinations by `type`. ``DestinationRegistry/core()`` (the syncs module) registers `file` and `postgres`; HTTP destinations (`webhook`, `braze`,
 /// `meta_audience`) come from the `TributaryDestinations` module.
 public struct DestinationRegistry: Sendable {
     public typealias Factory = @Sendable (DestinationContext) async throws -> any Destination
@@ -138,14 +138,6 @@ public struct DestinationRegistry: Sendable {
     var validators: [String: Validator] = [:]
 
     public init() {}
-
-    /// The destinations of the core: `file` and `postgres`.
-    public static func core() -> DestinationRegistry {
-        var registry = DestinationRegistry()
-        registry.register("file", validate: FileDestination.validate) { try FileDestination.make($0) }
-        registry.register("postgres", validate: TableDestination.validate) { try await TableDestination.make($0) }
-        return registry
-    }
 
     public mutating func register(_ type: String, validate: Validator? = nil, make: @escaping Factory) {
         factories[type] = make

@@ -123,7 +123,7 @@ public struct SyncDefinition: Sendable, Equatable {
     }
 
     /// Whether rows gone from the source are looked for at all.
-    var tracksRemovals: Bool { mode == .mirror || mode == .audience }
+    package var tracksRemovals: Bool { mode == .mirror || mode == .audience }
 }
 
 /// How a row of the source differs from what was last delivered.
@@ -165,7 +165,7 @@ public struct SyncDefinitions: Sendable, Equatable {
     static let keys = ["name", "source", "primaryKey", "fields", "mode", "destination", "schedule", "batchSize", "rateLimit",
                        "maxAttempts", "enabled", "description", "purposes", "profileColumn", "realtime"]
 
-    static func parseSync(_ value: JSONValue, at path: String, registry: DestinationRegistry) throws -> SyncDefinition {
+    package static func parseSync(_ value: JSONValue, at path: String, registry: DestinationRegistry) throws -> SyncDefinition {
         guard case .object(let members) = value else { throw SyncError("\(path): must be an object") }
         if let unknown = members.first(where: { !keys.contains($0.0) }) {
             throw SyncError("\(path).\(unknown.0): unknown key; known keys are \(keys.joined(separator: ", "))")

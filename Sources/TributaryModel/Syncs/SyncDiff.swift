@@ -143,7 +143,7 @@ public struct SyncDiff: Sendable {
     }
 
     /// Fills in the key and fields of removed and withdrawn rows: what was last sent (pending), else last confirmed.
-    static let removedFieldsSQL = """
+    package static let removedFieldsSQL = """
         UPDATE pg_temp.tributary_sync_diff AS d
         SET key_object = coalesce(p.key_object, st.key_object), payload = coalesce(p.payload, st.payload)
         FROM pg_temp.tributary_sync_diff AS r
@@ -152,7 +152,7 @@ public struct SyncDiff: Sendable {
         WHERE r.kind IN ('removed', 'withdrawn') AND d.n = r.n
         """
 
-    static let createSQL = """
+    package static let createSQL = """
         CREATE TEMP TABLE IF NOT EXISTS tributary_sync_diff (
             n            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
             kind         text NOT NULL,

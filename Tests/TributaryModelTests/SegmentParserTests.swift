@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import TributaryCore
+@testable import TributaryModel
 
 /// JSON parsing and Segment validation, without a database.
 @Suite struct SegmentParserTests {

@@ -1,8 +1,7 @@
 import Foundation
 import Postgres
-import PostgresTesting
 import Testing
-@testable import TributaryCore
+@testable import TributaryModel
 
 /// A deliberately odd dialect: any quoting the compiler writes itself instead of asking the dialect shows up as a
 /// stray `'` or `"` in the SQL.
@@ -300,13 +299,14 @@ private enum Traits {
         // The test runner lives next to the modules it was built with.
         let swiftc = try #require(ProcessRunner.which("swiftc"), "swiftc is needed to type-check")
         var directory = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
-        while !FileManager.default.fileExists(atPath: directory.appendingPathComponent("Modules/TributaryCore.swiftmodule").path),
+        while !FileManager.default.fileExists(atPath: directory.appendingPathComponent("Modules/TributaryModel.swiftmodule").path),
               directory.path != "/" {
             directory.deleteLastPathComponent()
         }
         let modules = directory.appendingPathComponent("Modules").path
-        try #require(FileManager.default.fileExists(atPath: modules + "/TributaryCore.swiftmodule"), "no built TributaryCore module near \(CommandLine.arguments[0])")
-        let libpq = try ProjectFiles.locate().root.appendingPathComponent("Sources/CLibPQ/module.modulemap").path
+        try #require(FileManager.default.fileExists(atPath: modules + "/TributaryModel.swiftmodule"), "no built TributaryModel module near \(CommandLine.arguments[0])")
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let libpq = root.appendingPathComponent("Sources/CLibPQ/module.modulemap").path
         // The module map includes libpq-fe.h, found where pkg-config says (as SwiftPM does for the build).
         let pkgConfig = try #require(ProcessRunner.which("pkg-config"), "pkg-config finds libpq's headers")
         let cflags = try await ProcessRunner.runDetached(pkgConfig, ["--cflags-only-I", "libpq"])
@@ -315,7 +315,7 @@ private enum Traits {
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: scratch) }
         func typecheck(_ body: String) async throws -> (Int32, String) {
-            try "import Foundation\nimport TributaryCore\n\(body)\n".write(to: scratch.appendingPathComponent("use.swift"), atomically: true, encoding: .utf8)
+            try "import Foundation\nimport TributaryModel\n\(body)\n".write(to: scratch.appendingPathComponent("use.swift"), atomically: true, encoding: .utf8)
             let output = try await ProcessRunner.runDetached(
                 swiftc, ["-typecheck", "-I", modules, "-Xcc", "-fmodule-map-file=\(libpq)"] + includes + ["use.swift"], directory: scratch.path)
             return (output.status, output.text)
@@ -337,80 +337,6 @@ private enum Traits {
         ] {
             let result = try await typecheck(bad)
             #expect(result.0 != 0 && result.1.contains("error:"), "\(bad) type-checked")
-        }
-    }
-}
-
-@Suite struct SegmentHostileInputTests {
-    /// Names and values with quotes, backslashes, comment and statement separators, unicode: compiled into views,
-    /// executed on real PostgreSQL, and they mean exactly what they say.
-    @Test func hostileNamesAndValuesCompileRunAndMatchLiterally() async throws {
-        try await TestDatabase.withFreshDatabase { (client) async throws in
-            try await IdentityFixture.migrated(client)
-            let key = #"k'"\; --😀"#
-            let value = #"v'); DROP TABLE cdp.events; -- \' " \\ é"#
-            let event = #"Ev"ent'; SELECT 1; --\"#
-            try await ProfileFixture.ingest([
-                ProfileFixture.event(.identify, user: "hostile", traits: #"{"\#(jsonEscaped(key))": "\#(jsonEscaped(value))"}"#, at: ProfileFixture.base),
-                ProfileFixture.event(.track, user: "hostile", event: event, properties: #"{"\#(jsonEscaped(key))": 5}"#, at: ProfileFixture.base),
-                ProfileFixture.event(.identify, user: "plain", traits: #"{"\#(jsonEscaped(key))": "other"}"#, at: ProfileFixture.base),
-            ], client)
-            let name = #"Seg"ment'; DROP VIEW x; --\ ü"#
-            let segment = Segment(name, fields: [SegmentField(name: "k", trait: key, computed: nil)]) {
-                Trait<String>(key) == value
-                Trait<String>(key).contains(#"); DROP TABLE"#)
-                Event(event) { Property<Int>(key) >= 5 }.count >= 1
-                Event(event).notSince(Event(event))
-            }
-            let store = SegmentStore(client: client, logger: TestDatabase.logger)
-            try await store.apply(SegmentDefinitions([segment]))
-            try await SegmentMembership(client: client, logger: TestDatabase.logger).refresh()
-            // Without a catalog the field is jsonb.
-            let rows = try await client.query("SELECT k #>> '{}' FROM \(unescaped: try SQLQuoting.qualified("segments", name))").map { try $0.decode(String.self) }
-            #expect(rows == [value])
-            let members = try await client.query("SELECT count(*) FROM cdp.segment_members WHERE segment = \(name)").first![0].decode(Int.self)
-            #expect(members == 1)
-            #expect(try await client.query("SELECT count(*) FROM cdp.events").first![0].decode(Int.self) == 3)
-            // NUL is refused with a clear error, before anything is stored.
-            let nul = Segment("nul") { Trait<String>("k") == "a\u{0}b" }
-            await #expect(throws: ProfileError.self) { try await store.apply(SegmentDefinitions([segment, nul])) }
-            #expect(try await store.current().segments.map(\.name) == [name])
-        }
-    }
-
-    private func jsonEscaped(_ text: String) -> String {
-        let data = try! JSONEncoder().encode(text)
-        return String(String(decoding: data, as: UTF8.self).dropFirst().dropLast())
-    }
-}
-
-@Suite struct SegmentProfileDocumentTests {
-    /// The profile API's document lists the segments a profile is a member of, with when it entered.
-    @Test func theProfileDocumentListsSegments() async throws {
-        try await TestDatabase.withFreshDatabase { (client) async throws in
-            try await IdentityFixture.migrated(client)
-            try await ProfileFixture.ingest([
-                ProfileFixture.event(.identify, user: "u1", traits: #"{"plan": "pro"}"#, at: ProfileFixture.base),
-                ProfileFixture.event(.identify, user: "u2", traits: #"{"plan": "free"}"#, at: ProfileFixture.base),
-            ], client)
-            try await SegmentStore(client: client, logger: TestDatabase.logger).apply(SegmentDefinitions([
-                Segment("pro") { Trait<String>("plan") == "pro" },
-                Segment("anyone") {},
-            ]))
-            try await SegmentMembership(client: client, logger: TestDatabase.logger).refresh()
-            let documents = ProfileDocuments(client: client)
-            guard case .found(let pro) = try await documents.lookup(kind: "user_id", value: "u1", events: 0),
-                  case .found(let free) = try await documents.lookup(kind: "user_id", value: "u2", events: 0) else {
-                Issue.record("profiles not found")
-                return
-            }
-            func segments(_ document: String) throws -> [String] {
-                guard case .array(let list)? = try JSONParser.parse(Array(document.utf8))["segments"] else { return [] }
-                return list.compactMap { if case .string(let name)? = $0["segment"] { name } else { nil } }
-            }
-            #expect(try segments(pro) == ["anyone", "pro"])
-            #expect(try segments(free) == ["anyone"])
-            #expect(pro.contains(#""entered_at""#))
         }
     }
 }

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import TributaryCore
+@testable import TributaryModel
 
 /// Mutated and random request bodies never crash the parser: each is either parsed or refused with an error.
 @Suite struct ParserFuzzTests {

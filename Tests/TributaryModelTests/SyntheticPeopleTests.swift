@@ -1,6 +1,7 @@
 import Foundation
 import Testing
-@testable import TributaryCore
+@testable import TributaryModel
+@testable import TributaryFixtures
 
 /// The synthetic identity data set: deterministic, valid Segment calls, a truth that matches the events, every hard
 /// case present, and the pairwise scores.
