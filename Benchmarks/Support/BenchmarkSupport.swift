@@ -2,8 +2,9 @@
 import Foundation
 import Logging
 import Postgres
-import TributaryCore
+import TributaryCollection
 import TributaryModel
+import TributaryService
 
 /// Prints a line straight to standard output (unbuffered, so a log file shows progress as it happens).
 public func say(_ line: String) {

@@ -4,9 +4,10 @@ import AsyncHTTPClient
 import Foundation
 import Logging
 import Postgres
-import TributaryCore
 import TributaryDestinations
 import TributaryModel
+import TributarySegments
+import TributarySyncs
 
 // MARK: - Background load
 

@@ -7,7 +7,6 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import Postgres
-import TributaryCore
 import TributaryModel
 
 // MARK: - Probes and the receiver

@@ -2,8 +2,7 @@
 // their peak memory, and `psql \copy`, the yardstick.
 import Foundation
 import Postgres
-import TributaryCore
-import TributaryModel
+import TributaryService
 
 /// A `tributary` subcommand running as a process of its own, against one database, logging to a file.
 public struct TributaryProcess: Sendable {

@@ -13,13 +13,13 @@
 //      hubs included and with hubs excluded (each under a statement timeout).
 // Accuracy (pairwise precision and recall against the generator's truth) is printed for the real-time result.
 import ArgumentParser
+import BenchmarkSupport
 import Foundation
 import Logging
 import Postgres
-import BenchmarkSupport
-import TributaryCore
-import TributaryModel
 import TributaryFixtures
+import TributaryIdentity
+import TributaryService
 
 @main
 struct IdentityBench: AsyncParsableCommand {

@@ -8,14 +8,15 @@
 // number of events into cdp.events of another fresh database with `psql \copy`, in the same run.
 import ArgumentParser
 import AsyncHTTPClient
+import BenchmarkSupport
 import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
 import Postgres
-import BenchmarkSupport
-import TributaryCore
-import TributaryModel
+import TributaryCollection
+import TributaryService
+import TributarySyncs
 
 @main
 struct IngestBench: AsyncParsableCommand {

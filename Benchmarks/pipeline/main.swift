@@ -26,8 +26,8 @@ import BenchmarkSupport
 import Foundation
 import Logging
 import Postgres
-import TributaryCore
-import TributaryModel
+import TributaryCollection
+import TributaryService
 
 @main
 struct PipelineBench: AsyncParsableCommand {

@@ -16,9 +16,9 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import Postgres
-import TributaryCore
+import TributaryProfiles
 import TributaryServer
-import TributaryModel
+import TributaryService
 
 @main
 struct ProfileAPIBench: AsyncParsableCommand {

@@ -11,13 +11,16 @@
 //   4. the baseline: the same aggregates as one hand-written SELECT over the events, no writes;
 //   5. `profiles rebuild` from events.
 import ArgumentParser
+import BenchmarkSupport
 import Foundation
 import Logging
 import Postgres
-import BenchmarkSupport
-import TributaryCore
-import TributaryModel
 import TributaryFixtures
+import TributaryIdentity
+import TributaryModel
+import TributaryProfiles
+import TributarySegments
+import TributaryService
 
 @main
 struct ProfilesBench: AsyncParsableCommand {
@@ -68,7 +71,7 @@ struct ProfilesBench: AsyncParsableCommand {
         say("computed traits: \(definitions.computedTraits.count) + RFM")
 
         // 1. The profile stage over the backlog.
-        let stage = ProfileStage(client: client, logger: logger, batchSize: 5000)
+        let stage = ProfileStage(client: client, logger: logger, batchSize: 5000, followers: [RealtimeSegments()])
         clock = .now
         let backlog = try await stage.catchUp()
         let backlogSeconds = elapsed(since: clock)

@@ -35,11 +35,15 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import Postgres
-import TributaryCore
+import TributaryCollection
 import TributaryDestinations
-import TributaryServer
-import TributaryModel
 import TributaryFixtures
+import TributaryIdentity
+import TributaryProfiles
+import TributarySegments
+import TributaryServer
+import TributarySyncs
+import TributaryModel
 
 @main
 struct RealtimeBench: AsyncParsableCommand {
@@ -120,7 +124,7 @@ struct RealtimeBench: AsyncParsableCommand {
             let data = SyntheticPeople.generate(SyntheticPeople.Options(people: seedPeople, seed: 42))
             try await ingest(data.events, into: client, writeSize: 2000, logger: logger)
             let identity = try await IdentityStage(client: client, logger: logger).catchUp()
-            let profiles = try await ProfileStage(client: client, logger: logger).catchUp()
+            let profiles = try await ProfileStage(client: client, logger: logger, followers: [RealtimeSegments()]).catchUp()
             try await client.execute("VACUUM ANALYZE")
             var seen = Set<String>()
             for event in data.events {
@@ -149,7 +153,7 @@ struct RealtimeBench: AsyncParsableCommand {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await app.runService() }
             group.addTask { try await IdentityStage(client: serveClient, logger: logger).run() }
-            group.addTask { try await ProfileStage(client: serveClient, logger: logger).run() }
+            group.addTask { try await ProfileStage(client: serveClient, logger: logger, followers: [RealtimeSegments()]).run() }
             group.addTask { await RealtimeActivation(client: workerClient, logger: logger, runner: runner).run() }
             defer { group.cancelAll() }
             var iterator = ports.makeAsyncIterator()

@@ -13,12 +13,14 @@
 // before it hold almost no events (a short tail of recent events after months of history): then the newest event of
 // the main body of the data. The hand-written queries use the same moment.
 import ArgumentParser
+import BenchmarkSupport
 import Foundation
 import Logging
 import Postgres
-import BenchmarkSupport
-import TributaryCore
 import TributaryModel
+import TributaryProfiles
+import TributarySegments
+import TributaryService
 
 @main
 struct SegmentsBench: AsyncParsableCommand {
@@ -60,7 +62,7 @@ struct SegmentsBench: AsyncParsableCommand {
         let schema = try await client.query("SELECT max(version) FROM cdp.schema_migrations").scalar(Int.self)
         say("migrate: \(seconds(since: clock)) s (schema v\(schema))")
         clock = .now
-        let caughtUp = try await ProfileStage(client: client, logger: logger).catchUp()
+        let caughtUp = try await ProfileStage(client: client, logger: logger, followers: [RealtimeSegments()]).catchUp()
         say("profile stage catch-up: \(seconds(since: clock)) s (\(caughtUp.events) events, \(caughtUp.profilesUpdated) profiles updated)")
         clock = .now
         try await client.execute("VACUUM ANALYZE")

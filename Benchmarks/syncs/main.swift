@@ -34,9 +34,10 @@ import Hummingbird
 import Logging
 import NIOCore
 import Postgres
-import TributaryCore
 import TributaryDestinations
 import TributaryModel
+import TributaryService
+import TributarySyncs
 
 @main
 struct SyncsBench: AsyncParsableCommand {

@@ -1,7 +1,8 @@
 import Foundation
 import Logging
-import TributaryCore
+import TributaryGovernance
 import TributaryModel
+import TributarySyncs
 
 /// Delivers rows to Braze user profiles through its REST API.
 ///

@@ -2,7 +2,6 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
-import TributaryCore
 import TributaryModel
 
 /// One HTTP exchange for HTTP destinations, with failures sorted the way the sync runner needs them: connection

@@ -1,8 +1,8 @@
 import Crypto
 import Foundation
 import Logging
-import TributaryCore
 import TributaryModel
+import TributarySyncs
 
 /// Adds rows to, and removes them from, a Meta (Facebook) customer-file Custom Audience through the Marketing API.
 ///

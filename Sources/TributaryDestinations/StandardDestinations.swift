@@ -1,5 +1,5 @@
-import TributaryCore
 import TributaryModel
+import TributarySyncs
 
 extension DestinationRegistry {
     /// Every destination Tributary ships: `file` and `postgres` (from the core), `webhook`.

@@ -1,7 +1,7 @@
 import Crypto
 import Foundation
-import TributaryCore
 import TributaryModel
+import TributarySyncs
 
 /// POSTs each batch as JSON to a URL.
 ///

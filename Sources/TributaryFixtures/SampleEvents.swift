@@ -1,5 +1,4 @@
 import Foundation
-import TributaryModel
 
 /// Realistic sample traffic for the demo: visitors browse anonymously, some sign up (identify), view and buy
 /// products; the same people also appear from the mobile app, the email platform (opens under its own id, with the

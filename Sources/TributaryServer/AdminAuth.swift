@@ -2,8 +2,10 @@ import Foundation
 import Hummingbird
 import Logging
 import Postgres
-import TributaryCore
-import TributaryModel
+import TributaryGovernance
+import TributaryIdentity
+import TributaryProfiles
+import TributarySyncs
 
 /// Authentication and authorization of the profile and admin APIs: `Authorization: Bearer <API token>`, looked up by
 /// its SHA-256 (cached for a few seconds), then checked for a scope (`admin` covers every scope).

@@ -5,8 +5,13 @@ import Logging
 import NIOCore
 import Postgres
 import Prometheus
-import TributaryCore
+import TributaryCollection
+import TributaryGovernance
+import TributaryIdentity
 import TributaryModel
+import TributaryProfiles
+import TributaryService
+import TributarySyncs
 
 /// Settings of `tributary serve`.
 public struct ServerConfiguration: Sendable {

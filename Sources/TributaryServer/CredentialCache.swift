@@ -1,5 +1,7 @@
-import TributaryCore
+import TributaryCollection
 import TributaryModel
+import TributaryProfiles
+import TributaryService
 
 /// Credential lookups (write keys, API tokens), cached briefly so a busy caller costs no query per request.
 ///

@@ -4,8 +4,10 @@ import Hummingbird
 import Logging
 import NIOCore
 import Postgres
-import TributaryCore
+import TributaryCollection
+import TributaryGovernance
 import TributaryModel
+import TributaryProfiles
 
 /// The privacy API, for the data protection officer's tools: `POST /v1/privacy/delete`, `/v1/privacy/export` and
 /// `/v1/privacy/consent` with `Authorization: Bearer <API token>` of scope `privacy` (or `admin`) and a JSON body:

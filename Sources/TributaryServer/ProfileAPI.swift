@@ -5,8 +5,10 @@ import Logging
 import NIOCore
 import Postgres
 import Prometheus
-import TributaryCore
-import TributaryModel
+import TributaryGovernance
+import TributaryIdentity
+import TributaryProfiles
+import TributarySyncs
 
 /// The profile API: `GET /v1/profiles/{kind}/{value}[?events=N]` with `Authorization: Bearer <API token>`.
 ///

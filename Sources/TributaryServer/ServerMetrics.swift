@@ -1,7 +1,7 @@
 import Prometheus
 
 /// The collection and profile APIs' Prometheus metrics, served at `GET /metrics`; with ``bootstrap()``, also whatever the
-/// process records through swift-metrics (the stream stages' ``TributaryCore/StageMetrics``).
+/// process records through swift-metrics (the stream stages' ``TributaryRuntime/StageMetrics``).
 public final class ServerMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
     let batchDuration: DurationHistogram

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import Postgres
-import TributaryCore
+import TributaryGovernance
 import TributaryModel
 
 extension TributaryCommand {

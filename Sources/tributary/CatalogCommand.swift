@@ -2,8 +2,9 @@ import ArgumentParser
 import Foundation
 import Logging
 import Postgres
-import TributaryCore
+import TributaryGovernance
 import TributaryModel
+import TributaryProfiles
 
 extension TributaryCommand {
     struct CatalogGroup: AsyncParsableCommand {

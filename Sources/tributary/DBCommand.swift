@@ -1,8 +1,9 @@
 import ArgumentParser
 import Foundation
 import Postgres
-import TributaryCore
-import TributaryModel
+import TributaryIdentity
+import TributaryProfiles
+import TributarySyncs
 
 extension TributaryCommand {
     struct DB: AsyncParsableCommand {

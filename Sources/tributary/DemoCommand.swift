@@ -3,15 +3,20 @@ import AsyncHTTPClient
 import Foundation
 import Hummingbird
 import Logging
-import NIOHTTP1
-import ServiceLifecycle
 import NIOCore
+import NIOHTTP1
 import Postgres
-import TributaryCore
-import TributaryServer
+import ServiceLifecycle
+import TributaryCollection
 import TributaryDestinations
-import TributaryModel
 import TributaryFixtures
+import TributaryIdentity
+import TributaryModel
+import TributaryProfiles
+import TributarySegments
+import TributaryServer
+import TributaryService
+import TributarySyncs
 
 extension TributaryCommand {
     struct Demo: AsyncParsableCommand {
@@ -100,7 +105,7 @@ extension TributaryCommand {
             let admin = ProfileAdmin(client: client, logger: logger)
             let definitions = try await admin.load(try Data(contentsOf: file))
             try await admin.apply(definitions)
-            let stage = ProfileStage(client: client, logger: logger)
+            let stage = ProfileStage(client: client, logger: logger, followers: [RealtimeSegments()])
             let report = try await stage.catchUp()
             _ = try await stage.recomputeAll()
             let counts = try await client.query("""
@@ -209,7 +214,7 @@ extension TributaryCommand {
             return try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await app.runService() }
                 group.addTask { try await IdentityStage(client: client, logger: quiet).run() }
-                group.addTask { try await ProfileStage(client: client, logger: quiet).run() }
+                group.addTask { try await ProfileStage(client: client, logger: quiet, followers: [RealtimeSegments()]).run() }
                 group.addTask { await RealtimeActivation(client: client, logger: quiet, runner: runner).run() }
                 defer { group.cancelAll() }
                 var iterator = ports.makeAsyncIterator()

@@ -3,7 +3,6 @@ import Hummingbird
 import Logging
 import NIOCore
 import ServiceLifecycle
-import TributaryCore
 import TributaryDestinations
 import TributaryModel
 

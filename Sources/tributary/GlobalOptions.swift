@@ -2,8 +2,9 @@ import ArgumentParser
 import Foundation
 import Logging
 import Postgres
-import TributaryCore
-import TributaryModel
+import TributaryCollection
+import TributaryService
+import TributarySyncs
 
 /// Options every command takes.
 struct GlobalOptions: ParsableArguments {

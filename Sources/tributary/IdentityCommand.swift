@@ -2,8 +2,14 @@ import ArgumentParser
 import Foundation
 import Logging
 import Postgres
-import TributaryCore
+import TributaryCollection
+import TributaryGovernance
+import TributaryIdentity
 import TributaryModel
+import TributaryProfiles
+import TributarySegments
+import TributaryService
+import TributarySyncs
 
 extension TributaryCommand {
     struct IdentityGroup: AsyncParsableCommand {

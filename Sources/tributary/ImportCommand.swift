@@ -1,8 +1,9 @@
 import ArgumentParser
 import Foundation
 import Postgres
-import TributaryCore
+import TributaryCollection
 import TributaryModel
+import TributarySyncs
 
 extension TributaryCommand {
     struct Import: AsyncParsableCommand {

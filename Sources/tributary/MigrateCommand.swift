@@ -2,8 +2,10 @@ import ArgumentParser
 import Foundation
 import Logging
 import Postgres
-import TributaryCore
-import TributaryModel
+import TributaryIdentity
+import TributaryProfiles
+import TributaryService
+import TributarySyncs
 
 extension TributaryCommand {
     struct Migrate: AsyncParsableCommand {

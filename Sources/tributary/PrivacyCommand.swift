@@ -2,8 +2,10 @@ import ArgumentParser
 import Foundation
 import Logging
 import Postgres
-import TributaryCore
+import TributaryCollection
 import TributaryDestinations
+import TributaryGovernance
+import TributaryProfiles
 import TributaryModel
 
 extension TributaryCommand {

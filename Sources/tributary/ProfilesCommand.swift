@@ -2,8 +2,11 @@ import ArgumentParser
 import Foundation
 import Logging
 import Postgres
-import TributaryCore
+import TributaryIdentity
 import TributaryModel
+import TributaryProfiles
+import TributarySegments
+import TributarySyncs
 
 extension TributaryCommand {
     struct ProfilesCommand: AsyncParsableCommand {
@@ -28,7 +31,7 @@ extension TributaryCommand.ProfilesCommand {
         func run() async throws {
             let logger = global.makeLogger()
             try await global.withMigratedClient(logger: logger) { client in
-                let stage = ProfileStage(client: client, logger: logger, batchSize: batchSize)
+                let stage = ProfileStage(client: client, logger: logger, batchSize: batchSize, followers: [RealtimeSegments()])
                 if once {
                     let report = try await stage.catchUp()
                     let recomputed = try await stage.recomputeIfDue(interval: .seconds(recomputeEvery))
@@ -52,7 +55,7 @@ extension TributaryCommand.ProfilesCommand {
             let logger = global.makeLogger()
             try await global.withMigratedClient(logger: logger) { client in
                 let started = ContinuousClock.now
-                let report = try await ProfileStage(client: client, logger: logger).rebuild()
+                let report = try await ProfileStage(client: client, logger: logger, followers: [RealtimeSegments()]).rebuild()
                 print("profiles: rebuilt through event \(report.checkpoint) in \(ContinuousClock.now - started): "
                     + "\(report.profilesUpdated) profiles changed, \(report.traitChanges) trait changes")
             }

@@ -1,8 +1,13 @@
 import ArgumentParser
 import Foundation
 import Postgres
-import TributaryCore
+import TributaryCollection
+import TributaryGovernance
+import TributaryIdentity
 import TributaryModel
+import TributarySegments
+import TributaryService
+import TributarySyncs
 
 extension TributaryCommand {
     struct RetentionGroup: AsyncParsableCommand {

@@ -2,8 +2,9 @@ import ArgumentParser
 import Foundation
 import Logging
 import Postgres
-import TributaryCore
 import TributaryModel
+import TributarySegments
+import TributarySyncs
 
 extension TributaryCommand {
     struct Segments: AsyncParsableCommand {

@@ -4,11 +4,17 @@ import Hummingbird
 import Logging
 import Postgres
 import ServiceLifecycle
-import TributaryCore
+import TributaryCollection
 import TributaryDestinations
-import TributaryServer
-import UnixSignals
+import TributaryIdentity
 import TributaryModel
+import TributaryProfiles
+import TributarySegments
+import TributaryServer
+import TributaryService
+import TributarySyncs
+import UnixSignals
+import TributaryRuntime
 
 extension TributaryCommand {
     struct Serve: AsyncParsableCommand {
@@ -64,7 +70,7 @@ extension TributaryCommand {
                 services.append(.init(service: IdentityService(stage: IdentityStage(client: identityClient, logger: logger))))
             }
             if profiles {
-                let stage = ProfileStage(client: profileClient, logger: logger)
+                let stage = ProfileStage(client: profileClient, logger: logger, followers: [RealtimeSegments()])
                 services.append(.init(service: ProfileService(stage: stage, recomputeEvery: .seconds(recomputeEvery))))
             }
             if refreshSegmentsEvery > 0 {

@@ -3,10 +3,17 @@ import Foundation
 import Logging
 import Postgres
 import ServiceLifecycle
-import TributaryCore
+import TributaryCollection
 import TributaryDestinations
-import UnixSignals
+import TributaryGovernance
+import TributaryIdentity
 import TributaryModel
+import TributaryProfiles
+import TributarySegments
+import TributaryService
+import TributarySyncs
+import UnixSignals
+import TributaryRuntime
 
 extension TributaryCommand {
     struct Syncs: AsyncParsableCommand {

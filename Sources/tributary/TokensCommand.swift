@@ -1,8 +1,8 @@
 import ArgumentParser
 import Foundation
 import Postgres
-import TributaryCore
 import TributaryModel
+import TributaryProfiles
 
 extension TributaryCommand {
     struct Tokens: AsyncParsableCommand {

@@ -2,8 +2,10 @@ import ArgumentParser
 import Foundation
 import Logging
 import Postgres
-import TributaryCore
+import TributaryGovernance
 import TributaryModel
+import TributaryProfiles
+import TributarySegments
 
 extension TributaryCommand {
     struct Traits: AsyncParsableCommand {
@@ -45,7 +47,7 @@ extension TributaryCommand.Traits {
                     "traits": .number(String(definitions.computedTraits.count)), "rfm": .bool(definitions.rfm.enabled),
                 ])
                 let started = ContinuousClock.now
-                let updated = try await ProfileStage(client: client, logger: logger).recomputeAll()
+                let updated = try await ProfileStage(client: client, logger: logger, followers: [RealtimeSegments()]).recomputeAll()
                 print("computed traits: applied \(definitions.computedTraits.count) traits (RFM \(definitions.rfm.enabled ? "on" : "off")); "
                     + "recomputed for every profile in \(ContinuousClock.now - started): \(updated) profiles changed")
             }
@@ -80,7 +82,7 @@ extension TributaryCommand.Traits {
             let logger = global.makeLogger()
             try await global.withMigratedClient(logger: logger) { client in
                 let started = ContinuousClock.now
-                let changed = try await ProfileStage(client: client, logger: logger).recomputeAll(full: !timeDependentOnly)
+                let changed = try await ProfileStage(client: client, logger: logger, followers: [RealtimeSegments()]).recomputeAll(full: !timeDependentOnly)
                 print("computed traits: recomputed in \(ContinuousClock.now - started); \(changed) profiles changed")
             }
         }

@@ -1,8 +1,10 @@
 import ArgumentParser
 import Foundation
 import Postgres
-import TributaryCore
+import TributaryGovernance
 import TributaryModel
+import TributaryProfiles
+import TributaryService
 
 /// `tributary`: the root command.
 @main

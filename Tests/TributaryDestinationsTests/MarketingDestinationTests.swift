@@ -1,9 +1,10 @@
 import Crypto
 import Foundation
 import Testing
-@testable import TributaryCore
 @testable import TributaryDestinations
+@testable import TributaryGovernance
 @testable import TributaryModel
+@testable import TributarySyncs
 
 /// Helpers for the Braze and Meta destination tests: contexts, changes, decoding what the receiver saw.
 enum Marketing {

@@ -2,9 +2,14 @@ import Foundation
 import Postgres
 import PostgresTesting
 import Testing
-@testable import TributaryCore
+@testable import TributaryCollection
 @testable import TributaryDestinations
+@testable import TributaryGovernance
+@testable import TributaryIdentity
 @testable import TributaryModel
+@testable import TributaryProfiles
+@testable import TributarySegments
+@testable import TributarySyncs
 
 /// Deleting a person end to end: a person seen under several identifiers (merged into one profile) with traits,
 /// consent, a segment membership and a mirror sync that delivered them to a webhook; the destination is told first,
@@ -42,7 +47,7 @@ import Testing
 
     static func resolve(_ client: PostgresClient) async throws {
         _ = try await IdentityStage(client: client, logger: TestDatabase.logger).catchUp()
-        _ = try await ProfileStage(client: client, logger: TestDatabase.logger).catchUp()
+        _ = try await ProfileStage(client: client, logger: TestDatabase.logger, followers: [RealtimeSegments()]).catchUp()
         try await SegmentMembership(client: client, logger: TestDatabase.logger).refresh()
     }
 

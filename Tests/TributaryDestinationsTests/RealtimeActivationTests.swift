@@ -4,10 +4,14 @@ import Logging
 import Postgres
 import PostgresTesting
 import Testing
-@testable import TributaryCore
+@testable import TributaryCollection
 @testable import TributaryDestinations
-import TributaryServer
+@testable import TributaryIdentity
 @testable import TributaryModel
+@testable import TributaryProfiles
+@testable import TributarySegments
+import TributaryServer
+@testable import TributarySyncs
 
 /// The real-time path: an event through the HTTP API, the identity and profile stages, the real-time segment, the
 /// outbox (`cdp.segment_changes`) and a real-time sync to a webhook.
@@ -63,7 +67,7 @@ import TributaryServer
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { try await app.runService() }
                     group.addTask { try await IdentityStage(client: client, logger: TestDatabase.logger).run(pollInterval: .seconds(30)) }
-                    group.addTask { try await ProfileStage(client: client, logger: TestDatabase.logger).run(pollInterval: .seconds(30)) }
+                    group.addTask { try await ProfileStage(client: client, logger: TestDatabase.logger, followers: [RealtimeSegments()]).run(pollInterval: .seconds(30)) }
                     group.addTask {
                         await RealtimeActivation(client: client, logger: TestDatabase.logger, runner: runner).run(pollInterval: .seconds(30))
                     }
@@ -138,7 +142,7 @@ import TributaryServer
                 _ = try await IdentityStage(client: client, logger: TestDatabase.logger).catchUp()
                 // Crash after identity.
                 #expect(try await activation().catchUp().delivered == 0)
-                _ = try await ProfileStage(client: client, logger: TestDatabase.logger).catchUp()
+                _ = try await ProfileStage(client: client, logger: TestDatabase.logger, followers: [RealtimeSegments()]).catchUp()
                 #expect(try await client.query("SELECT count(*) FROM cdp.segment_changes WHERE change = 'entered'").scalar(Int.self) == 1)
 
                 // The receiver applies the change but answers 500 (a crash of the receiver's reply, or of the

@@ -2,9 +2,15 @@ import Foundation
 import Postgres
 import PostgresTesting
 import Testing
-@testable import TributaryCore
+@testable import TributaryCollection
 @testable import TributaryDestinations
+@testable import TributaryGovernance
+@testable import TributaryIdentity
 @testable import TributaryModel
+@testable import TributaryProfiles
+@testable import TributarySegments
+@testable import TributaryService
+@testable import TributarySyncs
 
 /// Property-based and fault-injection tests of the sync engine against real PostgreSQL and a real local HTTP
 /// receiver (``TestReceiver``) whose model of the destination is kept by the test (``SyncPropertyTests/Model``).

@@ -3,9 +3,11 @@ import Foundation
 import Postgres
 import PostgresTesting
 import Testing
-@testable import TributaryCore
 @testable import TributaryDestinations
+@testable import TributaryGovernance
 @testable import TributaryModel
+@testable import TributaryService
+@testable import TributarySyncs
 
 /// Shared set-up for sync tests: a migrated database, a source table, syncs applied from JSON.
 enum SyncFixture {

@@ -6,9 +6,14 @@ import NIOCore
 import Postgres
 import PostgresTesting
 import Testing
-import TributaryCore
-@testable import TributaryServer
+import TributaryCollection
+import TributaryGovernance
+import TributaryIdentity
 import TributaryModel
+import TributaryProfiles
+import TributarySegments
+@testable import TributaryServer
+import TributaryService
 
 /// Deleting people who made alias calls, through the API `tributary privacy delete` calls and through the HTTP privacy
 /// API (a real socket), with alias calls sent before and after: afterwards no column of any table, in any schema,
@@ -48,7 +53,7 @@ import TributaryModel
 
     static func resolve(_ client: PostgresClient) async throws {
         _ = try await IdentityStage(client: client, logger: TestDatabase.logger).catchUp()
-        _ = try await ProfileStage(client: client, logger: TestDatabase.logger).catchUp()
+        _ = try await ProfileStage(client: client, logger: TestDatabase.logger, followers: [RealtimeSegments()]).catchUp()
     }
 
     static func write(_ batch: String, _ client: PostgresClient) async throws -> EventWriter.Outcome {

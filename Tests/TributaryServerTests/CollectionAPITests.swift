@@ -8,9 +8,9 @@ import NIOCore
 import Postgres
 import PostgresTesting
 import Testing
-import TributaryCore
+import TributaryCollection
 @testable import TributaryServer
-import TributaryModel
+import TributaryService
 
 /// The collection API through a real socket, against real PostgreSQL.
 @Suite struct CollectionAPITests {

@@ -6,9 +6,15 @@ import NIOCore
 import Postgres
 import PostgresTesting
 import Testing
-import TributaryCore
-@testable import TributaryServer
+import TributaryCollection
+import TributaryGovernance
+import TributaryIdentity
 import TributaryModel
+import TributaryProfiles
+import TributarySegments
+@testable import TributaryServer
+import TributaryService
+import TributarySyncs
 
 /// The privacy API through a real socket, against real PostgreSQL and the real identity and profile stages: who may
 /// call it (401, 403, 200), what it does, and the 400s naming the bad field.
@@ -51,7 +57,7 @@ import TributaryModel
 
     static func resolve(_ client: PostgresClient) async throws {
         _ = try await IdentityStage(client: client, logger: TestDatabase.logger).catchUp()
-        _ = try await ProfileStage(client: client, logger: TestDatabase.logger).catchUp()
+        _ = try await ProfileStage(client: client, logger: TestDatabase.logger, followers: [RealtimeSegments()]).catchUp()
     }
 
     /// POSTs `body` to `/v1/privacy/<action>` with `token` (nil: no Authorization) and returns the status and body.

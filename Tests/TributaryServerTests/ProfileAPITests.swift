@@ -7,9 +7,13 @@ import NIOCore
 import Postgres
 import PostgresTesting
 import Testing
-import TributaryCore
-@testable import TributaryServer
+import TributaryCollection
+import TributaryIdentity
 import TributaryModel
+import TributaryProfiles
+@testable import TributaryServer
+import TributaryService
+import TributarySyncs
 
 /// The profile API through a real socket, against real PostgreSQL, with identities made by the real identity stage.
 @Suite struct ProfileAPITests {

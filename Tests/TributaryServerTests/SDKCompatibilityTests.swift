@@ -3,9 +3,9 @@ import HummingbirdTesting
 import Postgres
 import PostgresTesting
 import Testing
-import TributaryCore
+import TributaryCollection
 @testable import TributaryServer
-import TributaryModel
+import TributaryService
 
 /// The unmodified Segment and RudderStack Python SDKs from PyPI, pointed at Tributary.
 @Suite struct SDKCompatibilityTests {

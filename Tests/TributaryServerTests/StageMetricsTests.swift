@@ -8,9 +8,12 @@ import NIOCore
 import Postgres
 import PostgresTesting
 import Testing
-import TributaryCore
+import TributaryCollection
+import TributaryIdentity
+import TributaryProfiles
+import TributarySegments
 @testable import TributaryServer
-import TributaryModel
+import TributaryService
 
 /// The stream stages' metrics at `/metrics`, through a real socket: the stages run as in `tributary serve`, with the
 /// server's registry bound as their metrics factory for this test's task only (tests share one process).
@@ -26,7 +29,7 @@ import TributaryModel
             try await withMetricsFactory(metrics.factory) {
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { try await IdentityStage(client: client, logger: TestDatabase.logger).run() }
-                    group.addTask { try await ProfileStage(client: client, logger: TestDatabase.logger).run() }
+                    group.addTask { try await ProfileStage(client: client, logger: TestDatabase.logger, followers: [RealtimeSegments()]).run() }
                     defer { group.cancelAll() }
                     try await app.test(.live) { http in
                         let calls = (0..<5).map { #"{"type":"track","userId":"u\#($0)","event":"Viewed","anonymousId":"a\#($0)"}"# }

@@ -6,9 +6,10 @@ import NIOCore
 import Postgres
 import PostgresTesting
 import Testing
-import TributaryCore
-@testable import TributaryServer
+import TributaryCollection
 import TributaryModel
+@testable import TributaryServer
+import TributaryService
 
 @Suite struct WebhookTests {
     static let stripeMapping = #"""

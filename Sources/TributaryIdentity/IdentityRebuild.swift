@@ -1,0 +1,450 @@
+import Foundation
+import Logging
+import Postgres
+import TributaryCollection
+import TributaryModel
+
+/// `tributary identity rebuild`: recomputes the whole identity graph from `cdp.events` in SQL and swaps it in
+/// atomically, while ingestion and the real-time stage go on.
+///
+/// 1. Every event up to the current end of the stream (`H`) is run through `cdp.event_identifiers`
+///    (`cdp.identity_candidates` and both forms of an alias call's previousId, of which the alias rule keeps one).
+/// 2. Nodes, event-node links and co-occurrence edges are built set-based; hubs are found from edge counts and
+///    removed before any closure.
+/// 3. Connected components of the remaining graph come from iterative label propagation (each round pushes the
+///    smallest label across the edges of nodes whose label just changed).
+/// 4. A component whose identifiers stay within every kind's limit is one profile, founded by the first identifier
+///    of its earliest event; only the few components that exceed a limit are replayed in receive order through
+///    the same `IdentityEngine` the real-time stage uses. So the rebuild gives exactly the real-time partition.
+/// 5. One transaction (holding the real-time stage's lock) applies the difference to nodes, edges, profiles and
+///    event stamps, records each profile id that disappeared in `cdp.profile_merges` (reason `rebuild`) and sets
+///    the stage's checkpoint to `H`; events after `H` are then processed by the real-time stage as usual.
+public struct IdentityRebuild: Sendable {
+    public struct Report: Sendable {
+        public var events = 0
+        public var lastSeq: Int64 = 0
+        public var identifiers = 0
+        public var edges = 0
+        public var hubs = 0
+        public var components = 0
+        public var conflictComponents = 0
+        public var profiles = 0
+        public var labelRounds = 0
+        public var nodesChanged = 0
+        public var eventsRestamped = 0
+        /// Seconds per phase, in order.
+        public var phases: [(String, Double)] = []
+        public var seconds: Double { phases.reduce(0) { $0 + $1.1 } }
+    }
+
+    static let rebuildLock = AdvisoryLockKey(name: "tributary.identity.rebuild")
+
+    /// Sessions that extract identifiers side by side (one per core is the useful most).
+    public var extractionConnections = max(1, min(8, ProcessInfo.processInfo.activeProcessorCount))
+
+    /// `(after, through]` ranges of sequence numbers covering `1...last` in `parts` pieces.
+    static func split(through last: Int64, into parts: Int) -> [(Int64, Int64)] {
+        let size = max(1, (last + Int64(parts) - 1) / Int64(parts))
+        return stride(from: Int64(0), to: last, by: Int(size)).map { ($0, min(last, $0 + size)) }
+    }
+    static let schema = "tributary_rebuild"
+
+    let configuration: PostgresConfiguration
+    let logger: Logger
+
+    public init(configuration: PostgresConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    public func run() async throws -> Report {
+        let db = try await PostgresConnection.connect(configuration: configuration, logger: logger)
+        do {
+            let report = try await rebuild(db)
+            await db.close()
+            return report
+        } catch {
+            try? await db.script("DROP SCHEMA IF EXISTS \(Self.schema) CASCADE")
+            await db.close()
+            throw error
+        }
+    }
+
+    private func rebuild(_ db: PostgresConnection) async throws -> Report {
+        var report = Report()
+        var clock = ContinuousClock.now
+        func phase(_ name: String) {
+            let now = ContinuousClock.now
+            let elapsed = now - clock
+            report.phases.append((name, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))
+            clock = now
+            logger.debug("identity rebuild: \(name) done")
+        }
+        guard try await db.tryAdvisoryLock(Self.rebuildLock) else {
+            throw IdentityError("another identity rebuild is running")
+        }
+        try await db.script("""
+            SET temp_buffers = '2GB';
+            SET work_mem = '256MB';
+            SET max_parallel_workers_per_gather = 2;
+            SET maintenance_work_mem = '256MB';
+            SET synchronous_commit = off;
+            DROP SCHEMA IF EXISTS \(Self.schema) CASCADE;
+            CREATE SCHEMA \(Self.schema);
+            """)
+        let (rules, document) = try await IdentityStore.rules(db)
+        let last = try await db.query("SELECT coalesce(max(seq), 0) FROM cdp.events").scalar(Int64.self)
+        report.lastSeq = last
+        let s = Self.schema
+        // Working tables live in this session's temporary space (temp_buffers, no WAL, no shared-buffer churn);
+        // only the identifiers, written by several sessions, are in a shared unlogged table.
+        let t = "pg_temp"
+
+        // 1. Identifiers of every event up to `last`, extracted by `extractionConnections` sessions side by side
+        //    (the per-event function runs in one backend per statement; PostgreSQL does not parallelize it).
+        try await db.execute("CREATE UNLOGGED TABLE \(unescaped: s).ids (seq bigint, ts timestamptz, kind text, value text, alias bool)")
+        let ranges = Self.split(through: last, into: extractionConnections)
+        let configuration = configuration, logger = logger
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (from, through) in ranges {
+                group.addTask {
+                    let worker = try await PostgresConnection.connect(configuration: configuration, logger: logger)
+                    do {
+                        // Both forms of each alias call's previousId too (via_alias); the alias rule keeps one below.
+                        try await worker.execute("""
+                            INSERT INTO \(unescaped: s).ids
+                            SELECT e.seq, e.timestamp, c.kind, c.value, c.via_alias
+                            FROM cdp.events AS e
+                            CROSS JOIN LATERAL cdp.event_identifiers(e.type, e.user_id, e.anonymous_id, e.previous_id, e.traits, e.context,
+                                                                     \(document)) AS c
+                            WHERE e.seq > \(from) AND e.seq <= \(through) AND c.problem IS NULL
+                            """)
+                        await worker.close()
+                    } catch {
+                        await worker.close()
+                        throw error
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        try await db.execute("ANALYZE \(unescaped: s).ids")
+        // The alias rule (as IdentityStore.resolveAliases applies it in real time): a previousId is an anonymous id when
+        // that value was the anonymousId of this or an earlier event, else a user id; the other form goes.
+        try await db.execute("""
+            WITH first_anonymous AS (
+                SELECT value, min(seq) AS first_seq FROM \(unescaped: s).ids
+                WHERE NOT alias AND kind = 'anonymous_id'
+                  AND value IN (SELECT value FROM \(unescaped: s).ids WHERE alias AND kind = 'anonymous_id')
+                GROUP BY value
+            ), anonymous AS (
+                SELECT a.seq FROM \(unescaped: s).ids AS a JOIN first_anonymous AS f ON f.value = a.value AND f.first_seq <= a.seq
+                WHERE a.alias AND a.kind = 'anonymous_id'
+            )
+            DELETE FROM \(unescaped: s).ids AS p
+            WHERE p.alias AND p.kind = CASE WHEN p.seq IN (SELECT seq FROM anonymous) THEN 'user_id' ELSE 'anonymous_id' END
+            """)
+        report.events = try await db.query("SELECT count(*) FROM cdp.events WHERE seq <= \(last)").scalar(Int.self)
+        phase("extract identifiers")
+
+        // 2. Nodes (with their rank for priority order), event-node links, edges, hubs.
+        let priority = try Self.arrayLiteral(rules.priority)
+        let rankSQL = "coalesce(array_position(\(priority)::text[], grouped.kind) - 1, CASE WHEN grouped.kind = 'anonymous_id' THEN \(rules.priority.count + 1) ELSE \(rules.priority.count) END)"
+        try await db.script("""
+            -- Nodes keep the ids they have in cdp.identity_nodes; new ones draw from its sequence. So edges are
+            -- built in the final id space and the swap compares like with like.
+            CREATE TABLE \(t).nodes AS
+            SELECT coalesce(existing.node_id, nextval(pg_get_serial_sequence('cdp.identity_nodes', 'node_id'))) AS id,
+                   grouped.kind, grouped.value, grouped.first_seq, grouped.first_seen, grouped.last_seen, false AS hub,
+                   \(rankSQL) AS rank
+            FROM (SELECT kind, value, min(seq) AS first_seq, min(ts) AS first_seen, max(ts) AS last_seen
+                  FROM \(s).ids GROUP BY kind, value) AS grouped
+            LEFT JOIN cdp.identity_nodes AS existing ON existing.kind = grouped.kind AND existing.value = grouped.value;
+            ANALYZE \(t).nodes;
+            CREATE TABLE \(t).links AS
+            SELECT i.seq, n.id AS node FROM \(s).ids AS i JOIN \(t).nodes AS n USING (kind, value);
+            DROP TABLE \(s).ids;
+            ANALYZE \(t).links;
+            """)
+        phase("nodes and links")
+        try await db.script("""
+            CREATE TABLE \(t).edges AS
+            SELECT x.node AS a, y.node AS b, min(x.seq) AS first_seq
+            FROM \(t).links AS x JOIN \(t).links AS y ON y.seq = x.seq AND x.node < y.node
+            GROUP BY x.node, y.node;
+            ANALYZE \(t).edges;
+            """)
+        // Only a node with more than hubThreshold edges in all can have that many to one kind: count degrees on
+        // integers first, then look at kinds for those few.
+        try await db.execute("""
+            UPDATE \(unescaped: t).nodes SET hub = true
+            WHERE id IN (SELECT linked.node
+                         FROM (SELECT a AS node, b AS other FROM \(unescaped: t).edges
+                               UNION ALL SELECT b, a FROM \(unescaped: t).edges) AS linked
+                         JOIN \(unescaped: t).nodes AS o ON o.id = linked.other
+                         WHERE linked.node IN (SELECT node FROM (SELECT a AS node FROM \(unescaped: t).edges
+                                                                 UNION ALL SELECT b FROM \(unescaped: t).edges) AS ends
+                                               GROUP BY node HAVING count(*) > \(rules.hubThreshold))
+                         GROUP BY linked.node, o.kind
+                         HAVING count(*) > \(rules.hubThreshold))
+              AND NOT (kind = ANY(\(rules.hubExemptKinds)::text[]))
+            """)
+        report.hubs = try await db.query("SELECT count(*) FROM \(unescaped: t).nodes WHERE hub").scalar(Int.self)
+        report.identifiers = try await db.query("SELECT count(*) FROM \(unescaped: t).nodes").scalar(Int.self)
+        report.edges = try await db.query("SELECT count(*) FROM \(unescaped: t).edges").scalar(Int.self)
+        phase("edges and hubs")
+
+        // 3. Components over edges between non-hub nodes: label propagation from the nodes whose label changed.
+        try await db.script("""
+            CREATE TABLE \(t).adjacent AS
+            WITH usable AS (
+                SELECT e.a, e.b FROM \(t).edges AS e
+                WHERE e.a NOT IN (SELECT id FROM \(t).nodes WHERE hub) AND e.b NOT IN (SELECT id FROM \(t).nodes WHERE hub)
+            )
+            SELECT a AS node, b AS other FROM usable UNION ALL SELECT b, a FROM usable;
+            CREATE INDEX ON \(t).adjacent (node);
+            ANALYZE \(t).adjacent;
+            CREATE TABLE \(t).labels AS
+            SELECT n.id AS node, least(n.id, min(a.other)) AS label
+            FROM \(t).nodes AS n LEFT JOIN \(t).adjacent AS a ON a.node = n.id
+            WHERE NOT n.hub
+            GROUP BY n.id;
+            ALTER TABLE \(t).labels ADD PRIMARY KEY (node);
+            CREATE TABLE \(t).changed AS SELECT node, label FROM \(t).labels WHERE label < node;
+            ANALYZE \(t).labels;
+            """)
+        report.labelRounds = 1
+        try await db.script("CREATE TABLE \(t).changed_next (node bigint, label bigint); ANALYZE \(t).changed;")
+        while true {
+            try await db.script("""
+                TRUNCATE \(t).changed_next;
+                WITH pushed AS (
+                    SELECT a.other AS node, min(c.label) AS label
+                    FROM \(t).changed AS c JOIN \(t).adjacent AS a ON a.node = c.node
+                    GROUP BY a.other
+                ), updated AS (
+                    UPDATE \(t).labels AS l SET label = p.label
+                    FROM pushed AS p WHERE l.node = p.node AND p.label < l.label
+                    RETURNING l.node, l.label
+                )
+                INSERT INTO \(t).changed_next SELECT node, label FROM updated;
+                ANALYZE \(t).changed_next;
+                ALTER TABLE \(t).changed RENAME TO changed_previous;
+                ALTER TABLE \(t).changed_next RENAME TO changed;
+                ALTER TABLE \(t).changed_previous RENAME TO changed_next;
+                """)
+            report.labelRounds += 1
+            if try await db.query("SELECT EXISTS (SELECT 1 FROM \(unescaped: t).changed)").scalar(Bool.self) == false { break }
+        }
+        phase("components (label propagation)")
+
+        // 4. One profile per component within limits; the rest replayed through the engine.
+        let limits = try SQLQuoting.literal(try PostgresJSON(encoding: rules.limits).text)
+        try await db.script("""
+            CREATE TABLE \(t).event_labels AS
+            SELECT k.seq, min(l.label) AS label FROM \(t).links AS k JOIN \(t).labels AS l ON l.node = k.node GROUP BY k.seq;
+            ANALYZE \(t).event_labels;
+            """)
+        try await db.script("""
+            CREATE TABLE \(t).conflicts AS
+            SELECT DISTINCT label FROM (
+                SELECT l.label, n.kind, count(*) AS identifiers
+                FROM \(t).labels AS l JOIN \(t).nodes AS n ON n.id = l.node
+                GROUP BY l.label, n.kind
+            ) AS counted
+            WHERE identifiers > coalesce((\(limits)::jsonb ->> kind)::int, \(rules.defaultLimit))
+            """)
+        try await db.script("""
+            ANALYZE \(t).conflicts;
+            -- The identifiers of a component's earliest event are exactly its nodes first seen on that event, so
+            -- the founder is the first of those in priority order.
+            CREATE TABLE \(t).component_profiles AS
+            SELECT label, kind, value, founded_seq, cdp.identity_profile_id(kind, value) AS profile_id
+            FROM (SELECT DISTINCT ON (l.label) l.label, n.kind, n.value, n.first_seq AS founded_seq
+                  FROM (SELECT l.label, min(n.first_seq) AS first_seq
+                        FROM \(t).labels AS l JOIN \(t).nodes AS n ON n.id = l.node
+                        WHERE l.label NOT IN (SELECT label FROM \(t).conflicts)
+                        GROUP BY l.label) AS f
+                  JOIN \(t).labels AS l ON l.label = f.label
+                  JOIN \(t).nodes AS n ON n.id = l.node AND n.first_seq = f.first_seq
+                  ORDER BY l.label, n.rank, n.kind COLLATE "C", n.value COLLATE "C") AS founders;
+            ANALYZE \(t).component_profiles;
+            CREATE TABLE \(t).replayed_nodes (node bigint PRIMARY KEY, profile_id uuid NOT NULL);
+            CREATE TABLE \(t).replayed_profiles (profile_id uuid, kind text, value text, founded_seq bigint);
+            CREATE TABLE \(t).replayed_events (seq bigint PRIMARY KEY, profile_id uuid);
+            """)
+        // A component's label is its smallest node, which is labelled with itself: one row per component.
+        report.components = try await db.query("SELECT count(*) FROM \(unescaped: t).labels WHERE label = node").scalar(Int.self)
+        report.conflictComponents = try await db.query("SELECT count(*) FROM \(unescaped: t).conflicts").scalar(Int.self)
+        if report.conflictComponents > 0 { try await replayConflicts(db, rules: rules) }
+        try await db.script("ANALYZE \(t).replayed_nodes; ANALYZE \(t).replayed_profiles; ANALYZE \(t).replayed_events;")
+        phase("profiles (\(report.conflictComponents) components replayed)")
+
+        // Final state in Tributary's id space is computed inside the swap, against what is stored then.
+        try await db.script("""
+            CREATE TABLE \(t).final_nodes AS
+            SELECT n.id, n.kind, n.value, n.first_seq, n.first_seen, n.last_seen, n.hub,
+                   CASE WHEN n.hub THEN cdp.identity_profile_id(n.kind, n.value) ELSE coalesce(r.profile_id, c.profile_id) END AS profile_id
+            FROM \(t).nodes AS n
+            LEFT JOIN \(t).labels AS l ON l.node = n.id
+            LEFT JOIN \(t).component_profiles AS c ON c.label = l.label
+            LEFT JOIN \(t).replayed_nodes AS r ON r.node = n.id;
+            CREATE TABLE \(t).final_profiles AS
+            SELECT profile_id, kind, value, founded_seq FROM \(t).component_profiles
+            UNION ALL SELECT profile_id, kind, value, founded_seq FROM \(t).replayed_profiles
+            UNION ALL SELECT cdp.identity_profile_id(kind, value), kind, value, first_seq FROM \(t).nodes WHERE hub;
+            ANALYZE \(t).final_profiles;
+            CREATE TABLE \(t).final_events AS
+            SELECT el.seq, coalesce(r.profile_id, c.profile_id) AS profile_id
+            FROM \(t).event_labels AS el
+            LEFT JOIN \(t).component_profiles AS c ON c.label = el.label
+            LEFT JOIN \(t).replayed_events AS r ON r.seq = el.seq
+            UNION ALL
+            (SELECT DISTINCT ON (k.seq) k.seq, cdp.identity_profile_id(n.kind, n.value)
+             FROM \(t).links AS k JOIN \(t).nodes AS n ON n.id = k.node AND n.hub
+             WHERE k.seq NOT IN (SELECT seq FROM \(t).event_labels)
+             ORDER BY k.seq, n.rank, n.kind COLLATE "C", n.value COLLATE "C");
+            ALTER TABLE \(t).final_events ADD PRIMARY KEY (seq);
+            ANALYZE \(t).final_nodes;
+            ANALYZE \(t).final_events;
+            """)
+        report.profiles = try await db.query("SELECT count(*) FROM \(unescaped: t).final_profiles").scalar(Int.self)
+        phase("final state")
+
+        // 5. Swap in, in one transaction, holding the real-time stage's lock.
+        try await db.withTransaction { tx in
+            try await tx.advisoryTransactionLock(IdentityStore.processorLock)
+            // Fresh statistics first: after a truncate or a first run the planner would otherwise think these
+            // tables empty and scan them once per row while they fill.
+            try await tx.script("""
+                ANALYZE cdp.identity_nodes;
+                ANALYZE cdp.identity_edges;
+                ANALYZE cdp.identity_profiles;
+                CREATE TABLE \(t).old_profiles AS
+                SELECT p.profile_id, p.founder_kind, p.founder_value FROM cdp.identity_profiles AS p
+                WHERE NOT EXISTS (SELECT 1 FROM \(t).final_profiles AS f WHERE f.profile_id = p.profile_id);
+                ANALYZE \(t).old_profiles;
+                INSERT INTO cdp.profile_merge_log (from_profile_id, into_profile_id, reason, kind, value)
+                SELECT o.profile_id, m.profile_id, 'rebuild', o.founder_kind, o.founder_value
+                FROM \(t).old_profiles AS o JOIN \(t).final_nodes AS m ON m.kind = o.founder_kind AND m.value = o.founder_value
+                WHERE m.profile_id <> o.profile_id;
+                DELETE FROM cdp.profile_merge_log WHERE seq > \(last);
+                DELETE FROM cdp.identity_profiles WHERE profile_id IN (SELECT profile_id FROM \(t).old_profiles);
+                UPDATE cdp.identity_profiles AS p
+                SET founder_kind = f.kind, founder_value = f.value, founded_seq = f.founded_seq
+                FROM \(t).final_profiles AS f
+                WHERE p.profile_id = f.profile_id
+                  AND (p.founder_kind, p.founder_value, p.founded_seq) IS DISTINCT FROM (f.kind, f.value, f.founded_seq);
+                CREATE TABLE \(t).new_profiles AS
+                SELECT f.profile_id, f.kind, f.value, f.founded_seq FROM \(t).final_profiles AS f
+                WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_profiles AS p WHERE p.profile_id = f.profile_id);
+                INSERT INTO cdp.identity_profiles (profile_id, founder_kind, founder_value, founded_seq)
+                SELECT profile_id, kind, value, founded_seq FROM \(t).new_profiles;
+                DELETE FROM cdp.identity_nodes AS n WHERE NOT EXISTS (SELECT 1 FROM \(t).final_nodes AS m WHERE m.id = n.node_id);
+                """)
+            report.nodesChanged = try await tx.execute("""
+                UPDATE cdp.identity_nodes AS n
+                SET profile_id = m.profile_id, status = CASE WHEN m.hub THEN 'hub' ELSE 'active' END, first_seq = m.first_seq,
+                    first_seen_at = m.first_seen, last_seen_at = m.last_seen
+                FROM \(unescaped: t).final_nodes AS m
+                WHERE m.id = n.node_id
+                  AND (n.profile_id, n.status, n.first_seq, n.first_seen_at, n.last_seen_at)
+                      IS DISTINCT FROM (m.profile_id, CASE WHEN m.hub THEN 'hub' ELSE 'active' END, m.first_seq, m.first_seen, m.last_seen)
+                """) ?? 0
+            try await tx.script("""
+                CREATE TABLE \(t).new_nodes AS
+                SELECT m.* FROM \(t).final_nodes AS m
+                WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_nodes AS n WHERE n.node_id = m.id);
+                """)
+            report.nodesChanged += try await tx.execute("""
+                INSERT INTO cdp.identity_nodes (node_id, kind, value, profile_id, status, first_seq, first_seen_at, last_seen_at)
+                SELECT m.id, m.kind, m.value, m.profile_id, CASE WHEN m.hub THEN 'hub' ELSE 'active' END, m.first_seq,
+                       m.first_seen, m.last_seen
+                FROM \(unescaped: t).new_nodes AS m
+                """) ?? 0
+            try await tx.script("""
+                DELETE FROM cdp.identity_edges AS e
+                WHERE NOT EXISTS (SELECT 1 FROM \(t).edges AS m WHERE m.a = e.a AND m.b = e.b);
+                UPDATE cdp.identity_edges AS e SET first_seq = m.first_seq
+                FROM \(t).edges AS m WHERE m.a = e.a AND m.b = e.b AND m.first_seq <> e.first_seq;
+                CREATE TABLE \(t).new_edges AS
+                SELECT m.a, m.b, m.first_seq FROM \(t).edges AS m
+                WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_edges AS e WHERE e.a = m.a AND e.b = m.b);
+                INSERT INTO cdp.identity_edges (a, b, first_seq) SELECT a, b, first_seq FROM \(t).new_edges;
+                """)
+            try await tx.script("""
+                CREATE TABLE \(t).restamp AS
+                SELECT s.seq, s.timestamp, f.profile_id
+                FROM cdp.events AS s LEFT JOIN \(t).final_events AS f ON f.seq = s.seq
+                WHERE s.seq <= \(last) AND s.profile_id IS DISTINCT FROM f.profile_id;
+                ANALYZE \(t).restamp;
+                """)
+            report.eventsRestamped = try await tx.execute("""
+                UPDATE cdp.events AS e SET profile_id = d.profile_id
+                FROM \(unescaped: t).restamp AS d
+                WHERE e.seq = d.seq AND e.timestamp = d.timestamp
+                """) ?? 0
+            try await tx.execute("INSERT INTO cdp.stage_checkpoints (stage) VALUES (\(IdentityStore.stage)) ON CONFLICT DO NOTHING")
+            try await IdentityStore.setCheckpoint(tx, last)
+            // Stages after identity rebuild from events rather than replay this rebuild's changes one by one.
+            try await tx.execute("UPDATE cdp.stage_checkpoints SET generation = generation + 1 WHERE stage = \(IdentityStore.stage)")
+        }
+        phase("swap in")
+        try await db.script("DROP SCHEMA \(Self.schema) CASCADE")
+        _ = try await db.advisoryUnlock(Self.rebuildLock)
+        return report
+    }
+
+    /// Replays the events of components that exceed a limit through the engine, in receive order, and stores the
+    /// result in the rebuild's replayed_* tables.
+    private func replayConflicts(_ db: PostgresConnection, rules: IdentityRules) async throws {
+        let t = "pg_temp"
+        let rows = try await db.query("""
+            SELECT k.seq, n.id, n.kind, n.value
+            FROM \(unescaped: t).event_labels AS el
+            JOIN \(unescaped: t).links AS k ON k.seq = el.seq
+            JOIN \(unescaped: t).nodes AS n ON n.id = k.node AND NOT n.hub
+            WHERE el.label IN (SELECT label FROM \(unescaped: t).conflicts)
+            ORDER BY k.seq
+            """)
+        var engine = IdentityEngine(rules: rules)
+        var nodeIDs: [Identifier: Int64] = [:]
+        var current: ExtractedEvent?
+        func flush() {
+            guard let event = current else { return }
+            engine.process(IdentityStage.resolverEvent(event, rules: rules, isHub: { _ in false }))
+        }
+        for row in rows {
+            let (seq, id, kind, value) = try row.decode((Int64, Int64, String, String).self)
+            let identifier = Identifier(kind: kind, value: value)
+            nodeIDs[identifier] = id
+            if current?.seq != seq {
+                flush()
+                current = ExtractedEvent(seq: seq, messageID: "", micros: 0)
+            }
+            current!.identifiers.append(identifier)
+        }
+        flush()
+        let nodes = nodeIDs.map { (Int($0.value), engine.profile(of: $0.key)!) }
+        try await db.execute("""
+            INSERT INTO \(unescaped: t).replayed_nodes SELECT * FROM unnest(\(nodes.map(\.0))::int8[], \(nodes.map(\.1))::uuid[])
+            """)
+        let alive = Array(engine.liveProfiles)
+        let founders = alive.map { engine.profiles[$0]! }
+        try await db.execute("""
+            INSERT INTO \(unescaped: t).replayed_profiles
+            SELECT * FROM unnest(\(alive)::uuid[], \(founders.map(\.founder.kind))::text[], \(founders.map(\.founder.value))::text[],
+                                 \(founders.map { Int($0.foundedSeq) })::int8[])
+            """)
+        let stamps = engine.finalStamps
+        try await db.execute("""
+            INSERT INTO \(unescaped: t).replayed_events
+            SELECT * FROM unnest(\(stamps.map { Int($0.seq) })::int8[], \(stamps.map(\.profile))::uuid[])
+            """)
+    }
+
+    /// An ARRAY[...] literal of kind names (validated kinds, quoted through SQLQuoting).
+    static func arrayLiteral(_ values: [String]) throws -> String {
+        "ARRAY[" + (try values.map { try SQLQuoting.literal($0) }).joined(separator: ",") + "]"
+    }
+}

@@ -1,0 +1,455 @@
+import Foundation
+import Postgres
+import PostgresTesting
+import Testing
+@testable import TributaryCollection
+@testable import TributaryFixtures
+@testable import TributaryIdentity
+@testable import TributaryModel
+@testable import TributaryService
+
+/// Helpers shared by the identity tests: write events, run the stage, read the partition back.
+enum IdentityFixture {
+    static func migrated(_ client: PostgresClient) async throws {
+        try await Migrator(files: ProjectFiles(root: TestDatabase.packageRoot), logger: TestDatabase.logger).migrate(client)
+    }
+
+    nonisolated(unsafe) static var counter = 0
+    static let lock = NSLock()
+
+    /// A call with a fresh message id; track calls are named `event` (default `Clicked`).
+    static func event(
+        anonymous: String? = nil, user: String? = nil, event: String? = nil, properties: String = "{}", traits: String = "{}",
+        context: String = "{}", type: CallType = .identify, previous: String? = nil,
+        at timestamp: Date = Date(timeIntervalSince1970: 1_780_000_000)
+    ) -> IncomingEvent {
+        lock.lock()
+        counter += 1
+        let id = "m-\(counter)"
+        lock.unlock()
+        return IncomingEvent(
+            messageID: id, type: type, event: type == .track ? (event ?? "Clicked") : nil, name: nil, userID: user,
+            anonymousID: anonymous, groupID: nil, previousID: previous, timestamp: timestamp, originalTimestamp: nil, sentAt: nil,
+            receivedAt: Date(), properties: properties, traits: traits, context: context, integrations: "{}")
+    }
+
+    static func write(_ events: [IncomingEvent], _ client: PostgresClient) async throws {
+        let writer = EventWriter(client: client, logger: TestDatabase.logger)
+        _ = try await writer.write(events, sourceID: "src-test")
+    }
+
+    static func applyRules(_ rules: IdentityRules, _ client: PostgresClient) async throws {
+        try await IdentityAdmin(client: client, logger: TestDatabase.logger).apply(rules: rules, resolve: false)
+    }
+
+    /// kind:value → profile id, for every identifier.
+    static func partition(_ client: PostgresClient) async throws -> [String: String] {
+        var result: [String: String] = [:]
+        for row in try await client.query("SELECT kind, value, profile_id::text FROM cdp.identities") {
+            let (kind, value, profile) = try row.decode((String, String, String).self)
+            result["\(kind):\(value)"] = profile
+        }
+        return result
+    }
+
+    /// seq → stamped profile id.
+    static func stamps(_ client: PostgresClient) async throws -> [Int64: String] {
+        var result: [Int64: String] = [:]
+        for row in try await client.query("SELECT seq, coalesce(profile_id::text, '-') FROM cdp.events") {
+            let (seq, profile) = try row.decode((Int64, String).self)
+            result[seq] = profile
+        }
+        return result
+    }
+
+    static func profiles(_ client: PostgresClient) async throws -> Set<String> {
+        Set(try await client.query("SELECT profile_id::text || founder_kind || ':' || founder_value || founded_seq FROM cdp.identity_profiles")
+            .map { try $0[0].decode(String.self) })
+    }
+
+    /// Groups of identifiers that share a profile, independent of profile ids.
+    static func groups(_ partition: [String: String]) -> Set<Set<String>> {
+        Set(Dictionary(grouping: partition.keys, by: { partition[$0]! }).values.map(Set.init))
+    }
+}
+
+@Suite struct IdentityStageTests {
+    typealias F = IdentityFixture
+
+    @Test func stitchesAnonymousVisitsEmailsAndLoginsIntoOneProfile() async throws {
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await F.migrated(client)
+            try await F.write([
+                F.event(anonymous: "a-1", type: .page),
+                F.event(anonymous: "a-1", user: "u-1", traits: #"{"email": "  Jane.Doe@Example.COM ", "phone": "+1 (555) 010-1234"}"#),
+                F.event(anonymous: "a-2", type: .page),
+                F.event(anonymous: "a-2", traits: #"{"email": "jane.doe@example.com"}"#),
+                F.event(anonymous: "a-3", type: .page),
+                F.event(user: "u-2", traits: #"{"email": "bob@example.com"}"#),
+                F.event(anonymous: "a-3", user: "u-1", type: .track),
+            ], client)
+            let stage = IdentityStage(client: client, logger: TestDatabase.logger, batchSize: 3)
+            let report = try await stage.catchUp()
+            #expect(report.events == 7)
+            let partition = try await F.partition(client)
+            #expect(partition["email:jane.doe@example.com"] != nil, "email normalized")
+            #expect(partition["phone:+15550101234"] != nil, "phone normalized")
+            let jane = partition["user_id:u-1"]!
+            for key in ["anonymous_id:a-1", "anonymous_id:a-2", "anonymous_id:a-3", "email:jane.doe@example.com", "phone:+15550101234"] {
+                #expect(partition[key] == jane, "\(key)")
+            }
+            #expect(partition["user_id:u-2"] != jane && partition["email:bob@example.com"] == partition["user_id:u-2"])
+            // Profile id founded by the first identifier of the first event: a-1.
+            #expect(jane == Identifier(kind: "anonymous_id", value: "a-1").foundedProfileID.uuidString.lowercased())
+            // Every event is stamped with its final profile, including those before the merges.
+            let stamps = try await F.stamps(client)
+            #expect(stamps.values.filter { $0 == jane }.count == 6)
+            // a-2 and a-3 founded profiles that merged into Jane's; their ids resolve to hers.
+            let merges = try await client.query("SELECT from_profile_id::text, into_profile_id::text, reason, kind FROM cdp.profile_merges")
+            #expect(merges.count == 2)
+            for row in merges {
+                let (from, into, reason, kind) = try row.decode((String, String, String, String).self)
+                #expect(into == jane && reason == "identifier" && (kind == "email" || kind == "anonymous_id"))
+                #expect(try await client.query("SELECT cdp.resolve_profile(\(UUID(uuidString: from)!))::text").scalar(String.self) == jane)
+            }
+            // The rebuild agrees exactly: same ids, nothing to change.
+            let rebuild = try await IdentityRebuild(configuration: client.configuration, logger: TestDatabase.logger).run()
+            #expect(rebuild.nodesChanged == 0 && rebuild.eventsRestamped == 0)
+            #expect(try await F.partition(client) == partition)
+        }
+    }
+
+    /// The stage's in-memory cache of known identifiers is used only while nothing else has changed the graph: not
+    /// after another process ran batches (its merges moved identifiers), nor after SQL of someone else's changed a node.
+    @Test func theIdentifierCacheIsDroppedWhenAnythingElseChangesTheGraph() async throws {
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await F.migrated(client)
+            let cached = IdentityStage(client: client, logger: TestDatabase.logger)
+            try await F.write([
+                F.event(anonymous: "a-1", user: "u-1"),
+                F.event(anonymous: "a-2", traits: #"{"email": "two@example.com"}"#),
+            ], client)
+            _ = try await cached.catchUp()
+            #expect(cached.cache.count == 4)
+            let one = try await F.partition(client)["user_id:u-1"]!
+            let two = try await F.partition(client)["anonymous_id:a-2"]!
+            #expect(one != two)
+
+            // Another process: a-2's profile merges into u-1's (their email is seen with u-1).
+            try await F.write([F.event(user: "u-1", traits: #"{"email": "two@example.com"}"#)], client)
+            _ = try await IdentityStage(client: client, logger: TestDatabase.logger).catchUp()
+            #expect(try await F.partition(client)["anonymous_id:a-2"] == one)
+            // The cached stage meets a-2 again: it must stamp u-1's profile, not the one merged away.
+            try await F.write([F.event(anonymous: "a-2", type: .page), F.event(anonymous: "a-1", type: .page)], client)
+            _ = try await cached.catchUp()
+            let stamped = try await client.query("""
+                SELECT profile_id::text FROM cdp.events WHERE anonymous_id = 'a-2' ORDER BY seq DESC LIMIT 1
+                """).scalar(String.self)
+            #expect(stamped == one)
+            #expect(cached.cache.count == 2)
+
+            // Someone's SQL moves a-1 to a profile of its own (the checkpoint stays where the cached stage left it).
+            let own = Identifier(kind: "anonymous_id", value: "a-1").foundedProfileID
+            try await client.execute("""
+                INSERT INTO cdp.identity_profiles (profile_id, founder_kind, founder_value, founded_seq)
+                VALUES (\(own), 'anonymous_id', 'a-1', 1)
+                """)
+            try await client.execute("UPDATE cdp.identity_nodes SET profile_id = \(own) WHERE kind = 'anonymous_id' AND value = 'a-1'")
+            try await F.write([F.event(anonymous: "a-1", type: .page)], client)
+            _ = try await cached.catchUp()
+            let moved = try await client.query("SELECT profile_id FROM cdp.events ORDER BY seq DESC LIMIT 1").scalar(UUID.self)
+            #expect(moved == own)
+        }
+    }
+
+    @Test func userIDLimitKeepsFamilyMembersApartOnASharedDevice() async throws {
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await F.migrated(client)
+            try await F.write([
+                F.event(anonymous: "tablet", user: "mum", traits: #"{"email": "mum@example.com"}"#),
+                F.event(anonymous: "tablet", user: "son", traits: #"{"email": "son@example.com"}"#),
+                F.event(anonymous: "son-phone", user: "son"),
+                F.event(anonymous: "tablet", type: .page),
+            ], client)
+            _ = try await IdentityStage(client: client, logger: TestDatabase.logger).catchUp()
+            let partition = try await F.partition(client)
+            #expect(partition["user_id:mum"] != partition["user_id:son"])
+            #expect(partition["anonymous_id:tablet"] == partition["user_id:mum"], "first login keeps the device")
+            #expect(partition["email:son@example.com"] == partition["user_id:son"])
+            #expect(partition["anonymous_id:son-phone"] == partition["user_id:son"])
+            let stamps = try await F.stamps(client).sorted { $0.key < $1.key }.map(\.value)
+            #expect(stamps == [partition["user_id:mum"]!, partition["user_id:son"]!, partition["user_id:son"]!, partition["user_id:mum"]!])
+            let rebuild = try await IdentityRebuild(configuration: client.configuration, logger: TestDatabase.logger).run()
+            #expect(rebuild.conflictComponents == 1 && rebuild.nodesChanged == 0 && rebuild.eventsRestamped == 0)
+        }
+    }
+
+    @Test func hubIsDetectedAndTheProfilesItMergedAreSplit() async throws {
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await F.migrated(client)
+            var rules = IdentityRules()
+            rules.hubThreshold = 3
+            try await F.applyRules(rules, client)
+            // Four different visitors type the same placeholder email; the fourth makes it a hub.
+            let stage = IdentityStage(client: client, logger: TestDatabase.logger)
+            for visitor in 1...3 {
+                try await F.write([F.event(anonymous: "v-\(visitor)", traits: #"{"email": "test@test.com"}"#)], client)
+            }
+            _ = try await stage.catchUp()
+            var partition = try await F.partition(client)
+            #expect(Set(["v-1", "v-2", "v-3"].map { partition["anonymous_id:\($0)"]! }).count == 1, "merged while under the threshold")
+            try await F.write([F.event(anonymous: "v-4", traits: #"{"email": "TEST@test.com"}"#)], client)
+            let report = try await stage.catchUp()
+            #expect(report.hubsDetected == 1)
+            partition = try await F.partition(client)
+            #expect(Set((1...4).map { partition["anonymous_id:v-\($0)"]! }).count == 4, "split apart")
+            let hub = try await client.query("SELECT is_hub FROM cdp.identities WHERE kind = 'email'").scalar(Bool.self)
+            #expect(hub)
+            let splits = try await client.query("SELECT count(*) FROM cdp.profile_merges WHERE reason = 'split'").scalar(Int.self)
+            #expect(splits >= 1)
+            let stamps = try await F.stamps(client)
+            #expect(Set(stamps.values).count == 4)
+            let rebuild = try await IdentityRebuild(configuration: client.configuration, logger: TestDatabase.logger).run()
+            #expect(rebuild.hubs == 1 && rebuild.nodesChanged == 0 && rebuild.eventsRestamped == 0)
+        }
+    }
+}
+
+extension IdentityStageTests {
+    /// The alias rule: previousId is an anonymous id when that value was the anonymousId of this or an earlier event,
+    /// else a user id; the link is subject to the limits like any other, and the rebuild agrees.
+    @Test func aliasLinksPreviousIDToUserIDUnderTheLimits() async throws {
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await F.migrated(client)
+            try await F.write([
+                F.event(anonymous: "a-1", type: .page),
+                // An anonymous id seen before: kind anonymous_id, so user_id's limit of 1 is kept.
+                F.event(user: "u-1", type: .alias, previous: " a-1 "),
+                // Never seen as an anonymous id before this call (a-late comes later): a user id, and u-2 already has one.
+                F.event(user: "u-2", type: .alias, previous: "a-late"),
+                F.event(anonymous: "a-late", type: .page),
+                // A user id renamed: two user ids exceed the default limit of 1, so they stay apart.
+                F.event(user: "u-1-new", type: .alias, previous: "u-1"),
+                // Blocked values link nothing.
+                F.event(user: "u-3", type: .alias, previous: "undefined"),
+            ], client)
+            _ = try await IdentityStage(client: client, logger: TestDatabase.logger, batchSize: 2).catchUp()
+            let partition = try await F.partition(client)
+            #expect(partition["anonymous_id:a-1"] != nil && partition["anonymous_id:a-1"] == partition["user_id:u-1"])
+            #expect(partition["user_id:a-late"] != nil && partition["user_id:a-late"] != partition["user_id:u-2"], "refused by the limit")
+            #expect(partition["anonymous_id:a-late"] != partition["user_id:u-2"])
+            #expect(partition["user_id:u-1-new"] != partition["user_id:u-1"])
+            #expect(partition["user_id:undefined"] == nil && partition["anonymous_id:undefined"] == nil && partition["user_id:u-3"] != nil)
+            let explained = try await IdentityAdmin(client: client, logger: TestDatabase.logger).explain(Identifier(kind: "user_id", value: "u-1"))
+            #expect(explained.contains("alias (previousId is userId)") && explained.contains("anonymous_id:a-1"), "\(explained)")
+            var rebuild = try await IdentityRebuild(configuration: client.configuration, logger: TestDatabase.logger).run()
+            #expect(rebuild.nodesChanged == 0 && rebuild.eventsRestamped == 0)
+            #expect(try await F.partition(client) == partition)
+
+            // With room for two user ids, a renamed user id joins the old one's profile (real time and rebuild).
+            var rules = IdentityRules()
+            rules.limits["user_id"] = 2
+            try await F.applyRules(rules, client)
+            rebuild = try await IdentityRebuild(configuration: client.configuration, logger: TestDatabase.logger).run()
+            try await F.write([F.event(user: "u-9-new", type: .alias, previous: "u-9"), F.event(user: "u-9")], client)
+            _ = try await IdentityStage(client: client, logger: TestDatabase.logger).catchUp()
+            var relaxed = try await F.partition(client)
+            #expect(relaxed["user_id:u-1-new"] == relaxed["user_id:u-1"] && relaxed["anonymous_id:a-1"] == relaxed["user_id:u-1"])
+            #expect(relaxed["user_id:u-9-new"] == relaxed["user_id:u-9"])
+            // Two profiles merged by an alias call: explain names it.
+            try await F.write([F.event(user: "u-7"), F.event(user: "u-8")], client)
+            _ = try await IdentityStage(client: client, logger: TestDatabase.logger).catchUp()
+            try await F.write([F.event(user: "u-8", type: .alias, previous: "u-7")], client)
+            _ = try await IdentityStage(client: client, logger: TestDatabase.logger).catchUp()
+            let merged = try await IdentityAdmin(client: client, logger: TestDatabase.logger).explain(Identifier(kind: "user_id", value: "u-8"))
+            #expect(merged.contains("merged in by alias call seq"), "\(merged)")
+            relaxed = try await F.partition(client)
+            #expect(relaxed["user_id:u-7"] == relaxed["user_id:u-8"])
+            rebuild = try await IdentityRebuild(configuration: client.configuration, logger: TestDatabase.logger).run()
+            #expect(rebuild.nodesChanged == 0 && rebuild.eventsRestamped == 0)
+            #expect(try await F.partition(client) == relaxed)
+        }
+    }
+}
+
+/// Random event streams: the real-time stage (random batch sizes, interleaved with ingestion, hubs detected and
+/// split on the way, values blocked after the fact) and the SQL rebuild must give the same graph, exactly.
+@Suite struct IdentityEquivalenceTests {
+    typealias F = IdentityFixture
+
+    typealias SplitMix = SyntheticPeople.Random
+
+    static func randomStream(seed: UInt64, count: Int) -> [IncomingEvent] {
+        var random = SplitMix(seed: seed)
+        let emails = ["ann@x.com", "Ann@X.com ", "bob@x.com", "cat@x.com", "dan@x.com", "shared@x.com", "hub@x.com"]
+        let junk = ["", "null", "anonymous", "00000000-0000-0000-0000-000000000000", "undefined"]
+        var events: [IncomingEvent] = []
+        for index in 0..<count {
+            var anonymous: String? = random.chance(0.8) ? "a\(random.below(12))" : nil
+            if random.chance(0.05) { anonymous = junk[random.below(junk.count)] }
+            var user: String? = random.chance(0.35) ? "u\(random.below(6))" : nil
+            if anonymous == nil && user == nil { user = "u\(random.below(6))" }
+            var traits: [String] = []
+            if random.chance(0.45) {
+                let email = random.chance(0.25) ? "hub@x.com" : emails[random.below(emails.count)]
+                traits.append(#""email": "\#(email)""#)
+            }
+            if random.chance(0.2) { traits.append(#""phone": "+1 555 000 \#(random.below(4))""#) }
+            if random.chance(0.03) { traits.append(#""email": 42"#) }
+            if random.chance(0.03) { traits.append(#""email": "\#(String(repeating: "x", count: 300))@x.com""#) }
+            var context = "{}"
+            if random.chance(0.1) {
+                context = #"{"externalIds": [{"id": "crm-\#(random.below(5))", "type": "CRM_ID", "collection": "users", "encoding": "none"}]}"#
+            } else if random.chance(0.1) {
+                context = #"{"traits": {"email": "\#(emails[random.below(emails.count)])"}}"#
+            }
+            let at = Date(timeIntervalSince1970: 1_780_000_000 + Double(index * 60 - random.below(3000)))
+            if random.chance(0.1) {
+                // An alias: previousId an anonymous id (seen before or not yet), a user id, or junk.
+                let previous = random.chance(0.5) ? "a\(random.below(14))" : random.chance(0.8) ? "u\(random.below(6))" : junk[random.below(junk.count)]
+                events.append(F.event(anonymous: random.chance(0.2) ? anonymous : nil, user: "u\(random.below(6))", type: .alias,
+                                      previous: previous, at: at))
+                continue
+            }
+            events.append(F.event(
+                anonymous: anonymous, user: user, traits: "{" + traits.joined(separator: ", ") + "}", context: context,
+                type: traits.isEmpty ? .track : .identify, at: at))
+        }
+        return events
+    }
+
+    @Test(arguments: Array(1...8) as [UInt64])
+    func realTimeStageAndRebuildGiveTheSameGraph(seed: UInt64) async throws {
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await F.migrated(client)
+            var rules = IdentityRules()
+            rules.hubThreshold = 4
+            rules.limits["email"] = 2
+            rules.limits["phone"] = 1
+            try await F.applyRules(rules, client)
+            var random = SplitMix(seed: seed &* 7919)
+            let events = Self.randomStream(seed: seed, count: 200)
+            var stage = IdentityStage(client: client, logger: TestDatabase.logger)
+            var position = 0
+            while position < events.count {
+                let chunk = 1 + random.below(25)
+                try await F.write(Array(events[position..<min(events.count, position + chunk)]), client)
+                position += chunk
+                if random.chance(0.6) {
+                    stage.batchSize = 1 + random.below(40)
+                    _ = try await stage.processBatch()
+                }
+            }
+            _ = try await stage.catchUp()
+            try await expectRebuildAgrees(client, seed: seed, phase: "real-time")
+
+            // A value blocked after the fact: removed, what it joined split, and still the same as a rebuild.
+            let partition = try await F.partition(client)
+            let victim = partition.keys.filter { $0.hasPrefix("email:") && $0 != "email:hub@x.com" }.sorted().first
+            if let victim {
+                rules.blocked.append(.init(pattern: "^" + NSRegularExpression.escapedPattern(for: String(victim.dropFirst(6))) + "$", kinds: ["email"]))
+                let outcome = try await IdentityAdmin(client: client, logger: TestDatabase.logger).apply(rules: rules)
+                guard case .blockedValuesSplit(let removed) = outcome else {
+                    Issue.record("expected a split, got \(outcome)")
+                    return
+                }
+                #expect(removed == 1)
+                #expect(try await F.partition(client)[victim] == nil)
+                try await expectRebuildAgrees(client, seed: seed, phase: "after blocking \(victim)")
+            }
+        }
+    }
+
+    func expectRebuildAgrees(_ client: PostgresClient, seed: UInt64, phase: String) async throws {
+        let partition = try await F.partition(client)
+        let stamps = try await F.stamps(client)
+        let profiles = try await F.profiles(client)
+        #expect(!partition.isEmpty)
+        let report = try await IdentityRebuild(configuration: client.configuration, logger: TestDatabase.logger).run()
+        #expect(report.nodesChanged == 0, "seed \(seed) \(phase): rebuild changed \(report.nodesChanged) identifiers")
+        #expect(report.eventsRestamped == 0, "seed \(seed) \(phase): rebuild re-stamped \(report.eventsRestamped) events")
+        let rebuilt = try await F.partition(client)
+        let before = F.groups(partition), after = F.groups(rebuilt)
+        #expect(before == after, "seed \(seed) \(phase): real-time only \(before.subtracting(after)), rebuild only \(after.subtracting(before))")
+        #expect(rebuilt == partition, "seed \(seed) \(phase): profile ids differ")
+        #expect(try await F.stamps(client) == stamps, "seed \(seed) \(phase): event stamps differ")
+        #expect(try await F.profiles(client) == profiles, "seed \(seed) \(phase): profiles differ")
+    }
+}
+
+/// A generated multi-channel data set with known truth (web, app, email platform, POS, CRM; shared family devices,
+/// couples sharing an email, placeholder emails, kiosks, formatting variants, junk): pairwise precision and recall
+/// at least 0.99 and no profile with two user ids, from the real-time stage and from the rebuild.
+@Suite struct IdentityAccuracyTests {
+    typealias F = IdentityFixture
+
+    @Test func multiChannelPeopleResolveAccurately() async throws {
+        let data = SyntheticPeople.generate(SyntheticPeople.Options(people: 2000, seed: 11))
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await F.migrated(client)
+            for start in stride(from: 0, to: data.events.count, by: 1000) {
+                try await F.write(Array(data.events[start..<min(data.events.count, start + 1000)]), client)
+            }
+            let report = try await IdentityStage(client: client, logger: TestDatabase.logger, batchSize: 2000).catchUp()
+            #expect(report.events == data.events.count)
+            #expect(report.hubsDetected >= 3, "placeholder emails and kiosks are hubs")
+            try await expectAccurate(client, data, "real-time")
+
+            // Junk identifiers were ignored and counted, and their events kept.
+            let ignored = Dictionary(uniqueKeysWithValues: try await client.query(
+                "SELECT reason, sum(count)::int8 FROM cdp.identity_ignored GROUP BY reason").map { try $0.decode((String, Int).self) })
+            #expect(ignored["blocked", default: 0] > 0 && ignored["wrong_type", default: 0] > 0)
+            #expect(ignored["too_long", default: 0] > 0 && ignored["control_characters", default: 0] > 0)
+            #expect(try await client.query("SELECT count(*) FROM cdp.events").scalar(Int.self) == data.events.count)
+
+            let rebuild = try await IdentityRebuild(configuration: client.configuration, logger: TestDatabase.logger).run()
+            #expect(rebuild.nodesChanged == 0 && rebuild.eventsRestamped == 0, "rebuild agrees with the real-time stage")
+            try await expectAccurate(client, data, "rebuild")
+        }
+    }
+
+    func expectAccurate(_ client: PostgresClient, _ data: SyntheticPeople.Dataset, _ stage: String) async throws {
+        let predicted = try await F.partition(client)
+        let scores = SyntheticPeople.pairwiseScores(truth: data.truth, predicted: predicted)
+        #expect(scores.precision >= 0.99, "\(stage): precision \(scores.precision)")
+        #expect(scores.recall >= 0.99, "\(stage): recall \(scores.recall)")
+        #expect(scores.scoredIdentifiers > 5000)
+        let doubleUsers = try await client.query("""
+            SELECT count(*) FROM (SELECT profile_id FROM cdp.identities WHERE kind = 'user_id' GROUP BY profile_id HAVING count(*) > 1) AS p
+            """).scalar(Int.self)
+        #expect(doubleUsers == 0, "\(stage): profiles holding two user ids")
+        print("identity accuracy (\(stage)): precision \(scores.precision), recall \(scores.recall), identifiers \(scores.scoredIdentifiers)")
+    }
+}
+
+/// The identity stage's cache on its own: merges followed, memory bounded without losing where profiles went.
+@Suite struct IdentifierCacheTests {
+    func node(_ id: Int64, _ profile: UUID) -> StoredNode { StoredNode(id: id, profile: profile, isHub: false) }
+
+    @Test func mergesAreFollowedAndEvictionKeepsCurrentProfiles() {
+        let cache = IdentifierCache(capacity: 100)
+        let profiles = (0..<4).map { _ in UUID() }
+        var nodes: [Identifier: StoredNode] = [:]
+        for i in 0..<80 { nodes[Identifier(kind: "anonymous_id", value: "a\(i)")] = node(Int64(i), profiles[i % 4]) }
+        cache.commit(.init(nodes: nodes, redirects: [:], checkpoint: 10, epoch: 3, forget: false))
+        // Profile 1 merges into 0, then 0 into 2.
+        cache.commit(.init(nodes: [:], redirects: [profiles[1]: profiles[0]], checkpoint: 11, epoch: 4, forget: false))
+        cache.commit(.init(nodes: [:], redirects: [profiles[0]: profiles[2]], checkpoint: 12, epoch: 5, forget: false))
+        let all = nodes.keys
+        #expect(cache.nodes(all, checkpoint: 12, epoch: 5)[Identifier(kind: "anonymous_id", value: "a1")]?.profile == profiles[2])
+        // Past capacity: about half is kept, every kept node with its current profile.
+        var more: [Identifier: StoredNode] = [:]
+        for i in 80..<140 { more[Identifier(kind: "user_id", value: "u\(i)")] = node(Int64(i), profiles[1]) }
+        cache.commit(.init(nodes: more, redirects: [:], checkpoint: 13, epoch: 6, forget: false))
+        #expect(cache.count > 20 && cache.count < 120)
+        let found = cache.nodes(Array(all) + Array(more.keys), checkpoint: 13, epoch: 6)
+        #expect(found.count == cache.count)
+        for (identifier, stored) in found {
+            let expected = identifier.kind == "user_id" ? profiles[2] : [profiles[2], profiles[2], profiles[2], profiles[3]][Int(stored.id) % 4]
+            #expect(stored.profile == expected, "\(identifier)")
+        }
+        // A position other than the last commit's empties it.
+        #expect(cache.nodes(all, checkpoint: 13, epoch: 7).isEmpty)
+        #expect(cache.count == 0)
+    }
+}
