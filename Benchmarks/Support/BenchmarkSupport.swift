@@ -29,13 +29,17 @@ public func ingest(_ events: [IncomingEvent], into client: PostgresClient, write
             let start = next
             next += writeSize
             guard start < events.count else { break }
-            group.addTask { _ = try await writer.write(Array(events[start..<min(events.count, start + writeSize)]), sourceID: "bench") }
+            group.addTask {
+                _ = try await writer.write(Array(events[start..<min(events.count, start + writeSize)]), sourceID: "bench")
+            }
         }
         while try await group.next() != nil {
             let start = next
             next += writeSize
             guard start < events.count else { continue }
-            group.addTask { _ = try await writer.write(Array(events[start..<min(events.count, start + writeSize)]), sourceID: "bench") }
+            group.addTask {
+                _ = try await writer.write(Array(events[start..<min(events.count, start + writeSize)]), sourceID: "bench")
+            }
         }
     }
 }
@@ -57,7 +61,9 @@ public func freshDatabase(
 
 /// What a benchmark starts with: a quiet logger (warnings and worse), the bench server (DATABASE_URL/PG*, or the
 /// embedded one in `dataDirectory`) and the project's migrations and SQL.
-public func benchmarkEnvironment(dataDirectory: String) async throws -> (logger: Logger, server: PostgresConfiguration, files: ProjectFiles) {
+public func benchmarkEnvironment(
+    dataDirectory: String
+) async throws -> (logger: Logger, server: PostgresConfiguration, files: ProjectFiles) {
     var logger = Logger(label: "bench")
     logger.logLevel = .warning
     let server = try await DatabaseTarget.resolve(dataDirectory: dataDirectory, logger: logger).configuration

@@ -26,7 +26,11 @@ public struct Load: Sendable {
         private let lock = NSLock()
         private var next = 0, done = 0, failures = 0
         private var firstError: String?
-        func take() -> Int { lock.withLock { next += 1; return next - 1 } }
+        func take() -> Int {
+            lock.withLock {
+                next += 1; return next - 1
+            }
+        }
         func finished(_ error: String?) {
             lock.withLock {
                 if let error { failures += 1; firstError = firstError ?? error } else { done += 1 }
@@ -37,7 +41,9 @@ public struct Load: Sendable {
 
     /// Sends from `senders` clients, paced to `rate` events/s (nil: as fast as they can), until `limit` requests were
     /// sent or the next one would be due after `end`. Returns the events answered 200.
-    public func run(tag: String, rate: Double?, senders: Int, requests limit: Int?, until end: ContinuousClock.Instant?) async throws -> (events: Int, failures: Int) {
+    public func run(
+        tag: String, rate: Double?, senders: Int, requests limit: Int?, until end: ContinuousClock.Instant?
+    ) async throws -> (events: Int, failures: Int) {
         let counter = Counter()
         let start = ContinuousClock.now
         await withTaskGroup(of: Void.self) { group in
@@ -103,25 +109,32 @@ public struct Pipeline: Sendable {
     /// Applies the real-time segment `carts` (added to cart in the last 30 days, has an email; field email) and the
     /// real-time audience sync `carts_hook` of it to the webhook `base`/hook (a ``ProbeReceiver``).
     public func applyCartsSync(webhook base: String, logger: Logger) async throws {
-        try await SegmentStore(client: client, logger: logger).apply(SegmentDefinitions([
-            Segment("carts", realtime: true, fields: [.trait("email")]) {
-                Event("Added to Cart", within: .days(30)).occurred
-                Trait<String>("email").exists
-            },
-        ]))
+        try await SegmentStore(client: client, logger: logger).apply(
+            SegmentDefinitions([
+                Segment("carts", realtime: true, fields: [.trait("email")]) {
+                    Event("Added to Cart", within: .days(30)).occurred
+                    Trait<String>("email").exists
+                }
+            ]))
         let store = SyncStore(client: client, logger: logger, registry: .standard())
-        try await store.apply(try await store.load(Data("""
-            {"syncs": [{"name": "carts_hook", "source": {"segment": "carts"}, "primaryKey": ["profile_id"], "mode": "audience",
-              "realtime": true, "destination": {"type": "webhook", "url": "\(base)/hook", "secret": "s"}}]}
-            """.utf8)))
+        try await store.apply(
+            try await store.load(
+                Data(
+                    """
+                    {"syncs": [{"name": "carts_hook", "source": {"segment": "carts"}, "primaryKey": ["profile_id"], "mode": "audience",
+                      "realtime": true, "destination": {"type": "webhook", "url": "\(base)/hook", "secret": "s"}}]}
+                    """.utf8)))
         say("segment carts (real-time) and sync carts_hook (real-time audience, webhook \(base)/hook) applied")
     }
 
-    public func lastSeq() async throws -> Int64 { try await client.query("SELECT coalesce(max(seq), 0) FROM cdp.events").scalar(Int64.self) }
+    public func lastSeq() async throws -> Int64 {
+        try await client.query("SELECT coalesce(max(seq), 0) FROM cdp.events").scalar(Int64.self)
+    }
 
     /// The checkpoint of `stage` (`identity`, `profiles`) in `cdp.stage_checkpoints`.
     public func checkpoint(_ stage: String) async throws -> Int64 {
-        try await client.query("SELECT coalesce((SELECT seq FROM cdp.stage_checkpoints WHERE stage = \(stage)), 0)").scalar(Int64.self)
+        try await client.query("SELECT coalesce((SELECT seq FROM cdp.stage_checkpoints WHERE stage = \(stage)), 0)").scalar(
+            Int64.self)
     }
 
     public func profilesCheckpoint() async throws -> Int64 { try await checkpoint("profiles") }
@@ -131,11 +144,13 @@ public struct Pipeline: Sendable {
 
     /// The real-time runs since `start`: how many, their duration, changes delivered.
     public func runs(since start: Date) async throws -> String {
-        let (runs, p50, max, delivered) = try await client.query("""
+        let (runs, p50, max, delivered) = try await client.query(
+            """
             SELECT count(*), coalesce(percentile_disc(0.5) WITHIN GROUP (ORDER BY duration_ms), 0)::bigint,
                    coalesce(max(duration_ms), 0)::bigint, coalesce(sum(delivered), 0)::bigint
             FROM cdp.sync_runs WHERE trigger = 'realtime' AND started_at >= \(start)
-            """).first!.decode((Int, Int, Int, Int).self)
+            """
+        ).first!.decode((Int, Int, Int, Int).self)
         return "\(runs) real-time runs (duration p50 \(p50) ms, max \(max) ms), \(delivered) changes delivered"
     }
 
@@ -165,11 +180,13 @@ public struct Pipeline: Sendable {
 
     /// A cheap ``Sample`` (the sequence's last value, not max(seq)).
     public func sample() async throws -> Sample {
-        let (last, identity, profiles) = try await client.query("""
+        let (last, identity, profiles) = try await client.query(
+            """
             SELECT (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM cdp.events_seq),
                    coalesce((SELECT seq FROM cdp.stage_checkpoints WHERE stage = 'identity'), 0),
                    coalesce((SELECT seq FROM cdp.stage_checkpoints WHERE stage = 'profiles'), 0)
-            """).first!.decode((Int64, Int64, Int64).self)
+            """
+        ).first!.decode((Int64, Int64, Int64).self)
         return Sample(last: last, identity: identity, profiles: profiles)
     }
 
@@ -182,10 +199,12 @@ public struct Pipeline: Sendable {
     public func waitForActivation(timeout: Duration) async throws -> Bool {
         let deadline = ContinuousClock.now + timeout
         while true {
-            let behind = try await client.query("""
+            let behind = try await client.query(
+                """
                 SELECT coalesce((SELECT max(change_id) FROM cdp.segment_changes WHERE segment = 'carts'), 0)
                      > coalesce((SELECT change_id FROM cdp.sync_realtime WHERE sync = 'carts_hook'), 0)
-                """).scalar(Bool.self)
+                """
+            ).scalar(Bool.self)
             if !behind { return true }
             if ContinuousClock.now > deadline { return false }
             try await Task.sleep(for: .milliseconds(50))
@@ -218,9 +237,11 @@ public enum Machine {
         let kernel = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             .trimmingCharacters(in: .whitespacesAndNewlines)
         let cpu = field("/proc/cpuinfo", "model name") ?? "unknown CPU"
-        let memory = field("/proc/meminfo", "MemTotal").flatMap { Double($0.split(separator: " ").first ?? "") }
+        let memory =
+            field("/proc/meminfo", "MemTotal").flatMap { Double($0.split(separator: " ").first ?? "") }
             .map { String(format: "%.0f GiB", $0 / 1_048_576) } ?? "memory unknown"
-        return "\(ProcessInfo.processInfo.activeProcessorCount) cores (nproc), \(cpu), \(memory); \(kernel); load average \(loadAverage())"
+        return
+            "\(ProcessInfo.processInfo.activeProcessorCount) cores (nproc), \(cpu), \(memory); \(kernel); load average \(loadAverage())"
     }
 
     public static func field(_ file: String, _ key: String) -> String? {
@@ -230,6 +251,7 @@ public enum Machine {
     }
 
     public static func loadAverage() -> String {
-        ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "").split(separator: " ").prefix(3).joined(separator: " ")
+        ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "").split(separator: " ").prefix(3).joined(
+            separator: " ")
     }
 }

@@ -11,6 +11,8 @@ public struct LoadOptions: ParsableArguments {
     public init() {}
 
     public func validate() throws {
-        guard senders > 0, probeInterval > 0, drainTimeout > 0 else { throw ValidationError("--senders, --probe-interval, --drain-timeout: positive") }
+        guard senders > 0, probeInterval > 0, drainTimeout > 0 else {
+            throw ValidationError("--senders, --probe-interval, --drain-timeout: positive")
+        }
     }
 }

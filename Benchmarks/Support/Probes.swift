@@ -51,7 +51,9 @@ public final class Probes: @unchecked Sendable {
     public func answered(_ number: Int, error: String?) {
         let now = ContinuousClock.now, date = Date()
         lock.withLock {
-            if let error { list[number].error = error } else {
+            if let error {
+                list[number].error = error
+            } else {
                 list[number].ok = now
                 list[number].okDate = date
             }
@@ -61,7 +63,7 @@ public final class Probes: @unchecked Sendable {
     /// A change received for `email`; only the first receipt of a probe counts.
     public func arrived(email: String, runID: Int64?, at now: ContinuousClock.Instant, date: Date) {
         guard email.hasPrefix("probe-"), email.hasSuffix("@bench.test"),
-              let number = Int(email.dropFirst(6).dropLast(11))
+            let number = Int(email.dropFirst(6).dropLast(11))
         else {
             lock.withLock { unexpected += 1 }
             return
@@ -87,7 +89,9 @@ public final class ProbeReceiver: @unchecked Sendable {
     public init(probes: Probes) { self.probes = probes }
 
     public func counts() -> String {
-        lock.withLock { "\(requests) requests, \(adds) adds, \(others) other changes, \(bad) unreadable bodies, \(probes.unexpectedCount) adds of non-probes" }
+        lock.withLock {
+            "\(requests) requests, \(adds) adds, \(others) other changes, \(bad) unreadable bodies, \(probes.unexpectedCount) adds of non-probes"
+        }
     }
 
     public func record(_ body: [UInt8]) -> Bool {
@@ -145,7 +149,9 @@ public struct Prober: Sendable {
         (self.http, self.url, self.authorization, self.probes) = (http, url, authorization, probes)
     }
 
-    public func run(phase: String, every interval: Duration, from countFrom: ContinuousClock.Instant, until end: ContinuousClock.Instant) async throws {
+    public func run(
+        phase: String, every interval: Duration, from countFrom: ContinuousClock.Instant, until end: ContinuousClock.Instant
+    ) async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
             var due = ContinuousClock.now
             while due < end {
@@ -161,7 +167,8 @@ public struct Prober: Sendable {
     public func send(_ number: Int) async {
         let time = Date().formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
         let user = "probe-\(number)"
-        let body = #"{"batch":[{"type":"identify","userId":"\#(user)","messageId":"\#(user)-i","traits":{"email":"\#(user)@bench.test","name":"Probe \#(number)"},"timestamp":"\#(time)"},{"type":"track","userId":"\#(user)","messageId":"\#(user)-t","event":"Added to Cart","properties":{"product_id":"sku-\#(number % 1000)","price":19.99,"quantity":1},"timestamp":"\#(time)"}],"sentAt":"\#(time)"}"#
+        let body =
+            #"{"batch":[{"type":"identify","userId":"\#(user)","messageId":"\#(user)-i","traits":{"email":"\#(user)@bench.test","name":"Probe \#(number)"},"timestamp":"\#(time)"},{"type":"track","userId":"\#(user)","messageId":"\#(user)-t","event":"Added to Cart","properties":{"product_id":"sku-\#(number % 1000)","price":19.99,"quantity":1},"timestamp":"\#(time)"}],"sentAt":"\#(time)"}"#
         probes.answered(number, error: await post(http, url, authorization, body))
     }
 }

@@ -12,10 +12,14 @@ public struct TributaryProcess: Sendable {
 
     /// Starts `tributary ARGUMENTS` (the binary next to this executable) with `DATABASE_URL` set to `database`;
     /// `TRIBUTARY_BENCH_LOG_LEVEL` (debug shows the stages' and the writer's per-step timings) becomes `--log-level`.
-    public static func start(_ arguments: [String], database: PostgresConfiguration, files: ProjectFiles, logName: String) throws -> TributaryProcess {
+    public static func start(
+        _ arguments: [String], database: PostgresConfiguration, files: ProjectFiles, logName: String
+    ) throws -> TributaryProcess {
         var arguments = arguments
         if let level = ProcessInfo.processInfo.environment["TRIBUTARY_BENCH_LOG_LEVEL"] { arguments += ["--log-level", level] }
-        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("tributary").path
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
+            "tributary"
+        ).path
         let log = FileManager.default.temporaryDirectory.appendingPathComponent(logName).path
         try? FileManager.default.removeItem(atPath: log)
         var environment = ProcessInfo.processInfo.environment
@@ -25,10 +29,14 @@ public struct TributaryProcess: Sendable {
     }
 
     /// Starts `tributary serve --port 0 EXTRA` and waits (up to 30 s) for the port it listens on.
-    public static func serve(_ extra: [String] = [], database: PostgresConfiguration, files: ProjectFiles, logName: String) async throws -> (TributaryProcess, port: Int) {
+    public static func serve(
+        _ extra: [String] = [], database: PostgresConfiguration, files: ProjectFiles, logName: String
+    ) async throws -> (TributaryProcess, port: Int) {
         let process = try start(["serve", "--port", "0"] + extra, database: database, files: files, logName: logName)
         for _ in 0..<600 {
-            if let text = try? String(contentsOfFile: process.log, encoding: .utf8), let range = text.range(of: "collecting on http://127.0.0.1:") {
+            if let text = try? String(contentsOfFile: process.log, encoding: .utf8),
+                let range = text.range(of: "collecting on http://127.0.0.1:")
+            {
                 if let port = Int(text[range.upperBound...].prefix { $0.isNumber }), port > 0 { return (process, port) }
             }
             try await Task.sleep(for: .milliseconds(50))
@@ -64,7 +72,8 @@ public func psql(_ command: String, database: PostgresConfiguration) throws -> (
     let binary = try EmbeddedPostgres.findBinaries() + "/psql"
     let started = ContinuousClock.now
     let output = try ProcessRunner.run(
-        binary, ["-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", database.resolvedConnectionString, "-c", command], separateErrors: true)
+        binary, ["-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", database.resolvedConnectionString, "-c", command],
+        separateErrors: true)
     let seconds = elapsed(since: started)
     guard output.status == 0 else { throw BenchmarkError("psql failed: \(output.errorText) \(output.tail)") }
     return (seconds, output.text.trimmingCharacters(in: .whitespacesAndNewlines))

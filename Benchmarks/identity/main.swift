@@ -35,12 +35,14 @@ struct IdentityBench: AsyncParsableCommand {
         logger.logLevel = .warning
         let server = try await DatabaseTarget.resolve(dataDirectory: dataDir, logger: logger).configuration
         let files = try ProjectFiles.locate()
-        let version = try await PostgresConnection.connect(configuration: server, logger: logger).query("SHOW server_version").scalar(String.self)
+        let version = try await PostgresConnection.connect(configuration: server, logger: logger).query("SHOW server_version")
+            .scalar(String.self)
         var clock = ContinuousClock.now
         let data = SyntheticPeople.generate(SyntheticPeople.Options(people: people, seed: 42))
         let events = data.events
-        say("server: PostgreSQL \(version); \(ProcessInfo.processInfo.activeProcessorCount) cores; \(people) people, "
-            + "\(events.count) events (generated in \(seconds(since: clock)) s)")
+        say(
+            "server: PostgreSQL \(version); \(ProcessInfo.processInfo.activeProcessorCount) cores; \(people) people, "
+                + "\(events.count) events (generated in \(seconds(since: clock)) s)")
 
         // 1. Ingest alone.
         let alone = try await freshDatabase("tributary_identity_alone", on: server, files: files, logger: logger)
@@ -56,16 +58,22 @@ struct IdentityBench: AsyncParsableCommand {
         let stage = IdentityStage(client: aloneClient, logger: logger, batchSize: 5000)
         let processed = try await stage.catchUp()
         let stageSeconds = elapsed(since: clock)
-        say(String(format: "2. real-time stage, backlog:        %7.0f events/s (%.1f s; %d profiles created, %d merges, %d hubs)",
-                     Double(processed.events) / stageSeconds, stageSeconds, processed.profilesCreated, processed.merges,
-                     processed.hubsDetected))
+        say(
+            String(
+                format: "2. real-time stage, backlog:        %7.0f events/s (%.1f s; %d profiles created, %d merges, %d hubs)",
+                Double(processed.events) / stageSeconds, stageSeconds, processed.profilesCreated, processed.merges,
+                processed.hubsDetected))
         let partition = try await Self.partition(aloneClient)
         let scores = SyntheticPeople.pairwiseScores(truth: data.truth, predicted: partition)
-        let twoUsers = try await aloneClient.query("""
+        let twoUsers = try await aloneClient.query(
+            """
             SELECT count(*) FROM (SELECT profile_id FROM cdp.identities WHERE kind = 'user_id' GROUP BY 1 HAVING count(*) > 1) AS p
-            """).scalar(Int.self)
-        say(String(format: "   accuracy: pairwise precision %.5f, recall %.5f over %d identifiers; profiles with two user ids: %d",
-                     scores.precision, scores.recall, scores.scoredIdentifiers, twoUsers))
+            """
+        ).scalar(Int.self)
+        say(
+            String(
+                format: "   accuracy: pairwise precision %.5f, recall %.5f over %d identifiers; profiles with two user ids: %d",
+                scores.precision, scores.recall, scores.scoredIdentifiers, twoUsers))
 
         // 3. Ingest with the stage running alongside, until everything is stored and stamped.
         let both = try await freshDatabase("tributary_identity_both", on: server, files: files, logger: logger)
@@ -76,15 +84,19 @@ struct IdentityBench: AsyncParsableCommand {
         try await ingest(events, into: bothClient, writeSize: writeSize, logger: logger)
         let storedAt = elapsed(since: clock)
         let last = try await bothClient.query("SELECT max(seq) FROM cdp.events").scalar(Int64.self)
-        while try await bothClient.query("SELECT seq FROM cdp.stage_checkpoints WHERE stage = 'identity'").first?[0].decode(Int64.self) ?? 0 < last {
+        while try await bothClient.query("SELECT seq FROM cdp.stage_checkpoints WHERE stage = 'identity'").first?[0].decode(
+            Int64.self) ?? 0 < last
+        {
             try await Task.sleep(for: .milliseconds(20))
         }
         let bothSeconds = elapsed(since: clock)
         runner.cancel()
         _ = try? await runner.value
         let bothRate = Double(events.count) / bothSeconds
-        say(String(format: "3. ingest + identity kept current:  %7.0f events/s (%.1f s; all stored at %.1f s) = %.2fx ingest alone",
-                     bothRate, bothSeconds, storedAt, bothRate / ingestRate))
+        say(
+            String(
+                format: "3. ingest + identity kept current:  %7.0f events/s (%.1f s; all stored at %.1f s) = %.2fx ingest alone",
+                bothRate, bothSeconds, storedAt, bothRate / ingestRate))
         // Receive order differs from run 1 (concurrent writers), so only accuracy is comparable.
         let liveScores = SyntheticPeople.pairwiseScores(truth: data.truth, predicted: try await Self.partition(bothClient))
         say(String(format: "   accuracy: pairwise precision %.5f, recall %.5f", liveScores.precision, liveScores.recall))
@@ -93,12 +105,16 @@ struct IdentityBench: AsyncParsableCommand {
         // 4. Rebuild, with the graph current and cold.
         let rebuild = IdentityRebuild(configuration: alone, logger: logger)
         let warm = try await rebuild.run()
-        say(String(format: "4. rebuild (graph current):         %7.2f s  (%d identifiers, %d edges, %d hubs, %d components, %d replayed; changed %d identifiers, %d stamps)",
-                     warm.seconds, warm.identifiers, warm.edges, warm.hubs, warm.components, warm.conflictComponents,
-                     warm.nodesChanged, warm.eventsRestamped))
+        say(
+            String(
+                format:
+                    "4. rebuild (graph current):         %7.2f s  (%d identifiers, %d edges, %d hubs, %d components, %d replayed; changed %d identifiers, %d stamps)",
+                warm.seconds, warm.identifiers, warm.edges, warm.hubs, warm.components, warm.conflictComponents,
+                warm.nodesChanged, warm.eventsRestamped))
         say("   phases: " + warm.phases.map { String(format: "%@ %.2f s", $0.0, $0.1) }.joined(separator: "; "))
         try await aloneClient.withConnection { db in
-            try await db.script("""
+            try await db.script(
+                """
                 TRUNCATE cdp.identity_nodes, cdp.identity_edges, cdp.identity_profiles, cdp.profile_merge_log;
                 UPDATE cdp.events SET profile_id = NULL;
                 UPDATE cdp.stage_checkpoints SET seq = 0;
@@ -106,13 +122,17 @@ struct IdentityBench: AsyncParsableCommand {
             try await db.execute("VACUUM ANALYZE cdp.events")
         }
         let cold = try await rebuild.run()
-        say(String(format: "   rebuild (cold: empty graph, no stamps): %.2f s (stamped %d events)", cold.seconds, cold.eventsRestamped))
+        say(
+            String(
+                format: "   rebuild (cold: empty graph, no stamps): %.2f s (stamped %d events)", cold.seconds,
+                cold.eventsRestamped))
         say("   phases: " + cold.phases.map { String(format: "%@ %.2f s", $0.0, $0.1) }.joined(separator: "; "))
         say("   same graph as the real-time stage: \(try await Self.partition(aloneClient) == partition)")
 
         // 5. Baselines over the same edges.
         clock = .now
-        let edges = try await aloneClient.query("""
+        let edges = try await aloneClient.query(
+            """
             SELECT e.a, e.b FROM cdp.identity_edges AS e
             JOIN cdp.identity_nodes AS x ON x.node_id = e.a AND x.status = 'active'
             JOIN cdp.identity_nodes AS y ON y.node_id = e.b AND y.status = 'active'
@@ -143,11 +163,16 @@ struct IdentityBench: AsyncParsableCommand {
         var roots = Set<Int>()
         for (a, _) in pairs { roots.insert(find(a)) }
         let unionSeconds = elapsed(since: clock)
-        say(String(format: "5. in-memory union-find (integer ids) over the %d non-hub edges: %.3f s (fetching them: %.2f s); %d multi-identifier components",
-                     pairs.count, unionSeconds, fetchSeconds, roots.count))
+        say(
+            String(
+                format:
+                    "5. in-memory union-find (integer ids) over the %d non-hub edges: %.3f s (fetching them: %.2f s); %d multi-identifier components",
+                pairs.count, unionSeconds, fetchSeconds, roots.count))
         for (label, filter) in [("hubs excluded", "WHERE x.status = 'active' AND y.status = 'active'"), ("hubs included", "")] {
             let seconds = try await naiveCTE(aloneClient, filter: filter)
-            say("   naive recursive CTE, \(label): " + (seconds.map { String(format: "%.2f s", $0) } ?? "did not finish in \(cteTimeout) s"))
+            say(
+                "   naive recursive CTE, \(label): "
+                    + (seconds.map { String(format: "%.2f s", $0) } ?? "did not finish in \(cteTimeout) s"))
         }
         await aloneClient.shutdown()
     }
@@ -159,20 +184,22 @@ struct IdentityBench: AsyncParsableCommand {
             let clock = ContinuousClock.now
             defer { Task { try? await db.execute("RESET statement_timeout") } }
             do {
-                _ = try await db.query(PostgresQuery(unsafeSQL: """
-                    WITH RECURSIVE adjacent AS (
-                        SELECT e.a AS node, e.b AS other FROM cdp.identity_edges AS e
-                        JOIN cdp.identity_nodes AS x ON x.node_id = e.a JOIN cdp.identity_nodes AS y ON y.node_id = e.b \(filter)
-                        UNION ALL
-                        SELECT e.b, e.a FROM cdp.identity_edges AS e
-                        JOIN cdp.identity_nodes AS x ON x.node_id = e.a JOIN cdp.identity_nodes AS y ON y.node_id = e.b \(filter)
-                    ), reach (node, root) AS (
-                        SELECT DISTINCT node, node FROM adjacent
-                        UNION
-                        SELECT a.other, r.root FROM reach AS r JOIN adjacent AS a ON a.node = r.node
-                    )
-                    SELECT count(DISTINCT component) FROM (SELECT node, min(root) AS component FROM reach GROUP BY node) AS c
-                    """))
+                _ = try await db.query(
+                    PostgresQuery(
+                        unsafeSQL: """
+                            WITH RECURSIVE adjacent AS (
+                                SELECT e.a AS node, e.b AS other FROM cdp.identity_edges AS e
+                                JOIN cdp.identity_nodes AS x ON x.node_id = e.a JOIN cdp.identity_nodes AS y ON y.node_id = e.b \(filter)
+                                UNION ALL
+                                SELECT e.b, e.a FROM cdp.identity_edges AS e
+                                JOIN cdp.identity_nodes AS x ON x.node_id = e.a JOIN cdp.identity_nodes AS y ON y.node_id = e.b \(filter)
+                            ), reach (node, root) AS (
+                                SELECT DISTINCT node, node FROM adjacent
+                                UNION
+                                SELECT a.other, r.root FROM reach AS r JOIN adjacent AS a ON a.node = r.node
+                            )
+                            SELECT count(DISTINCT component) FROM (SELECT node, min(root) AS component FROM reach GROUP BY node) AS c
+                            """))
                 try await db.execute("RESET statement_timeout")
                 return elapsed(since: clock)
             } catch let error as PostgresError where error.sqlState == SQLState.queryCanceled {

@@ -25,7 +25,9 @@ struct IngestBench: AsyncParsableCommand {
     @Option(help: "Events to send at peak (and half as many at half rate).") var events = 1_000_000
     @Option(help: "Concurrent HTTP clients.") var concurrency = 16
     @Option(help: "Embedded data directory used when DATABASE_URL/PG* are unset.") var dataDir = ".tributary/bench-pgdata"
-    @Flag(inversion: .prefixedNo, help: "Run serve's identity and profile stages (--no-stages: serve --no-identity --no-profiles, the API alone).")
+    @Flag(
+        inversion: .prefixedNo,
+        help: "Run serve's identity and profile stages (--no-stages: serve --no-identity --no-profiles, the API alone).")
     var stages = true
 
     func run() async throws {
@@ -33,15 +35,19 @@ struct IngestBench: AsyncParsableCommand {
         logger.logLevel = .warning
         let server = try await DatabaseTarget.resolve(dataDirectory: dataDir, logger: logger).configuration
         let files = try ProjectFiles.locate()
-        let version = try await PostgresConnection.connect(configuration: server, logger: logger).query("SHOW server_version").scalar(String.self)
-        print("server: PostgreSQL \(version); \(ProcessInfo.processInfo.activeProcessorCount) cores; \(events) events, batches of 100, \(concurrency) clients; serve \(stages ? "with" : "without") its stages")
+        let version = try await PostgresConnection.connect(configuration: server, logger: logger).query("SHOW server_version")
+            .scalar(String.self)
+        print(
+            "server: PostgreSQL \(version); \(ProcessInfo.processInfo.activeProcessorCount) cores; \(events) events, batches of 100, \(concurrency) clients; serve \(stages ? "with" : "without") its stages"
+        )
 
         // 1. The API.
         let apiDatabase = try await freshDatabase("tributary_ingest_api", on: server, files: files, logger: logger)
         let client = PostgresClient(configuration: apiDatabase, logger: logger)
         let (_, key) = try await SourceStore(client: client).create(name: "bench")
         let (serve, port) = try await TributaryProcess.serve(
-            stages ? [] : ["--no-identity", "--no-profiles"], database: apiDatabase, files: files, logName: "ingest-bench-server.log")
+            stages ? [] : ["--no-identity", "--no-profiles"], database: apiDatabase, files: files,
+            logName: "ingest-bench-server.log")
         defer { serve.stop() }
 
         var httpConfiguration = HTTPClient.Configuration()
@@ -50,15 +56,21 @@ struct IngestBench: AsyncParsableCommand {
         let poster = Poster(http: http, url: "http://127.0.0.1:\(port)/v1/batch", key: key)
 
         let peak = try await poster.run(batches: events / 100, prefix: "peak", concurrency: concurrency, rate: nil)
-        print(String(format: "API peak:      %8.0f events/s   p50 %6.1f ms   p99 %6.1f ms   (%d events in %.1f s)",
-                     peak.eventsPerSecond, peak.p50, peak.p99, peak.events, peak.seconds))
+        print(
+            String(
+                format: "API peak:      %8.0f events/s   p50 %6.1f ms   p99 %6.1f ms   (%d events in %.1f s)",
+                peak.eventsPerSecond, peak.p50, peak.p99, peak.events, peak.seconds))
         let half = try await poster.run(
             batches: events / 200, prefix: "half", concurrency: concurrency, rate: peak.eventsPerSecond / 2 / 100)
-        print(String(format: "API half rate: %8.0f events/s   p50 %6.1f ms   p99 %6.1f ms", half.eventsPerSecond, half.p50, half.p99))
+        print(
+            String(
+                format: "API half rate: %8.0f events/s   p50 %6.1f ms   p99 %6.1f ms", half.eventsPerSecond, half.p50, half.p99))
         let rss = serve.peakRSS
         print(String(format: "server peak RSS: %.0f MB", Double(rss) / 1024))
         let stored = try await client.query("SELECT count(*) FROM cdp.events").scalar(Int.self)
-        guard stored == peak.events + half.events else { throw CleanExit.message("stored \(stored) events, sent \(peak.events + half.events)") }
+        guard stored == peak.events + half.events else {
+            throw CleanExit.message("stored \(stored) events, sent \(peak.events + half.events)")
+        }
         try await http.shutdown()
         await client.shutdown()
 
@@ -86,9 +98,12 @@ struct IngestBench: AsyncParsableCommand {
         defer { try? handle.close() }
         var buffer = ""
         for n in 0..<events {
-            let properties = #"{"order_id":"o-\#(n)","revenue":\#(n % 500).95,"currency":"USD","products":[{"product_id":"sku-\#(n % 1000)","category":"shoes","price":89.0,"quantity":1}],"coupon":null}"#
-            let context = #"{"library":{"name":"analytics.js","version":"4.1.0"},"ip":"203.0.113.\#(n % 255)","locale":"en-US","page":{"path":"/checkout","url":"https://shop.example.com/checkout"},"userAgent":"Mozilla/5.0 (X11; Linux x86_64)"}"#
-            buffer += "\(n + 1)\tcopy-\(n)\tsrc\ttrack\tOrder Completed\tuser-\(n % 300_000)\t2026-11-25 10:00:00+00\t2026-11-25 10:00:01+00\t\(properties)\t\(context)\n"
+            let properties =
+                #"{"order_id":"o-\#(n)","revenue":\#(n % 500).95,"currency":"USD","products":[{"product_id":"sku-\#(n % 1000)","category":"shoes","price":89.0,"quantity":1}],"coupon":null}"#
+            let context =
+                #"{"library":{"name":"analytics.js","version":"4.1.0"},"ip":"203.0.113.\#(n % 255)","locale":"en-US","page":{"path":"/checkout","url":"https://shop.example.com/checkout"},"userAgent":"Mozilla/5.0 (X11; Linux x86_64)"}"#
+            buffer +=
+                "\(n + 1)\tcopy-\(n)\tsrc\ttrack\tOrder Completed\tuser-\(n % 300_000)\t2026-11-25 10:00:00+00\t2026-11-25 10:00:01+00\t\(properties)\t\(context)\n"
             if buffer.utf8.count > 1 << 20 {
                 try handle.write(contentsOf: Data(buffer.utf8))
                 buffer = ""
@@ -148,7 +163,9 @@ struct Poster: Sendable {
                         request.method = .POST
                         request.headers.add(name: "Authorization", value: authorization)
                         request.headers.add(name: "Content-Type", value: "application/json")
-                        request.body = .bytes(ByteBuffer(string: #"{"batch":[\#(calls.joined(separator: ","))],"sentAt":"2026-11-25T10:00:00.000Z"}"#))
+                        request.body = .bytes(
+                            ByteBuffer(
+                                string: #"{"batch":[\#(calls.joined(separator: ","))],"sentAt":"2026-11-25T10:00:00.000Z"}"#))
                         let sent = ContinuousClock.now
                         let response = try await http.execute(request, timeout: .seconds(60))
                         let body = try await response.body.collect(upTo: 1 << 20)

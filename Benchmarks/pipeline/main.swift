@@ -57,7 +57,8 @@ struct PipelineBench: AsyncParsableCommand {
         var row = Row()
         row.date = Date().formatted(Date.ISO8601FormatStyle().year().month().day())
         // As a user's client sees the server: psql, not Tributary's connections.
-        let version = try psql("SHOW server_version", database: database).output.split(separator: " ").first.map(String.init) ?? "?"
+        let version =
+            try psql("SHOW server_version", database: database).output.split(separator: " ").first.map(String.init) ?? "?"
         let jit = try psql("SHOW jit", database: database).output
         let loadAtStart = Machine.loadAverage()
         say("machine: \(Machine.describe())")
@@ -69,22 +70,28 @@ struct PipelineBench: AsyncParsableCommand {
         let probes = Probes()
         try await ProbeReceiver(probes: probes).serve { base in
             try await pipeline.applyCartsSync(webhook: base, logger: logger)
-            let (serve, port) = try await TributaryProcess.serve(database: database, files: files, logName: "pipeline-bench-serve.log")
+            let (serve, port) = try await TributaryProcess.serve(
+                database: database, files: files, logName: "pipeline-bench-serve.log")
             defer { serve.stop() }
-            let worker = try TributaryProcess.start(["worker"], database: database, files: files, logName: "pipeline-bench-worker.log")
+            let worker = try TributaryProcess.start(
+                ["worker"], database: database, files: files, logName: "pipeline-bench-worker.log")
             defer { worker.stop() }
-            say("tributary serve (pid \(serve.pid), port \(port), log \(serve.log)); tributary worker (pid \(worker.pid), log \(worker.log))")
+            say(
+                "tributary serve (pid \(serve.pid), port \(port), log \(serve.log)); tributary worker (pid \(worker.pid), log \(worker.log))"
+            )
             for _ in 0..<600 where try await !pipeline.syncFollowed() { try await Task.sleep(for: .milliseconds(100)) }
 
             let traffic = Traffic(users: users)
             let peakLast = try await withLoad(
-                port: port, writeKey: writeKey, senders: options.senders, probes: probes, batch: { traffic.batch(tag: $0, index: $1) }
+                port: port, writeKey: writeKey, senders: options.senders, probes: probes,
+                batch: { traffic.batch(tag: $0, index: $1) }
             ) { load, prober in
                 let peakLast = try await peak(load: load, stages: pipeline, row: &row)
                 try await sustain(load: load, stages: pipeline, row: &row)
                 if latencySeconds > 0 {
                     for (name, background) in [("2000", 2_000.0), ("half", rate / 2)] {
-                        let result = try await latency(name, rate: background, load: load, prober: prober, pipeline: pipeline, probes: probes)
+                        let result = try await latency(
+                            name, rate: background, load: load, prober: prober, pipeline: pipeline, probes: probes)
                         if name == "2000" { row.latency2000 = result } else { row.latencyHalf = result }
                     }
                 }
@@ -94,9 +101,12 @@ struct PipelineBench: AsyncParsableCommand {
             row.copy = try copy(through: peakLast, database: database, client: client)
         }
         await client.shutdown()
-        row.machine = "\(ProcessInfo.processInfo.activeProcessorCount) cores, load \(loadAtStart) → \(Machine.loadAverage()), PostgreSQL \(version), jit \(jit)"
-        row.command = CommandLine.arguments.dropFirst().isEmpty ? "defaults" : CommandLine.arguments.dropFirst().joined(separator: " ")
-        row.commit = (try? ProcessRunner.run("/usr/bin/git", ["rev-parse", "--short", "HEAD"], directory: files.root.path).text)?
+        row.machine =
+            "\(ProcessInfo.processInfo.activeProcessorCount) cores, load \(loadAtStart) → \(Machine.loadAverage()), PostgreSQL \(version), jit \(jit)"
+        row.command =
+            CommandLine.arguments.dropFirst().isEmpty ? "defaults" : CommandLine.arguments.dropFirst().joined(separator: " ")
+        row.commit =
+            (try? ProcessRunner.run("/usr/bin/git", ["rev-parse", "--short", "HEAD"], directory: files.root.path).text)?
             .trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
         say("\ntotal: \(seconds(since: started)) s\n")
         say(row.markdown(offered: rate))
@@ -113,15 +123,17 @@ struct PipelineBench: AsyncParsableCommand {
         let httpSeconds = elapsed(since: start)
         row.peak = Double(sent.events) / httpSeconds
         let last = try await stages.lastSeq()
-        say(String(format: "stored: %d events in %.1f s = %.0f events/s (HTTP 200)", sent.events, httpSeconds, row.peak)
-            + (sent.failures > 0 ? " (\(sent.failures) requests failed)" : ""))
+        say(
+            String(format: "stored: %d events in %.1f s = %.0f events/s (HTTP 200)", sent.events, httpSeconds, row.peak)
+                + (sent.failures > 0 ? " (\(sent.failures) requests failed)" : ""))
         for stage in ["identity", "profiles"] {
             let reached = try await stages.wait(stage, through: last, timeout: .seconds(options.drainTimeout))
             let now = try await stages.sample()
             let events = try await stages.events(after: before.checkpoint(stage), through: now.checkpoint(stage))
             let rate = Double(events) / elapsed(since: start)
-            say("\(stage) stage: " + String(format: "%d events in %.1f s = %.0f events/s", events, elapsed(since: start), rate)
-                + (reached ? "" : " (NOT drained within --drain-timeout)"))
+            say(
+                "\(stage) stage: " + String(format: "%d events in %.1f s = %.0f events/s", events, elapsed(since: start), rate)
+                    + (reached ? "" : " (NOT drained within --drain-timeout)"))
             if stage == "identity" { row.identityRate = rate } else { row.profilesRate = rate }
         }
         return last
@@ -141,8 +153,10 @@ struct PipelineBench: AsyncParsableCommand {
             try await Task.sleep(until: due)
             let sample = try await stages.sample()
             samples.append(sample)
-            say(String(format: "  t=%4.0f s  stored seq %10d  lag identity %9d  profiles %9d", elapsed(since: start), sample.last,
-                       sample.last - sample.identity, sample.last - sample.profiles))
+            say(
+                String(
+                    format: "  t=%4.0f s  stored seq %10d  lag identity %9d  profiles %9d", elapsed(since: start), sample.last,
+                    sample.last - sample.identity, sample.last - sample.profiles))
             due += .seconds(sampleEvery)
         }
         let sent = try await background
@@ -152,17 +166,27 @@ struct PipelineBench: AsyncParsableCommand {
         row.stamped = Double(try await stages.events(after: before.identity, through: after.identity)) / seconds
         row.profiled = Double(try await stages.events(after: before.profiles, through: after.profiles)) / seconds
         row.lag = Lag(samples: samples, slack: row.stored * 2)
-        say(String(format: "stored %.0f, stamped %.0f, profiled %.0f events/s over %.1f s", row.stored, row.stamped, row.profiled, seconds)
-            + (sent.failures > 0 ? " (\(sent.failures) requests failed)" : ""))
-        say("lag (mean events behind, first third → last third): \(row.lag.text); \(row.lag.bounded ? "bounded" : "GREW: the sustained figure is not valid")")
+        say(
+            String(
+                format: "stored %.0f, stamped %.0f, profiled %.0f events/s over %.1f s", row.stored, row.stamped, row.profiled,
+                seconds)
+                + (sent.failures > 0 ? " (\(sent.failures) requests failed)" : ""))
+        say(
+            "lag (mean events behind, first third → last third): \(row.lag.text); \(row.lag.bounded ? "bounded" : "GREW: the sustained figure is not valid")"
+        )
         let drain = ContinuousClock.now
-        let drained = try await stages.wait("profiles", through: try await stages.lastSeq(), timeout: .seconds(options.drainTimeout))
+        let drained = try await stages.wait(
+            "profiles", through: try await stages.lastSeq(), timeout: .seconds(options.drainTimeout))
         say("drain: \(drained ? "done" : "NOT done") in \(BenchmarkSupport.seconds(since: drain)) s")
     }
 
     /// Event → webhook latency with background load at `rate`; p50 and p99 in ms.
-    func latency(_ name: String, rate: Double, load: Load, prober: Prober, pipeline: Pipeline, probes: Probes) async throws -> String {
-        say("\n== latency \(name): background \(Int(rate)) events/s, a probe every \(options.probeInterval) ms, \(warmup) s warm-up + \(latencySeconds) s ==")
+    func latency(
+        _ name: String, rate: Double, load: Load, prober: Prober, pipeline: Pipeline, probes: Probes
+    ) async throws -> String {
+        say(
+            "\n== latency \(name): background \(Int(rate)) events/s, a probe every \(options.probeInterval) ms, \(warmup) s warm-up + \(latencySeconds) s =="
+        )
         let start = ContinuousClock.now
         let countFrom = start + .seconds(warmup)
         let end = countFrom + .seconds(latencySeconds)
@@ -171,19 +195,25 @@ struct PipelineBench: AsyncParsableCommand {
         try await prober.run(phase: name, every: .milliseconds(options.probeInterval), from: countFrom, until: end)
         let sent = try await background
         let backlog = try await pipeline.backlog()
-        let drained = try await pipeline.waitForProfiles(through: try await pipeline.lastSeq(), timeout: .seconds(options.drainTimeout))
+        let drained = try await pipeline.waitForProfiles(
+            through: try await pipeline.lastSeq(), timeout: .seconds(options.drainTimeout))
         let delivered = try await pipeline.waitForActivation(timeout: .seconds(options.drainTimeout))
         try await Task.sleep(for: .milliseconds(500))
         let counted = probes.all(phase: name).filter(\.counted)
         let latencies = counted.compactMap(\.latency).sorted()
         let result = "\(Stats.ms(latencies, 0.5)) / \(Stats.ms(latencies, 0.99))"
-        say(String(format: "background %.0f events/s achieved; backlog at the end %d; ", Double(sent.events) / elapsed(since: start), backlog)
-            + "drain \(drained && delivered ? "done" : "NOT done"); probes \(counted.count) sent, \(latencies.count) received, "
-            + "\(counted.filter { $0.error != nil }.count) HTTP errors; latency ms p50 / p99 (HTTP 200 → webhook) \(result)")
+        say(
+            String(
+                format: "background %.0f events/s achieved; backlog at the end %d; ", Double(sent.events) / elapsed(since: start),
+                backlog)
+                + "drain \(drained && delivered ? "done" : "NOT done"); probes \(counted.count) sent, \(latencies.count) received, "
+                + "\(counted.filter { $0.error != nil }.count) HTTP errors; latency ms p50 / p99 (HTTP 200 → webhook) \(result)")
         let failed = counted.filter { $0.error != nil }
         if let error = failed.first?.error { say("first probe error: \(error)") }
         let undelivered = counted.count - failed.count - latencies.count
-        let notes = [(failed.count, "HTTP errors"), (undelivered, "never delivered")].filter { $0.0 > 0 }.map { "\($0.0) \($0.1)" }
+        let notes = [(failed.count, "HTTP errors"), (undelivered, "never delivered")].filter { $0.0 > 0 }.map {
+            "\($0.0) \($0.1)"
+        }
         return notes.isEmpty ? result : "\(result) (\(notes.joined(separator: ", ")))"
     }
 
@@ -193,7 +223,8 @@ struct PipelineBench: AsyncParsableCommand {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("pipeline-bench-copy.tsv").path
         defer { try? FileManager.default.removeItem(atPath: file) }
         try psql("\\copy (SELECT * FROM cdp.events WHERE seq <= \(seq) ORDER BY seq) TO '\(file)'", database: database)
-        try psql("""
+        try psql(
+            """
             DROP TABLE IF EXISTS public.copy_events;
             CREATE TABLE public.copy_events (LIKE cdp.events INCLUDING DEFAULTS INCLUDING CONSTRAINTS, PRIMARY KEY (seq, timestamp))
                 PARTITION BY RANGE (timestamp);
@@ -229,9 +260,12 @@ struct Traffic: Sendable {
 
     func call(tag: String, n: Int, time: String) -> String {
         let user = (n &* 7919) % users
-        let who = n % 4 == 3 ? #""anonymousId":"visitor-\#(tag)-\#(n)""# : #""userId":"user-\#(user)","anonymousId":"device-\#(user)-\#(n % 2)""#
+        let who =
+            n % 4 == 3
+            ? #""anonymousId":"visitor-\#(tag)-\#(n)""# : #""userId":"user-\#(user)","anonymousId":"device-\#(user)-\#(n % 2)""#
         let (event, sku) = (n % 3 == 0 ? "Product Added" : "Product Viewed", n % 5000)
-        return #"{"type":"track","messageId":"\#(tag)-\#(n)",\#(who),"event":"\#(event)","properties":{"product_id":"sku-\#(sku)","sku":"SKU-\#(sku)-BLK-42","category":"Shoes","name":"Trail Runner \#(sku % 40)","brand":"Northwind","variant":"black","price":89.95,"quantity":1,"currency":"USD","position":\#(n % 24)},"context":{"library":{"name":"analytics.js","version":"4.1.0"},"ip":"203.0.113.\#(n % 255)","locale":"en-US","timezone":"Europe/Berlin","page":{"path":"/p/sku-\#(sku)","url":"https://shop.example.com/p/sku-\#(sku)","referrer":"https://www.google.com/","title":"Trail Runner"},"campaign":{"source":"newsletter","medium":"email","name":"winter-sale"},"userAgent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"},"timestamp":"\#(time)"}"#
+        return
+            #"{"type":"track","messageId":"\#(tag)-\#(n)",\#(who),"event":"\#(event)","properties":{"product_id":"sku-\#(sku)","sku":"SKU-\#(sku)-BLK-42","category":"Shoes","name":"Trail Runner \#(sku % 40)","brand":"Northwind","variant":"black","price":89.95,"quantity":1,"currency":"USD","position":\#(n % 24)},"context":{"library":{"name":"analytics.js","version":"4.1.0"},"ip":"203.0.113.\#(n % 255)","locale":"en-US","timezone":"Europe/Berlin","page":{"path":"/p/sku-\#(sku)","url":"https://shop.example.com/p/sku-\#(sku)","referrer":"https://www.google.com/","title":"Trail Runner"},"campaign":{"source":"newsletter","medium":"email","name":"winter-sale"},"userAgent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"},"timestamp":"\#(time)"}"#
     }
 }
 
@@ -288,7 +322,9 @@ struct Row {
             rate(profiled), lag.text, lag.measured ? (lag.bounded ? "yes" : "NO (figure invalid)") : "-", rate(identityRate),
             rate(profilesRate), latency2000, latencyHalf, String(format: "%.0f", rssMB), String(format: "%.0f", copy),
         ]
-        return ["| " + Self.header.joined(separator: " | ") + " |", "|" + String(repeating: "---|", count: Self.header.count),
-                "| " + cells.joined(separator: " | ") + " |"].joined(separator: "\n")
+        return [
+            "| " + Self.header.joined(separator: " | ") + " |", "|" + String(repeating: "---|", count: Self.header.count),
+            "| " + cells.joined(separator: " | ") + " |",
+        ].joined(separator: "\n")
     }
 }

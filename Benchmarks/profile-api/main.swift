@@ -25,11 +25,17 @@ struct ProfileAPIBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "tributary-profile-api-bench")
 
     @Option(help: "The database to read (default: DATABASE_URL / PG*, else the embedded server).") var databaseURL: String?
-    @Option(help: "Embedded data directory used when no database is named (default: the CLI's, $TRIBUTARY_PGDATA or .tributary/pgdata).")
+    @Option(
+        help:
+            "Embedded data directory used when no database is named (default: the CLI's, $TRIBUTARY_PGDATA or .tributary/pgdata)."
+    )
     var dataDir: String?
     @Option(help: "Concurrent HTTP clients, each sending its next request when the last is answered.") var clients = 50
     @Option(help: "How long to send requests.") var seconds = 20
-    @Option(help: "Requests per second from all clients together (0: each client sends its next request as soon as the last is answered).")
+    @Option(
+        help:
+            "Requests per second from all clients together (0: each client sends its next request as soon as the last is answered)."
+    )
     var rate = 0.0
     @Option(help: "Random active identifiers to look up.") var identifiers = 1000
     @Option(help: "Events per document (the events query parameter).") var events = ProfileDocuments.defaultEvents
@@ -48,23 +54,30 @@ struct ProfileAPIBench: AsyncParsableCommand {
         try await Migrator(files: try ProjectFiles.locate(), logger: logger).migrate(client)
         let version = try await client.query("SHOW server_version").scalar(String.self)
         let profiles = try await client.query("SELECT count(*) FROM cdp.identity_profiles").scalar(Int.self)
-        let picked = try await client.query("""
+        let picked = try await client.query(
+            """
             SELECT kind, value FROM cdp.identity_nodes WHERE status = 'active' ORDER BY random() LIMIT \(identifiers)
-            """).map { try $0.decode((String, String).self) }
-        guard !picked.isEmpty else { throw CleanExit.message("the database has no identifiers; ingest events and run the identity stage first") }
+            """
+        ).map { try $0.decode((String, String).self) }
+        guard !picked.isEmpty else {
+            throw CleanExit.message("the database has no identifiers; ingest events and run the identity stage first")
+        }
         let paths = picked.map { "/v1/profiles/\(Self.encode($0.0))/\(Self.encode($0.1))?events=\(events)" }
-        print("server: PostgreSQL \(version); \(ProcessInfo.processInfo.activeProcessorCount) cores; \(profiles) profiles; "
-            + "\(paths.count) random identifiers; \(clients) clients for \(seconds) s; \(events) events per document; "
-            + "\(connections) database connections")
+        print(
+            "server: PostgreSQL \(version); \(ProcessInfo.processInfo.activeProcessorCount) cores; \(profiles) profiles; "
+                + "\(paths.count) random identifiers; \(clients) clients for \(seconds) s; \(events) events per document; "
+                + "\(connections) database connections")
 
         let tokens = APITokenStore(client: client)
-        let (token, secret) = try await tokens.create(name: "profile-api-bench-\(UUID().uuidString.prefix(8))", scopes: [.profilesRead])
+        let (token, secret) = try await tokens.create(
+            name: "profile-api-bench-\(UUID().uuidString.prefix(8))", scopes: [.profilesRead])
         let port = PortBox()
         // Quiet: stopping the server at the end logs cancellations; failed requests are counted by status instead.
         var serverLogger = logger
         serverLogger.logLevel = .critical
         let app = buildApplication(
-            configuration: ServerConfiguration(port: 0), client: client, logger: serverLogger, onListening: { await port.set($0) })
+            configuration: ServerConfiguration(port: 0), client: client, logger: serverLogger, onListening: { await port.set($0) }
+        )
         let server = Task { try await app.run() }
         let listening = try await port.wait()
 
@@ -84,13 +97,24 @@ struct ProfileAPIBench: AsyncParsableCommand {
         await client.shutdown()
 
         let sorted = result.latencies.sorted()
-        func percentile(_ p: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
-        print(String(format: "requests: %d in %.1f s = %.0f requests/s (%d clients, %@)", sorted.count, result.seconds,
-                     Double(sorted.count) / result.seconds, clients, rate > 0 ? String(format: "paced at %.0f/s", rate) : "closed loop"))
-        print(String(format: "latency (ms): p50 %.2f   p90 %.2f   p99 %.2f   max %.2f", percentile(0.5), percentile(0.9), percentile(0.99), sorted.last ?? 0))
+        func percentile(_ p: Double) -> Double {
+            sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
+        }
+        print(
+            String(
+                format: "requests: %d in %.1f s = %.0f requests/s (%d clients, %@)", sorted.count, result.seconds,
+                Double(sorted.count) / result.seconds, clients, rate > 0 ? String(format: "paced at %.0f/s", rate) : "closed loop"
+            ))
+        print(
+            String(
+                format: "latency (ms): p50 %.2f   p90 %.2f   p99 %.2f   max %.2f", percentile(0.5), percentile(0.9),
+                percentile(0.99), sorted.last ?? 0))
         print("status: " + result.statuses.sorted { $0.key < $1.key }.map { "\($0.key) × \($0.value)" }.joined(separator: ", "))
         let failures = result.statuses.filter { $0.key != 200 }.values.reduce(0, +) + result.errors.values.reduce(0, +)
-        print("errors: \(failures)" + (result.errors.isEmpty ? "" : " (" + result.errors.map { "\($0.key) × \($0.value)" }.joined(separator: "; ") + ")"))
+        print(
+            "errors: \(failures)"
+                + (result.errors.isEmpty
+                    ? "" : " (" + result.errors.map { "\($0.key) × \($0.value)" }.joined(separator: "; ") + ")"))
     }
 
     /// Percent-encodes everything but RFC 3986's unreserved characters.
@@ -98,8 +122,9 @@ struct ProfileAPIBench: AsyncParsableCommand {
         var out = ""
         for byte in text.utf8 {
             switch byte {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                 UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"),
+                UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
                 out.unicodeScalars.append(Unicode.Scalar(byte))
             default:
                 out += String(format: "%%%02X", byte)
@@ -147,7 +172,8 @@ struct ProfileAPIBench: AsyncParsableCommand {
                             continue
                         }
                         let took = ContinuousClock.now - sent
-                        result.latencies.append(Double(took.components.seconds) * 1000 + Double(took.components.attoseconds) / 1e15)
+                        result.latencies.append(
+                            Double(took.components.seconds) * 1000 + Double(took.components.attoseconds) / 1e15)
                     }
                     return result
                 }

@@ -61,12 +61,17 @@ struct ProfilesBench: AsyncParsableCommand {
             say("prepared: \(data.events.count) events ingested and resolved in \(seconds(since: clock)) s")
         }
         try await client.execute("VACUUM ANALYZE")
-        let (events, profiles) = try await client.query("""
+        let (events, profiles) = try await client.query(
+            """
             SELECT (SELECT count(*) FROM cdp.events), (SELECT count(*) FROM cdp.identity_profiles)
-            """).first!.decode((Int, Int).self)
-        say("server: PostgreSQL \(version); \(ProcessInfo.processInfo.activeProcessorCount) cores; \(events) events, \(profiles) profiles")
+            """
+        ).first!.decode((Int, Int).self)
+        say(
+            "server: PostgreSQL \(version); \(ProcessInfo.processInfo.activeProcessorCount) cores; \(events) events, \(profiles) profiles"
+        )
 
-        let definitions = try ComputedTraitDefinitions.parse(try Data(contentsOf: files.root.appendingPathComponent("examples/computed-traits.json")))
+        let definitions = try ComputedTraitDefinitions.parse(
+            try Data(contentsOf: files.root.appendingPathComponent("examples/computed-traits.json")))
         try await ProfileAdmin(client: client, logger: logger).apply(definitions)
         say("computed traits: \(definitions.computedTraits.count) + RFM")
 
@@ -75,9 +80,11 @@ struct ProfilesBench: AsyncParsableCommand {
         clock = .now
         let backlog = try await stage.catchUp()
         let backlogSeconds = elapsed(since: clock)
-        say(String(format: "1. profile stage, backlog:      %7.0f events/s (%.1f s, %.0f µs/event; %d profiles, %d trait changes)",
-                   Double(backlog.events) / backlogSeconds, backlogSeconds, backlogSeconds * 1e6 / Double(backlog.events),
-                   backlog.profilesUpdated, backlog.traitChanges))
+        say(
+            String(
+                format: "1. profile stage, backlog:      %7.0f events/s (%.1f s, %.0f µs/event; %d profiles, %d trait changes)",
+                Double(backlog.events) / backlogSeconds, backlogSeconds, backlogSeconds * 1e6 / Double(backlog.events),
+                backlog.profilesUpdated, backlog.traitChanges))
 
         // 2. Live events for existing people: the same people's calls again, as new messages, now.
         var live = Array(data.events.prefix(liveEvents))
@@ -94,9 +101,12 @@ struct ProfilesBench: AsyncParsableCommand {
         clock = .now
         let incremental = try await stage.catchUp()
         let incrementalSeconds = elapsed(since: clock)
-        say(String(format: "2. incremental, %d live events: profile stage %.2f s = %.0f µs/event (%.0f events/s; identity stage %.2f s); %d profiles updated",
-                   incremental.events, incrementalSeconds, incrementalSeconds * 1e6 / Double(max(incremental.events, 1)),
-                   Double(incremental.events) / incrementalSeconds, identitySeconds, incremental.profilesUpdated))
+        say(
+            String(
+                format:
+                    "2. incremental, %d live events: profile stage %.2f s = %.0f µs/event (%.0f events/s; identity stage %.2f s); %d profiles updated",
+                incremental.events, incrementalSeconds, incrementalSeconds * 1e6 / Double(max(incremental.events, 1)),
+                Double(incremental.events) / incrementalSeconds, identitySeconds, incremental.profilesUpdated))
 
         // 3. Bulk recompute: all ten traits and RFM, then only what changes with time (the schedule's).
         var bulk: [Double] = []
@@ -111,8 +121,10 @@ struct ProfilesBench: AsyncParsableCommand {
             clock = .now
             let changed = try await stage.recomputeAll(full: false)
             scheduled.append(elapsed(since: clock))
-            say(String(format: "3. bulk recompute, time-dependent only (%d traits + RFM), run %d: %.2f s (%d profiles changed)",
-                       definitions.computedTraits.filter(\.isTimeDependent).count, run, scheduled.last!, changed))
+            say(
+                String(
+                    format: "3. bulk recompute, time-dependent only (%d traits + RFM), run %d: %.2f s (%d profiles changed)",
+                    definitions.computedTraits.filter(\.isTimeDependent).count, run, scheduled.last!, changed))
         }
 
         // 4. The baseline: the same aggregates, read only (every column used, so none is optimized away).
@@ -124,24 +136,36 @@ struct ProfilesBench: AsyncParsableCommand {
             _ = try await client.withTransaction { tx in
                 try await tx.execute("SET LOCAL jit = off")
                 try await tx.execute("SET LOCAL work_mem = '256MB'")
-                return try await tx.query(PostgresQuery(unsafeSQL: "SELECT count(*) FROM (\(try compiler.aggregateSQL(asOf: Date(), through: through))) AS a WHERE a::text <> ''"))
-                    .scalar(Int.self)
+                return try await tx.query(
+                    PostgresQuery(
+                        unsafeSQL:
+                            "SELECT count(*) FROM (\(try compiler.aggregateSQL(asOf: Date(), through: through))) AS a WHERE a::text <> ''"
+                    )
+                )
+                .scalar(Int.self)
             }
             baseline.append(elapsed(since: clock))
         }
         let bulkMedian = bulk.sorted()[1], baselineMedian = baseline.sorted()[1]
-        say(String(format: "4. baseline (aggregate SELECT):  %.2f s median; bulk recompute median %.2f s = %.2fx the baseline (target <= 10 s)",
-                   baselineMedian, bulkMedian, bulkMedian / baselineMedian))
+        say(
+            String(
+                format:
+                    "4. baseline (aggregate SELECT):  %.2f s median; bulk recompute median %.2f s = %.2fx the baseline (target <= 10 s)",
+                baselineMedian, bulkMedian, bulkMedian / baselineMedian))
 
         // 5. Rebuild.
         clock = .now
         let rebuilt = try await stage.rebuild()
-        say(String(format: "5. profiles rebuild:            %.1f s (%d profiles changed, %d trait changes: expected 0 and 0)",
-                   elapsed(since: clock), rebuilt.profilesUpdated, rebuilt.traitChanges))
-        let sizes = try await client.query("""
+        say(
+            String(
+                format: "5. profiles rebuild:            %.1f s (%d profiles changed, %d trait changes: expected 0 and 0)",
+                elapsed(since: clock), rebuilt.profilesUpdated, rebuilt.traitChanges))
+        let sizes = try await client.query(
+            """
             SELECT pg_size_pretty(pg_total_relation_size('cdp.profile_data')), pg_size_pretty(pg_total_relation_size('cdp.profile_trait_values')),
                    pg_size_pretty(pg_total_relation_size('cdp.trait_history')), (SELECT count(*) FROM cdp.trait_history)
-            """).first!.decode((String, String, String, Int).self)
+            """
+        ).first!.decode((String, String, String, Int).self)
         say("sizes: profile_data \(sizes.0), profile_trait_values \(sizes.1), trait_history \(sizes.2) (\(sizes.3) rows)")
         await client.shutdown()
     }

@@ -52,7 +52,9 @@ struct RealtimeBench: AsyncParsableCommand {
     @Option(help: "Comma-separated phases, in order: peak, half, overload.") var phases = "peak,half,overload"
     @Option(help: "People of the SyntheticPeople data set stored and resolved first (0: none).") var seedPeople = 50_000
     @Option(help: "Background events sent at full speed to measure the end-to-end peak.") var peakEvents = 200_000
-    @Option(help: "Background rates (events/s) of the half phase, comma-separated, each measured in turn; 0: half the end-to-end peak.")
+    @Option(
+        help:
+            "Background rates (events/s) of the half phase, comma-separated, each measured in turn; 0: half the end-to-end peak.")
     var rate = "0"
     @Option(help: "Background rate (events/s) of the overload phase.") var overloadRate = 16_500.0
     @Option(help: "Seconds of load before probes count (half phase).") var warmup = 10
@@ -68,12 +70,16 @@ struct RealtimeBench: AsyncParsableCommand {
 
     func validate() throws {
         let known: Set = ["peak", "half", "overload"]
-        guard !phaseList.isEmpty, phaseList.allSatisfy(known.contains) else { throw ValidationError("--phases: peak, half, overload") }
+        guard !phaseList.isEmpty, phaseList.allSatisfy(known.contains) else {
+            throw ValidationError("--phases: peak, half, overload")
+        }
         guard window > 0, users > 0, peakEvents >= 100 else {
             throw ValidationError("--window, --users: positive; --peak-events at least 100")
         }
         guard !rates.isEmpty, rates.allSatisfy({ $0 >= 0 }) else { throw ValidationError("--rate: numbers, comma-separated") }
-        if phaseList.contains("half"), !phaseList.contains("peak"), rates.contains(0) { throw ValidationError("half without peak needs --rate") }
+        if phaseList.contains("half"), !phaseList.contains("peak"), rates.contains(0) {
+            throw ValidationError("half without peak needs --rate")
+        }
     }
 
     var phaseList: [String] { phases.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
@@ -83,9 +89,11 @@ struct RealtimeBench: AsyncParsableCommand {
         let started = ContinuousClock.now
         let (logger, server, files) = try await benchmarkEnvironment(dataDirectory: options.dataDir)
         let admin = try await PostgresConnection.connect(configuration: server.with(database: "postgres"), logger: logger)
-        let settings = try await admin.query("""
+        let settings = try await admin.query(
+            """
             SELECT current_setting('server_version'), current_setting('shared_buffers'), current_setting('synchronous_commit')
-            """).first!.decode((String, String, String).self)
+            """
+        ).first!.decode((String, String, String).self)
         await admin.close()
         say("date: \(Date().formatted(Date.ISO8601FormatStyle()))")
         say("machine: \(Machine.describe())")
@@ -94,7 +102,8 @@ struct RealtimeBench: AsyncParsableCommand {
         let configuration = try await freshDatabase(Self.database, on: server, files: files, logger: logger)
         if logMinDuration >= 0 {
             let connection = try await PostgresConnection.connect(configuration: configuration, logger: logger)
-            try await connection.execute(PostgresQuery(unsafeSQL: "ALTER DATABASE \(Self.database) SET log_min_duration_statement = \(logMinDuration)"))
+            try await connection.execute(
+                PostgresQuery(unsafeSQL: "ALTER DATABASE \(Self.database) SET log_min_duration_statement = \(logMinDuration)"))
             await connection.close()
             say("diagnosis: the server logs statements of \(Self.database) over \(logMinDuration) ms")
         }
@@ -108,7 +117,9 @@ struct RealtimeBench: AsyncParsableCommand {
         try await receiver.serve { base in
             try await Pipeline(client: serveClient).applyCartsSync(webhook: base, logger: logger)
             let pool = try await seed(serveClient, logger: logger)
-            try await measure(serveClient: serveClient, workerClient: workerClient, writeKey: writeKey, users: pool, probes: probes, logger: logger)
+            try await measure(
+                serveClient: serveClient, workerClient: workerClient, writeKey: writeKey, users: pool, probes: probes,
+                logger: logger)
         }
         say("receiver: \(receiver.counts())")
         await workerClient.shutdown()
@@ -131,8 +142,9 @@ struct RealtimeBench: AsyncParsableCommand {
                 guard let user = event.userID, pool.count < users, seen.insert(user).inserted else { continue }
                 pool.append(user)
             }
-            say("seed: \(seedPeople) people, \(data.events.count) events stored, resolved (\(identity.profilesCreated) profiles) "
-                + "and profiled (\(profiles.profilesUpdated)) in \(seconds(since: clock)) s")
+            say(
+                "seed: \(seedPeople) people, \(data.events.count) events stored, resolved (\(identity.profilesCreated) profiles) "
+                    + "and profiled (\(profiles.profilesUpdated)) in \(seconds(since: clock)) s")
         }
         pool += (0..<max(0, users - pool.count)).map { "bench-user-\($0)" }
         return pool
@@ -141,14 +153,16 @@ struct RealtimeBench: AsyncParsableCommand {
     // MARK: - The pipeline and the phases
 
     func measure(
-        serveClient: PostgresClient, workerClient: PostgresClient, writeKey: String, users: [String], probes: Probes, logger: Logger
+        serveClient: PostgresClient, workerClient: PostgresClient, writeKey: String, users: [String], probes: Probes,
+        logger: Logger
     ) async throws {
         let (ports, portSink) = AsyncStream<Int>.makeStream()
         // The server's own logger is quiet: its shutdown logs cancellation errors.
         var serverLogger = logger
         serverLogger.logLevel = .critical
         let app = buildApplication(
-            configuration: ServerConfiguration(port: 0), client: serveClient, logger: serverLogger, onListening: { portSink.yield($0) })
+            configuration: ServerConfiguration(port: 0), client: serveClient, logger: serverLogger,
+            onListening: { portSink.yield($0) })
         let runner = SyncRunner(client: workerClient, logger: logger, registry: .standard())
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await app.runService() }
@@ -161,7 +175,9 @@ struct RealtimeBench: AsyncParsableCommand {
             let pipeline = Pipeline(client: serveClient)
             // The activation's first sight of the sync (a full run) before anything is measured.
             for _ in 0..<600 where try await !pipeline.syncFollowed() { try await Task.sleep(for: .milliseconds(100)) }
-            say("pipeline: collection API on 127.0.0.1:\(port), identity and profile stages, real-time activation (in this process)")
+            say(
+                "pipeline: collection API on 127.0.0.1:\(port), identity and profile stages, real-time activation (in this process)"
+            )
 
             try await withLoad(
                 port: port, writeKey: writeKey, senders: options.senders, probes: probes, batch: ordinaryTraffic(users: users)
@@ -176,7 +192,8 @@ struct RealtimeBench: AsyncParsableCommand {
                         for rate in rates {
                             try await measureLatency(
                                 rate > 0 ? "steady \(Int(rate))" : "half", rate: rate > 0 ? rate : halfRate, warmup: warmup,
-                                counted: countedSeconds, windows: false, load: load, prober: prober, pipeline: pipeline, probes: probes,
+                                counted: countedSeconds, windows: false, load: load, prober: prober, pipeline: pipeline,
+                                probes: probes,
                                 client: serveClient)
                         }
                     default:
@@ -198,12 +215,18 @@ struct RealtimeBench: AsyncParsableCommand {
         let last = try await pipeline.lastSeq()
         let drained = try await pipeline.waitForProfiles(through: last, timeout: .seconds(options.drainTimeout))
         let total = elapsed(since: start)
-        guard drained else { throw CleanExit.message("the profile stage did not reach seq \(last) within \(options.drainTimeout) s") }
+        guard drained else {
+            throw CleanExit.message("the profile stage did not reach seq \(last) within \(options.drainTimeout) s")
+        }
         let peak = Double(sent.events) / total
-        say(String(format: "HTTP: %d events in %.1f s = %.0f events/s accepted; profile stage at the last seq after %.1f s",
-                   sent.events, httpSeconds, Double(sent.events) / httpSeconds, total))
-        say(String(format: "end-to-end peak: %.0f events/s (HTTP 200 through identity and profile stages); half: %.0f events/s",
-                   peak, peak / 2))
+        say(
+            String(
+                format: "HTTP: %d events in %.1f s = %.0f events/s accepted; profile stage at the last seq after %.1f s",
+                sent.events, httpSeconds, Double(sent.events) / httpSeconds, total))
+        say(
+            String(
+                format: "end-to-end peak: %.0f events/s (HTTP 200 through identity and profile stages); half: %.0f events/s",
+                peak, peak / 2))
         _ = try await pipeline.waitForActivation(timeout: .seconds(options.drainTimeout))
         return peak
     }
@@ -213,8 +236,9 @@ struct RealtimeBench: AsyncParsableCommand {
         _ name: String, rate: Double, warmup: Int, counted: Int, windows: Bool, load: Load, prober: Prober, pipeline: Pipeline,
         probes: Probes, client: PostgresClient
     ) async throws {
-        say("\n== \(name): background \(Int(rate)) events/s from \(options.senders) clients, probes every \(options.probeInterval) ms, "
-            + "\(warmup) s warm-up + \(counted) s ==")
+        say(
+            "\n== \(name): background \(Int(rate)) events/s from \(options.senders) clients, probes every \(options.probeInterval) ms, "
+                + "\(warmup) s warm-up + \(counted) s ==")
         let start = ContinuousClock.now, startDate = Date()
         let countFrom = start + .seconds(warmup)
         let end = countFrom + .seconds(counted)
@@ -224,16 +248,19 @@ struct RealtimeBench: AsyncParsableCommand {
         let sent = try await background
         let loadSeconds = elapsed(since: start)
         let backlog = try await pipeline.backlog()
-        say(String(format: "background: %d events in %.1f s = %.0f events/s achieved (target %.0f); backlog at the end: %d events",
-                   sent.events, loadSeconds, Double(sent.events) / loadSeconds, rate, backlog))
+        say(
+            String(
+                format: "background: %d events in %.1f s = %.0f events/s achieved (target %.0f); backlog at the end: %d events",
+                sent.events, loadSeconds, Double(sent.events) / loadSeconds, rate, backlog))
         let drainStart = ContinuousClock.now
         let last = try await pipeline.lastSeq()
         let profiles = try await pipeline.waitForProfiles(through: last, timeout: .seconds(options.drainTimeout))
         let activation = try await pipeline.waitForActivation(timeout: .seconds(options.drainTimeout))
         // The last webhook may still be in flight after the checkpoint moved.
         try await Task.sleep(for: .milliseconds(500))
-        say("drain: \(profiles && activation ? "done" : "NOT done") in \(seconds(since: drainStart)) s; "
-            + (try await pipeline.runs(since: startDate)) + "; load average \(Machine.loadAverage())")
+        say(
+            "drain: \(profiles && activation ? "done" : "NOT done") in \(seconds(since: drainStart)) s; "
+                + (try await pipeline.runs(since: startDate)) + "; load average \(Machine.loadAverage())")
 
         let phaseProbes = probes.all(phase: name)
         let splits = try await Splits.load(client, probes: phaseProbes)
@@ -242,8 +269,9 @@ struct RealtimeBench: AsyncParsableCommand {
         if windows {
             for offset in stride(from: 0, to: counted, by: window) {
                 let from = countFrom + .seconds(offset), to = countFrom + .seconds(min(counted, offset + window))
-                report(String(format: "  sent at %3d–%3d s", offset, min(counted, offset + window)),
-                       measured.filter { $0.sent >= from && $0.sent < to }, nil)
+                report(
+                    String(format: "  sent at %3d–%3d s", offset, min(counted, offset + window)),
+                    measured.filter { $0.sent >= from && $0.sent < to }, nil)
             }
         }
     }
@@ -253,10 +281,13 @@ struct RealtimeBench: AsyncParsableCommand {
         let failed = list.filter { $0.error != nil }.count
         let missing = list.filter { $0.error == nil && $0.latency == nil }.count
         let http = list.compactMap(\.httpLatency).sorted()
-        say(String(format: "%@: probes sent %d, received %d, HTTP errors %d, never delivered %d; latency ms p50 %@ p90 %@ p99 %@ max %@; HTTP 200 p50 %@ p99 %@",
-                   label as NSString, list.count, latencies.count, failed, missing, Stats.ms(latencies, 0.5) as NSString,
-                   Stats.ms(latencies, 0.9) as NSString, Stats.ms(latencies, 0.99) as NSString, Stats.ms(latencies, 1) as NSString,
-                   Stats.ms(http, 0.5) as NSString, Stats.ms(http, 0.99) as NSString))
+        say(
+            String(
+                format:
+                    "%@: probes sent %d, received %d, HTTP errors %d, never delivered %d; latency ms p50 %@ p90 %@ p99 %@ max %@; HTTP 200 p50 %@ p99 %@",
+                label as NSString, list.count, latencies.count, failed, missing, Stats.ms(latencies, 0.5) as NSString,
+                Stats.ms(latencies, 0.9) as NSString, Stats.ms(latencies, 0.99) as NSString, Stats.ms(latencies, 1) as NSString,
+                Stats.ms(http, 0.5) as NSString, Stats.ms(http, 0.99) as NSString))
         if let splits { splits.report(list) }
     }
 }
@@ -274,9 +305,13 @@ func ordinaryTraffic(users: [String]) -> @Sendable (String, Int) -> String {
             let user = users[(n &* 7919) % users.count]
             let id = "\(tag)-\(n)"
             if k % 5 == 0 {
-                calls.append(#"{"type":"page","messageId":"\#(id)","userId":"\#(user)","name":"Shoes","properties":{"path":"/c/shoes","url":"https://shop.example.com/c/shoes","title":"Shoes","referrer":"https://www.google.com/"},"context":{"library":{"name":"analytics.js","version":"4.1.0"},"ip":"203.0.113.\#(n % 255)","locale":"en-US","userAgent":"Mozilla/5.0 (X11; Linux x86_64)"},"timestamp":"\#(time)"}"#)
+                calls.append(
+                    #"{"type":"page","messageId":"\#(id)","userId":"\#(user)","name":"Shoes","properties":{"path":"/c/shoes","url":"https://shop.example.com/c/shoes","title":"Shoes","referrer":"https://www.google.com/"},"context":{"library":{"name":"analytics.js","version":"4.1.0"},"ip":"203.0.113.\#(n % 255)","locale":"en-US","userAgent":"Mozilla/5.0 (X11; Linux x86_64)"},"timestamp":"\#(time)"}"#
+                )
             } else {
-                calls.append(#"{"type":"track","messageId":"\#(id)","userId":"\#(user)","event":"Product Viewed","properties":{"product_id":"sku-\#(n % 1000)","category":"shoes","price":89.0,"currency":"USD"},"context":{"library":{"name":"analytics.js","version":"4.1.0"},"ip":"203.0.113.\#(n % 255)","locale":"en-US","page":{"path":"/p/sku-\#(n % 1000)","url":"https://shop.example.com/p/sku-\#(n % 1000)"},"userAgent":"Mozilla/5.0 (X11; Linux x86_64)"},"timestamp":"\#(time)"}"#)
+                calls.append(
+                    #"{"type":"track","messageId":"\#(id)","userId":"\#(user)","event":"Product Viewed","properties":{"product_id":"sku-\#(n % 1000)","category":"shoes","price":89.0,"currency":"USD"},"context":{"library":{"name":"analytics.js","version":"4.1.0"},"ip":"203.0.113.\#(n % 255)","locale":"en-US","page":{"path":"/p/sku-\#(n % 1000)","url":"https://shop.example.com/p/sku-\#(n % 1000)"},"userAgent":"Mozilla/5.0 (X11; Linux x86_64)"},"timestamp":"\#(time)"}"#
+                )
             }
         }
         return #"{"batch":[\#(calls.joined(separator: ","))],"sentAt":"\#(time)"}"#
@@ -294,19 +329,22 @@ struct Splits {
 
     static func load(_ client: PostgresClient, probes: [Probe]) async throws -> Splits {
         var hops: [String: (identity: Date?, profile: Date?)] = [:]
-        let rows = try await client.query("""
+        let rows = try await client.query(
+            """
             SELECT d.traits ->> 'email', ip.created_at, min(c.changed_at)
             FROM cdp.segment_changes AS c
             JOIN cdp.profile_data AS d ON d.profile_id = c.profile_id
             LEFT JOIN cdp.identity_profiles AS ip ON ip.profile_id = c.profile_id
             WHERE c.segment = 'carts' AND c.change = 'entered'
             GROUP BY 1, 2
-            """).map { try $0.decode((String?, Date?, Date).self) }
+            """
+        ).map { try $0.decode((String?, Date?, Date).self) }
         for (email, identity, profile) in rows { if let email { hops[email] = (identity, profile) } }
         let ids = Array(Set(probes.compactMap { $0.runID.map(Int.init) }))
         var runs: [Int64: Date] = [:]
         for (id, start) in try await client.query("SELECT run_id, started_at FROM cdp.sync_runs WHERE run_id = ANY(\(ids))")
-            .map({ try $0.decode((Int64, Date).self) }) {
+            .map({ try $0.decode((Int64, Date).self) })
+        {
             runs[id] = start
         }
         return Splits(hops: hops, runs: runs)
@@ -316,8 +354,9 @@ struct Splits {
     func report(_ probes: [Probe]) {
         var parts: [[Double]] = [[], [], [], []]
         for probe in probes {
-            guard let ok = probe.okDate, let arrived = probe.arrivedDate, let hop = hops[probe.email], let identity = hop.identity,
-                  let profile = hop.profile, let run = probe.runID.flatMap({ runs[$0] })
+            guard let ok = probe.okDate, let arrived = probe.arrivedDate, let hop = hops[probe.email],
+                let identity = hop.identity,
+                let profile = hop.profile, let run = probe.runID.flatMap({ runs[$0] })
             else { continue }
             let marks = [ok, identity, profile, run, arrived]
             for i in 0..<4 { parts[i].append(marks[i + 1].timeIntervalSince(marks[i])) }
@@ -335,7 +374,8 @@ struct Splits {
         let gaps = [("identity", mine.compactMap(\.identity)), ("profile", mine.compactMap(\.profile))].map { name, starts in
             let distinct = Array(Set(starts)).sorted()
             let sorted = zip(distinct.dropFirst(), distinct).map { $0.timeIntervalSince($1) }.sorted()
-            return "\(name) \(distinct.count) batches, gap p50 \(Stats.ms(sorted, 0.5)) p90 \(Stats.ms(sorted, 0.9)) max \(Stats.ms(sorted, 1))"
+            return
+                "\(name) \(distinct.count) batches, gap p50 \(Stats.ms(sorted, 0.5)) p90 \(Stats.ms(sorted, 0.9)) max \(Stats.ms(sorted, 1))"
         }
         say("    batches carrying probes (ms between consecutive starts): " + gaps.joined(separator: "; "))
     }

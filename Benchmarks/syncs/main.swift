@@ -51,7 +51,8 @@ struct SyncsBench: AsyncParsableCommand {
     @Option(help: "Times the changed and nothing-changed runs are repeated (alternating) after the initial run.") var repeats = 2
     @Option(help: "Embedded data directory used when DATABASE_URL/PG* are unset.") var dataDir = ".tributary/bench-pgdata"
     @Flag(help: "Skip the EXPLAIN and per-phase SQL diagnosis of the largest size.") var noDiagnosis = false
-    @Option(help: "Only the diagnosis, of this sync of an existing bench database (its state must be current).") var diagnoseOnly: String?
+    @Option(help: "Only the diagnosis, of this sync of an existing bench database (its state must be current).") var diagnoseOnly:
+        String?
 
     // Child mode: one sync's runs, in a process of its own.
     @Flag(help: .hidden) var child = false
@@ -72,9 +73,12 @@ struct SyncsBench: AsyncParsableCommand {
             var logger = Logger(label: "bench")
             logger.logLevel = .warning
             let server = try await DatabaseTarget.resolve(dataDirectory: dataDir, logger: logger).configuration
-            let client = PostgresClient(configuration: server.with(database: Self.database), options: .init(maxConnections: 2), logger: logger)
+            let client = PostgresClient(
+                configuration: server.with(database: Self.database), options: .init(maxConnections: 2), logger: logger)
             let count = try await client.query(PostgresQuery(unsafeSQL: "SELECT count(*) FROM \(Self.table)")).scalar(Int.self)
-            let batch = try await client.query("SELECT coalesce((definition ->> 'batchSize')::int, 500) FROM cdp.syncs WHERE name = \(diagnoseOnly)").scalar(Int.self)
+            let batch = try await client.query(
+                "SELECT coalesce((definition ->> 'batchSize')::int, 500) FROM cdp.syncs WHERE name = \(diagnoseOnly)"
+            ).scalar(Int.self)
             say("date: \(Date().formatted(Date.ISO8601FormatStyle())); load average \(loadAverage())")
             try await diagnose(rows: count, syncName: diagnoseOnly, batchSize: batch, client: client, logger: logger)
             await client.shutdown()
@@ -91,29 +95,41 @@ struct SyncsBench: AsyncParsableCommand {
         logger.logLevel = .warning
         let started = ContinuousClock.now
         let batchSizes = webhookBatch.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
-        guard !batchSizes.isEmpty, batchSizes.allSatisfy({ $0 > 0 }) else { throw ValidationError("--webhook-batch: positive numbers") }
+        guard !batchSizes.isEmpty, batchSizes.allSatisfy({ $0 > 0 }) else {
+            throw ValidationError("--webhook-batch: positive numbers")
+        }
         let sizes = (baselineRows > 0 && baselineRows != rows ? [baselineRows] : []) + [rows]
 
         let server = try await DatabaseTarget.resolve(dataDirectory: dataDir, logger: logger).configuration
         let files = try ProjectFiles.locate()
         let admin = try await PostgresConnection.connect(configuration: server.with(database: "postgres"), logger: logger)
         let version = try await admin.query("SHOW server_version").scalar(String.self)
-        let settings = try await admin.query("""
+        let settings = try await admin.query(
+            """
             SELECT current_setting('shared_buffers'), current_setting('work_mem'), current_setting('max_wal_size'),
                    current_setting('synchronous_commit')
-            """).first!.decode((String, String, String, String).self)
+            """
+        ).first!.decode((String, String, String, String).self)
         await admin.close()
         say("date: \(Date().formatted(Date.ISO8601FormatStyle()))")
-        say("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores (nproc), \(cpuModel()), \(memory()); \(ProcessInfo.processInfo.operatingSystemVersionString); load average \(loadAverage())")
-        say("server: PostgreSQL \(version) (shared_buffers \(settings.0), work_mem \(settings.1), max_wal_size \(settings.2), synchronous_commit \(settings.3))")
-        say("sizes: \(sizes.map(String.init).joined(separator: ", ")) rows; webhook batch \(batchSizes.map(String.init).joined(separator: ", ")); file batch \(fileBatch); \(changedPercent)% changed; \(repeats) repeats")
+        say(
+            "machine: \(ProcessInfo.processInfo.activeProcessorCount) cores (nproc), \(cpuModel()), \(memory()); \(ProcessInfo.processInfo.operatingSystemVersionString); load average \(loadAverage())"
+        )
+        say(
+            "server: PostgreSQL \(version) (shared_buffers \(settings.0), work_mem \(settings.1), max_wal_size \(settings.2), synchronous_commit \(settings.3))"
+        )
+        say(
+            "sizes: \(sizes.map(String.init).joined(separator: ", ")) rows; webhook batch \(batchSizes.map(String.init).joined(separator: ", ")); file batch \(fileBatch); \(changedPercent)% changed; \(repeats) repeats"
+        )
 
         let clock = ContinuousClock.now
         let configuration = try await freshDatabase(Self.database, on: server, files: files, logger: logger)
         let client = PostgresClient(configuration: configuration, options: .init(maxConnections: 4), logger: logger)
         let schema = try await client.query("SELECT max(version) FROM cdp.schema_migrations").scalar(Int.self)
         say("database \(Self.database): created and migrated in \(seconds(since: clock)) s (schema v\(schema))")
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tributary-syncs-bench-\(ProcessInfo.processInfo.processIdentifier)").path
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "tributary-syncs-bench-\(ProcessInfo.processInfo.processIdentifier)"
+        ).path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
 
@@ -122,9 +138,11 @@ struct SyncsBench: AsyncParsableCommand {
             say("receiver: \(base)/hook (Hummingbird, in the parent process; parses every body with JSONParser)")
             var results: [SizeResult] = []
             for size in sizes {
-                results.append(try await measureSize(
-                    size, client: client, configuration: configuration, base: base, directory: directory, batchSizes: batchSizes,
-                    receiver: receiver, logger: logger))
+                results.append(
+                    try await measureSize(
+                        size, client: client, configuration: configuration, base: base, directory: directory,
+                        batchSizes: batchSizes,
+                        receiver: receiver, logger: logger))
             }
             return results
         }
@@ -160,44 +178,53 @@ struct SyncsBench: AsyncParsableCommand {
         var clock = ContinuousClock.now
         try await client.withConnection { db in
             try await db.execute(PostgresQuery(unsafeSQL: "DROP TABLE IF EXISTS \(Self.table)"))
-            try await db.execute(PostgresQuery(unsafeSQL: """
-                CREATE TABLE \(Self.table) (
-                    id             text PRIMARY KEY,
-                    email          text NOT NULL,
-                    first_name     text,
-                    last_name      text,
-                    plan           text NOT NULL,
-                    country        text,
-                    lifetime_value numeric(12, 2) NOT NULL,
-                    orders         int NOT NULL,
-                    created_at     timestamptz NOT NULL,
-                    updated_at     timestamptz NOT NULL
-                )
-                """))
+            try await db.execute(
+                PostgresQuery(
+                    unsafeSQL: """
+                        CREATE TABLE \(Self.table) (
+                            id             text PRIMARY KEY,
+                            email          text NOT NULL,
+                            first_name     text,
+                            last_name      text,
+                            plan           text NOT NULL,
+                            country        text,
+                            lifetime_value numeric(12, 2) NOT NULL,
+                            orders         int NOT NULL,
+                            created_at     timestamptz NOT NULL,
+                            updated_at     timestamptz NOT NULL
+                        )
+                        """))
             try await db.execute("SELECT setseed(0.42)")
-            try await db.execute(PostgresQuery(unsafeSQL: """
-                INSERT INTO \(Self.table)
-                SELECT 'cus_' || lpad(g::text, 8, '0'),
-                       'user' || g || '@' || (ARRAY['gmail.com','yahoo.com','outlook.com','icloud.com','hotmail.com','example.org'])[1 + floor(random() * 6)::int],
-                       (ARRAY['Olivia','Liam','Emma','Noah','Ava','Elijah','Sophia','Mateo','Mia','Lucas','Amelia','Levi','Harper','Ezra',
-                              'Chloe','Hiro','Aisha','Lars','Zoë','Rafael'])[1 + floor(random() * 20)::int],
-                       (ARRAY['Smith','García','Müller','Nguyen','Kowalski','Rossi','Dubois','Tanaka','Silva','Johnson','Okafor','Larsen'])[1 + floor(random() * 12)::int],
-                       (ARRAY['free','free','free','starter','starter','pro','business','enterprise'])[1 + floor(random() * 8)::int],
-                       (ARRAY['US','US','US','GB','DE','FR','CA','BR','IN','JP','AU','NL','ES','SE','MX'])[1 + floor(random() * 15)::int],
-                       round((random() ^ 3 * 5000)::numeric, 2),
-                       floor(random() ^ 2 * 60)::int,
-                       timestamptz '2026-11-26 00:00:00+00' - interval '90 days' - random() * interval '1400 days',
-                       timestamptz '2026-11-26 00:00:00+00' - random() * interval '90 days'
-                FROM generate_series(1, \(size)) AS g
-                """))
+            try await db.execute(
+                PostgresQuery(
+                    unsafeSQL: """
+                        INSERT INTO \(Self.table)
+                        SELECT 'cus_' || lpad(g::text, 8, '0'),
+                               'user' || g || '@' || (ARRAY['gmail.com','yahoo.com','outlook.com','icloud.com','hotmail.com','example.org'])[1 + floor(random() * 6)::int],
+                               (ARRAY['Olivia','Liam','Emma','Noah','Ava','Elijah','Sophia','Mateo','Mia','Lucas','Amelia','Levi','Harper','Ezra',
+                                      'Chloe','Hiro','Aisha','Lars','Zoë','Rafael'])[1 + floor(random() * 20)::int],
+                               (ARRAY['Smith','García','Müller','Nguyen','Kowalski','Rossi','Dubois','Tanaka','Silva','Johnson','Okafor','Larsen'])[1 + floor(random() * 12)::int],
+                               (ARRAY['free','free','free','starter','starter','pro','business','enterprise'])[1 + floor(random() * 8)::int],
+                               (ARRAY['US','US','US','GB','DE','FR','CA','BR','IN','JP','AU','NL','ES','SE','MX'])[1 + floor(random() * 15)::int],
+                               round((random() ^ 3 * 5000)::numeric, 2),
+                               floor(random() ^ 2 * 60)::int,
+                               timestamptz '2026-11-26 00:00:00+00' - interval '90 days' - random() * interval '1400 days',
+                               timestamptz '2026-11-26 00:00:00+00' - random() * interval '90 days'
+                        FROM generate_series(1, \(size)) AS g
+                        """))
         }
         let insertSeconds = elapsed(since: clock)
         clock = .now
         try await client.execute(PostgresQuery(unsafeSQL: "VACUUM ANALYZE \(Self.table)"))
-        let tableBytes = try await client.query(PostgresQuery(unsafeSQL: "SELECT pg_total_relation_size('\(Self.table)')")).scalar(Int.self)
-        let sample = try await client.query(PostgresQuery(unsafeSQL: "SELECT row_to_json(c)::text FROM \(Self.table) AS c ORDER BY id LIMIT 1")).scalar(String.self)
-        say(String(format: "source %@: %d rows inserted in %.1f s, VACUUM ANALYZE %.1f s, %.0f MB with its index; a row: %@",
-                   Self.table, size, insertSeconds, elapsed(since: clock), Double(tableBytes) / 1e6, sample))
+        let tableBytes = try await client.query(PostgresQuery(unsafeSQL: "SELECT pg_total_relation_size('\(Self.table)')"))
+            .scalar(Int.self)
+        let sample = try await client.query(
+            PostgresQuery(unsafeSQL: "SELECT row_to_json(c)::text FROM \(Self.table) AS c ORDER BY id LIMIT 1")
+        ).scalar(String.self)
+        say(
+            String(
+                format: "source %@: %d rows inserted in %.1f s, VACUUM ANALYZE %.1f s, %.0f MB with its index; a row: %@",
+                Self.table, size, insertSeconds, elapsed(since: clock), Double(tableBytes) / 1e6, sample))
 
         // The syncs of this size (apply removes the previous size's, and their state).
         var syncs: [(name: String, destination: String, batch: Int, json: String)] = []
@@ -205,17 +232,25 @@ struct SyncsBench: AsyncParsableCommand {
         // The file sync first, then the webhook syncs, the first --webhook-batch size last: each child's UPDATEs leave
         // the syncs run before it behind, and the diagnosis needs the last one current.
         let fileName = "file_\(size)"
-        syncs.append((fileName, "file", fileBatch, """
-            {"name": "\(fileName)", "source": {"relation": "public.\(Self.table)"}, "primaryKey": ["id"], "fields": \(fieldsJSON),
-             "mode": "mirror", "destination": {"type": "file", "path": "\(directory)/", "format": "jsonl"}, "batchSize": \(fileBatch)}
-            """))
+        syncs.append(
+            (
+                fileName, "file", fileBatch,
+                """
+                {"name": "\(fileName)", "source": {"relation": "public.\(Self.table)"}, "primaryKey": ["id"], "fields": \(fieldsJSON),
+                 "mode": "mirror", "destination": {"type": "file", "path": "\(directory)/", "format": "jsonl"}, "batchSize": \(fileBatch)}
+                """
+            ))
         for batch in batchSizes.reversed() {
             let name = "webhook_\(size)_b\(batch)"
-            syncs.append((name, "webhook", batch, """
-                {"name": "\(name)", "source": {"relation": "public.\(Self.table)"}, "primaryKey": ["id"], "fields": \(fieldsJSON),
-                 "mode": "mirror", "destination": {"type": "webhook", "url": "\(base)/hook", "maxBatchSize": \(batch)},
-                 "batchSize": \(batch)}
-                """))
+            syncs.append(
+                (
+                    name, "webhook", batch,
+                    """
+                    {"name": "\(name)", "source": {"relation": "public.\(Self.table)"}, "primaryKey": ["id"], "fields": \(fieldsJSON),
+                     "mode": "mirror", "destination": {"type": "webhook", "url": "\(base)/hook", "maxBatchSize": \(batch)},
+                     "batchSize": \(batch)}
+                    """
+                ))
         }
         let store = SyncStore(client: client, logger: logger, registry: .standard())
         let document = "{\"syncs\": [" + syncs.map(\.json).joined(separator: ",\n") + "]}"
@@ -223,8 +258,12 @@ struct SyncsBench: AsyncParsableCommand {
         let definitions = try await store.load(Data(document.utf8))
         let changes = try await store.apply(definitions)
         try await client.execute("VACUUM ANALYZE cdp.sync_state")
-        say("syncs applied in \(seconds(since: clock)) s: " + changes.map { "\($0.name) (\($0.kind.rawValue))" }.joined(separator: ", "))
-        say("sync definition (webhook): " + syncs.last!.json.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " "))
+        say(
+            "syncs applied in \(seconds(since: clock)) s: "
+                + changes.map { "\($0.name) (\($0.kind.rawValue))" }.joined(separator: ", "))
+        say(
+            "sync definition (webhook): "
+                + syncs.last!.json.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " "))
 
         var results: [SyncResult] = []
         for sync in syncs {
@@ -243,23 +282,29 @@ struct SyncsBench: AsyncParsableCommand {
             let expectedChanged = max(1, Int((Double(size) * changedPercent / 100).rounded()))
             for run in childResult.runs {
                 let expectedSent = run.added + run.changed + run.removed
-                let shape: Bool = switch run.scenario {
-                case "initial": run.added == size && run.changed == 0 && run.removed == 0
-                case "changed": run.added == 0 && run.changed == expectedChanged && run.removed == 0
-                default: run.added == 0 && run.changed == 0 && run.removed == 0
-                }
+                let shape: Bool =
+                    switch run.scenario {
+                    case "initial": run.added == size && run.changed == 0 && run.removed == 0
+                    case "changed": run.added == 0 && run.changed == expectedChanged && run.removed == 0
+                    default: run.added == 0 && run.changed == 0 && run.removed == 0
+                    }
                 var ok = shape && run.status == "succeeded" && run.delivered == expectedSent
-                var note = "\(run.scenario) run \(run.runID): diff \(run.added)/\(run.changed)/\(run.removed) (added/changed/removed) \(shape ? "as expected" : "NOT AS EXPECTED"), delivered \(run.delivered)"
+                var note =
+                    "\(run.scenario) run \(run.runID): diff \(run.added)/\(run.changed)/\(run.removed) (added/changed/removed) \(shape ? "as expected" : "NOT AS EXPECTED"), delivered \(run.delivered)"
                 if sync.destination == "webhook" {
                     let got = receiver.stats(run.runID)
-                    ok = ok && got.changes == run.delivered && got.distinctKeys == run.delivered && got.upserts == run.delivered && got.badBodies == 0
-                    note += "; receiver: \(got.requests) requests, \(got.changes) changes (\(got.upserts) upserts), \(got.distinctKeys) distinct keys, \(String(format: "%.1f", Double(got.bytes) / 1e6)) MB"
+                    ok =
+                        ok && got.changes == run.delivered && got.distinctKeys == run.delivered && got.upserts == run.delivered
+                        && got.badBodies == 0
+                    note +=
+                        "; receiver: \(got.requests) requests, \(got.changes) changes (\(got.upserts) upserts), \(got.distinctKeys) distinct keys, \(String(format: "%.1f", Double(got.bytes) / 1e6)) MB"
                 } else {
                     let path = "\(directory)/\(sync.name)-\(run.runID).jsonl"
                     if FileManager.default.fileExists(atPath: path) {
                         let (lines, bytes, fieldCount) = try countLines(path)
                         ok = ok && lines == run.delivered && fieldCount == Self.fields.count
-                        note += "; file: \(lines) lines, \(String(format: "%.1f", Double(bytes) / 1e6)) MB, \(fieldCount) fields in the first line"
+                        note +=
+                            "; file: \(lines) lines, \(String(format: "%.1f", Double(bytes) / 1e6)) MB, \(fieldCount) fields in the first line"
                         try? FileManager.default.removeItem(atPath: path)
                     } else {
                         ok = ok && run.delivered == 0
@@ -271,7 +316,10 @@ struct SyncsBench: AsyncParsableCommand {
             }
             for line in checks { say("  check " + line) }
             say("  load average \(loadAverage())")
-            results.append(SyncResult(name: sync.name, destination: sync.destination, batchSize: sync.batch, child: childResult, checks: checks, verified: verified))
+            results.append(
+                SyncResult(
+                    name: sync.name, destination: sync.destination, batchSize: sync.batch, child: childResult, checks: checks,
+                    verified: verified))
         }
         return SizeResult(rows: size, tableMB: Double(tableBytes) / 1e6, syncs: results)
     }
@@ -306,17 +354,29 @@ struct SyncsBench: AsyncParsableCommand {
 
     func summarize(_ sizes: [SizeResult]) {
         say("\n== summary ==")
-        say("per run: wall time around SyncRunner.run; rows sent; rows/s; phases (s): diff = run start to the destination's creation (definition, lock, run row, diff INSERT, ANALYZE, counts), read+commit = gaps between sends (page reads, JSON parsing, state commits), send, finish, final = the file's confirmation after finish, tail = run row update; peak RSS of the child during the run (RSS at its start)")
+        say(
+            "per run: wall time around SyncRunner.run; rows sent; rows/s; phases (s): diff = run start to the destination's creation (definition, lock, run row, diff INSERT, ANALYZE, counts), read+commit = gaps between sends (page reads, JSON parsing, state commits), send, finish, final = the file's confirmation after finish, tail = run row update; peak RSS of the child during the run (RSS at its start)"
+        )
         for size in sizes {
             for sync in size.syncs {
-                say("\(sync.name) (\(size.rows) rows, \(sync.destination), batch \(sync.batchSize)): child peak RSS \(mb(sync.child.peakKB)) (\(mb(sync.child.startupKB)) after start-up)\(sync.verified ? "" : " — CHECKS FAILED")")
+                say(
+                    "\(sync.name) (\(size.rows) rows, \(sync.destination), batch \(sync.batchSize)): child peak RSS \(mb(sync.child.peakKB)) (\(mb(sync.child.startupKB)) after start-up)\(sync.verified ? "" : " — CHECKS FAILED")"
+                )
                 for run in sync.child.runs {
                     let sent = run.added + run.changed + run.removed
-                    say(String(format: "  %-9@ %7.2f s  %8d rows  %9@ rows/s  diff %6.2f  read+commit %6.2f  send %6.2f  finish %5.2f  final %5.2f  tail %5.2f  peak %@ (%@)%@",
-                               run.scenario as NSString, run.wall, sent, (sent > 0 ? String(format: "%.0f", Double(sent) / run.wall) : "-") as NSString,
-                               run.diff, run.reads, run.send, run.finish, run.finalConfirm, run.tail,
-                               (mb(run.peakKB) + (run.finalPeakKB > 0 ? " [to finish \(mb(run.sendingPeakKB)), final \(mb(run.finalPeakKB))]" : "")) as NSString,
-                               mb(run.rssBeforeKB) as NSString, (run.update.map { String(format: "  (UPDATE before: %.2f s)", $0) } ?? "") as NSString))
+                    say(
+                        String(
+                            format:
+                                "  %-9@ %7.2f s  %8d rows  %9@ rows/s  diff %6.2f  read+commit %6.2f  send %6.2f  finish %5.2f  final %5.2f  tail %5.2f  peak %@ (%@)%@",
+                            run.scenario as NSString, run.wall, sent,
+                            (sent > 0 ? String(format: "%.0f", Double(sent) / run.wall) : "-") as NSString,
+                            run.diff, run.reads, run.send, run.finish, run.finalConfirm, run.tail,
+                            (mb(run.peakKB)
+                                + (run.finalPeakKB > 0
+                                    ? " [to finish \(mb(run.sendingPeakKB)), final \(mb(run.finalPeakKB))]" : ""))
+                                as NSString,
+                            mb(run.rssBeforeKB) as NSString,
+                            (run.update.map { String(format: "  (UPDATE before: %.2f s)", $0) } ?? "") as NSString))
                 }
             }
         }
@@ -326,30 +386,45 @@ struct SyncsBench: AsyncParsableCommand {
             let changed = sync.child.runs.filter { $0.scenario == "changed" }.map(\.wall)
             let unchanged = sync.child.runs.filter { $0.scenario == "unchanged" }.map(\.wall)
             if let worst = unchanged.max() {
-                say(String(format: "  %@: nothing changed %@ s (worst %.2f s) vs 2 s: %.2fx, %@", sync.name as NSString,
-                           unchanged.map { String(format: "%.2f", $0) }.joined(separator: ", ") as NSString, worst, worst / 2,
-                           (worst <= 2 ? "met" : "NOT met") as NSString))
+                say(
+                    String(
+                        format: "  %@: nothing changed %@ s (worst %.2f s) vs 2 s: %.2fx, %@", sync.name as NSString,
+                        unchanged.map { String(format: "%.2f", $0) }.joined(separator: ", ") as NSString, worst, worst / 2,
+                        (worst <= 2 ? "met" : "NOT met") as NSString))
             }
             if let worst = changed.max() {
-                say(String(format: "  %@: %.0f%% changed %@ s (worst %.2f s) vs 5 s: %.2fx, %@", sync.name as NSString, changedPercent,
-                           changed.map { String(format: "%.2f", $0) }.joined(separator: ", ") as NSString, worst, worst / 5,
-                           (worst <= 5 ? "met" : "NOT met") as NSString))
+                say(
+                    String(
+                        format: "  %@: %.0f%% changed %@ s (worst %.2f s) vs 5 s: %.2fx, %@", sync.name as NSString,
+                        changedPercent,
+                        changed.map { String(format: "%.2f", $0) }.joined(separator: ", ") as NSString, worst, worst / 5,
+                        (worst <= 5 ? "met" : "NOT met") as NSString))
             }
         }
         if sizes.count > 1, let small = sizes.first {
             for sync in main.syncs {
-                guard let other = small.syncs.first(where: { $0.destination == sync.destination && $0.batchSize == sync.batchSize }) else { continue }
+                guard
+                    let other = small.syncs.first(where: { $0.destination == sync.destination && $0.batchSize == sync.batchSize })
+                else { continue }
                 let ratio = Double(sync.child.peakKB) / Double(other.child.peakKB)
-                say(String(format: "  peak RSS, %@: %@ at %d rows vs %@ at %d rows = %.2fx (target <= 1.2x: %@)", sync.destination as NSString,
-                           mb(sync.child.peakKB) as NSString, main.rows, mb(other.child.peakKB) as NSString, small.rows, ratio,
-                           (ratio <= 1.2 ? "met" : "NOT met") as NSString))
+                say(
+                    String(
+                        format: "  peak RSS, %@: %@ at %d rows vs %@ at %d rows = %.2fx (target <= 1.2x: %@)",
+                        sync.destination as NSString,
+                        mb(sync.child.peakKB) as NSString, main.rows, mb(other.child.peakKB) as NSString, small.rows, ratio,
+                        (ratio <= 1.2 ? "met" : "NOT met") as NSString))
             }
             let bigWorker = main.syncs.map(\.child.peakKB).max()!, smallWorker = small.syncs.map(\.child.peakKB).max()!
-            say(String(format: "  peak RSS, worst sync (one worker running these syncs): %@ vs %@ = %.2fx", mb(bigWorker) as NSString,
-                       mb(smallWorker) as NSString, Double(bigWorker) / Double(smallWorker)))
+            say(
+                String(
+                    format: "  peak RSS, worst sync (one worker running these syncs): %@ vs %@ = %.2fx",
+                    mb(bigWorker) as NSString,
+                    mb(smallWorker) as NSString, Double(bigWorker) / Double(smallWorker)))
         }
         let failed = sizes.flatMap(\.syncs).filter { !$0.verified }.map(\.name)
-        say(failed.isEmpty ? "  correctness checks: all passed" : "  correctness checks FAILED for: \(failed.joined(separator: ", "))")
+        say(
+            failed.isEmpty
+                ? "  correctness checks: all passed" : "  correctness checks FAILED for: \(failed.joined(separator: ", "))")
     }
 
     // MARK: - Diagnosis: the diff SQL and the per-batch SQL of a 1% run
@@ -366,16 +441,19 @@ struct SyncsBench: AsyncParsableCommand {
         let payload = "jsonb_build_object(" + Self.fields.map { "'\($0.0)', s.\($0.1)" }.joined(separator: ", ") + ")"
         let pending = insert.contains("cdp.sync_pending")
         let alternativeMD5 = Self.alternativeDiffSQL(
-            name, hash: Self.recordHash("src0"), stateHash: "hash", pendingHash: "p.hash", into: "pg_temp.tributary_sync_diff", pending: pending)
+            name, hash: Self.recordHash("src0"), stateHash: "hash", pendingHash: "p.hash", into: "pg_temp.tributary_sync_diff",
+            pending: pending)
         let alternative64 = Self.alternativeDiffSQL(
             name, hash: "hash_record_extended(ROW(\(Self.columns("src0"))), 0)", stateHash: "hash64", pendingHash: "NULL::bigint",
             into: "pg_temp.bench_diff64", pending: pending)
         let sourcePayload = "jsonb_build_object(" + Self.fields.map { "'\($0.0)', src0.\($0.1)" }.joined(separator: ", ") + ")"
         let reorderedSame = Self.alternativeDiffSQL(
-            name, hash: "md5(\(sourcePayload)::text)::uuid", stateHash: "hash_payload", pendingHash: "p.hash", into: "pg_temp.tributary_sync_diff",
+            name, hash: "md5(\(sourcePayload)::text)::uuid", stateHash: "hash_payload", pendingHash: "p.hash",
+            into: "pg_temp.tributary_sync_diff",
             pending: pending, reordered: true)
         let reorderedMD5 = Self.alternativeDiffSQL(
-            name, hash: Self.recordHash("src0"), stateHash: "hash", pendingHash: "p.hash", into: "pg_temp.tributary_sync_diff", pending: pending,
+            name, hash: Self.recordHash("src0"), stateHash: "hash", pendingHash: "p.hash", into: "pg_temp.tributary_sync_diff",
+            pending: pending,
             reordered: true)
         let reordered64 = Self.alternativeDiffSQL(
             name, hash: "hash_record_extended(ROW(\(Self.columns("src0"))), 0)", stateHash: "hash64", pendingHash: "NULL::bigint",
@@ -393,18 +471,25 @@ struct SyncsBench: AsyncParsableCommand {
             ALTER TABLE pg_temp.bench_diff64 ALTER COLUMN hash TYPE bigint USING NULL
             """ + (columns.contains("pending_hash") ? ", ALTER COLUMN pending_hash TYPE bigint USING NULL" : "")
         try await client.withConnection { db in
-            for statement in diffTable.components(separatedBy: ";\n") { try await db.execute(PostgresQuery(unsafeSQL: statement)) }
+            for statement in diffTable.components(separatedBy: ";\n") {
+                try await db.execute(PostgresQuery(unsafeSQL: statement))
+            }
             try await db.execute("SET jit = off")
             let stateRows = try await db.query("SELECT count(*) FROM cdp.sync_state WHERE sync = \(sync.name)").scalar(Int.self)
             let stateBytes = try await db.query("SELECT pg_total_relation_size('cdp.sync_state')").scalar(Int.self)
             let allState = try await db.query("SELECT count(*) FROM cdp.sync_state").scalar(Int.self)
-            say(String(format: "cdp.sync_state: %d rows of this sync, %d in all (the syncs of this size), %.0f MB with its index", stateRows, allState, Double(stateBytes) / 1e6))
+            say(
+                String(
+                    format: "cdp.sync_state: %d rows of this sync, %d in all (the syncs of this size), %.0f MB with its index",
+                    stateRows, allState, Double(stateBytes) / 1e6))
 
             func explain(_ sql: String, _ label: String, workMem: String = "64MB") async throws {
                 try await db.execute("TRUNCATE pg_temp.tributary_sync_diff, pg_temp.bench_diff64 RESTART IDENTITY")
                 say("EXPLAIN (ANALYZE, BUFFERS) of \(label) (jit off, work_mem \(workMem)):")
                 try await db.execute(PostgresQuery(unsafeSQL: "SET work_mem = '\(workMem)'"))
-                for line in try await db.query(PostgresQuery(unsafeSQL: "EXPLAIN (ANALYZE, BUFFERS) \(sql)")).map({ try $0.decode(String.self) }) {
+                for line in try await db.query(PostgresQuery(unsafeSQL: "EXPLAIN (ANALYZE, BUFFERS) \(sql)")).map({
+                    try $0.decode(String.self)
+                }) {
                     say("  " + line)
                 }
             }
@@ -430,45 +515,87 @@ struct SyncsBench: AsyncParsableCommand {
             // The alternative state: a copy of this sync's state with two other hashes of each (unchanged) row.
             var clock = ContinuousClock.now
             try await db.execute("DROP TABLE IF EXISTS bench_alt_state")
-            try await db.execute(PostgresQuery(unsafeSQL: """
-                CREATE UNLOGGED TABLE bench_alt_state AS
-                SELECT st.sync, st.key, st.key_object, st.payload, \(Self.recordHash("s")) AS hash,
-                       hash_record_extended(ROW(\(Self.columns("s"))), 0) AS hash64, st.hash AS hash_payload, st.removed, st.run_id, st.delivered_at
-                FROM cdp.sync_state AS st JOIN \(Self.table) AS s ON st.key = jsonb_build_array(s.id)::text
-                WHERE st.sync = \(name)
-                """))
+            try await db.execute(
+                PostgresQuery(
+                    unsafeSQL: """
+                        CREATE UNLOGGED TABLE bench_alt_state AS
+                        SELECT st.sync, st.key, st.key_object, st.payload, \(Self.recordHash("s")) AS hash,
+                               hash_record_extended(ROW(\(Self.columns("s"))), 0) AS hash64, st.hash AS hash_payload, st.removed, st.run_id, st.delivered_at
+                        FROM cdp.sync_state AS st JOIN \(Self.table) AS s ON st.key = jsonb_build_array(s.id)::text
+                        WHERE st.sync = \(name)
+                        """))
             try await db.execute("ALTER TABLE bench_alt_state ADD PRIMARY KEY (sync, key)")
             try await db.execute("VACUUM ANALYZE bench_alt_state")
-            say(String(format: "alternative state (a copy of this sync's state; hash = md5 of the mapped columns' record text, hash64 = hash_record_extended of them): built in %.1f s", elapsed(since: clock)))
+            say(
+                String(
+                    format:
+                        "alternative state (a copy of this sync's state; hash = md5 of the mapped columns' record text, hash64 = hash_record_extended of them): built in %.1f s",
+                    elapsed(since: clock)))
             say("alternative diff SQL (md5 form; the 64-bit form differs only in the hash):\n\(alternativeMD5)")
             if pending { say("alternative diff SQL, joins reordered (64-bit hash form):\n\(reordered64)") }
 
             // 1. Nothing changed.
             try await explain(insert, "the diff INSERT, nothing changed (as the runner runs it)")
             try await explain(alternativeMD5, "the alternative diff INSERT (md5 of the record text), nothing changed")
-            if pending { try await explain(reordered64, "the alternative diff INSERT, joins reordered, hash_record_extended, nothing changed") }
+            if pending {
+                try await explain(
+                    reordered64, "the alternative diff INSERT, joins reordered, hash_record_extended, nothing changed")
+            }
             say("nothing changed: parts and forms of the diff, best of 2, interleaved (jit off):")
             let source = "FROM \(Self.table) AS s WHERE s.id IS NOT NULL"
-            let items: [(label: String, sql: String, workMem: String)] = [
-                ("source: scan only", "SELECT count(*) \(source) AND s.updated_at IS NOT NULL", "64MB"),
-                ("source: key (jsonb_build_array(id)::text)", "SELECT count(*) \(source) AND jsonb_build_array(s.id)::text IS NOT NULL", "64MB"),
-                ("source: key + payload jsonb", "SELECT count(*) \(source) AND jsonb_build_array(s.id)::text IS NOT NULL AND \(payload) IS NOT NULL", "64MB"),
-                ("source: key + md5(payload::text) (what the comparison needs)", "SELECT count(*) \(source) AND jsonb_build_array(s.id)::text IS NOT NULL AND md5(\(payload)::text) IS NOT NULL", "64MB"),
-                ("source: key, key_object, payload, hash (the keyed source, every column)",
-                 "SELECT count(*) FROM (\(keyed)) AS k WHERE k.key IS NOT NULL AND k.key_object IS NOT NULL AND k.payload IS NOT NULL AND k.hash IS NOT NULL", "64MB"),
-                ("source: key + md5 of the record text (no jsonb)", "SELECT count(*) \(source) AND jsonb_build_array(s.id)::text IS NOT NULL AND \(Self.recordHash("s")) IS NOT NULL", "64MB"),
-                ("source: key + hash_record_extended (64 bits)", "SELECT count(*) \(source) AND jsonb_build_array(s.id)::text IS NOT NULL AND hash_record_extended(ROW(\(Self.columns("s"))), 0) IS NOT NULL", "64MB"),
-                ("state: key, key_object, payload, hash, removed, run_id", "SELECT count(*) FROM cdp.sync_state WHERE sync = \(name) AND payload IS NOT NULL AND key_object IS NOT NULL AND run_id IS NOT NULL", "64MB"),
-                ("state: key, hash, removed", "SELECT count(*) FROM cdp.sync_state WHERE sync = \(name) AND key IS NOT NULL AND hash IS NOT NULL AND NOT removed", "64MB"),
-                ("current diff SELECT (no INSERT)", "SELECT count(*) FROM (\(select)) AS d", "64MB"),
-                ("current diff INSERT (as the runner)", insert, "64MB"),
-                ("current diff INSERT", insert, "256MB"),
-                ("alternative diff INSERT, hash_record_extended", alternative64, "64MB"),
-            ] + (pending ? [
-                ("reordered alternative INSERT, the same hash as now (md5 of the payload's text)", reorderedSame, "64MB"),
-                ("reordered alternative INSERT, md5 of the record text", reorderedMD5, "64MB"),
-                ("reordered alternative INSERT, hash_record_extended", reordered64, "64MB"),
-            ] : [])
+            let items: [(label: String, sql: String, workMem: String)] =
+                [
+                    ("source: scan only", "SELECT count(*) \(source) AND s.updated_at IS NOT NULL", "64MB"),
+                    (
+                        "source: key (jsonb_build_array(id)::text)",
+                        "SELECT count(*) \(source) AND jsonb_build_array(s.id)::text IS NOT NULL", "64MB"
+                    ),
+                    (
+                        "source: key + payload jsonb",
+                        "SELECT count(*) \(source) AND jsonb_build_array(s.id)::text IS NOT NULL AND \(payload) IS NOT NULL",
+                        "64MB"
+                    ),
+                    (
+                        "source: key + md5(payload::text) (what the comparison needs)",
+                        "SELECT count(*) \(source) AND jsonb_build_array(s.id)::text IS NOT NULL AND md5(\(payload)::text) IS NOT NULL",
+                        "64MB"
+                    ),
+                    (
+                        "source: key, key_object, payload, hash (the keyed source, every column)",
+                        "SELECT count(*) FROM (\(keyed)) AS k WHERE k.key IS NOT NULL AND k.key_object IS NOT NULL AND k.payload IS NOT NULL AND k.hash IS NOT NULL",
+                        "64MB"
+                    ),
+                    (
+                        "source: key + md5 of the record text (no jsonb)",
+                        "SELECT count(*) \(source) AND jsonb_build_array(s.id)::text IS NOT NULL AND \(Self.recordHash("s")) IS NOT NULL",
+                        "64MB"
+                    ),
+                    (
+                        "source: key + hash_record_extended (64 bits)",
+                        "SELECT count(*) \(source) AND jsonb_build_array(s.id)::text IS NOT NULL AND hash_record_extended(ROW(\(Self.columns("s"))), 0) IS NOT NULL",
+                        "64MB"
+                    ),
+                    (
+                        "state: key, key_object, payload, hash, removed, run_id",
+                        "SELECT count(*) FROM cdp.sync_state WHERE sync = \(name) AND payload IS NOT NULL AND key_object IS NOT NULL AND run_id IS NOT NULL",
+                        "64MB"
+                    ),
+                    (
+                        "state: key, hash, removed",
+                        "SELECT count(*) FROM cdp.sync_state WHERE sync = \(name) AND key IS NOT NULL AND hash IS NOT NULL AND NOT removed",
+                        "64MB"
+                    ),
+                    ("current diff SELECT (no INSERT)", "SELECT count(*) FROM (\(select)) AS d", "64MB"),
+                    ("current diff INSERT (as the runner)", insert, "64MB"),
+                    ("current diff INSERT", insert, "256MB"),
+                    ("alternative diff INSERT, hash_record_extended", alternative64, "64MB"),
+                ]
+                + (pending
+                    ? [
+                        ("reordered alternative INSERT, the same hash as now (md5 of the payload's text)", reorderedSame, "64MB"),
+                        ("reordered alternative INSERT, md5 of the record text", reorderedMD5, "64MB"),
+                        ("reordered alternative INSERT, hash_record_extended", reordered64, "64MB"),
+                    ] : [])
             _ = try await measure(items, rounds: 2)
 
             // 2. One percent changed, replayed in a transaction that is rolled back.
@@ -477,36 +604,59 @@ struct SyncsBench: AsyncParsableCommand {
             do {
                 try await db.withTransaction { tx in
                     clock = ContinuousClock.now
-                    try await tx.execute(PostgresQuery(unsafeSQL: """
-                        UPDATE \(Self.table) SET lifetime_value = lifetime_value + 1, orders = orders + 1, updated_at = now()
-                        WHERE id IN (SELECT id FROM \(Self.table) ORDER BY random() LIMIT \(changedRows))
-                        """))
-                    say(String(format: "\n%.0f%% changed, replayed in a transaction rolled back at the end: UPDATE of %d rows %.2f s", changedPercent, changedRows, elapsed(since: clock)))
+                    try await tx.execute(
+                        PostgresQuery(
+                            unsafeSQL: """
+                                UPDATE \(Self.table) SET lifetime_value = lifetime_value + 1, orders = orders + 1, updated_at = now()
+                                WHERE id IN (SELECT id FROM \(Self.table) ORDER BY random() LIMIT \(changedRows))
+                                """))
+                    say(
+                        String(
+                            format:
+                                "\n%.0f%% changed, replayed in a transaction rolled back at the end: UPDATE of %d rows %.2f s",
+                            changedPercent, changedRows, elapsed(since: clock)))
                     try await explain(insert, "the diff INSERT, \(changedRows) rows changed")
-                    _ = try await measure([
-                        ("current diff INSERT (as the runner)", insert, "64MB"),
-                        ("alternative diff INSERT, hash_record_extended", alternative64, "64MB"),
-                    ] + (pending ? [
-                        ("reordered alternative INSERT, the same hash as now (md5 of the payload's text)", reorderedSame, "64MB"),
-                        ("reordered alternative INSERT, md5 of the record text", reorderedMD5, "64MB"),
-                        ("reordered alternative INSERT, hash_record_extended", reordered64, "64MB"),
-                    ] : []), rounds: 2)
+                    _ = try await measure(
+                        [
+                            ("current diff INSERT (as the runner)", insert, "64MB"),
+                            ("alternative diff INSERT, hash_record_extended", alternative64, "64MB"),
+                        ]
+                            + (pending
+                                ? [
+                                    (
+                                        "reordered alternative INSERT, the same hash as now (md5 of the payload's text)",
+                                        reorderedSame, "64MB"
+                                    ),
+                                    ("reordered alternative INSERT, md5 of the record text", reorderedMD5, "64MB"),
+                                    ("reordered alternative INSERT, hash_record_extended", reordered64, "64MB"),
+                                ] : []),
+                        rounds: 2)
                     let alternativeCount = try await tx.query("SELECT count(*) FROM pg_temp.bench_diff64").scalar(Int.self)
-                    let alternativeKinds = try await tx.query("SELECT string_agg(kind || ' ' || n, ', ') FROM (SELECT kind, count(*) AS n FROM pg_temp.bench_diff64 GROUP BY kind) AS k").scalar(String?.self) ?? "none"
+                    let alternativeKinds =
+                        try await tx.query(
+                            "SELECT string_agg(kind || ' ' || n, ', ') FROM (SELECT kind, count(*) AS n FROM pg_temp.bench_diff64 GROUP BY kind) AS k"
+                        ).scalar(String?.self) ?? "none"
                     try await tx.execute("TRUNCATE pg_temp.tributary_sync_diff RESTART IDENTITY")
                     try await tx.execute("SET work_mem = '64MB'")
                     try await tx.execute(PostgresQuery(unsafeSQL: insert))
                     clock = .now
                     try await tx.execute("ANALYZE pg_temp.tributary_sync_diff")
                     let count = try await tx.query("SELECT count(*) FROM pg_temp.tributary_sync_diff").scalar(Int.self)
-                    let kinds = try await tx.query("SELECT string_agg(kind || ' ' || n, ', ') FROM (SELECT kind, count(*) AS n FROM pg_temp.tributary_sync_diff GROUP BY kind) AS k").scalar(String?.self) ?? "none"
+                    let kinds =
+                        try await tx.query(
+                            "SELECT string_agg(kind || ' ' || n, ', ') FROM (SELECT kind, count(*) AS n FROM pg_temp.tributary_sync_diff GROUP BY kind) AS k"
+                        ).scalar(String?.self) ?? "none"
                     say("diff rows by kind: \(kinds); the last alternative's: \(alternativeKinds)")
-                    say(String(format: "diff rows: %d (alternative: %d); ANALYZE and count of the diff table: %.3f s", count, alternativeCount, elapsed(since: clock)))
+                    say(
+                        String(
+                            format: "diff rows: %d (alternative: %d); ANALYZE and count of the diff table: %.3f s", count,
+                            alternativeCount, elapsed(since: clock)))
                     var last = 0, batches = 0
                     var readSeconds = 0.0, commitSeconds = 0.0
                     while true {
                         clock = .now
-                        let rows = try await tx.query("""
+                        let rows = try await tx.query(
+                            """
                             SELECT n, kind, key, key_object::text, payload::text, hash::text, previous_run FROM pg_temp.tributary_sync_diff
                             WHERE n > \(last) ORDER BY n LIMIT \(batchSize)
                             """)
@@ -518,7 +668,8 @@ struct SyncsBench: AsyncParsableCommand {
                         clock = .now
                         if pending {
                             // SyncRunner.markPending, before the batch is sent (fixed idempotency keys here).
-                            try await tx.execute("""
+                            try await tx.execute(
+                                """
                                 INSERT INTO cdp.sync_pending AS p (sync, key, key_object, payload, hash, operation, idempotency_key, run_id)
                                 SELECT \(sync.name), d.key, d.key_object, d.payload, d.hash, 'upsert', md5(d.key), -1
                                 FROM pg_temp.tributary_sync_diff AS d WHERE d.n = ANY(\(numbers)::bigint[])
@@ -527,7 +678,8 @@ struct SyncsBench: AsyncParsableCommand {
                                 """)
                         }
                         // SyncRunner.confirm, after the destination confirmed the batch.
-                        try await tx.execute("""
+                        try await tx.execute(
+                            """
                             WITH d AS (SELECT * FROM pg_temp.tributary_sync_diff WHERE n = ANY(\(numbers)::bigint[])),
                             saved AS (
                                 INSERT INTO cdp.sync_state AS s (sync, key, key_object, payload, hash, removed, run_id)
@@ -541,8 +693,11 @@ struct SyncsBench: AsyncParsableCommand {
                             """)
                         commitSeconds += elapsed(since: clock)
                     }
-                    say(String(format: "page reads (%d batches of %d): %.3f s; state commits (the runner's pending and confirm statements per batch, as of commit c67ef9a; one transaction here, so without the commits' fsyncs): %.3f s",
-                               batches, batchSize, readSeconds, commitSeconds))
+                    say(
+                        String(
+                            format:
+                                "page reads (%d batches of %d): %.3f s; state commits (the runner's pending and confirm statements per batch, as of commit c67ef9a; one transaction here, so without the commits' fsyncs): %.3f s",
+                            batches, batchSize, readSeconds, commitSeconds))
                     throw Rollback()
                 }
             } catch is Rollback {}
@@ -567,7 +722,8 @@ struct SyncsBench: AsyncParsableCommand {
     /// (few), instead of to `state FULL JOIN pending` on `coalesce(st.key, p.key)` (which makes the planner sort both
     /// sides for a merge join).
     static func alternativeDiffSQL(
-        _ name: String, hash: String, stateHash: String, pendingHash: String, into target: String, pending: Bool, reordered: Bool = false
+        _ name: String, hash: String, stateHash: String, pendingHash: String, into target: String, pending: Bool,
+        reordered: Bool = false
     ) -> String {
         let payload = "jsonb_build_object(" + fields.map { "'\($0.0)', src.\($0.1)" }.joined(separator: ", ") + ")"
         func readBack(_ column: String, key: String) -> String {
@@ -596,12 +752,15 @@ struct SyncsBench: AsyncParsableCommand {
                   AND (src.key IS NOT NULL OR NOT coalesce(st.removed, true) OR p.key IS NOT NULL)
                 """
         }
-        let state = pending ? """
+        let state =
+            pending
+            ? """
                 SELECT coalesce(st.key, p.key) AS key, st.hash, coalesce(st.removed, true) AS removed, st.run_id,
                        p.key IS NOT NULL AS pending, \(pendingHash) AS pending_hash, p.operation AS pending_operation, p.idempotency_key AS pending_key
                 FROM (SELECT key, \(stateHash) AS hash, removed, run_id FROM bench_alt_state WHERE sync = \(name)) AS st
                 FULL JOIN (SELECT key, hash, operation, idempotency_key FROM cdp.sync_pending WHERE sync = \(name)) AS p ON p.key = st.key
-            """ : """
+            """
+            : """
                 SELECT key, \(stateHash) AS hash, removed, run_id, false AS pending FROM bench_alt_state WHERE sync = \(name)
             """
         return """
@@ -625,16 +784,22 @@ struct SyncsBench: AsyncParsableCommand {
     // MARK: - Child: one sync's runs
 
     func runChild() async throws {
-        guard let connection, let sync, let resultFile else { throw ValidationError("--child needs --connection, --sync and --result-file") }
+        guard let connection, let sync, let resultFile else {
+            throw ValidationError("--child needs --connection, --sync and --result-file")
+        }
         var logger = Logger(label: "bench-child")
         logger.logLevel = .warning
         let startupKB = memoryStatus().hwm
-        let client = PostgresClient(configuration: try PostgresConfiguration(connectionString: connection), options: .init(maxConnections: 2), logger: logger)
+        let client = PostgresClient(
+            configuration: try PostgresConfiguration(connectionString: connection), options: .init(maxConnections: 2),
+            logger: logger)
         let phases = PhaseLog()
         let standard = DestinationRegistry.standard()
         var registry = DestinationRegistry()
         registry.register("file", validate: FileDestination.validate) { TimedDestination(try await standard.make($0), phases) }
-        registry.register("webhook", validate: WebhookDestination.validate) { TimedDestination(try await standard.make($0), phases) }
+        registry.register("webhook", validate: WebhookDestination.validate) {
+            TimedDestination(try await standard.make($0), phases)
+        }
         let runner = SyncRunner(client: client, logger: logger, registry: registry)
 
         var result = ChildResult(sync: sync, startupKB: startupKB, peakKB: startupKB, runs: [])
@@ -644,10 +809,12 @@ struct SyncsBench: AsyncParsableCommand {
             var update: Double?
             if scenario == "changed" {
                 let clock = ContinuousClock.now
-                try await client.execute(PostgresQuery(unsafeSQL: """
-                    UPDATE \(Self.table) SET lifetime_value = lifetime_value + 1, orders = orders + 1, updated_at = now()
-                    WHERE id IN (SELECT id FROM \(Self.table) ORDER BY random() LIMIT \(changedRows))
-                    """))
+                try await client.execute(
+                    PostgresQuery(
+                        unsafeSQL: """
+                            UPDATE \(Self.table) SET lifetime_value = lifetime_value + 1, orders = orders + 1, updated_at = now()
+                            WHERE id IN (SELECT id FROM \(Self.table) ORDER BY random() LIMIT \(changedRows))
+                            """))
                 update = elapsed(since: clock)
             }
             let before = memoryStatus()
@@ -663,7 +830,8 @@ struct SyncsBench: AsyncParsableCommand {
             let wall = Double((end - clock).components.attoseconds) / 1e18 + Double((end - clock).components.seconds)
             let split = phases.breakdown(start: clock, end: end)
             let run = RunResult(
-                scenario: scenario, runID: report.runID, status: report.status.rawValue, added: report.added, changed: report.changed,
+                scenario: scenario, runID: report.runID, status: report.status.rawValue, added: report.added,
+                changed: report.changed,
                 removed: report.removed, delivered: report.delivered, rejected: report.rejected, failed: report.failed,
                 batches: report.batches, attempts: report.attempts, error: report.error, wall: wall,
                 reported: Double(report.duration.components.seconds) + Double(report.duration.components.attoseconds) / 1e18,
@@ -672,13 +840,22 @@ struct SyncsBench: AsyncParsableCommand {
                 sendingPeakKB: phases.peakBeforeFinalKB, finalPeakKB: finalPeak)
             result.runs.append(run)
             let sent = report.added + report.changed + report.removed
-            say(String(format: "  %@ %@: %.2f s, %d rows sent (%@ rows/s); report: %@ run %lld, added %d, changed %d, removed %d, delivered %d, rejected %d, failed %d, %d batches, %d attempts, %.2f s%@; phases: diff %.2f, read+commit %.2f, send %.2f, finish %.2f, final %.2f, tail %.2f; peak RSS %@ (%@ at start)%@",
-                       sync as NSString, scenario as NSString, wall, sent, (sent > 0 ? String(format: "%.0f", Double(sent) / wall) : "-") as NSString,
-                       report.status.rawValue as NSString, report.runID, report.added, report.changed, report.removed, report.delivered,
-                       report.rejected, report.failed, report.batches, report.attempts, run.reported,
-                       (report.error.map { " error: \($0)" } ?? "") as NSString, split.diff, split.reads, split.send, split.finish,
-                       split.finalConfirm, split.tail, (mb(peak) + (finalPeak > 0 ? "; up to finish \(mb(phases.peakBeforeFinalKB)), final confirmation \(mb(finalPeak))" : "")) as NSString, mb(before.rss) as NSString,
-                       (update.map { String(format: "; UPDATE of %d rows before it %.2f s", changedRows, $0) } ?? "") as NSString))
+            say(
+                String(
+                    format:
+                        "  %@ %@: %.2f s, %d rows sent (%@ rows/s); report: %@ run %lld, added %d, changed %d, removed %d, delivered %d, rejected %d, failed %d, %d batches, %d attempts, %.2f s%@; phases: diff %.2f, read+commit %.2f, send %.2f, finish %.2f, final %.2f, tail %.2f; peak RSS %@ (%@ at start)%@",
+                    sync as NSString, scenario as NSString, wall, sent,
+                    (sent > 0 ? String(format: "%.0f", Double(sent) / wall) : "-") as NSString,
+                    report.status.rawValue as NSString, report.runID, report.added, report.changed, report.removed,
+                    report.delivered,
+                    report.rejected, report.failed, report.batches, report.attempts, run.reported,
+                    (report.error.map { " error: \($0)" } ?? "") as NSString, split.diff, split.reads, split.send, split.finish,
+                    split.finalConfirm, split.tail,
+                    (mb(peak)
+                        + (finalPeak > 0
+                            ? "; up to finish \(mb(phases.peakBeforeFinalKB)), final confirmation \(mb(finalPeak))" : ""))
+                        as NSString, mb(before.rss) as NSString,
+                    (update.map { String(format: "; UPDATE of %d rows before it %.2f s", changedRows, $0) } ?? "") as NSString))
         }
         await client.shutdown()
         result.peakKB = max(result.peakKB, memoryStatus().hwm)
@@ -753,7 +930,9 @@ final class PhaseLog: @unchecked Sendable {
 
     func breakdown(start: ContinuousClock.Instant, end: ContinuousClock.Instant) -> Breakdown {
         let events = lock.withLock { self.events }
-        func s(_ duration: Duration) -> Double { Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18 }
+        func s(_ duration: Duration) -> Double {
+            Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        }
         var split = Breakdown()
         guard let made = events.first(where: { $0.0 == .made }) else {
             split.diff = s(end - start)
@@ -840,7 +1019,7 @@ final class Receiver: @unchecked Sendable {
     /// Parses a body; false if it is not a webhook batch.
     func record(_ body: [UInt8]) -> Bool {
         guard let document = try? JSONParser.parse(body), case .number(let text)? = document["run_id"], let runID = Int64(text),
-              case .array(let changes)? = document["changes"]
+            case .array(let changes)? = document["changes"]
         else {
             lock.withLock { bad += 1 }
             return false
@@ -920,13 +1099,14 @@ func loadAverage() -> String {
 func cpuModel() -> String {
     let text = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
     let line = text.split(separator: "\n").first { $0.hasPrefix("model name") }
-    return line.map { String($0.split(separator: ":", maxSplits: 1).last ?? "").trimmingCharacters(in: .whitespaces) } ?? "unknown CPU"
+    return line.map { String($0.split(separator: ":", maxSplits: 1).last ?? "").trimmingCharacters(in: .whitespaces) }
+        ?? "unknown CPU"
 }
 
 func memory() -> String {
     let text = (try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8)) ?? ""
     guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemTotal:") }),
-          let kb = Double(line.split(separator: " ").dropFirst().first ?? "")
+        let kb = Double(line.split(separator: " ").dropFirst().first ?? "")
     else { return "memory unknown" }
     return String(format: "%.0f GiB", kb / 1024 / 1024)
 }

@@ -49,13 +49,19 @@ struct Bench: AsyncParsableCommand {
             try await connection.execute("TRUNCATE bench_events")
             try await connection.execute("CHECKPOINT")
             let psqlSeconds = try time {
-                let output = try shell(psql, ["-X", "-q", "-v", "ON_ERROR_STOP=1", conninfo, "-c",
-                    "\\copy bench_events (\(columns)) FROM '\(file)'"])
+                let output = try shell(
+                    psql,
+                    [
+                        "-X", "-q", "-v", "ON_ERROR_STOP=1", conninfo, "-c",
+                        "\\copy bench_events (\(columns)) FROM '\(file)'",
+                    ])
                 guard output.isEmpty else { throw CleanExit.message("psql failed: \(output)") }
             }
             try await expectRows(connection)
             psqlTimes.append(psqlSeconds)
-            print(String(format: "round %d  psql \\copy        %6.2f s  %8.0f rows/s", round, psqlSeconds, Double(rows) / psqlSeconds))
+            print(
+                String(
+                    format: "round %d  psql \\copy        %6.2f s  %8.0f rows/s", round, psqlSeconds, Double(rows) / psqlSeconds))
 
             try await connection.execute("TRUNCATE bench_events")
             try await connection.execute("CHECKPOINT")
@@ -71,12 +77,15 @@ struct Bench: AsyncParsableCommand {
             guard copied == rows else { throw CleanExit.message("copyIn stored \(copied) rows, expected \(rows)") }
             try await expectRows(connection)
             ourTimes.append(ourSeconds)
-            print(String(format: "round %d  Postgres.copyIn   %6.2f s  %8.0f rows/s", round, ourSeconds, Double(rows) / ourSeconds))
+            print(
+                String(format: "round %d  Postgres.copyIn   %6.2f s  %8.0f rows/s", round, ourSeconds, Double(rows) / ourSeconds))
         }
         let psqlBest = psqlTimes.min()!
         let ourBest = ourTimes.min()!
-        print(String(format: "COPY best: psql %.0f rows/s, Postgres.copyIn %.0f rows/s, ratio %.2fx (throughput, ours/psql)",
-            Double(rows) / psqlBest, Double(rows) / ourBest, psqlBest / ourBest))
+        print(
+            String(
+                format: "COPY best: psql %.0f rows/s, Postgres.copyIn %.0f rows/s, ratio %.2fx (throughput, ours/psql)",
+                Double(rows) / psqlBest, Double(rows) / ourBest, psqlBest / ourBest))
 
         // Round trip: N statements on one connection.
         let script = FileManager.default.temporaryDirectory.appendingPathComponent("bench-select.sql")
@@ -90,9 +99,11 @@ struct Bench: AsyncParsableCommand {
         started = ContinuousClock.now
         for n in 0..<roundTrips { try await connection.query("SELECT \(n)::int8") }
         let ourBound = seconds(ContinuousClock.now - started) / Double(roundTrips)
-        print(String(format: "round trip: psql %.1f µs/stmt (startup %.0f ms subtracted), Postgres.query %.1f µs/stmt "
-            + "(with one bind %.1f µs), ratio %.2fx (time, ours/psql)",
-            psqlPer * 1e6, psqlEmpty * 1e3, ourPer * 1e6, ourBound * 1e6, ourPer / psqlPer))
+        print(
+            String(
+                format: "round trip: psql %.1f µs/stmt (startup %.0f ms subtracted), Postgres.query %.1f µs/stmt "
+                    + "(with one bind %.1f µs), ratio %.2fx (time, ours/psql)",
+                psqlPer * 1e6, psqlEmpty * 1e3, ourPer * 1e6, ourBound * 1e6, ourPer / psqlPer))
         try await connection.execute("DROP TABLE bench_events")
         await connection.close()
     }
@@ -167,9 +178,12 @@ enum EventFile {
             let anonymous = "anon-\(String(random.next(), radix: 16))"
             let product = random.next() % 10_000
             let price = Double(random.next() % 20_000) / 100
-            let properties = #"{"product_id":"sku-\#(product)","category":"\#(categories[n % categories.count])","price":\#(price),"quantity":\#(random.next() % 5 + 1),"currency":"USD","revenue":\#(price),"coupon":null}"#
-            let context = #"{"ip":"203.0.113.\#(random.next() % 255)","library":{"name":"analytics.js","version":"4.1.0"},"locale":"en-US","page":{"path":"/products/\#(product)","referrer":"https://www.example.com/search?q=item","url":"https://shop.example.com/products/\#(product)"},"userAgent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36"}"#
-            buffer += "\(UUID().uuidString.lowercased())\tsrc-web\ttrack\t\(events[n % events.count])\t\(user)\t\(anonymous)\t\(timestamp)\t\(received)\t\(properties)\t\(context)\n"
+            let properties =
+                #"{"product_id":"sku-\#(product)","category":"\#(categories[n % categories.count])","price":\#(price),"quantity":\#(random.next() % 5 + 1),"currency":"USD","revenue":\#(price),"coupon":null}"#
+            let context =
+                #"{"ip":"203.0.113.\#(random.next() % 255)","library":{"name":"analytics.js","version":"4.1.0"},"locale":"en-US","page":{"path":"/products/\#(product)","referrer":"https://www.example.com/search?q=item","url":"https://shop.example.com/products/\#(product)"},"userAgent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36"}"#
+            buffer +=
+                "\(UUID().uuidString.lowercased())\tsrc-web\ttrack\t\(events[n % events.count])\t\(user)\t\(anonymous)\t\(timestamp)\t\(received)\t\(properties)\t\(context)\n"
             if buffer.utf8.count > 1 << 20 {
                 try handle.write(contentsOf: Data(buffer.utf8))
                 buffer = ""

@@ -79,16 +79,19 @@ public struct EmbeddedPostgres: Sendable {
     public func configuration() throws -> PostgresConfiguration {
         let layout = try layout()
         let socket = (try? Self.runningSocketDirectory(layout.dataDirectory)) ?? layout.socketDirectory
-        return try PostgresConfiguration(connectionString: Self.conninfo([
-            ("host", socket), ("port", String(port)), ("user", user), ("dbname", database),
-        ]))
+        return try PostgresConfiguration(
+            connectionString: Self.conninfo([
+                ("host", socket), ("port", String(port)), ("user", user), ("dbname", database),
+            ]))
     }
 
     /// A `postgresql://` URL for the embedded server, for `psql` and other tools.
     public func url() throws -> String {
         let layout = try layout()
         let socket = (try? Self.runningSocketDirectory(layout.dataDirectory)) ?? layout.socketDirectory
-        let host = socket.addingPercentEncoding(withAllowedCharacters: CharacterSet(charactersIn: "-._~").union(.alphanumerics)) ?? socket
+        let host =
+            socket.addingPercentEncoding(withAllowedCharacters: CharacterSet(charactersIn: "-._~").union(.alphanumerics))
+            ?? socket
         return "postgresql://\(user)@/\(database)?host=\(host)&port=\(port)"
     }
 
@@ -262,7 +265,8 @@ public struct EmbeddedPostgres: Sendable {
             throw PostgresError(.embeddedServer, "initdb failed for \(layout.dataDirectory): \(output.tail)")
         }
         let conf = "\(staging)/postgresql.conf"
-        let include = "\n# Added by Tributary: socket location and embedded-server settings.\ninclude_if_exists = 'tributary.conf'\n"
+        let include =
+            "\n# Added by Tributary: socket location and embedded-server settings.\ninclude_if_exists = 'tributary.conf'\n"
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: conf))
         try handle.seekToEnd()
         try handle.write(contentsOf: Data(include.utf8))

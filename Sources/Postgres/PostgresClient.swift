@@ -130,10 +130,12 @@ actor ConnectionPool {
         let timeout = options.leaseTimeout
         let timer = Task { [weak self] in
             try await Task.sleep(for: timeout)
-            await self?.abandon(id, with: PostgresError(
-                .poolTimeout,
-                "no database connection became free within \(timeout) (all \(self?.options.maxConnections ?? 0) are in use)",
-                hint: "raise the pool size or shorten the work done while holding a connection"))
+            await self?.abandon(
+                id,
+                with: PostgresError(
+                    .poolTimeout,
+                    "no database connection became free within \(timeout) (all \(self?.options.maxConnections ?? 0) are in use)",
+                    hint: "raise the pool size or shorten the work done while holding a connection"))
         }
         defer { timer.cancel() }
         return try await withTaskCancellationHandler {
@@ -168,7 +170,8 @@ actor ConnectionPool {
     func shutdown() async {
         let (idle, waiters) = state.close()
         for id in waiters {
-            waiting.removeValue(forKey: id)?.resume(throwing: PostgresError(.poolClosed, "the database client has been shut down"))
+            waiting.removeValue(forKey: id)?.resume(
+                throwing: PostgresError(.poolClosed, "the database client has been shut down"))
         }
         for connection in idle { await connection.close() }
     }

@@ -79,7 +79,8 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
             do {
                 return try PostgresConfiguration(connectionString: url)
             } catch let error as PostgresError {
-                throw PostgresError(.configuration, "DATABASE_URL is not a valid connection string: \(error.message)",
+                throw PostgresError(
+                    .configuration, "DATABASE_URL is not a valid connection string: \(error.message)",
                     hint: "expected postgresql://user:password@host:port/database?sslmode=…")
             }
         }

@@ -72,7 +72,8 @@ extension PostgresConnection {
             }
         }
         if sent != 1 {
-            throw PostgresError(.connection, "sending COPY data failed: \(PostgresError.connectionMessage(handle, fallback: "unknown error"))")
+            throw PostgresError(
+                .connection, "sending COPY data failed: \(PostgresError.connectionMessage(handle, fallback: "unknown error"))")
         }
     }
 
@@ -81,7 +82,8 @@ extension PostgresConnection {
         exclusiveOperationInProgress = false
         let ended = failure.map { PQputCopyEnd(handle, String($0.prefix(200))) } ?? PQputCopyEnd(handle, nil)
         if ended != 1 {
-            throw PostgresError(.connection, "ending COPY failed: \(PostgresError.connectionMessage(handle, fallback: "unknown error"))")
+            throw PostgresError(
+                .connection, "ending COPY failed: \(PostgresError.connectionMessage(handle, fallback: "unknown error"))")
         }
         return try Self.collectCopyResult(handle)
     }
@@ -115,7 +117,9 @@ extension PostgresConnection {
                 break
             } else {
                 exclusiveOperationInProgress = false
-                throw PostgresError(.connection, "reading COPY data failed: \(PostgresError.connectionMessage(handle, fallback: "unknown error"))")
+                throw PostgresError(
+                    .connection, "reading COPY data failed: \(PostgresError.connectionMessage(handle, fallback: "unknown error"))"
+                )
             }
         }
         return out.isEmpty && !exclusiveOperationInProgress ? nil : out

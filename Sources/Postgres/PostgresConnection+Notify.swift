@@ -43,7 +43,8 @@ extension PostgresConnection {
                 if PQconsumeInput(handle) == 0 {
                     throw PostgresError(
                         .connection,
-                        "lost the connection while waiting for notifications: \(PostgresError.connectionMessage(handle, fallback: "connection closed"))")
+                        "lost the connection while waiting for notifications: \(PostgresError.connectionMessage(handle, fallback: "connection closed"))"
+                    )
                 }
                 collectNotifications()
             }

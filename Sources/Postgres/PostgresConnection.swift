@@ -76,11 +76,13 @@ public actor PostgresConnection {
             throw Self.connectionFailure(raw, configuration: configuration)
         }
         handle = connection
-        PQsetNoticeReceiver(connection, { context, result in
-            guard let context, let result, let message = PQresultErrorField(result, Int32(UInt8(ascii: "M"))) else { return }
-            let sink = Unmanaged<NoticeSink>.fromOpaque(context).takeUnretainedValue()
-            sink.logger.debug("server notice", metadata: ["notice": "\(String(cString: message))"])
-        }, Unmanaged.passUnretained(noticeSink).toOpaque())
+        PQsetNoticeReceiver(
+            connection,
+            { context, result in
+                guard let context, let result, let message = PQresultErrorField(result, Int32(UInt8(ascii: "M"))) else { return }
+                let sink = Unmanaged<NoticeSink>.fromOpaque(context).takeUnretainedValue()
+                sink.logger.debug("server notice", metadata: ["notice": "\(String(cString: message))"])
+            }, Unmanaged.passUnretained(noticeSink).toOpaque())
         let version = PQserverVersion(connection)
         if version < 140_000 {
             close()
@@ -119,7 +121,8 @@ public actor PostgresConnection {
         } else if lower.contains("connection refused") || lower.contains("no such file or directory")
             || lower.contains("timeout expired")
         {
-            hint = "is PostgreSQL running there? Check DATABASE_URL or PGHOST/PGPORT, "
+            hint =
+                "is PostgreSQL running there? Check DATABASE_URL or PGHOST/PGPORT, "
                 + "or unset them to use Tributary's embedded server"
         } else if lower.contains("ssl") {
             hint = "check sslmode and the server's SSL setup"
@@ -166,7 +169,8 @@ public actor PostgresConnection {
             throw PostgresError(.connection, "the connection to the server is closed")
         }
         if exclusiveOperationInProgress {
-            throw PostgresError(.misuse, "a COPY or a streaming query is in progress on this connection; finish it before another statement")
+            throw PostgresError(
+                .misuse, "a COPY or a streaming query is in progress on this connection; finish it before another statement")
         }
         return handle
     }

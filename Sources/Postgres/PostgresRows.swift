@@ -57,9 +57,10 @@ public struct PostgresRows: Sendable, RandomAccessCollection {
                 } else {
                     let length = Int(PQgetlength(result, row, column))
                     let pointer = PQgetvalue(result, row, column)!
-                    cells.append(pointer.withMemoryRebound(to: UInt8.self, capacity: length) {
-                        String(decoding: UnsafeBufferPointer(start: $0, count: length), as: UTF8.self)
-                    })
+                    cells.append(
+                        pointer.withMemoryRebound(to: UInt8.self, capacity: length) {
+                            String(decoding: UnsafeBufferPointer(start: $0, count: length), as: UTF8.self)
+                        })
                 }
             }
         }

@@ -35,7 +35,8 @@ public enum ProcessRunner {
                 throw PostgresError(
                     .embeddedServer,
                     "running as root, Tributary must start PostgreSQL as the '\(user)' user, but 'runuser' was not found",
-                    hint: "install util-linux (apt-get install util-linux), run Tributary as a non-root user, or set DATABASE_URL")
+                    hint: "install util-linux (apt-get install util-linux), run Tributary as a non-root user, or set DATABASE_URL"
+                )
             }
             program = runuser
             argv = [runuser, "-u", user, "--"] + argv
@@ -54,7 +55,8 @@ public enum ProcessRunner {
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, pipeEnds[1], 1)
-        let errorFile = separateErrors
+        let errorFile =
+            separateErrors
             ? FileManager.default.temporaryDirectory.appendingPathComponent("stderr-\(UUID().uuidString)").path : nil
         if let errorFile {
             posix_spawn_file_actions_addopen(&actions, 2, errorFile, O_WRONLY | O_CREAT | O_TRUNC, 0o600)

@@ -22,7 +22,8 @@ public enum SQLQuoting {
         if name.utf8.count > maxIdentifierBytes {
             throw PostgresError(
                 .encoding,
-                "the identifier '\(printable(name))' is \(name.utf8.count) bytes long; PostgreSQL allows at most \(maxIdentifierBytes)")
+                "the identifier '\(printable(name))' is \(name.utf8.count) bytes long; PostgreSQL allows at most \(maxIdentifierBytes)"
+            )
         }
         return "\"" + name.replacingAll("\"", with: "\"\"") + "\""
     }

@@ -21,7 +21,8 @@ public enum TestDatabase {
     /// A logger that stays quiet unless `TRIBUTARY_TEST_LOG` names a level.
     public static var logger: Logger {
         var logger = Logger(label: "tributary.tests")
-        logger.logLevel = ProcessInfo.processInfo.environment["TRIBUTARY_TEST_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .critical
+        logger.logLevel =
+            ProcessInfo.processInfo.environment["TRIBUTARY_TEST_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .critical
         return logger
     }
 
@@ -91,7 +92,8 @@ public enum TestDatabase {
     /// A separate embedded cluster in a temporary directory, for tests that stop and restart the server or change
     /// its authentication. Removed (after being stopped) when `body` ends.
     public static func withPrivateCluster<T>(_ body: (EmbeddedPostgres) async throws -> T) async throws -> T {
-        let base = FileManager.default.temporaryDirectory.appendingPathComponent("tributary-cluster-\(UUID().uuidString.prefix(8))")
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "tributary-cluster-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
         // As root the server runs as `postgres`, which must be able to enter the directory.
         _ = chmod(base.path, 0o755)
@@ -116,7 +118,8 @@ public enum TestDatabase {
             let task = Task {
                 if let configured = try PostgresConfiguration.fromEnvironment() { return configured }
                 let environment = ProcessInfo.processInfo.environment
-                let directory = environment["TRIBUTARY_TEST_PGDATA"].flatMap { $0.isEmpty ? nil : $0 }
+                let directory =
+                    environment["TRIBUTARY_TEST_PGDATA"].flatMap { $0.isEmpty ? nil : $0 }
                     ?? packageRoot.appendingPathComponent(".tributary/test-pgdata").path
                 return try await EmbeddedPostgres(dataDirectory: directory, logger: TestDatabase.logger).start()
             }

@@ -98,7 +98,9 @@ public actor EventWriter {
                 let outcomes = try await flush(batch)
                 queuedEvents -= count
                 // Suppressed events (a deleted person's) are neither stored nor duplicates.
-                onFlush(outcomes.reduce(0) { $0 + $1.stored }, outcomes.reduce(0) { $0 + $1.duplicates }, ContinuousClock.now - started)
+                onFlush(
+                    outcomes.reduce(0) { $0 + $1.stored }, outcomes.reduce(0) { $0 + $1.duplicates },
+                    ContinuousClock.now - started)
                 for (request, outcome) in zip(batch, outcomes) { request.continuation.resume(returning: outcome) }
             } catch {
                 queuedEvents -= count
@@ -134,41 +136,52 @@ public actor EventWriter {
             } catch let error as PostgresError where error.sqlState == .deadlockDetected {
                 // A retry raced its original across the two paths (the checking path records ids under the lock,
                 // this one before it); the server broke the cycle by rolling this flush back. Check every event.
-                logger.info("writer: a flush met a concurrent one recording the same message ids; retrying it", metadata: ["error": "\(error)"])
+                logger.info(
+                    "writer: a flush met a concurrent one recording the same message ids; retrying it",
+                    metadata: ["error": "\(error)"])
             }
         }
-        let (storedKeys, droppedKeys): (Set<String>, Set<String>) = if let stored { stored } else { try await client.withConnection { connection in
-            try await connection.execute(Self.stagingSQL)
-            return try await connection.withTransaction { tx in
-                try await tx.copyIn("COPY tributary_incoming FROM STDIN") { writer in
-                    var buffer: [UInt8] = []
-                    buffer.reserveCapacity(256 * 1024)
-                    for (ordinal, (sourceID, event)) in rows.enumerated() {
-                        Self.appendCopyLine(to: &buffer, ordinal: ordinal, sourceID: sourceID, event)
-                        if buffer.count >= 240 * 1024 {
+        let (storedKeys, droppedKeys): (Set<String>, Set<String>) =
+            if let stored { stored } else {
+                try await client.withConnection { connection in
+                    try await connection.execute(Self.stagingSQL)
+                    return try await connection.withTransaction { tx in
+                        try await tx.copyIn("COPY tributary_incoming FROM STDIN") { writer in
+                            var buffer: [UInt8] = []
+                            buffer.reserveCapacity(256 * 1024)
+                            for (ordinal, (sourceID, event)) in rows.enumerated() {
+                                Self.appendCopyLine(to: &buffer, ordinal: ordinal, sourceID: sourceID, event)
+                                if buffer.count >= 240 * 1024 {
+                                    try await writer.write(buffer)
+                                    buffer.removeAll(keepingCapacity: true)
+                                }
+                            }
                             try await writer.write(buffer)
-                            buffer.removeAll(keepingCapacity: true)
                         }
+                        try await tx.advisoryTransactionLock(Self.sequenceLock)
+                        // The statement's snapshot is taken under the lock a deletion also takes, so a suppression committed
+                        // before we got it is seen.
+                        let inserted = try await tx.query(
+                            PostgresQuery(unsafeSQL: Self.insertSQL, binds: [try hint.rules.postgresBind()]))
+                        var keys = Set<String>()
+                        var dropped = Set<String>()
+                        for row in inserted {
+                            let (source, message, stored) = try row.decode((String, String, Bool).self)
+                            if stored {
+                                keys.insert(source + "\u{1}" + message)
+                            } else {
+                                dropped.insert(source + "\u{1}" + message)
+                            }
+                        }
+                        // Wake the stream stages (identity, ...) on commit; they also poll, so this only cuts latency.
+                        if !keys.isEmpty { try await tx.execute("SELECT pg_notify(\(Self.eventsChannel), '')") }
+                        return (keys, dropped)
                     }
-                    try await writer.write(buffer)
                 }
-                try await tx.advisoryTransactionLock(Self.sequenceLock)
-                // The statement's snapshot is taken under the lock a deletion also takes, so a suppression committed
-                // before we got it is seen.
-                let inserted = try await tx.query(PostgresQuery(unsafeSQL: Self.insertSQL, binds: [try hint.rules.postgresBind()]))
-                var keys = Set<String>()
-                var dropped = Set<String>()
-                for row in inserted {
-                    let (source, message, stored) = try row.decode((String, String, Bool).self)
-                    if stored { keys.insert(source + "\u{1}" + message) } else { dropped.insert(source + "\u{1}" + message) }
-                }
-                // Wake the stream stages (identity, ...) on commit; they also poll, so this only cuts latency.
-                if !keys.isEmpty { try await tx.execute("SELECT pg_notify(\(Self.eventsChannel), '')") }
-                return (keys, dropped)
             }
-        } }
         if !droppedKeys.isEmpty {
-            logger.info("dropped events carrying suppressed identifiers (deleted people)", metadata: ["events": "\(droppedKeys.count)"])
+            logger.info(
+                "dropped events carrying suppressed identifiers (deleted people)", metadata: ["events": "\(droppedKeys.count)"])
         }
         var outcomes = batch.map { _ in Outcome(stored: 0, duplicates: 0) }
         var position = 0
@@ -203,13 +216,15 @@ public actor EventWriter {
                 timings.mark("connection")
                 var recorded = Set<String>()
                 recorded.reserveCapacity(rows.count)
-                for row in try await tx.query("""
+                for row in try await tx.query(
+                    """
                     INSERT INTO cdp.event_message_ids (source_id, message_id, received_at)
                     SELECT * FROM unnest(\(rows.map(\.sourceID))::text[], \(rows.map(\.event.messageID))::text[],
                                          \(rows.map { PostgresTime.format($0.event.receivedAt) })::timestamptz[])
                     ON CONFLICT DO NOTHING
                     RETURNING source_id, message_id
-                    """) {
+                    """)
+                {
                     let (source, message) = try row.decode((String, String).self)
                     recorded.insert(source + "\u{1}" + message)
                 }
@@ -220,20 +235,23 @@ public actor EventWriter {
                 timings.mark("lock")
                 var sequence: [Int64] = []
                 sequence.reserveCapacity(recorded.count)
-                for row in try await tx.query("""
+                for row in try await tx.query(
+                    """
                     WITH blocked AS MATERIALIZED (SELECT EXISTS (SELECT 1 FROM cdp.suppressions) AS found)
                     SELECT -1::int8 WHERE (SELECT found FROM blocked)
                     UNION ALL
                     SELECT nextval('cdp.events_seq') FROM generate_series(1, \(recorded.count)) WHERE NOT (SELECT found FROM blocked)
-                    """) {
+                    """)
+                {
                     let seq = try row.decode(Int64.self)
-                    if seq < 0 { throw SuppressionFound() }   // something is suppressed now: roll back, check every event
+                    if seq < 0 { throw SuppressionFound() }  // something is suppressed now: roll back, check every event
                     sequence.append(seq)
                 }
                 // Every drawer of cdp.events_seq holds the lock, so these are the next numbers, in order.
                 sequence.sort()
                 timings.mark("draw seqs")
-                try await tx.copyIn(PostgresQuery(unsafeSQL: "COPY cdp.events (seq, \(Self.eventColumns)) FROM STDIN")) { writer in
+                try await tx.copyIn(PostgresQuery(unsafeSQL: "COPY cdp.events (seq, \(Self.eventColumns)) FROM STDIN")) {
+                    writer in
                     var buffer: [UInt8] = []
                     buffer.reserveCapacity(256 * 1024)
                     var next = sequence.makeIterator()
@@ -270,8 +288,11 @@ public actor EventWriter {
     /// The identity rules document and whether any identifier is suppressed, re-read when older than
     /// ``suppressionRefresh``.
     private func suppressionState() async throws -> (rules: String, any: Bool) {
-        if let hint = suppressionHint, ContinuousClock.now - hint.readAt < Self.suppressionRefresh { return (hint.rules, hint.any) }
-        let row = try await client.query("""
+        if let hint = suppressionHint, ContinuousClock.now - hint.readAt < Self.suppressionRefresh {
+            return (hint.rules, hint.any)
+        }
+        let row = try await client.query(
+            """
             SELECT coalesce((SELECT rules FROM cdp.identity_rules WHERE id = 1), '{}')::text, EXISTS (SELECT 1 FROM cdp.suppressions)
             """)[0]
         let (rules, any) = try row.decode((String, Bool).self)

@@ -31,13 +31,16 @@ public struct Importer: Sendable {
 
         /// Parses `--map` arguments of the form `target=Column`.
         public static func parseField(_ text: String) throws -> (target: String, column: String) {
-            guard let equals = text.firstIndex(of: "="), equals != text.startIndex, text.index(after: equals) != text.endIndex else {
+            guard let equals = text.firstIndex(of: "="), equals != text.startIndex, text.index(after: equals) != text.endIndex
+            else {
                 throw ImportError("--map \(text): expected target=Column, for example traits.email=Email")
             }
             let target = String(text[..<equals])
             let base = target.split(separator: ":").first.map(String.init) ?? target
-            let topLevel = ["userId", "user_id", "anonymousId", "anonymous_id", "messageId", "message_id", "event", "name",
-                            "groupId", "group_id", "previousId", "previous_id", "timestamp"]
+            let topLevel = [
+                "userId", "user_id", "anonymousId", "anonymous_id", "messageId", "message_id", "event", "name",
+                "groupId", "group_id", "previousId", "previous_id", "timestamp",
+            ]
             let nested = ["traits.", "properties.", "context."]
             guard topLevel.contains(base) || nested.contains(where: { base.hasPrefix($0) && base.count > $0.count }) else {
                 throw ImportError(
@@ -126,7 +129,8 @@ public struct Importer: Sendable {
                     }
                 }
             } else {
-                for (line, text) in lines.feed(Array(chunk), final: finished) where !text.allSatisfy({ $0 == 0x20 || $0 == 0x0D }) {
+                for (line, text) in lines.feed(Array(chunk), final: finished) where !text.allSatisfy({ $0 == 0x20 || $0 == 0x0D })
+                {
                     try await take(line: line) {
                         do {
                             return Self.withMessageID(try JSONParser.parse(text), content: text)
@@ -179,7 +183,8 @@ public struct Importer: Sendable {
             if parts.count == 2 {
                 switch parts[1] {
                 case "number":
-                    guard case .number(let text)? = try? JSONParser.parse(Array(raw.trimmingCharacters(in: .whitespaces).utf8)) else {
+                    guard case .number(let text)? = try? JSONParser.parse(Array(raw.trimmingCharacters(in: .whitespaces).utf8))
+                    else {
                         throw ValidationIssue(index: line, field: column, message: "'\(raw.prefix(40))' is not a number")
                     }
                     value = .number(text)
@@ -195,15 +200,25 @@ public struct Importer: Sendable {
             if let dot = name.firstIndex(of: ".") {
                 nested[String(name[..<dot]), default: []].append((String(name[name.index(after: dot)...]), value))
             } else {
-                let key = ["user_id": "userId", "anonymous_id": "anonymousId", "message_id": "messageId", "group_id": "groupId",
-                           "previous_id": "previousId"][name] ?? name
+                let key =
+                    [
+                        "user_id": "userId", "anonymous_id": "anonymousId", "message_id": "messageId", "group_id": "groupId",
+                        "previous_id": "previousId",
+                    ][name] ?? name
                 top.append((key, value))
             }
         }
         for (key, members) in nested.sorted(by: { $0.key < $1.key }) { top.append((key, .object(members))) }
         if !top.contains(where: { $0.0 == "messageId" }) {
-            top.append(("messageId", .string("import-" + digest(Array(fields.joined(separator: "\u{1F}").utf8)
-                + Array(mapping.type.rawValue.utf8) + Array((mapping.event ?? "").utf8)))))
+            top.append(
+                (
+                    "messageId",
+                    .string(
+                        "import-"
+                            + digest(
+                                Array(fields.joined(separator: "\u{1F}").utf8)
+                                    + Array(mapping.type.rawValue.utf8) + Array((mapping.event ?? "").utf8)))
+                ))
         }
         return .object(top)
     }

@@ -32,7 +32,8 @@ public struct SourceStore: Sendable {
         let key = Self.generateWriteKey()
         let id = "src_" + Self.randomToken(length: 16)
         do {
-            let rows = try await client.query("""
+            let rows = try await client.query(
+                """
                 INSERT INTO cdp.sources (source_id, name, write_key_sha256, write_key_hint)
                 VALUES (\(id), \(name), \(Self.hash(key)), \(Self.hint(key)))
                 RETURNING \(unescaped: Self.columns)
@@ -63,7 +64,8 @@ public struct SourceStore: Sendable {
     /// Replaces a source's write key; the old key stops working at once. Returns the new key.
     public func rotateKey(name: String) async throws -> (source: Source, writeKey: String) {
         let key = Self.generateWriteKey()
-        let rows = try await client.query("""
+        let rows = try await client.query(
+            """
             UPDATE cdp.sources SET write_key_sha256 = \(Self.hash(key)), write_key_hint = \(Self.hint(key)),
                    key_rotated_at = now()
             WHERE name = \(name) RETURNING \(unescaped: Self.columns)
@@ -79,7 +81,8 @@ public struct SourceStore: Sendable {
 
     /// The enabled source a write key belongs to, or nil for an unknown or disabled key.
     public func authenticate(writeKey: String) async throws -> Source? {
-        let rows = try await client.query("""
+        let rows = try await client.query(
+            """
             SELECT \(unescaped: Self.columns) FROM cdp.sources WHERE write_key_sha256 = \(Self.hash(writeKey)) AND enabled
             """)
         return try rows.first.map(Self.source)

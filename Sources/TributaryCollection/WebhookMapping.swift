@@ -142,7 +142,8 @@ public struct WebhookMapping: Sendable, Equatable {
             return PostgresTime.format(Date(timeIntervalSince1970: milliseconds / 1000))
         default: break
         }
-        throw ValidationIssue(index: nil, field: "timestamp", message: "the payload's value is not a \(timestampFormat.rawValue) timestamp")
+        throw ValidationIssue(
+            index: nil, field: "timestamp", message: "the payload's value is not a \(timestampFormat.rawValue) timestamp")
     }
 
     static func value(_ spec: String, in payload: JSONValue) -> JSONValue? {
@@ -175,7 +176,8 @@ public struct WebhookMappingStore: Sendable {
         guard let source = try await SourceStore(client: client).named(mapping.source) else {
             throw ImportError("mapping.source: there is no source named '\(mapping.source)'")
         }
-        try await client.execute("""
+        try await client.execute(
+            """
             INSERT INTO cdp.webhook_mappings (source_id, mapping) VALUES (\(source.id), \(PostgresJSON(text: mapping.json.serialized)))
             ON CONFLICT (source_id) DO UPDATE SET mapping = EXCLUDED.mapping, updated_at = now()
             """)
@@ -183,8 +185,10 @@ public struct WebhookMappingStore: Sendable {
 
     /// The mapping of a source, or nil.
     public func mapping(sourceID: String) async throws -> WebhookMapping? {
-        guard let text = try await client.query(
-            "SELECT mapping::text FROM cdp.webhook_mappings WHERE source_id = \(sourceID)").first?[0].decode(String.self)
+        guard
+            let text = try await client.query(
+                "SELECT mapping::text FROM cdp.webhook_mappings WHERE source_id = \(sourceID)"
+            ).first?[0].decode(String.self)
         else { return nil }
         return try WebhookMapping(json: JSONParser.parse(Array(text.utf8)))
     }

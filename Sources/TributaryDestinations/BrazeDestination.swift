@@ -56,12 +56,15 @@ public struct BrazeDestination: Destination {
 
     public static func validate(_ settings: JSONValue) throws {
         guard let endpointValue = settings["endpoint"], endpointValue != .null else {
-            throw SyncError("destination.endpoint: required, the REST endpoint of the Braze instance (https://rest.iad-01.braze.com)")
+            throw SyncError(
+                "destination.endpoint: required, the REST endpoint of the Braze instance (https://rest.iad-01.braze.com)")
         }
         guard case .string(let endpoint) = endpointValue,
-              endpoint.hasPrefix("https://") || endpoint.hasPrefix("http://") || endpoint.hasPrefix("env:")
+            endpoint.hasPrefix("https://") || endpoint.hasPrefix("http://") || endpoint.hasPrefix("env:")
         else {
-            throw SyncError("destination.endpoint: must be an https:// URL, the REST endpoint of the Braze instance (https://rest.iad-01.braze.com)")
+            throw SyncError(
+                "destination.endpoint: must be an https:// URL, the REST endpoint of the Braze instance (https://rest.iad-01.braze.com)"
+            )
         }
         try checkString(settings, "apiKey", required: true)
         try checkString(settings, "externalIdField", required: false)
@@ -163,10 +166,11 @@ public struct BrazeDestination: Destination {
             case .failure(let problem):
                 results[index] = .rejected(problem.description)
             case .success(let item):
-                let (isDelete, value): (Bool, JSONValue) = switch item {
-                case .attributes(let object): (false, object)
-                case .delete(let id): (true, .string(id))
-                }
+                let (isDelete, value): (Bool, JSONValue) =
+                    switch item {
+                    case .attributes(let object): (false, object)
+                    case .delete(let id): (true, .string(id))
+                    }
                 let limit = isDelete ? Self.deletesPerRequest : Self.attributesPerRequest
                 if let last = requests.last, last.isDelete == isDelete, last.items.count < limit {
                     requests[requests.count - 1].items.append((index, value))
@@ -185,14 +189,17 @@ public struct BrazeDestination: Destination {
     /// Sends one request; returns the rejected rows by position in the request.
     func post(_ request: Request) async throws -> [Int: String] {
         let path = request.isDelete ? "/users/delete" : "/users/track"
-        let body: JSONValue = request.isDelete
+        let body: JSONValue =
+            request.isDelete
             ? .object([("external_ids", .array(request.items.map(\.item)))])
             : .object([("attributes", .array(request.items.map(\.item)))])
         var bytes: [UInt8] = []
         body.write(to: &bytes)
         let url = endpoint + path
-        let headers = [("Content-Type", "application/json"), ("Authorization", "Bearer \(apiKey)"),
-                       ("User-Agent", "tributary/\(Tributary.version)")]
+        let headers = [
+            ("Content-Type", "application/json"), ("Authorization", "Bearer \(apiKey)"),
+            ("User-Agent", "tributary/\(Tributary.version)"),
+        ]
         let response: HTTPSender.Response
         do {
             response = try await sender.send("POST", url, headers: headers, body: bytes)
@@ -207,8 +214,9 @@ public struct BrazeDestination: Destination {
         }
         guard let answer else { return [:] }  // A 2xx without a JSON body: accepted.
         if case .string(let message)? = answer["message"], message != "success", message != "queued" {
-            throw DestinationError("POST \(url): HTTP \(response.status) with a fatal error: " + redacted(Self.message(answer, response.text)),
-                                   retryable: false)
+            throw DestinationError(
+                "POST \(url): HTTP \(response.status) with a fatal error: " + redacted(Self.message(answer, response.text)),
+                retryable: false)
         }
         guard case .array(let errors)? = answer["errors"], !errors.isEmpty else { return [:] }
         var rejected: [Int: String] = [:]
@@ -216,7 +224,8 @@ public struct BrazeDestination: Destination {
         for error in errors {
             let arrayName: String? = if case .string(let name)? = error["input_array"] { name } else { nil }
             if !request.isDelete, arrayName == nil || arrayName == "attributes",
-               case .number(let text)? = error["index"], let position = Int(text), request.items.indices.contains(position) {
+                case .number(let text)? = error["index"], let position = Int(text), request.items.indices.contains(position)
+            {
                 let reason: String = if case .string(let type)? = error["type"] { type } else { error.serialized }
                 rejected[position] = redacted(reason)
             } else {
@@ -224,7 +233,8 @@ public struct BrazeDestination: Destination {
             }
         }
         if !unattributed.isEmpty {
-            logger.warning("braze: POST \(path) answered errors that name no row: \(unattributed.joined(separator: "; ").prefix(500))")
+            logger.warning(
+                "braze: POST \(path) answered errors that name no row: \(unattributed.joined(separator: "; ").prefix(500))")
         }
         return rejected
     }
@@ -233,7 +243,9 @@ public struct BrazeDestination: Destination {
     static func message(_ answer: JSONValue?, _ text: String) -> String {
         var parts: [String] = []
         if case .string(let message)? = answer?["message"] { parts.append(message) }
-        if case .array(let errors)? = answer?["errors"], !errors.isEmpty { parts.append("errors: \(JSONValue.array(errors).serialized)") }
+        if case .array(let errors)? = answer?["errors"], !errors.isEmpty {
+            parts.append("errors: \(JSONValue.array(errors).serialized)")
+        }
         let message = parts.isEmpty ? String(text.prefix(200)) : parts.joined(separator: "; ")
         return String(message.prefix(500))
     }

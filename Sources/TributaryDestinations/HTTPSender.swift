@@ -34,8 +34,11 @@ public struct HTTPSender: Sendable {
         let response: HTTPClientResponse
         var collected: ByteBuffer
         do {
-            response = try await client.execute(request, timeout: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000
-                + timeout.components.attoseconds / 1_000_000_000))
+            response = try await client.execute(
+                request,
+                timeout: .nanoseconds(
+                    Int64(timeout.components.seconds) * 1_000_000_000
+                        + timeout.components.attoseconds / 1_000_000_000))
             collected = try await response.body.collect(upTo: bodyLimit)
         } catch is CancellationError {
             throw CancellationError()

@@ -66,26 +66,32 @@ public struct MetaAudienceDestination: Destination {
         try BrazeDestination.checkString(settings, "audienceId", required: true)
         try BrazeDestination.checkString(settings, "accessToken", required: true)
         if let value = settings["graphURL"], value != .null {
-            guard case .string(let url) = value, url.hasPrefix("https://") || url.hasPrefix("http://") || url.hasPrefix("env:") else {
-                throw SyncError("destination.graphURL: must be an https:// URL, the Graph API base with its version (\(defaultGraphURL))")
+            guard case .string(let url) = value, url.hasPrefix("https://") || url.hasPrefix("http://") || url.hasPrefix("env:")
+            else {
+                throw SyncError(
+                    "destination.graphURL: must be an https:// URL, the Graph API base with its version (\(defaultGraphURL))")
             }
         }
         try BrazeDestination.checkString(settings, "emailField", required: false)
         try BrazeDestination.checkString(settings, "phoneField", required: false)
         if let value = settings["defaultCountryCode"], value != .null {
             guard case .string(let code) = value, countryCode(code) != nil else {
-                throw SyncError("destination.defaultCountryCode: must be a country calling code as a string of 1 to 3 digits (\"1\", \"44\")")
+                throw SyncError(
+                    "destination.defaultCountryCode: must be a country calling code as a string of 1 to 3 digits (\"1\", \"44\")")
             }
         }
         if let unknown = settings.objectKeys.first(where: { !keys.contains($0) }) {
-            throw SyncError("destination.\(unknown): unknown setting for meta_audience (\(keys.dropFirst().joined(separator: ", ")))")
+            throw SyncError(
+                "destination.\(unknown): unknown setting for meta_audience (\(keys.dropFirst().joined(separator: ", ")))")
         }
     }
 
     /// `"44"` or `"+44"` → `"44"`; nil unless 1–3 digits not starting with 0.
     static func countryCode(_ text: String) -> String? {
         let digits = text.hasPrefix("+") ? String(text.dropFirst()) : text
-        guard (1...3).contains(digits.count), digits.allSatisfy({ $0.isASCII && $0.isNumber }), !digits.hasPrefix("0") else { return nil }
+        guard (1...3).contains(digits.count), digits.allSatisfy({ $0.isASCII && $0.isNumber }), !digits.hasPrefix("0") else {
+            return nil
+        }
         return digits
     }
 
@@ -116,7 +122,7 @@ public struct MetaAudienceDestination: Destination {
     public static func normalizedEmail(_ raw: String) -> String? {
         let email = raw.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
         guard let at = email.firstIndex(of: "@"), at != email.startIndex, email.index(after: at) != email.endIndex,
-              !email.contains(where: \.isWhitespace)
+            !email.contains(where: \.isWhitespace)
         else { return nil }
         return email
     }
@@ -176,8 +182,10 @@ public struct MetaAudienceDestination: Destination {
         }
         guard email != nil || phone != nil else {
             if phoneProblem == .noCountryCode {
-                return .failure(SyncError(
-                    "no email or phone to match on (the phone has no country code: write it as +<country code>… or set destination.defaultCountryCode)"))
+                return .failure(
+                    SyncError(
+                        "no email or phone to match on (the phone has no country code: write it as +<country code>… or set destination.defaultCountryCode)"
+                    ))
             }
             return .failure(SyncError("no email or phone to match on"))
         }
@@ -230,7 +238,9 @@ public struct MetaAudienceDestination: Destination {
             ("session_id", .number(String(Int64.random(in: 1...Int64.max)))), ("batch_seq", .number("1")),
             ("last_batch_flag", .bool(true)), ("estimated_num_total", .number(String(rows.count))),
         ])
-        let body = Self.formEncoded([("payload", payload.serialized), ("session", session.serialized), ("access_token", accessToken)])
+        let body = Self.formEncoded([
+            ("payload", payload.serialized), ("session", session.serialized), ("access_token", accessToken),
+        ])
         let headers = [("Content-Type", "application/x-www-form-urlencoded"), ("User-Agent", "tributary/\(Tributary.version)")]
         let response: HTTPSender.Response
         do {
@@ -257,7 +267,11 @@ public struct MetaAudienceDestination: Destination {
             for case .string(let text) in items { samples.append((text, nil)) }
         case .object(let members)?:
             for (name, value) in members {
-                if case .string(let text) = value { samples.append((name, text)); samples.append((text, nil)) } else { samples.append((name, nil)) }
+                if case .string(let text) = value {
+                    samples.append((name, text)); samples.append((text, nil))
+                } else {
+                    samples.append((name, nil))
+                }
             }
         default: break
         }
@@ -266,15 +280,19 @@ public struct MetaAudienceDestination: Destination {
             for (position, hashes) in rows.enumerated() {
                 for hash in hashes where !hash.isEmpty {
                     if let sample = samples.first(where: { $0.text.contains(hash) }) {
-                        rejected[position] = "Meta reported this entry as invalid"
+                        rejected[position] =
+                            "Meta reported this entry as invalid"
                             + (sample.reason.map { ": \(redacted(String($0.prefix(200))))" } ?? " (invalid_entry_samples)")
                         break
                     }
                 }
             }
         }
-        if case .number(let invalidText)? = answer["num_invalid_entries"], let invalid = Int(invalidText), invalid > rejected.count {
-            logger.warning("""
+        if case .number(let invalidText)? = answer["num_invalid_entries"], let invalid = Int(invalidText),
+            invalid > rejected.count
+        {
+            logger.warning(
+                """
                 meta_audience: \(method) \(usersURL): Meta reported \(invalid) invalid entries, \(rejected.count) of them named by \
                 invalid_entry_samples; the others cannot be told apart and count as delivered
                 """)
@@ -302,10 +320,12 @@ public struct MetaAudienceDestination: Destination {
         let retryAfter = response.headers.first { $0.0.lowercased() == "retry-after" }.flatMap { HTTPSender.retryAfter($0.1) }
         if code == 190 || code == 102 {
             return DestinationError(
-                redacted("\(prefix): Meta rejected the access token (\(detail)); renew destination.accessToken"), retryable: false)
+                redacted("\(prefix): Meta rejected the access token (\(detail)); renew destination.accessToken"), retryable: false
+            )
         }
         let transient = error["is_transient"] == .bool(true)
-        return DestinationError(redacted("\(prefix): \(detail)"), retryable: transient || Self.isRetryable(code: code), retryAfter: retryAfter)
+        return DestinationError(
+            redacted("\(prefix): \(detail)"), retryable: transient || Self.isRetryable(code: code), retryAfter: retryAfter)
     }
 
     /// The text without the access token, should Meta ever echo it.

@@ -7,7 +7,9 @@ extension DestinationRegistry {
         var registry = DestinationRegistry.core()
         registry.register("webhook", validate: WebhookDestination.validate) { try WebhookDestination($0, sender: sender) }
         registry.register("braze", validate: BrazeDestination.validate) { try BrazeDestination($0, sender: sender) }
-        registry.register("meta_audience", validate: MetaAudienceDestination.validate) { try MetaAudienceDestination($0, sender: sender) }
+        registry.register("meta_audience", validate: MetaAudienceDestination.validate) {
+            try MetaAudienceDestination($0, sender: sender)
+        }
         return registry
     }
 }

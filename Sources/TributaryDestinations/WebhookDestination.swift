@@ -27,11 +27,14 @@ public struct WebhookDestination: Destination {
     public static let keys = ["type", "url", "secret", "headers", "timeoutSeconds", "maxBatchSize"]
 
     public static func validate(_ settings: JSONValue) throws {
-        guard case .string(let url)? = settings["url"], url.hasPrefix("http://") || url.hasPrefix("https://") || url.hasPrefix("env:") else {
+        guard case .string(let url)? = settings["url"],
+            url.hasPrefix("http://") || url.hasPrefix("https://") || url.hasPrefix("env:")
+        else {
             throw SyncError("destination.url: required, an http:// or https:// URL")
         }
         if let headers = settings["headers"], headers != .null {
-            guard case .object(let members) = headers, members.allSatisfy({ if case .string = $0.1 { true } else { false } }) else {
+            guard case .object(let members) = headers, members.allSatisfy({ if case .string = $0.1 { true } else { false } })
+            else {
                 throw SyncError("destination.headers: an object of header names to string values")
             }
         }
@@ -66,7 +69,8 @@ public struct WebhookDestination: Destination {
 
     /// `sha256=<hex>` of HMAC-SHA256(secret, "<timestamp>.<body>").
     public static func signature(secret: String, timestamp: String, body: [UInt8]) -> String {
-        let mac = HMAC<SHA256>.authenticationCode(for: Array(timestamp.utf8) + [UInt8(ascii: ".")] + body, using: SymmetricKey(data: Array(secret.utf8)))
+        let mac = HMAC<SHA256>.authenticationCode(
+            for: Array(timestamp.utf8) + [UInt8(ascii: ".")] + body, using: SymmetricKey(data: Array(secret.utf8)))
         return "sha256=" + mac.map { String(format: "%02x", $0) }.joined()
     }
 
@@ -75,24 +79,36 @@ public struct WebhookDestination: Destination {
             .prefix(16).map { String(format: "%02x", $0) }.joined()
         let body = JSONValue.object([
             ("sync", .string(context.sync)), ("run_id", .number(String(context.runID))), ("batch_id", .string(batchID)),
-            ("changes", .array(batch.map { change in
-                .object([("op", .string(change.operation.rawValue)), ("key", change.key), ("fields", change.fields),
-                         ("idempotency_key", .string(change.idempotencyKey))])
-            })),
+            (
+                "changes",
+                .array(
+                    batch.map { change in
+                        .object([
+                            ("op", .string(change.operation.rawValue)), ("key", change.key), ("fields", change.fields),
+                            ("idempotency_key", .string(change.idempotencyKey)),
+                        ])
+                    })
+            ),
         ])
         var bytes: [UInt8] = []
         body.write(to: &bytes)
         let timestamp = String(Int(Date().timeIntervalSince1970))
-        var headers = [("Content-Type", "application/json"), ("Idempotency-Key", batchID), ("X-Tributary-Timestamp", timestamp),
-                       ("User-Agent", "tributary/\(Tributary.version)")]
-        if let secret { headers.append(("X-Tributary-Signature", Self.signature(secret: secret, timestamp: timestamp, body: bytes))) }
+        var headers = [
+            ("Content-Type", "application/json"), ("Idempotency-Key", batchID), ("X-Tributary-Timestamp", timestamp),
+            ("User-Agent", "tributary/\(Tributary.version)"),
+        ]
+        if let secret {
+            headers.append(("X-Tributary-Signature", Self.signature(secret: secret, timestamp: timestamp, body: bytes)))
+        }
         let response = try await sender.send("POST", url, headers: headers + self.headers, body: bytes)
         guard (200..<300).contains(response.status) else {
-            throw DestinationError("POST \(HTTPSender.redacted(url)): HTTP \(response.status) \(response.text.prefix(200))", retryable: false)
+            throw DestinationError(
+                "POST \(HTTPSender.redacted(url)): HTTP \(response.status) \(response.text.prefix(200))", retryable: false)
         }
         // Row-level rejections, if the receiver lists any.
         var rejected: [String: String] = [:]
-        if !response.body.isEmpty, let answer = try? JSONParser.parse(response.body), case .array(let items)? = answer["rejected"] {
+        if !response.body.isEmpty, let answer = try? JSONParser.parse(response.body), case .array(let items)? = answer["rejected"]
+        {
             for item in items {
                 if case .string(let key)? = item["idempotency_key"] {
                     rejected[key] = if case .string(let reason)? = item["reason"] { reason } else { "rejected by the receiver" }

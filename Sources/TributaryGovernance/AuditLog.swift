@@ -50,7 +50,8 @@ public struct AuditLog: Sendable {
     public static func record(
         _ db: PostgresConnection, actor: Actor, action: String, target: String? = nil, details: JSONValue = .object([])
     ) async throws {
-        try await db.execute("""
+        try await db.execute(
+            """
             INSERT INTO cdp.audit_log (actor, action, target, details)
             VALUES (\(actor.description), \(action), \(target), \(details.serialized)::jsonb)
             """)
@@ -58,17 +59,22 @@ public struct AuditLog: Sendable {
 
     /// Records an action in a transaction of its own.
     public func record(actor: Actor, action: String, target: String? = nil, details: JSONValue = .object([])) async throws {
-        try await client.withConnection { try await Self.record($0, actor: actor, action: action, target: target, details: details) }
+        try await client.withConnection {
+            try await Self.record($0, actor: actor, action: action, target: target, details: details)
+        }
     }
 
     /// The newest entries first, optionally only actions starting with `prefix` (`privacy.`).
     public func entries(actionPrefix prefix: String? = nil, limit: Int = 50) async throws -> [Entry] {
-        try await client.query("""
+        try await client.query(
+            """
             SELECT audit_id, at, actor, action, target, details::text FROM cdp.audit_log
             WHERE starts_with(action, \(prefix ?? "")) ORDER BY audit_id DESC LIMIT \(limit)
-            """).map { row in
+            """
+        ).map { row in
             let (id, at, actor, action, target, details) = try row.decode((Int64, Date, String, String, String?, String).self)
-            return Entry(id: id, at: at, actor: actor, action: action, target: target, details: try JSONParser.parse(Array(details.utf8)))
+            return Entry(
+                id: id, at: at, actor: actor, action: action, target: target, details: try JSONParser.parse(Array(details.utf8)))
         }
     }
 }

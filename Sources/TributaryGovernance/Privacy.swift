@@ -57,7 +57,9 @@ public struct PrivacyRequests: Sendable {
         var profiles: [UUID] = []
         switch lookup {
         case .found(let document):
-            guard case .string(let id)? = try JSONParser.parse(Array(document.utf8))["profile_id"], let profile = UUID(uuidString: id) else {
+            guard case .string(let id)? = try JSONParser.parse(Array(document.utf8))["profile_id"],
+                let profile = UUID(uuidString: id)
+            else {
                 throw PrivacyError("the profile document has no profile_id")
             }
             profiles = [profile]
@@ -70,7 +72,8 @@ public struct PrivacyRequests: Sendable {
         case .hub, .unknownKind, .invalidKind, .invalidValue:
             throw PrivacyError(lookup.message ?? "the identifier is not valid")
         }
-        let profileIDs = try await client.query("""
+        let profileIDs = try await client.query(
+            """
             WITH RECURSIVE ids (id) AS (
                 SELECT unnest(\(profiles)::uuid[])
                 UNION
@@ -78,11 +81,14 @@ public struct PrivacyRequests: Sendable {
                 WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_profiles AS p WHERE p.profile_id = m.from_profile_id)
             )
             SELECT id FROM ids
-            """).map { try $0[0].decode(UUID.self) }
-        let identifiers = try await client.query("""
+            """
+        ).map { try $0[0].decode(UUID.self) }
+        let identifiers = try await client.query(
+            """
             SELECT kind, value FROM cdp.identity_nodes WHERE profile_id = ANY(\(profiles)::uuid[]) AND status <> 'hub'
             ORDER BY first_seq, node_id
-            """).map { row in
+            """
+        ).map { row in
             let (kind, value) = try row.decode((String, String).self)
             return Identifier(kind: kind, value: value)
         }
@@ -90,7 +96,8 @@ public struct PrivacyRequests: Sendable {
         if parsed.kind == ProfileDocuments.profileIDKind {
             requested = Identifier(kind: parsed.kind, value: profiles[0].uuidString.lowercased())
         } else {
-            let normalized = try await client.query("""
+            let normalized = try await client.query(
+                """
                 SELECT n.value FROM (SELECT coalesce((SELECT rules FROM cdp.identity_rules WHERE id = 1), '{}') AS document) AS r,
                      cdp.identifier_normalize(\(parsed.kind), \(parsed.value), r.document) AS n
                 """)
@@ -103,11 +110,13 @@ public struct PrivacyRequests: Sendable {
 
     /// Starts a request in `cdp.privacy_requests` (committed at once, so a failure is logged too); returns its id.
     func begin(_ kind: String, _ identifier: Identifier, actor: AuditLog.Actor) async throws -> Int64 {
-        try await client.query("""
+        try await client.query(
+            """
             INSERT INTO cdp.privacy_requests (kind, actor, identifier_kind, identifier_hash)
             VALUES (\(kind), \(actor.description), \(identifier.kind), \(Self.identifierHash(identifier)))
             RETURNING request_id
-            """).scalar(Int64.self)
+            """
+        ).scalar(Int64.self)
     }
 
     /// Finishes a request and records it in the audit log, on `db` (the transaction of the action, if it has one).
@@ -115,7 +124,8 @@ public struct PrivacyRequests: Sendable {
         _ db: PostgresConnection, request: Int64, kind: String, identifier: Identifier, actor: AuditLog.Actor,
         counts: JSONValue, error: String? = nil, details: [(String, JSONValue)] = []
     ) async throws {
-        try await db.execute("""
+        try await db.execute(
+            """
             UPDATE cdp.privacy_requests SET status = \(error == nil ? "succeeded" : "failed"), finished_at = clock_timestamp(),
                    counts = \(counts.serialized)::jsonb, error = \(error)
             WHERE request_id = \(request)
@@ -126,8 +136,9 @@ public struct PrivacyRequests: Sendable {
             ("counts", counts),
         ]
         if let error { audit.append(("error", .string(error))) }
-        try await AuditLog.record(db, actor: actor, action: "privacy.\(kind)", target: "privacy_request:\(request)",
-                                  details: .object(audit + details))
+        try await AuditLog.record(
+            db, actor: actor, action: "privacy.\(kind)", target: "privacy_request:\(request)",
+            details: .object(audit + details))
     }
 
     /// Marks a request failed (in a transaction of its own) and returns `error` to throw. The error is logged with
@@ -137,8 +148,9 @@ public struct PrivacyRequests: Sendable {
         let message = Self.redacted("\(error)", subject)
         do {
             try await client.withTransaction { tx in
-                try await Self.finish(tx, request: request, kind: kind, identifier: subject.requested, actor: actor, counts: [:],
-                                      error: message)
+                try await Self.finish(
+                    tx, request: request, kind: kind, identifier: subject.requested, actor: actor, counts: [:],
+                    error: message)
             }
         } catch let logging {
             logger.error("recording a failed privacy request failed", metadata: ["request": "\(request)", "error": "\(logging)"])
@@ -170,14 +182,17 @@ public struct PrivacyRequests: Sendable {
 
     /// The newest privacy requests first.
     public func requests(limit: Int = 50) async throws -> [Request] {
-        try await client.query("""
+        try await client.query(
+            """
             SELECT request_id, kind, status, actor, identifier_kind, identifier_hash, requested_at, finished_at, counts::text, error
             FROM cdp.privacy_requests ORDER BY request_id DESC LIMIT \(limit)
-            """).map { row in
+            """
+        ).map { row in
             let (id, kind, status, actor, identifierKind, hash, requested, finished, counts, error) =
                 try row.decode((Int64, String, String, String, String, String, Date, Date?, String, String?).self)
-            return Request(id: id, kind: kind, status: status, actor: actor, identifierKind: identifierKind, identifierHash: hash,
-                           requestedAt: requested, finishedAt: finished, counts: try JSONParser.parse(Array(counts.utf8)), error: error)
+            return Request(
+                id: id, kind: kind, status: status, actor: actor, identifierKind: identifierKind, identifierHash: hash,
+                requestedAt: requested, finishedAt: finished, counts: try JSONParser.parse(Array(counts.utf8)), error: error)
         }
     }
 
@@ -186,7 +201,8 @@ public struct PrivacyRequests: Sendable {
     /// The texts a sync row about the person may hold: identifier values (lower-cased, phones also as digits), their
     /// `cdp.pii_hash` forms (what hashed sync fields send) and the profile ids.
     static func needles(_ db: PostgresConnection, _ subject: Subject) async throws -> [String] {
-        try await db.query("""
+        try await db.query(
+            """
             SELECT coalesce(array_agg(DISTINCT n), '{}') FROM (
                 SELECT lower(btrim(v)) FROM unnest(\(subject.identifiers.map(\.value))::text[]) AS v
                 UNION ALL SELECT regexp_replace(v, '[^0-9]', '', 'g') FROM unnest(\(subject.identifiers.map(\.value))::text[]) AS v
@@ -195,7 +211,8 @@ public struct PrivacyRequests: Sendable {
                           FROM unnest(\(subject.identifiers.map(\.kind))::text[], \(subject.identifiers.map(\.value))::text[]) AS i (kind, value)
                 UNION ALL SELECT id::text FROM unnest(\(subject.profileIDs)::uuid[]) AS id
             ) AS all_needles (n) WHERE n IS NOT NULL AND n <> ''
-            """).scalar([String].self)
+            """
+        ).scalar([String].self)
     }
 
     /// The shortest needle matched in the fields of a sync row (any length matches in its key): a short identifier
@@ -232,12 +249,14 @@ public struct PrivacyRequests: Sendable {
     /// for the rest of the transaction, adding the profiles the live ones were merged into since and every identifier
     /// the profiles hold now (hubs excepted).
     static func stageSubject(_ tx: PostgresConnection, _ subject: Subject) async throws {
-        try await tx.execute("""
+        try await tx.execute(
+            """
             CREATE TEMP TABLE tributary_privacy_profiles ON COMMIT DROP AS
             SELECT id AS profile_id FROM unnest(\(subject.profileIDs)::uuid[]) AS id
             UNION SELECT cdp.resolve_profile(id) FROM unnest(\(subject.profiles)::uuid[]) AS id WHERE cdp.resolve_profile(id) IS NOT NULL
             """)
-        try await tx.execute("""
+        try await tx.execute(
+            """
             CREATE TEMP TABLE tributary_privacy_ids ON COMMIT DROP AS
             SELECT kind, value FROM unnest(\(subject.identifiers.map(\.kind))::text[], \(subject.identifiers.map(\.value))::text[])
                 AS i (kind, value)

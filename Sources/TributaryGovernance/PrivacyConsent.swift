@@ -48,8 +48,10 @@ extension PrivacyRequests {
                 try await Self.finish(
                     tx, request: request, kind: "consent", identifier: subject.requested, actor: actor,
                     counts: ["events": .number(String(outcome.stored)), "suppressed": .number(String(outcome.suppressed))],
-                    details: [("purposes", .object(sortedPurposes.map { ($0.key, .bool($0.value)) })),
-                              ("message_id", .string(event.messageID))])
+                    details: [
+                        ("purposes", .object(sortedPurposes.map { ($0.key, .bool($0.value)) })),
+                        ("message_id", .string(event.messageID)),
+                    ])
             }
             return ConsentReceipt(requestID: request, messageID: event.messageID, stored: stored)
         } catch {
@@ -59,7 +61,9 @@ extension PrivacyRequests {
 
     /// Checks purposes as the consent API takes them; throws ``PrivacyError`` naming the bad one.
     public static func validate(purposes: [String: Bool]) throws {
-        if purposes.isEmpty { throw PrivacyError("purposes: at least one purpose is required (for example {\"Marketing\": true})") }
+        if purposes.isEmpty {
+            throw PrivacyError("purposes: at least one purpose is required (for example {\"Marketing\": true})")
+        }
         for name in purposes.keys.sorted() {
             let shown = name.replacingOccurrences(of: "\0", with: "\\0").prefix(100)
             if name.trimmingCharacters(in: .whitespaces).isEmpty { throw PrivacyError("purposes: a purpose name is empty") }

@@ -50,13 +50,16 @@ extension PrivacyRequests {
             return try await client.withConnection { db in
                 let needles = try await Self.needles(db, subject)
                 // The syncs holding anything about the person, locked (as a run locks them) until the deletion commits.
-                let syncs = try await db.query(PostgresQuery(unsafeSQL: """
-                    SELECT DISTINCT sync FROM (
-                        SELECT sync FROM cdp.sync_state WHERE \(Self.mentions(key: "key_object", fields: "payload", 1))
-                        UNION ALL SELECT sync FROM cdp.sync_pending WHERE \(Self.mentions(key: "key_object", fields: "payload", 1))
-                        UNION ALL SELECT sync FROM cdp.sync_errors WHERE \(Self.mentions(key: "key_object", fields: nil, 1))
-                    ) AS found ORDER BY sync
-                    """, binds: [try needles.postgresBind()])).map { try $0[0].decode(String.self) }
+                let syncs = try await db.query(
+                    PostgresQuery(
+                        unsafeSQL: """
+                            SELECT DISTINCT sync FROM (
+                                SELECT sync FROM cdp.sync_state WHERE \(Self.mentions(key: "key_object", fields: "payload", 1))
+                                UNION ALL SELECT sync FROM cdp.sync_pending WHERE \(Self.mentions(key: "key_object", fields: "payload", 1))
+                                UNION ALL SELECT sync FROM cdp.sync_errors WHERE \(Self.mentions(key: "key_object", fields: nil, 1))
+                            ) AS found ORDER BY sync
+                            """, binds: [try needles.postgresBind()])
+                ).map { try $0[0].decode(String.self) }
                 var locked: [AdvisoryLockKey] = []
                 do {
                     for sync in syncs {
@@ -72,8 +75,9 @@ extension PrivacyRequests {
                         }
                     }
                     let report = try await db.withTransaction { tx in
-                        try await deleteLocally(subject, needles: needles, request: request, actor: actor,
-                                                skipDestinations: skipDestinations, counts: counts, tx)
+                        try await deleteLocally(
+                            subject, needles: needles, request: request, actor: actor,
+                            skipDestinations: skipDestinations, counts: counts, tx)
                     }
                     for key in locked.reversed() { _ = try await db.advisoryUnlock(key) }
                     return report
@@ -92,10 +96,15 @@ extension PrivacyRequests {
     /// Sends the deletion of the person's rows to one sync's destination; returns how many rows it was told about.
     /// Throws ``PrivacyDestinationError`` naming the sync when the destination fails or refuses a row.
     private func propagate(
-        sync name: String, subject: Subject, needles: [String], request: Int64, registry: DestinationRegistry, _ db: PostgresConnection) async throws -> Int {
+        sync name: String, subject: Subject, needles: [String], request: Int64, registry: DestinationRegistry,
+        _ db: PostgresConnection
+    ) async throws -> Int {
         func failure(_ reason: String) -> PrivacyDestinationError { PrivacyDestinationError(sync: name, reason: reason) }
-        guard let text = try await db.query("SELECT definition::text FROM cdp.syncs WHERE name = \(name)").first?[0].decode(String.self) else {
-            return 0   // removed meanwhile: its state went with it
+        guard
+            let text = try await db.query("SELECT definition::text FROM cdp.syncs WHERE name = \(name)").first?[0].decode(
+                String.self)
+        else {
+            return 0  // removed meanwhile: its state went with it
         }
         let sync: SyncDefinition
         do {
@@ -104,30 +113,36 @@ extension PrivacyRequests {
             throw failure("\(error)")
         }
         // What the destination may hold: the confirmed state (tombstones are already deleted there), else a pending send.
-        let rows = try await db.query(PostgresQuery(unsafeSQL: """
-            SELECT DISTINCT ON (key) key, key_object::text, payload::text FROM (
-                SELECT 0 AS rank, key, key_object, payload FROM cdp.sync_state
-                WHERE sync = $2 AND NOT removed AND \(Self.mentions(key: "key_object", fields: "payload", 1))
-                UNION ALL
-                SELECT 1, key, key_object, payload FROM cdp.sync_pending WHERE sync = $2 AND \(Self.mentions(key: "key_object", fields: "payload", 1))
-            ) AS held ORDER BY key, rank
-            """, binds: [try needles.postgresBind(), try name.postgresBind()]))
+        let rows = try await db.query(
+            PostgresQuery(
+                unsafeSQL: """
+                    SELECT DISTINCT ON (key) key, key_object::text, payload::text FROM (
+                        SELECT 0 AS rank, key, key_object, payload FROM cdp.sync_state
+                        WHERE sync = $2 AND NOT removed AND \(Self.mentions(key: "key_object", fields: "payload", 1))
+                        UNION ALL
+                        SELECT 1, key, key_object, payload FROM cdp.sync_pending WHERE sync = $2 AND \(Self.mentions(key: "key_object", fields: "payload", 1))
+                    ) AS held ORDER BY key, rank
+                    """, binds: [try needles.postgresBind(), try name.postgresBind()]))
         let operation: SyncOperation = sync.mode == .audience ? .remove : .delete
         let changes = try rows.map { row in
             let (key, keyObject, payload) = try row.decode((String, String, String).self)
             return SyncChange(
-                operation: operation, key: try JSONParser.parse(Array(keyObject.utf8)), fields: try JSONParser.parse(Array(payload.utf8)),
+                operation: operation, key: try JSONParser.parse(Array(keyObject.utf8)),
+                fields: try JSONParser.parse(Array(payload.utf8)),
                 idempotencyKey: sha256Hex(Data("privacy\u{1}\(request)\u{1}\(name)\u{1}\(key)".utf8), bytes: 16))
         }
         if changes.isEmpty { return 0 }
         let started = ContinuousClock.now
-        let runID = try await db.query("""
+        let runID = try await db.query(
+            """
             INSERT INTO cdp.sync_runs (sync, trigger, status, worker) VALUES (\(name), 'manual', 'running', 'tributary:privacy')
             RETURNING run_id
-            """).scalar(Int64.self)
+            """
+        ).scalar(Int64.self)
         func finishRun(_ error: String?, delivered: Int) async throws {
             let took = ContinuousClock.now - started
-            try await db.execute("""
+            try await db.execute(
+                """
                 UPDATE cdp.sync_runs SET status = \(error == nil ? "succeeded" : "failed"), removed = \(changes.count),
                        delivered = \(delivered), failed = \(changes.count - delivered), finished_at = now(),
                        duration_ms = \(took.milliseconds), error = \(error)
@@ -136,7 +151,8 @@ extension PrivacyRequests {
         }
         var delivered = 0
         do {
-            let destination = try await registry.make(DestinationContext(sync: name, runID: runID, settings: sync.destination, client: client, logger: logger))
+            let destination = try await registry.make(
+                DestinationContext(sync: name, runID: runID, settings: sync.destination, client: client, logger: logger))
             do {
                 let size = max(1, min(sync.batchSize, destination.maxBatchSize))
                 for start in stride(from: 0, to: changes.count, by: size) {
@@ -161,7 +177,9 @@ extension PrivacyRequests {
             throw reported
         }
         try await finishRun(nil, delivered: delivered)
-        logger.notice("privacy deletion sent to a destination", metadata: ["sync": "\(name)", "rows": "\(delivered)", "request": "\(request)"])
+        logger.notice(
+            "privacy deletion sent to a destination",
+            metadata: ["sync": "\(name)", "rows": "\(delivered)", "request": "\(request)"])
         return delivered
     }
 
@@ -186,18 +204,21 @@ extension PrivacyRequests {
         // Events: everything stored up to now without blocking writers, then what arrived meanwhile under their lock.
         let through = try await tx.query("SELECT coalesce(max(seq), 0) FROM cdp.events").scalar(Int64.self)
         func deleteEvents(_ range: String) async throws -> Int {
-            try await tx.query(PostgresQuery(unsafeSQL: """
-                WITH gone AS (
-                    DELETE FROM cdp.events AS e
-                    WHERE \(range) AND (e.profile_id IN (SELECT profile_id FROM pg_temp.tributary_privacy_profiles)
-                                        OR \(Self.carriesIdentifier(2)))
-                    RETURNING e.source_id, e.message_id
-                ), ids AS (
-                    DELETE FROM cdp.event_message_ids AS m USING gone
-                    WHERE m.source_id = gone.source_id AND m.message_id = gone.message_id
-                )
-                SELECT count(*) FROM gone
-                """, binds: [try Int(through).postgresBind(), try rules.postgresBind()])).scalar(Int.self)
+            try await tx.query(
+                PostgresQuery(
+                    unsafeSQL: """
+                        WITH gone AS (
+                            DELETE FROM cdp.events AS e
+                            WHERE \(range) AND (e.profile_id IN (SELECT profile_id FROM pg_temp.tributary_privacy_profiles)
+                                                OR \(Self.carriesIdentifier(2)))
+                            RETURNING e.source_id, e.message_id
+                        ), ids AS (
+                            DELETE FROM cdp.event_message_ids AS m USING gone
+                            WHERE m.source_id = gone.source_id AND m.message_id = gone.message_id
+                        )
+                        SELECT count(*) FROM gone
+                        """, binds: [try Int(through).postgresBind(), try rules.postgresBind()])
+            ).scalar(Int.self)
         }
         counts["events"] = try await deleteEvents("e.seq <= $1")
         try await tx.advisoryTransactionLock(EventWriter.sequenceLock)
@@ -206,17 +227,26 @@ extension PrivacyRequests {
         let inProfiles = "profile_id IN (SELECT profile_id FROM pg_temp.tributary_privacy_profiles)"
         let isIdentifier = "(kind, value) IN (SELECT kind, value FROM pg_temp.tributary_privacy_ids)"
         let statements: [(String, String)] = [
-            ("identity_edges", """
+            (
+                "identity_edges",
+                """
                 DELETE FROM cdp.identity_edges WHERE a IN (SELECT node_id FROM pg_temp.tributary_privacy_nodes)
                                                   OR b IN (SELECT node_id FROM pg_temp.tributary_privacy_nodes)
-                """),
-            ("identity_nodes", "DELETE FROM cdp.identity_nodes WHERE node_id IN (SELECT node_id FROM pg_temp.tributary_privacy_nodes)"),
+                """
+            ),
+            (
+                "identity_nodes",
+                "DELETE FROM cdp.identity_nodes WHERE node_id IN (SELECT node_id FROM pg_temp.tributary_privacy_nodes)"
+            ),
             ("identity_profiles", "DELETE FROM cdp.identity_profiles WHERE \(inProfiles)"),
-            ("profile_merge_log", """
+            (
+                "profile_merge_log",
+                """
                 DELETE FROM cdp.profile_merge_log
                 WHERE from_profile_id IN (SELECT profile_id FROM pg_temp.tributary_privacy_profiles)
                    OR into_profile_id IN (SELECT profile_id FROM pg_temp.tributary_privacy_profiles)
-                """),
+                """
+            ),
             // Another profile's merge or split caused by one of the identifiers keeps its row, without the identifier.
             ("profile_merge_log_identifiers", "UPDATE cdp.profile_merge_log SET kind = NULL, value = NULL WHERE \(isIdentifier)"),
             ("profile_changes", "DELETE FROM cdp.profile_changes WHERE \(inProfiles)"),
@@ -228,31 +258,45 @@ extension PrivacyRequests {
             ("segment_members", "DELETE FROM cdp.segment_members WHERE \(inProfiles)"),
             ("segment_changes", "DELETE FROM cdp.segment_changes WHERE \(inProfiles)"),
         ]
-        try await tx.execute(PostgresQuery(unsafeSQL: """
-            CREATE TEMP TABLE tributary_privacy_nodes ON COMMIT DROP AS
-            SELECT node_id FROM cdp.identity_nodes WHERE \(inProfiles) OR \(isIdentifier)
-            """))
+        try await tx.execute(
+            PostgresQuery(
+                unsafeSQL: """
+                    CREATE TEMP TABLE tributary_privacy_nodes ON COMMIT DROP AS
+                    SELECT node_id FROM cdp.identity_nodes WHERE \(inProfiles) OR \(isIdentifier)
+                    """))
         for (table, sql) in statements {
             counts[table] = try await tx.execute(PostgresQuery(unsafeSQL: sql)) ?? 0
         }
         for (table, fields) in [("sync_state", "payload"), ("sync_pending", "payload"), ("sync_errors", nil)] {
-            counts[table] = try await tx.execute(PostgresQuery(
-                unsafeSQL: "DELETE FROM cdp.\(table) WHERE \(Self.mentions(key: "key_object", fields: fields, 1))", binds: [needleBind])) ?? 0
+            counts[table] =
+                try await tx.execute(
+                    PostgresQuery(
+                        unsafeSQL: "DELETE FROM cdp.\(table) WHERE \(Self.mentions(key: "key_object", fields: fields, 1))",
+                        binds: [needleBind])) ?? 0
         }
-        counts["suppressions"] = try await tx.execute("""
-            INSERT INTO cdp.suppressions (identifier_hash, kind, request_id)
-            SELECT cdp.identifier_hash(kind, value), kind, \(request) FROM pg_temp.tributary_privacy_ids
-            ON CONFLICT (identifier_hash) DO NOTHING
-            """) ?? 0
+        counts["suppressions"] =
+            try await tx.execute(
+                """
+                INSERT INTO cdp.suppressions (identifier_hash, kind, request_id)
+                SELECT cdp.identifier_hash(kind, value), kind, \(request) FROM pg_temp.tributary_privacy_ids
+                ON CONFLICT (identifier_hash) DO NOTHING
+                """) ?? 0
         let identifiers = try await tx.query("SELECT count(*) FROM pg_temp.tributary_privacy_ids").scalar(Int.self)
         let countsJSON = JSONValue.object(counts.sorted { $0.key < $1.key }.map { ($0.key, .number(String($0.value))) })
         try await Self.finish(
             tx, request: request, kind: "delete", identifier: subject.requested, actor: actor, counts: countsJSON,
-            details: [("profiles", .number(String(subject.profiles.count))), ("identifiers", .number(String(identifiers))),
-                      ("skip_destinations", .bool(skipDestinations))])
-        logger.notice("privacy deletion done", metadata: ["request": "\(request)", "events": "\(counts["events"] ?? 0)",
-                                                          "identifiers": "\(identifiers)", "skip_destinations": "\(skipDestinations)"])
-        return DeletionReport(requestID: request, profiles: subject.profiles, identifiers: identifiers, counts: counts,
-                              skippedDestinations: skipDestinations)
+            details: [
+                ("profiles", .number(String(subject.profiles.count))), ("identifiers", .number(String(identifiers))),
+                ("skip_destinations", .bool(skipDestinations)),
+            ])
+        logger.notice(
+            "privacy deletion done",
+            metadata: [
+                "request": "\(request)", "events": "\(counts["events"] ?? 0)",
+                "identifiers": "\(identifiers)", "skip_destinations": "\(skipDestinations)",
+            ])
+        return DeletionReport(
+            requestID: request, profiles: subject.profiles, identifiers: identifiers, counts: counts,
+            skippedDestinations: skipDestinations)
     }
 }

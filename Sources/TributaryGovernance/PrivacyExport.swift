@@ -28,10 +28,15 @@ extension PrivacyRequests {
             let events = try await client.withConnection { db in
                 let needles = try await Self.needles(db, subject)
                 let rules = try await Self.rulesDocument(db)
-                let head = try await db.query(PostgresQuery(unsafeSQL: Self.documentSQL, binds: [
-                    try needles.postgresBind(), try subject.profiles.postgresBind(), try subject.profileIDs.postgresBind(),
-                    try subject.requested.kind.postgresBind(), try subject.requested.value.postgresBind(),
-                ])).scalar(String.self)
+                let head = try await db.query(
+                    PostgresQuery(
+                        unsafeSQL: Self.documentSQL,
+                        binds: [
+                            try needles.postgresBind(), try subject.profiles.postgresBind(),
+                            try subject.profileIDs.postgresBind(),
+                            try subject.requested.kind.postgresBind(), try subject.requested.value.postgresBind(),
+                        ])
+                ).scalar(String.self)
                 guard head.hasSuffix("}") else { throw PrivacyError("the export document is not a JSON object") }
                 try await write(String(head.dropLast()) + ", \"events\": [")
                 // The events in a transaction of their own, so the temporary tables live as long as the cursor.
@@ -39,20 +44,23 @@ extension PrivacyRequests {
                     try await Self.stageSubject(tx, subject)
                     var count = 0
                     var page = ""
-                    try await tx.forEachRow(PostgresQuery(unsafeSQL: """
-                        SELECT json_build_object(
-                            'message_id', e.message_id, 'type', e.type, 'event', e.event, 'name', e.name,
-                            'user_id', e.user_id, 'anonymous_id', e.anonymous_id, 'group_id', e.group_id, 'previous_id', e.previous_id,
-                            'profile_id', e.profile_id, 'source_id', e.source_id,
-                            'timestamp', cdp.json_timestamp(e.timestamp), 'received_at', cdp.json_timestamp(e.received_at),
-                            'properties', e.properties, 'traits', e.traits, 'context', e.context)::text
-                        FROM cdp.events AS e
-                        WHERE e.profile_id IN (SELECT profile_id FROM pg_temp.tributary_privacy_profiles)
-                           OR (e.profile_id IS NULL AND \(Self.carriesIdentifier(1)))
-                           -- An alias call naming the person as previousId, even where it joined no profile of theirs.
-                           OR (e.type = 'alias' AND \(Self.carriesIdentifier(1)))
-                        ORDER BY e.timestamp, e.seq
-                        """, binds: [try rules.postgresBind()])) { row in
+                    try await tx.forEachRow(
+                        PostgresQuery(
+                            unsafeSQL: """
+                                SELECT json_build_object(
+                                    'message_id', e.message_id, 'type', e.type, 'event', e.event, 'name', e.name,
+                                    'user_id', e.user_id, 'anonymous_id', e.anonymous_id, 'group_id', e.group_id, 'previous_id', e.previous_id,
+                                    'profile_id', e.profile_id, 'source_id', e.source_id,
+                                    'timestamp', cdp.json_timestamp(e.timestamp), 'received_at', cdp.json_timestamp(e.received_at),
+                                    'properties', e.properties, 'traits', e.traits, 'context', e.context)::text
+                                FROM cdp.events AS e
+                                WHERE e.profile_id IN (SELECT profile_id FROM pg_temp.tributary_privacy_profiles)
+                                   OR (e.profile_id IS NULL AND \(Self.carriesIdentifier(1)))
+                                   -- An alias call naming the person as previousId, even where it joined no profile of theirs.
+                                   OR (e.type = 'alias' AND \(Self.carriesIdentifier(1)))
+                                ORDER BY e.timestamp, e.seq
+                                """, binds: [try rules.postgresBind()])
+                    ) { row in
                         page += (count == 0 ? "\n  " : ",\n  ") + (try row[0].decode(String.self))
                         count += 1
                         if page.utf8.count >= 256 * 1024 {
@@ -64,8 +72,9 @@ extension PrivacyRequests {
                     return count
                 }
                 try await db.withTransaction { tx in
-                    try await Self.finish(tx, request: request, kind: "export", identifier: subject.requested, actor: actor,
-                                          counts: ["events": .number(String(count)), "profiles": .number(String(subject.profiles.count))])
+                    try await Self.finish(
+                        tx, request: request, kind: "export", identifier: subject.requested, actor: actor,
+                        counts: ["events": .number(String(count)), "profiles": .number(String(subject.profiles.count))])
                 }
                 return count
             }

@@ -23,7 +23,9 @@ public struct RetentionAge: Sendable, Equatable, CustomStringConvertible {
         let digits = trimmed.prefix { $0.isASCII && $0.isNumber }
         let unit = trimmed.dropFirst(digits.count).trimmingCharacters(in: .whitespaces)
         guard let count = Int(digits), count >= 1, count <= 36_500 else {
-            throw RetentionError("'\(text)' is not a retention age: write a whole number of days, weeks, months or years, like 13months, 400d or 2y (or off)")
+            throw RetentionError(
+                "'\(text)' is not a retention age: write a whole number of days, weeks, months or years, like 13months, 400d or 2y (or off)"
+            )
         }
         switch unit {
         case "d", "day", "days": self.init(days: count)
@@ -104,13 +106,17 @@ public struct Retention: Sendable {
     }
 
     static func policy(_ db: PostgresConnection) async throws -> Policy {
-        let stored = try await db.query("""
-            SELECT value ->> 'events' FROM cdp.settings WHERE key = \(settingsKey)
-            """).first?[0].decode(String?.self) ?? nil
+        let stored =
+            try await db.query(
+                """
+                SELECT value ->> 'events' FROM cdp.settings WHERE key = \(settingsKey)
+                """
+            ).first?[0].decode(String?.self) ?? nil
         do {
             return Policy(events: try stored.map(RetentionAge.init(parsing:)))
         } catch let error as RetentionError {
-            throw RetentionError("the stored retention setting cannot be read (\(error)); set it again with `tributary retention set --events …`")
+            throw RetentionError(
+                "the stored retention setting cannot be read (\(error)); set it again with `tributary retention set --events …`")
         }
     }
 
@@ -122,14 +128,17 @@ public struct Retention: Sendable {
             let previous = try await Self.policy(tx)
             guard previous != policy else { return false }
             let value: JSONValue = ["events": policy.events.map { .string($0.description) } ?? .null]
-            try await tx.execute("""
+            try await tx.execute(
+                """
                 INSERT INTO cdp.settings (key, value) VALUES (\(Self.settingsKey), \(value.serialized)::jsonb)
                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = now()
                 """)
-            try await AuditLog.record(tx, actor: actor, action: "retention.set", target: "cdp.events", details: [
-                "events": policy.events.map { .string($0.description) } ?? "off",
-                "previous": previous.events.map { .string($0.description) } ?? "off",
-            ])
+            try await AuditLog.record(
+                tx, actor: actor, action: "retention.set", target: "cdp.events",
+                details: [
+                    "events": policy.events.map { .string($0.description) } ?? "off",
+                    "previous": previous.events.map { .string($0.description) } ?? "off",
+                ])
             return true
         }
     }
@@ -162,18 +171,22 @@ public struct Retention: Sendable {
     ) async throws -> Report? {
         let report: Report? = try await client.withTransaction { tx in
             guard try await tx.query("SELECT pg_try_advisory_xact_lock(\(lock.value))").scalar(Bool.self) else { return nil }
-            let due = try await tx.query("""
+            let due = try await tx.query(
+                """
                 SELECT coalesce((SELECT updated_at FROM cdp.settings WHERE key = \(lastRunKey))
                                 <= now() - make_interval(secs => \(Double(interval.components.seconds))), true)
-                """).scalar(Bool.self)
+                """
+            ).scalar(Bool.self)
             guard due else { return nil }
             return try await apply(tx, dryRun: false, actor: .system("retention"))
         }
         if let report, !report.partitions.isEmpty {
-            logger.notice("retention: dropped old event partitions", metadata: [
-                "partitions": "\(report.partitions.map(\.name).joined(separator: ","))", "events": "\(report.events)",
-                "message_ids": "\(report.messageIds)", "cutoff": "\(report.cutoff.formatted(.iso8601))",
-            ])
+            logger.notice(
+                "retention: dropped old event partitions",
+                metadata: [
+                    "partitions": "\(report.partitions.map(\.name).joined(separator: ","))", "events": "\(report.events)",
+                    "message_ids": "\(report.messageIds)", "cutoff": "\(report.cutoff.formatted(.iso8601))",
+                ])
         }
         return report
     }
@@ -184,7 +197,8 @@ public struct Retention: Sendable {
     }
 
     static func partitions(_ db: PostgresConnection) async throws -> [(schema: String, name: String, from: Date?, to: Date?)] {
-        try await db.query("""
+        try await db.query(
+            """
             SELECT n.nspname, c.relname,
                    (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\(''([^'']+)''\\)'))[1]::timestamptz,
                    (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \\(''([^'']+)''\\)'))[1]::timestamptz
@@ -193,14 +207,17 @@ public struct Retention: Sendable {
             JOIN pg_namespace AS n ON n.oid = c.relnamespace
             WHERE i.inhparent = 'cdp.events'::regclass
             ORDER BY 4 NULLS LAST, 2
-            """).map { try $0.decode((String, String, Date?, Date?).self) }.map { ($0.0, $0.1, $0.2, $0.3) }
+            """
+        ).map { try $0.decode((String, String, Date?, Date?).self) }.map { ($0.0, $0.1, $0.2, $0.3) }
     }
 
     static func apply(_ tx: PostgresConnection, dryRun: Bool, actor: AuditLog.Actor) async throws -> Report? {
         guard let age = try await policy(tx).events else { return nil }
-        let cutoff = try await tx.query("""
+        let cutoff = try await tx.query(
+            """
             SELECT now() - make_interval(months => \(age.months)::int, days => \(age.days)::int)
-            """).scalar(Date.self)
+            """
+        ).scalar(Date.self)
         var report = Report(dryRun: dryRun, olderThan: age, cutoff: cutoff)
         // Waiting long for cdp.events (a long query holds it) would stall ingestion queued behind this lock.
         try await tx.execute("SET LOCAL lock_timeout = '30s'")
@@ -214,20 +231,25 @@ public struct Retention: Sendable {
             do {
                 let events = try await tx.query("SELECT count(*) FROM \(unescaped: table)").scalar(Int64.self)
                 if dryRun {
-                    report.messageIds += try await tx.query("""
+                    report.messageIds += try await tx.query(
+                        """
                         SELECT count(*) FROM cdp.event_message_ids AS m JOIN \(unescaped: table) AS e
                         ON m.source_id = e.source_id AND m.message_id = e.message_id WHERE m.received_at < \(cutoff)
-                        """).scalar(Int64.self)
+                        """
+                    ).scalar(Int64.self)
                 } else {
-                    report.messageIds += Int64(try await tx.execute("""
-                        DELETE FROM cdp.event_message_ids AS m USING \(unescaped: table) AS e
-                        WHERE m.source_id = e.source_id AND m.message_id = e.message_id AND m.received_at < \(cutoff)
-                        """) ?? 0)
+                    report.messageIds += Int64(
+                        try await tx.execute(
+                            """
+                            DELETE FROM cdp.event_message_ids AS m USING \(unescaped: table) AS e
+                            WHERE m.source_id = e.source_id AND m.message_id = e.message_id AND m.received_at < \(cutoff)
+                            """) ?? 0)
                     try await tx.execute("DROP TABLE \(unescaped: table)")
                 }
                 report.partitions.append(Partition(name: partition.name, from: from, to: to, events: events))
             } catch let error as PostgresError where error.sqlState == .lockNotAvailable {
-                throw RetentionError("""
+                throw RetentionError(
+                    """
                     could not lock cdp.events within 30 s to drop \(partition.name) (a long query or import holds it); \
                     nothing was dropped; try again
                     """)
@@ -235,17 +257,20 @@ public struct Retention: Sendable {
         }
         guard !dryRun else { return report }
         let dropped: JSONValue = ["partitions": .array(report.partitions.map { .string($0.name) })]
-        try await tx.execute("""
+        try await tx.execute(
+            """
             INSERT INTO cdp.settings (key, value) VALUES (\(lastRunKey), \(dropped.serialized)::jsonb)
             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = now()
             """)
-        try await AuditLog.record(tx, actor: actor, action: "retention.apply", target: "cdp.events", details: [
-            "older_than": .string(age.description),
-            "cutoff": .string(cutoff.formatted(.iso8601)),
-            "partitions": .array(report.partitions.map { .string($0.name) }),
-            "events": .number(String(report.events)),
-            "message_ids": .number(String(report.messageIds)),
-        ])
+        try await AuditLog.record(
+            tx, actor: actor, action: "retention.apply", target: "cdp.events",
+            details: [
+                "older_than": .string(age.description),
+                "cutoff": .string(cutoff.formatted(.iso8601)),
+                "partitions": .array(report.partitions.map { .string($0.name) }),
+                "events": .number(String(report.events)),
+                "message_ids": .number(String(report.messageIds)),
+            ])
         return report
     }
 }

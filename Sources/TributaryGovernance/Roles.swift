@@ -61,31 +61,41 @@ public struct Roles: Sendable {
                 try await tx.withSavepoint { try await $0.script(statement) }
                 return true
             }
-            let existing: [String] = try await tx.query("""
+            let existing: [String] = try await tx.query(
+                """
                 SELECT rolname FROM pg_roles WHERE rolname = ANY (\([Self.analyst, Self.pii]))
-                """).map { try $0.decode(String.self) }
+                """
+            ).map { try $0.decode(String.self) }
             for role in [Self.analyst, Self.pii] where !existing.contains(role) {
                 do {
-                    if try await run("CREATE ROLE \(try SQLQuoting.identifier(role)) NOLOGIN") { report.createdRoles.append(role) }
-                } catch let error as PostgresError where error.sqlState == Self.duplicateObject || error.sqlState == .uniqueViolation {
+                    if try await run("CREATE ROLE \(try SQLQuoting.identifier(role)) NOLOGIN") {
+                        report.createdRoles.append(role)
+                    }
+                } catch let error as PostgresError
+                    where error.sqlState == Self.duplicateObject || error.sqlState == .uniqueViolation
+                {
                     // Created meanwhile by a setup in another database of this cluster: fine.
                 } catch let error as PostgresError where error.sqlState == .insufficientPrivilege {
-                    throw RolesError("""
+                    throw RolesError(
+                        """
                         cannot create the role \(role): the database user lacks CREATEROLE (\(error.message)); \
                         have an administrator run `CREATE ROLE \(role) NOLOGIN;`, then run `tributary roles setup` again
                         """)
                 }
             }
-            let open = try await tx.query("""
+            let open = try await tx.query(
+                """
                 SELECT DISTINCT n.nspname FROM pg_namespace AS n, aclexplode(n.nspacl) AS a
                 WHERE a.grantee = 0 AND a.privilege_type = 'CREATE' ORDER BY 1
-                """).map { try $0.decode(String.self) }
+                """
+            ).map { try $0.decode(String.self) }
             for schema in open {
                 let statement = "REVOKE CREATE ON SCHEMA \(try SQLQuoting.identifier(schema)) FROM PUBLIC"
                 do {
                     if try await run(statement) { report.revokedCreate.append(schema) }
                 } catch let error as PostgresError where error.sqlState == .insufficientPrivilege {
-                    report.warnings.append("""
+                    report.warnings.append(
+                        """
                         could not revoke CREATE on schema \(schema) from PUBLIC (\(error.message)): any role, the analyst \
                         included, can create tables there; have the schema's owner run `\(statement);`
                         """)
@@ -96,16 +106,20 @@ public struct Roles: Sendable {
                 "GRANT USAGE ON SCHEMA \(schema) TO \(analyst)",
                 "GRANT SELECT ON ALL TABLES IN SCHEMA \(schema) TO \(analyst)",
             ]
-            report.views = try await tx.query("""
+            report.views = try await tx.query(
+                """
                 SELECT c.relname FROM pg_class AS c WHERE c.relnamespace = \(Self.schema)::regnamespace AND c.relkind = 'v' ORDER BY 1
-                """).map { try $0.decode(String.self) }
+                """
+            ).map { try $0.decode(String.self) }
             guard !dryRun else { return report }
             for statement in report.statements.suffix(2) { try await tx.script(statement) }
-            try await AuditLog.record(tx, actor: actor, action: "roles.setup", details: .object([
-                ("created", .array(report.createdRoles.map { .string($0) })),
-                ("revoked_create", .array(report.revokedCreate.map { .string($0) })),
-                ("views", .number(String(report.views.count))),
-            ]))
+            try await AuditLog.record(
+                tx, actor: actor, action: "roles.setup",
+                details: .object([
+                    ("created", .array(report.createdRoles.map { .string($0) })),
+                    ("revoked_create", .array(report.revokedCreate.map { .string($0) })),
+                    ("views", .number(String(report.views.count))),
+                ]))
             return report
         }
     }
@@ -126,7 +140,9 @@ public struct Roles: Sendable {
             let present = try await tx.query("SELECT rolname FROM pg_roles WHERE rolname = ANY (\(wanted + [login]))")
                 .map { try $0.decode(String.self) }
             guard present.contains(login) else {
-                throw RolesError("there is no role named '\(login)'; create it first (CREATE ROLE \(try SQLQuoting.identifier(login)) LOGIN PASSWORD '…')")
+                throw RolesError(
+                    "there is no role named '\(login)'; create it first (CREATE ROLE \(try SQLQuoting.identifier(login)) LOGIN PASSWORD '…')"
+                )
             }
             if let missing = wanted.first(where: { !present.contains($0) }) {
                 throw RolesError("the role \(missing) does not exist yet; run `tributary roles setup` first")
@@ -138,9 +154,11 @@ public struct Roles: Sendable {
                 try await tx.script("GRANT \(try SQLQuoting.identifier(role)) TO \(try SQLQuoting.identifier(login))")
                 granted.append(role)
             }
-            try await AuditLog.record(tx, actor: actor, action: "roles.grant", target: login, details: .object([
-                ("granted", .array(granted.map { .string($0) })), ("pii", .bool(pii)),
-            ]))
+            try await AuditLog.record(
+                tx, actor: actor, action: "roles.grant", target: login,
+                details: .object([
+                    ("granted", .array(granted.map { .string($0) })), ("pii", .bool(pii)),
+                ]))
             return granted
         }
     }

@@ -103,7 +103,7 @@ package final class IdentifierCache: @unchecked Sendable {
         while let next = redirects[current] {
             path.append(current)
             current = next
-            if path.count > 10_000 { break }   // a cycle cannot happen (merges go to live profiles); never hang on one
+            if path.count > 10_000 { break }  // a cycle cannot happen (merges go to live profiles); never hang on one
         }
         for visited in path.dropLast() { redirects[visited] = current }
         return current

@@ -44,15 +44,19 @@ public struct IdentityAdmin: Sendable {
                     _ = try await db.query("SELECT '' ~* \(entry.pattern)")
                 } catch let error as PostgresError {
                     let position = index - (rules.defaultBlocked ? IdentityRules.builtInBlocked.count : 0)
-                    throw IdentityError("rules.blocked[\(position)]: '\(entry.pattern)' is not a valid regular expression: \(error.message)")
+                    throw IdentityError(
+                        "rules.blocked[\(position)]: '\(entry.pattern)' is not a valid regular expression: \(error.message)")
                 }
             }
             return try await db.withTransaction { tx in
                 try await tx.advisoryTransactionLock(IdentityStore.processorLock)
                 let (old, _) = try await IdentityStore.rules(tx)
-                let stored = try await tx.query("SELECT checksum FROM cdp.identity_rules WHERE id = 1").first.map { try $0[0].decode(String.self) }
+                let stored = try await tx.query("SELECT checksum FROM cdp.identity_rules WHERE id = 1").first.map {
+                    try $0[0].decode(String.self)
+                }
                 if stored == checksum { return .unchanged }
-                try await tx.execute("""
+                try await tx.execute(
+                    """
                     INSERT INTO cdp.identity_rules (id, rules, checksum) VALUES (1, \(document), \(checksum))
                     ON CONFLICT (id) DO UPDATE SET rules = excluded.rules, checksum = excluded.checksum, applied_at = now()
                     """)
@@ -61,11 +65,14 @@ public struct IdentityAdmin: Sendable {
                 var onlyAdded = old
                 onlyAdded.blocked = rules.blocked
                 if onlyAdded == rules, Set(old.blocked.map(\.pattern)).isSubset(of: rules.blocked.map(\.pattern)) {
-                    let blocked = try await tx.query("""
+                    let blocked = try await tx.query(
+                        """
                         SELECT node_id FROM cdp.identity_nodes
                         WHERE value ~* coalesce(\(document)::jsonb -> 'blockedRegex' ->> kind, \(document)::jsonb -> 'blockedRegex' ->> '*')
-                        """).map { try $0[0].decode(Int64.self) }
-                    try await IdentitySplits.split(tx, rules: rules, document: document, hubs: [], blocked: blocked, logger: logger)
+                        """
+                    ).map { try $0[0].decode(Int64.self) }
+                    try await IdentitySplits.split(
+                        tx, rules: rules, document: document, hubs: [], blocked: blocked, logger: logger)
                     return .blockedValuesSplit(identifiers: blocked.count)
                 }
                 return .rebuilt(IdentityRebuild.Report())
@@ -90,7 +97,8 @@ public struct IdentityAdmin: Sendable {
     }
 
     public func status() async throws -> Status {
-        let row = try await client.query("""
+        let row = try await client.query(
+            """
             SELECT coalesce((SELECT seq FROM cdp.stage_checkpoints WHERE stage = 'identity'), 0),
                    coalesce((SELECT max(seq) FROM cdp.events), 0),
                    (SELECT count(*) FROM cdp.identity_nodes),
@@ -99,30 +107,41 @@ public struct IdentityAdmin: Sendable {
                    (SELECT count(*) FROM cdp.profile_merge_log)
             """)[0]
         let (checkpoint, last, identifiers, profiles, hubs, merges) = try row.decode((Int64, Int64, Int, Int, Int, Int).self)
-        let ignored = try await client.query("SELECT reason, kind, count FROM cdp.identity_ignored ORDER BY count DESC, reason, kind")
-            .map { try $0.decode((String, String, Int).self) }
-        return Status(checkpoint: checkpoint, lastEvent: last, identifiers: identifiers, profiles: profiles, hubs: hubs,
-                      merges: merges, ignored: ignored.map { (reason: $0.0, kind: $0.1, count: $0.2) })
+        let ignored = try await client.query(
+            "SELECT reason, kind, count FROM cdp.identity_ignored ORDER BY count DESC, reason, kind"
+        )
+        .map { try $0.decode((String, String, Int).self) }
+        return Status(
+            checkpoint: checkpoint, lastEvent: last, identifiers: identifiers, profiles: profiles, hubs: hubs,
+            merges: merges, ignored: ignored.map { (reason: $0.0, kind: $0.1, count: $0.2) })
     }
 
     /// A readable account of the profile holding `identifier`: its identifiers, the events that joined them, the
     /// merges and splits it went through, and identifiers seen with it that were not merged (and why).
     public func explain(_ identifier: Identifier) async throws -> String {
         let (rules, document) = try await client.withConnection { try await IdentityStore.rules($0) }
-        let normalized = try await client.query("""
+        let normalized = try await client.query(
+            """
             SELECT value, problem FROM cdp.identity_candidates(
                 CASE WHEN \(identifier.kind) = 'user_id' THEN \(identifier.value) END,
                 CASE WHEN \(identifier.kind) = 'anonymous_id' THEN \(identifier.value) END,
                 jsonb_build_object(\(identifier.kind)::text, \(identifier.value)::text), '{}'::jsonb, \(document))
             WHERE kind = \(identifier.kind)
-            """).first.map { try $0.decode((String?, String?).self) }
+            """
+        ).first.map { try $0.decode((String?, String?).self) }
         let value = normalized?.0 ?? identifier.value
         let target = Identifier(kind: identifier.kind, value: value)
-        guard let node = try await client.query("""
-            SELECT node_id, profile_id, status FROM cdp.identity_nodes WHERE kind = \(target.kind) AND value = \(target.value)
-            """).first.map({ try $0.decode((Int64, UUID, String).self) }) else {
+        guard
+            let node = try await client.query(
+                """
+                SELECT node_id, profile_id, status FROM cdp.identity_nodes WHERE kind = \(target.kind) AND value = \(target.value)
+                """
+            ).first.map({ try $0.decode((Int64, UUID, String).self) })
+        else {
             var message = "no identifier \(target) is known"
-            if let problem = normalized?.1 { message += " (it would be ignored: \(problem.replacingOccurrences(of: "_", with: " ")))" }
+            if let problem = normalized?.1 {
+                message += " (it would be ignored: \(problem.replacingOccurrences(of: "_", with: " ")))"
+            }
             throw IdentityError(message)
         }
         let profile = node.1
@@ -130,20 +149,24 @@ public struct IdentityAdmin: Sendable {
         if node.2 == "hub" {
             out += "  a hub: seen with more than \(rules.hubThreshold) distinct identifiers of one kind, so it merges nothing\n"
         }
-        let founder = try await client.query("""
+        let founder = try await client.query(
+            """
             SELECT p.founder_kind, p.founder_value, p.founded_seq, e.message_id, e.timestamp
             FROM cdp.identity_profiles AS p LEFT JOIN cdp.events AS e ON e.seq = p.founded_seq
             WHERE p.profile_id = \(profile)
-            """).first.map { try $0.decode((String, String, Int64, String?, Date?).self) }
+            """
+        ).first.map { try $0.decode((String, String, Int64, String?, Date?).self) }
         out += "\nprofile \(profile.uuidString.lowercased())"
         if let founder {
             out += "\n  founded by \(founder.0):\(founder.1) on event seq \(founder.2)"
             if let message = founder.3 { out += " (message \(message), \(PostgresTime.format(founder.4!)))" }
         }
-        let identifiers = try await client.query("""
+        let identifiers = try await client.query(
+            """
             SELECT node_id, kind, value, first_seen_at, last_seen_at FROM cdp.identity_nodes
             WHERE profile_id = \(profile) ORDER BY first_seq, node_id
-            """).map { try $0.decode((Int64, String, String, Date, Date).self) }
+            """
+        ).map { try $0.decode((Int64, String, String, Date, Date).self) }
         out += "\n\nidentifiers (\(identifiers.count)):\n"
         for (_, kind, value, first, last) in identifiers {
             out += "  \(kind):\(value)  first seen \(PostgresTime.format(first)), last seen \(PostgresTime.format(last))\n"
@@ -157,7 +180,8 @@ public struct IdentityAdmin: Sendable {
             return x
         }
         let names = Dictionary(uniqueKeysWithValues: identifiers.map { ($0.0, "\($0.1):\($0.2)") })
-        let edges = try await client.query("""
+        let edges = try await client.query(
+            """
             SELECT e.a, e.b, e.first_seq, ev.message_id, ev.type, ev.timestamp
             FROM cdp.identity_edges AS e
             JOIN cdp.identity_nodes AS x ON x.node_id = e.a AND x.profile_id = \(profile)
@@ -165,7 +189,8 @@ public struct IdentityAdmin: Sendable {
             LEFT JOIN cdp.events AS ev ON ev.seq = e.first_seq
             ORDER BY e.first_seq, e.a, e.b
             LIMIT 10000
-            """).map { try $0.decode((Int64, Int64, Int64, String?, String?, Date?).self) }
+            """
+        ).map { try $0.decode((Int64, Int64, Int64, String?, String?, Date?).self) }
         out += "\nhow they were joined (the event that first linked each pair):\n"
         var chain = 0
         for (a, b, seq, message, type, time) in edges where root(a) != root(b) {
@@ -173,26 +198,34 @@ public struct IdentityAdmin: Sendable {
             chain += 1
             // An alias call joins its previousId to its userId (the alias rule of the identity stage).
             let call = type == "alias" ? "alias (previousId is userId)" : type ?? "?"
-            out += "  seq \(seq) \(call) \(message.map { "message \($0)" } ?? "") \(time.map(PostgresTime.format) ?? ""): \(names[a] ?? "?") + \(names[b] ?? "?")\n"
+            out +=
+                "  seq \(seq) \(call) \(message.map { "message \($0)" } ?? "") \(time.map(PostgresTime.format) ?? ""): \(names[a] ?? "?") + \(names[b] ?? "?")\n"
         }
         if chain == 0 { out += "  (a single identifier)\n" }
-        let merges = try await client.query("""
+        let merges = try await client.query(
+            """
             SELECT m.from_profile_id, m.into_profile_id, m.merged_at, m.reason, m.kind, m.value, m.event_seq, m.message_id, ev.type
             FROM cdp.profile_merges AS m LEFT JOIN cdp.events AS ev ON ev.seq = m.event_seq
             WHERE m.into_profile_id = \(profile) OR m.from_profile_id = \(profile)
             ORDER BY m.merged_at, m.event_seq NULLS LAST LIMIT 1000
-            """).map { try $0.decode((UUID, UUID, Date, String, String?, String?, Int64?, String?, String?).self) }
+            """
+        ).map { try $0.decode((UUID, UUID, Date, String, String?, String?, Int64?, String?, String?).self) }
         if !merges.isEmpty {
             out += "\nmerges and splits:\n"
             for (from, into, at, reason, kind, value, seq, message, type) in merges {
-                let direction = into == profile ? "profile \(from.uuidString.lowercased()) merged in" : "this id was folded into \(into.uuidString.lowercased())"
+                let direction =
+                    into == profile
+                    ? "profile \(from.uuidString.lowercased()) merged in"
+                    : "this id was folded into \(into.uuidString.lowercased())"
                 let cause = kind.map { "\($0):\(value ?? "")" } ?? ""
                 let call = type == "alias" ? "alias call" : "event"
                 let event = seq.map { " by \(call) seq \($0)\(message.map { " (message \($0))" } ?? "")" } ?? ""
-                out += "  \(PostgresTime.format(at)) \(reason): \(direction)\(event)\(cause.isEmpty ? "" : ", through \(cause)")\n"
+                out +=
+                    "  \(PostgresTime.format(at)) \(reason): \(direction)\(event)\(cause.isEmpty ? "" : ", through \(cause)")\n"
             }
         }
-        let outside = try await client.query("""
+        let outside = try await client.query(
+            """
             SELECT y.kind, y.value, y.status, y.profile_id, e.first_seq
             FROM cdp.identity_nodes AS x
             JOIN LATERAL (SELECT b AS other, first_seq FROM cdp.identity_edges WHERE a = x.node_id
@@ -200,11 +233,15 @@ public struct IdentityAdmin: Sendable {
             JOIN cdp.identity_nodes AS y ON y.node_id = e.other AND y.profile_id <> \(profile)
             WHERE x.profile_id = \(profile)
             ORDER BY e.first_seq LIMIT 50
-            """).map { try $0.decode((String, String, String, UUID, Int64).self) }
+            """
+        ).map { try $0.decode((String, String, String, UUID, Int64).self) }
         if !outside.isEmpty {
             out += "\nseen with it but not merged:\n"
             for (kind, value, status, other, seq) in outside {
-                let why = status == "hub" ? "a hub" : "would exceed a limit (\(kind) at most \(rules.limit(of: kind)) per profile, or a limit of the other profile); in profile \(other.uuidString.lowercased())"
+                let why =
+                    status == "hub"
+                    ? "a hub"
+                    : "would exceed a limit (\(kind) at most \(rules.limit(of: kind)) per profile, or a limit of the other profile); in profile \(other.uuidString.lowercased())"
                 out += "  \(kind):\(value) on event seq \(seq): \(why)\n"
             }
         }

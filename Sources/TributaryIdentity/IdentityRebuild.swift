@@ -83,7 +83,8 @@ public struct IdentityRebuild: Sendable {
         guard try await db.tryAdvisoryLock(Self.rebuildLock) else {
             throw IdentityError("another identity rebuild is running")
         }
-        try await db.script("""
+        try await db.script(
+            """
             SET temp_buffers = '2GB';
             SET work_mem = '256MB';
             SET max_parallel_workers_per_gather = 2;
@@ -102,7 +103,8 @@ public struct IdentityRebuild: Sendable {
 
         // 1. Identifiers of every event up to `last`, extracted by `extractionConnections` sessions side by side
         //    (the per-event function runs in one backend per statement; PostgreSQL does not parallelize it).
-        try await db.execute("CREATE UNLOGGED TABLE \(unescaped: s).ids (seq bigint, ts timestamptz, kind text, value text, alias bool)")
+        try await db.execute(
+            "CREATE UNLOGGED TABLE \(unescaped: s).ids (seq bigint, ts timestamptz, kind text, value text, alias bool)")
         let ranges = Self.split(through: last, into: extractionConnections)
         let configuration = configuration, logger = logger
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -111,7 +113,8 @@ public struct IdentityRebuild: Sendable {
                     let worker = try await PostgresConnection.connect(configuration: configuration, logger: logger)
                     do {
                         // Both forms of each alias call's previousId too (via_alias); the alias rule keeps one below.
-                        try await worker.execute("""
+                        try await worker.execute(
+                            """
                             INSERT INTO \(unescaped: s).ids
                             SELECT e.seq, e.timestamp, c.kind, c.value, c.via_alias
                             FROM cdp.events AS e
@@ -131,7 +134,8 @@ public struct IdentityRebuild: Sendable {
         try await db.execute("ANALYZE \(unescaped: s).ids")
         // The alias rule (as IdentityStore.resolveAliases applies it in real time): a previousId is an anonymous id when
         // that value was the anonymousId of this or an earlier event, else a user id; the other form goes.
-        try await db.execute("""
+        try await db.execute(
+            """
             WITH first_anonymous AS (
                 SELECT value, min(seq) AS first_seq FROM \(unescaped: s).ids
                 WHERE NOT alias AND kind = 'anonymous_id'
@@ -149,8 +153,10 @@ public struct IdentityRebuild: Sendable {
 
         // 2. Nodes (with their rank for priority order), event-node links, edges, hubs.
         let priority = try Self.arrayLiteral(rules.priority)
-        let rankSQL = "coalesce(array_position(\(priority)::text[], grouped.kind) - 1, CASE WHEN grouped.kind = 'anonymous_id' THEN \(rules.priority.count + 1) ELSE \(rules.priority.count) END)"
-        try await db.script("""
+        let rankSQL =
+            "coalesce(array_position(\(priority)::text[], grouped.kind) - 1, CASE WHEN grouped.kind = 'anonymous_id' THEN \(rules.priority.count + 1) ELSE \(rules.priority.count) END)"
+        try await db.script(
+            """
             -- Nodes keep the ids they have in cdp.identity_nodes; new ones draw from its sequence. So edges are
             -- built in the final id space and the swap compares like with like.
             CREATE TABLE \(t).nodes AS
@@ -167,7 +173,8 @@ public struct IdentityRebuild: Sendable {
             ANALYZE \(t).links;
             """)
         phase("nodes and links")
-        try await db.script("""
+        try await db.script(
+            """
             CREATE TABLE \(t).edges AS
             SELECT x.node AS a, y.node AS b, min(x.seq) AS first_seq
             FROM \(t).links AS x JOIN \(t).links AS y ON y.seq = x.seq AND x.node < y.node
@@ -176,7 +183,8 @@ public struct IdentityRebuild: Sendable {
             """)
         // Only a node with more than hubThreshold edges in all can have that many to one kind: count degrees on
         // integers first, then look at kinds for those few.
-        try await db.execute("""
+        try await db.execute(
+            """
             UPDATE \(unescaped: t).nodes SET hub = true
             WHERE id IN (SELECT linked.node
                          FROM (SELECT a AS node, b AS other FROM \(unescaped: t).edges
@@ -195,7 +203,8 @@ public struct IdentityRebuild: Sendable {
         phase("edges and hubs")
 
         // 3. Components over edges between non-hub nodes: label propagation from the nodes whose label changed.
-        try await db.script("""
+        try await db.script(
+            """
             CREATE TABLE \(t).adjacent AS
             WITH usable AS (
                 SELECT e.a, e.b FROM \(t).edges AS e
@@ -216,7 +225,8 @@ public struct IdentityRebuild: Sendable {
         report.labelRounds = 1
         try await db.script("CREATE TABLE \(t).changed_next (node bigint, label bigint); ANALYZE \(t).changed;")
         while true {
-            try await db.script("""
+            try await db.script(
+                """
                 TRUNCATE \(t).changed_next;
                 WITH pushed AS (
                     SELECT a.other AS node, min(c.label) AS label
@@ -240,12 +250,14 @@ public struct IdentityRebuild: Sendable {
 
         // 4. One profile per component within limits; the rest replayed through the engine.
         let limits = try SQLQuoting.literal(try PostgresJSON(encoding: rules.limits).text)
-        try await db.script("""
+        try await db.script(
+            """
             CREATE TABLE \(t).event_labels AS
             SELECT k.seq, min(l.label) AS label FROM \(t).links AS k JOIN \(t).labels AS l ON l.node = k.node GROUP BY k.seq;
             ANALYZE \(t).event_labels;
             """)
-        try await db.script("""
+        try await db.script(
+            """
             CREATE TABLE \(t).conflicts AS
             SELECT DISTINCT label FROM (
                 SELECT l.label, n.kind, count(*) AS identifiers
@@ -254,7 +266,8 @@ public struct IdentityRebuild: Sendable {
             ) AS counted
             WHERE identifiers > coalesce((\(limits)::jsonb ->> kind)::int, \(rules.defaultLimit))
             """)
-        try await db.script("""
+        try await db.script(
+            """
             ANALYZE \(t).conflicts;
             -- The identifiers of a component's earliest event are exactly its nodes first seen on that event, so
             -- the founder is the first of those in priority order.
@@ -281,7 +294,8 @@ public struct IdentityRebuild: Sendable {
         phase("profiles (\(report.conflictComponents) components replayed)")
 
         // Final state in Tributary's id space is computed inside the swap, against what is stored then.
-        try await db.script("""
+        try await db.script(
+            """
             CREATE TABLE \(t).final_nodes AS
             SELECT n.id, n.kind, n.value, n.first_seq, n.first_seen, n.last_seen, n.hub,
                    CASE WHEN n.hub THEN cdp.identity_profile_id(n.kind, n.value) ELSE coalesce(r.profile_id, c.profile_id) END AS profile_id
@@ -316,7 +330,8 @@ public struct IdentityRebuild: Sendable {
             try await tx.advisoryTransactionLock(IdentityStore.processorLock)
             // Fresh statistics first: after a truncate or a first run the planner would otherwise think these
             // tables empty and scan them once per row while they fill.
-            try await tx.script("""
+            try await tx.script(
+                """
                 ANALYZE cdp.identity_nodes;
                 ANALYZE cdp.identity_edges;
                 ANALYZE cdp.identity_profiles;
@@ -342,27 +357,33 @@ public struct IdentityRebuild: Sendable {
                 SELECT profile_id, kind, value, founded_seq FROM \(t).new_profiles;
                 DELETE FROM cdp.identity_nodes AS n WHERE NOT EXISTS (SELECT 1 FROM \(t).final_nodes AS m WHERE m.id = n.node_id);
                 """)
-            report.nodesChanged = try await tx.execute("""
-                UPDATE cdp.identity_nodes AS n
-                SET profile_id = m.profile_id, status = CASE WHEN m.hub THEN 'hub' ELSE 'active' END, first_seq = m.first_seq,
-                    first_seen_at = m.first_seen, last_seen_at = m.last_seen
-                FROM \(unescaped: t).final_nodes AS m
-                WHERE m.id = n.node_id
-                  AND (n.profile_id, n.status, n.first_seq, n.first_seen_at, n.last_seen_at)
-                      IS DISTINCT FROM (m.profile_id, CASE WHEN m.hub THEN 'hub' ELSE 'active' END, m.first_seq, m.first_seen, m.last_seen)
-                """) ?? 0
-            try await tx.script("""
+            report.nodesChanged =
+                try await tx.execute(
+                    """
+                    UPDATE cdp.identity_nodes AS n
+                    SET profile_id = m.profile_id, status = CASE WHEN m.hub THEN 'hub' ELSE 'active' END, first_seq = m.first_seq,
+                        first_seen_at = m.first_seen, last_seen_at = m.last_seen
+                    FROM \(unescaped: t).final_nodes AS m
+                    WHERE m.id = n.node_id
+                      AND (n.profile_id, n.status, n.first_seq, n.first_seen_at, n.last_seen_at)
+                          IS DISTINCT FROM (m.profile_id, CASE WHEN m.hub THEN 'hub' ELSE 'active' END, m.first_seq, m.first_seen, m.last_seen)
+                    """) ?? 0
+            try await tx.script(
+                """
                 CREATE TABLE \(t).new_nodes AS
                 SELECT m.* FROM \(t).final_nodes AS m
                 WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_nodes AS n WHERE n.node_id = m.id);
                 """)
-            report.nodesChanged += try await tx.execute("""
-                INSERT INTO cdp.identity_nodes (node_id, kind, value, profile_id, status, first_seq, first_seen_at, last_seen_at)
-                SELECT m.id, m.kind, m.value, m.profile_id, CASE WHEN m.hub THEN 'hub' ELSE 'active' END, m.first_seq,
-                       m.first_seen, m.last_seen
-                FROM \(unescaped: t).new_nodes AS m
-                """) ?? 0
-            try await tx.script("""
+            report.nodesChanged +=
+                try await tx.execute(
+                    """
+                    INSERT INTO cdp.identity_nodes (node_id, kind, value, profile_id, status, first_seq, first_seen_at, last_seen_at)
+                    SELECT m.id, m.kind, m.value, m.profile_id, CASE WHEN m.hub THEN 'hub' ELSE 'active' END, m.first_seq,
+                           m.first_seen, m.last_seen
+                    FROM \(unescaped: t).new_nodes AS m
+                    """) ?? 0
+            try await tx.script(
+                """
                 DELETE FROM cdp.identity_edges AS e
                 WHERE NOT EXISTS (SELECT 1 FROM \(t).edges AS m WHERE m.a = e.a AND m.b = e.b);
                 UPDATE cdp.identity_edges AS e SET first_seq = m.first_seq
@@ -372,22 +393,27 @@ public struct IdentityRebuild: Sendable {
                 WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_edges AS e WHERE e.a = m.a AND e.b = m.b);
                 INSERT INTO cdp.identity_edges (a, b, first_seq) SELECT a, b, first_seq FROM \(t).new_edges;
                 """)
-            try await tx.script("""
+            try await tx.script(
+                """
                 CREATE TABLE \(t).restamp AS
                 SELECT s.seq, s.timestamp, f.profile_id
                 FROM cdp.events AS s LEFT JOIN \(t).final_events AS f ON f.seq = s.seq
                 WHERE s.seq <= \(last) AND s.profile_id IS DISTINCT FROM f.profile_id;
                 ANALYZE \(t).restamp;
                 """)
-            report.eventsRestamped = try await tx.execute("""
-                UPDATE cdp.events AS e SET profile_id = d.profile_id
-                FROM \(unescaped: t).restamp AS d
-                WHERE e.seq = d.seq AND e.timestamp = d.timestamp
-                """) ?? 0
-            try await tx.execute("INSERT INTO cdp.stage_checkpoints (stage) VALUES (\(IdentityStore.stage)) ON CONFLICT DO NOTHING")
+            report.eventsRestamped =
+                try await tx.execute(
+                    """
+                    UPDATE cdp.events AS e SET profile_id = d.profile_id
+                    FROM \(unescaped: t).restamp AS d
+                    WHERE e.seq = d.seq AND e.timestamp = d.timestamp
+                    """) ?? 0
+            try await tx.execute(
+                "INSERT INTO cdp.stage_checkpoints (stage) VALUES (\(IdentityStore.stage)) ON CONFLICT DO NOTHING")
             try await IdentityStore.setCheckpoint(tx, last)
             // Stages after identity rebuild from events rather than replay this rebuild's changes one by one.
-            try await tx.execute("UPDATE cdp.stage_checkpoints SET generation = generation + 1 WHERE stage = \(IdentityStore.stage)")
+            try await tx.execute(
+                "UPDATE cdp.stage_checkpoints SET generation = generation + 1 WHERE stage = \(IdentityStore.stage)")
         }
         phase("swap in")
         try await db.script("DROP SCHEMA \(Self.schema) CASCADE")
@@ -399,7 +425,8 @@ public struct IdentityRebuild: Sendable {
     /// result in the rebuild's replayed_* tables.
     private func replayConflicts(_ db: PostgresConnection, rules: IdentityRules) async throws {
         let t = "pg_temp"
-        let rows = try await db.query("""
+        let rows = try await db.query(
+            """
             SELECT k.seq, n.id, n.kind, n.value
             FROM \(unescaped: t).event_labels AS el
             JOIN \(unescaped: t).links AS k ON k.seq = el.seq
@@ -426,18 +453,21 @@ public struct IdentityRebuild: Sendable {
         }
         flush()
         let nodes = nodeIDs.map { (Int($0.value), engine.profile(of: $0.key)!) }
-        try await db.execute("""
+        try await db.execute(
+            """
             INSERT INTO \(unescaped: t).replayed_nodes SELECT * FROM unnest(\(nodes.map(\.0))::int8[], \(nodes.map(\.1))::uuid[])
             """)
         let alive = Array(engine.liveProfiles)
         let founders = alive.map { engine.profiles[$0]! }
-        try await db.execute("""
+        try await db.execute(
+            """
             INSERT INTO \(unescaped: t).replayed_profiles
             SELECT * FROM unnest(\(alive)::uuid[], \(founders.map(\.founder.kind))::text[], \(founders.map(\.founder.value))::text[],
                                  \(founders.map { Int($0.foundedSeq) })::int8[])
             """)
         let stamps = engine.finalStamps
-        try await db.execute("""
+        try await db.execute(
+            """
             INSERT INTO \(unescaped: t).replayed_events
             SELECT * FROM unnest(\(stamps.map { Int($0.seq) })::int8[], \(stamps.map(\.profile))::uuid[])
             """)

@@ -80,7 +80,10 @@ public struct IdentityStage: Sendable {
         do {
             let (report, next, update) = try await client.withConnection { db in
                 try await db.withTransaction { tx -> (BatchReport, Task<Prefetch?, Never>?, IdentifierCache.Update?) in
-                    guard try await tx.query("SELECT pg_try_advisory_xact_lock(\(IdentityStore.processorLock.value))").scalar(Bool.self) else {
+                    guard
+                        try await tx.query("SELECT pg_try_advisory_xact_lock(\(IdentityStore.processorLock.value))").scalar(
+                            Bool.self)
+                    else {
                         var report = BatchReport()
                         report.busy = true
                         return (report, nil, nil)
@@ -128,9 +131,11 @@ public struct IdentityStage: Sendable {
         let client = client, batchSize = batchSize
         return Task {
             try? await client.withConnection { db in
-                let through = try await db.query("""
+                let through = try await db.query(
+                    """
                     SELECT max(seq) FROM (SELECT seq FROM cdp.events WHERE seq > \(after) ORDER BY seq LIMIT \(batchSize)) AS next
-                    """).scalar(Int64?.self)
+                    """
+                ).scalar(Int64?.self)
                 guard let through else { return nil }
                 let events = try await IdentityStore.extract(db, document: document, .range(after: after, through: through))
                 return Prefetch(after: after, through: through, rules: document.text, events: events)
@@ -143,14 +148,17 @@ public struct IdentityStage: Sendable {
     public func run(pollInterval: Duration = .seconds(1)) async throws {
         logger.info("identity: stage running")
         let loop = StageLoop(
-            name: "identity", channel: EventWriter.eventsChannel, client: client, logger: logger, lagCheckpoint: IdentityStore.stage)
+            name: "identity", channel: EventWriter.eventsChannel, client: client, logger: logger,
+            lagCheckpoint: IdentityStore.stage)
         await loop.run(pollInterval: pollInterval) {
             let report = try await catchUp()
             if report.events > 0 {
-                logger.info("identity: processed", metadata: [
-                    "events": "\(report.events)", "profiles_created": "\(report.profilesCreated)",
-                    "merges": "\(report.merges)", "hubs": "\(report.hubsDetected)", "checkpoint": "\(report.checkpoint)",
-                ])
+                logger.info(
+                    "identity: processed",
+                    metadata: [
+                        "events": "\(report.events)", "profiles_created": "\(report.profilesCreated)",
+                        "merges": "\(report.merges)", "hubs": "\(report.hubsDetected)", "checkpoint": "\(report.checkpoint)",
+                    ])
             }
         }
     }
@@ -176,9 +184,11 @@ public struct IdentityStage: Sendable {
         if let prefetched, prefetched.after == checkpoint, prefetched.rules == document.text {
             (last, events) = (prefetched.through, prefetched.events)
         } else {
-            let end = try await tx.query("""
+            let end = try await tx.query(
+                """
                 SELECT max(seq) FROM (SELECT seq FROM cdp.events WHERE seq > \(checkpoint) ORDER BY seq LIMIT \(batchSize)) AS next
-                """).scalar(Int64?.self)
+                """
+            ).scalar(Int64?.self)
             guard let end else { return (report, nil, nil) }
             last = end
             events = try await IdentityStore.extract(tx, document: document, .range(after: checkpoint, through: last))
@@ -205,7 +215,9 @@ public struct IdentityStage: Sendable {
         // the table.
         var nodes = cache.nodes(seen.keys, checkpoint: checkpoint, epoch: epoch)
         let cached = nodes.count
-        for (identifier, node) in try await IdentityStore.nodes(tx, seen.keys.filter { nodes[$0] == nil }) { nodes[identifier] = node }
+        for (identifier, node) in try await IdentityStore.nodes(tx, seen.keys.filter { nodes[$0] == nil }) {
+            nodes[identifier] = node
+        }
         timings.mark("load nodes (\(cached) of \(seen.count) cached)")
         var engine = IdentityEngine(rules: rules)
         for (identifier, node) in nodes where !node.isHub { engine.load(identifier: identifier, profile: node.profile) }
@@ -228,12 +240,14 @@ public struct IdentityStage: Sendable {
         let losers = engine.mergedAway.intersection(loadedProfiles).sorted { $0.uuidString < $1.uuidString }
         if !losers.isEmpty {
             let survivors = losers.map { engine.find($0) }
-            try await tx.execute("""
+            try await tx.execute(
+                """
                 UPDATE cdp.identity_nodes AS n SET profile_id = m.into_id
                 FROM unnest(\(losers)::uuid[], \(survivors)::uuid[]) AS m (from_id, into_id)
                 WHERE n.profile_id = m.from_id AND n.profile_id = ANY(\(losers)::uuid[])
                 """)
-            try await tx.execute("""
+            try await tx.execute(
+                """
                 UPDATE cdp.events AS e SET profile_id = m.into_id
                 FROM unnest(\(losers)::uuid[], \(survivors)::uuid[]) AS m (from_id, into_id)
                 WHERE e.profile_id = m.from_id AND e.profile_id = ANY(\(losers)::uuid[])
@@ -245,7 +259,8 @@ public struct IdentityStage: Sendable {
         report.profilesCreated = foundedAlive.count
         if !engine.merges.isEmpty {
             let merges = engine.merges
-            try await tx.execute("""
+            try await tx.execute(
+                """
                 INSERT INTO cdp.profile_merge_log (from_profile_id, into_profile_id, reason, seq, message_id, kind, value)
                 SELECT m.from_id, m.into_id, 'identifier', m.seq, m.message_id, m.kind, m.value
                 FROM unnest(\(merges.map(\.from))::uuid[], \(merges.map(\.into))::uuid[], \(merges.map { Int($0.seq) })::int8[],
@@ -259,7 +274,8 @@ public struct IdentityStage: Sendable {
         // New identifiers, and the time range of those already known.
         let created = engine.created.keys.sorted { $0.kind == $1.kind ? $0.value < $1.value : $0.kind < $1.kind }
         if !created.isEmpty {
-            let rows = try await tx.query("""
+            let rows = try await tx.query(
+                """
                 INSERT INTO cdp.identity_nodes (kind, value, profile_id, first_seq, first_seen_at, last_seen_at)
                 SELECT kind, value, profile_id, first_seq, timestamptz 'epoch' + first_us * interval '1 microsecond',
                        timestamptz 'epoch' + last_us * interval '1 microsecond'
@@ -278,7 +294,8 @@ public struct IdentityStage: Sendable {
         timings.mark("insert nodes")
         let known = seen.keys.filter { engine.created[$0] == nil }
         if !known.isEmpty {
-            try await tx.execute("""
+            try await tx.execute(
+                """
                 UPDATE cdp.identity_nodes AS n
                 SET first_seen_at = least(n.first_seen_at, s.first_seen), last_seen_at = greatest(n.last_seen_at, s.last_seen)
                 FROM (SELECT node_id, timestamptz 'epoch' + first_us * interval '1 microsecond' AS first_seen,
@@ -295,7 +312,8 @@ public struct IdentityStage: Sendable {
         // rebuild the stage goes over events it had stamped before, and a stale stamp must not survive.
         let stamped = engine.finalStamps
         if !stamped.isEmpty {
-            try await tx.execute("""
+            try await tx.execute(
+                """
                 UPDATE cdp.events AS e SET profile_id = s.profile_id
                 FROM unnest(\(stamped.map { Int($0.seq) })::int8[], \(stamped.map(\.profile))::uuid[]) AS s (seq, profile_id)
                 WHERE e.seq = s.seq AND e.seq > \(checkpoint) AND e.seq <= \(last) AND e.profile_id IS DISTINCT FROM s.profile_id
@@ -315,7 +333,8 @@ public struct IdentityStage: Sendable {
         }
         let pairs = edges.flatMap { a, targets in targets.map { (a, $0.key, $0.value) } }
         if !pairs.isEmpty {
-            let inserted = try await tx.query("""
+            let inserted = try await tx.query(
+                """
                 INSERT INTO cdp.identity_edges (a, b, first_seq)
                 SELECT * FROM unnest(\(pairs.map { Int($0.0) })::int8[], \(pairs.map { Int($0.1) })::int8[], \(pairs.map { Int($0.2) })::int8[])
                 ON CONFLICT DO NOTHING

@@ -38,7 +38,8 @@ package enum IdentityStore {
     /// The rules in force (defaults when none were applied) and the document the SQL extraction reads.
     static func rules(_ db: PostgresConnection) async throws -> (IdentityRules, PostgresJSON) {
         let rows = try await db.query("SELECT rules::text FROM cdp.identity_rules WHERE id = 1")
-        let rules = try rows.first.map { try PostgresJSON(text: $0[0].decode(String.self)).decode(IdentityRules.self) }
+        let rules =
+            try rows.first.map { try PostgresJSON(text: $0[0].decode(String.self)).decode(IdentityRules.self) }
             ?? IdentityRules()
         return (rules, try rules.document())
     }
@@ -51,7 +52,8 @@ package enum IdentityStore {
     /// Where `cdp.identity_graph_epoch` stands: it moves with every statement that changes `cdp.identity_nodes`.
     static func graphEpoch(_ db: PostgresConnection) async throws -> Int64 {
         // 0 until the first change (last_value alone reads the same before and after the first nextval).
-        try await db.query("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM cdp.identity_graph_epoch").scalar(Int64.self)
+        try await db.query("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM cdp.identity_graph_epoch").scalar(
+            Int64.self)
     }
 
     static func setCheckpoint(_ db: PostgresConnection, _ seq: Int64) async throws {
@@ -65,7 +67,9 @@ package enum IdentityStore {
     }
 
     /// The identifiers of the selected events, in receive order (every selected event, even one without any).
-    static func extract(_ db: PostgresConnection, document: PostgresJSON, _ selection: EventSelection) async throws -> [ExtractedEvent] {
+    static func extract(
+        _ db: PostgresConnection, document: PostgresJSON, _ selection: EventSelection
+    ) async throws -> [ExtractedEvent] {
         // The event's own identifiers, and both forms of an alias call's previousId (resolveAliases keeps one).
         let (condition, binds): (String, [PostgresBind])
         switch selection {
@@ -74,14 +78,16 @@ package enum IdentityStore {
         case .profiles(let ids):
             (condition, binds) = ("e.profile_id = ANY($2::uuid[])", [try ids.postgresBind()])
         }
-        let rows = try await db.query(PostgresQuery(unsafeSQL: """
-            SELECT e.seq, e.message_id, (extract(epoch FROM e.timestamp) * 1000000)::int8, c.kind, c.value, c.problem, c.via_alias
-            FROM cdp.events AS e
-            LEFT JOIN LATERAL cdp.event_identifiers(e.type, e.user_id, e.anonymous_id, e.previous_id, e.traits, e.context, $1::jsonb) AS c
-                ON true
-            WHERE \(condition)
-            ORDER BY e.seq
-            """, binds: [try document.postgresBind()] + binds))
+        let rows = try await db.query(
+            PostgresQuery(
+                unsafeSQL: """
+                    SELECT e.seq, e.message_id, (extract(epoch FROM e.timestamp) * 1000000)::int8, c.kind, c.value, c.problem, c.via_alias
+                    FROM cdp.events AS e
+                    LEFT JOIN LATERAL cdp.event_identifiers(e.type, e.user_id, e.anonymous_id, e.previous_id, e.traits, e.context, $1::jsonb) AS c
+                        ON true
+                    WHERE \(condition)
+                    ORDER BY e.seq
+                    """, binds: [try document.postgresBind()] + binds))
         var events: [ExtractedEvent] = []
         for row in rows {
             let (seq, messageID, micros, kind, value, problem, alias) =
@@ -117,11 +123,13 @@ package enum IdentityStore {
         let wanted = Array(Set(events.compactMap { $0.previous?.anonymous?.value }))
         var firstSeq: [String: Int64] = [:]
         if !wanted.isEmpty {
-            for row in try await db.query("""
+            for row in try await db.query(
+                """
                 SELECT n.value, n.first_seq FROM unnest(\(wanted)::text[]) AS wanted (value)
                 CROSS JOIN LATERAL (SELECT value, first_seq FROM cdp.identity_nodes AS n
                                     WHERE n.kind = 'anonymous_id' AND n.value = wanted.value LIMIT 1) AS n
-                """) {
+                """)
+            {
                 let (value, seq) = try row.decode((String, Int64).self)
                 firstSeq[value] = seq
             }
@@ -143,9 +151,12 @@ package enum IdentityStore {
     }
 
     /// The stored nodes of the given identifiers.
-    static func nodes(_ db: PostgresConnection, _ identifiers: some Collection<Identifier>) async throws -> [Identifier: StoredNode] {
+    static func nodes(
+        _ db: PostgresConnection, _ identifiers: some Collection<Identifier>
+    ) async throws -> [Identifier: StoredNode] {
         guard !identifiers.isEmpty else { return [:] }
-        let rows = try await db.query("""
+        let rows = try await db.query(
+            """
             SELECT n.node_id, n.kind, n.value, n.profile_id, n.status = 'hub'
             FROM unnest(\(identifiers.map(\.kind))::text[], \(identifiers.map(\.value))::text[]) AS wanted (kind, value)
             -- LIMIT 1 keeps this a per-identifier index lookup (never a hash join over every node).
@@ -165,14 +176,17 @@ package enum IdentityStore {
     static func loadProfiles(_ db: PostgresConnection, _ ids: Set<UUID>, into engine: inout IdentityEngine) async throws {
         guard !ids.isEmpty else { return }
         var loaded: [UUID: (founder: Identifier, seq: Int64, counts: [String: Int])] = [:]
-        for row in try await db.query("""
+        for row in try await db.query(
+            """
             SELECT p.profile_id, p.founder_kind, p.founder_value, p.founded_seq, c.kind, c.identifiers
             FROM cdp.identity_profiles AS p
             LEFT JOIN LATERAL (SELECT n.kind, count(*) AS identifiers FROM cdp.identity_nodes AS n
                                WHERE n.profile_id = p.profile_id AND n.status = 'active' GROUP BY n.kind) AS c ON true
             WHERE p.profile_id = ANY(\(Array(ids)))
-            """) {
-            let (id, founderKind, founderValue, seq, kind, count) = try row.decode((UUID, String, String, Int64, String?, Int?).self)
+            """)
+        {
+            let (id, founderKind, founderValue, seq, kind, count) = try row.decode(
+                (UUID, String, String, Int64, String?, Int?).self)
             if loaded[id] == nil { loaded[id] = (Identifier(kind: founderKind, value: founderValue), seq, [:]) }
             if let kind, let count { loaded[id]!.counts[kind] = count }
         }
@@ -186,7 +200,8 @@ package enum IdentityStore {
     static func storeProfiles(_ db: PostgresConnection, _ ids: [UUID], of engine: IdentityEngine, replacing: Bool) async throws {
         guard !ids.isEmpty else { return }
         let profiles = ids.map { engine.profiles[$0]! }
-        try await db.execute("""
+        try await db.execute(
+            """
             INSERT INTO cdp.identity_profiles (profile_id, founder_kind, founder_value, founded_seq)
             SELECT * FROM unnest(\(ids)::uuid[], \(profiles.map(\.founder.kind))::text[], \(profiles.map(\.founder.value))::text[],
                                  \(profiles.map { Int($0.foundedSeq) })::int8[])
@@ -210,7 +225,8 @@ package enum IdentityStore {
         guard !counts.isEmpty else { return 0 }
         let keys = counts.keys.sorted()
         let parts = keys.map { $0.split(separator: "\u{1}", maxSplits: 1).map(String.init) }
-        try await db.execute("""
+        try await db.execute(
+            """
             INSERT INTO cdp.identity_ignored AS i (reason, kind, count, last_seq)
             SELECT * FROM unnest(\(parts.map { $0[0] })::text[], \(parts.map { $0[1] })::text[],
                                  \(keys.map { counts[$0]!.count })::int8[], \(keys.map { Int(counts[$0]!.lastSeq) })::int8[])
@@ -218,10 +234,13 @@ package enum IdentityStore {
             SET count = i.count + excluded.count, last_seq = excluded.last_seq, updated_at = now()
             """)
         let total = counts.values.reduce(0) { $0 + $1.count }
-        logger.info("identity: ignored identifiers", metadata: [
-            "count": "\(total)",
-            "reasons": "\(keys.map { "\($0.replacingOccurrences(of: "\u{1}", with: "/"))=\(counts[$0]!.count) (last event seq \(counts[$0]!.lastSeq))" }.joined(separator: ", "))",
-        ])
+        logger.info(
+            "identity: ignored identifiers",
+            metadata: [
+                "count": "\(total)",
+                "reasons":
+                    "\(keys.map { "\($0.replacingOccurrences(of: "\u{1}", with: "/"))=\(counts[$0]!.count) (last event seq \(counts[$0]!.lastSeq))" }.joined(separator: ", "))",
+            ])
         return total
     }
 }

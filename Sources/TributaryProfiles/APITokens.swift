@@ -70,13 +70,15 @@ public struct APITokenStore: Sendable {
     public func create(name: String, scopes: [APITokenScope]) async throws -> (APIToken, secret: String) {
         let name = try checkedName(name, what: "an API token name", error: APITokenError.init)
         guard !scopes.isEmpty else {
-            throw APITokenError("an API token needs at least one scope (\(APITokenScope.allCases.map(\.rawValue).joined(separator: ", ")))")
+            throw APITokenError(
+                "an API token needs at least one scope (\(APITokenScope.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
         let unique = APITokenScope.allCases.filter(scopes.contains)
         let secret = Self.generateSecret()
         let id = "tok_" + SourceStore.randomToken(length: 16)
         do {
-            let rows = try await client.query("""
+            let rows = try await client.query(
+                """
                 INSERT INTO cdp.api_tokens (token_id, name, token_sha256, token_hint, scopes)
                 VALUES (\(id), \(name), \(Self.hash(secret)), \(Self.hint(secret)), \(unique.map(\.rawValue))::text[])
                 RETURNING \(unescaped: Self.columns)
@@ -96,7 +98,8 @@ public struct APITokenStore: Sendable {
     /// token changes nothing.
     @discardableResult
     public func revoke(name: String) async throws -> APIToken {
-        let rows = try await client.query("""
+        let rows = try await client.query(
+            """
             UPDATE cdp.api_tokens SET revoked_at = coalesce(revoked_at, now())
             WHERE name = \(name.trimmingCharacters(in: .whitespacesAndNewlines))
             RETURNING \(unescaped: Self.columns)
@@ -110,7 +113,8 @@ public struct APITokenStore: Sendable {
     /// about how much of a secret is right. Anything not shaped like a secret is refused without a query.
     public func authenticate(_ secret: String) async throws -> APIToken? {
         guard Self.looksLikeSecret(secret) else { return nil }
-        let rows = try await client.query("""
+        let rows = try await client.query(
+            """
             SELECT \(unescaped: Self.columns) FROM cdp.api_tokens WHERE token_sha256 = \(Self.hash(secret)) AND revoked_at IS NULL
             """)
         return try rows.first.map(Self.token)
@@ -125,7 +129,8 @@ public struct APITokenStore: Sendable {
         guard bytes.count == secretLength, text.hasPrefix("trb_") else { return false }
         return bytes.dropFirst(4).allSatisfy { byte in
             (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte)
-                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_")
+                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || byte == UInt8(ascii: "-")
+                || byte == UInt8(ascii: "_")
         }
     }
 
@@ -134,7 +139,8 @@ public struct APITokenStore: Sendable {
         var generator = SystemRandomNumberGenerator()
         let bytes = (0..<4).flatMap { _ in withUnsafeBytes(of: generator.next() as UInt64) { Array($0) } }
         let base64url = Data(bytes).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(
+                of: "=", with: "")
         return "trb_" + base64url
     }
 

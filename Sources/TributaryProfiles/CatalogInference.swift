@@ -32,7 +32,8 @@ public enum CatalogInference {
     /// Samples the `sample` most recent events of `cdp.events` and infers the type of every trait and property.
     public static func infer(client: PostgresClient, sample: Int = defaultSample) async throws -> Catalog {
         guard sample >= 1 else { throw CatalogError("sample: must be at least 1, got \(sample)") }
-        let rows = try await client.query("""
+        let rows = try await client.query(
+            """
             WITH sample AS MATERIALIZED (
                 SELECT type, properties, traits, context,
                        CASE type WHEN 'track' THEN event WHEN 'page' THEN \(Catalog.pageEvent) WHEN 'screen' THEN \(Catalog.screenEvent) END
@@ -90,7 +91,9 @@ public enum CatalogInference {
     }
 
     /// Words that mark a key as personal data wherever they appear in it (`email`, `billing_address`, `mobilePhone`).
-    static let piiWords: Set<String> = ["email", "mail", "phone", "mobile", "address", "street", "ssn", "passport", "birthday", "dob"]
+    static let piiWords: Set<String> = [
+        "email", "mail", "phone", "mobile", "address", "street", "ssn", "passport", "birthday", "dob",
+    ]
     /// Keys that are personal data as a whole (compared by their words joined with `_`).
     static let piiKeys: Set<String> = [
         "name", "first_name", "last_name", "full_name", "middle_name", "given_name", "family_name", "surname", "firstname",

@@ -56,9 +56,12 @@ public enum Consent {
             )
             SELECT count(*) FROM history
             """
-        return try await tx.query(PostgresQuery(
-            unsafeSQL: sql, binds: [try Int(after).postgresBind(), try Int(through).postgresBind(), try except.postgresBind()]
-        )).scalar(Int.self)
+        return try await tx.query(
+            PostgresQuery(
+                unsafeSQL: sql,
+                binds: [try Int(after).postgresBind(), try Int(through).postgresBind(), try except.postgresBind()]
+            )
+        ).scalar(Int.self)
     }
 
     /// Replaces the consent of `profiles` (nil: every profile) by what their events with `seq <= through` say,
@@ -69,23 +72,30 @@ public enum Consent {
         func scope(_ alias: String, _ n: Int) -> String { profiles == nil ? "true" : "\(alias).profile_id = ANY($\(n)::uuid[])" }
         let profileBinds = try profiles.map { [try $0.postgresBind()] } ?? []
         let through = try Int(through).postgresBind()
-        try await tx.execute(PostgresQuery(unsafeSQL: """
-            CREATE TEMP TABLE tributary_consent_latest ON COMMIT DROP AS \(latestSQL("e.seq <= $1 AND \(scope("e", 2))"))
-            """, binds: [through] + profileBinds))
-        let changes = try await tx.query(PostgresQuery(unsafeSQL: """
-            WITH old AS (SELECT * FROM cdp.profile_consent AS c WHERE \(scope("c", 2))),
-            history AS (
-                INSERT INTO cdp.consent_changes (profile_id, purpose, granted, previous, event_seq, reason)
-                SELECT coalesce(l.profile_id, o.profile_id), coalesce(l.purpose, o.purpose), l.granted, o.granted, l.seq, $1
-                FROM pg_temp.tributary_consent_latest AS l
-                FULL JOIN old AS o ON o.profile_id = l.profile_id AND o.purpose = l.purpose
-                WHERE l.granted IS DISTINCT FROM o.granted
-                RETURNING 1
-            )
-            SELECT count(*) FROM history
-            """, binds: [try reason.postgresBind()] + profileBinds)).scalar(Int.self)
-        try await tx.execute(PostgresQuery(unsafeSQL: "DELETE FROM cdp.profile_consent AS c WHERE \(scope("c", 1))", binds: profileBinds))
-        try await tx.execute("""
+        try await tx.execute(
+            PostgresQuery(
+                unsafeSQL: """
+                    CREATE TEMP TABLE tributary_consent_latest ON COMMIT DROP AS \(latestSQL("e.seq <= $1 AND \(scope("e", 2))"))
+                    """, binds: [through] + profileBinds))
+        let changes = try await tx.query(
+            PostgresQuery(
+                unsafeSQL: """
+                    WITH old AS (SELECT * FROM cdp.profile_consent AS c WHERE \(scope("c", 2))),
+                    history AS (
+                        INSERT INTO cdp.consent_changes (profile_id, purpose, granted, previous, event_seq, reason)
+                        SELECT coalesce(l.profile_id, o.profile_id), coalesce(l.purpose, o.purpose), l.granted, o.granted, l.seq, $1
+                        FROM pg_temp.tributary_consent_latest AS l
+                        FULL JOIN old AS o ON o.profile_id = l.profile_id AND o.purpose = l.purpose
+                        WHERE l.granted IS DISTINCT FROM o.granted
+                        RETURNING 1
+                    )
+                    SELECT count(*) FROM history
+                    """, binds: [try reason.postgresBind()] + profileBinds)
+        ).scalar(Int.self)
+        try await tx.execute(
+            PostgresQuery(unsafeSQL: "DELETE FROM cdp.profile_consent AS c WHERE \(scope("c", 1))", binds: profileBinds))
+        try await tx.execute(
+            """
             INSERT INTO cdp.profile_consent (profile_id, purpose, granted, updated_at, event_seq)
             SELECT profile_id, purpose, granted, updated_at, seq FROM pg_temp.tributary_consent_latest
             """)

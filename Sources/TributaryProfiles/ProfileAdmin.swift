@@ -52,17 +52,20 @@ public struct ProfileAdmin: Sendable {
     }
 
     public func status() async throws -> Status {
-        let row = try await client.query("""
+        let row = try await client.query(
+            """
             SELECT coalesce((SELECT seq FROM cdp.stage_checkpoints WHERE stage = 'profiles'), 0),
                    coalesce((SELECT seq FROM cdp.stage_checkpoints WHERE stage = 'identity'), 0),
                    (SELECT count(*) FROM cdp.identity_profiles), (SELECT count(*) FROM cdp.profile_data),
                    (SELECT count(*) FROM cdp.profile_trait_values WHERE value <> 'null'),
                    (SELECT count(*) FROM cdp.trait_history),
                    (SELECT updated_at FROM cdp.stage_checkpoints WHERE stage = 'profiles.recompute')
-            """).first!
+            """
+        ).first!
         let (checkpoint, identity, profiles, withData, values, changes, recompute) =
             try row.decode((Int64, Int64, Int, Int, Int, Int, Date?).self)
-        return Status(checkpoint: checkpoint, identityCheckpoint: identity, profiles: profiles, profilesWithData: withData,
-                      traitValues: values, traitChanges: changes, lastRecompute: recompute)
+        return Status(
+            checkpoint: checkpoint, identityCheckpoint: identity, profiles: profiles, profilesWithData: withData,
+            traitValues: values, traitChanges: changes, lastRecompute: recompute)
     }
 }

@@ -44,16 +44,19 @@ public struct ProfileDocuments: Sendable {
             case .found:
                 return nil
             case .hub(let identifier, let threshold):
-                return "\(Self.shown(identifier)) is a hub: it was seen with more than \(threshold) distinct identifiers of one kind, "
+                return
+                    "\(Self.shown(identifier)) is a hub: it was seen with more than \(threshold) distinct identifiers of one kind, "
                     + "so it is shared by many people and identifies no one profile; look the person up by another identifier"
             case .notFound(let identifier, let problem):
                 var message = "no profile has the identifier \(Self.shown(identifier))"
                 if let problem { message += " (it would be ignored: \(problem.replacingOccurrences(of: "_", with: " ")))" }
                 return message
             case .unknownKind(let kind, let known):
-                return "'\(kind)' is not an identifier kind in use or configured; known kinds are \(known.joined(separator: ", "))"
+                return
+                    "'\(kind)' is not an identifier kind in use or configured; known kinds are \(known.joined(separator: ", "))"
             case .invalidKind(let kind):
-                return "'\(kind.prefix(100))' is not a valid identifier kind (lower-case letters, digits and _, starting with a letter, at most 63)"
+                return
+                    "'\(kind.prefix(100))' is not a valid identifier kind (lower-case letters, digits and _, starting with a letter, at most 63)"
             case .invalidValue(let identifier, let reason):
                 return "'\(identifier.value.prefix(100))' cannot be a \(identifier.kind): \(reason)"
             }
@@ -78,10 +81,12 @@ public struct ProfileDocuments: Sendable {
         // PostgreSQL text cannot hold NUL, and no identifier does (control characters are refused).
         if kind.utf8.contains(0) { return .invalidKind(kind.replacingOccurrences(of: "\0", with: "\\0")) }
         if value.utf8.contains(0) {
-            return .invalidValue(Identifier(kind: kind, value: value.replacingOccurrences(of: "\0", with: "\\0")),
-                                 reason: "it contains a NUL character")
+            return .invalidValue(
+                Identifier(kind: kind, value: value.replacingOccurrences(of: "\0", with: "\\0")),
+                reason: "it contains a NUL character")
         }
-        let row = try await client.query("SELECT outcome, document FROM cdp.profile_lookup(\(kind)::text, \(value)::text, \(events)::int)")[0]
+        let row = try await client.query(
+            "SELECT outcome, document FROM cdp.profile_lookup(\(kind)::text, \(value)::text, \(events)::int)")[0]
         let (outcome, document) = try row.decode((String, String?).self)
         return try Self.lookup(outcome: outcome, document: document, kind: kind, value: value)
     }
@@ -89,7 +94,9 @@ public struct ProfileDocuments: Sendable {
     /// Turns a row of `cdp.profile_lookup` into a ``Lookup``.
     static func lookup(outcome: String, document: String?, kind: String, value: String) throws -> Lookup {
         if outcome == "found" {
-            guard let document else { throw PostgresError(.decoding, "cdp.profile_lookup found a profile but returned no document") }
+            guard let document else {
+                throw PostgresError(.decoding, "cdp.profile_lookup found a profile but returned no document")
+            }
             return .found(document: document)
         }
         // Every other outcome's document is a small object of details.

@@ -121,21 +121,25 @@ public struct ProfileStage: Sendable {
     }
 
     static func checkpoints(_ db: PostgresConnection) async throws -> Checkpoints {
-        try await db.execute("""
+        try await db.execute(
+            """
             INSERT INTO cdp.stage_checkpoints (stage) VALUES (\(stage)), (\(mergesStage)), (\(changesStage)) ON CONFLICT DO NOTHING
             """)
-        let row = try await db.query("""
+        let row = try await db.query(
+            """
             SELECT coalesce((SELECT seq FROM cdp.stage_checkpoints WHERE stage = 'identity'), 0),
                    coalesce((SELECT generation FROM cdp.stage_checkpoints WHERE stage = 'identity'), 0),
                    (SELECT seq FROM cdp.stage_checkpoints WHERE stage = \(stage)),
                    (SELECT generation FROM cdp.stage_checkpoints WHERE stage = \(stage)),
                    (SELECT seq FROM cdp.stage_checkpoints WHERE stage = \(mergesStage)),
                    (SELECT seq FROM cdp.stage_checkpoints WHERE stage = \(changesStage))
-            """).first!
+            """
+        ).first!
         let (identity, identityGeneration, profiles, generation, merges, changes) =
             try row.decode((Int64, Int64, Int64, Int64, Int64, Int64).self)
         return Checkpoints(
-            identity: identity, identityGeneration: identityGeneration, profiles: profiles, generation: generation, merges: merges,
+            identity: identity, identityGeneration: identityGeneration, profiles: profiles, generation: generation,
+            merges: merges,
             changes: changes)
     }
 
@@ -144,7 +148,8 @@ public struct ProfileStage: Sendable {
         // Merges and splits first, then the identity checkpoint: one committed in between is seen next batch.
         let (lastMerge, lastChange) = try await Self.lastChanges(tx)
         let marks = try await Self.checkpoints(tx)
-        let definitions = try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", tx) ?? ComputedTraitDefinitions()
+        let definitions =
+            try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", tx) ?? ComputedTraitDefinitions()
         let store = ProfileStore(definitions: definitions, asOf: clock())
         report.checkpoint = marks.profiles
 
@@ -153,21 +158,25 @@ public struct ProfileStage: Sendable {
             return try await rebuild(tx, marks: marks, lastMerge: lastMerge, lastChange: lastChange, store: store)
         }
 
-        let (end, events) = try await tx.query("""
+        let (end, events) = try await tx.query(
+            """
             SELECT max(seq), count(*) FROM (SELECT seq FROM cdp.events WHERE seq > \(marks.profiles) AND seq <= \(marks.identity)
                                             ORDER BY seq LIMIT \(batchSize)) AS next
-            """).first!.decode((Int64?, Int).self)
+            """
+        ).first!.decode((Int64?, Int).self)
         let through = end ?? marks.profiles
 
         // Profiles merged or split since the last batch: recompute them from all their events.
         var recomputed: [UUID] = []
         if lastMerge > marks.merges || lastChange > marks.changes {
-            recomputed = try await tx.query("""
+            recomputed = try await tx.query(
+                """
                 SELECT p FROM cdp.profile_merge_log AS m, LATERAL (VALUES (m.from_profile_id), (m.into_profile_id)) AS v (p)
                 WHERE m.merge_id > \(marks.merges) AND m.merge_id <= \(lastMerge)
                 UNION
                 SELECT profile_id FROM cdp.profile_changes WHERE change_id > \(marks.changes) AND change_id <= \(lastChange)
-                """).map { try $0.decode(UUID.self) }
+                """
+            ).map { try $0.decode(UUID.self) }
             report.traitChanges += try await store.recompute(tx, profiles: recomputed, through: through)
             report.consentChanges += try await Consent.replace(tx, profiles: recomputed, through: through, reason: "merge")
             report.profilesRecomputed = recomputed.count
@@ -182,10 +191,12 @@ public struct ProfileStage: Sendable {
         timings.mark("traits")
         report.consentChanges += try await Consent.apply(tx, after: marks.profiles, through: through, except: recomputed)
         timings.mark("consent")
-        let touched = try await tx.query("""
+        let touched = try await tx.query(
+            """
             SELECT DISTINCT profile_id FROM cdp.events
             WHERE seq > \(marks.profiles) AND seq <= \(through) AND profile_id IS NOT NULL
-            """).map { try $0.decode(UUID.self) }
+            """
+        ).map { try $0.decode(UUID.self) }
         let changed = Array(Set(touched).union(recomputed))
         timings.mark("touched")
         report.profilesUpdated = try await store.refreshData(
@@ -198,18 +209,22 @@ public struct ProfileStage: Sendable {
         timings.mark("followers")
         try await Self.setCheckpoint(tx, Self.stage, through)
         report.checkpoint = through
-        logger.debug("profiles: batch timings", metadata: [
-            "events": "\(events)", "recomputed": "\(recomputed.count)", "steps": "\(timings)",
-        ])
+        logger.debug(
+            "profiles: batch timings",
+            metadata: [
+                "events": "\(events)", "recomputed": "\(recomputed.count)", "steps": "\(timings)",
+            ])
         return report
     }
 
     /// The newest merge-log and profile-change ids.
     static func lastChanges(_ db: PostgresConnection) async throws -> (merges: Int64, changes: Int64) {
-        try await db.query("""
+        try await db.query(
+            """
             SELECT coalesce((SELECT max(merge_id) FROM cdp.profile_merge_log), 0),
                    coalesce((SELECT max(change_id) FROM cdp.profile_changes), 0)
-            """).first!.decode((Int64, Int64).self)
+            """
+        ).first!.decode((Int64, Int64).self)
     }
 
     static func setCheckpoint(_ db: PostgresConnection, _ stage: String, _ seq: Int64) async throws {
@@ -223,7 +238,8 @@ public struct ProfileStage: Sendable {
             try await tx.advisoryTransactionLock(Self.processorLock)
             let (lastMerge, lastChange) = try await Self.lastChanges(tx)
             let marks = try await Self.checkpoints(tx)
-            let definitions = try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", tx) ?? ComputedTraitDefinitions()
+            let definitions =
+                try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", tx) ?? ComputedTraitDefinitions()
             let store = ProfileStore(definitions: definitions, asOf: clock())
             return try await rebuild(tx, marks: marks, lastMerge: lastMerge, lastChange: lastChange, store: store)
         }
@@ -235,7 +251,8 @@ public struct ProfileStage: Sendable {
     ) async throws -> BatchReport {
         let summary = try await store.rebuild(tx, through: marks.identity)
         let consentChanges = try await Consent.replace(tx, profiles: nil, through: marks.identity, reason: "rebuild")
-        try await tx.execute("""
+        try await tx.execute(
+            """
             UPDATE cdp.stage_checkpoints SET seq = \(marks.identity), generation = \(marks.identityGeneration), updated_at = now()
             WHERE stage = \(Self.stage)
             """)
@@ -259,9 +276,12 @@ public struct ProfileStage: Sendable {
             try await tx.advisoryTransactionLock(Self.processorLock)
             try await tx.execute("SET LOCAL work_mem = '256MB'")
             let marks = try await Self.checkpoints(tx)
-            let definitions = try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", tx) ?? ComputedTraitDefinitions()
-            let changed = try await ProfileStore(definitions: definitions, asOf: clock()).recomputeComputed(tx, through: marks.profiles, full: full)
-            try await tx.execute("""
+            let definitions =
+                try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", tx) ?? ComputedTraitDefinitions()
+            let changed = try await ProfileStore(definitions: definitions, asOf: clock()).recomputeComputed(
+                tx, through: marks.profiles, full: full)
+            try await tx.execute(
+                """
                 INSERT INTO cdp.stage_checkpoints (stage, seq) VALUES (\(Self.recomputeStage), \(marks.profiles))
                 ON CONFLICT (stage) DO UPDATE SET seq = excluded.seq, updated_at = now()
                 """)
@@ -275,30 +295,37 @@ public struct ProfileStage: Sendable {
     /// in each round of a stage whose traffic had no purchase yet). Returns the profiles changed, nil if not due.
     @discardableResult
     public func recomputeIfDue(interval: Duration) async throws -> Int? {
-        let (last, lastSeq, missingBoundaries) = try await client.query("""
+        let (last, lastSeq, missingBoundaries) = try await client.query(
+            """
             SELECT (SELECT updated_at FROM cdp.stage_checkpoints WHERE stage = \(Self.recomputeStage)),
                    coalesce((SELECT seq FROM cdp.stage_checkpoints WHERE stage = \(Self.recomputeStage)), 0),
                    NOT EXISTS (SELECT 1 FROM cdp.rfm_thresholds) AND EXISTS (SELECT 1 FROM cdp.profile_data)
-            """).first!.decode((Date?, Int64, Bool).self)
+            """
+        ).first!.decode((Date?, Int64, Bool).self)
         let stale = last.map { Date().timeIntervalSince($0) >= Double(interval.components.seconds) } ?? true
         if !stale {
             // Only then do the definitions matter: is RFM on?
             guard missingBoundaries else { return nil }
-            let definitions = try await client.withConnection {
-                try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", $0)
-            } ?? ComputedTraitDefinitions()
+            let definitions =
+                try await client.withConnection {
+                    try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", $0)
+                } ?? ComputedTraitDefinitions()
             guard definitions.rfm.enabled else { return nil }
             // An index probe on (event, timestamp): no purchase at all costs nothing.
-            let purchased = try await client.query("""
+            let purchased = try await client.query(
+                """
                 SELECT EXISTS (SELECT 1 FROM cdp.events WHERE event = \(definitions.rfm.event) AND seq > \(lastSeq))
-                """).scalar(Bool.self)
+                """
+            ).scalar(Bool.self)
             guard purchased else { return nil }
         }
         let started = ContinuousClock.now
         let changed = try await recomputeAll(full: false)
-        logger.info("profiles: computed traits recomputed", metadata: [
-            "changed": "\(changed)", "duration": "\(ContinuousClock.now - started)",
-        ])
+        logger.info(
+            "profiles: computed traits recomputed",
+            metadata: [
+                "changed": "\(changed)", "duration": "\(ContinuousClock.now - started)",
+            ])
         return changed
     }
 
@@ -311,11 +338,13 @@ public struct ProfileStage: Sendable {
         await loop.run(pollInterval: pollInterval) {
             let report = try await catchUp()
             if report.events > 0 || report.rebuilt {
-                logger.info("profiles: processed", metadata: [
-                    "events": "\(report.events)", "profiles": "\(report.profilesUpdated)",
-                    "recomputed": "\(report.profilesRecomputed)", "trait_changes": "\(report.traitChanges)",
-                    "rebuilt": "\(report.rebuilt)", "checkpoint": "\(report.checkpoint)",
-                ])
+                logger.info(
+                    "profiles: processed",
+                    metadata: [
+                        "events": "\(report.events)", "profiles": "\(report.profilesUpdated)",
+                        "recomputed": "\(report.profilesRecomputed)", "trait_changes": "\(report.traitChanges)",
+                        "rebuilt": "\(report.rebuilt)", "checkpoint": "\(report.checkpoint)",
+                    ])
             }
             try await recomputeIfDue(interval: recomputeInterval)
         }

@@ -49,18 +49,23 @@ package struct ProfileStore: Sendable {
             )
             SELECT count(*) FROM history
             """
-        return try await tx.query(PostgresQuery(
-            unsafeSQL: sql, binds: [try Int(after).postgresBind(), try Int(through).postgresBind(), try except.postgresBind()]
-        )).scalar(Int.self)
+        return try await tx.query(
+            PostgresQuery(
+                unsafeSQL: sql,
+                binds: [try Int(after).postgresBind(), try Int(through).postgresBind(), try except.postgresBind()]
+            )
+        ).scalar(Int.self)
     }
 
     /// Recomputes the trait values of `profiles` from all their events with `seq <= through` (deleting the state of
     /// those that no longer exist), then their profile data. Returns the trait changes recorded (reason `merge`).
     func recompute(_ tx: PostgresConnection, profiles: [UUID], through: Int64) async throws -> Int {
         guard !profiles.isEmpty else { return 0 }
-        let live = try await tx.query("""
+        let live = try await tx.query(
+            """
             SELECT profile_id FROM cdp.identity_profiles WHERE profile_id = ANY(\(profiles)::uuid[])
-            """).map { try $0.decode(UUID.self) }
+            """
+        ).map { try $0.decode(UUID.self) }
         let dead = Array(Set(profiles).subtracting(live))
         if !dead.isEmpty {
             try await tx.execute("DELETE FROM cdp.profile_trait_values WHERE profile_id = ANY(\(dead)::uuid[])")
@@ -69,7 +74,8 @@ package struct ProfileStore: Sendable {
         guard !live.isEmpty else { return 0 }
         let changes = try await replaceTraits(tx, of: live, through: through, reason: "merge")
         // A profile left without events (all moved to another by a split) has no data.
-        try await tx.execute("""
+        try await tx.execute(
+            """
             DELETE FROM cdp.profile_data AS d
             WHERE d.profile_id = ANY(\(live)::uuid[])
               AND NOT EXISTS (SELECT 1 FROM cdp.events AS e WHERE e.profile_id = d.profile_id AND e.seq <= \(through))
@@ -79,7 +85,8 @@ package struct ProfileStore: Sendable {
 
     /// Replaces the trait values of `profiles` (nil: every profile) by those computed from events with
     /// `seq <= through`, recording each effective change in the history with `reason`.
-    private func replaceTraits(_ tx: PostgresConnection, of profiles: [UUID]?, through: Int64, reason: String) async throws -> Int {
+    private func replaceTraits(_ tx: PostgresConnection, of profiles: [UUID]?, through: Int64, reason: String) async throws -> Int
+    {
         var binds = [try Int(through).postgresBind(), try reason.postgresBind()]
         var scope = "true", scopeOnValues = "true"
         if let profiles {
@@ -124,14 +131,21 @@ package struct ProfileStore: Sendable {
     /// combined with the batch's events (``ProfileAggregates``). The profiles of `recompute` (merged or split), and
     /// touched profiles without a state of the current definitions, are computed from all their events instead.
     /// Returns the number of rows changed.
-    func refreshData(_ tx: PostgresConnection, touched: [UUID], recompute: [UUID], after: Int64, through: Int64) async throws -> Int {
+    func refreshData(
+        _ tx: PostgresConnection, touched: [UUID], recompute: [UUID], after: Int64, through: Int64
+    ) async throws -> Int {
         guard !touched.isEmpty || !recompute.isEmpty else { return 0 }
         // A touched profile without a row has had no events before this batch (its first batch creates the row; merges
         // and splits are in `recompute`): the batch alone is its state. One with a row but no usable state needs all.
-        let stale = touched.isEmpty ? [] : try await tx.query("""
-            SELECT d.profile_id FROM cdp.profile_data AS d
-            WHERE d.profile_id = ANY(\(touched)::uuid[]) AND d.aggregates ->> 'd' IS DISTINCT FROM \(aggregates.fingerprint)
-            """).map { try $0.decode(UUID.self) }
+        let stale =
+            touched.isEmpty
+            ? []
+            : try await tx.query(
+                """
+                SELECT d.profile_id FROM cdp.profile_data AS d
+                WHERE d.profile_id = ANY(\(touched)::uuid[]) AND d.aggregates ->> 'd' IS DISTINCT FROM \(aggregates.fingerprint)
+                """
+            ).map { try $0.decode(UUID.self) }
         let full = Array(Set(recompute).union(stale))
         var binds = [try full.postgresBind()]
         if aggregates.hasWindowedTraits { binds.append(try Array(Set(touched).union(full)).postgresBind()) }
@@ -169,19 +183,22 @@ package struct ProfileStore: Sendable {
     /// Rebuilds all trait values (history reason `rebuild`) and profile data from events with `seq <= through`.
     func rebuild(_ tx: PostgresConnection, through: Int64) async throws -> (traitChanges: Int, profiles: Int) {
         try await tx.execute("SET LOCAL work_mem = '256MB'")
-        try await tx.execute("""
+        try await tx.execute(
+            """
             DELETE FROM cdp.profile_trait_values AS t
             WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_profiles AS p WHERE p.profile_id = t.profile_id)
             """)
         let changes = try await replaceTraits(tx, of: nil, through: through, reason: "rebuild")
-        try await tx.execute("""
+        try await tx.execute(
+            """
             DELETE FROM cdp.profile_data AS d
             WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_profiles AS p WHERE p.profile_id = d.profile_id)
                OR NOT EXISTS (SELECT 1 FROM cdp.events AS e WHERE e.profile_id = d.profile_id AND e.seq <= \(through))
             """)
         try await computeThresholds(
             tx, through: through, into: "rebuild_aggregates", sql: try aggregates.rowsSQL(.all(through: through), asOf: asOf))
-        let profiles = try await tx.query(PostgresQuery(unsafeSQL: try upsertDataSQL("SELECT * FROM pg_temp.rebuild_aggregates"))).scalar(Int.self)
+        let profiles = try await tx.query(PostgresQuery(unsafeSQL: try upsertDataSQL("SELECT * FROM pg_temp.rebuild_aggregates")))
+            .scalar(Int.self)
         try await tx.execute("DROP TABLE pg_temp.rebuild_aggregates")
         return (changes, profiles)
     }
@@ -192,21 +209,25 @@ package struct ProfileStore: Sendable {
         _ tx: PostgresConnection, through: Int64, into name: String, compiler: ComputedTraitCompiler? = nil, sql: String? = nil
     ) async throws {
         let compiler = compiler ?? self.compiler
-        try await tx.execute(PostgresQuery(unsafeSQL: """
-            CREATE TEMPORARY TABLE \(name) ON COMMIT DROP AS \(try sql ?? compiler.aggregateSQL(asOf: asOf, through: through))
-            """))
+        try await tx.execute(
+            PostgresQuery(
+                unsafeSQL: """
+                    CREATE TEMPORARY TABLE \(name) ON COMMIT DROP AS \(try sql ?? compiler.aggregateSQL(asOf: asOf, through: through))
+                    """))
         try await tx.execute(PostgresQuery(unsafeSQL: "ANALYZE pg_temp.\(name)"))
         guard compiler.definitions.rfm.enabled else {
             try await tx.execute("DELETE FROM cdp.rfm_thresholds")
             return
         }
-        let stored = try await tx.execute(PostgresQuery(unsafeSQL: """
-            INSERT INTO cdp.rfm_thresholds (id, recency, frequency, monetary, as_of)
-            SELECT 1, recency, frequency, monetary, \(ComputedTraitCompiler.timestamp(asOf))
-            FROM (\(compiler.thresholdsSQL(aggregates: "pg_temp.\(name)"))) AS q
-            ON CONFLICT (id) DO UPDATE SET recency = excluded.recency, frequency = excluded.frequency,
-                monetary = excluded.monetary, as_of = excluded.as_of, computed_at = now()
-            """))
+        let stored = try await tx.execute(
+            PostgresQuery(
+                unsafeSQL: """
+                    INSERT INTO cdp.rfm_thresholds (id, recency, frequency, monetary, as_of)
+                    SELECT 1, recency, frequency, monetary, \(ComputedTraitCompiler.timestamp(asOf))
+                    FROM (\(compiler.thresholdsSQL(aggregates: "pg_temp.\(name)"))) AS q
+                    ON CONFLICT (id) DO UPDATE SET recency = excluded.recency, frequency = excluded.frequency,
+                        monetary = excluded.monetary, as_of = excluded.as_of, computed_at = now()
+                    """))
         if (stored ?? 0) == 0 { try await tx.execute("DELETE FROM cdp.rfm_thresholds") }
     }
 
@@ -216,13 +237,15 @@ package struct ProfileStore: Sendable {
         let compiler = full ? self.compiler : self.compiler.timeDependent
         try await computeThresholds(tx, through: through, into: "bulk_aggregates", compiler: compiler)
         let merged = full ? "c.computed" : "d.computed || c.computed"
-        let changed = try await tx.execute(PostgresQuery(unsafeSQL: """
-            UPDATE cdp.profile_data AS d SET computed = \(merged), computed_at = \(ComputedTraitCompiler.timestamp(asOf))
-            FROM (SELECT a.profile_id, \(try compiler.computedObjectSQL()) AS computed
-                  FROM pg_temp.bulk_aggregates AS a LEFT JOIN cdp.rfm_thresholds AS th ON true
-                  \(compiler.rfmScoresSQL())) AS c
-            WHERE d.profile_id = c.profile_id AND d.computed IS DISTINCT FROM \(merged)
-            """))
+        let changed = try await tx.execute(
+            PostgresQuery(
+                unsafeSQL: """
+                    UPDATE cdp.profile_data AS d SET computed = \(merged), computed_at = \(ComputedTraitCompiler.timestamp(asOf))
+                    FROM (SELECT a.profile_id, \(try compiler.computedObjectSQL()) AS computed
+                          FROM pg_temp.bulk_aggregates AS a LEFT JOIN cdp.rfm_thresholds AS th ON true
+                          \(compiler.rfmScoresSQL())) AS c
+                    WHERE d.profile_id = c.profile_id AND d.computed IS DISTINCT FROM \(merged)
+                    """))
         try await tx.execute("DROP TABLE pg_temp.bulk_aggregates")
         return changed ?? 0
     }

@@ -6,7 +6,9 @@ import TributaryModel
 /// per computed trait, read from the jsonb with functions that give NULL (never an error) for a value of another type.
 public enum ProfileViews {
     /// The columns every version of `cdp.profiles` starts with.
-    public static let fixedColumns = ["profile_id", "traits", "computed_traits", "first_seen_at", "last_seen_at", "event_count", "updated_at"]
+    public static let fixedColumns = [
+        "profile_id", "traits", "computed_traits", "first_seen_at", "last_seen_at", "event_count", "updated_at",
+    ]
 
     /// The SELECT defining `cdp.profiles` for this catalog and these computed traits.
     public static func definition(catalog: Catalog?, computed: ComputedTraitDefinitions?) throws -> String {
@@ -22,7 +24,9 @@ public enum ProfileViews {
         var owners: [String: String] = Dictionary(uniqueKeysWithValues: fixedColumns.map { ($0, "a built-in column") })
         func add(_ column: String, _ expression: String, owner: String) throws {
             if let other = owners[column] {
-                throw ProfileError("\(owner) would be the column '\(column)' of cdp.profiles, which is already \(other); give one of them another name")
+                throw ProfileError(
+                    "\(owner) would be the column '\(column)' of cdp.profiles, which is already \(other); give one of them another name"
+                )
             }
             owners[column] = owner
             columns.append("\(expression) AS \(try SQLQuoting.identifier(column))")
@@ -72,7 +76,8 @@ public enum ProfileViews {
         let catalog = try await ProfileConfig.catalog(db)
         let computed = try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", db)
         let sql = try definition(catalog: catalog, computed: computed)
-        let changed = try await db.execute("""
+        let changed = try await db.execute(
+            """
             INSERT INTO cdp.generated_views (name, definition) VALUES ('cdp.profiles', \(sql))
             ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, updated_at = now()
             WHERE cdp.generated_views.definition <> excluded.definition
@@ -109,7 +114,8 @@ public enum ProfileConfig {
     public static func store(_ name: String, json: Data, _ db: PostgresConnection) async throws -> Bool {
         let text = String(decoding: json, as: UTF8.self)
         let checksum = sha256Hex(json)
-        let stored = try await db.execute("""
+        let stored = try await db.execute(
+            """
             INSERT INTO cdp.profile_config (name, document, checksum) VALUES (\(name), \(text)::jsonb, \(checksum))
             ON CONFLICT (name) DO UPDATE SET document = excluded.document, checksum = excluded.checksum, applied_at = now()
             WHERE cdp.profile_config.checksum <> excluded.checksum

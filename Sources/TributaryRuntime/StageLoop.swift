@@ -71,7 +71,8 @@ package struct StageLoop: Sendable {
             } catch {
                 await connection.close()
                 listener = nil
-                logger.warning("\(name): lost the connection listening on \(channel); reconnecting", metadata: ["error": "\(error)"])
+                logger.warning(
+                    "\(name): lost the connection listening on \(channel); reconnecting", metadata: ["error": "\(error)"])
             }
         }
         await listener?.close()

@@ -35,10 +35,12 @@ public struct StageMetrics: Sendable {
     /// until the task is cancelled. A failed sample is skipped: the gauge keeps its last value.
     func sampleLag(checkpoint: String, client: PostgresClient, every interval: Duration) async {
         while !Task.isCancelled {
-            if let behind = try? await client.query("""
+            if let behind = try? await client.query(
+                """
                 SELECT greatest(0, (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM cdp.events_seq)
                     - coalesce((SELECT seq FROM cdp.stage_checkpoints WHERE stage = \(checkpoint)), 0))
-                """).scalar(Int64.self) {
+                """
+            ).scalar(Int64.self) {
                 lag.record(behind)
             }
             try? await Task.sleep(for: interval)

@@ -40,7 +40,9 @@ public struct SegmentMembership: Sendable {
     /// Refreshes the members of `names` (nil: every segment) from their views, one transaction per segment.
     @discardableResult
     public func refresh(_ names: [String]? = nil) async throws -> Report {
-        let all = try await client.query("SELECT name FROM cdp.segment_definitions ORDER BY position").map { try $0.decode(String.self) }
+        let all = try await client.query("SELECT name FROM cdp.segment_definitions ORDER BY position").map {
+            try $0.decode(String.self)
+        }
         var report = Report()
         for name in all where names?.contains(name) ?? true {
             let started = ContinuousClock.now
@@ -51,11 +53,14 @@ public struct SegmentMembership: Sendable {
                 guard try await tx.query("SELECT 1 FROM cdp.segment_definitions WHERE name = \(name)").first != nil else {
                     return (0, 0, 0)
                 }
-                try await tx.execute("CREATE TEMP TABLE IF NOT EXISTS tributary_segment_current (profile_id uuid PRIMARY KEY) ON COMMIT DROP")
+                try await tx.execute(
+                    "CREATE TEMP TABLE IF NOT EXISTS tributary_segment_current (profile_id uuid PRIMARY KEY) ON COMMIT DROP")
                 let view = try SQLQuoting.qualified("segments", name)
-                let members = try await tx.execute("INSERT INTO tributary_segment_current SELECT profile_id FROM \(unescaped: view)") ?? 0
+                let members =
+                    try await tx.execute("INSERT INTO tributary_segment_current SELECT profile_id FROM \(unescaped: view)") ?? 0
                 try await tx.execute("ANALYZE tributary_segment_current")
-                let (entered, exited) = try await tx.query("""
+                let (entered, exited) = try await tx.query(
+                    """
                     WITH entered AS (
                         -- ON CONFLICT rather than NOT EXISTS: the statement fills the table it would anti-join, and a
                         -- plan made while it was empty rescans what it inserted for every row (25 s for 69k members).
@@ -75,10 +80,12 @@ public struct SegmentMembership: Sendable {
                         SELECT \(name), profile_id, 'exited', 'refresh' FROM exited
                     )
                     SELECT (SELECT count(*) FROM entered), (SELECT count(*) FROM exited)
-                    """).first!.decode((Int, Int).self)
+                    """
+                ).first!.decode((Int, Int).self)
                 if entered + exited > 0 { try await tx.execute("SELECT pg_notify(\(Self.changesChannel), '')") }
                 let millis = (ContinuousClock.now - started).milliseconds
-                try await tx.execute("""
+                try await tx.execute(
+                    """
                     UPDATE cdp.segment_definitions SET refreshed_at = now(), refresh_ms = \(millis) WHERE name = \(name)
                     """)
                 return (entered, exited, members)
@@ -99,10 +106,12 @@ public struct SegmentMembership: Sendable {
                 let started = ContinuousClock.now
                 let report = try await refresh()
                 if report.segments > 0 {
-                    logger.info("segments: refreshed", metadata: [
-                        "segments": "\(report.segments)", "entered": "\(report.entered)", "exited": "\(report.exited)",
-                        "duration": "\(ContinuousClock.now - started)",
-                    ])
+                    logger.info(
+                        "segments: refreshed",
+                        metadata: [
+                            "segments": "\(report.segments)", "entered": "\(report.entered)", "exited": "\(report.exited)",
+                            "duration": "\(ContinuousClock.now - started)",
+                        ])
                 }
             } catch is CancellationError {
                 return
@@ -122,7 +131,8 @@ public struct SegmentMembership: Sendable {
             .map { try $0.decode((String, Bool).self) }
         guard !stored.isEmpty else { return 0 }
         try await tx.advisoryTransactionLock(lock)
-        var changes = try await tx.query("""
+        var changes = try await tx.query(
+            """
             WITH gone AS (
                 DELETE FROM cdp.segment_members AS m
                 WHERE m.profile_id = ANY(\(profiles)::uuid[])
@@ -134,35 +144,39 @@ public struct SegmentMembership: Sendable {
                 RETURNING 1
             )
             SELECT count(*) FROM recorded
-            """).first!.decode(Int.self)
+            """
+        ).first!.decode(Int.self)
         guard stored.contains(where: { $0.1 }) else { return changes }
         let definitions = SegmentDefinitions(try stored.map { try SegmentStore.decode($0.0) })
         let compiler = SegmentCompiler(definitions)
         for segment in definitions.segments where segment.realtime {
             let members = try compiler.perProfileSQL(segment.name, profiles: "$1::uuid[]")
             let name = segment.name
-            changes += try await tx.query(PostgresQuery(unsafeSQL: """
-                WITH current AS (
-                \(members)
-                ), entered AS (
-                    INSERT INTO cdp.segment_members (segment, profile_id)
-                    SELECT $2, profile_id FROM current
-                    ON CONFLICT (segment, profile_id) DO NOTHING
-                    RETURNING profile_id
-                ), exited AS (
-                    DELETE FROM cdp.segment_members AS m
-                    WHERE m.segment = $2 AND m.profile_id = ANY($1::uuid[])
-                      AND m.profile_id NOT IN (SELECT profile_id FROM current)
-                    RETURNING profile_id
-                ), recorded AS (
-                    INSERT INTO cdp.segment_changes (segment, profile_id, change, reason)
-                    SELECT $2, profile_id, 'entered', 'profile' FROM entered
-                    UNION ALL
-                    SELECT $2, profile_id, 'exited', 'profile' FROM exited
-                    RETURNING 1
-                )
-                SELECT count(*) FROM recorded
-                """, binds: [try profiles.postgresBind(), try name.postgresBind()])).first!.decode(Int.self)
+            changes += try await tx.query(
+                PostgresQuery(
+                    unsafeSQL: """
+                        WITH current AS (
+                        \(members)
+                        ), entered AS (
+                            INSERT INTO cdp.segment_members (segment, profile_id)
+                            SELECT $2, profile_id FROM current
+                            ON CONFLICT (segment, profile_id) DO NOTHING
+                            RETURNING profile_id
+                        ), exited AS (
+                            DELETE FROM cdp.segment_members AS m
+                            WHERE m.segment = $2 AND m.profile_id = ANY($1::uuid[])
+                              AND m.profile_id NOT IN (SELECT profile_id FROM current)
+                            RETURNING profile_id
+                        ), recorded AS (
+                            INSERT INTO cdp.segment_changes (segment, profile_id, change, reason)
+                            SELECT $2, profile_id, 'entered', 'profile' FROM entered
+                            UNION ALL
+                            SELECT $2, profile_id, 'exited', 'profile' FROM exited
+                            RETURNING 1
+                        )
+                        SELECT count(*) FROM recorded
+                        """, binds: [try profiles.postgresBind(), try name.postgresBind()])
+            ).first!.decode(Int.self)
         }
         return changes
     }

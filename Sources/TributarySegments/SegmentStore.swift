@@ -39,8 +39,9 @@ public struct SegmentStore: Sendable {
     }
 
     static func current(_ db: PostgresConnection) async throws -> SegmentDefinitions {
-        SegmentDefinitions(try await db.query("SELECT definition::text FROM cdp.segment_definitions ORDER BY position")
-            .map { try decode(try $0.decode(String.self)) })
+        SegmentDefinitions(
+            try await db.query("SELECT definition::text FROM cdp.segment_definitions ORDER BY position")
+                .map { try decode(try $0.decode(String.self)) })
     }
 
     /// One segment's change in a plan.
@@ -61,10 +62,12 @@ public struct SegmentStore: Sendable {
             let (catalog, computed) = try await context(db)
             try definitions.validate(catalog: catalog, computed: computed ?? ComputedTraitDefinitions())
             let compiler = SegmentCompiler(definitions, catalog: catalog, computed: computed)
-            let stored = try await db.query("""
+            let stored = try await db.query(
+                """
                 SELECT d.name, d.view_sql, d.definition::text, (SELECT count(*) FROM cdp.segment_members AS m WHERE m.segment = d.name)
                 FROM cdp.segment_definitions AS d ORDER BY d.position
-                """).map { try $0.decode((String, String, String, Int).self) }
+                """
+            ).map { try $0.decode((String, String, String, Int).self) }
             let old = Dictionary(uniqueKeysWithValues: stored.map { ($0.0, $0) })
             var changes: [Change] = []
             for segment in definitions.segments {
@@ -74,7 +77,9 @@ public struct SegmentStore: Sendable {
                     continue
                 }
                 let same = before.1 == sql && (try? Self.decode(before.2)) == segment
-                changes.append(Change(name: segment.name, kind: same ? .unchanged : .changed, oldSQL: before.1, newSQL: sql, members: before.3))
+                changes.append(
+                    Change(
+                        name: segment.name, kind: same ? .unchanged : .changed, oldSQL: before.1, newSQL: sql, members: before.3))
             }
             for (name, sql, _, members) in stored where definitions[name] == nil {
                 changes.append(Change(name: name, kind: .removed, oldSQL: sql, newSQL: nil, members: members))
@@ -101,7 +106,8 @@ public struct SegmentStore: Sendable {
             let (catalog, computed) = try await context(tx)
             let compiler = SegmentCompiler(definitions, catalog: catalog, computed: computed)
             for change in changes where change.kind == .removed {
-                try await tx.execute("""
+                try await tx.execute(
+                    """
                     INSERT INTO cdp.segment_changes (segment, profile_id, change, reason)
                     SELECT segment, profile_id, 'exited', 'removed' FROM cdp.segment_members WHERE segment = \(change.name)
                     """)
@@ -116,10 +122,12 @@ public struct SegmentStore: Sendable {
                     try await tx.execute("DROP VIEW IF EXISTS \(unescaped: try compiler.viewName(segment.name))")
                     try await tx.execute(PostgresQuery(unsafeSQL: try compiler.createViewSQL(segment.name)))
                     if let description = segment.description {
-                        try await tx.execute("COMMENT ON VIEW \(unescaped: try compiler.viewName(segment.name)) IS \(literal: description)")
+                        try await tx.execute(
+                            "COMMENT ON VIEW \(unescaped: try compiler.viewName(segment.name)) IS \(literal: description)")
                     }
                 }
-                try await tx.execute("""
+                try await tx.execute(
+                    """
                     INSERT INTO cdp.segment_definitions (name, definition, view_sql, members_sql, realtime, position)
                     VALUES (\(segment.name), \(json)::jsonb, \(try compiler.selectSQL(segment.name)), \(try compiler.membersSQL(segment.name)),
                             \(segment.realtime), \(position))
@@ -146,14 +154,18 @@ public struct SegmentStore: Sendable {
     }
 
     public func list() async throws -> [Summary] {
-        try await client.query("""
+        try await client.query(
+            """
             SELECT d.name, (SELECT count(*) FROM cdp.segment_members AS m WHERE m.segment = d.name), d.realtime,
                    d.definition ->> 'description', d.refreshed_at, d.refresh_ms
             FROM cdp.segment_definitions AS d ORDER BY d.position
-            """).map {
-            let (name, members, realtime, description, refreshed, millis) = try $0.decode((String, Int, Bool, String?, Date?, Int?).self)
-            return Summary(name: name, members: members, realtime: realtime, description: description, refreshedAt: refreshed,
-                           refreshMilliseconds: millis)
+            """
+        ).map {
+            let (name, members, realtime, description, refreshed, millis) = try $0.decode(
+                (String, Int, Bool, String?, Date?, Int?).self)
+            return Summary(
+                name: name, members: members, realtime: realtime, description: description, refreshedAt: refreshed,
+                refreshMilliseconds: millis)
         }
     }
 
@@ -161,7 +173,9 @@ public struct SegmentStore: Sendable {
     public func sql(_ name: String) async throws -> (view: String, perProfile: String) {
         try await client.withConnection { db in
             let definitions = try await Self.current(db)
-            guard definitions[name] != nil else { throw ProfileError("no segment named '\(name)' (tributary segments list shows them)") }
+            guard definitions[name] != nil else {
+                throw ProfileError("no segment named '\(name)' (tributary segments list shows them)")
+            }
             let (catalog, computed) = try await context(db)
             let compiler = SegmentCompiler(definitions, catalog: catalog, computed: computed)
             return (try compiler.createViewSQL(name), try compiler.perProfileSQL(name, profiles: "$1::uuid[]"))
@@ -177,11 +191,13 @@ public struct SegmentStore: Sendable {
         let view = try SQLQuoting.qualified("segments", name)
         return try await client.withTransaction { tx in
             let total = try await tx.query("SELECT count(*) FROM \(unescaped: view)").first!.decode(Int.self)
-            let rows = try await tx.query("""
+            let rows = try await tx.query(
+                """
                 SELECT (to_jsonb(s) || jsonb_build_object('traits', coalesce(d.traits, '{}')))::text
                 FROM (SELECT * FROM \(unescaped: view) LIMIT \(limit)) AS s
                 LEFT JOIN cdp.profile_data AS d ON d.profile_id = s.profile_id
-                """).map { try $0.decode(String.self) }
+                """
+            ).map { try $0.decode(String.self) }
             return (rows, total)
         }
     }

@@ -23,7 +23,9 @@ struct AdminAuth: Sendable {
 
     /// The request's token if it is valid and carries `scope`; otherwise the response to send (401, 403 or 503).
     func authorize(_ request: Request, scope: APITokenScope) async -> Result<APIToken, CollectionAPI.EarlyResponse> {
-        guard let secret = Self.bearerToken(request.headers[.authorization]) else { return .failure(.init(response: Self.unauthorized())) }
+        guard let secret = Self.bearerToken(request.headers[.authorization]) else {
+            return .failure(.init(response: Self.unauthorized()))
+        }
         let token: APIToken?
         do {
             token = try await tokens.value(for: secret)
@@ -33,8 +35,10 @@ struct AdminAuth: Sendable {
         }
         guard let token else { return .failure(.init(response: Self.unauthorized())) }
         guard token.allows(scope) else {
-            return .failure(.init(response: Self.error(
-                .forbidden, "forbidden", "this API token does not have the \(scope.rawValue) or admin scope")))
+            return .failure(
+                .init(
+                    response: Self.error(
+                        .forbidden, "forbidden", "this API token does not have the \(scope.rawValue) or admin scope")))
         }
         return .success(token)
     }

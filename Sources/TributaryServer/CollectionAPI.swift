@@ -53,7 +53,8 @@ public func buildApplication(
     configuration: ServerConfiguration, client: PostgresClient, metrics: ServerMetrics = ServerMetrics(), logger: Logger,
     onListening: @escaping @Sendable (Int) async -> Void = { _ in }
 ) -> some ApplicationProtocol {
-    let writer = EventWriter(client: client, maxQueuedEvents: configuration.maxQueuedEvents, logger: logger) { stored, duplicates, _ in
+    let writer = EventWriter(client: client, maxQueuedEvents: configuration.maxQueuedEvents, logger: logger) {
+        stored, duplicates, _ in
         metrics.accepted.increment(by: Int64(stored))
         metrics.duplicates.increment(by: Int64(duplicates))
         metrics.flushSize.record(Double(stored + duplicates))
@@ -154,11 +155,14 @@ struct CollectionAPI: Sendable {
         }
         for issue in parsed.issues { metrics.rejected(issue.field.isEmpty ? "invalid_event" : "invalid_\(issue.field)") }
         if parsed.events.isEmpty {
-            let message = parsed.issues.isEmpty ? "the batch is empty" : parsed.issues.prefix(20).map(\.description).joined(separator: "; ")
-            return Self.json(.badRequest, [
-                "success": false, "code": "invalid_event", "error": message,
-                "rejected": parsed.issues.prefix(100).map(Self.issueObject),
-            ])
+            let message =
+                parsed.issues.isEmpty ? "the batch is empty" : parsed.issues.prefix(20).map(\.description).joined(separator: "; ")
+            return Self.json(
+                .badRequest,
+                [
+                    "success": false, "code": "invalid_event", "error": message,
+                    "rejected": parsed.issues.prefix(100).map(Self.issueObject),
+                ])
         }
         // 4. Store durably; answer only after the commit.
         return await store(parsed.events, source: source!, issues: parsed.issues)
@@ -177,8 +181,11 @@ struct CollectionAPI: Sendable {
             var buffer = try await request.body.collect(upTo: limits.maxBatchBytes)
             body = buffer.readBytes(length: buffer.readableBytes) ?? []
         } catch {
-            return .failure(EarlyResponse(response: rejection(
-                "request_too_large", "the request body is larger than the limit of \(limits.maxBatchBytes) bytes (500 KB)")))
+            return .failure(
+                EarlyResponse(
+                    response: rejection(
+                        "request_too_large", "the request body is larger than the limit of \(limits.maxBatchBytes) bytes (500 KB)"
+                    )))
         }
         switch request.headers[.contentEncoding]?.lowercased() {
         case nil, "identity":
@@ -187,15 +194,20 @@ struct CollectionAPI: Sendable {
             do {
                 return .success(try Gzip.inflate(body, limit: limits.maxBatchBytes))
             } catch Gzip.Failure.tooLarge {
-                return .failure(EarlyResponse(response: rejection(
-                    "request_too_large", "the decompressed body is larger than the limit of \(limits.maxBatchBytes) bytes (500 KB)")))
+                return .failure(
+                    EarlyResponse(
+                        response: rejection(
+                            "request_too_large",
+                            "the decompressed body is larger than the limit of \(limits.maxBatchBytes) bytes (500 KB)")))
             } catch {
                 return .failure(EarlyResponse(response: rejection("invalid_gzip", "the body is not valid gzip: \(error)")))
             }
         case let other?:
-            return .failure(EarlyResponse(response: rejection(
-                "unsupported_encoding", "Content-Encoding '\(other)' is not supported; send gzip or nothing",
-                status: .unsupportedMediaType)))
+            return .failure(
+                EarlyResponse(
+                    response: rejection(
+                        "unsupported_encoding", "Content-Encoding '\(other)' is not supported; send gzip or nothing",
+                        status: .unsupportedMediaType)))
         }
     }
 
@@ -216,10 +228,12 @@ struct CollectionAPI: Sendable {
             return Self.json(.serviceUnavailable, ["success": false, "code": "storage_unavailable", "error": "retry"])
         }
         guard let mapping else {
-            return Self.json(.notFound, [
-                "success": false, "code": "no_mapping",
-                "error": "the source '\(sourceName)' has no webhook mapping; apply one with `tributary webhooks apply FILE`",
-            ])
+            return Self.json(
+                .notFound,
+                [
+                    "success": false, "code": "no_mapping",
+                    "error": "the source '\(sourceName)' has no webhook mapping; apply one with `tributary webhooks apply FILE`",
+                ])
         }
         let parser = SegmentParser(limits: configuration.limits)
         var events: [IncomingEvent] = []
@@ -243,10 +257,13 @@ struct CollectionAPI: Sendable {
         }
         for issue in issues { metrics.rejected(issue.field.isEmpty ? "invalid_event" : "invalid_\(issue.field)") }
         guard !events.isEmpty else {
-            return Self.json(.badRequest, [
-                "success": false, "code": "invalid_event",
-                "error": issues.isEmpty ? "the payload maps to no calls" : issues.prefix(20).map(\.description).joined(separator: "; "),
-            ])
+            return Self.json(
+                .badRequest,
+                [
+                    "success": false, "code": "invalid_event",
+                    "error": issues.isEmpty
+                        ? "the payload maps to no calls" : issues.prefix(20).map(\.description).joined(separator: "; "),
+                ])
         }
         return await store(events, source: source, issues: issues)
     }
@@ -260,15 +277,18 @@ struct CollectionAPI: Sendable {
             return Self.json(.ok, answer)
         } catch let overloaded as EventWriter.Overloaded {
             metrics.rejected("overloaded", count: events.count)
-            var response = Self.json(.serviceUnavailable, ["success": false, "code": "overloaded", "error": overloaded.description])
+            var response = Self.json(
+                .serviceUnavailable, ["success": false, "code": "overloaded", "error": overloaded.description])
             response.headers[.retryAfter] = "1"
             return response
         } catch {
             logger.error("could not store events", metadata: ["error": "\(error)"])
             metrics.rejected("storage_unavailable", count: events.count)
-            var response = Self.json(.serviceUnavailable, [
-                "success": false, "code": "storage_unavailable", "error": "the events could not be stored; retry",
-            ])
+            var response = Self.json(
+                .serviceUnavailable,
+                [
+                    "success": false, "code": "storage_unavailable", "error": "the events could not be stored; retry",
+                ])
             response.headers[.retryAfter] = "5"
             return response
         }
@@ -285,7 +305,8 @@ struct CollectionAPI: Sendable {
 
     private func unauthorized() -> Response {
         metrics.rejected("unauthorized")
-        var response = Self.json(.unauthorized, ["success": false, "code": "unauthorized", "error": "unknown or disabled write key"])
+        var response = Self.json(
+            .unauthorized, ["success": false, "code": "unauthorized", "error": "unknown or disabled write key"])
         response.headers[.wwwAuthenticate] = "Basic realm=\"tributary\""
         return response
     }

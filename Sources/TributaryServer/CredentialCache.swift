@@ -16,7 +16,8 @@ actor CredentialCache<Value: Sendable> {
     private var entries: [String: (value: Value?, expires: ContinuousClock.Instant)] = [:]
 
     init(
-        ttl: Duration, accepts: @escaping @Sendable (String) -> Bool = { _ in true }, hash: @escaping @Sendable (String) -> String,
+        ttl: Duration, accepts: @escaping @Sendable (String) -> Bool = { _ in true },
+        hash: @escaping @Sendable (String) -> String,
         lookup: @escaping @Sendable (String) async throws -> Value?
     ) {
         self.ttl = ttl

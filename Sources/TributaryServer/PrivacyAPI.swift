@@ -100,7 +100,8 @@ struct PrivacyAPI: Sendable {
         }
         guard case .object(let members) = body else { return Self.badRequest("the body must be a JSON object") }
         if let unknown = members.first(where: { !action.fields.contains($0.0) }) {
-            return Self.badRequest("\(unknown.0.prefix(100)): unknown field; known fields are \(action.fields.joined(separator: ", "))")
+            return Self.badRequest(
+                "\(unknown.0.prefix(100)): unknown field; known fields are \(action.fields.joined(separator: ", "))")
         }
         guard case .string(let identifier)? = body["identifier"] else {
             return Self.badRequest("identifier: required, a string KIND:VALUE (for example \"email:ann@example.com\")")
@@ -116,11 +117,15 @@ struct PrivacyAPI: Sendable {
                 case .bool(let flag)?: skip = flag
                 default: return Self.badRequest("skipDestinations: must be true or false")
                 }
-                let report = try await privacy.delete(identifier: identifier, actor: actor, registry: registry, skipDestinations: skip)
-                return CollectionAPI.json(.ok, [
-                    "request_id": report.requestID, "profiles": report.profiles.map { $0.uuidString.lowercased() },
-                    "identifiers": report.identifiers, "counts": report.counts, "skipped_destinations": report.skippedDestinations,
-                ])
+                let report = try await privacy.delete(
+                    identifier: identifier, actor: actor, registry: registry, skipDestinations: skip)
+                return CollectionAPI.json(
+                    .ok,
+                    [
+                        "request_id": report.requestID, "profiles": report.profiles.map { $0.uuidString.lowercased() },
+                        "identifiers": report.identifiers, "counts": report.counts,
+                        "skipped_destinations": report.skippedDestinations,
+                    ])
             case .export:
                 let document = try await privacy.export(identifier: identifier, actor: actor)
                 var headers = HTTPFields()
@@ -129,7 +134,8 @@ struct PrivacyAPI: Sendable {
                 return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: document)))
             case .consent:
                 guard case .object(let entries)? = body["purposes"] else {
-                    return Self.badRequest("purposes: required, an object of purpose → true or false (for example {\"Marketing\": true})")
+                    return Self.badRequest(
+                        "purposes: required, an object of purpose → true or false (for example {\"Marketing\": true})")
                 }
                 var purposes: [String: Bool] = [:]
                 for (name, value) in entries {
@@ -138,10 +144,13 @@ struct PrivacyAPI: Sendable {
                     }
                     purposes[name] = granted
                 }
-                let receipt = try await privacy.recordConsent(identifier: identifier, purposes: purposes, actor: actor, writer: writer)
-                return CollectionAPI.json(.ok, [
-                    "request_id": receipt.requestID, "message_id": receipt.messageID, "stored": receipt.stored,
-                ])
+                let receipt = try await privacy.recordConsent(
+                    identifier: identifier, purposes: purposes, actor: actor, writer: writer)
+                return CollectionAPI.json(
+                    .ok,
+                    [
+                        "request_id": receipt.requestID, "message_id": receipt.messageID, "stored": receipt.stored,
+                    ])
             }
         } catch let error as PrivacyError {
             return Self.badRequest(error.description)

@@ -66,8 +66,9 @@ struct ProfileAPI: Sendable {
         var events = ProfileDocuments.defaultEvents
         if let text = request.uri.queryParameters.get("events") {
             guard let number = Int(text), ProfileDocuments.validEventCount(number) else {
-                return Self.error(.badRequest, "invalid_events",
-                                  "events: must be a whole number from 0 to \(ProfileDocuments.maxEvents), got '\(text.prefix(100))'")
+                return Self.error(
+                    .badRequest, "invalid_events",
+                    "events: must be a whole number from 0 to \(ProfileDocuments.maxEvents), got '\(text.prefix(100))'")
             }
             events = number
         }

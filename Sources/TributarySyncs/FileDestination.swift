@@ -35,16 +35,24 @@ public final class FileDestination: Destination, @unchecked Sendable {
         try validate(context.settings)
         var path = try context.string("path")!
         if path.hasSuffix("/") { path += "{sync}-{run}.jsonl" }
-        let stamp = Date().formatted(.iso8601.year().month().day().time(includingFractionalSeconds: false).timeSeparator(.omitted))
-        path = path.replacingOccurrences(of: "{sync}", with: context.sync.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? String($0) : "_" }.joined())
-            .replacingOccurrences(of: "{run}", with: String(context.runID))
-            .replacingOccurrences(of: "{timestamp}", with: stamp)
-        let format = Format(rawValue: try context.string("format", required: false) ?? (path.hasSuffix(".csv") ? "csv" : "jsonl")) ?? .jsonl
+        let stamp = Date().formatted(
+            .iso8601.year().month().day().time(includingFractionalSeconds: false).timeSeparator(.omitted))
+        path = path.replacingOccurrences(
+            of: "{sync}",
+            with: context.sync.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? String($0) : "_" }.joined()
+        )
+        .replacingOccurrences(of: "{run}", with: String(context.runID))
+        .replacingOccurrences(of: "{timestamp}", with: stamp)
+        let format =
+            Format(rawValue: try context.string("format", required: false) ?? (path.hasSuffix(".csv") ? "csv" : "jsonl"))
+            ?? .jsonl
         return FileDestination(path: path, format: format, runID: context.runID)
     }
 
     public static func validate(_ settings: JSONValue) throws {
-        guard case .string(let path)? = settings["path"], !path.isEmpty else { throw SyncError("destination.path: required, a file path") }
+        guard case .string(let path)? = settings["path"], !path.isEmpty else {
+            throw SyncError("destination.path: required, a file path")
+        }
         if case .string(let format)? = settings["format"], Format(rawValue: format) == nil {
             throw SyncError("destination.format: '\(format)' is not jsonl or csv")
         }
@@ -57,7 +65,9 @@ public final class FileDestination: Destination, @unchecked Sendable {
         try lock.withLock {
             if handle == nil {
                 let directory = (path as NSString).deletingLastPathComponent
-                if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+                if !directory.isEmpty {
+                    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                }
                 guard FileManager.default.createFile(atPath: temporary, contents: nil) else {
                     throw DestinationError("cannot create \(temporary)", retryable: false)
                 }
@@ -81,7 +91,9 @@ public final class FileDestination: Destination, @unchecked Sendable {
                     out += Self.csvLine([change.operation.rawValue, change.idempotencyKey] + values.map(Self.csvText))
                 }
             }
-            do { try handle!.write(contentsOf: out) } catch { throw DestinationError("writing \(temporary): \(error)", retryable: false) }
+            do { try handle!.write(contentsOf: out) } catch {
+                throw DestinationError("writing \(temporary): \(error)", retryable: false)
+            }
         }
         return Array(repeating: .delivered, count: batch.count)
     }
@@ -93,7 +105,8 @@ public final class FileDestination: Destination, @unchecked Sendable {
             try handle.close()
             self.handle = nil
             if rename(temporary, path) != 0 {
-                throw DestinationError("cannot move \(temporary) to \(path): \(String(cString: strerror(errno)))", retryable: false)
+                throw DestinationError(
+                    "cannot move \(temporary) to \(path): \(String(cString: strerror(errno)))", retryable: false)
             }
         }
     }
@@ -117,11 +130,12 @@ public final class FileDestination: Destination, @unchecked Sendable {
     }
 
     static func csvLine(_ fields: [String]) -> [UInt8] {
-        let line = fields.map { field in
-            field.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" })
-                ? "\"" + field.replacingOccurrences(of: "\"", with: "\"\"") + "\""
-                : field
-        }.joined(separator: ",") + "\r\n"
+        let line =
+            fields.map { field in
+                field.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" })
+                    ? "\"" + field.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+                    : field
+            }.joined(separator: ",") + "\r\n"
         return Array(line.utf8)
     }
 }

@@ -53,14 +53,16 @@ public struct RealtimeActivation: Sendable {
     /// Follows every enabled real-time sync until it has caught up with `cdp.segment_changes` (or a run failed).
     public func catchUp() async throws -> Report {
         var report = Report()
-        let syncs = try await client.query("""
+        let syncs = try await client.query(
+            """
             SELECT s.name, d.segment, r.change_id
             FROM cdp.syncs AS s
             CROSS JOIN LATERAL (SELECT s.definition -> 'source' ->> 'segment' AS segment) AS d
             LEFT JOIN cdp.sync_realtime AS r ON r.sync = s.name
             WHERE s.enabled AND s.definition -> 'realtime' = 'true'::jsonb
             ORDER BY s.position
-            """).map { try $0.decode((String, String, Int64?).self) }
+            """
+        ).map { try $0.decode((String, String, Int64?).self) }
         for (name, segment, checkpoint) in syncs {
             try Task.checkCancellation()
             do {
@@ -86,10 +88,12 @@ public struct RealtimeActivation: Sendable {
         }
         while true {
             try Task.checkCancellation()
-            let rows = try await client.query("""
+            let rows = try await client.query(
+                """
                 SELECT change_id, profile_id FROM cdp.segment_changes
                 WHERE segment = \(segment) AND change_id > \(mark) ORDER BY change_id LIMIT \(batchSize)
-                """).map { try $0.decode((Int64, UUID).self) }
+                """
+            ).map { try $0.decode((Int64, UUID).self) }
             guard let last = rows.last?.0 else { return }
             let profiles = Array(Set(rows.map(\.1)))
             let run = try await runner.run(name, trigger: "realtime", profiles: profiles)
@@ -118,7 +122,8 @@ public struct RealtimeActivation: Sendable {
     }
 
     private func save(_ name: String, _ changeID: Int64) async throws {
-        try await client.execute("""
+        try await client.execute(
+            """
             INSERT INTO cdp.sync_realtime (sync, change_id) VALUES (\(name), \(changeID))
             ON CONFLICT (sync) DO UPDATE SET change_id = greatest(cdp.sync_realtime.change_id, excluded.change_id), updated_at = now()
             """)
@@ -134,10 +139,12 @@ public struct RealtimeActivation: Sendable {
             let report = try await catchUp()
             StageMetrics.current?.batch(events: report.changes, duration: ContinuousClock.now - started)
             if report.runs > 0 || report.failed > 0 {
-                logger.info("realtime: delivered", metadata: [
-                    "changes": "\(report.changes)", "runs": "\(report.runs)", "delivered": "\(report.delivered)",
-                    "failed": "\(report.failed)",
-                ])
+                logger.info(
+                    "realtime: delivered",
+                    metadata: [
+                        "changes": "\(report.changes)", "runs": "\(report.runs)", "delivered": "\(report.delivered)",
+                        "failed": "\(report.failed)",
+                    ])
             }
         }
     }

@@ -85,10 +85,14 @@ public struct SyncRunner: Sendable {
     ) async throws -> Report {
         let started = ContinuousClock.now
         return try await client.withConnection { db in
-            guard let text = try await db.query("SELECT definition::text FROM cdp.syncs WHERE name = \(name)").first?[0].decode(String.self) else {
+            guard
+                let text = try await db.query("SELECT definition::text FROM cdp.syncs WHERE name = \(name)").first?[0].decode(
+                    String.self)
+            else {
                 throw SyncError("no sync named '\(name)' (tributary syncs list shows them)")
             }
-            let definition = try SyncDefinitions.parseSync(try JSONParser.parse(Array(text.utf8)), at: "sync '\(name)'", registry: registry)
+            let definition = try SyncDefinitions.parseSync(
+                try JSONParser.parse(Array(text.utf8)), at: "sync '\(name)'", registry: registry)
             let lock = Self.lockKey(name)
             guard try await db.query("SELECT pg_try_advisory_lock(\(lock.value))").first![0].decode(Bool.self) else {
                 var report = Report()
@@ -98,11 +102,16 @@ public struct SyncRunner: Sendable {
             do {
                 var diff = SyncDiff(definition)
                 if definition.realtime, case .segment(let segment) = definition.source {
-                    guard let members = try await db.query("""
-                        SELECT members_sql FROM cdp.segment_definitions WHERE name = \(segment) AND realtime
-                        """).first?[0].decode(String?.self) else {
-                        throw SyncError("sync '\(name)': its segment '\(segment)' is not applied as a real-time segment (\"realtime\": true), "
-                            + "or was applied by an older version: run tributary segments apply")
+                    guard
+                        let members = try await db.query(
+                            """
+                            SELECT members_sql FROM cdp.segment_definitions WHERE name = \(segment) AND realtime
+                            """
+                        ).first?[0].decode(String?.self)
+                    else {
+                        throw SyncError(
+                            "sync '\(name)': its segment '\(segment)' is not applied as a real-time segment (\"realtime\": true), "
+                                + "or was applied by an older version: run tributary segments apply")
                     }
                     diff = SyncDiff(definition, membersSQL: members, restricted: profiles != nil)
                 }
@@ -127,13 +136,16 @@ public struct SyncRunner: Sendable {
         let sync = diff.sync
         var report = Report()
         // Runs left 'running' by a worker that died (we hold the lock now, so none is really running).
-        try await db.execute("""
+        try await db.execute(
+            """
             UPDATE cdp.sync_runs SET status = 'abandoned', finished_at = now() WHERE sync = \(sync.name) AND status = 'running'
             """)
-        report.runID = try await db.query("""
+        report.runID = try await db.query(
+            """
             INSERT INTO cdp.sync_runs (sync, trigger, dry_run, status, worker) VALUES (\(sync.name), \(trigger), \(dryRun), 'running', \(worker))
             RETURNING run_id
-            """).first![0].decode(Int64.self)
+            """
+        ).first![0].decode(Int64.self)
         do {
             try await computeDiff(diff, profiles: profiles, db, &report)
             if dryRun {
@@ -142,9 +154,10 @@ public struct SyncRunner: Sendable {
                 }
                 return report
             }
-            let destination = try await registry.make(DestinationContext(
-                sync: sync.name, runID: report.runID, settings: sync.destination, environment: environment, client: client,
-                logger: logger))
+            let destination = try await registry.make(
+                DestinationContext(
+                    sync: sync.name, runID: report.runID, settings: sync.destination, environment: environment, client: client,
+                    logger: logger))
             do {
                 try await deliver(sync, to: destination, db, &report)
                 await destination.close()
@@ -185,12 +198,15 @@ public struct SyncRunner: Sendable {
                 try await tx.execute("SET LOCAL work_mem = '64MB'")
                 try await tx.execute(PostgresQuery(unsafeSQL: insert, binds: binds))
                 if sync.tracksRemovals {
-                    try await tx.execute(PostgresQuery(unsafeSQL: SyncDiff.removedFieldsSQL, binds: [try sync.name.postgresBind()]))
+                    try await tx.execute(
+                        PostgresQuery(unsafeSQL: SyncDiff.removedFieldsSQL, binds: [try sync.name.postgresBind()]))
                 }
             }
         } catch let error as PostgresError {
             if error.sqlState == .uniqueViolation {
-                throw SyncError("sync '\(sync.name)': the source has more than one row with the same primary key (\(sync.primaryKey.joined(separator: ", "))): \(error.detail ?? error.message)")
+                throw SyncError(
+                    "sync '\(sync.name)': the source has more than one row with the same primary key (\(sync.primaryKey.joined(separator: ", "))): \(error.detail ?? error.message)"
+                )
             }
             throw SyncError("sync '\(sync.name)': reading the source failed: \(error.message)")
         }
@@ -213,7 +229,8 @@ public struct SyncRunner: Sendable {
         var last = 0
         while true {
             try Task.checkCancellation()
-            let rows = try await db.query("""
+            let rows = try await db.query(
+                """
                 SELECT n, kind, key, key_object::text, payload::text, hash::text, previous_run, pending_hash::text, pending_operation,
                        pending_key
                 FROM pg_temp.tributary_sync_diff WHERE n > \(last) ORDER BY n LIMIT \(batchSize)
@@ -222,16 +239,20 @@ public struct SyncRunner: Sendable {
             var changes: [SyncChange] = []
             var numbers: [Int] = []
             for row in rows {
-                let (n, kind, key, keyObject, payload, hash, previous) = try row.decode((Int, String, String, String, String, String, Int64).self)
-                let (pendingHash, pendingOperation, pendingKey) = (try row[7].decode(String?.self), try row[8].decode(String?.self), try row[9].decode(String?.self))
+                let (n, kind, key, keyObject, payload, hash, previous) = try row.decode(
+                    (Int, String, String, String, String, String, Int64).self)
+                let (pendingHash, pendingOperation, pendingKey) = (
+                    try row[7].decode(String?.self), try row[8].decode(String?.self), try row[9].decode(String?.self)
+                )
                 last = n
                 guard let diff = DiffKind(rawValue: kind), let operation = sync.operation(for: diff) else { continue }
                 let idempotency = Self.idempotencyKey(
                     sync: sync.name, key: key, operation: operation, hash: hash, previousRun: previous,
                     pending: pendingKey.map { ($0, pendingHash ?? "", pendingOperation ?? "") })
-                changes.append(SyncChange(
-                    operation: operation, key: try JSONParser.parse(Array(keyObject.utf8)),
-                    fields: try JSONParser.parse(Array(payload.utf8)), idempotencyKey: idempotency))
+                changes.append(
+                    SyncChange(
+                        operation: operation, key: try JSONParser.parse(Array(keyObject.utf8)),
+                        fields: try JSONParser.parse(Array(payload.utf8)), idempotencyKey: idempotency))
                 numbers.append(n)
             }
             try await body(changes, numbers)
@@ -242,16 +263,21 @@ public struct SyncRunner: Sendable {
     /// unconfirmed one), different for any other change of the row. A change after an unconfirmed different one is
     /// keyed after that one, so a receiver that drops repeated keys never drops it.
     static func idempotencyKey(
-        sync: String, key: String, operation: SyncOperation, hash: String, previousRun: Int64, pending: (key: String, hash: String, operation: String)?
+        sync: String, key: String, operation: SyncOperation, hash: String, previousRun: Int64,
+        pending: (key: String, hash: String, operation: String)?
     ) -> String {
         if let pending, pending.hash == hash, pending.operation == operation.rawValue { return pending.key }
         let after = pending.map { "\u{1}after \($0.key)" } ?? ""
-        return sha256Hex(Data("\(sync)\u{1}\(key)\u{1}\(operation.rawValue)\u{1}\(hash)\u{1}\(previousRun)\(after)".utf8), bytes: 16)
+        return sha256Hex(
+            Data("\(sync)\u{1}\(key)\u{1}\(operation.rawValue)\u{1}\(hash)\u{1}\(previousRun)\(after)".utf8), bytes: 16)
     }
 
     /// Records a batch as sent, before sending it (committed): until confirmed, the destination may hold it.
-    private func markPending(_ sync: String, _ batch: [SyncChange], _ numbers: [Int], runID: Int64, _ db: PostgresConnection) async throws {
-        try await db.execute("""
+    private func markPending(
+        _ sync: String, _ batch: [SyncChange], _ numbers: [Int], runID: Int64, _ db: PostgresConnection
+    ) async throws {
+        try await db.execute(
+            """
             INSERT INTO cdp.sync_pending AS p (sync, key, key_object, payload, hash, operation, idempotency_key, run_id)
             SELECT \(sync), d.key, d.key_object, d.payload, d.hash, x.operation, x.idempotency_key, \(runID)
             FROM unnest(\(numbers)::bigint[], \(batch.map(\.operation.rawValue))::text[], \(batch.map(\.idempotencyKey))::text[])
@@ -262,7 +288,9 @@ public struct SyncRunner: Sendable {
             """)
     }
 
-    private func deliver(_ sync: SyncDefinition, to destination: any Destination, _ db: PostgresConnection, _ report: inout Report) async throws {
+    private func deliver(
+        _ sync: SyncDefinition, to destination: any Destination, _ db: PostgresConnection, _ report: inout Report
+    ) async throws {
         let batchSize = max(1, min(sync.batchSize, destination.maxBatchSize))
         let interval = sync.requestsPerSecond.map { Duration.milliseconds(Int64((1000 / $0).rounded(.up))) }
         var lastSend: ContinuousClock.Instant?
@@ -288,7 +316,8 @@ public struct SyncRunner: Sendable {
                 do {
                     let answer = try await destination.send(batch)
                     guard answer.count == batch.count else {
-                        throw DestinationError("the destination answered \(answer.count) results for \(batch.count) changes", retryable: false)
+                        throw DestinationError(
+                            "the destination answered \(answer.count) results for \(batch.count) changes", retryable: false)
                     }
                     results = answer
                 } catch let error as DestinationError {
@@ -331,8 +360,10 @@ public struct SyncRunner: Sendable {
         }
         try await destination.finish()
         if destination.confirmsAtFinish {
-            try await confirm(sync.name, from: "SELECT d.* FROM pg_temp.tributary_sync_diff AS d JOIN pg_temp.tributary_sync_confirmed USING (n)",
-                              runID: report.runID, db)
+            try await confirm(
+                sync.name,
+                from: "SELECT d.* FROM pg_temp.tributary_sync_diff AS d JOIN pg_temp.tributary_sync_confirmed USING (n)",
+                runID: report.runID, db)
         }
         report.status = report.rejected > 0 ? .partial : .succeeded
     }
@@ -340,35 +371,45 @@ public struct SyncRunner: Sendable {
     /// Advances the delivered state for confirmed rows (the diff's numbers) and clears their errors, in one transaction.
     private func confirm(_ sync: String, _ numbers: [Int], runID: Int64, _ db: PostgresConnection) async throws {
         guard !numbers.isEmpty else { return }
-        try await confirm(sync, from: "SELECT * FROM pg_temp.tributary_sync_diff WHERE n = ANY($2::bigint[])", numbers: numbers, runID: runID, db)
+        try await confirm(
+            sync, from: "SELECT * FROM pg_temp.tributary_sync_diff WHERE n = ANY($2::bigint[])", numbers: numbers, runID: runID,
+            db)
     }
 
     /// The same for the diff rows `rows` selects (`$2`: `numbers`, if given).
-    private func confirm(_ sync: String, from rows: String, numbers: [Int]? = nil, runID: Int64, _ db: PostgresConnection) async throws {
+    private func confirm(
+        _ sync: String, from rows: String, numbers: [Int]? = nil, runID: Int64, _ db: PostgresConnection
+    ) async throws {
         var binds = [try sync.postgresBind()]
         if let numbers { binds.append(try numbers.postgresBind()) }
-        try await db.execute(PostgresQuery(unsafeSQL: """
-            WITH d AS (\(rows)),
-            saved AS (
-                INSERT INTO cdp.sync_state AS s (sync, key, key_object, payload, hash, removed, run_id)
-                SELECT $1, key, key_object, payload, hash, kind IN ('removed', 'withdrawn'), \(runID) FROM d
-                ON CONFLICT (sync, key) DO UPDATE SET key_object = excluded.key_object, payload = excluded.payload,
-                    hash = excluded.hash, removed = excluded.removed, run_id = excluded.run_id, delivered_at = now()
-                RETURNING 1
-            ),
-            settled AS (DELETE FROM cdp.sync_pending AS p USING d WHERE p.sync = $1 AND p.key = d.key RETURNING 1)
-            DELETE FROM cdp.sync_errors AS e USING d WHERE e.sync = $1 AND e.key = d.key
-            """, binds: binds))
+        try await db.execute(
+            PostgresQuery(
+                unsafeSQL: """
+                    WITH d AS (\(rows)),
+                    saved AS (
+                        INSERT INTO cdp.sync_state AS s (sync, key, key_object, payload, hash, removed, run_id)
+                        SELECT $1, key, key_object, payload, hash, kind IN ('removed', 'withdrawn'), \(runID) FROM d
+                        ON CONFLICT (sync, key) DO UPDATE SET key_object = excluded.key_object, payload = excluded.payload,
+                            hash = excluded.hash, removed = excluded.removed, run_id = excluded.run_id, delivered_at = now()
+                        RETURNING 1
+                    ),
+                    settled AS (DELETE FROM cdp.sync_pending AS p USING d WHERE p.sync = $1 AND p.key = d.key RETURNING 1)
+                    DELETE FROM cdp.sync_errors AS e USING d WHERE e.sync = $1 AND e.key = d.key
+                    """, binds: binds))
     }
 
-    private func recordRejections(_ sync: String, _ rejected: [(Int, SyncChange, String)], runID: Int64, _ db: PostgresConnection) async throws {
+    private func recordRejections(
+        _ sync: String, _ rejected: [(Int, SyncChange, String)], runID: Int64, _ db: PostgresConnection
+    ) async throws {
         guard !rejected.isEmpty else { return }
         // Refused: the destination does not hold them, so they are no longer pending.
-        try await db.execute("""
+        try await db.execute(
+            """
             DELETE FROM cdp.sync_pending AS p USING pg_temp.tributary_sync_diff AS d
             WHERE p.sync = \(sync) AND d.n = ANY(\(rejected.map(\.0))::bigint[]) AND p.key = d.key
             """)
-        try await db.execute("""
+        try await db.execute(
+            """
             INSERT INTO cdp.sync_errors AS e (sync, key, key_object, operation, reason, last_run_id)
             SELECT \(sync), d.key, d.key_object, r.operation, r.reason, \(runID)
             FROM unnest(\(rejected.map(\.0))::bigint[], \(rejected.map(\.1.operation.rawValue))::text[], \(rejected.map(\.2))::text[])
@@ -382,7 +423,8 @@ public struct SyncRunner: Sendable {
     private func finishRun(_ report: Report, _ db: PostgresConnection) async throws {
         let status = report.status == .skipped ? "succeeded" : report.status.rawValue
         let millis = report.duration.milliseconds
-        try await db.execute("""
+        try await db.execute(
+            """
             UPDATE cdp.sync_runs SET status = \(status), added = \(report.added), changed = \(report.changed),
                 removed = \(report.removed), delivered = \(report.delivered), rejected = \(report.rejected), failed = \(report.failed),
                 batches = \(report.batches), attempts = \(report.attempts), error = nullif(\(report.error ?? ""), ''),

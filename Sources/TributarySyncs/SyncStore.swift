@@ -28,12 +28,15 @@ public struct SyncStore: Sendable {
 
     func check(_ sync: SyncDefinition, at path: String) async throws {
         if sync.realtime, case .segment(let segment) = sync.source {
-            let realtime = try await client.query("""
+            let realtime = try await client.query(
+                """
                 SELECT realtime AND members_sql IS NOT NULL FROM cdp.segment_definitions WHERE name = \(segment)
-                """).first?[0].decode(Bool.self)
+                """
+            ).first?[0].decode(Bool.self)
             guard let realtime else { throw SyncError("\(path).source.segment: no segment named '\(segment)' is applied") }
             guard realtime else {
-                throw SyncError("\(path).realtime: segment '\(segment)' is not real-time; mark it \"realtime\": true and run segments apply")
+                throw SyncError(
+                    "\(path).realtime: segment '\(segment)' is not real-time; mark it \"realtime\": true and run segments apply")
             }
         }
         let sql = try SyncDiff(sync).keyedSourceSQL()
@@ -43,11 +46,12 @@ public struct SyncStore: Sendable {
                 try await tx.execute(PostgresQuery(unsafeSQL: "SELECT * FROM (\(sql)) AS checked LIMIT 0"))
             }
         } catch let error as PostgresError where error.kind == .server {
-            let source: String = switch sync.source {
-            case .segment(let name): "the segment view segments.\"\(name)\" (is the segment applied?)"
-            case .relation(let schema, let name): schema.map { "\($0).\(name)" } ?? name
-            case .query: "the query"
-            }
+            let source: String =
+                switch sync.source {
+                case .segment(let name): "the segment view segments.\"\(name)\" (is the segment applied?)"
+                case .relation(let schema, let name): schema.map { "\($0).\(name)" } ?? name
+                case .query: "the query"
+                }
             throw SyncError("\(path).source: reading \(source) failed: \(error.message)")
         }
     }
@@ -63,17 +67,22 @@ public struct SyncStore: Sendable {
     @discardableResult
     public func apply(_ definitions: SyncDefinitions) async throws -> [Change] {
         try await client.withTransaction { tx in
-            let stored = try await tx.query("SELECT name, definition::text FROM cdp.syncs").map { try $0.decode((String, String).self) }
+            let stored = try await tx.query("SELECT name, definition::text FROM cdp.syncs").map {
+                try $0.decode((String, String).self)
+            }
             let old = Dictionary(uniqueKeysWithValues: stored.map { ($0.0, $0.1) })
             var changes: [Change] = []
             for (position, sync) in definitions.syncs.enumerated() {
                 let json = sync.document.serialized
-                let previous = try old[sync.name].map { try SyncDefinitions.parseSync(try JSONParser.parse(Array($0.utf8)), at: "stored", registry: registry) }
+                let previous = try old[sync.name].map {
+                    try SyncDefinitions.parseSync(try JSONParser.parse(Array($0.utf8)), at: "stored", registry: registry)
+                }
                 let kind: Change.Kind = previous == nil ? .added : previous == sync ? .unchanged : .changed
                 changes.append(Change(name: sync.name, kind: kind))
                 let next: Date? = sync.schedule == .manual || !sync.enabled ? nil : Date()
                 let reschedule = previous?.schedule != sync.schedule || previous?.enabled != sync.enabled
-                try await tx.execute("""
+                try await tx.execute(
+                    """
                     INSERT INTO cdp.syncs (name, definition, position, enabled, next_run_at)
                     VALUES (\(sync.name), \(json)::jsonb, \(position), \(sync.enabled), \(next))
                     ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, position = excluded.position,
@@ -91,9 +100,11 @@ public struct SyncStore: Sendable {
 
     /// The syncs in force, in file order.
     public func current() async throws -> SyncDefinitions {
-        SyncDefinitions(try await client.query("SELECT definition::text FROM cdp.syncs ORDER BY position").map {
-            try SyncDefinitions.parseSync(try JSONParser.parse(Array(try $0.decode(String.self).utf8)), at: "stored sync", registry: registry)
-        })
+        SyncDefinitions(
+            try await client.query("SELECT definition::text FROM cdp.syncs ORDER BY position").map {
+                try SyncDefinitions.parseSync(
+                    try JSONParser.parse(Array(try $0.decode(String.self).utf8)), at: "stored sync", registry: registry)
+            })
     }
 
     /// A row of `tributary syncs list`.
@@ -110,7 +121,8 @@ public struct SyncStore: Sendable {
     }
 
     public func list() async throws -> [Summary] {
-        try await client.query("""
+        try await client.query(
+            """
             SELECT s.name, coalesce(s.definition ->> 'mode', 'upsert'), s.definition -> 'destination' ->> 'type', s.enabled, s.next_run_at,
                    (SELECT count(*) FROM cdp.sync_state AS st WHERE st.sync = s.name AND NOT st.removed),
                    (SELECT count(*) FROM cdp.sync_errors AS e WHERE e.sync = s.name),
@@ -118,11 +130,13 @@ public struct SyncStore: Sendable {
             FROM cdp.syncs AS s
             LEFT JOIN LATERAL (SELECT status, started_at FROM cdp.sync_runs WHERE sync = s.name ORDER BY run_id DESC LIMIT 1) AS r ON true
             ORDER BY s.position
-            """).map {
+            """
+        ).map {
             let (name, mode, destination, enabled, next, delivered, errors, status, last) =
                 try $0.decode((String, String, String, Bool, Date?, Int, Int, String?, Date?).self)
-            return Summary(name: name, mode: mode, destination: destination, enabled: enabled, nextRunAt: next, delivered: delivered,
-                           errors: errors, lastStatus: status, lastRunAt: last)
+            return Summary(
+                name: name, mode: mode, destination: destination, enabled: enabled, nextRunAt: next, delivered: delivered,
+                errors: errors, lastStatus: status, lastRunAt: last)
         }
     }
 
@@ -135,24 +149,36 @@ public struct SyncStore: Sendable {
 
     /// The latest runs (of one sync, or all), newest first.
     public func runs(_ name: String? = nil, limit: Int = 20) async throws -> [Run] {
-        try await client.query("""
+        try await client.query(
+            """
             SELECT run_id, sync, trigger, dry_run, status, added, changed, removed, delivered, rejected, failed, started_at, duration_ms, error
             FROM cdp.sync_runs WHERE \(name)::text IS NULL OR sync = \(name) ORDER BY run_id DESC LIMIT \(limit)
-            """).map {
-            let (id, sync, trigger, dry, status, added, changed, removed) = try $0.decode((Int64, String, String, Bool, String, Int, Int, Int).self)
-            let delivered = try $0[8].decode(Int.self), rejected = try $0[9].decode(Int.self), failed = try $0[10].decode(Int.self)
-            let started = try $0[11].decode(Date.self), millis = try $0[12].decode(Int?.self), error = try $0[13].decode(String?.self)
-            return Run(runID: id, sync: sync, trigger: trigger, dryRun: dry, status: status, added: added, changed: changed, removed: removed,
-                       delivered: delivered, rejected: rejected, failed: failed, startedAt: started, durationMilliseconds: millis, error: error)
+            """
+        ).map {
+            let (id, sync, trigger, dry, status, added, changed, removed) = try $0.decode(
+                (Int64, String, String, Bool, String, Int, Int, Int).self)
+            let delivered = try $0[8].decode(Int.self), rejected = try $0[9].decode(Int.self),
+                failed = try $0[10].decode(Int.self)
+            let started = try $0[11].decode(Date.self), millis = try $0[12].decode(Int?.self),
+                error = try $0[13].decode(String?.self)
+            return Run(
+                runID: id, sync: sync, trigger: trigger, dryRun: dry, status: status, added: added, changed: changed,
+                removed: removed,
+                delivered: delivered, rejected: rejected, failed: failed, startedAt: started, durationMilliseconds: millis,
+                error: error)
         }
     }
 
     /// Rows a destination refused and that are waiting for a later run.
-    public func errors(_ name: String? = nil, limit: Int = 20) async throws -> [(sync: String, key: String, reason: String, attempts: Int)] {
-        try await client.query("""
+    public func errors(
+        _ name: String? = nil, limit: Int = 20
+    ) async throws -> [(sync: String, key: String, reason: String, attempts: Int)] {
+        try await client.query(
+            """
             SELECT sync, key_object::text, reason, attempts FROM cdp.sync_errors WHERE \(name)::text IS NULL OR sync = \(name)
             ORDER BY last_failed_at DESC LIMIT \(limit)
-            """).map { try $0.decode((String, String, String, Int).self) }.map { (sync: $0.0, key: $0.1, reason: $0.2, attempts: $0.3) }
+            """
+        ).map { try $0.decode((String, String, String, Int).self) }.map { (sync: $0.0, key: $0.1, reason: $0.2, attempts: $0.3) }
     }
 }
 
@@ -175,14 +201,19 @@ public struct SyncWorker: Sendable {
     /// Claims the next due sync and schedules its next run; nil when none is due.
     func claim() async throws -> String? {
         try await client.withTransaction { tx in
-            guard let row = try await tx.query("""
-                SELECT name, definition::text FROM cdp.syncs WHERE enabled AND next_run_at <= now()
-                ORDER BY next_run_at, position FOR UPDATE SKIP LOCKED LIMIT 1
-                """).first else { return nil }
+            guard
+                let row = try await tx.query(
+                    """
+                    SELECT name, definition::text FROM cdp.syncs WHERE enabled AND next_run_at <= now()
+                    ORDER BY next_run_at, position FOR UPDATE SKIP LOCKED LIMIT 1
+                    """
+                ).first
+            else { return nil }
             let (name, text) = try row.decode((String, String).self)
             let next: Date?
             do {
-                next = try SyncDefinitions.parseSync(try JSONParser.parse(Array(text.utf8)), at: name, registry: registry).schedule.next(after: Date())
+                next = try SyncDefinitions.parseSync(try JSONParser.parse(Array(text.utf8)), at: name, registry: registry)
+                    .schedule.next(after: Date())
             } catch {
                 logger.error("sync \(name): cannot be read (\(error)); disabled until applied again")
                 try await tx.execute("UPDATE cdp.syncs SET enabled = false WHERE name = \(name)")
@@ -201,11 +232,13 @@ public struct SyncWorker: Sendable {
             do {
                 let report = try await runner.run(name, trigger: "schedule")
                 ran += 1
-                logger.info("sync \(name): \(report.status.rawValue)", metadata: [
-                    "added": "\(report.added)", "changed": "\(report.changed)", "removed": "\(report.removed)",
-                    "delivered": "\(report.delivered)", "rejected": "\(report.rejected)", "failed": "\(report.failed)",
-                    "duration": "\(report.duration)",
-                ])
+                logger.info(
+                    "sync \(name): \(report.status.rawValue)",
+                    metadata: [
+                        "added": "\(report.added)", "changed": "\(report.changed)", "removed": "\(report.removed)",
+                        "delivered": "\(report.delivered)", "rejected": "\(report.rejected)", "failed": "\(report.failed)",
+                        "duration": "\(report.duration)",
+                    ])
             } catch is CancellationError {
                 throw CancellationError()
             } catch {

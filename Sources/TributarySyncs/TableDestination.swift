@@ -32,8 +32,11 @@ public final class TableDestination: Destination, @unchecked Sendable {
     }
 
     public static func validate(_ settings: JSONValue) throws {
-        guard case .string(let table)? = settings["table"], !table.isEmpty else { throw SyncError("destination.table: required, NAME or SCHEMA.NAME") }
-        if table.split(separator: ".", omittingEmptySubsequences: false).count > 2 || table.hasPrefix(".") || table.hasSuffix(".") {
+        guard case .string(let table)? = settings["table"], !table.isEmpty else {
+            throw SyncError("destination.table: required, NAME or SCHEMA.NAME")
+        }
+        if table.split(separator: ".", omittingEmptySubsequences: false).count > 2 || table.hasPrefix(".") || table.hasSuffix(".")
+        {
             throw SyncError("destination.table: '\(table)' is not NAME or SCHEMA.NAME")
         }
         if let create = settings["create"], create != .null {
@@ -51,10 +54,12 @@ public final class TableDestination: Destination, @unchecked Sendable {
         if let url = try context.string("url", required: false) {
             let configuration = try PostgresConfiguration(connectionString: url)
             let client = PostgresClient(configuration: configuration, options: .init(maxConnections: 1), logger: context.logger)
-            return TableDestination(client: client, ownsClient: true, schema: parts.count == 2 ? parts[0] : nil, table: parts.last!, create: create)
+            return TableDestination(
+                client: client, ownsClient: true, schema: parts.count == 2 ? parts[0] : nil, table: parts.last!, create: create)
         }
         guard let client = context.client else { throw SyncError("destination: no database to write to") }
-        return TableDestination(client: client, ownsClient: false, schema: parts.count == 2 ? parts[0] : nil, table: parts.last!, create: create)
+        return TableDestination(
+            client: client, ownsClient: false, schema: parts.count == 2 ? parts[0] : nil, table: parts.last!, create: create)
     }
 
     var qualified: String {
@@ -66,21 +71,29 @@ public final class TableDestination: Destination, @unchecked Sendable {
         if let columns = lock.withLock({ self.columns }) { return columns }
         let name = try qualified
         func load() async throws -> [(String, String)] {
-            try await db.query("""
+            try await db.query(
+                """
                 SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute AS a
                 WHERE a.attrelid = to_regclass(\(name)) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
-                """).map { try $0.decode((String, String).self) }
+                """
+            ).map { try $0.decode((String, String).self) }
         }
         var found = try await load()
         if found.isEmpty {
-            guard create else { throw DestinationError("the table \(name) does not exist (set \"create\": true to create it)", retryable: false) }
+            guard create else {
+                throw DestinationError("the table \(name) does not exist (set \"create\": true to create it)", retryable: false)
+            }
             let keys = sample.key.objectKeys
             let fields = sample.fields.objectKeys.filter { !keys.contains($0) }
-            let definitions = try keys.map { "\(try SQLQuoting.identifier($0)) text NOT NULL" } + fields.map { "\(try SQLQuoting.identifier($0)) jsonb" }
-            try await db.execute(PostgresQuery(unsafeSQL: """
-                CREATE TABLE IF NOT EXISTS \(name) (\(definitions.joined(separator: ", ")), \
-                PRIMARY KEY (\(try keys.map(SQLQuoting.identifier).joined(separator: ", "))))
-                """))
+            let definitions =
+                try keys.map { "\(try SQLQuoting.identifier($0)) text NOT NULL" }
+                + fields.map { "\(try SQLQuoting.identifier($0)) jsonb" }
+            try await db.execute(
+                PostgresQuery(
+                    unsafeSQL: """
+                        CREATE TABLE IF NOT EXISTS \(name) (\(definitions.joined(separator: ", ")), \
+                        PRIMARY KEY (\(try keys.map(SQLQuoting.identifier).joined(separator: ", "))))
+                        """))
             found = try await load()
         }
         let result = found.map { (name: $0.0, type: $0.1) }
@@ -95,7 +108,9 @@ public final class TableDestination: Destination, @unchecked Sendable {
                 do {
                     try await db.withTransaction { tx in try await write(batch, columns: columns, tx) }
                     return Array(repeating: .delivered, count: batch.count)
-                } catch let error as PostgresError where error.kind == .server && ["22", "23"].contains(error.sqlState.map { String($0.code.prefix(2)) } ?? "") {
+                } catch let error as PostgresError
+                    where error.kind == .server && ["22", "23"].contains(error.sqlState.map { String($0.code.prefix(2)) } ?? "")
+                {
                     // A value PostgreSQL refuses: find the rows, one transaction each.
                     var results: [ChangeResult] = []
                     for change in batch {
@@ -125,25 +140,33 @@ public final class TableDestination: Destination, @unchecked Sendable {
         let recordType = try used.map { "\(try SQLQuoting.identifier($0.name)) \($0.type)" }.joined(separator: ", ")
         let list = try used.map { try SQLQuoting.identifier($0.name) }.joined(separator: ", ")
         let keyList = try keys.map(SQLQuoting.identifier).joined(separator: ", ")
-        let updates = try used.filter { !keys.contains($0.name) }.map { "\(try SQLQuoting.identifier($0.name)) = excluded.\(try SQLQuoting.identifier($0.name))" }
-        let keyMatch = try keys.map { "t.\(try SQLQuoting.identifier($0)) = r.\(try SQLQuoting.identifier($0))" }.joined(separator: " AND ")
+        let updates = try used.filter { !keys.contains($0.name) }.map {
+            "\(try SQLQuoting.identifier($0.name)) = excluded.\(try SQLQuoting.identifier($0.name))"
+        }
+        let keyMatch = try keys.map { "t.\(try SQLQuoting.identifier($0)) = r.\(try SQLQuoting.identifier($0))" }.joined(
+            separator: " AND ")
         for operation in SyncOperation.allCases {
             let rows = batch.filter { $0.operation == operation }
             guard !rows.isEmpty else { continue }
-            let records = JSONValue.array(rows.map { change in
-                // Key columns first, then the fields (a field named like a key column does not override the key).
-                .object(change.key.objectMembers + change.fields.objectMembers.filter { !keys.contains($0.0) })
-            }).serialized
+            let records = JSONValue.array(
+                rows.map { change in
+                    // Key columns first, then the fields (a field named like a key column does not override the key).
+                    .object(change.key.objectMembers + change.fields.objectMembers.filter { !keys.contains($0.0) })
+                }
+            ).serialized
             let source = "jsonb_to_recordset($1::jsonb) AS r (\(recordType))"
             let sql: String
             switch operation {
             case .upsert, .add:
-                sql = "INSERT INTO \(name) AS t (\(list)) SELECT \(list) FROM \(source) ON CONFLICT (\(keyList)) "
+                sql =
+                    "INSERT INTO \(name) AS t (\(list)) SELECT \(list) FROM \(source) ON CONFLICT (\(keyList)) "
                     + (updates.isEmpty ? "DO NOTHING" : "DO UPDATE SET \(updates.joined(separator: ", "))")
             case .insert:
                 sql = "INSERT INTO \(name) AS t (\(list)) SELECT \(list) FROM \(source) ON CONFLICT (\(keyList)) DO NOTHING"
             case .update:
-                let sets = try used.filter { !keys.contains($0.name) }.map { "\(try SQLQuoting.identifier($0.name)) = r.\(try SQLQuoting.identifier($0.name))" }
+                let sets = try used.filter { !keys.contains($0.name) }.map {
+                    "\(try SQLQuoting.identifier($0.name)) = r.\(try SQLQuoting.identifier($0.name))"
+                }
                 if sets.isEmpty { continue }
                 sql = "UPDATE \(name) AS t SET \(sets.joined(separator: ", ")) FROM \(source) WHERE \(keyMatch)"
             case .delete, .remove:

@@ -20,9 +20,13 @@ extension TributaryCommand {
             let entries = try await global.withMigratedClient(logger: global.makeLogger()) { client in
                 try await AuditLog(client: client).entries(actionPrefix: action, limit: limit)
             }
-            if entries.isEmpty { print(action.map { "no audit entries for actions starting with '\($0)'" } ?? "no audit entries") }
+            if entries.isEmpty {
+                print(action.map { "no audit entries for actions starting with '\($0)'" } ?? "no audit entries")
+            }
             for entry in entries {
-                print("\(entry.at.formatted(.iso8601))  \(entry.actor)  \(entry.action)  \(entry.target ?? "-")  \(entry.details.serialized)")
+                print(
+                    "\(entry.at.formatted(.iso8601))  \(entry.actor)  \(entry.action)  \(entry.target ?? "-")  \(entry.details.serialized)"
+                )
             }
         }
     }

@@ -76,10 +76,12 @@ extension TributaryCommand.CatalogGroup {
                 let changes = try await CatalogStore(client: client).apply(catalog)
                 if !changes.isEmpty {
                     try await Roles.refreshViews(client)
-                    try await recordAudit(client, "catalog.apply", target: file, details: [
-                        "traits": .number(String(catalog.traits.count)), "events": .number(String(catalog.events.count)),
-                        "changes": .number(String(changes.count)),
-                    ])
+                    try await recordAudit(
+                        client, "catalog.apply", target: file,
+                        details: [
+                            "traits": .number(String(catalog.traits.count)), "events": .number(String(catalog.events.count)),
+                            "changes": .number(String(changes.count)),
+                        ])
                 }
                 return changes
             }
@@ -101,7 +103,9 @@ extension TributaryCommand.CatalogGroup {
             let catalog = try await global.withMigratedClient(logger: logger) { client in
                 try await CatalogStore(client: client).current()
             }
-            guard let catalog else { throw CLIError("no catalog is in force; put one in force with tributary catalog apply FILE") }
+            guard let catalog else {
+                throw CLIError("no catalog is in force; put one in force with tributary catalog apply FILE")
+            }
             print(String(decoding: try catalog.encoded(), as: UTF8.self), terminator: "")
         }
     }

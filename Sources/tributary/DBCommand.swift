@@ -50,7 +50,8 @@ extension TributaryCommand.DB {
             print("socket:     \(status.layout.socketDirectory)")
             print("log:        \(status.layout.logFile)")
             if status.running { print("url:        \(try server.url())") }
-            if PostgresConfiguration.environmentKeys.contains(where: { !(ProcessInfo.processInfo.environment[$0] ?? "").isEmpty }) {
+            if PostgresConfiguration.environmentKeys.contains(where: { !(ProcessInfo.processInfo.environment[$0] ?? "").isEmpty })
+            {
                 print("note:       DATABASE_URL or PG* is set, so other commands use that database, not this one")
             }
         }

@@ -42,26 +42,33 @@ extension TributaryCommand {
                 print("Tributary \(Tributary.version) demo")
                 print("  database      PostgreSQL \(version), \(target.summary)")
                 if case .embedded(let server) = target.source { print("  connect       psql \"\(try server.url())\"") }
-                print("  migrations    \(report.applied.count) applied now, \(report.alreadyApplied) already applied; "
-                    + "schema version \(try await client.query("SELECT version FROM cdp.schema_version").scalar(Int.self))")
+                print(
+                    "  migrations    \(report.applied.count) applied now, \(report.alreadyApplied) already applied; "
+                        + "schema version \(try await client.query("SELECT version FROM cdp.schema_version").scalar(Int.self))")
 
                 // Collection: a source, the HTTP API on an ephemeral port, sample traffic through it (sent twice: the
                 // second time is a client retrying, and must store nothing).
                 let sources = SourceStore(client: client)
-                let key = try await sources.list().contains { $0.name == "demo-web" }
+                let key =
+                    try await sources.list().contains { $0.name == "demo-web" }
                     ? try await sources.rotateKey(name: "demo-web").writeKey
                     : try await sources.create(name: "demo-web").writeKey
                 let collected = try await collect(client: client, key: key, logger: logger)
-                print("  collection    \(collected.requests) batches over HTTP: \(collected.stored) events stored, "
-                    + "\(collected.duplicates) retried duplicates ignored; p50 \(collected.p50) ms, max \(collected.max) ms per batch")
+                print(
+                    "  collection    \(collected.requests) batches over HTTP: \(collected.stored) events stored, "
+                        + "\(collected.duplicates) retried duplicates ignored; p50 \(collected.p50) ms, max \(collected.max) ms per batch"
+                )
 
-                let totals = try await client.query("""
+                let totals = try await client.query(
+                    """
                     SELECT count(*), count(DISTINCT coalesce(user_id, anonymous_id)), count(DISTINCT tableoid), max(seq)
                     FROM cdp.events
-                    """).first!
+                    """
+                ).first!
                 let (events, people, partitions, lastSeq) = try totals.decode((Int, Int, Int, Int?).self)
-                print("  cdp.events    \(events) events from \(people) user or anonymous ids in \(partitions) monthly partitions; "
-                    + "receive sequence at \(lastSeq ?? 0)")
+                print(
+                    "  cdp.events    \(events) events from \(people) user or anonymous ids in \(partitions) monthly partitions; "
+                        + "receive sequence at \(lastSeq ?? 0)")
                 let byType = try await client.query("SELECT type, count(*) FROM cdp.events GROUP BY 1 ORDER BY 2 DESC")
                 let summary = try byType.map { row -> String in
                     let (type, count) = try row.decode((String, Int).self)
@@ -71,17 +78,22 @@ extension TributaryCommand {
 
                 // Identity: stamp every event with a profile, then show one person's profile as explain prints it.
                 let identity = try await IdentityStage(client: client, logger: logger).catchUp()
-                let graph = try await client.query("""
+                let graph = try await client.query(
+                    """
                     SELECT (SELECT count(*) FROM cdp.identity_profiles), (SELECT count(*) FROM cdp.identities),
                            (SELECT count(*) FROM cdp.profile_merges), (SELECT count(*) FROM cdp.events WHERE profile_id IS NOT NULL)
-                    """).first!
+                    """
+                ).first!
                 let (profiles, identifiers, merges, stamped) = try graph.decode((Int, Int, Int, Int).self)
-                print("  identity      \(identity.events) new events resolved; \(identifiers) identifiers in \(profiles) profiles, "
-                    + "\(merges) merges recorded, \(stamped) events carry a profile_id")
-                if let sample = try await client.query("""
+                print(
+                    "  identity      \(identity.events) new events resolved; \(identifiers) identifiers in \(profiles) profiles, "
+                        + "\(merges) merges recorded, \(stamped) events carry a profile_id")
+                if let sample = try await client.query(
+                    """
                     SELECT i.value FROM cdp.identities AS i WHERE i.kind = 'email'
                     ORDER BY (SELECT count(*) FROM cdp.identities AS j WHERE j.profile_id = i.profile_id) DESC, i.value LIMIT 1
-                    """).first.map({ try $0[0].decode(String.self) }) {
+                    """
+                ).first.map({ try $0[0].decode(String.self) }) {
                     let explained = try await IdentityAdmin(client: client, logger: logger)
                         .explain(Identifier(kind: "email", value: sample))
                     print("  explain       tributary identity explain email:\(sample)")
@@ -95,7 +107,9 @@ extension TributaryCommand {
                 try await printSummary(client: client, latencies: latencies)
                 let elapsed = ContinuousClock.now - started
                 print("  took          \(elapsed.formatted(.units(allowed: [.seconds, .milliseconds], width: .narrow)))")
-                print("Try: tributary serve, then curl -u \"$KEY:\" -d '{\"userId\":\"u1\",\"event\":\"Signed Up\"}' localhost:8080/v1/track")
+                print(
+                    "Try: tributary serve, then curl -u \"$KEY:\" -d '{\"userId\":\"u1\",\"event\":\"Signed Up\"}' localhost:8080/v1/track"
+                )
             }
         }
 
@@ -108,27 +122,43 @@ extension TributaryCommand {
             let stage = ProfileStage(client: client, logger: logger, followers: [RealtimeSegments()])
             let report = try await stage.catchUp()
             _ = try await stage.recomputeAll()
-            let counts = try await client.query("""
+            let counts = try await client.query(
+                """
                 SELECT (SELECT count(*) FROM cdp.profiles WHERE event_count > 0), (SELECT count(*) FROM cdp.trait_changes),
                        (SELECT count(*) FROM cdp.profiles WHERE rfm_score IS NOT NULL)
-                """).first!.decode((Int, Int, Int).self)
-            print("  profiles      \(report.events) new events merged into \(counts.0) profiles: \(counts.1) trait changes recorded, "
-                + "\(definitions.computedTraits.count) computed traits (examples/computed-traits.json), RFM scores for \(counts.2) buyers")
-            guard let row = try await client.query("""
-                SELECT profile_id::text, jsonb_pretty(traits), orders, lifetime_value, favourite_category #>> '{}', rfm_score
-                FROM cdp.profiles ORDER BY orders DESC NULLS LAST, categories_viewed DESC NULLS LAST, event_count DESC, profile_id LIMIT 1
-                """).first else { return }
-            let (id, traits, orders, value, favourite, rfm) = try row.decode((String, String, Int?, Double?, String?, String?).self)
-            print("  top profile   \(id): \(orders ?? 0) orders, lifetime value \(value.map { String(format: "%.2f", $0) } ?? "-"), "
-                + "favourite category \(favourite ?? "-"), RFM \(rfm ?? "-")")
+                """
+            ).first!.decode((Int, Int, Int).self)
+            print(
+                "  profiles      \(report.events) new events merged into \(counts.0) profiles: \(counts.1) trait changes recorded, "
+                    + "\(definitions.computedTraits.count) computed traits (examples/computed-traits.json), RFM scores for \(counts.2) buyers"
+            )
+            guard
+                let row = try await client.query(
+                    """
+                    SELECT profile_id::text, jsonb_pretty(traits), orders, lifetime_value, favourite_category #>> '{}', rfm_score
+                    FROM cdp.profiles ORDER BY orders DESC NULLS LAST, categories_viewed DESC NULLS LAST, event_count DESC, profile_id LIMIT 1
+                    """
+                ).first
+            else { return }
+            let (id, traits, orders, value, favourite, rfm) = try row.decode(
+                (String, String, Int?, Double?, String?, String?).self)
+            print(
+                "  top profile   \(id): \(orders ?? 0) orders, lifetime value \(value.map { String(format: "%.2f", $0) } ?? "-"), "
+                    + "favourite category \(favourite ?? "-"), RFM \(rfm ?? "-")")
             for line in traits.split(separator: "\n") { print("                \(line)") }
-            if case .found(let document) = try await ProfileDocuments(client: client).lookup(kind: "profile_id", value: id, events: 2) {
+            if case .found(let document) = try await ProfileDocuments(client: client).lookup(
+                kind: "profile_id", value: id, events: 2)
+            {
                 let pretty = (try? JSONParser.parse(Array(document.utf8)).prettyPrinted) ?? document
-                print("  profile API   GET /v1/profiles/profile_id/\(id)?events=2 (Authorization: Bearer <tributary tokens create NAME>):")
+                print(
+                    "  profile API   GET /v1/profiles/profile_id/\(id)?events=2 (Authorization: Bearer <tributary tokens create NAME>):"
+                )
                 for line in pretty.split(separator: "\n").prefix(12) { print("                \(line)") }
                 print("                …")
             }
-            print("  analysts      SELECT profile_id, lifetime_value, rfm_score, traits->>'email' FROM cdp.profiles ORDER BY lifetime_value DESC NULLS LAST")
+            print(
+                "  analysts      SELECT profile_id, lifetime_value, rfm_score, traits->>'email' FROM cdp.profiles ORDER BY lifetime_value DESC NULLS LAST"
+            )
         }
 
         /// Applies the example segments, refreshes their members and prints their sizes and one compiled view.
@@ -138,16 +168,20 @@ extension TributaryCommand {
             let definitions = try await store.load(try Data(contentsOf: file))
             try await store.apply(definitions)
             let report = try await SegmentMembership(client: client, logger: logger).refresh()
-            print("  segments      \(definitions.segments.count) segments (examples/segments.json) compiled to views segments.\"name\"; "
-                + "\(report.entered) memberships entered")
+            print(
+                "  segments      \(definitions.segments.count) segments (examples/segments.json) compiled to views segments.\"name\"; "
+                    + "\(report.entered) memberships entered")
             for segment in try await store.list() {
-                print("                \(segment.name.padding(toLength: 20, withPad: " ", startingAt: 0)) \(String(segment.members).padding(toLength: 5, withPad: " ", startingAt: 0)) "
-                    + "\(segment.realtime ? "real-time" : "scheduled")  \(segment.description ?? "")")
+                print(
+                    "                \(segment.name.padding(toLength: 20, withPad: " ", startingAt: 0)) \(String(segment.members).padding(toLength: 5, withPad: " ", startingAt: 0)) "
+                        + "\(segment.realtime ? "real-time" : "scheduled")  \(segment.description ?? "")")
             }
             let (view, _) = try await store.sql("recent_buyers")
             print("  segment SQL   tributary segments show recent_buyers --sql")
             for line in view.split(separator: "\n") { print("                \(line)") }
-            print("  analysts      SELECT * FROM segments.recent_buyers ORDER BY lifetime_value DESC; SELECT * FROM cdp.segment_history")
+            print(
+                "  analysts      SELECT * FROM segments.recent_buyers ORDER BY lifetime_value DESC; SELECT * FROM cdp.segment_history"
+            )
         }
 
         /// Applies the example syncs (a segment to a file, another to a webhook receiver run by the demo) and runs them.
@@ -164,23 +198,31 @@ extension TributaryCommand {
                 let definitions = try await store.load(try Data(contentsOf: file))
                 try await store.apply(definitions)
                 let runner = SyncRunner(client: client, logger: logger, registry: registry, environment: environment)
-                print("  syncs         \(definitions.syncs.count) syncs (examples/syncs.json); run now (tributary worker runs them on their schedules):")
+                print(
+                    "  syncs         \(definitions.syncs.count) syncs (examples/syncs.json); run now (tributary worker runs them on their schedules):"
+                )
                 for sync in definitions.syncs {
                     let report = try await runner.run(sync.name)
                     let millis = report.duration.milliseconds
-                    print("                \(sync.name) (\(sync.mode.rawValue) → \(FileDestination.csvText(sync.destination["type"] ?? .null))): "
-                        + "\(report.status.rawValue), +\(report.added) ~\(report.changed) -\(report.removed), \(report.delivered) delivered "
-                        + "in \(report.batches) batches, \(millis) ms")
+                    print(
+                        "                \(sync.name) (\(sync.mode.rawValue) → \(FileDestination.csvText(sync.destination["type"] ?? .null))): "
+                            + "\(report.status.rawValue), +\(report.added) ~\(report.changed) -\(report.removed), \(report.delivered) delivered "
+                            + "in \(report.batches) batches, \(millis) ms")
                 }
-                let exports = try await client.query("""
+                let exports = try await client.query(
+                    """
                     SELECT run_id FROM cdp.sync_runs WHERE sync = 'recent_buyers_export' AND delivered > 0 ORDER BY run_id DESC LIMIT 1
-                    """).first.map { try $0[0].decode(Int64.self) }
+                    """
+                ).first.map { try $0[0].decode(Int64.self) }
                 if let exports {
                     print("                file: .tributary/exports/recent_buyers_export-\(exports).jsonl")
                 }
-                let (requests, changes, bad, sample) = await (receiver.requests, receiver.changes, receiver.badSignatures, receiver.sample)
-                print("                webhook receiver: \(requests) requests, \(changes) changes, \(bad) bad signatures"
-                    + (sample.map { "; first change \($0.prefix(160))" } ?? ""))
+                let (requests, changes, bad, sample) = await (
+                    receiver.requests, receiver.changes, receiver.badSignatures, receiver.sample
+                )
+                print(
+                    "                webhook receiver: \(requests) requests, \(changes) changes, \(bad) bad signatures"
+                        + (sample.map { "; first change \($0.prefix(160))" } ?? ""))
                 print("  reverse ETL   tributary syncs status; tributary syncs run NAME --dry-run; SELECT * FROM cdp.sync_runs")
                 return try await showRealtime(client: client, logger: logger, key: key, receiver: receiver, runner: runner)
             }
@@ -193,7 +235,8 @@ extension TributaryCommand {
             client: PostgresClient, logger: Logger, key: String, receiver: DemoReceiver, runner: SyncRunner
         ) async throws -> [Int] {
             // Identified people with Marketing consent who are not in browsed_not_bought: a product view puts them in.
-            let candidates = try await client.query("""
+            let candidates = try await client.query(
+                """
                 SELECT DISTINCT ON (p.profile_id) i.value, p.traits ->> 'email'
                 FROM cdp.profiles AS p
                 JOIN cdp.identities AS i ON i.profile_id = p.profile_id AND i.kind = 'user_id'
@@ -201,7 +244,8 @@ extension TributaryCommand {
                 WHERE p.traits ? 'email'
                   AND NOT EXISTS (SELECT 1 FROM cdp.segment_members AS m WHERE m.segment = 'browsed_not_bought' AND m.profile_id = p.profile_id)
                 ORDER BY p.profile_id LIMIT \(live)
-                """).map { try $0.decode((String, String).self) }
+                """
+            ).map { try $0.decode((String, String).self) }
             let (ports, portSink) = AsyncStream.makeStream(of: Int.self)
             var stageLogger = logger
             stageLogger.logLevel = max(logger.logLevel, .warning)
@@ -209,7 +253,8 @@ extension TributaryCommand {
             // The server is stopped by cancellation at the end, which it logs as an error: keep it quiet.
             stageLogger.logLevel = .critical
             let app = buildApplication(
-                configuration: ServerConfiguration(host: "127.0.0.1", port: 0, destinations: .standard()), client: client, logger: stageLogger,
+                configuration: ServerConfiguration(host: "127.0.0.1", port: 0, destinations: .standard()), client: client,
+                logger: stageLogger,
                 onListening: { portSink.yield($0) })
             return try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await app.runService() }
@@ -234,17 +279,19 @@ extension TributaryCommand {
                         latencies.append(Int((arrived - acknowledged).milliseconds))
                     }
                     if index == 0 {
-                        print("  real-time     live: POST /v1/track {\"userId\": \"\(user)\", \"event\": \"Product Viewed\"} → HTTP 200 → identity → "
-                            + "profile → segment browsed_not_bought → outbox → webhook")
+                        print(
+                            "  real-time     live: POST /v1/track {\"userId\": \"\(user)\", \"event\": \"Product Viewed\"} → HTTP 200 → identity → "
+                                + "profile → segment browsed_not_bought → outbox → webhook")
                     }
                 }
                 latencies.sort()
                 if latencies.isEmpty {
                     print("                no live events sent (no identified person with Marketing consent outside the segment)")
                 } else {
-                    print("                \(candidates.count) live events, \(latencies.count) delivered to the webhook (sync browsed_not_bought_hook, "
-                        + "\"realtime\": true, purposes [Marketing]); HTTP 200 → webhook p50 \(latencies[latencies.count / 2]) ms, "
-                        + "max \(latencies.last!) ms")
+                    print(
+                        "                \(candidates.count) live events, \(latencies.count) delivered to the webhook (sync browsed_not_bought_hook, "
+                            + "\"realtime\": true, purposes [Marketing]); HTTP 200 → webhook p50 \(latencies[latencies.count / 2]) ms, "
+                            + "max \(latencies.last!) ms")
                 }
                 return latencies
             }
@@ -252,20 +299,27 @@ extension TributaryCommand {
 
         /// The tour in a few lines.
         func printSummary(client: PostgresClient, latencies: [Int]) async throws {
-            let (profiles, merges, delivered, members) = try await client.query("""
+            let (profiles, merges, delivered, members) = try await client.query(
+                """
                 SELECT (SELECT count(*) FROM cdp.profiles), (SELECT count(*) FROM cdp.profile_merges),
                        (SELECT coalesce(sum(delivered), 0)::bigint FROM cdp.sync_runs), (SELECT count(*) FROM cdp.segment_members)
-                """).first!.decode((Int, Int, Int, Int).self)
-            let sizes = try await client.query("""
+                """
+            ).first!.decode((Int, Int, Int, Int).self)
+            let sizes = try await client.query(
+                """
                 SELECT d.name, count(m.profile_id) FROM cdp.segment_definitions AS d
                 LEFT JOIN cdp.segment_members AS m ON m.segment = d.name GROUP BY d.name, d.position ORDER BY d.position
-                """).map { row -> String in
+                """
+            ).map { row -> String in
                 let (name, count) = try row.decode((String, Int).self)
                 return "\(name) \(count)"
             }
-            print("  summary       \(profiles) profiles, \(merges) merges; \(members) segment memberships (\(sizes.joined(separator: ", "))); "
-                + "\(delivered) rows delivered by syncs"
-                + (latencies.isEmpty ? "" : "; real-time HTTP 200 → webhook p50 \(latencies[latencies.count / 2]) ms, max \(latencies.last!) ms"))
+            print(
+                "  summary       \(profiles) profiles, \(merges) merges; \(members) segment memberships (\(sizes.joined(separator: ", "))); "
+                    + "\(delivered) rows delivered by syncs"
+                    + (latencies.isEmpty
+                        ? ""
+                        : "; real-time HTTP 200 → webhook p50 \(latencies[latencies.count / 2]) ms, max \(latencies.last!) ms"))
         }
 
         struct Collected {

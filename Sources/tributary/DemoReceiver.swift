@@ -37,7 +37,8 @@ actor DemoReceiver {
             let now = ContinuousClock.now
             for change in list {
                 if case .string(let email)? = change["fields"]?["email"], arrivals[email] == nil,
-                   change["op"] == .string("add") || change["op"] == .string("upsert") {
+                    change["op"] == .string("add") || change["op"] == .string("upsert")
+                {
                     arrivals[email] = now
                 }
             }
@@ -52,7 +53,8 @@ actor DemoReceiver {
         router.post("hook") { request, _ -> Response in
             var buffer = try await request.body.collect(upTo: 16 << 20)
             await receiver.receive(
-                buffer.readBytes(length: buffer.readableBytes) ?? [], timestamp: request.headers[values: .init("X-Tributary-Timestamp")!].first,
+                buffer.readBytes(length: buffer.readableBytes) ?? [],
+                timestamp: request.headers[values: .init("X-Tributary-Timestamp")!].first,
                 signature: request.headers[values: .init("X-Tributary-Signature")!].first)
             return Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "{}")))
         }

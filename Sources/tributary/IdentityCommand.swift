@@ -36,9 +36,10 @@ extension TributaryCommand.IdentityGroup {
                 let stage = IdentityStage(client: client, logger: logger, batchSize: batchSize)
                 if once {
                     let report = try await stage.catchUp()
-                    print("identity: \(report.events) events stamped, \(report.identifiersCreated) new identifiers, "
-                        + "\(report.profilesCreated) new profiles, \(report.merges) merges, \(report.hubsDetected) hubs detected, "
-                        + "\(report.ignored) identifiers ignored; checkpoint at event \(report.checkpoint)")
+                    print(
+                        "identity: \(report.events) events stamped, \(report.identifiersCreated) new identifiers, "
+                            + "\(report.profilesCreated) new profiles, \(report.merges) merges, \(report.hubsDetected) hubs detected, "
+                            + "\(report.ignored) identifiers ignored; checkpoint at event \(report.checkpoint)")
                 } else {
                     try await metrics.run(logger: logger) { try await stage.run() }
                 }
@@ -49,17 +50,21 @@ extension TributaryCommand.IdentityGroup {
     struct Rebuild: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Recompute the whole identity graph from cdp.events in SQL and swap it in atomically.",
-            discussion: "Ingestion and the real-time stage may keep running; events after the rebuild's snapshot are processed by the stage.")
+            discussion:
+                "Ingestion and the real-time stage may keep running; events after the rebuild's snapshot are processed by the stage."
+        )
         @OptionGroup var global: GlobalOptions
 
         func run() async throws {
             let logger = global.makeLogger()
             let report = try await global.withMigratedClient(logger: logger) { client in
                 let report = try await IdentityRebuild(configuration: client.configuration, logger: logger).run()
-                try await recordAudit(client, "identity.rebuild", details: [
-                    "events": .number(String(report.events)), "profiles": .number(String(report.profiles)),
-                    "identifiers_changed": .number(String(report.nodesChanged)),
-                ])
+                try await recordAudit(
+                    client, "identity.rebuild",
+                    details: [
+                        "events": .number(String(report.events)), "profiles": .number(String(report.profiles)),
+                        "identifiers_changed": .number(String(report.nodesChanged)),
+                    ])
                 return report
             }
             print(Self.describe(report))
@@ -103,10 +108,14 @@ extension TributaryCommand.IdentityGroup {
                 try await IdentityAdmin(client: client, logger: logger).status()
             }
             print("identity stage at event \(status.checkpoint) of \(status.lastEvent) (\(status.lag) waiting)")
-            print("  \(status.identifiers) identifiers in \(status.profiles) profiles; \(status.hubs) hubs; \(status.merges) merges and splits recorded")
+            print(
+                "  \(status.identifiers) identifiers in \(status.profiles) profiles; \(status.hubs) hubs; \(status.merges) merges and splits recorded"
+            )
             if !status.ignored.isEmpty {
-                print("  ignored identifiers: " + status.ignored.map { "\($0.reason.replacingOccurrences(of: "_", with: " ")) \($0.kind) \($0.count)" }
-                    .joined(separator: ", "))
+                print(
+                    "  ignored identifiers: "
+                        + status.ignored.map { "\($0.reason.replacingOccurrences(of: "_", with: " ")) \($0.kind) \($0.count)" }
+                        .joined(separator: ", "))
             }
         }
     }
@@ -149,7 +158,9 @@ extension TributaryCommand.IdentityGroup.Rules {
             case .unchanged: print("the identity rules in \(file) are already in force")
             case .stored: print("applied the identity rules in \(file)")
             case .blockedValuesSplit(let count):
-                print("applied the identity rules in \(file): \(count) newly blocked identifiers removed and their profiles re-resolved")
+                print(
+                    "applied the identity rules in \(file): \(count) newly blocked identifiers removed and their profiles re-resolved"
+                )
             case .rebuilt(let report):
                 print("applied the identity rules in \(file); the graph was rebuilt under them")
                 print(TributaryCommand.IdentityGroup.Rebuild.describe(report))

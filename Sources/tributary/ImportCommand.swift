@@ -32,11 +32,13 @@ extension TributaryCommand {
             var mapping: Importer.CSVMapping?
             if format == .csv {
                 guard let typeName = type, let callType = CallType(rawValue: typeName) else {
-                    throw CLIError("a CSV import needs --type, one of \(CallType.allCases.map(\.rawValue).joined(separator: ", "))")
+                    throw CLIError(
+                        "a CSV import needs --type, one of \(CallType.allCases.map(\.rawValue).joined(separator: ", "))")
                 }
                 guard !maps.isEmpty else { throw CLIError("a CSV import needs at least one --map target=Column") }
                 do {
-                    mapping = Importer.CSVMapping(type: callType, event: event, fields: try maps.map(Importer.CSVMapping.parseField))
+                    mapping = Importer.CSVMapping(
+                        type: callType, event: event, fields: try maps.map(Importer.CSVMapping.parseField))
                 } catch let error as ImportError {
                     throw CLIError(error.description)
                 }
@@ -65,11 +67,13 @@ extension TributaryCommand {
                 FileHandle.standardError.write(Data("rejected line \(issue.index ?? 0): \(field)\(issue.message)\n".utf8))
             }
             if report.rejectedCount > report.rejected.count {
-                FileHandle.standardError.write(Data("… and \(report.rejectedCount - report.rejected.count) more rejected lines\n".utf8))
+                FileHandle.standardError.write(
+                    Data("… and \(report.rejectedCount - report.rejected.count) more rejected lines\n".utf8))
             }
-            print("imported \(file) into source '\(source)': \(report.rows) rows read, \(report.stored) stored, "
-                + "\(report.duplicates) already stored, \(report.rejectedCount) rejected"
-                + (report.suppressed > 0 ? ", \(report.suppressed) dropped (suppressed identifiers of deleted people)" : ""))
+            print(
+                "imported \(file) into source '\(source)': \(report.rows) rows read, \(report.stored) stored, "
+                    + "\(report.duplicates) already stored, \(report.rejectedCount) rejected"
+                    + (report.suppressed > 0 ? ", \(report.suppressed) dropped (suppressed identifiers of deleted people)" : ""))
         }
 
         func resolvedFormat() throws -> Importer.Format {
@@ -109,8 +113,9 @@ final class ProgressLine: @unchecked Sendable {
         let width = 30
         let filled = Int(fraction * Double(width))
         let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
-        let line = String(format: "\r%@ %@ %3.0f%% (%.1f of %.1f MB)", label, bar, fraction * 100,
-                          Double(bytes) / 1e6, Double(total) / 1e6)
+        let line = String(
+            format: "\r%@ %@ %3.0f%% (%.1f of %.1f MB)", label, bar, fraction * 100,
+            Double(bytes) / 1e6, Double(total) / 1e6)
         FileHandle.standardError.write(Data(line.utf8))
         drawn = true
     }

@@ -8,7 +8,10 @@ import UnixSignals
 /// `--metrics-port`: `GET /metrics` (the stages' events processed, batch durations and lag) for the commands that run
 /// stream stages without the collection API (`worker`, `identity run`, `profiles run`).
 struct MetricsOptions: ParsableArguments {
-    @Option(help: "Serve GET /metrics (the stages' events processed, batch durations, lag) on this port (0: a free one, printed); unset: none.")
+    @Option(
+        help:
+            "Serve GET /metrics (the stages' events processed, batch durations, lag) on this port (0: a free one, printed); unset: none."
+    )
     var metricsPort: Int?
     @Option(help: "Address for --metrics-port.") var metricsHost = "127.0.0.1"
 
@@ -24,9 +27,13 @@ struct MetricsOptions: ParsableArguments {
     /// Runs `body` until it ends or SIGINT/SIGTERM cancels it, next to the endpoint if asked for.
     func run(logger: Logger, _ body: @escaping @Sendable () async throws -> Void) async throws {
         guard let endpoint = service(logger: logger) else { return try await withTaskCancellationOnSignals(body) }
-        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: [.init(service: endpoint), .init(service: BodyService(body: body), successTerminationBehavior: .gracefullyShutdownGroup)],
-            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [
+                    .init(service: endpoint),
+                    .init(service: BodyService(body: body), successTerminationBehavior: .gracefullyShutdownGroup),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }

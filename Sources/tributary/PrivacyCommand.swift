@@ -52,15 +52,19 @@ extension TributaryCommand.PrivacyGroup {
 
         func run() async throws {
             let report = try await TributaryCommand.PrivacyGroup.withRequests(global) { privacy, _, _ in
-                try await privacy.delete(identifier: identifier, actor: .cli, registry: .standard(), skipDestinations: skipDestinations)
+                try await privacy.delete(
+                    identifier: identifier, actor: .cli, registry: .standard(), skipDestinations: skipDestinations)
             }
             let destinations = report.counts.filter { $0.key.hasPrefix("destinations.") }.sorted { $0.key < $1.key }
                 .map { "\($0.key.dropFirst("destinations.".count)): \($0.value)" }
-            print("deleted \(report.profiles.count) profile(s) and \(report.counts["events"] ?? 0) events; "
-                + "\(report.identifiers) identifier(s) suppressed; "
-                + (report.skippedDestinations ? "destinations NOT told (--skip-destinations)"
-                    : destinations.isEmpty ? "no destination held them" : "destinations told: \(destinations.joined(separator: ", "))")
-                + " (privacy request \(report.requestID))")
+            print(
+                "deleted \(report.profiles.count) profile(s) and \(report.counts["events"] ?? 0) events; "
+                    + "\(report.identifiers) identifier(s) suppressed; "
+                    + (report.skippedDestinations
+                        ? "destinations NOT told (--skip-destinations)"
+                        : destinations.isEmpty
+                            ? "no destination held them" : "destinations told: \(destinations.joined(separator: ", "))")
+                    + " (privacy request \(report.requestID))")
         }
     }
 
@@ -78,7 +82,8 @@ extension TributaryCommand.PrivacyGroup {
                 // Written beside the target and renamed into place, so a failed export leaves no partial file.
                 let path = output + ".partial-\(ProcessInfo.processInfo.processIdentifier)"
                 guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]),
-                      let file = FileHandle(forWritingAtPath: path) else {
+                    let file = FileHandle(forWritingAtPath: path)
+                else {
                     throw CLIError("cannot create \(output)")
                 }
                 handle = file
@@ -86,7 +91,9 @@ extension TributaryCommand.PrivacyGroup {
             }
             do {
                 let events = try await TributaryCommand.PrivacyGroup.withRequests(global) { privacy, _, _ in
-                    try await privacy.export(identifier: identifier, actor: .cli) { chunk in try handle.write(contentsOf: Data(chunk.utf8)) }
+                    try await privacy.export(identifier: identifier, actor: .cli) { chunk in
+                        try handle.write(contentsOf: Data(chunk.utf8))
+                    }
                 }
                 if let temporary, let output {
                     try handle.close()
@@ -106,7 +113,9 @@ extension TributaryCommand.PrivacyGroup {
 
     struct Consent: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Record a person's consent: one consent event through the normal ingestion path (history in cdp.consent_changes).")
+            abstract:
+                "Record a person's consent: one consent event through the normal ingestion path (history in cdp.consent_changes)."
+        )
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The person: KIND:VALUE, for example user_id:u-1.") var identifier: String
         @Option(help: "A purpose the person grants (repeatable), for example Marketing.") var grant: [String] = []
@@ -124,10 +133,12 @@ extension TributaryCommand.PrivacyGroup {
                 let writer = EventWriter(client: client, logger: logger)
                 return try await privacy.recordConsent(identifier: identifier, purposes: purposes, actor: .cli, writer: writer)
             }
-            print(receipt.stored
-                ? "recorded consent (\(purposes.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value ? "granted" : "denied")" }.joined(separator: ", "))) "
-                    + "as event \(receipt.messageID) (privacy request \(receipt.requestID)); the profile shows it once the stages have run"
-                : "not recorded: the identifier belongs to a deleted person (suppressed) (privacy request \(receipt.requestID))")
+            print(
+                receipt.stored
+                    ? "recorded consent (\(purposes.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value ? "granted" : "denied")" }.joined(separator: ", "))) "
+                        + "as event \(receipt.messageID) (privacy request \(receipt.requestID)); the profile shows it once the stages have run"
+                    : "not recorded: the identifier belongs to a deleted person (suppressed) (privacy request \(receipt.requestID))"
+            )
         }
     }
 
@@ -137,10 +148,13 @@ extension TributaryCommand.PrivacyGroup {
         @Option(help: "How many, newest first.") var limit = 50
 
         func run() async throws {
-            let requests = try await TributaryCommand.PrivacyGroup.withRequests(global) { privacy, _, _ in try await privacy.requests(limit: limit) }
+            let requests = try await TributaryCommand.PrivacyGroup.withRequests(global) { privacy, _, _ in
+                try await privacy.requests(limit: limit)
+            }
             if requests.isEmpty { print("no privacy requests") }
             for request in requests {
-                var line = "\(request.id)  \(request.kind)  \(request.status)  \(request.requestedAt.formatted(.iso8601))  \(request.actor)  "
+                var line =
+                    "\(request.id)  \(request.kind)  \(request.status)  \(request.requestedAt.formatted(.iso8601))  \(request.actor)  "
                     + "\(request.identifierKind):\(request.identifierHash.prefix(16))…  \(request.counts.serialized)"
                 if let error = request.error { line += "  error: \(error)" }
                 print(line)

@@ -21,7 +21,8 @@ extension TributaryCommand.ProfilesCommand {
     struct Run: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Run the profile stage after the identity stage until stopped (or once with --once).",
-            discussion: "It merges traits, keeps computed traits current for touched profiles and recomputes them all on a schedule.")
+            discussion:
+                "It merges traits, keeps computed traits current for touched profiles and recomputes them all on a schedule.")
         @OptionGroup var global: GlobalOptions
         @Flag(help: "Process what is waiting now, then exit.") var once = false
         @Option(help: "Most events per batch (one transaction).") var batchSize = 5000
@@ -35,10 +36,13 @@ extension TributaryCommand.ProfilesCommand {
                 if once {
                     let report = try await stage.catchUp()
                     let recomputed = try await stage.recomputeIfDue(interval: .seconds(recomputeEvery))
-                    print("profiles: \(report.events) events, \(report.profilesUpdated) profiles updated, "
-                        + "\(report.profilesRecomputed) recomputed after merges, \(report.traitChanges) trait changes"
-                        + (report.rebuilt ? " (rebuilt after an identity rebuild)" : "") + "; checkpoint at event \(report.checkpoint)"
-                        + (recomputed.map { "; time-dependent computed traits recomputed for everyone (\($0) changed)" } ?? ""))
+                    print(
+                        "profiles: \(report.events) events, \(report.profilesUpdated) profiles updated, "
+                            + "\(report.profilesRecomputed) recomputed after merges, \(report.traitChanges) trait changes"
+                            + (report.rebuilt ? " (rebuilt after an identity rebuild)" : "")
+                            + "; checkpoint at event \(report.checkpoint)"
+                            + (recomputed.map { "; time-dependent computed traits recomputed for everyone (\($0) changed)" } ?? "")
+                    )
                 } else {
                     try await metrics.run(logger: logger) { try await stage.run(recomputeInterval: .seconds(recomputeEvery)) }
                 }
@@ -56,8 +60,9 @@ extension TributaryCommand.ProfilesCommand {
             try await global.withMigratedClient(logger: logger) { client in
                 let started = ContinuousClock.now
                 let report = try await ProfileStage(client: client, logger: logger, followers: [RealtimeSegments()]).rebuild()
-                print("profiles: rebuilt through event \(report.checkpoint) in \(ContinuousClock.now - started): "
-                    + "\(report.profilesUpdated) profiles changed, \(report.traitChanges) trait changes")
+                print(
+                    "profiles: rebuilt through event \(report.checkpoint) in \(ContinuousClock.now - started): "
+                        + "\(report.profilesUpdated) profiles changed, \(report.traitChanges) trait changes")
             }
         }
     }
@@ -71,7 +76,8 @@ extension TributaryCommand.ProfilesCommand {
             let status = try await global.withMigratedClient(logger: logger) { client in
                 try await ProfileAdmin(client: client, logger: logger).status()
             }
-            print("""
+            print(
+                """
                 profile stage at event \(status.checkpoint) (identity stage at \(status.identityCheckpoint))
                 profiles: \(status.profiles) (\(status.profilesWithData) with data), trait values: \(status.traitValues), trait changes: \(status.traitChanges)
                 last bulk recompute of computed traits: \(status.lastRecompute.map { PostgresTime.format($0) } ?? "never")

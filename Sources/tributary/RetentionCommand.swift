@@ -38,7 +38,8 @@ extension TributaryCommand.RetentionGroup {
     }
 
     struct Show: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print the retention setting, the last run, and what a run would drop now.")
+        static let configuration = CommandConfiguration(
+            abstract: "Print the retention setting, the last run, and what a run would drop now.")
         @OptionGroup var global: GlobalOptions
 
         func run() async throws {
@@ -48,7 +49,8 @@ extension TributaryCommand.RetentionGroup {
                 print("events: \(policy.events.map { "kept for \($0)" } ?? "kept forever (retention off)")")
                 print("last run: \(try await retention.lastRun()?.formatted(.iso8601) ?? "never")")
                 for partition in try await retention.partitions() {
-                    let range = partition.from.flatMap { from in partition.to.map { "\(day(from)) … \(day($0))" } } ?? "never dropped"
+                    let range =
+                        partition.from.flatMap { from in partition.to.map { "\(day(from)) … \(day($0))" } } ?? "never dropped"
                     print("  cdp.\(partition.name)  \(range)")
                 }
                 if let plan = try await retention.apply(dryRun: true, actor: .cli) { printPlan(plan) }
@@ -58,7 +60,9 @@ extension TributaryCommand.RetentionGroup {
 
     struct Apply: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Drop the partitions of cdp.events whose events are all older than the retention age; record it in the audit log.")
+            abstract:
+                "Drop the partitions of cdp.events whose events are all older than the retention age; record it in the audit log."
+        )
         @OptionGroup var global: GlobalOptions
         @Flag(help: "Print what would be dropped; change nothing.") var dryRun = false
 
@@ -81,10 +85,13 @@ private func count(_ n: some BinaryInteger, _ noun: String) -> String { n == 1 ?
 
 private func printPlan(_ report: Retention.Report) {
     let verb = report.dryRun ? "would drop" : "dropped"
-    print("retention: events older than \(report.olderThan) (before \(report.cutoff.formatted(.iso8601))): "
-        + "\(verb) \(count(report.partitions.count, "partition")), \(count(report.events, "event")), \(count(report.messageIds, "message id"))")
+    print(
+        "retention: events older than \(report.olderThan) (before \(report.cutoff.formatted(.iso8601))): "
+            + "\(verb) \(count(report.partitions.count, "partition")), \(count(report.events, "event")), \(count(report.messageIds, "message id"))"
+    )
     for partition in report.partitions {
-        print("  \(verb) cdp.\(partition.name)  \(day(partition.from)) … \(day(partition.to))  \(count(partition.events, "event"))")
+        print(
+            "  \(verb) cdp.\(partition.name)  \(day(partition.from)) … \(day(partition.to))  \(count(partition.events, "event"))")
     }
     for name in report.skipped { print("  kept cdp.\(name): not a bounded monthly partition (retention never drops it)") }
     if report.dryRun { print("dry run: nothing was changed") }

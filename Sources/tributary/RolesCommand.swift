@@ -16,7 +16,8 @@ extension TributaryCommand {
 extension TributaryCommand.RolesGroup {
     struct Setup: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Create the roles tributary_analyst and tributary_pii if missing and grant the analyst the views of schema analyst.",
+            abstract:
+                "Create the roles tributary_analyst and tributary_pii if missing and grant the analyst the views of schema analyst.",
             discussion: """
                 tributary_analyst may read the views of schema analyst (personal data masked) and nothing else; members of \
                 tributary_pii see those views unmasked. CREATE on schemas is revoked from PUBLIC in this database. Roles \
@@ -34,11 +35,15 @@ extension TributaryCommand.RolesGroup {
                 print("dry run: nothing was changed")
                 return
             }
-            print("roles: \(report.createdRoles.isEmpty ? "\(Roles.analyst) and \(Roles.pii) already existed" : "created \(report.createdRoles.joined(separator: ", "))")")
+            print(
+                "roles: \(report.createdRoles.isEmpty ? "\(Roles.analyst) and \(Roles.pii) already existed" : "created \(report.createdRoles.joined(separator: ", "))")"
+            )
             if !report.revokedCreate.isEmpty {
                 print("revoked CREATE from PUBLIC on schema \(report.revokedCreate.joined(separator: ", "))")
             }
-            print("granted \(Roles.analyst) SELECT on \(report.views.count) views of schema \(Roles.schema): \(report.views.joined(separator: ", "))")
+            print(
+                "granted \(Roles.analyst) SELECT on \(report.views.count) views of schema \(Roles.schema): \(report.views.joined(separator: ", "))"
+            )
             for warning in report.warnings { print("warning: \(warning)") }
             print("give someone access with `tributary roles grant LOGIN` (add --pii to unmask personal data)")
         }
@@ -55,8 +60,10 @@ extension TributaryCommand.RolesGroup {
             let granted = try await global.withMigratedClient(logger: global.makeLogger()) { client in
                 try await Roles(client: client).grant(login: login, pii: pii, actor: .cli)
             }
-            print(granted.isEmpty ? "\(login) already had \(pii ? "\(Roles.analyst) and \(Roles.pii)" : Roles.analyst)"
-                : "granted \(granted.joined(separator: ", ")) to \(login)")
+            print(
+                granted.isEmpty
+                    ? "\(login) already had \(pii ? "\(Roles.analyst) and \(Roles.pii)" : Roles.analyst)"
+                    : "granted \(granted.joined(separator: ", ")) to \(login)")
         }
     }
 }

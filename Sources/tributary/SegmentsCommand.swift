@@ -9,7 +9,8 @@ import TributarySyncs
 extension TributaryCommand {
     struct Segments: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Segments: compile definitions (JSON) to views segments.\"name\", list them with sizes, show and preview them.",
+            abstract:
+                "Segments: compile definitions (JSON) to views segments.\"name\", list them with sizes, show and preview them.",
             subcommands: [Apply.self, List.self, Show.self, Preview.self, Refresh.self])
     }
 }
@@ -17,7 +18,8 @@ extension TributaryCommand {
 extension TributaryCommand.Segments {
     struct Apply: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Validate a segments file, (re)create the views of new and changed segments, drop removed ones, refresh members.",
+            abstract:
+                "Validate a segments file, (re)create the views of new and changed segments, drop removed ones, refresh members.",
             discussion: """
                 The file is the whole set of segments in force: a segment missing from it is removed (its members are \
                 recorded as exited). Traits and event properties are checked against the applied catalog, computed traits \
@@ -33,7 +35,9 @@ extension TributaryCommand.Segments {
             try await global.withMigratedClient(logger: logger) { client in
                 let store = SegmentStore(client: client, logger: logger)
                 let definitions: SegmentDefinitions
-                do { definitions = try await store.load(data) } catch let error as ProfileError { throw CLIError("\(file): \(error)") }
+                do { definitions = try await store.load(data) } catch let error as ProfileError {
+                    throw CLIError("\(file): \(error)")
+                }
                 if dryRun {
                     try await printPlan(try await store.plan(definitions), store)
                     return
@@ -42,13 +46,16 @@ extension TributaryCommand.Segments {
                 let refreshed = changes.filter { $0.kind == .added || $0.kind == .changed }.map(\.name)
                 let report = try await SegmentMembership(client: client, logger: logger).refresh(refreshed)
                 let counts = Dictionary(grouping: changes, by: \.kind).mapValues(\.count)
-                try await recordAudit(client, "segments.apply", target: file, details: [
-                    "segments": .number(String(definitions.segments.count)), "added": .number(String(counts[.added] ?? 0)),
-                    "changed": .number(String(counts[.changed] ?? 0)), "removed": .number(String(counts[.removed] ?? 0)),
-                ])
-                print("segments: \(definitions.segments.count) in force; \(counts[.added] ?? 0) added, \(counts[.changed] ?? 0) changed, "
-                    + "\(counts[.removed] ?? 0) removed, \(counts[.unchanged] ?? 0) unchanged; "
-                    + "members refreshed: \(report.entered) entered, \(report.exited) exited")
+                try await recordAudit(
+                    client, "segments.apply", target: file,
+                    details: [
+                        "segments": .number(String(definitions.segments.count)), "added": .number(String(counts[.added] ?? 0)),
+                        "changed": .number(String(counts[.changed] ?? 0)), "removed": .number(String(counts[.removed] ?? 0)),
+                    ])
+                print(
+                    "segments: \(definitions.segments.count) in force; \(counts[.added] ?? 0) added, \(counts[.changed] ?? 0) changed, "
+                        + "\(counts[.removed] ?? 0) removed, \(counts[.unchanged] ?? 0) unchanged; "
+                        + "members refreshed: \(report.entered) entered, \(report.exited) exited")
             }
         }
 
@@ -75,7 +82,8 @@ extension TributaryCommand.Segments {
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the segments in force with their sizes (members at the last refresh).")
+        static let configuration = CommandConfiguration(
+            abstract: "List the segments in force with their sizes (members at the last refresh).")
         @OptionGroup var global: GlobalOptions
 
         func run() async throws {
@@ -90,15 +98,19 @@ extension TributaryCommand.Segments {
             let width = segments.map { quoted($0.name).count }.max() ?? 0
             for segment in segments {
                 let name = quoted(segment.name).padding(toLength: width, withPad: " ", startingAt: 0)
-                let refreshed = segment.refreshedAt.map { "refreshed \($0.formatted(.iso8601)) in \(segment.refreshMilliseconds ?? 0) ms" } ?? "never refreshed"
-                print("\(name)  \(String(segment.members).leftPadded(to: 9)) members  \(segment.realtime ? "real-time" : "scheduled")  \(refreshed)"
-                    + (segment.description.map { "  — \($0)" } ?? ""))
+                let refreshed =
+                    segment.refreshedAt.map { "refreshed \($0.formatted(.iso8601)) in \(segment.refreshMilliseconds ?? 0) ms" }
+                    ?? "never refreshed"
+                print(
+                    "\(name)  \(String(segment.members).leftPadded(to: 9)) members  \(segment.realtime ? "real-time" : "scheduled")  \(refreshed)"
+                        + (segment.description.map { "  — \($0)" } ?? ""))
             }
         }
     }
 
     struct Show: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print a segment's definition (JSON), or with --sql the SQL it compiles to.")
+        static let configuration = CommandConfiguration(
+            abstract: "Print a segment's definition (JSON), or with --sql the SQL it compiles to.")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The segment's name.") var name: String
         @Flag(help: "Print the view and the per-profile query instead of the definition.") var sql = false
@@ -122,7 +134,9 @@ extension TributaryCommand.Segments {
 
     struct Preview: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Print a sample of a segment's members now (its view's columns and traits, one JSON object per line) and its size.")
+            abstract:
+                "Print a sample of a segment's members now (its view's columns and traits, one JSON object per line) and its size."
+        )
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The segment's name.") var name: String
         @Option(help: "Members to print.") var limit = 10
@@ -159,8 +173,9 @@ extension TributaryCommand.Segments {
                 }
                 let started = ContinuousClock.now
                 let report = try await SegmentMembership(client: client, logger: logger).refresh(names.isEmpty ? nil : names)
-                print("segments: \(report.segments) refreshed in \(ContinuousClock.now - started); \(report.entered) entered, "
-                    + "\(report.exited) exited, \(report.members) members")
+                print(
+                    "segments: \(report.segments) refreshed in \(ContinuousClock.now - started); \(report.entered) entered, "
+                        + "\(report.exited) exited, \(report.members) members")
             }
         }
     }
@@ -169,7 +184,7 @@ extension TributaryCommand.Segments {
 /// A segment name as the user can type it back.
 private func quoted(_ name: String) -> String {
     name.unicodeScalars.allSatisfy { $0.properties.isAlphabetic || $0 == "_" || ("0"..."9").contains($0) || $0 == "-" }
-        ? name : String(decoding: try! JSONEncoder().encode(name), as: UTF8.self)
+        ? name : (try? JSONEncoder().encode(name)).map { String(decoding: $0, as: UTF8.self) } ?? "\"\(name)\""
 }
 
 extension String {

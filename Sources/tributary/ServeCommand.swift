@@ -31,9 +31,13 @@ extension TributaryCommand {
         @Option(help: "Port to listen on.") var port = 8080
         @Option(help: "Events waiting to be stored before requests get 503 with Retry-After.") var maxQueuedEvents = 50_000
         @Flag(inversion: .prefixedNo, help: "Run the real-time identity stage in this process.") var identity = true
-        @Flag(inversion: .prefixedNo, help: "Run the profile stage (traits, computed traits) in this process.") var profiles = true
+        @Flag(inversion: .prefixedNo, help: "Run the profile stage (traits, computed traits) in this process.") var profiles =
+            true
         @Option(help: "Seconds between bulk recomputes of computed traits (time windows, RFM).") var recomputeEvery = 3600
-        @Option(help: "Seconds between refreshes of every segment's members (0: never; real-time segments also follow each profile change).")
+        @Option(
+            help:
+                "Seconds between refreshes of every segment's members (0: never; real-time segments also follow each profile change)."
+        )
         var refreshSegmentsEvery = 900
 
         func run() async throws {
@@ -48,7 +52,7 @@ extension TributaryCommand {
                     configuration: configuration.forStage(stage, process: "serve"), options: .init(maxConnections: connections),
                     logger: logger)
             }
-            let identityClient = stageClient("identity", connections: 2)   // the batch and the next batch's prefetch
+            let identityClient = stageClient("identity", connections: 2)  // the batch and the next batch's prefetch
             let profileClient = stageClient("profiles", connections: 2)
             let segmentClient = stageClient("segments", connections: 1)
             try await Migrator(files: try ProjectFiles.locate(), logger: logger).migrate(client)
@@ -77,8 +81,9 @@ extension TributaryCommand {
                 let membership = SegmentMembership(client: segmentClient, logger: logger)
                 services.append(.init(service: SegmentService(membership: membership, every: .seconds(refreshSegmentsEvery))))
             }
-            let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-                services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            let group = ServiceGroup(
+                configuration: ServiceGroupConfiguration(
+                    services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             try await group.run()
             for pool in [client, identityClient, profileClient, segmentClient] { await pool.shutdown() }
         }
@@ -131,7 +136,9 @@ extension TributaryCommand.Sources {
             if sources.isEmpty { print("no sources; create one with `tributary sources create NAME`") }
             for source in sources {
                 let state = source.enabled ? "enabled " : "disabled"
-                print("\(state)  \(source.name)  \(source.id)  key \(source.writeKeyHint)  created \(source.createdAt.formatted(.iso8601))")
+                print(
+                    "\(state)  \(source.name)  \(source.id)  key \(source.writeKeyHint)  created \(source.createdAt.formatted(.iso8601))"
+                )
             }
         }
     }
@@ -162,7 +169,8 @@ extension TributaryCommand.Sources {
 
     struct RotateKey: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "rotate-key", abstract: "Replace a source's write key (the old one stops working); prints it on the last line.")
+            commandName: "rotate-key",
+            abstract: "Replace a source's write key (the old one stops working); prints it on the last line.")
         @OptionGroup var global: GlobalOptions
         @Argument var name: String
         func run() async throws {

@@ -24,7 +24,8 @@ extension TributaryCommand {
 
     struct Worker: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Run due syncs, real-time activation and event retention until stopped (SIGTERM/SIGINT finish or abandon the batch in flight safely).",
+            abstract:
+                "Run due syncs, real-time activation and event retention until stopped (SIGTERM/SIGINT finish or abandon the batch in flight safely).",
             discussion: """
                 Any number of workers may run against one database: each claims due syncs with FOR UPDATE SKIP LOCKED, and a \
                 sync never runs twice at once. Real-time syncs ("realtime": true) are delivered as soon as the profile stage \
@@ -44,7 +45,8 @@ extension TributaryCommand {
             let logger = global.makeLogger()
             let target = try await global.resolveTarget(logger: logger)
             let client = PostgresClient(
-                configuration: target.configuration.forStage("syncs", process: "worker"), options: .init(maxConnections: 4), logger: logger)
+                configuration: target.configuration.forStage("syncs", process: "worker"), options: .init(maxConnections: 4),
+                logger: logger)
             try await Migrator(files: try ProjectFiles.locate(), logger: logger).migrate(client)
             let registry = DestinationRegistry.standard()
             let runner = SyncRunner(client: client, logger: logger, registry: registry)
@@ -53,13 +55,18 @@ extension TributaryCommand {
                 .init(service: WorkerService(worker: worker, pollInterval: .seconds(pollInterval)))
             ]
             if realtime {
-                services.append(.init(service: RealtimeService(activation: RealtimeActivation(client: client, logger: logger, runner: runner))))
+                services.append(
+                    .init(
+                        service: RealtimeService(activation: RealtimeActivation(client: client, logger: logger, runner: runner))))
             }
             services.append(.init(service: RetentionService(client: client, logger: logger)))
             if let endpoint = metrics.service(logger: logger) { services.append(.init(service: endpoint)) }
-            print("tributary \(Tributary.version) worker running due syncs\(realtime ? " and real-time activation" : "") against \(target.summary)")
-            let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-                services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            print(
+                "tributary \(Tributary.version) worker running due syncs\(realtime ? " and real-time activation" : "") against \(target.summary)"
+            )
+            let group = ServiceGroup(
+                configuration: ServiceGroupConfiguration(
+                    services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             try await group.run()
             await client.shutdown()
         }
@@ -107,7 +114,8 @@ struct RealtimeService: Service {
 extension TributaryCommand.Syncs {
     struct Apply: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Validate a syncs file (each source is read once, LIMIT 0) and put it in force; syncs missing from it are removed.",
+            abstract:
+                "Validate a syncs file (each source is read once, LIMIT 0) and put it in force; syncs missing from it are removed.",
             discussion: "New syncs and syncs whose schedule changed are due at once. Removing a sync forgets what it delivered.")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The syncs file (JSON).") var file: String
@@ -119,25 +127,31 @@ extension TributaryCommand.Syncs {
             try await global.withMigratedClient(logger: logger) { client in
                 let store = SyncStore(client: client, logger: logger, registry: .standard())
                 let definitions: SyncDefinitions
-                do { definitions = try await store.load(data) } catch let error as SyncError { throw CLIError("\(file): \(error)") }
+                do { definitions = try await store.load(data) } catch let error as SyncError {
+                    throw CLIError("\(file): \(error)")
+                }
                 if dryRun {
                     print("\(file): \(definitions.syncs.count) syncs; valid (nothing changed)")
                     return
                 }
                 let changes = try await store.apply(definitions)
                 let counts = Dictionary(grouping: changes, by: \.kind).mapValues(\.count)
-                try await recordAudit(client, "syncs.apply", target: file, details: [
-                    "syncs": .number(String(definitions.syncs.count)), "added": .number(String(counts[.added] ?? 0)),
-                    "changed": .number(String(counts[.changed] ?? 0)), "removed": .number(String(counts[.removed] ?? 0)),
-                ])
-                print("syncs: \(definitions.syncs.count) in force; \(counts[.added] ?? 0) added, \(counts[.changed] ?? 0) changed, "
-                    + "\(counts[.removed] ?? 0) removed, \(counts[.unchanged] ?? 0) unchanged")
+                try await recordAudit(
+                    client, "syncs.apply", target: file,
+                    details: [
+                        "syncs": .number(String(definitions.syncs.count)), "added": .number(String(counts[.added] ?? 0)),
+                        "changed": .number(String(counts[.changed] ?? 0)), "removed": .number(String(counts[.removed] ?? 0)),
+                    ])
+                print(
+                    "syncs: \(definitions.syncs.count) in force; \(counts[.added] ?? 0) added, \(counts[.changed] ?? 0) changed, "
+                        + "\(counts[.removed] ?? 0) removed, \(counts[.unchanged] ?? 0) unchanged")
             }
         }
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the syncs in force: mode, destination, rows delivered, errors, last run, next run.")
+        static let configuration = CommandConfiguration(
+            abstract: "List the syncs in force: mode, destination, rows delivered, errors, last run, next run.")
         @OptionGroup var global: GlobalOptions
 
         func run() async throws {
@@ -152,13 +166,16 @@ extension TributaryCommand.Syncs {
             for sync in syncs {
                 let last = sync.lastStatus.map { "last run \($0) at \(sync.lastRunAt!.formatted(.iso8601))" } ?? "never run"
                 let next = sync.enabled ? (sync.nextRunAt.map { "next \($0.formatted(.iso8601))" } ?? "manual") : "disabled"
-                print("\(sync.name)  \(sync.mode) → \(sync.destination)  \(sync.delivered) rows delivered, \(sync.errors) errors; \(last); \(next)")
+                print(
+                    "\(sync.name)  \(sync.mode) → \(sync.destination)  \(sync.delivered) rows delivered, \(sync.errors) errors; \(last); \(next)"
+                )
             }
         }
     }
 
     struct Show: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print a sync's definition as applied, and its diff SQL with --sql.")
+        static let configuration = CommandConfiguration(
+            abstract: "Print a sync's definition as applied, and its diff SQL with --sql.")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The sync's name.") var name: String
         @Flag(help: "Print the SQL that computes the sync's changes.") var sql = false
@@ -194,9 +211,10 @@ extension TributaryCommand.Syncs {
                 do {
                     report = try await runner.run(name, trigger: "manual", dryRun: dryRun) { change in
                         guard printed.take() else { return }
-                        print(JSONValue.object([
-                            ("op", .string(change.operation.rawValue)), ("key", change.key), ("fields", change.fields),
-                        ]).serialized)
+                        print(
+                            JSONValue.object([
+                                ("op", .string(change.operation.rawValue)), ("key", change.key), ("fields", change.fields),
+                            ]).serialized)
                     }
                 } catch let error as SyncError { throw CLIError(error.description) }
                 if report.status == .skipped {
@@ -204,13 +222,15 @@ extension TributaryCommand.Syncs {
                 }
                 let seconds = Double(report.duration.components.seconds) + Double(report.duration.components.attoseconds) / 1e18
                 if dryRun {
-                    print("dry run of \(name): \(report.added) added, \(report.changed) changed, \(report.removed) removed would be sent"
-                        + (printed.skipped > 0 ? " (\(printed.skipped) not printed)" : ""))
+                    print(
+                        "dry run of \(name): \(report.added) added, \(report.changed) changed, \(report.removed) removed would be sent"
+                            + (printed.skipped > 0 ? " (\(printed.skipped) not printed)" : ""))
                 } else {
-                    print("sync \(name) run \(report.runID): \(report.status.rawValue); \(report.added) added, \(report.changed) changed, "
-                        + "\(report.removed) removed; \(report.delivered) delivered, \(report.rejected) rejected, \(report.failed) failed "
-                        + "in \(report.batches) batches (\(report.attempts) requests), \(String(format: "%.2f", seconds)) s"
-                        + (report.error.map { "; \($0)" } ?? ""))
+                    print(
+                        "sync \(name) run \(report.runID): \(report.status.rawValue); \(report.added) added, \(report.changed) changed, "
+                            + "\(report.removed) removed; \(report.delivered) delivered, \(report.rejected) rejected, \(report.failed) failed "
+                            + "in \(report.batches) batches (\(report.attempts) requests), \(String(format: "%.2f", seconds)) s"
+                            + (report.error.map { "; \($0)" } ?? ""))
                     if report.status == .failed { throw ExitCode(1) }
                 }
             }
@@ -218,7 +238,8 @@ extension TributaryCommand.Syncs {
     }
 
     struct Status: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "The latest runs (of one sync or all) and the rows waiting after a rejection.")
+        static let configuration = CommandConfiguration(
+            abstract: "The latest runs (of one sync or all) and the rows waiting after a rejection.")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "A sync's name (default: all).") var name: String?
         @Option(help: "Runs and errors to show.") var limit = 10
@@ -230,9 +251,11 @@ extension TributaryCommand.Syncs {
                 let runs = try await store.runs(name, limit: limit)
                 print(runs.isEmpty ? "no runs" : "runs:")
                 for run in runs {
-                    print("  \(run.runID) \(run.sync) \(run.status)\(run.dryRun ? " (dry run)" : "") \(run.startedAt.formatted(.iso8601)) "
-                        + "\(run.trigger): +\(run.added) ~\(run.changed) -\(run.removed); \(run.delivered) delivered, \(run.rejected) rejected, "
-                        + "\(run.failed) failed\(run.durationMilliseconds.map { ", \($0) ms" } ?? "")\(run.error.map { "; \($0)" } ?? "")")
+                    print(
+                        "  \(run.runID) \(run.sync) \(run.status)\(run.dryRun ? " (dry run)" : "") \(run.startedAt.formatted(.iso8601)) "
+                            + "\(run.trigger): +\(run.added) ~\(run.changed) -\(run.removed); \(run.delivered) delivered, \(run.rejected) rejected, "
+                            + "\(run.failed) failed\(run.durationMilliseconds.map { ", \($0) ms" } ?? "")\(run.error.map { "; \($0)" } ?? "")"
+                    )
                 }
                 let errors = try await store.errors(name, limit: limit)
                 if !errors.isEmpty { print("rows waiting after a rejection:") }

@@ -15,7 +15,8 @@ extension TributaryCommand {
 extension TributaryCommand.Tokens {
     /// Runs `body` with a token store on the resolved database (migrated first); then records `audit`, if given.
     static func withStore<T>(
-        _ global: GlobalOptions, audit: (action: String, target: String, details: JSONValue)? = nil, _ body: (APITokenStore) async throws -> T
+        _ global: GlobalOptions, audit: (action: String, target: String, details: JSONValue)? = nil,
+        _ body: (APITokenStore) async throws -> T
     ) async throws -> T {
         try await global.withMigratedClient(logger: global.makeLogger()) { client in
             let result = try await body(APITokenStore(client: client))
@@ -30,7 +31,9 @@ extension TributaryCommand.Tokens {
         @Argument(help: "The token's name, for example 'support-tool'.") var name: String
         @Option(
             name: .customLong("scope"),
-            help: "A scope to grant (repeatable): \(APITokenScope.allCases.map(\.rawValue).joined(separator: ", ")). Default: profiles:read.")
+            help:
+                "A scope to grant (repeatable): \(APITokenScope.allCases.map(\.rawValue).joined(separator: ", ")). Default: profiles:read."
+        )
         var scopes: [String] = []
 
         func run() async throws {
@@ -39,8 +42,9 @@ extension TributaryCommand.Tokens {
             let (token, secret) = try await TributaryCommand.Tokens.withStore(global, audit: ("tokens.create", name, audit)) {
                 try await $0.create(name: name, scopes: granted)
             }
-            print("created API token '\(token.name)' (\(token.id)) with scopes \(token.scopes.map(\.rawValue).joined(separator: ", ")); "
-                + "its secret is shown once, on the next line:")
+            print(
+                "created API token '\(token.name)' (\(token.id)) with scopes \(token.scopes.map(\.rawValue).joined(separator: ", ")); "
+                    + "its secret is shown once, on the next line:")
             print(secret)
         }
     }
@@ -52,7 +56,8 @@ extension TributaryCommand.Tokens {
             let tokens = try await TributaryCommand.Tokens.withStore(global) { try await $0.list() }
             if tokens.isEmpty { print("no API tokens; create one with `tributary tokens create NAME`") }
             for token in tokens {
-                var line = "\(token.isRevoked ? "revoked" : "active ")  \(token.name)  \(token.id)  \(token.hint)…  "
+                var line =
+                    "\(token.isRevoked ? "revoked" : "active ")  \(token.name)  \(token.id)  \(token.hint)…  "
                     + "\(token.scopes.map(\.rawValue).joined(separator: ","))  created \(token.createdAt.formatted(.iso8601))"
                 if let revoked = token.revokedAt { line += "  revoked \(revoked.formatted(.iso8601))" }
                 print(line)
@@ -66,7 +71,9 @@ extension TributaryCommand.Tokens {
         @OptionGroup var global: GlobalOptions
         @Argument var name: String
         func run() async throws {
-            let token = try await TributaryCommand.Tokens.withStore(global, audit: ("tokens.revoke", name, [:])) { try await $0.revoke(name: name) }
+            let token = try await TributaryCommand.Tokens.withStore(global, audit: ("tokens.revoke", name, [:])) {
+                try await $0.revoke(name: name)
+            }
             print("revoked API token '\(token.name)'")
         }
     }

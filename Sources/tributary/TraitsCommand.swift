@@ -19,7 +19,9 @@ extension TributaryCommand.Traits {
     struct Apply: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Validate computed trait definitions (JSON), store them and recompute every profile's computed traits.",
-            discussion: "The file's property types are checked against the applied catalog, if any. cdp.profiles gets one typed column per trait.")
+            discussion:
+                "The file's property types are checked against the applied catalog, if any. cdp.profiles gets one typed column per trait."
+        )
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The definitions file (JSON).") var file: String
         @Flag(help: "Validate and print the SQL the definitions compile to; change nothing.") var dryRun = false
@@ -30,26 +32,36 @@ extension TributaryCommand.Traits {
             try await global.withMigratedClient(logger: logger) { client in
                 let admin = ProfileAdmin(client: client, logger: logger)
                 let definitions: ComputedTraitDefinitions
-                do { definitions = try await admin.load(data) } catch let error as ProfileError { throw CLIError("\(file): \(error)") }
+                do { definitions = try await admin.load(data) } catch let error as ProfileError {
+                    throw CLIError("\(file): \(error)")
+                }
                 if dryRun {
-                    print("\(file): \(definitions.computedTraits.count) computed traits, RFM \(definitions.rfm.enabled ? "on" : "off"); valid")
+                    print(
+                        "\(file): \(definitions.computedTraits.count) computed traits, RFM \(definitions.rfm.enabled ? "on" : "off"); valid"
+                    )
                     print(try ComputedTraitCompiler(definitions).aggregateSQL(asOf: Date(), through: Int64.max))
                     return
                 }
                 let changed: Bool
-                do { changed = try await admin.apply(definitions) } catch let error as ProfileError { throw CLIError("\(file): \(error)") }
+                do { changed = try await admin.apply(definitions) } catch let error as ProfileError {
+                    throw CLIError("\(file): \(error)")
+                }
                 guard changed else {
                     print("computed traits: unchanged (\(definitions.computedTraits.count) traits)")
                     return
                 }
                 try await Roles.refreshViews(client)
-                try await recordAudit(client, "traits.apply", target: file, details: [
-                    "traits": .number(String(definitions.computedTraits.count)), "rfm": .bool(definitions.rfm.enabled),
-                ])
+                try await recordAudit(
+                    client, "traits.apply", target: file,
+                    details: [
+                        "traits": .number(String(definitions.computedTraits.count)), "rfm": .bool(definitions.rfm.enabled),
+                    ])
                 let started = ContinuousClock.now
-                let updated = try await ProfileStage(client: client, logger: logger, followers: [RealtimeSegments()]).recomputeAll()
-                print("computed traits: applied \(definitions.computedTraits.count) traits (RFM \(definitions.rfm.enabled ? "on" : "off")); "
-                    + "recomputed for every profile in \(ContinuousClock.now - started): \(updated) profiles changed")
+                let updated = try await ProfileStage(client: client, logger: logger, followers: [RealtimeSegments()])
+                    .recomputeAll()
+                print(
+                    "computed traits: applied \(definitions.computedTraits.count) traits (RFM \(definitions.rfm.enabled ? "on" : "off")); "
+                        + "recomputed for every profile in \(ContinuousClock.now - started): \(updated) profiles changed")
             }
         }
     }
@@ -82,7 +94,8 @@ extension TributaryCommand.Traits {
             let logger = global.makeLogger()
             try await global.withMigratedClient(logger: logger) { client in
                 let started = ContinuousClock.now
-                let changed = try await ProfileStage(client: client, logger: logger, followers: [RealtimeSegments()]).recomputeAll(full: !timeDependentOnly)
+                let changed = try await ProfileStage(client: client, logger: logger, followers: [RealtimeSegments()])
+                    .recomputeAll(full: !timeDependentOnly)
                 print("computed traits: recomputed in \(ContinuousClock.now - started); \(changed) profiles changed")
             }
         }

@@ -36,10 +36,12 @@ extension TributaryCommand.Webhooks {
                 } catch let error as ImportError {
                     throw CLIError("\(file): \(error)")
                 }
-                try await recordAudit(client, "webhooks.apply", target: mapping.source, details: ["type": .string(mapping.type.rawValue)])
+                try await recordAudit(
+                    client, "webhooks.apply", target: mapping.source, details: ["type": .string(mapping.type.rawValue)])
             }
-            print("applied the webhook mapping of source '\(mapping.source)': POST /v1/webhooks/\(mapping.source) "
-                + "now makes \(mapping.type.rawValue) calls")
+            print(
+                "applied the webhook mapping of source '\(mapping.source)': POST /v1/webhooks/\(mapping.source) "
+                    + "now makes \(mapping.type.rawValue) calls")
         }
     }
 }

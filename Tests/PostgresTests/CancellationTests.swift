@@ -8,7 +8,8 @@ import Testing
     @Test(.timeLimit(.minutes(3)))
     func cancellingTheTaskCancelsTheRunningStatement() async throws {
         try await TestDatabase.withFreshDatabase { (client) async throws in
-            let connection = try await PostgresConnection.connect(configuration: client.configuration, logger: TestDatabase.logger)
+            let connection = try await PostgresConnection.connect(
+                configuration: client.configuration, logger: TestDatabase.logger)
             let pid = await connection.backendPID
             let sleeper = Task { try await connection.query("SELECT pg_sleep(300)") }
             // Wait until the server is running it, then cancel.
@@ -29,7 +30,8 @@ import Testing
     @Test func aTaskCancelledBeforeItsStatementStartsNeverRunsIt() async throws {
         try await TestDatabase.withFreshDatabase { (client) async throws in
             try await client.execute("CREATE TABLE hits (n int)")
-            let connection = try await PostgresConnection.connect(configuration: client.configuration, logger: TestDatabase.logger)
+            let connection = try await PostgresConnection.connect(
+                configuration: client.configuration, logger: TestDatabase.logger)
             let task = Task {
                 withUnsafeCurrentTask { $0?.cancel() }
                 return try await connection.execute("INSERT INTO hits VALUES (1)")

@@ -17,7 +17,9 @@ import Testing
                 }
             }
             #expect(copied == Self.rowCount)
-            let sum = try await client.query("SELECT sum(id), count(*) FROM items WHERE name = format('name %s é', id) || E'\\t\\\\'").first!
+            let sum = try await client.query(
+                "SELECT sum(id), count(*) FROM items WHERE name = format('name %s é', id) || E'\\t\\\\'"
+            ).first!
             #expect(try sum.decode((Int, Int).self) == (Self.rowCount * (Self.rowCount + 1) / 2, Self.rowCount))
 
             var lines = 0
@@ -25,7 +27,8 @@ import Testing
             var chunks = 0
             var pending = [UInt8]()
             let out = try await client.withConnection { (connection) async throws in
-                try await connection.copyOut("COPY (SELECT id, name FROM items ORDER BY id) TO STDOUT", chunkSize: 64 * 1024) { chunk in
+                try await connection.copyOut("COPY (SELECT id, name FROM items ORDER BY id) TO STDOUT", chunkSize: 64 * 1024) {
+                    chunk in
                     chunks += 1
                     #expect(chunk.count <= 64 * 1024 + 200)
                     pending.append(contentsOf: chunk)
@@ -89,7 +92,8 @@ import Testing
         try await TestDatabase.withFreshDatabase { (client) async throws in
             try await client.withConnection { (connection) async throws in
                 await #expect(throws: Enough.self) {
-                    try await connection.copyOut("COPY (SELECT g FROM generate_series(1, 2000000) g) TO STDOUT") { (_) async throws in
+                    try await connection.copyOut("COPY (SELECT g FROM generate_series(1, 2000000) g) TO STDOUT") {
+                        (_) async throws in
                         throw Enough()
                     }
                 }

@@ -112,8 +112,8 @@ import Testing
                 Task { try await client.withConnection { try await $0.withAdvisoryLock(key) { _ in 1 } } }
             }
             while try await holder.query(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").scalar(Int.self) < 4
-            {
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ).scalar(Int.self) < 4 {
                 try await Task.sleep(for: .milliseconds(10))
             }
             // With four libpq calls blocked, plain async work still runs.
@@ -159,7 +159,8 @@ import Testing
     @Test func wrongPasswordIsNamed() async throws {
         try await TestDatabase.withPrivateCluster { (server) async throws in
             let configuration = try await server.start()
-            try await PostgresConnection.connect(configuration: configuration, logger: TestDatabase.logger).script("""
+            try await PostgresConnection.connect(configuration: configuration, logger: TestDatabase.logger).script(
+                """
                 SET password_encryption = 'scram-sha-256';
                 CREATE ROLE app LOGIN PASSWORD 'right-password';
                 """)

@@ -53,7 +53,8 @@ import Testing
                     try await connection.execute("SET standard_conforming_strings TO \(unescaped: setting)")
                     for value in Self.hostile {
                         let literal = try SQLQuoting.literal(value)
-                        let back = try await connection.query(PostgresQuery(unsafeSQL: "SELECT \(literal) AS v")).scalar(String.self)
+                        let back = try await connection.query(PostgresQuery(unsafeSQL: "SELECT \(literal) AS v")).scalar(
+                            String.self)
                         #expect(back == value, "literal \(literal) with standard_conforming_strings=\(setting)")
                         let bound = try await connection.query("SELECT \(value)::text").scalar(String.self)
                         #expect(bound == value)
@@ -63,17 +64,20 @@ import Testing
                 for name in Self.hostile {
                     try await connection.execute("CREATE TABLE \(identifier: name) (\(identifier: name) text)")
                     try await connection.execute("INSERT INTO \(identifier: name) (\(identifier: name)) VALUES (\(name))")
-                    let stored = try await connection.query("SELECT \(identifier: name) FROM \(identifier: name)").scalar(String.self)
+                    let stored = try await connection.query("SELECT \(identifier: name) FROM \(identifier: name)").scalar(
+                        String.self)
                     #expect(stored == name)
                     let found = try await connection.query(
-                        "SELECT count(*) FROM pg_class WHERE relname = \(name) AND relkind = 'r'").scalar(Int.self)
+                        "SELECT count(*) FROM pg_class WHERE relname = \(name) AND relkind = 'r'"
+                    ).scalar(Int.self)
                     #expect(found == 1, "table \(name) should exist under exactly that name")
                 }
             }
             let survivors = try await client.query("SELECT count(*) FROM victims").scalar(Int.self)
             #expect(survivors == 0)
             let tables = try await client.query(
-                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").scalar(Int.self)
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+            ).scalar(Int.self)
             #expect(tables == Self.hostile.count + 1)
         }
     }

@@ -38,8 +38,9 @@ import Testing
     @Test func arrayLiterals() throws {
         #expect(try ArrayLiteral.parse("{}") == [])
         #expect(try ArrayLiteral.parse("{a,b}") == ["a", "b"])
-        #expect(try ArrayLiteral.parse(#"{"a,b","say \"hi\"",NULL,"NULL","back\\slash",""}"#)
-            == ["a,b", "say \"hi\"", nil, "NULL", "back\\slash", ""])
+        #expect(
+            try ArrayLiteral.parse(#"{"a,b","say \"hi\"",NULL,"NULL","back\\slash",""}"#)
+                == ["a,b", "say \"hi\"", nil, "NULL", "back\\slash", ""])
         #expect(try ArrayLiteral.parse("[0:1]={x,y}") == ["x", "y"])
         #expect(throws: (any Error).self) { try ArrayLiteral.parse("{{1,2},{3,4}}") }
         #expect(throws: (any Error).self) { try ArrayLiteral.parse("not an array") }
@@ -74,10 +75,11 @@ import Testing
             #expect(UUIDText.lowercaseString(id) == id.uuidString.lowercased())
             #expect(UUIDText.parse(id.uuidString) == id && UUIDText.parse(id.uuidString.lowercased()) == id)
         }
-        for bad in ["", "6ba7b810-9dad-11d1-80b4-00c04fd430c", "6ba7b810-9dad-11d1-80b4-00c04fd430c8x",
-                    "6ba7b810x9dad-11d1-80b4-00c04fd430c8", "6ba7b810-9dad-11d1-80b4-00c04fd430cg", "é6ba7b810-9dad-11d1-80b4-00c04fd430"] {
+        for bad in [
+            "", "6ba7b810-9dad-11d1-80b4-00c04fd430c", "6ba7b810-9dad-11d1-80b4-00c04fd430c8x",
+            "6ba7b810x9dad-11d1-80b4-00c04fd430c8", "6ba7b810-9dad-11d1-80b4-00c04fd430cg", "é6ba7b810-9dad-11d1-80b4-00c04fd430",
+        ] {
             #expect(UUIDText.parse(bad) == nil, "\(bad)")
         }
     }
 }
-

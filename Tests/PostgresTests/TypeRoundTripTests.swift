@@ -64,8 +64,10 @@ import Testing
             let micro = Date(timeIntervalSince1970: 1_764_000_000.123456)
             let back = try await roundTrip(micro, as: "timestamptz", on: client)
             #expect(abs(back.timeIntervalSince1970 - micro.timeIntervalSince1970) < 0.000_001)
-            for value in [Date(timeIntervalSince1970: 0), Date(timeIntervalSince1970: -86_400 * 365 * 100 - 0.5),
-                          Date(timeIntervalSince1970: 253_402_300_799)] {
+            for value in [
+                Date(timeIntervalSince1970: 0), Date(timeIntervalSince1970: -86_400 * 365 * 100 - 0.5),
+                Date(timeIntervalSince1970: 253_402_300_799),
+            ] {
                 #expect(try await roundTrip(value, as: "timestamptz", on: client) == value)
             }
             // Another session time zone does not change the instant.
@@ -124,13 +126,15 @@ import Testing
 
     @Test func tablesRoundTripEveryTypeWithNulls() async throws {
         try await TestDatabase.withFreshDatabase { (client) async throws in
-            try await client.execute("""
+            try await client.execute(
+                """
                 CREATE TABLE everything (
                     id int PRIMARY KEY, t text, b bool, i2 int2, i4 int4, i8 int8, f4 float4, f8 float8, n numeric,
                     ts timestamptz, d date, u uuid, j jsonb, js json, by bytea, ta text[])
                 """)
             let when = Date(timeIntervalSince1970: 1_700_000_000.5)
-            try await client.execute("""
+            try await client.execute(
+                """
                 INSERT INTO everything VALUES (1, \("ü"), \(true), \(Int16(2)), \(Int32(4)), \(8), \(Float(0.5)), \(0.25),
                     \(Decimal(string: "1.5")!), \(when), \("2024-01-31"), \(UUID(uuidString: "6ba7b810-9dad-11d1-80b4-00c04fd430c8")!),
                     \(PostgresJSON(text: "{\"a\":1}")), \(PostgresJSON(text: "[1]")), \(Data([0, 1])), \(["x", "y"]))
@@ -151,10 +155,11 @@ import Testing
                 #expect(empty[column].isNull, "column \(column) should be NULL")
                 #expect(try empty[column].decode(String?.self) == nil)
             }
-            #expect(rows.columns.map(\.type) == [
-                .int4, .text, .bool, .int2, .int4, .int8, .float4, .float8, .numeric, .timestamptz, .date, .uuid, .jsonb,
-                .json, .bytea, .textArray,
-            ])
+            #expect(
+                rows.columns.map(\.type) == [
+                    .int4, .text, .bool, .int2, .int4, .int8, .float4, .float8, .numeric, .timestamptz, .date, .uuid, .jsonb,
+                    .json, .bytea, .textArray,
+                ])
         }
     }
 

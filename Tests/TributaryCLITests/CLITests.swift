@@ -66,13 +66,15 @@ import Testing
     }
 
     @Test func unreachableServer() async throws {
-        let result = try await run(["migrate"], environment: ["DATABASE_URL": "postgresql://app:s3cret@127.0.0.1:1/db?connect_timeout=3"])
+        let result = try await run(
+            ["migrate"], environment: ["DATABASE_URL": "postgresql://app:s3cret@127.0.0.1:1/db?connect_timeout=3"])
         expectOneLineError(result, containing: ["cannot connect to PostgreSQL", "127.0.0.1", "is PostgreSQL running"])
         #expect(!result.stderr.contains("s3cret"))
     }
 
     @Test func missingServerBinaries() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tributary-cli-\(UUID().uuidString.prefix(8))")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "tributary-cli-\(UUID().uuidString.prefix(8))")
         let result = try await run(
             ["demo", "--data-dir", directory.path], environment: ["TRIBUTARY_PG_BIN": "/nonexistent/pg/bin"])
         expectOneLineError(result, containing: ["TRIBUTARY_PG_BIN", "/nonexistent/pg/bin", "pg_ctl"])
@@ -91,7 +93,8 @@ import Testing
             #expect(runs.allSatisfy { $0.status == 0 }, "\(runs.map(\.stderr))")
             #expect(runs.filter { $0.stdout.contains("applied  0001_foundation.sql") }.count == 1)
 
-            let after = try await run(["migrate", "status", "--log-format", "json", "--log-level", "debug"], environment: ["DATABASE_URL": url])
+            let after = try await run(
+                ["migrate", "status", "--log-format", "json", "--log-level", "debug"], environment: ["DATABASE_URL": url])
             #expect(after.stdout.contains("applied  0001_foundation"))
             #expect(after.stdout.contains("0 pending"))
             for line in after.stderr.split(separator: "\n") {
@@ -125,11 +128,13 @@ import Testing
         #expect(demo.status == 0, "\(demo.stderr)")
         // The demo's sample traffic goes through the HTTP API: everything stored once, every retry ignored.
         let collection = try #require(demo.stdout.split(separator: "\n").first { $0.contains("collection") })
-        let stored = Int(collection.components(separatedBy: "batches over HTTP: ")[1].components(separatedBy: " events stored")[0]) ?? 0
+        let stored =
+            Int(collection.components(separatedBy: "batches over HTTP: ")[1].components(separatedBy: " events stored")[0]) ?? 0
         #expect(stored > 100)
         #expect(collection.contains("\(stored) retried duplicates ignored"))
         let migrations = try FileManager.default.contentsOfDirectory(
-            atPath: TestDatabase.packageRoot.appendingPathComponent("migrations").path).filter { $0.hasSuffix(".sql") }.count
+            atPath: TestDatabase.packageRoot.appendingPathComponent("migrations").path
+        ).filter { $0.hasSuffix(".sql") }.count
         #expect(demo.stdout.contains("schema version \(migrations)"))
         // The real-time tour: every live event reaches the webhook through the stages and the real-time sync.
         #expect(demo.stdout.contains("10 live events, 10 delivered to the webhook"), "\(demo.stdout)")

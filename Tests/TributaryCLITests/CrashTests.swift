@@ -29,7 +29,8 @@ import Testing
         try? FileManager.default.removeItem(atPath: log)
         var environment = ProcessInfo.processInfo.environment
         environment["DATABASE_URL"] = url
-        let pid = try ProcessRunner.start(CLITests.executable.path, ["serve", "--port", "0"], environment: environment, logFile: log)
+        let pid = try ProcessRunner.start(
+            CLITests.executable.path, ["serve", "--port", "0"], environment: environment, logFile: log)
         for _ in 0..<300 {
             if let text = try? String(contentsOfFile: log, encoding: .utf8),
                 let range = text.range(of: "collecting on http://127.0.0.1:"),
@@ -44,7 +45,9 @@ import Testing
     }
 
     func batch(_ ids: ArraySlice<String>) -> ByteBuffer {
-        let calls = ids.map { #"{"type":"track","userId":"u-\#($0)","event":"Crash Test","messageId":"\#($0)","properties":{"n":1}}"# }
+        let calls = ids.map {
+            #"{"type":"track","userId":"u-\#($0)","event":"Crash Test","messageId":"\#($0)","properties":{"n":1}}"#
+        }
         return ByteBuffer(string: #"{"batch":[\#(calls.joined(separator: ","))]}"#)
     }
 
@@ -76,11 +79,13 @@ import Testing
             let url = client.configuration.resolvedConnectionString
             let environment = ["DATABASE_URL": url]
             let created = try await ProcessRunner.runDetached(
-                CLITests.executable.path, ["sources", "create", "load"], environment: ProcessInfo.processInfo.environment.merging(environment) { $1 },
+                CLITests.executable.path, ["sources", "create", "load"],
+                environment: ProcessInfo.processInfo.environment.merging(environment) { $1 },
                 directory: TestDatabase.packageRoot.path, separateErrors: true)
             try #require(created.status == 0, "\(created.errorText)")
             let key = String(created.text.split(separator: "\n").last ?? "")
-            let log = FileManager.default.temporaryDirectory.appendingPathComponent("crash-\(UUID().uuidString.prefix(8)).log").path
+            let log = FileManager.default.temporaryDirectory.appendingPathComponent("crash-\(UUID().uuidString.prefix(8)).log")
+                .path
             defer { try? FileManager.default.removeItem(atPath: log) }
 
             let ids = (0..<30_000).map { "crash-\($0)" }
@@ -96,8 +101,10 @@ import Testing
             #expect(acknowledged.count < ids.count, "the kill should land before the load ends")
 
             // Every acknowledged event is stored, exactly once.
-            let stored = Set(try await client.query("SELECT message_id FROM cdp.events").map { try $0["message_id"].decode(String.self) })
-            #expect(acknowledged.isSubset(of: stored), "\(acknowledged.subtracting(stored).count) acknowledged events are missing")
+            let stored = Set(
+                try await client.query("SELECT message_id FROM cdp.events").map { try $0["message_id"].decode(String.self) })
+            #expect(
+                acknowledged.isSubset(of: stored), "\(acknowledged.subtracting(stored).count) acknowledged events are missing")
             #expect(try await client.query("SELECT count(*) - count(DISTINCT message_id) FROM cdp.events").scalar(Int.self) == 0)
 
             // Clients retry everything, as SDKs do after errors: nothing is stored twice.
@@ -107,13 +114,16 @@ import Testing
             // The server's identity and profile stages, killed mid-batch the first time, catch up on every event.
             var caughtUp = false
             for _ in 0..<1200 where !caughtUp {
-                caughtUp = try await client.query("""
+                caughtUp = try await client.query(
+                    """
                     SELECT coalesce((SELECT seq FROM cdp.stage_checkpoints WHERE stage = 'profiles'), 0) = (SELECT max(seq) FROM cdp.events)
-                    """).scalar(Bool.self)
+                    """
+                ).scalar(Bool.self)
                 if !caughtUp { try await Task.sleep(for: .milliseconds(100)) }
             }
             #expect(caughtUp, "the profile stage in tributary serve reaches the end of the stream")
-            let profiled = try await client.query("SELECT count(*), coalesce(sum(event_count), 0)::int8 FROM cdp.profile_data").first!
+            let profiled = try await client.query("SELECT count(*), coalesce(sum(event_count), 0)::int8 FROM cdp.profile_data")
+                .first!
             #expect(try profiled.decode((Int, Int).self) == (ids.count, ids.count))
             kill(again, SIGTERM)
             #expect(ProcessRunner.wait(again) == 0, "graceful shutdown on SIGTERM")

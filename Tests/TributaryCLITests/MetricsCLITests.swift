@@ -18,8 +18,10 @@ import Testing
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(at: directory) }
             let jsonl = directory.appendingPathComponent("events.jsonl")
-            try (0..<3).map { #"{"type":"track","userId":"u-\#($0)","event":"Viewed","messageId":"m\#($0)","timestamp":"2026-11-01T10:00:00Z"}"# }
-                .joined(separator: "\n").write(to: jsonl, atomically: true, encoding: .utf8)
+            try (0..<3).map {
+                #"{"type":"track","userId":"u-\#($0)","event":"Viewed","messageId":"m\#($0)","timestamp":"2026-11-01T10:00:00Z"}"#
+            }
+            .joined(separator: "\n").write(to: jsonl, atomically: true, encoding: .utf8)
             #expect(try await cli.run(["import", jsonl.path, "--source", "crm"], environment: env).status == 0)
 
             var environment = ProcessInfo.processInfo.environment
@@ -29,13 +31,17 @@ import Testing
             let stage = try ProcessRunner.start(
                 CLITests.executable.path, ["identity", "run", "--metrics-port", "0"], environment: environment, logFile: log)
             var text = ""
-            for _ in 0..<300 where !(text.contains(#"tributary_stage_events_total{stage="identity"} 3"#)
-                && text.contains(#"tributary_stage_lag_events{stage="identity"} 0"#)) {
+            for _ in 0..<300
+            where
+                !(text.contains(#"tributary_stage_events_total{stage="identity"} 3"#)
+                && text.contains(#"tributary_stage_lag_events{stage="identity"} 0"#))
+            {
                 try await Task.sleep(for: .milliseconds(100))
                 let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
                 guard let range = output.range(of: "metrics on http://") else { continue }
                 let address = output[range.upperBound...].prefix { !$0.isWhitespace }
-                let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://\(address)"), timeout: .seconds(10))
+                let response = try await HTTPClient.shared.execute(
+                    HTTPClientRequest(url: "http://\(address)"), timeout: .seconds(10))
                 text = String(buffer: try await response.body.collect(upTo: 1 << 20))
             }
             #expect(text.contains(#"tributary_stage_events_total{stage="identity"} 3"#), "\(text)")

@@ -10,15 +10,16 @@ import Testing
     @Test func traitsAndProfileStageCommands() async throws {
         try await cli.withDatabaseURL { url in
             let env = ["DATABASE_URL": url]
-            let client = PostgresClient(configuration: try PostgresConfiguration(connectionString: url), logger: TestDatabase.logger)
+            let client = PostgresClient(
+                configuration: try PostgresConfiguration(connectionString: url), logger: TestDatabase.logger)
             defer { Task { await client.shutdown() } }
             #expect(try await cli.run(["migrate"], environment: env).status == 0)
             let jsonl = FileManager.default.temporaryDirectory.appendingPathComponent("profiles-\(UUID()).jsonl")
             try """
-                {"type":"identify","userId":"u-1","traits":{"plan":"pro"},"messageId":"m1","timestamp":"2026-11-01T10:00:00Z"}
-                {"type":"track","userId":"u-1","event":"Order Completed","properties":{"revenue":120.5},"messageId":"m2","timestamp":"2026-11-01T10:01:00Z"}
-                {"type":"identify","userId":"u-1","traits":{"plan":"free"},"messageId":"m3","timestamp":"2026-10-01T10:00:00Z"}
-                """.write(to: jsonl, atomically: true, encoding: .utf8)
+            {"type":"identify","userId":"u-1","traits":{"plan":"pro"},"messageId":"m1","timestamp":"2026-11-01T10:00:00Z"}
+            {"type":"track","userId":"u-1","event":"Order Completed","properties":{"revenue":120.5},"messageId":"m2","timestamp":"2026-11-01T10:01:00Z"}
+            {"type":"identify","userId":"u-1","traits":{"plan":"free"},"messageId":"m3","timestamp":"2026-10-01T10:00:00Z"}
+            """.write(to: jsonl, atomically: true, encoding: .utf8)
             defer { try? FileManager.default.removeItem(at: jsonl) }
             #expect(try await cli.run(["sources", "create", "crm"], environment: env).status == 0)
             #expect(try await cli.run(["import", jsonl.path, "--source", "crm"], environment: env).status == 0)
@@ -28,14 +29,19 @@ import Testing
             defer { try? FileManager.default.removeItem(at: definitions) }
             try #"{"computedTraits": [{"name": "ltv", "aggregate": "sum", "events": ["Order Completed"]}]}"#
                 .write(to: definitions, atomically: true, encoding: .utf8)
-            cli.expectOneLineError(try await cli.run(["traits", "apply", definitions.path], environment: env),
-                                   containing: [definitions.path, "computedTraits[0].property: required for aggregate 'sum'"])
-            cli.expectOneLineError(try await cli.run(["traits", "apply", "/nonexistent.json"], environment: env),
-                                   containing: ["cannot read /nonexistent.json"])
-            try #"{"computedTraits": [{"name": "ltv", "aggregate": "sum", "property": "revenue", "events": ["Order Completed"]}]}"#
+            cli.expectOneLineError(
+                try await cli.run(["traits", "apply", definitions.path], environment: env),
+                containing: [definitions.path, "computedTraits[0].property: required for aggregate 'sum'"])
+            cli.expectOneLineError(
+                try await cli.run(["traits", "apply", "/nonexistent.json"], environment: env),
+                containing: ["cannot read /nonexistent.json"])
+            try
+                #"{"computedTraits": [{"name": "ltv", "aggregate": "sum", "property": "revenue", "events": ["Order Completed"]}]}"#
                 .write(to: definitions, atomically: true, encoding: .utf8)
             let dryRun = try await cli.run(["traits", "apply", "--dry-run", definitions.path], environment: env)
-            #expect(dryRun.status == 0 && dryRun.stdout.contains("sum(cdp.jsonb_numeric(e.properties -> 'revenue'))"), "\(dryRun.stdout)")
+            #expect(
+                dryRun.status == 0 && dryRun.stdout.contains("sum(cdp.jsonb_numeric(e.properties -> 'revenue'))"),
+                "\(dryRun.stdout)")
             #expect(try await client.query("SELECT count(*) FROM cdp.profile_config").scalar(Int.self) == 0)
             let apply = try await cli.run(["traits", "apply", definitions.path], environment: env)
             #expect(apply.status == 0 && apply.stdout.contains("applied 1 traits"), "\(apply.stdout)\(apply.stderr)")
@@ -48,7 +54,9 @@ import Testing
             let status = try await cli.run(["profiles", "status"], environment: env)
             #expect(status.stdout.contains("profile stage at event 3 (identity stage at 3)"), "\(status.stdout)")
             let rebuild = try await cli.run(["profiles", "rebuild"], environment: env)
-            #expect(rebuild.status == 0 && rebuild.stdout.contains("0 profiles changed, 0 trait changes"), "\(rebuild.stdout)\(rebuild.stderr)")
+            #expect(
+                rebuild.status == 0 && rebuild.stdout.contains("0 profiles changed, 0 trait changes"),
+                "\(rebuild.stdout)\(rebuild.stderr)")
             let show = try await cli.run(["traits", "show"], environment: env)
             #expect(show.stdout.contains("\"ltv\""))
             let recompute = try await cli.run(["traits", "recompute", "--time-dependent-only"], environment: env)

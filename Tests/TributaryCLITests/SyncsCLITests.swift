@@ -13,21 +13,24 @@ import Testing
         defer { try? FileManager.default.removeItem(at: directory) }
         try await cli.withDatabaseURL { url in
             let env = ["DATABASE_URL": url]
-            let client = PostgresClient(configuration: try PostgresConfiguration(connectionString: url), logger: TestDatabase.logger)
+            let client = PostgresClient(
+                configuration: try PostgresConfiguration(connectionString: url), logger: TestDatabase.logger)
             defer { Task { await client.shutdown() } }
             #expect(try await cli.run(["migrate"], environment: env).status == 0)
             try await client.execute("CREATE TABLE customers (id text PRIMARY KEY, email text)")
             try await client.execute("INSERT INTO customers VALUES ('a', 'a@example.com'), ('b', 'b@example.com')")
 
             let file = directory.appendingPathComponent("syncs.json")
-            try #"{"syncs": [{"name": "out", "source": {"relation": "customers"}, "primaryKey": ["id"], "fields": {"mail": "emial"}, "destination": {"type": "file", "path": "x"}}]}"#
+            try
+                #"{"syncs": [{"name": "out", "source": {"relation": "customers"}, "primaryKey": ["id"], "fields": {"mail": "emial"}, "destination": {"type": "file", "path": "x"}}]}"#
                 .write(to: file, atomically: true, encoding: .utf8)
-            cli.expectOneLineError(try await cli.run(["syncs", "apply", file.path], environment: env),
-                                   containing: [file.path, "syncs[0].source: reading customers failed: column s.emial does not exist"])
+            cli.expectOneLineError(
+                try await cli.run(["syncs", "apply", file.path], environment: env),
+                containing: [file.path, "syncs[0].source: reading customers failed: column s.emial does not exist"])
             try """
-                {"syncs": [{"name": "out", "source": {"relation": "customers"}, "primaryKey": ["id"], "mode": "mirror",
-                  "destination": {"type": "file", "path": "\(directory.path)/out-{run}.jsonl"}, "schedule": {"every": "1h"}}]}
-                """.write(to: file, atomically: true, encoding: .utf8)
+            {"syncs": [{"name": "out", "source": {"relation": "customers"}, "primaryKey": ["id"], "mode": "mirror",
+              "destination": {"type": "file", "path": "\(directory.path)/out-{run}.jsonl"}, "schedule": {"every": "1h"}}]}
+            """.write(to: file, atomically: true, encoding: .utf8)
             let apply = try await cli.run(["syncs", "apply", file.path], environment: env)
             #expect(apply.status == 0 && apply.stdout.contains("1 added"), "\(apply.stdout)\(apply.stderr)")
             let dry = try await cli.run(["syncs", "run", "out", "--dry-run"], environment: env)
@@ -39,7 +42,8 @@ import Testing
             for key in PostgresConfiguration.environmentKeys { environment.removeValue(forKey: key) }
             environment.merge(env) { $1 }
             let log = directory.appendingPathComponent("worker.log").path
-            let worker = try ProcessRunner.start(CLITests.executable.path, ["worker", "--poll-interval", "1"], environment: environment, logFile: log)
+            let worker = try ProcessRunner.start(
+                CLITests.executable.path, ["worker", "--poll-interval", "1"], environment: environment, logFile: log)
             var delivered = 0
             for _ in 0..<100 where delivered < 2 {
                 try await Task.sleep(for: .milliseconds(100))
@@ -47,18 +51,25 @@ import Testing
             }
             #expect(delivered == 2)
             kill(worker, SIGTERM)
-            #expect(ProcessRunner.wait(worker) == 0, "graceful shutdown on SIGTERM: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+            #expect(
+                ProcessRunner.wait(worker) == 0,
+                "graceful shutdown on SIGTERM: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
 
             try await client.execute("DELETE FROM customers WHERE id = 'a'")
             let run = try await cli.run(["syncs", "run", "out"], environment: env)
             #expect(run.status == 0 && run.stdout.contains("1 removed; 1 delivered"), "\(run.stdout)\(run.stderr)")
             let status = try await cli.run(["syncs", "status", "out"], environment: env)
-            #expect(status.stdout.contains("schedule: +2 ~0 -0; 2 delivered") && status.stdout.contains("manual: +0 ~0 -1; 1 delivered"), "\(status.stdout)")
+            #expect(
+                status.stdout.contains("schedule: +2 ~0 -0; 2 delivered")
+                    && status.stdout.contains("manual: +0 ~0 -1; 1 delivered"), "\(status.stdout)")
             let list = try await cli.run(["syncs", "list"], environment: env)
             #expect(list.stdout.contains("out  mirror → file  1 rows delivered, 0 errors"), "\(list.stdout)")
             let sql = try await cli.run(["syncs", "show", "out", "--sql"], environment: env)
-            #expect(sql.stdout.contains("FROM cdp.sync_state WHERE sync = $1) AS st") && sql.stdout.contains("FROM cdp.sync_pending WHERE sync = $1) AS p"), "\(sql.stdout)")
-            cli.expectOneLineError(try await cli.run(["syncs", "run", "nope"], environment: env), containing: ["no sync named 'nope'"])
+            #expect(
+                sql.stdout.contains("FROM cdp.sync_state WHERE sync = $1) AS st")
+                    && sql.stdout.contains("FROM cdp.sync_pending WHERE sync = $1) AS p"), "\(sql.stdout)")
+            cli.expectOneLineError(
+                try await cli.run(["syncs", "run", "nope"], environment: env), containing: ["no sync named 'nope'"])
         }
     }
 }

@@ -19,7 +19,8 @@ enum Marketing {
 
     static func braze(_ base: String, _ extra: String = "") throws -> BrazeDestination {
         try BrazeDestination(
-            context("""
+            context(
+                """
                 {"type": "braze", "endpoint": "\(base)/", "apiKey": "env:BRAZE_API_KEY"\(extra)}
                 """, environment: ["BRAZE_API_KEY": brazeKey]),
             sender: HTTPSender())
@@ -27,7 +28,8 @@ enum Marketing {
 
     static func meta(_ base: String, _ extra: String = "") throws -> MetaAudienceDestination {
         try MetaAudienceDestination(
-            context("""
+            context(
+                """
                 {"type": "meta_audience", "audienceId": "23850001", "accessToken": "env:META_ACCESS_TOKEN",
                  "graphURL": "\(base)/v19.0"\(extra)}
                 """, environment: ["META_ACCESS_TOKEN": metaToken]),
@@ -64,9 +66,10 @@ enum Marketing {
     /// A Meta answer counting every row received (as a sync would see it go well).
     static func metaAnswer(_ request: TestReceiver.Request, invalid: String = "{}") -> TestReceiver.Answer {
         let rows: Int = if case .array(let data)? = (try? payload(request))?["data"] { data.count } else { 0 }
-        return TestReceiver.Answer(body: """
-            {"audience_id": "23850001", "session_id": "1", "num_received": \(rows), "num_invalid_entries": 0, "invalid_entry_samples": \(invalid)}
-            """)
+        return TestReceiver.Answer(
+            body: """
+                {"audience_id": "23850001", "session_id": "1", "num_received": \(rows), "num_invalid_entries": 0, "invalid_entry_samples": \(invalid)}
+                """)
     }
 
     /// The error `body` throws, if it throws a `DestinationError`.
@@ -115,13 +118,16 @@ enum Marketing {
         #expect(request.method == "POST" && request.path == "/users/track" && request.query.isEmpty)
         #expect(request.header("Authorization") == "Bearer \(M.brazeKey)")
         #expect(request.header("Content-Type") == "application/json")
-        #expect(try M.json(request.text) == M.json("""
-            {"attributes": [
-              {"external_id": "c1", "first_name": "Jane", "plan": "pro", "score": 12.5},
-              {"external_id": "c2", "_update_existing_only": true, "plan": "free", "nickname": null},
-              {"external_id": "42", "plan": "team"}
-            ]}
-            """))
+        #expect(
+            try M.json(request.text)
+                == M.json(
+                    """
+                    {"attributes": [
+                      {"external_id": "c1", "first_name": "Jane", "plan": "pro", "score": 12.5},
+                      {"external_id": "c2", "_update_existing_only": true, "plan": "free", "nickname": null},
+                      {"external_id": "42", "plan": "team"}
+                    ]}
+                    """))
     }
 
     @Test func brazeAudienceModeSetsTheBooleanAttribute() async throws {
@@ -143,16 +149,21 @@ enum Marketing {
                 try M.change(.remove, #"{"profile_id": "p5"}"#, #"{"email": "e@example.com"}"#),
             ])
             #expect(plainResults[0] == .delivered)
-            #expect(plainResults[1] == .rejected("remove needs destination.audienceAttribute (the boolean attribute to set to false)"))
+            #expect(
+                plainResults[1] == .rejected("remove needs destination.audienceAttribute (the boolean attribute to set to false)")
+            )
         }
         let requests = await receiver.requests
         try #require(requests.count == 2)
-        #expect(try M.json(requests[0].text) == M.json("""
-            {"attributes": [
-              {"external_id": "u1", "email": "a@example.com", "in_vip_segment": true},
-              {"external_id": "u2", "in_vip_segment": false}
-            ]}
-            """))
+        #expect(
+            try M.json(requests[0].text)
+                == M.json(
+                    """
+                    {"attributes": [
+                      {"external_id": "u1", "email": "a@example.com", "in_vip_segment": true},
+                      {"external_id": "u2", "in_vip_segment": false}
+                    ]}
+                    """))
         #expect(try M.json(requests[1].text) == M.json(#"{"attributes": [{"external_id": "p4", "email": "d@example.com"}]}"#))
     }
 
@@ -177,12 +188,17 @@ enum Marketing {
             #expect(more.count == 160 && more.allSatisfy { $0 == .delivered })
         }
         let requests = await receiver.requests
-        #expect(requests.map(\.path) == ["/users/track", "/users/track", "/users/delete", "/users/delete",
-                                         "/users/track", "/users/track", "/users/track"])
+        #expect(
+            requests.map(\.path) == [
+                "/users/track", "/users/track", "/users/delete", "/users/delete",
+                "/users/track", "/users/track", "/users/track",
+            ])
         #expect(requests.allSatisfy { $0.method == "POST" && $0.header("Authorization") == "Bearer \(M.brazeKey)" })
         func ids(_ request: TestReceiver.Request) throws -> [String] {
             let body = try M.json(request.text)
-            if case .array(let ids)? = body["external_ids"] { return ids.compactMap { if case .string(let id) = $0 { id } else { nil } } }
+            if case .array(let ids)? = body["external_ids"] {
+                return ids.compactMap { if case .string(let id) = $0 { id } else { nil } }
+            }
             guard case .array(let attributes)? = body["attributes"] else { return [] }
             return attributes.compactMap { if case .string(let id)? = $0["external_id"] { id } else { nil } }
         }
@@ -196,10 +212,12 @@ enum Marketing {
 
     @Test func brazeMinorErrorsRejectTheRowsTheyIndex() async throws {
         let receiver = TestReceiver { _ in
-            .init(status: 201, body: """
-                {"attributes_processed": 2, "message": "success", "errors": [
-                  {"type": "'external_id' or 'braze_id' or 'user_alias' is required", "input_array": "attributes", "index": 1}]}
-                """)
+            .init(
+                status: 201,
+                body: """
+                    {"attributes_processed": 2, "message": "success", "errors": [
+                      {"type": "'external_id' or 'braze_id' or 'user_alias' is required", "input_array": "attributes", "index": 1}]}
+                    """)
         }
         try await receiver.serve { base in
             let destination = try M.braze(base)
@@ -209,16 +227,19 @@ enum Marketing {
                 try M.change(.upsert, #"{"id": "c"}"#, #"{"plan": "pro"}"#),  // position 1 of the request
                 try M.change(.upsert, #"{"id": "d"}"#, #"{"plan": "pro"}"#),
             ])
-            #expect(results == [
-                .delivered,
-                .rejected("no external_id: 'id' must be a non-empty string or a number"),
-                .rejected("'external_id' or 'braze_id' or 'user_alias' is required"),
-                .delivered,
-            ])
+            #expect(
+                results == [
+                    .delivered,
+                    .rejected("no external_id: 'id' must be a non-empty string or a number"),
+                    .rejected("'external_id' or 'braze_id' or 'user_alias' is required"),
+                    .delivered,
+                ])
         }
         let requests = await receiver.requests
         try #require(requests.count == 1)
-        guard case .array(let attributes)? = try M.json(requests[0].text)["attributes"] else { Issue.record("no attributes"); return }
+        guard case .array(let attributes)? = try M.json(requests[0].text)["attributes"] else {
+            Issue.record("no attributes"); return
+        }
         #expect(attributes.map { $0["external_id"] } == [.string("a"), .string("c"), .string("d")])
     }
 
@@ -247,10 +268,14 @@ enum Marketing {
     }
 
     @Test func brazeRateLimitIsRetryableWithRetryAfter() async throws {
-        let receiver = TestReceiver { _ in .init(status: 429, headers: [("Retry-After", "7")], body: #"{"message": "Rate limited"}"#) }
+        let receiver = TestReceiver { _ in
+            .init(status: 429, headers: [("Retry-After", "7")], body: #"{"message": "Rate limited"}"#)
+        }
         try await receiver.serve { base in
             let destination = try M.braze(base)
-            let error = await M.destinationError { _ = try await destination.send([try M.change(.upsert, #"{"id": "a"}"#, "{}")]) }
+            let error = await M.destinationError {
+                _ = try await destination.send([try M.change(.upsert, #"{"id": "a"}"#, "{}")])
+            }
             #expect(error?.retryable == true)
             #expect(error?.retryAfter == .seconds(7))
             #expect(error?.description.contains(M.brazeKey) == false)
@@ -259,24 +284,34 @@ enum Marketing {
 
     @Test func brazeSettingsAreValidatedWithPathNamedErrors() async throws {
         let validate = BrazeDestination.validate
-        #expect(try M.validationError(#"{"type": "braze", "endpoint": "https://rest.iad-01.braze.com"}"#, validate)
+        #expect(
+            try M.validationError(#"{"type": "braze", "endpoint": "https://rest.iad-01.braze.com"}"#, validate)
                 == "destination.apiKey: required")
-        #expect(try M.validationError(#"{"type": "braze", "apiKey": "env:BRAZE_API_KEY"}"#, validate)?
-                    .hasPrefix("destination.endpoint: required") == true)
-        #expect(try M.validationError(#"{"type": "braze", "endpoint": "rest.iad-01.braze.com", "apiKey": "k"}"#, validate)?
-                    .hasPrefix("destination.endpoint: must be an https:// URL") == true)
-        #expect(try M.validationError(#"{"type": "braze", "endpoint": "https://x", "apiKey": 5}"#, validate)
+        #expect(
+            try M.validationError(#"{"type": "braze", "apiKey": "env:BRAZE_API_KEY"}"#, validate)?
+                .hasPrefix("destination.endpoint: required") == true)
+        #expect(
+            try M.validationError(#"{"type": "braze", "endpoint": "rest.iad-01.braze.com", "apiKey": "k"}"#, validate)?
+                .hasPrefix("destination.endpoint: must be an https:// URL") == true)
+        #expect(
+            try M.validationError(#"{"type": "braze", "endpoint": "https://x", "apiKey": 5}"#, validate)
                 == "destination.apiKey: must be a non-empty string")
-        #expect(try M.validationError(#"{"type": "braze", "endpoint": "https://x", "apiKey": "k", "externalIdField": ""}"#, validate)
+        #expect(
+            try M.validationError(#"{"type": "braze", "endpoint": "https://x", "apiKey": "k", "externalIdField": ""}"#, validate)
                 == "destination.externalIdField: must be a non-empty string")
-        #expect(try M.validationError(#"{"type": "braze", "endpoint": "https://x", "apiKey": "k", "apikey": "k"}"#, validate)?
-                    .hasPrefix("destination.apikey: unknown setting for braze") == true)
-        #expect(try M.validationError(#"{"type": "braze", "endpoint": "https://x", "apiKey": "k", "audienceAttribute": "vip"}"#, validate) == nil)
+        #expect(
+            try M.validationError(#"{"type": "braze", "endpoint": "https://x", "apiKey": "k", "apikey": "k"}"#, validate)?
+                .hasPrefix("destination.apikey: unknown setting for braze") == true)
+        #expect(
+            try M.validationError(
+                #"{"type": "braze", "endpoint": "https://x", "apiKey": "k", "audienceAttribute": "vip"}"#, validate) == nil)
 
         // Through the registry, as when a sync file is applied; and the secret's environment variable when built.
         let registry = DestinationRegistry.standard()
         #expect(registry.types.contains("braze") && registry.types.contains("meta_audience"))
-        #expect(try M.validationError(#"{"type": "braze", "endpoint": "https://x"}"#, registry.validate) == "destination.apiKey: required")
+        #expect(
+            try M.validationError(#"{"type": "braze", "endpoint": "https://x"}"#, registry.validate)
+                == "destination.apiKey: required")
         do {
             _ = try await registry.make(M.context(#"{"type": "braze", "endpoint": "https://x", "apiKey": "env:BRAZE_API_KEY"}"#))
             Issue.record("built without the environment variable")
@@ -291,8 +326,12 @@ enum Marketing {
 
     @Test func metaNormalizesAndHashesAsDocumented() throws {
         // Meta's own examples: hash("sha256", "mary@example.com") and hash("sha256", "15559876543").
-        #expect(MetaAudienceDestination.sha256Hex("mary@example.com") == "f1904cf1a9d73a55fa5de0ac823c4403ded71afd4c3248d00bdcd0866552bb79")
-        #expect(MetaAudienceDestination.sha256Hex("15559876543") == "1ef970831d7963307784fa8688e8fce101a15685d62aa765fed23f3a2c576a4e")
+        #expect(
+            MetaAudienceDestination.sha256Hex("mary@example.com")
+                == "f1904cf1a9d73a55fa5de0ac823c4403ded71afd4c3248d00bdcd0866552bb79")
+        #expect(
+            MetaAudienceDestination.sha256Hex("15559876543") == "1ef970831d7963307784fa8688e8fce101a15685d62aa765fed23f3a2c576a4e"
+        )
 
         #expect(MetaAudienceDestination.normalizedEmail("  Jane.Doe@Example.COM ") == "jane.doe@example.com")
         #expect(MetaAudienceDestination.normalizedEmail("\tMARY@example.com\n") == "mary@example.com")
@@ -318,7 +357,8 @@ enum Marketing {
             let destination = try M.meta(base)
             #expect(destination.maxBatchSize == 10_000)
             let results = try await destination.send([
-                try M.change(.add, #"{"profile_id": "p1"}"#, #"{"email": "  Jane.Doe@Example.COM ", "phone": "+1 (555) 987-6543"}"#),
+                try M.change(
+                    .add, #"{"profile_id": "p1"}"#, #"{"email": "  Jane.Doe@Example.COM ", "phone": "+1 (555) 987-6543"}"#),
                 try M.change(.upsert, #"{"profile_id": "p2"}"#, #"{"email": "MARY@example.com"}"#),
                 try M.change(.update, #"{"profile_id": "p3"}"#, #"{"email": null, "phone": "0044 7700 900123"}"#),
                 try M.change(.insert, #"{"profile_id": "p4"}"#, #"{"name": "nobody"}"#),
@@ -334,13 +374,16 @@ enum Marketing {
         let form = M.form(request.text)
         #expect(Set(form.keys) == ["payload", "session", "access_token"])
         #expect(form["access_token"] == M.metaToken)
-        #expect(try M.payload(request) == M.json("""
-            {"schema": ["EMAIL", "PHONE"], "data": [
-              ["\(M.sha256("jane.doe@example.com"))", "\(M.sha256("15559876543"))"],
-              ["f1904cf1a9d73a55fa5de0ac823c4403ded71afd4c3248d00bdcd0866552bb79", ""],
-              ["", "\(M.sha256("447700900123"))"]
-            ]}
-            """))
+        #expect(
+            try M.payload(request)
+                == M.json(
+                    """
+                    {"schema": ["EMAIL", "PHONE"], "data": [
+                      ["\(M.sha256("jane.doe@example.com"))", "\(M.sha256("15559876543"))"],
+                      ["f1904cf1a9d73a55fa5de0ac823c4403ded71afd4c3248d00bdcd0866552bb79", ""],
+                      ["", "\(M.sha256("447700900123"))"]
+                    ]}
+                    """))
         let session = try M.json(form["session"] ?? "")
         #expect(session.objectKeys == ["session_id", "batch_seq", "last_batch_flag", "estimated_num_total"])
         #expect(session["batch_seq"] == .number("1") && session["last_batch_flag"] == .bool(true))
@@ -351,7 +394,8 @@ enum Marketing {
     @Test func metaRemovalsUseDeleteAndCustomFields() async throws {
         let receiver = TestReceiver { M.metaAnswer($0) }
         try await receiver.serve { base in
-            let destination = try M.meta(base, #", "emailField": "work_email", "phoneField": "mobile", "defaultCountryCode": "44""#)
+            let destination = try M.meta(
+                base, #", "emailField": "work_email", "phoneField": "mobile", "defaultCountryCode": "44""#)
             let results = try await destination.send([
                 try M.change(.remove, #"{"id": 1}"#, #"{"work_email": "A@Example.com"}"#),
                 try M.change(.delete, #"{"id": 2}"#, #"{"mobile": "07700 900123"}"#),
@@ -364,15 +408,22 @@ enum Marketing {
             // Without defaultCountryCode a national number cannot be matched: the row says why.
             let strict = try M.meta(base)
             let strictResults = try await strict.send([try M.change(.add, #"{"id": 6}"#, #"{"phone": "07700 900123"}"#)])
-            #expect(strictResults == [.rejected(
-                "no email or phone to match on (the phone has no country code: write it as +<country code>… or set destination.defaultCountryCode)")])
+            #expect(
+                strictResults == [
+                    .rejected(
+                        "no email or phone to match on (the phone has no country code: write it as +<country code>… or set destination.defaultCountryCode)"
+                    )
+                ])
         }
         let requests = await receiver.requests
         #expect(requests.map(\.method) == ["DELETE", "POST", "DELETE"])  // runs in batch order; nothing for the rejected row
         #expect(requests.allSatisfy { $0.path == "/v19.0/23850001/users" && M.form($0.text)["access_token"] == M.metaToken })
-        #expect(try M.payload(requests[0])["data"] == M.json("""
-            [["\(M.sha256("a@example.com"))", ""], ["", "\(M.sha256("447700900123"))"]]
-            """))
+        #expect(
+            try M.payload(requests[0])["data"]
+                == M.json(
+                    """
+                    [["\(M.sha256("a@example.com"))", ""], ["", "\(M.sha256("447700900123"))"]]
+                    """))
         #expect(try M.payload(requests[1])["data"] == M.json(#"[["\#(M.sha256("b@example.com"))", ""]]"#))
         #expect(try M.payload(requests[2])["data"] == M.json(#"[["\#(M.sha256("c@example.com"))", ""]]"#))
     }
@@ -418,7 +469,10 @@ enum Marketing {
 
     @Test func metaCountMismatchFailsTheBatch() async throws {
         let receiver = TestReceiver { _ in
-            .init(body: #"{"audience_id": "23850001", "session_id": "9", "num_received": 1, "num_invalid_entries": 0, "invalid_entry_samples": {}}"#)
+            .init(
+                body:
+                    #"{"audience_id": "23850001", "session_id": "9", "num_received": 1, "num_invalid_entries": 0, "invalid_entry_samples": {}}"#
+            )
         }
         try await receiver.serve { base in
             let destination = try M.meta(base)
@@ -438,18 +492,33 @@ enum Marketing {
             let code = M.requestedCode(request)
             switch code {
             case "190":
-                return .init(status: 400, body: """
-                    {"error": {"message": "Error validating access token: Session has expired (token \(M.metaToken))",
-                     "type": "OAuthException", "code": 190, "error_subcode": 463, "fbtrace_id": "AbCdEf"}}
-                    """)
+                return .init(
+                    status: 400,
+                    body: """
+                        {"error": {"message": "Error validating access token: Session has expired (token \(M.metaToken))",
+                         "type": "OAuthException", "code": 190, "error_subcode": 463, "fbtrace_id": "AbCdEf"}}
+                        """)
             case "17":
-                return .init(status: 400, body: #"{"error": {"message": "User request limit reached", "type": "OAuthException", "code": 17, "fbtrace_id": "x"}}"#)
+                return .init(
+                    status: 400,
+                    body:
+                        #"{"error": {"message": "User request limit reached", "type": "OAuthException", "code": 17, "fbtrace_id": "x"}}"#
+                )
             case "80003":
-                return .init(status: 400, body: #"{"error": {"message": "There have been too many calls", "type": "OAuthException", "code": 80003, "fbtrace_id": "y"}}"#)
+                return .init(
+                    status: 400,
+                    body:
+                        #"{"error": {"message": "There have been too many calls", "type": "OAuthException", "code": 80003, "fbtrace_id": "y"}}"#
+                )
             case "100":
-                return .init(status: 400, body: #"{"error": {"message": "Invalid parameter", "type": "OAuthException", "code": 100, "error_subcode": 1713230, "fbtrace_id": "z"}}"#)
+                return .init(
+                    status: 400,
+                    body:
+                        #"{"error": {"message": "Invalid parameter", "type": "OAuthException", "code": 100, "error_subcode": 1713230, "fbtrace_id": "z"}}"#
+                )
             default:
-                return .init(status: 429, headers: [("Retry-After", "12")], body: #"{"error": {"message": "slow down", "code": 4}}"#)
+                return .init(
+                    status: 429, headers: [("Retry-After", "12")], body: #"{"error": {"message": "slow down", "code": 4}}"#)
             }
         }
         try await receiver.serve { base in
@@ -462,7 +531,8 @@ enum Marketing {
             let token = try #require(await attempt("190"))
             #expect(!token.retryable)
             #expect(token.description.contains("Meta rejected the access token (Graph error 190/463 (OAuthException)"))
-            #expect(token.description.contains("renew destination.accessToken") && token.description.contains("fbtrace_id AbCdEf"))
+            #expect(
+                token.description.contains("renew destination.accessToken") && token.description.contains("fbtrace_id AbCdEf"))
             #expect(!token.description.contains(M.metaToken))
 
             let userLimit = try #require(await attempt("17"))
@@ -470,32 +540,54 @@ enum Marketing {
             let audienceLimit = try #require(await attempt("80003"))
             #expect(audienceLimit.retryable)
             let invalid = try #require(await attempt("100"))
-            #expect(!invalid.retryable && invalid.description.contains("HTTP 400: Graph error 100/1713230 (OAuthException): Invalid parameter"))
+            #expect(
+                !invalid.retryable
+                    && invalid.description.contains("HTTP 400: Graph error 100/1713230 (OAuthException): Invalid parameter"))
             let throttled = try #require(await attempt("429"))
             #expect(throttled.retryable && throttled.retryAfter == .seconds(12))
-            for error in [token, userLimit, audienceLimit, invalid, throttled] { #expect(!error.description.contains(M.metaToken)) }
+            for error in [token, userLimit, audienceLimit, invalid, throttled] {
+                #expect(!error.description.contains(M.metaToken))
+            }
         }
     }
 
     @Test func metaSettingsAreValidatedWithPathNamedErrors() async throws {
         let validate = MetaAudienceDestination.validate
-        #expect(try M.validationError(#"{"type": "meta_audience", "accessToken": "env:META_ACCESS_TOKEN"}"#, validate)
+        #expect(
+            try M.validationError(#"{"type": "meta_audience", "accessToken": "env:META_ACCESS_TOKEN"}"#, validate)
                 == "destination.audienceId: required")
-        #expect(try M.validationError(#"{"type": "meta_audience", "audienceId": "238"}"#, validate) == "destination.accessToken: required")
-        #expect(try M.validationError(#"{"type": "meta_audience", "audienceId": "238", "accessToken": "t", "graphURL": "graph.facebook.com"}"#, validate)?
-                    .hasPrefix("destination.graphURL: must be an https:// URL") == true)
-        #expect(try M.validationError(#"{"type": "meta_audience", "audienceId": "238", "accessToken": "t", "defaultCountryCode": "0044"}"#, validate)?
-                    .hasPrefix("destination.defaultCountryCode: must be a country calling code") == true)
-        #expect(try M.validationError(#"{"type": "meta_audience", "audienceId": "238", "accessToken": "t", "phoneField": 3}"#, validate)
+        #expect(
+            try M.validationError(#"{"type": "meta_audience", "audienceId": "238"}"#, validate)
+                == "destination.accessToken: required")
+        #expect(
+            try M.validationError(
+                #"{"type": "meta_audience", "audienceId": "238", "accessToken": "t", "graphURL": "graph.facebook.com"}"#, validate
+            )?
+            .hasPrefix("destination.graphURL: must be an https:// URL") == true)
+        #expect(
+            try M.validationError(
+                #"{"type": "meta_audience", "audienceId": "238", "accessToken": "t", "defaultCountryCode": "0044"}"#, validate)?
+                .hasPrefix("destination.defaultCountryCode: must be a country calling code") == true)
+        #expect(
+            try M.validationError(
+                #"{"type": "meta_audience", "audienceId": "238", "accessToken": "t", "phoneField": 3}"#, validate)
                 == "destination.phoneField: must be a non-empty string")
-        #expect(try M.validationError(#"{"type": "meta_audience", "audienceId": "238", "accessToken": "t", "schema": "EMAIL"}"#, validate)?
-                    .hasPrefix("destination.schema: unknown setting for meta_audience") == true)
-        #expect(try M.validationError(#"{"type": "meta_audience", "audienceId": "238", "accessToken": "t", "defaultCountryCode": "+1"}"#, validate) == nil)
+        #expect(
+            try M.validationError(
+                #"{"type": "meta_audience", "audienceId": "238", "accessToken": "t", "schema": "EMAIL"}"#, validate)?
+                .hasPrefix("destination.schema: unknown setting for meta_audience") == true)
+        #expect(
+            try M.validationError(
+                #"{"type": "meta_audience", "audienceId": "238", "accessToken": "t", "defaultCountryCode": "+1"}"#, validate)
+                == nil)
 
         let registry = DestinationRegistry.standard()
-        #expect(try M.validationError(#"{"type": "meta_audience", "accessToken": "t"}"#, registry.validate) == "destination.audienceId: required")
+        #expect(
+            try M.validationError(#"{"type": "meta_audience", "accessToken": "t"}"#, registry.validate)
+                == "destination.audienceId: required")
         do {
-            _ = try await registry.make(M.context(#"{"type": "meta_audience", "audienceId": "238", "accessToken": "env:META_ACCESS_TOKEN"}"#))
+            _ = try await registry.make(
+                M.context(#"{"type": "meta_audience", "audienceId": "238", "accessToken": "env:META_ACCESS_TOKEN"}"#))
             Issue.record("built without the environment variable")
         } catch let error as SyncError {
             #expect(error.description == "destination.accessToken: the environment variable META_ACCESS_TOKEN is not set")
@@ -508,7 +600,8 @@ enum Marketing {
 extension Marketing {
     /// For the Graph error test: the code a request asks for, from its email (`code190@example.com` → `190`).
     static func requestedCode(_ request: TestReceiver.Request) -> String {
-        for code in ["190", "17", "80003", "100"] where (try? payload(request))?["data"] == .array([.array([.string(sha256("code\(code)@example.com")), .string("")])]) {
+        for code in ["190", "17", "80003", "100"]
+        where (try? payload(request))?["data"] == .array([.array([.string(sha256("code\(code)@example.com")), .string("")])]) {
             return code
         }
         return "429"

@@ -22,13 +22,15 @@ import TributaryServer
     /// it to the receiver at `base`.
     static func setUp(_ client: PostgresClient, base: String) async throws {
         try await F.migrated(client)
-        try await SegmentStore(client: client, logger: TestDatabase.logger).apply(SegmentDefinitions([
-            Segment("carts", realtime: true, fields: [.trait("email")]) {
-                Event("Added to Cart", within: .days(30)).occurred
-                Trait<String>("email").exists
-            },
-        ]))
-        try await F.apply("""
+        try await SegmentStore(client: client, logger: TestDatabase.logger).apply(
+            SegmentDefinitions([
+                Segment("carts", realtime: true, fields: [.trait("email")]) {
+                    Event("Added to Cart", within: .days(30)).occurred
+                    Trait<String>("email").exists
+                }
+            ]))
+        try await F.apply(
+            """
             {"syncs": [{"name": "carts_hook", "source": {"segment": "carts"}, "primaryKey": ["profile_id"], "mode": "audience",
               "realtime": true, "destination": {"type": "webhook", "url": "\(base)/hook", "secret": "s"}}]}
             """, client)
@@ -62,14 +64,21 @@ import TributaryServer
                 let runner = F.runner(client)
                 let (ports, portSink) = AsyncStream<Int>.makeStream()
                 let app = buildApplication(
-                    configuration: ServerConfiguration(port: 0, writeKeyCacheTTL: .zero), client: client, logger: TestDatabase.logger,
+                    configuration: ServerConfiguration(port: 0, writeKeyCacheTTL: .zero), client: client,
+                    logger: TestDatabase.logger,
                     onListening: { portSink.yield($0) })
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { try await app.runService() }
-                    group.addTask { try await IdentityStage(client: client, logger: TestDatabase.logger).run(pollInterval: .seconds(30)) }
-                    group.addTask { try await ProfileStage(client: client, logger: TestDatabase.logger, followers: [RealtimeSegments()]).run(pollInterval: .seconds(30)) }
                     group.addTask {
-                        await RealtimeActivation(client: client, logger: TestDatabase.logger, runner: runner).run(pollInterval: .seconds(30))
+                        try await IdentityStage(client: client, logger: TestDatabase.logger).run(pollInterval: .seconds(30))
+                    }
+                    group.addTask {
+                        try await ProfileStage(client: client, logger: TestDatabase.logger, followers: [RealtimeSegments()]).run(
+                            pollInterval: .seconds(30))
+                    }
+                    group.addTask {
+                        await RealtimeActivation(client: client, logger: TestDatabase.logger, runner: runner).run(
+                            pollInterval: .seconds(30))
                     }
                     defer { group.cancelAll() }
                     var iterator = ports.makeAsyncIterator()
@@ -91,25 +100,40 @@ import TributaryServer
                     }
 
                     let now = ISO8601DateFormatter().string(from: Date())
-                    try await post(#"{"batch": [\#(Self.event("identify", user: "u1", #""traits": {"email": "ann@example.com"}, "timestamp": "\#(now)""#, messageID: "m1")),\#(Self.event("track", user: "u1", #""event": "Added to Cart", "timestamp": "\#(now)""#, messageID: "m2"))]}"#)
+                    try await post(
+                        #"{"batch": [\#(Self.event("identify", user: "u1", #""traits": {"email": "ann@example.com"}, "timestamp": "\#(now)""#, messageID: "m1")),\#(Self.event("track", user: "u1", #""event": "Added to Cart", "timestamp": "\#(now)""#, messageID: "m2"))]}"#
+                    )
                     try await waitFor(1)
                     var got = await Self.received(receiver)
                     #expect(got.map { "\($0.op) \($0.email)" } == ["add ann@example.com"])
 
                     // The same request again (a client retry): stored once, nothing more delivered.
-                    try await post(#"{"batch": [\#(Self.event("track", user: "u1", #""event": "Added to Cart", "timestamp": "\#(now)""#, messageID: "m2"))]}"#)
+                    try await post(
+                        #"{"batch": [\#(Self.event("track", user: "u1", #""event": "Added to Cart", "timestamp": "\#(now)""#, messageID: "m2"))]}"#
+                    )
                     // An event of another user that qualifies nobody, to have a later change to wait for.
-                    try await post(#"{"batch": [\#(Self.event("identify", user: "u2", #""traits": {"email": "bob@example.com"}, "timestamp": "\#(now)""#, messageID: "m3")),\#(Self.event("track", user: "u2", #""event": "Added to Cart", "timestamp": "\#(now)""#, messageID: "m4"))]}"#)
+                    try await post(
+                        #"{"batch": [\#(Self.event("identify", user: "u2", #""traits": {"email": "bob@example.com"}, "timestamp": "\#(now)""#, messageID: "m3")),\#(Self.event("track", user: "u2", #""event": "Added to Cart", "timestamp": "\#(now)""#, messageID: "m4"))]}"#
+                    )
                     try await waitFor(2)
                     // The email is removed: u1 leaves the segment, and is removed from the audience once.
-                    try await post(#"{"batch": [\#(Self.event("identify", user: "u1", #""traits": {"email": null}, "timestamp": "\#(ISO8601DateFormatter().string(from: Date().addingTimeInterval(1)))""#, messageID: "m5"))]}"#)
+                    try await post(
+                        #"{"batch": [\#(Self.event("identify", user: "u1", #""traits": {"email": null}, "timestamp": "\#(ISO8601DateFormatter().string(from: Date().addingTimeInterval(1)))""#, messageID: "m5"))]}"#
+                    )
                     try await waitFor(3)
                     // Further passes find nothing to send.
-                    let extra = try await RealtimeActivation(client: client, logger: TestDatabase.logger, runner: runner).catchUp()
+                    let extra = try await RealtimeActivation(client: client, logger: TestDatabase.logger, runner: runner)
+                        .catchUp()
                     #expect(extra.delivered == 0)
                     got = await Self.received(receiver)
-                    #expect(got.map { "\($0.op) \($0.email)" } == ["add ann@example.com", "add bob@example.com", "remove ann@example.com"])
-                    #expect(try await client.query("SELECT count(*) FROM cdp.sync_runs WHERE trigger = 'realtime' AND status = 'failed'").scalar(Int.self) == 0)
+                    #expect(
+                        got.map { "\($0.op) \($0.email)" } == [
+                            "add ann@example.com", "add bob@example.com", "remove ann@example.com",
+                        ])
+                    #expect(
+                        try await client.query(
+                            "SELECT count(*) FROM cdp.sync_runs WHERE trigger = 'realtime' AND status = 'failed'"
+                        ).scalar(Int.self) == 0)
                 }
             }
         }
@@ -124,7 +148,9 @@ import TributaryServer
             try await TestDatabase.withFreshDatabase { (client) async throws in
                 try await Self.setUp(client, base: base)
                 let runner = F.runner(client)
-                func activation() -> RealtimeActivation { RealtimeActivation(client: client, logger: TestDatabase.logger, runner: runner) }
+                func activation() -> RealtimeActivation {
+                    RealtimeActivation(client: client, logger: TestDatabase.logger, runner: runner)
+                }
                 // The sync is seen first with an empty segment.
                 #expect(try await activation().catchUp().runs == 1)
 
@@ -132,18 +158,25 @@ import TributaryServer
                 func write(_ events: [IncomingEvent]) async throws { _ = try await writer.write(events, sourceID: "src-test") }
                 func event(_ type: CallType, user: String, name: String? = nil, traits: String = "{}") -> IncomingEvent {
                     IncomingEvent(
-                        messageID: UUID().uuidString, type: type, event: name, name: nil, userID: user, anonymousID: nil, groupID: nil,
-                        previousID: nil, timestamp: Date(), originalTimestamp: nil, sentAt: nil, receivedAt: Date(), properties: "{}",
+                        messageID: UUID().uuidString, type: type, event: name, name: nil, userID: user, anonymousID: nil,
+                        groupID: nil,
+                        previousID: nil, timestamp: Date(), originalTimestamp: nil, sentAt: nil, receivedAt: Date(),
+                        properties: "{}",
                         traits: traits, context: "{}", integrations: "{}")
                 }
-                try await write([event(.identify, user: "u1", traits: #"{"email": "ann@example.com"}"#), event(.track, user: "u1", name: "Added to Cart")])
+                try await write([
+                    event(.identify, user: "u1", traits: #"{"email": "ann@example.com"}"#),
+                    event(.track, user: "u1", name: "Added to Cart"),
+                ])
                 // Crash after collection: nothing downstream ran; the activation finds nothing yet.
                 #expect(try await activation().catchUp().delivered == 0)
                 _ = try await IdentityStage(client: client, logger: TestDatabase.logger).catchUp()
                 // Crash after identity.
                 #expect(try await activation().catchUp().delivered == 0)
                 _ = try await ProfileStage(client: client, logger: TestDatabase.logger, followers: [RealtimeSegments()]).catchUp()
-                #expect(try await client.query("SELECT count(*) FROM cdp.segment_changes WHERE change = 'entered'").scalar(Int.self) == 1)
+                #expect(
+                    try await client.query("SELECT count(*) FROM cdp.segment_changes WHERE change = 'entered'").scalar(Int.self)
+                        == 1)
 
                 // The receiver applies the change but answers 500 (a crash of the receiver's reply, or of the
                 // worker before it recorded the answer) for every try of this run.
@@ -158,7 +191,8 @@ import TributaryServer
 
                 let got = await Self.received(receiver)
                 #expect(got.allSatisfy { $0.op == "add" && $0.email == "ann@example.com" }, "\(got)")
-                #expect(Set(got.map(\.key)).count == 1, "every try of the one change carries one idempotency key: \(got.map(\.key))")
+                #expect(
+                    Set(got.map(\.key)).count == 1, "every try of the one change carries one idempotency key: \(got.map(\.key))")
                 #expect(try await client.query("SELECT count(*) FROM cdp.sync_pending").scalar(Int.self) == 0)
                 #expect(try await client.query("SELECT count(*) FROM cdp.sync_state WHERE NOT removed").scalar(Int.self) == 1)
 
@@ -175,22 +209,31 @@ import TributaryServer
     @Test func realtimeSyncErrorsNameTheProblem() async throws {
         try await TestDatabase.withFreshDatabase { (client) async throws in
             try await F.migrated(client)
-            try await SegmentStore(client: client, logger: TestDatabase.logger).apply(SegmentDefinitions([
-                Segment("scheduled") { Trait<String>("plan") == "pro" },
-            ]))
+            try await SegmentStore(client: client, logger: TestDatabase.logger).apply(
+                SegmentDefinitions([
+                    Segment("scheduled") { Trait<String>("plan") == "pro" }
+                ]))
             func error(_ sync: String) async -> String {
                 do {
-                    try await F.apply(#"{"syncs": [{"name": "s", "destination": {"type": "file", "path": "/tmp/x.jsonl"}, "realtime": true, \#(sync)}]}"#, client)
+                    try await F.apply(
+                        #"{"syncs": [{"name": "s", "destination": {"type": "file", "path": "/tmp/x.jsonl"}, "realtime": true, \#(sync)}]}"#,
+                        client)
                     return "no error"
                 } catch { return "\(error)" }
             }
-            #expect(await error(#""source": {"relation": "t"}, "primaryKey": ["id"]"#) == "syncs[0].realtime: a real-time sync's source must be a segment")
-            #expect(await error(#""source": {"segment": "scheduled"}, "primaryKey": ["email"]"#)
-                == #"syncs[0].primaryKey: a real-time sync is keyed by ["profile_id"]"#)
-            #expect(await error(#""source": {"segment": "scheduled"}, "primaryKey": ["profile_id"]"#)
-                == #"syncs[0].realtime: segment 'scheduled' is not real-time; mark it "realtime": true and run segments apply"#)
-            #expect(await error(#""source": {"segment": "nope"}, "primaryKey": ["profile_id"]"#)
-                == "syncs[0].source.segment: no segment named 'nope' is applied")
+            #expect(
+                await error(#""source": {"relation": "t"}, "primaryKey": ["id"]"#)
+                    == "syncs[0].realtime: a real-time sync's source must be a segment")
+            #expect(
+                await error(#""source": {"segment": "scheduled"}, "primaryKey": ["email"]"#)
+                    == #"syncs[0].primaryKey: a real-time sync is keyed by ["profile_id"]"#)
+            #expect(
+                await error(#""source": {"segment": "scheduled"}, "primaryKey": ["profile_id"]"#)
+                    == #"syncs[0].realtime: segment 'scheduled' is not real-time; mark it "realtime": true and run segments apply"#
+            )
+            #expect(
+                await error(#""source": {"segment": "nope"}, "primaryKey": ["profile_id"]"#)
+                    == "syncs[0].source.segment: no segment named 'nope' is applied")
         }
     }
 }

@@ -39,7 +39,9 @@ import Testing
     static func canon(_ value: JSONValue) -> String {
         switch value {
         case .object(let members):
-            "{" + members.sorted { $0.0 < $1.0 }.map { "\(JSONValue.string($0.0).serialized):\(canon($0.1))" }.joined(separator: ",") + "}"
+            "{"
+                + members.sorted { $0.0 < $1.0 }.map { "\(JSONValue.string($0.0).serialized):\(canon($0.1))" }.joined(
+                    separator: ",") + "}"
         case .array(let items): "[" + items.map(canon).joined(separator: ",") + "]"
         default: value.serialized
         }
@@ -128,7 +130,9 @@ import Testing
                 let present = try await client.query("SELECT id FROM public.customers").map { try $0.decode(String.self) }
                 let fresh = Self.pool.filter { !present.contains($0) && graveyard[$0] == nil }
                 guard !fresh.isEmpty else { break }
-                let (id, email, plan, score) = (pick(fresh), pick(Self.emails), pick(Self.plans), Int.random(in: 0...9, using: &rng))
+                let (id, email, plan, score) = (
+                    pick(fresh), pick(Self.emails), pick(Self.plans), Int.random(in: 0...9, using: &rng)
+                )
                 try await client.execute("INSERT INTO public.customers VALUES (\(id), \(email), \(plan), \(score))")
                 done.append("insert \(id) \(Self.show(email)) \(Self.show(plan)) \(score)")
             }
@@ -143,7 +147,9 @@ import Testing
             let roll = Int.random(in: 0..<100, using: &rng)
             let fresh = Self.pool.filter { !present.contains($0) && graveyard[$0] == nil }
             if roll < 22 || present.isEmpty, !fresh.isEmpty {
-                let (id, email, plan, score) = (pick(fresh), pick(Self.emails), pick(Self.plans), Int.random(in: 0...9, using: &rng))
+                let (id, email, plan, score) = (
+                    pick(fresh), pick(Self.emails), pick(Self.plans), Int.random(in: 0...9, using: &rng)
+                )
                 try await client.execute("INSERT INTO public.customers VALUES (\(id), \(email), \(plan), \(score))")
                 return "insert \(id) \(Self.show(email)) \(Self.show(plan)) \(score)"
             }
@@ -191,7 +197,8 @@ import Testing
         return model
     }
 
-    static let mirrorSQL = "SELECT jsonb_build_object('id', id)::text, jsonb_build_object('mail', email, 'tier', plan)::text FROM public.customers"
+    static let mirrorSQL =
+        "SELECT jsonb_build_object('id', id)::text, jsonb_build_object('mail', email, 'tier', plan)::text FROM public.customers"
     static let audienceSQL = """
         SELECT jsonb_build_object('id', id)::text, jsonb_build_object('mail', email)::text FROM public.customers
         WHERE plan IS DISTINCT FROM 'free'
@@ -216,9 +223,11 @@ import Testing
     /// Rows of `cdp.sync_state` with no matching confirmed delivery: same run, operation, key and fields.
     static func unconfirmedState(_ client: PostgresClient, _ model: Model, sync: String) async throws -> [String] {
         let confirmed = Set(model.confirmed.map(\.stateKey))
-        return try await client.query("""
+        return try await client.query(
+            """
             SELECT run_id, removed, key_object::text, payload::text FROM cdp.sync_state WHERE sync = \(sync) ORDER BY key
-            """).compactMap { row in
+            """
+        ).compactMap { row in
             let (run, removed, key, payload) = try row.decode((Int64, Bool, String, String).self)
             let expected = "\(run)|\(removed ? "delete" : "upsert")|\(canon(key))|\(canon(payload))"
             return confirmed.contains(expected) ? nil : expected
@@ -244,17 +253,30 @@ import Testing
         case mirrorWebhook, mirrorTable, upsertWebhook, audienceWebhook
 
         func definition(base: String, batchSize: Int) -> String {
-            let (mode, source, fields, destination): (String, String, String, String) = switch self {
-            case .mirrorWebhook:
-                ("mirror", #"{"relation": "public.customers"}"#, #"{"mail": "email", "tier": "plan"}"#, SyncPropertyTests.webhook(base))
-            case .mirrorTable:
-                ("mirror", #"{"relation": "public.customers"}"#, #"{"mail": "email", "tier": "plan"}"#, #"{"type": "postgres", "table": "crm.contacts"}"#)
-            case .upsertWebhook:
-                ("upsert", #"{"query": "SELECT id, email, plan FROM public.customers"}"#, #"{"mail": "email", "tier": "plan"}"#, SyncPropertyTests.webhook(base))
-            case .audienceWebhook:
-                ("audience", #"{"query": "SELECT id, email FROM public.customers WHERE plan IS DISTINCT FROM 'free'"}"#, #"{"mail": "email"}"#,
-                 SyncPropertyTests.webhook(base))
-            }
+            let (mode, source, fields, destination): (String, String, String, String) =
+                switch self {
+                case .mirrorWebhook:
+                    (
+                        "mirror", #"{"relation": "public.customers"}"#, #"{"mail": "email", "tier": "plan"}"#,
+                        SyncPropertyTests.webhook(base)
+                    )
+                case .mirrorTable:
+                    (
+                        "mirror", #"{"relation": "public.customers"}"#, #"{"mail": "email", "tier": "plan"}"#,
+                        #"{"type": "postgres", "table": "crm.contacts"}"#
+                    )
+                case .upsertWebhook:
+                    (
+                        "upsert", #"{"query": "SELECT id, email, plan FROM public.customers"}"#,
+                        #"{"mail": "email", "tier": "plan"}"#, SyncPropertyTests.webhook(base)
+                    )
+                case .audienceWebhook:
+                    (
+                        "audience", #"{"query": "SELECT id, email FROM public.customers WHERE plan IS DISTINCT FROM 'free'"}"#,
+                        #"{"mail": "email"}"#,
+                        SyncPropertyTests.webhook(base)
+                    )
+                }
             return """
                 {"syncs": [{"name": "prop", "source": \(source), "primaryKey": ["id"], "fields": \(fields), "mode": "\(mode)",
                   "batchSize": \(batchSize), "destination": \(destination)}]}
@@ -266,7 +288,9 @@ import Testing
     func destinationEqualsSourceAfterEverySuccessfulRun(_ variant: Variant) async throws {
         for seed in UInt64(1)...5 {
             let model = Model()
-            let receiver = TestReceiver { model.take($0, apply: true, confirmed: true); return .init() }
+            let receiver = TestReceiver {
+                model.take($0, apply: true, confirmed: true); return .init()
+            }
             try await receiver.serve { base in
                 try await TestDatabase.withFreshDatabase { (client) async throws in
                     try await F.migrated(client)
@@ -274,7 +298,9 @@ import Testing
                     if variant == .mirrorTable {
                         try await client.execute("CREATE SCHEMA crm")
                         // Odd seeds: an existing table with typed columns; even seeds: created from the first batch (jsonb fields).
-                        if seed % 2 == 1 { try await client.execute("CREATE TABLE crm.contacts (id text PRIMARY KEY, mail text, tier text)") }
+                        if seed % 2 == 1 {
+                            try await client.execute("CREATE TABLE crm.contacts (id text PRIMARY KEY, mail text, tier text)")
+                        }
                     }
                     var rng = Seeded(seed: seed &* 1_000_003 &+ UInt64(Variant.allCases.firstIndex(of: variant)!))
                     var mutator = Mutator(seed: seed)
@@ -288,12 +314,15 @@ import Testing
                         let batchSize = Int.random(in: 1...7, using: &rng)
                         try await F.apply(variant.definition(base: base, batchSize: batchSize), client)
                         let report = try await runner.run("prop")
-                        log.append("run \(report.runID) (batch \(batchSize)): \(report.status) +\(report.added) ~\(report.changed) -\(report.removed) delivered \(report.delivered)")
+                        log.append(
+                            "run \(report.runID) (batch \(batchSize)): \(report.status) +\(report.added) ~\(report.changed) -\(report.removed) delivered \(report.delivered)"
+                        )
                         let context = "\(variant) seed \(seed) step \(step):\n\(log.joined(separator: "\n"))"
                         #expect(report.status == .succeeded, "\(context)\n\(report)")
                         guard report.status == .succeeded else { return }
 
-                        var expected = try await Self.keyed(client, variant == .audienceWebhook ? Self.audienceSQL : Self.mirrorSQL)
+                        var expected = try await Self.keyed(
+                            client, variant == .audienceWebhook ? Self.audienceSQL : Self.mirrorSQL)
                         if variant == .upsertWebhook {
                             // Upsert keeps rows that left the source, with the fields last sent.
                             union.merge(expected) { $1 }
@@ -301,19 +330,28 @@ import Testing
                         }
                         let destination: [String: String]
                         if variant == .mirrorTable {
-                            let exists = try await client.query("SELECT to_regclass('crm.contacts') IS NOT NULL").first![0].decode(Bool.self)
-                            destination = exists ? try await Self.keyed(client, """
-                                SELECT jsonb_build_object('id', id)::text, jsonb_build_object('mail', mail, 'tier', tier)::text FROM crm.contacts
-                                """) : [:]
+                            let exists = try await client.query("SELECT to_regclass('crm.contacts') IS NOT NULL").first![0]
+                                .decode(Bool.self)
+                            destination =
+                                exists
+                                ? try await Self.keyed(
+                                    client,
+                                    """
+                                    SELECT jsonb_build_object('id', id)::text, jsonb_build_object('mail', mail, 'tier', tier)::text FROM crm.contacts
+                                    """) : [:]
                         } else {
                             destination = model.rows
                         }
-                        #expect(destination == expected, "destination ≠ source model: \(context)\n\(Self.difference(expected: expected, actual: destination))")
+                        #expect(
+                            destination == expected,
+                            "destination ≠ source model: \(context)\n\(Self.difference(expected: expected, actual: destination))")
                         if variant == .audienceWebhook {
                             #expect(Set(destination.keys) == Set(expected.keys), "audience members ≠ source keys: \(context)")
                         }
                         let state = try await Self.keyed(client, Self.stateSQL("prop"))
-                        #expect(state == expected, "delivered state ≠ source model: \(context)\n\(Self.difference(expected: expected, actual: state))")
+                        #expect(
+                            state == expected,
+                            "delivered state ≠ source model: \(context)\n\(Self.difference(expected: expected, actual: state))")
                         // Every delivery was confirmed, so no change may ever come twice.
                         let repeated = Self.repeatedKeys(model)
                         #expect(repeated.isEmpty, "idempotency keys received twice: \(repeated) \(context)")
@@ -340,21 +378,24 @@ import Testing
         func next() -> Fault {
             lock.withLock {
                 let roll = Int.random(in: 0..<100, using: &rng)
-                let fault: Fault = switch roll {
-                case ..<45: .ok
-                case ..<56: .error500
-                case ..<67: .tooMany
-                case ..<78: .timeout
-                case ..<89: .appliedThen500
-                default: .appliedThenTimeout
-                }
+                let fault: Fault =
+                    switch roll {
+                    case ..<45: .ok
+                    case ..<56: .error500
+                    case ..<67: .tooMany
+                    case ..<78: .timeout
+                    case ..<89: .appliedThen500
+                    default: .appliedThenTimeout
+                    }
                 counts[fault, default: 0] += 1
                 return fault
             }
         }
 
         func count(_ fault: Fault) -> Int { lock.withLock { counts[fault] ?? 0 } }
-        var summary: String { lock.withLock { Fault.allCases.map { "\($0.rawValue) \(counts[$0] ?? 0)" }.joined(separator: ", ") } }
+        var summary: String {
+            lock.withLock { Fault.allCases.map { "\($0.rawValue) \(counts[$0] ?? 0)" }.joined(separator: ", ") }
+        }
     }
 
     /// The responder of a faulty receiver: answers 500, 429 (Retry-After: 0), times out (answers after 1 s, the
@@ -403,7 +444,8 @@ import Testing
                     if round == 1 { log += try await mutator.populate(client, 8).map { "  " + $0 } }
                     for _ in 0..<Int.random(in: 1...4, using: &rng) { log.append("  " + (try await mutator.mutate(client))) }
                     let batchSize = Int.random(in: 1...7, using: &rng)
-                    try await F.apply("""
+                    try await F.apply(
+                        """
                         {"syncs": [{"name": "faulty", "source": {"relation": "public.customers"}, "primaryKey": ["id"],
                           "fields": {"mail": "email", "tier": "plan"}, "mode": "mirror", "batchSize": \(batchSize), "maxAttempts": 2,
                           "destination": \(Self.webhook(base, timeout: "0.2"))}]}
@@ -414,10 +456,15 @@ import Testing
                     repeat {
                         runs += 1
                         report = try await runner.run("faulty")
-                        log.append("run \(report.runID) (batch \(batchSize)): \(report.status) delivered \(report.delivered) failed \(report.failed) attempts \(report.attempts)")
+                        log.append(
+                            "run \(report.runID) (batch \(batchSize)): \(report.status) delivered \(report.delivered) failed \(report.failed) attempts \(report.attempts)"
+                        )
                         // After every run, failed or not: nothing is marked delivered that the receiver did not confirm.
                         let unconfirmed = try await Self.unconfirmedState(client, model, sync: "faulty")
-                        #expect(unconfirmed.isEmpty, "state rows never confirmed by the receiver: \(unconfirmed)\nseed \(seed) round \(round)\n\(log.joined(separator: "\n"))")
+                        #expect(
+                            unconfirmed.isEmpty,
+                            "state rows never confirmed by the receiver: \(unconfirmed)\nseed \(seed) round \(round)\n\(log.joined(separator: "\n"))"
+                        )
                         if !unconfirmed.isEmpty { return }
                     } while report.status != .succeeded && runs < 60
                     let context = "seed \(seed) round \(round) (\(faults.summary)):\n\(log.joined(separator: "\n"))"
@@ -427,14 +474,19 @@ import Testing
                     // No change lost: the receiver holds exactly the source, and so does the delivered state.
                     let expected = try await Self.keyed(client, Self.mirrorSQL)
                     let destination = model.rows
-                    #expect(destination == expected, "receiver ≠ source: \(context)\n\(Self.difference(expected: expected, actual: destination))")
+                    #expect(
+                        destination == expected,
+                        "receiver ≠ source: \(context)\n\(Self.difference(expected: expected, actual: destination))")
                     let state = try await Self.keyed(client, Self.stateSQL("faulty"))
-                    #expect(state == expected, "state ≠ source: \(context)\n\(Self.difference(expected: expected, actual: state))")
+                    #expect(
+                        state == expected, "state ≠ source: \(context)\n\(Self.difference(expected: expected, actual: state))")
 
                     // The runs of this round: failed ones (with failed > 0 and an error), then the success.
-                    let recorded = try await client.query("""
+                    let recorded = try await client.query(
+                        """
                         SELECT status, failed, error, delivered FROM cdp.sync_runs WHERE run_id > \(before) ORDER BY run_id
-                        """).map { try $0.decode((String, Int, String?, Int).self) }
+                        """
+                    ).map { try $0.decode((String, Int, String?, Int).self) }
                     #expect(recorded.count == runs, "\(recorded) \(context)")
                     #expect(recorded.last?.0 == "succeeded", "\(recorded) \(context)")
                     for run in recorded.dropLast() {
@@ -447,7 +499,9 @@ import Testing
                 #expect(failedRuns > 0, "seed \(seed): no run failed (\(faults.summary))")
                 #expect(faults.count(.appliedThen500) + faults.count(.appliedThenTimeout) > 0, "seed \(seed): \(faults.summary)")
                 #expect(faults.count(.timeout) + faults.count(.appliedThenTimeout) > 0, "seed \(seed): \(faults.summary)")
-                let failedInDB = try await client.query("SELECT count(*) FROM cdp.sync_runs WHERE status = 'failed' AND failed > 0").first![0].decode(Int.self)
+                let failedInDB = try await client.query(
+                    "SELECT count(*) FROM cdp.sync_runs WHERE status = 'failed' AND failed > 0"
+                ).first![0].decode(Int.self)
                 #expect(failedInDB == failedRuns)
             }
         }
@@ -469,7 +523,8 @@ import Testing
             try await TestDatabase.withFreshDatabase { (client) async throws in
                 try await F.migrated(client)
                 try await F.customers(client, [("c1", "a@example.com", "free", 1)])
-                try await F.apply("""
+                try await F.apply(
+                    """
                     {"syncs": [{"name": "undo", "source": {"relation": "public.customers"}, "primaryKey": ["id"],
                       "fields": {"mail": "email", "tier": "plan"}, "mode": "mirror", "maxAttempts": 1, "destination": \(Self.webhook(base))}]}
                     """, client)
@@ -481,7 +536,9 @@ import Testing
                 let third = try await runner.run("undo")
                 #expect(third.status == .succeeded)
                 let expected = try await Self.keyed(client, Self.mirrorSQL)
-                #expect(model.rows == expected, """
+                #expect(
+                    model.rows == expected,
+                    """
                     after a run that succeeded, the destination still has the unconfirmed change (run \(third.runID) sent \(third.delivered) changes):
                     \(Self.difference(expected: expected, actual: model.rows))
                     """)
@@ -506,7 +563,8 @@ import Testing
             try await TestDatabase.withFreshDatabase { (client) async throws in
                 try await F.migrated(client)
                 try await F.customers(client, [("c1", "a@example.com", "free", 1)])
-                try await F.apply("""
+                try await F.apply(
+                    """
                     {"syncs": [{"name": "aba", "source": {"relation": "public.customers"}, "primaryKey": ["id"],
                       "fields": {"mail": "email", "tier": "plan"}, "mode": "mirror", "maxAttempts": 1, "destination": \(Self.webhook(base))}]}
                     """, client)
@@ -522,10 +580,15 @@ import Testing
                 #expect(sent.count == 4)
                 if sent.count == 4 {
                     let keys = model.received.map(\.idempotencyKey)
-                    #expect(keys[3] != keys[1], "the change 'team' → 'pro' reuses the key of the earlier unconfirmed change 'free' → 'pro':\n\(sent.joined(separator: "\n"))")
+                    #expect(
+                        keys[3] != keys[1],
+                        "the change 'team' → 'pro' reuses the key of the earlier unconfirmed change 'free' → 'pro':\n\(sent.joined(separator: "\n"))"
+                    )
                 }
                 let expected = try await Self.keyed(client, Self.mirrorSQL)
-                #expect(model.rows == expected, """
+                #expect(
+                    model.rows == expected,
+                    """
                     an idempotent receiver ends up with a value the source no longer has while the state says it has the source's:
                     \(Self.difference(expected: expected, actual: model.rows))
                     """)
@@ -539,18 +602,22 @@ import Testing
     func concurrentRunnersNeverSendTheSameChangeTwice() async throws {
         let model = Model()
         // Always confirms, slowly, so that runs overlap.
-        let receiver = TestReceiver { model.take($0, apply: true, confirmed: true); return .init(delay: .milliseconds(60)) }
+        let receiver = TestReceiver {
+            model.take($0, apply: true, confirmed: true); return .init(delay: .milliseconds(60))
+        }
         try await receiver.serve { base in
             try await TestDatabase.withFreshDatabase { (client) async throws in
                 try await F.migrated(client)
                 try await F.customers(client, (1...6).map { (String(format: "c%02d", $0), "a@example.com", "free", $0) })
-                try await F.apply("""
+                try await F.apply(
+                    """
                     {"syncs": [{"name": "pair", "source": {"relation": "public.customers"}, "primaryKey": ["id"],
                       "fields": {"mail": "email", "tier": "plan"}, "mode": "mirror", "batchSize": 2, "schedule": {"every": "1h"},
                       "destination": \(Self.webhook(base))}]}
                     """, client)
                 // A second "process": its own pool of connections to the same database.
-                let other = PostgresClient(configuration: client.configuration, options: .init(maxConnections: 2), logger: TestDatabase.logger)
+                let other = PostgresClient(
+                    configuration: client.configuration, options: .init(maxConnections: 2), logger: TestDatabase.logger)
                 do {
                     let first = F.runner(client), second = F.runner(other)
                     let worker = SyncWorker(client: other, logger: TestDatabase.logger, runner: second, registry: F.registry)
@@ -561,10 +628,13 @@ import Testing
                     for round in 1...20 {
                         if round > 1 {
                             // At least one change that is sure to be sent (a plan no row has), so each run takes a while.
-                            try await client.execute("""
+                            try await client.execute(
+                                """
                                 UPDATE public.customers SET plan = \("plan-\(round)") WHERE id = (SELECT min(id) FROM public.customers)
                                 """)
-                            for _ in 0..<Int.random(in: 0...3, using: &rng) { log.append("  " + (try await mutator.mutate(client))) }
+                            for _ in 0..<Int.random(in: 0...3, using: &rng) {
+                                log.append("  " + (try await mutator.mutate(client)))
+                            }
                         }
                         let before = try await Self.lastRunID(client)
                         var reports: [SyncRunner.Report] = []
@@ -580,10 +650,14 @@ import Testing
                             async let b = second.run("pair")
                             reports = try await [a, b]
                         }
-                        let runs = try await client.query("""
+                        let runs = try await client.query(
+                            """
                             SELECT run_id, status, added + changed + removed, started_at, finished_at FROM cdp.sync_runs WHERE run_id > \(before) ORDER BY run_id
-                            """).map { try $0.decode((Int64, String, Int, Date, Date?).self) }
-                        log.append("round \(round): reports \(reports.map(\.status)), runs \(runs.map { "\($0.0) \($0.1) \($0.2) changes" })")
+                            """
+                        ).map { try $0.decode((Int64, String, Int, Date, Date?).self) }
+                        log.append(
+                            "round \(round): reports \(reports.map(\.status)), runs \(runs.map { "\($0.0) \($0.1) \($0.2) changes" })"
+                        )
                         let context = log.joined(separator: "\n")
                         #expect(runs.allSatisfy { $0.1 == "succeeded" }, "\(context)")
                         // At most one run had something to send; when both ran, one after the other, never at once.
@@ -639,22 +713,26 @@ import Testing
             try await TestDatabase.withFreshDatabase { (client) async throws in
                 try await F.migrated(client)
                 try await F.customers(client, (1...12).map { (String(format: "c%02d", $0), "u\($0)@example.com", "pro", $0) })
-                try await F.apply("""
+                try await F.apply(
+                    """
                     {"syncs": [{"name": "crash", "source": {"relation": "public.customers"}, "primaryKey": ["id"],
                       "fields": {"mail": "email", "tier": "plan"}, "mode": "mirror", "batchSize": 3,
                       "destination": \(Self.webhook(base, timeout: "10"))}]}
                     """, client)
                 // The worker that is interrupted has its own pool, as another process would.
-                let doomed = PostgresClient(configuration: client.configuration, options: .init(maxConnections: 2), logger: TestDatabase.logger)
+                let doomed = PostgresClient(
+                    configuration: client.configuration, options: .init(maxConnections: 2), logger: TestDatabase.logger)
                 do {
                     let task = Task { try await F.runner(doomed).run("crash") }
                     var events = inFlight.makeAsyncIterator()
                     _ = await events.next()
                     if interruption == .killed {
-                        let killed = try await client.query("""
+                        let killed = try await client.query(
+                            """
                             SELECT pg_terminate_backend(pid) FROM pg_locks
                             WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                            """).map { try $0[0].decode(Bool.self) }
+                            """
+                        ).map { try $0[0].decode(Bool.self) }
                         #expect(killed == [true], "the running sync's session (holding its advisory lock) was not found")
                     }
                     task.cancel()
@@ -664,28 +742,38 @@ import Testing
                     case .failure(let error): outcome = "threw \(error)"
                     }
                     #expect(outcome != "succeeded", "the interrupted run reported success")
-                    let crashedRun = try await client.query("SELECT run_id, status FROM cdp.sync_runs ORDER BY run_id").map { try $0.decode((Int64, String).self) }
+                    let crashedRun = try await client.query("SELECT run_id, status FROM cdp.sync_runs ORDER BY run_id").map {
+                        try $0.decode((Int64, String).self)
+                    }
                     #expect(crashedRun.count == 1 && crashedRun.first?.1 != "succeeded", "\(crashedRun)")
                     if interruption == .cancelled {
                         // The runner's CancellationError branch sets 'cancelled' and records it.
-                        #expect(crashedRun.first?.1 == "cancelled", "a cancelled run is recorded as \(crashedRun.first?.1 ?? "-") (outcome: \(outcome))")
+                        #expect(
+                            crashedRun.first?.1 == "cancelled",
+                            "a cancelled run is recorded as \(crashedRun.first?.1 ?? "-") (outcome: \(outcome))")
                     }
                     let confirmedBefore = Set(model.confirmed.map(\.idempotencyKey))
                     let receivedBefore = model.received.count
-                    #expect(confirmedBefore.count == 6 && receivedBefore == 9, "confirmed \(confirmedBefore.count), received \(receivedBefore)")
+                    #expect(
+                        confirmedBefore.count == 6 && receivedBefore == 9,
+                        "confirmed \(confirmedBefore.count), received \(receivedBefore)")
                     let unconfirmed = try await Self.unconfirmedState(client, model, sync: "crash")
                     #expect(unconfirmed.isEmpty, "state rows never confirmed: \(unconfirmed)")
                     let stateCount = try await client.query("SELECT count(*) FROM cdp.sync_state").first![0].decode(Int.self)
                     #expect(stateCount == 6)
 
                     // The next run, by another worker (the first pool): not skipped, it completes.
-                    let holders = try await client.query("""
+                    let holders = try await client.query(
+                        """
                         SELECT a.pid, a.state, a.query FROM pg_locks AS l JOIN pg_stat_activity AS a USING (pid)
                         WHERE l.locktype = 'advisory' AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                        """).map { try $0.decode((Int, String?, String?).self) }
+                        """
+                    ).map { try $0.decode((Int, String?, String?).self) }
                     var next = try await F.runner(client).run("crash")
                     if interruption == .cancelled {
-                        #expect(next.status != .skipped, """
+                        #expect(
+                            next.status != .skipped,
+                            """
                             after the cancelled run, another worker's run is skipped: the sync's advisory lock is still held \
                             by the interrupted worker's pooled connection (pid, state, last query): \(holders)
                             """)
@@ -694,20 +782,25 @@ import Testing
                         // Let the interrupted "process" go away for good (its connections close, releasing the lock).
                         await doomed.shutdown()
                         for _ in 0..<100 {
-                            let held = try await client.query("""
+                            let held = try await client.query(
+                                """
                                 SELECT count(*) FROM pg_locks
                                 WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                                """).first![0].decode(Int.self)
+                                """
+                            ).first![0].decode(Int.self)
                             if held == 0 { break }
                             try await Task.sleep(for: .milliseconds(50))
                         }
                         next = try await F.runner(client).run("crash")
                     }
                     #expect(next.status == .succeeded && next.delivered == 6, "\(next)")
-                    let runs = try await client.query("SELECT run_id, status FROM cdp.sync_runs ORDER BY run_id").map { try $0.decode((Int64, String).self) }
+                    let runs = try await client.query("SELECT run_id, status FROM cdp.sync_runs ORDER BY run_id").map {
+                        try $0.decode((Int64, String).self)
+                    }
                     let firstStatus = runs.first?.1
-                    #expect(firstStatus == "abandoned" || (interruption == .cancelled && firstStatus == "cancelled"),
-                            "the interrupted run is left \(firstStatus ?? "-"): \(runs)")
+                    #expect(
+                        firstStatus == "abandoned" || (interruption == .cancelled && firstStatus == "cancelled"),
+                        "the interrupted run is left \(firstStatus ?? "-"): \(runs)")
                     #expect(!runs.contains { $0.1 == "running" }, "\(runs)")
 
                     // Destination equals source; only the unconfirmed changes were sent again, each once.
@@ -715,9 +808,11 @@ import Testing
                     #expect(model.rows == expected, Comment(rawValue: Self.difference(expected: expected, actual: model.rows)))
                     let all = model.received
                     let after = all[receivedBefore...].map(\.idempotencyKey)
-                    #expect(Set(after).isDisjoint(with: confirmedBefore), "changes confirmed before the interruption were sent again")
-                    #expect(Set(after) == Set(all.map(\.idempotencyKey)).subtracting(confirmedBefore) && after.count == 6,
-                            "sent after the interruption: \(after.count) changes")
+                    #expect(
+                        Set(after).isDisjoint(with: confirmedBefore), "changes confirmed before the interruption were sent again")
+                    #expect(
+                        Set(after) == Set(all.map(\.idempotencyKey)).subtracting(confirmedBefore) && after.count == 6,
+                        "sent after the interruption: \(after.count) changes")
                     // The in-flight batch went again with the same idempotency keys.
                     let inFlightKeys = Set(all[6..<9].map(\.idempotencyKey))
                     #expect(inFlightKeys.isSubset(of: Set(after)))

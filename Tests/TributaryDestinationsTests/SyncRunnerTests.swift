@@ -19,8 +19,9 @@ enum SyncFixture {
 
     /// A runner that retries quickly.
     static func runner(_ client: PostgresClient, registry: DestinationRegistry = registry) -> SyncRunner {
-        SyncRunner(client: client, logger: TestDatabase.logger, registry: registry,
-                   retry: RetryPolicy(base: .milliseconds(5), cap: .milliseconds(50), maxRetryAfter: .milliseconds(200)))
+        SyncRunner(
+            client: client, logger: TestDatabase.logger, registry: registry,
+            retry: RetryPolicy(base: .milliseconds(5), cap: .milliseconds(50), maxRetryAfter: .milliseconds(200)))
     }
 
     static func apply(_ json: String, _ client: PostgresClient, registry: DestinationRegistry = registry) async throws {
@@ -30,9 +31,11 @@ enum SyncFixture {
 
     /// `public.customers (id text PRIMARY KEY, email text, plan text, score int)`.
     static func customers(_ client: PostgresClient, _ rows: [(String, String, String, Int)]) async throws {
-        try await client.execute("CREATE TABLE IF NOT EXISTS public.customers (id text PRIMARY KEY, email text, plan text, score int)")
+        try await client.execute(
+            "CREATE TABLE IF NOT EXISTS public.customers (id text PRIMARY KEY, email text, plan text, score int)")
         for (id, email, plan, score) in rows {
-            try await client.execute("""
+            try await client.execute(
+                """
                 INSERT INTO public.customers VALUES (\(id), \(email), \(plan), \(score))
                 ON CONFLICT (id) DO UPDATE SET email = excluded.email, plan = excluded.plan, score = excluded.score
                 """)
@@ -59,7 +62,8 @@ enum SyncFixture {
         try await TestDatabase.withFreshDatabase { (client) async throws in
             try await F.migrated(client)
             try await F.customers(client, [("c1", "a@example.com", "pro", 1), ("c2", "b@example.com", "free", 2)])
-            try await F.apply("""
+            try await F.apply(
+                """
                 {"syncs": [{"name": "customers_file", "source": {"relation": "public.customers"}, "primaryKey": ["id"],
                   "fields": {"email": "email", "plan": "plan"}, "mode": "mirror",
                   "destination": {"type": "file", "path": "\(directory.path)/{sync}-{run}.jsonl"}}]}
@@ -78,7 +82,9 @@ enum SyncFixture {
             try await client.execute("UPDATE public.customers SET score = 9")
             let idle = try await runner.run("customers_file")
             #expect(idle.status == .succeeded && idle.added + idle.changed + idle.removed == 0 && idle.batches == 0)
-            #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent("customers_file-\(idle.runID).jsonl").path))
+            #expect(
+                !FileManager.default.fileExists(
+                    atPath: directory.appendingPathComponent("customers_file-\(idle.runID).jsonl").path))
 
             try await client.execute("UPDATE public.customers SET plan = 'team' WHERE id = 'c2'")
             try await client.execute("DELETE FROM public.customers WHERE id = 'c1'")
@@ -95,7 +101,8 @@ enum SyncFixture {
             #expect(fourth.added == 1)
             let again = try F.lines(directory.appendingPathComponent("customers_file-\(fourth.runID).jsonl"))
             #expect(again.count == 1 && again[0]["idempotency_key"] != lines[0]["idempotency_key"])
-            let runs = try await client.query("SELECT count(*) FROM cdp.sync_runs WHERE status = 'succeeded'").first![0].decode(Int.self)
+            let runs = try await client.query("SELECT count(*) FROM cdp.sync_runs WHERE status = 'succeeded'").first![0].decode(
+                Int.self)
             #expect(runs == 4)
         }
     }
@@ -106,16 +113,20 @@ enum SyncFixture {
             try await TestDatabase.withFreshDatabase { (client) async throws in
                 try await F.migrated(client)
                 try await F.customers(client, (1...5).map { ("c\($0)", "user\($0)@example.com", "free", $0) })
-                try await F.apply("""
+                try await F.apply(
+                    """
                     {"syncs": [{"name": "hook", "source": {"query": "SELECT id, email, score FROM public.customers"}, "primaryKey": ["id"],
                       "mode": "upsert", "batchSize": 2,
                       "destination": {"type": "webhook", "url": "\(base)/hook", "secret": "s3cret"}}]}
                     """, client)
                 // The receiver refuses c3 the first time.
                 await receiver.setResponder { request in
-                    guard let body = try? JSONParser.parse(request.body), case .array(let changes)? = body["changes"] else { return .init(status: 400) }
+                    guard let body = try? JSONParser.parse(request.body), case .array(let changes)? = body["changes"] else {
+                        return .init(status: 400)
+                    }
                     let bad = changes.filter { $0["key"]?["id"] == .string("c3") }.compactMap { $0["idempotency_key"] }
-                    let rejected = JSONValue.array(bad.map { .object([("idempotency_key", $0), ("reason", .string("bad email"))]) })
+                    let rejected = JSONValue.array(
+                        bad.map { .object([("idempotency_key", $0), ("reason", .string("bad email"))]) })
                     return .init(body: JSONValue.object([("rejected", rejected)]).serialized)
                 }
                 let runner = F.runner(client)
@@ -125,10 +136,15 @@ enum SyncFixture {
                 #expect(requests.count == 3)
                 for request in requests {
                     let timestamp = try #require(request.header("X-Tributary-Timestamp"))
-                    #expect(request.header("X-Tributary-Signature") == WebhookDestination.signature(secret: "s3cret", timestamp: timestamp, body: request.body))
-                    #expect(request.header("Idempotency-Key")?.count == 32 && request.header("Content-Type") == "application/json")
+                    #expect(
+                        request.header("X-Tributary-Signature")
+                            == WebhookDestination.signature(secret: "s3cret", timestamp: timestamp, body: request.body))
+                    #expect(
+                        request.header("Idempotency-Key")?.count == 32 && request.header("Content-Type") == "application/json")
                 }
-                let errors = try await client.query("SELECT key, reason, attempts FROM cdp.sync_errors").map { try $0.decode((String, String, Int).self) }
+                let errors = try await client.query("SELECT key, reason, attempts FROM cdp.sync_errors").map {
+                    try $0.decode((String, String, Int).self)
+                }
                 #expect(errors.count == 1 && errors[0].0 == #"["c3"]"# && errors[0].1 == "bad email" && errors[0].2 == 1)
 
                 // Next run: only c3 again (not yet delivered), and the receiver accepts it now.
@@ -153,7 +169,8 @@ enum SyncFixture {
             try await TestDatabase.withFreshDatabase { (client) async throws in
                 try await F.migrated(client)
                 try await F.customers(client, [("c1", "a@example.com", "pro", 1)])
-                try await F.apply("""
+                try await F.apply(
+                    """
                     {"syncs": [{"name": "flaky", "source": {"relation": "customers"}, "primaryKey": ["id"], "maxAttempts": 4,
                       "destination": {"type": "webhook", "url": "\(base)/hook"}}]}
                     """, client)
@@ -172,8 +189,10 @@ enum SyncFixture {
                 try await F.customers(client, [("c2", "b@example.com", "pro", 2)])
                 await receiver.setResponder { _ in .init(status: 500) }
                 await #expect(throws: Never.self) { _ = try await F.runner(client).run("flaky") }
-                let failed = try await client.query("SELECT status, failed, attempts FROM cdp.sync_runs ORDER BY run_id DESC LIMIT 1")
-                    .first!.decode((String, Int, Int).self)
+                let failed = try await client.query(
+                    "SELECT status, failed, attempts FROM cdp.sync_runs ORDER BY run_id DESC LIMIT 1"
+                )
+                .first!.decode((String, Int, Int).self)
                 #expect(failed.0 == "failed" && failed.1 == 1 && failed.2 == 4)
                 #expect(try await client.query("SELECT count(*) FROM cdp.sync_state").first![0].decode(Int.self) == 1)
                 await receiver.setResponder { _ in .init() }
@@ -189,15 +208,20 @@ enum SyncFixture {
             try await F.customers(client, (1...20).map { ("c\($0)", "u\($0)@example.com", $0 % 2 == 0 ? "pro" : "free", $0) })
             try await client.execute("CREATE SCHEMA crm")
             try await client.execute("CREATE TABLE crm.contacts (id text PRIMARY KEY, email text, score int CHECK (score < 100))")
-            try await F.apply("""
+            try await F.apply(
+                """
                 {"syncs": [{"name": "to_table", "source": {"relation": "public.customers"}, "primaryKey": ["id"],
                   "fields": {"email": "email", "score": "score"}, "mode": "mirror", "batchSize": 7,
                   "destination": {"type": "postgres", "table": "crm.contacts"}}]}
                 """, client)
             let runner = F.runner(client)
             func same() async throws -> Bool {
-                let source = try await client.query("SELECT id || email || score FROM public.customers ORDER BY id").map { try $0[0].decode(String.self) }
-                let target = try await client.query("SELECT id || email || score FROM crm.contacts ORDER BY id").map { try $0[0].decode(String.self) }
+                let source = try await client.query("SELECT id || email || score FROM public.customers ORDER BY id").map {
+                    try $0[0].decode(String.self)
+                }
+                let target = try await client.query("SELECT id || email || score FROM crm.contacts ORDER BY id").map {
+                    try $0[0].decode(String.self)
+                }
                 return source == target
             }
             #expect(try await runner.run("to_table").delivered == 20)
@@ -225,20 +249,40 @@ enum SyncFixture {
             func error(_ json: String) async -> String {
                 do { _ = try await store.load(Data(json.utf8)); return "no error" } catch { return "\(error)" }
             }
-            #expect(await error(#"{"syncs": [{"name": "x", "source": {"relation": "customers"}, "primaryKey": ["id"], "destination": {"type": "fax"}}]}"#)
+            #expect(
+                await error(
+                    #"{"syncs": [{"name": "x", "source": {"relation": "customers"}, "primaryKey": ["id"], "destination": {"type": "fax"}}]}"#
+                )
                 .hasPrefix("syncs[0].destination.type: unknown destination 'fax'; known: "))
-            #expect(await error(#"{"syncs": [{"name": "x", "source": {"relation": "customers"}, "primaryKey": ["id"], "fields": {"e": "emial"}, "destination": {"type": "file", "path": "/tmp/x"}}]}"#)
+            #expect(
+                await error(
+                    #"{"syncs": [{"name": "x", "source": {"relation": "customers"}, "primaryKey": ["id"], "fields": {"e": "emial"}, "destination": {"type": "file", "path": "/tmp/x"}}]}"#
+                )
                 .hasPrefix("syncs[0].source: reading customers failed: column s.emial does not exist"))
-            #expect(await error(#"{"syncs": [{"name": "x", "source": {"segment": "nope"}, "primaryKey": ["profile_id"], "destination": {"type": "file", "path": "/tmp/x"}}]}"#)
+            #expect(
+                await error(
+                    #"{"syncs": [{"name": "x", "source": {"segment": "nope"}, "primaryKey": ["profile_id"], "destination": {"type": "file", "path": "/tmp/x"}}]}"#
+                )
                 .hasPrefix(#"syncs[0].source: reading the segment view segments."nope" (is the segment applied?) failed"#))
-            #expect(await error(#"{"syncs": [{"name": "x", "source": {"relation": "customers"}, "primaryKey": ["id"], "schedule": {"cron": "61 * * * *"}, "destination": {"type": "file", "path": "/tmp/x"}}]}"#)
-                == "syncs[0].schedule.cron: minute '61' must be 0–59, a range or *")
-            #expect(await error(#"{"syncs": [{"name": "x", "source": {"relation": "customers"}, "primaryKey": ["id"], "mode": "replace", "destination": {"type": "file", "path": "/tmp/x"}}]}"#)
-                == "syncs[0].mode: unknown mode 'replace'; use upsert, update, insert, mirror, audience")
-            #expect(await error(#"{"syncs": [{"name": "x", "source": {"relation": "customers"}, "primaryKey": ["id"], "destination": {"type": "webhook", "url": "ftp://x"}}]}"#)
-                == "syncs[0].destination.url: required, an http:// or https:// URL")
+            #expect(
+                await error(
+                    #"{"syncs": [{"name": "x", "source": {"relation": "customers"}, "primaryKey": ["id"], "schedule": {"cron": "61 * * * *"}, "destination": {"type": "file", "path": "/tmp/x"}}]}"#
+                )
+                    == "syncs[0].schedule.cron: minute '61' must be 0–59, a range or *")
+            #expect(
+                await error(
+                    #"{"syncs": [{"name": "x", "source": {"relation": "customers"}, "primaryKey": ["id"], "mode": "replace", "destination": {"type": "file", "path": "/tmp/x"}}]}"#
+                )
+                    == "syncs[0].mode: unknown mode 'replace'; use upsert, update, insert, mirror, audience")
+            #expect(
+                await error(
+                    #"{"syncs": [{"name": "x", "source": {"relation": "customers"}, "primaryKey": ["id"], "destination": {"type": "webhook", "url": "ftp://x"}}]}"#
+                )
+                    == "syncs[0].destination.url: required, an http:// or https:// URL")
 
-            try await F.apply(#"{"syncs": [{"name": "x", "source": {"relation": "customers"}, "primaryKey": ["id"], "destination": {"type": "file", "path": "/nonexistent/dir/x.jsonl"}}]}"#, client)
+            try await F.apply(
+                #"{"syncs": [{"name": "x", "source": {"relation": "customers"}, "primaryKey": ["id"], "destination": {"type": "file", "path": "/nonexistent/dir/x.jsonl"}}]}"#,
+                client)
             let seen = Counter()
             let report = try await F.runner(client).run("x", dryRun: true) { _ in _ = seen.next() }
             #expect(report.added == 1 && seen.value == 1 && report.delivered == 0)
@@ -249,7 +293,8 @@ enum SyncFixture {
     @Test func cronSchedules() throws {
         let utc = { (text: String) in try Date(text, strategy: .iso8601) }
         #expect(try CronSchedule("*/15 * * * *").next(after: utc("2026-11-26T10:07:30Z")) == utc("2026-11-26T10:15:00Z"))
-        #expect(try CronSchedule("0 6 * * 1-5").next(after: utc("2026-11-27T07:00:00Z")) == utc("2026-11-30T06:00:00Z"))  // Fri → Mon
+        // Friday → Monday.
+        #expect(try CronSchedule("0 6 * * 1-5").next(after: utc("2026-11-27T07:00:00Z")) == utc("2026-11-30T06:00:00Z"))
         #expect(try CronSchedule("30 2 1 * *").next(after: utc("2026-11-26T00:00:00Z")) == utc("2026-12-01T02:30:00Z"))
         #expect(try CronSchedule("0 0 29 2 *").next(after: utc("2026-03-01T00:00:00Z")) == utc("2028-02-29T00:00:00Z"))
         #expect(try CronSchedule("5/20 * * * *").next(after: utc("2026-11-26T10:26:00Z")) == utc("2026-11-26T10:45:00Z"))
@@ -263,5 +308,9 @@ final class Counter: @unchecked Sendable {
     private let lock = NSLock()
     private var count = 0
     var value: Int { lock.withLock { count } }
-    @discardableResult func next() -> Int { lock.withLock { count += 1; return count } }
+    @discardableResult func next() -> Int {
+        lock.withLock {
+            count += 1; return count
+        }
+    }
 }

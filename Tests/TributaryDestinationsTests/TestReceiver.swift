@@ -61,7 +61,9 @@ actor TestReceiver {
         }
     }
 
-    private static func handle(_ request: Hummingbird.Request, _ context: BasicRequestContext, _ receiver: TestReceiver) async throws -> Response {
+    private static func handle(
+        _ request: Hummingbird.Request, _ context: BasicRequestContext, _ receiver: TestReceiver
+    ) async throws -> Response {
         var body = try await request.body.collect(upTo: 64 << 20)
         let recorded = Request(
             method: request.method.rawValue, path: request.uri.path, query: request.uri.query ?? "",

@@ -12,7 +12,8 @@ import Testing
         }
     }
 
-    static let seed = Array(#"""
+    static let seed = Array(
+        #"""
         {"batch":[{"type":"track","userId":12,"event":"Order \u00e9 \"x\"","properties":{"n":-1.5e3,"a":[true,null,{}]},
         "timestamp":"2026-11-25T10:00:00.123+02:00","messageId":"m"},{"type":"identify","anonymousId":"a","traits":{"e":"\ud83c\udf0a"}}],
         "context":{"ip":"1.2.3.4"},"sentAt":"2026-11-25T10:00:01Z"}
@@ -21,7 +22,8 @@ import Testing
     @Test func mutatedBodiesAreParsedOrRefused() {
         var random = Generator(state: 20_261_126)
         let parser = SegmentParser()
-        let interesting: [UInt8] = Array("{}[]\",:\\0123456789eE+-.tfnu \u{7F}".utf8) + [0x00, 0x1F, 0x80, 0xBF, 0xC3, 0xE2, 0xF0, 0xFF]
+        let interesting: [UInt8] =
+            Array("{}[]\",:\\0123456789eE+-.tfnu \u{7F}".utf8) + [0x00, 0x1F, 0x80, 0xBF, 0xC3, 0xE2, 0xF0, 0xFF]
         var parsed = 0
         var refused = 0
         for _ in 0..<20_000 {

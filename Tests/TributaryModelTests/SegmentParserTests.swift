@@ -6,7 +6,9 @@ import Testing
 @Suite struct SegmentParserTests {
     let received = Date(timeIntervalSince1970: 1_795_600_000)
 
-    func parse(_ json: String, type: CallType? = nil, limits: CollectionLimits = CollectionLimits()) throws -> SegmentParser.Parsed {
+    func parse(
+        _ json: String, type: CallType? = nil, limits: CollectionLimits = CollectionLimits()
+    ) throws -> SegmentParser.Parsed {
         try SegmentParser(limits: limits).parse(Array(json.utf8), type: type, receivedAt: received)
     }
 
@@ -77,7 +79,8 @@ import Testing
     }
 
     @Test func batchesKeepValidItemsAndNameTheBadOnes() throws {
-        let parsed = try parse("""
+        let parsed = try parse(
+            """
             {"batch":[
               {"type":"identify","userId":"u1","context":{"ip":"1.2.3.4"}},
               {"userId":"u2","event":"x"},
@@ -87,9 +90,11 @@ import Testing
             ],"context":{"library":{"name":"lib"},"ip":"0.0.0.0"},"integrations":{"All":false}}
             """)
         #expect(parsed.events.map(\.type) == [.identify, .page])
-        #expect(parsed.issues.map(\.description) == [
-            "batch[1].type: required in batch items", "batch[2].event: required for track calls", "batch[4]: must be an object",
-        ])
+        #expect(
+            parsed.issues.map(\.description) == [
+                "batch[1].type: required in batch items", "batch[2].event: required for track calls",
+                "batch[4]: must be an object",
+            ])
         // Batch context is merged in; the call's own keys win (jsonb keeps the last of a repeated key).
         #expect(parsed.events[0].context == #"{"library":{"name":"lib"},"ip":"0.0.0.0","ip":"1.2.3.4"}"#)
         #expect(parsed.events[1].integrations == #"{"All":false}"#)
@@ -98,11 +103,14 @@ import Testing
     @Test func clockSkewIsCorrectedAndFutureTimestampsClamped() throws {
         // The client's clock is 1 hour fast: it sent at 13:00:10 an event from 13:00:00 (its time).
         let skewed = try parse(
-            #"{"userId":"u","event":"e","originalTimestamp":"2026-11-25T13:00:00Z","sentAt":"2026-11-25T13:00:10Z"}"#, type: .track)
+            #"{"userId":"u","event":"e","originalTimestamp":"2026-11-25T13:00:00Z","sentAt":"2026-11-25T13:00:10Z"}"#,
+            type: .track)
         #expect(skewed.events[0].timestamp == received.addingTimeInterval(-10))
         #expect(skewed.events[0].originalTimestamp == Date(timeIntervalSince1970: 1_795_611_600))
         // Batch-level sentAt applies to items.
-        let batch = try parse(#"{"sentAt":"2026-11-25T13:00:10Z","batch":[{"type":"track","userId":"u","event":"e","originalTimestamp":"2026-11-25T13:00:00.5Z"}]}"#)
+        let batch = try parse(
+            #"{"sentAt":"2026-11-25T13:00:10Z","batch":[{"type":"track","userId":"u","event":"e","originalTimestamp":"2026-11-25T13:00:00.5Z"}]}"#
+        )
         #expect(batch.events[0].timestamp == received.addingTimeInterval(-9.5))
         // An explicit timestamp (an import) is kept as given.
         let explicit = try parse(#"{"userId":"u","event":"e","timestamp":"2015-03-01T10:00:00+02:00"}"#, type: .track)

@@ -24,8 +24,13 @@ import TributaryService
     /// JSON-escaped). The tables and columns come from the catalog: every table and materialized view of every schema
     /// but PostgreSQL's own (partitions one by one), every column, whatever its type; one added later is scanned too.
     static func scan(_ client: PostgresClient, for needles: [String]) async throws -> [String: Int] {
-        let forms = Array(Set(needles.flatMap { [$0.lowercased(), String(JSONValue.string($0.lowercased()).serialized.dropFirst().dropLast())] }))
-        let tables = try await client.query("""
+        let forms = Array(
+            Set(
+                needles.flatMap {
+                    [$0.lowercased(), String(JSONValue.string($0.lowercased()).serialized.dropFirst().dropLast())]
+                }))
+        let tables = try await client.query(
+            """
             SELECT n.nspname::text, c.relname::text, array_agg(a.attname::text ORDER BY a.attnum)
             FROM pg_catalog.pg_class AS c
             JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
@@ -33,16 +38,18 @@ import TributaryService
             WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
               AND n.nspname !~ '^pg_(toast|temp)'
             GROUP BY 1, 2 ORDER BY 1, 2
-            """).map { try $0.decode((String, String, [String]).self) }
+            """
+        ).map { try $0.decode((String, String, [String]).self) }
         #expect(tables.count > 20 && tables.contains { $0.1 == "identity_nodes" }, "the scan sees the tables: \(tables.map(\.1))")
         var found: [String: Int] = [:]
         for (schema, table, columns) in tables {
             let counts = try columns.map { column in
                 "count(*) FILTER (WHERE EXISTS (SELECT 1 FROM unnest($1::text[]) AS n WHERE strpos(lower(t.\(try SQLQuoting.identifier(column))::text), n) > 0))"
             }
-            let row = try await client.query(PostgresQuery(
-                unsafeSQL: "SELECT \(counts.joined(separator: ", ")) FROM \(try SQLQuoting.qualified(schema, table)) AS t",
-                binds: [try forms.postgresBind()]))[0]
+            let row = try await client.query(
+                PostgresQuery(
+                    unsafeSQL: "SELECT \(counts.joined(separator: ", ")) FROM \(try SQLQuoting.qualified(schema, table)) AS t",
+                    binds: [try forms.postgresBind()]))[0]
             for (index, column) in columns.enumerated() {
                 let count = try row[index].decode(Int.self)
                 if count > 0 { found["\(schema).\(table).\(column)"] = count }
@@ -62,16 +69,23 @@ import TributaryService
     }
 
     static func profiles(_ client: PostgresClient, _ identifiers: [String]) async throws -> Set<String> {
-        Set(try await client.query("""
-            SELECT coalesce(profile_id::text, 'none') FROM unnest(\(identifiers)::text[]) AS i (id)
-            LEFT JOIN cdp.identities AS n ON n.kind || ':' || n.value = i.id
-            """).map { try $0[0].decode(String.self) })
+        Set(
+            try await client.query(
+                """
+                SELECT coalesce(profile_id::text, 'none') FROM unnest(\(identifiers)::text[]) AS i (id)
+                LEFT JOIN cdp.identities AS n ON n.kind || ':' || n.value = i.id
+                """
+            ).map { try $0[0].decode(String.self) })
     }
 
-    static let ann = ["anon-ann-5k2", "user-ann-5k2", "user-ann-renamed-5k2", "user-ann-after-5k2",
-                      "Ann.Alias@Example.COM", "ann.alias@example.com", "+1 (555) 010-7788", "+15550107788", "15550107788"]
-    static let bob = ["anon-bob-9x", "user-bob-9x", "user-bob-renamed-9x", "user-bob-late-9x", "user-bob-after-9x",
-                      "BOB.alias@Example.org", "555.010.4455", "5550104455"]
+    static let ann = [
+        "anon-ann-5k2", "user-ann-5k2", "user-ann-renamed-5k2", "user-ann-after-5k2",
+        "Ann.Alias@Example.COM", "ann.alias@example.com", "+1 (555) 010-7788", "+15550107788", "15550107788",
+    ]
+    static let bob = [
+        "anon-bob-9x", "user-bob-9x", "user-bob-renamed-9x", "user-bob-late-9x", "user-bob-after-9x",
+        "BOB.alias@Example.org", "555.010.4455", "5550104455",
+    ]
     static let carol = ["anon-carol-3z", "user-carol-3z", "carol.alias@example.net"]
 
     @Test func deletedPeopleWithAliasCallsLeaveNoValueInAnyColumn() async throws {
@@ -83,7 +97,8 @@ import TributaryService
             try await IdentityAdmin(client: client, logger: TestDatabase.logger).apply(rules: rules, resolve: false)
             let (_, writeKey) = try await SourceStore(client: client).create(name: "web")
             let privacyToken = try await APITokenStore(client: client).create(name: "dpo", scopes: [.privacy]).secret
-            _ = try await Self.write("""
+            _ = try await Self.write(
+                """
                 {"batch": [
                   {"type": "page", "anonymousId": "anon-ann-5k2", "messageId": "a1"},
                   {"type": "alias", "previousId": "anon-ann-5k2", "userId": "user-ann-5k2", "messageId": "a2"},
@@ -101,11 +116,22 @@ import TributaryService
                 """, client)
             try await Self.resolve(client)
             // The identity stage linked each alias's previousId and userId.
-            #expect(try await Self.profiles(client, ["anonymous_id:anon-ann-5k2", "user_id:user-ann-5k2", "user_id:user-ann-renamed-5k2",
-                                                     "email:ann.alias@example.com"]).count == 1)
-            #expect(try await Self.profiles(client, ["user_id:user-bob-9x", "user_id:user-bob-renamed-9x", "anonymous_id:anon-bob-9x"]).count == 1)
+            #expect(
+                try await Self.profiles(
+                    client,
+                    [
+                        "anonymous_id:anon-ann-5k2", "user_id:user-ann-5k2", "user_id:user-ann-renamed-5k2",
+                        "email:ann.alias@example.com",
+                    ]
+                ).count == 1)
+            #expect(
+                try await Self.profiles(
+                    client, ["user_id:user-bob-9x", "user_id:user-bob-renamed-9x", "anonymous_id:anon-bob-9x"]
+                ).count == 1)
             // Not yet resolved when Bob's deletion starts: the deletion resolves it, so it goes too.
-            _ = try await Self.write(#"{"batch": [{"type": "alias", "previousId": "user-bob-9x", "userId": "user-bob-late-9x", "messageId": "b4"}]}"#, client)
+            _ = try await Self.write(
+                #"{"batch": [{"type": "alias", "previousId": "user-bob-9x", "userId": "user-bob-late-9x", "messageId": "b4"}]}"#,
+                client)
 
             // The scan finds each person before, in the alias calls' columns among others (so it can fail).
             let annBefore = try await Self.scan(client, for: Self.ann)
@@ -114,14 +140,17 @@ import TributaryService
             for (name, found) in [("ann", annBefore), ("bob", bobBefore)] {
                 #expect(found.keys.contains { $0.hasPrefix("cdp.events") && $0.hasSuffix(".previous_id") }, "\(name): \(found)")
                 #expect(found.keys.contains { $0.hasPrefix("cdp.events") && $0.hasSuffix(".user_id") }, "\(name): \(found)")
-                #expect(found["cdp.identity_nodes.value"] != nil && found["cdp.identity_profiles.founder_value"] != nil, "\(name): \(found)")
+                #expect(
+                    found["cdp.identity_nodes.value"] != nil && found["cdp.identity_profiles.founder_value"] != nil,
+                    "\(name): \(found)")
             }
             #expect(annBefore.keys.contains { $0.hasSuffix(".traits") }, "\(annBefore)")
             #expect(!carolBefore.isEmpty)
 
             // The access export holds Bob's alias calls, the unresolved one too.
             let privacy = PrivacyRequests(client: client, logger: TestDatabase.logger)
-            let exported = try JSONParser.parse(Array(try await privacy.export(identifier: "user_id:user-bob-9x", actor: .cli).utf8))
+            let exported = try JSONParser.parse(
+                Array(try await privacy.export(identifier: "user_id:user-bob-9x", actor: .cli).utf8))
             guard case .array(let events)? = exported["events"] else {
                 Issue.record("no events in the export")
                 return
@@ -130,7 +159,8 @@ import TributaryService
             #expect(events.contains { $0["previous_id"] == .string("user-bob-9x") })
 
             // Ann through what `tributary privacy delete` calls.
-            let report = try await privacy.delete(identifier: "email: Ann.Alias@EXAMPLE.com", actor: .cli, registry: DestinationRegistry())
+            let report = try await privacy.delete(
+                identifier: "email: Ann.Alias@EXAMPLE.com", actor: .cli, registry: DestinationRegistry())
             #expect(report.profiles.count == 1, "\(report)")
             #expect(try await Self.scan(client, for: Self.ann) == [:])
 
@@ -139,7 +169,8 @@ import TributaryService
                 client: client, logger: TestDatabase.logger)
             try await app.test(.live) { http in
                 // Bob through the HTTP privacy API.
-                let (status, text) = try await PrivacyAPITests.post(http, "delete", #"{"identifier": "user_id:user-bob-9x"}"#, token: privacyToken)
+                let (status, text) = try await PrivacyAPITests.post(
+                    http, "delete", #"{"identifier": "user_id:user-bob-9x"}"#, token: privacyToken)
                 #expect(status == .ok, "\(text)")
                 #expect(try await Self.scan(client, for: Self.bob) == [:])
 
@@ -154,20 +185,24 @@ import TributaryService
                     #"{"previousId": "anon-bob-9x", "userId": "user-bob-after-9x", "messageId": "after-4"}"#,
                     #"{"previousId": "anon-carol-3z", "userId": "user-carol-3z", "messageId": "after-5"}"#,
                 ] {
-                    let status = try await http.execute(uri: "/v1/alias", method: .post, headers: headers, body: ByteBuffer(string: body)) {
+                    let status = try await http.execute(
+                        uri: "/v1/alias", method: .post, headers: headers, body: ByteBuffer(string: body)
+                    ) {
                         (response: TestResponse) async throws in response.status
                     }
                     #expect(status == .ok, "\(body)")
                 }
             }
             #expect(try await client.query("SELECT sum(events_dropped)::int FROM cdp.suppressions").scalar(Int.self) == 4)
-            #expect(try await client.query("SELECT count(*) FROM cdp.events WHERE message_id LIKE 'after-%'").scalar(Int.self) == 1)
+            #expect(
+                try await client.query("SELECT count(*) FROM cdp.events WHERE message_id LIKE 'after-%'").scalar(Int.self) == 1)
             try await Self.resolve(client)
             _ = try await IdentityRebuild(configuration: client.configuration, logger: TestDatabase.logger).run()
             let annAfter = try await Self.scan(client, for: Self.ann)
             let bobAfter = try await Self.scan(client, for: Self.bob)
             #expect(annAfter == [:] && bobAfter == [:], "ann: \(annAfter), bob: \(bobAfter)")
-            #expect(try await Self.scan(client, for: Self.carol).keys.contains { $0.hasSuffix(".previous_id") }, "Carol is untouched")
+            #expect(
+                try await Self.scan(client, for: Self.carol).keys.contains { $0.hasSuffix(".previous_id") }, "Carol is untouched")
         }
     }
 }

@@ -62,7 +62,9 @@ import TributaryService
                 ("alias", #"{"userId":"u1","previousId":"a1"}"#),
             ]
             for (type, body) in calls {
-                try await http.execute(uri: "/v1/\(type)", method: .post, headers: Self.basic(setup.key), body: ByteBuffer(string: body)) { (r: TestResponse) async throws in
+                try await http.execute(
+                    uri: "/v1/\(type)", method: .post, headers: Self.basic(setup.key), body: ByteBuffer(string: body)
+                ) { (r: TestResponse) async throws in
                     #expect(r.status == .ok, "\(type)")
                     #expect(try Self.json(r)["success"] as? Bool == true)
                 }
@@ -70,7 +72,8 @@ import TributaryService
             let types = try await setup.client.query("SELECT array_agg(type ORDER BY seq) FROM cdp.events").scalar([String].self)
             #expect(types == calls.map(\.0))
             let revenue = try await setup.client.query(
-                "SELECT properties->>'revenue' FROM cdp.events WHERE type = 'track'").scalar(String.self)
+                "SELECT properties->>'revenue' FROM cdp.events WHERE type = 'track'"
+            ).scalar(String.self)
             #expect(revenue == "19.99")
         }
     }
@@ -79,20 +82,26 @@ import TributaryService
         try await withServer { http, setup in
             let body = #"{"userId":"u","event":"e"}"#
             for headers in [Self.basic(setup.key), Self.basic(setup.key, colon: false)] {
-                try await http.execute(uri: "/v1/track", method: .post, headers: headers, body: ByteBuffer(string: body)) { (r: TestResponse) async throws in
+                try await http.execute(uri: "/v1/track", method: .post, headers: headers, body: ByteBuffer(string: body)) {
+                    (r: TestResponse) async throws in
                     #expect(r.status == .ok)
                 }
             }
             let inBody = #"{"userId":"u","event":"e","writeKey":"\#(setup.key)"}"#
-            try await http.execute(uri: "/v1/track", method: .post, body: ByteBuffer(string: inBody)) { (r: TestResponse) async throws in #expect(r.status == .ok) }
+            try await http.execute(uri: "/v1/track", method: .post, body: ByteBuffer(string: inBody)) {
+                (r: TestResponse) async throws in #expect(r.status == .ok)
+            }
             for headers in [Self.basic("trb_unknown"), HTTPFields()] {
-                try await http.execute(uri: "/v1/track", method: .post, headers: headers, body: ByteBuffer(string: body)) { (r: TestResponse) async throws in
+                try await http.execute(uri: "/v1/track", method: .post, headers: headers, body: ByteBuffer(string: body)) {
+                    (r: TestResponse) async throws in
                     #expect(r.status == .unauthorized)
                     #expect(try Self.json(r)["code"] as? String == "unauthorized")
                 }
             }
             try await SourceStore(client: setup.client).disable(name: setup.sourceName)
-            try await http.execute(uri: "/v1/track", method: .post, headers: Self.basic(setup.key), body: ByteBuffer(string: body)) { (r: TestResponse) async throws in
+            try await http.execute(
+                uri: "/v1/track", method: .post, headers: Self.basic(setup.key), body: ByteBuffer(string: body)
+            ) { (r: TestResponse) async throws in
                 #expect(r.status == .unauthorized)
             }
             #expect(try await Self.count(setup.client) == 3)
@@ -104,23 +113,30 @@ import TributaryService
             let batch = #"{"batch":[{"type":"track","userId":"u","event":"zipped","messageId":"z1"}]}"#
             var headers = Self.basic(setup.key)
             headers[.contentEncoding] = "gzip"
-            try await http.execute(uri: "/v1/batch", method: .post, headers: headers, body: ByteBuffer(bytes: try gzip(Array(batch.utf8)))) { (r: TestResponse) async throws in
+            try await http.execute(
+                uri: "/v1/batch", method: .post, headers: headers, body: ByteBuffer(bytes: try gzip(Array(batch.utf8)))
+            ) { (r: TestResponse) async throws in
                 #expect(r.status == .ok)
             }
-            try await http.execute(uri: "/v1/batch", method: .post, headers: headers, body: ByteBuffer(string: "not gzip")) { (r: TestResponse) async throws in
+            try await http.execute(uri: "/v1/batch", method: .post, headers: headers, body: ByteBuffer(string: "not gzip")) {
+                (r: TestResponse) async throws in
                 #expect(r.status == .badRequest)
                 #expect(try Self.json(r)["code"] as? String == "invalid_gzip")
             }
             // A small body that inflates past 500 KB is refused before it is parsed.
             let bomb = try gzip(Array(("{\"batch\":[" + String(repeating: " ", count: 2_000_000) + "]}").utf8))
             #expect(bomb.count < 50_000)
-            try await http.execute(uri: "/v1/batch", method: .post, headers: headers, body: ByteBuffer(bytes: bomb)) { (r: TestResponse) async throws in
+            try await http.execute(uri: "/v1/batch", method: .post, headers: headers, body: ByteBuffer(bytes: bomb)) {
+                (r: TestResponse) async throws in
                 #expect(r.status == .badRequest)
-                #expect(try Self.json(r)["error"] as? String ?? "" == "the decompressed body is larger than the limit of 512000 bytes (500 KB)")
+                #expect(
+                    try Self.json(r)["error"] as? String ?? ""
+                        == "the decompressed body is larger than the limit of 512000 bytes (500 KB)")
             }
             var brotli = Self.basic(setup.key)
             brotli[.contentEncoding] = "br"
-            try await http.execute(uri: "/v1/batch", method: .post, headers: brotli, body: ByteBuffer(string: batch)) { (r: TestResponse) async throws in
+            try await http.execute(uri: "/v1/batch", method: .post, headers: brotli, body: ByteBuffer(string: batch)) {
+                (r: TestResponse) async throws in
                 #expect(r.status == .unsupportedMediaType)
             }
             #expect(try await Self.count(setup.client) == 1)
@@ -129,30 +145,52 @@ import TributaryService
 
     @Test func badInputGetsAClearErrorAndChangesNothing() async throws {
         try await withServer { http, setup in
-            try await http.execute(uri: "/v1/track", method: .post, headers: Self.basic(setup.key),
-                                   body: ByteBuffer(string: #"{"userId":"keep","event":"kept"}"#)) { (r: TestResponse) async throws in #expect(r.status == .ok) }
+            try await http.execute(
+                uri: "/v1/track", method: .post, headers: Self.basic(setup.key),
+                body: ByteBuffer(string: #"{"userId":"keep","event":"kept"}"#)
+            ) { (r: TestResponse) async throws in #expect(r.status == .ok) }
             let bad: [(String, [UInt8], String)] = [
                 ("/v1/track", Array("{not json".utf8), "invalid_json"),
-                ("/v1/track", [0x7B, 0x22, 0x75, 0x73, 0x65, 0x72, 0x49, 0x64, 0x22, 0x3A, 0x22, 0xC3, 0x28, 0x22, 0x7D], "invalid_json"),
-                ("/v1/track", Array((String(repeating: "[", count: 5000) + String(repeating: "]", count: 5000)).utf8), "invalid_json"),
+                (
+                    "/v1/track", [0x7B, 0x22, 0x75, 0x73, 0x65, 0x72, 0x49, 0x64, 0x22, 0x3A, 0x22, 0xC3, 0x28, 0x22, 0x7D],
+                    "invalid_json"
+                ),
+                (
+                    "/v1/track", Array((String(repeating: "[", count: 5000) + String(repeating: "]", count: 5000)).utf8),
+                    "invalid_json"
+                ),
                 ("/v1/track", Array(#"{"userId":"u","event":"e","properties":{"n":1e999999}}"#.utf8), "invalid_json"),
                 ("/v1/track", Array(#"{"userId":"u","event":"e","properties":{"s":"nul\u0000"}}"#.utf8), "invalid_json"),
                 ("/v1/track", Array(#"{"userId":"u","event":7}"#.utf8), "invalid_event"),
                 ("/v1/batch", Array(#"{"batch":"nope"}"#.utf8), "invalid_batch"),
-                ("/v1/batch", Array(("{\"batch\":[" + Array(repeating: "{}", count: 2501).joined(separator: ",") + "]}").utf8), "batch_too_many_events"),
-                ("/v1/batch", Array(("{\"batch\":[],\"pad\":\"" + String(repeating: "x", count: 600_000) + "\"}").utf8), "request_too_large"),
-                ("/v1/track", Array(("{\"userId\":\"u\",\"event\":\"e\",\"properties\":{\"p\":\"" + String(repeating: "x", count: 40_000) + "\"}}").utf8), "event_too_large"),
+                (
+                    "/v1/batch", Array(("{\"batch\":[" + Array(repeating: "{}", count: 2501).joined(separator: ",") + "]}").utf8),
+                    "batch_too_many_events"
+                ),
+                (
+                    "/v1/batch", Array(("{\"batch\":[],\"pad\":\"" + String(repeating: "x", count: 600_000) + "\"}").utf8),
+                    "request_too_large"
+                ),
+                (
+                    "/v1/track",
+                    Array(
+                        ("{\"userId\":\"u\",\"event\":\"e\",\"properties\":{\"p\":\"" + String(repeating: "x", count: 40_000)
+                            + "\"}}").utf8), "event_too_large"
+                ),
             ]
             for (uri, body, code) in bad {
-                try await http.execute(uri: uri, method: .post, headers: Self.basic(setup.key), body: ByteBuffer(bytes: body)) { (r: TestResponse) async throws in
+                try await http.execute(uri: uri, method: .post, headers: Self.basic(setup.key), body: ByteBuffer(bytes: body)) {
+                    (r: TestResponse) async throws in
                     #expect(r.status == .badRequest, "\(code)")
                     let answer = try Self.json(r)
                     #expect(answer["code"] as? String == code)
                     #expect((answer["error"] as? String)?.isEmpty == false)
                 }
             }
-            try await http.execute(uri: "/v1/track", method: .post, headers: Self.basic(setup.key),
-                                   body: ByteBuffer(string: #"{"userId":"u"}"#)) { (r: TestResponse) async throws in
+            try await http.execute(
+                uri: "/v1/track", method: .post, headers: Self.basic(setup.key),
+                body: ByteBuffer(string: #"{"userId":"u"}"#)
+            ) { (r: TestResponse) async throws in
                 #expect(try Self.json(r)["error"] as? String == "event: required for track calls")
             }
             let kept = try await setup.client.query("SELECT array_agg(user_id) FROM cdp.events").scalar([String].self)
@@ -162,15 +200,20 @@ import TributaryService
 
     @Test func retriesAreStoredOnceAndPartialBatchesKeepTheGoodCalls() async throws {
         try await withServer { http, setup in
-            let batch = #"{"batch":[{"type":"track","userId":"u","event":"a","messageId":"m-1"},{"type":"track","userId":"u","messageId":"m-2"},{"type":"identify","userId":"u","messageId":"m-3"}]}"#
-            try await http.execute(uri: "/v1/batch", method: .post, headers: Self.basic(setup.key), body: ByteBuffer(string: batch)) { (r: TestResponse) async throws in
+            let batch =
+                #"{"batch":[{"type":"track","userId":"u","event":"a","messageId":"m-1"},{"type":"track","userId":"u","messageId":"m-2"},{"type":"identify","userId":"u","messageId":"m-3"}]}"#
+            try await http.execute(
+                uri: "/v1/batch", method: .post, headers: Self.basic(setup.key), body: ByteBuffer(string: batch)
+            ) { (r: TestResponse) async throws in
                 #expect(r.status == .ok)
                 let answer = try Self.json(r)
                 #expect(answer["stored"] as? Int == 2)
                 let rejected = answer["rejected"] as? [[String: Any]]
                 #expect(rejected?.first?["field"] as? String == "batch[1].event")
             }
-            try await http.execute(uri: "/v1/batch", method: .post, headers: Self.basic(setup.key), body: ByteBuffer(string: batch)) { (r: TestResponse) async throws in
+            try await http.execute(
+                uri: "/v1/batch", method: .post, headers: Self.basic(setup.key), body: ByteBuffer(string: batch)
+            ) { (r: TestResponse) async throws in
                 let answer = try Self.json(r)
                 #expect(answer["stored"] as? Int == 0 && answer["duplicates"] as? Int == 2)
             }
@@ -181,7 +224,9 @@ import TributaryService
     @Test func overloadAnswers503WithRetryAfter() async throws {
         try await withServer(maxQueuedEvents: 1) { http, setup in
             let batch = #"{"batch":[{"type":"track","userId":"u","event":"a"},{"type":"track","userId":"u","event":"b"}]}"#
-            try await http.execute(uri: "/v1/batch", method: .post, headers: Self.basic(setup.key), body: ByteBuffer(string: batch)) { (r: TestResponse) async throws in
+            try await http.execute(
+                uri: "/v1/batch", method: .post, headers: Self.basic(setup.key), body: ByteBuffer(string: batch)
+            ) { (r: TestResponse) async throws in
                 #expect(r.status == .serviceUnavailable)
                 #expect(r.headers[.retryAfter] == "1")
             }
@@ -195,9 +240,13 @@ import TributaryService
                 #expect(r.status == .ok)
                 #expect(try Self.json(r)["status"] as? String == "ok")
             }
-            try await http.execute(uri: "/v1/track", method: .post, headers: Self.basic(setup.key),
-                                   body: ByteBuffer(string: #"{"userId":"u","event":"e"}"#)) { _ in }
-            try await http.execute(uri: "/v1/track", method: .post, headers: Self.basic("nope"), body: ByteBuffer(string: "{}")) { _ in }
+            try await http.execute(
+                uri: "/v1/track", method: .post, headers: Self.basic(setup.key),
+                body: ByteBuffer(string: #"{"userId":"u","event":"e"}"#)
+            ) { _ in }
+            try await http.execute(uri: "/v1/track", method: .post, headers: Self.basic("nope"), body: ByteBuffer(string: "{}")) {
+                _ in
+            }
             try await http.execute(uri: "/metrics", method: .get) { (r: TestResponse) async throws in
                 let text = String(buffer: r.body)
                 #expect(text.contains("tributary_events_accepted_total 1"))
@@ -213,8 +262,11 @@ import TributaryService
 /// Compresses with zlib's gzip format, for requests like RudderStack's.
 func gzip(_ input: [UInt8]) throws -> [UInt8] {
     var stream = z_stream()
-    guard deflateInit2_(&stream, Z_BEST_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY, ZLIB_VERSION,
-                        Int32(MemoryLayout<z_stream>.size)) == Z_OK else { throw CancellationError() }
+    guard
+        deflateInit2_(
+            &stream, Z_BEST_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY, ZLIB_VERSION,
+            Int32(MemoryLayout<z_stream>.size)) == Z_OK
+    else { throw CancellationError() }
     defer { deflateEnd(&stream) }
     var input = input
     var output = [UInt8](repeating: 0, count: Int(deflateBound(&stream, UInt(input.count))) + 64)

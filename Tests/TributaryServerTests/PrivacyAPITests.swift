@@ -27,7 +27,9 @@ import TributarySyncs
         var writeKey: String
     }
 
-    func withServer(_ body: @escaping @Sendable (any TestClientProtocol, PostgresClient, Tokens) async throws -> Void) async throws {
+    func withServer(
+        _ body: @escaping @Sendable (any TestClientProtocol, PostgresClient, Tokens) async throws -> Void
+    ) async throws {
         try await TestDatabase.withFreshDatabase { (client) async throws in
             try await Migrator(files: ProjectFiles(root: TestDatabase.packageRoot), logger: TestDatabase.logger).migrate(client)
             let (_, writeKey) = try await SourceStore(client: client).create(name: "web")
@@ -40,12 +42,14 @@ import TributarySyncs
                 writeKey: writeKey)
             _ = try await store.revoke(name: "old")
             let writer = EventWriter(client: client, logger: TestDatabase.logger)
-            let parsed = try SegmentParser(limits: CollectionLimits()).parse(Array("""
-                {"batch": [
-                  {"type": "identify", "userId": "u-1", "messageId": "e1", "traits": {"email": "Ann@Example.com", "plan": "pro"}},
-                  {"type": "identify", "userId": "u-2", "messageId": "e2", "traits": {"email": "bob@example.com"}}
-                ]}
-                """.utf8), type: nil, receivedAt: Date())
+            let parsed = try SegmentParser(limits: CollectionLimits()).parse(
+                Array(
+                    """
+                    {"batch": [
+                      {"type": "identify", "userId": "u-1", "messageId": "e1", "traits": {"email": "Ann@Example.com", "plan": "pro"}},
+                      {"type": "identify", "userId": "u-2", "messageId": "e2", "traits": {"email": "bob@example.com"}}
+                    ]}
+                    """.utf8), type: nil, receivedAt: Date())
             _ = try await writer.write(parsed.events, sourceID: "src-test")
             try await Self.resolve(client)
             let app = buildApplication(
@@ -67,7 +71,9 @@ import TributarySyncs
         var headers = HTTPFields()
         if let token { headers[.authorization] = "Bearer " + token }
         headers[.contentType] = "application/json"
-        return try await http.execute(uri: "/v1/privacy/\(action)", method: .post, headers: headers, body: ByteBuffer(string: body)) {
+        return try await http.execute(
+            uri: "/v1/privacy/\(action)", method: .post, headers: headers, body: ByteBuffer(string: body)
+        ) {
             (response: TestResponse) async throws in (response.status, String(buffer: response.body))
         }
     }
@@ -87,24 +93,32 @@ import TributarySyncs
                     #expect(Self.error(text) == "a valid API token is required: send Authorization: Bearer <token>")
                 }
                 let (status, text) = try await Self.post(http, action, body, token: tokens.reader)
-                #expect(status == .forbidden && Self.error(text) == "this API token does not have the privacy or admin scope", "\(action)")
+                #expect(
+                    status == .forbidden && Self.error(text) == "this API token does not have the privacy or admin scope",
+                    "\(action)")
             }
             // Nothing was done for any of them.
             #expect(try await client.query("SELECT count(*) FROM cdp.privacy_requests").scalar(Int.self) == 0)
 
-            let (exported, document) = try await Self.post(http, "export", #"{"identifier": "email: ANN@example.com"}"#, token: tokens.privacy)
-            #expect(exported == .ok && document.contains(#""plan": "pro""#) && !document.contains("bob@example.com"), "\(document)")
+            let (exported, document) = try await Self.post(
+                http, "export", #"{"identifier": "email: ANN@example.com"}"#, token: tokens.privacy)
+            #expect(
+                exported == .ok && document.contains(#""plan": "pro""#) && !document.contains("bob@example.com"), "\(document)")
             let (consented, receipt) = try await Self.post(
                 http, "consent", #"{"identifier": "user_id:u-1", "purposes": {"Marketing": false}}"#, token: tokens.admin)
             #expect(consented == .ok && receipt.contains(#""stored":true"#), "\(receipt)")
             try await Self.resolve(client)
-            #expect(try await client.query("SELECT count(*) FROM cdp.consent WHERE purpose = 'Marketing' AND NOT granted").scalar(Int.self) == 1)
+            #expect(
+                try await client.query("SELECT count(*) FROM cdp.consent WHERE purpose = 'Marketing' AND NOT granted").scalar(
+                    Int.self) == 1)
 
             let (deleted, report) = try await Self.post(http, "delete", #"{"identifier": "user_id:u-1"}"#, token: tokens.privacy)
             #expect(deleted == .ok, "\(report)")
             let counts = try JSONParser.parse(Array(report.utf8))
             #expect(counts["counts"]?["events"] == .number("2") && counts["identifiers"] == .number("2"), "\(report)")
-            #expect(try await client.query("SELECT count(*) FROM cdp.identity_nodes").scalar(Int.self) == 2, "Bob's two identifiers stay")
+            #expect(
+                try await client.query("SELECT count(*) FROM cdp.identity_nodes").scalar(Int.self) == 2,
+                "Bob's two identifiers stay")
             let actors = try await AuditLog(client: client).entries(actionPrefix: "privacy.").map { "\($0.actor) \($0.action)" }
             #expect(actors == ["token:dpo privacy.delete", "token:root privacy.consent", "token:dpo privacy.export"])
             // Deleted people's events are still answered 200 by the collection API, and dropped.
@@ -113,7 +127,8 @@ import TributarySyncs
             headers[.contentType] = "application/json"
             let status = try await http.execute(
                 uri: "/v1/track", method: .post, headers: headers,
-                body: ByteBuffer(string: #"{"userId": "u-1", "event": "Back", "messageId": "late-1"}"#)) { (r: TestResponse) async throws in r.status }
+                body: ByteBuffer(string: #"{"userId": "u-1", "event": "Back", "messageId": "late-1"}"#)
+            ) { (r: TestResponse) async throws in r.status }
             #expect(status == .ok)
             #expect(try await client.query("SELECT count(*) FROM cdp.events WHERE message_id = 'late-1'").scalar(Int.self) == 0)
             #expect(try await client.query("SELECT sum(events_dropped)::int FROM cdp.suppressions").scalar(Int.self) == 1)
@@ -128,12 +143,24 @@ import TributarySyncs
                 ("delete", "{}", "identifier: required, a string KIND:VALUE"),
                 ("delete", #"{"identifier": 5}"#, "identifier: required, a string KIND:VALUE"),
                 ("delete", #"{"identifier": "u-1"}"#, "'u-1' is not KIND:VALUE"),
-                ("delete", #"{"identifier": "user_id:u-1", "skipDestinations": "yes"}"#, "skipDestinations: must be true or false"),
-                ("delete", #"{"identifier": "user_id:u-1", "purposes": {}}"#, "purposes: unknown field; known fields are identifier, skipDestinations"),
+                (
+                    "delete", #"{"identifier": "user_id:u-1", "skipDestinations": "yes"}"#,
+                    "skipDestinations: must be true or false"
+                ),
+                (
+                    "delete", #"{"identifier": "user_id:u-1", "purposes": {}}"#,
+                    "purposes: unknown field; known fields are identifier, skipDestinations"
+                ),
                 ("export", #"{"identifier": "emial:a@example.com"}"#, "'emial' is not an identifier kind in use or configured"),
-                ("export", #"{"identifier": "email:a\u0000b"}"#, "the body is not valid JSON: invalid JSON at byte 29: \\u0000 is not allowed"),
+                (
+                    "export", #"{"identifier": "email:a\u0000b"}"#,
+                    "the body is not valid JSON: invalid JSON at byte 29: \\u0000 is not allowed"
+                ),
                 ("consent", #"{"identifier": "user_id:u-1"}"#, "purposes: required, an object of purpose"),
-                ("consent", #"{"identifier": "user_id:u-1", "purposes": {"Marketing": "yes"}}"#, "purposes.Marketing: must be true or false"),
+                (
+                    "consent", #"{"identifier": "user_id:u-1", "purposes": {"Marketing": "yes"}}"#,
+                    "purposes.Marketing: must be true or false"
+                ),
                 ("consent", #"{"identifier": "user_id:u-1", "purposes": {}}"#, "purposes: at least one purpose is required"),
                 ("consent", #"{"identifier": "email:", "purposes": {"A": true}}"#, "the identifier 'email:' has an empty value"),
             ] {

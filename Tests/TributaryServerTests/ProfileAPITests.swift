@@ -34,19 +34,23 @@ import TributarySyncs
         try await TestDatabase.withFreshDatabase { (client) async throws in
             try await Migrator(files: ProjectFiles(root: TestDatabase.packageRoot), logger: TestDatabase.logger).migrate(client)
             // A low hub threshold, so three people sharing an email make it a hub.
-            try await IdentityAdmin(client: client, logger: TestDatabase.logger).apply(rules: IdentityRules(hubThreshold: 2), resolve: false)
+            try await IdentityAdmin(client: client, logger: TestDatabase.logger).apply(
+                rules: IdentityRules(hubThreshold: 2), resolve: false)
             let (source, writeKey) = try await SourceStore(client: client).create(name: "web")
             let tokens = APITokenStore(client: client)
             let (_, reader) = try await tokens.create(name: "reader", scopes: [.profilesRead])
             let (_, admin) = try await tokens.create(name: "admin", scopes: [.admin])
             let writer = EventWriter(client: client, maxQueuedEvents: 1000, logger: TestDatabase.logger) { _, _, _ in }
-            let parsed = try SegmentParser(limits: CollectionLimits()).parse(Array(Self.events.utf8), type: nil, receivedAt: Date())
+            let parsed = try SegmentParser(limits: CollectionLimits()).parse(
+                Array(Self.events.utf8), type: nil, receivedAt: Date())
             #expect(parsed.issues.isEmpty, "\(parsed.issues)")
             _ = try await writer.write(parsed.events, sourceID: source.id)
             _ = try await IdentityStage(client: client, logger: TestDatabase.logger).catchUp()
             let profile = try await client.query(
-                "SELECT profile_id FROM cdp.identity_nodes WHERE kind = 'user_id' AND value = 'u-1'").scalar(UUID.self)
-            try await client.execute("""
+                "SELECT profile_id FROM cdp.identity_nodes WHERE kind = 'user_id' AND value = 'u-1'"
+            ).scalar(UUID.self)
+            try await client.execute(
+                """
                 INSERT INTO cdp.profile_data (profile_id, traits, computed, first_seen_at, last_seen_at, event_count)
                 VALUES (\(profile), '{"plan": "pro", "name": "Alice"}', '{"lifetime_value": 42.5}',
                         '2026-01-01T09:00:00Z', '2026-01-05T12:00:00Z', 7)
@@ -90,7 +94,9 @@ import TributarySyncs
     }
 
     /// GETs `uri` with the reader token (or `headers`) and returns the status and the JSON body.
-    static func get(_ http: any TestClientProtocol, _ uri: String, _ headers: HTTPFields) async throws -> (HTTPResponse.Status, [String: Any], TestResponse) {
+    static func get(
+        _ http: any TestClientProtocol, _ uri: String, _ headers: HTTPFields
+    ) async throws -> (HTTPResponse.Status, [String: Any], TestResponse) {
         try await http.execute(uri: uri, method: .get, headers: headers, body: nil) { (r: TestResponse) async throws in
             (r.status, try Self.json(r), r)
         }
@@ -98,13 +104,17 @@ import TributarySyncs
 
     @Test func documentHoldsTraitsIdentitiesAndTheNewestEventsInOrder() async throws {
         try await withServer { http, setup in
-            let (status, document, response) = try await Self.get(http, "/v1/profiles/user_id/u-1?events=3", Self.bearer(setup.reader))
+            let (status, document, response) = try await Self.get(
+                http, "/v1/profiles/user_id/u-1?events=3", Self.bearer(setup.reader))
             #expect(status == .ok)
             #expect(response.headers[.contentType] == "application/json")
             #expect(response.headers[.cacheControl] == "no-store")
             // Members in a fixed order, as PostgreSQL built them.
             let text = String(buffer: response.body)
-            let keys = ["profile_id", "traits", "computed_traits", "segments", "identities", "first_seen_at", "last_seen_at", "event_count", "events"]
+            let keys = [
+                "profile_id", "traits", "computed_traits", "segments", "identities", "first_seen_at", "last_seen_at",
+                "event_count", "events",
+            ]
             let positions = keys.map { text.range(of: "\"\($0)\"")?.lowerBound }
             #expect(positions.allSatisfy { $0 != nil } && positions.map { $0! } == positions.map { $0! }.sorted(), "\(text)")
 
@@ -116,8 +126,10 @@ import TributarySyncs
             #expect(document["last_seen_at"] as? String == "2026-01-05T12:00:00.000Z")
             #expect(document["event_count"] as? Int == 7)
             let identities = document["identities"] as? [[String: Any]] ?? []
-            #expect(identities.map { "\($0["kind"]!):\($0["value"]!)" }
-                == ["anonymous_id:a-1", "email:alice@example.com", "phone:+15550109999", "user_id:u-1"], "by first event, then creation")
+            #expect(
+                identities.map { "\($0["kind"]!):\($0["value"]!)" }
+                    == ["anonymous_id:a-1", "email:alice@example.com", "phone:+15550109999", "user_id:u-1"],
+                "by first event, then creation")
             #expect(identities.first?["first_seen_at"] as? String == "2026-01-01T09:00:00.000Z")
             let events = document["events"] as? [[String: Any]] ?? []
             // Newest first; equal timestamps by receive order, later first.
@@ -169,14 +181,29 @@ import TributarySyncs
         try await withServer { http, setup in
             let auth = Self.bearer(setup.reader)
             let cases: [(String, HTTPResponse.Status, String, [String])] = [
-                ("/v1/profiles/email/nobody@example.com", .notFound, "not_found", ["no profile has the identifier email:nobody@example.com"]),
+                (
+                    "/v1/profiles/email/nobody@example.com", .notFound, "not_found",
+                    ["no profile has the identifier email:nobody@example.com"]
+                ),
                 ("/v1/profiles/email/NOT-AN-EMAIL", .notFound, "not_found", ["email:not-an-email", "invalid email"]),
                 ("/v1/profiles/profile_id/7d9f0c4e-0000-4000-8000-000000000000", .notFound, "not_found", ["profile_id:7d9f0c4e"]),
-                ("/v1/profiles/email/shared@example.com", .conflict, "hub", ["email:shared@example.com is a hub", "more than 2", "another identifier"]),
-                ("/v1/profiles/emial/alice@example.com", .badRequest, "unknown_kind", ["'emial'", "anonymous_id, email, phone, profile_id, user_id"]),
+                (
+                    "/v1/profiles/email/shared@example.com", .conflict, "hub",
+                    ["email:shared@example.com is a hub", "more than 2", "another identifier"]
+                ),
+                (
+                    "/v1/profiles/emial/alice@example.com", .badRequest, "unknown_kind",
+                    ["'emial'", "anonymous_id, email, phone, profile_id, user_id"]
+                ),
                 ("/v1/profiles/Email/alice@example.com", .badRequest, "invalid_kind", ["'Email' is not a valid identifier kind"]),
-                ("/v1/profiles/profile_id/not-a-uuid", .badRequest, "invalid_value", ["'not-a-uuid' cannot be a profile_id", "UUID"]),
-                ("/v1/profiles/user_id/u-1?events=abc", .badRequest, "invalid_events", ["events: must be a whole number from 0 to 100, got 'abc'"]),
+                (
+                    "/v1/profiles/profile_id/not-a-uuid", .badRequest, "invalid_value",
+                    ["'not-a-uuid' cannot be a profile_id", "UUID"]
+                ),
+                (
+                    "/v1/profiles/user_id/u-1?events=abc", .badRequest, "invalid_events",
+                    ["events: must be a whole number from 0 to 100, got 'abc'"]
+                ),
                 ("/v1/profiles/user_id/u-1?events=101", .badRequest, "invalid_events", ["got '101'"]),
                 ("/v1/profiles/user_id/u-1?events=-1", .badRequest, "invalid_events", ["got '-1'"]),
                 ("/v1/profiles/user_id/u-1?events=", .badRequest, "invalid_events", ["got ''"]),
@@ -224,8 +251,10 @@ import TributarySyncs
             basic[.authorization] = "Basic " + Data((setup.writeKey + ":").utf8).base64EncodedString()
             let wellFormedUnknown = "trb_" + String(repeating: "A", count: 43)
             var unauthorizedBodies = Set<String>()
-            for headers in [HTTPFields(), Self.bearer("garbage"), Self.bearer(wellFormedUnknown), Self.bearer(setup.writeKey), basic,
-                            Self.bearer(""), Self.bearer(setup.reader + "x")] {
+            for headers in [
+                HTTPFields(), Self.bearer("garbage"), Self.bearer(wellFormedUnknown), Self.bearer(setup.writeKey), basic,
+                Self.bearer(""), Self.bearer(setup.reader + "x"),
+            ] {
                 let (status, body, response) = try await Self.get(http, uri, headers)
                 #expect(status == .unauthorized, "\(headers)")
                 #expect(response.headers[.wwwAuthenticate] == "Bearer realm=\"tributary\"")
@@ -246,7 +275,8 @@ import TributarySyncs
 
             // A token whose scopes do not include profiles:read (here one a later version would grant).
             let secret = "trb_" + String(repeating: "s", count: 43)
-            try await setup.client.execute("""
+            try await setup.client.execute(
+                """
                 INSERT INTO cdp.api_tokens (token_id, name, token_sha256, token_hint, scopes)
                 VALUES ('tok_syncs', 'syncs', \(APITokenStore.hash(secret)), 'trb_ssss', ARRAY['syncs:run'])
                 """)
@@ -255,8 +285,10 @@ import TributarySyncs
             #expect(body["code"] as? String == "forbidden" && (body["error"] as? String)?.contains("profiles:read") == true)
 
             // Collection endpoints do not take API tokens.
-            try await http.execute(uri: "/v1/track", method: .post, headers: Self.bearer(setup.admin),
-                                   body: ByteBuffer(string: #"{"userId":"u","event":"e"}"#)) { (r: TestResponse) async throws in
+            try await http.execute(
+                uri: "/v1/track", method: .post, headers: Self.bearer(setup.admin),
+                body: ByteBuffer(string: #"{"userId":"u","event":"e"}"#)
+            ) { (r: TestResponse) async throws in
                 #expect(r.status == .unauthorized)
             }
             try await http.execute(uri: "/metrics", method: .get) { (r: TestResponse) async throws in

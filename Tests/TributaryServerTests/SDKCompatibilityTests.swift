@@ -41,7 +41,8 @@ import TributaryService
                 #expect(run.status == 0, "SDK script failed: \(run.text)")
             }
             for sdk in ["segment", "rudder"] {
-                let counts = try await client.query("""
+                let counts = try await client.query(
+                    """
                     SELECT type, count(*), count(DISTINCT message_id) FROM cdp.events
                     WHERE source_id = \(source.id) AND message_id LIKE \(sdk + "-%") GROUP BY type ORDER BY type
                     """)
@@ -50,16 +51,19 @@ import TributaryService
                 #expect(byType.allSatisfy { $0.1 == rounds && $0.2 == rounds }, "\(sdk): \(byType)")
             }
             // What the SDKs sent arrived intact: names, traits, properties, library context, clock-skew-corrected times.
-            let track = try await client.query("""
+            let track = try await client.query(
+                """
                 SELECT event, properties->>'currency', context->'library'->>'name', user_id,
                        abs(extract(epoch FROM timestamp - received_at)) < 60
                 FROM cdp.events WHERE message_id = 'rudder-track-3'
-                """).first!
+                """
+            ).first!
             let (event, currency, library, user, recent) = try track.decode((String, String, String, String, Bool).self)
             #expect(event == "Order Completed" && currency == "EUR" && user == "rudder-user-3" && recent)
             #expect(library.contains("analytics-python") || library.contains("rudder"), "\(library)")
             let page = try await client.query(
-                "SELECT name, properties->>'path' FROM cdp.events WHERE message_id = 'segment-page-0'").first!
+                "SELECT name, properties->>'path' FROM cdp.events WHERE message_id = 'segment-page-0'"
+            ).first!
             #expect(try page.decode((String?, String).self).1 == "/docs")
         }
     }

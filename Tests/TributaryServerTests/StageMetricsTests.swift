@@ -29,10 +29,14 @@ import TributaryService
             try await withMetricsFactory(metrics.factory) {
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { try await IdentityStage(client: client, logger: TestDatabase.logger).run() }
-                    group.addTask { try await ProfileStage(client: client, logger: TestDatabase.logger, followers: [RealtimeSegments()]).run() }
+                    group.addTask {
+                        try await ProfileStage(client: client, logger: TestDatabase.logger, followers: [RealtimeSegments()]).run()
+                    }
                     defer { group.cancelAll() }
                     try await app.test(.live) { http in
-                        let calls = (0..<5).map { #"{"type":"track","userId":"u\#($0)","event":"Viewed","anonymousId":"a\#($0)"}"# }
+                        let calls = (0..<5).map {
+                            #"{"type":"track","userId":"u\#($0)","event":"Viewed","anonymousId":"a\#($0)"}"#
+                        }
                         var headers = HTTPFields()
                         headers[.authorization] = "Basic " + Data("\(key):".utf8).base64EncodedString()
                         headers[.contentType] = "application/json"

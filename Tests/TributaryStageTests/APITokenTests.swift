@@ -20,7 +20,8 @@ import Testing
             let (token, secret) = try await store.create(name: "  support tool ", scopes: [.profilesRead, .profilesRead])
             #expect(token.name == "support tool" && token.scopes == [.profilesRead] && !token.isRevoked)
             #expect(token.id.hasPrefix("tok_"))
-            #expect(secret.hasPrefix("trb_") && secret.count == APITokenStore.secretLength && APITokenStore.looksLikeSecret(secret))
+            #expect(
+                secret.hasPrefix("trb_") && secret.count == APITokenStore.secretLength && APITokenStore.looksLikeSecret(secret))
             #expect(token.hint == String(secret.prefix(8)))
             // Every column as text: the secret appears nowhere, its SHA-256 does.
             let row = try await client.query("SELECT t::text, token_sha256 FROM cdp.api_tokens AS t").first!
@@ -48,8 +49,10 @@ import Testing
         // 43 base64url characters carry 258 bits, of which 256 are random: every position varies.
         let positions = (4..<APITokenStore.secretLength).map { index in Set(secrets.map { Array($0.utf8)[index] }).count }
         #expect(positions.allSatisfy { $0 > 10 })
-        for text in ["", "trb_", "trb_" + String(repeating: "a", count: 42), "trb_" + String(repeating: "a", count: 42) + "=",
-                     "xyz_" + String(repeating: "a", count: 43), "trb_" + String(repeating: "é", count: 43)] {
+        for text in [
+            "", "trb_", "trb_" + String(repeating: "a", count: 42), "trb_" + String(repeating: "a", count: 42) + "=",
+            "xyz_" + String(repeating: "a", count: 43), "trb_" + String(repeating: "é", count: 43),
+        ] {
             #expect(!APITokenStore.looksLikeSecret(text), "\(text)")
         }
     }
@@ -86,25 +89,27 @@ import Testing
         }
         let reader = APIToken(id: "t", name: "n", hint: "h", scopes: [.profilesRead], createdAt: Date(), revokedAt: nil)
         #expect(reader.allows(.profilesRead) && !reader.allows(.admin))
-        #expect(APIToken(id: "t", name: "n", hint: "h", scopes: [.admin], createdAt: Date(), revokedAt: nil).allows(.profilesRead))
+        #expect(
+            APIToken(id: "t", name: "n", hint: "h", scopes: [.admin], createdAt: Date(), revokedAt: nil).allows(.profilesRead))
     }
 
     @Test func prettyPrintingKeepsMemberOrder() throws {
         let value = try JSONParser.parse(Array(#"{"b":1,"a":[true,{"x":null}],"e":{},"f":[],"s":"q\"uote"}"#.utf8))
-        #expect(value.prettyPrinted == """
-            {
-              "b": 1,
-              "a": [
-                true,
+        #expect(
+            value.prettyPrinted == """
                 {
-                  "x": null
+                  "b": 1,
+                  "a": [
+                    true,
+                    {
+                      "x": null
+                    }
+                  ],
+                  "e": {},
+                  "f": [],
+                  "s": "q\\"uote"
                 }
-              ],
-              "e": {},
-              "f": [],
-              "s": "q\\"uote"
-            }
-            """)
+                """)
     }
 
     @Test func lookupOutcomesBecomeMessages() throws {
@@ -116,8 +121,11 @@ import Testing
         #expect(unknown.message == "'x' is not an identifier kind in use or configured; known kinds are email, user_id")
         let long = String(repeating: "v", count: 300)
         let missing = try ProfileDocuments.lookup(
-            outcome: "not_found", document: #"{"kind":"user_id","value":"\#(long)","problem":"too_long"}"#, kind: "user_id", value: long)
+            outcome: "not_found", document: #"{"kind":"user_id","value":"\#(long)","problem":"too_long"}"#, kind: "user_id",
+            value: long)
         #expect(missing.message == "no profile has the identifier user_id:\(long.prefix(100))… (it would be ignored: too long)")
-        #expect(throws: PostgresError.self) { try ProfileDocuments.lookup(outcome: "surprise", document: nil, kind: "k", value: "v") }
+        #expect(throws: PostgresError.self) {
+            try ProfileDocuments.lookup(outcome: "surprise", document: nil, kind: "k", value: "v")
+        }
     }
 }

@@ -53,7 +53,8 @@ import Testing
             let first = try await writer.write([event("m1"), event("m2"), event("m1")], sourceID: "src_a")
             #expect(first.stored == 2 && first.duplicates == 1)
             // A retry months later lands in another partition's range, and is still recognised.
-            let late = try await writer.write([event("m2", at: Date(timeIntervalSince1970: 1_500_000_000)), event("m3")], sourceID: "src_a")
+            let late = try await writer.write(
+                [event("m2", at: Date(timeIntervalSince1970: 1_500_000_000)), event("m3")], sourceID: "src_a")
             #expect(late.stored == 1 && late.duplicates == 1)
             // The same messageId from another source is another message.
             let other = try await writer.write([event("m1")], sourceID: "src_b")
@@ -67,7 +68,10 @@ import Testing
         try await TestDatabase.withFreshDatabase(maxConnections: 6) { (client) async throws in
             try await migrated(client)
             // Two writers, as two server processes would be.
-            let writers = [EventWriter(client: client, logger: TestDatabase.logger), EventWriter(client: client, logger: TestDatabase.logger)]
+            let writers = [
+                EventWriter(client: client, logger: TestDatabase.logger),
+                EventWriter(client: client, logger: TestDatabase.logger),
+            ]
             let total = try await withThrowingTaskGroup(of: Int.self) { group in
                 for request in 0..<40 {
                     group.addTask {
@@ -84,14 +88,17 @@ import Testing
             }
             #expect(total == 1000)
             let stats = try await client.query(
-                "SELECT count(*), count(DISTINCT seq), count(DISTINCT message_id) FROM cdp.events").first!
+                "SELECT count(*), count(DISTINCT seq), count(DISTINCT message_id) FROM cdp.events"
+            ).first!
             #expect(try stats.decode((Int, Int, Int).self) == (1000, 1000, 1000))
             // Within one request, events keep their order in the sequence.
-            let ordered = try await client.query("""
+            let ordered = try await client.query(
+                """
                 SELECT bool_and(ok) FROM (
                     SELECT seq > lag(seq) OVER (PARTITION BY user_id ORDER BY split_part(message_id, '-', 2)::int) IS NOT FALSE AS ok
                     FROM cdp.events) t
-                """).scalar(Bool.self)
+                """
+            ).scalar(Bool.self)
             #expect(ordered)
         }
     }
@@ -103,7 +110,8 @@ import Testing
             let old = Date(timeIntervalSince1970: 1_425_196_800)  // 2015-03-01
             _ = try await writer.write([event("old", at: old), event("now")], sourceID: "s")
             let partition = try await client.query(
-                "SELECT tableoid::regclass::text FROM cdp.events WHERE message_id = 'old'").scalar(String.self)
+                "SELECT tableoid::regclass::text FROM cdp.events WHERE message_id = 'old'"
+            ).scalar(String.self)
             #expect(partition == "cdp.events_2015_03")
             #expect(try await client.query("SELECT count(*) FROM cdp.events").scalar(Int.self) == 2)
         }
@@ -142,7 +150,8 @@ import Testing
             let direct = EventWriter(client: client, logger: TestDatabase.logger)
             // Reads its suppression hint (nothing suppressed) now, and keeps it for two seconds.
             _ = try await direct.write([event("warm-up")], sourceID: "src")
-            try await client.execute("""
+            try await client.execute(
+                """
                 INSERT INTO cdp.suppressions (identifier_hash, kind) VALUES (cdp.identifier_hash('user_id', 'deleted'), 'user_id')
                 """)
             let checking = EventWriter(client: client, logger: TestDatabase.logger)
@@ -162,9 +171,11 @@ import Testing
                 return try await group.reduce(0, +)
             }
             #expect(stored == 600)
-            let counts = try await client.query("""
+            let counts = try await client.query(
+                """
                 SELECT count(*), count(DISTINCT seq), count(*) FILTER (WHERE user_id = 'deleted') FROM cdp.events WHERE message_id LIKE 'race%' OR message_id LIKE 'gone%'
-                """).first!
+                """
+            ).first!
             #expect(try counts.decode((Int, Int, Int).self) == (600, 600, 0))
         }
     }

@@ -21,12 +21,16 @@ import Testing
     @Test func emptyFileGivesTheDefaults() throws {
         let defaults = try rules("{}")
         #expect(defaults == IdentityRules())
-        #expect(defaults.limit(of: "user_id") == 1 && defaults.limit(of: "email") == 5 && defaults.limit(of: "anonymous_id") == 1000)
-        #expect(defaults.rank(of: "user_id") < defaults.rank(of: "email") && defaults.rank(of: "phone") < defaults.rank(of: "crm_id"))
+        #expect(
+            defaults.limit(of: "user_id") == 1 && defaults.limit(of: "email") == 5 && defaults.limit(of: "anonymous_id") == 1000)
+        #expect(
+            defaults.rank(of: "user_id") < defaults.rank(of: "email") && defaults.rank(of: "phone") < defaults.rank(of: "crm_id"))
         #expect(defaults.rank(of: "crm_id") < defaults.rank(of: "anonymous_id"), "anonymous_id comes last unless listed")
-        let custom = try rules(#"{"limits": {"email": 2}, "blocked": ["^x$", {"pattern": "^k-", "kinds": ["anonymous_id"]}], "hubThreshold": 7}"#)
+        let custom = try rules(
+            #"{"limits": {"email": 2}, "blocked": ["^x$", {"pattern": "^k-", "kinds": ["anonymous_id"]}], "hubThreshold": 7}"#)
         #expect(custom.limit(of: "email") == 2 && custom.limit(of: "user_id") == 1, "user_id keeps its limit of 1")
-        #expect(custom.blockedRegex["anonymous_id"]?.contains("^k-") == true && custom.blockedRegex["*"]?.contains("^k-") == false)
+        #expect(
+            custom.blockedRegex["anonymous_id"]?.contains("^k-") == true && custom.blockedRegex["*"]?.contains("^k-") == false)
         #expect(custom.hubThreshold == 7)
     }
 
@@ -54,6 +58,7 @@ import Testing
         #expect(throws: IdentityError.self) { try Identifier(parsing: "E-mail:x") }
     }
 
+    // swift-format-ignore: NeverUseForceTry
     func id(_ text: String) -> Identifier { try! Identifier(parsing: text) }
 
     @Test func mergeRuleKeepsHigherPriorityIdentifiersAndDropsTheRest() {
@@ -83,8 +88,9 @@ import Testing
         #expect(merging.merges.count == 1 && merging.merges[0].identifier == id("user_id:u"))
         // No identifiers: no profile; only hubs: the first hub's own profile.
         #expect(merging.process(ResolverEvent(seq: 4, identifiers: [])) == nil)
-        #expect(merging.process(ResolverEvent(seq: 5, identifiers: [], hubs: [id("email:hub@x.com")]))
-            == id("email:hub@x.com").foundedProfileID)
+        #expect(
+            merging.process(ResolverEvent(seq: 5, identifiers: [], hubs: [id("email:hub@x.com")]))
+                == id("email:hub@x.com").foundedProfileID)
     }
 }
 
@@ -105,19 +111,26 @@ import Testing
     @Test func badIdentifiersAreIgnoredCountedAndTheEventKept() async throws {
         try await TestDatabase.withFreshDatabase { (client) async throws in
             try await F.migrated(client)
-            try await F.write([
-                F.event(user: "u-1", traits: #"{"email": {"address": "x@y.z"}, "phone": true}"#),
-                F.event(user: "u-1", traits: #"{"email": "\#(String(repeating: "a", count: 5000))@x.com"}"#),
-                F.event(user: "u-1", traits: #"{"email": "bad\u0007@x.com"}"#),
-                F.event(anonymous: "undefined", user: "u-1", traits: #"{"email": "not-an-email", "phone": "12"}"#),
-                F.event(anonymous: "a-1", user: "u-1", context: #"{"externalIds": [{"id": "c-1", "type": "Bad Type!"}, "x", {"id": "c-2", "type": "crm_id"}]}"#),
-            ], client)
+            try await F.write(
+                [
+                    F.event(user: "u-1", traits: #"{"email": {"address": "x@y.z"}, "phone": true}"#),
+                    F.event(user: "u-1", traits: #"{"email": "\#(String(repeating: "a", count: 5000))@x.com"}"#),
+                    F.event(user: "u-1", traits: #"{"email": "bad\u0007@x.com"}"#),
+                    F.event(anonymous: "undefined", user: "u-1", traits: #"{"email": "not-an-email", "phone": "12"}"#),
+                    F.event(
+                        anonymous: "a-1", user: "u-1",
+                        context: #"{"externalIds": [{"id": "c-1", "type": "Bad Type!"}, "x", {"id": "c-2", "type": "crm_id"}]}"#),
+                ], client)
             _ = try await IdentityStage(client: client, logger: TestDatabase.logger).catchUp()
-            let ignored = Dictionary(uniqueKeysWithValues: try await client.query(
-                "SELECT reason || '/' || kind, count::int8 FROM cdp.identity_ignored").map { try $0.decode((String, Int).self) })
+            let ignored = Dictionary(
+                uniqueKeysWithValues: try await client.query(
+                    "SELECT reason || '/' || kind, count::int8 FROM cdp.identity_ignored"
+                ).map { try $0.decode((String, Int).self) })
             #expect(ignored["wrong_type/email"] == 1 && ignored["wrong_type/phone"] == 1)
             #expect(ignored["too_long/email"] == 1 && ignored["control_characters/email"] == 1)
-            #expect(ignored["blocked/anonymous_id"] == 1 && ignored["invalid_email/email"] == 1 && ignored["invalid_phone/phone"] == 1)
+            #expect(
+                ignored["blocked/anonymous_id"] == 1 && ignored["invalid_email/email"] == 1 && ignored["invalid_phone/phone"] == 1
+            )
             #expect(ignored["invalid_kind/bad type!"] == 1 && ignored["wrong_type/external_id"] == 1)
             let partition = try await F.partition(client)
             #expect(Set(partition.keys) == ["user_id:u-1", "anonymous_id:a-1", "crm_id:c-2"])
@@ -146,21 +159,26 @@ import Testing
     @Test func explainTellsHowAProfileCameTogether() async throws {
         try await TestDatabase.withFreshDatabase { (client) async throws in
             try await F.migrated(client)
-            try await F.write([
-                F.event(anonymous: "a-1", type: .page),
-                F.event(anonymous: "a-2", traits: #"{"email": "jane@example.com"}"#),
-                F.event(anonymous: "a-1", user: "u-1", traits: #"{"email": "Jane@Example.com"}"#),
-                F.event(anonymous: "a-1", user: "u-2"),
-            ], client)
+            try await F.write(
+                [
+                    F.event(anonymous: "a-1", type: .page),
+                    F.event(anonymous: "a-2", traits: #"{"email": "jane@example.com"}"#),
+                    F.event(anonymous: "a-1", user: "u-1", traits: #"{"email": "Jane@Example.com"}"#),
+                    F.event(anonymous: "a-1", user: "u-2"),
+                ], client)
             _ = try await IdentityStage(client: client, logger: TestDatabase.logger).catchUp()
             let admin = IdentityAdmin(client: client, logger: TestDatabase.logger)
             let text = try await admin.explain(Identifier(kind: "email", value: " JANE@example.com"))
             #expect(text.contains("normalized from ' JANE@example.com'"))
             #expect(text.contains("identifiers (4)"))
-            for part in ["anonymous_id:a-1", "anonymous_id:a-2", "user_id:u-1", "merged in by event seq 3", "user_id:u-2 on event seq 4"] {
+            for part in [
+                "anonymous_id:a-1", "anonymous_id:a-2", "user_id:u-1", "merged in by event seq 3", "user_id:u-2 on event seq 4",
+            ] {
                 #expect(text.contains(part), "explain should mention \(part):\n\(text)")
             }
-            await #expect(throws: IdentityError.self) { try await admin.explain(Identifier(kind: "email", value: "nobody@x.com")) }
+            await #expect(throws: IdentityError.self) {
+                try await admin.explain(Identifier(kind: "email", value: "nobody@x.com"))
+            }
             do { _ = try await admin.explain(Identifier(kind: "email", value: "null")) } catch {
                 #expect("\(error)".contains("it would be ignored: blocked"))
             }
@@ -186,7 +204,10 @@ import Testing
                 try await group.waitForAll()
             }
             _ = try await IdentityStage(client: client, logger: TestDatabase.logger).catchUp()
-            #expect(try await client.query("SELECT count(*) FROM cdp.events WHERE profile_id IS NULL AND coalesce(anonymous_id, '') NOT IN ('', 'null', 'anonymous', 'undefined', '00000000-0000-0000-0000-000000000000')").scalar(Int.self) == 0)
+            #expect(
+                try await client.query(
+                    "SELECT count(*) FROM cdp.events WHERE profile_id IS NULL AND coalesce(anonymous_id, '') NOT IN ('', 'null', 'anonymous', 'undefined', '00000000-0000-0000-0000-000000000000')"
+                ).scalar(Int.self) == 0)
             let report = try await IdentityRebuild(configuration: client.configuration, logger: TestDatabase.logger).run()
             #expect(report.nodesChanged == 0 && report.eventsRestamped == 0)
         }
@@ -218,20 +239,24 @@ import Testing
             let last = try await client.query("SELECT max(seq) FROM cdp.events").scalar(Int64.self)
             #expect(try await client.query("SELECT seq FROM cdp.stage_checkpoints").scalar(Int64.self) == last)
             let report = try await IdentityRebuild(configuration: client.configuration, logger: TestDatabase.logger).run()
-            #expect(report.nodesChanged == 0 && report.eventsRestamped == 0, "the graph after concurrent rebuilds is the real-time one")
+            #expect(
+                report.nodesChanged == 0 && report.eventsRestamped == 0,
+                "the graph after concurrent rebuilds is the real-time one")
         }
     }
 
     @Test func theStageKeepsGoingAcrossADatabaseRestart() async throws {
         try await TestDatabase.withPrivateCluster { (server) async throws in
             let configuration = try await server.start()
-            let client = PostgresClient(configuration: configuration, options: .init(maxConnections: 4), logger: TestDatabase.logger)
+            let client = PostgresClient(
+                configuration: configuration, options: .init(maxConnections: 4), logger: TestDatabase.logger)
             try await F.migrated(client)
             let stage = IdentityStage(client: client, logger: TestDatabase.logger)
             let running = Task { try await stage.run(pollInterval: .milliseconds(100)) }
             func waitUntilStamped(_ count: Int) async throws {
                 for _ in 0..<300 {
-                    let stamped = try? await client.query("SELECT count(*) FROM cdp.events WHERE profile_id IS NOT NULL").scalar(Int.self)
+                    let stamped = try? await client.query("SELECT count(*) FROM cdp.events WHERE profile_id IS NOT NULL").scalar(
+                        Int.self)
                     if stamped == count { return }
                     try await Task.sleep(for: .milliseconds(50))
                 }
@@ -260,4 +285,3 @@ import Testing
         }
     }
 }
-

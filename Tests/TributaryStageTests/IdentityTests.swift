@@ -63,7 +63,10 @@ enum IdentityFixture {
     }
 
     static func profiles(_ client: PostgresClient) async throws -> Set<String> {
-        Set(try await client.query("SELECT profile_id::text || founder_kind || ':' || founder_value || founded_seq FROM cdp.identity_profiles")
+        Set(
+            try await client.query(
+                "SELECT profile_id::text || founder_kind || ':' || founder_value || founded_seq FROM cdp.identity_profiles"
+            )
             .map { try $0[0].decode(String.self) })
     }
 
@@ -79,15 +82,18 @@ enum IdentityFixture {
     @Test func stitchesAnonymousVisitsEmailsAndLoginsIntoOneProfile() async throws {
         try await TestDatabase.withFreshDatabase { (client) async throws in
             try await F.migrated(client)
-            try await F.write([
-                F.event(anonymous: "a-1", type: .page),
-                F.event(anonymous: "a-1", user: "u-1", traits: #"{"email": "  Jane.Doe@Example.COM ", "phone": "+1 (555) 010-1234"}"#),
-                F.event(anonymous: "a-2", type: .page),
-                F.event(anonymous: "a-2", traits: #"{"email": "jane.doe@example.com"}"#),
-                F.event(anonymous: "a-3", type: .page),
-                F.event(user: "u-2", traits: #"{"email": "bob@example.com"}"#),
-                F.event(anonymous: "a-3", user: "u-1", type: .track),
-            ], client)
+            try await F.write(
+                [
+                    F.event(anonymous: "a-1", type: .page),
+                    F.event(
+                        anonymous: "a-1", user: "u-1",
+                        traits: #"{"email": "  Jane.Doe@Example.COM ", "phone": "+1 (555) 010-1234"}"#),
+                    F.event(anonymous: "a-2", type: .page),
+                    F.event(anonymous: "a-2", traits: #"{"email": "jane.doe@example.com"}"#),
+                    F.event(anonymous: "a-3", type: .page),
+                    F.event(user: "u-2", traits: #"{"email": "bob@example.com"}"#),
+                    F.event(anonymous: "a-3", user: "u-1", type: .track),
+                ], client)
             let stage = IdentityStage(client: client, logger: TestDatabase.logger, batchSize: 3)
             let report = try await stage.catchUp()
             #expect(report.events == 7)
@@ -95,7 +101,9 @@ enum IdentityFixture {
             #expect(partition["email:jane.doe@example.com"] != nil, "email normalized")
             #expect(partition["phone:+15550101234"] != nil, "phone normalized")
             let jane = partition["user_id:u-1"]!
-            for key in ["anonymous_id:a-1", "anonymous_id:a-2", "anonymous_id:a-3", "email:jane.doe@example.com", "phone:+15550101234"] {
+            for key in [
+                "anonymous_id:a-1", "anonymous_id:a-2", "anonymous_id:a-3", "email:jane.doe@example.com", "phone:+15550101234",
+            ] {
                 #expect(partition[key] == jane, "\(key)")
             }
             #expect(partition["user_id:u-2"] != jane && partition["email:bob@example.com"] == partition["user_id:u-2"])
@@ -105,12 +113,15 @@ enum IdentityFixture {
             let stamps = try await F.stamps(client)
             #expect(stamps.values.filter { $0 == jane }.count == 6)
             // a-2 and a-3 founded profiles that merged into Jane's; their ids resolve to hers.
-            let merges = try await client.query("SELECT from_profile_id::text, into_profile_id::text, reason, kind FROM cdp.profile_merges")
+            let merges = try await client.query(
+                "SELECT from_profile_id::text, into_profile_id::text, reason, kind FROM cdp.profile_merges")
             #expect(merges.count == 2)
             for row in merges {
                 let (from, into, reason, kind) = try row.decode((String, String, String, String).self)
                 #expect(into == jane && reason == "identifier" && (kind == "email" || kind == "anonymous_id"))
-                #expect(try await client.query("SELECT cdp.resolve_profile(\(UUID(uuidString: from)!))::text").scalar(String.self) == jane)
+                #expect(
+                    try await client.query("SELECT cdp.resolve_profile(\(UUID(uuidString: from)!))::text").scalar(String.self)
+                        == jane)
             }
             // The rebuild agrees exactly: same ids, nothing to change.
             let rebuild = try await IdentityRebuild(configuration: client.configuration, logger: TestDatabase.logger).run()
@@ -125,10 +136,11 @@ enum IdentityFixture {
         try await TestDatabase.withFreshDatabase { (client) async throws in
             try await F.migrated(client)
             let cached = IdentityStage(client: client, logger: TestDatabase.logger)
-            try await F.write([
-                F.event(anonymous: "a-1", user: "u-1"),
-                F.event(anonymous: "a-2", traits: #"{"email": "two@example.com"}"#),
-            ], client)
+            try await F.write(
+                [
+                    F.event(anonymous: "a-1", user: "u-1"),
+                    F.event(anonymous: "a-2", traits: #"{"email": "two@example.com"}"#),
+                ], client)
             _ = try await cached.catchUp()
             #expect(cached.cache.count == 4)
             let one = try await F.partition(client)["user_id:u-1"]!
@@ -142,19 +154,23 @@ enum IdentityFixture {
             // The cached stage meets a-2 again: it must stamp u-1's profile, not the one merged away.
             try await F.write([F.event(anonymous: "a-2", type: .page), F.event(anonymous: "a-1", type: .page)], client)
             _ = try await cached.catchUp()
-            let stamped = try await client.query("""
+            let stamped = try await client.query(
+                """
                 SELECT profile_id::text FROM cdp.events WHERE anonymous_id = 'a-2' ORDER BY seq DESC LIMIT 1
-                """).scalar(String.self)
+                """
+            ).scalar(String.self)
             #expect(stamped == one)
             #expect(cached.cache.count == 2)
 
             // Someone's SQL moves a-1 to a profile of its own (the checkpoint stays where the cached stage left it).
             let own = Identifier(kind: "anonymous_id", value: "a-1").foundedProfileID
-            try await client.execute("""
+            try await client.execute(
+                """
                 INSERT INTO cdp.identity_profiles (profile_id, founder_kind, founder_value, founded_seq)
                 VALUES (\(own), 'anonymous_id', 'a-1', 1)
                 """)
-            try await client.execute("UPDATE cdp.identity_nodes SET profile_id = \(own) WHERE kind = 'anonymous_id' AND value = 'a-1'")
+            try await client.execute(
+                "UPDATE cdp.identity_nodes SET profile_id = \(own) WHERE kind = 'anonymous_id' AND value = 'a-1'")
             try await F.write([F.event(anonymous: "a-1", type: .page)], client)
             _ = try await cached.catchUp()
             let moved = try await client.query("SELECT profile_id FROM cdp.events ORDER BY seq DESC LIMIT 1").scalar(UUID.self)
@@ -165,12 +181,13 @@ enum IdentityFixture {
     @Test func userIDLimitKeepsFamilyMembersApartOnASharedDevice() async throws {
         try await TestDatabase.withFreshDatabase { (client) async throws in
             try await F.migrated(client)
-            try await F.write([
-                F.event(anonymous: "tablet", user: "mum", traits: #"{"email": "mum@example.com"}"#),
-                F.event(anonymous: "tablet", user: "son", traits: #"{"email": "son@example.com"}"#),
-                F.event(anonymous: "son-phone", user: "son"),
-                F.event(anonymous: "tablet", type: .page),
-            ], client)
+            try await F.write(
+                [
+                    F.event(anonymous: "tablet", user: "mum", traits: #"{"email": "mum@example.com"}"#),
+                    F.event(anonymous: "tablet", user: "son", traits: #"{"email": "son@example.com"}"#),
+                    F.event(anonymous: "son-phone", user: "son"),
+                    F.event(anonymous: "tablet", type: .page),
+                ], client)
             _ = try await IdentityStage(client: client, logger: TestDatabase.logger).catchUp()
             let partition = try await F.partition(client)
             #expect(partition["user_id:mum"] != partition["user_id:son"])
@@ -178,7 +195,10 @@ enum IdentityFixture {
             #expect(partition["email:son@example.com"] == partition["user_id:son"])
             #expect(partition["anonymous_id:son-phone"] == partition["user_id:son"])
             let stamps = try await F.stamps(client).sorted { $0.key < $1.key }.map(\.value)
-            #expect(stamps == [partition["user_id:mum"]!, partition["user_id:son"]!, partition["user_id:son"]!, partition["user_id:mum"]!])
+            #expect(
+                stamps == [
+                    partition["user_id:mum"]!, partition["user_id:son"]!, partition["user_id:son"]!, partition["user_id:mum"]!,
+                ])
             let rebuild = try await IdentityRebuild(configuration: client.configuration, logger: TestDatabase.logger).run()
             #expect(rebuild.conflictComponents == 1 && rebuild.nodesChanged == 0 && rebuild.eventsRestamped == 0)
         }
@@ -197,7 +217,9 @@ enum IdentityFixture {
             }
             _ = try await stage.catchUp()
             var partition = try await F.partition(client)
-            #expect(Set(["v-1", "v-2", "v-3"].map { partition["anonymous_id:\($0)"]! }).count == 1, "merged while under the threshold")
+            #expect(
+                Set(["v-1", "v-2", "v-3"].map { partition["anonymous_id:\($0)"]! }).count == 1, "merged while under the threshold"
+            )
             try await F.write([F.event(anonymous: "v-4", traits: #"{"email": "TEST@test.com"}"#)], client)
             let report = try await stage.catchUp()
             #expect(report.hubsDetected == 1)
@@ -221,26 +243,32 @@ extension IdentityStageTests {
     @Test func aliasLinksPreviousIDToUserIDUnderTheLimits() async throws {
         try await TestDatabase.withFreshDatabase { (client) async throws in
             try await F.migrated(client)
-            try await F.write([
-                F.event(anonymous: "a-1", type: .page),
-                // An anonymous id seen before: kind anonymous_id, so user_id's limit of 1 is kept.
-                F.event(user: "u-1", type: .alias, previous: " a-1 "),
-                // Never seen as an anonymous id before this call (a-late comes later): a user id, and u-2 already has one.
-                F.event(user: "u-2", type: .alias, previous: "a-late"),
-                F.event(anonymous: "a-late", type: .page),
-                // A user id renamed: two user ids exceed the default limit of 1, so they stay apart.
-                F.event(user: "u-1-new", type: .alias, previous: "u-1"),
-                // Blocked values link nothing.
-                F.event(user: "u-3", type: .alias, previous: "undefined"),
-            ], client)
+            try await F.write(
+                [
+                    F.event(anonymous: "a-1", type: .page),
+                    // An anonymous id seen before: kind anonymous_id, so user_id's limit of 1 is kept.
+                    F.event(user: "u-1", type: .alias, previous: " a-1 "),
+                    // Never seen as an anonymous id before this call (a-late comes later): a user id, and u-2 already has one.
+                    F.event(user: "u-2", type: .alias, previous: "a-late"),
+                    F.event(anonymous: "a-late", type: .page),
+                    // A user id renamed: two user ids exceed the default limit of 1, so they stay apart.
+                    F.event(user: "u-1-new", type: .alias, previous: "u-1"),
+                    // Blocked values link nothing.
+                    F.event(user: "u-3", type: .alias, previous: "undefined"),
+                ], client)
             _ = try await IdentityStage(client: client, logger: TestDatabase.logger, batchSize: 2).catchUp()
             let partition = try await F.partition(client)
             #expect(partition["anonymous_id:a-1"] != nil && partition["anonymous_id:a-1"] == partition["user_id:u-1"])
-            #expect(partition["user_id:a-late"] != nil && partition["user_id:a-late"] != partition["user_id:u-2"], "refused by the limit")
+            #expect(
+                partition["user_id:a-late"] != nil && partition["user_id:a-late"] != partition["user_id:u-2"],
+                "refused by the limit")
             #expect(partition["anonymous_id:a-late"] != partition["user_id:u-2"])
             #expect(partition["user_id:u-1-new"] != partition["user_id:u-1"])
-            #expect(partition["user_id:undefined"] == nil && partition["anonymous_id:undefined"] == nil && partition["user_id:u-3"] != nil)
-            let explained = try await IdentityAdmin(client: client, logger: TestDatabase.logger).explain(Identifier(kind: "user_id", value: "u-1"))
+            #expect(
+                partition["user_id:undefined"] == nil && partition["anonymous_id:undefined"] == nil
+                    && partition["user_id:u-3"] != nil)
+            let explained = try await IdentityAdmin(client: client, logger: TestDatabase.logger).explain(
+                Identifier(kind: "user_id", value: "u-1"))
             #expect(explained.contains("alias (previousId is userId)") && explained.contains("anonymous_id:a-1"), "\(explained)")
             var rebuild = try await IdentityRebuild(configuration: client.configuration, logger: TestDatabase.logger).run()
             #expect(rebuild.nodesChanged == 0 && rebuild.eventsRestamped == 0)
@@ -261,7 +289,8 @@ extension IdentityStageTests {
             _ = try await IdentityStage(client: client, logger: TestDatabase.logger).catchUp()
             try await F.write([F.event(user: "u-8", type: .alias, previous: "u-7")], client)
             _ = try await IdentityStage(client: client, logger: TestDatabase.logger).catchUp()
-            let merged = try await IdentityAdmin(client: client, logger: TestDatabase.logger).explain(Identifier(kind: "user_id", value: "u-8"))
+            let merged = try await IdentityAdmin(client: client, logger: TestDatabase.logger).explain(
+                Identifier(kind: "user_id", value: "u-8"))
             #expect(merged.contains("merged in by alias call seq"), "\(merged)")
             relaxed = try await F.partition(client)
             #expect(relaxed["user_id:u-7"] == relaxed["user_id:u-8"])
@@ -299,21 +328,27 @@ extension IdentityStageTests {
             if random.chance(0.03) { traits.append(#""email": "\#(String(repeating: "x", count: 300))@x.com""#) }
             var context = "{}"
             if random.chance(0.1) {
-                context = #"{"externalIds": [{"id": "crm-\#(random.below(5))", "type": "CRM_ID", "collection": "users", "encoding": "none"}]}"#
+                context =
+                    #"{"externalIds": [{"id": "crm-\#(random.below(5))", "type": "CRM_ID", "collection": "users", "encoding": "none"}]}"#
             } else if random.chance(0.1) {
                 context = #"{"traits": {"email": "\#(emails[random.below(emails.count)])"}}"#
             }
             let at = Date(timeIntervalSince1970: 1_780_000_000 + Double(index * 60 - random.below(3000)))
             if random.chance(0.1) {
                 // An alias: previousId an anonymous id (seen before or not yet), a user id, or junk.
-                let previous = random.chance(0.5) ? "a\(random.below(14))" : random.chance(0.8) ? "u\(random.below(6))" : junk[random.below(junk.count)]
-                events.append(F.event(anonymous: random.chance(0.2) ? anonymous : nil, user: "u\(random.below(6))", type: .alias,
-                                      previous: previous, at: at))
+                let previous =
+                    random.chance(0.5)
+                    ? "a\(random.below(14))" : random.chance(0.8) ? "u\(random.below(6))" : junk[random.below(junk.count)]
+                events.append(
+                    F.event(
+                        anonymous: random.chance(0.2) ? anonymous : nil, user: "u\(random.below(6))", type: .alias,
+                        previous: previous, at: at))
                 continue
             }
-            events.append(F.event(
-                anonymous: anonymous, user: user, traits: "{" + traits.joined(separator: ", ") + "}", context: context,
-                type: traits.isEmpty ? .track : .identify, at: at))
+            events.append(
+                F.event(
+                    anonymous: anonymous, user: user, traits: "{" + traits.joined(separator: ", ") + "}", context: context,
+                    type: traits.isEmpty ? .track : .identify, at: at))
         }
         return events
     }
@@ -347,7 +382,10 @@ extension IdentityStageTests {
             let partition = try await F.partition(client)
             let victim = partition.keys.filter { $0.hasPrefix("email:") && $0 != "email:hub@x.com" }.sorted().first
             if let victim {
-                rules.blocked.append(.init(pattern: "^" + NSRegularExpression.escapedPattern(for: String(victim.dropFirst(6))) + "$", kinds: ["email"]))
+                rules.blocked.append(
+                    .init(
+                        pattern: "^" + NSRegularExpression.escapedPattern(for: String(victim.dropFirst(6))) + "$",
+                        kinds: ["email"]))
                 let outcome = try await IdentityAdmin(client: client, logger: TestDatabase.logger).apply(rules: rules)
                 guard case .blockedValuesSplit(let removed) = outcome else {
                     Issue.record("expected a split, got \(outcome)")
@@ -370,7 +408,9 @@ extension IdentityStageTests {
         #expect(report.eventsRestamped == 0, "seed \(seed) \(phase): rebuild re-stamped \(report.eventsRestamped) events")
         let rebuilt = try await F.partition(client)
         let before = F.groups(partition), after = F.groups(rebuilt)
-        #expect(before == after, "seed \(seed) \(phase): real-time only \(before.subtracting(after)), rebuild only \(after.subtracting(before))")
+        #expect(
+            before == after,
+            "seed \(seed) \(phase): real-time only \(before.subtracting(after)), rebuild only \(after.subtracting(before))")
         #expect(rebuilt == partition, "seed \(seed) \(phase): profile ids differ")
         #expect(try await F.stamps(client) == stamps, "seed \(seed) \(phase): event stamps differ")
         #expect(try await F.profiles(client) == profiles, "seed \(seed) \(phase): profiles differ")
@@ -396,8 +436,10 @@ extension IdentityStageTests {
             try await expectAccurate(client, data, "real-time")
 
             // Junk identifiers were ignored and counted, and their events kept.
-            let ignored = Dictionary(uniqueKeysWithValues: try await client.query(
-                "SELECT reason, sum(count)::int8 FROM cdp.identity_ignored GROUP BY reason").map { try $0.decode((String, Int).self) })
+            let ignored = Dictionary(
+                uniqueKeysWithValues: try await client.query(
+                    "SELECT reason, sum(count)::int8 FROM cdp.identity_ignored GROUP BY reason"
+                ).map { try $0.decode((String, Int).self) })
             #expect(ignored["blocked", default: 0] > 0 && ignored["wrong_type", default: 0] > 0)
             #expect(ignored["too_long", default: 0] > 0 && ignored["control_characters", default: 0] > 0)
             #expect(try await client.query("SELECT count(*) FROM cdp.events").scalar(Int.self) == data.events.count)
@@ -414,11 +456,15 @@ extension IdentityStageTests {
         #expect(scores.precision >= 0.99, "\(stage): precision \(scores.precision)")
         #expect(scores.recall >= 0.99, "\(stage): recall \(scores.recall)")
         #expect(scores.scoredIdentifiers > 5000)
-        let doubleUsers = try await client.query("""
+        let doubleUsers = try await client.query(
+            """
             SELECT count(*) FROM (SELECT profile_id FROM cdp.identities WHERE kind = 'user_id' GROUP BY profile_id HAVING count(*) > 1) AS p
-            """).scalar(Int.self)
+            """
+        ).scalar(Int.self)
         #expect(doubleUsers == 0, "\(stage): profiles holding two user ids")
-        print("identity accuracy (\(stage)): precision \(scores.precision), recall \(scores.recall), identifiers \(scores.scoredIdentifiers)")
+        print(
+            "identity accuracy (\(stage)): precision \(scores.precision), recall \(scores.recall), identifiers \(scores.scoredIdentifiers)"
+        )
     }
 }
 
@@ -445,7 +491,9 @@ extension IdentityStageTests {
         let found = cache.nodes(Array(all) + Array(more.keys), checkpoint: 13, epoch: 6)
         #expect(found.count == cache.count)
         for (identifier, stored) in found {
-            let expected = identifier.kind == "user_id" ? profiles[2] : [profiles[2], profiles[2], profiles[2], profiles[3]][Int(stored.id) % 4]
+            let expected =
+                identifier.kind == "user_id"
+                ? profiles[2] : [profiles[2], profiles[2], profiles[2], profiles[3]][Int(stored.id) % 4]
             #expect(stored.profile == expected, "\(identifier)")
         }
         // A position other than the last commit's empties it.

@@ -36,7 +36,8 @@ import Testing
     }
 
     @Test func theShippedMigrationsLoad() throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
         let migrations = try Migration.load(from: root.appendingPathComponent("migrations"))
         #expect(migrations.first?.version == 1)
         #expect(Set(migrations.map(\.version)).count == migrations.count)
@@ -64,11 +65,13 @@ final class TemporaryProject {
 
     /// Copies the real migrations/ and sql/ in.
     func copyShippedFiles() throws {
-        let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
         for directory in ["migrations", "sql"] {
             for file in try FileManager.default.contentsOfDirectory(atPath: source.appendingPathComponent(directory).path) {
                 try FileManager.default.copyItem(
-                    at: source.appendingPathComponent("\(directory)/\(file)"), to: root.appendingPathComponent("\(directory)/\(file)"))
+                    at: source.appendingPathComponent("\(directory)/\(file)"),
+                    to: root.appendingPathComponent("\(directory)/\(file)"))
             }
         }
     }

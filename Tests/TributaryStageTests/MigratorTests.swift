@@ -50,8 +50,10 @@ import Testing
                     group.addTask {
                         let own = PostgresClient(configuration: configuration, logger: TestDatabase.logger)
                         defer { Task { await own.shutdown() } }
-                        return try await Migrator(files: ProjectFiles(root: TestDatabase.packageRoot), logger: TestDatabase.logger)
-                            .migrate(own)
+                        return try await Migrator(
+                            files: ProjectFiles(root: TestDatabase.packageRoot), logger: TestDatabase.logger
+                        )
+                        .migrate(own)
                     }
                 }
                 return try await group.reduce(into: []) { $0.append($1) }

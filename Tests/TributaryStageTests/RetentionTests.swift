@@ -23,11 +23,13 @@ import Testing
     /// Stores an event (and its message id) `age` before now, received at the same time.
     func insertEvent(_ client: PostgresClient, _ id: String, age: String) async throws {
         try await client.execute("SELECT cdp.ensure_event_partition((now() - \(age)::interval)::date)")
-        try await client.execute("""
+        try await client.execute(
+            """
             INSERT INTO cdp.events (seq, message_id, source_id, type, event, timestamp, received_at)
             VALUES (nextval('cdp.events_seq'), \(id), 'src', 'track', 'Order Completed', now() - \(age)::interval, now() - \(age)::interval)
             """)
-        try await client.execute("""
+        try await client.execute(
+            """
             INSERT INTO cdp.event_message_ids (source_id, message_id, received_at) VALUES ('src', \(id), now() - \(age)::interval)
             """)
     }
@@ -45,14 +47,17 @@ import Testing
             try await insertEvent(client, "old-1", age: "3 years")
             try await insertEvent(client, "old-2", age: "3 years")
             try await insertEvent(client, "older", age: "5 years 2 months")
-            try await insertEvent(client, "edge", age: "395 days")   // the partition holding the cutoff: kept
+            try await insertEvent(client, "edge", age: "395 days")  // the partition holding the cutoff: kept
             try await insertEvent(client, "new", age: "1 day")
-            let old = try await partitionName(client, age: "3 years"), older = try await partitionName(client, age: "5 years 2 months")
+            let old = try await partitionName(client, age: "3 years"),
+                older = try await partitionName(client, age: "5 years 2 months")
             let edge = try await partitionName(client, age: "395 days")
 
             #expect(try await retention.apply(actor: .cli) == nil, "retention is off by default")
             #expect(try await retention.set(.init(events: try RetentionAge(parsing: "400d")), actor: .cli))
-            #expect(try await retention.set(.init(events: RetentionAge(days: 400)), actor: .cli) == false, "setting the same again changes nothing")
+            #expect(
+                try await retention.set(.init(events: RetentionAge(days: 400)), actor: .cli) == false,
+                "setting the same again changes nothing")
             #expect(try await retention.policy().events == RetentionAge(days: 400))
 
             let dry = try #require(try await retention.apply(dryRun: true, actor: .cli))
@@ -68,22 +73,29 @@ import Testing
             #expect(try await exists(client, old) == false)
             #expect(try await exists(client, older) == false)
             #expect(try await exists(client, edge), "the partition that may hold events newer than the cutoff stays")
-            #expect(try await client.query("SELECT string_agg(message_id, ',' ORDER BY message_id) FROM cdp.events").scalar(String.self) == "edge,new")
-            #expect(try await client.query("SELECT string_agg(message_id, ',' ORDER BY message_id) FROM cdp.event_message_ids").scalar(String.self) == "edge,new")
+            #expect(
+                try await client.query("SELECT string_agg(message_id, ',' ORDER BY message_id) FROM cdp.events").scalar(
+                    String.self) == "edge,new")
+            #expect(
+                try await client.query("SELECT string_agg(message_id, ',' ORDER BY message_id) FROM cdp.event_message_ids")
+                    .scalar(String.self) == "edge,new")
             let entry = try #require(try await AuditLog(client: client).entries(actionPrefix: "retention.apply").first)
             #expect(entry.actor.hasPrefix("cli:") && entry.target == "cdp.events")
             #expect(entry.details["events"] == 3)
             #expect(entry.details["partitions"] == .array([.string(older), .string(old)]))
             #expect(try await retention.lastRun() != nil)
             #expect(try await retention.apply(actor: .cli)?.partitions.isEmpty == true, "a second run has nothing left to drop")
-            #expect(try await AuditLog(client: client).entries(actionPrefix: "retention.set").first?.details == ["events": "400 days", "previous": "off"])
+            #expect(
+                try await AuditLog(client: client).entries(actionPrefix: "retention.set").first?.details == [
+                    "events": "400 days", "previous": "off",
+                ])
         }
     }
 
     @Test func recentlyImportedOldEventsKeepTheirMessageIds() async throws {
         try await withRetention { retention, client in
             try await insertEvent(client, "old", age: "2 years")
-            try await client.execute("UPDATE cdp.event_message_ids SET received_at = now()")   // an import of last week's file
+            try await client.execute("UPDATE cdp.event_message_ids SET received_at = now()")  // an import of last week's file
             try await retention.set(.init(events: RetentionAge(months: 13)), actor: .cli)
             let report = try #require(try await retention.apply(actor: .cli))
             #expect(report.events == 1 && report.messageIds == 0)
@@ -104,8 +116,12 @@ import Testing
             #expect(results.compactMap { $0 }.count == 1)
             #expect(results.compactMap { $0 }.first?.events == 1)
             #expect(try await Retention.runIfDue(client: client, logger: TestDatabase.logger) == nil, "ran less than a day ago")
-            #expect(try await AuditLog(client: client).entries(actionPrefix: "retention.apply").map(\.actor) == ["tributary:retention"])
-            try await client.execute("UPDATE cdp.settings SET updated_at = now() - interval '25 hours' WHERE key = 'retention.last_run'")
+            #expect(
+                try await AuditLog(client: client).entries(actionPrefix: "retention.apply").map(\.actor) == [
+                    "tributary:retention"
+                ])
+            try await client.execute(
+                "UPDATE cdp.settings SET updated_at = now() - interval '25 hours' WHERE key = 'retention.last_run'")
             #expect(try await Retention.runIfDue(client: client, logger: TestDatabase.logger)?.partitions == [])
         }
     }

@@ -65,9 +65,11 @@ import Testing
 
     func insertPerson(_ client: PostgresClient) async throws -> UUID {
         let profile = UUID()
-        try await client.execute("INSERT INTO cdp.sources (source_id, name, write_key_sha256, write_key_hint) VALUES ('src_web', 'web', 'h', 'k')")
+        try await client.execute(
+            "INSERT INTO cdp.sources (source_id, name, write_key_sha256, write_key_hint) VALUES ('src_web', 'web', 'h', 'k')")
         try await client.execute("SELECT cdp.ensure_event_partition(now()::date)")
-        try await client.execute("""
+        try await client.execute(
+            """
             INSERT INTO cdp.events (seq, message_id, source_id, type, user_id, anonymous_id, profile_id, timestamp, received_at, traits, context, properties)
             VALUES (nextval('cdp.events_seq'), 'm1', 'src_web', 'identify', 'user-12345', 'anon-98765', \(profile), now(), now(),
                     '{"email": "jane@example.com", "First Name": "Jane", "plan": "pro"}',
@@ -75,14 +77,17 @@ import Testing
                       "externalIds": [{"id": "crm-777777", "type": "crm", "collection": "users"}]}',
                     '{"revenue": 12.5}')
             """)
-        try await client.execute("""
+        try await client.execute(
+            """
             INSERT INTO cdp.identity_profiles (profile_id, founder_kind, founder_value, founded_seq) VALUES (\(profile), 'email', 'jane@example.com', 1)
             """)
-        try await client.execute("""
+        try await client.execute(
+            """
             INSERT INTO cdp.identity_nodes (kind, value, profile_id, first_seq, first_seen_at, last_seen_at)
             VALUES ('email', 'jane@example.com', \(profile), 1, now(), now())
             """)
-        try await client.execute("""
+        try await client.execute(
+            """
             INSERT INTO cdp.profile_data (profile_id, traits) VALUES (\(profile), '{"email": "jane@example.com", "plan": "pro", "phone": 4915551234567}')
             """)
         return profile
@@ -91,11 +96,14 @@ import Testing
     @Test func analystCannotReadRawPIIOrWriteAnything() async throws {
         try await withAnalysts { client, logins in
             _ = try await insertPerson(client)
-            for relation in ["cdp.events", "cdp.identities", "cdp.profiles", "cdp.identity_nodes", "cdp.profile_data", "cdp.audit_log",
-                             "cdp.settings", "cdp.event_message_ids", "cdp.sources", "cdp.segment_members", "cdp.consent"] {
+            for relation in [
+                "cdp.events", "cdp.identities", "cdp.profiles", "cdp.identity_nodes", "cdp.profile_data", "cdp.audit_log",
+                "cdp.settings", "cdp.event_message_ids", "cdp.sources", "cdp.segment_members", "cdp.consent",
+            ] {
                 for login in [logins.analyst, logins.pii] {
-                    #expect(await failure(as: login, client, "SELECT count(*) FROM \(unescaped: relation)") == .insufficientPrivilege,
-                            "\(login) reads \(relation)")
+                    #expect(
+                        await failure(as: login, client, "SELECT count(*) FROM \(unescaped: relation)") == .insufficientPrivilege,
+                        "\(login) reads \(relation)")
                 }
             }
             let writes: [PostgresQuery] = [
@@ -133,27 +141,43 @@ import Testing
             let eventQuery: PostgresQuery = """
                 SELECT user_id, anonymous_id, traits::text, context::text, properties::text, profile_id FROM analyst.events
                 """
-            let masked = try await rows(as: logins.analyst, client, eventQuery).first!.decode((String, String, String, String, String, UUID).self)
+            let masked = try await rows(as: logins.analyst, client, eventQuery).first!.decode(
+                (String, String, String, String, String, UUID).self)
             #expect(masked.0 == "******2345" && masked.1 == "******8765")
             #expect(masked.2 == #"{"plan": "pro", "email": "j***@example.com", "First Name": "****"}"#, "\(masked.2)")
             #expect(masked.3.contains(#""ip": "********3.42""#) && masked.3.contains(#""locale": "en-GB""#), "\(masked.3)")
-            #expect(masked.3.contains(#""traits": {"phone": "********4567"}"#) && masked.3.contains(#""id": "******7777""#), "\(masked.3)")
+            #expect(
+                masked.3.contains(#""traits": {"phone": "********4567"}"#) && masked.3.contains(#""id": "******7777""#),
+                "\(masked.3)")
             #expect(masked.4 == #"{"revenue": 12.5}"# && masked.5 == profile)
 
-            let raw = try await rows(as: logins.pii, client, eventQuery).first!.decode((String, String, String, String, String, UUID).self)
-            #expect(raw.0 == "user-12345" && raw.1 == "anon-98765" && raw.2.contains("jane@example.com") && raw.3.contains("203.0.113.42"))
+            let raw = try await rows(as: logins.pii, client, eventQuery).first!.decode(
+                (String, String, String, String, String, UUID).self)
+            #expect(
+                raw.0 == "user-12345" && raw.1 == "anon-98765" && raw.2.contains("jane@example.com")
+                    && raw.3.contains("203.0.113.42"))
 
             let identity: PostgresQuery = "SELECT kind, value FROM analyst.identities"
-            #expect(try await rows(as: logins.analyst, client, identity).first!.decode((String, String).self) == ("email", "j***@example.com"))
-            #expect(try await rows(as: logins.pii, client, identity).first!.decode((String, String).self) == ("email", "jane@example.com"))
+            #expect(
+                try await rows(as: logins.analyst, client, identity).first!.decode((String, String).self) == (
+                    "email", "j***@example.com"
+                ))
+            #expect(
+                try await rows(as: logins.pii, client, identity).first!.decode((String, String).self) == (
+                    "email", "jane@example.com"
+                ))
 
             let traits: PostgresQuery = "SELECT traits::text FROM analyst.profiles WHERE profile_id = \(profile)"
-            #expect(try await rows(as: logins.analyst, client, traits).scalar(String.self)
+            #expect(
+                try await rows(as: logins.analyst, client, traits).scalar(String.self)
                     == #"{"plan": "pro", "email": "j***@example.com", "phone": "*********4567"}"#)
-            #expect(try await rows(as: logins.pii, client, traits).scalar(String.self)
+            #expect(
+                try await rows(as: logins.pii, client, traits).scalar(String.self)
                     == #"{"plan": "pro", "email": "jane@example.com", "phone": 4915551234567}"#)
             for view in ["profile_merges", "trait_changes", "sources", "segment_members", "segment_history", "consent"] {
-                #expect(try await rows(as: logins.analyst, client, "SELECT count(*) FROM analyst.\(identifier: view)").scalar(Int.self) >= 0)
+                #expect(
+                    try await rows(as: logins.analyst, client, "SELECT count(*) FROM analyst.\(identifier: view)").scalar(
+                        Int.self) >= 0)
             }
         }
     }
@@ -162,12 +186,14 @@ import Testing
         try await withAnalysts { client, logins in
             let profile = try await insertPerson(client)
             // plan becomes personal data, email is declared not to be; both get typed columns.
-            try await CatalogStore(client: client).apply(Catalog(traits: [
-                "plan": .init(type: .string, pii: true), "email": .init(type: .string, pii: false),
-                "phone": .init(type: .integer, column: "phone_number", pii: true),
-            ]))
+            try await CatalogStore(client: client).apply(
+                Catalog(traits: [
+                    "plan": .init(type: .string, pii: true), "email": .init(type: .string, pii: false),
+                    "phone": .init(type: .integer, column: "phone_number", pii: true),
+                ]))
             try await client.execute("SELECT cdp.apply_analyst_views()")
-            let query: PostgresQuery = "SELECT plan, email, phone_number, traits ->> 'plan' FROM analyst.profiles WHERE profile_id = \(profile)"
+            let query: PostgresQuery =
+                "SELECT plan, email, phone_number, traits ->> 'plan' FROM analyst.profiles WHERE profile_id = \(profile)"
             let masked = try await rows(as: logins.analyst, client, query).first!.decode((String?, String?, Int64?, String?).self)
             #expect(masked.0 == "***", "\(masked)")
             #expect(masked.1 == "jane@example.com" && masked.2 == nil && masked.3 == "***", "\(masked)")
@@ -192,12 +218,17 @@ import Testing
             #expect(entries.count == 2 && entries.allSatisfy { $0.action == "roles.setup" && $0.actor.hasPrefix("cli:") })
             // A migrate keeps the grants (views re-created, re-granted).
             try await Migrator(files: ProjectFiles(root: TestDatabase.packageRoot), logger: TestDatabase.logger).migrate(client)
-            #expect(try await client.query("""
-                SELECT has_table_privilege('tributary_analyst', 'analyst.profiles', 'SELECT')
-                   AND has_table_privilege('tributary_analyst', 'analyst.events', 'SELECT')
-                   AND NOT has_table_privilege('tributary_analyst', 'analyst.events', 'INSERT')
-                """).scalar(Bool.self))
-            await #expect(throws: RolesError.self) { try await roles.grant(login: "no_such_login_\(UUID().uuidString.prefix(6))", pii: false, actor: .cli) }
+            #expect(
+                try await client.query(
+                    """
+                    SELECT has_table_privilege('tributary_analyst', 'analyst.profiles', 'SELECT')
+                       AND has_table_privilege('tributary_analyst', 'analyst.events', 'SELECT')
+                       AND NOT has_table_privilege('tributary_analyst', 'analyst.events', 'INSERT')
+                    """
+                ).scalar(Bool.self))
+            await #expect(throws: RolesError.self) {
+                try await roles.grant(login: "no_such_login_\(UUID().uuidString.prefix(6))", pii: false, actor: .cli)
+            }
         }
     }
 }

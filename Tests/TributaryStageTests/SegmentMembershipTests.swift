@@ -41,13 +41,17 @@ import Testing
     /// segment logic is recomputed here).
     static func load(_ client: PostgresClient) async throws -> [StoredProfile] {
         var events: [UUID: [StoredEvent]] = [:]
-        for row in try await client.query("""
+        for row in try await client.query(
+            """
             SELECT profile_id, event, type, properties::text, (extract(epoch FROM timestamp) * 1000000)::bigint, seq
             FROM cdp.events WHERE profile_id IS NOT NULL
-            """) {
-            let (profile, name, type, properties, micros, seq) = try row.decode((UUID, String?, String, String, Int64, Int64).self)
-            events[profile, default: []].append(StoredEvent(
-                event: name, type: type, properties: try JSONParser.parse(Array(properties.utf8)), micros: micros, seq: seq))
+            """)
+        {
+            let (profile, name, type, properties, micros, seq) = try row.decode(
+                (UUID, String?, String, String, Int64, Int64).self)
+            events[profile, default: []].append(
+                StoredEvent(
+                    event: name, type: type, properties: try JSONParser.parse(Array(properties.utf8)), micros: micros, seq: seq))
         }
         return try await client.query("SELECT profile_id, traits::text, computed::text FROM cdp.profile_data").map { row in
             let (id, traits, computed) = try row.decode((UUID, String, String).self)
@@ -93,7 +97,9 @@ import Testing
             case "$screen": if stored.type != "screen" { return false }
             default: if stored.event != event.name { return false }
             }
-            if let window = event.within, !(stored.micros > now - Int64(window.days) * SegmentMembershipTests.day) { return false }
+            if let window = event.within, !(stored.micros > now - Int64(window.days) * SegmentMembershipTests.day) {
+                return false
+            }
             return (event.where ?? []).allSatisfy { Self.compare(stored.properties[$0.property], $0.op, $0.value) }
         }
 
@@ -125,7 +131,8 @@ import Testing
                         && chain(from: next, first: first, step: step + 1)
                 }
             }
-            return profile.events.contains { first in matches(first, funnel.steps[0]) && chain(from: first, first: first, step: 1) }
+            return profile.events.contains { first in matches(first, funnel.steps[0]) && chain(from: first, first: first, step: 1)
+            }
         }
 
         /// A value of a JSON object (nil: absent) against a condition.
@@ -205,7 +212,9 @@ import Testing
                 index += 1
                 return true
             }
-            guard let year = digits(4), skip("-"), let month = digits(2), skip("-"), let dayOfMonth = digits(2) else { return nil }
+            guard let year = digits(4), skip("-"), let month = digits(2), skip("-"), let dayOfMonth = digits(2) else {
+                return nil
+            }
             var hour = 0, minute = 0, second = 0, micros = 0, offset = 0
             if index < bytes.count {
                 guard skip("T"), let h = digits(2), skip(":"), let m = digits(2), skip(":"), let s = digits(2) else { return nil }
@@ -230,22 +239,26 @@ import Testing
             guard (1...12).contains(month), hour < 24, minute < 60, second < 60 else { return nil }
             var calendar = Calendar(identifier: .gregorian)
             calendar.timeZone = TimeZone(identifier: "UTC")!
-            guard let range = calendar.range(of: .day, in: .month, for: calendar.date(from: DateComponents(year: year, month: month, day: 1))!),
+            guard
+                let range = calendar.range(
+                    of: .day, in: .month, for: calendar.date(from: DateComponents(year: year, month: month, day: 1))!),
                 range.contains(dayOfMonth)
             else { return nil }
-            let date = calendar.date(from: DateComponents(year: year, month: month, day: dayOfMonth, hour: hour, minute: minute, second: second))!
+            let date = calendar.date(
+                from: DateComponents(year: year, month: month, day: dayOfMonth, hour: hour, minute: minute, second: second))!
             return (Int64(date.timeIntervalSince1970.rounded()) - Int64(offset)) * 1_000_000 + Int64(micros)
         }
     }
 
     // MARK: - Generated data
 
-    static let computedDefinitions = ComputedTraitDefinitions(computedTraits: [
-        .count("orders", of: "Order Completed"),
-        .sum("lifetime_value", Property<Double>("revenue"), of: "Order Completed"),
-        .last("last_category", Property<String>("category"), of: "Product Viewed"),
-        .count("views_30d", of: "Product Viewed", within: .days(30)),
-    ], rfm: RFMSettings(enabled: false))
+    static let computedDefinitions = ComputedTraitDefinitions(
+        computedTraits: [
+            .count("orders", of: "Order Completed"),
+            .sum("lifetime_value", Property<Double>("revenue"), of: "Order Completed"),
+            .last("last_category", Property<String>("category"), of: "Product Viewed"),
+            .count("views_30d", of: "Product Viewed", within: .days(30)),
+        ], rfm: RFMSettings(enabled: false))
 
     /// `2026-01-02T03:04:05.678Z`, or with an offset (minutes east of UTC), or a plain date.
     static func iso(_ date: Date, offset: Int = 0, millis: Bool = false, dateOnly: Bool = false) -> String {
@@ -293,15 +306,18 @@ import Testing
             }
             func traits() -> String {
                 var parts: [String] = []
-                if random.chance(0.6) { parts.append(#""plan": "# + (random.chance(0.12) ? "null" : "\"\(random.pick(plans))\"")) }
+                if random.chance(0.6) {
+                    parts.append(#""plan": "# + (random.chance(0.12) ? "null" : "\"\(random.pick(plans))\""))
+                }
                 if random.chance(0.6) {
                     let age = 18 + random.below(52)
-                    let text = switch random.below(10) {
-                    case 0: "\"\(age)\""
-                    case 1: random.pick(["30.0", "25", "35.0", "30.5", "41"])
-                    case 2: "null"
-                    default: "\(age)"
-                    }
+                    let text =
+                        switch random.below(10) {
+                        case 0: "\"\(age)\""
+                        case 1: random.pick(["30.0", "25", "35.0", "30.5", "41"])
+                        case 2: "null"
+                        default: "\(age)"
+                        }
                     parts.append(#""age": \#(text)"#)
                 }
                 if random.chance(0.5) { parts.append(#""score": \#(random.chance(0.1) ? "\"high\"" : money(10_000))"#) }
@@ -312,14 +328,15 @@ import Testing
                     var days = Double(random.below(120))
                     while [29, 30, 44, 45, 59, 60, 89, 90].contains(Int(days)) { days = Double(random.below(120)) }
                     let moment = daysAgo(days + 0.25 + 0.5 * random.unit())
-                    let text = switch random.below(8) {
-                    case 0: "\"\(iso(moment, offset: 120))\""
-                    case 1: "\"\(iso(moment, offset: -300, millis: true))\""
-                    case 2: "\"\(iso(moment, dateOnly: true))\""
-                    case 3: random.pick(["\"2026-13-45T00:00:00Z\"", "\"soon\"", "12345", "\"2026-02-30\""])
-                    case 4: "\"\(iso(moment, millis: true))\""
-                    default: "\"\(iso(moment))\""
-                    }
+                    let text =
+                        switch random.below(8) {
+                        case 0: "\"\(iso(moment, offset: 120))\""
+                        case 1: "\"\(iso(moment, offset: -300, millis: true))\""
+                        case 2: "\"\(iso(moment, dateOnly: true))\""
+                        case 3: random.pick(["\"2026-13-45T00:00:00Z\"", "\"soon\"", "12345", "\"2026-02-30\""])
+                        case 4: "\"\(iso(moment, millis: true))\""
+                        default: "\"\(iso(moment))\""
+                        }
                     parts.append(#""signed_up_at": \#(text)"#)
                 }
                 if random.chance(0.1) { parts.append(#""tags": ["a", "b"]"#) }
@@ -348,14 +365,18 @@ import Testing
                 default: break
                 }
                 let (u, a) = who()
-                return F.event(.track, user: u, anonymous: a, event: "Order Completed", properties: "{\(properties.joined(separator: ", "))}", at: moment)
+                return F.event(
+                    .track, user: u, anonymous: a, event: "Order Completed",
+                    properties: "{\(properties.joined(separator: ", "))}", at: moment)
             }
             func view(at moment: Date) -> IncomingEvent {
                 var properties: [String] = []
                 if random.chance(0.85) { properties.append(#""category": "\#(random.pick(categories))""#) }
                 if random.chance(0.8) { properties.append(#""price": \#(money(10_000))"#) }
                 let (u, a) = who()
-                return F.event(.track, user: u, anonymous: a, event: "Product Viewed", properties: "{\(properties.joined(separator: ", "))}", at: moment)
+                return F.event(
+                    .track, user: u, anonymous: a, event: "Product Viewed", properties: "{\(properties.joined(separator: ", "))}",
+                    at: moment)
             }
             func cart(at moment: Date) -> IncomingEvent {
                 var properties = [#""price": \#(money(5_000))"#, #""sku": "SKU-\#(random.below(20))""#]
@@ -364,7 +385,9 @@ import Testing
                     properties.append(#""promo_until": "\#(iso(promo, millis: random.chance(0.5)))""#)
                 }
                 let (u, a) = who()
-                return F.event(.track, user: u, anonymous: a, event: "Added to Cart", properties: "{\(properties.joined(separator: ", "))}", at: moment)
+                return F.event(
+                    .track, user: u, anonymous: a, event: "Added to Cart", properties: "{\(properties.joined(separator: ", "))}",
+                    at: moment)
             }
             for _ in 0..<random.below(13) {
                 switch random.below(3) {
@@ -375,7 +398,8 @@ import Testing
             }
             for _ in 0..<random.below(5) {
                 let (u, a) = who()
-                events.append(F.event(.page, user: u, anonymous: a, properties: #"{"path": "\#(random.pick(paths))"}"#, at: time()))
+                events.append(
+                    F.event(.page, user: u, anonymous: a, properties: #"{"path": "\#(random.pick(paths))"}"#, at: time()))
             }
             // A cart and an order at the same moment, received in either order: only (timestamp, seq) orders them.
             if random.chance(0.2) {
@@ -415,7 +439,9 @@ import Testing
             Segment("t_num_eq") { age == 30 },
             Segment("t_gt") { age > 40 },
             Segment("t_le") { age <= 30 },
-            Segment("t_range") { score >= 25.5; score < 75.0 },
+            Segment("t_range") {
+                score >= 25.5; score < 75.0
+            },
             Segment("t_bool") { vip == true },
             Segment("t_bool_ne") { vip != false },
             Segment("t_in") { plan.isIn(["pro", "enterprise"]) },
@@ -425,21 +451,41 @@ import Testing
             Segment("t_array") { tags.exists },
             Segment("t_null") { plan.isNull },
             Segment("t_date_after") { signedUp > ago(30) },
-            Segment("t_date_range") { signedUp >= ago(90); signedUp < ago(45) },
+            Segment("t_date_range") {
+                signedUp >= ago(90); signedUp < ago(45)
+            },
             Segment("t_date_le") { signedUp <= ago(60) },
             Segment("c_ge") { orders >= 2 },
             Segment("c_gt") { value > 150.0 },
             Segment("c_eq") { views30 == 0 },
-            Segment("c_le") { views30 <= 1; orders > 0 },
+            Segment("c_le") {
+                views30 <= 1; orders > 0
+            },
             Segment("c_in") { last.isIn(["shoes", "books"]) },
             Segment("c_ne") { last != "kitchen" },
             Segment("c_contains") { last.contains("oo") },
             Segment("c_null") { last.isNull },
             Segment("e_window") { Event("Order Completed", within: .days(30)).count >= 2 },
-            Segment("e_where") { Event("Order Completed") { revenue > 50.0; currency == "EUR" }.occurred },
-            Segment("e_where_ne") { Event("Order Completed") { currency != "EUR"; coupon.exists }.occurred },
-            Segment("e_where_in") { Event("Product Viewed") { category.isIn(["shoes", "books"]); price.isNull }.occurred },
-            Segment("e_where_null") { Event("Order Completed") { coupon.isNull; revenue <= 100.0 }.count >= 2 },
+            Segment("e_where") {
+                Event("Order Completed") {
+                    revenue > 50.0; currency == "EUR"
+                }.occurred
+            },
+            Segment("e_where_ne") {
+                Event("Order Completed") {
+                    currency != "EUR"; coupon.exists
+                }.occurred
+            },
+            Segment("e_where_in") {
+                Event("Product Viewed") {
+                    category.isIn(["shoes", "books"]); price.isNull
+                }.occurred
+            },
+            Segment("e_where_null") {
+                Event("Order Completed") {
+                    coupon.isNull; revenue <= 100.0
+                }.count >= 2
+            },
             Segment("e_where_contains") { Event("Added to Cart", within: .days(45)) { sku.contains("SKU-1") }.occurred },
             Segment("e_where_iso") { Event("Added to Cart") { promo }.occurred },
             Segment("e_never") { Event("Order Completed").never },
@@ -465,43 +511,94 @@ import Testing
             },
             Segment("e_merged_nested") {
                 AnyOf {
-                    AllOf { Event("Order Completed").count >= 1; Event("Order Completed").max(revenue) < 100.0 }
-                    AllOf { Event("Order Completed").count == 0; Event("Product Viewed").count >= 3 }
+                    AllOf {
+                        Event("Order Completed").count >= 1; Event("Order Completed").max(revenue) < 100.0
+                    }
+                    AllOf {
+                        Event("Order Completed").count == 0; Event("Product Viewed").count >= 3
+                    }
                 }
             },
-            Segment("f_two") { Funnel(within: .days(7)) { Event("Product Viewed"); Event("Order Completed") } },
-            Segment("f_three") {
-                Funnel(within: .days(14)) { Event("$page"); Event("Added to Cart"); Event("Order Completed") { revenue > 20.0 } }
+            Segment("f_two") {
+                Funnel(within: .days(7)) {
+                    Event("Product Viewed"); Event("Order Completed")
+                }
             },
-            Segment("f_same") { Funnel(within: .days(3)) { Event("Product Viewed"); Event("Product Viewed") } },
-            Segment("f_tie") { Funnel(within: .days(1)) { Event("Added to Cart"); Event("Order Completed") } },
-            Segment("f_window") { Funnel(within: .days(10)) { Event("Product Viewed", within: .days(45)); Event("Added to Cart") } },
+            Segment("f_three") {
+                Funnel(within: .days(14)) {
+                    Event("$page"); Event("Added to Cart"); Event("Order Completed") { revenue > 20.0 }
+                }
+            },
+            Segment("f_same") {
+                Funnel(within: .days(3)) {
+                    Event("Product Viewed"); Event("Product Viewed")
+                }
+            },
+            Segment("f_tie") {
+                Funnel(within: .days(1)) {
+                    Event("Added to Cart"); Event("Order Completed")
+                }
+            },
+            Segment("f_window") {
+                Funnel(within: .days(10)) {
+                    Event("Product Viewed", within: .days(45)); Event("Added to Cart")
+                }
+            },
             Segment("ns_window") { Event("Order Completed").notSince(Event("Added to Cart", within: .days(30))) },
-            Segment("ns_where") { Event("Order Completed") { revenue > 10.0 }.notSince(Event("Product Viewed") { category == "shoes" }) },
+            Segment("ns_where") {
+                Event("Order Completed") { revenue > 10.0 }.notSince(Event("Product Viewed") { category == "shoes" })
+            },
             Segment("ns_event_window") { Event("Order Completed", within: .days(20)).notSince(Event("Product Viewed")) },
-            Segment("l_any") { AnyOf { plan == "pro"; orders >= 3; vip == true } },
+            Segment("l_any") {
+                AnyOf {
+                    plan == "pro"; orders >= 3; vip == true
+                }
+            },
             Segment("l_nested") {
                 AnyOf {
-                    AllOf { age > 30; city.exists }
+                    AllOf {
+                        age > 30; city.exists
+                    }
                     Not { plan.isIn(["pro", "free"]) }
                 }
                 Event("Product Viewed").occurred
             },
             Segment("l_not_unknown") { Not { age > 40 } },
-            Segment("l_not_all") { Not { plan == "pro"; Event("Order Completed").average(revenue) > 50.0 } },
+            Segment("l_not_all") {
+                Not {
+                    plan == "pro"; Event("Order Completed").average(revenue) > 50.0
+                }
+            },
             Segment("l_not_zero") { Not { Event("Order Completed").sum(revenue) < 100.0 } },
             Segment("l_deep") {
                 Not {
                     AnyOf {
                         Not { vip == true }
-                        AllOf { score < 20.0; Event("$page").never }
+                        AllOf {
+                            score < 20.0; Event("$page").never
+                        }
                     }
                 }
             },
-            Segment("l_any_events") { AnyOf { Funnel(within: .days(2)) { Event("Added to Cart"); Event("Added to Cart") }; Event("$page").count >= 4 } },
-            Segment("s_ref") { InSegment("t_eq"); Event("Order Completed").occurred },
-            Segment("s_ref_logic") { Not { InSegment("e_window") }; AnyOf { InSegment("t_bool"); InSegment("ns_window") } },
-            Segment("s_ref_chain") { InSegment("s_ref_logic"); Not { InSegment("l_any") } },
+            Segment("l_any_events") {
+                AnyOf {
+                    Funnel(within: .days(2)) {
+                        Event("Added to Cart"); Event("Added to Cart")
+                    }; Event("$page").count >= 4
+                }
+            },
+            Segment("s_ref") {
+                InSegment("t_eq"); Event("Order Completed").occurred
+            },
+            Segment("s_ref_logic") {
+                Not { InSegment("e_window") };
+                AnyOf {
+                    InSegment("t_bool"); InSegment("ns_window")
+                }
+            },
+            Segment("s_ref_chain") {
+                InSegment("s_ref_logic"); Not { InSegment("l_any") }
+            },
         ])
     }
 
@@ -516,7 +613,9 @@ import Testing
     }
 
     static func difference(_ sql: Set<UUID>, _ swift: Set<UUID>) -> String {
-        func list(_ ids: Set<UUID>) -> String { ids.map { $0.uuidString.lowercased() }.sorted().prefix(8).joined(separator: ", ") }
+        func list(_ ids: Set<UUID>) -> String {
+            ids.map { $0.uuidString.lowercased() }.sorted().prefix(8).joined(separator: ", ")
+        }
         return "only in SQL (\(sql.subtracting(swift).count)): [\(list(sql.subtracting(swift)))]; "
             + "only in Swift (\(swift.subtracting(sql).count)): [\(list(swift.subtracting(sql)))]"
     }
@@ -537,7 +636,8 @@ import Testing
             let selected = try await ids(client, try compiler.selectSQL(name))
             let viewQueryAgrees = selected == expected
             #expect(viewQueryAgrees, "\(name), view query: \(difference(selected, expected))")
-            let perProfile = try await ids(client, try compiler.perProfileSQL(name, profiles: "$1::uuid[]"), binds: [try all.postgresBind()])
+            let perProfile = try await ids(
+                client, try compiler.perProfileSQL(name, profiles: "$1::uuid[]"), binds: [try all.postgresBind()])
             let perProfileAgrees = perProfile == expected
             #expect(perProfileAgrees, "\(name), per-profile form: \(difference(perProfile, expected))")
             if views {
@@ -546,7 +646,9 @@ import Testing
                 #expect(viewAgrees, "\(name), applied view: \(difference(view, expected))")
             }
             if nonTrivial {
-                #expect(0 < expected.count && expected.count < all.count, "\(name) selects \(expected.count) of \(all.count) profiles")
+                #expect(
+                    0 < expected.count && expected.count < all.count, "\(name) selects \(expected.count) of \(all.count) profiles"
+                )
             }
         }
     }
@@ -609,21 +711,24 @@ import Testing
     @Test func refreshesRecordEntriesAndExits() async throws {
         try await TestDatabase.withFreshDatabase { (client) async throws in
             try await IdentityFixture.migrated(client)
-            try await F.ingest([
-                F.event(user: "u1", traits: #"{"plan": "pro"}"#, at: F.day(1)),
-                F.event(.track, user: "u1", event: "Product Viewed", at: F.day(2)),
-                F.event(user: "u2", traits: #"{"plan": "free"}"#, at: F.day(1)),
-                F.event(.track, user: "u2", event: "Order Completed", properties: #"{"revenue": 20}"#, at: F.day(2)),
-                F.event(user: "u3", traits: #"{"plan": "pro"}"#, at: F.day(1)),
-                F.event(.track, user: "u3", event: "Order Completed", properties: #"{"revenue": 30}"#, at: F.day(2)),
-                F.event(.track, user: "u3", event: "Order Completed", properties: #"{"revenue": 40}"#, at: F.day(3)),
-                F.event(user: "u4", traits: #"{"plan": "trial"}"#, at: F.day(1)),
-            ], client)
+            try await F.ingest(
+                [
+                    F.event(user: "u1", traits: #"{"plan": "pro"}"#, at: F.day(1)),
+                    F.event(.track, user: "u1", event: "Product Viewed", at: F.day(2)),
+                    F.event(user: "u2", traits: #"{"plan": "free"}"#, at: F.day(1)),
+                    F.event(.track, user: "u2", event: "Order Completed", properties: #"{"revenue": 20}"#, at: F.day(2)),
+                    F.event(user: "u3", traits: #"{"plan": "pro"}"#, at: F.day(1)),
+                    F.event(.track, user: "u3", event: "Order Completed", properties: #"{"revenue": 30}"#, at: F.day(2)),
+                    F.event(.track, user: "u3", event: "Order Completed", properties: #"{"revenue": 40}"#, at: F.day(3)),
+                    F.event(user: "u4", traits: #"{"plan": "trial"}"#, at: F.day(1)),
+                ], client)
             let definitions = SegmentDefinitions([
                 Segment("buyers") { Event("Order Completed").occurred },
                 Segment("non_buyers") { Event("Order Completed").never },
                 Segment("pro") { Trait<String>("plan") == "pro" },
-                Segment("pro_buyers") { InSegment("pro"); InSegment("buyers") },
+                Segment("pro_buyers") {
+                    InSegment("pro"); InSegment("buyers")
+                },
             ])
             let store = SegmentStore(client: client, logger: TestDatabase.logger)
             let membership = SegmentMembership(client: client, logger: TestDatabase.logger)
@@ -631,10 +736,14 @@ import Testing
             #expect(applied.map(\.kind) == [.added, .added, .added, .added])
 
             func profile(_ user: String) async throws -> UUID {
-                try await client.query("SELECT profile_id FROM cdp.identities WHERE kind = 'user_id' AND value = \(user)").scalar(UUID.self)
+                try await client.query("SELECT profile_id FROM cdp.identities WHERE kind = 'user_id' AND value = \(user)").scalar(
+                    UUID.self)
             }
             func members(_ segment: String) async throws -> Set<UUID> {
-                Set(try await client.query("SELECT profile_id FROM cdp.segment_members WHERE segment = \(segment)").map { try $0.decode(UUID.self) })
+                Set(
+                    try await client.query("SELECT profile_id FROM cdp.segment_members WHERE segment = \(segment)").map {
+                        try $0.decode(UUID.self)
+                    })
             }
             func view(_ segment: String) async throws -> Set<UUID> {
                 try await Self.ids(client, "SELECT profile_id FROM \(try SQLQuoting.qualified("segments", segment))")
@@ -650,9 +759,11 @@ import Testing
                 for user in ["u1", "u2", "u3", "u4", "u5"] {
                     if let id = try? await profile(user) { names[id] = user }
                 }
-                return try await client.query("""
+                return try await client.query(
+                    """
                     SELECT segment, profile_id, change, reason FROM cdp.segment_changes WHERE change_id > \(mark)
-                    """).map {
+                    """
+                ).map {
                     let (segment, id, change, reason) = try $0.decode((String, UUID, String, String).self)
                     return "\(segment) \(names[id] ?? id.uuidString) \(change) \(reason)"
                 }.sorted()
@@ -671,28 +782,33 @@ import Testing
                 #expect(try await members(segment) == expectedBefore[segment], "\(segment)")
                 #expect(try await view(segment) == expectedBefore[segment], "\(segment)")
             }
-            #expect(try await changes(after: 0) == [
-                "buyers u2 entered refresh", "buyers u3 entered refresh", "non_buyers u1 entered refresh", "non_buyers u4 entered refresh",
-                "pro u1 entered refresh", "pro u3 entered refresh", "pro_buyers u3 entered refresh",
-            ])
+            #expect(
+                try await changes(after: 0) == [
+                    "buyers u2 entered refresh", "buyers u3 entered refresh", "non_buyers u1 entered refresh",
+                    "non_buyers u4 entered refresh",
+                    "pro u1 entered refresh", "pro u3 entered refresh", "pro_buyers u3 entered refresh",
+                ])
 
             // u1 buys; u3 moves to the free plan; u4 to pro; u5 arrives without orders.
             let mark = try await lastChange()
-            try await F.ingest([
-                F.event(.track, user: "u1", event: "Order Completed", properties: #"{"revenue": 10}"#, at: F.day(5)),
-                F.event(user: "u3", traits: #"{"plan": "free"}"#, at: F.day(5)),
-                F.event(user: "u4", traits: #"{"plan": "pro"}"#, at: F.day(5)),
-                F.event(user: "u5", traits: #"{"plan": "trial"}"#, at: F.day(5)),
-            ], client)
+            try await F.ingest(
+                [
+                    F.event(.track, user: "u1", event: "Order Completed", properties: #"{"revenue": 10}"#, at: F.day(5)),
+                    F.event(user: "u3", traits: #"{"plan": "free"}"#, at: F.day(5)),
+                    F.event(user: "u4", traits: #"{"plan": "pro"}"#, at: F.day(5)),
+                    F.event(user: "u5", traits: #"{"plan": "trial"}"#, at: F.day(5)),
+                ], client)
             // Not real-time: nothing changes until the refresh.
             #expect(try await lastChange() == mark)
             #expect(try await members("buyers") == expectedBefore["buyers"])
             let second = try await membership.refresh()
             #expect(second.entered == 4 && second.exited == 3 && second.members == 8)
-            #expect(try await changes(after: mark) == [
-                "buyers u1 entered refresh", "non_buyers u1 exited refresh", "non_buyers u5 entered refresh",
-                "pro u3 exited refresh", "pro u4 entered refresh", "pro_buyers u1 entered refresh", "pro_buyers u3 exited refresh",
-            ])
+            #expect(
+                try await changes(after: mark) == [
+                    "buyers u1 entered refresh", "non_buyers u1 exited refresh", "non_buyers u5 entered refresh",
+                    "pro u3 exited refresh", "pro u4 entered refresh", "pro_buyers u1 entered refresh",
+                    "pro_buyers u3 exited refresh",
+                ])
             let expectedAfter: [String: Set<UUID>] = [
                 "buyers": try await users("u1", "u2", "u3"), "non_buyers": try await users("u4", "u5"),
                 "pro": try await users("u1", "u4"), "pro_buyers": try await users("u1"),
@@ -703,9 +819,11 @@ import Testing
             }
 
             // The history: one row per stay; open stays are exactly the current members.
-            let history = try await client.query("""
+            let history = try await client.query(
+                """
                 SELECT segment, profile_id, entered_at, exited_at FROM cdp.segment_history
-                """).map { try $0.decode((String, UUID, Date, Date?).self) }
+                """
+            ).map { try $0.decode((String, UUID, Date, Date?).self) }
             #expect(history.count == 11)
             for segment in definitions.segments.map(\.name) {
                 #expect(Set(history.filter { $0.0 == segment && $0.3 == nil }.map(\.1)) == expectedAfter[segment], "\(segment)")
@@ -723,12 +841,19 @@ import Testing
 
             // Removing a segment: its members exit with reason 'removed', its view is dropped.
             let removal = try await store.apply(SegmentDefinitions(Array(definitions.segments.prefix(3))))
-            #expect(removal.map { "\($0.name) \($0.kind)" } == ["buyers unchanged", "non_buyers unchanged", "pro unchanged", "pro_buyers removed"])
+            #expect(
+                removal.map { "\($0.name) \($0.kind)" } == [
+                    "buyers unchanged", "non_buyers unchanged", "pro unchanged", "pro_buyers removed",
+                ])
             #expect(try await changes(after: settled) == ["pro_buyers u1 exited removed"])
-            #expect(try await client.query("SELECT count(*) FROM cdp.segment_members WHERE segment = 'pro_buyers'").scalar(Int.self) == 0)
+            #expect(
+                try await client.query("SELECT count(*) FROM cdp.segment_members WHERE segment = 'pro_buyers'").scalar(Int.self)
+                    == 0)
             #expect(try await client.query("SELECT to_regclass('segments.pro_buyers') IS NULL").scalar(Bool.self))
-            let open = try await client.query("SELECT count(*) FROM cdp.segment_history WHERE segment = 'pro_buyers' AND exited_at IS NULL")
-                .scalar(Int.self)
+            let open = try await client.query(
+                "SELECT count(*) FROM cdp.segment_history WHERE segment = 'pro_buyers' AND exited_at IS NULL"
+            )
+            .scalar(Int.self)
             #expect(open == 0)
         }
     }
@@ -739,16 +864,20 @@ import Testing
         try await TestDatabase.withFreshDatabase { (client) async throws in
             try await IdentityFixture.migrated(client)
             let pro = Trait<String>("plan") == "pro"
-            try await SegmentStore(client: client, logger: TestDatabase.logger).apply(SegmentDefinitions([
-                Segment("rt_pro", realtime: true) { pro }, Segment("scheduled_pro") { pro },
-            ]))
+            try await SegmentStore(client: client, logger: TestDatabase.logger).apply(
+                SegmentDefinitions([
+                    Segment("rt_pro", realtime: true) { pro }, Segment("scheduled_pro") { pro },
+                ]))
             try await F.ingest([F.event(user: "u9", traits: #"{"plan": "pro"}"#, at: F.day(1))], client)
             try await F.ingest([F.event(anonymous: "a9", traits: #"{"plan": "pro"}"#, at: F.day(2))], client)
             func profile(_ kind: String, _ value: String) async throws -> UUID {
-                try await client.query("SELECT profile_id FROM cdp.identities WHERE kind = \(kind) AND value = \(value)").scalar(UUID.self)
+                try await client.query("SELECT profile_id FROM cdp.identities WHERE kind = \(kind) AND value = \(value)").scalar(
+                    UUID.self)
             }
             func memberships(_ id: UUID) async throws -> [String] {
-                try await client.query("SELECT segment FROM cdp.segment_members WHERE profile_id = \(id) ORDER BY segment").map { try $0.decode(String.self) }
+                try await client.query("SELECT segment FROM cdp.segment_members WHERE profile_id = \(id) ORDER BY segment").map {
+                    try $0.decode(String.self)
+                }
             }
             let before = [try await profile("user_id", "u9"), try await profile("anonymous_id", "a9")]
             try await SegmentMembership(client: client, logger: TestDatabase.logger).refresh()
@@ -757,7 +886,9 @@ import Testing
             try await F.ingest([F.event(user: "u9", anonymous: "a9", at: F.day(3))], client)
             let survivor = try await profile("user_id", "u9")
             let mergedAway = try #require(before.first { $0 != survivor })
-            #expect(try await client.query("SELECT count(*) FROM cdp.profile_data WHERE profile_id = \(mergedAway)").scalar(Int.self) == 0)
+            #expect(
+                try await client.query("SELECT count(*) FROM cdp.profile_data WHERE profile_id = \(mergedAway)").scalar(Int.self)
+                    == 0)
             #expect(try await memberships(survivor) == ["rt_pro", "scheduled_pro"])
             let left = try await memberships(mergedAway)
             #expect(left == [], "the merged-away profile \(mergedAway) is still listed in \(left) after its merge was processed")
@@ -768,11 +899,12 @@ import Testing
     @Test func realTimeSegmentsFollowTheProfileStage() async throws {
         try await TestDatabase.withFreshDatabase { (client) async throws in
             try await IdentityFixture.migrated(client)
-            try await F.ingest([
-                F.event(user: "u1", traits: #"{"plan": "free"}"#, at: F.day(1)),
-                F.event(.track, user: "u1", event: "Product Viewed", at: F.day(1.5)),
-                F.event(user: "u2", traits: #"{"plan": "pro"}"#, at: F.day(1)),
-            ], client)
+            try await F.ingest(
+                [
+                    F.event(user: "u1", traits: #"{"plan": "free"}"#, at: F.day(1)),
+                    F.event(.track, user: "u1", event: "Product Viewed", at: F.day(1.5)),
+                    F.event(user: "u2", traits: #"{"plan": "pro"}"#, at: F.day(1)),
+                ], client)
             let definitions = SegmentDefinitions([
                 Segment("rt_abandoned", realtime: true) { Event("Order Completed").notSince(Event("Added to Cart")) },
                 Segment("batch_abandoned") { Event("Order Completed").notSince(Event("Added to Cart")) },
@@ -783,16 +915,22 @@ import Testing
             try await membership.refresh()
 
             func profile(_ kind: String, _ value: String) async throws -> UUID {
-                try await client.query("SELECT profile_id FROM cdp.identities WHERE kind = \(kind) AND value = \(value)").scalar(UUID.self)
+                try await client.query("SELECT profile_id FROM cdp.identities WHERE kind = \(kind) AND value = \(value)").scalar(
+                    UUID.self)
             }
             func memberships(_ id: UUID) async throws -> Set<String> {
-                Set(try await client.query("SELECT segment FROM cdp.segment_members WHERE profile_id = \(id)").map { try $0.decode(String.self) })
+                Set(
+                    try await client.query("SELECT segment FROM cdp.segment_members WHERE profile_id = \(id)").map {
+                        try $0.decode(String.self)
+                    })
             }
             func lastChange() async throws -> Int {
                 try await client.query("SELECT coalesce(max(change_id), 0) FROM cdp.segment_changes").scalar(Int.self)
             }
             func changes(after mark: Int, _ names: [UUID: String]) async throws -> [String] {
-                try await client.query("SELECT segment, profile_id, change, reason FROM cdp.segment_changes WHERE change_id > \(mark)").map {
+                try await client.query(
+                    "SELECT segment, profile_id, change, reason FROM cdp.segment_changes WHERE change_id > \(mark)"
+                ).map {
                     let (segment, id, change, reason) = try $0.decode((String, UUID, String, String).self)
                     return "\(segment) \(names[id] ?? id.uuidString) \(change) \(reason)"
                 }.sorted()
@@ -818,10 +956,11 @@ import Testing
 
             // Two profiles, each a member, then an identify links them: one is merged into the other.
             try await F.ingest([F.event(user: "u9", traits: #"{"plan": "pro"}"#, at: F.day(1))], client)
-            try await F.ingest([
-                F.event(anonymous: "a9", traits: #"{"plan": "pro"}"#, at: F.day(2)),
-                F.event(.track, anonymous: "a9", event: "Added to Cart", at: F.day(3)),
-            ], client)
+            try await F.ingest(
+                [
+                    F.event(anonymous: "a9", traits: #"{"plan": "pro"}"#, at: F.day(2)),
+                    F.event(.track, anonymous: "a9", event: "Added to Cart", at: F.day(3)),
+                ], client)
             let user = try await profile("user_id", "u9"), visitor = try await profile("anonymous_id", "a9")
             #expect(user != visitor)
             #expect(try await memberships(user) == ["rt_pro"])
@@ -837,13 +976,20 @@ import Testing
             try #require(gone.count == 1)
             let mergedAway = gone[0]
             let names = [survivor: "survivor", mergedAway: "merged"]
-            #expect(try await client.query("SELECT count(*) FROM cdp.profile_data WHERE profile_id = \(mergedAway)").scalar(Int.self) == 0)
+            #expect(
+                try await client.query("SELECT count(*) FROM cdp.profile_data WHERE profile_id = \(mergedAway)").scalar(Int.self)
+                    == 0)
             // The survivor now holds the cart; the merged-away id leaves the real-time segments in the same batch.
             let realTime = try await changes(after: mark, names).filter { $0.hasPrefix("rt_") }
             // (The visitor held the cart: if the user's profile were the one merged away, the survivor was already in.)
-            #expect(realTime == (mergedAway == visitor
-                ? ["rt_abandoned merged exited profile", "rt_abandoned survivor entered profile", "rt_pro merged exited profile"]
-                : ["rt_pro merged exited profile"]))
+            #expect(
+                realTime
+                    == (mergedAway == visitor
+                        ? [
+                            "rt_abandoned merged exited profile", "rt_abandoned survivor entered profile",
+                            "rt_pro merged exited profile",
+                        ]
+                        : ["rt_pro merged exited profile"]))
             #expect(try await memberships(survivor).isSuperset(of: ["rt_pro", "rt_abandoned"]))
             #expect(try await memberships(mergedAway).isDisjoint(with: ["rt_pro", "rt_abandoned"]))
             // The scheduled segment follows at the refresh.

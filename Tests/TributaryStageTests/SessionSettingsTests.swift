@@ -13,11 +13,14 @@ import Testing
 /// settings.
 @Suite struct SessionSettingsTests {
     /// Whether PostgreSQL JIT-compiled `sql` when run with EXPLAIN (ANALYZE, FORMAT JSON) on `db` (rolled back).
-    static func jitCompiled(_ sql: String, binds: [PostgresBind] = [], on db: PostgresConnection, serverDefaults: Bool = false) async throws -> Bool {
+    static func jitCompiled(
+        _ sql: String, binds: [PostgresBind] = [], on db: PostgresConnection, serverDefaults: Bool = false
+    ) async throws -> Bool {
         try await db.execute("BEGIN")
         do {
             if serverDefaults { try await db.useServerDefaults() }
-            let plan = try await db.query(PostgresQuery(unsafeSQL: "EXPLAIN (ANALYZE, FORMAT JSON) " + sql, binds: binds)).scalar(String.self)
+            let plan = try await db.query(PostgresQuery(unsafeSQL: "EXPLAIN (ANALYZE, FORMAT JSON) " + sql, binds: binds)).scalar(
+                String.self)
             try await db.execute("ROLLBACK")
             let json = try #require(try JSONSerialization.jsonObject(with: Data(plan.utf8)) as? [[String: Any]])
             return json.first?["JIT"] != nil
@@ -33,7 +36,8 @@ import Testing
             try await IdentityFixture.migrated(client)
             let name = try await client.query("SELECT current_database()").scalar(String.self)
             for setting in ["jit = on", "jit_above_cost = 0", "jit_inline_above_cost = 0", "jit_optimize_above_cost = 0"] {
-                try await client.execute(PostgresQuery(unsafeSQL: "ALTER DATABASE \(try SQLQuoting.identifier(name)) SET \(setting)"))
+                try await client.execute(
+                    PostgresQuery(unsafeSQL: "ALTER DATABASE \(try SQLQuoting.identifier(name)) SET \(setting)"))
             }
             try await body(client, try await TestDatabase.serverConfiguration().with(database: name))
         }
@@ -56,8 +60,10 @@ import Testing
             #expect(try await Self.jitCompiled(EventWriter.insertSQL, binds: [rules], on: user))
             await user.close()
 
-            for configuration in [server.forCollection(process: "serve"), server.forStage("identity", process: "serve"),
-                                  server.forStage("profiles", process: "serve"), server] {
+            for configuration in [
+                server.forCollection(process: "serve"), server.forStage("identity", process: "serve"),
+                server.forStage("profiles", process: "serve"), server,
+            ] {
                 let db = try await prepared(configuration)
                 #expect(try await db.query("SHOW jit").scalar(String.self) == "off")
                 #expect(try await Self.jitCompiled(EventWriter.insertSQL, binds: [rules], on: db) == false)
@@ -71,17 +77,20 @@ import Testing
 
     @Test func rolesSetTheirTimeoutsAndANamedApplication() async throws {
         let server = try await TestDatabase.serverConfiguration()
-        let stage = try await PostgresConnection.connect(configuration: server.forStage("identity", process: "serve"), logger: TestDatabase.logger)
+        let stage = try await PostgresConnection.connect(
+            configuration: server.forStage("identity", process: "serve"), logger: TestDatabase.logger)
         #expect(try await stage.query("SHOW application_name").scalar(String.self) == "tributary serve: identity")
         #expect(try await stage.query("SHOW lock_timeout").scalar(String.self) == "1min")
         #expect(try await stage.query("SHOW statement_timeout").scalar(String.self) == "0")
         await stage.close()
-        let writer = try await PostgresConnection.connect(configuration: server.forCollection(process: "serve"), logger: TestDatabase.logger)
+        let writer = try await PostgresConnection.connect(
+            configuration: server.forCollection(process: "serve"), logger: TestDatabase.logger)
         #expect(try await writer.query("SHOW statement_timeout").scalar(String.self) == "2min")
         await writer.close()
         // A name the connection string gives wins over the role's; the role's settings still apply.
         let named = try PostgresConfiguration(connectionString: server.resolvedConnectionString + " application_name=etl")
-        let mine = try await PostgresConnection.connect(configuration: named.forStage("identity", process: "serve"), logger: TestDatabase.logger)
+        let mine = try await PostgresConnection.connect(
+            configuration: named.forStage("identity", process: "serve"), logger: TestDatabase.logger)
         #expect(try await mine.query("SHOW application_name").scalar(String.self) == "etl")
         #expect(try await mine.query("SHOW jit").scalar(String.self) == "off")
         await mine.close()
@@ -101,12 +110,14 @@ import Testing
     @Test func thePipelineRunsOnAJITEverywhereServer() async throws {
         try await Self.withJITEverywhere { _, server in
             let client = PostgresClient(configuration: server.forStage("test", process: "tests"), logger: TestDatabase.logger)
-            try await IdentityFixture.write([
-                IdentityFixture.event(anonymous: "a-1", user: "u-1", traits: #"{"email": "A@x.io"}"#),
-                IdentityFixture.event(anonymous: "a-2", traits: #"{"email": "a@x.io"}"#),
-            ], client)
+            try await IdentityFixture.write(
+                [
+                    IdentityFixture.event(anonymous: "a-1", user: "u-1", traits: #"{"email": "A@x.io"}"#),
+                    IdentityFixture.event(anonymous: "a-2", traits: #"{"email": "a@x.io"}"#),
+                ], client)
             _ = try await IdentityStage(client: client, logger: TestDatabase.logger).catchUp()
-            let report = try await ProfileStage(client: client, logger: TestDatabase.logger, followers: [RealtimeSegments()]).catchUp()
+            let report = try await ProfileStage(client: client, logger: TestDatabase.logger, followers: [RealtimeSegments()])
+                .catchUp()
             #expect(report.events == 2)
             #expect(try await client.query("SELECT count(DISTINCT profile_id) FROM cdp.events").scalar(Int.self) == 1)
             await client.shutdown()

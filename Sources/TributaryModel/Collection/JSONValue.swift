@@ -343,7 +343,8 @@ public struct JSONParser {
 /// Literals, for building small documents in code (audit details, API answers):
 /// `["deleted": 3, "kind": "email", "ok": true]`.
 extension JSONValue: ExpressibleByDictionaryLiteral, ExpressibleByArrayLiteral, ExpressibleByStringLiteral,
-    ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral {
+    ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral
+{
     public init(dictionaryLiteral elements: (String, JSONValue)...) { self = .object(elements) }
     public init(arrayLiteral elements: JSONValue...) { self = .array(elements) }
     public init(stringLiteral value: String) { self = .string(value) }

@@ -115,7 +115,8 @@ public struct SegmentParser: Sendable {
     public func parse(_ body: [UInt8], type: CallType?, receivedAt: Date) throws -> Parsed {
         if body.count > limits.maxBatchBytes {
             throw RequestRejection(
-                "request_too_large", "the request body is \(body.count) bytes; the limit is \(limits.maxBatchBytes) bytes (500 KB)")
+                "request_too_large",
+                "the request body is \(body.count) bytes; the limit is \(limits.maxBatchBytes) bytes (500 KB)")
         }
         let document: JSONValue
         do {
@@ -163,14 +164,16 @@ public struct SegmentParser: Sendable {
         let size = item.serializedSize
         if size > limits.maxEventBytes {
             throw ValidationIssue(
-                index: index, field: "", message: "the event is \(size) bytes; the limit is \(limits.maxEventBytes) bytes (32 KB)")
+                index: index, field: "", message: "the event is \(size) bytes; the limit is \(limits.maxEventBytes) bytes (32 KB)"
+            )
         }
         guard let typeValue = item["type"] else {
             throw ValidationIssue(index: index, field: "type", message: batch == nil ? "required" : "required in batch items")
         }
         guard case .string(let typeName) = typeValue, let type = CallType(rawValue: typeName) else {
             throw ValidationIssue(
-                index: index, field: "type", message: "must be one of \(CallType.allCases.map(\.rawValue).joined(separator: ", "))")
+                index: index, field: "type",
+                message: "must be one of \(CallType.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         return try event(item, type: type, index: index, batch: batch, receivedAt: receivedAt)
     }

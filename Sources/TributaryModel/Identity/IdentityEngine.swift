@@ -155,8 +155,10 @@ public struct IdentityEngine {
             for profile in keptProfiles.dropFirst() where foundedBefore(profile, survivor) { survivor = profile }
             for profile in keptProfiles where profile != survivor {
                 redirect[profile] = survivor
-                merges.append(Merge(from: profile, into: survivor, seq: event.seq, messageID: event.messageID,
-                                    identifier: broughtBy[profile]!))
+                merges.append(
+                    Merge(
+                        from: profile, into: survivor, seq: event.seq, messageID: event.messageID,
+                        identifier: broughtBy[profile]!))
             }
             profiles[survivor]!.counts = counts
             for identifier in keptNew {

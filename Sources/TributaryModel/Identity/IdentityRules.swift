@@ -154,15 +154,22 @@ public struct IdentityRules: Sendable, Equatable, Codable {
     /// Whether `name` is a valid identifier kind: a lower-case letter, then lower-case letters, digits or `_`, at most 63.
     public static func isValidKind(_ name: String) -> Bool {
         let bytes = Array(name.utf8)
-        guard let first = bytes.first, (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(first), bytes.count <= 63 else { return false }
-        return bytes.allSatisfy { (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || $0 == UInt8(ascii: "_") }
+        guard let first = bytes.first, (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(first), bytes.count <= 63 else {
+            return false
+        }
+        return bytes.allSatisfy {
+            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0)
+                || $0 == UInt8(ascii: "_")
+        }
     }
 
     /// Checks what can be checked without a database (regular expressions are checked by PostgreSQL when applied).
     public func validate() throws {
         func kind(_ name: String, at path: String) throws {
             guard Self.isValidKind(name) else {
-                throw IdentityError("\(path): '\(name)' is not a valid kind (lower-case letters, digits and _, starting with a letter, at most 63)")
+                throw IdentityError(
+                    "\(path): '\(name)' is not a valid kind (lower-case letters, digits and _, starting with a letter, at most 63)"
+                )
             }
         }
         for (index, name) in priority.enumerated() { try kind(name, at: "priority[\(index)]") }
@@ -177,7 +184,9 @@ public struct IdentityRules: Sendable, Equatable, Codable {
         for (name, method) in normalize.sorted(by: { $0.key < $1.key }) {
             try kind(name, at: "normalize.\(name)")
             guard Self.normalizationMethods.contains(method) else {
-                throw IdentityError("normalize.\(name): unknown method '\(method)'; use one of \(Self.normalizationMethods.joined(separator: ", "))")
+                throw IdentityError(
+                    "normalize.\(name): unknown method '\(method)'; use one of \(Self.normalizationMethods.joined(separator: ", "))"
+                )
             }
         }
         for (key, name) in traitKeys.sorted(by: { $0.key < $1.key }) {
@@ -187,7 +196,9 @@ public struct IdentityRules: Sendable, Equatable, Codable {
         for (index, entry) in blocked.enumerated() {
             guard !entry.pattern.isEmpty else { throw IdentityError("blocked[\(index)]: the pattern is empty") }
             guard !entry.pattern.contains("\u{0}") else { throw IdentityError("blocked[\(index)]: the pattern contains NUL") }
-            for (position, name) in (entry.kinds ?? []).enumerated() { try kind(name, at: "blocked[\(index)].kinds[\(position)]") }
+            for (position, name) in (entry.kinds ?? []).enumerated() {
+                try kind(name, at: "blocked[\(index)].kinds[\(position)]")
+            }
         }
         guard hubThreshold >= 2 else { throw IdentityError("hubThreshold: must be at least 2, got \(hubThreshold)") }
         for (index, name) in hubExemptKinds.enumerated() { try kind(name, at: "hubExemptKinds[\(index)]") }
@@ -201,8 +212,10 @@ public struct IdentityRules: Sendable, Equatable, Codable {
         let value: JSONValue
         do { value = try JSONParser.parse(bytes) } catch { throw IdentityError("rules: \(error)") }
         guard case .object(let members) = value else { throw IdentityError("rules: must be a JSON object") }
-        let known = ["priority", "limits", "defaultLimit", "normalize", "traitKeys", "blocked", "defaultBlocked",
-                     "hubThreshold", "hubExemptKinds", "maxLength"]
+        let known = [
+            "priority", "limits", "defaultLimit", "normalize", "traitKeys", "blocked", "defaultBlocked",
+            "hubThreshold", "hubExemptKinds", "maxLength",
+        ]
         if let unknown = members.first(where: { !known.contains($0.0) }) {
             throw IdentityError("rules.\(unknown.0): unknown key; known keys are \(known.joined(separator: ", "))")
         }
@@ -216,7 +229,9 @@ public struct IdentityRules: Sendable, Equatable, Codable {
             }
         }
         func integer(_ item: JSONValue, at path: String) throws -> Int {
-            guard case .number(let text) = item, let number = Int(text) else { throw IdentityError("\(path): must be an integer") }
+            guard case .number(let text) = item, let number = Int(text) else {
+                throw IdentityError("\(path): must be an integer")
+            }
             return number
         }
         func object(_ key: String) throws -> [(String, JSONValue)]? {
@@ -226,17 +241,19 @@ public struct IdentityRules: Sendable, Equatable, Codable {
         }
         if let list = try strings("priority") { rules.priority = list }
         if let entries = try object("limits") {
-            rules.limits = try Dictionary(entries.map { ($0.0, try integer($0.1, at: "rules.limits.\($0.0)")) }, uniquingKeysWith: { $1 })
+            rules.limits = try Dictionary(
+                entries.map { ($0.0, try integer($0.1, at: "rules.limits.\($0.0)")) }, uniquingKeysWith: { $1 })
             if rules.limits["user_id"] == nil { rules.limits["user_id"] = 1 }
             if rules.limits["anonymous_id"] == nil { rules.limits["anonymous_id"] = 1000 }
         }
         if let item = value["defaultLimit"], item != .null { rules.defaultLimit = try integer(item, at: "rules.defaultLimit") }
         func stringMap(_ key: String) throws -> [String: String]? {
             guard let entries = try object(key) else { return nil }
-            return try Dictionary(entries.map { name, item in
-                guard case .string(let text) = item else { throw IdentityError("rules.\(key).\(name): must be a string") }
-                return (name, text)
-            }, uniquingKeysWith: { $1 })
+            return try Dictionary(
+                entries.map { name, item in
+                    guard case .string(let text) = item else { throw IdentityError("rules.\(key).\(name): must be a string") }
+                    return (name, text)
+                }, uniquingKeysWith: { $1 })
         }
         if let map = try stringMap("normalize") { rules.normalize = map }
         if let map = try stringMap("traitKeys") { rules.traitKeys = map }
@@ -254,9 +271,13 @@ public struct IdentityRules: Sendable, Equatable, Codable {
                     }
                     var kinds: [String]?
                     if let list = item["kinds"], list != .null {
-                        guard case .array(let names) = list else { throw IdentityError("rules.blocked[\(index)].kinds: must be an array of strings") }
+                        guard case .array(let names) = list else {
+                            throw IdentityError("rules.blocked[\(index)].kinds: must be an array of strings")
+                        }
                         kinds = try names.enumerated().map { position, name in
-                            guard case .string(let text) = name else { throw IdentityError("rules.blocked[\(index)].kinds[\(position)]: must be a string") }
+                            guard case .string(let text) = name else {
+                                throw IdentityError("rules.blocked[\(index)].kinds[\(position)]: must be a string")
+                            }
                             return text
                         }
                     }
@@ -306,8 +327,11 @@ public struct Identifier: Hashable, Sendable, CustomStringConvertible {
         var bytes = Array(SHA256.hash(data: Array("\(kind):\(value)".utf8)).prefix(16))
         bytes[6] = (bytes[6] & 0x0F) | 0x80
         bytes[8] = (bytes[8] & 0x3F) | 0x80
-        return UUID(uuid: (bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
-                           bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]))
+        return UUID(
+            uuid: (
+                bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+                bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]
+            ))
     }
 }
 

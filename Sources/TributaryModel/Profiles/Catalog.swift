@@ -105,7 +105,9 @@ public struct Catalog: Codable, Sendable, Equatable {
     /// Whether `name` can be a typed column: `[a-z_][a-z0-9_]*`, at most 63 bytes.
     public static func isValidColumnName(_ name: String) -> Bool {
         let bytes = Array(name.utf8)
-        guard let first = bytes.first, first.isASCIILower || first == UInt8(ascii: "_"), bytes.count <= maxColumnBytes else { return false }
+        guard let first = bytes.first, first.isASCIILower || first == UInt8(ascii: "_"), bytes.count <= maxColumnBytes else {
+            return false
+        }
         return bytes.allSatisfy { $0.isASCIILower || $0.isASCIIDigit || $0 == UInt8(ascii: "_") }
     }
 
@@ -119,13 +121,18 @@ public struct Catalog: Codable, Sendable, Equatable {
             let column = explicit ?? CatalogNames.column(forKey: key)
             let path = Self.path("traits", key)
             // The column named the way the user can find it: the `column` they wrote, or the key it came from.
-            let subject = explicit == nil ? "\(path): the column '\(column)' derived from the key" : "\(path).column: \(Self.quoted(column))"
+            let subject =
+                explicit == nil
+                ? "\(path): the column '\(column)' derived from the key" : "\(path).column: \(Self.quoted(column))"
             let remedy = explicit == nil ? "; set \"column\"" : ""
             guard Self.isValidColumnName(column) else {
-                throw CatalogError("\(subject) is not a valid column name ([a-z_][a-z0-9_]*, at most \(Self.maxColumnBytes) bytes)")
+                throw CatalogError(
+                    "\(subject) is not a valid column name ([a-z_][a-z0-9_]*, at most \(Self.maxColumnBytes) bytes)")
             }
             if Self.reservedColumns.contains(column) {
-                throw CatalogError("\(subject) is reserved: cdp.profiles always has the columns \(Self.reservedColumns.joined(separator: ", "))\(remedy)")
+                throw CatalogError(
+                    "\(subject) is reserved: cdp.profiles always has the columns \(Self.reservedColumns.joined(separator: ", "))\(remedy)"
+                )
             }
             if let owner = owners[column] {
                 throw CatalogError("\(subject) is also the column of \(Self.path("traits", owner))\(remedy)")
@@ -146,14 +153,17 @@ public struct Catalog: Codable, Sendable, Equatable {
     /// `parent.key`, or `parent["key"]` (JSON-escaped) when the key is not a plain identifier, for error messages:
     /// `traits.email`, `events["Order Completed"]`.
     static func path(_ parent: String, _ key: String) -> String {
-        let plain = key.utf8.first.map { !$0.isASCIIDigit } == true
+        let plain =
+            key.utf8.first.map { !$0.isASCIIDigit } == true
             && key.utf8.allSatisfy { $0.isASCIILower || $0.isASCIIUpper || $0.isASCIIDigit || $0 == UInt8(ascii: "_") }
         return plain ? "\(parent).\(key)" : "\(parent)[\(JSONValue.string(key).serialized)]"
     }
 
     /// `'text'` for an error message, control characters written as escapes (`\n`, `\u{7}`) so it stays one line.
     static func quoted(_ text: String) -> String {
-        "'" + text.unicodeScalars.map { $0.properties.generalCategory == .control ? $0.escaped(asASCII: true) : String($0) }.joined() + "'"
+        "'"
+            + text.unicodeScalars.map { $0.properties.generalCategory == .control ? $0.escaped(asASCII: true) : String($0) }
+            .joined() + "'"
     }
 }
 
@@ -219,7 +229,9 @@ extension Catalog {
         let type: ValueType
         switch value["type"] {
         case .string(let name)?:
-            guard let known = ValueType(rawValue: name) else { throw CatalogError("\(path).type: unknown type \(quoted(name)) (\(expected))") }
+            guard let known = ValueType(rawValue: name) else {
+                throw CatalogError("\(path).type: unknown type \(quoted(name)) (\(expected))")
+            }
             type = known
         case nil, .null?: throw CatalogError("\(path).type: required (\(expected))")
         default: throw CatalogError("\(path).type: must be a string (\(expected))")

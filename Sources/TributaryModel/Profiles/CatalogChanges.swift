@@ -20,8 +20,10 @@ extension Catalog {
         for name in Set(old.events.keys).union(new.events.keys).sorted() {
             let path = Self.path("events", name)
             switch (old.events[name], new.events[name]) {
-            case (nil, let added?): changes.append(CatalogChange(kind: .added, path: path, detail: "\(added.properties.count) properties"))
-            case (let removed?, nil): changes.append(CatalogChange(kind: .removed, path: path, detail: "\(removed.properties.count) properties"))
+            case (nil, let added?):
+                changes.append(CatalogChange(kind: .added, path: path, detail: "\(added.properties.count) properties"))
+            case (let removed?, nil):
+                changes.append(CatalogChange(kind: .removed, path: path, detail: "\(removed.properties.count) properties"))
             case (let before?, let after?):
                 changes += Self.changes(from: before.properties, to: after.properties, at: Self.path(path, "properties"))
             case (nil, nil): break
@@ -30,7 +32,8 @@ extension Catalog {
         return changes
     }
 
-    private static func changes(from old: [String: FieldSpec], to new: [String: FieldSpec], at parent: String) -> [CatalogChange] {
+    private static func changes(from old: [String: FieldSpec], to new: [String: FieldSpec], at parent: String) -> [CatalogChange]
+    {
         Set(old.keys).union(new.keys).sorted().compactMap { key in
             let path = Self.path(parent, key)
             switch (old[key], new[key]) {

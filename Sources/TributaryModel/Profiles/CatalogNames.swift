@@ -22,7 +22,8 @@ public enum CatalogNames {
                     // firstName, address2Line: a capital after a lower-case letter or digit starts a word.
                     words.append(current)
                     current = []
-                } else if byte.isASCIILower && last.isASCIIUpper && current.count >= 2 && current[current.count - 2].isASCIIUpper {
+                } else if byte.isASCIILower && last.isASCIIUpper && current.count >= 2 && current[current.count - 2].isASCIIUpper
+                {
                     // HTTPStatus: the last capital of a run starts the word the lower-case letter continues.
                     words.append(Array(current.dropLast()))
                     current = [last]

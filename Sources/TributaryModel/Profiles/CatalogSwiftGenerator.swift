@@ -43,8 +43,9 @@ public enum CatalogSwiftGenerator {
         }
         lines += ["}", "", "/// Events of the typed catalog, with their properties.", "public enum Events {"]
         // `Type` and `Protocol` cannot be used as member names; module names would shadow the qualified types.
-        let events = names(for: catalog.events.keys, upperCamel: true, fallback: "Event",
-                           reserved: ["Type", "Protocol", "Swift", "Foundation", "TributaryModel"])
+        let events = names(
+            for: catalog.events.keys, upperCamel: true, fallback: "Event",
+            reserved: ["Type", "Protocol", "Swift", "Foundation", "TributaryModel"])
         for (index, (event, typeName)) in events.enumerated() {
             if index > 0 { lines.append("") }
             lines.append("    /// \(commentSafe(event))")
@@ -54,8 +55,9 @@ public enum CatalogSwiftGenerator {
             for (key, name) in names(for: properties.keys, upperCamel: false, fallback: "property", reserved: ["name"]) {
                 let spec = properties[key]!
                 lines += docComment(spec, indent: "        ")
-                lines.append("        public static let \(name) = TributaryModel.Property<\(qualifiedName(spec.type))>"
-                    + "(\(literal(key)), event: \(literal(event)))")
+                lines.append(
+                    "        public static let \(name) = TributaryModel.Property<\(qualifiedName(spec.type))>"
+                        + "(\(literal(key)), event: \(literal(event)))")
             }
             lines.append("    }")
         }

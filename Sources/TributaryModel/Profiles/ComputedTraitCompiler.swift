@@ -90,8 +90,9 @@ public struct ComputedTraitCompiler: Sendable {
     /// The same definitions restricted to what changes with time alone (windowed and days-since traits, RFM): what
     /// the scheduled recompute needs, since everything else changes only with events, which the stage handles.
     public var timeDependent: ComputedTraitCompiler {
-        ComputedTraitCompiler(ComputedTraitDefinitions(
-            computedTraits: definitions.computedTraits.filter(\.isTimeDependent), rfm: definitions.rfm))
+        ComputedTraitCompiler(
+            ComputedTraitDefinitions(
+                computedTraits: definitions.computedTraits.filter(\.isTimeDependent), rfm: definitions.rfm))
     }
 
     /// The RFM threshold arrays (20/40/60/80th percentiles) over profiles with at least one purchase in `aggregates`.
@@ -113,9 +114,10 @@ public struct ComputedTraitCompiler: Sendable {
     func parts(_ trait: ComputedTrait, now: String) throws -> (conditions: [String], property: String?) {
         var conditions: [String] = []
         if let events = trait.events {
-            conditions.append(events.count == 1
-                ? "e.event = \(try SQLQuoting.literal(events[0]))"
-                : "e.event IN (\(try events.map(SQLQuoting.literal).joined(separator: ", ")))")
+            conditions.append(
+                events.count == 1
+                    ? "e.event = \(try SQLQuoting.literal(events[0]))"
+                    : "e.event IN (\(try events.map(SQLQuoting.literal).joined(separator: ", ")))")
         }
         if let types = trait.types {
             conditions.append("e.type IN (\(try types.map(SQLQuoting.literal).joined(separator: ", ")))")

@@ -457,7 +457,9 @@ public struct ComputedTraitDefinitions: Sendable, Equatable, Codable {
         for (index, trait) in computedTraits.enumerated() {
             let path = "computedTraits[\(index)]"
             guard Self.isValidName(trait.name) else {
-                throw ProfileError("\(path).name: '\(trait.name)' is not a valid name (lower-case letters, digits and _, starting with a letter or _, at most 63 bytes)")
+                throw ProfileError(
+                    "\(path).name: '\(trait.name)' is not a valid name (lower-case letters, digits and _, starting with a letter or _, at most 63 bytes)"
+                )
             }
             if Self.reservedNames.contains(trait.name) || (rfm.enabled && RFMSettings.traitNames.contains(trait.name)) {
                 throw ProfileError("\(path).name: '\(trait.name)' is reserved for a built-in column of cdp.profiles")
@@ -470,17 +472,22 @@ public struct ComputedTraitDefinitions: Sendable, Equatable, Codable {
                 throw ProfileError("\(path).property: required for aggregate '\(trait.aggregate.rawValue)'")
             }
             if !trait.aggregate.needsProperty, let property = trait.property {
-                throw ProfileError("\(path).property: aggregate '\(trait.aggregate.rawValue)' takes no property (got '\(property)')")
+                throw ProfileError(
+                    "\(path).property: aggregate '\(trait.aggregate.rawValue)' takes no property (got '\(property)')")
             }
             if let events = trait.events {
-                if events.isEmpty { throw ProfileError("\(path).events: must list at least one event (leave it out for every event)") }
+                if events.isEmpty {
+                    throw ProfileError("\(path).events: must list at least one event (leave it out for every event)")
+                }
                 if let blank = events.firstIndex(where: { $0.isEmpty || $0.utf8.contains(0) }) {
                     throw ProfileError("\(path).events[\(blank)]: an event name must not be empty or contain NUL")
                 }
             }
             if let types = trait.types {
                 if let unknown = types.firstIndex(where: { !Self.callTypes.contains($0) }) {
-                    throw ProfileError("\(path).types[\(unknown)]: unknown call type '\(types[unknown])'; use \(Self.callTypes.sorted().joined(separator: ", "))")
+                    throw ProfileError(
+                        "\(path).types[\(unknown)]: unknown call type '\(types[unknown])'; use \(Self.callTypes.sorted().joined(separator: ", "))"
+                    )
                 }
             }
             if let window = trait.within, !(1...36_500).contains(window.days) {
@@ -489,8 +496,11 @@ public struct ComputedTraitDefinitions: Sendable, Equatable, Codable {
             if let property = trait.property {
                 try checkText(property, at: "\(path).property")
                 if let type = propertyType(property, of: trait, catalog: catalog),
-                   trait.aggregate.needsNumber, !type.isNumeric {
-                    throw ProfileError("\(path).property: aggregate '\(trait.aggregate.rawValue)' needs a number; property '\(property)' is \(type)")
+                    trait.aggregate.needsNumber, !type.isNumeric
+                {
+                    throw ProfileError(
+                        "\(path).property: aggregate '\(trait.aggregate.rawValue)' needs a number; property '\(property)' is \(type)"
+                    )
                 }
             }
             for (position, condition) in (trait.where ?? []).enumerated() {
@@ -502,7 +512,8 @@ public struct ComputedTraitDefinitions: Sendable, Equatable, Codable {
             try checkText(rfm.event, at: "rfm.event")
             try checkText(rfm.revenueProperty, at: "rfm.revenueProperty")
             if let type = catalog?.propertyType(event: rfm.event, key: rfm.revenueProperty), !type.isNumeric {
-                throw ProfileError("rfm.revenueProperty: property '\(rfm.revenueProperty)' of '\(rfm.event)' is \(type), not a number")
+                throw ProfileError(
+                    "rfm.revenueProperty: property '\(rfm.revenueProperty)' of '\(rfm.event)' is \(type), not a number")
             }
         }
     }
@@ -520,7 +531,8 @@ public struct ComputedTraitDefinitions: Sendable, Equatable, Codable {
 
     private func validate(_ condition: PropertyCondition, of trait: ComputedTrait, catalog: Catalog?, at path: String) throws {
         try Self.validate(
-            condition.property, condition.op, condition.value, type: propertyType(condition.property, of: trait, catalog: catalog),
+            condition.property, condition.op, condition.value,
+            type: propertyType(condition.property, of: trait, catalog: catalog),
             subject: "property", keyPath: "\(path).property", at: path)
     }
 
@@ -555,14 +567,17 @@ public struct ComputedTraitDefinitions: Sendable, Equatable, Codable {
                 if !number.isFinite { throw ProfileError("\(path).value: must be a finite number") }
             case (let op, .string(let text)) where op.isOrdering && timestamps:
                 if SQLRenderer.parseTimestamp(text) == nil {
-                    throw ProfileError("\(path).value: operator '\(op.rawValue)' needs a number or an ISO 8601 timestamp, got '\(text)'")
+                    throw ProfileError(
+                        "\(path).value: operator '\(op.rawValue)' needs a number or an ISO 8601 timestamp, got '\(text)'")
                 }
                 if let type, type != .timestamp {
                     throw ProfileError("\(path): \(subject) '\(key)' is \(type), got a timestamp")
                 }
                 return
             case (let op, _) where op.isOrdering:
-                throw ProfileError("\(path).value: operator '\(op.rawValue)' needs a number\(timestamps ? " or an ISO 8601 timestamp" : ""), got \(value.typeName)")
+                throw ProfileError(
+                    "\(path).value: operator '\(op.rawValue)' needs a number\(timestamps ? " or an ISO 8601 timestamp" : ""), got \(value.typeName)"
+                )
             case (_, .string(let text)):
                 if text.utf8.contains(0) { throw ProfileError("\(path).value: must not contain NUL") }
             default: break
@@ -601,12 +616,14 @@ private struct AnyKey: CodingKey {
 
 /// Decodes a string as one of an enum's cases; anything else is an error that lists the cases:
 /// `unknown aggregate 'avg'; use count, sum, …`.
-package func decodeKnownCase<T: RawRepresentable & CaseIterable>(_ decoder: any Decoder, named kind: String) throws -> T where T.RawValue == String {
+package func decodeKnownCase<T: RawRepresentable & CaseIterable>(_ decoder: any Decoder, named kind: String) throws -> T
+where T.RawValue == String {
     let text = try decoder.singleValueContainer().decode(String.self)
     guard let value = T(rawValue: text) else {
-        throw DecodingError.dataCorrupted(.init(
-            codingPath: decoder.codingPath,
-            debugDescription: "unknown \(kind) '\(text)'; use \(T.allCases.map(\.rawValue).joined(separator: ", "))"))
+        throw DecodingError.dataCorrupted(
+            .init(
+                codingPath: decoder.codingPath,
+                debugDescription: "unknown \(kind) '\(text)'; use \(T.allCases.map(\.rawValue).joined(separator: ", "))"))
     }
     return value
 }
@@ -615,9 +632,10 @@ package func decodeKnownCase<T: RawRepresentable & CaseIterable>(_ decoder: any 
 package func rejectUnknownKeys(_ decoder: any Decoder, known: [String]) throws {
     let container = try decoder.container(keyedBy: AnyKey.self)
     if let unknown = container.allKeys.map(\.stringValue).sorted().first(where: { !known.contains($0) }) {
-        throw DecodingError.dataCorrupted(.init(
-            codingPath: decoder.codingPath + [AnyKey(stringValue: unknown)],
-            debugDescription: "unknown key; known keys are \(known.joined(separator: ", "))"))
+        throw DecodingError.dataCorrupted(
+            .init(
+                codingPath: decoder.codingPath + [AnyKey(stringValue: unknown)],
+                debugDescription: "unknown key; known keys are \(known.joined(separator: ", "))"))
     }
 }
 
@@ -642,7 +660,9 @@ package func describe(_ error: DecodingError) -> String {
     case .keyNotFound(let key, let context):
         return "\(path(context.codingPath + [key])): required"
     case .dataCorrupted(let context):
-        if context.codingPath.isEmpty { return "(document): not valid JSON (\(context.underlyingError.map { "\($0)" } ?? context.debugDescription))" }
+        if context.codingPath.isEmpty {
+            return "(document): not valid JSON (\(context.underlyingError.map { "\($0)" } ?? context.debugDescription))"
+        }
         return "\(path(context.codingPath)): \(context.debugDescription)"
     @unknown default:
         return "\(error)"

@@ -141,7 +141,8 @@ package struct ProfileAggregates: Sendable {
             case .max: columns.append("max(\(number))\(filter) AS p\(i)")
             case .first, .last:
                 let order = Self.kind(trait) == .first ? "e.timestamp, e.seq" : "e.timestamp DESC, e.seq DESC"
-                columns.append("""
+                columns.append(
+                    """
                     (array_agg(jsonb_build_array(e.timestamp, e.seq, \(property!)) ORDER BY \(order))\
                     \(ComputedTraitCompiler.filter(conditions, present)))[1] AS p\(i)
                     """)
@@ -149,7 +150,8 @@ package struct ProfileAggregates: Sendable {
             case .latest: columns.append("max(e.timestamp)\(filter) AS p\(i)")
             case .values:
                 let conditions = ([scope] + conditions + present).joined(separator: " AND ")
-                joins.append("""
+                joins.append(
+                    """
                     LEFT JOIN (
                         SELECT v.profile_id, jsonb_object_agg(v.value, v.n) AS m
                         FROM (SELECT e.profile_id, (\(property!))::text AS value, count(*) AS n
@@ -204,13 +206,15 @@ package struct ProfileAggregates: Sendable {
             case .first, .last:
                 // [timestamp, seq, value]: the earlier (first) or later (last) event's value wins.
                 let keep = Self.kind(trait) == .first ? "<=" : ">="
-                columns.append("""
+                columns.append(
+                    """
                     CASE WHEN \(stored) IS NULL THEN \(new) WHEN \(new) IS NULL THEN \(stored)
                          WHEN ((\(stored) ->> 0)::timestamptz, (\(stored) ->> 1)::int8) \(keep) ((\(new) ->> 0)::timestamptz, (\(new) ->> 1)::int8)
                          THEN \(stored) ELSE \(new) END AS \(p)
                     """)
             case .values:
-                columns.append("""
+                columns.append(
+                    """
                     CASE WHEN \(stored) IS NULL THEN \(new) WHEN \(new) IS NULL THEN \(stored)
                          ELSE (SELECT jsonb_object_agg(x.key, x.n) FROM (
                                    SELECT key, sum(value::bigint) AS n
@@ -248,7 +252,8 @@ package struct ProfileAggregates: Sendable {
             case .first, .last: value = "\(p) -> 2"
             case .earliest, .latest: value = "floor(extract(epoch FROM (\(now) - \(p))) / 86400)::bigint"
             case .values:
-                value = trait.aggregate == .distinctCount
+                value =
+                    trait.aggregate == .distinctCount
                     ? "(SELECT count(*) FROM jsonb_object_keys(\(p)))"
                     : "(SELECT key::jsonb FROM jsonb_each_text(\(p)) ORDER BY value::bigint DESC, key::jsonb LIMIT 1)"
             }

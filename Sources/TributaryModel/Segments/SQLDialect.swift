@@ -66,7 +66,8 @@ package struct SQLRenderer: Sendable {
             return "\(field) IN (\(try items.map(json).joined(separator: ", ")))"
         case .contains:
             guard case .string(let text) = try required(value, op) else { throw ProfileError("'contains' needs a string") }
-            return "strpos(CASE WHEN jsonb_typeof(\(field)) = \(try literal("string")) THEN \(field) #>> \(try literal("{}")) END, \(try literal(text))) > 0"
+            return
+                "strpos(CASE WHEN jsonb_typeof(\(field)) = \(try literal("string")) THEN \(field) #>> \(try literal("{}")) END, \(try literal(text))) > 0"
         case .greater, .greaterOrEqual, .less, .lessOrEqual:
             switch try required(value, op) {
             case .number(let number): return "cdp.jsonb_numeric(\(field)) \(op.rawValue) \(try Self.number(number))"

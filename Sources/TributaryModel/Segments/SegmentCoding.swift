@@ -31,11 +31,12 @@ extension SegmentCondition: Codable {
         let container = try decoder.container(keyedBy: Key.self)
         let present = Self.kinds.filter { container.contains($0) }
         guard present.count == 1, let kind = present.first else {
-            throw DecodingError.dataCorrupted(.init(
-                codingPath: decoder.codingPath,
-                debugDescription: present.isEmpty
-                    ? "a condition needs one of the keys \(Self.kinds.map(\.rawValue).joined(separator: ", "))"
-                    : "a condition has exactly one of the keys \(present.map(\.rawValue).joined(separator: ", "))"))
+            throw DecodingError.dataCorrupted(
+                .init(
+                    codingPath: decoder.codingPath,
+                    debugDescription: present.isEmpty
+                        ? "a condition needs one of the keys \(Self.kinds.map(\.rawValue).joined(separator: ", "))"
+                        : "a condition has exactly one of the keys \(present.map(\.rawValue).joined(separator: ", "))"))
         }
         func only(_ keys: Key...) throws { try rejectUnknownKeys(decoder, known: keys.map(\.rawValue)) }
         switch kind {
@@ -73,7 +74,8 @@ extension SegmentCondition: Codable {
             let inner = try container.superDecoder(forKey: .notSince)
             try rejectUnknownKeys(inner, known: NotSinceKey.allCases.map(\.rawValue))
             let fields = try inner.container(keyedBy: NotSinceKey.self)
-            node = .notSince(event: try fields.decode(Event.self, forKey: .event), since: try fields.decode(Event.self, forKey: .since))
+            node = .notSince(
+                event: try fields.decode(Event.self, forKey: .event), since: try fields.decode(Event.self, forKey: .since))
         default:
             preconditionFailure("not a kind")
         }
@@ -83,7 +85,11 @@ extension SegmentCondition: Codable {
         var container = encoder.container(keyedBy: Key.self)
         switch node {
         case .trait(let name, let op, let value), .computed(let name, let op, let value):
-            if case .trait = node { try container.encode(name, forKey: .trait) } else { try container.encode(name, forKey: .computed) }
+            if case .trait = node {
+                try container.encode(name, forKey: .trait)
+            } else {
+                try container.encode(name, forKey: .computed)
+            }
             try container.encode(op, forKey: .op)
             try container.encodeIfPresent(value, forKey: .value)
         case .allOf(let all): try container.encode(all, forKey: .allOf)
@@ -157,7 +163,9 @@ public struct SegmentDefinitions: Sendable, Equatable, Codable {
 
     /// Reads and validates a segments file; errors name the path of the problem, for example
     /// `segments[0].conditions[2].event.where[0]: property 'revenue' is Double, got string`.
-    public static func parse(_ data: Data, catalog: Catalog? = nil, computed: ComputedTraitDefinitions? = nil) throws -> SegmentDefinitions {
+    public static func parse(
+        _ data: Data, catalog: Catalog? = nil, computed: ComputedTraitDefinitions? = nil
+    ) throws -> SegmentDefinitions {
         let definitions: SegmentDefinitions
         do {
             definitions = try JSONDecoder().decode(SegmentDefinitions.self, from: data)

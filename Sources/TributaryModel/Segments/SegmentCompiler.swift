@@ -105,7 +105,8 @@ public struct SegmentCompiler: Sendable {
     /// example `$1`).
     public func perProfileSQL(_ name: String, profiles: String) throws -> String {
         let predicate = try self.predicate(name, form: .perProfile)
-        return "SELECT p.profile_id\nFROM cdp.profile_data AS p\nWHERE p.profile_id = ANY(\(profiles))" + (predicate.map { "\n  AND \($0)" } ?? "")
+        return "SELECT p.profile_id\nFROM cdp.profile_data AS p\nWHERE p.profile_id = ANY(\(profiles))"
+            + (predicate.map { "\n  AND \($0)" } ?? "")
     }
 
     /// The segment's conditions over the profile row `p` of `cdp.profile_data` (nil: every profile).
@@ -239,7 +240,9 @@ public struct SegmentCompiler: Sendable {
             guard condition.holdsWithoutEvents else { return try eventsInSQL(condition.event, [condition]) }
             // Profiles without a matching event meet it: everyone but those whose events fail it.
             let from = eventsFrom("e", filters, correlated: "e.profile_id IS NOT NULL")
-            let having = isCount && Self.noPositiveCount(condition) ? "" : "\nGROUP BY e.profile_id\nHAVING NOT (\(aggregate) \(comparison))"
+            let having =
+                isCount && Self.noPositiveCount(condition)
+                ? "" : "\nGROUP BY e.profile_id\nHAVING NOT (\(aggregate) \(comparison))"
             return "p.profile_id NOT IN (\n\(indent("SELECT e.profile_id\n" + from + having))\n)"
         }
     }
@@ -267,7 +270,10 @@ public struct SegmentCompiler: Sendable {
         case .min: aggregate = "min(\(try numeric(condition.property)))"
         case .max: aggregate = "max(\(try numeric(condition.property)))"
         }
-        return (aggregate, "\(condition.op.rawValue == "!=" ? "<>" : condition.op.rawValue) \(try SQLRenderer.number(condition.value))")
+        return (
+            aggregate,
+            "\(condition.op.rawValue == "!=" ? "<>" : condition.op.rawValue) \(try SQLRenderer.number(condition.value))"
+        )
     }
 
     private func numeric(_ property: String?) throws -> String {
@@ -302,13 +308,15 @@ public struct SegmentCompiler: Sendable {
         var inner: String?
         for index in stride(from: funnel.steps.count - 1, through: 1, by: -1) {
             let row = "s\(index)", previous = "s\(index - 1)"
-            var conditions = [
-                "\(row).profile_id = \(previous).profile_id",
-                "(\(row).timestamp, \(row).seq) > (\(previous).timestamp, \(previous).seq)",
-                "\(row).timestamp <= s0.timestamp + interval \(try dialect.literal("24 hours")) * \(funnel.within.days)",
-            ] + (try filters(funnel.steps[index], row: row))
+            var conditions =
+                [
+                    "\(row).profile_id = \(previous).profile_id",
+                    "(\(row).timestamp, \(row).seq) > (\(previous).timestamp, \(previous).seq)",
+                    "\(row).timestamp <= s0.timestamp + interval \(try dialect.literal("24 hours")) * \(funnel.within.days)",
+                ] + (try filters(funnel.steps[index], row: row))
             if let inner { conditions.append(inner) }
-            inner = "EXISTS (\n\(indent("SELECT 1\nFROM cdp.events AS \(row)\nWHERE \(conditions.joined(separator: "\n  AND "))"))\n)"
+            inner =
+                "EXISTS (\n\(indent("SELECT 1\nFROM cdp.events AS \(row)\nWHERE \(conditions.joined(separator: "\n  AND "))"))\n)"
         }
         var first = try filters(funnel.steps[0], row: "s0")
         if let inner { first.append(inner) }
@@ -316,22 +324,25 @@ public struct SegmentCompiler: Sendable {
         case .perProfile:
             return "EXISTS (\n\(indent("SELECT 1\n" + eventsFrom("s0", first, correlated: "s0.profile_id = p.profile_id")))\n)"
         case .view:
-            return "p.profile_id IN (\n\(indent("SELECT s0.profile_id\n" + eventsFrom("s0", first, correlated: "s0.profile_id IS NOT NULL")))\n)"
+            return
+                "p.profile_id IN (\n\(indent("SELECT s0.profile_id\n" + eventsFrom("s0", first, correlated: "s0.profile_id IS NOT NULL")))\n)"
         }
     }
 
     private func notSinceSQL(_ event: Event, since: Event, form: Form) throws -> String {
-        let later = try filters(event, row: "x") + [
-            "x.profile_id = y.profile_id",
-            "(x.timestamp, x.seq) > (y.timestamp, y.seq)",
-        ]
+        let later =
+            try filters(event, row: "x") + [
+                "x.profile_id = y.profile_id",
+                "(x.timestamp, x.seq) > (y.timestamp, y.seq)",
+            ]
         let none = "NOT EXISTS (\n\(indent("SELECT 1\nFROM cdp.events AS x\nWHERE \(later.joined(separator: "\n  AND "))"))\n)"
         let filters = try self.filters(since, row: "y") + [none]
         switch form {
         case .perProfile:
             return "EXISTS (\n\(indent("SELECT 1\n" + eventsFrom("y", filters, correlated: "y.profile_id = p.profile_id")))\n)"
         case .view:
-            return "p.profile_id IN (\n\(indent("SELECT y.profile_id\n" + eventsFrom("y", filters, correlated: "y.profile_id IS NOT NULL")))\n)"
+            return
+                "p.profile_id IN (\n\(indent("SELECT y.profile_id\n" + eventsFrom("y", filters, correlated: "y.profile_id IS NOT NULL")))\n)"
         }
     }
 

@@ -81,7 +81,10 @@ public struct EventCondition: Sendable, Equatable {
     public var op: PropertyCondition.Operator
     public var value: Double
 
-    public init(event: Event, aggregate: Aggregate = .count, property: String? = nil, op: PropertyCondition.Operator = .greaterOrEqual, value: Double = 1) {
+    public init(
+        event: Event, aggregate: Aggregate = .count, property: String? = nil, op: PropertyCondition.Operator = .greaterOrEqual,
+        value: Double = 1
+    ) {
         self.event = event
         self.aggregate = aggregate
         self.property = property

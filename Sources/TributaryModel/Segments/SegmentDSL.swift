@@ -13,7 +13,9 @@ extension SegmentCondition: SegmentConditionConvertible {
 /// Collects segment conditions; all of them must hold.
 @resultBuilder
 public enum SegmentBuilder {
-    public static func buildExpression(_ condition: some SegmentConditionConvertible) -> [SegmentCondition] { [condition.segmentCondition] }
+    public static func buildExpression(_ condition: some SegmentConditionConvertible) -> [SegmentCondition] {
+        [condition.segmentCondition]
+    }
     public static func buildBlock(_ parts: [SegmentCondition]...) -> [SegmentCondition] { parts.flatMap { $0 } }
     public static func buildOptional(_ part: [SegmentCondition]?) -> [SegmentCondition] { part ?? [] }
     public static func buildEither(first: [SegmentCondition]) -> [SegmentCondition] { first }
@@ -24,13 +26,17 @@ public enum SegmentBuilder {
 /// Every condition holds.
 public struct AllOf: SegmentConditionConvertible {
     public let segmentCondition: SegmentCondition
-    public init(@SegmentBuilder _ conditions: () -> [SegmentCondition]) { segmentCondition = SegmentCondition(.allOf(conditions())) }
+    public init(@SegmentBuilder _ conditions: () -> [SegmentCondition]) {
+        segmentCondition = SegmentCondition(.allOf(conditions()))
+    }
 }
 
 /// At least one condition holds.
 public struct AnyOf: SegmentConditionConvertible {
     public let segmentCondition: SegmentCondition
-    public init(@SegmentBuilder _ conditions: () -> [SegmentCondition]) { segmentCondition = SegmentCondition(.anyOf(conditions())) }
+    public init(@SegmentBuilder _ conditions: () -> [SegmentCondition]) {
+        segmentCondition = SegmentCondition(.anyOf(conditions()))
+    }
 }
 
 /// The conditions do not all hold.
@@ -87,21 +93,41 @@ private func isoText(_ date: Date) -> ConditionValue {
 
 public func == <V: ConditionLiteral>(lhs: Trait<V>, rhs: V) -> SegmentCondition { trait(lhs.key, .equal, rhs.conditionValue) }
 public func != <V: ConditionLiteral>(lhs: Trait<V>, rhs: V) -> SegmentCondition { trait(lhs.key, .notEqual, rhs.conditionValue) }
-public func > <V: NumericCatalogValue & ConditionLiteral>(lhs: Trait<V>, rhs: V) -> SegmentCondition { trait(lhs.key, .greater, rhs.conditionValue) }
-public func >= <V: NumericCatalogValue & ConditionLiteral>(lhs: Trait<V>, rhs: V) -> SegmentCondition { trait(lhs.key, .greaterOrEqual, rhs.conditionValue) }
-public func < <V: NumericCatalogValue & ConditionLiteral>(lhs: Trait<V>, rhs: V) -> SegmentCondition { trait(lhs.key, .less, rhs.conditionValue) }
-public func <= <V: NumericCatalogValue & ConditionLiteral>(lhs: Trait<V>, rhs: V) -> SegmentCondition { trait(lhs.key, .lessOrEqual, rhs.conditionValue) }
+public func > <V: NumericCatalogValue & ConditionLiteral>(lhs: Trait<V>, rhs: V) -> SegmentCondition {
+    trait(lhs.key, .greater, rhs.conditionValue)
+}
+public func >= <V: NumericCatalogValue & ConditionLiteral>(lhs: Trait<V>, rhs: V) -> SegmentCondition {
+    trait(lhs.key, .greaterOrEqual, rhs.conditionValue)
+}
+public func < <V: NumericCatalogValue & ConditionLiteral>(lhs: Trait<V>, rhs: V) -> SegmentCondition {
+    trait(lhs.key, .less, rhs.conditionValue)
+}
+public func <= <V: NumericCatalogValue & ConditionLiteral>(lhs: Trait<V>, rhs: V) -> SegmentCondition {
+    trait(lhs.key, .lessOrEqual, rhs.conditionValue)
+}
 public func > (lhs: Trait<Date>, rhs: Date) -> SegmentCondition { trait(lhs.key, .greater, isoText(rhs)) }
 public func >= (lhs: Trait<Date>, rhs: Date) -> SegmentCondition { trait(lhs.key, .greaterOrEqual, isoText(rhs)) }
 public func < (lhs: Trait<Date>, rhs: Date) -> SegmentCondition { trait(lhs.key, .less, isoText(rhs)) }
 public func <= (lhs: Trait<Date>, rhs: Date) -> SegmentCondition { trait(lhs.key, .lessOrEqual, isoText(rhs)) }
 
-public func == <V: ConditionLiteral>(lhs: Computed<V>, rhs: V) -> SegmentCondition { computed(lhs.name, .equal, rhs.conditionValue) }
-public func != <V: ConditionLiteral>(lhs: Computed<V>, rhs: V) -> SegmentCondition { computed(lhs.name, .notEqual, rhs.conditionValue) }
-public func > <V: NumericCatalogValue & ConditionLiteral>(lhs: Computed<V>, rhs: V) -> SegmentCondition { computed(lhs.name, .greater, rhs.conditionValue) }
-public func >= <V: NumericCatalogValue & ConditionLiteral>(lhs: Computed<V>, rhs: V) -> SegmentCondition { computed(lhs.name, .greaterOrEqual, rhs.conditionValue) }
-public func < <V: NumericCatalogValue & ConditionLiteral>(lhs: Computed<V>, rhs: V) -> SegmentCondition { computed(lhs.name, .less, rhs.conditionValue) }
-public func <= <V: NumericCatalogValue & ConditionLiteral>(lhs: Computed<V>, rhs: V) -> SegmentCondition { computed(lhs.name, .lessOrEqual, rhs.conditionValue) }
+public func == <V: ConditionLiteral>(lhs: Computed<V>, rhs: V) -> SegmentCondition {
+    computed(lhs.name, .equal, rhs.conditionValue)
+}
+public func != <V: ConditionLiteral>(lhs: Computed<V>, rhs: V) -> SegmentCondition {
+    computed(lhs.name, .notEqual, rhs.conditionValue)
+}
+public func > <V: NumericCatalogValue & ConditionLiteral>(lhs: Computed<V>, rhs: V) -> SegmentCondition {
+    computed(lhs.name, .greater, rhs.conditionValue)
+}
+public func >= <V: NumericCatalogValue & ConditionLiteral>(lhs: Computed<V>, rhs: V) -> SegmentCondition {
+    computed(lhs.name, .greaterOrEqual, rhs.conditionValue)
+}
+public func < <V: NumericCatalogValue & ConditionLiteral>(lhs: Computed<V>, rhs: V) -> SegmentCondition {
+    computed(lhs.name, .less, rhs.conditionValue)
+}
+public func <= <V: NumericCatalogValue & ConditionLiteral>(lhs: Computed<V>, rhs: V) -> SegmentCondition {
+    computed(lhs.name, .lessOrEqual, rhs.conditionValue)
+}
 
 extension Trait where Value: ConditionLiteral {
     /// The trait equals one of `values`.
@@ -147,7 +173,8 @@ public struct EventMeasure<Value: NumericCatalogValue & ConditionLiteral>: Senda
 
     func compare(_ op: PropertyCondition.Operator, _ value: Value) -> SegmentCondition {
         guard case .number(let number) = value.conditionValue else { preconditionFailure("numeric values are numbers") }
-        return SegmentCondition(.event(EventCondition(event: event, aggregate: aggregate, property: property, op: op, value: number)))
+        return SegmentCondition(
+            .event(EventCondition(event: event, aggregate: aggregate, property: property, op: op, value: number)))
     }
 }
 

@@ -28,7 +28,9 @@ extension SegmentDefinitions {
             func walk(_ name: String) throws {
                 for next in self[name]?.references ?? [] {
                     if next == segment.name {
-                        throw ProfileError("segments[\(index)].conditions: '\(segment.name)' refers back to itself through \((trail + [next]).joined(separator: " → "))")
+                        throw ProfileError(
+                            "segments[\(index)].conditions: '\(segment.name)' refers back to itself through \((trail + [next]).joined(separator: " → "))"
+                        )
                     }
                     if trail.contains(next) { continue }
                     trail.append(next)
@@ -44,7 +46,9 @@ extension SegmentDefinitions {
     static func checkName(_ name: String, at path: String) throws {
         if name.isEmpty || name.utf8.contains(0) { throw ProfileError("\(path): must not be empty or contain NUL") }
         if name.utf8.count > SQLQuoting.maxIdentifierBytes {
-            throw ProfileError("\(path): '\(name)' is \(name.utf8.count) bytes long; a segment name is a view name, at most \(SQLQuoting.maxIdentifierBytes) bytes")
+            throw ProfileError(
+                "\(path): '\(name)' is \(name.utf8.count) bytes long; a segment name is a view name, at most \(SQLQuoting.maxIdentifierBytes) bytes"
+            )
         }
     }
 }
@@ -57,13 +61,16 @@ private struct ValidationContext {
     /// The type of a computed trait; `.object` stands for "known, type unknown". Nil: not defined (or no definitions).
     func computedType(_ name: String) -> ValueType?? {
         guard let computed else { return .some(nil) }
-        if let trait = computed.computedTraits.first(where: { $0.name == name }) { return .some(trait.valueType(catalog: catalog)) }
+        if let trait = computed.computedTraits.first(where: { $0.name == name }) {
+            return .some(trait.valueType(catalog: catalog))
+        }
         if computed.rfm.enabled, RFMSettings.traitNames.contains(name) { return .some(name == "rfm_score" ? .string : .integer) }
         return nil
     }
 
     var computedNames: String {
-        let names = (computed?.computedTraits.map(\.name) ?? []) + ((computed?.rfm.enabled ?? false) ? RFMSettings.traitNames : [])
+        let names =
+            (computed?.computedTraits.map(\.name) ?? []) + ((computed?.rfm.enabled ?? false) ? RFMSettings.traitNames : [])
         return names.isEmpty ? "none are defined" : "defined: \(names.joined(separator: ", "))"
     }
 
@@ -71,7 +78,8 @@ private struct ValidationContext {
         switch condition.node {
         case .trait(let key, let op, let value):
             try ComputedTraitDefinitions.validate(
-                key, op, value, type: catalog?.traitType(key), timestamps: true, subject: "trait", keyPath: "\(path).trait", at: path)
+                key, op, value, type: catalog?.traitType(key), timestamps: true, subject: "trait", keyPath: "\(path).trait",
+                at: path)
         case .computed(let name, let op, let value):
             guard let type = computedType(name) else {
                 throw ProfileError("\(path).computed: unknown computed trait '\(name)' (\(computedNames))")
@@ -86,24 +94,31 @@ private struct ValidationContext {
             try validate(inner, at: "\(path).not")
         case .segment(let name):
             if !segments.contains(name) {
-                throw ProfileError("\(path).segment: unknown segment '\(name)' (a segment can only refer to segments in the same file)")
+                throw ProfileError(
+                    "\(path).segment: unknown segment '\(name)' (a segment can only refer to segments in the same file)")
             }
         case .event(let condition):
             try validate(condition.event, at: "\(path).event")
             switch condition.op {
             case .equal, .notEqual, .greater, .greaterOrEqual, .less, .lessOrEqual: break
             default:
-                throw ProfileError("\(path).op: an event aggregate is compared with =, !=, >, >=, < or <=, not '\(condition.op.rawValue)'")
+                throw ProfileError(
+                    "\(path).op: an event aggregate is compared with =, !=, >, >=, < or <=, not '\(condition.op.rawValue)'")
             }
             if !condition.value.isFinite { throw ProfileError("\(path).value: must be a finite number") }
             if condition.aggregate == .count {
-                if let property = condition.property { throw ProfileError("\(path).property: aggregate 'count' takes no property (got '\(property)')") }
+                if let property = condition.property {
+                    throw ProfileError("\(path).property: aggregate 'count' takes no property (got '\(property)')")
+                }
             } else {
                 guard let property = condition.property, !property.isEmpty, !property.utf8.contains(0) else {
-                    throw ProfileError("\(path).property: required for aggregate '\(condition.aggregate.rawValue)' (not empty, no NUL)")
+                    throw ProfileError(
+                        "\(path).property: required for aggregate '\(condition.aggregate.rawValue)' (not empty, no NUL)")
                 }
                 if let type = catalog?.propertyType(event: condition.event.name, key: property), !type.isNumeric {
-                    throw ProfileError("\(path).property: aggregate '\(condition.aggregate.rawValue)' needs a number; property '\(property)' is \(type)")
+                    throw ProfileError(
+                        "\(path).property: aggregate '\(condition.aggregate.rawValue)' needs a number; property '\(property)' is \(type)"
+                    )
                 }
             }
         case .funnel(let funnel):
@@ -117,17 +132,22 @@ private struct ValidationContext {
     }
 
     func validate(_ event: Event, at path: String) throws {
-        if event.name.isEmpty || event.name.utf8.contains(0) { throw ProfileError("\(path).name: must not be empty or contain NUL") }
+        if event.name.isEmpty || event.name.utf8.contains(0) {
+            throw ProfileError("\(path).name: must not be empty or contain NUL")
+        }
         if let window = event.within { try validate(window, at: "\(path).within") }
         for (index, condition) in (event.where ?? []).enumerated() {
             try ComputedTraitDefinitions.validate(
-                condition.property, condition.op, condition.value, type: catalog?.propertyType(event: event.name, key: condition.property),
+                condition.property, condition.op, condition.value,
+                type: catalog?.propertyType(event: event.name, key: condition.property),
                 timestamps: true, subject: "property", keyPath: "\(path).where[\(index)].property", at: "\(path).where[\(index)]")
         }
     }
 
     func validate(_ window: Window, at path: String) throws {
-        if !(1...36_500).contains(window.days) { throw ProfileError("\(path).days: must be between 1 and 36500, got \(window.days)") }
+        if !(1...36_500).contains(window.days) {
+            throw ProfileError("\(path).days: must be between 1 and 36500, got \(window.days)")
+        }
     }
 
     func validate(fields: [SegmentField], at path: String) throws {
@@ -138,13 +158,17 @@ private struct ValidationContext {
                 throw ProfileError("\(at).name: '\(field.name)' is not a valid column name ([a-z_][a-z0-9_]*, at most 63 bytes)")
             }
             if field.name == "profile_id" { throw ProfileError("\(at).name: 'profile_id' is always the first column") }
-            if let earlier = names[field.name] { throw ProfileError("\(at).name: '\(field.name)' is already the name of \(path)[\(earlier)]") }
+            if let earlier = names[field.name] {
+                throw ProfileError("\(at).name: '\(field.name)' is already the name of \(path)[\(earlier)]")
+            }
             names[field.name] = index
             switch (field.trait, field.computed) {
             case (let key?, nil):
                 if key.isEmpty || key.utf8.contains(0) { throw ProfileError("\(at).trait: must not be empty or contain NUL") }
             case (nil, let name?):
-                if computedType(name) == nil { throw ProfileError("\(at).computed: unknown computed trait '\(name)' (\(computedNames))") }
+                if computedType(name) == nil {
+                    throw ProfileError("\(at).computed: unknown computed trait '\(name)' (\(computedNames))")
+                }
             default:
                 throw ProfileError("\(at): give exactly one of \"trait\" and \"computed\"")
             }

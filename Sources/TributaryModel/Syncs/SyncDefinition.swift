@@ -148,22 +148,28 @@ public struct SyncDefinitions: Sendable, Equatable {
         let document: JSONValue
         do { document = try JSONParser.parse([UInt8](data)) } catch { throw SyncError("(document): not valid JSON (\(error))") }
         guard case .object(let top) = document else { throw SyncError("(document): must be a JSON object with \"syncs\"") }
-        if let unknown = top.first(where: { $0.0 != "syncs" }) { throw SyncError("\(unknown.0): unknown key; known keys are syncs") }
+        if let unknown = top.first(where: { $0.0 != "syncs" }) {
+            throw SyncError("\(unknown.0): unknown key; known keys are syncs")
+        }
         guard case .array(let items)? = document["syncs"] else { throw SyncError("syncs: required, a list") }
         var syncs: [SyncDefinition] = []
         var names: [String: Int] = [:]
         for (index, item) in items.enumerated() {
             let path = "syncs[\(index)]"
             let sync = try parseSync(item, at: path, registry: registry)
-            if let earlier = names[sync.name] { throw SyncError("\(path).name: '\(sync.name)' is already the name of syncs[\(earlier)]") }
+            if let earlier = names[sync.name] {
+                throw SyncError("\(path).name: '\(sync.name)' is already the name of syncs[\(earlier)]")
+            }
             names[sync.name] = index
             syncs.append(sync)
         }
         return SyncDefinitions(syncs)
     }
 
-    static let keys = ["name", "source", "primaryKey", "fields", "mode", "destination", "schedule", "batchSize", "rateLimit",
-                       "maxAttempts", "enabled", "description", "purposes", "profileColumn", "realtime"]
+    static let keys = [
+        "name", "source", "primaryKey", "fields", "mode", "destination", "schedule", "batchSize", "rateLimit",
+        "maxAttempts", "enabled", "description", "purposes", "profileColumn", "realtime",
+    ]
 
     package static func parseSync(_ value: JSONValue, at path: String, registry: DestinationRegistry) throws -> SyncDefinition {
         guard case .object(let members) = value else { throw SyncError("\(path): must be an object") }
@@ -186,7 +192,9 @@ public struct SyncDefinitions: Sendable, Equatable {
         if name.utf8.count > 63 { throw SyncError("\(path).name: at most 63 bytes") }
 
         let source: SyncDefinition.Source
-        guard case .object(let sourceMembers)? = value["source"], sourceMembers.count == 1, let (kind, sourceValue) = sourceMembers.first else {
+        guard case .object(let sourceMembers)? = value["source"], sourceMembers.count == 1,
+            let (kind, sourceValue) = sourceMembers.first
+        else {
             throw SyncError("\(path).source: required, an object with one of segment, relation, query")
         }
         switch kind {
@@ -194,7 +202,9 @@ public struct SyncDefinitions: Sendable, Equatable {
         case "relation":
             let text = try string("source.relation", sourceValue)
             let parts = text.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
-            if parts.contains(where: \.isEmpty) { throw SyncError("\(path).source.relation: '\(text)' is not NAME or SCHEMA.NAME") }
+            if parts.contains(where: \.isEmpty) {
+                throw SyncError("\(path).source.relation: '\(text)' is not NAME or SCHEMA.NAME")
+            }
             source = parts.count == 2 ? .relation(schema: parts[0], name: parts[1]) : .relation(schema: nil, name: parts[0])
         case "query":
             let text = try string("source.query", sourceValue)
@@ -220,7 +230,9 @@ public struct SyncDefinitions: Sendable, Equatable {
             var seen = Set<String>()
             fields = try mapping.map { field, spec in
                 if !seen.insert(field).inserted { throw SyncError("\(path).fields.\(field): given twice") }
-                if field.isEmpty || field.utf8.contains(0) { throw SyncError("\(path).fields: a field name must not be empty or contain NUL") }
+                if field.isEmpty || field.utf8.contains(0) {
+                    throw SyncError("\(path).fields: a field name must not be empty or contain NUL")
+                }
                 guard case .object(let members) = spec else {
                     return SyncDefinition.Field(name: field, column: try string("fields.\(field)", spec), transform: nil)
                 }
@@ -232,13 +244,15 @@ public struct SyncDefinitions: Sendable, Equatable {
                 case nil, .null?: transform = nil
                 case .string(let text)?:
                     guard let known = SyncDefinition.FieldTransform(rawValue: text) else {
-                        throw SyncError("\(path).fields.\(field).transform: unknown transform '\(text)'; use "
-                            + SyncDefinition.FieldTransform.allCases.map(\.rawValue).joined(separator: ", "))
+                        throw SyncError(
+                            "\(path).fields.\(field).transform: unknown transform '\(text)'; use "
+                                + SyncDefinition.FieldTransform.allCases.map(\.rawValue).joined(separator: ", "))
                     }
                     transform = known
                 default: throw SyncError("\(path).fields.\(field).transform: must be a string")
                 }
-                return SyncDefinition.Field(name: field, column: try string("fields.\(field).column", spec["column"]), transform: transform)
+                return SyncDefinition.Field(
+                    name: field, column: try string("fields.\(field).column", spec["column"]), transform: transform)
             }
         }
 
@@ -255,7 +269,9 @@ public struct SyncDefinitions: Sendable, Equatable {
         case nil, .null?: mode = .upsert
         case .string(let text)?:
             guard let known = SyncDefinition.Mode(rawValue: text) else {
-                throw SyncError("\(path).mode: unknown mode '\(text)'; use \(SyncDefinition.Mode.allCases.map(\.rawValue).joined(separator: ", "))")
+                throw SyncError(
+                    "\(path).mode: unknown mode '\(text)'; use \(SyncDefinition.Mode.allCases.map(\.rawValue).joined(separator: ", "))"
+                )
             }
             mode = known
         default: throw SyncError("\(path).mode: must be a string")
@@ -303,7 +319,9 @@ public struct SyncDefinitions: Sendable, Equatable {
         let realtime = try flag("realtime", default: false)
         if realtime {
             guard case .segment = source else { throw SyncError("\(path).realtime: a real-time sync's source must be a segment") }
-            guard primaryKey == ["profile_id"] else { throw SyncError("\(path).primaryKey: a real-time sync is keyed by [\"profile_id\"]") }
+            guard primaryKey == ["profile_id"] else {
+                throw SyncError("\(path).primaryKey: a real-time sync is keyed by [\"profile_id\"]")
+            }
         }
         return SyncDefinition(
             name: name, source: source, primaryKey: primaryKey, fields: fields, purposes: purposes, profileColumn: profileColumn,
@@ -332,7 +350,9 @@ public struct CronSchedule: Sendable, Equatable {
 
     public init(_ text: String) throws {
         let fields = text.split(whereSeparator: \.isWhitespace).map(String.init)
-        guard fields.count == 5 else { throw SyncError("'\(text)' needs five fields: minute hour day-of-month month day-of-week") }
+        guard fields.count == 5 else {
+            throw SyncError("'\(text)' needs five fields: minute hour day-of-month month day-of-week")
+        }
         self.text = text
         minutes = try Self.field(fields[0], 0...59, "minute")
         hours = try Self.field(fields[1], 0...23, "hour")
@@ -350,14 +370,17 @@ public struct CronSchedule: Sendable, Equatable {
             guard pieces.count <= 2 else { throw SyncError("\(name) '\(part)' is not valid") }
             var step = 1
             if pieces.count == 2 {
-                guard let value = Int(pieces[1]), value > 0 else { throw SyncError("\(name) step '\(pieces[1])' must be a positive number") }
+                guard let value = Int(pieces[1]), value > 0 else {
+                    throw SyncError("\(name) step '\(pieces[1])' must be a positive number")
+                }
                 step = value
             }
             var low = range.lowerBound, high = range.upperBound
             if pieces[0] != "*" {
                 let bounds = pieces[0].split(separator: "-", omittingEmptySubsequences: false)
                 guard (1...2).contains(bounds.count), let first = Int(bounds[0]), let last = Int(bounds.last!),
-                      range.contains(first), range.contains(last), first <= last else {
+                    range.contains(first), range.contains(last), first <= last
+                else {
                     throw SyncError("\(name) '\(part)' must be \(range.lowerBound)–\(range.upperBound), a range or *")
                 }
                 low = first
@@ -385,7 +408,8 @@ public struct CronSchedule: Sendable, Equatable {
                 minute = calendar.date(byAdding: .month, value: 1, to: minute)!
                 continue
             }
-            let dayMatches = daysRestricted && weekdaysRestricted
+            let dayMatches =
+                daysRestricted && weekdaysRestricted
                 ? days.contains(d) || weekdays.contains(wd)
                 : days.contains(d) && weekdays.contains(wd)
             guard dayMatches else {

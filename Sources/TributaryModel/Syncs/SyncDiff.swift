@@ -47,7 +47,10 @@ public struct SyncDiff: Sendable {
     /// The hash is seeded with the field mapping, so changing a mapping or a transform sends every row again.
     public func keyedSourceSQL() throws -> String {
         let keys = try sync.primaryKey.map { "s.\(try SQLQuoting.identifier($0))" }
-        let hashed = try sync.fields.map { fields in "ROW(\(try fields.map { "s.\(try SQLQuoting.identifier($0.column))" }.joined(separator: ", ")))" } ?? "s"
+        let hashed =
+            try sync.fields.map { fields in
+                "ROW(\(try fields.map { "s.\(try SQLQuoting.identifier($0.column))" }.joined(separator: ", ")))"
+            } ?? "s"
         var consented = "true", consentJoin = ""
         if !sync.purposes.isEmpty {
             let purposes = try sync.purposes.map(SQLQuoting.literal).joined(separator: ", ")
