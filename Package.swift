@@ -170,7 +170,8 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // The service: migrations and the database a command works on; what serve, worker, demo and tests assemble.
+        // The service: migrations, the database a command works on, and the pipeline assembly (Pipeline) that serve,
+        // worker, demo, benchmarks and tests share.
         .target(
             name: "TributaryService",
             dependencies: [
@@ -182,7 +183,9 @@ let package = Package(
                 "TributarySegments",
                 "TributarySyncs",
                 "TributaryGovernance",
+                "TributaryRuntime",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),

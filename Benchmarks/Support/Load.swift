@@ -101,7 +101,7 @@ public func withLoad<T>(
 
 /// The pipeline's progress in the database, and the real-time segment `carts` with its sync `carts_hook` that probes
 /// travel through.
-public struct Pipeline: Sendable {
+public struct PipelineProgress: Sendable {
     public let client: PostgresClient
 
     public init(client: PostgresClient) { self.client = client }

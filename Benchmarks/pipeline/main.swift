@@ -66,7 +66,7 @@ struct PipelineBench: AsyncParsableCommand {
 
         let client = PostgresClient(configuration: database, options: .init(maxConnections: 4), logger: logger)
         let (_, writeKey) = try await SourceStore(client: client).create(name: "bench")
-        let pipeline = Pipeline(client: client)
+        let pipeline = PipelineProgress(client: client)
         let probes = Probes()
         try await ProbeReceiver(probes: probes).serve { base in
             try await pipeline.applyCartsSync(webhook: base, logger: logger)
@@ -115,7 +115,7 @@ struct PipelineBench: AsyncParsableCommand {
     // MARK: - Phases
 
     /// Full speed; returns the peak's last seq.
-    func peak(load: Load, stages: Pipeline, row: inout Row) async throws -> Int64 {
+    func peak(load: Load, stages: PipelineProgress, row: inout Row) async throws -> Int64 {
         say("\n== peak: \(peakEvents) events at full speed from \(options.senders) clients ==")
         let start = ContinuousClock.now
         let before = try await stages.sample()
@@ -140,14 +140,14 @@ struct PipelineBench: AsyncParsableCommand {
     }
 
     /// A fixed offered rate; samples lag throughout.
-    func sustain(load: Load, stages: Pipeline, row: inout Row) async throws {
+    func sustain(load: Load, stages: PipelineProgress, row: inout Row) async throws {
         say("\n== sustained: \(Int(rate)) events/s offered for \(sustainSeconds) s from \(options.senders) clients ==")
         let start = ContinuousClock.now
         let end = start + .seconds(sustainSeconds)
         let before = try await stages.sample()
         let (offered, senders) = (rate, options.senders)
         async let background = load.run(tag: "sustain", rate: offered, senders: senders, requests: nil, until: end)
-        var samples: [Pipeline.Sample] = []
+        var samples: [PipelineProgress.Sample] = []
         var due = start + .seconds(sampleEvery)
         while due <= end {
             try await Task.sleep(until: due)
@@ -182,7 +182,7 @@ struct PipelineBench: AsyncParsableCommand {
 
     /// Event → webhook latency with background load at `rate`; p50 and p99 in ms.
     func latency(
-        _ name: String, rate: Double, load: Load, prober: Prober, pipeline: Pipeline, probes: Probes
+        _ name: String, rate: Double, load: Load, prober: Prober, pipeline: PipelineProgress, probes: Probes
     ) async throws -> String {
         say(
             "\n== latency \(name): background \(Int(rate)) events/s, a probe every \(options.probeInterval) ms, \(warmup) s warm-up + \(latencySeconds) s =="
@@ -282,9 +282,9 @@ struct Lag {
     init() {}
 
     /// Bounded: for each stage, last third ≤ 1.5 × first third + `slack` events.
-    init(samples: [Pipeline.Sample], slack: Double) {
+    init(samples: [PipelineProgress.Sample], slack: Double) {
         let third = max(1, samples.count / 3)
-        func mean(_ part: ArraySlice<Pipeline.Sample>, _ lag: (Pipeline.Sample) -> Int64) -> Double {
+        func mean(_ part: ArraySlice<PipelineProgress.Sample>, _ lag: (PipelineProgress.Sample) -> Int64) -> Double {
             part.isEmpty ? 0 : Double(part.map(lag).reduce(0, +)) / Double(part.count)
         }
         let (first, last) = (samples.prefix(third), samples.suffix(third))

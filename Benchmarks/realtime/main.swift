@@ -115,7 +115,7 @@ struct RealtimeBench: AsyncParsableCommand {
         let probes = Probes()
         let receiver = ProbeReceiver(probes: probes)
         try await receiver.serve { base in
-            try await Pipeline(client: serveClient).applyCartsSync(webhook: base, logger: logger)
+            try await PipelineProgress(client: serveClient).applyCartsSync(webhook: base, logger: logger)
             let pool = try await seed(serveClient, logger: logger)
             try await measure(
                 serveClient: serveClient, workerClient: workerClient, writeKey: writeKey, users: pool, probes: probes,
@@ -172,7 +172,7 @@ struct RealtimeBench: AsyncParsableCommand {
             defer { group.cancelAll() }
             var iterator = ports.makeAsyncIterator()
             guard let port = await iterator.next() else { throw CancellationError() }
-            let pipeline = Pipeline(client: serveClient)
+            let pipeline = PipelineProgress(client: serveClient)
             // The activation's first sight of the sync (a full run) before anything is measured.
             for _ in 0..<600 where try await !pipeline.syncFollowed() { try await Task.sleep(for: .milliseconds(100)) }
             say(
@@ -207,7 +207,7 @@ struct RealtimeBench: AsyncParsableCommand {
     }
 
     /// Sends --peak-events at full speed; returns the end-to-end rate (events/s through the profile stage).
-    func measurePeak(load: Load, pipeline: Pipeline) async throws -> Double {
+    func measurePeak(load: Load, pipeline: PipelineProgress) async throws -> Double {
         say("\n== peak: \(peakEvents) background events at full speed from \(options.senders) clients ==")
         let start = ContinuousClock.now
         let sent = try await load.run(tag: "peak", rate: nil, senders: options.senders, requests: peakEvents / 100, until: nil)
@@ -233,7 +233,8 @@ struct RealtimeBench: AsyncParsableCommand {
 
     /// Background load at `rate` with a probe every --probe-interval for `warmup` + `counted` seconds, then the drain.
     func measureLatency(
-        _ name: String, rate: Double, warmup: Int, counted: Int, windows: Bool, load: Load, prober: Prober, pipeline: Pipeline,
+        _ name: String, rate: Double, warmup: Int, counted: Int, windows: Bool, load: Load, prober: Prober,
+        pipeline: PipelineProgress,
         probes: Probes, client: PostgresClient
     ) async throws {
         say(

@@ -119,7 +119,7 @@ extension TributaryCommand {
             let admin = ProfileAdmin(client: client, logger: logger)
             let definitions = try await admin.load(try Data(contentsOf: file))
             try await admin.apply(definitions)
-            let stage = ProfileStage(client: client, logger: logger, followers: [RealtimeSegments()])
+            let stage = Pipeline.profileStage(client: client, logger: logger)
             let report = try await stage.catchUp()
             _ = try await stage.recomputeAll()
             let counts = try await client.query(
@@ -224,7 +224,8 @@ extension TributaryCommand {
                     "                webhook receiver: \(requests) requests, \(changes) changes, \(bad) bad signatures"
                         + (sample.map { "; first change \($0.prefix(160))" } ?? ""))
                 print("  reverse ETL   tributary syncs status; tributary syncs run NAME --dry-run; SELECT * FROM cdp.sync_runs")
-                return try await showRealtime(client: client, logger: logger, key: key, receiver: receiver, runner: runner)
+                return try await showRealtime(
+                    client: client, logger: logger, key: key, receiver: receiver, registry: registry, environment: environment)
             }
         }
 
@@ -232,7 +233,8 @@ extension TributaryCommand {
         /// stages, real-time activation, each woken by NOTIFY), sends live events that qualify profiles for the
         /// real-time segment, and measures each from its HTTP 200 to the webhook receiving the profile.
         func showRealtime(
-            client: PostgresClient, logger: Logger, key: String, receiver: DemoReceiver, runner: SyncRunner
+            client: PostgresClient, logger: Logger, key: String, receiver: DemoReceiver, registry: DestinationRegistry,
+            environment: [String: String]
         ) async throws -> [Int] {
             // Identified people with Marketing consent who are not in browsed_not_bought: a product view puts them in.
             let candidates = try await client.query(
@@ -256,11 +258,31 @@ extension TributaryCommand {
                 configuration: ServerConfiguration(host: "127.0.0.1", port: 0, destinations: .standard()), client: client,
                 logger: stageLogger,
                 onListening: { portSink.yield($0) })
-            return try await withThrowingTaskGroup(of: Void.self) { group in
+            // The stages and real-time activation as `serve` and `worker` assemble them.
+            let pipeline = Pipeline(
+                configuration: client.configuration, process: "demo",
+                options: .init(identity: true, profiles: true, realtime: true), destinations: registry,
+                environment: environment, logger: quiet)
+            let latencies: [Int]
+            do {
+                latencies = try await measureLive(
+                    app: app, pipeline: pipeline, ports: ports, candidates: candidates, key: key, receiver: receiver)
+            } catch {
+                await pipeline.shutdown()
+                throw error
+            }
+            await pipeline.shutdown()
+            return latencies
+        }
+
+        /// Runs the server and the pipeline, sends the live events, and returns each one's HTTP 200 → webhook time.
+        private func measureLive(
+            app: some ApplicationProtocol, pipeline: Pipeline, ports: AsyncStream<Int>, candidates: [(String, String)],
+            key: String, receiver: DemoReceiver
+        ) async throws -> [Int] {
+            try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await app.runService() }
-                group.addTask { try await IdentityStage(client: client, logger: quiet).run() }
-                group.addTask { try await ProfileStage(client: client, logger: quiet, followers: [RealtimeSegments()]).run() }
-                group.addTask { await RealtimeActivation(client: client, logger: quiet, runner: runner).run() }
+                for service in pipeline.services { group.addTask { try await service.run() } }
                 defer { group.cancelAll() }
                 var iterator = ports.makeAsyncIterator()
                 guard let port = await iterator.next() else { throw CLIError("the demo server did not start") }

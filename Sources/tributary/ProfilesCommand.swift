@@ -5,8 +5,8 @@ import Postgres
 import TributaryIdentity
 import TributaryModel
 import TributaryProfiles
-import TributarySegments
 import TributarySyncs
+import TributaryService
 
 extension TributaryCommand {
     struct ProfilesCommand: AsyncParsableCommand {
@@ -32,7 +32,7 @@ extension TributaryCommand.ProfilesCommand {
         func run() async throws {
             let logger = global.makeLogger()
             try await global.withMigratedClient(logger: logger) { client in
-                let stage = ProfileStage(client: client, logger: logger, batchSize: batchSize, followers: [RealtimeSegments()])
+                let stage = Pipeline.profileStage(client: client, logger: logger, batchSize: batchSize)
                 if once {
                     let report = try await stage.catchUp()
                     let recomputed = try await stage.recomputeIfDue(interval: .seconds(recomputeEvery))
@@ -59,7 +59,7 @@ extension TributaryCommand.ProfilesCommand {
             let logger = global.makeLogger()
             try await global.withMigratedClient(logger: logger) { client in
                 let started = ContinuousClock.now
-                let report = try await ProfileStage(client: client, logger: logger, followers: [RealtimeSegments()]).rebuild()
+                let report = try await Pipeline.profileStage(client: client, logger: logger).rebuild()
                 print(
                     "profiles: rebuilt through event \(report.checkpoint) in \(ContinuousClock.now - started): "
                         + "\(report.profilesUpdated) profiles changed, \(report.traitChanges) trait changes")

@@ -6,10 +6,7 @@ import Postgres
 import ServiceLifecycle
 import TributaryCollection
 import TributaryDestinations
-import TributaryIdentity
 import TributaryModel
-import TributaryProfiles
-import TributarySegments
 import TributaryServer
 import TributaryService
 import TributarySyncs
@@ -47,14 +44,6 @@ extension TributaryCommand {
             let configuration = target.configuration
             let client = PostgresClient(
                 configuration: configuration.forCollection(process: "serve"), options: .init(maxConnections: 8), logger: logger)
-            func stageClient(_ stage: String, connections: Int) -> PostgresClient {
-                PostgresClient(
-                    configuration: configuration.forStage(stage, process: "serve"), options: .init(maxConnections: connections),
-                    logger: logger)
-            }
-            let identityClient = stageClient("identity", connections: 2)  // the batch and the next batch's prefetch
-            let profileClient = stageClient("profiles", connections: 2)
-            let segmentClient = stageClient("segments", connections: 1)
             try await Migrator(files: try ProjectFiles.locate(), logger: logger).migrate(client)
             let summary = target.summary
             // The stages' swift-metrics land in the registry served at /metrics.
@@ -69,23 +58,20 @@ extension TributaryCommand {
                     let line = "tributary \(Tributary.version) collecting on http://\(host):\(port) into \(summary)\n"
                     FileHandle.standardOutput.write(Data(line.utf8))
                 })
-            var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: app)]
-            if identity {
-                services.append(.init(service: IdentityService(stage: IdentityStage(client: identityClient, logger: logger))))
-            }
-            if profiles {
-                let stage = ProfileStage(client: profileClient, logger: logger, followers: [RealtimeSegments()])
-                services.append(.init(service: ProfileService(stage: stage, recomputeEvery: .seconds(recomputeEvery))))
-            }
-            if refreshSegmentsEvery > 0 {
-                let membership = SegmentMembership(client: segmentClient, logger: logger)
-                services.append(.init(service: SegmentService(membership: membership, every: .seconds(refreshSegmentsEvery))))
-            }
+            let pipeline = Pipeline(
+                configuration: configuration, process: "serve",
+                options: .init(
+                    identity: identity, profiles: profiles, recomputeEvery: .seconds(recomputeEvery),
+                    refreshSegmentsEvery: refreshSegmentsEvery > 0 ? .seconds(refreshSegmentsEvery) : nil),
+                destinations: DestinationRegistry.standard(), logger: logger)
+            let services: [ServiceGroupConfiguration.ServiceConfiguration] =
+                [.init(service: app)] + pipeline.services.map { .init(service: $0) }
             let group = ServiceGroup(
                 configuration: ServiceGroupConfiguration(
                     services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             try await group.run()
-            for pool in [client, identityClient, profileClient, segmentClient] { await pool.shutdown() }
+            await pipeline.shutdown()
+            await client.shutdown()
         }
     }
 
@@ -180,31 +166,5 @@ extension TributaryCommand.Sources {
             print("new write key for '\(source.name)', shown once, on the next line:")
             print(key)
         }
-    }
-}
-
-/// The real-time identity stage as a service of `tributary serve`: stops on graceful shutdown.
-struct IdentityService: Service {
-    let stage: IdentityStage
-    func run() async throws {
-        try await cancelWhenGracefulShutdown { try await stage.run() }
-    }
-}
-
-/// The profile stage as a service of `tributary serve`: stops on graceful shutdown.
-struct ProfileService: Service {
-    let stage: ProfileStage
-    let recomputeEvery: Duration
-    func run() async throws {
-        try await cancelWhenGracefulShutdown { try await stage.run(recomputeInterval: recomputeEvery) }
-    }
-}
-
-/// The scheduled refresh of segment members as a service of `tributary serve`: stops on graceful shutdown.
-struct SegmentService: Service {
-    let membership: SegmentMembership
-    let every: Duration
-    func run() async throws {
-        try await cancelWhenGracefulShutdown { await membership.run(every: every) }
     }
 }

@@ -44,22 +44,17 @@ extension TributaryCommand {
         func run() async throws {
             let logger = global.makeLogger()
             let target = try await global.resolveTarget(logger: logger)
+            // Migrated once on a pool of the worker's syncs role; the pipeline's jobs get pools of their own.
             let client = PostgresClient(
-                configuration: target.configuration.forStage("syncs", process: "worker"), options: .init(maxConnections: 4),
+                configuration: target.configuration.forStage("syncs", process: "worker"), options: .init(maxConnections: 1),
                 logger: logger)
             try await Migrator(files: try ProjectFiles.locate(), logger: logger).migrate(client)
-            let registry = DestinationRegistry.standard()
-            let runner = SyncRunner(client: client, logger: logger, registry: registry)
-            let worker = SyncWorker(client: client, logger: logger, runner: runner, registry: registry)
-            var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-                .init(service: WorkerService(worker: worker, pollInterval: .seconds(pollInterval)))
-            ]
-            if realtime {
-                services.append(
-                    .init(
-                        service: RealtimeService(activation: RealtimeActivation(client: client, logger: logger, runner: runner))))
-            }
-            services.append(.init(service: RetentionService(client: client, logger: logger)))
+            await client.shutdown()
+            let pipeline = Pipeline(
+                configuration: target.configuration, process: "worker",
+                options: .init(syncPollInterval: .seconds(pollInterval), realtime: realtime, retention: true),
+                destinations: DestinationRegistry.standard(), logger: logger)
+            var services = pipeline.services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) }
             if let endpoint = metrics.service(logger: logger) { services.append(.init(service: endpoint)) }
             print(
                 "tributary \(Tributary.version) worker running due syncs\(realtime ? " and real-time activation" : "") against \(target.summary)"
@@ -68,46 +63,8 @@ extension TributaryCommand {
                 configuration: ServiceGroupConfiguration(
                     services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             try await group.run()
-            await client.shutdown()
+            await pipeline.shutdown()
         }
-    }
-}
-
-/// The sync worker as a service: stops on graceful shutdown (the batch in flight is abandoned unconfirmed).
-struct WorkerService: Service {
-    let worker: SyncWorker
-    let pollInterval: Duration
-    func run() async throws {
-        try await cancelWhenGracefulShutdown { await worker.run(pollInterval: pollInterval) }
-    }
-}
-
-/// Event retention as a service of the worker: applies the policy in force (`tributary retention set`) at most once a
-/// day across all workers, looking every ten minutes.
-struct RetentionService: Service {
-    let client: PostgresClient
-    let logger: Logger
-    func run() async throws {
-        try await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                do {
-                    try await Retention.runIfDue(client: client, logger: logger)
-                } catch is CancellationError {
-                    return
-                } catch {
-                    logger.error("retention: \(error)")
-                }
-                try? await Task.sleep(for: .seconds(600))
-            }
-        }
-    }
-}
-
-/// Real-time activation as a service: stops on graceful shutdown.
-struct RealtimeService: Service {
-    let activation: RealtimeActivation
-    func run() async throws {
-        try await cancelWhenGracefulShutdown { await activation.run() }
     }
 }
 

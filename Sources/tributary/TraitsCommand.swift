@@ -5,7 +5,7 @@ import Postgres
 import TributaryGovernance
 import TributaryModel
 import TributaryProfiles
-import TributarySegments
+import TributaryService
 
 extension TributaryCommand {
     struct Traits: AsyncParsableCommand {
@@ -57,7 +57,7 @@ extension TributaryCommand.Traits {
                         "traits": .number(String(definitions.computedTraits.count)), "rfm": .bool(definitions.rfm.enabled),
                     ])
                 let started = ContinuousClock.now
-                let updated = try await ProfileStage(client: client, logger: logger, followers: [RealtimeSegments()])
+                let updated = try await Pipeline.profileStage(client: client, logger: logger)
                     .recomputeAll()
                 print(
                     "computed traits: applied \(definitions.computedTraits.count) traits (RFM \(definitions.rfm.enabled ? "on" : "off")); "
@@ -94,7 +94,7 @@ extension TributaryCommand.Traits {
             let logger = global.makeLogger()
             try await global.withMigratedClient(logger: logger) { client in
                 let started = ContinuousClock.now
-                let changed = try await ProfileStage(client: client, logger: logger, followers: [RealtimeSegments()])
+                let changed = try await Pipeline.profileStage(client: client, logger: logger)
                     .recomputeAll(full: !timeDependentOnly)
                 print("computed traits: recomputed in \(ContinuousClock.now - started); \(changed) profiles changed")
             }

@@ -1,0 +1,191 @@
+import Foundation
+import Logging
+import Postgres
+import ServiceLifecycle
+import TributaryGovernance
+import TributaryModel
+import TributaryIdentity
+import TributaryProfiles
+import TributarySegments
+import TributarySyncs
+import TributaryRuntime
+
+/// The stream stages and background jobs of one Tributary process, assembled in one place for `tributary serve`,
+/// `tributary worker`, `tributary demo`, the benchmarks and the tests.
+///
+/// Each job gets a connection pool of its own role (`application_name` such as `tributary serve: identity`, the
+/// role's timeouts; see ``TributaryRuntime``'s connection roles), so `pg_stat_activity` tells the jobs apart.
+/// ``services`` are swift-service-lifecycle services: run them in a `ServiceGroup` (they stop on graceful shutdown),
+/// or each in a task (they stop when cancelled); then call ``shutdown()`` to close the pools.
+///
+/// ```swift
+/// let pipeline = Pipeline(
+///     configuration: target.configuration, process: "serve", options: .init(identity: true, profiles: true),
+///     destinations: .standard(), logger: logger)
+/// let group = ServiceGroup(services: pipeline.services, gracefulShutdownSignals: [.sigterm], logger: logger)
+/// try await group.run()
+/// await pipeline.shutdown()
+/// ```
+public struct Pipeline: Sendable {
+    /// Which jobs the process runs.
+    public struct Options: Sendable {
+        /// The real-time identity stage (follows collection).
+        public var identity: Bool
+        /// The profile stage (follows identity), with real-time segments following it.
+        public var profiles: Bool
+        /// Time between bulk recomputes of the computed traits that change with time alone (windows, RFM).
+        public var recomputeEvery: Duration
+        /// Time between refreshes of every segment's members; nil: none.
+        public var refreshSegmentsEvery: Duration?
+        /// Time between looks for due scheduled syncs; nil: this process runs no scheduled syncs.
+        public var syncPollInterval: Duration?
+        /// Real-time activation: real-time syncs follow their segments' entries and exits.
+        public var realtime: Bool
+        /// Event retention, applied at most once a day across all processes.
+        public var retention: Bool
+
+        public init(
+            identity: Bool = false, profiles: Bool = false, recomputeEvery: Duration = .seconds(3600),
+            refreshSegmentsEvery: Duration? = nil, syncPollInterval: Duration? = nil, realtime: Bool = false,
+            retention: Bool = false
+        ) {
+            self.identity = identity
+            self.profiles = profiles
+            self.recomputeEvery = recomputeEvery
+            self.refreshSegmentsEvery = refreshSegmentsEvery
+            self.syncPollInterval = syncPollInterval
+            self.realtime = realtime
+            self.retention = retention
+        }
+    }
+
+    /// The jobs, in the order of the flow.
+    public let services: [any Service]
+    /// The pools the jobs use, closed by ``shutdown()``.
+    let pools: [PostgresClient]
+
+    /// - Parameters:
+    ///   - configuration: the database (the role settings are added per job).
+    ///   - process: the process's name in `application_name` (`serve`, `worker`, `demo`).
+    ///   - destinations: what syncs may deliver to (`DestinationRegistry.standard()` from TributaryDestinations in the
+    ///     command line; `.core()` has no HTTP destinations).
+    ///   - environment: where syncs read `env:NAME` secrets.
+    public init(
+        configuration: PostgresConfiguration, process: String, options: Options, destinations: DestinationRegistry,
+        environment: [String: String] = ProcessInfo.processInfo.environment, logger: Logger
+    ) {
+        var services: [any Service] = []
+        var pools: [PostgresClient] = []
+        func pool(_ role: String, connections: Int) -> PostgresClient {
+            let client = PostgresClient(
+                configuration: configuration.forStage(role, process: process), options: .init(maxConnections: connections),
+                logger: logger)
+            pools.append(client)
+            return client
+        }
+        if options.identity {
+            // The batch and the next batch's prefetch.
+            services.append(IdentityService(stage: IdentityStage(client: pool("identity", connections: 2), logger: logger)))
+        }
+        if options.profiles {
+            let stage = Self.profileStage(client: pool("profiles", connections: 2), logger: logger)
+            services.append(ProfileService(stage: stage, recomputeEvery: options.recomputeEvery))
+        }
+        if let every = options.refreshSegmentsEvery {
+            let membership = SegmentMembership(client: pool("segments", connections: 1), logger: logger)
+            services.append(SegmentService(membership: membership, every: every))
+        }
+        if options.syncPollInterval != nil || options.realtime || options.retention {
+            let client = pool("syncs", connections: 4)
+            let runner = SyncRunner(client: client, logger: logger, registry: destinations, environment: environment)
+            if let interval = options.syncPollInterval {
+                let worker = SyncWorker(client: client, logger: logger, runner: runner, registry: destinations)
+                services.append(SyncWorkerService(worker: worker, pollInterval: interval))
+            }
+            if options.realtime {
+                services.append(RealtimeService(activation: RealtimeActivation(client: client, logger: logger, runner: runner)))
+            }
+            if options.retention { services.append(RetentionService(client: client, logger: logger)) }
+        }
+        self.services = services
+        self.pools = pools
+    }
+
+    /// Closes the jobs' pools; call once the services have stopped.
+    public func shutdown() async {
+        for pool in pools { await pool.shutdown() }
+    }
+
+    /// The profile stage as Tributary runs it: real-time segments follow each batch in its transaction. The one place
+    /// that decides what follows the profile stage.
+    public static func profileStage(
+        client: PostgresClient, logger: Logger, batchSize: Int = 5000,
+        clock: @escaping @Sendable () -> Date = { Date() }
+    ) -> ProfileStage {
+        ProfileStage(client: client, logger: logger, batchSize: batchSize, followers: [RealtimeSegments()], clock: clock)
+    }
+}
+
+/// The real-time identity stage as a service: stops on graceful shutdown.
+struct IdentityService: Service {
+    let stage: IdentityStage
+    func run() async throws {
+        try await cancelWhenGracefulShutdown { try await stage.run() }
+    }
+}
+
+/// The profile stage as a service: stops on graceful shutdown.
+struct ProfileService: Service {
+    let stage: ProfileStage
+    let recomputeEvery: Duration
+    func run() async throws {
+        try await cancelWhenGracefulShutdown { try await stage.run(recomputeInterval: recomputeEvery) }
+    }
+}
+
+/// Scheduled refreshes of every segment's members: stops on graceful shutdown.
+struct SegmentService: Service {
+    let membership: SegmentMembership
+    let every: Duration
+    func run() async throws {
+        try await cancelWhenGracefulShutdown { await membership.run(every: every) }
+    }
+}
+
+/// The scheduled-sync worker as a service: stops on graceful shutdown (the batch in flight is abandoned unconfirmed).
+struct SyncWorkerService: Service {
+    let worker: SyncWorker
+    let pollInterval: Duration
+    func run() async throws {
+        try await cancelWhenGracefulShutdown { await worker.run(pollInterval: pollInterval) }
+    }
+}
+
+/// Real-time activation as a service: stops on graceful shutdown.
+struct RealtimeService: Service {
+    let activation: RealtimeActivation
+    func run() async throws {
+        try await cancelWhenGracefulShutdown { await activation.run() }
+    }
+}
+
+/// Event retention as a service: applies the policy in force (`tributary retention set`) at most once a day across all
+/// processes, looking every ten minutes.
+struct RetentionService: Service {
+    let client: PostgresClient
+    let logger: Logger
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do {
+                    try await Retention.runIfDue(client: client, logger: logger)
+                } catch is CancellationError {
+                    return
+                } catch {
+                    logger.error("retention: \(error)")
+                }
+                try? await Task.sleep(for: .seconds(600))
+            }
+        }
+    }
+}
