@@ -42,6 +42,161 @@ public struct PostgresQuery: Sendable, Hashable, ExpressibleByStringInterpolatio
 
     public func hash(into hasher: inout Hasher) { hasher.combine(sql) }
 
+    /// The fragments one after another, `separator` between them, their placeholders renumbered (see
+    /// ``StringInterpolation/appendInterpolation(_:)-(PostgresQuery)``).
+    public static func joined(_ fragments: some Sequence<PostgresQuery>, separator: String = ", ") -> PostgresQuery {
+        var result = PostgresQuery(unsafeSQL: "")
+        var first = true
+        for fragment in fragments {
+            if !first { result.sql += separator }
+            first = false
+            result.append(fragment)
+        }
+        return result
+    }
+
+    /// Appends `fragment`, renumbering its placeholders after this query's.
+    public mutating func append(_ fragment: PostgresQuery) {
+        if buildError == nil, let error = fragment.buildError { buildError = error }
+        sql += Self.renumbered(fragment.sql, by: binds.count)
+        binds += fragment.binds
+    }
+
+    /// The query with every bind written into the text as a quoted literal with its type (`'42'::int8`), for
+    /// statements that cannot take parameters (DDL such as `CREATE VIEW`). NULL becomes `NULL::type`; `bytea` a hex
+    /// literal. Literals go through ``SQLQuoting/literal(_:)``.
+    public func inlined() throws -> PostgresQuery {
+        if let buildError { throw buildError }
+        var literals: [String] = []
+        for bind in binds {
+            let cast = bind.type == .unspecified ? "" : "::\(bind.type.description)"
+            guard let bytes = bind.bytes else {
+                literals.append("NULL\(cast)")
+                continue
+            }
+            if bind.isBinary {
+                let hex = bytes.map { byte in
+                    let digits = String(byte, radix: 16)
+                    return digits.count == 1 ? "0" + digits : digits
+                }.joined()
+                literals.append("'\\x\(hex)'::bytea")
+            } else {
+                literals.append(try SQLQuoting.literal(String(decoding: bytes, as: UTF8.self)) + cast)
+            }
+        }
+        return PostgresQuery(unsafeSQL: Self.replacingPlaceholders(in: sql) { literals[$0 - 1] })
+    }
+
+    /// `sql` with each `$n` placeholder moved up by `offset`.
+    static func renumbered(_ sql: String, by offset: Int) -> String {
+        offset == 0 ? sql : replacingPlaceholders(in: sql) { "$\($0 + offset)" }
+    }
+
+    /// `sql` with each `$n` placeholder replaced by `replacement(n)`. Placeholders are found as PostgreSQL's lexer
+    /// finds them: not inside string constants (`'…'`, `E'…'`, dollar-quoted), quoted identifiers or comments, and not
+    /// a `$` that continues an identifier (`a$1`).
+    static func replacingPlaceholders(in sql: String, _ replacement: (Int) -> String) -> String {
+        let text = Array(sql.utf8)
+        var output: [UInt8] = []
+        output.reserveCapacity(text.count + 16)
+        var index = 0
+        func isIdentifierByte(_ byte: UInt8) -> Bool {
+            (byte >= 0x61 && byte <= 0x7A) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x30 && byte <= 0x39) || byte == 0x5F
+                || byte == 0x24 || byte >= 0x80
+        }
+        func isDigit(_ byte: UInt8) -> Bool { byte >= 0x30 && byte <= 0x39 }
+        /// Copies through the closing `quote` (doubled quotes stay inside; with `backslashes`, `\x` too).
+        func copyQuoted(_ quote: UInt8, backslashes: Bool) {
+            output.append(text[index])
+            index += 1
+            while index < text.count {
+                let byte = text[index]
+                output.append(byte)
+                index += 1
+                if backslashes && byte == 0x5C && index < text.count {
+                    output.append(text[index])
+                    index += 1
+                } else if byte == quote {
+                    if index < text.count && text[index] == quote {
+                        output.append(text[index])
+                        index += 1
+                    } else {
+                        return
+                    }
+                }
+            }
+        }
+        while index < text.count {
+            let byte = text[index]
+            let previous: UInt8? = index > 0 ? text[index - 1] : nil
+            switch byte {
+            case 0x27:  // '
+                // E'…' (backslash escapes), when the E starts a token rather than ends a name.
+                let escaped =
+                    (previous == 0x45 || previous == 0x65) && (index < 2 || !isIdentifierByte(text[index - 2]))
+                copyQuoted(0x27, backslashes: escaped)
+            case 0x22:  // "
+                copyQuoted(0x22, backslashes: false)
+            case 0x2D where index + 1 < text.count && text[index + 1] == 0x2D:  // -- comment
+                while index < text.count && text[index] != 0x0A {
+                    output.append(text[index])
+                    index += 1
+                }
+            case 0x2F where index + 1 < text.count && text[index + 1] == 0x2A:  // /* comment */, nested
+                var depth = 0
+                while index < text.count {
+                    if text[index] == 0x2F && index + 1 < text.count && text[index + 1] == 0x2A {
+                        depth += 1
+                        output += [0x2F, 0x2A]
+                        index += 2
+                    } else if text[index] == 0x2A && index + 1 < text.count && text[index + 1] == 0x2F {
+                        depth -= 1
+                        output += [0x2A, 0x2F]
+                        index += 2
+                        if depth == 0 { break }
+                    } else {
+                        output.append(text[index])
+                        index += 1
+                    }
+                }
+            case 0x24 where previous.map(isIdentifierByte) != true:  // $: a placeholder or a dollar quote
+                var end = index + 1
+                if end < text.count && isDigit(text[end]) {
+                    while end < text.count && isDigit(text[end]) { end += 1 }
+                    let number = Int(String(decoding: text[(index + 1)..<end], as: UTF8.self)) ?? 0
+                    output += Array(replacement(number).utf8)
+                    index = end
+                    continue
+                }
+                while end < text.count && isIdentifierByte(text[end]) && text[end] != 0x24 { end += 1 }
+                if end < text.count && text[end] == 0x24 {
+                    // $tag$ … $tag$: copied whole.
+                    let tag = Array(text[index...end])
+                    output += tag
+                    index = end + 1
+                    while index < text.count {
+                        if text[index] == 0x24 && index + tag.count <= text.count
+                            && Array(text[index..<(index + tag.count)]) == tag
+                        {
+                            output += tag
+                            index += tag.count
+                            break
+                        }
+                        output.append(text[index])
+                        index += 1
+                    }
+                } else {
+                    output.append(byte)
+                    index += 1
+                }
+            default:
+                output.append(byte)
+                index += 1
+            }
+        }
+        return String(decoding: output, as: UTF8.self)
+    }
+
     /// Throws the error recorded while the query was built, if any.
     func validated() throws -> PostgresQuery {
         if let buildError { throw buildError }
@@ -126,6 +281,20 @@ public struct PostgresQuery: Sendable, Hashable, ExpressibleByStringInterpolatio
 
         /// Raw SQL text. Only for text the program itself wrote, never for user input.
         public mutating func appendInterpolation(unescaped: String) { sql += unescaped }
+
+        /// Another query, embedded: its text goes in as it is, its binds follow this query's, and its `$n`
+        /// placeholders are renumbered to match. Fragments compose without anyone counting placeholders:
+        ///
+        /// ```swift
+        /// let recent: PostgresQuery = "timestamp > \(since)"
+        /// let query: PostgresQuery = "SELECT count(*) FROM cdp.events WHERE event = \(name) AND \(recent)"
+        /// // SELECT count(*) FROM cdp.events WHERE event = $1 AND timestamp > $2
+        /// ```
+        public mutating func appendInterpolation(_ fragment: PostgresQuery) {
+            if let error = fragment.buildError { record(error) }
+            sql += PostgresQuery.renumbered(fragment.sql, by: binds.count)
+            binds += fragment.binds
+        }
 
         private mutating func record(_ error: any Error) {
             if buildError == nil {

@@ -220,14 +220,14 @@ public struct PrivacyRequests: Sendable {
     static let minimumFieldMatch = 6
 
     /// A condition true when the sync row with key `key` and fields `fields` (JSON expressions; nil: no fields) is
-    /// about the person: a value at any depth (strings and numbers, trimmed and lower-cased) is one of the needles bound
-    /// as parameter `$n` (in the fields, only needles of at least ``minimumFieldMatch`` characters).
-    static func mentions(key: String, fields: String?, _ n: Int) -> String {
-        func values(_ json: String, minimum: Int) -> String {
+    /// about the person: a value at any depth (strings and numbers, trimmed and lower-cased) is one of `needles` (in the
+    /// fields, only needles of at least ``minimumFieldMatch`` characters). `key` and `fields` are Tributary's own SQL.
+    static func mentions(key: String, fields: String?, needles: [String]) -> PostgresQuery {
+        func values(_ json: String, minimum: Int) -> PostgresQuery {
             """
-            EXISTS (SELECT 1 FROM jsonb_path_query(\(json), 'strict $.**') AS found (item)
-                    WHERE jsonb_typeof(found.item) IN ('string', 'number') AND length(found.item #>> '{}') >= \(minimum)
-                      AND lower(btrim(found.item #>> '{}')) = ANY($\(n)::text[]))
+            EXISTS (SELECT 1 FROM jsonb_path_query(\(unescaped: json), 'strict $.**') AS found (item)
+                    WHERE jsonb_typeof(found.item) IN ('string', 'number') AND length(found.item #>> '{}') >= \(unescaped: String(minimum))
+                      AND lower(btrim(found.item #>> '{}')) = ANY(\(needles)::text[]))
             """
         }
         guard let fields else { return values(key, minimum: 1) }
@@ -235,12 +235,11 @@ public struct PrivacyRequests: Sendable {
     }
 
     /// A condition true when event `e` names one of the identifiers in `pg_temp.tributary_privacy_ids`, extracted
-    /// under the rules bound as parameter `$n` (`cdp.event_identifiers`: an alias call's previousId counts, as a user
-    /// id and as an anonymous id).
-    static func carriesIdentifier(_ n: Int) -> String {
+    /// under `rules` (`cdp.event_identifiers`: an alias call's previousId counts, as a user id and as an anonymous id).
+    static func carriesIdentifier(rules: String) -> PostgresQuery {
         """
         EXISTS (SELECT 1 FROM cdp.event_identifiers(e.type, e.user_id, e.anonymous_id, e.previous_id, e.traits, e.context,
-                                                    $\(n)::jsonb) AS c
+                                                    \(rules)::jsonb) AS c
                 JOIN pg_temp.tributary_privacy_ids AS i ON i.kind = c.kind AND i.value = c.value)
         """
     }

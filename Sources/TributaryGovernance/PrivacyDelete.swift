@@ -51,14 +51,13 @@ extension PrivacyRequests {
                 let needles = try await Self.needles(db, subject)
                 // The syncs holding anything about the person, locked (as a run locks them) until the deletion commits.
                 let syncs = try await db.query(
-                    PostgresQuery(
-                        unsafeSQL: """
-                            SELECT DISTINCT sync FROM (
-                                SELECT sync FROM cdp.sync_state WHERE \(Self.mentions(key: "key_object", fields: "payload", 1))
-                                UNION ALL SELECT sync FROM cdp.sync_pending WHERE \(Self.mentions(key: "key_object", fields: "payload", 1))
-                                UNION ALL SELECT sync FROM cdp.sync_errors WHERE \(Self.mentions(key: "key_object", fields: nil, 1))
-                            ) AS found ORDER BY sync
-                            """, binds: [try needles.postgresBind()])
+                    """
+                    SELECT DISTINCT sync FROM (
+                        SELECT sync FROM cdp.sync_state WHERE \(Self.mentions(key: "key_object", fields: "payload", needles: needles))
+                        UNION ALL SELECT sync FROM cdp.sync_pending WHERE \(Self.mentions(key: "key_object", fields: "payload", needles: needles))
+                        UNION ALL SELECT sync FROM cdp.sync_errors WHERE \(Self.mentions(key: "key_object", fields: nil, needles: needles))
+                    ) AS found ORDER BY sync
+                    """
                 ).map { try $0[0].decode(String.self) }
                 var locked: [AdvisoryLockKey] = []
                 do {
@@ -113,16 +112,16 @@ extension PrivacyRequests {
             throw failure("\(error)")
         }
         // What the destination may hold: the confirmed state (tombstones are already deleted there), else a pending send.
+        let held = Self.mentions(key: "key_object", fields: "payload", needles: needles)
         let rows = try await db.query(
-            PostgresQuery(
-                unsafeSQL: """
-                    SELECT DISTINCT ON (key) key, key_object::text, payload::text FROM (
-                        SELECT 0 AS rank, key, key_object, payload FROM cdp.sync_state
-                        WHERE sync = $2 AND NOT removed AND \(Self.mentions(key: "key_object", fields: "payload", 1))
-                        UNION ALL
-                        SELECT 1, key, key_object, payload FROM cdp.sync_pending WHERE sync = $2 AND \(Self.mentions(key: "key_object", fields: "payload", 1))
-                    ) AS held ORDER BY key, rank
-                    """, binds: [try needles.postgresBind(), try name.postgresBind()]))
+            """
+            SELECT DISTINCT ON (key) key, key_object::text, payload::text FROM (
+                SELECT 0 AS rank, key, key_object, payload FROM cdp.sync_state
+                WHERE sync = \(name) AND NOT removed AND \(held)
+                UNION ALL
+                SELECT 1, key, key_object, payload FROM cdp.sync_pending WHERE sync = \(name) AND \(held)
+            ) AS held ORDER BY key, rank
+            """)
         let operation: SyncOperation = sync.mode == .audience ? .remove : .delete
         let changes = try rows.map { row in
             let (key, keyObject, payload) = try row.decode((String, String, String).self)
@@ -199,30 +198,28 @@ extension PrivacyRequests {
         while try await identity.process(tx, prefetched: nil, prefetchNext: false).report.events > 0 {}
         try await Self.stageSubject(tx, subject)
         let rules = try await Self.rulesDocument(tx)
-        let needleBind = try needles.postgresBind()
 
         // Events: everything stored up to now without blocking writers, then what arrived meanwhile under their lock.
         let through = try await tx.query("SELECT coalesce(max(seq), 0) FROM cdp.events").scalar(Int64.self)
-        func deleteEvents(_ range: String) async throws -> Int {
+        func deleteEvents(_ range: PostgresQuery) async throws -> Int {
             try await tx.query(
-                PostgresQuery(
-                    unsafeSQL: """
-                        WITH gone AS (
-                            DELETE FROM cdp.events AS e
-                            WHERE \(range) AND (e.profile_id IN (SELECT profile_id FROM pg_temp.tributary_privacy_profiles)
-                                                OR \(Self.carriesIdentifier(2)))
-                            RETURNING e.source_id, e.message_id
-                        ), ids AS (
-                            DELETE FROM cdp.event_message_ids AS m USING gone
-                            WHERE m.source_id = gone.source_id AND m.message_id = gone.message_id
-                        )
-                        SELECT count(*) FROM gone
-                        """, binds: [try Int(through).postgresBind(), try rules.postgresBind()])
+                """
+                WITH gone AS (
+                    DELETE FROM cdp.events AS e
+                    WHERE \(range) AND (e.profile_id IN (SELECT profile_id FROM pg_temp.tributary_privacy_profiles)
+                                        OR \(Self.carriesIdentifier(rules: rules)))
+                    RETURNING e.source_id, e.message_id
+                ), ids AS (
+                    DELETE FROM cdp.event_message_ids AS m USING gone
+                    WHERE m.source_id = gone.source_id AND m.message_id = gone.message_id
+                )
+                SELECT count(*) FROM gone
+                """
             ).scalar(Int.self)
         }
-        counts["events"] = try await deleteEvents("e.seq <= $1")
+        counts["events"] = try await deleteEvents("e.seq <= \(through)")
         try await tx.advisoryTransactionLock(EventWriter.sequenceLock)
-        counts["events"]! += try await deleteEvents("e.seq > $1")
+        counts["events"]! += try await deleteEvents("e.seq > \(through)")
 
         let inProfiles = "profile_id IN (SELECT profile_id FROM pg_temp.tributary_privacy_profiles)"
         let isIdentifier = "(kind, value) IN (SELECT kind, value FROM pg_temp.tributary_privacy_ids)"
@@ -270,9 +267,9 @@ extension PrivacyRequests {
         for (table, fields) in [("sync_state", "payload"), ("sync_pending", "payload"), ("sync_errors", nil)] {
             counts[table] =
                 try await tx.execute(
-                    PostgresQuery(
-                        unsafeSQL: "DELETE FROM cdp.\(table) WHERE \(Self.mentions(key: "key_object", fields: fields, 1))",
-                        binds: [needleBind])) ?? 0
+                    "DELETE FROM cdp.\(identifier: table) WHERE \(Self.mentions(key: "key_object", fields: fields, needles: needles))"
+                )
+                ?? 0
         }
         counts["suppressions"] =
             try await tx.execute(

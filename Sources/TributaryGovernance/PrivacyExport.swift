@@ -28,15 +28,7 @@ extension PrivacyRequests {
             let events = try await client.withConnection { db in
                 let needles = try await Self.needles(db, subject)
                 let rules = try await Self.rulesDocument(db)
-                let head = try await db.query(
-                    PostgresQuery(
-                        unsafeSQL: Self.documentSQL,
-                        binds: [
-                            try needles.postgresBind(), try subject.profiles.postgresBind(),
-                            try subject.profileIDs.postgresBind(),
-                            try subject.requested.kind.postgresBind(), try subject.requested.value.postgresBind(),
-                        ])
-                ).scalar(String.self)
+                let head = try await db.query(Self.document(subject, needles: needles)).scalar(String.self)
                 guard head.hasSuffix("}") else { throw PrivacyError("the export document is not a JSON object") }
                 try await write(String(head.dropLast()) + ", \"events\": [")
                 // The events in a transaction of their own, so the temporary tables live as long as the cursor.
@@ -45,21 +37,20 @@ extension PrivacyRequests {
                     var count = 0
                     var page = ""
                     try await tx.forEachRow(
-                        PostgresQuery(
-                            unsafeSQL: """
-                                SELECT json_build_object(
-                                    'message_id', e.message_id, 'type', e.type, 'event', e.event, 'name', e.name,
-                                    'user_id', e.user_id, 'anonymous_id', e.anonymous_id, 'group_id', e.group_id, 'previous_id', e.previous_id,
-                                    'profile_id', e.profile_id, 'source_id', e.source_id,
-                                    'timestamp', cdp.json_timestamp(e.timestamp), 'received_at', cdp.json_timestamp(e.received_at),
-                                    'properties', e.properties, 'traits', e.traits, 'context', e.context)::text
-                                FROM cdp.events AS e
-                                WHERE e.profile_id IN (SELECT profile_id FROM pg_temp.tributary_privacy_profiles)
-                                   OR (e.profile_id IS NULL AND \(Self.carriesIdentifier(1)))
-                                   -- An alias call naming the person as previousId, even where it joined no profile of theirs.
-                                   OR (e.type = 'alias' AND \(Self.carriesIdentifier(1)))
-                                ORDER BY e.timestamp, e.seq
-                                """, binds: [try rules.postgresBind()])
+                        """
+                        SELECT json_build_object(
+                            'message_id', e.message_id, 'type', e.type, 'event', e.event, 'name', e.name,
+                            'user_id', e.user_id, 'anonymous_id', e.anonymous_id, 'group_id', e.group_id, 'previous_id', e.previous_id,
+                            'profile_id', e.profile_id, 'source_id', e.source_id,
+                            'timestamp', cdp.json_timestamp(e.timestamp), 'received_at', cdp.json_timestamp(e.received_at),
+                            'properties', e.properties, 'traits', e.traits, 'context', e.context)::text
+                        FROM cdp.events AS e
+                        WHERE e.profile_id IN (SELECT profile_id FROM pg_temp.tributary_privacy_profiles)
+                           OR (e.profile_id IS NULL AND \(Self.carriesIdentifier(rules: rules)))
+                           -- An alias call naming the person as previousId, even where it joined no profile of theirs.
+                           OR (e.type = 'alias' AND \(Self.carriesIdentifier(rules: rules)))
+                        ORDER BY e.timestamp, e.seq
+                        """
                     ) { row in
                         page += (count == 0 ? "\n  " : ",\n  ") + (try row[0].decode(String.self))
                         count += 1
@@ -91,53 +82,57 @@ extension PrivacyRequests {
         return document
     }
 
-    /// The export without its events: $1 needles, $2 live profiles, $3 every profile id, $4 kind, $5 value.
-    static let documentSQL = """
-        SELECT json_build_object(
-            'identifier', json_build_object('kind', $4::text, 'value', $5::text),
-            'generated_at', cdp.json_timestamp(now()),
-            'profiles', (SELECT coalesce(json_agg(json_build_object(
-                    'profile_id', p.id,
-                    'traits', coalesce(d.traits, '{}'), 'computed_traits', coalesce(d.computed, '{}'),
-                    'first_seen_at', cdp.json_timestamp(d.first_seen_at), 'last_seen_at', cdp.json_timestamp(d.last_seen_at),
-                    'event_count', coalesce(d.event_count, 0),
-                    'identities', (SELECT coalesce(json_agg(json_build_object(
-                            'kind', n.kind, 'value', n.value, 'first_seen_at', cdp.json_timestamp(n.first_seen_at),
-                            'last_seen_at', cdp.json_timestamp(n.last_seen_at)) ORDER BY n.first_seq, n.node_id), '[]')
-                        FROM cdp.identity_nodes AS n WHERE n.profile_id = p.id))), '[]')
-                FROM unnest($2::uuid[]) AS p (id) LEFT JOIN cdp.profile_data AS d ON d.profile_id = p.id),
-            'merged_profile_ids', (SELECT coalesce(json_agg(id), '[]') FROM unnest($3::uuid[]) AS id WHERE id <> ALL($2::uuid[])),
-            'trait_history', (SELECT coalesce(json_agg(json_build_object(
-                    'profile_id', h.profile_id, 'key', h.key, 'old_value', h.old_value, 'new_value', h.new_value,
-                    'event_timestamp', cdp.json_timestamp(h.event_timestamp), 'message_id', h.message_id, 'reason', h.reason,
-                    'changed_at', cdp.json_timestamp(h.changed_at)) ORDER BY h.change_id), '[]')
-                FROM cdp.trait_history AS h WHERE h.profile_id = ANY($3::uuid[])),
-            'consent', (SELECT coalesce(json_agg(json_build_object(
-                    'purpose', c.purpose, 'granted', c.granted, 'updated_at', cdp.json_timestamp(c.updated_at)) ORDER BY c.purpose), '[]')
-                FROM cdp.profile_consent AS c WHERE c.profile_id = ANY($3::uuid[])),
-            'consent_history', (SELECT coalesce(json_agg(json_build_object(
-                    'purpose', c.purpose, 'granted', c.granted, 'previous', c.previous, 'reason', c.reason,
-                    'changed_at', cdp.json_timestamp(c.changed_at)) ORDER BY c.change_id), '[]')
-                FROM cdp.consent_changes AS c WHERE c.profile_id = ANY($3::uuid[])),
-            'segments', (SELECT coalesce(json_agg(json_build_object(
-                    'segment', m.segment, 'entered_at', cdp.json_timestamp(m.entered_at)) ORDER BY m.segment), '[]')
-                FROM cdp.segment_members AS m WHERE m.profile_id = ANY($3::uuid[])),
-            'segment_history', (SELECT coalesce(json_agg(json_build_object(
-                    'segment', c.segment, 'change', c.change, 'reason', c.reason,
-                    'changed_at', cdp.json_timestamp(c.changed_at)) ORDER BY c.change_id), '[]')
-                FROM cdp.segment_changes AS c WHERE c.profile_id = ANY($3::uuid[])),
-            'merges', (SELECT coalesce(json_agg(json_build_object(
-                    'from_profile_id', m.from_profile_id, 'into_profile_id', m.into_profile_id, 'reason', m.reason,
-                    'kind', m.kind, 'value', m.value, 'merged_at', cdp.json_timestamp(m.merged_at)) ORDER BY m.merge_id), '[]')
-                FROM cdp.profile_merge_log AS m WHERE m.from_profile_id = ANY($3::uuid[]) OR m.into_profile_id = ANY($3::uuid[])),
-            'sync_deliveries', (SELECT coalesce(json_agg(json_build_object(
-                    'sync', s.sync, 'key', s.key_object, 'fields', s.payload, 'removed', s.removed,
-                    'delivered_at', cdp.json_timestamp(s.delivered_at)) ORDER BY s.sync, s.key), '[]')
-                FROM cdp.sync_state AS s WHERE \(mentions(key: "s.key_object", fields: "s.payload", 1))),
-            'pending_deliveries', (SELECT coalesce(json_agg(json_build_object(
-                    'sync', s.sync, 'key', s.key_object, 'fields', s.payload, 'operation', s.operation,
-                    'sent_at', cdp.json_timestamp(s.sent_at)) ORDER BY s.sync, s.key), '[]')
-                FROM cdp.sync_pending AS s WHERE \(mentions(key: "s.key_object", fields: "s.payload", 1)))
-        )::text
-        """
+    /// The export without its events.
+    static func document(_ subject: Subject, needles: [String]) -> PostgresQuery {
+        let (profiles, profileIDs) = (subject.profiles, subject.profileIDs)
+        let (kind, value) = (subject.requested.kind, subject.requested.value)
+        return """
+            SELECT json_build_object(
+                'identifier', json_build_object('kind', \(kind)::text, 'value', \(value)::text),
+                'generated_at', cdp.json_timestamp(now()),
+                'profiles', (SELECT coalesce(json_agg(json_build_object(
+                        'profile_id', p.id,
+                        'traits', coalesce(d.traits, '{}'), 'computed_traits', coalesce(d.computed, '{}'),
+                        'first_seen_at', cdp.json_timestamp(d.first_seen_at), 'last_seen_at', cdp.json_timestamp(d.last_seen_at),
+                        'event_count', coalesce(d.event_count, 0),
+                        'identities', (SELECT coalesce(json_agg(json_build_object(
+                                'kind', n.kind, 'value', n.value, 'first_seen_at', cdp.json_timestamp(n.first_seen_at),
+                                'last_seen_at', cdp.json_timestamp(n.last_seen_at)) ORDER BY n.first_seq, n.node_id), '[]')
+                            FROM cdp.identity_nodes AS n WHERE n.profile_id = p.id))), '[]')
+                    FROM unnest(\(profiles)::uuid[]) AS p (id) LEFT JOIN cdp.profile_data AS d ON d.profile_id = p.id),
+                'merged_profile_ids', (SELECT coalesce(json_agg(id), '[]') FROM unnest(\(profileIDs)::uuid[]) AS id WHERE id <> ALL(\(profiles)::uuid[])),
+                'trait_history', (SELECT coalesce(json_agg(json_build_object(
+                        'profile_id', h.profile_id, 'key', h.key, 'old_value', h.old_value, 'new_value', h.new_value,
+                        'event_timestamp', cdp.json_timestamp(h.event_timestamp), 'message_id', h.message_id, 'reason', h.reason,
+                        'changed_at', cdp.json_timestamp(h.changed_at)) ORDER BY h.change_id), '[]')
+                    FROM cdp.trait_history AS h WHERE h.profile_id = ANY(\(profileIDs)::uuid[])),
+                'consent', (SELECT coalesce(json_agg(json_build_object(
+                        'purpose', c.purpose, 'granted', c.granted, 'updated_at', cdp.json_timestamp(c.updated_at)) ORDER BY c.purpose), '[]')
+                    FROM cdp.profile_consent AS c WHERE c.profile_id = ANY(\(profileIDs)::uuid[])),
+                'consent_history', (SELECT coalesce(json_agg(json_build_object(
+                        'purpose', c.purpose, 'granted', c.granted, 'previous', c.previous, 'reason', c.reason,
+                        'changed_at', cdp.json_timestamp(c.changed_at)) ORDER BY c.change_id), '[]')
+                    FROM cdp.consent_changes AS c WHERE c.profile_id = ANY(\(profileIDs)::uuid[])),
+                'segments', (SELECT coalesce(json_agg(json_build_object(
+                        'segment', m.segment, 'entered_at', cdp.json_timestamp(m.entered_at)) ORDER BY m.segment), '[]')
+                    FROM cdp.segment_members AS m WHERE m.profile_id = ANY(\(profileIDs)::uuid[])),
+                'segment_history', (SELECT coalesce(json_agg(json_build_object(
+                        'segment', c.segment, 'change', c.change, 'reason', c.reason,
+                        'changed_at', cdp.json_timestamp(c.changed_at)) ORDER BY c.change_id), '[]')
+                    FROM cdp.segment_changes AS c WHERE c.profile_id = ANY(\(profileIDs)::uuid[])),
+                'merges', (SELECT coalesce(json_agg(json_build_object(
+                        'from_profile_id', m.from_profile_id, 'into_profile_id', m.into_profile_id, 'reason', m.reason,
+                        'kind', m.kind, 'value', m.value, 'merged_at', cdp.json_timestamp(m.merged_at)) ORDER BY m.merge_id), '[]')
+                    FROM cdp.profile_merge_log AS m WHERE m.from_profile_id = ANY(\(profileIDs)::uuid[]) OR m.into_profile_id = ANY(\(profileIDs)::uuid[])),
+                'sync_deliveries', (SELECT coalesce(json_agg(json_build_object(
+                        'sync', s.sync, 'key', s.key_object, 'fields', s.payload, 'removed', s.removed,
+                        'delivered_at', cdp.json_timestamp(s.delivered_at)) ORDER BY s.sync, s.key), '[]')
+                    FROM cdp.sync_state AS s WHERE \(mentions(key: "s.key_object", fields: "s.payload", needles: needles))),
+                'pending_deliveries', (SELECT coalesce(json_agg(json_build_object(
+                        'sync', s.sync, 'key', s.key_object, 'fields', s.payload, 'operation', s.operation,
+                        'sent_at', cdp.json_timestamp(s.sent_at)) ORDER BY s.sync, s.key), '[]')
+                    FROM cdp.sync_pending AS s WHERE \(mentions(key: "s.key_object", fields: "s.payload", needles: needles)))
+            )::text
+            """
+    }
 }

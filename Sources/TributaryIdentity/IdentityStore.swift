@@ -71,23 +71,20 @@ package enum IdentityStore {
         _ db: PostgresConnection, document: PostgresJSON, _ selection: EventSelection
     ) async throws -> [ExtractedEvent] {
         // The event's own identifiers, and both forms of an alias call's previousId (resolveAliases keeps one).
-        let (condition, binds): (String, [PostgresBind])
+        let condition: PostgresQuery
         switch selection {
-        case .range(let after, let through):
-            (condition, binds) = ("e.seq > $2 AND e.seq <= $3", [try Int(after).postgresBind(), try Int(through).postgresBind()])
-        case .profiles(let ids):
-            (condition, binds) = ("e.profile_id = ANY($2::uuid[])", [try ids.postgresBind()])
+        case .range(let after, let through): condition = "e.seq > \(after) AND e.seq <= \(through)"
+        case .profiles(let ids): condition = "e.profile_id = ANY(\(ids)::uuid[])"
         }
         let rows = try await db.query(
-            PostgresQuery(
-                unsafeSQL: """
-                    SELECT e.seq, e.message_id, (extract(epoch FROM e.timestamp) * 1000000)::int8, c.kind, c.value, c.problem, c.via_alias
-                    FROM cdp.events AS e
-                    LEFT JOIN LATERAL cdp.event_identifiers(e.type, e.user_id, e.anonymous_id, e.previous_id, e.traits, e.context, $1::jsonb) AS c
-                        ON true
-                    WHERE \(condition)
-                    ORDER BY e.seq
-                    """, binds: [try document.postgresBind()] + binds))
+            """
+            SELECT e.seq, e.message_id, (extract(epoch FROM e.timestamp) * 1000000)::int8, c.kind, c.value, c.problem, c.via_alias
+            FROM cdp.events AS e
+            LEFT JOIN LATERAL cdp.event_identifiers(e.type, e.user_id, e.anonymous_id, e.previous_id, e.traits, e.context, \(document)::jsonb) AS c
+                ON true
+            WHERE \(condition)
+            ORDER BY e.seq
+            """)
         var events: [ExtractedEvent] = []
         for row in rows {
             let (seq, messageID, micros, kind, value, problem, alias) =

@@ -20,7 +20,7 @@ public enum Consent {
     public static let eventName = "Segment Consent Preference Updated"
 
     /// The newest preference per (profile, purpose) among events matching `scope` (a condition on `e`).
-    static func latestSQL(_ scope: String) -> String {
+    static func latest(_ scope: PostgresQuery) -> PostgresQuery {
         """
         SELECT DISTINCT ON (e.profile_id, p.key) e.profile_id, p.key AS purpose, p.value = 'true'::jsonb AS granted,
                e.timestamp AS updated_at, e.seq
@@ -36,8 +36,10 @@ public enum Consent {
     /// Applies the preferences in events `after < seq <= through` (profiles in `except` are recomputed instead).
     /// Returns the consent changes recorded.
     static func apply(_ tx: PostgresConnection, after: Int64, through: Int64, except: [UUID]) async throws -> Int {
-        let sql = """
-            WITH latest AS (\(latestSQL("e.seq > $1 AND e.seq <= $2 AND e.profile_id <> ALL($3::uuid[])"))),
+        let events: PostgresQuery = "e.seq > \(after) AND e.seq <= \(through) AND e.profile_id <> ALL(\(except)::uuid[])"
+        return try await tx.query(
+            """
+            WITH latest AS (\(latest(events))),
             changed AS (
                 SELECT l.*, c.granted AS previous FROM latest AS l
                 LEFT JOIN cdp.profile_consent AS c ON c.profile_id = l.profile_id AND c.purpose = l.purpose
@@ -56,11 +58,6 @@ public enum Consent {
             )
             SELECT count(*) FROM history
             """
-        return try await tx.query(
-            PostgresQuery(
-                unsafeSQL: sql,
-                binds: [try Int(after).postgresBind(), try Int(through).postgresBind(), try except.postgresBind()]
-            )
         ).scalar(Int.self)
     }
 
@@ -68,32 +65,30 @@ public enum Consent {
     /// recording each effective change with `reason` (`merge`, `rebuild`). Profiles without events lose their rows.
     static func replace(_ tx: PostgresConnection, profiles: [UUID]?, through: Int64, reason: String) async throws -> Int {
         if let profiles, profiles.isEmpty { return 0 }
-        // The profile condition on `alias`, with the profiles bound as parameter `n` (always true without profiles).
-        func scope(_ alias: String, _ n: Int) -> String { profiles == nil ? "true" : "\(alias).profile_id = ANY($\(n)::uuid[])" }
-        let profileBinds = try profiles.map { [try $0.postgresBind()] } ?? []
-        let through = try Int(through).postgresBind()
+        /// The profile condition on `alias` (always true without profiles).
+        func scope(_ alias: String) -> PostgresQuery {
+            guard let profiles else { return "true" }
+            return "\(identifier: alias).profile_id = ANY(\(profiles)::uuid[])"
+        }
         try await tx.execute(
-            PostgresQuery(
-                unsafeSQL: """
-                    CREATE TEMP TABLE tributary_consent_latest ON COMMIT DROP AS \(latestSQL("e.seq <= $1 AND \(scope("e", 2))"))
-                    """, binds: [through] + profileBinds))
+            """
+            CREATE TEMP TABLE tributary_consent_latest ON COMMIT DROP AS \(latest("e.seq <= \(through) AND \(scope("e"))"))
+            """)
         let changes = try await tx.query(
-            PostgresQuery(
-                unsafeSQL: """
-                    WITH old AS (SELECT * FROM cdp.profile_consent AS c WHERE \(scope("c", 2))),
-                    history AS (
-                        INSERT INTO cdp.consent_changes (profile_id, purpose, granted, previous, event_seq, reason)
-                        SELECT coalesce(l.profile_id, o.profile_id), coalesce(l.purpose, o.purpose), l.granted, o.granted, l.seq, $1
-                        FROM pg_temp.tributary_consent_latest AS l
-                        FULL JOIN old AS o ON o.profile_id = l.profile_id AND o.purpose = l.purpose
-                        WHERE l.granted IS DISTINCT FROM o.granted
-                        RETURNING 1
-                    )
-                    SELECT count(*) FROM history
-                    """, binds: [try reason.postgresBind()] + profileBinds)
+            """
+            WITH old AS (SELECT * FROM cdp.profile_consent AS c WHERE \(scope("c"))),
+            history AS (
+                INSERT INTO cdp.consent_changes (profile_id, purpose, granted, previous, event_seq, reason)
+                SELECT coalesce(l.profile_id, o.profile_id), coalesce(l.purpose, o.purpose), l.granted, o.granted, l.seq, \(reason)
+                FROM pg_temp.tributary_consent_latest AS l
+                FULL JOIN old AS o ON o.profile_id = l.profile_id AND o.purpose = l.purpose
+                WHERE l.granted IS DISTINCT FROM o.granted
+                RETURNING 1
+            )
+            SELECT count(*) FROM history
+            """
         ).scalar(Int.self)
-        try await tx.execute(
-            PostgresQuery(unsafeSQL: "DELETE FROM cdp.profile_consent AS c WHERE \(scope("c", 1))", binds: profileBinds))
+        try await tx.execute("DELETE FROM cdp.profile_consent AS c WHERE \(scope("c"))")
         try await tx.execute(
             """
             INSERT INTO cdp.profile_consent (profile_id, purpose, granted, updated_at, event_seq)

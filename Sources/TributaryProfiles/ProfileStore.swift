@@ -16,7 +16,7 @@ package struct ProfileStore: Sendable {
 
     /// The newest value per (profile, key) among trait values of events matching `filter` (an SQL condition on
     /// `cdp.event_trait_values`).
-    static func latestSQL(_ filter: String) -> String {
+    static func latest(_ filter: PostgresQuery) -> PostgresQuery {
         """
         SELECT DISTINCT ON (profile_id, key) profile_id, key, value, event_timestamp, seq, message_id, source
         FROM cdp.event_trait_values WHERE \(filter)
@@ -27,8 +27,10 @@ package struct ProfileStore: Sendable {
     /// Applies the trait values of events `after < seq <= through` (except those of `except`, recomputed whole) to the
     /// stored values: a value replaces the stored one only if its event is newer. Returns the trait changes recorded.
     func applyEvents(_ tx: PostgresConnection, after: Int64, through: Int64, except: [UUID]) async throws -> Int {
-        let sql = """
-            WITH latest AS (\(Self.latestSQL("seq > $1 AND seq <= $2 AND profile_id <> ALL($3::uuid[])"))),
+        let events: PostgresQuery = "seq > \(after) AND seq <= \(through) AND profile_id <> ALL(\(except)::uuid[])"
+        return try await tx.query(
+            """
+            WITH latest AS (\(Self.latest(events))),
             changed AS (
                 SELECT l.*, nullif(t.value, 'null') AS old_value
                 FROM latest AS l
@@ -49,11 +51,6 @@ package struct ProfileStore: Sendable {
             )
             SELECT count(*) FROM history
             """
-        return try await tx.query(
-            PostgresQuery(
-                unsafeSQL: sql,
-                binds: [try Int(after).postgresBind(), try Int(through).postgresBind(), try except.postgresBind()]
-            )
         ).scalar(Int.self)
     }
 
@@ -87,14 +84,13 @@ package struct ProfileStore: Sendable {
     /// `seq <= through`, recording each effective change in the history with `reason`.
     private func replaceTraits(_ tx: PostgresConnection, of profiles: [UUID]?, through: Int64, reason: String) async throws -> Int
     {
-        var binds = [try Int(through).postgresBind(), try reason.postgresBind()]
-        var scope = "true", scopeOnValues = "true"
+        var scope: PostgresQuery = "true", scopeOnValues: PostgresQuery = "true"
         if let profiles {
-            binds.append(try profiles.postgresBind())
-            (scope, scopeOnValues) = ("profile_id = ANY($3::uuid[])", "t.profile_id = ANY($3::uuid[])")
+            (scope, scopeOnValues) = ("profile_id = ANY(\(profiles)::uuid[])", "t.profile_id = ANY(\(profiles)::uuid[])")
         }
-        let sql = """
-            WITH latest AS (\(Self.latestSQL("seq <= $1 AND \(scope)"))),
+        return try await tx.query(
+            """
+            WITH latest AS (\(Self.latest("seq <= \(through) AND \(scope)"))),
             old AS (SELECT * FROM cdp.profile_trait_values AS t WHERE \(scopeOnValues)),
             diff AS (
                 SELECT coalesce(l.profile_id, o.profile_id) AS profile_id, coalesce(l.key, o.key) AS key,
@@ -104,7 +100,7 @@ package struct ProfileStore: Sendable {
             ),
             history AS (
                 INSERT INTO cdp.trait_history (profile_id, key, old_value, new_value, event_timestamp, seq, message_id, reason)
-                SELECT profile_id, key, old_value, new_value, event_timestamp, seq, message_id, $2
+                SELECT profile_id, key, old_value, new_value, event_timestamp, seq, message_id, \(reason)
                 FROM diff WHERE old_value IS DISTINCT FROM new_value
                 RETURNING 1
             ),
@@ -123,7 +119,7 @@ package struct ProfileStore: Sendable {
             )
             SELECT count(*) FROM history
             """
-        return try await tx.query(PostgresQuery(unsafeSQL: sql, binds: binds)).scalar(Int.self)
+        ).scalar(Int.self)
     }
 
     /// Brings `profile_data` up to date after the events `after < seq <= through`: traits from the stored values;

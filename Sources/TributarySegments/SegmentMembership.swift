@@ -150,32 +150,33 @@ public struct SegmentMembership: Sendable {
         let definitions = SegmentDefinitions(try stored.map { try SegmentStore.decode($0.0) })
         let compiler = SegmentCompiler(definitions)
         for segment in definitions.segments where segment.realtime {
-            let members = try compiler.perProfileSQL(segment.name, profiles: "$1::uuid[]")
+            // The compiled members query takes the profiles as its parameter $1.
+            let members = PostgresQuery(
+                unsafeSQL: try compiler.perProfileSQL(segment.name, profiles: "$1::uuid[]"), binds: [try profiles.postgresBind()])
             let name = segment.name
             changes += try await tx.query(
-                PostgresQuery(
-                    unsafeSQL: """
-                        WITH current AS (
-                        \(members)
-                        ), entered AS (
-                            INSERT INTO cdp.segment_members (segment, profile_id)
-                            SELECT $2, profile_id FROM current
-                            ON CONFLICT (segment, profile_id) DO NOTHING
-                            RETURNING profile_id
-                        ), exited AS (
-                            DELETE FROM cdp.segment_members AS m
-                            WHERE m.segment = $2 AND m.profile_id = ANY($1::uuid[])
-                              AND m.profile_id NOT IN (SELECT profile_id FROM current)
-                            RETURNING profile_id
-                        ), recorded AS (
-                            INSERT INTO cdp.segment_changes (segment, profile_id, change, reason)
-                            SELECT $2, profile_id, 'entered', 'profile' FROM entered
-                            UNION ALL
-                            SELECT $2, profile_id, 'exited', 'profile' FROM exited
-                            RETURNING 1
-                        )
-                        SELECT count(*) FROM recorded
-                        """, binds: [try profiles.postgresBind(), try name.postgresBind()])
+                """
+                WITH current AS (
+                \(members)
+                ), entered AS (
+                    INSERT INTO cdp.segment_members (segment, profile_id)
+                    SELECT \(name), profile_id FROM current
+                    ON CONFLICT (segment, profile_id) DO NOTHING
+                    RETURNING profile_id
+                ), exited AS (
+                    DELETE FROM cdp.segment_members AS m
+                    WHERE m.segment = \(name) AND m.profile_id = ANY(\(profiles)::uuid[])
+                      AND m.profile_id NOT IN (SELECT profile_id FROM current)
+                    RETURNING profile_id
+                ), recorded AS (
+                    INSERT INTO cdp.segment_changes (segment, profile_id, change, reason)
+                    SELECT \(name), profile_id, 'entered', 'profile' FROM entered
+                    UNION ALL
+                    SELECT \(name), profile_id, 'exited', 'profile' FROM exited
+                    RETURNING 1
+                )
+                SELECT count(*) FROM recorded
+                """
             ).first!.decode(Int.self)
         }
         return changes
