@@ -3,6 +3,7 @@ import Logging
 import Postgres
 import TributaryCollection
 import TributaryModel
+import TributaryRuntime
 
 /// Rules, status and explanations of the identity graph: what the `tributary identity` commands call.
 public struct IdentityAdmin: Sendable {
@@ -99,7 +100,7 @@ public struct IdentityAdmin: Sendable {
     public func status() async throws -> Status {
         let row = try await client.query(
             """
-            SELECT coalesce((SELECT seq FROM cdp.stage_checkpoints WHERE stage = 'identity'), 0),
+            SELECT \(Checkpoint.identity.seqSQL),
                    coalesce((SELECT max(seq) FROM cdp.events), 0),
                    (SELECT count(*) FROM cdp.identity_nodes),
                    (SELECT count(*) FROM cdp.identity_profiles),

@@ -3,6 +3,7 @@ import Logging
 import Postgres
 import TributaryCollection
 import TributaryModel
+import TributaryRuntime
 
 /// `tributary identity rebuild`: recomputes the whole identity graph from `cdp.events` in SQL and swaps it in
 /// atomically, while ingestion and the real-time stage go on.
@@ -408,12 +409,9 @@ public struct IdentityRebuild: Sendable {
                     FROM \(unescaped: t).restamp AS d
                     WHERE e.seq = d.seq AND e.timestamp = d.timestamp
                     """) ?? 0
-            try await tx.execute(
-                "INSERT INTO cdp.stage_checkpoints (stage) VALUES (\(IdentityStore.stage)) ON CONFLICT DO NOTHING")
-            try await IdentityStore.setCheckpoint(tx, last)
+            try await Checkpoint.identity.set(tx, seq: last)
             // Stages after identity rebuild from events rather than replay this rebuild's changes one by one.
-            try await tx.execute(
-                "UPDATE cdp.stage_checkpoints SET generation = generation + 1 WHERE stage = \(IdentityStore.stage)")
+            try await Checkpoint.identity.advanceGeneration(tx)
         }
         phase("swap in")
         try await db.script("DROP SCHEMA \(Self.schema) CASCADE")

@@ -149,7 +149,7 @@ public struct IdentityStage: Sendable {
         logger.info("identity: stage running")
         let loop = StageLoop(
             name: "identity", channel: EventWriter.eventsChannel, client: client, logger: logger,
-            lagCheckpoint: IdentityStore.stage)
+            lagCheckpoint: .identity)
         await loop.run(pollInterval: pollInterval) {
             let report = try await catchUp()
             if report.events > 0 {
@@ -176,7 +176,7 @@ public struct IdentityStage: Sendable {
             }
         }
         let (rules, document) = try await IdentityStore.rules(tx)
-        let checkpoint = try await IdentityStore.checkpoint(tx)
+        let checkpoint = try await Checkpoint.identity.seq(tx)
         let epoch = try await IdentityStore.graphEpoch(tx)
         report.checkpoint = checkpoint
         let last: Int64
@@ -354,7 +354,7 @@ public struct IdentityStage: Sendable {
                 try await IdentitySplits.split(tx, rules: rules, document: document, hubs: hubs, blocked: [], logger: logger)
             }
         }
-        try await IdentityStore.setCheckpoint(tx, last)
+        try await Checkpoint.identity.set(tx, seq: last)
         // Wakes the profile stage when this batch commits.
         try await tx.execute("SELECT pg_notify(\(Self.channel), '')")
         let update = IdentifierCache.Update(

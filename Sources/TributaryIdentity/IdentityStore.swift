@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Postgres
 import TributaryModel
+import TributaryRuntime
 
 /// One event's identifiers as extracted by `cdp.event_identifiers` (`cdp.identity_candidates` and an alias call's previousId).
 package struct ExtractedEvent: Sendable {
@@ -33,7 +34,6 @@ package struct StoredNode {
 /// Database access shared by the real-time stage, splits, the rebuild and explain.
 package enum IdentityStore {
     package static let processorLock = AdvisoryLockKey(name: "tributary.identity.processor")
-    static let stage = "identity"
 
     /// The rules in force (defaults when none were applied) and the document the SQL extraction reads.
     static func rules(_ db: PostgresConnection) async throws -> (IdentityRules, PostgresJSON) {
@@ -44,20 +44,11 @@ package enum IdentityStore {
         return (rules, try rules.document())
     }
 
-    static func checkpoint(_ db: PostgresConnection) async throws -> Int64 {
-        try await db.execute("INSERT INTO cdp.stage_checkpoints (stage) VALUES (\(stage)) ON CONFLICT DO NOTHING")
-        return try await db.query("SELECT seq FROM cdp.stage_checkpoints WHERE stage = \(stage)").scalar(Int64.self)
-    }
-
     /// Where `cdp.identity_graph_epoch` stands: it moves with every statement that changes `cdp.identity_nodes`.
     static func graphEpoch(_ db: PostgresConnection) async throws -> Int64 {
         // 0 until the first change (last_value alone reads the same before and after the first nextval).
         try await db.query("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM cdp.identity_graph_epoch").scalar(
             Int64.self)
-    }
-
-    static func setCheckpoint(_ db: PostgresConnection, _ seq: Int64) async throws {
-        try await db.execute("UPDATE cdp.stage_checkpoints SET seq = \(seq), updated_at = now() WHERE stage = \(stage)")
     }
 
     /// Which events to extract identifiers from.
@@ -240,4 +231,9 @@ package enum IdentityStore {
             ])
         return total
     }
+}
+
+extension Checkpoint {
+    /// The identity stage's position in `cdp.events`; its generation moves with every rebuild of the graph.
+    public static let identity = Checkpoint("identity")
 }

@@ -3,6 +3,7 @@ import Logging
 import Postgres
 import TributaryIdentity
 import TributaryModel
+import TributaryRuntime
 
 /// Applying computed trait definitions, and reading profiles' state for operators.
 public struct ProfileAdmin: Sendable {
@@ -54,12 +55,11 @@ public struct ProfileAdmin: Sendable {
     public func status() async throws -> Status {
         let row = try await client.query(
             """
-            SELECT coalesce((SELECT seq FROM cdp.stage_checkpoints WHERE stage = 'profiles'), 0),
-                   coalesce((SELECT seq FROM cdp.stage_checkpoints WHERE stage = 'identity'), 0),
+            SELECT \(Checkpoint.profiles.seqSQL), \(Checkpoint.identity.seqSQL),
                    (SELECT count(*) FROM cdp.identity_profiles), (SELECT count(*) FROM cdp.profile_data),
                    (SELECT count(*) FROM cdp.profile_trait_values WHERE value <> 'null'),
                    (SELECT count(*) FROM cdp.trait_history),
-                   (SELECT updated_at FROM cdp.stage_checkpoints WHERE stage = 'profiles.recompute')
+                   \(Checkpoint.profileRecompute.updatedAtSQL)
             """
         ).first!
         let (checkpoint, identity, profiles, withData, values, changes, recompute) =

@@ -52,10 +52,6 @@ public struct ProfileStage: Sendable {
     }
 
     package static let processorLock = AdvisoryLockKey(name: "tributary.profiles.processor")
-    static let stage = "profiles"
-    static let mergesStage = "profiles.merges"
-    static let changesStage = "profiles.changes"
-    static let recomputeStage = "profiles.recompute"
 
     let client: PostgresClient
     let logger: Logger
@@ -121,18 +117,11 @@ public struct ProfileStage: Sendable {
     }
 
     static func checkpoints(_ db: PostgresConnection) async throws -> Checkpoints {
-        try await db.execute(
-            """
-            INSERT INTO cdp.stage_checkpoints (stage) VALUES (\(stage)), (\(mergesStage)), (\(changesStage)) ON CONFLICT DO NOTHING
-            """)
         let row = try await db.query(
             """
-            SELECT coalesce((SELECT seq FROM cdp.stage_checkpoints WHERE stage = 'identity'), 0),
-                   coalesce((SELECT generation FROM cdp.stage_checkpoints WHERE stage = 'identity'), 0),
-                   (SELECT seq FROM cdp.stage_checkpoints WHERE stage = \(stage)),
-                   (SELECT generation FROM cdp.stage_checkpoints WHERE stage = \(stage)),
-                   (SELECT seq FROM cdp.stage_checkpoints WHERE stage = \(mergesStage)),
-                   (SELECT seq FROM cdp.stage_checkpoints WHERE stage = \(changesStage))
+            SELECT \(Checkpoint.identity.seqSQL), \(Checkpoint.identity.generationSQL),
+                   \(Checkpoint.profiles.seqSQL), \(Checkpoint.profiles.generationSQL),
+                   \(Checkpoint.profileMerges.seqSQL), \(Checkpoint.profileChanges.seqSQL)
             """
         ).first!
         let (identity, identityGeneration, profiles, generation, merges, changes) =
@@ -180,8 +169,8 @@ public struct ProfileStage: Sendable {
             report.traitChanges += try await store.recompute(tx, profiles: recomputed, through: through)
             report.consentChanges += try await Consent.replace(tx, profiles: recomputed, through: through, reason: "merge")
             report.profilesRecomputed = recomputed.count
-            try await Self.setCheckpoint(tx, Self.mergesStage, lastMerge)
-            try await Self.setCheckpoint(tx, Self.changesStage, lastChange)
+            try await Checkpoint.profileMerges.set(tx, seq: lastMerge)
+            try await Checkpoint.profileChanges.set(tx, seq: lastChange)
         }
 
         guard through > marks.profiles || !recomputed.isEmpty else { return report }
@@ -207,7 +196,7 @@ public struct ProfileStage: Sendable {
             report.segmentChanges += try await follower.profilesChanged(tx, profiles: changed)
         }
         timings.mark("followers")
-        try await Self.setCheckpoint(tx, Self.stage, through)
+        try await Checkpoint.profiles.set(tx, seq: through)
         report.checkpoint = through
         logger.debug(
             "profiles: batch timings",
@@ -225,10 +214,6 @@ public struct ProfileStage: Sendable {
                    coalesce((SELECT max(change_id) FROM cdp.profile_changes), 0)
             """
         ).first!.decode((Int64, Int64).self)
-    }
-
-    static func setCheckpoint(_ db: PostgresConnection, _ stage: String, _ seq: Int64) async throws {
-        try await db.execute("UPDATE cdp.stage_checkpoints SET seq = \(seq), updated_at = now() WHERE stage = \(stage)")
     }
 
     /// Rebuilds every profile's traits and data from events, in one transaction; history records what changed
@@ -251,13 +236,9 @@ public struct ProfileStage: Sendable {
     ) async throws -> BatchReport {
         let summary = try await store.rebuild(tx, through: marks.identity)
         let consentChanges = try await Consent.replace(tx, profiles: nil, through: marks.identity, reason: "rebuild")
-        try await tx.execute(
-            """
-            UPDATE cdp.stage_checkpoints SET seq = \(marks.identity), generation = \(marks.identityGeneration), updated_at = now()
-            WHERE stage = \(Self.stage)
-            """)
-        try await Self.setCheckpoint(tx, Self.mergesStage, lastMerge)
-        try await Self.setCheckpoint(tx, Self.changesStage, lastChange)
+        try await Checkpoint.profiles.set(tx, seq: marks.identity, generation: marks.identityGeneration)
+        try await Checkpoint.profileMerges.set(tx, seq: lastMerge)
+        try await Checkpoint.profileChanges.set(tx, seq: lastChange)
         var report = BatchReport()
         report.rebuilt = true
         report.traitChanges = summary.traitChanges
@@ -280,11 +261,7 @@ public struct ProfileStage: Sendable {
                 try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", tx) ?? ComputedTraitDefinitions()
             let changed = try await ProfileStore(definitions: definitions, asOf: clock()).recomputeComputed(
                 tx, through: marks.profiles, full: full)
-            try await tx.execute(
-                """
-                INSERT INTO cdp.stage_checkpoints (stage, seq) VALUES (\(Self.recomputeStage), \(marks.profiles))
-                ON CONFLICT (stage) DO UPDATE SET seq = excluded.seq, updated_at = now()
-                """)
+            try await Checkpoint.profileRecompute.set(tx, seq: marks.profiles)
             return changed
         }
     }
@@ -297,8 +274,7 @@ public struct ProfileStage: Sendable {
     public func recomputeIfDue(interval: Duration) async throws -> Int? {
         let (last, lastSeq, missingBoundaries) = try await client.query(
             """
-            SELECT (SELECT updated_at FROM cdp.stage_checkpoints WHERE stage = \(Self.recomputeStage)),
-                   coalesce((SELECT seq FROM cdp.stage_checkpoints WHERE stage = \(Self.recomputeStage)), 0),
+            SELECT \(Checkpoint.profileRecompute.updatedAtSQL), \(Checkpoint.profileRecompute.seqSQL),
                    NOT EXISTS (SELECT 1 FROM cdp.rfm_thresholds) AND EXISTS (SELECT 1 FROM cdp.profile_data)
             """
         ).first!.decode((Date?, Int64, Bool).self)
@@ -334,7 +310,7 @@ public struct ProfileStage: Sendable {
     public func run(pollInterval: Duration = .seconds(1), recomputeInterval: Duration = .seconds(3600)) async throws {
         logger.info("profiles: stage running")
         let loop = StageLoop(
-            name: "profiles", channel: IdentityStage.channel, client: client, logger: logger, lagCheckpoint: Self.stage)
+            name: "profiles", channel: IdentityStage.channel, client: client, logger: logger, lagCheckpoint: .profiles)
         await loop.run(pollInterval: pollInterval) {
             let report = try await catchUp()
             if report.events > 0 || report.rebuilt {
@@ -349,4 +325,16 @@ public struct ProfileStage: Sendable {
             try await recomputeIfDue(interval: recomputeInterval)
         }
     }
+}
+
+extension Checkpoint {
+    /// The profile stage's position in `cdp.events` (never past ``identity``); its generation is the identity
+    /// generation it last rebuilt from.
+    public static let profiles = Checkpoint("profiles")
+    /// The last `cdp.profile_merge_log` entry the profile stage has recomputed profiles for.
+    public static let profileMerges = Checkpoint("profiles.merges")
+    /// The last `cdp.profile_changes` entry (splits) the profile stage has recomputed profiles for.
+    public static let profileChanges = Checkpoint("profiles.changes")
+    /// The last bulk recompute of computed traits: its time, and the events it covered.
+    public static let profileRecompute = Checkpoint("profiles.recompute")
 }

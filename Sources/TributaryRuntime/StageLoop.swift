@@ -15,9 +15,9 @@ package struct StageLoop: Sendable {
     let client: PostgresClient
     let logger: Logger
     /// The stage's row in `cdp.stage_checkpoints` (a sequence number of `cdp.events`), for the lag gauge; nil: no lag.
-    var lagCheckpoint: String? = nil
+    var lagCheckpoint: Checkpoint? = nil
 
-    package init(name: String, channel: String, client: PostgresClient, logger: Logger, lagCheckpoint: String? = nil) {
+    package init(name: String, channel: String, client: PostgresClient, logger: Logger, lagCheckpoint: Checkpoint? = nil) {
         self.name = name
         self.channel = channel
         self.client = client

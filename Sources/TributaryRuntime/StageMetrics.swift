@@ -33,12 +33,12 @@ public struct StageMetrics: Sendable {
 
     /// Samples the events behind the checkpoint `checkpoint` (a row of `cdp.stage_checkpoints`) every `interval`
     /// until the task is cancelled. A failed sample is skipped: the gauge keeps its last value.
-    func sampleLag(checkpoint: String, client: PostgresClient, every interval: Duration) async {
+    func sampleLag(checkpoint: Checkpoint, client: PostgresClient, every interval: Duration) async {
         while !Task.isCancelled {
             if let behind = try? await client.query(
                 """
                 SELECT greatest(0, (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM cdp.events_seq)
-                    - coalesce((SELECT seq FROM cdp.stage_checkpoints WHERE stage = \(checkpoint)), 0))
+                    - \(checkpoint.seqSQL))
                 """
             ).scalar(Int64.self) {
                 lag.record(behind)
