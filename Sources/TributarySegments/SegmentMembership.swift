@@ -55,7 +55,7 @@ public struct SegmentMembership: Sendable {
                 }
                 try await tx.execute(
                     "CREATE TEMP TABLE IF NOT EXISTS tributary_segment_current (profile_id uuid PRIMARY KEY) ON COMMIT DROP")
-                let view = try SQLQuoting.qualified("segments", name)
+                let view = try Segment.view(name)
                 let members =
                     try await tx.execute("INSERT INTO tributary_segment_current SELECT profile_id FROM \(unescaped: view)") ?? 0
                 try await tx.execute("ANALYZE tributary_segment_current")

@@ -188,7 +188,7 @@ public struct SegmentStore: Sendable {
         guard try await client.query("SELECT 1 FROM cdp.segment_definitions WHERE name = \(name)").first != nil else {
             throw ProfileError("no segment named '\(name)' (tributary segments list shows them)")
         }
-        let view = try SQLQuoting.qualified("segments", name)
+        let view = try Segment.view(name)
         return try await client.withTransaction { tx in
             let total = try await tx.query("SELECT count(*) FROM \(unescaped: view)").first!.decode(Int.self)
             let rows = try await tx.query(

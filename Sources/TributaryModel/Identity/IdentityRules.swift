@@ -153,14 +153,7 @@ public struct IdentityRules: Sendable, Equatable, Codable {
 
     /// Whether `name` is a valid identifier kind: a lower-case letter, then lower-case letters, digits or `_`, at most 63.
     public static func isValidKind(_ name: String) -> Bool {
-        let bytes = Array(name.utf8)
-        guard let first = bytes.first, (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(first), bytes.count <= 63 else {
-            return false
-        }
-        return bytes.allSatisfy {
-            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0)
-                || $0 == UInt8(ascii: "_")
-        }
+        SQLNames.isPlain(name, leadingUnderscore: false)
     }
 
     /// Checks what can be checked without a database (regular expressions are checked by PostgreSQL when applied).

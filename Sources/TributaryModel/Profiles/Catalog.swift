@@ -74,7 +74,7 @@ public struct Catalog: Codable, Sendable, Equatable {
     ]
 
     /// PostgreSQL's identifier limit, in bytes.
-    public static let maxColumnBytes = 63
+    public static let maxColumnBytes = SQLNames.maxBytes
 
     /// The type of a trait, or nil if the catalog does not have it.
     public func traitType(_ key: String) -> ValueType? { traits[key]?.type }
@@ -103,13 +103,7 @@ public struct Catalog: Codable, Sendable, Equatable {
     }
 
     /// Whether `name` can be a typed column: `[a-z_][a-z0-9_]*`, at most 63 bytes.
-    public static func isValidColumnName(_ name: String) -> Bool {
-        let bytes = Array(name.utf8)
-        guard let first = bytes.first, first.isASCIILower || first == UInt8(ascii: "_"), bytes.count <= maxColumnBytes else {
-            return false
-        }
-        return bytes.allSatisfy { $0.isASCIILower || $0.isASCIIDigit || $0 == UInt8(ascii: "_") }
-    }
+    public static func isValidColumnName(_ name: String) -> Bool { SQLNames.isPlain(name) }
 
     /// Checks what parsing cannot: no empty keys or names, valid and distinct trait columns, none of them reserved.
     /// Problems are reported in key order, so the same catalog always gives the same error.

@@ -597,12 +597,7 @@ public struct ComputedTraitDefinitions: Sendable, Equatable, Codable {
         }
     }
 
-    static func isValidName(_ name: String) -> Bool {
-        guard let first = name.utf8.first, name.utf8.count <= 63, first == UInt8(ascii: "_") || (97...122).contains(first) else {
-            return false
-        }
-        return name.utf8.allSatisfy { $0 == UInt8(ascii: "_") || (97...122).contains($0) || (48...57).contains($0) }
-    }
+    static func isValidName(_ name: String) -> Bool { SQLNames.isPlain(name) }
 }
 
 // MARK: - Decoding helpers

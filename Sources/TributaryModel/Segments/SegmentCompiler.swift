@@ -71,9 +71,9 @@ public struct SegmentCompiler: Sendable {
         "CREATE OR REPLACE VIEW \(try viewName(name)) AS\n\(try selectSQL(name))"
     }
 
-    /// `segments."name"`.
+    /// `segments."name"` (``Segment/view(_:dialect:)`` in this compiler's dialect).
     public func viewName(_ name: String) throws -> String {
-        "\(try dialect.identifier("segments")).\(try dialect.identifier(name))"
+        try Segment.view(name, dialect: dialect)
     }
 
     /// The view's query: `profile_id` and the segment's fields, for every profile that meets its conditions.

@@ -173,6 +173,15 @@ public struct SegmentField: Sendable, Equatable, Codable {
 /// }
 /// ```
 public struct Segment: Sendable, Equatable {
+    /// The schema of the segment views.
+    public static let viewSchema = "segments"
+
+    /// The view of segment `name`, quoted by `dialect`: `segments."name"`. The one spelling of a segment's view, for
+    /// the compiler that creates it and everything that reads it.
+    public static func view(_ name: String, dialect: any SQLDialect = PostgresDialect()) throws -> String {
+        "\(try dialect.identifier(viewSchema)).\(try dialect.identifier(name))"
+    }
+
     /// The view name in schema `segments` and the `segment` of `cdp.segment_members` (any text but NUL, at most 63
     /// bytes).
     public var name: String

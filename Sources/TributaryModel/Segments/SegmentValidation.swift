@@ -45,9 +45,9 @@ extension SegmentDefinitions {
     /// A segment name: not empty, no NUL, at most 63 bytes (it is a view name).
     static func checkName(_ name: String, at path: String) throws {
         if name.isEmpty || name.utf8.contains(0) { throw ProfileError("\(path): must not be empty or contain NUL") }
-        if name.utf8.count > SQLQuoting.maxIdentifierBytes {
+        if !SQLNames.fits(name) {
             throw ProfileError(
-                "\(path): '\(name)' is \(name.utf8.count) bytes long; a segment name is a view name, at most \(SQLQuoting.maxIdentifierBytes) bytes"
+                "\(path): '\(name)' is \(name.utf8.count) bytes long; a segment name is a view name, at most \(SQLNames.maxBytes) bytes"
             )
         }
     }

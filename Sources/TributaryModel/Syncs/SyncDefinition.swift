@@ -189,7 +189,7 @@ public struct SyncDefinitions: Sendable, Equatable {
             return number
         }
         let name = try string("name", value["name"])
-        if name.utf8.count > 63 { throw SyncError("\(path).name: at most 63 bytes") }
+        if name.utf8.count > SQLNames.maxBytes { throw SyncError("\(path).name: at most \(SQLNames.maxBytes) bytes") }
 
         let source: SyncDefinition.Source
         guard case .object(let sourceMembers)? = value["source"], sourceMembers.count == 1,

@@ -33,7 +33,7 @@ public struct SyncDiff: Sendable {
             return restricted ? "SELECT * FROM (\(membersSQL)) AS m WHERE m.profile_id = ANY($2::uuid[])" : membersSQL
         }
         switch sync.source {
-        case .segment(let name): return "SELECT * FROM \(try SQLQuoting.qualified("segments", name))"
+        case .segment(let name): return "SELECT * FROM \(try Segment.view(name))"
         case .relation(let schema, let name):
             return "SELECT * FROM \(try schema.map { try SQLQuoting.qualified($0, name) } ?? SQLQuoting.identifier(name))"
         case .query(let text): return text
