@@ -63,20 +63,28 @@ public func buildApplication(
         configuration: configuration, writer: writer,
         keys: CredentialCache(sources: SourceStore(client: client), ttl: configuration.writeKeyCacheTTL),
         webhookMappings: WebhookMappingStore(client: client), metrics: metrics, logger: logger)
-    let router = Router(context: BasicRequestContext.self)
+    let router = Router(context: TributaryRequestContext.self)
+    // Collection: write keys (checked by the handler, which may find the key in the body); latency and status counted.
+    let collection = router.group("/v1").add(
+        middleware: RequestMetricsMiddleware(metrics: metrics, duration: metrics.batchDuration))
     for type in CallType.allCases {
-        router.post("/v1/\(type.rawValue)") { request, _ in await api.handle(request, type: type, route: type.rawValue) }
+        collection.post("\(type.rawValue)") { request, _ in await api.handle(request, type: type) }
     }
-    router.post("/v1/batch") { request, _ in await api.handle(request, type: nil, route: "batch") }
-    router.post("/v1/import") { request, _ in await api.handle(request, type: nil, route: "import") }
-    router.post("/v1/webhooks/:source") { request, context in
+    collection.post("batch") { request, _ in await api.handle(request, type: nil) }
+    collection.post("import") { request, _ in await api.handle(request, type: nil) }
+    collection.post("webhooks/:source") { request, context in
         await api.handleWebhook(request, sourceName: context.parameters.get("source") ?? "")
     }
-    // One token cache for every API that takes API tokens.
+    // The APIs that take API tokens: one token cache for all of them; each route group checks its scope.
     let auth = AdminAuth(client: client, ttl: configuration.apiTokenCacheTTL, logger: logger)
-    ProfileAPI(client: client, auth: auth, metrics: metrics, logger: logger).register(on: router)
-    PrivacyAPI(client: client, writer: writer, registry: configuration.destinations, auth: auth, metrics: metrics, logger: logger)
-        .register(on: router)
+    ProfileAPI(client: client, logger: logger).register(
+        on: router.group("/v1/profiles")
+            .add(middleware: RequestMetricsMiddleware(metrics: metrics, duration: metrics.profileDuration))
+            .add(middleware: TokenAuthMiddleware(auth: auth, scope: .profilesRead)))
+    PrivacyAPI(client: client, writer: writer, registry: configuration.destinations, logger: logger).register(
+        on: router.group("/v1/privacy")
+            .add(middleware: RequestMetricsMiddleware(metrics: metrics, duration: nil))
+            .add(middleware: TokenAuthMiddleware(auth: auth, scope: .privacy)))
     router.get("/health") { _, _ in
         do {
             _ = try await client.query("SELECT 1")
@@ -105,22 +113,13 @@ struct CollectionAPI: Sendable {
     let metrics: ServerMetrics
     let logger: Logger
 
-    func handle(_ request: Request, type: CallType?, route: String) async -> Response {
-        await measured(route: route) { await respond(request, type: type) }
+    func handle(_ request: Request, type: CallType?) async -> Response {
+        await respond(request, type: type)
     }
 
     /// `POST /v1/webhooks/{source}`: a tool's own payload, turned into calls by the source's mapping.
     func handleWebhook(_ request: Request, sourceName: String) async -> Response {
-        await measured(route: "webhooks") { await respondToWebhook(request, sourceName: sourceName) }
-    }
-
-    /// Records the request's latency and status.
-    private func measured(route: String, _ body: () async -> Response) async -> Response {
-        let started = ContinuousClock.now
-        let response = await body()
-        metrics.batchDuration.record(ContinuousClock.now - started)
-        metrics.request(route: route, status: response.status.code)
-        return response
+        await respondToWebhook(request, sourceName: sourceName)
     }
 
     private func respond(_ request: Request, type: CallType?) async -> Response {

@@ -33,8 +33,6 @@ struct PrivacyAPI: Sendable {
     let privacy: PrivacyRequests
     let writer: EventWriter
     let registry: DestinationRegistry
-    let auth: AdminAuth
-    let metrics: ServerMetrics
     let logger: Logger
 
     /// The most bytes a request body may have.
@@ -42,15 +40,10 @@ struct PrivacyAPI: Sendable {
 
     /// - Parameter registry: the destinations deletions are propagated to (a sync whose destination type is not
     ///   registered makes a deletion fail, unless `skipDestinations`).
-    init(
-        client: PostgresClient, writer: EventWriter, registry: DestinationRegistry, auth: AdminAuth, metrics: ServerMetrics,
-        logger: Logger
-    ) {
+    init(client: PostgresClient, writer: EventWriter, registry: DestinationRegistry, logger: Logger) {
         privacy = PrivacyRequests(client: client, logger: logger)
         self.writer = writer
         self.registry = registry
-        self.auth = auth
-        self.metrics = metrics
         self.logger = logger
     }
 
@@ -67,25 +60,19 @@ struct PrivacyAPI: Sendable {
         }
     }
 
-    /// Adds the privacy API's routes to `router`.
-    func register(on router: Router<BasicRequestContext>) {
+    /// Adds the privacy API's routes to `group` (`/v1/privacy`, behind ``TokenAuthMiddleware`` with `privacy`: the
+    /// body of an unknown caller is never read).
+    func register(on group: RouterGroup<TributaryRequestContext>) {
         for action in Action.allCases {
-            router.post("/v1/privacy/\(action.rawValue)") { request, _ in
-                let response = await respond(request, action)
-                metrics.request(route: "privacy", status: response.status.code)
-                return response
+            group.post("\(action.rawValue)") { request, context in
+                guard let token = context.token else { return AdminAuth.unauthorized() }
+                return await respond(request, action, token: token)
             }
         }
     }
 
-    private func respond(_ request: Request, _ action: Action) async -> Response {
-        // 1. Authenticate before reading anything, so unknown callers learn nothing.
-        let token: APIToken
-        switch await auth.authorize(request, scope: .privacy) {
-        case .success(let authorized): token = authorized
-        case .failure(let early): return early.response
-        }
-        // 2. The body.
+    private func respond(_ request: Request, _ action: Action, token: APIToken) async -> Response {
+        // 1. The token was checked by the middleware. 2. The body.
         var buffer: ByteBuffer
         do {
             buffer = try await request.body.collect(upTo: Self.maxBodyBytes)

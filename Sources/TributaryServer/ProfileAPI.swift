@@ -29,40 +29,24 @@ import TributarySyncs
 /// Errors are `{"code": "...", "error": "..."}`.
 struct ProfileAPI: Sendable {
     let documents: ProfileDocuments
-    let auth: AdminAuth
-    let metrics: ServerMetrics
     let logger: Logger
 
-    init(client: PostgresClient, auth: AdminAuth, metrics: ServerMetrics, logger: Logger) {
+    init(client: PostgresClient, logger: Logger) {
         documents = ProfileDocuments(client: client)
-        self.auth = auth
-        self.metrics = metrics
         self.logger = logger
     }
 
-    /// Adds the profile API's route to `router`.
-    func register(on router: Router<BasicRequestContext>) {
-        router.get("/v1/profiles/:kind/:value") { request, context in
-            await handle(request, kind: context.parameters.get("kind") ?? "", value: context.parameters.get("value") ?? "")
+    /// Adds the profile API's route to `group` (`/v1/profiles`, behind ``TokenAuthMiddleware`` with `profiles:read`:
+    /// unknown callers are turned away before anything here runs).
+    func register(on group: RouterGroup<TributaryRequestContext>) {
+        group.get(":kind/:value") { request, context in
+            await respond(request, rawKind: context.parameters.get("kind") ?? "", rawValue: context.parameters.get("value") ?? "")
         }
     }
 
-    /// Answers a request; `kind` and `value` are the path components as sent (still percent-encoded).
-    func handle(_ request: Request, kind: String, value: String) async -> Response {
-        let started = ContinuousClock.now
-        let response = await respond(request, rawKind: kind, rawValue: value)
-        metrics.profileDuration.record(ContinuousClock.now - started)
-        metrics.request(route: "profiles", status: response.status.code)
-        return response
-    }
-
+    /// Answers a request; `rawKind` and `rawValue` are the path components as sent (still percent-encoded).
     private func respond(_ request: Request, rawKind: String, rawValue: String) async -> Response {
-        // 1. Authenticate before looking at anything else, so unknown callers learn nothing.
-        switch await auth.authorize(request, scope: .profilesRead) {
-        case .success: break
-        case .failure(let early): return early.response
-        }
-        // 2. The request.
+        // The request (the token was checked by the middleware).
         var events = ProfileDocuments.defaultEvents
         if let text = request.uri.queryParameters.get("events") {
             guard let number = Int(text), ProfileDocuments.validEventCount(number) else {
