@@ -38,6 +38,17 @@ public struct SegmentStore: Sendable {
         try await client.withConnection { try await Self.current($0) }
     }
 
+    /// A compiler of the segments in force, typed by the catalog and computed traits in force: what `segments apply`
+    /// compiles with. Code that needs a segment's SQL compiles it from the stored definitions with this, rather than
+    /// run SQL text stored earlier.
+    public static func compiler(_ db: PostgresConnection) async throws -> SegmentCompiler {
+        let (catalog, computed) = (
+            try await ProfileConfig.catalog(db),
+            try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", db)
+        )
+        return SegmentCompiler(try await current(db), catalog: catalog, computed: computed)
+    }
+
     static func current(_ db: PostgresConnection) async throws -> SegmentDefinitions {
         SegmentDefinitions(
             try await db.query("SELECT definition::text FROM cdp.segment_definitions ORDER BY position")

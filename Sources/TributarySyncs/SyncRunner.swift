@@ -102,17 +102,16 @@ public struct SyncRunner: Sendable {
             do {
                 var diff = SyncDiff(definition)
                 if definition.realtime, case .segment(let segment) = definition.source {
-                    guard
-                        let members = try await db.query(
-                            """
-                            SELECT members_sql FROM cdp.segment_definitions WHERE name = \(segment) AND realtime
-                            """
-                        ).first?[0].decode(String?.self)
-                    else {
+                    let realtime = try await db.query(
+                        "SELECT realtime FROM cdp.segment_definitions WHERE name = \(segment)"
+                    ).first?[0].decode(Bool.self)
+                    guard realtime == true else {
                         throw SyncError(
-                            "sync '\(name)': its segment '\(segment)' is not applied as a real-time segment (\"realtime\": true), "
-                                + "or was applied by an older version: run tributary segments apply")
+                            "sync '\(name)': its segment '\(segment)' is not applied as a real-time segment (\"realtime\": true): "
+                                + "run tributary segments apply")
                     }
+                    // Compiled from the stored definitions, as the segment's view was; never stored SQL text.
+                    let members = try await SegmentStore.compiler(db).membersSQL(segment)
                     diff = SyncDiff(definition, membersSQL: members, restricted: profiles != nil)
                 }
                 var report = try await run(diff, profiles: profiles, on: db, trigger: trigger, dryRun: dryRun, preview: preview)

@@ -30,7 +30,7 @@ public struct SyncStore: Sendable {
         if sync.realtime, case .segment(let segment) = sync.source {
             let realtime = try await client.query(
                 """
-                SELECT realtime AND members_sql IS NOT NULL FROM cdp.segment_definitions WHERE name = \(segment)
+                SELECT realtime FROM cdp.segment_definitions WHERE name = \(segment)
                 """
             ).first?[0].decode(Bool.self)
             guard let realtime else { throw SyncError("\(path).source.segment: no segment named '\(segment)' is applied") }
