@@ -265,6 +265,7 @@ let package = Package(
             name: "tributary-bench",
             dependencies: [
                 "Postgres",
+                "TributaryFixtures",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -150,25 +150,8 @@ public struct SyntheticPeople: Sendable {
         return String(decoding: out, as: UTF8.self)
     }
 
-    /// SplitMix64: small, fast, and the same on every platform and Swift version.
-    struct Random {
-        private var state: UInt64
-        init(seed: UInt64) { state = seed }
-
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        /// A number in `0..<bound`.
-        mutating func below(_ bound: Int) -> Int { Int(next().multipliedFullWidth(by: UInt64(max(bound, 1))).high) }
-        /// A number in `0..<1`.
-        mutating func unit() -> Double { Double(next() >> 11) * 0x1p-53 }
-        mutating func chance(_ probability: Double) -> Bool { unit() < probability }
-        mutating func pick<T>(_ values: [T]) -> T { values[below(values.count)] }
-    }
+    /// The generator the data comes from (``SeededRandom``).
+    public typealias Random = SeededRandom
 }
 
 /// One person's identifiers; each is added to the truth the first time an event carries it.

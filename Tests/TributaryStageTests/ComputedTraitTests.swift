@@ -45,7 +45,7 @@ import Testing
     ])
 
     static func generate(seed: UInt64, users: Int, now: Date) -> [Sent] {
-        var random = SyntheticPeople.Random(seed: seed)
+        var random = SeededRandom(seed: seed)
         var sent: [Sent] = []
         let categories = ["shoes", "outdoor", "kitchen", "books"]
         for user in 0..<users {

@@ -306,7 +306,7 @@ extension IdentityStageTests {
 @Suite struct IdentityEquivalenceTests {
     typealias F = IdentityFixture
 
-    typealias SplitMix = SyntheticPeople.Random
+    typealias SplitMix = SeededRandom
 
     static func randomStream(seed: UInt64, count: Int) -> [IncomingEvent] {
         var random = SplitMix(seed: seed)

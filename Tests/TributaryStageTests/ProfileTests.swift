@@ -219,7 +219,7 @@ enum ProfileFixture {
             try await IdentityFixture.migrated(client)
             try await F.apply(ComputedTraitTests.definitions, client)
             let now = Date()
-            var random = SyntheticPeople.Random(seed: seed)
+            var random = SeededRandom(seed: seed)
             var start = 0
             while start < data.events.count {
                 let end = min(data.events.count, start + 50 + random.below(300))

@@ -282,7 +282,7 @@ import Testing
     /// linking an anonymous id to their user id. Times lie a quarter to three quarters into a day before `now`, so
     /// windows of whole days never fall near an event.
     static func generate(seed: UInt64, people: Int, now: Date) -> [IncomingEvent] {
-        var random = SyntheticPeople.Random(seed: seed)
+        var random = SeededRandom(seed: seed)
         var events: [IncomingEvent] = []
         func daysAgo(_ days: Double) -> Date { now.addingTimeInterval(-days * 86_400) }
         func time(within days: Int = 90) -> Date { daysAgo(Double(random.below(days)) + 0.25 + 0.5 * random.unit()) }
