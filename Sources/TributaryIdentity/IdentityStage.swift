@@ -12,12 +12,12 @@ import TributaryRuntime
 /// the checkpoint inside it; so any number of processes may run the stage: one works, the others wait their turn,
 /// and the result is exactly that of a single processor (merge decisions depend on receive order, so the stage is
 /// serial by design). A crash loses nothing: the transaction rolls back and the batch is done again.
-public struct IdentityStage: Sendable {
+public struct IdentityStage: StreamStage {
     /// Notified when a batch commits (events stamped, `cdp.profile_merge_log` and `cdp.profile_changes` written): the
     /// stage's hand-off to whatever follows it (the profile stage listens).
     public static let channel = "tributary_identity"
 
-    public struct BatchReport: Sendable, Equatable {
+    public struct BatchReport: StageBatchReport, Equatable {
         /// Events stamped in this batch.
         public var events = 0
         public var identifiersCreated = 0
@@ -32,7 +32,9 @@ public struct IdentityStage: Sendable {
 
         public init() {}
 
-        mutating func add(_ other: BatchReport) {
+        public var caughtUp: Bool { events == 0 }
+
+        public mutating func add(_ other: BatchReport) {
             events += other.events
             identifiersCreated += other.identifiersCreated
             profilesCreated += other.profilesCreated
@@ -43,8 +45,12 @@ public struct IdentityStage: Sendable {
         }
     }
 
-    let client: PostgresClient
-    let logger: Logger
+    public let client: PostgresClient
+    public let logger: Logger
+    public var name: String { "identity" }
+    public var wakeChannel: String { EventWriter.eventsChannel }
+    public typealias Report = BatchReport
+    public var lagCheckpoint: Checkpoint? { .identity }
     /// Most events per batch (one transaction).
     public var batchSize: Int
     /// The graph's nodes this stage has met, kept between its batches (see ``IdentifierCache``).
@@ -102,22 +108,14 @@ public struct IdentityStage: Sendable {
 
     /// Processes batches until no events are left after the checkpoint (waiting for a busy peer), and reports the total.
     public func catchUp() async throws -> BatchReport {
-        var total = BatchReport()
+        // The next batch's extraction runs while this one writes; it is handed from batch to batch (kept while a
+        // busy peer holds the lock: it is checked before use).
         var prefetched: Task<Prefetch?, Never>?
         do {
-            while true {
-                try Task.checkCancellation()
-                let started = ContinuousClock.now
+            return try await drain {
                 let (report, next) = try await processBatch(prefetched: prefetched, prefetchNext: true)
-                if report.busy {
-                    // A busy peer: the prefetch, if any, waits for the next try (it is checked before use).
-                    try await Task.sleep(for: .milliseconds(50))
-                    continue
-                }
-                prefetched = next
-                total.add(report)
-                StageMetrics.current?.batch(events: report.events, duration: ContinuousClock.now - started)
-                if report.events == 0 { return total }
+                if !report.busy { prefetched = next }
+                return report
             }
         } catch {
             // Never leave an extraction running on the client after returning.
@@ -147,10 +145,7 @@ public struct IdentityStage: Sendable {
     /// `pollInterval`) before looking again.
     public func run(pollInterval: Duration = .seconds(1)) async throws {
         logger.info("identity: stage running")
-        let loop = StageLoop(
-            name: "identity", channel: EventWriter.eventsChannel, client: client, logger: logger,
-            lagCheckpoint: .identity)
-        await loop.run(pollInterval: pollInterval) {
+        await runLoop(pollInterval: pollInterval) {
             let report = try await catchUp()
             if report.events > 0 {
                 logger.info(

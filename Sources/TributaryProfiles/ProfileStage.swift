@@ -16,8 +16,8 @@ import TributaryRuntime
 ///
 /// Each batch is one transaction holding the `tributary.profiles.processor` advisory lock; any number of processes
 /// may run the stage.
-public struct ProfileStage: Sendable {
-    public struct BatchReport: Sendable, Equatable {
+public struct ProfileStage: StreamStage {
+    public struct BatchReport: StageBatchReport, Equatable {
         /// Events read in this batch.
         public var events = 0
         /// Profiles whose data was brought up to date.
@@ -39,7 +39,9 @@ public struct ProfileStage: Sendable {
 
         public init() {}
 
-        mutating func add(_ other: BatchReport) {
+        public var caughtUp: Bool { events == 0 && profilesRecomputed == 0 && !rebuilt }
+
+        public mutating func add(_ other: BatchReport) {
             events += other.events
             profilesUpdated += other.profilesUpdated
             profilesRecomputed += other.profilesRecomputed
@@ -53,8 +55,12 @@ public struct ProfileStage: Sendable {
 
     package static let processorLock = AdvisoryLockKey(name: "tributary.profiles.processor")
 
-    let client: PostgresClient
-    let logger: Logger
+    public let client: PostgresClient
+    public let logger: Logger
+    public var name: String { "profiles" }
+    public var wakeChannel: String { IdentityStage.channel }
+    public typealias Report = BatchReport
+    public var lagCheckpoint: Checkpoint? { .profiles }
     /// Most events per batch.
     public var batchSize: Int
     /// The clock computed traits are evaluated at (tests move it to check window expiry).
@@ -92,19 +98,7 @@ public struct ProfileStage: Sendable {
 
     /// Processes batches until the stage has caught up with the identity stage.
     public func catchUp() async throws -> BatchReport {
-        var total = BatchReport()
-        while true {
-            try Task.checkCancellation()
-            let started = ContinuousClock.now
-            let report = try await processBatch()
-            if report.busy {
-                try await Task.sleep(for: .milliseconds(50))
-                continue
-            }
-            total.add(report)
-            StageMetrics.current?.batch(events: report.events, duration: ContinuousClock.now - started)
-            if report.events == 0 && report.profilesRecomputed == 0 && !report.rebuilt { return total }
-        }
+        try await drain { try await processBatch() }
     }
 
     struct Checkpoints {
@@ -309,9 +303,7 @@ public struct ProfileStage: Sendable {
     /// `pollInterval`), and recomputes computed traits in bulk every `recomputeInterval`.
     public func run(pollInterval: Duration = .seconds(1), recomputeInterval: Duration = .seconds(3600)) async throws {
         logger.info("profiles: stage running")
-        let loop = StageLoop(
-            name: "profiles", channel: IdentityStage.channel, client: client, logger: logger, lagCheckpoint: .profiles)
-        await loop.run(pollInterval: pollInterval) {
+        await runLoop(pollInterval: pollInterval) {
             let report = try await catchUp()
             if report.events > 0 || report.rebuilt {
                 logger.info(

@@ -23,10 +23,14 @@ import TributarySegments
 /// the checkpoint past them once the run succeeded. A crash anywhere repeats the last step without sending anything
 /// twice: changes already confirmed make no diff, and changes sent but unconfirmed are sent again with the same
 /// idempotency key. A sync seen for the first time is run in full (every current member), then followed.
-public struct RealtimeActivation: Sendable {
-    let client: PostgresClient
-    let logger: Logger
+public struct RealtimeActivation: StreamStage {
+    public let client: PostgresClient
+    public let logger: Logger
     let runner: SyncRunner
+    public var name: String { "realtime" }
+    public var wakeChannel: String { SegmentMembership.changesChannel }
+    /// Each sync has its own position in `cdp.segment_changes` (`cdp.sync_realtime`): no single lag.
+    public var lagCheckpoint: Checkpoint? { nil }
     /// Most segment changes handled per run of a sync.
     public var batchSize: Int
 
@@ -38,7 +42,7 @@ public struct RealtimeActivation: Sendable {
     }
 
     /// What one pass did.
-    public struct Report: Sendable, Equatable {
+    public struct Report: StageBatchReport, Equatable {
         /// Segment changes followed (checkpoints moved past them).
         public var changes = 0
         /// Runs made (restricted or, for a sync seen the first time, full).
@@ -48,6 +52,19 @@ public struct RealtimeActivation: Sendable {
         /// Runs that failed; their changes are tried again next pass.
         public var failed = 0
         public init() {}
+
+        public var events: Int { changes }
+        /// A pass works through every sync; peers are kept apart per sync, never made to wait.
+        public var busy: Bool { false }
+        /// One pass follows every sync until it caught up (or failed, to be retried next round).
+        public var caughtUp: Bool { true }
+
+        public mutating func add(_ other: Report) {
+            changes += other.changes
+            runs += other.runs
+            delivered += other.delivered
+            failed += other.failed
+        }
     }
 
     /// Follows every enabled real-time sync until it has caught up with `cdp.segment_changes` (or a run failed).
@@ -133,11 +150,8 @@ public struct RealtimeActivation: Sendable {
     /// `pollInterval`; failed runs are retried then).
     public func run(pollInterval: Duration = .seconds(5)) async {
         logger.info("realtime: following real-time syncs")
-        let loop = StageLoop(name: "realtime", channel: SegmentMembership.changesChannel, client: client, logger: logger)
-        await loop.run(pollInterval: pollInterval) {
-            let started = ContinuousClock.now
-            let report = try await catchUp()
-            StageMetrics.current?.batch(events: report.changes, duration: ContinuousClock.now - started)
+        await runLoop(pollInterval: pollInterval) {
+            let report = try await drain { try await catchUp() }
             if report.runs > 0 || report.failed > 0 {
                 logger.info(
                     "realtime: delivered",
