@@ -24,8 +24,9 @@ public protocol StageBatchReport: Sendable {
 /// | profiles | identity (`tributary_identity`) | `Checkpoint.profiles` |
 /// | realtime activation | segments (`tributary_segments`) | one per sync, `cdp.sync_realtime` |
 ///
-/// Lock order, where a transaction takes more than one: the stage's processor lock first, then
-/// `EventWriter.sequenceLock` (only deletions take both), then per-sync locks.
+/// Lock order, wherever more than one is held: per-sync locks (a deletion takes them before its transaction), then
+/// the identity stage's processor lock, the profile stage's, the segments lock (real-time segments take it inside the
+/// profile stage's batch), and `EventWriter.sequenceLock` last. A privacy deletion takes all of them in that order.
 public protocol StreamStage: Sendable {
     associatedtype Report: StageBatchReport
     /// The stage's name in logs and metrics (`identity`, `profiles`, `realtime`).
