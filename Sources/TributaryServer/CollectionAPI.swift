@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -94,7 +95,7 @@ public func buildApplication(
         }
     }
     router.get("/metrics") { _, _ in
-        metrics.queueDepth.set(Double(await writer.queueDepth))
+        metrics.queueDepth.record(Double(await writer.queueDepth))
         return metricsResponse(metrics.registry)
     }
     return Application(

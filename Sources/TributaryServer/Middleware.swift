@@ -1,3 +1,5 @@
+import CoreMetrics
+import Metrics
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -22,7 +24,7 @@ public struct TributaryRequestContext: RequestContext {
 struct RequestMetricsMiddleware: RouterMiddleware {
     typealias Context = TributaryRequestContext
     let metrics: ServerMetrics
-    let duration: DurationHistogram?
+    let duration: CoreMetrics.Timer?
 
     func handle(
         _ request: Request, context: Context, next: (Request, Context) async throws -> Response
@@ -31,7 +33,7 @@ struct RequestMetricsMiddleware: RouterMiddleware {
         let route = Self.routeLabel(context.endpointPath ?? request.uri.path)
         do {
             let response = try await next(request, context)
-            duration?.record(ContinuousClock.now - started)
+            duration?.record(duration: ContinuousClock.now - started)
             metrics.request(route: route, status: response.status.code)
             return response
         } catch {
