@@ -6,6 +6,7 @@ import TributaryGovernance
 import TributaryIdentity
 import TributaryProfiles
 import TributarySyncs
+import TributaryModel
 
 /// Authentication and authorization of the profile and admin APIs: `Authorization: Bearer <API token>`, looked up by
 /// its SHA-256 (cached for a few seconds), then checked for a scope (`admin` covers every scope).
@@ -65,7 +66,7 @@ struct AdminAuth: Sendable {
 
     /// `{"code": …, "error": …}` with `Cache-Control: no-store`.
     static func error(_ status: HTTPResponse.Status, _ code: String, _ message: String) -> Response {
-        var response = CollectionAPI.json(status, ["code": code, "error": message])
+        var response = CollectionAPI.json(status, ["code": .string(code), "error": .string(message)])
         response.headers[.cacheControl] = "no-store"
         return response
     }

@@ -91,7 +91,7 @@ public func buildApplication(
             _ = try await client.query("SELECT 1")
             return CollectionAPI.json(.ok, ["status": "ok"])
         } catch {
-            return CollectionAPI.json(.serviceUnavailable, ["status": "unavailable", "error": "\(error)"])
+            return CollectionAPI.json(.serviceUnavailable, ["status": "unavailable", "error": .string("\(error)")])
         }
     }
     router.get("/metrics") { _, _ in
@@ -160,8 +160,8 @@ struct CollectionAPI: Sendable {
             return Self.json(
                 .badRequest,
                 [
-                    "success": false, "code": "invalid_event", "error": message,
-                    "rejected": parsed.issues.prefix(100).map(Self.issueObject),
+                    "success": false, "code": "invalid_event", "error": .string(message),
+                    "rejected": .array(parsed.issues.prefix(100).map(Self.issueObject)),
                 ])
         }
         // 4. Store durably; answer only after the commit.
@@ -232,7 +232,8 @@ struct CollectionAPI: Sendable {
                 .notFound,
                 [
                     "success": false, "code": "no_mapping",
-                    "error": "the source '\(sourceName)' has no webhook mapping; apply one with `tributary webhooks apply FILE`",
+                    "error": .string(
+                        "the source '\(sourceName)' has no webhook mapping; apply one with `tributary webhooks apply FILE`"),
                 ])
         }
         let parser = SegmentParser(limits: configuration.limits)
@@ -261,8 +262,9 @@ struct CollectionAPI: Sendable {
                 .badRequest,
                 [
                     "success": false, "code": "invalid_event",
-                    "error": issues.isEmpty
-                        ? "the payload maps to no calls" : issues.prefix(20).map(\.description).joined(separator: "; "),
+                    "error": .string(
+                        issues.isEmpty
+                            ? "the payload maps to no calls" : issues.prefix(20).map(\.description).joined(separator: "; ")),
                 ])
         }
         return await store(events, source: source, issues: issues)
@@ -272,13 +274,16 @@ struct CollectionAPI: Sendable {
     private func store(_ events: [IncomingEvent], source: Source, issues: [ValidationIssue]) async -> Response {
         do {
             let outcome = try await writer.write(events, sourceID: source.id)
-            var answer: [String: Any] = ["success": true, "stored": outcome.stored, "duplicates": outcome.duplicates]
-            if !issues.isEmpty { answer["rejected"] = issues.prefix(100).map(Self.issueObject) }
-            return Self.json(.ok, answer)
+            var answer: [(String, JSONValue)] = [
+                ("success", true), ("stored", .number(String(outcome.stored))),
+                ("duplicates", .number(String(outcome.duplicates))),
+            ]
+            if !issues.isEmpty { answer.append(("rejected", .array(issues.prefix(100).map(Self.issueObject)))) }
+            return Self.json(.ok, .object(answer))
         } catch let overloaded as EventWriter.Overloaded {
             metrics.rejected("overloaded", count: events.count)
             var response = Self.json(
-                .serviceUnavailable, ["success": false, "code": "overloaded", "error": overloaded.description])
+                .serviceUnavailable, ["success": false, "code": "overloaded", "error": .string(overloaded.description)])
             response.headers[.retryAfter] = "1"
             return response
         } catch {
@@ -312,13 +317,13 @@ struct CollectionAPI: Sendable {
     }
 
     private func rejection(_ code: String, _ message: String, status: HTTPResponse.Status = .badRequest) -> Response {
-        Self.json(status, ["success": false, "code": code, "error": message])
+        Self.json(status, ["success": false, "code": .string(code), "error": .string(message)])
     }
 
-    static func issueObject(_ issue: ValidationIssue) -> [String: Any] {
-        var object: [String: Any] = ["field": issue.path, "error": issue.message]
-        if let index = issue.index { object["index"] = index }
-        return object
+    static func issueObject(_ issue: ValidationIssue) -> JSONValue {
+        var object: [(String, JSONValue)] = [("field", .string(issue.path)), ("error", .string(issue.message))]
+        if let index = issue.index { object.append(("index", .number(String(index)))) }
+        return .object(object)
     }
 
     /// The write key from `Authorization: Basic base64(key:)` (the colon and empty password optional).
@@ -330,10 +335,10 @@ struct CollectionAPI: Sendable {
         return user.isEmpty ? nil : user
     }
 
-    static func json(_ status: HTTPResponse.Status, _ object: [String: Any]) -> Response {
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+    /// A JSON response: `object` written by the same JSON layer that parses requests (``JSONValue``).
+    static func json(_ status: HTTPResponse.Status, _ object: JSONValue) -> Response {
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: object.serialized)))
     }
 }

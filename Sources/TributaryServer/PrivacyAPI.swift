@@ -109,9 +109,11 @@ struct PrivacyAPI: Sendable {
                 return CollectionAPI.json(
                     .ok,
                     [
-                        "request_id": report.requestID, "profiles": report.profiles.map { $0.uuidString.lowercased() },
-                        "identifiers": report.identifiers, "counts": report.counts,
-                        "skipped_destinations": report.skippedDestinations,
+                        "request_id": .number(String(report.requestID)),
+                        "profiles": .array(report.profiles.map { .string($0.uuidString.lowercased()) }),
+                        "identifiers": .number(String(report.identifiers)),
+                        "counts": .object(report.counts.sorted { $0.key < $1.key }.map { ($0.key, .number(String($0.value))) }),
+                        "skipped_destinations": .bool(report.skippedDestinations),
                     ])
             case .export:
                 let document = try await privacy.export(identifier: identifier, actor: actor)
@@ -136,7 +138,8 @@ struct PrivacyAPI: Sendable {
                 return CollectionAPI.json(
                     .ok,
                     [
-                        "request_id": receipt.requestID, "message_id": receipt.messageID, "stored": receipt.stored,
+                        "request_id": .number(String(receipt.requestID)), "message_id": .string(receipt.messageID),
+                        "stored": .bool(receipt.stored),
                     ])
             }
         } catch let error as PrivacyError {
