@@ -185,9 +185,8 @@ public struct SyncRunner: Sendable {
         let sync = diff.sync
         try await db.execute(PostgresQuery(unsafeSQL: SyncDiff.createSQL))
         try await db.execute("TRUNCATE pg_temp.tributary_sync_diff RESTART IDENTITY")
-        let insert = try diff.insertSQL()
-        var binds = [try sync.name.postgresBind()]
-        if diff.restricted { binds.append(try (profiles ?? []).postgresBind()) }
+        let insert = try diff.insertStatement(profiles: profiles ?? [])
+        let removedFields = try diff.removedFieldsStatement()
         do {
             try await db.withTransaction { tx in
                 // The source is the analyst's SQL: read it read-only (the session's temporary table takes the diff).
@@ -195,11 +194,8 @@ public struct SyncRunner: Sendable {
                 // The connection's JIT-off stays on even for a `query` source: the statement is Tributary's diff around
                 // the analyst's query, and JIT-compiling it cost seconds per run (the sync tests timed out in parallel).
                 try await tx.execute("SET LOCAL work_mem = '64MB'")
-                try await tx.execute(PostgresQuery(unsafeSQL: insert, binds: binds))
-                if sync.tracksRemovals {
-                    try await tx.execute(
-                        PostgresQuery(unsafeSQL: SyncDiff.removedFieldsSQL, binds: [try sync.name.postgresBind()]))
-                }
+                try await tx.execute(insert)
+                if sync.tracksRemovals { try await tx.execute(removedFields) }
             }
         } catch let error as PostgresError {
             if error.sqlState == .uniqueViolation {

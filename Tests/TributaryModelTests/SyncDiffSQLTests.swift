@@ -99,6 +99,12 @@ import Testing
                 separatedBy: "AND key = ANY(ARRAY(SELECT jsonb_build_array(x)::text FROM unnest($2::uuid[]) AS x))"
             )
             .count - 1 == 2)
+        // The statement binds what the text numbers: the name, then the profiles.
+        let profile = UUID()
+        let statement = try SyncDiff(sync, membersSQL: members, restricted: true).insertStatement(profiles: [profile])
+        #expect(statement.sql == restricted && statement.binds.count == 2)
+        #expect(statement.binds[0].bytes == Array("rt".utf8))
+        #expect(try SyncDiff(sync, membersSQL: members).insertStatement(profiles: [profile]).binds.count == 1)
         // Audience syncs track removals: the state is FULL JOINed.
         #expect(full.contains("FULL JOIN (SELECT key, hash, removed, run_id FROM cdp.sync_state WHERE sync = $1)"))
     }

@@ -145,6 +145,19 @@ public struct SyncDiff: Sendable {
             """
     }
 
+    /// ``insertSQL()`` with its parameters: the sync's name, and for a restricted diff the profiles compared. The
+    /// statement the runner executes; the diff's placeholders and their values are decided here, in one place.
+    public func insertStatement(profiles: [UUID]) throws -> PostgresQuery {
+        var binds = [try sync.name.postgresBind()]
+        if restricted { binds.append(try profiles.postgresBind()) }
+        return PostgresQuery(unsafeSQL: try insertSQL(), binds: binds)
+    }
+
+    /// ``removedFieldsSQL`` with the sync's name bound.
+    public func removedFieldsStatement() throws -> PostgresQuery {
+        PostgresQuery(unsafeSQL: Self.removedFieldsSQL, binds: [try sync.name.postgresBind()])
+    }
+
     /// Fills in the key and fields of removed and withdrawn rows: what was last sent (pending), else last confirmed.
     package static let removedFieldsSQL = """
         UPDATE pg_temp.tributary_sync_diff AS d
