@@ -107,7 +107,7 @@ extension PrivacyRequests {
         }
         let sync: SyncDefinition
         do {
-            sync = try SyncDefinitions.parseSync(try JSONParser.parse(Array(text.utf8)), at: "sync '\(name)'", registry: registry)
+            sync = try SyncDefinitions.stored(text, name: name, registry: registry)
         } catch {
             throw failure("\(error)")
         }

@@ -91,8 +91,7 @@ public struct SyncRunner: Sendable {
             else {
                 throw SyncError("no sync named '\(name)' (tributary syncs list shows them)")
             }
-            let definition = try SyncDefinitions.parseSync(
-                try JSONParser.parse(Array(text.utf8)), at: "sync '\(name)'", registry: registry)
+            let definition = try SyncDefinitions.stored(text, name: name, registry: registry)
             let lock = Self.lockKey(name)
             guard try await db.query("SELECT pg_try_advisory_lock(\(lock.value))").first![0].decode(Bool.self) else {
                 var report = Report()

@@ -74,9 +74,7 @@ public struct SyncStore: Sendable {
             var changes: [Change] = []
             for (position, sync) in definitions.syncs.enumerated() {
                 let json = sync.document.serialized
-                let previous = try old[sync.name].map {
-                    try SyncDefinitions.parseSync(try JSONParser.parse(Array($0.utf8)), at: "stored", registry: registry)
-                }
+                let previous = try old[sync.name].map { try SyncDefinitions.stored($0, name: sync.name, registry: registry) }
                 let kind: Change.Kind = previous == nil ? .added : previous == sync ? .unchanged : .changed
                 changes.append(Change(name: sync.name, kind: kind))
                 let next: Date? = sync.schedule == .manual || !sync.enabled ? nil : Date()
@@ -101,9 +99,9 @@ public struct SyncStore: Sendable {
     /// The syncs in force, in file order.
     public func current() async throws -> SyncDefinitions {
         SyncDefinitions(
-            try await client.query("SELECT definition::text FROM cdp.syncs ORDER BY position").map {
-                try SyncDefinitions.parseSync(
-                    try JSONParser.parse(Array(try $0.decode(String.self).utf8)), at: "stored sync", registry: registry)
+            try await client.query("SELECT name, definition::text FROM cdp.syncs ORDER BY position").map {
+                let (name, text) = try $0.decode((String, String).self)
+                return try SyncDefinitions.stored(text, name: name, registry: registry)
             })
     }
 
@@ -212,8 +210,7 @@ public struct SyncWorker: Sendable {
             let (name, text) = try row.decode((String, String).self)
             let next: Date?
             do {
-                next = try SyncDefinitions.parseSync(try JSONParser.parse(Array(text.utf8)), at: name, registry: registry)
-                    .schedule.next(after: Date())
+                next = try SyncDefinitions.stored(text, name: name, registry: registry).schedule.next(after: Date())
             } catch {
                 logger.error("sync \(name): cannot be read (\(error)); disabled until applied again")
                 try await tx.execute("UPDATE cdp.syncs SET enabled = false WHERE name = \(name)")

@@ -2,9 +2,8 @@ import Foundation
 import Postgres
 import PostgresTesting
 import Testing
-@testable import TributaryIdentity
-@testable import TributaryProfiles
 @testable import TributaryRuntime
+@testable import TributaryProfiles
 
 /// `Checkpoint`: the one reader and mover of `cdp.stage_checkpoints`.
 @Suite struct CheckpointTests {

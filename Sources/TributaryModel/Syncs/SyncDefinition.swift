@@ -171,6 +171,12 @@ public struct SyncDefinitions: Sendable, Equatable {
         "maxAttempts", "enabled", "description", "purposes", "profileColumn", "realtime",
     ]
 
+    /// A definition as `cdp.syncs.definition` stores it (the JSON text `syncs apply` wrote), decoded the way a syncs
+    /// file is: the one reader of stored syncs. Errors name the sync.
+    public static func stored(_ text: String, name: String, registry: DestinationRegistry) throws -> SyncDefinition {
+        try parseSync(try JSONParser.parse(Array(text.utf8)), at: "sync '\(name)'", registry: registry)
+    }
+
     package static func parseSync(_ value: JSONValue, at path: String, registry: DestinationRegistry) throws -> SyncDefinition {
         guard case .object(let members) = value else { throw SyncError("\(path): must be an object") }
         if let unknown = members.first(where: { !keys.contains($0.0) }) {
