@@ -143,26 +143,27 @@ package struct ProfileStore: Sendable {
                 """
             ).map { try $0.decode(UUID.self) }
         let full = Array(Set(recompute).union(stale))
-        var binds = [try full.postgresBind()]
-        if aggregates.hasWindowedTraits { binds.append(try Array(Set(touched).union(full)).postgresBind()) }
-        let rows = try aggregates.rowsSQL(.batch(after: after, through: through), asOf: asOf)
-        return try await tx.query(PostgresQuery(unsafeSQL: try upsertDataSQL(rows), binds: binds)).scalar(Int.self)
+        let rows = try aggregates.batchRows(
+            after: after, through: through, full: full, involved: Array(Set(touched).union(full)), asOf: asOf)
+        return try await tx.query(try upsertData(rows)).scalar(Int.self)
     }
 
-    private func upsertDataSQL(_ aggregates: String) throws -> String {
+    /// Writes the rows of `aggregates` (a query of ``ProfileAggregates``' columns) into `cdp.profile_data`, with the
+    /// computed traits and RFM scores they give; returns the rows changed.
+    private func upsertData(_ aggregates: PostgresQuery) throws -> PostgresQuery {
         """
         WITH written AS (
             INSERT INTO cdp.profile_data AS d (profile_id, traits, computed, first_seen_at, last_seen_at, event_count, computed_at,
                                                aggregates)
-            SELECT a.profile_id, coalesce(t.traits, '{}'::jsonb), \(try compiler.computedObjectSQL()),
-                   a.first_seen_at, a.last_seen_at, a.event_count, \(ComputedTraitCompiler.timestamp(asOf)), a.aggregates
+            SELECT a.profile_id, coalesce(t.traits, '{}'::jsonb), \(unescaped: try compiler.computedObjectSQL()),
+                   a.first_seen_at, a.last_seen_at, a.event_count, \(unescaped: ComputedTraitCompiler.timestamp(asOf)), a.aggregates
             FROM (\(aggregates)) AS a
             LEFT JOIN LATERAL (
                 SELECT jsonb_object_agg(v.key, v.value) AS traits FROM cdp.profile_trait_values AS v
                 WHERE v.profile_id = a.profile_id AND v.value <> 'null'
             ) AS t ON true
             LEFT JOIN cdp.rfm_thresholds AS th ON true
-            \(compiler.rfmScoresSQL())
+            \(unescaped: compiler.rfmScoresSQL())
             ON CONFLICT (profile_id) DO UPDATE
             SET traits = excluded.traits, computed = excluded.computed, first_seen_at = excluded.first_seen_at,
                 last_seen_at = excluded.last_seen_at, event_count = excluded.event_count,
@@ -193,8 +194,7 @@ package struct ProfileStore: Sendable {
             """)
         try await computeThresholds(
             tx, through: through, into: "rebuild_aggregates", sql: try aggregates.rowsSQL(.all(through: through), asOf: asOf))
-        let profiles = try await tx.query(PostgresQuery(unsafeSQL: try upsertDataSQL("SELECT * FROM pg_temp.rebuild_aggregates")))
-            .scalar(Int.self)
+        let profiles = try await tx.query(try upsertData("SELECT * FROM pg_temp.rebuild_aggregates")).scalar(Int.self)
         try await tx.execute("DROP TABLE pg_temp.rebuild_aggregates")
         return (changes, profiles)
     }

@@ -65,6 +65,15 @@ package struct ProfileAggregates: Sendable {
         case all(through: Int64)
     }
 
+    /// ``rowsSQL(_:asOf:)`` of a batch with its parameters: `full` (profiles computed from all their events: merged,
+    /// split, or without a state of the current definitions) and `involved` (every profile of the batch, read only
+    /// when a trait has a time window). The statement's placeholders and their values are decided here.
+    package func batchRows(after: Int64, through: Int64, full: [UUID], involved: [UUID], asOf: Date) throws -> PostgresQuery {
+        var binds = [try full.postgresBind()]
+        if hasWindowedTraits { binds.append(try involved.postgresBind()) }
+        return PostgresQuery(unsafeSQL: try rowsSQL(.batch(after: after, through: through), asOf: asOf), binds: binds)
+    }
+
     /// Whether any trait is computed from its window's events (``Scope/batch(after:through:)`` then takes bind `$2`).
     package var hasWindowedTraits: Bool { definitions.computedTraits.contains { Self.kind($0) == .windowed } }
 
