@@ -7,6 +7,13 @@ let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("MemberImportVisibility"),
 ]
 
+/// The domain modules in the order of the flow: what the server, the destinations, the command line, the benchmarks
+/// and the integration tests build on.
+let domainModules: [Target.Dependency] = [
+    "TributaryModel", "TributaryRuntime", "TributaryCollection", "TributaryIdentity", "TributaryProfiles",
+    "TributarySegments", "TributarySyncs", "TributaryGovernance", "TributaryService",
+]
+
 let package = Package(
     name: "tributary",
     platforms: [.macOS(.v14)],
@@ -192,17 +199,8 @@ let package = Package(
         // HTTP: the Segment-compatible collection API, health and metrics. Built in memory by tests.
         .target(
             name: "TributaryServer",
-            dependencies: [
+            dependencies: domainModules + [
                 "Postgres",
-                "TributaryModel",
-                "TributaryRuntime",
-                "TributaryCollection",
-                "TributaryIdentity",
-                "TributaryProfiles",
-                "TributarySegments",
-                "TributarySyncs",
-                "TributaryGovernance",
-                "TributaryService",
                 "CZlib",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -214,17 +212,8 @@ let package = Package(
         // Destinations that speak HTTP (webhook, marketing APIs), kept out of the core, which has no HTTP.
         .target(
             name: "TributaryDestinations",
-            dependencies: [
+            dependencies: domainModules + [
                 "Postgres",
-                "TributaryModel",
-                "TributaryRuntime",
-                "TributaryCollection",
-                "TributaryIdentity",
-                "TributaryProfiles",
-                "TributarySegments",
-                "TributarySyncs",
-                "TributaryGovernance",
-                "TributaryService",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -239,18 +228,9 @@ let package = Package(
         ),
         .executableTarget(
             name: "tributary",
-            dependencies: [
+            dependencies: domainModules + [
                 "TributaryFixtures",
                 "Postgres",
-                "TributaryModel",
-                "TributaryRuntime",
-                "TributaryCollection",
-                "TributaryIdentity",
-                "TributaryProfiles",
-                "TributarySegments",
-                "TributarySyncs",
-                "TributaryGovernance",
-                "TributaryService",
                 "TributaryServer",
                 "TributaryDestinations",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -274,17 +254,8 @@ let package = Package(
         ),
         .target(
             name: "BenchmarkSupport",
-            dependencies: [
+            dependencies: domainModules + [
                 "Postgres",
-                "TributaryModel",
-                "TributaryRuntime",
-                "TributaryCollection",
-                "TributaryIdentity",
-                "TributaryProfiles",
-                "TributarySegments",
-                "TributarySyncs",
-                "TributaryGovernance",
-                "TributaryService",
                 "TributaryDestinations",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -296,18 +267,9 @@ let package = Package(
         ),
         .executableTarget(
             name: "tributary-ingest-bench",
-            dependencies: [
+            dependencies: domainModules + [
                 "BenchmarkSupport",
                 "Postgres",
-                "TributaryModel",
-                "TributaryRuntime",
-                "TributaryCollection",
-                "TributaryIdentity",
-                "TributaryProfiles",
-                "TributarySegments",
-                "TributarySyncs",
-                "TributaryGovernance",
-                "TributaryService",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
@@ -317,19 +279,10 @@ let package = Package(
         ),
         .executableTarget(
             name: "tributary-profiles-bench",
-            dependencies: [
+            dependencies: domainModules + [
                 "TributaryFixtures",
                 "BenchmarkSupport",
                 "Postgres",
-                "TributaryModel",
-                "TributaryRuntime",
-                "TributaryCollection",
-                "TributaryIdentity",
-                "TributaryProfiles",
-                "TributarySegments",
-                "TributarySyncs",
-                "TributaryGovernance",
-                "TributaryService",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -338,18 +291,9 @@ let package = Package(
         ),
         .executableTarget(
             name: "tributary-segments-bench",
-            dependencies: [
+            dependencies: domainModules + [
                 "BenchmarkSupport",
                 "Postgres",
-                "TributaryModel",
-                "TributaryRuntime",
-                "TributaryCollection",
-                "TributaryIdentity",
-                "TributaryProfiles",
-                "TributarySegments",
-                "TributarySyncs",
-                "TributaryGovernance",
-                "TributaryService",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -358,18 +302,9 @@ let package = Package(
         ),
         .executableTarget(
             name: "tributary-syncs-bench",
-            dependencies: [
+            dependencies: domainModules + [
                 "BenchmarkSupport",
                 "Postgres",
-                "TributaryModel",
-                "TributaryRuntime",
-                "TributaryCollection",
-                "TributaryIdentity",
-                "TributaryProfiles",
-                "TributarySegments",
-                "TributarySyncs",
-                "TributaryGovernance",
-                "TributaryService",
                 "TributaryDestinations",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -380,19 +315,10 @@ let package = Package(
         ),
         .executableTarget(
             name: "tributary-identity-bench",
-            dependencies: [
+            dependencies: domainModules + [
                 "TributaryFixtures",
                 "BenchmarkSupport",
                 "Postgres",
-                "TributaryModel",
-                "TributaryRuntime",
-                "TributaryCollection",
-                "TributaryIdentity",
-                "TributaryProfiles",
-                "TributarySegments",
-                "TributarySyncs",
-                "TributaryGovernance",
-                "TributaryService",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -401,17 +327,8 @@ let package = Package(
         ),
         .executableTarget(
             name: "tributary-profile-api-bench",
-            dependencies: [
+            dependencies: domainModules + [
                 "Postgres",
-                "TributaryModel",
-                "TributaryRuntime",
-                "TributaryCollection",
-                "TributaryIdentity",
-                "TributaryProfiles",
-                "TributarySegments",
-                "TributarySyncs",
-                "TributaryGovernance",
-                "TributaryService",
                 "TributaryServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -424,18 +341,9 @@ let package = Package(
         // The whole pipeline as shipped: `tributary serve` and `tributary worker` processes on a stock server.
         .executableTarget(
             name: "tributary-pipeline-bench",
-            dependencies: [
+            dependencies: domainModules + [
                 "BenchmarkSupport",
                 "Postgres",
-                "TributaryModel",
-                "TributaryRuntime",
-                "TributaryCollection",
-                "TributaryIdentity",
-                "TributaryProfiles",
-                "TributarySegments",
-                "TributarySyncs",
-                "TributaryGovernance",
-                "TributaryService",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
@@ -445,19 +353,10 @@ let package = Package(
         ),
         .executableTarget(
             name: "tributary-realtime-bench",
-            dependencies: [
+            dependencies: domainModules + [
                 "TributaryFixtures",
                 "BenchmarkSupport",
                 "Postgres",
-                "TributaryModel",
-                "TributaryRuntime",
-                "TributaryCollection",
-                "TributaryIdentity",
-                "TributaryProfiles",
-                "TributarySegments",
-                "TributarySyncs",
-                "TributaryGovernance",
-                "TributaryService",
                 "TributaryDestinations",
                 "TributaryServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -481,16 +380,7 @@ let package = Package(
         ),
         .testTarget(
             name: "TributaryStageTests",
-            dependencies: [
-                "TributaryModel",
-                "TributaryRuntime",
-                "TributaryCollection",
-                "TributaryIdentity",
-                "TributaryProfiles",
-                "TributarySegments",
-                "TributarySyncs",
-                "TributaryGovernance",
-                "TributaryService",
+            dependencies: domainModules + [
                 "TributaryFixtures",
                 "Postgres",
                 "PostgresTesting",
@@ -499,17 +389,8 @@ let package = Package(
         ),
         .testTarget(
             name: "TributaryServerTests",
-            dependencies: [
+            dependencies: domainModules + [
                 "TributaryServer",
-                "TributaryModel",
-                "TributaryRuntime",
-                "TributaryCollection",
-                "TributaryIdentity",
-                "TributaryProfiles",
-                "TributarySegments",
-                "TributarySyncs",
-                "TributaryGovernance",
-                "TributaryService",
                 "Postgres",
                 "PostgresTesting",
                 "CZlib",
@@ -523,17 +404,8 @@ let package = Package(
         // Syncs and destinations against real PostgreSQL and local HTTP receivers.
         .testTarget(
             name: "TributaryDestinationsTests",
-            dependencies: [
+            dependencies: domainModules + [
                 "TributaryDestinations",
-                "TributaryModel",
-                "TributaryRuntime",
-                "TributaryCollection",
-                "TributaryIdentity",
-                "TributaryProfiles",
-                "TributarySegments",
-                "TributarySyncs",
-                "TributaryGovernance",
-                "TributaryService",
                 "TributaryServer",
                 "Postgres",
                 "PostgresTesting",
