@@ -31,12 +31,6 @@ public struct Checkpoint: Sendable, Hashable, CustomStringConvertible {
         "(SELECT updated_at FROM cdp.stage_checkpoints WHERE stage = \(name))"
     }
 
-    /// Creates the rows that do not exist yet (at 0).
-    public static func ensure(_ checkpoints: [Checkpoint], _ db: PostgresConnection) async throws {
-        let values = PostgresQuery.joined(checkpoints.map { "(\($0.name))" })
-        try await db.execute("INSERT INTO cdp.stage_checkpoints (stage) VALUES \(values) ON CONFLICT DO NOTHING")
-    }
-
     /// The sequence number reached (0 while the row does not exist).
     public func seq(_ db: PostgresConnection) async throws -> Int64 {
         try await db.query("SELECT \(seqSQL)").scalar(Int64.self)

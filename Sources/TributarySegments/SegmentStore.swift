@@ -23,13 +23,13 @@ public struct SegmentStore: Sendable {
     }
 
     /// The catalog and computed trait definitions in force, which segments are validated and typed against.
-    func context(_ db: PostgresConnection) async throws -> (Catalog?, ComputedTraitDefinitions?) {
+    static func context(_ db: PostgresConnection) async throws -> (Catalog?, ComputedTraitDefinitions?) {
         (try await ProfileConfig.catalog(db), try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", db))
     }
 
     /// Reads a segments file and validates it against the catalog and computed traits in force.
     public func load(_ data: Data) async throws -> SegmentDefinitions {
-        let (catalog, computed) = try await client.withConnection { try await context($0) }
+        let (catalog, computed) = try await client.withConnection { try await Self.context($0) }
         return try SegmentDefinitions.parse(data, catalog: catalog, computed: computed ?? ComputedTraitDefinitions())
     }
 
@@ -42,10 +42,7 @@ public struct SegmentStore: Sendable {
     /// compiles with. Code that needs a segment's SQL compiles it from the stored definitions with this, rather than
     /// run SQL text stored earlier.
     public static func compiler(_ db: PostgresConnection) async throws -> SegmentCompiler {
-        let (catalog, computed) = (
-            try await ProfileConfig.catalog(db),
-            try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", db)
-        )
+        let (catalog, computed) = try await context(db)
         return SegmentCompiler(try await current(db), catalog: catalog, computed: computed)
     }
 
@@ -70,7 +67,7 @@ public struct SegmentStore: Sendable {
     /// What applying `definitions` would do, segment by segment (file order, then removals).
     public func plan(_ definitions: SegmentDefinitions) async throws -> [Change] {
         try await client.withConnection { db in
-            let (catalog, computed) = try await context(db)
+            let (catalog, computed) = try await Self.context(db)
             try definitions.validate(catalog: catalog, computed: computed ?? ComputedTraitDefinitions())
             let compiler = SegmentCompiler(definitions, catalog: catalog, computed: computed)
             let stored = try await db.query(
@@ -114,7 +111,7 @@ public struct SegmentStore: Sendable {
         let changes = try await plan(definitions)
         try await client.withTransaction { tx in
             try await tx.advisoryTransactionLock(SegmentMembership.lock)
-            let (catalog, computed) = try await context(tx)
+            let (catalog, computed) = try await Self.context(tx)
             let compiler = SegmentCompiler(definitions, catalog: catalog, computed: computed)
             for change in changes where change.kind == .removed {
                 try await tx.execute(
@@ -187,7 +184,7 @@ public struct SegmentStore: Sendable {
             guard definitions[name] != nil else {
                 throw ProfileError("no segment named '\(name)' (tributary segments list shows them)")
             }
-            let (catalog, computed) = try await context(db)
+            let (catalog, computed) = try await Self.context(db)
             let compiler = SegmentCompiler(definitions, catalog: catalog, computed: computed)
             return (try compiler.createViewSQL(name), try compiler.perProfileSQL(name, profiles: "$1::uuid[]"))
         }
