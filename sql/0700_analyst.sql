@@ -124,6 +124,20 @@ CREATE OR REPLACE VIEW analyst.consent AS
 SELECT profile_id, purpose, granted, updated_at FROM cdp.consent;
 COMMENT ON VIEW analyst.consent IS 'Tributary: each profile''s current consent per purpose';
 
+CREATE OR REPLACE VIEW analyst.profile_predictions AS
+SELECT profile_id, fit_id, frequency, recency, age, monetary_value, probability_alive, expected_purchases, expected_spend,
+       predicted_lifetime_value, scored_at
+FROM cdp.profile_predictions;
+COMMENT ON VIEW analyst.profile_predictions IS
+    'Tributary: predictive traits of every buyer (see analyst.prediction_fits for what they mean)';
+
+CREATE OR REPLACE VIEW analyst.prediction_fits AS
+SELECT fit_id, model, purchase_event, revenue_property, time_unit_days, window_start, window_end, customers,
+       repeat_customers, r, alpha, a, b, log_likelihood, p, q, v, spend_log_likelihood, purchases_days, lifetime_days,
+       annual_discount_rate, fitted_at, duration_ms
+FROM cdp.prediction_fits;
+COMMENT ON VIEW analyst.prediction_fits IS 'Tributary: every fit of the customer-base models, with its data window';
+
 -- Grants the analyst views to tributary_analyst if that role exists (tributary roles setup creates it); returns
 -- whether it did. Serialized with `roles setup` by an advisory lock: concurrent GRANTs on one object can collide.
 CREATE OR REPLACE FUNCTION cdp.grant_analyst_views() RETURNS boolean

@@ -44,13 +44,18 @@ public func ingest(_ events: [IncomingEvent], into client: PostgresClient, write
     }
 }
 
-/// Drops and recreates the database `name` on `server`, migrated; returns its configuration.
+/// Drops and recreates the database `name` on `server` (a copy of `template` if given), migrated; returns its
+/// configuration.
 public func freshDatabase(
-    _ name: String, on server: PostgresConfiguration, files: ProjectFiles, logger: Logger
+    _ name: String, on server: PostgresConfiguration, files: ProjectFiles, logger: Logger, template: String? = nil
 ) async throws -> PostgresConfiguration {
     let admin = try await PostgresConnection.connect(configuration: server.with(database: "postgres"), logger: logger)
     try await admin.execute("DROP DATABASE IF EXISTS \(identifier: name) WITH (FORCE)")
-    try await admin.execute("CREATE DATABASE \(identifier: name)")
+    if let template {
+        try await admin.execute("CREATE DATABASE \(identifier: name) TEMPLATE \(identifier: template)")
+    } else {
+        try await admin.execute("CREATE DATABASE \(identifier: name)")
+    }
     await admin.close()
     let configuration = server.with(database: name)
     let client = PostgresClient(configuration: configuration, logger: logger)

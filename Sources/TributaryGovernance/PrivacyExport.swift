@@ -113,6 +113,12 @@ extension PrivacyRequests {
                         'purpose', c.purpose, 'granted', c.granted, 'previous', c.previous, 'reason', c.reason,
                         'changed_at', cdp.json_timestamp(c.changed_at)) ORDER BY c.change_id), '[]')
                     FROM cdp.consent_changes AS c WHERE c.profile_id = ANY(\(profileIDs)::uuid[])),
+                'predictions', (SELECT coalesce(json_agg(json_build_object(
+                        'profile_id', x.profile_id, 'probability_alive', x.probability_alive,
+                        'expected_purchases', x.expected_purchases, 'expected_spend', x.expected_spend,
+                        'predicted_lifetime_value', x.predicted_lifetime_value, 'fit_id', x.fit_id,
+                        'scored_at', cdp.json_timestamp(x.scored_at)) ORDER BY x.profile_id), '[]')
+                    FROM cdp.profile_predictions AS x WHERE x.profile_id = ANY(\(profileIDs)::uuid[])),
                 'segments', (SELECT coalesce(json_agg(json_build_object(
                         'segment', m.segment, 'entered_at', cdp.json_timestamp(m.entered_at)) ORDER BY m.segment), '[]')
                     FROM cdp.segment_members AS m WHERE m.profile_id = ANY(\(profileIDs)::uuid[])),

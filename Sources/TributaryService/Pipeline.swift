@@ -5,6 +5,7 @@ import ServiceLifecycle
 import TributaryGovernance
 import TributaryModel
 import TributaryIdentity
+import TributaryPredictions
 import TributaryProfiles
 import TributarySegments
 import TributarySyncs
@@ -43,11 +44,14 @@ public struct Pipeline: Sendable {
         public var realtime: Bool
         /// Event retention, applied at most once a day across all processes.
         public var retention: Bool
+        /// Scheduled predictions: once the models were fitted (`tributary predictions fit`), every buyer is scored again
+        /// daily and the models fitted again weekly, across all processes.
+        public var predictions: Bool
 
         public init(
             identity: Bool = false, profiles: Bool = false, recomputeEvery: Duration = .seconds(3600),
             refreshSegmentsEvery: Duration? = nil, syncPollInterval: Duration? = nil, realtime: Bool = false,
-            retention: Bool = false
+            retention: Bool = false, predictions: Bool = false
         ) {
             self.identity = identity
             self.profiles = profiles
@@ -56,6 +60,7 @@ public struct Pipeline: Sendable {
             self.syncPollInterval = syncPollInterval
             self.realtime = realtime
             self.retention = retention
+            self.predictions = predictions
         }
     }
 
@@ -105,7 +110,11 @@ public struct Pipeline: Sendable {
             if options.realtime {
                 services.append(RealtimeService(activation: RealtimeActivation(client: client, logger: logger, runner: runner)))
             }
-            if options.retention { services.append(RetentionService(client: client, logger: logger)) }
+            if options.retention { services.append(DueJobService.retention(client: client, logger: logger)) }
+        }
+        if options.predictions {
+            let predictions = CustomerBasePredictions(client: pool("predictions", connections: 1), logger: logger)
+            services.append(DueJobService.predictions(predictions, logger: logger))
         }
         self.services = services
         self.pools = pools
@@ -169,22 +178,40 @@ struct RealtimeService: Service {
     }
 }
 
-/// Event retention as a service: applies the policy in force (`tributary retention set`) at most once a day across all
-/// processes, looking every ten minutes.
-struct RetentionService: Service {
-    let client: PostgresClient
+/// A job that looks every ten minutes whether something is due (it decides, across all processes, whether to act):
+/// event retention, scheduled predictions. Stops on graceful shutdown; an error is logged and the job looks again later.
+struct DueJobService: Service {
+    let name: String
     let logger: Logger
+    let look: @Sendable () async throws -> Void
     func run() async throws {
         try await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 do {
-                    try await Retention.runIfDue(client: client, logger: logger)
+                    try await look()
                 } catch is CancellationError {
                     return
                 } catch {
-                    logger.error("retention: \(error)")
+                    logger.error("\(name): \(error)")
                 }
                 try? await Task.sleep(for: .seconds(600))
+            }
+        }
+    }
+
+    /// Event retention: applies the policy in force (`tributary retention set`) at most once a day.
+    static func retention(client: PostgresClient, logger: Logger) -> DueJobService {
+        DueJobService(name: "retention", logger: logger) { try await Retention.runIfDue(client: client, logger: logger) }
+    }
+
+    /// Scheduled predictions: once fitted, every buyer is scored again daily and the models fitted again weekly.
+    static func predictions(_ predictions: CustomerBasePredictions, logger: Logger) -> DueJobService {
+        DueJobService(name: "predictions", logger: logger) {
+            switch try await predictions.runIfDue() {
+            case .nothing: break
+            case .rescored(let rows): logger.info("predictions: scored every buyer again", metadata: ["rows": "\(rows)"])
+            case .refitted(let fit, let rows):
+                logger.info("predictions: fitted again and scored", metadata: ["fit": "\(fit)", "rows": "\(rows)"])
             }
         }
     }

@@ -52,7 +52,7 @@ extension TributaryCommand {
             await client.shutdown()
             let pipeline = Pipeline(
                 configuration: target.configuration, process: "worker",
-                options: .init(syncPollInterval: .seconds(pollInterval), realtime: realtime, retention: true),
+                options: .init(syncPollInterval: .seconds(pollInterval), realtime: realtime, retention: true, predictions: true),
                 destinations: DestinationRegistry.standard(), logger: logger)
             var services = pipeline.services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) }
             if let endpoint = metrics.service(logger: logger) { services.append(.init(service: endpoint)) }

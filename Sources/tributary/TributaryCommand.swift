@@ -20,7 +20,8 @@ struct TributaryCommand: AsyncParsableCommand {
         subcommands: [
             Demo.self, Serve.self, Sources.self, Tokens.self, Import.self, Webhooks.self, IdentityGroup.self,
             ProfilesCommand.self,
-            Traits.self, Segments.self, Syncs.self, Worker.self, CatalogGroup.self, Migrate.self, DB.self, Version.self,
+            Traits.self, Predictions.self, Segments.self, Syncs.self, Worker.self, CatalogGroup.self, Migrate.self, DB.self,
+            Version.self,
             RolesGroup.self,
             RetentionGroup.self,
             Audit.self,

@@ -1,0 +1,148 @@
+// tributary-predictions-bench: the customer-base models (issue: predictive traits).
+//
+//   swift build -c release --product tributary-predictions-bench && .build/release/tributary-predictions-bench
+//
+// 1. CDNOW (the `lifetimes` 0.11.3 wheel's data, downloaded on first use): the published calibration/holdout split
+//    (purchases up to 1997-09-30, weeks; holdout the next 39 weeks) on the 2,357-customer sample and the
+//    23,570-customer master file: parameters, fit time (median of 5), predicted vs actual holdout purchases,
+//    per-customer MAE against the naive rate forecast x/T·39, the top decile's share of actual holdout purchases.
+// 2. The database: the multi-channel people data set (SyntheticPeople, 300k people, about 1.1M events) ingested and
+//    resolved by the identity stage (or a copy of --template), then `predictions fit` and `predictions score` as the
+//    command line runs them (the GROUP BY over purchases, the fit, COPY of every buyer's scores), three times each.
+import ArgumentParser
+import BenchmarkSupport
+import Foundation
+import Logging
+import Postgres
+import TributaryFixtures
+import TributaryIdentity
+import TributaryModel
+import TributaryPredictions
+import TributaryService
+
+@main
+struct PredictionsBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "tributary-predictions-bench")
+
+    @Option(help: "People to generate (about 3.7 events each).") var people = 300_000
+    @Option(help: "Copy this database (events ingested and resolved) instead of generating one.") var template: String?
+    @Option(help: "Embedded data directory used when DATABASE_URL/PG* are unset.") var dataDir = ".tributary/bench-pgdata"
+    @Flag(help: "Only the CDNOW part.") var cdnowOnly = false
+
+    func run() async throws {
+        for file in ["CDNOW_sample.txt", "CDNOW_master.txt"] {
+            try evaluate(name: file, purchases: try CDNOWData.transactions(file))
+        }
+        if cdnowOnly { return }
+        try await database()
+    }
+
+    /// The calibration/holdout check on one CDNOW transaction log.
+    func evaluate(name: String, purchases: [(customer: String, day: Int, value: Double)]) throws {
+        let calibrationEnd = CustomerSummary.dayNumber(year: 1997, month: 9, day: 30)
+        let holdoutWeeks = 39.0
+        let holdoutEnd = calibrationEnd + Int(holdoutWeeks * 7)
+        let summaries = CustomerSummary.summaries(transactions: purchases, calibrationEndDay: calibrationEnd, daysPerUnit: 7)
+        var holdoutDays: [String: Set<Int>] = [:]
+        for purchase in purchases where purchase.day > calibrationEnd && purchase.day <= holdoutEnd {
+            holdoutDays[purchase.customer, default: []].insert(purchase.day)
+        }
+        let customers = summaries.keys.sorted()
+        let rows = customers.map { summaries[$0]! }
+        var fitTimes: [Double] = []
+        var bgnbd = try BGNBDModel.fit(rows)
+        for _ in 0..<5 {
+            let clock = ContinuousClock.now
+            bgnbd = try BGNBDModel.fit(rows)
+            fitTimes.append(elapsed(since: clock))
+        }
+        var clock = ContinuousClock.now
+        let spend = try GammaGammaModel.fit(rows)
+        let spendTime = elapsed(since: clock)
+        var predicted = 0.0, actual = 0.0, modelError = 0.0, naiveError = 0.0
+        var scored: [(expected: Double, actual: Double)] = []
+        clock = .now
+        for (customer, summary) in zip(customers, rows) {
+            let expected = bgnbd.expectedPurchases(summary, within: holdoutWeeks)
+            let bought = Double(holdoutDays[customer]?.count ?? 0)
+            let naive = summary.age > 0 ? summary.frequency / summary.age * holdoutWeeks : 0
+            predicted += expected
+            actual += bought
+            modelError += abs(expected - bought)
+            naiveError += abs(naive - bought)
+            scored.append((expected, bought))
+        }
+        let scoreTime = elapsed(since: clock)
+        scored.sort { $0.expected > $1.expected }
+        let decile = (scored.count + 9) / 10
+        let topDecile = scored.prefix(decile).reduce(0.0) { $0 + $1.actual }
+        let n = Double(rows.count)
+        say(
+            "CDNOW \(name): \(purchases.count) purchases, \(rows.count) customers, \(rows.count { $0.frequency > 0 }) repeat buyers"
+        )
+        say(
+            String(
+                format: "  BG/NBD r %.4f, alpha %.4f, a %.4f, b %.4f, LL %.2f; fit %.1f ms (median of 5)", bgnbd.r,
+                bgnbd.alpha, bgnbd.a, bgnbd.b, bgnbd.logLikelihood, fitTimes.sorted()[2] * 1000))
+        say(
+            String(
+                format: "  Gamma-Gamma p %.3f, q %.3f, v %.3f (%d repeat buyers); fit %.1f ms", spend.p, spend.q, spend.v,
+                spend.customers, spendTime * 1000))
+        say(
+            String(
+                format:
+                    "  holdout 39 weeks: predicted %.1f vs actual %.0f repeat purchases (%+.1f%%); per-customer MAE %.3f vs naive %.3f (%.2fx); top decile %.1f%% of actual; scoring %.1f ms",
+                predicted, actual, (predicted / actual - 1) * 100, modelError / n, naiveError / n,
+                modelError / naiveError, topDecile / actual * 100, scoreTime * 1000))
+    }
+
+    /// `predictions fit` and `predictions score` on the people data set.
+    func database() async throws {
+        var logger = Logger(label: "bench")
+        logger.logLevel = .warning
+        let server = try await DatabaseTarget.resolve(dataDirectory: dataDir, logger: logger).configuration
+        let files = try ProjectFiles.locate()
+        var clock = ContinuousClock.now
+        let configuration = try await freshDatabase(
+            "tributary_predictions_bench", on: server, files: files, logger: logger, template: template)
+        if let template { say("database: copied \(template) in \(seconds(since: clock)) s") }
+        let client = PostgresClient(configuration: configuration, options: .init(maxConnections: 4), logger: logger)
+        let version = try await client.query("SHOW server_version").scalar(String.self)
+        if template == nil {
+            clock = .now
+            let data = SyntheticPeople.generate(SyntheticPeople.Options(people: people, seed: 42))
+            try await ingest(data.events, into: client, writeSize: 2000, logger: logger)
+            _ = try await IdentityStage(client: client, logger: logger).catchUp()
+            say("prepared: \(data.events.count) events ingested and resolved in \(seconds(since: clock)) s")
+        }
+        try await client.execute("VACUUM ANALYZE")
+        let (events, profiles, purchases) = try await client.query(
+            """
+            SELECT (SELECT count(*) FROM cdp.events), (SELECT count(*) FROM cdp.identity_profiles),
+                   (SELECT count(*) FROM cdp.events WHERE event = 'Order Completed')
+            """
+        ).first!.decode((Int, Int, Int).self)
+        say(
+            "server: PostgreSQL \(version); \(ProcessInfo.processInfo.activeProcessorCount) cores; \(events) events, "
+                + "\(profiles) profiles, \(purchases) purchases")
+        let predictions = CustomerBasePredictions(client: client, logger: logger)
+        let asOf = try await client.query("SELECT max(timestamp) + interval '1 day' FROM cdp.events").scalar(Date.self)
+        for discount in [0.0, 0.1] {
+            for run in 1...3 {
+                clock = .now
+                let settings = CustomerBaseSettings(annualDiscountRate: discount)
+                let (fit, scored) = try await predictions.fit(settings, asOf: asOf)
+                let fitSeconds = elapsed(since: clock)
+                clock = .now
+                let (_, rescored) = try await predictions.score(asOf: asOf)
+                say(
+                    String(
+                        format:
+                            "fit (discount %.0f%%) run %d: %.2f s for %d buyers (%d repeat; BG/NBD r %.3f alpha %.2f a %.3f b %.3f); score %.2f s (%d rows)",
+                        discount * 100, run, fitSeconds, scored, fit.repeatCustomers, fit.purchases.r, fit.purchases.alpha,
+                        fit.purchases.a, fit.purchases.b, elapsed(since: clock), rescored))
+            }
+        }
+        await client.shutdown()
+    }
+}
