@@ -138,6 +138,18 @@ SELECT fit_id, model, purchase_event, revenue_property, time_unit_days, window_s
 FROM cdp.prediction_fits;
 COMMENT ON VIEW analyst.prediction_fits IS 'Tributary: every fit of the customer-base models, with its data window';
 
+CREATE OR REPLACE VIEW analyst.profile_propensities AS
+SELECT profile_id, name, model_id, probability, percentile, scored_at FROM cdp.profile_propensities;
+COMMENT ON VIEW analyst.profile_propensities IS
+    'Tributary: each profile''s propensity per published model (see analyst.propensity_models)';
+
+CREATE OR REPLACE VIEW analyst.propensity_models AS
+SELECT model_id, name, kind, goal_event, window_days, training_cutoff, validation_cutoff, training_examples,
+       training_positives, validation_examples, validation_positives, auc, log_loss, lift_top_decile, model, trained_at,
+       duration_ms
+FROM cdp.propensity_models;
+COMMENT ON VIEW analyst.propensity_models IS 'Tributary: every published propensity model with its validation figures';
+
 -- Grants the analyst views to tributary_analyst if that role exists (tributary roles setup creates it); returns
 -- whether it did. Serialized with `roles setup` by an advisory lock: concurrent GRANTs on one object can collide.
 CREATE OR REPLACE FUNCTION cdp.grant_analyst_views() RETURNS boolean

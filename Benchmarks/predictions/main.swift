@@ -9,6 +9,10 @@
 // 2. The database: the multi-channel people data set (SyntheticPeople, 300k people, about 1.1M events) ingested and
 //    resolved by the identity stage (or a copy of --template), then `predictions fit` and `predictions score` as the
 //    command line runs them (the GROUP BY over purchases, the fit, COPY of every buyer's scores), three times each.
+// 3. Scale: --scale-buyers profiles (300,000) that each bought 1–7 times over two years (purchase events written
+//    straight into cdp.events with their profile_id, each customer with a purchase rhythm and a spend level of their
+//    own), then `predictions fit` and `predictions score` three times each: the issue's target is scoring 300,000
+//    profiles in ≤ 10 s.
 import ArgumentParser
 import BenchmarkSupport
 import Foundation
@@ -28,6 +32,7 @@ struct PredictionsBench: AsyncParsableCommand {
     @Option(help: "Copy this database (events ingested and resolved) instead of generating one.") var template: String?
     @Option(help: "Embedded data directory used when DATABASE_URL/PG* are unset.") var dataDir = ".tributary/bench-pgdata"
     @Flag(help: "Only the CDNOW part.") var cdnowOnly = false
+    @Option(help: "Buyers of the scale phase (0: skip it).") var scaleBuyers = 300_000
 
     func run() async throws {
         for file in ["CDNOW_sample.txt", "CDNOW_master.txt"] {
@@ -35,6 +40,54 @@ struct PredictionsBench: AsyncParsableCommand {
         }
         if cdnowOnly { return }
         try await database()
+        if scaleBuyers > 0 { try await scale() }
+    }
+
+    /// Fit and score on `scaleBuyers` buyers with purchase histories of their own.
+    func scale() async throws {
+        var logger = Logger(label: "bench")
+        logger.logLevel = .warning
+        let server = try await DatabaseTarget.resolve(dataDirectory: dataDir, logger: logger).configuration
+        let configuration = try await freshDatabase(
+            "tributary_predictions_scale", on: server, files: try ProjectFiles.locate(), logger: logger)
+        let client = PostgresClient(configuration: configuration, options: .init(maxConnections: 4), logger: logger)
+        var clock = ContinuousClock.now
+        try await client.execute("SELECT count(*) FROM cdp.ensure_event_partitions(25, 1)")
+        // Customer p first bought `first` days ago and again every `gap` days (± a few), 1–7 times, spending around a
+        // level of their own.
+        try await client.execute(
+            """
+            INSERT INTO cdp.events (seq, message_id, source_id, type, event, profile_id, timestamp, received_at, properties)
+            SELECT nextval('cdp.events_seq'), 'scale-' || c.p || '-' || k, 'bench', 'track', 'Order Completed', c.profile,
+                   now() - make_interval(days => c.first - (k - 1) * c.gap, secs => (random() * 86000)::int), now(),
+                   jsonb_build_object('revenue', round((c.level * (0.6 + 0.8 * random()))::numeric, 2))
+            FROM (SELECT p, md5('profile-' || p)::uuid AS profile, 30 + (random() * 700)::int AS first,
+                         3 + (random() * 90)::int AS gap, 1 + (random() * 6)::int AS purchases,
+                         5 + 200 * random() * random() AS level
+                  FROM generate_series(1, \(scaleBuyers)) AS p) AS c
+            CROSS JOIN LATERAL generate_series(1, c.purchases) AS k
+            WHERE c.first - (k - 1) * c.gap > 0
+            """)
+        try await client.execute("ANALYZE cdp.events")
+        let (purchases, buyers) = try await client.query(
+            "SELECT count(*), count(DISTINCT profile_id) FROM cdp.events"
+        ).first!.decode((Int, Int).self)
+        say("scale: \(purchases) purchases of \(buyers) buyers written in \(seconds(since: clock)) s")
+        let predictions = CustomerBasePredictions(client: client, logger: logger)
+        for run in 1...3 {
+            clock = .now
+            let (fit, scored) = try await predictions.fit(CustomerBaseSettings(annualDiscountRate: 0.1))
+            let fitSeconds = elapsed(since: clock)
+            clock = .now
+            let (_, rescored) = try await predictions.score()
+            say(
+                String(
+                    format:
+                        "scale run %d: fit + score %.2f s (%d buyers, %d repeat; r %.3f alpha %.2f a %.3f b %.3f); score alone %.2f s (%d rows)",
+                    run, fitSeconds, scored, fit.repeatCustomers, fit.purchases.r, fit.purchases.alpha, fit.purchases.a,
+                    fit.purchases.b, elapsed(since: clock), rescored) + "; spend " + spendSummary(fit))
+        }
+        await client.shutdown()
     }
 
     /// The calibration/holdout check on one CDNOW transaction log.
@@ -140,9 +193,15 @@ struct PredictionsBench: AsyncParsableCommand {
                         format:
                             "fit (discount %.0f%%) run %d: %.2f s for %d buyers (%d repeat; BG/NBD r %.3f alpha %.2f a %.3f b %.3f); score %.2f s (%d rows)",
                         discount * 100, run, fitSeconds, scored, fit.repeatCustomers, fit.purchases.r, fit.purchases.alpha,
-                        fit.purchases.a, fit.purchases.b, elapsed(since: clock), rescored))
+                        fit.purchases.a, fit.purchases.b, elapsed(since: clock), rescored) + "; spend " + spendSummary(fit))
             }
         }
         await client.shutdown()
     }
+}
+
+/// The spend model's parameters, or why it was not fitted.
+func spendSummary(_ fit: CustomerBaseFit) -> String {
+    guard let spend = fit.spend else { return "not fitted: " + (fit.spendProblem ?? "?") }
+    return String(format: "p %.3f q %.3f v %.3f", spend.p, spend.q, spend.v)
 }

@@ -81,6 +81,7 @@ public enum CDNOWData {
             guard fields.count >= 4 else { continue }
             let dateField = fields[fields.count - 3]
             guard dateField.count == 8, let date = Int(dateField), let value = Double(fields[fields.count - 1]) else {
+                if number == 0 { continue }  // CDNOW_master.txt's header
                 throw Unavailable(description: "\(name) line \(number + 1): cannot read '\(line)'")
             }
             let day = CustomerSummary.dayNumber(year: date / 10_000, month: date / 100 % 100, day: date % 100)

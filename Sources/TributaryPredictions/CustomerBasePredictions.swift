@@ -66,6 +66,8 @@ public struct CustomerBaseFit: Sendable, Equatable {
     public var spend: GammaGammaModel?
     public var fittedAt: Date
     public var duration: Duration
+    /// Why the spend model was not fitted, when this fit was just made (nil when read back from the table).
+    public var spendProblem: String? = nil
 }
 
 /// Errors of the predictions module, each naming what is wrong.
@@ -185,7 +187,12 @@ public struct CustomerBasePredictions: Sendable {
                 "cannot fit the purchase model on \(buyers.count) buyers of '\(settings.purchaseEvent)' before "
                     + "\(PostgresTime.format(asOf)): \(error)")
         }
-        let spend = try? GammaGammaModel.fit(summaries)
+        var spend: GammaGammaModel?
+        var spendProblem: String?
+        do { spend = try GammaGammaModel.fit(summaries) } catch {
+            spendProblem = "\(error)"
+            logger.warning("predictions: spend model not fitted", metadata: ["reason": "\(error)"])
+        }
         let duration = ContinuousClock.now - started
         let repeatCustomers = summaries.count { $0.frequency > 0 }
         let id = try await tx.query(
@@ -202,7 +209,8 @@ public struct CustomerBasePredictions: Sendable {
         ).scalar(Int64.self)
         let fit = CustomerBaseFit(
             id: id, settings: settings, windowStart: first, windowEnd: asOf, customers: buyers.count,
-            repeatCustomers: repeatCustomers, purchases: purchases, spend: spend, fittedAt: Date(), duration: duration)
+            repeatCustomers: repeatCustomers, purchases: purchases, spend: spend, fittedAt: Date(), duration: duration,
+            spendProblem: spendProblem)
         let scored = try await Self.write(tx, fit: fit, buyers: buyers, scoredAt: asOf)
         logger.info(
             "predictions: fitted and scored",

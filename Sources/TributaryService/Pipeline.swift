@@ -44,8 +44,8 @@ public struct Pipeline: Sendable {
         public var realtime: Bool
         /// Event retention, applied at most once a day across all processes.
         public var retention: Bool
-        /// Scheduled predictions: once the models were fitted (`tributary predictions fit`), every buyer is scored again
-        /// daily and the models fitted again weekly, across all processes.
+        /// Scheduled predictions: once the models were fitted (`tributary predictions fit`, `predictions propensity`),
+        /// they score again daily and are fitted again weekly, across all processes.
         public var predictions: Bool
 
         public init(
@@ -113,8 +113,11 @@ public struct Pipeline: Sendable {
             if options.retention { services.append(DueJobService.retention(client: client, logger: logger)) }
         }
         if options.predictions {
-            let predictions = CustomerBasePredictions(client: pool("predictions", connections: 1), logger: logger)
-            services.append(DueJobService.predictions(predictions, logger: logger))
+            let client = pool("predictions", connections: 1)
+            services.append(
+                DueJobService.predictions(
+                    CustomerBasePredictions(client: client, logger: logger), PropensityScores(client: client, logger: logger),
+                    logger: logger))
         }
         self.services = services
         self.pools = pools
@@ -205,8 +208,15 @@ struct DueJobService: Service {
     }
 
     /// Scheduled predictions: once fitted, every buyer is scored again daily and the models fitted again weekly.
-    static func predictions(_ predictions: CustomerBasePredictions, logger: Logger) -> DueJobService {
+    static func predictions(
+        _ predictions: CustomerBasePredictions, _ propensities: PropensityScores, logger: Logger
+    )
+        -> DueJobService
+    {
         DueJobService(name: "predictions", logger: logger) {
+            for (name, action) in try await propensities.runIfDue().sorted(by: { $0.key < $1.key }) {
+                logger.info("predictions: propensity \(action)", metadata: ["name": "\(name)"])
+            }
             switch try await predictions.runIfDue() {
             case .nothing: break
             case .rescored(let rows): logger.info("predictions: scored every buyer again", metadata: ["rows": "\(rows)"])

@@ -8,8 +8,8 @@ import TributaryPredictions
 extension TributaryCommand {
     struct Predictions: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Predictive traits: fit the customer-base models on purchases, score every buyer, show the fit.",
-            subcommands: [Fit.self, Score.self, Show.self])
+            abstract: "Predictive traits: customer-base models (purchases, spend, lifetime value) and propensity scores.",
+            subcommands: [Fit.self, Propensity.self, Score.self, Show.self])
     }
 }
 
@@ -65,18 +65,72 @@ extension TributaryCommand.Predictions {
         }
     }
 
+    struct Propensity: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract:
+                "Train, validate and publish a propensity score: the likelihood of a goal event (or churn) within a window.",
+            discussion: """
+                A logistic regression on point-in-time features (event counts, activity, recency, goal events and their \
+                value) is trained as of 2 windows ago and tested on the last window; above the quality bar (AUC 0.6, \
+                50 positive and 50 negative examples) the model trained on the last window is published and every \
+                profile active in the past year scored into cdp.profile_propensities (probability and percentile).
+                """)
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "The score's name (lower case letters, digits, _), e.g. purchase_30d.") var name: String
+        @Option(help: "The goal event (a track call's event name).") var goal: String?
+        @Flag(help: "Predict churn: no event at all within the window.") var churn = false
+        @Option(help: "The window in days (7 to 90).") var windowDays = 30
+        @Option(help: "L2 penalty of the logistic regression.") var l2: Double = 1
+        @Option(help: "Train as of this date or time (default: now).") var asOf: String?
+
+        func validate() throws {
+            if churn == (goal != nil) { throw ValidationError("give either --goal EVENT or --churn") }
+        }
+
+        func run() async throws {
+            let asOf = try parseAsOf(asOf)
+            let logger = global.makeLogger()
+            let settings = PropensitySettings(
+                name: name, kind: churn ? .churn : .goal, goalEvent: goal, windowDays: windowDays, l2: l2)
+            try await global.withMigratedClient(logger: logger) { client in
+                let (model, scored): (PropensityModel, Int)
+                do {
+                    (model, scored) = try await PropensityScores(client: client, logger: logger).train(settings, asOf: asOf)
+                } catch let error as PredictionError {
+                    throw CLIError(error.description)
+                }
+                print(describe(model))
+                print("scored \(scored) profiles into cdp.profile_propensities")
+                try await recordAudit(
+                    client, "predictions.propensity", target: name,
+                    details: ["model": .number(String(model.id)), "auc": .number(String(format: "%.4f", model.auc))])
+            }
+        }
+    }
+
     struct Score: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Score every buyer again with the latest fit (or --fit ID) on purchases up to now.")
+            abstract: "Score every buyer again with the latest fit (or --fit ID), or a propensity model, on events up to now.")
         @OptionGroup var global: GlobalOptions
         @Option(help: "The fit to score with (default: the latest).") var fit: Int64?
-        @Option(help: "Score on purchases before this date or time (default: now).") var asOf: String?
+        @Option(help: "Score this propensity model instead (its latest published version).") var propensity: String?
+        @Option(help: "Score on events before this date or time (default: now).") var asOf: String?
 
         func run() async throws {
             let asOf = try parseAsOf(asOf)
             let logger = global.makeLogger()
             try await global.withMigratedClient(logger: logger) { client in
                 let started = ContinuousClock.now
+                if let propensity {
+                    do {
+                        let (model, scored) = try await PropensityScores(client: client, logger: logger).score(
+                            propensity, asOf: asOf)
+                        print("scored \(scored) profiles with propensity model \(model.id) in \(ContinuousClock.now - started)")
+                    } catch let error as PredictionError {
+                        throw CLIError(error.description)
+                    }
+                    return
+                }
                 do {
                     let (used, scored) = try await CustomerBasePredictions(client: client, logger: logger).score(
                         asOf: asOf, fitID: fit)
@@ -89,18 +143,20 @@ extension TributaryCommand.Predictions {
     }
 
     struct Show: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show the latest fit (or --fit ID): parameters and data.")
+        static let configuration = CommandConfiguration(
+            abstract: "Show the latest customer-base fit (or --fit ID) and every published propensity model.")
         @OptionGroup var global: GlobalOptions
-        @Option(help: "The fit to show (default: the latest).") var fit: Int64?
+        @Option(help: "The customer-base fit to show (default: the latest).") var fit: Int64?
 
         func run() async throws {
             let logger = global.makeLogger()
             try await global.withMigratedClient(logger: logger) { client in
-                guard let stored = try await CustomerBasePredictions(client: client, logger: logger).storedFit(id: fit) else {
-                    throw CLIError(
-                        fit.map { "no fit \($0) in cdp.prediction_fits" } ?? "no fit yet: run `tributary predictions fit`")
-                }
-                print(describe(stored))
+                let stored = try await CustomerBasePredictions(client: client, logger: logger).storedFit(id: fit)
+                if let fit, stored == nil { throw CLIError("no fit \(fit) in cdp.prediction_fits") }
+                print(stored.map(describe) ?? "customer-base models: no fit yet (tributary predictions fit)")
+                let models = try await PropensityScores(client: client, logger: logger).models()
+                if models.isEmpty { print("propensity models: none yet (tributary predictions propensity NAME …)") }
+                for model in models { print(describe(model)) }
             }
         }
     }
@@ -122,10 +178,26 @@ private func describe(_ fit: CustomerBaseFit) -> String {
             "  spend (Gamma-Gamma): p \(number(spend.p)), q \(number(spend.q)), v \(number(spend.v)); "
                 + "log-likelihood \(String(format: "%.2f", spend.logLikelihood))")
     } else {
-        lines.append("  spend: not fitted (fewer than 10 repeat buyers with a positive value); no spend or lifetime value")
+        lines.append(
+            "  spend: not fitted (\(fit.spendProblem ?? "too few repeat buyers with a positive value")); "
+                + "no spend or lifetime value")
     }
     lines.append(
         "  scores: expected_purchases over \(s.purchasesDays) days, predicted_lifetime_value over \(s.lifetimeDays) days"
             + (s.annualDiscountRate > 0 ? " discounted at \(number(s.annualDiscountRate * 100))% a year" : ""))
     return lines.joined(separator: "\n")
+}
+
+/// A propensity model as the commands print it.
+private func describe(_ model: PropensityModel) -> String {
+    let s = model.settings
+    let what = s.kind == .churn ? "churn (no event)" : "'\(s.goalEvent ?? "")'"
+    let lift = model.liftTopDecile.map { String(format: "%.2fx", $0) } ?? "n/a"
+    return [
+        "propensity '\(s.name)' (model \(model.id)): \(what) within \(s.windowDays) days",
+        "  validation: trained as of \(PostgresTime.format(model.trainingCutoff)) on \(model.trainingExamples) profiles "
+            + "(\(model.trainingPositives) positive), tested on the next window: \(model.validationExamples) profiles "
+            + "(\(model.validationPositives) positive)",
+        String(format: "  AUC %.3f, log loss %.4f, lift of the top decile ", model.auc, model.logLoss) + lift,
+    ].joined(separator: "\n")
 }

@@ -116,6 +116,12 @@ public struct BGNBDModel: Sendable, Equatable, Codable {
     /// - Returns: the expectation (≥ 0); 0 for t ≤ 0; NaN for NaN inputs or a series that did not converge (only for
     ///   t larger than about 10⁵ times α + T).
     public func expectedPurchases(_ customer: CustomerSummary, within t: Double) -> Double {
+        expectedPurchases(customer, within: t, directAbove: Self.directSeriesThreshold)
+    }
+
+    /// ``expectedPurchases(_:within:)`` summing ₂F₁ directly when a·z exceeds `directAbove` (both forms are exact;
+    /// tests compare them).
+    func expectedPurchases(_ customer: CustomerSummary, within t: Double, directAbove: Double) -> Double {
         let x = customer.frequency
         let age = customer.age
         guard !t.isNaN, !x.isNaN, !age.isNaN, !customer.recency.isNaN else { return .nan }
@@ -129,6 +135,19 @@ public struct BGNBDModel: Sendable, Equatable, Codable {
         // = −expm1((a−1) ln(1−z)) / (a−1) − (1−z)^(a−1) S, and the factor C turns C·S into
         // Σ_{k≥1} (C−A)_k (a)_{k−1} z^k / ((C+1)_{k−1} k!), whose first term is (C − A) z.
         let aMinus1 = a - 1
+        var logDenominator = 0.0
+        if x > 0 {
+            let logOdds = log(a) - log(b + x - 1) + (r + x) * (log(alpha + age) - log(alpha + customer.recency))
+            logDenominator = CustomerBaseMath.logAddExp(0, logOdds)
+        }
+        // The rearranged series below has terms growing until k ≈ a·z: for a large a (a fit running to the edge
+        // where dropout is nearly certain) the direct form, whose terms shrink at once, is the fast one; with a that
+        // large, 1 − (1−z)^A ₂F₁ has no cancellation to avoid.
+        if a * z > directAbove {
+            return Self.directExpectedPurchases(
+                bigA: bigA, bigB: b + x, bigC: bigC, aMinus1: aMinus1, z: z, logOneMinusZ: logOneMinusZ,
+                logDenominator: logDenominator)
+        }
         let g = aMinus1 == 0 ? -logOneMinusZ : -expm1(aMinus1 * logOneMinusZ) / aMinus1
         let first = (bigC - bigA) * z
         var weightedTail = 0.0
@@ -139,12 +158,21 @@ public struct BGNBDModel: Sendable, Equatable, Codable {
             weightedTail = (first < 0 ? -series.sign : series.sign) * exp(logMagnitude)
         }
         let numerator = bigC * g - weightedTail
-        var logDenominator = 0.0
-        if x > 0 {
-            let logOdds = log(a) - log(b + x - 1) + (r + x) * (log(alpha + age) - log(alpha + customer.recency))
-            logDenominator = CustomerBaseMath.logAddExp(0, logOdds)
-        }
         return max(0, numerator * exp(-logDenominator))
+    }
+
+    /// Above this a·z, ``expectedPurchases(_:within:)`` sums ₂F₁ directly.
+    static let directSeriesThreshold = 100.0
+
+    /// E[Y(t) | x, t_x, T] from eq. 10 as printed: C/(a−1) · (1 − (1−z)^A ₂F₁(A, B; C; z)) / denominator, with A = r + x,
+    /// B = b + x, C = a + b + x − 1 (needs a > 1).
+    static func directExpectedPurchases(
+        bigA: Double, bigB: Double, bigC: Double, aMinus1: Double, z: Double, logOneMinusZ: Double, logDenominator: Double
+    ) -> Double {
+        let series = CustomerBaseMath.logSeries(bigA, bigB, bigC, 1, z: z)
+        guard series.converged, series.sign > 0, aMinus1 != 0 else { return .nan }
+        let logP = bigA * logOneMinusZ + series.logMagnitude
+        return max(0, bigC / aMinus1 * -expm1(logP) * exp(-logDenominator))
     }
 
     /// The expected number of purchases of a customer just acquired (first purchase at time 0, none since) in the

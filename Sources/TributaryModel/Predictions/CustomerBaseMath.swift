@@ -108,15 +108,19 @@ enum CustomerBaseOptimizer {
         var gradient: [Double]
         var iterations: Int
         var converged: Bool
+        /// Converged on a plateau (see ``bfgs(_:start:gradientTolerance:stallTolerance:maxIterations:maxStep:plateauIterations:plateauTolerance:)``)
+        /// rather than at a stationary point: another start may still find a better one.
+        var plateau = false
     }
 
     /// Minimizes `objective` from `start` with BFGS; converged when the largest gradient component is below
     /// `gradientTolerance`, or when the gradient is below `stallTolerance` and the value has stopped decreasing (no
     /// acceptable step, or 5 steps in a row that lower it by less than 1e-14 relative: the objective's rounding level
-    /// on flat ridges such as the Gamma-Gamma likelihood's).
+    /// on flat ridges such as the Gamma-Gamma likelihood's), or when `plateauIterations` steps together lowered it by
+    /// less than `plateauTolerance` relative (a ridge running to an edge of the parameter space).
     static func bfgs(
         _ objective: Objective, start: [Double], gradientTolerance: Double = 1e-9, stallTolerance: Double = 1e-6,
-        maxIterations: Int = 500, maxStep: Double = 4
+        maxIterations: Int = 500, maxStep: Double = 4, plateauIterations: Int = 25, plateauTolerance: Double = 1e-11
     ) -> Result {
         let n = start.count
         var x = start
@@ -125,6 +129,7 @@ enum CustomerBaseOptimizer {
         var fresh = true
         var iterations = 0
         var stalled = 0
+        var history: [Double] = []
         guard f.isFinite else { return Result(point: x, value: f, gradient: g, iterations: 0, converged: false) }
         while iterations < maxIterations {
             if maxAbs(g) < gradientTolerance {
@@ -187,6 +192,15 @@ enum CustomerBaseOptimizer {
             if stalled >= 5 && maxAbs(g) < stallTolerance {
                 return Result(point: x, value: f, gradient: g, iterations: iterations, converged: true)
             }
+            // A plateau: the parameters run along a ridge towards an edge of the parameter space (no dropout, no
+            // spread in spend, …) where the likelihood no longer changes; the model's predictions do not either.
+            history.append(f)
+            if history.count > plateauIterations {
+                let earlier = history[history.count - 1 - plateauIterations]
+                if earlier - f <= plateauTolerance * (1 + abs(f)) {
+                    return Result(point: x, value: f, gradient: g, iterations: iterations, converged: true, plateau: true)
+                }
+            }
         }
         return Result(point: x, value: f, gradient: g, iterations: iterations, converged: maxAbs(g) < gradientTolerance)
     }
@@ -244,8 +258,8 @@ enum CustomerBaseOptimizer {
         return (simplex[best], values[best], iterations)
     }
 
-    /// BFGS from each start in turn, with a Nelder–Mead restart from where it stalled; the first converged result, or
-    /// the lowest one if none converged.
+    /// BFGS from each start in turn, with a Nelder–Mead restart from where it stalled; the first result converged at a
+    /// stationary point, else the lowest plateau, else the lowest result (not converged).
     static func minimize(_ objective: Objective, starts: [[Double]], gradientTolerance: Double = 1e-9) -> Result {
         var best: Result?
         var iterations = 0
@@ -259,8 +273,16 @@ enum CustomerBaseOptimizer {
                 iterations += result.iterations
             }
             result.iterations = iterations
-            if result.converged { return result }
-            if let current = best, !(result.value < current.value) { continue }
+            if result.converged && !result.plateau { return result }
+            // A plateau or a failure: keep the best, converged ones first, and try the other starts.
+            if let current = best {
+                let better =
+                    result.converged != current.converged ? result.converged : result.value < current.value
+                if !better {
+                    best?.iterations = iterations
+                    continue
+                }
+            }
             best = result
         }
         return best ?? Result(point: starts.first ?? [], value: .nan, gradient: [], iterations: 0, converged: false)
