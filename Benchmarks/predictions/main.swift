@@ -87,6 +87,7 @@ struct PredictionsBench: AsyncParsableCommand {
                     run, fitSeconds, scored, fit.repeatCustomers, fit.purchases.r, fit.purchases.alpha, fit.purchases.a,
                     fit.purchases.b, elapsed(since: clock), rescored) + "; spend " + spendSummary(fit))
         }
+        try await propensity(client, logger: logger)
         await client.shutdown()
     }
 
@@ -196,7 +197,36 @@ struct PredictionsBench: AsyncParsableCommand {
                         fit.purchases.a, fit.purchases.b, elapsed(since: clock), rescored) + "; spend " + spendSummary(fit))
             }
         }
+        try await propensity(client, logger: logger)
         await client.shutdown()
+    }
+
+    /// A propensity of purchases within 30 days, trained as of the newest purchase, three times.
+    func propensity(_ client: PostgresClient, logger: Logger) async throws {
+        var clock = ContinuousClock.now
+        let newest = try await client.query(
+            "SELECT max(timestamp) + interval '1 second' FROM cdp.events WHERE event = 'Order Completed'"
+        ).scalar(Date.self)
+        let propensities = PropensityScores(client: client, logger: logger)
+        for run in 1...3 {
+            clock = .now
+            do {
+                let (model, scored) = try await propensities.train(
+                    PropensitySettings(name: "purchase_30d", kind: .goal, goalEvent: "Order Completed", windowDays: 30),
+                    asOf: newest)
+                let trainSeconds = elapsed(since: clock)
+                clock = .now
+                let (_, rescored) = try await propensities.score("purchase_30d", asOf: newest)
+                say(
+                    String(
+                        format:
+                            "propensity purchase_30d run %d: train + validate + score %.2f s (%d training examples, %d positive; AUC %.3f, log loss %.4f, lift %.2fx); score alone %.2f s (%d profiles)",
+                        run, trainSeconds, model.trainingExamples, model.trainingPositives, model.auc, model.logLoss,
+                        model.liftTopDecile ?? .nan, elapsed(since: clock), rescored))
+            } catch let error as PredictionError {
+                say("propensity purchase_30d run \(run): refused after \(seconds(since: clock)) s: \(error)")
+            }
+        }
     }
 }
 
