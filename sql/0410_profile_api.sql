@@ -11,8 +11,9 @@ COMMENT ON FUNCTION cdp.json_timestamp(timestamptz) IS
     'Tributary: a timestamp as ISO 8601 text in UTC with milliseconds, as the profile API returns it';
 
 -- The document of a live profile: traits and computed traits (from cdp.profile_data; {} while the profile stage
--- has not processed it), segments, identifiers in the order they were first seen, event aggregates and the newest
--- event_limit events (by timestamp, then receive order). Without a cdp.profile_data row, first_seen_at and
+-- has not processed it), segments, identifiers in the order they were first seen, event aggregates, predictive
+-- traits (null / {} until computed), recommendations and the newest event_limit events (by timestamp, then receive
+-- order). Without a cdp.profile_data row, first_seen_at and
 -- last_seen_at come from the identifiers and event_count is 0.
 -- PL/pgSQL rather than SQL only so that the statement's plan is cached for the session: a SQL function that cannot
 -- be inlined is planned again on every call (about 1 ms here, five times the cost of running it).
@@ -31,6 +32,23 @@ BEGIN
         'first_seen_at', cdp.json_timestamp(coalesce(d.first_seen_at, ids.first_seen_at)),
         'last_seen_at', cdp.json_timestamp(coalesce(d.last_seen_at, ids.last_seen_at)),
         'event_count', coalesce(d.event_count, 0),
+        'predictions', (SELECT json_build_object(
+                            'probability_alive', x.probability_alive, 'expected_purchases', x.expected_purchases,
+                            'expected_spend', x.expected_spend, 'predicted_lifetime_value', x.predicted_lifetime_value,
+                            'scored_at', cdp.json_timestamp(x.scored_at))
+                        FROM cdp.profile_predictions AS x WHERE x.profile_id = $1),
+        'propensities', (SELECT coalesce(json_object_agg(x.name, json_build_object(
+                             'probability', x.probability, 'percentile', x.percentile)), '{}')
+                         FROM cdp.profile_propensities AS x WHERE x.profile_id = $1),
+        -- The profile's own recommendations, else (no product interactions) the popular products.
+        'recommendations', coalesce(
+            (SELECT json_agg(json_build_object('product_id', r.product_id, 'score', r.score, 'source', r.source)
+                             ORDER BY r.rank)
+             FROM cdp.profile_recommendations AS r WHERE r.profile_id = $1),
+            (SELECT json_agg(json_build_object('product_id', p.product_id, 'score', p.score, 'source', 'popular')
+                             ORDER BY p.rank)
+             FROM cdp.popular_products AS p WHERE p.rank <= 10),
+            '[]'),
         'events', coalesce(recent.list, '[]')
     )::text
     FROM (

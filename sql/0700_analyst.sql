@@ -150,6 +150,15 @@ SELECT model_id, name, kind, goal_event, window_days, training_cutoff, validatio
 FROM cdp.propensity_models;
 COMMENT ON VIEW analyst.propensity_models IS 'Tributary: every published propensity model with its validation figures';
 
+CREATE OR REPLACE VIEW analyst.profile_recommendations AS
+SELECT profile_id, rank, product_id, score, source, computed_at FROM cdp.profile_recommendations;
+COMMENT ON VIEW analyst.profile_recommendations IS
+    'Tributary: each profile''s next-best products, ranked (see analyst.popular_products for profiles without rows)';
+
+CREATE OR REPLACE VIEW analyst.popular_products AS
+SELECT rank, product_id, score, computed_at FROM cdp.popular_products;
+COMMENT ON VIEW analyst.popular_products IS 'Tributary: the most popular products: the recommendations of new profiles';
+
 -- Grants the analyst views to tributary_analyst if that role exists (tributary roles setup creates it); returns
 -- whether it did. Serialized with `roles setup` by an advisory lock: concurrent GRANTs on one object can collide.
 CREATE OR REPLACE FUNCTION cdp.grant_analyst_views() RETURNS boolean

@@ -13,6 +13,10 @@
 //    straight into cdp.events with their profile_id, each customer with a purchase rhythm and a spend level of their
 //    own), then `predictions fit` and `predictions score` three times each: the issue's target is scoring 300,000
 //    profiles in ≤ 10 s.
+// 4. Recommendations: --recommendation-profiles profiles (300,000) browsing and buying 2,000 products in 40
+//    categories (each profile prefers one to three categories) over 120 days, written straight into cdp.events; the
+//    recommendations as of 14 days before the end are checked against what each profile bought in those 14 days
+//    (hit rate @10, against the popular products as the baseline); then computed as of the end, three times.
 import ArgumentParser
 import BenchmarkSupport
 import Foundation
@@ -32,15 +36,95 @@ struct PredictionsBench: AsyncParsableCommand {
     @Option(help: "Copy this database (events ingested and resolved) instead of generating one.") var template: String?
     @Option(help: "Embedded data directory used when DATABASE_URL/PG* are unset.") var dataDir = ".tributary/bench-pgdata"
     @Flag(help: "Only the CDNOW part.") var cdnowOnly = false
+    @Flag(help: "Leave out the people data set (phase 2).") var skipPeople = false
     @Option(help: "Buyers of the scale phase (0: skip it).") var scaleBuyers = 300_000
+    @Option(help: "Profiles of the recommendations phase (0: skip it).") var recommendationProfiles = 300_000
 
     func run() async throws {
         for file in ["CDNOW_sample.txt", "CDNOW_master.txt"] {
             try evaluate(name: file, purchases: try CDNOWData.transactions(file))
         }
         if cdnowOnly { return }
-        try await database()
+        if !skipPeople { try await database() }
         if scaleBuyers > 0 { try await scale() }
+        if recommendationProfiles > 0 { try await recommendations() }
+    }
+
+    /// Hit rate @10 on a time split, and the time to compute every profile's recommendations.
+    func recommendations() async throws {
+        var logger = Logger(label: "bench")
+        logger.logLevel = .warning
+        let server = try await DatabaseTarget.resolve(dataDirectory: dataDir, logger: logger).configuration
+        let configuration = try await freshDatabase(
+            "tributary_predictions_recommend", on: server, files: try ProjectFiles.locate(), logger: logger)
+        let client = PostgresClient(configuration: configuration, options: .init(maxConnections: 4), logger: logger)
+        var clock = ContinuousClock.now
+        try await client.execute("SELECT count(*) FROM cdp.ensure_event_partitions(5, 1)")
+        // Product p belongs to category p % 40; profile c prefers categories c % 40 and (c * 7) % 40 (one in three
+        // also (c * 13) % 40), and within a category some products are far more popular (p / 40 small). Nine
+        // interactions in ten are in a preferred category; one in five is a purchase.
+        try await client.execute(
+            """
+            INSERT INTO cdp.events (seq, message_id, source_id, type, event, profile_id, timestamp, received_at, properties)
+            SELECT nextval('cdp.events_seq'), 'rec-' || c || '-' || k, 'bench', 'track',
+                   CASE WHEN random() < 0.2 THEN 'Order Completed' ELSE 'Product Viewed' END, md5('rec-' || c)::uuid,
+                   now() - make_interval(secs => (random() * 120 * 86400)::int), now(),
+                   jsonb_build_object('product_id', 'sku-' || (category + 40 * floor(50 * random() * random())::int))
+            FROM generate_series(1, \(recommendationProfiles)) AS c
+            CROSS JOIN LATERAL generate_series(1, 4 + (random() * 16)::int + c * 0) AS k
+            CROSS JOIN LATERAL (
+                SELECT CASE WHEN random() < 0.1 THEN (random() * 39)::int
+                            ELSE (ARRAY[c % 40, (c * 7) % 40, CASE WHEN c % 3 = 0 THEN (c * 13) % 40 ELSE c % 40 END])
+                                 [1 + (random() * 2.999)::int + k * 0]
+                       END AS category
+            ) AS pick
+            """)
+        try await client.execute("ANALYZE cdp.events")
+        let (events, profiles) = try await client.query(
+            "SELECT count(*), count(DISTINCT profile_id) FROM cdp.events"
+        ).first!.decode((Int, Int).self)
+        say("recommendations: \(events) events of \(profiles) profiles written in \(seconds(since: clock)) s")
+        let end = try await client.query("SELECT max(timestamp) + interval '1 second' FROM cdp.events").scalar(Date.self)
+        let split = end.addingTimeInterval(-14 * 86_400)
+        let recommender = Recommendations(client: client, logger: logger)
+        clock = .now
+        let before = try await recommender.compute(asOf: split)
+        say(
+            "as of 14 days before the end: \(before.rows) recommendations for \(before.profiles) profiles "
+                + "(\(before.products) products, \(before.pairs) pairs) in \(seconds(since: clock)) s")
+        // A hit: a product bought in the last 14 days (not bought before) is among the profile's top 10.
+        let (buyers, hits, popularHits) = try await client.query(
+            """
+            WITH later AS (
+                SELECT DISTINCT e.profile_id, e.properties ->> 'product_id' AS product
+                FROM cdp.events AS e
+                WHERE e.event = 'Order Completed' AND e.timestamp >= \(split)
+                  AND NOT EXISTS (SELECT 1 FROM cdp.events AS b WHERE b.profile_id = e.profile_id AND b.event = 'Order Completed'
+                                  AND b.timestamp < \(split) AND b.properties ->> 'product_id' = e.properties ->> 'product_id')
+            )
+            SELECT count(DISTINCT l.profile_id),
+                   count(DISTINCT l.profile_id) FILTER (WHERE EXISTS (
+                       SELECT 1 FROM cdp.profile_recommendations AS r
+                       WHERE r.profile_id = l.profile_id AND r.product_id = l.product AND r.rank <= 10)),
+                   count(DISTINCT l.profile_id) FILTER (WHERE EXISTS (
+                       SELECT 1 FROM cdp.popular_products AS p WHERE p.product_id = l.product AND p.rank <= 10))
+            FROM later AS l
+            """
+        ).first!.decode((Int, Int, Int).self)
+        say(
+            String(
+                format:
+                    "hit rate @10 (a new purchase of the next 14 days among the top 10): %.3f (%d of %d buyers); popular top 10: %.3f (%.2fx)",
+                Double(hits) / Double(max(buyers, 1)), hits, buyers, Double(popularHits) / Double(max(buyers, 1)),
+                Double(hits) / Double(max(popularHits, 1))))
+        for run in 1...3 {
+            clock = .now
+            let report = try await recommender.compute(asOf: end)
+            say(
+                "recommendations run \(run): \(seconds(since: clock)) s for \(report.profiles) profiles "
+                    + "(\(report.rows) rows, \(report.products) products, \(report.pairs) pairs)")
+        }
+        await client.shutdown()
     }
 
     /// Fit and score on `scaleBuyers` buyers with purchase histories of their own.

@@ -123,6 +123,10 @@ extension PrivacyRequests {
                         'profile_id', x.profile_id, 'name', x.name, 'probability', x.probability, 'percentile', x.percentile,
                         'model_id', x.model_id, 'scored_at', cdp.json_timestamp(x.scored_at)) ORDER BY x.name, x.profile_id), '[]')
                     FROM cdp.profile_propensities AS x WHERE x.profile_id = ANY(\(profileIDs)::uuid[])),
+                'recommendations', (SELECT coalesce(json_agg(json_build_object(
+                        'profile_id', x.profile_id, 'rank', x.rank, 'product_id', x.product_id, 'score', x.score,
+                        'source', x.source, 'computed_at', cdp.json_timestamp(x.computed_at)) ORDER BY x.profile_id, x.rank), '[]')
+                    FROM cdp.profile_recommendations AS x WHERE x.profile_id = ANY(\(profileIDs)::uuid[])),
                 'segments', (SELECT coalesce(json_agg(json_build_object(
                         'segment', m.segment, 'entered_at', cdp.json_timestamp(m.entered_at)) ORDER BY m.segment), '[]')
                     FROM cdp.segment_members AS m WHERE m.profile_id = ANY(\(profileIDs)::uuid[])),

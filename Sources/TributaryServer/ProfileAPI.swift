@@ -7,10 +7,14 @@ import Postgres
 import Prometheus
 import TributaryGovernance
 import TributaryIdentity
+import TributaryModel
 import TributaryProfiles
 import TributarySyncs
 
-/// The profile API: `GET /v1/profiles/{kind}/{value}[?events=N]` with `Authorization: Bearer <API token>`.
+/// The profile API: `GET /v1/profiles/{kind}/{value}[?events=N]` with `Authorization: Bearer <API token>`, and
+/// `GET /v1/profiles/{kind}/{value}/recommendations` (the profile's next-best products: `{"profile_id",
+/// "recommendations": [{"product_id", "score", "source"}]}`, the popular products for a profile without product
+/// interactions).
 ///
 /// `kind` is an identifier kind (`user_id`, `anonymous_id`, `email`, `phone`, configured kinds) or `profile_id`;
 /// `value` is percent-encoded (`/` as `%2F`) and normalized as the identity stage normalizes identifiers. A request
@@ -42,13 +46,23 @@ struct ProfileAPI: Sendable {
         group.get(":kind/:value") { request, context in
             await respond(request, rawKind: context.parameters.get("kind") ?? "", rawValue: context.parameters.get("value") ?? "")
         }
+        group.get(":kind/:value/recommendations") { request, context in
+            await respond(
+                request, rawKind: context.parameters.get("kind") ?? "", rawValue: context.parameters.get("value") ?? "",
+                recommendationsOnly: true)
+        }
     }
 
     /// Answers a request; `rawKind` and `rawValue` are the path components as sent (still percent-encoded).
-    private func respond(_ request: Request, rawKind: String, rawValue: String) async -> Response {
+    /// With `recommendationsOnly`, the answer is `{"profile_id", "recommendations"}` (the document's two members).
+    private func respond(
+        _ request: Request, rawKind: String, rawValue: String, recommendationsOnly: Bool = false
+    ) async
+        -> Response
+    {
         // The request (the token was checked by the middleware).
-        var events = ProfileDocuments.defaultEvents
-        if let text = request.uri.queryParameters.get("events") {
+        var events = recommendationsOnly ? 0 : ProfileDocuments.defaultEvents
+        if !recommendationsOnly, let text = request.uri.queryParameters.get("events") {
             guard let number = Int(text), ProfileDocuments.validEventCount(number) else {
                 return Self.error(
                     .badRequest, "invalid_events",
@@ -71,7 +85,18 @@ struct ProfileAPI: Sendable {
             return Self.unavailable()
         }
         switch lookup {
-        case .found(let document):
+        case .found(var document):
+            if recommendationsOnly {
+                guard let parsed = try? JSONParser.parse(Array(document.utf8)) else {
+                    logger.error("profile lookup returned a document that is not JSON")
+                    return Self.unavailable()
+                }
+                document =
+                    JSONValue.object([
+                        ("profile_id", parsed["profile_id"] ?? .null),
+                        ("recommendations", parsed["recommendations"] ?? .array([])),
+                    ]).serialized
+            }
             var headers = HTTPFields()
             headers[.contentType] = "application/json"
             headers[.cacheControl] = "no-store"

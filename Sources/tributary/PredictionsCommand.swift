@@ -8,8 +8,9 @@ import TributaryPredictions
 extension TributaryCommand {
     struct Predictions: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Predictive traits: customer-base models (purchases, spend, lifetime value) and propensity scores.",
-            subcommands: [Fit.self, Propensity.self, Score.self, Show.self])
+            abstract:
+                "Predictive traits: customer-base models (purchases, spend, lifetime value), propensity scores, recommendations.",
+            subcommands: [Fit.self, Propensity.self, Recommend.self, Score.self, Show.self])
     }
 }
 
@@ -104,6 +105,58 @@ extension TributaryCommand.Predictions {
                 try await recordAudit(
                     client, "predictions.propensity", target: name,
                     details: ["model": .number(String(model.id)), "auc": .number(String(format: "%.4f", model.auc))])
+            }
+        }
+    }
+
+    struct Recommend: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Compute every profile's next-best products (item-to-item co-occurrence, popular as the fallback).",
+            discussion: """
+                Replaces cdp.profile_recommendations and cdp.popular_products in one transaction; the profile API serves \
+                them (GET /v1/profiles/{kind}/{value}/recommendations).
+                """)
+        @OptionGroup var global: GlobalOptions
+        @Option(
+            name: .customLong("event"),
+            help:
+                "An interaction event and its weight, EVENT=WEIGHT (repeatable; default: Product Viewed=1, Product Added=3, Order Completed=5)."
+        )
+        var events: [String] = []
+        @Option(help: "The event that makes a product bought (never recommended to that profile).")
+        var purchaseEvent = "Order Completed"
+        @Option(help: "The property naming the product (also read from each element of properties.products).")
+        var productProperty = "product_id"
+        @Option(help: "An interaction loses half its weight every this many days.") var halfLifeDays: Double = 30
+        @Option(help: "Ignore interactions older than this many days.") var lookbackDays = 365
+        @Option(help: "Recommendations per profile (1 to 100).") var top = 10
+        @Option(help: "Compute from events before this date or time (default: now).") var asOf: String?
+
+        func run() async throws {
+            let asOf = try parseAsOf(asOf)
+            var settings = RecommendationSettings(
+                purchaseEvent: purchaseEvent, productProperty: productProperty, halfLifeDays: halfLifeDays,
+                lookbackDays: lookbackDays, top: top)
+            if !events.isEmpty {
+                settings.events = [:]
+                for entry in events {
+                    guard let equals = entry.lastIndex(of: "="), let weight = Double(entry[entry.index(after: equals)...])
+                    else { throw CLIError("--event '\(entry)': use EVENT=WEIGHT, for example 'Product Viewed=1'") }
+                    settings.events[String(entry[..<equals])] = weight
+                }
+            }
+            let logger = global.makeLogger()
+            try await global.withMigratedClient(logger: logger) { client in
+                let started = ContinuousClock.now
+                let report: Recommendations.Report
+                do { report = try await Recommendations(client: client, logger: logger).compute(settings, asOf: asOf) } catch let
+                    error as PredictionError
+                {
+                    throw CLIError(error.description)
+                }
+                print(
+                    "recommendations: \(report.rows) for \(report.profiles) profiles (\(report.products) products, "
+                        + "\(report.pairs) similar pairs) in \(ContinuousClock.now - started)")
             }
         }
     }

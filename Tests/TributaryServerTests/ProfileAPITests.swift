@@ -102,6 +102,59 @@ import TributarySyncs
         }
     }
 
+    /// `/recommendations`: the profile's own ranked products, the popular products for a profile without any, 404 for
+    /// nobody; predictive traits appear in the document once computed.
+    @Test func recommendationsAndPredictionsAreServed() async throws {
+        try await withServer { http, setup in
+            let (status, empty, _) = try await Self.get(
+                http, "/v1/profiles/user_id/u-1/recommendations", Self.bearer(setup.reader))
+            #expect(status == .ok && (empty["recommendations"] as? [Any])?.isEmpty == true, "\(empty)")
+            try await setup.client.execute(
+                """
+                INSERT INTO cdp.popular_products (rank, product_id, score, computed_at)
+                VALUES (1, 'sku-9', 40, now()), (2, 'sku-8', 30, now());
+                """)
+            let (_, popular, _) = try await Self.get(
+                http, "/v1/profiles/user_id/u-1/recommendations", Self.bearer(setup.reader))
+            #expect((popular["recommendations"] as? [[String: Any]])?.map { $0["product_id"] as? String } == ["sku-9", "sku-8"])
+            try await setup.client.execute(
+                """
+                INSERT INTO cdp.profile_recommendations (profile_id, rank, product_id, score, source, computed_at)
+                VALUES (\(setup.profile), 1, 'sku-2', 0.9, 'similar', now()), (\(setup.profile), 2, 'sku-9', 40, 'popular', now())
+                """)
+            let (ok, own, response) = try await Self.get(
+                http, "/v1/profiles/email/ALICE@example.com/recommendations", Self.bearer(setup.reader))
+            #expect(ok == .ok && response.headers[.contentType] == "application/json")
+            #expect(own["profile_id"] as? String == setup.profile.uuidString.lowercased())
+            let list = own["recommendations"] as? [[String: Any]] ?? []
+            #expect(list.map { $0["product_id"] as? String } == ["sku-2", "sku-9"])
+            #expect(list.map { $0["source"] as? String } == ["similar", "popular"])
+            let (missing, _, _) = try await Self.get(
+                http, "/v1/profiles/user_id/nobody/recommendations", Self.bearer(setup.reader))
+            #expect(missing == .notFound)
+            let (unauthorized, _, _) = try await Self.get(http, "/v1/profiles/user_id/u-1/recommendations", HTTPFields())
+            #expect(unauthorized == .unauthorized)
+
+            let (_, before, _) = try await Self.get(http, "/v1/profiles/user_id/u-1", Self.bearer(setup.reader))
+            #expect(before["predictions"] is NSNull && (before["propensities"] as? [String: Any])?.isEmpty == true)
+            try await setup.client.execute(
+                """
+                INSERT INTO cdp.propensity_models (name, kind, goal_event, window_days, training_cutoff, validation_cutoff,
+                    training_examples, training_positives, validation_examples, validation_positives, auc, log_loss, model,
+                    duration_ms)
+                VALUES ('purchase_30d', 'goal', 'Order Completed', 30, now(), now(), 100, 50, 100, 50, 0.8, 0.5, '{}', 1)
+                """)
+            try await setup.client.execute(
+                """
+                INSERT INTO cdp.profile_propensities (profile_id, name, model_id, probability, percentile, scored_at)
+                SELECT \(setup.profile), 'purchase_30d', model_id, 0.25, 80, now() FROM cdp.propensity_models;
+                """)
+            let (_, after, _) = try await Self.get(http, "/v1/profiles/user_id/u-1", Self.bearer(setup.reader))
+            let propensity = (after["propensities"] as? [String: Any])?["purchase_30d"] as? [String: Any]
+            #expect(propensity?["probability"] as? Double == 0.25 && propensity?["percentile"] as? Double == 80)
+        }
+    }
+
     @Test func documentHoldsTraitsIdentitiesAndTheNewestEventsInOrder() async throws {
         try await withServer { http, setup in
             let (status, document, response) = try await Self.get(
@@ -113,7 +166,7 @@ import TributarySyncs
             let text = String(buffer: response.body)
             let keys = [
                 "profile_id", "traits", "computed_traits", "segments", "identities", "first_seen_at", "last_seen_at",
-                "event_count", "events",
+                "event_count", "predictions", "propensities", "recommendations", "events",
             ]
             let positions = keys.map { text.range(of: "\"\($0)\"")?.lowerBound }
             #expect(positions.allSatisfy { $0 != nil } && positions.map { $0! } == positions.map { $0! }.sorted(), "\(text)")
