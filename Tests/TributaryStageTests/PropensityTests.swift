@@ -7,6 +7,7 @@ import Testing
 @testable import TributaryIdentity
 @testable import TributaryModel
 @testable import TributaryPredictions
+@testable import TributarySegments
 
 /// Propensity scores on real PostgreSQL: the point-in-time examples against ones computed here from the generated
 /// events, a model published above the quality bar, refusals below it, and what scoring and deletion leave.
@@ -50,7 +51,7 @@ import Testing
 
     static func write(_ sent: [Sent], _ client: PostgresClient) async throws {
         try await IdentityFixture.write(sent.map { F.event(.track, user: $0.user, event: $0.event, at: $0.at) }, client)
-        _ = try await IdentityStage(client: client, logger: TestDatabase.logger).catchUp()
+        try await F.resolve(client, clock: asOf)
     }
 
     /// The stored scores of one propensity by user id.
@@ -122,6 +123,38 @@ import Testing
             let (churn, _) = try await scores.train(
                 PropensitySettings(name: "churn_14d", kind: .churn, windowDays: 14), asOf: Self.asOf)
             #expect(churn.auc >= 0.6, "churn AUC \(churn.auc)")
+
+            // Predictive traits in segments: the top decile of buyers-to-be, from the file form and the Swift DSL.
+            let file = #"""
+                {"segments": [{"name": "likely_buyers", "conditions": [
+                    {"prediction": "purchase_14d", "percentile": true, "op": ">=", "value": 90}]},
+                  {"name": "churn_risk", "conditions": [{"prediction": "churn_14d", "op": ">", "value": 0.5}]}]}
+                """#
+            let definitions = try SegmentDefinitions.parse(Data(file.utf8))
+            #expect(definitions.segments[0].conditions == [Prediction("purchase_14d").percentile >= 90])
+            try await SegmentStore(client: client, logger: TestDatabase.logger).apply(definitions)
+            try await SegmentMembership(client: client, logger: TestDatabase.logger).refresh()
+            for (segment, condition) in [
+                ("likely_buyers", "name = 'purchase_14d' AND percentile >= 90"),
+                ("churn_risk", "name = 'churn_14d' AND probability > 0.5"),
+            ] {
+                let members = try await client.query(
+                    "SELECT profile_id FROM cdp.segment_members WHERE segment = \(segment)"
+                ).map { try $0.decode(UUID.self) }
+                let expected = try await client.query(
+                    PostgresQuery(unsafeSQL: "SELECT profile_id FROM cdp.profile_propensities WHERE \(condition)")
+                ).map { try $0.decode(UUID.self) }
+                #expect(!members.isEmpty && Set(members) == Set(expected), "\(segment)")
+            }
+            do {
+                _ = try SegmentDefinitions.parse(
+                    Data(
+                        #"{"segments": [{"name": "x", "conditions": [{"prediction": "probability_alive", "percentile": true, "op": ">", "value": 1}]}]}"#
+                            .utf8))
+                Issue.record("a percentile of a customer-base score must be refused")
+            } catch {
+                #expect("\(error)".contains("'probability_alive' has no percentile (only propensities do)"), "\(error)")
+            }
 
             // A goal nothing predicts, and one too rare: refused, with the figure that failed, and nothing stored.
             do {

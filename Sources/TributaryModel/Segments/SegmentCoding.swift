@@ -20,12 +20,15 @@ import Foundation
 extension SegmentCondition: Codable {
     private enum Key: String, CodingKey, CaseIterable {
         case trait, computed, op, value, allOf, anyOf, not, segment, event, aggregate, property, funnel, notSince
+        case prediction, percentile
     }
 
     private enum NotSinceKey: String, CodingKey, CaseIterable { case event, since }
 
     /// The key that says which kind of condition an object is.
-    private static let kinds: [Key] = [.trait, .computed, .allOf, .anyOf, .not, .segment, .event, .funnel, .notSince]
+    private static let kinds: [Key] = [
+        .trait, .computed, .allOf, .anyOf, .not, .segment, .event, .funnel, .notSince, .prediction,
+    ]
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: Key.self)
@@ -76,6 +79,13 @@ extension SegmentCondition: Codable {
             let fields = try inner.container(keyedBy: NotSinceKey.self)
             node = .notSince(
                 event: try fields.decode(Event.self, forKey: .event), since: try fields.decode(Event.self, forKey: .since))
+        case .prediction:
+            try only(.prediction, .percentile, .op, .value)
+            node = .prediction(
+                try container.decode(String.self, forKey: .prediction),
+                percentile: try container.decodeIfPresent(Bool.self, forKey: .percentile) ?? false,
+                try container.decode(PropertyCondition.Operator.self, forKey: .op),
+                try container.decode(Double.self, forKey: .value))
         default:
             preconditionFailure("not a kind")
         }
@@ -103,6 +113,11 @@ extension SegmentCondition: Codable {
             try container.encode(condition.op, forKey: .op)
             try container.encode(condition.value, forKey: .value)
         case .funnel(let funnel): try container.encode(funnel, forKey: .funnel)
+        case .prediction(let name, let percentile, let op, let value):
+            try container.encode(name, forKey: .prediction)
+            if percentile { try container.encode(true, forKey: .percentile) }
+            try container.encode(op, forKey: .op)
+            try container.encode(value, forKey: .value)
         case .notSince(let event, let since):
             var inner = container.nestedContainer(keyedBy: NotSinceKey.self, forKey: .notSince)
             try inner.encode(event, forKey: .event)

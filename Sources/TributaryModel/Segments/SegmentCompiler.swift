@@ -188,7 +188,24 @@ public struct SegmentCompiler: Sendable {
             return try funnelSQL(funnel, form: form)
         case .notSince(let event, let since):
             return try notSinceSQL(event, since: since, form: form)
+        case .prediction(let name, let percentile, let op, let value):
+            return try predictionSQL(name, percentile: percentile, op: op, value: value)
         }
+    }
+
+    /// A predictive trait of the profile `p` compared with a number; NULL (not met) without a score.
+    private func predictionSQL(
+        _ name: String, percentile: Bool, op: PropertyCondition.Operator, value: Double
+    ) throws -> String {
+        let score: String
+        if Prediction.customerBaseScores.contains(name) {
+            score = "(SELECT x.\(name) FROM cdp.profile_predictions AS x WHERE x.profile_id = p.profile_id)"
+        } else {
+            score =
+                "(SELECT x.\(percentile ? "percentile" : "probability") FROM cdp.profile_propensities AS x "
+                + "WHERE x.profile_id = p.profile_id AND x.name = \(try dialect.literal(name)))"
+        }
+        return "\(score) \(op.rawValue) \(try SQLRenderer.number(value))"
     }
 
     /// `(a\n    OR b)` over several lines; one part stands alone.

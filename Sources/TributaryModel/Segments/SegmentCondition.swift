@@ -12,6 +12,9 @@ import Foundation
 /// Event("Order Completed", within: .days(30)).count >= 2         // at least two orders in 30 days
 /// Funnel(within: .days(1)) { Event("Product Viewed"); Event("Order Completed") }
 /// Event("Order Completed").notSince(Event("Product Added"))      // abandoned cart
+/// Prediction("churn_30d") > 0.8                                  // a published propensity's probability
+/// Prediction("churn_30d").percentile >= 90                       // …or its percentile among profiles
+/// Prediction.probabilityAlive < 0.2                              // a customer-base score
 /// ```
 public struct SegmentCondition: Sendable, Equatable {
     indirect enum Node: Sendable, Equatable {
@@ -30,6 +33,10 @@ public struct SegmentCondition: Sendable, Equatable {
         case funnel(FunnelCondition)
         /// Did `since`, and no `event` after the latest `since`.
         case notSince(event: Event, since: Event)
+        /// A predictive trait compared with a number: a customer-base score (``Prediction/customerBaseScores``) or a
+        /// published propensity's probability (or, with `percentile`, its percentile 0–100). A profile without the
+        /// score does not meet it.
+        case prediction(String, percentile: Bool, PropertyCondition.Operator, Double)
     }
 
     let node: Node
@@ -226,6 +233,8 @@ public struct Segment: Sendable, Equatable {
             case .event(let event): return event.event.within != nil
             case .funnel(let funnel): return funnel.steps.contains { $0.within != nil }
             case .notSince(let event, let since): return event.within != nil || since.within != nil
+            // Scores change when they are computed again, not with the profile's events.
+            case .prediction: return true
             case .allOf(let all), .anyOf(let all): return all.contains(where: visit)
             case .not(let inner): return visit(inner)
             default: return false

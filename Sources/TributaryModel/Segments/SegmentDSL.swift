@@ -212,3 +212,49 @@ extension Event {
     /// Added", within: .days(7)))`.
     public func notSince(_ since: Event) -> SegmentCondition { SegmentCondition(.notSince(event: self, since: since)) }
 }
+
+// MARK: - Predictive traits
+
+/// A predictive trait: a published propensity by its name (`tributary predictions propensity NAME`), or one of the
+/// customer-base scores (``customerBaseScores``), compared with a number.
+///
+/// ```swift
+/// Prediction("churn_30d") > 0.8
+/// Prediction("purchase_30d").percentile >= 90
+/// Prediction.predictedLifetimeValue > 500.0
+/// ```
+public struct Prediction: Sendable, Hashable {
+    /// The customer-base scores (columns of `cdp.profile_predictions`); any other name is a propensity.
+    public static let customerBaseScores = [
+        "probability_alive", "expected_purchases", "expected_spend", "predicted_lifetime_value",
+    ]
+    public static let probabilityAlive = Prediction("probability_alive")
+    public static let expectedPurchases = Prediction("expected_purchases")
+    public static let expectedSpend = Prediction("expected_spend")
+    public static let predictedLifetimeValue = Prediction("predicted_lifetime_value")
+
+    public let name: String
+    let percentileOf: Bool
+
+    public init(_ name: String) {
+        self.name = name
+        percentileOf = false
+    }
+
+    /// The propensity's percentile among the profiles scored (0–100).
+    public var percentile: Prediction { Prediction(name: name, percentile: true) }
+
+    init(name: String, percentile: Bool) {
+        self.name = name
+        percentileOf = percentile
+    }
+
+    func compare(_ op: PropertyCondition.Operator, _ value: Double) -> SegmentCondition {
+        SegmentCondition(.prediction(name, percentile: percentileOf, op, value))
+    }
+}
+
+public func > (lhs: Prediction, rhs: Double) -> SegmentCondition { lhs.compare(.greater, rhs) }
+public func >= (lhs: Prediction, rhs: Double) -> SegmentCondition { lhs.compare(.greaterOrEqual, rhs) }
+public func < (lhs: Prediction, rhs: Double) -> SegmentCondition { lhs.compare(.less, rhs) }
+public func <= (lhs: Prediction, rhs: Double) -> SegmentCondition { lhs.compare(.lessOrEqual, rhs) }

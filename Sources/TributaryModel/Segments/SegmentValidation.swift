@@ -86,6 +86,22 @@ private struct ValidationContext {
             }
             try ComputedTraitDefinitions.validate(
                 name, op, value, type: type, timestamps: true, subject: "computed trait", keyPath: "\(path).computed", at: path)
+        case .prediction(let name, let percentile, let op, let value):
+            let allowed = Set("abcdefghijklmnopqrstuvwxyz0123456789_")
+            guard let first = name.first, first.isLetter, name.count <= 63, name.allSatisfy(allowed.contains) else {
+                throw ProfileError(
+                    "\(path).prediction: '\(name)' is not a prediction name (lower case letters, digits and _; "
+                        + "\(Prediction.customerBaseScores.joined(separator: ", ")) or a propensity's name)")
+            }
+            if percentile && Prediction.customerBaseScores.contains(name) {
+                throw ProfileError("\(path).percentile: '\(name)' has no percentile (only propensities do)")
+            }
+            switch op {
+            case .equal, .notEqual, .greater, .greaterOrEqual, .less, .lessOrEqual: break
+            default:
+                throw ProfileError("\(path).op: a prediction is compared with =, !=, >, >=, < or <=, not '\(op.rawValue)'")
+            }
+            if !value.isFinite { throw ProfileError("\(path).value: must be a finite number") }
         case .allOf(let all), .anyOf(let all):
             let key = if case .allOf = condition.node { "allOf" } else { "anyOf" }
             if all.isEmpty { throw ProfileError("\(path).\(key): must list at least one condition") }
