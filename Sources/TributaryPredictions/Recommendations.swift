@@ -116,82 +116,88 @@ public struct Recommendations: Sendable {
                 GROUP BY e.profile_id, x.product
                 """)
             try await tx.execute("ANALYZE pg_temp.tributary_interactions")
+            // Products as small integers (in name order, so ties break by name), and each profile's 50 strongest.
+            try await tx.execute(
+                """
+                CREATE TEMP TABLE tributary_products ON COMMIT DROP AS
+                SELECT product, (row_number() OVER (ORDER BY product) - 1)::int AS id, total
+                FROM (SELECT product, sum(interest) AS total FROM pg_temp.tributary_interactions GROUP BY product) AS p
+                """)
             try await tx.execute(
                 """
                 CREATE TEMP TABLE tributary_basket ON COMMIT DROP AS
-                SELECT profile_id, product, interest FROM (
-                    SELECT profile_id, product, interest,
-                           row_number() OVER (PARTITION BY profile_id ORDER BY interest DESC, product) AS position
-                    FROM pg_temp.tributary_interactions
+                SELECT profile_id, id, interest FROM (
+                    SELECT i.profile_id, p.id, i.interest,
+                           row_number() OVER (PARTITION BY i.profile_id ORDER BY i.interest DESC, p.id) AS position
+                    FROM pg_temp.tributary_interactions AS i JOIN pg_temp.tributary_products AS p USING (product)
                 ) AS ranked
                 WHERE position <= 50
                 """)
             try await tx.execute("ANALYZE pg_temp.tributary_basket")
+            // Co-occurrence, set-based: per pair of products, the interest profiles share in both.
             try await tx.execute(
                 """
                 CREATE TEMP TABLE tributary_similar ON COMMIT DROP AS
-                WITH totals AS (SELECT product, sum(interest) AS total FROM pg_temp.tributary_basket GROUP BY product),
+                WITH totals AS (SELECT id, sum(interest) AS total FROM pg_temp.tributary_basket GROUP BY id),
                 pairs AS (
-                    SELECT a.product AS i, b.product AS j, sum(least(a.interest, b.interest)) AS together
+                    SELECT a.id AS i, b.id AS j, sum(least(a.interest, b.interest)) AS together
                     FROM pg_temp.tributary_basket AS a
-                    JOIN pg_temp.tributary_basket AS b ON b.profile_id = a.profile_id AND b.product <> a.product
-                    GROUP BY a.product, b.product
+                    JOIN pg_temp.tributary_basket AS b ON b.profile_id = a.profile_id AND b.id <> a.id
+                    GROUP BY a.id, b.id
                 )
                 SELECT i, j, similarity FROM (
                     SELECT p.i, p.j, p.together / sqrt(ti.total * tj.total) AS similarity,
                            row_number() OVER (PARTITION BY p.i ORDER BY p.together / sqrt(ti.total * tj.total) DESC, p.j)
                                AS position
-                    FROM pairs AS p JOIN totals AS ti ON ti.product = p.i JOIN totals AS tj ON tj.product = p.j
+                    FROM pairs AS p JOIN totals AS ti ON ti.id = p.i JOIN totals AS tj ON tj.id = p.j
                 ) AS ranked
                 WHERE position <= 50
                 """)
-            try await tx.execute("ANALYZE pg_temp.tributary_similar")
             try await tx.execute("DELETE FROM cdp.popular_products")
             try await tx.execute(
                 """
                 INSERT INTO cdp.popular_products (rank, product_id, score, computed_at)
-                SELECT row_number() OVER (ORDER BY score DESC, product), product, score, \(asOf)
-                FROM (SELECT product, sum(interest) AS score FROM pg_temp.tributary_interactions GROUP BY product
-                      ORDER BY score DESC, product LIMIT \(settings.top * 5)) AS popular
+                SELECT row_number() OVER (ORDER BY total DESC, id), product, total, \(asOf)
+                FROM (SELECT product, id, total FROM pg_temp.tributary_products ORDER BY total DESC, id
+                      LIMIT \(settings.top * 5)) AS popular
                 """)
+            // Ranking in Swift: for each profile (streamed in order), the sum of interest × similarity over its
+            // products, bought ones left out, filled up with the popular products.
+            let names = try await tx.query("SELECT product FROM pg_temp.tributary_products ORDER BY id").map {
+                try $0.decode(String.self)
+            }
+            var neighbours = [[(product: Int, similarity: Double)]](repeating: [], count: names.count)
+            var pairs = 0
+            for row in try await tx.query("SELECT i, j, similarity FROM pg_temp.tributary_similar") {
+                let (i, j, similarity) = try row.decode((Int, Int, Double).self)
+                neighbours[i].append((j, similarity))
+                pairs += 1
+            }
+            let popular = try await tx.query(
+                """
+                SELECT p.id, p.total FROM cdp.popular_products AS x JOIN pg_temp.tributary_products AS p ON p.product = x.product_id
+                WHERE x.rank <= \(settings.top * 2) ORDER BY x.rank
+                """
+            ).map { try $0.decode((Int, Double).self) }
+            var ranker = Ranker(
+                neighbours: neighbours, popular: popular, names: names, top: settings.top,
+                computedAt: PostgresTime.format(asOf))
+            try await tx.copyOut(
+                """
+                COPY (SELECT i.profile_id, p.id, i.interest, i.bought, b.id IS NOT NULL
+                      FROM pg_temp.tributary_interactions AS i JOIN pg_temp.tributary_products AS p USING (product)
+                      LEFT JOIN pg_temp.tributary_basket AS b ON b.profile_id = i.profile_id AND b.id = p.id
+                      ORDER BY i.profile_id) TO STDOUT
+                """
+            ) { chunk in ranker.consume(chunk) }
+            ranker.finish()
             try await tx.execute("DELETE FROM cdp.profile_recommendations")
-            let rows =
-                try await tx.execute(
-                    """
-                    INSERT INTO cdp.profile_recommendations (profile_id, rank, product_id, score, source, computed_at)
-                    SELECT profile_id, position, product, score, source, \(asOf) FROM (
-                        SELECT profile_id, product, score, source,
-                               row_number() OVER (PARTITION BY profile_id ORDER BY preference, score DESC, product) AS position
-                        FROM (
-                            -- A product both similar and popular counts once, as similar.
-                            SELECT DISTINCT ON (profile_id, product) profile_id, product, score, preference, source
-                            FROM (
-                                SELECT b.profile_id, s.j AS product, sum(b.interest * s.similarity) AS score,
-                                       0 AS preference, 'similar' AS source
-                                FROM pg_temp.tributary_basket AS b
-                                JOIN pg_temp.tributary_similar AS s ON s.i = b.product
-                                GROUP BY b.profile_id, s.j
-                                UNION ALL
-                                SELECT c.profile_id, p.product_id, p.score, 1, 'popular'
-                                FROM (SELECT DISTINCT profile_id FROM pg_temp.tributary_interactions) AS c
-                                CROSS JOIN (SELECT product_id, score FROM cdp.popular_products
-                                            WHERE rank <= \(settings.top * 2)) AS p
-                            ) AS candidates
-                            WHERE NOT EXISTS (
-                                SELECT 1 FROM pg_temp.tributary_interactions AS x
-                                WHERE x.profile_id = candidates.profile_id AND x.product = candidates.product AND x.bought)
-                            ORDER BY profile_id, product, preference
-                        ) AS distinct_candidates
-                    ) AS ranked
-                    WHERE position <= \(settings.top)
-                    """) ?? 0
-            let (profiles, products, pairs) = try await tx.query(
-                """
-                SELECT (SELECT count(DISTINCT profile_id) FROM cdp.profile_recommendations),
-                       (SELECT count(DISTINCT product) FROM pg_temp.tributary_interactions),
-                       (SELECT count(*) FROM pg_temp.tributary_similar)
-                """
-            ).first!.decode((Int, Int, Int).self)
+            let rows = try await tx.copyIn(
+                "COPY cdp.profile_recommendations (profile_id, rank, product_id, score, source, computed_at) FROM STDIN"
+            ) { writer in
+                for text in ranker.output { try await writer.write(text) }
+            }
+            let (profiles, products) = (ranker.profiles, names.count)
             logger.info(
                 "predictions: recommendations computed",
                 metadata: [
@@ -199,6 +205,122 @@ public struct Recommendations: Sendable {
                     "ms": "\((ContinuousClock.now - started).milliseconds)",
                 ])
             return Report(profiles: profiles, rows: rows, products: products, pairs: pairs)
+        }
+    }
+}
+
+/// Ranks each profile's products from its interactions, streamed profile by profile as COPY text
+/// (`profile_id, product id, interest, bought, in basket`), and collects the recommendations as COPY text.
+struct Ranker {
+    let neighbours: [[(product: Int, similarity: Double)]]
+    let popular: [(Int, Double)]
+    /// Product names, escaped for COPY text.
+    let names: [String]
+    let top: Int
+    let computedAt: String
+    /// The recommendations, as chunks of COPY text.
+    private(set) var output: [String] = []
+    private(set) var profiles = 0
+    private var text = ""
+    private var profile: String?
+    private var basket: [(Int, Double)] = []
+    private var bought: [Bool]
+    private var boughtList: [Int] = []
+    private var scores: [Double]
+    private var touched: [Int] = []
+
+    init(
+        neighbours: [[(product: Int, similarity: Double)]], popular: [(Int, Double)], names: [String], top: Int,
+        computedAt: String
+    ) {
+        self.neighbours = neighbours
+        self.popular = popular
+        self.names = names.map { name in
+            var escaped = ""
+            for character in name.unicodeScalars {
+                switch character {
+                case "\\": escaped += "\\\\"
+                case "\t": escaped += "\\t"
+                case "\n": escaped += "\\n"
+                case "\r": escaped += "\\r"
+                default: escaped.unicodeScalars.append(character)
+                }
+            }
+            return escaped
+        }
+        self.top = top
+        self.computedAt = computedAt
+        bought = [Bool](repeating: false, count: names.count)
+        scores = [Double](repeating: 0, count: names.count)
+    }
+
+    /// Takes a chunk of whole rows.
+    mutating func consume(_ chunk: [UInt8]) {
+        var start = 0
+        for index in chunk.indices where chunk[index] == UInt8(ascii: "\n") {
+            line(chunk[start..<index])
+            start = index + 1
+        }
+    }
+
+    private mutating func line(_ bytes: ArraySlice<UInt8>) {
+        let fields = bytes.split(separator: UInt8(ascii: "\t"), omittingEmptySubsequences: false)
+        guard fields.count == 5 else { return }
+        let profile = String(decoding: fields[0], as: UTF8.self)
+        if profile != self.profile {
+            finishProfile()
+            self.profile = profile
+        }
+        guard let id = Int(String(decoding: fields[1], as: UTF8.self)),
+            let interest = Double(String(decoding: fields[2], as: UTF8.self)), id >= 0, id < names.count
+        else { return }
+        if fields[3].first == UInt8(ascii: "t") {
+            bought[id] = true
+            boughtList.append(id)
+        }
+        if fields[4].first == UInt8(ascii: "t") { basket.append((id, interest)) }
+    }
+
+    /// Ranks the current profile's products and appends its recommendations.
+    mutating func finishProfile() {
+        guard let profile else { return }
+        for (product, interest) in basket {
+            for (other, similarity) in neighbours[product] {
+                if scores[other] == 0 { touched.append(other) }
+                scores[other] += interest * similarity
+            }
+        }
+        var chosen = touched.filter { !bought[$0] && scores[$0] > 0 }
+        chosen.sort { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
+        var rank = 0
+        for product in chosen.prefix(top) {
+            rank += 1
+            text += "\(profile)\t\(rank)\t\(names[product])\t\(scores[product])\tsimilar\t\(computedAt)\n"
+        }
+        let similar = Set(chosen.prefix(top))
+        for (product, score) in popular where rank < top && !bought[product] && !similar.contains(product) {
+            rank += 1
+            text += "\(profile)\t\(rank)\t\(names[product])\t\(score)\tpopular\t\(computedAt)\n"
+        }
+        if rank > 0 { profiles += 1 }
+        for product in touched { scores[product] = 0 }
+        for product in boughtList { bought[product] = false }
+        touched.removeAll(keepingCapacity: true)
+        boughtList.removeAll(keepingCapacity: true)
+        basket.removeAll(keepingCapacity: true)
+        self.profile = nil
+        if text.utf8.count > 256 * 1024 {
+            output.append(text)
+            text = ""
+        }
+    }
+
+    /// Ends the stream: the last profile and the last chunk.
+    mutating func finish() {
+        finishProfile()
+        if !text.isEmpty {
+            output.append(text)
+            text = ""
         }
     }
 }

@@ -95,4 +95,32 @@ import Testing
             #expect(try await Self.recommendations("buyer", client) == buyer)
         }
     }
+
+    /// Product ids are user data: tabs, newlines and backslashes come back exactly as sent.
+    @Test func productIdsWithSpecialCharactersSurvive() async throws {
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await IdentityFixture.migrated(client)
+            let odd = "odd\tname\\with\nbreaks \u{1F600}"
+            var events: [IncomingEvent] = []
+            for index in 0..<3 {
+                events.append(Self.viewed("u\(index)", "plain", daysAgo: 2))
+                events.append(
+                    F.event(
+                        .track, user: "u\(index)", event: "Product Viewed",
+                        properties: JSONValue.object([("product_id", .string(odd))]).serialized,
+                        at: Self.now.addingTimeInterval(-86_400)))
+            }
+            events.append(Self.viewed("new", "plain", daysAgo: 1))
+            try await IdentityFixture.write(events, client)
+            _ = try await IdentityStage(client: client, logger: TestDatabase.logger).catchUp()
+            try await Recommendations(client: client, logger: TestDatabase.logger).compute(asOf: Self.now)
+            let products = try await client.query(
+                """
+                SELECT r.product_id FROM cdp.profile_recommendations AS r
+                JOIN cdp.identity_nodes AS n ON n.profile_id = r.profile_id AND n.value = 'new' ORDER BY r.rank
+                """
+            ).map { try $0.decode(String.self) }
+            #expect(products.first == odd, "\(products)")
+        }
+    }
 }
