@@ -139,12 +139,14 @@ public struct Recommendations: Sendable {
                 """
                 CREATE TEMP TABLE tributary_similar ON COMMIT DROP AS
                 WITH totals AS (SELECT id, sum(interest) AS total FROM pg_temp.tributary_basket GROUP BY id),
-                pairs AS (
+                -- Co-occurrence is symmetric: each pair is summed once (i < j) and used both ways.
+                half AS (
                     SELECT a.id AS i, b.id AS j, sum(least(a.interest, b.interest)) AS together
                     FROM pg_temp.tributary_basket AS a
-                    JOIN pg_temp.tributary_basket AS b ON b.profile_id = a.profile_id AND b.id <> a.id
+                    JOIN pg_temp.tributary_basket AS b ON b.profile_id = a.profile_id AND b.id > a.id
                     GROUP BY a.id, b.id
-                )
+                ),
+                pairs AS (SELECT i, j, together FROM half UNION ALL SELECT j, i, together FROM half)
                 SELECT i, j, similarity FROM (
                     SELECT p.i, p.j, p.together / sqrt(ti.total * tj.total) AS similarity,
                            row_number() OVER (PARTITION BY p.i ORDER BY p.together / sqrt(ti.total * tj.total) DESC, p.j)
