@@ -3,17 +3,26 @@
 -- the most popular products; the popular products alone for profiles with no product interactions.
 -- `tributary predictions recommend` replaces both tables in one transaction.
 
-CREATE TABLE cdp.profile_recommendations (
-    profile_id uuid NOT NULL,
-    rank integer NOT NULL CHECK (rank >= 1),
-    product_id text NOT NULL,
-    score double precision NOT NULL,
+-- One row per profile (a tenth of the rows and index entries of one row per recommendation, which a run rewrites
+-- whole); analysts read cdp.profile_recommendations, one row per recommendation.
+CREATE TABLE cdp.profile_recommendation_lists (
+    profile_id uuid PRIMARY KEY,
+    product_ids text[] NOT NULL,
+    scores double precision[] NOT NULL,
     -- 'similar': co-occurrence with the profile's own products; 'popular': the fallback.
-    source text NOT NULL CHECK (source IN ('similar', 'popular')),
+    sources text[] NOT NULL,
     computed_at timestamptz NOT NULL,
-    PRIMARY KEY (profile_id, rank)
+    CHECK (cardinality(product_ids) = cardinality(scores) AND cardinality(scores) = cardinality(sources))
 );
-COMMENT ON TABLE cdp.profile_recommendations IS
+COMMENT ON TABLE cdp.profile_recommendation_lists IS
+    'Tributary: each profile''s recommendations as arrays in rank order (read cdp.profile_recommendations)';
+
+CREATE VIEW cdp.profile_recommendations AS
+SELECT l.profile_id, r.rank::integer AS rank, r.product_id, l.scores[r.rank] AS score, l.sources[r.rank] AS source,
+       l.computed_at
+FROM cdp.profile_recommendation_lists AS l
+CROSS JOIN LATERAL unnest(l.product_ids) WITH ORDINALITY AS r (product_id, rank);
+COMMENT ON VIEW cdp.profile_recommendations IS
     'Tributary: the top products each profile has not bought, ranked (source similar: co-occurrence with its own products; popular: fallback); profiles without product interactions have no rows (see cdp.popular_products)';
 
 CREATE TABLE cdp.popular_products (

@@ -252,7 +252,7 @@ extension PrivacyRequests {
             ("profile_data", "DELETE FROM cdp.profile_data WHERE \(inProfiles)"),
             ("profile_predictions", "DELETE FROM cdp.profile_predictions WHERE \(inProfiles)"),
             ("profile_propensities", "DELETE FROM cdp.profile_propensities WHERE \(inProfiles)"),
-            ("profile_recommendations", "DELETE FROM cdp.profile_recommendations WHERE \(inProfiles)"),
+            ("profile_recommendations", "DELETE FROM cdp.profile_recommendation_lists WHERE \(inProfiles)"),
             ("profile_consent", "DELETE FROM cdp.profile_consent WHERE \(inProfiles)"),
             ("consent_changes", "DELETE FROM cdp.consent_changes WHERE \(inProfiles)"),
             ("segment_members", "DELETE FROM cdp.segment_members WHERE \(inProfiles)"),

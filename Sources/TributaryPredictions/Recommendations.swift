@@ -93,6 +93,7 @@ public struct Recommendations: Sendable {
         let since = asOf.addingTimeInterval(-Double(settings.lookbackDays) * 86_400)
         let property = settings.productProperty
         return try await client.withTransaction { tx in
+            var timings = StepTimings()
             try await tx.advisoryTransactionLock(CustomerBasePredictions.lock)
             try await tx.execute("SET LOCAL work_mem = '256MB'")
             try await tx.execute(
@@ -116,6 +117,7 @@ public struct Recommendations: Sendable {
                 GROUP BY e.profile_id, x.product
                 """)
             try await tx.execute("ANALYZE pg_temp.tributary_interactions")
+            timings.mark("interest")
             // Products as small integers (in name order, so ties break by name), and each profile's 50 strongest.
             try await tx.execute(
                 """
@@ -134,6 +136,7 @@ public struct Recommendations: Sendable {
                 WHERE position <= 50
                 """)
             try await tx.execute("ANALYZE pg_temp.tributary_basket")
+            timings.mark("products and baskets")
             // Co-occurrence, set-based: per pair of products, the interest profiles share in both.
             try await tx.execute(
                 """
@@ -155,6 +158,7 @@ public struct Recommendations: Sendable {
                 ) AS ranked
                 WHERE position <= 50
                 """)
+            timings.mark("co-occurrence")
             try await tx.execute("DELETE FROM cdp.popular_products")
             try await tx.execute(
                 """
@@ -193,18 +197,22 @@ public struct Recommendations: Sendable {
                 """
             ) { chunk in ranker.consume(chunk) }
             ranker.finish()
-            try await tx.execute("DELETE FROM cdp.profile_recommendations")
-            let rows = try await tx.copyIn(
-                "COPY cdp.profile_recommendations (profile_id, rank, product_id, score, source, computed_at) FROM STDIN"
+            timings.mark("ranking (streamed)")
+            try await tx.execute("DELETE FROM cdp.profile_recommendation_lists")
+            timings.mark("delete")
+            try await tx.copyIn(
+                "COPY cdp.profile_recommendation_lists (profile_id, product_ids, scores, sources, computed_at) FROM STDIN"
             ) { writer in
                 for text in ranker.output { try await writer.write(text) }
             }
+            let rows = ranker.rows
+            timings.mark("write")
             let (profiles, products) = (ranker.profiles, names.count)
             logger.info(
                 "predictions: recommendations computed",
                 metadata: [
                     "profiles": "\(profiles)", "rows": "\(rows)", "products": "\(products)", "pairs": "\(pairs)",
-                    "ms": "\((ContinuousClock.now - started).milliseconds)",
+                    "ms": "\((ContinuousClock.now - started).milliseconds)", "steps": "\(timings)",
                 ])
             return Report(profiles: profiles, rows: rows, products: products, pairs: pairs)
         }
@@ -212,7 +220,8 @@ public struct Recommendations: Sendable {
 }
 
 /// Ranks each profile's products from its interactions, streamed profile by profile as COPY text
-/// (`profile_id, product id, interest, bought, in basket`), and collects the recommendations as COPY text.
+/// (`profile_id, product id, interest, bought, in basket`), and collects the recommendations as COPY text of
+/// `cdp.profile_recommendation_lists` (one row per profile, arrays in rank order).
 struct Ranker {
     let neighbours: [[(product: Int, similarity: Double)]]
     let popular: [(Int, Double)]
@@ -223,8 +232,11 @@ struct Ranker {
     /// The recommendations, as chunks of COPY text.
     private(set) var output: [String] = []
     private(set) var profiles = 0
+    /// Recommendations written (all profiles).
+    private(set) var rows = 0
     private var text = ""
     private var profile: String?
+    private var currentProfile: [UInt8] = []
     private var basket: [(Int, Double)] = []
     private var bought: [Bool]
     private var boughtList: [Int] = []
@@ -237,9 +249,19 @@ struct Ranker {
     ) {
         self.neighbours = neighbours
         self.popular = popular
+        // Each name as an element of an array literal ("…" with \ and " escaped), then escaped for COPY text.
         self.names = names.map { name in
-            var escaped = ""
+            var element = "\""
             for character in name.unicodeScalars {
+                switch character {
+                case "\\": element += "\\\\"
+                case "\"": element += "\\\""
+                default: element.unicodeScalars.append(character)
+                }
+            }
+            element += "\""
+            var escaped = ""
+            for character in element.unicodeScalars {
                 switch character {
                 case "\\": escaped += "\\\\"
                 case "\t": escaped += "\\t"
@@ -266,21 +288,32 @@ struct Ranker {
     }
 
     private mutating func line(_ bytes: ArraySlice<UInt8>) {
-        let fields = bytes.split(separator: UInt8(ascii: "\t"), omittingEmptySubsequences: false)
-        guard fields.count == 5 else { return }
-        let profile = String(decoding: fields[0], as: UTF8.self)
-        if profile != self.profile {
+        // profile_id \t id \t interest \t bought \t in basket, read without a string per field.
+        let tab = UInt8(ascii: "\t")
+        guard let first = bytes.firstIndex(of: tab) else { return }
+        let profileBytes = bytes[bytes.startIndex..<first]
+        if !profileBytes.elementsEqual(currentProfile) {
             finishProfile()
-            self.profile = profile
+            currentProfile = Array(profileBytes)
+            profile = String(decoding: profileBytes, as: UTF8.self)
         }
-        guard let id = Int(String(decoding: fields[1], as: UTF8.self)),
-            let interest = Double(String(decoding: fields[2], as: UTF8.self)), id >= 0, id < names.count
+        var cursor = first + 1
+        var id = 0
+        while cursor < bytes.endIndex, bytes[cursor] != tab {
+            let digit = Int(bytes[cursor]) - 48
+            guard digit >= 0, digit <= 9 else { return }
+            id = id * 10 + digit
+            cursor += 1
+        }
+        cursor += 1
+        guard let end = bytes[cursor...].firstIndex(of: tab), id < names.count,
+            let interest = Double(String(decoding: bytes[cursor..<end], as: UTF8.self)), end + 3 < bytes.endIndex
         else { return }
-        if fields[3].first == UInt8(ascii: "t") {
+        if bytes[end + 1] == UInt8(ascii: "t") {
             bought[id] = true
             boughtList.append(id)
         }
-        if fields[4].first == UInt8(ascii: "t") { basket.append((id, interest)) }
+        if bytes[end + 3] == UInt8(ascii: "t") { basket.append((id, interest)) }
     }
 
     /// Ranks the current profile's products and appends its recommendations.
@@ -294,15 +327,25 @@ struct Ranker {
         }
         var chosen = touched.filter { !bought[$0] && scores[$0] > 0 }
         chosen.sort { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
-        var rank = 0
+        var products: [String] = []
+        var scoresText: [String] = []
+        var sources: [String] = []
         for product in chosen.prefix(top) {
-            rank += 1
-            text += "\(profile)\t\(rank)\t\(names[product])\t\(scores[product])\tsimilar\t\(computedAt)\n"
+            products.append(names[product])
+            scoresText.append("\(scores[product])")
+            sources.append("similar")
         }
         let similar = Set(chosen.prefix(top))
-        for (product, score) in popular where rank < top && !bought[product] && !similar.contains(product) {
-            rank += 1
-            text += "\(profile)\t\(rank)\t\(names[product])\t\(score)\tpopular\t\(computedAt)\n"
+        for (product, score) in popular where products.count < top && !bought[product] && !similar.contains(product) {
+            products.append(names[product])
+            scoresText.append("\(score)")
+            sources.append("popular")
+        }
+        let rank = products.count
+        if rank > 0 {
+            text += "\(profile)\t{\(products.joined(separator: ","))}\t{\(scoresText.joined(separator: ","))}\t"
+            text += "{\(sources.joined(separator: ","))}\t\(computedAt)\n"
+            rows += rank
         }
         if rank > 0 { profiles += 1 }
         for product in touched { scores[product] = 0 }

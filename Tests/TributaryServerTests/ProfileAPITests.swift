@@ -119,8 +119,8 @@ import TributarySyncs
             #expect((popular["recommendations"] as? [[String: Any]])?.map { $0["product_id"] as? String } == ["sku-9", "sku-8"])
             try await setup.client.execute(
                 """
-                INSERT INTO cdp.profile_recommendations (profile_id, rank, product_id, score, source, computed_at)
-                VALUES (\(setup.profile), 1, 'sku-2', 0.9, 'similar', now()), (\(setup.profile), 2, 'sku-9', 40, 'popular', now())
+                INSERT INTO cdp.profile_recommendation_lists (profile_id, product_ids, scores, sources, computed_at)
+                VALUES (\(setup.profile), '{sku-2,sku-9}', '{0.9,40}', '{similar,popular}', now())
                 """)
             let (ok, own, response) = try await Self.get(
                 http, "/v1/profiles/email/ALICE@example.com/recommendations", Self.bearer(setup.reader))

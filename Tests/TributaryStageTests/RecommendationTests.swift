@@ -96,11 +96,11 @@ import Testing
         }
     }
 
-    /// Product ids are user data: tabs, newlines and backslashes come back exactly as sent.
+    /// Product ids are user data: tabs, newlines, backslashes, quotes, commas and braces come back exactly as sent.
     @Test func productIdsWithSpecialCharactersSurvive() async throws {
         try await TestDatabase.withFreshDatabase { (client) async throws in
             try await IdentityFixture.migrated(client)
-            let odd = "odd\tname\\with\nbreaks \u{1F600}"
+            let odd = "odd\tname\\with\nbreaks, \"quotes\" {braces} NULL \u{1F600}"
             var events: [IncomingEvent] = []
             for index in 0..<3 {
                 events.append(Self.viewed("u\(index)", "plain", daysAgo: 2))
