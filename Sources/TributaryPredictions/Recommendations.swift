@@ -133,7 +133,7 @@ public struct Recommendations: Sendable {
                            row_number() OVER (PARTITION BY i.profile_id ORDER BY i.interest DESC, p.id) AS position
                     FROM pg_temp.tributary_interactions AS i JOIN pg_temp.tributary_products AS p USING (product)
                 ) AS ranked
-                WHERE position <= 50
+                WHERE position <= \(Ranker.basketSize)
                 """)
             try await tx.execute("ANALYZE pg_temp.tributary_basket")
             timings.mark("products and baskets")
@@ -190,9 +190,8 @@ public struct Recommendations: Sendable {
                 computedAt: PostgresTime.format(asOf))
             try await tx.copyOut(
                 """
-                COPY (SELECT i.profile_id, p.id, i.interest, i.bought, b.id IS NOT NULL
+                COPY (SELECT i.profile_id, p.id, i.interest, i.bought
                       FROM pg_temp.tributary_interactions AS i JOIN pg_temp.tributary_products AS p USING (product)
-                      LEFT JOIN pg_temp.tributary_basket AS b ON b.profile_id = i.profile_id AND b.id = p.id
                       ORDER BY i.profile_id) TO STDOUT
                 """
             ) { chunk in ranker.consume(chunk) }
@@ -220,9 +219,11 @@ public struct Recommendations: Sendable {
 }
 
 /// Ranks each profile's products from its interactions, streamed profile by profile as COPY text
-/// (`profile_id, product id, interest, bought, in basket`), and collects the recommendations as COPY text of
+/// (`profile_id, product id, interest, bought`), and collects the recommendations as COPY text of
 /// `cdp.profile_recommendation_lists` (one row per profile, arrays in rank order).
 struct Ranker {
+    /// The most products per profile that take part (the co-occurrence's basket).
+    static let basketSize = 50
     let neighbours: [[(product: Int, similarity: Double)]]
     let popular: [(Int, Double)]
     /// Product names, escaped for COPY text.
@@ -288,7 +289,7 @@ struct Ranker {
     }
 
     private mutating func line(_ bytes: ArraySlice<UInt8>) {
-        // profile_id \t id \t interest \t bought \t in basket, read without a string per field.
+        // profile_id \t id \t interest \t bought, read without a string per field.
         let tab = UInt8(ascii: "\t")
         guard let first = bytes.firstIndex(of: tab) else { return }
         let profileBytes = bytes[bytes.startIndex..<first]
@@ -307,18 +308,23 @@ struct Ranker {
         }
         cursor += 1
         guard let end = bytes[cursor...].firstIndex(of: tab), id < names.count,
-            let interest = Double(String(decoding: bytes[cursor..<end], as: UTF8.self)), end + 3 < bytes.endIndex
+            let interest = Double(String(decoding: bytes[cursor..<end], as: UTF8.self)), end + 1 < bytes.endIndex
         else { return }
         if bytes[end + 1] == UInt8(ascii: "t") {
             bought[id] = true
             boughtList.append(id)
         }
-        if bytes[end + 3] == UInt8(ascii: "t") { basket.append((id, interest)) }
+        basket.append((id, interest))
     }
 
     /// Ranks the current profile's products and appends its recommendations.
     mutating func finishProfile() {
         guard let profile else { return }
+        // The 50 strongest products take part, as in the co-occurrence (ties by product id).
+        if basket.count > Self.basketSize {
+            basket.sort { $0.1 != $1.1 ? $0.1 > $1.1 : $0.0 < $1.0 }
+            basket.removeLast(basket.count - Self.basketSize)
+        }
         for (product, interest) in basket {
             for (other, similarity) in neighbours[product] {
                 if scores[other] == 0 { touched.append(other) }
