@@ -12,6 +12,7 @@ import TributaryDestinations
 import TributaryFixtures
 import TributaryIdentity
 import TributaryModel
+import TributaryPredictions
 import TributaryProfiles
 import TributarySegments
 import TributaryServer
@@ -102,6 +103,7 @@ extension TributaryCommand {
                     }
                 }
                 try await showProfiles(client: client, logger: logger)
+                try await showPredictions(client: client, logger: logger)
                 try await showSegments(client: client, logger: logger)
                 let latencies = try await showSyncs(client: client, logger: logger, key: key)
                 try await printSummary(client: client, latencies: latencies)
@@ -159,6 +161,37 @@ extension TributaryCommand {
             print(
                 "  analysts      SELECT profile_id, lifetime_value, rfm_score, traits->>'email' FROM cdp.profiles ORDER BY lifetime_value DESC NULLS LAST"
             )
+        }
+
+        /// Fits the customer-base models on the purchases and computes recommendations; prints what they give.
+        func showPredictions(client: PostgresClient, logger: Logger) async throws {
+            let predictions = CustomerBasePredictions(client: client, logger: logger)
+            do {
+                let (fit, scored) = try await predictions.fit(try await predictions.defaultSettings())
+                let (alive, value) = try await client.query(
+                    "SELECT avg(probability_alive), sum(predicted_lifetime_value) FROM cdp.profile_predictions"
+                ).first!.decode((Double?, Double?).self)
+                print(
+                    "  predictions   BG/NBD + Gamma-Gamma fitted on \(fit.customers) buyers (\(fit.repeatCustomers) repeat) in "
+                        + "\(fit.duration.formatted(.units(allowed: [.seconds, .milliseconds], width: .narrow))): \(scored) scored, "
+                        + String(format: "mean probability alive %.2f", alive ?? 0)
+                        + (value.map { String(format: ", predicted 365-day value %.0f", $0) } ?? ""))
+            } catch let error as PredictionError {
+                print("  predictions   not fitted: \(error)")
+            }
+            let report = try await Recommendations(client: client, logger: logger).compute()
+            let sample = try await client.query(
+                """
+                SELECT profile_id::text, string_agg(product_id, ', ' ORDER BY rank) FROM cdp.profile_recommendations
+                WHERE source = 'similar' GROUP BY profile_id ORDER BY profile_id LIMIT 1
+                """
+            ).first?.decode((String, String).self)
+            print(
+                "  recommend     \(report.rows) next-best products for \(report.profiles) profiles (\(report.products) products)"
+                    + (sample.map { "; \($0.0): \($0.1)" } ?? ""))
+            print(
+                "  analysts      SELECT * FROM cdp.profile_predictions ORDER BY predicted_lifetime_value DESC NULLS LAST; "
+                    + "tributary predictions show")
         }
 
         /// Applies the example segments, refreshes their members and prints their sizes and one compiled view.
