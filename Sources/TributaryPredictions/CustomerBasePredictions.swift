@@ -156,28 +156,31 @@ public struct CustomerBasePredictions: Sendable {
     }
 
     /// Fits both models on purchases before `asOf`, stores the fit and scores every buyer with it (in one
-    /// transaction: readers see the previous scores until it commits).
+    /// transaction: readers see the previous scores until it commits). `progress` hears each phase as it ends (for a
+    /// terminal: a fit over millions of purchases takes a while).
     @discardableResult
     public func fit(
-        _ settings: CustomerBaseSettings, asOf: Date = Date()
+        _ settings: CustomerBaseSettings, asOf: Date = Date(), progress: (@Sendable (String) -> Void)? = nil
     ) async throws -> (
         fit: CustomerBaseFit, scored: Int
     ) {
         try settings.validate()
         return try await client.withTransaction { tx in
             try await tx.advisoryTransactionLock(Self.lock)
-            return try await fit(tx, settings, asOf: asOf)
+            return try await fit(tx, settings, asOf: asOf, progress: progress)
         }
     }
 
     func fit(
-        _ tx: PostgresConnection, _ settings: CustomerBaseSettings, asOf: Date
+        _ tx: PostgresConnection, _ settings: CustomerBaseSettings, asOf: Date,
+        progress: (@Sendable (String) -> Void)? = nil
     ) async throws -> (
         fit: CustomerBaseFit, scored: Int
     ) {
         let started = ContinuousClock.now
         let (buyers, first) = try await Self.buyers(tx, settings, end: asOf)
         let fetched = ContinuousClock.now - started
+        progress?("read the purchases of \(buyers.count) buyers in \(fetched.milliseconds) ms; fitting")
         let summaries = buyers.map(\.summary)
         let purchases: BGNBDModel
         do {
@@ -211,6 +214,9 @@ public struct CustomerBasePredictions: Sendable {
             id: id, settings: settings, windowStart: first, windowEnd: asOf, customers: buyers.count,
             repeatCustomers: repeatCustomers, purchases: purchases, spend: spend, fittedAt: Date(), duration: duration,
             spendProblem: spendProblem)
+        progress?(
+            "fitted in \((duration - fetched).milliseconds) ms (log-likelihood \(purchases.logLikelihood)); scoring \(buyers.count) buyers"
+        )
         let scored = try await Self.write(tx, fit: fit, buyers: buyers, scoredAt: asOf)
         logger.info(
             "predictions: fitted and scored",

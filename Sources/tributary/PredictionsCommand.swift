@@ -54,7 +54,14 @@ extension TributaryCommand.Predictions {
                 settings.lifetimeDays = lifetimeDays
                 settings.annualDiscountRate = annualDiscountRate
                 let (fit, scored): (CustomerBaseFit, Int)
-                do { (fit, scored) = try await predictions.fit(settings, asOf: asOf) } catch let error as PredictionError {
+                let started = ContinuousClock.now
+                let progress: @Sendable (String) -> Void = { line in
+                    let seconds = Double((ContinuousClock.now - started).milliseconds) / 1000
+                    FileHandle.standardError.write(Data(String(format: "[%6.1f s] ", seconds).utf8 + Array(line.utf8) + [10]))
+                }
+                do { (fit, scored) = try await predictions.fit(settings, asOf: asOf, progress: progress) } catch let error
+                    as PredictionError
+                {
                     throw CLIError(error.description)
                 }
                 print(describe(fit))
