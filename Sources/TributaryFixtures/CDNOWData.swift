@@ -19,35 +19,60 @@ public enum CDNOWData {
         return text.split(whereSeparator: \.isNewline)
     }
 
+    /// Serializes the first download between the tests that need the data at the same time.
+    private static let downloading = NSLock()
+
     /// The `lifetimes/datasets` directory, downloading and extracting the wheel if it is not there yet.
+    ///
+    /// The wheel is downloaded and extracted into a directory of its own, which is renamed into place only once
+    /// complete: a reader never sees a half-extracted file (tests in one process wait for the first download; another
+    /// process racing it keeps whichever rename came first).
     public static func directory(projectRoot: URL = projectRoot) throws -> URL {
         let fileManager = FileManager.default
         let base =
             ProcessInfo.processInfo.environment["TRIBUTARY_DATASETS"].map { URL(fileURLWithPath: $0) }
             ?? projectRoot.appendingPathComponent(".tributary/datasets/lifetimes-0.11.3")
         let datasets = base.appendingPathComponent("lifetimes/datasets")
-        if fileManager.fileExists(atPath: datasets.appendingPathComponent("CDNOW_master.txt").path) { return datasets }
+        let complete = { fileManager.fileExists(atPath: datasets.appendingPathComponent("CDNOW_master.txt").path) }
+        if complete() { return datasets }
+        downloading.lock()
+        defer { downloading.unlock() }
+        if complete() { return datasets }
         try fileManager.createDirectory(at: base, withIntermediateDirectories: true)
+        let staging = base.appendingPathComponent("download-\(UUID().uuidString)")
+        try fileManager.createDirectory(at: staging, withIntermediateDirectories: true)
+        defer { try? fileManager.removeItem(at: staging) }
         // pip itself, or (Debian without python3-pip) pip in a virtual environment of its own.
         var python = "python3"
         if (try? run(["python3", "-m", "pip", "--version"])) == nil {
             let venv = base.appendingPathComponent("venv")
-            try run(["python3", "-m", "venv", venv.path])
+            if !fileManager.fileExists(atPath: venv.appendingPathComponent("bin/python3").path) {
+                try run(["python3", "-m", "venv", venv.path])
+            }
             python = venv.appendingPathComponent("bin/python3").path
         }
         try run([
             python, "-m", "pip", "download", "lifetimes==0.11.3", "--no-deps", "--no-cache-dir", "--disable-pip-version-check",
-            "-d", base.path,
+            "-d", staging.path,
         ])
-        let wheel = try fileManager.contentsOfDirectory(atPath: base.path).first {
+        let wheel = try fileManager.contentsOfDirectory(atPath: staging.path).first {
             $0.lowercased().hasPrefix("lifetimes-0.11.3") && $0.hasSuffix(".whl")
         }
         guard let wheel else {
-            throw Unavailable(description: "pip left no lifetimes-0.11.3 wheel in \(base.path)")
+            throw Unavailable(description: "pip left no lifetimes-0.11.3 wheel in \(staging.path)")
         }
-        try run(["python3", "-m", "zipfile", "-e", base.appendingPathComponent(wheel).path, base.path])
-        guard fileManager.fileExists(atPath: datasets.appendingPathComponent("CDNOW_master.txt").path) else {
-            throw Unavailable(description: "the lifetimes wheel in \(base.path) has no datasets/CDNOW_master.txt")
+        let extracted = staging.appendingPathComponent("wheel")
+        try run(["python3", "-m", "zipfile", "-e", staging.appendingPathComponent(wheel).path, extracted.path])
+        guard fileManager.fileExists(atPath: extracted.appendingPathComponent("lifetimes/datasets/CDNOW_master.txt").path)
+        else {
+            throw Unavailable(description: "the lifetimes wheel \(wheel) has no lifetimes/datasets/CDNOW_master.txt")
+        }
+        // Into place in one rename; if another process got there first, its copy is as good.
+        do {
+            try fileManager.moveItem(
+                at: extracted.appendingPathComponent("lifetimes"), to: base.appendingPathComponent("lifetimes"))
+        } catch {
+            if !complete() { throw error }
         }
         return datasets
     }
