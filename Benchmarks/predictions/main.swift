@@ -50,16 +50,22 @@ struct PredictionsBench: AsyncParsableCommand {
         if recommendationProfiles > 0 { try await recommendations() }
     }
 
-    /// Hit rate @10 on a time split, and the time to compute every profile's recommendations.
-    func recommendations() async throws {
+    /// A fresh migrated database `name` with event partitions from `monthsBack` months ago, for data written straight
+    /// into `cdp.events`.
+    func scratchDatabase(_ name: String, monthsBack: Int) async throws -> (PostgresClient, Logger) {
         var logger = Logger(label: "bench")
         logger.logLevel = .warning
         let server = try await DatabaseTarget.resolve(dataDirectory: dataDir, logger: logger).configuration
-        let configuration = try await freshDatabase(
-            "tributary_predictions_recommend", on: server, files: try ProjectFiles.locate(), logger: logger)
+        let configuration = try await freshDatabase(name, on: server, files: try ProjectFiles.locate(), logger: logger)
         let client = PostgresClient(configuration: configuration, options: .init(maxConnections: 4), logger: logger)
+        try await client.execute("SELECT count(*) FROM cdp.ensure_event_partitions(\(monthsBack), 1)")
+        return (client, logger)
+    }
+
+    /// Hit rate @10 on a time split, and the time to compute every profile's recommendations.
+    func recommendations() async throws {
+        let (client, logger) = try await scratchDatabase("tributary_predictions_recommend", monthsBack: 5)
         var clock = ContinuousClock.now
-        try await client.execute("SELECT count(*) FROM cdp.ensure_event_partitions(5, 1)")
         // Product p belongs to category p % 40; profile c prefers categories c % 40 and (c * 7) % 40 (one in three
         // also (c * 13) % 40), and within a category some products are far more popular (p / 40 small). Nine
         // interactions in ten are in a preferred category; one in five is a purchase.
@@ -129,14 +135,8 @@ struct PredictionsBench: AsyncParsableCommand {
 
     /// Fit and score on `scaleBuyers` buyers with purchase histories of their own.
     func scale() async throws {
-        var logger = Logger(label: "bench")
-        logger.logLevel = .warning
-        let server = try await DatabaseTarget.resolve(dataDirectory: dataDir, logger: logger).configuration
-        let configuration = try await freshDatabase(
-            "tributary_predictions_scale", on: server, files: try ProjectFiles.locate(), logger: logger)
-        let client = PostgresClient(configuration: configuration, options: .init(maxConnections: 4), logger: logger)
+        let (client, logger) = try await scratchDatabase("tributary_predictions_scale", monthsBack: 25)
         var clock = ContinuousClock.now
-        try await client.execute("SELECT count(*) FROM cdp.ensure_event_partitions(25, 1)")
         // Customer p first bought `first` days ago and again every `gap` days (± a few), 1–7 times, spending around a
         // level of their own.
         try await client.execute(

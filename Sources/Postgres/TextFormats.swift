@@ -198,24 +198,50 @@ enum ByteaText {
     }
 }
 
+/// COPY's text format: a value with backslash, tab, newline and carriage return escaped.
+package enum CopyText {
+    /// Appends `text` escaped for COPY's text format.
+    @inlinable
+    package static func appendEscaped(_ text: String, to out: inout [UInt8]) {
+        for byte in text.utf8 {
+            switch byte {
+            case 0x5C: out.append(contentsOf: [0x5C, 0x5C])
+            case 0x09: out.append(contentsOf: [0x5C, UInt8(ascii: "t")])
+            case 0x0A: out.append(contentsOf: [0x5C, UInt8(ascii: "n")])
+            case 0x0D: out.append(contentsOf: [0x5C, UInt8(ascii: "r")])
+            default: out.append(byte)
+            }
+        }
+    }
+
+    /// `text` escaped for COPY's text format.
+    package static func escaped(_ text: String) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity(text.utf8.count)
+        appendEscaped(text, to: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+}
+
 /// One-dimensional array literals: `{a,"b c",NULL,"say \"hi\""}`.
-enum ArrayLiteral {
+package enum ArrayLiteral {
     static func encode(_ elements: [String?]) throws -> String {
         var out = "{"
         for (i, element) in elements.enumerated() {
             if i > 0 { out += "," }
-            guard let element else {
-                out += "NULL"
-                continue
-            }
-            out += "\""
-            for character in element.unicodeScalars {
-                if character == "\"" || character == "\\" { out += "\\" }
-                out.unicodeScalars.append(character)
-            }
-            out += "\""
+            out += element.map(quoted) ?? "NULL"
         }
         return out + "}"
+    }
+
+    /// One element, quoted: `"say \"hi\""`.
+    package static func quoted(_ element: String) -> String {
+        var out = "\""
+        for character in element.unicodeScalars {
+            if character == "\"" || character == "\\" { out += "\\" }
+            out.unicodeScalars.append(character)
+        }
+        return out + "\""
     }
 
     static func parse(_ text: String) throws -> [String?] {

@@ -362,7 +362,7 @@ public actor EventWriter {
         out.append(contentsOf: String(ordinal).utf8)
         func text(_ value: String?) {
             out.append(0x09)
-            if let value { appendCopyEscaped(value, to: &out) } else { out.append(contentsOf: [0x5C, UInt8(ascii: "N")]) }
+            if let value { CopyText.appendEscaped(value, to: &out) } else { out.append(contentsOf: [0x5C, UInt8(ascii: "N")]) }
         }
         func time(_ value: Date?) {
             out.append(0x09)
@@ -377,18 +377,5 @@ public actor EventWriter {
         time(e.receivedAt)
         for value in [e.properties, e.traits, e.context, e.integrations] { text(value) }
         out.append(0x0A)
-    }
-
-    /// Appends a value escaped for COPY's text format (backslash, tab, newline, carriage return).
-    static func appendCopyEscaped(_ text: String, to out: inout [UInt8]) {
-        for byte in text.utf8 {
-            switch byte {
-            case 0x5C: out.append(contentsOf: [0x5C, 0x5C])
-            case 0x09: out.append(contentsOf: [0x5C, UInt8(ascii: "t")])
-            case 0x0A: out.append(contentsOf: [0x5C, UInt8(ascii: "n")])
-            case 0x0D: out.append(contentsOf: [0x5C, UInt8(ascii: "r")])
-            default: out.append(byte)
-            }
-        }
     }
 }

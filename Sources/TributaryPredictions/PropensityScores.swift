@@ -38,9 +38,7 @@ public struct PropensitySettings: Sendable, Equatable {
 
     /// Refuses settings no model can be trained with, naming the setting.
     public func validate() throws {
-        let allowed = Set("abcdefghijklmnopqrstuvwxyz0123456789_")
-        guard let first = name.first, first.isLetter, first.isLowercase, name.count <= 63, name.allSatisfy(allowed.contains)
-        else {
+        guard SQLNames.isPlain(name, leadingUnderscore: false) else {
             throw PredictionError(
                 "propensity name '\(name)': use 1 to 63 lower case letters, digits and _, starting with a letter")
         }
@@ -197,7 +195,7 @@ public struct PropensityScores: Sendable {
             "propensity '\(settings.name)' (\(settings.kind == .churn ? "churn" : "goal '\(settings.goalEvent ?? "")'") "
             + "within \(settings.windowDays) days)"
         do {
-            try settings.qualityBar.check(auc: 1, positives: positives, negatives: training.labels.count - positives)
+            try settings.qualityBar.checkCounts(positives: positives, negatives: training.labels.count - positives)
         } catch let error as PropensityError {
             throw PredictionError(
                 "\(what) not published: \(error) (training as of \(PostgresTime.format(trainingCutoff)), "

@@ -250,29 +250,8 @@ struct Ranker {
     ) {
         self.neighbours = neighbours
         self.popular = popular
-        // Each name as an element of an array literal ("…" with \ and " escaped), then escaped for COPY text.
-        self.names = names.map { name in
-            var element = "\""
-            for character in name.unicodeScalars {
-                switch character {
-                case "\\": element += "\\\\"
-                case "\"": element += "\\\""
-                default: element.unicodeScalars.append(character)
-                }
-            }
-            element += "\""
-            var escaped = ""
-            for character in element.unicodeScalars {
-                switch character {
-                case "\\": escaped += "\\\\"
-                case "\t": escaped += "\\t"
-                case "\n": escaped += "\\n"
-                case "\r": escaped += "\\r"
-                default: escaped.unicodeScalars.append(character)
-                }
-            }
-            return escaped
-        }
+        // Each name as an element of an array literal, escaped for COPY text.
+        self.names = names.map { CopyText.escaped(ArrayLiteral.quoted($0)) }
         self.top = top
         self.computedAt = computedAt
         bought = [Bool](repeating: false, count: names.count)

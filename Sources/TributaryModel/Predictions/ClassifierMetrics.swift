@@ -107,6 +107,17 @@ public struct QualityBar: Sendable, Equatable {
         self.minimumNegatives = minimumNegatives
     }
 
+    /// Checks the training counts alone (before any model is fitted).
+    /// - Throws: ``PropensityError/tooFewPositives(found:minimum:)`` or ``PropensityError/tooFewNegatives(found:minimum:)``.
+    public func checkCounts(positives: Int, negatives: Int) throws {
+        guard positives >= minimumPositives else {
+            throw PropensityError.tooFewPositives(found: positives, minimum: minimumPositives)
+        }
+        guard negatives >= minimumNegatives else {
+            throw PropensityError.tooFewNegatives(found: negatives, minimum: minimumNegatives)
+        }
+    }
+
     /// Checks a model against the bar: first the training counts, then the held-out AUC.
     /// - Parameters:
     ///   - auc: the AUC on the held-out period (``ClassifierMetrics/auc(scores:labels:)``); nil when it could not be
@@ -116,12 +127,7 @@ public struct QualityBar: Sendable, Equatable {
     /// - Throws: ``PropensityError/tooFewPositives(found:minimum:)``, ``PropensityError/tooFewNegatives(found:minimum:)``,
     ///   ``PropensityError/aucUnavailable`` (nil or NaN AUC) or ``PropensityError/aucBelowQualityBar(auc:minimum:)``.
     public func check(auc: Double?, positives: Int, negatives: Int) throws {
-        guard positives >= minimumPositives else {
-            throw PropensityError.tooFewPositives(found: positives, minimum: minimumPositives)
-        }
-        guard negatives >= minimumNegatives else {
-            throw PropensityError.tooFewNegatives(found: negatives, minimum: minimumNegatives)
-        }
+        try checkCounts(positives: positives, negatives: negatives)
         guard let auc, !auc.isNaN else { throw PropensityError.aucUnavailable }
         guard auc >= minimumAUC else { throw PropensityError.aucBelowQualityBar(auc: auc, minimum: minimumAUC) }
     }

@@ -87,8 +87,7 @@ private struct ValidationContext {
             try ComputedTraitDefinitions.validate(
                 name, op, value, type: type, timestamps: true, subject: "computed trait", keyPath: "\(path).computed", at: path)
         case .prediction(let name, let percentile, let op, let value):
-            let allowed = Set("abcdefghijklmnopqrstuvwxyz0123456789_")
-            guard let first = name.first, first.isLetter, name.count <= 63, name.allSatisfy(allowed.contains) else {
+            guard SQLNames.isPlain(name, leadingUnderscore: false) else {
                 throw ProfileError(
                     "\(path).prediction: '\(name)' is not a prediction name (lower case letters, digits and _; "
                         + "\(Prediction.customerBaseScores.joined(separator: ", ")) or a propensity's name)")
