@@ -4,12 +4,16 @@ package struct StepTimings: CustomStringConvertible {
     private var lap = ContinuousClock.now
     private var steps: [(name: String, took: Duration)] = []
 
-    package init() {}
+    private let report: (@Sendable (String) -> Void)?
+
+    /// `report` hears each step as it ends (`co-occurrence: 2.4 s`), for progress on a terminal.
+    package init(report: (@Sendable (String) -> Void)? = nil) { self.report = report }
 
     /// Ends the step running since the last mark (or since the timings were made), naming it.
     package mutating func mark(_ name: String) {
         let now = ContinuousClock.now
         steps.append((name, now - lap))
+        report?("\(name): \(now - lap)")
         lap = now
     }
 

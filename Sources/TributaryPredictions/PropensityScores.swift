@@ -167,20 +167,22 @@ public struct PropensityScores: Sendable {
     /// year before `asOf`, in one transaction; returns the model and the rows written. Below the bar it throws a
     /// ``PredictionError`` naming the figure, and nothing changes.
     @discardableResult
+    /// `progress` hears each phase as it ends.
     public func train(
-        _ settings: PropensitySettings, asOf: Date = Date()
+        _ settings: PropensitySettings, asOf: Date = Date(), progress: (@Sendable (String) -> Void)? = nil
     ) async throws -> (
         model: PropensityModel, scored: Int
     ) {
         try settings.validate()
         return try await client.withTransaction { tx in
             try await tx.advisoryTransactionLock(CustomerBasePredictions.lock)
-            return try await train(tx, settings, asOf: asOf)
+            return try await train(tx, settings, asOf: asOf, progress: progress)
         }
     }
 
     func train(
-        _ tx: PostgresConnection, _ settings: PropensitySettings, asOf: Date
+        _ tx: PostgresConnection, _ settings: PropensitySettings, asOf: Date,
+        progress: (@Sendable (String) -> Void)? = nil
     ) async throws -> (
         model: PropensityModel, scored: Int
     ) {
@@ -191,6 +193,9 @@ public struct PropensityScores: Sendable {
         let training = try await Self.examples(tx, settings, cutoff: trainingCutoff, labelled: true)
         let validation = try await Self.examples(tx, settings, cutoff: validationCutoff, labelled: true)
         let positives = training.labels.count { $0 }
+        progress?(
+            "built \(training.labels.count) training examples (\(positives) positive) and \(validation.labels.count) "
+                + "test examples in \(ContinuousClock.now - started); training")
         let what =
             "propensity '\(settings.name)' (\(settings.kind == .churn ? "churn" : "goal '\(settings.goalEvent ?? "")'") "
             + "within \(settings.windowDays) days)"
@@ -225,6 +230,7 @@ public struct PropensityScores: Sendable {
                     + "\(PostgresTime.format(validationCutoff)) on \(validation.labels.count) profiles, "
                     + "\(validationPositives) positive)")
         }
+        progress?("trained and tested (AUC \(auc.map { String($0) } ?? "n/a")) after \(ContinuousClock.now - started); scoring")
         let logLoss = ClassifierMetrics.logLoss(probabilities: predicted, labels: validation.labels)
         let lift = ClassifierMetrics.lift(scores: predicted, labels: validation.labels)
         let modelJSON = String(decoding: try JSONEncoder().encode(final), as: UTF8.self)

@@ -82,7 +82,8 @@ public struct Recommendations: Sendable {
     /// and `cdp.popular_products`, in one transaction.
     @discardableResult
     public func compute(
-        _ settings: RecommendationSettings = RecommendationSettings(), asOf: Date = Date()
+        _ settings: RecommendationSettings = RecommendationSettings(), asOf: Date = Date(),
+        progress: (@Sendable (String) -> Void)? = nil
     ) async throws
         -> Report
     {
@@ -93,7 +94,7 @@ public struct Recommendations: Sendable {
         let since = asOf.addingTimeInterval(-Double(settings.lookbackDays) * 86_400)
         let property = settings.productProperty
         return try await client.withTransaction { tx in
-            var timings = StepTimings()
+            var timings = StepTimings(report: progress)
             try await tx.advisoryTransactionLock(CustomerBasePredictions.lock)
             try await tx.execute("SET LOCAL work_mem = '256MB'")
             try await tx.execute(

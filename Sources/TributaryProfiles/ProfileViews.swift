@@ -48,14 +48,37 @@ public enum ProfileViews {
                 }
             }
         }
+        // Predictive traits through LEFT JOINs on unique keys: a query that reads none of their columns does not join
+        // (PostgreSQL removes such joins), one that filters on them joins once instead of probing per row.
+        var joins: [String] = []
+        for trait in computed?.predictions ?? [] {
+            let owner = "predictive trait '\(trait.name)'"
+            switch trait.source {
+            case .customerBase(let column):
+                if !joins.contains(Self.customerBaseJoin) { joins.append(Self.customerBaseJoin) }
+                try add(trait.name, "cb.\(try SQLQuoting.identifier(column))", owner: owner)
+            case .propensity(let name):
+                let alias = "pr\(joins.count)"
+                joins.append(
+                    "LEFT JOIN cdp.profile_propensities AS \(alias) ON \(alias).profile_id = p.profile_id AND \(alias).name = \(try SQLQuoting.literal(name))"
+                )
+                try add(trait.name, "\(alias).probability", owner: owner)
+            case .recommendations(let top):
+                joins.append("LEFT JOIN cdp.profile_recommendation_lists AS rl ON rl.profile_id = p.profile_id")
+                try add(
+                    trait.name, "coalesce(rl.product_ids[1:\(top)], \(PredictionSource.popularSQL(top: top)))", owner: owner)
+            }
+        }
         return """
 
             SELECT \(columns.joined(separator: ",\n       "))
             FROM cdp.identity_profiles AS p
             LEFT JOIN cdp.profile_data AS d ON d.profile_id = p.profile_id
-
+            \(joins.map { $0 + "\n" }.joined())
             """
     }
+
+    static let customerBaseJoin = "LEFT JOIN cdp.profile_predictions AS cb ON cb.profile_id = p.profile_id"
 
     /// A jsonb expression read as a column of `type`.
     static func typed(_ value: String, _ type: ValueType) -> String {

@@ -116,6 +116,7 @@ public struct Pipeline: Sendable {
             let client = pool("predictions", connections: 1)
             services.append(
                 DueJobService.predictions(
+                    PredictiveTraits(client: client, logger: logger),
                     CustomerBasePredictions(client: client, logger: logger), PropensityScores(client: client, logger: logger),
                     logger: logger))
         }
@@ -207,13 +208,17 @@ struct DueJobService: Service {
         DueJobService(name: "retention", logger: logger) { try await Retention.runIfDue(client: client, logger: logger) }
     }
 
-    /// Scheduled predictions: once fitted, every buyer is scored again daily and the models fitted again weekly.
+    /// Scheduled predictions: the models the computed traits file's predictive traits need are fitted or trained when
+    /// missing (a refused one again a day later) and their recommendations computed daily; once fitted, every buyer
+    /// is scored again daily and the models fitted again weekly.
     static func predictions(
-        _ predictions: CustomerBasePredictions, _ propensities: PropensityScores, logger: Logger
+        _ traits: PredictiveTraits, _ predictions: CustomerBasePredictions, _ propensities: PropensityScores,
+        logger: Logger
     )
         -> DueJobService
     {
         DueJobService(name: "predictions", logger: logger) {
+            _ = try await traits.runIfDue()
             for (name, action) in try await propensities.runIfDue().sorted(by: { $0.key < $1.key }) {
                 logger.info("predictions: propensity \(action)", metadata: ["name": "\(name)"])
             }

@@ -163,35 +163,32 @@ extension TributaryCommand {
             )
         }
 
-        /// Fits the customer-base models on the purchases and computes recommendations; prints what they give.
+        /// Fits, trains and computes the models of the example file's predictive traits; prints what they give.
         func showPredictions(client: PostgresClient, logger: Logger) async throws {
-            let predictions = CustomerBasePredictions(client: client, logger: logger)
-            do {
-                let (fit, scored) = try await predictions.fit(try await predictions.defaultSettings())
-                let (alive, value) = try await client.query(
-                    "SELECT avg(probability_alive), sum(predicted_lifetime_value) FROM cdp.profile_predictions"
-                ).first!.decode((Double?, Double?).self)
-                print(
-                    "  predictions   BG/NBD + Gamma-Gamma fitted on \(fit.customers) buyers (\(fit.repeatCustomers) repeat) in "
-                        + "\(fit.duration.formatted(.units(allowed: [.seconds, .milliseconds], width: .narrow))): \(scored) scored, "
-                        + String(format: "mean probability alive %.2f", alive ?? 0)
-                        + (value.map { String(format: ", predicted 365-day value %.0f", $0) } ?? ""))
-            } catch let error as PredictionError {
-                print("  predictions   not fitted: \(error)")
+            let definitions = try await ProfileAdmin(client: client, logger: logger).current()
+            let outcomes = try await PredictiveTraits(client: client, logger: logger).apply(definitions)
+            for outcome in outcomes {
+                print("  predictions   \(outcome.trait): \(outcome.action)")
             }
-            let report = try await Recommendations(client: client, logger: logger).compute()
+            let (alive, value) = try await client.query(
+                "SELECT avg(chance_alive), sum(predicted_clv) FROM cdp.profiles"
+            ).first!.decode((Double?, Double?).self)
+            if let alive {
+                print(
+                    "                "
+                        + String(format: "mean chance_alive %.2f", alive)
+                        + (value.map { String(format: ", predicted 365-day value %.0f", $0) } ?? ""))
+            }
             let sample = try await client.query(
                 """
                 SELECT profile_id::text, string_agg(product_id, ', ' ORDER BY rank) FROM cdp.profile_recommendations
                 WHERE source = 'similar' GROUP BY profile_id ORDER BY profile_id LIMIT 1
                 """
             ).first?.decode((String, String).self)
+            if let sample { print("  recommend     \(sample.0): \(sample.1)") }
             print(
-                "  recommend     \(report.rows) next-best products for \(report.profiles) profiles (\(report.products) products)"
-                    + (sample.map { "; \($0.0): \($0.1)" } ?? ""))
-            print(
-                "  analysts      SELECT * FROM cdp.profile_predictions ORDER BY predicted_lifetime_value DESC NULLS LAST; "
-                    + "tributary predictions show")
+                "  analysts      SELECT profile_id, chance_alive, predicted_clv, churn_30d, next_products FROM cdp.profiles "
+                    + "ORDER BY predicted_clv DESC NULLS LAST; tributary predictions show")
         }
 
         /// Applies the example segments, refreshes their members and prints their sizes and one compiled view.

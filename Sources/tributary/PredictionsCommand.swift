@@ -4,6 +4,7 @@ import Logging
 import Postgres
 import TributaryModel
 import TributaryPredictions
+import TributaryProfiles
 
 extension TributaryCommand {
     struct Predictions: AsyncParsableCommand {
@@ -15,6 +16,15 @@ extension TributaryCommand {
 }
 
 /// `--as-of` as a date: `2026-12-01` (midnight UTC) or a full ISO-8601 time.
+/// Progress of a long run on standard error, each line with the seconds since this was made: `[   2.4 s] fitting`.
+func progressLines() -> @Sendable (String) -> Void {
+    let started = ContinuousClock.now
+    return { line in
+        let seconds = Double((ContinuousClock.now - started).milliseconds) / 1000
+        FileHandle.standardError.write(Data(String(format: "[%6.1f s] ", seconds).utf8 + Array(line.utf8) + [10]))
+    }
+}
+
 private func parseAsOf(_ text: String?) throws -> Date {
     guard let text else { return Date() }
     do { return try PostgresTime.parse(text) } catch {
@@ -54,12 +64,7 @@ extension TributaryCommand.Predictions {
                 settings.lifetimeDays = lifetimeDays
                 settings.annualDiscountRate = annualDiscountRate
                 let (fit, scored): (CustomerBaseFit, Int)
-                let started = ContinuousClock.now
-                let progress: @Sendable (String) -> Void = { line in
-                    let seconds = Double((ContinuousClock.now - started).milliseconds) / 1000
-                    FileHandle.standardError.write(Data(String(format: "[%6.1f s] ", seconds).utf8 + Array(line.utf8) + [10]))
-                }
-                do { (fit, scored) = try await predictions.fit(settings, asOf: asOf, progress: progress) } catch let error
+                do { (fit, scored) = try await predictions.fit(settings, asOf: asOf, progress: progressLines()) } catch let error
                     as PredictionError
                 {
                     throw CLIError(error.description)
@@ -103,7 +108,8 @@ extension TributaryCommand.Predictions {
             try await global.withMigratedClient(logger: logger) { client in
                 let (model, scored): (PropensityModel, Int)
                 do {
-                    (model, scored) = try await PropensityScores(client: client, logger: logger).train(settings, asOf: asOf)
+                    (model, scored) = try await PropensityScores(client: client, logger: logger)
+                        .train(settings, asOf: asOf, progress: progressLines())
                 } catch let error as PredictionError {
                     throw CLIError(error.description)
                 }
@@ -156,7 +162,10 @@ extension TributaryCommand.Predictions {
             try await global.withMigratedClient(logger: logger) { client in
                 let started = ContinuousClock.now
                 let report: Recommendations.Report
-                do { report = try await Recommendations(client: client, logger: logger).compute(settings, asOf: asOf) } catch let
+                do {
+                    report = try await Recommendations(client: client, logger: logger)
+                        .compute(settings, asOf: asOf, progress: progressLines())
+                } catch let
                     error as PredictionError
                 {
                     throw CLIError(error.description)
@@ -217,6 +226,25 @@ extension TributaryCommand.Predictions {
                 let models = try await PropensityScores(client: client, logger: logger).models()
                 if models.isEmpty { print("propensity models: none yet (tributary predictions propensity NAME …)") }
                 for model in models { print(describe(model)) }
+                let traits = try await ProfileAdmin(client: client, logger: logger).current().predictions
+                if !traits.isEmpty { print("predictive traits (tributary traits apply; columns of cdp.profiles):") }
+                for trait in traits {
+                    let published: String
+                    switch trait.source {
+                    case .customerBase: published = stored.map { "fit \($0.id)" } ?? "no fit yet"
+                    case .propensity(let name):
+                        published = models.first { $0.settings.name == name }.map { "model \($0.id)" } ?? "no model yet"
+                    case .recommendations:
+                        let at = try await client.withConnection {
+                            try await $0.query("SELECT max(computed_at) FROM cdp.popular_products").scalar(Date?.self)
+                        }
+                        published = at.map { "computed \(PostgresTime.format($0))" } ?? "not computed yet"
+                    }
+                    let window = trait.within.map { " within \($0.days) days" } ?? ""
+                    print(
+                        "  \(trait.name): \(trait.predict.rawValue)\(trait.event.map { " '\($0)'" } ?? "")\(window); \(published)"
+                    )
+                }
             }
         }
     }

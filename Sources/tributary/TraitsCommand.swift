@@ -4,6 +4,7 @@ import Logging
 import Postgres
 import TributaryGovernance
 import TributaryModel
+import TributaryPredictions
 import TributaryProfiles
 import TributaryService
 
@@ -37,17 +38,21 @@ extension TributaryCommand.Traits {
                 }
                 if dryRun {
                     print(
-                        "\(file): \(definitions.computedTraits.count) computed traits, RFM \(definitions.rfm.enabled ? "on" : "off"); valid"
-                    )
+                        "\(file): \(definitions.computedTraits.count) computed traits, \(definitions.predictions.count) predictive, "
+                            + "RFM \(definitions.rfm.enabled ? "on" : "off"); valid")
                     print(try ComputedTraitCompiler(definitions).aggregateSQL(asOf: Date(), through: Int64.max))
                     return
                 }
+                let previous = try await admin.current()
                 let changed: Bool
                 do { changed = try await admin.apply(definitions) } catch let error as ProfileError {
                     throw CLIError("\(file): \(error)")
                 }
                 guard changed else {
-                    print("computed traits: unchanged (\(definitions.computedTraits.count) traits)")
+                    print(
+                        "computed traits: unchanged (\(definitions.computedTraits.count) traits, \(definitions.predictions.count) predictive)"
+                    )
+                    try await applyPredictions(definitions, previous: previous, client: client, logger: logger)
                     return
                 }
                 try await Roles.refreshViews(client)
@@ -62,7 +67,23 @@ extension TributaryCommand.Traits {
                 print(
                     "computed traits: applied \(definitions.computedTraits.count) traits (RFM \(definitions.rfm.enabled ? "on" : "off")); "
                         + "recomputed for every profile in \(ContinuousClock.now - started): \(updated) profiles changed")
+                try await applyPredictions(definitions, previous: previous, client: client, logger: logger)
             }
+        }
+
+        /// Fits, trains or computes the models of predictive traits that are new or changed, one line per trait; a
+        /// model below its quality bar is reported, not an error (the trait stays NULL; the worker tries again).
+        private func applyPredictions(
+            _ definitions: ComputedTraitDefinitions, previous: ComputedTraitDefinitions, client: PostgresClient,
+            logger: Logger
+        ) async throws {
+            guard !definitions.predictions.isEmpty else { return }
+            let outcomes = try await PredictiveTraits(client: client, logger: logger)
+                .apply(definitions, previous: previous, progress: progressLines())
+            for outcome in outcomes { print("predictive trait \(outcome.trait): \(outcome.action)") }
+            try await recordAudit(
+                client, "traits.predictions", target: file,
+                details: .object(outcomes.map { ($0.trait, .string("\($0.action)")) }))
         }
     }
 

@@ -61,6 +61,31 @@ import Testing
             #expect(show.stdout.contains("\"ltv\""))
             let recompute = try await cli.run(["traits", "recompute", "--time-dependent-only"], environment: env)
             #expect(recompute.status == 0, "\(recompute.stderr)")
+
+            // Predictive traits: a bad one is named; with one buyer nothing can be fitted or trained, which apply
+            // reports per trait (the file is applied, the columns exist and are NULL).
+            try
+                #"{"computedTraits": [{"name": "churn_60d", "kind": "prediction", "predict": "churn", "within": {"days": 60}}, {"name": "alive", "kind": "prediction", "predict": "probability_alive", "top": 3}]}"#
+                .write(to: definitions, atomically: true, encoding: .utf8)
+            cli.expectOneLineError(
+                try await cli.run(["traits", "apply", definitions.path], environment: env),
+                containing: ["(prediction 'alive').top: 'probability_alive' takes no top"])
+            try
+                #"{"computedTraits": [{"name": "ltv", "aggregate": "sum", "property": "revenue", "events": ["Order Completed"]}, {"name": "churn_60d", "kind": "prediction", "predict": "churn", "within": {"days": 60}}, {"name": "alive", "kind": "prediction", "predict": "probability_alive"}]}"#
+                .write(to: definitions, atomically: true, encoding: .utf8)
+            let predictive = try await cli.run(["traits", "apply", definitions.path], environment: env)
+            #expect(predictive.status == 0, "\(predictive.stdout)\(predictive.stderr)")
+            #expect(predictive.stdout.contains("predictive trait alive: nothing published: cannot fit"), "\(predictive.stdout)")
+            #expect(
+                predictive.stdout.contains("predictive trait churn_60d: nothing published: propensity 'churn_60d'"),
+                "\(predictive.stdout)")
+            let columns = try await client.query("SELECT ltv, alive, churn_60d FROM cdp.profiles").first!.decode(
+                (Double, Double?, Double?).self)
+            #expect(columns.0 == 120.5 && columns.1 == nil && columns.2 == nil)
+            let shown = try await cli.run(["predictions", "show"], environment: env)
+            #expect(
+                shown.stdout.contains("alive: probability_alive; no fit yet")
+                    && shown.stdout.contains("churn_60d: churn within 60 days; no model yet"), "\(shown.stdout)")
         }
     }
 }

@@ -359,7 +359,7 @@ import Testing
         )
         #expect(
             error(#"{"computedTraits": [{"name": "x", "aggregate": "count", "whre": []}]}"#)
-                == "computedTraits[0].whre: unknown key; known keys are name, aggregate, property, events, types, where, within, description"
+                == "computedTraits[0].whre: unknown key; known keys are name, kind, aggregate, property, events, types, where, within, description"
         )
         #expect(
             error(#"{"computedTraits": [{"name": "Bad Name", "aggregate": "count"}]}"#)

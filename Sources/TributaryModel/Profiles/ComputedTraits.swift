@@ -75,8 +75,11 @@ public struct ComputedTrait: Sendable, Equatable, Codable {
         case name, aggregate, property, events, types, `where`, within, description
     }
 
+    /// The value of the optional `kind` key that marks an aggregate (the default; see ``PredictiveTrait``).
+    public static let kind = "aggregate"
+
     public init(from decoder: any Decoder) throws {
-        try rejectUnknownKeys(decoder, known: CodingKeys.allCases.map(\.rawValue))
+        try rejectUnknownKeys(decoder, known: ["name", "kind"] + CodingKeys.allCases.map(\.rawValue).dropFirst())
         let container = try decoder.container(keyedBy: CodingKeys.self)
         name = try container.decode(String.self, forKey: .name)
         aggregate = try container.decode(Aggregate.self, forKey: .aggregate)
@@ -410,19 +413,60 @@ public struct ComputedTraitDefinitions: Sendable, Equatable, Codable {
     public var computedTraits: [ComputedTrait]
     public var rfm: RFMSettings
 
-    public init(computedTraits: [ComputedTrait] = [], rfm: RFMSettings = RFMSettings()) {
+    /// The predictive traits: the entries of `computedTraits` with `"kind": "prediction"`.
+    public var predictions: [PredictiveTrait]
+
+    public init(
+        computedTraits: [ComputedTrait] = [], predictions: [PredictiveTrait] = [], rfm: RFMSettings = RFMSettings()
+    ) {
         self.computedTraits = computedTraits
+        self.predictions = predictions
         self.rfm = rfm
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable { case computedTraits, rfm }
 
+    /// One entry of `computedTraits`: an aggregate (no `kind`, or `"kind": "aggregate"`) or a prediction.
+    private enum Entry: Decodable {
+        case aggregate(ComputedTrait)
+        case prediction(PredictiveTrait)
+
+        enum Keys: String, CodingKey { case kind }
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: Keys.self)
+            switch try container.decodeIfPresent(String.self, forKey: .kind) {
+            case nil, ComputedTrait.kind?: self = .aggregate(try ComputedTrait(from: decoder))
+            case PredictiveTrait.kind?: self = .prediction(try PredictiveTrait(from: decoder))
+            case let other?:
+                throw DecodingError.dataCorruptedError(
+                    forKey: .kind, in: container,
+                    debugDescription:
+                        "unknown kind '\(other)'; use \(ComputedTrait.kind) (the default) or \(PredictiveTrait.kind)")
+            }
+        }
+    }
+
     public init(from decoder: any Decoder) throws {
         try rejectUnknownKeys(decoder, known: CodingKeys.allCases.map(\.rawValue))
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        computedTraits = try container.decodeIfPresent([ComputedTrait].self, forKey: .computedTraits) ?? []
+        let entries = try container.decodeIfPresent([Entry].self, forKey: .computedTraits) ?? []
+        computedTraits = entries.compactMap { if case .aggregate(let trait) = $0 { trait } else { nil } }
+        predictions = entries.compactMap { if case .prediction(let trait) = $0 { trait } else { nil } }
         rfm = try container.decodeIfPresent(RFMSettings.self, forKey: .rfm) ?? RFMSettings()
     }
+
+    /// Aggregates first, then predictions (the canonical order: stored and checksummed).
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        var entries = container.nestedUnkeyedContainer(forKey: .computedTraits)
+        for trait in computedTraits { try entries.encode(trait) }
+        for trait in predictions { try entries.encode(trait) }
+        try container.encode(rfm, forKey: .rfm)
+    }
+
+    /// The predictive trait named `name`, if one is defined.
+    public func prediction(_ name: String) -> PredictiveTrait? { predictions.first { $0.name == name } }
 
     /// Columns of `cdp.profiles` that computed traits cannot be named after.
     public static let reservedNames: Set<String> = [
@@ -505,6 +549,29 @@ public struct ComputedTraitDefinitions: Sendable, Equatable, Codable {
             }
             for (position, condition) in (trait.where ?? []).enumerated() {
                 try validate(condition, of: trait, catalog: catalog, at: "\(path).where[\(position)]")
+            }
+        }
+        var predicted: [PredictiveTrait.Predict: String] = [:]
+        var seen: Set<String> = []
+        for trait in predictions {
+            let path = "computedTraits (prediction '\(trait.name)')"
+            try trait.validate(at: path)
+            if Self.reservedNames.contains(trait.name) || (rfm.enabled && RFMSettings.traitNames.contains(trait.name)) {
+                throw ProfileError("\(path).name: '\(trait.name)' is reserved for a built-in column of cdp.profiles")
+            }
+            if let earlier = names[trait.name] {
+                throw ProfileError("\(path).name: '\(trait.name)' is already the name of computedTraits[\(earlier)]")
+            }
+            if !seen.insert(trait.name).inserted {
+                throw ProfileError("\(path).name: '\(trait.name)' is the name of two predictions")
+            }
+            if !trait.predict.isPropensity {
+                if let other = predicted[trait.predict] {
+                    throw ProfileError(
+                        "\(path).predict: '\(other)' already predicts \(trait.predict.rawValue); one model serves both, define it once"
+                    )
+                }
+                predicted[trait.predict] = trait.name
             }
         }
         if rfm.enabled {

@@ -171,6 +171,7 @@ public struct SegmentCompiler: Sendable {
         case .trait(let key, let op, let value):
             return try sql.comparison(key: key, op: op, value: value, on: "p.traits")
         case .computed(let name, let op, let value):
+            if let prediction = computed?.prediction(name) { return try predictiveTraitSQL(prediction, op: op, value: value) }
             return try sql.comparison(key: name, op: op, value: value, on: "p.computed")
         case .allOf(let all):
             return group(try conjunction(all, form: form, trail: trail), "AND", empty: "true")
@@ -197,15 +198,26 @@ public struct SegmentCompiler: Sendable {
     private func predictionSQL(
         _ name: String, percentile: Bool, op: PropertyCondition.Operator, value: Double
     ) throws -> String {
-        let score: String
-        if Prediction.customerBaseScores.contains(name) {
-            score = "(SELECT x.\(name) FROM cdp.profile_predictions AS x WHERE x.profile_id = p.profile_id)"
-        } else {
-            score =
-                "(SELECT x.\(percentile ? "percentile" : "probability") FROM cdp.profile_propensities AS x "
-                + "WHERE x.profile_id = p.profile_id AND x.name = \(try dialect.literal(name)))"
-        }
+        let source =
+            computed?.prediction(name)?.source
+            ?? (Prediction.customerBaseScores.contains(name) ? .customerBase(column: name) : .propensity(name: name))
+        let score = try source.valueSQL(profile: "p.profile_id", percentile: percentile, dialect: dialect)
         return "\(score) \(op.rawValue) \(try SQLRenderer.number(value))"
+    }
+
+    /// A predictive trait of the file compared as a computed trait: a number, `contains` for a product list, or
+    /// whether it has a value.
+    private func predictiveTraitSQL(
+        _ prediction: PredictiveTrait, op: PropertyCondition.Operator, value: ConditionValue?
+    ) throws -> String {
+        let score = try prediction.source.valueSQL(profile: "p.profile_id", dialect: dialect)
+        switch (op, value) {
+        case (.exists, _): return "\(score) IS NOT NULL"
+        case (.notExists, _): return "\(score) IS NULL"
+        case (.contains, .string(let product)?): return "\(try dialect.literal(product)) = ANY (\(score))"
+        case (_, .number(let number)?): return "\(score) \(op.rawValue) \(try SQLRenderer.number(number))"
+        default: throw ProfileError("prediction '\(prediction.name)': cannot compare with \(op.rawValue)")
+        }
     }
 
     /// `(a\n    OR b)` over several lines; one part stands alone.
@@ -367,6 +379,9 @@ public struct SegmentCompiler: Sendable {
 
     /// A field read from `p.traits` or `p.computed`, typed by the catalog (or the computed trait's aggregate).
     func fieldSQL(_ field: SegmentField) throws -> String {
+        if field.trait == nil, let name = field.computed, let prediction = computed?.prediction(name) {
+            return try prediction.source.valueSQL(profile: "p.profile_id", dialect: dialect)
+        }
         let (object, key) = field.trait.map { ("p.traits", $0) } ?? ("p.computed", field.computed ?? "")
         let value = "\(object) -> \(try dialect.literal(key))"
         let type = field.trait != nil ? catalog?.traitType(key) : computedType(key)

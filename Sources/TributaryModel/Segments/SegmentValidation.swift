@@ -65,13 +65,39 @@ private struct ValidationContext {
             return .some(trait.valueType(catalog: catalog))
         }
         if computed.rfm.enabled, RFMSettings.traitNames.contains(name) { return .some(name == "rfm_score" ? .string : .integer) }
+        if let prediction = computed.prediction(name) { return .some(prediction.valueType) }
         return nil
     }
 
     var computedNames: String {
         let names =
             (computed?.computedTraits.map(\.name) ?? []) + ((computed?.rfm.enabled ?? false) ? RFMSettings.traitNames : [])
+            + (computed?.predictions.map(\.name) ?? [])
         return names.isEmpty ? "none are defined" : "defined: \(names.joined(separator: ", "))"
+    }
+
+    /// A comparison of a predictive trait: a number (=, !=, >, >=, <, <=), or a product list (`contains` a product);
+    /// either `exists` or `not_exists` (scored or not).
+    func validate(
+        _ prediction: PredictiveTrait, _ op: PropertyCondition.Operator, _ value: ConditionValue?, at path: String
+    ) throws {
+        switch (op, value) {
+        case (.exists, nil), (.notExists, nil): return
+        case (.exists, _), (.notExists, _): throw ProfileError("\(path).value: '\(op.rawValue)' takes no value")
+        case (.contains, .string(let product)?) where prediction.predict == .recommendedProducts:
+            if product.utf8.contains(0) { throw ProfileError("\(path).value: must not contain NUL") }
+        case (_, _) where prediction.predict == .recommendedProducts:
+            throw ProfileError(
+                "\(path).op: '\(prediction.name)' is a list of products: use contains (with a product id), exists or not_exists")
+        case (.equal, .number(let number)?), (.notEqual, .number(let number)?), (.greater, .number(let number)?),
+            (.greaterOrEqual, .number(let number)?), (.less, .number(let number)?), (.lessOrEqual, .number(let number)?):
+            if !number.isFinite { throw ProfileError("\(path).value: must be a finite number") }
+        case (.equal, _), (.notEqual, _), (.greater, _), (.greaterOrEqual, _), (.less, _), (.lessOrEqual, _):
+            throw ProfileError("\(path).value: prediction '\(prediction.name)' is compared with a number")
+        default:
+            throw ProfileError(
+                "\(path).op: a prediction is compared with =, !=, >, >=, <, <=, exists or not_exists, not '\(op.rawValue)'")
+        }
     }
 
     func validate(_ condition: SegmentCondition, at path: String) throws {
@@ -81,6 +107,10 @@ private struct ValidationContext {
                 key, op, value, type: catalog?.traitType(key), timestamps: true, subject: "trait", keyPath: "\(path).trait",
                 at: path)
         case .computed(let name, let op, let value):
+            if let prediction = computed?.prediction(name) {
+                try validate(prediction, op, value, at: path)
+                return
+            }
             guard let type = computedType(name) else {
                 throw ProfileError("\(path).computed: unknown computed trait '\(name)' (\(computedNames))")
             }
@@ -91,6 +121,14 @@ private struct ValidationContext {
                 throw ProfileError(
                     "\(path).prediction: '\(name)' is not a prediction name (lower case letters, digits and _; "
                         + "\(Prediction.customerBaseScores.joined(separator: ", ")) or a propensity's name)")
+            }
+            if let defined = computed?.prediction(name), !defined.predict.isPropensity {
+                if defined.predict == .recommendedProducts {
+                    throw ProfileError(
+                        "\(path).prediction: '\(name)' is a list of products, not a number; use {\"computed\": \"\(name)\", \"op\": \"contains\", \"value\": PRODUCT}"
+                    )
+                }
+                if percentile { throw ProfileError("\(path).percentile: '\(name)' has no percentile (only propensities do)") }
             }
             if percentile && Prediction.customerBaseScores.contains(name) {
                 throw ProfileError("\(path).percentile: '\(name)' has no percentile (only propensities do)")

@@ -1,0 +1,167 @@
+import Foundation
+import Testing
+@testable import TributaryModel
+
+/// Predictive traits in the computed traits file, without a database: parsing among aggregates, the canonical form,
+/// refusals that name the field, and what segments compile them to.
+@Suite struct PredictiveTraitTests {
+    static let file = #"""
+        {"computedTraits": [
+          {"name": "churn_30d", "kind": "prediction", "predict": "churn", "within": {"days": 30}},
+          {"name": "orders", "aggregate": "count", "events": ["Order Completed"]},
+          {"name": "buys_14d", "kind": "prediction", "predict": "goal", "event": "Order Completed", "within": {"days": 14}},
+          {"name": "clv", "kind": "prediction", "predict": "predicted_lifetime_value", "within": {"days": 180}},
+          {"name": "alive", "kind": "prediction", "predict": "probability_alive"},
+          {"name": "next_products", "kind": "prediction", "predict": "recommended_products", "top": 3,
+           "weights": {"Product Viewed": 1, "Order Completed": 4}},
+          {"name": "views", "kind": "aggregate", "aggregate": "count", "events": ["Product Viewed"]}
+        ]}
+        """#
+
+    @Test func predictionsParseAmongAggregatesAndKeepACanonicalForm() throws {
+        let definitions = try ComputedTraitDefinitions.parse(Data(Self.file.utf8))
+        #expect(definitions.computedTraits.map(\.name) == ["orders", "views"])
+        #expect(definitions.predictions.map(\.name) == ["churn_30d", "buys_14d", "clv", "alive", "next_products"])
+        #expect(
+            definitions.prediction("buys_14d") == PredictiveTrait("buys_14d", .goal, event: "Order Completed", within: .days(14)))
+        #expect(definitions.prediction("clv")?.source == .customerBase(column: "predicted_lifetime_value"))
+        #expect(definitions.prediction("churn_30d")?.source == .propensity(name: "churn_30d"))
+        #expect(definitions.prediction("next_products")?.source == .recommendations(top: 3))
+        #expect(definitions.prediction("next_products")?.valueType == .array)
+        // The canonical form marks predictions and reads back to the same definitions.
+        let canonical = try definitions.canonicalJSON()
+        #expect(String(decoding: canonical, as: UTF8.self).contains(#""kind" : "prediction""#))
+        #expect(try ComputedTraitDefinitions.parse(canonical) == definitions)
+        // A file without predictions keeps the canonical form it always had (stored checksums do not change).
+        let plain = try ComputedTraitDefinitions.parse(
+            Data(#"{"computedTraits": [{"name": "orders", "aggregate": "count"}]}"#.utf8))
+        #expect(!String(decoding: try plain.canonicalJSON(), as: UTF8.self).contains("kind"))
+    }
+
+    @Test(arguments: [
+        (#"{"name": "x", "kind": "model", "predict": "churn"}"#, "computedTraits[0].kind: unknown kind 'model'"),
+        (#"{"name": "x", "kind": "prediction", "predict": "ltv"}"#, "computedTraits[0].predict: unknown prediction 'ltv'"),
+        (#"{"name": "x", "kind": "prediction", "predict": "churn"}"#, "(prediction 'x').within: required"),
+        (
+            #"{"name": "x", "kind": "prediction", "predict": "churn", "within": {"days": 120}}"#,
+            "(prediction 'x').within.days: a propensity window is 7 to 90 days, got 120"
+        ),
+        (
+            #"{"name": "x", "kind": "prediction", "predict": "goal", "within": {"days": 30}}"#,
+            "(prediction 'x').event: the goal event is required"
+        ),
+        (
+            #"{"name": "x", "kind": "prediction", "predict": "churn", "event": "A", "within": {"days": 30}}"#,
+            "(prediction 'x').event: 'churn' takes no event"
+        ),
+        (
+            #"{"name": "x", "kind": "prediction", "predict": "probability_alive", "top": 3}"#,
+            "(prediction 'x').top: 'probability_alive' takes no top"
+        ),
+        (#"{"name": "x", "kind": "prediction", "predict": "expected_spend", "within": {"days": 9}}"#, "takes no within"),
+        (
+            #"{"name": "x", "kind": "prediction", "predict": "recommended_products", "top": 500}"#,
+            ".top: 1 to 100 products, got 500"
+        ),
+        (
+            #"{"name": "x", "kind": "prediction", "predict": "recommended_products", "weights": {"A": 0}}"#,
+            "weights: event 'A' with weight 0.0"
+        ),
+        (#"{"name": "X", "kind": "prediction", "predict": "probability_alive"}"#, "'X' is not a valid prediction name"),
+        (#"{"name": "_x", "kind": "prediction", "predict": "probability_alive"}"#, "'_x' is not a valid prediction name"),
+        (#"{"name": "event_count", "kind": "prediction", "predict": "probability_alive"}"#, "reserved for a built-in column"),
+        (
+            #"{"name": "x", "kind": "prediction", "predict": "probability_alive", "aggregate": "count"}"#,
+            "computedTraits[0].aggregate: unknown key"
+        ),
+        (
+            #"{"name": "x", "kind": "aggregate", "aggregate": "count", "predict": "churn"}"#,
+            "computedTraits[0].predict: unknown key"
+        ),
+    ])
+    func badPredictionsAreNamed(entry: String, fragment: String) {
+        do {
+            _ = try ComputedTraitDefinitions.parse(Data(#"{"computedTraits": [\#(entry)]}"#.utf8))
+            Issue.record("\(entry) must be refused")
+        } catch let error as ProfileError {
+            #expect(error.description.contains(fragment), "\(error)")
+        } catch {
+            Issue.record("\(error)")
+        }
+    }
+
+    @Test func namesAndModelsAreNotDefinedTwice() {
+        let cases = [
+            (
+                #"[{"name": "x", "aggregate": "count"}, {"name": "x", "kind": "prediction", "predict": "probability_alive"}]"#,
+                "'x' is already the name of computedTraits[0]"
+            ),
+            (
+                #"[{"name": "x", "kind": "prediction", "predict": "probability_alive"}, {"name": "x", "kind": "prediction", "predict": "expected_spend"}]"#,
+                "'x' is the name of two predictions"
+            ),
+            (
+                #"[{"name": "a", "kind": "prediction", "predict": "predicted_lifetime_value", "within": {"days": 90}}, {"name": "b", "kind": "prediction", "predict": "predicted_lifetime_value", "within": {"days": 365}}]"#,
+                "'a' already predicts predicted_lifetime_value"
+            ),
+            (
+                #"[{"name": "rfm_score", "kind": "prediction", "predict": "probability_alive"}]"#,
+                "reserved for a built-in column"
+            ),
+        ]
+        for (entries, fragment) in cases {
+            let rfm = entries.contains("rfm_score") ? #", "rfm": {"enabled": true}"# : ""
+            do {
+                _ = try ComputedTraitDefinitions.parse(Data(#"{"computedTraits": \#(entries)\#(rfm)}"#.utf8))
+                Issue.record("\(entries) must be refused")
+            } catch {
+                #expect("\(error)".contains(fragment), "\(error)")
+            }
+        }
+    }
+
+    @Test func segmentsCompareAPredictiveTraitAsAComputedTrait() throws {
+        let computed = try ComputedTraitDefinitions.parse(Data(Self.file.utf8))
+        let segments = try SegmentDefinitions.parse(
+            Data(
+                #"""
+                {"segments": [
+                  {"name": "at_risk", "conditions": [{"computed": "churn_30d", "op": ">", "value": 0.8},
+                                                      {"prediction": "churn_30d", "percentile": true, "op": ">=", "value": 90}],
+                   "fields": [{"name": "clv", "computed": "clv"}, {"name": "next", "computed": "next_products"}]},
+                  {"name": "tent_fans", "conditions": [{"computed": "next_products", "op": "contains", "value": "tent"},
+                                                        {"prediction": "alive", "op": "<", "value": 0.5}]}
+                ]}
+                """#.utf8), catalog: nil, computed: computed)
+        let compiler = SegmentCompiler(segments, computed: computed)
+        let risk = try compiler.selectSQL("at_risk")
+        #expect(
+            risk.contains(
+                "x.probability FROM cdp.profile_propensities AS x WHERE x.profile_id = p.profile_id AND x.name = 'churn_30d') > 0.8"
+            ), "\(risk)")
+        #expect(risk.contains("x.percentile FROM cdp.profile_propensities"), "\(risk)")
+        #expect(risk.contains(#"x."predicted_lifetime_value" FROM cdp.profile_predictions"#), "\(risk)")
+        #expect(risk.contains("x.product_ids[1:3]") && risk.contains("cdp.popular_products AS x WHERE x.rank <= 3"), "\(risk)")
+        let fans = try compiler.selectSQL("tent_fans")
+        #expect(fans.contains("'tent' = ANY (coalesce("), "\(fans)")
+        #expect(fans.contains(#"x."probability_alive" FROM cdp.profile_predictions"#), "\(fans)")
+
+        for (condition, fragment) in [
+            (#"{"computed": "churn_30d", "op": "contains", "value": "x"}"#, "a prediction is compared with =, !="),
+            (#"{"computed": "churn_30d", "op": ">", "value": "high"}"#, "is compared with a number"),
+            (#"{"computed": "next_products", "op": ">", "value": 1}"#, "is a list of products"),
+            (#"{"prediction": "next_products", "op": ">", "value": 1}"#, "is a list of products, not a number"),
+            (#"{"prediction": "clv", "percentile": true, "op": ">", "value": 1}"#, "'clv' has no percentile"),
+            (#"{"computed": "churn_30d", "op": "exists", "value": 1}"#, "'exists' takes no value"),
+        ] {
+            do {
+                _ = try SegmentDefinitions.parse(
+                    Data(#"{"segments": [{"name": "s", "conditions": [\#(condition)]}]}"#.utf8), catalog: nil,
+                    computed: computed)
+                Issue.record("\(condition) must be refused")
+            } catch {
+                #expect("\(error)".contains(fragment), "\(condition): \(error)")
+            }
+        }
+    }
+}
