@@ -26,7 +26,10 @@ extension TributaryCommand.CatalogGroup {
         @OptionGroup var global: GlobalOptions
         @Option(help: "How many of the most recent events to sample.") var sample = CatalogInference.defaultSample
         @Option(help: "The catalog file to write.") var output = "catalog.json"
-        @Option(help: "Also write a Swift source with a typed constant per trait and property.") var swift: String?
+        @Option(
+            help:
+                "Also write a Swift source with a typed constant per trait and property, and per computed and predictive trait in force."
+        ) var swift: String?
         @Flag(help: "Keep what the existing output file says (types, columns, descriptions); only add what is new.")
         var merge = false
 
@@ -37,14 +40,18 @@ extension TributaryCommand.CatalogGroup {
                 existing = try parseCatalogFile(data, file: output)
             }
             let logger = global.makeLogger()
-            let inferred = try await global.withMigratedClient(logger: logger) { client in
-                try await CatalogInference.infer(client: client, sample: sample)
+            let (inferred, computed) = try await global.withMigratedClient(logger: logger) { client in
+                (
+                    try await CatalogInference.infer(client: client, sample: sample),
+                    try await ProfileAdmin(client: client, logger: logger).current()
+                )
             }
             let catalog = existing.map { inferred.merged(keeping: $0) } ?? inferred
             try write(try catalog.encoded(), to: output)
             if let swift {
                 let command = ["tributary catalog infer", "--output", output, "--swift", swift].joined(separator: " ")
-                try write(Data(CatalogSwiftGenerator.source(for: catalog, command: command).utf8), to: swift)
+                try write(
+                    Data(CatalogSwiftGenerator.source(for: catalog, computed: computed, command: command).utf8), to: swift)
             }
             let properties = catalog.events.values.reduce(0) { $0 + $1.properties.count }
             var source = "from up to the latest \(sample) events"

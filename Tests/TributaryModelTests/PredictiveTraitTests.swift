@@ -120,6 +120,22 @@ import Testing
         }
     }
 
+    @Test func theGeneratedCatalogSourceHasAConstantPerComputedAndPredictiveTrait() throws {
+        let computed = try ComputedTraitDefinitions.parse(Data(Self.file.utf8))
+        let source = CatalogSwiftGenerator.source(for: Catalog(), computed: computed)
+        for line in [
+            "public enum ComputedTraits {",
+            #"    public static let churn30d = TributaryModel.Computed<Swift.Double>("churn_30d")"#,
+            #"    /// Predicted: goal 'Order Completed' within 14 days (its percentile: `Prediction("buys_14d").percentile`)."#,
+            #"    public static let nextProducts = TributaryModel.Computed<TributaryModel.JSONArray>("next_products")"#,
+            #"    public static let orders = TributaryModel.Computed<Swift.Int>("orders")"#,
+        ] {
+            #expect(source.contains(line + "\n"), "\(line)\n\(source)")
+        }
+        // Without computed traits the source is what it was.
+        #expect(!CatalogSwiftGenerator.source(for: Catalog()).contains("ComputedTraits"))
+    }
+
     @Test func segmentsCompareAPredictiveTraitAsAComputedTrait() throws {
         let computed = try ComputedTraitDefinitions.parse(Data(Self.file.utf8))
         let segments = try SegmentDefinitions.parse(
