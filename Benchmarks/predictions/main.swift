@@ -58,7 +58,7 @@ struct PredictionsBench: AsyncParsableCommand {
         let server = try await DatabaseTarget.resolve(dataDirectory: dataDir, logger: logger).configuration
         let configuration = try await freshDatabase(name, on: server, files: try ProjectFiles.locate(), logger: logger)
         let client = PostgresClient(configuration: configuration, options: .init(maxConnections: 4), logger: logger)
-        try await client.execute("SELECT count(*) FROM cdp.ensure_event_partitions(\(monthsBack), 1)")
+        try await client.execute("SELECT count(*) FROM cdp.ensure_event_partitions(\(Int32(monthsBack)), 1)")
         return (client, logger)
     }
 

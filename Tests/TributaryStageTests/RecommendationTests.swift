@@ -123,4 +123,59 @@ import Testing
             #expect(products.first == odd, "\(products)")
         }
     }
+
+    /// The co-occurrence summed in Swift gives the neighbours the SQL definition gives (the self-join the
+    /// recommendations ran before), in the dense and in the hashed form, on random baskets with repeated interests.
+    @Test(arguments: [40, 5_000])
+    func similarityInSwiftIsTheSQLSelfJoin(products: Int) async throws {
+        var random = SeededRandom(seed: UInt64(products))
+        var baskets: [(ids: [Int32], interests: [Double])] = []
+        for _ in 0..<300 {
+            var ids = Set<Int32>()
+            let size = 1 + random.below(12)
+            // At most 60 of the ids in use, spread over the whole range (sparse when there are 5,000).
+            while ids.count < size { ids.insert(Int32(random.below(min(products, 60)) * max(1, products / 60))) }
+            let ordered = ids.sorted()
+            baskets.append((ordered, ordered.map { _ in Double(1 + random.below(4)) * 0.5 }))
+        }
+        let swift = ItemSimilarity(products: products, keep: 5) { visit in
+            for basket in baskets { visit(basket.ids[...], basket.interests[...]) }
+        }
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            let rows = baskets.enumerated().flatMap { index, basket in
+                zip(basket.ids, basket.interests).map { "(\(index), \($0.0), \($0.1))" }
+            }
+            let sql = try await client.query(
+                PostgresQuery(
+                    unsafeSQL: """
+                        WITH basket (profile_id, id, interest) AS (VALUES \(rows.joined(separator: ", "))),
+                        totals AS (SELECT id, sum(interest) AS total FROM basket GROUP BY id),
+                        half AS (
+                            SELECT a.id AS i, b.id AS j, sum(least(a.interest, b.interest)) AS together
+                            FROM basket AS a JOIN basket AS b ON b.profile_id = a.profile_id AND b.id > a.id
+                            GROUP BY a.id, b.id
+                        ),
+                        pairs AS (SELECT i, j, together FROM half UNION ALL SELECT j, i, together FROM half)
+                        SELECT i, j, similarity FROM (
+                            SELECT p.i, p.j, p.together / sqrt(ti.total * tj.total) AS similarity,
+                                   row_number() OVER (PARTITION BY p.i ORDER BY p.together / sqrt(ti.total * tj.total) DESC, p.j)
+                                       AS position
+                            FROM pairs AS p JOIN totals AS ti ON ti.id = p.i JOIN totals AS tj ON tj.id = p.j
+                        ) AS ranked
+                        WHERE position <= 5 ORDER BY i, position
+                        """)
+            ).map { try $0.decode((Int, Int, Double).self) }
+            var expected = [[ItemSimilarity.Neighbour]](repeating: [], count: products)
+            for (i, j, similarity) in sql { expected[i].append(.init(product: j, similarity: similarity)) }
+            #expect(swift.pairs == sql.count && sql.count > 150, "\(swift.pairs) against \(sql.count)")
+            for product in 0..<products where swift.neighbours[product] != expected[product] {
+                let same =
+                    swift.neighbours[product].count == expected[product].count
+                    && zip(swift.neighbours[product], expected[product]).allSatisfy {
+                        $0.product == $1.product && abs($0.similarity - $1.similarity) < 1e-12
+                    }
+                #expect(same, "product \(product): \(swift.neighbours[product]) against \(expected[product])")
+            }
+        }
+    }
 }
