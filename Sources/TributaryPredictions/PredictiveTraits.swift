@@ -42,6 +42,9 @@ public struct PredictiveTraits: Sendable {
         /// Nothing is published: the reason (quality bar, too little data).
         case refused(String)
 
+        /// Whether nothing was published.
+        public var isRefused: Bool { if case .refused = self { true } else { false } }
+
         public var description: String {
             switch self {
             case .fitted(let fit, let scored): "fitted (fit \(fit)), \(scored) buyers scored"

@@ -118,7 +118,7 @@ public struct Pipeline: Sendable {
                 DueJobService.predictions(
                     PredictiveTraits(client: client, logger: logger),
                     CustomerBasePredictions(client: client, logger: logger), PropensityScores(client: client, logger: logger),
-                    logger: logger))
+                    client: client, logger: logger))
         }
         self.services = services
         self.pools = pools
@@ -210,24 +210,30 @@ struct DueJobService: Service {
 
     /// Scheduled predictions: the models the computed traits file's predictive traits need are fitted or trained when
     /// missing (a refused one again a day later) and their recommendations computed daily; once fitted, every buyer
-    /// is scored again daily and the models fitted again weekly.
+    /// is scored again daily and the models fitted again weekly. After new scores, the segments that read them
+    /// refresh their members (``PredictionHandOff``).
     static func predictions(
         _ traits: PredictiveTraits, _ predictions: CustomerBasePredictions, _ propensities: PropensityScores,
-        logger: Logger
+        client: PostgresClient, logger: Logger
     )
         -> DueJobService
     {
         DueJobService(name: "predictions", logger: logger) {
-            _ = try await traits.runIfDue()
+            var scored = !(try await traits.runIfDue()).isEmpty
             for (name, action) in try await propensities.runIfDue().sorted(by: { $0.key < $1.key }) {
                 logger.info("predictions: propensity \(action)", metadata: ["name": "\(name)"])
+                scored = true
             }
             switch try await predictions.runIfDue() {
             case .nothing: break
-            case .rescored(let rows): logger.info("predictions: scored every buyer again", metadata: ["rows": "\(rows)"])
+            case .rescored(let rows):
+                logger.info("predictions: scored every buyer again", metadata: ["rows": "\(rows)"])
+                scored = true
             case .refitted(let fit, let rows):
                 logger.info("predictions: fitted again and scored", metadata: ["fit": "\(fit)", "rows": "\(rows)"])
+                scored = true
             }
+            if scored { try await PredictionHandOff.refreshSegments(client: client, logger: logger) }
         }
     }
 }

@@ -5,6 +5,8 @@ import Postgres
 import TributaryModel
 import TributaryPredictions
 import TributaryProfiles
+import TributarySegments
+import TributaryService
 
 extension TributaryCommand {
     struct Predictions: AsyncParsableCommand {
@@ -16,6 +18,15 @@ extension TributaryCommand {
 }
 
 /// `--as-of` as a date: `2026-12-01` (midnight UTC) or a full ISO-8601 time.
+/// After new scores: refreshes the segments that read them and says so when any did.
+func refreshSegmentsReadingScores(_ client: PostgresClient, logger: Logger) async throws {
+    let report = try await PredictionHandOff.refreshSegments(client: client, logger: logger)
+    if report.segments > 0 {
+        print(
+            "segments reading scores refreshed: \(report.segments) (\(report.entered) entered, \(report.exited) exited)")
+    }
+}
+
 /// Progress of a long run on standard error, each line with the seconds since this was made: `[   2.4 s] fitting`.
 func progressLines() -> @Sendable (String) -> Void {
     let started = ContinuousClock.now
@@ -71,6 +82,7 @@ extension TributaryCommand.Predictions {
                 }
                 print(describe(fit))
                 print("scored \(scored) buyers into cdp.profile_predictions")
+                try await refreshSegmentsReadingScores(client, logger: logger)
                 try await recordAudit(
                     client, "predictions.fit", target: "fit \(fit.id)",
                     details: ["customers": .number(String(fit.customers)), "event": .string(settings.purchaseEvent)])
@@ -115,6 +127,7 @@ extension TributaryCommand.Predictions {
                 }
                 print(describe(model))
                 print("scored \(scored) profiles into cdp.profile_propensities")
+                try await refreshSegmentsReadingScores(client, logger: logger)
                 try await recordAudit(
                     client, "predictions.propensity", target: name,
                     details: ["model": .number(String(model.id)), "auc": .number(String(format: "%.4f", model.auc))])
@@ -173,6 +186,7 @@ extension TributaryCommand.Predictions {
                 print(
                     "recommendations: \(report.rows) for \(report.profiles) profiles (\(report.products) products, "
                         + "\(report.pairs) similar pairs) in \(ContinuousClock.now - started)")
+                try await refreshSegmentsReadingScores(client, logger: logger)
             }
         }
     }
@@ -195,6 +209,7 @@ extension TributaryCommand.Predictions {
                         let (model, scored) = try await PropensityScores(client: client, logger: logger).score(
                             propensity, asOf: asOf)
                         print("scored \(scored) profiles with propensity model \(model.id) in \(ContinuousClock.now - started)")
+                        try await refreshSegmentsReadingScores(client, logger: logger)
                     } catch let error as PredictionError {
                         throw CLIError(error.description)
                     }
@@ -204,6 +219,7 @@ extension TributaryCommand.Predictions {
                     let (used, scored) = try await CustomerBasePredictions(client: client, logger: logger).score(
                         asOf: asOf, fitID: fit)
                     print("scored \(scored) buyers with fit \(used.id) in \(ContinuousClock.now - started)")
+                    try await refreshSegmentsReadingScores(client, logger: logger)
                 } catch let error as PredictionError {
                     throw CLIError(error.description)
                 }

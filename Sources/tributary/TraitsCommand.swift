@@ -81,6 +81,9 @@ extension TributaryCommand.Traits {
             let outcomes = try await PredictiveTraits(client: client, logger: logger)
                 .apply(definitions, previous: previous, progress: progressLines())
             for outcome in outcomes { print("predictive trait \(outcome.trait): \(outcome.action)") }
+            if outcomes.contains(where: { $0.action != .current && !$0.action.isRefused }) {
+                try await refreshSegmentsReadingScores(client, logger: logger)
+            }
             try await recordAudit(
                 client, "traits.predictions", target: file,
                 details: .object(outcomes.map { ($0.trait, .string("\($0.action)")) }))

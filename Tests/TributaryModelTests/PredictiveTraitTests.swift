@@ -136,6 +136,22 @@ import Testing
         #expect(!CatalogSwiftGenerator.source(for: Catalog()).contains("ComputedTraits"))
     }
 
+    @Test func theSegmentsThatReadScoresAreFoundThroughReferences() throws {
+        let computed = try ComputedTraitDefinitions.parse(Data(Self.file.utf8))
+        let segments = try SegmentDefinitions.parse(
+            Data(
+                #"""
+                {"segments": [
+                  {"name": "plain", "conditions": [{"computed": "orders", "op": ">", "value": 1}]},
+                  {"name": "scored", "conditions": [{"prediction": "probability_alive", "op": "<", "value": 0.5}]},
+                  {"name": "trait", "conditions": [{"not": {"computed": "churn_30d", "op": ">", "value": 0.5}}]},
+                  {"name": "nested", "conditions": [{"anyOf": [{"segment": "plain"}, {"segment": "scored"}]}]},
+                  {"name": "neither", "conditions": [{"segment": "plain"}]}
+                ]}
+                """#.utf8), computed: computed)
+        #expect(segments.readingPredictions(computed: computed) == ["scored", "trait", "nested"])
+    }
+
     @Test func segmentsCompareAPredictiveTraitAsAComputedTrait() throws {
         let computed = try ComputedTraitDefinitions.parse(Data(Self.file.utf8))
         let segments = try SegmentDefinitions.parse(

@@ -7,6 +7,8 @@ import Testing
 @testable import TributaryModel
 @testable import TributaryPredictions
 @testable import TributaryProfiles
+@testable import TributarySegments
+@testable import TributaryService
 
 /// Predictive traits of the computed traits file on real PostgreSQL: the file decides which models are fitted,
 /// trained and computed; `cdp.profiles` carries their scores as typed columns; a refused model is reported and tried
@@ -152,6 +154,23 @@ import Testing
             }
             #expect(newModel > buysModel)
             #expect(retrained.filter { $0.action == .current }.map(\.trait) == ["alive, clv", "next_products"])
+
+            // A stored segment on the score follows new scores at once (the hand-off), not at the next refresh.
+            let store = SegmentStore(client: client, logger: TestDatabase.logger)
+            _ = try await store.apply(
+                try await store.load(
+                    Data(
+                        #"{"segments": [{"name": "likely_buyers", "conditions": [{"computed": "buys_soon", "op": ">", "value": 0.3}]}, {"name": "other", "conditions": [{"computed": "orders", "op": ">", "value": 2}]}]}"#
+                            .utf8)))
+            try await client.execute("DELETE FROM cdp.segment_members")
+            let handOff = try await PredictionHandOff.refreshSegments(client: client, logger: TestDatabase.logger)
+            let segmentMembers = try await client.query(
+                "SELECT count(*) FROM cdp.segment_members WHERE segment = 'likely_buyers'"
+            ).scalar(Int.self)
+            let scoredAbove = try await client.query("SELECT count(*) FROM cdp.profiles WHERE buys_soon > 0.3").scalar(Int.self)
+            #expect(handOff.segments == 1 && segmentMembers == scoredAbove && scoredAbove > 0, "\(handOff)")
+            #expect(
+                try await client.query("SELECT count(*) FROM cdp.segment_members WHERE segment = 'other'").scalar(Int.self) == 0)
 
             // The worker's schedule: the refused model waits a day, then is tried again; the recommendations are
             // computed again once a day old.

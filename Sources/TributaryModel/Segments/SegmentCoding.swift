@@ -176,6 +176,23 @@ public struct SegmentDefinitions: Sendable, Equatable, Codable {
     /// The segment named `name`.
     public subscript(name: String) -> Segment? { segments.first { $0.name == name } }
 
+    /// The segments whose members depend on scores (predictions, predictive traits of `computed`), directly or
+    /// through the segments they refer to: the ones to refresh when scores are written.
+    public func readingPredictions(computed: ComputedTraitDefinitions?) -> [String] {
+        var reads: [String: Bool] = [:]
+        func visit(_ segment: Segment, _ trail: Set<String>) -> Bool {
+            if let known = reads[segment.name] { return known }
+            let result =
+                segment.readsPredictions(computed: computed)
+                || segment.references.contains { name in
+                    !trail.contains(name) && self[name].map { visit($0, trail.union([name])) } == true
+                }
+            reads[segment.name] = result
+            return result
+        }
+        return segments.filter { visit($0, [$0.name]) }.map(\.name)
+    }
+
     /// Reads and validates a segments file; errors name the path of the problem, for example
     /// `segments[0].conditions[2].event.where[0]: property 'revenue' is Double, got string`.
     public static func parse(

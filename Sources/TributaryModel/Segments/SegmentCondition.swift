@@ -211,6 +211,21 @@ public struct Segment: Sendable, Equatable {
         self.conditions = conditions()
     }
 
+    /// Whether the conditions read a score (a `prediction`, or a computed-trait condition on a predictive trait of
+    /// `computed`), directly, without following segment references.
+    func readsPredictions(computed: ComputedTraitDefinitions?) -> Bool {
+        func visit(_ condition: SegmentCondition) -> Bool {
+            switch condition.node {
+            case .prediction: return true
+            case .computed(let name, _, _): return computed?.prediction(name) != nil
+            case .allOf(let all), .anyOf(let all): return all.contains(where: visit)
+            case .not(let inner): return visit(inner)
+            default: return false
+            }
+        }
+        return conditions.contains(where: visit)
+    }
+
     /// The segments this one's conditions refer to (directly).
     var references: [String] {
         var names: [String] = []
