@@ -162,7 +162,7 @@ public actor EventWriter {
                         // The statement's snapshot is taken under the lock a deletion also takes, so a suppression committed
                         // before we got it is seen.
                         let inserted = try await tx.query(
-                            PostgresQuery(unsafeSQL: Self.insertSQL, binds: [try hint.rules.postgresBind()]))
+                            Self.insertQuery(rules: hint.rules))
                         var keys = Set<String>()
                         var dropped = Set<String>()
                         for row in inserted {
@@ -320,16 +320,17 @@ public actor EventWriter {
         """
 
     /// Stores the staged events, except those carrying a suppressed identifier (extracted and normalized by
-    /// `cdp.event_identifiers` under the rules document `$1`, as the identity stage does, an alias call's previousId
+    /// `cdp.event_identifiers` under the rules document `rules`, as the identity stage does, an alias call's previousId
     /// both as a user id and as an anonymous id), which are counted per
     /// suppression instead. Returns `(source_id, message_id, stored)`: stored true for events stored now, false for
     /// events dropped. With nothing suppressed, the extraction is not run.
-    static let insertSQL = """
+    static func insertQuery(rules: String) -> PostgresQuery {
+        """
         WITH suppressed AS MATERIALIZED (
             SELECT i.ordinal, s.identifier_hash
             FROM tributary_incoming AS i
             CROSS JOIN LATERAL cdp.event_identifiers(i.type, i.user_id, i.anonymous_id, i.previous_id, i.traits, i.context,
-                                                     $1::jsonb) AS c
+                                                     \(rules)::jsonb) AS c
             JOIN cdp.suppressions AS s ON s.identifier_hash = cdp.identifier_hash(c.kind, c.value)
             WHERE EXISTS (SELECT 1 FROM cdp.suppressions)
         ), counted AS (
@@ -356,6 +357,7 @@ public actor EventWriter {
         UNION ALL
         SELECT i.source_id, i.message_id, false FROM tributary_incoming AS i WHERE i.ordinal IN (SELECT ordinal FROM suppressed)
         """
+    }
 
     /// Appends one row in COPY text format.
     static func appendCopyLine(to out: inout [UInt8], ordinal: Int, sourceID: String, _ e: IncomingEvent) {

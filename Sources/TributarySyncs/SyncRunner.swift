@@ -366,30 +366,24 @@ public struct SyncRunner: Sendable {
     private func confirm(_ sync: String, _ numbers: [Int], runID: Int64, _ db: PostgresConnection) async throws {
         guard !numbers.isEmpty else { return }
         try await confirm(
-            sync, from: "SELECT * FROM pg_temp.tributary_sync_diff WHERE n = ANY($2::bigint[])", numbers: numbers, runID: runID,
-            db)
+            sync, from: "SELECT * FROM pg_temp.tributary_sync_diff WHERE n = ANY(\(numbers)::bigint[])", runID: runID, db)
     }
 
-    /// The same for the diff rows `rows` selects (`$2`: `numbers`, if given).
-    private func confirm(
-        _ sync: String, from rows: String, numbers: [Int]? = nil, runID: Int64, _ db: PostgresConnection
-    ) async throws {
-        var binds = [try sync.postgresBind()]
-        if let numbers { binds.append(try numbers.postgresBind()) }
+    /// The same for the diff rows `rows` selects.
+    private func confirm(_ sync: String, from rows: PostgresQuery, runID: Int64, _ db: PostgresConnection) async throws {
         try await db.execute(
-            PostgresQuery(
-                unsafeSQL: """
-                    WITH d AS (\(rows)),
-                    saved AS (
-                        INSERT INTO cdp.sync_state AS s (sync, key, key_object, payload, hash, removed, run_id)
-                        SELECT $1, key, key_object, payload, hash, kind IN ('removed', 'withdrawn'), \(runID) FROM d
-                        ON CONFLICT (sync, key) DO UPDATE SET key_object = excluded.key_object, payload = excluded.payload,
-                            hash = excluded.hash, removed = excluded.removed, run_id = excluded.run_id, delivered_at = now()
-                        RETURNING 1
-                    ),
-                    settled AS (DELETE FROM cdp.sync_pending AS p USING d WHERE p.sync = $1 AND p.key = d.key RETURNING 1)
-                    DELETE FROM cdp.sync_errors AS e USING d WHERE e.sync = $1 AND e.key = d.key
-                    """, binds: binds))
+            """
+            WITH d AS (\(rows)),
+            saved AS (
+                INSERT INTO cdp.sync_state AS s (sync, key, key_object, payload, hash, removed, run_id)
+                SELECT \(sync), key, key_object, payload, hash, kind IN ('removed', 'withdrawn'), \(runID) FROM d
+                ON CONFLICT (sync, key) DO UPDATE SET key_object = excluded.key_object, payload = excluded.payload,
+                    hash = excluded.hash, removed = excluded.removed, run_id = excluded.run_id, delivered_at = now()
+                RETURNING 1
+            ),
+            settled AS (DELETE FROM cdp.sync_pending AS p USING d WHERE p.sync = \(sync) AND p.key = d.key RETURNING 1)
+            DELETE FROM cdp.sync_errors AS e USING d WHERE e.sync = \(sync) AND e.key = d.key
+            """)
     }
 
     private func recordRejections(

@@ -154,25 +154,34 @@ public final class TableDestination: Destination, @unchecked Sendable {
                     .object(change.key.objectMembers + change.fields.objectMembers.filter { !keys.contains($0.0) })
                 }
             ).serialized
-            let source = "jsonb_to_recordset($1::jsonb) AS r (\(recordType))"
-            let sql: String
+            let source: PostgresQuery = "jsonb_to_recordset(\(records)::jsonb) AS r (\(unescaped: recordType))"
+            let query: PostgresQuery
+            let target = "\(name) AS t"
             switch operation {
             case .upsert, .add:
-                sql =
-                    "INSERT INTO \(name) AS t (\(list)) SELECT \(list) FROM \(source) ON CONFLICT (\(keyList)) "
-                    + (updates.isEmpty ? "DO NOTHING" : "DO UPDATE SET \(updates.joined(separator: ", "))")
+                let conflict = updates.isEmpty ? "DO NOTHING" : "DO UPDATE SET \(updates.joined(separator: ", "))"
+                query = """
+                    INSERT INTO \(unescaped: target) (\(unescaped: list)) SELECT \(unescaped: list) FROM \(source) \
+                    ON CONFLICT (\(unescaped: keyList)) \(unescaped: conflict)
+                    """
             case .insert:
-                sql = "INSERT INTO \(name) AS t (\(list)) SELECT \(list) FROM \(source) ON CONFLICT (\(keyList)) DO NOTHING"
+                query = """
+                    INSERT INTO \(unescaped: target) (\(unescaped: list)) SELECT \(unescaped: list) FROM \(source) \
+                    ON CONFLICT (\(unescaped: keyList)) DO NOTHING
+                    """
             case .update:
                 let sets = try used.filter { !keys.contains($0.name) }.map {
                     "\(try SQLQuoting.identifier($0.name)) = r.\(try SQLQuoting.identifier($0.name))"
                 }
                 if sets.isEmpty { continue }
-                sql = "UPDATE \(name) AS t SET \(sets.joined(separator: ", ")) FROM \(source) WHERE \(keyMatch)"
+                query = """
+                    UPDATE \(unescaped: target) SET \(unescaped: sets.joined(separator: ", ")) FROM \(source) \
+                    WHERE \(unescaped: keyMatch)
+                    """
             case .delete, .remove:
-                sql = "DELETE FROM \(name) AS t USING \(source) WHERE \(keyMatch)"
+                query = "DELETE FROM \(unescaped: target) USING \(source) WHERE \(unescaped: keyMatch)"
             }
-            try await tx.execute(PostgresQuery(unsafeSQL: sql, binds: [try records.postgresBind()]))
+            try await tx.execute(query)
         }
     }
 

@@ -12,15 +12,14 @@ import Testing
 /// statement is JIT-compiled even on a server that JIT-compiles everything, while SQL users write keeps the server's
 /// settings.
 @Suite struct SessionSettingsTests {
-    /// Whether PostgreSQL JIT-compiled `sql` when run with EXPLAIN (ANALYZE, FORMAT JSON) on `db` (rolled back).
+    /// Whether PostgreSQL JIT-compiled `query` when run with EXPLAIN (ANALYZE, FORMAT JSON) on `db` (rolled back).
     static func jitCompiled(
-        _ sql: String, binds: [PostgresBind] = [], on db: PostgresConnection, serverDefaults: Bool = false
+        _ query: PostgresQuery, on db: PostgresConnection, serverDefaults: Bool = false
     ) async throws -> Bool {
         try await db.execute("BEGIN")
         do {
             if serverDefaults { try await db.useServerDefaults() }
-            let plan = try await db.query(PostgresQuery(unsafeSQL: "EXPLAIN (ANALYZE, FORMAT JSON) " + sql, binds: binds)).scalar(
-                String.self)
+            let plan = try await db.query("EXPLAIN (ANALYZE, FORMAT JSON) \(query)").scalar(String.self)
             try await db.execute("ROLLBACK")
             let json = try #require(try JSONSerialization.jsonObject(with: Data(plan.utf8)) as? [[String: Any]])
             return json.first?["JIT"] != nil
@@ -47,7 +46,7 @@ import Testing
         try await Self.withJITEverywhere { _, server in
             // Stage the ingest statement's input: a batch in the writer's temporary table, one identifier suppressed
             // (the statement's most expensive form).
-            let rules = try "{}".postgresBind()
+            let insert = EventWriter.insertQuery(rules: "{}")
             func prepared(_ configuration: PostgresConfiguration) async throws -> PostgresConnection {
                 let db = try await PostgresConnection.connect(configuration: configuration, logger: TestDatabase.logger)
                 try await db.execute(EventWriter.stagingSQL)
@@ -57,7 +56,7 @@ import Testing
             var plain = server
             plain.sessionSettings = []
             let user = try await prepared(plain)
-            #expect(try await Self.jitCompiled(EventWriter.insertSQL, binds: [rules], on: user))
+            #expect(try await Self.jitCompiled(insert, on: user))
             await user.close()
 
             for configuration in [
@@ -66,7 +65,7 @@ import Testing
             ] {
                 let db = try await prepared(configuration)
                 #expect(try await db.query("SHOW jit").scalar(String.self) == "off")
-                #expect(try await Self.jitCompiled(EventWriter.insertSQL, binds: [rules], on: db) == false)
+                #expect(try await Self.jitCompiled(insert, on: db) == false)
                 // SQL users write (a sync's source query) runs with the server's setting.
                 #expect(try await Self.jitCompiled("SELECT count(*) FROM cdp.events", on: db, serverDefaults: true))
                 #expect(try await db.query("SHOW application_name").scalar(String.self) == configuration.applicationName)
