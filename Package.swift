@@ -48,6 +48,16 @@ let libraryTargets: [Target] = [
         ],
         swiftSettings: swiftSettings
     ),
+    // A local HTTP server standing in for destinations and webhook consumers: the demo's webhook receiver, the
+    // destination tests' recorder, the benchmarks' probes. Never used by the product's own paths.
+    .target(
+        name: "LocalReceiver",
+        dependencies: [
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+        ],
+        swiftSettings: swiftSettings
+    ),
     // Made-up data for the demo, tests and benchmarks: synthetic people, sample events. Never used by the product's
     // own paths.
     .target(
@@ -220,6 +230,7 @@ let executableTargets: [Target] = [
         name: "tributary",
         dependencies: domainModules + [
             "TributaryFixtures",
+            "LocalReceiver",
             "Postgres",
             "TributaryServer",
             "TributaryDestinations",
@@ -245,6 +256,7 @@ let executableTargets: [Target] = [
     .target(
         name: "BenchmarkSupport",
         dependencies: domainModules + [
+            "LocalReceiver",
             "Postgres",
             "TributaryDestinations",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -411,6 +423,7 @@ let testTargets: [Target] = [
     .testTarget(
         name: "TributaryDestinationsTests",
         dependencies: domainModules + [
+            "LocalReceiver",
             "TributaryDestinations",
             "TributaryServer",
             "Postgres",

@@ -2,6 +2,7 @@
 // notes their arrival, the prober that sends them, and POST.
 import AsyncHTTPClient
 import Foundation
+import LocalReceiver
 import Hummingbird
 import Logging
 import NIOCore
@@ -115,26 +116,14 @@ public final class ProbeReceiver: @unchecked Sendable {
         return true
     }
 
-    /// Runs the receiver on 127.0.0.1 (a free port) while `body` runs with its base URL.
+    /// Runs the receiver on 127.0.0.1 (a free port, ``LocalReceiver``) while `body` runs with its base URL; the
+    /// webhook is its path `/hook`.
     public func serve(_ body: (String) async throws -> Void) async throws {
-        let router = Router()
-        router.post("hook") { [self] request, _ -> Response in
-            let ok = record(Array(try await request.body.collect(upTo: 64 << 20).readableBytesView))
-            return Response(status: ok ? .ok : .badRequest, body: ResponseBody(byteBuffer: ByteBuffer(string: "{}")))
-        }
-        let (ports, portSink) = AsyncStream<Int>.makeStream()
-        var logger = Logger(label: "bench-webhook")
-        logger.logLevel = .critical
-        let app = Application(
-            router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { portSink.yield($0.localAddress?.port ?? 0) }, logger: logger)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await app.runService() }
-            defer { group.cancelAll() }
-            var iterator = ports.makeAsyncIterator()
-            guard let port = await iterator.next() else { throw CancellationError() }
-            try await body("http://127.0.0.1:\(port)")
-        }
+        try await LocalReceiver.serve(
+            maxBody: 64 << 20,
+            handler: { [self] request in
+                LocalReceiver.Answer(status: record(request.body) ? 200 : 400)
+            }, body)
     }
 }
 

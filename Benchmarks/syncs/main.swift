@@ -29,6 +29,7 @@
 import ArgumentParser
 import BenchmarkSupport
 import Foundation
+import LocalReceiver
 import HTTPTypes
 import Hummingbird
 import Logging
@@ -1043,30 +1044,13 @@ final class Receiver: @unchecked Sendable {
         return true
     }
 
-    /// Runs the server on 127.0.0.1 (a free port) while `body` runs with its base URL.
+    /// Runs the server on 127.0.0.1 (a free port, ``LocalReceiver``) while `body` runs with its base URL.
     func serve<T>(_ body: (String) async throws -> T) async throws -> T {
-        let router = Router()
-        let receiver = self
-        router.post("hook") { request, _ -> Response in
-            let buffer = try await request.body.collect(upTo: 256 << 20)
-            let ok = receiver.record(Array(buffer.readableBytesView))
-            return Response(
-                status: ok ? .ok : .badRequest, headers: [.contentType: "application/json"],
-                body: ResponseBody(byteBuffer: ByteBuffer(string: ok ? "{}" : "{\"error\": \"not a webhook batch\"}")))
-        }
-        let (stream, continuation) = AsyncStream<Int>.makeStream()
-        var logger = Logger(label: "bench-receiver")
-        logger.logLevel = .critical
-        let app = Application(
-            router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { channel in continuation.yield(channel.localAddress?.port ?? 0) }, logger: logger)
-        return try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await app.runService() }
-            var ports = stream.makeAsyncIterator()
-            guard let port = await ports.next() else { throw CancellationError() }
-            defer { group.cancelAll() }
-            return try await body("http://127.0.0.1:\(port)")
-        }
+        try await LocalReceiver.serve(
+            handler: { [self] request in
+                let ok = record(request.body)
+                return LocalReceiver.Answer(status: ok ? 200 : 400, body: ok ? "{}" : "{\"error\": \"not a webhook batch\"}")
+            }, body)
     }
 }
 

@@ -219,7 +219,7 @@ extension TributaryCommand {
             let file = try ProjectFiles.locate().root.appendingPathComponent("examples/syncs.json")
             let secret = "demo-\(UUID().uuidString.prefix(8))"
             let receiver = DemoReceiver(secret: secret)
-            return try await receiver.serve(logger: logger) { url in
+            return try await receiver.serve { url in
                 var environment = ProcessInfo.processInfo.environment
                 environment["TRIBUTARY_DEMO_WEBHOOK_URL"] = url
                 environment["TRIBUTARY_DEMO_WEBHOOK_SECRET"] = secret

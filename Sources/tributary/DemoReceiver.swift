@@ -1,8 +1,5 @@
 import Foundation
-import Hummingbird
-import Logging
-import NIOCore
-import ServiceLifecycle
+import LocalReceiver
 import TributaryDestinations
 import TributaryModel
 
@@ -46,36 +43,17 @@ actor DemoReceiver {
         }
     }
 
-    /// Runs the receiver on a free local port while `body` runs with its URL.
-    func serve<T: Sendable>(logger: Logger, _ body: @Sendable (String) async throws -> T) async throws -> T {
-        let router = Router()
-        let receiver = self
-        router.post("hook") { request, _ -> Response in
-            var buffer = try await request.body.collect(upTo: 16 << 20)
-            await receiver.receive(
-                buffer.readBytes(length: buffer.readableBytes) ?? [],
-                timestamp: request.headers[values: .init("X-Tributary-Timestamp")!].first,
-                signature: request.headers[values: .init("X-Tributary-Signature")!].first)
-            return Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "{}")))
-        }
-        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
-        var quiet = logger
-        quiet.logLevel = .critical
-        let app = Application(
-            router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { continuation.yield($0.localAddress?.port ?? 0) }, logger: quiet)
-        let services = ServiceGroup(services: [app], gracefulShutdownSignals: [], logger: quiet)
-        let server = Task { try await services.run() }
-        var iterator = ports.makeAsyncIterator()
-        guard let port = await iterator.next() else { throw CLIError("the demo webhook receiver did not start") }
-        do {
-            let result = try await body("http://127.0.0.1:\(port)/hook")
-            await services.triggerGracefulShutdown()
-            _ = try? await server.value
-            return result
-        } catch {
-            await services.triggerGracefulShutdown()
-            throw error
-        }
+    /// Runs the receiver on a free local port (``LocalReceiver``) while `body` runs with its URL (path `/hook`).
+    func serve<T: Sendable>(_ body: @Sendable (String) async throws -> T) async throws -> T {
+        try await LocalReceiver.serve(
+            maxBody: 16 << 20,
+            handler: { request in
+                if request.method == "POST" && request.path == "/hook" {
+                    await self.receive(
+                        request.body, timestamp: request.header("X-Tributary-Timestamp"),
+                        signature: request.header("X-Tributary-Signature"))
+                }
+                return LocalReceiver.Answer()
+            }, { try await body($0 + "/hook") })
     }
 }

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import LocalReceiver
 import Testing
 @testable import TributaryDestinations
 @testable import TributaryGovernance

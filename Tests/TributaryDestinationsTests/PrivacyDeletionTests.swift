@@ -1,4 +1,5 @@
 import Foundation
+import LocalReceiver
 import Postgres
 import PostgresTesting
 import Testing

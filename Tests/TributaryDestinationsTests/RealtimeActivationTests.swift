@@ -1,4 +1,5 @@
 import Foundation
+import LocalReceiver
 import Hummingbird
 import Logging
 import Postgres

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import LocalReceiver
 import Postgres
 import PostgresTesting
 import Testing
