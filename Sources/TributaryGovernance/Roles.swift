@@ -127,7 +127,7 @@ public struct Roles: Sendable {
     /// Regenerates `analyst.profiles` after `cdp.profiles` changed (a catalog or computed traits applied) and
     /// re-grants schema `analyst`; every `migrate` does the same.
     public static func refreshViews(_ client: PostgresClient) async throws {
-        try await client.withTransaction { try await $0.execute("SELECT cdp.apply_analyst_views()") }
+        try await client.withTransaction { try await AnalystViews.refreshProfiles($0) }
     }
 
     /// Grants `tributary_analyst` (and `tributary_pii` with `pii`) to an existing login role; records `roles.grant`.

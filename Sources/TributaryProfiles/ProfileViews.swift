@@ -93,20 +93,55 @@ public enum ProfileViews {
         }
     }
 
-    /// Regenerates `cdp.profiles` from the catalog and computed trait definitions stored in the database; run inside
-    /// the transaction that stores either, so a definition that cannot become a view is refused as a whole.
-    public static func refresh(_ db: PostgresConnection) async throws {
+    /// The definition of `cdp.profiles` for the catalog and computed trait definitions stored in the database,
+    /// compiled now (never read back from stored SQL).
+    public static func storedDefinition(_ db: PostgresConnection) async throws -> String {
         let catalog = try await ProfileConfig.catalog(db)
         let computed = try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", db)
-        let sql = try definition(catalog: catalog, computed: computed)
+        return try definition(catalog: catalog, computed: computed)
+    }
+
+    /// Regenerates `cdp.profiles` from the catalog and computed trait definitions stored in the database; run inside
+    /// the transaction that stores either, so a definition that cannot become a view is refused as a whole. The
+    /// view is created from the definition compiled here; `cdp.generated_views` keeps its text as a record (what
+    /// changed, and when), never executed. With `always` (every migrate) the view is created even when the
+    /// definition did not change (this version's generator, say, adds a fixed column).
+    public static func refresh(_ db: PostgresConnection, always: Bool = false) async throws {
+        let sql = try await storedDefinition(db)
         let changed = try await db.execute(
             """
             INSERT INTO cdp.generated_views (name, definition) VALUES ('cdp.profiles', \(sql))
             ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, updated_at = now()
             WHERE cdp.generated_views.definition <> excluded.definition
             """)
-        // An unchanged definition is already the view: sql/ applies the stored definitions every migrate.
-        if (changed ?? 0) > 0 { try await db.execute("SELECT cdp.apply_generated_views()") }
+        if (changed ?? 0) > 0 || always {
+            try await createView(
+                "cdp.profiles", sql,
+                comment:
+                    "Tributary: one row per profile: merged traits (jsonb), computed traits (jsonb), first/last seen, event count, and typed columns for catalog traits, computed traits and predictive traits",
+                db)
+        }
+    }
+
+    /// `CREATE OR REPLACE VIEW name AS select`, or, when its columns changed in a way `OR REPLACE` cannot follow (a
+    /// column removed, renamed or retyped), the view dropped and created again; then its comment. `name` is a
+    /// schema-qualified name written by Tributary (not user input); `select` is compiled SQL. Runs in the caller's
+    /// transaction (a savepoint isolates the first attempt).
+    public static func createView(_ name: String, _ select: String, comment: String, _ db: PostgresConnection) async throws {
+        let statement = "VIEW \(name) AS \(select)"
+        try await db.execute("SAVEPOINT tributary_view")
+        do {
+            try await db.execute(PostgresQuery(unsafeSQL: "CREATE OR REPLACE " + statement))
+            try await db.execute("RELEASE SAVEPOINT tributary_view")
+        } catch let error as PostgresError
+            where [SQLState("42P16"), SQLState("0A000"), SQLState("42804")].contains(error.sqlState)
+        {
+            // invalid_table_definition, feature_not_supported, datatype_mismatch: the columns changed.
+            try await db.execute("ROLLBACK TO SAVEPOINT tributary_view")
+            try await db.execute(PostgresQuery(unsafeSQL: "DROP VIEW IF EXISTS \(name)"))
+            try await db.execute(PostgresQuery(unsafeSQL: "CREATE " + statement))
+        }
+        try await db.execute(PostgresQuery(unsafeSQL: "COMMENT ON VIEW \(name) IS \(try SQLQuoting.literal(comment))"))
     }
 }
 

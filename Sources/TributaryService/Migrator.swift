@@ -83,9 +83,11 @@ public struct Migrator: Sendable {
                             throw MigrationError(Self.describe(error, in: "sql/\(name)", sql: sql) + "; sql/ was left as it was")
                         }
                     }
-                    // Generated views follow this version's generator (a new fixed column, say), not the stored text.
+                    // Generated views follow this version's generator (a new fixed column, say), compiled from the
+                    // stored definitions; no stored SQL runs.
                     if try await tx.query("SELECT to_regclass('cdp.generated_views') IS NOT NULL").scalar(Bool.self) {
-                        try await ProfileViews.refresh(tx)
+                        try await ProfileViews.refresh(tx, always: true)
+                        try await AnalystViews.refreshProfiles(tx)
                     }
                 }
                 report.sqlFiles = sqlFiles.map(\.name)

@@ -191,7 +191,7 @@ import Testing
                     "plan": .init(type: .string, pii: true), "email": .init(type: .string, pii: false),
                     "phone": .init(type: .integer, column: "phone_number", pii: true),
                 ]))
-            try await client.execute("SELECT cdp.apply_analyst_views()")
+            try await Roles.refreshViews(client)
             let query: PostgresQuery =
                 "SELECT plan, email, phone_number, traits ->> 'plan' FROM analyst.profiles WHERE profile_id = \(profile)"
             let masked = try await rows(as: logins.analyst, client, query).first!.decode((String?, String?, Int64?, String?).self)
