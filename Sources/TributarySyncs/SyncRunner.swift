@@ -132,6 +132,7 @@ public struct SyncRunner: Sendable {
         preview: (@Sendable (SyncChange) -> Void)?
     ) async throws -> Report {
         let sync = diff.sync
+        let started = ContinuousClock.now
         var report = Report()
         // Runs left 'running' by a worker that died (we hold the lock now, so none is really running).
         try await db.execute(
@@ -146,6 +147,15 @@ public struct SyncRunner: Sendable {
         ).first![0].decode(Int64.self)
         do {
             try await computeDiff(diff, profiles: profiles, db, &report)
+            if !dryRun && profiles == nil {
+                // A rejected row is offered again by every full diff while it is in the source; one that is not in the
+                // diff has left the source (or its consent) or matches what the destination holds: its error is settled.
+                try await db.execute(
+                    """
+                    DELETE FROM cdp.sync_errors AS e
+                    WHERE e.sync = \(sync.name) AND NOT EXISTS (SELECT 1 FROM pg_temp.tributary_sync_diff AS d WHERE d.key = e.key)
+                    """)
+            }
             if dryRun {
                 try await page(sync, db, batchSize: sync.batchSize, runID: report.runID) { batch, _ in
                     batch.forEach { preview?($0) }
@@ -166,12 +176,14 @@ public struct SyncRunner: Sendable {
         } catch let error as CancellationError {
             report.status = .cancelled
             report.error = "cancelled (worker stopping); undelivered rows are sent by the next run"
+            report.duration = ContinuousClock.now - started
             let final = report
             await Task { try? await finishRun(final, db) }.value
             throw error
         } catch {
             report.status = .failed
             report.error = "\(error)"
+            report.duration = ContinuousClock.now - started
             let final = report
             await Task { try? await finishRun(final, db) }.value
             throw error
@@ -288,14 +300,21 @@ public struct SyncRunner: Sendable {
         let batchSize = max(1, min(sync.batchSize, destination.maxBatchSize))
         let interval = sync.requestsPerSecond.map { Duration.milliseconds(Int64((1000 / $0).rounded(.up))) }
         var lastSend: ContinuousClock.Instant?
-        var gaveUp: DestinationError?
+        var gaveUp: (error: DestinationError, tries: Int)?
         if destination.confirmsAtFinish {
             try await db.execute("CREATE TEMP TABLE IF NOT EXISTS tributary_sync_confirmed (n bigint PRIMARY KEY)")
             try await db.execute("TRUNCATE pg_temp.tributary_sync_confirmed")
         }
         var counts = report
+        // What was done so far stays in the report if the loop throws (cancelled: the run's row tells what it did).
+        defer { report = counts }
         try await page(sync, db, batchSize: batchSize, runID: report.runID) { batch, numbers in
-            guard gaveUp == nil, !batch.isEmpty else { return }
+            // After a batch gave up, the rest is not sent: counted as failed (the next run sends it).
+            if gaveUp != nil {
+                counts.failed += batch.count
+                return
+            }
+            guard !batch.isEmpty else { return }
             var attempt = 0
             var results: [ChangeResult]?
             try await markPending(sync.name, batch, numbers, runID: counts.runID, db)
@@ -316,7 +335,7 @@ public struct SyncRunner: Sendable {
                     results = answer
                 } catch let error as DestinationError {
                     guard error.retryable, attempt < sync.maxAttempts else {
-                        gaveUp = error
+                        gaveUp = (error, attempt)
                         counts.failed += batch.count
                         logger.warning("sync \(sync.name): batch failed after \(attempt) tries: \(error)")
                         return
@@ -344,12 +363,16 @@ public struct SyncRunner: Sendable {
             }
             try await recordRejections(sync.name, rejected, runID: counts.runID, db)
         }
-        report = counts
         if let gaveUp {
-            report.status = .failed
-            report.error = "a batch failed after \(sync.maxAttempts) tries: \(gaveUp.description)"
-            // What was confirmed stays confirmed; the rest is sent by the next run.
-            if destination.confirmsAtFinish { report.delivered = 0 }
+            counts.status = .failed
+            counts.error =
+                "a batch failed after \(gaveUp.tries) \(gaveUp.tries == 1 ? "try" : "tries"): \(gaveUp.error.description)"
+            // What was confirmed stays confirmed; the rest is sent by the next run. A destination that confirms at its
+            // finish confirmed nothing: what it was sent counts as failed.
+            if destination.confirmsAtFinish {
+                counts.failed += counts.delivered
+                counts.delivered = 0
+            }
             return
         }
         try await destination.finish()
@@ -357,9 +380,9 @@ public struct SyncRunner: Sendable {
             try await confirm(
                 sync.name,
                 from: "SELECT d.* FROM pg_temp.tributary_sync_diff AS d JOIN pg_temp.tributary_sync_confirmed USING (n)",
-                runID: report.runID, db)
+                runID: counts.runID, db)
         }
-        report.status = report.rejected > 0 ? .partial : .succeeded
+        counts.status = counts.rejected > 0 ? .partial : .succeeded
     }
 
     /// Advances the delivered state for confirmed rows (the diff's numbers) and clears their errors, in one transaction.

@@ -741,10 +741,18 @@ import TributaryFixtures
                     }
                     #expect(crashedRun.count == 1 && crashedRun.first?.1 != "succeeded", "\(crashedRun)")
                     if interruption == .cancelled {
-                        // The runner's CancellationError branch sets 'cancelled' and records it.
+                        // The runner's CancellationError branch sets 'cancelled' and records it, with what it did.
                         #expect(
                             crashedRun.first?.1 == "cancelled",
                             "a cancelled run is recorded as \(crashedRun.first?.1 ?? "-") (outcome: \(outcome))")
+                        let recorded = try await client.query(
+                            "SELECT delivered, batches, duration_ms FROM cdp.sync_runs ORDER BY run_id LIMIT 1"
+                        ).first!.decode((Int, Int, Double).self)
+                        let confirmed = try await client.query("SELECT count(*) FROM cdp.sync_state").scalar(Int.self)
+                        #expect(
+                            recorded.0 == confirmed && recorded.1 >= 1 && recorded.2 > 0,
+                            "cancelled run recorded as delivered \(recorded.0), batches \(recorded.1), \(recorded.2) ms; \(confirmed) confirmed"
+                        )
                     }
                     let confirmedBefore = Set(model.confirmed.map(\.idempotencyKey))
                     let receivedBefore = model.received.count

@@ -187,18 +187,30 @@ enum SyncFixture {
                 #expect(report.status == .succeeded && report.attempts == 3 && report.delivered == 1, "\(report)")
 
                 // A destination that keeps failing: the run fails, nothing is marked delivered, the next run sends it.
-                try await F.customers(client, [("c2", "b@example.com", "pro", 2)])
+                // Two batches of one: the first gives up after 4 tries, the second is never sent; both count as failed.
+                try await F.apply(
+                    """
+                    {"syncs": [{"name": "flaky", "source": {"relation": "customers"}, "primaryKey": ["id"], "maxAttempts": 4,
+                      "batchSize": 1, "destination": {"type": "webhook", "url": "\(base)/hook"}}]}
+                    """, client)
+                try await F.customers(client, [("c2", "b@example.com", "pro", 2), ("c3", "c@example.com", "pro", 3)])
                 await receiver.setResponder { _ in .init(status: 500) }
                 await #expect(throws: Never.self) { _ = try await F.runner(client).run("flaky") }
                 let failed = try await client.query(
-                    "SELECT status, failed, attempts FROM cdp.sync_runs ORDER BY run_id DESC LIMIT 1"
+                    "SELECT status, failed, attempts, error, duration_ms FROM cdp.sync_runs ORDER BY run_id DESC LIMIT 1"
                 )
-                .first!.decode((String, Int, Int).self)
-                #expect(failed.0 == "failed" && failed.1 == 1 && failed.2 == 4)
+                .first!.decode((String, Int, Int, String, Double).self)
+                #expect(failed.0 == "failed" && failed.1 == 2 && failed.2 == 4, "\(failed)")
+                #expect(failed.3.hasPrefix("a batch failed after 4 tries: "), "\(failed.3)")
                 #expect(try await client.query("SELECT count(*) FROM cdp.sync_state").first![0].decode(Int.self) == 1)
+                // Refused for good on the first try (401): the message says one try.
+                await receiver.setResponder { _ in .init(status: 401) }
+                let refused = try await F.runner(client).run("flaky")
+                #expect(refused.status == .failed && refused.attempts == 1 && refused.failed == 2, "\(refused)")
+                #expect(refused.error?.hasPrefix("a batch failed after 1 try: ") == true, "\(refused.error ?? "-")")
                 await receiver.setResponder { _ in .init() }
                 let recovered = try await F.runner(client).run("flaky")
-                #expect(recovered.added == 1 && recovered.delivered == 1)
+                #expect(recovered.added == 2 && recovered.delivered == 2)
             }
         }
     }
@@ -239,6 +251,15 @@ enum SyncFixture {
             #expect(third.status == .partial && third.delivered == 1 && third.rejected == 1, "\(third)")
             let reason = try await client.query("SELECT reason FROM cdp.sync_errors").first![0].decode(String.self)
             #expect(reason.contains("contacts_score_check"), "\(reason)")
+            // A new row refused by the target (never held there), then gone from the source: its error is settled by
+            // the next run, not reported forever.
+            try await F.customers(client, [("c99", "x@example.com", "pro", 999)])
+            let fourth = try await runner.run("to_table")
+            #expect(fourth.rejected == 2, "\(fourth)")
+            try await client.execute("DELETE FROM public.customers WHERE id = 'c99'")
+            _ = try await runner.run("to_table")
+            let errors = try await client.query("SELECT key FROM cdp.sync_errors ORDER BY key").map { try $0.decode(String.self) }
+            #expect(errors == [#"["c4"]"#], "\(errors)")
         }
     }
 
