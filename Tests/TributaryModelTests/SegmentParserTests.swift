@@ -58,6 +58,8 @@ import Testing
         #expect(track.events[0].properties == #"{"plan":"pro"}"#)
         #expect(track.writeKey == "k")
         #expect(!track.events[0].messageID.isEmpty, "a missing messageId is assigned")
+        let longest = String(repeating: "m", count: 100)
+        #expect(try parse(#"{"userId":"u","messageId":"\#(longest)"}"#, type: .identify).events.first?.messageID == longest)
 
         let cases: [(String, CallType, String)] = [
             (#"{"event":"x"}"#, .track, "userId: userId or anonymousId is required"),
@@ -70,6 +72,10 @@ import Testing
             (#"{"userId":"u","traits":[1]}"#, .identify, "traits: must be an object"),
             (#"{"userId":"u","timestamp":"yesterday"}"#, .identify, "timestamp: 'yesterday' is not an ISO-8601 timestamp"),
             (#"{"userId":"u","timestamp":"1969-01-01T00:00:00Z"}"#, .identify, "timestamp: is before 1970-01-01"),
+            (
+                #"{"userId":"u","messageId":"\#(String(repeating: "é", count: 101))"}"#, .identify,
+                "messageId: longer than 100 characters (101); Segment's limit, which deduplication relies on"
+            ),
         ]
         for (json, type, expected) in cases {
             let parsed = try parse(json, type: type)

@@ -193,6 +193,14 @@ import TributaryService
             ) { (r: TestResponse) async throws in
                 #expect(try Self.json(r)["error"] as? String == "event: required for track calls")
             }
+            // Segment's limit on messageId (100 characters): refused with a 400 naming the field.
+            try await http.execute(
+                uri: "/v1/track", method: .post, headers: Self.basic(setup.key),
+                body: ByteBuffer(string: #"{"userId":"u","event":"e","messageId":"\#(String(repeating: "x", count: 101))"}"#)
+            ) { (r: TestResponse) async throws in
+                #expect(r.status == .badRequest)
+                #expect((try Self.json(r)["error"] as? String)?.hasPrefix("messageId: longer than 100 characters (101)") == true)
+            }
             let kept = try await setup.client.query("SELECT array_agg(user_id) FROM cdp.events").scalar([String].self)
             #expect(kept == ["keep"])
         }

@@ -101,6 +101,9 @@ public struct SegmentParser: Sendable {
 
     public init(limits: CollectionLimits = CollectionLimits()) { self.limits = limits }
 
+    /// The longest `messageId` accepted, in characters (the Segment spec's limit).
+    public static let maxMessageIDCharacters = 100
+
     /// What a request body holds.
     public struct Parsed: Sendable {
         public var events: [IncomingEvent] = []
@@ -224,6 +227,12 @@ public struct SegmentParser: Sendable {
         let userID = try identifier("userId")
         let anonymousID = try identifier("anonymousId")
         let messageID = try identifier("messageId") ?? UUID().uuidString.lowercased()
+        if messageID.count > Self.maxMessageIDCharacters {
+            throw issue(
+                "messageId",
+                "longer than \(Self.maxMessageIDCharacters) characters (\(messageID.count)); Segment's limit, which deduplication relies on"
+            )
+        }
         if type != .alias && userID == nil && anonymousID == nil {
             throw issue("userId", "userId or anonymousId is required")
         }
