@@ -93,3 +93,55 @@ import Testing
         }
     }
 }
+
+/// Page and screen calls carry their name at the top level (`cdp.events.name`), as the Segment and RudderStack SDKs
+/// send it: `name` in an event condition or a computed trait reads it there first, then `properties.name`.
+@Suite struct PageNameTests {
+    @Test func pageNamesAreFilteredWhereTheSDKsSendThem() async throws {
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await IdentityFixture.migrated(client)
+            let admin = ProfileAdmin(client: client, logger: TestDatabase.logger)
+            _ = try await admin.apply(
+                try await admin.load(
+                    Data(
+                        #"{"computedTraits": [{"name": "last_page", "aggregate": "last", "property": "name", "types": ["page"]}]}"#
+                            .utf8)))
+            var pricing = ProfileFixture.event(.page, user: "reader", at: ProfileFixture.base)
+            pricing.name = "Pricing"
+            var home = ProfileFixture.event(.page, user: "browser", at: ProfileFixture.base)
+            home.name = "Home"
+            let viewed = ProfileFixture.event(
+                .track, user: "shopper", event: "Viewed", properties: #"{"name": "Pricing"}"#, at: ProfileFixture.base)
+            try await ProfileFixture.ingest([pricing, home, viewed], client, clock: ProfileFixture.base)
+            let store = SegmentStore(client: client, logger: TestDatabase.logger)
+            _ = try await store.apply(
+                try await store.load(
+                    Data(
+                        #"""
+                        {"segments": [
+                          {"name": "saw_pricing", "conditions": [{"event": {"name": "$page", "where": [{"property": "name", "op": "=", "value": "Pricing"}]}, "op": ">=", "value": 1}]},
+                          {"name": "viewed_pricing", "conditions": [{"event": {"name": "Viewed", "where": [{"property": "name", "op": "contains", "value": "Pric"}]}, "op": ">=", "value": 1}]}
+                        ]}
+                        """#.utf8)))
+            try await SegmentMembership(client: client, logger: TestDatabase.logger).refresh()
+            func members(_ segment: String) async throws -> [String] {
+                try await client.query(
+                    """
+                    SELECT n.value FROM cdp.segment_members AS m
+                    JOIN cdp.identity_nodes AS n ON n.profile_id = m.profile_id AND n.kind = 'user_id'
+                    WHERE m.segment = \(segment) ORDER BY n.value
+                    """
+                ).map { try $0.decode(String.self) }
+            }
+            #expect(try await members("saw_pricing") == ["reader"])
+            #expect(try await members("viewed_pricing") == ["shopper"])
+            let pages = try await client.query(
+                """
+                SELECT n.value, p.last_page #>> '{}' FROM cdp.profiles AS p
+                JOIN cdp.identity_nodes AS n ON n.profile_id = p.profile_id AND n.kind = 'user_id' ORDER BY n.value
+                """
+            ).map { try $0.decode((String, String?).self) }
+            #expect(pages.map { "\($0.0)=\($0.1 ?? "-")" } == ["browser=Home", "reader=Pricing", "shopper=-"])
+        }
+    }
+}

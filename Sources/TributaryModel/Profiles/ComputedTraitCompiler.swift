@@ -128,7 +128,7 @@ public struct ComputedTraitCompiler: Sendable {
         for condition in trait.where ?? [] {
             conditions.append(try Self.condition(condition))
         }
-        return (conditions, try trait.property.map { "e.properties -> \(try SQLQuoting.literal($0))" })
+        return (conditions, try trait.property.map { try SQLRenderer().eventProperty($0, row: "e") })
     }
 
     /// ` FILTER (WHERE …)` of `conditions` and `extra`, or nothing when there are none.
@@ -159,6 +159,6 @@ public struct ComputedTraitCompiler: Sendable {
 
     /// A property condition over the event row `e`.
     static func condition(_ condition: PropertyCondition) throws -> String {
-        try SQLRenderer().condition(condition, on: "e.properties")
+        try SQLRenderer().eventCondition(condition, row: "e")
     }
 }

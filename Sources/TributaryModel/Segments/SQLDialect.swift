@@ -50,11 +50,30 @@ package struct SQLRenderer: Sendable {
         try comparison(key: condition.property, op: condition.op, value: condition.value, on: object)
     }
 
+    /// An event property of the event row `row`, as jsonb. `name` is the call's own name first (page and screen
+    /// calls carry the page name at the top level, `cdp.events.name`, as the Segment and RudderStack SDKs send it),
+    /// then `properties.name` (track calls); any other key is read from the properties.
+    func eventProperty(_ key: String, row: String) throws -> String {
+        key == "name"
+            ? "coalesce(to_jsonb(\(row).name), \(row).properties -> \(try literal("name")))"
+            : "\(row).properties -> \(try literal(key))"
+    }
+
+    /// A condition on an event property of the event row `row` (see ``eventProperty(_:row:)``).
+    func eventCondition(_ condition: PropertyCondition, row: String) throws -> String {
+        try comparison(
+            field: try eventProperty(condition.property, row: row), op: condition.op, value: condition.value)
+    }
+
     /// A comparison of `object -> key` with `value`. Equality is JSON equality (numbers compare as numbers); `!=`
     /// holds when the key is absent; ordering compares numbers, or timestamps when the value is an ISO 8601 string;
     /// `contains` looks for a substring of a string value; `exists` means present and not null.
     func comparison(key: String, op: PropertyCondition.Operator, value: ConditionValue?, on object: String) throws -> String {
-        let field = "\(object) -> \(try literal(key))"
+        try comparison(field: "\(object) -> \(try literal(key))", op: op, value: value)
+    }
+
+    /// The same comparison of the jsonb expression `field`.
+    func comparison(field: String, op: PropertyCondition.Operator, value: ConditionValue?) throws -> String {
         let null = try literal("null")
         switch op {
         case .exists: return "coalesce(jsonb_typeof(\(field)), \(null)) <> \(null)"

@@ -241,7 +241,7 @@ public struct SegmentCompiler: Sendable {
         default: parts.append("\(row).event = \(try dialect.literal(event.name))")
         }
         if let window = event.within { parts.append("\(row).timestamp > \(try sql.daysBefore(try now, window.days))") }
-        for condition in event.where ?? [] { parts.append(try sql.condition(condition, on: "\(row).properties")) }
+        for condition in event.where ?? [] { parts.append(try sql.eventCondition(condition, row: row)) }
         return parts
     }
 
@@ -307,7 +307,7 @@ public struct SegmentCompiler: Sendable {
 
     private func numeric(_ property: String?) throws -> String {
         guard let property else { throw ProfileError("this aggregate needs a property") }
-        return "cdp.jsonb_numeric(e.properties -> \(try dialect.literal(property)))"
+        return "cdp.jsonb_numeric(\(try sql.eventProperty(property, row: "e")))"
     }
 
     /// Whether every count of one or more meets the condition (so "has a matching event" is enough).
