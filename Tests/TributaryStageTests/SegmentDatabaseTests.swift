@@ -124,17 +124,8 @@ import Testing
                         ]}
                         """#.utf8)))
             try await SegmentMembership(client: client, logger: TestDatabase.logger).refresh()
-            func members(_ segment: String) async throws -> [String] {
-                try await client.query(
-                    """
-                    SELECT n.value FROM cdp.segment_members AS m
-                    JOIN cdp.identity_nodes AS n ON n.profile_id = m.profile_id AND n.kind = 'user_id'
-                    WHERE m.segment = \(segment) ORDER BY n.value
-                    """
-                ).map { try $0.decode(String.self) }
-            }
-            #expect(try await members("saw_pricing") == ["reader"])
-            #expect(try await members("viewed_pricing") == ["shopper"])
+            #expect(try await segmentMembers(client, "saw_pricing") == ["reader"])
+            #expect(try await segmentMembers(client, "viewed_pricing") == ["shopper"])
             let pages = try await client.query(
                 """
                 SELECT n.value, p.last_page #>> '{}' FROM cdp.profiles AS p
@@ -144,4 +135,54 @@ import Testing
             #expect(pages.map { "\($0.0)=\($0.1 ?? "-")" } == ["browser=Home", "reader=Pricing", "shopper=-"])
         }
     }
+}
+
+/// `Event.any`: "no event of any kind in N days" evaluated when read, in the view and in the per-profile form.
+@Suite struct AnyEventConditionTests {
+    @Test func inactivityIsFoundWithoutAComputedTrait() async throws {
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await IdentityFixture.migrated(client)
+            let now = Date()
+            try await ProfileFixture.ingest(
+                [
+                    ProfileFixture.event(.page, user: "active", at: now.addingTimeInterval(-2 * 86_400)),
+                    ProfileFixture.event(.identify, user: "active", at: now.addingTimeInterval(-90 * 86_400)),
+                    ProfileFixture.event(
+                        .track, user: "dormant", event: "Order Completed", at: now.addingTimeInterval(-60 * 86_400)),
+                ], client, clock: now)
+            let store = SegmentStore(client: client, logger: TestDatabase.logger)
+            let definitions = SegmentDefinitions([
+                Segment("dormant_30d", realtime: true) { Event.any(within: .days(30)).count == 0 },
+                Segment("active_30d") { Event.any(within: .days(30)).count >= 1 },
+            ])
+            _ = try await store.apply(definitions)
+            // The file form says the same.
+            let parsed = try SegmentDefinitions.parse(
+                Data(
+                    #"{"segments": [{"name": "dormant_30d", "realtime": true, "conditions": [{"event": {"name": "*", "within": {"days": 30}}, "op": "=", "value": 0}]}, {"name": "active_30d", "conditions": [{"event": {"name": "*", "within": {"days": 30}}}]}]}"#
+                        .utf8))
+            #expect(parsed == definitions)
+            try await SegmentMembership(client: client, logger: TestDatabase.logger).refresh()
+            #expect(try await segmentMembers(client, "dormant_30d") == ["dormant"])
+            #expect(try await segmentMembers(client, "active_30d") == ["active"])
+            // The per-profile form (real-time segments) agrees.
+            let profiles = try await client.query("SELECT profile_id FROM cdp.identity_nodes WHERE kind = 'user_id'").map {
+                try $0.decode(UUID.self)
+            }
+            let sql = try SegmentCompiler(definitions).perProfileSQL("dormant_30d", profiles: "$1::uuid[]")
+            let perProfile = try await client.query(PostgresQuery(unsafeSQL: sql, binds: [try profiles.postgresBind()]))
+            #expect(perProfile.count == 1)
+        }
+    }
+}
+
+/// The user ids of a segment's current members, sorted.
+private func segmentMembers(_ client: PostgresClient, _ segment: String) async throws -> [String] {
+    try await client.query(
+        """
+        SELECT n.value FROM cdp.segment_members AS m
+        JOIN cdp.identity_nodes AS n ON n.profile_id = m.profile_id AND n.kind = 'user_id'
+        WHERE m.segment = \(segment) ORDER BY n.value
+        """
+    ).map { try $0.decode(String.self) }
 }

@@ -238,6 +238,7 @@ public struct SegmentCompiler: Sendable {
         switch event.name {
         case Catalog.pageEvent: parts.append("\(row).type = \(try dialect.literal("page"))")
         case Catalog.screenEvent: parts.append("\(row).type = \(try dialect.literal("screen"))")
+        case Event.anyName: break
         default: parts.append("\(row).event = \(try dialect.literal(event.name))")
         }
         if let window = event.within { parts.append("\(row).timestamp > \(try sql.daysBefore(try now, window.days))") }

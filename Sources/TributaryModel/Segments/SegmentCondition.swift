@@ -43,15 +43,30 @@ public struct SegmentCondition: Sendable, Equatable {
     init(_ node: Node) { self.node = node }
 }
 
-/// Matching events: one event name (page and screen calls are `$page` and `$screen`, as in the catalog), property
-/// conditions, and an optional window ending now.
+/// Matching events: one event name (page and screen calls are `$page` and `$screen`, as in the catalog; `*` any call
+/// of any type), property conditions, and an optional window ending now.
 ///
 /// ```swift
 /// Event("Order Completed", within: .days(30)) { Events.OrderCompleted.revenue > 100.0 }
+/// Event.any(within: .days(30)).count == 0      // no activity at all in 30 days, evaluated when read
 /// ```
 public struct Event: Sendable, Equatable, Codable {
-    /// The event name (the `event` of track calls; `$page` and `$screen` for page and screen calls).
+    /// The event name (the `event` of track calls; `$page` and `$screen` for page and screen calls; ``anyName`` for
+    /// every call).
     public var name: String
+
+    /// The name that matches every call (track, page, screen, identify, group, alias): "active in the last N days".
+    public static let anyName = "*"
+
+    /// Every call of the profile, optionally within a window: `Event.any(within: .days(30)).count == 0` is "no event
+    /// of any kind in 30 days", evaluated at query time (no computed trait to refresh).
+    public static func any(
+        within: Window? = nil, @ConditionBuilder where conditions: () -> [PropertyCondition] = { [] }
+    )
+        -> Event
+    {
+        Event(anyName, within: within, where: conditions)
+    }
     /// Every condition must hold.
     public var `where`: [PropertyCondition]?
     /// Only events in this many days before now.
