@@ -38,6 +38,8 @@ import TributarySyncs
 /// `message` is anything else is a fatal error. 400, 401, 403, 404 and other 4xx fail the batch without retry,
 /// naming the status and Braze's `message` (never the API key); 429 and 5xx are retried by ``HTTPSender``.
 public struct BrazeDestination: Destination {
+    /// One Braze workspace: its endpoint and API key (hashed).
+    public var account: String? { "braze:\(endpoint):" + sha256Hex(Data(apiKey.utf8), bytes: 8) }
     let sender: HTTPSender
     let endpoint: String
     let apiKey: String

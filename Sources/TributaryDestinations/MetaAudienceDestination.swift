@@ -44,6 +44,8 @@ import TributarySyncs
 /// error marked `is_transient` are retried; 190 and 102 (access token) and everything else fail the batch. 429 and
 /// 5xx are retried by ``HTTPSender``. Messages never include the access token.
 public struct MetaAudienceDestination: Destination {
+    /// One Meta access token (hashed): the Marketing API's limits are per app and ad account behind it.
+    public var account: String? { "meta:" + TributaryModel.sha256Hex(Data(accessToken.utf8), bytes: 8) }
     let sender: HTTPSender
     let usersURL: String
     let accessToken: String

@@ -31,6 +31,21 @@ public struct RetryPolicy: Sendable {
     }
 }
 
+/// Request slots per destination account, shared by every sync this process runs: syncs to one account (a Braze
+/// workspace, a webhook URL) spend one budget instead of each taking the account's whole rate limit.
+actor RequestSpacing {
+    private var next: [String: ContinuousClock.Instant] = [:]
+
+    /// The moment the next request to `account` may start; the one after it `interval` later.
+    func slot(_ account: String, interval: Duration) -> ContinuousClock.Instant {
+        let now = ContinuousClock.now
+        let at = max(now, next[account] ?? now)
+        next[account] = at + interval
+        if next.count > 10_000 { next = next.filter { $0.value > now } }
+        return at
+    }
+}
+
 /// Runs syncs: builds the diff in SQL, streams it to the destination in batches, and advances the delivered state only
 /// for rows the destination confirmed.
 ///
@@ -38,6 +53,8 @@ public struct RetryPolicy: Sendable {
 /// second worker skips it); a crash releases the lock with the connection, and the next run sends again whatever was
 /// not confirmed (with the same idempotency keys).
 public struct SyncRunner: Sendable {
+    /// Request slots per destination account, for the whole process.
+    static let spacing = RequestSpacing()
     let client: PostgresClient
     let logger: Logger
     let registry: DestinationRegistry
@@ -299,7 +316,7 @@ public struct SyncRunner: Sendable {
     ) async throws {
         let batchSize = max(1, min(sync.batchSize, destination.maxBatchSize))
         let interval = sync.requestsPerSecond.map { Duration.milliseconds(Int64((1000 / $0).rounded(.up))) }
-        var lastSend: ContinuousClock.Instant?
+        let account = destination.account ?? "sync:\(sync.name)"
         var gaveUp: (error: DestinationError, tries: Int)?
         if destination.confirmsAtFinish {
             try await db.execute("CREATE TEMP TABLE IF NOT EXISTS tributary_sync_confirmed (n bigint PRIMARY KEY)")
@@ -320,11 +337,10 @@ public struct SyncRunner: Sendable {
             try await markPending(sync.name, batch, numbers, runID: counts.runID, db)
             while results == nil {
                 attempt += 1
-                if let interval, let lastSend {
-                    let wait = interval - (ContinuousClock.now - lastSend)
-                    if wait > .zero { try await Task.sleep(for: wait) }
+                if let interval {
+                    let slot = await Self.spacing.slot(account, interval: interval)
+                    if slot > ContinuousClock.now { try await Task.sleep(until: slot) }
                 }
-                lastSend = ContinuousClock.now
                 counts.attempts += 1
                 do {
                     let answer = try await destination.send(batch)

@@ -215,6 +215,38 @@ enum SyncFixture {
         }
     }
 
+    /// Two syncs to one account (here one webhook URL) share its request budget: their requests, run at the same
+    /// time, are spaced by the rate limit between them all, not per sync.
+    @Test func syncsToOneAccountShareItsRateLimit() async throws {
+        let arrivals = Arrivals()
+        let receiver = TestReceiver { _ in
+            arrivals.note()
+            return .init()
+        }
+        try await receiver.serve { base in
+            try await TestDatabase.withFreshDatabase { (client) async throws in
+                try await F.migrated(client)
+                try await F.customers(client, (1...4).map { ("c\($0)", "u\($0)@example.com", "pro", $0) })
+                let sync = { (name: String) in
+                    #"{"name": "\#(name)", "source": {"relation": "customers"}, "primaryKey": ["id"], "batchSize": 1, "rateLimit": {"requestsPerSecond": 20}, "destination": {"type": "webhook", "url": "\#(base)/hook"}}"#
+                }
+                try await F.apply(#"{"syncs": [\#(sync("first")), \#(sync("second"))]}"#, client)
+                let runner = F.runner(client)
+                async let first = runner.run("first")
+                async let second = runner.run("second")
+                let reports = try await [first, second]
+                #expect(reports.allSatisfy { $0.delivered == 4 }, "\(reports)")
+                let gaps = arrivals.gaps()
+                #expect(gaps.count == 7)
+                // 20 requests a second between both syncs: 8 requests sent at least 50 ms apart span at least 350 ms
+                // (each sync alone would take 150 ms: per-sync limits fail this). Arrival jitter under load can bring
+                // two arrivals closer, never the first and the last.
+                let span = gaps.reduce(Duration.zero, +)
+                #expect(span >= .milliseconds(320), "\(span): \(gaps)")
+            }
+        }
+    }
+
     @Test func postgresTableDestinationMirrorsTheSource() async throws {
         try await TestDatabase.withFreshDatabase { (client) async throws in
             try await F.migrated(client)
@@ -334,5 +366,16 @@ final class Counter: @unchecked Sendable {
         lock.withLock {
             count += 1; return count
         }
+    }
+}
+
+/// When requests arrived, in order.
+final class Arrivals: @unchecked Sendable {
+    private let lock = NSLock()
+    private var times: [ContinuousClock.Instant] = []
+    func note() { lock.withLock { times.append(ContinuousClock.now) } }
+    /// The time between consecutive arrivals.
+    func gaps() -> [Duration] {
+        lock.withLock { zip(times.dropFirst(), times).map { $0 - $1 } }
     }
 }

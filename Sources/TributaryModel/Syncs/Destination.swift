@@ -71,6 +71,10 @@ public protocol Destination: Sendable {
     var maxBatchSize: Int { get }
     /// Deliveries are confirmed by ``finish()``, not by `send`.
     var confirmsAtFinish: Bool { get }
+    /// The account whose rate limit this destination is subject to (a Braze workspace's API key, a Meta access token,
+    /// a webhook URL), as an opaque key that holds no secret: syncs to one account share one request budget in a
+    /// process (their `rateLimit` spaces their requests together). Nil: each sync has its own.
+    var account: String? { get }
     func send(_ batch: [SyncChange]) async throws -> [ChangeResult]
     /// Called once after the last batch of a run that did not fail.
     func finish() async throws
@@ -81,6 +85,7 @@ public protocol Destination: Sendable {
 extension Destination {
     public var maxBatchSize: Int { 10_000 }
     public var confirmsAtFinish: Bool { false }
+    public var account: String? { nil }
     public func finish() async throws {}
     public func close() async {}
 }
