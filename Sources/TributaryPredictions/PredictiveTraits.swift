@@ -93,7 +93,8 @@ public struct PredictiveTraits: Sendable {
         let defaults = RecommendationSettings()
         return RecommendationSettings(
             events: trait.weights ?? defaults.events, purchaseEvent: definitions.rfm.event,
-            productProperty: trait.property ?? defaults.productProperty, halfLifeDays: defaults.halfLifeDays,
+            productProperty: trait.property ?? defaults.productProperty,
+            halfLifeDays: trait.halfLifeDays ?? defaults.halfLifeDays,
             lookbackDays: trait.within?.days ?? defaults.lookbackDays, top: trait.top ?? PredictiveTrait.defaultTop)
     }
 

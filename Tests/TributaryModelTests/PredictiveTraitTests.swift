@@ -13,7 +13,7 @@ import Testing
           {"name": "clv", "kind": "prediction", "predict": "predicted_lifetime_value", "within": {"days": 180}},
           {"name": "alive", "kind": "prediction", "predict": "probability_alive"},
           {"name": "next_products", "kind": "prediction", "predict": "recommended_products", "top": 3,
-           "weights": {"Product Viewed": 1, "Order Completed": 4}},
+           "weights": {"Product Viewed": 1, "Order Completed": 4}, "halfLifeDays": 14},
           {"name": "views", "kind": "aggregate", "aggregate": "count", "events": ["Product Viewed"]}
         ]}
         """#
@@ -28,6 +28,7 @@ import Testing
         #expect(definitions.prediction("churn_30d")?.source == .propensity(name: "churn_30d"))
         #expect(definitions.prediction("next_products")?.source == .recommendations(top: 3))
         #expect(definitions.prediction("next_products")?.valueType == .array)
+        #expect(definitions.prediction("next_products")?.halfLifeDays == 14)
         // The canonical form marks predictions and reads back to the same definitions.
         let canonical = try definitions.canonicalJSON()
         #expect(String(decoding: canonical, as: UTF8.self).contains(#""kind" : "prediction""#))
@@ -66,6 +67,14 @@ import Testing
         (
             #"{"name": "x", "kind": "prediction", "predict": "recommended_products", "weights": {"A": 0}}"#,
             "weights: event 'A' with weight 0.0"
+        ),
+        (
+            #"{"name": "x", "kind": "prediction", "predict": "recommended_products", "halfLifeDays": 0}"#,
+            ".halfLifeDays: more than 0 and at most 3660 days, got 0.0"
+        ),
+        (
+            #"{"name": "x", "kind": "prediction", "predict": "churn", "within": {"days": 30}, "halfLifeDays": 7}"#,
+            "takes no halfLifeDays"
         ),
         (#"{"name": "X", "kind": "prediction", "predict": "probability_alive"}"#, "'X' is not a valid prediction name"),
         (#"{"name": "_x", "kind": "prediction", "predict": "probability_alive"}"#, "'_x' is not a valid prediction name"),

@@ -21,7 +21,8 @@ import Foundation
 ///   (default 365 days).
 /// - `recommended_products` is the next-best-product list (`top` products, default 10, popular products for a
 ///   profile without interactions); `property` names the product property (default `product_id`), `weights` the
-///   interaction events and their weights, `within` the lookback (default 365 days).
+///   interaction events and their weights, `halfLifeDays` the decay (default 30), `within` the lookback (default
+///   365 days).
 public struct PredictiveTrait: Sendable, Equatable, Codable {
     /// What the trait predicts.
     public enum Predict: String, Sendable, Codable, CaseIterable {
@@ -52,11 +53,13 @@ public struct PredictiveTrait: Sendable, Equatable, Codable {
     public var weights: [String: Double]?
     /// Recommendations: products per profile.
     public var top: Int?
+    /// Recommendations: an interaction loses half its weight every this many days (default 30).
+    public var halfLifeDays: Double?
     public var description: String?
 
     public init(
         _ name: String, _ predict: Predict, event: String? = nil, within: Window? = nil, property: String? = nil,
-        weights: [String: Double]? = nil, top: Int? = nil, description: String? = nil
+        weights: [String: Double]? = nil, top: Int? = nil, halfLifeDays: Double? = nil, description: String? = nil
     ) {
         self.name = name
         self.predict = predict
@@ -65,6 +68,7 @@ public struct PredictiveTrait: Sendable, Equatable, Codable {
         self.property = property
         self.weights = weights
         self.top = top
+        self.halfLifeDays = halfLifeDays
         self.description = description
     }
 
@@ -72,7 +76,7 @@ public struct PredictiveTrait: Sendable, Equatable, Codable {
     public static let kind = "prediction"
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case name, kind, predict, event, within, property, weights, top, description
+        case name, kind, predict, event, within, property, weights, top, halfLifeDays, description
     }
 
     public init(from decoder: any Decoder) throws {
@@ -85,6 +89,7 @@ public struct PredictiveTrait: Sendable, Equatable, Codable {
         property = try container.decodeIfPresent(String.self, forKey: .property)
         weights = try container.decodeIfPresent([String: Double].self, forKey: .weights)
         top = try container.decodeIfPresent(Int.self, forKey: .top)
+        halfLifeDays = try container.decodeIfPresent(Double.self, forKey: .halfLifeDays)
         description = try container.decodeIfPresent(String.self, forKey: .description)
     }
 
@@ -98,6 +103,7 @@ public struct PredictiveTrait: Sendable, Equatable, Codable {
         try container.encodeIfPresent(property, forKey: .property)
         try container.encodeIfPresent(weights, forKey: .weights)
         try container.encodeIfPresent(top, forKey: .top)
+        try container.encodeIfPresent(halfLifeDays, forKey: .halfLifeDays)
         try container.encodeIfPresent(description, forKey: .description)
     }
 
@@ -133,6 +139,7 @@ public struct PredictiveTrait: Sendable, Equatable, Codable {
             try refuse("property", property)
             try refuse("weights", weights)
             try refuse("top", top)
+            try refuse("halfLifeDays", halfLifeDays)
         }
         switch predict {
         case .goal, .churn:
@@ -163,6 +170,9 @@ public struct PredictiveTrait: Sendable, Equatable, Codable {
                 throw ProfileError("\(path).within.days: the lookback is 1 to 3660 days, got \(days)")
             }
             if let top, !(1...100).contains(top) { throw ProfileError("\(path).top: 1 to 100 products, got \(top)") }
+            if let halfLifeDays, !(halfLifeDays.isFinite && halfLifeDays > 0 && halfLifeDays <= 3660) {
+                throw ProfileError("\(path).halfLifeDays: more than 0 and at most 3660 days, got \(halfLifeDays)")
+            }
             if let property, property.isEmpty || property.utf8.contains(0) {
                 throw ProfileError("\(path).property: must not be empty or contain NUL")
             }
