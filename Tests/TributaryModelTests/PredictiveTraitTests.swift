@@ -194,6 +194,10 @@ import Testing
             (#"{"prediction": "next_products", "op": ">", "value": 1}"#, "is a list of products, not a number"),
             (#"{"prediction": "clv", "percentile": true, "op": ">", "value": 1}"#, "'clv' has no percentile"),
             (#"{"computed": "churn_30d", "op": "exists", "value": 1}"#, "'exists' takes no value"),
+            (
+                #"{"trait": "churn_30d", "op": ">", "value": 0.8}"#,
+                "'churn_30d' is a predictive trait, not a trait of identify calls"
+            ),
         ] {
             do {
                 _ = try SegmentDefinitions.parse(

@@ -103,6 +103,13 @@ private struct ValidationContext {
     func validate(_ condition: SegmentCondition, at path: String) throws {
         switch condition.node {
         case .trait(let key, let op, let value):
+            // A predictive trait is not among the identify traits: compared as a trait it would silently match nothing.
+            if computed?.prediction(key) != nil, catalog?.traitType(key) == nil {
+                throw ProfileError(
+                    "\(path).trait: '\(key)' is a predictive trait, not a trait of identify calls; compare it as "
+                        + "{\"computed\": \"\(key)\", \"op\": …} (Computed<Double>(\"\(key)\") or Prediction(\"\(key)\") in Swift)"
+                )
+            }
             try ComputedTraitDefinitions.validate(
                 key, op, value, type: catalog?.traitType(key), timestamps: true, subject: "trait", keyPath: "\(path).trait",
                 at: path)
