@@ -17,8 +17,8 @@ import TributarySyncs
 /// [{"idempotency_key": "…", "reason": "…"}]}`. 429, 5xx, timeouts and connection failures are retried; any other
 /// status fails the batch.
 public struct WebhookDestination: Destination {
-    /// One receiving URL.
-    public var account: String? { "webhook:\(url)" }
+    /// One receiving URL (hashed: a URL may carry a token).
+    public var account: String? { "webhook:" + sha256Hex(Data(url.utf8), bytes: 8) }
     let sender: HTTPSender
     let url: String
     let secret: String?

@@ -101,16 +101,17 @@ public struct PredictiveTraits: Sendable {
     // MARK: - Running them
 
     /// Fits, trains and computes what `definitions` need and is missing or defined differently from `previous` (the
-    /// file before this one) or from the stored models. `progress` hears the phases of long runs.
+    /// file before this one) or from the stored models; recommendations also when older than `recommendEvery`.
+    /// `progress` hears the phases of long runs.
     public func apply(
         _ definitions: ComputedTraitDefinitions, previous: ComputedTraitDefinitions? = nil, now: Date = Date(),
-        progress: (@Sendable (String) -> Void)? = nil
+        recommendEvery: Duration? = nil, progress: (@Sendable (String) -> Void)? = nil
     ) async throws -> [Outcome] {
         var outcomes: [Outcome] = []
         let customerBase = CustomerBasePredictions(client: client, logger: logger)
         let latestFit = try await customerBase.storedFit()
         if let settings = Self.customerBaseSettings(definitions, latest: latestFit?.settings) {
-            let names = definitions.predictions.filter(\.predict.isCustomerBase).map(\.name).joined(separator: ", ")
+            let names = definitions.predictions.filter(\.predict.isCustomerBase).map(\.name)
             let action: Action
             if let latestFit, latestFit.settings == settings {
                 action = .current
@@ -120,7 +121,7 @@ public struct PredictiveTraits: Sendable {
                     return .fitted(fit.id, scored: scored)
                 }
             }
-            outcomes.append(Outcome(trait: names, action: action))
+            outcomes.append(Outcome(trait: names.joined(separator: ", "), action: action))
         }
         let propensities = PropensityScores(client: client, logger: logger)
         let models = Dictionary(try await propensities.models().map { ($0.settings.name, $0) }) { first, _ in first }
@@ -132,26 +133,27 @@ public struct PredictiveTraits: Sendable {
             {
                 action = .current
             } else {
-                action = try await attempt(trait.name, at: now) {
+                action = try await attempt([trait.name], at: now) {
                     let (model, scored) = try await propensities.train(settings, asOf: now, progress: progress)
                     return .trained(model.id, scored: scored)
                 }
             }
             outcomes.append(Outcome(trait: trait.name, action: action))
         }
-        if let settings = Self.recommendationSettings(definitions),
-            let trait = definitions.predictions.first(where: { $0.predict == .recommendedProducts })
+        if let trait = definitions.predictions.first(where: { $0.predict == .recommendedProducts }),
+            let settings = Self.recommendationSettings(definitions)
         {
-            let computedAt = try await client.withConnection {
-                try await $0.query("SELECT max(computed_at) FROM cdp.popular_products").scalar(Date?.self)
+            let recommendations = Recommendations(client: client, logger: logger)
+            let computedAt = try await recommendations.computedAt()
+            let fresh = computedAt.map { at in
+                recommendEvery.map { now.timeIntervalSince(at) < Double($0.milliseconds) / 1000 } ?? true
             }
             let action: Action
-            if computedAt != nil, let previous, Self.recommendationSettings(previous) == settings {
+            if fresh == true, let previous, Self.recommendationSettings(previous) == settings {
                 action = .current
             } else {
-                action = try await attempt(trait.name, at: now) {
-                    let report = try await Recommendations(client: client, logger: logger)
-                        .compute(settings, asOf: now, progress: progress)
+                action = try await attempt([trait.name], at: now) {
+                    let report = try await recommendations.compute(settings, asOf: now, progress: progress)
                     return .recommended(profiles: report.profiles)
                 }
             }
@@ -175,15 +177,7 @@ public struct PredictiveTraits: Sendable {
         let waiting = attempts.refusedSince(now.addingTimeInterval(-retry))
         var due = definitions
         due.predictions.removeAll { waiting.contains($0.name) }
-        // The recommendations' age: `previous` equal to the file means "current unless missing"; past
-        // `recommendEvery` they are computed again.
-        let computedAt = try await client.withConnection {
-            try await $0.query("SELECT max(computed_at) FROM cdp.popular_products").scalar(Date?.self)
-        }
-        let stale = computedAt.map { now.timeIntervalSince($0) >= Double(recommendEvery.milliseconds) / 1000 } ?? true
-        var previous = definitions
-        if stale { previous.predictions.removeAll { $0.predict == .recommendedProducts } }
-        let outcomes = try await apply(due, previous: previous, now: now)
+        let outcomes = try await apply(due, previous: definitions, now: now, recommendEvery: recommendEvery)
         for outcome in outcomes {
             switch outcome.action {
             case .current: continue
@@ -199,7 +193,7 @@ public struct PredictiveTraits: Sendable {
 
     /// Runs `work`; a ``PredictionError`` (quality bar, data) becomes `.refused` and is remembered for the retry
     /// spacing. Any other error (the database) is thrown.
-    private func attempt(_ names: String, at now: Date, _ work: () async throws -> Action) async throws -> Action {
+    private func attempt(_ names: [String], at now: Date, _ work: () async throws -> Action) async throws -> Action {
         do {
             let action = try await work()
             attempts.succeeded(names)
@@ -211,16 +205,16 @@ public struct PredictiveTraits: Sendable {
     }
 }
 
-/// When each trait (or group of customer-base traits, by their names joined) was last refused.
+/// When each trait was last refused (the customer-base traits, served by one fit, together).
 private final class Attempts: Sendable {
     private let refusals = Mutex<[String: Date]>([:])
 
-    func refused(_ names: String, at date: Date) {
-        refusals.withLock { map in for name in names.split(separator: ", ") { map[String(name)] = date } }
+    func refused(_ names: [String], at date: Date) {
+        refusals.withLock { map in for name in names { map[name] = date } }
     }
 
-    func succeeded(_ names: String) {
-        refusals.withLock { map in for name in names.split(separator: ", ") { map[String(name)] = nil } }
+    func succeeded(_ names: [String]) {
+        refusals.withLock { map in for name in names { map[name] = nil } }
     }
 
     func refusedSince(_ date: Date) -> Set<String> {

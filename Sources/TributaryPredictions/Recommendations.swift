@@ -71,6 +71,13 @@ public struct Recommendations: Sendable {
         self.logger = logger
     }
 
+    /// When the recommendations in force were computed (their `asOf`); nil if they never were.
+    public func computedAt() async throws -> Date? {
+        try await client.withConnection {
+            try await $0.query("SELECT max(computed_at) FROM cdp.popular_products").scalar(Date?.self)
+        }
+    }
+
     /// What a run wrote.
     public struct Report: Sendable, Equatable {
         /// Profiles with recommendations, and rows written.

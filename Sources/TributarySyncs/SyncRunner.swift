@@ -322,26 +322,24 @@ public struct SyncRunner: Sendable {
             try await db.execute("CREATE TEMP TABLE IF NOT EXISTS tributary_sync_confirmed (n bigint PRIMARY KEY)")
             try await db.execute("TRUNCATE pg_temp.tributary_sync_confirmed")
         }
-        var counts = report
-        // What was done so far stays in the report if the loop throws (cancelled: the run's row tells what it did).
-        defer { report = counts }
+        // The counts go straight into `report`: if the loop throws (cancelled), the run's row tells what it did.
         try await page(sync, db, batchSize: batchSize, runID: report.runID) { batch, numbers in
             // After a batch gave up, the rest is not sent: counted as failed (the next run sends it).
             if gaveUp != nil {
-                counts.failed += batch.count
+                report.failed += batch.count
                 return
             }
             guard !batch.isEmpty else { return }
             var attempt = 0
             var results: [ChangeResult]?
-            try await markPending(sync.name, batch, numbers, runID: counts.runID, db)
+            try await markPending(sync.name, batch, numbers, runID: report.runID, db)
             while results == nil {
                 attempt += 1
                 if let interval {
                     let slot = await Self.spacing.slot(account, interval: interval)
                     if slot > ContinuousClock.now { try await Task.sleep(until: slot) }
                 }
-                counts.attempts += 1
+                report.attempts += 1
                 do {
                     let answer = try await destination.send(batch)
                     guard answer.count == batch.count else {
@@ -352,7 +350,7 @@ public struct SyncRunner: Sendable {
                 } catch let error as DestinationError {
                     guard error.retryable, attempt < sync.maxAttempts else {
                         gaveUp = (error, attempt)
-                        counts.failed += batch.count
+                        report.failed += batch.count
                         logger.warning("sync \(sync.name): batch failed after \(attempt) tries: \(error)")
                         return
                     }
@@ -361,7 +359,7 @@ public struct SyncRunner: Sendable {
                     try await Task.sleep(for: wait)
                 }
             }
-            counts.batches += 1
+            report.batches += 1
             var delivered: [Int] = []
             var rejected: [(Int, SyncChange, String)] = []
             for (index, result) in results!.enumerated() {
@@ -370,24 +368,24 @@ public struct SyncRunner: Sendable {
                 case .rejected(let reason): rejected.append((numbers[index], batch[index], reason))
                 }
             }
-            counts.delivered += delivered.count
-            counts.rejected += rejected.count
+            report.delivered += delivered.count
+            report.rejected += rejected.count
             if destination.confirmsAtFinish {
                 try await db.execute("INSERT INTO pg_temp.tributary_sync_confirmed SELECT unnest(\(delivered)::bigint[])")
             } else {
-                try await confirm(sync.name, delivered, runID: counts.runID, db)
+                try await confirm(sync.name, delivered, runID: report.runID, db)
             }
-            try await recordRejections(sync.name, rejected, runID: counts.runID, db)
+            try await recordRejections(sync.name, rejected, runID: report.runID, db)
         }
         if let gaveUp {
-            counts.status = .failed
-            counts.error =
+            report.status = .failed
+            report.error =
                 "a batch failed after \(gaveUp.tries) \(gaveUp.tries == 1 ? "try" : "tries"): \(gaveUp.error.description)"
             // What was confirmed stays confirmed; the rest is sent by the next run. A destination that confirms at its
             // finish confirmed nothing: what it was sent counts as failed.
             if destination.confirmsAtFinish {
-                counts.failed += counts.delivered
-                counts.delivered = 0
+                report.failed += report.delivered
+                report.delivered = 0
             }
             return
         }
@@ -396,9 +394,9 @@ public struct SyncRunner: Sendable {
             try await confirm(
                 sync.name,
                 from: "SELECT d.* FROM pg_temp.tributary_sync_diff AS d JOIN pg_temp.tributary_sync_confirmed USING (n)",
-                runID: counts.runID, db)
+                runID: report.runID, db)
         }
-        counts.status = counts.rejected > 0 ? .partial : .succeeded
+        report.status = report.rejected > 0 ? .partial : .succeeded
     }
 
     /// Advances the delivered state for confirmed rows (the diff's numbers) and clears their errors, in one transaction.

@@ -327,22 +327,23 @@ extension TributaryCommand {
                 // Let the activation see the sync once (its first pass) before the live events.
                 try await Task.sleep(for: .milliseconds(500))
                 var latencies: [Int] = []
+                func send(_ body: [String: Any], to path: String) async throws {
+                    let (status, _) = try await Self.post(body, to: port, path: path, key: key, timeout: .seconds(10))
+                    guard status == .ok else { throw CLIError("the collection API answered \(status.code)") }
+                }
                 for (index, (user, email, new)) in people.enumerated() {
                     if new {
                         let identify: [String: Any] = [
                             "userId": user, "messageId": "demo-live-\(UUID().uuidString)", "traits": ["email": email],
                             "context": ["consent": ["categoryPreferences": ["Marketing": true]]],
                         ]
-                        let (status, _) = try await Self.post(
-                            identify, to: port, path: "/v1/identify", key: key, timeout: .seconds(10))
-                        guard status == .ok else { throw CLIError("the collection API answered \(status.code)") }
+                        try await send(identify, to: "/v1/identify")
                     }
                     let body: [String: Any] = [
                         "userId": user, "event": "Product Viewed", "messageId": "demo-live-\(UUID().uuidString)",
                         "properties": ["product_id": "sku-200", "name": "Rain Jacket", "category": "outdoor", "price": 129.0],
                     ]
-                    let (status, _) = try await Self.post(body, to: port, path: "/v1/track", key: key, timeout: .seconds(10))
-                    guard status == .ok else { throw CLIError("the collection API answered \(status.code)") }
+                    try await send(body, to: "/v1/track")
                     let acknowledged = ContinuousClock.now
                     if let arrived = await receiver.arrival(of: email, timeout: .seconds(10)) {
                         latencies.append(Int((arrived - acknowledged).milliseconds))

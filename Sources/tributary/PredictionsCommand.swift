@@ -17,7 +17,6 @@ extension TributaryCommand {
     }
 }
 
-/// `--as-of` as a date: `2026-12-01` (midnight UTC) or a full ISO-8601 time.
 /// After new scores: refreshes the segments that read them and says so when any did.
 func refreshSegmentsReadingScores(_ client: PostgresClient, logger: Logger) async throws {
     let report = try await PredictionHandOff.refreshSegments(client: client, logger: logger)
@@ -36,6 +35,7 @@ func progressLines() -> @Sendable (String) -> Void {
     }
 }
 
+/// `--as-of` as a date: `2026-12-01` (midnight UTC) or a full ISO-8601 time.
 private func parseAsOf(_ text: String?) throws -> Date {
     guard let text else { return Date() }
     do { return try PostgresTime.parse(text) } catch {
@@ -251,9 +251,7 @@ extension TributaryCommand.Predictions {
                     case .propensity(let name):
                         published = models.first { $0.settings.name == name }.map { "model \($0.id)" } ?? "no model yet"
                     case .recommendations:
-                        let at = try await client.withConnection {
-                            try await $0.query("SELECT max(computed_at) FROM cdp.popular_products").scalar(Date?.self)
-                        }
+                        let at = try await Recommendations(client: client, logger: logger).computedAt()
                         published = at.map { "computed \(PostgresTime.format($0))" } ?? "not computed yet"
                     }
                     let window = trait.within.map { " within \($0.days) days" } ?? ""

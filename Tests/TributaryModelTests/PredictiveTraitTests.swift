@@ -89,13 +89,20 @@ import Testing
         ),
     ])
     func badPredictionsAreNamed(entry: String, fragment: String) {
+        Self.expectRefused(#"{"computedTraits": [\#(entry)]}"#, containing: fragment) {
+            _ = try ComputedTraitDefinitions.parse($0)
+        }
+    }
+
+    /// `parse` must refuse `json` with a ``ProfileError`` whose message contains `fragment`.
+    static func expectRefused(_ json: String, containing fragment: String, _ parse: (Data) throws -> Void) {
         do {
-            _ = try ComputedTraitDefinitions.parse(Data(#"{"computedTraits": [\#(entry)]}"#.utf8))
-            Issue.record("\(entry) must be refused")
+            try parse(Data(json.utf8))
+            Issue.record("\(json) must be refused")
         } catch let error as ProfileError {
-            #expect(error.description.contains(fragment), "\(error)")
+            #expect(error.description.contains(fragment), "\(json): \(error)")
         } catch {
-            Issue.record("\(error)")
+            Issue.record("\(json): \(error)")
         }
     }
 
@@ -120,11 +127,8 @@ import Testing
         ]
         for (entries, fragment) in cases {
             let rfm = entries.contains("rfm_score") ? #", "rfm": {"enabled": true}"# : ""
-            do {
-                _ = try ComputedTraitDefinitions.parse(Data(#"{"computedTraits": \#(entries)\#(rfm)}"#.utf8))
-                Issue.record("\(entries) must be refused")
-            } catch {
-                #expect("\(error)".contains(fragment), "\(error)")
+            Self.expectRefused(#"{"computedTraits": \#(entries)\#(rfm)}"#, containing: fragment) {
+                _ = try ComputedTraitDefinitions.parse($0)
             }
         }
     }
@@ -199,13 +203,8 @@ import Testing
                 "'churn_30d' is a predictive trait, not a trait of identify calls"
             ),
         ] {
-            do {
-                _ = try SegmentDefinitions.parse(
-                    Data(#"{"segments": [{"name": "s", "conditions": [\#(condition)]}]}"#.utf8), catalog: nil,
-                    computed: computed)
-                Issue.record("\(condition) must be refused")
-            } catch {
-                #expect("\(error)".contains(fragment), "\(condition): \(error)")
+            Self.expectRefused(#"{"segments": [{"name": "s", "conditions": [\#(condition)]}]}"#, containing: fragment) {
+                _ = try SegmentDefinitions.parse($0, catalog: nil, computed: computed)
             }
         }
     }

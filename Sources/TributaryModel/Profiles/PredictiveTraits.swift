@@ -197,6 +197,13 @@ public enum PredictionSource: Sendable, Equatable {
     /// `cdp.profile_recommendation_lists`, or the `top` most popular products for a profile without a list.
     case recommendations(top: Int)
 
+    /// What a segment's `{"prediction": name}` reads: the predictive trait `name` of `computed`, else the customer-base
+    /// score of that column (``Prediction/customerBaseScores``), else the published propensity of that name.
+    public static func named(_ name: String, in computed: ComputedTraitDefinitions?) -> PredictionSource {
+        computed?.prediction(name)?.source
+            ?? (Prediction.customerBaseScores.contains(name) ? .customerBase(column: name) : .propensity(name: name))
+    }
+
     /// The value for the profile whose id is the SQL expression `profile` (a correlated subquery: NULL without a
     /// score). `percentile` reads a propensity's percentile instead of its probability.
     public func valueSQL(profile: String, percentile: Bool = false, dialect: any SQLDialect) throws -> String {

@@ -198,10 +198,8 @@ public struct SegmentCompiler: Sendable {
     private func predictionSQL(
         _ name: String, percentile: Bool, op: PropertyCondition.Operator, value: Double
     ) throws -> String {
-        let source =
-            computed?.prediction(name)?.source
-            ?? (Prediction.customerBaseScores.contains(name) ? .customerBase(column: name) : .propensity(name: name))
-        let score = try source.valueSQL(profile: "p.profile_id", percentile: percentile, dialect: dialect)
+        let score = try PredictionSource.named(name, in: computed)
+            .valueSQL(profile: "p.profile_id", percentile: percentile, dialect: dialect)
         return "\(score) \(op.rawValue) \(try SQLRenderer.number(value))"
     }
 

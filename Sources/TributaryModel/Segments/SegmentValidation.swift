@@ -129,16 +129,14 @@ private struct ValidationContext {
                     "\(path).prediction: '\(name)' is not a prediction name (lower case letters, digits and _; "
                         + "\(Prediction.customerBaseScores.joined(separator: ", ")) or a propensity's name)")
             }
-            if let defined = computed?.prediction(name), !defined.predict.isPropensity {
-                if defined.predict == .recommendedProducts {
-                    throw ProfileError(
-                        "\(path).prediction: '\(name)' is a list of products, not a number; use {\"computed\": \"\(name)\", \"op\": \"contains\", \"value\": PRODUCT}"
-                    )
-                }
-                if percentile { throw ProfileError("\(path).percentile: '\(name)' has no percentile (only propensities do)") }
-            }
-            if percentile && Prediction.customerBaseScores.contains(name) {
+            switch PredictionSource.named(name, in: computed) {
+            case .recommendations:
+                throw ProfileError(
+                    "\(path).prediction: '\(name)' is a list of products, not a number; use {\"computed\": \"\(name)\", \"op\": \"contains\", \"value\": PRODUCT}"
+                )
+            case .customerBase where percentile:
                 throw ProfileError("\(path).percentile: '\(name)' has no percentile (only propensities do)")
+            default: break
             }
             switch op {
             case .equal, .notEqual, .greater, .greaterOrEqual, .less, .lessOrEqual: break
