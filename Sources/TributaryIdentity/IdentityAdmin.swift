@@ -85,6 +85,16 @@ public struct IdentityAdmin: Sendable {
         return outcome
     }
 
+    /// Brings the stored rules up to this version's built-in ones (``IdentityRules/builtInBlocked`` grows as new
+    /// placeholder values are found): the stored document is re-stored when its checksum no longer matches, and values
+    /// that the new built-in patterns refuse are removed from the graph and what they had joined is split — the same
+    /// as applying a file that only adds blocked patterns. Run by `tributary migrate`; nothing happens when the
+    /// stored rules are current.
+    @discardableResult
+    public func upgradeStoredRules() async throws -> ApplyOutcome {
+        try await apply(rules: try await rules())
+    }
+
     /// Where the stage is and what the graph holds.
     public struct Status: Sendable {
         public var checkpoint: Int64
@@ -117,6 +127,19 @@ public struct IdentityAdmin: Sendable {
             merges: merges, ignored: ignored.map { (reason: $0.0, kind: $0.1, count: $0.2) })
     }
 
+    /// Which blocked pattern refuses `identifier` (normalized), described for a person: built-in or from the rules
+    /// file, with its position there.
+    func blockingPattern(_ identifier: Identifier, rules: IdentityRules) async throws -> String? {
+        let builtIn = rules.defaultBlocked ? IdentityRules.builtInBlocked.count : 0
+        for (index, entry) in rules.allBlocked.enumerated() where entry.kinds?.contains(identifier.kind) ?? true {
+            guard try await client.query("SELECT \(identifier.value) ~* \(entry.pattern)").scalar(Bool.self) else { continue }
+            return index < builtIn
+                ? "built-in pattern '\(entry.pattern)' (see \"defaultBlocked\" in the rules)"
+                : "pattern rules.blocked[\(index - builtIn)] '\(entry.pattern)'"
+        }
+        return nil
+    }
+
     /// A readable account of the profile holding `identifier`: its identifiers, the events that joined them, the
     /// merges and splits it went through, and identifiers seen with it that were not merged (and why).
     public func explain(_ identifier: Identifier) async throws -> String {
@@ -141,7 +164,11 @@ public struct IdentityAdmin: Sendable {
         else {
             var message = "no identifier \(target) is known"
             if let problem = normalized?.1 {
-                message += " (it would be ignored: \(problem.replacingOccurrences(of: "_", with: " ")))"
+                message += " (it would be ignored: \(problem.replacingOccurrences(of: "_", with: " "))"
+                if problem == "blocked", let pattern = try await blockingPattern(target, rules: rules) {
+                    message += " by the \(pattern)"
+                }
+                message += ")"
             }
             throw IdentityError(message)
         }

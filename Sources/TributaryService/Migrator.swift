@@ -47,6 +47,8 @@ public struct Migrator: Sendable {
         public var applied: [Migration] = []
         public var sqlFiles: [String] = []
         public var alreadyApplied = 0
+        /// What bringing the stored identity rules up to this version's built-in ones did (`.unchanged` mostly).
+        public var identityRules: IdentityAdmin.ApplyOutcome = .unchanged
     }
 
     /// Lists applied, pending, changed and unknown migrations, without changing anything.
@@ -61,7 +63,7 @@ public struct Migrator: Sendable {
     public func migrate(_ client: PostgresClient) async throws -> Report {
         let migrations = try Migration.load(from: files.migrationsDirectory)
         let sqlFiles = try loadSQLFiles()
-        return try await client.withConnection { connection in
+        var report = try await client.withConnection { connection in
             try await connection.withAdvisoryLock(Self.lockKey) { connection in
                 try await connection.script(Self.bootstrapSQL)
                 let entries = compare(migrations, try await recordedMigrations(connection))
@@ -94,6 +96,11 @@ public struct Migrator: Sendable {
                 return report
             }
         }
+        // Built-in identity rules of this version (new placeholder values, say) take effect on the graph.
+        if try await client.query("SELECT to_regclass('cdp.identity_rules') IS NOT NULL").scalar(Bool.self) {
+            report.identityRules = try await IdentityAdmin(client: client, logger: logger).upgradeStoredRules()
+        }
+        return report
     }
 
     private func apply(_ migration: Migration, on connection: PostgresConnection) async throws {

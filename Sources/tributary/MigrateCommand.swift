@@ -32,6 +32,9 @@ extension TributaryCommand.Migrate {
             print(
                 "migrations: \(report.applied.count) applied now, \(report.alreadyApplied) already applied; "
                     + "sql/: \(report.sqlFiles.count) files re-applied")
+            if case .blockedValuesSplit(let count) = report.identityRules {
+                print("identity: this version's built-in blocked values removed \(count) identifiers from the graph")
+            }
         }
     }
 

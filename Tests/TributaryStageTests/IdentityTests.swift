@@ -210,17 +210,17 @@ enum IdentityFixture {
             var rules = IdentityRules()
             rules.hubThreshold = 3
             try await F.applyRules(rules, client)
-            // Four different visitors type the same placeholder email; the fourth makes it a hub.
+            // Four different visitors type the same shared email (not a built-in placeholder); the fourth makes it a hub.
             let stage = IdentityStage(client: client, logger: TestDatabase.logger)
             for visitor in 1...3 {
-                try await F.write([F.event(anonymous: "v-\(visitor)", traits: #"{"email": "test@test.com"}"#)], client)
+                try await F.write([F.event(anonymous: "v-\(visitor)", traits: #"{"email": "frontdesk@hotel.example"}"#)], client)
             }
             _ = try await stage.catchUp()
             var partition = try await F.partition(client)
             #expect(
                 Set(["v-1", "v-2", "v-3"].map { partition["anonymous_id:\($0)"]! }).count == 1, "merged while under the threshold"
             )
-            try await F.write([F.event(anonymous: "v-4", traits: #"{"email": "TEST@test.com"}"#)], client)
+            try await F.write([F.event(anonymous: "v-4", traits: #"{"email": "FrontDesk@hotel.example"}"#)], client)
             let report = try await stage.catchUp()
             #expect(report.hubsDetected == 1)
             partition = try await F.partition(client)
@@ -233,6 +233,93 @@ enum IdentityFixture {
             #expect(Set(stamps.values).count == 4)
             let rebuild = try await IdentityRebuild(configuration: client.configuration, logger: TestDatabase.logger).run()
             #expect(rebuild.hubs == 1 && rebuild.nodesChanged == 0 && rebuild.eventsRestamped == 0)
+        }
+    }
+}
+
+extension IdentityStageTests {
+    /// Placeholders people type instead of their own email or phone link nobody, however few type them; real
+    /// addresses at the same domains still link; the rebuild agrees.
+    @Test func builtInPlaceholdersLinkNobody() async throws {
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await F.migrated(client)
+            let placeholders = [
+                #""email": "Test@Test.com""#, #""email": "none@gmail.com""#, #""email": "noemail@shop.example""#,
+                #""email": "no-reply@acme.io""#, #""email": "fake@fake.net""#, #""phone": "+1 (111) 111-1111""#,
+                #""phone": "1234567890""#,
+            ]
+            var events: [IncomingEvent] = []
+            for (index, placeholder) in placeholders.enumerated() {
+                for visitor in 1...3 { events.append(F.event(anonymous: "p\(index)-v\(visitor)", traits: "{\(placeholder)}")) }
+            }
+            // Real people at the same domains, each on two browsers: these still link.
+            events.append(F.event(anonymous: "r-1", traits: #"{"email": "jane@test.com"}"#))
+            events.append(F.event(anonymous: "r-2", traits: #"{"email": "jane@test.com", "phone": "+1 201 555 0123"}"#))
+            events.append(F.event(anonymous: "r-3", traits: #"{"phone": "+12015550123"}"#))
+            try await F.write(events, client)
+            _ = try await IdentityStage(client: client, logger: TestDatabase.logger).catchUp()
+            let partition = try await F.partition(client)
+            for index in placeholders.indices {
+                let profiles = Set((1...3).map { partition["anonymous_id:p\(index)-v\($0)"] })
+                #expect(profiles.count == 3 && !profiles.contains(nil), "\(placeholders[index]) linked visitors")
+            }
+            #expect(!partition.keys.contains { $0.hasPrefix("email:") && $0 != "email:jane@test.com" })
+            #expect(
+                Set(["anonymous_id:r-1", "anonymous_id:r-2", "anonymous_id:r-3", "email:jane@test.com"].map { partition[$0] })
+                    .count == 1)
+            let blocked = try await client.query(
+                "SELECT coalesce(sum(count), 0)::int8 FROM cdp.identity_ignored WHERE reason = 'blocked' AND kind IN ('email', 'phone')"
+            ).scalar(Int.self)
+            #expect(blocked == 3 * placeholders.count)
+            let explained = try? await IdentityAdmin(client: client, logger: TestDatabase.logger).explain(
+                Identifier(kind: "email", value: "TEST@test.com"))
+            #expect(explained == nil)
+            do {
+                _ = try await IdentityAdmin(client: client, logger: TestDatabase.logger).explain(
+                    Identifier(kind: "email", value: "TEST@test.com"))
+            } catch {
+                #expect("\(error)".contains("email:test@test.com") && "\(error)".contains("blocked"), "\(error)")
+            }
+            let rebuild = try await IdentityRebuild(configuration: client.configuration, logger: TestDatabase.logger).run()
+            #expect(rebuild.nodesChanged == 0 && rebuild.eventsRestamped == 0)
+        }
+    }
+
+    /// A graph stored by an older version, whose built-in rules let a placeholder through, is brought in line by
+    /// `migrate`: the placeholder leaves the graph and the visitors it had joined are split.
+    @Test func migrateAppliesNewBuiltInBlockedValuesToAStoredGraph() async throws {
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await F.migrated(client)
+            var older = IdentityRules()
+            older.defaultBlocked = false
+            try await F.applyRules(older, client)
+            try await F.write(
+                (1...3).map { F.event(anonymous: "v-\($0)", traits: #"{"email": "none@none.com"}"#) }
+                    + [F.event(anonymous: "v-1", user: "u-1")], client)
+            _ = try await IdentityStage(client: client, logger: TestDatabase.logger).catchUp()
+            var partition = try await F.partition(client)
+            #expect(Set((1...3).map { partition["anonymous_id:v-\($0)"]! }).count == 1, "merged by the placeholder")
+            // What an older version stored: its own defaults, under a checksum this version does not compute.
+            try await client.execute(
+                """
+                UPDATE cdp.identity_rules SET rules = jsonb_set(rules, '{defaultBlocked}', 'true'), checksum = 'older version'
+                """)
+            let report = try await Migrator(files: ProjectFiles(root: TestDatabase.packageRoot), logger: TestDatabase.logger)
+                .migrate(client)
+            guard case .blockedValuesSplit(let removed) = report.identityRules else {
+                Issue.record("expected the placeholder to be removed, got \(report.identityRules)")
+                return
+            }
+            #expect(removed == 1)
+            partition = try await F.partition(client)
+            #expect(partition["email:none@none.com"] == nil)
+            #expect(Set((1...3).map { partition["anonymous_id:v-\($0)"]! }).count == 3, "split apart")
+            #expect(partition["user_id:u-1"] == partition["anonymous_id:v-1"])
+            let rebuild = try await IdentityRebuild(configuration: client.configuration, logger: TestDatabase.logger).run()
+            #expect(rebuild.nodesChanged == 0 && rebuild.eventsRestamped == 0)
+            let again = try await Migrator(files: ProjectFiles(root: TestDatabase.packageRoot), logger: TestDatabase.logger)
+                .migrate(client)
+            guard case .unchanged = again.identityRules else { Issue.record("expected unchanged"); return }
         }
     }
 }
@@ -432,7 +519,11 @@ extension IdentityStageTests {
             }
             let report = try await IdentityStage(client: client, logger: TestDatabase.logger, batchSize: 2000).catchUp()
             #expect(report.events == data.events.count)
-            #expect(report.hubsDetected >= 3, "placeholder emails and kiosks are hubs")
+            #expect(report.hubsDetected >= 2, "kiosks are hubs")
+            let placeholders = try await client.query(
+                "SELECT count(*) FROM cdp.identity_nodes WHERE kind = 'email' AND value = ANY(\(SyntheticPeople.Options().placeholderEmails)::text[])"
+            ).scalar(Int.self)
+            #expect(placeholders == 0, "the placeholder emails are built-in blocked values, never in the graph")
             try await expectAccurate(client, data, "real-time")
 
             // Junk identifiers were ignored and counted, and their events kept.

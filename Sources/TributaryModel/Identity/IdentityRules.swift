@@ -56,12 +56,41 @@ public struct IdentityRules: Sendable, Equatable, Codable {
         }
     }
 
-    /// Values no real person has: empty, placeholders that SDKs and forms send, all zeros or all dashes.
-    public static let builtInBlocked: [Blocked] = [
-        Blocked(pattern: "^[[:space:]]*$"),
-        Blocked(pattern: "^(null|nil|none|undefined|anonymous|unknown|n/?a|\\[object object\\]|false|true|nan)$"),
-        Blocked(pattern: "^[0[:space:].+-]+$"),
-        Blocked(pattern: "^[-_.[:space:]]+$"),
+    /// Values no real person has: empty, placeholders that SDKs and forms send, all zeros or all dashes; and for
+    /// `email` and `phone`, the placeholders people type into forms instead of their own (``placeholderEmailPatterns``,
+    /// ``placeholderPhonePatterns``). A placeholder typed by a handful of strangers would otherwise merge them into one
+    /// profile long before it is seen often enough to count as a hub.
+    public static let builtInBlocked: [Blocked] =
+        [
+            Blocked(pattern: "^[[:space:]]*$"),
+            Blocked(pattern: "^(null|nil|none|undefined|anonymous|unknown|n/?a|\\[object object\\]|false|true|nan)$"),
+            Blocked(pattern: "^[0[:space:].+-]+$"),
+            Blocked(pattern: "^[-_.[:space:]]+$"),
+        ] + placeholderEmailPatterns.map { Blocked(pattern: $0, kinds: ["email"]) }
+        + placeholderPhonePatterns.map { Blocked(pattern: $0, kinds: ["phone"]) }
+
+    /// Emails that stand for "no email" (matched after normalization, so lower-case and trimmed):
+    /// - a mailbox that says so, at any domain: `none@…`, `noemail@…`, `no-email@…`, `nomail@…`, `noreply@…`,
+    ///   `donotreply@…`, `unknown@…`, `null@…`, `na@…`, `notprovided@…`, `declined@…`;
+    /// - a throw-away word at a throw-away domain: `test@test.com`, `fake@fake.com`, `test@example.com`,
+    ///   `asdf@asdf.com`, `dummy@email.com`, `sample@domain.com` (`test`, `testing`, `fake`, `dummy`, `asdf`,
+    ///   `qwerty`, `sample`, `abc`, `xxx`, `none` at `test`, `testing`, `fake`, `dummy`, `asdf`, `qwerty`, `sample`,
+    ///   `example`, `email`, `mail`, `domain`, `none`, `abc`, `xxx` under any top-level domain).
+    /// A real address at such a domain (`jane.doe@example.com`) is not refused.
+    public static let placeholderEmailPatterns = [
+        "^(none|no|noemail|no[-_.]e?mail|nomail|noreply|no[-_.]reply|donotreply|do[-_.]?not[-_.]?reply|unknown|null|nil|na|n/a"
+            + "|notprovided|not[-_.]provided|declined|refused)@",
+        "^(test|testing|fake|dummy|asdf|qwerty|sample|abc|xxx|none)@(test|testing|fake|dummy|asdf|qwerty|sample|example|email"
+            + "|mail|domain|none|abc|xxx)\\.[a-z]{2,}$",
+    ]
+
+    /// Phone numbers no one answers (matched after normalization: an optional `+`, then digits): one digit repeated
+    /// (`1111111111`, `+99999999`; all zeros are refused for every kind) and counting runs (`1234567890`,
+    /// `0123456789`, `9876543210`). The fictional North American range 555-0100 to 555-0199 is left alone: it is what
+    /// documentation and trials use.
+    public static let placeholderPhonePatterns = [
+        "^\\+?(1{6,}|2{6,}|3{6,}|4{6,}|5{6,}|6{6,}|7{6,}|8{6,}|9{6,})$",
+        "^\\+?(0?123456789(0|01)?|9876543210?)$",
     ]
 
     public static let normalizationMethods = ["email", "phone", "lowercase", "trim", "none"]
