@@ -86,8 +86,11 @@ $$;
 COMMENT ON FUNCTION cdp.identity_candidates(text, text, jsonb, jsonb, jsonb) IS
     'Tributary: the normalized identifiers of one event under the given rules, with the reason each refused one is refused';
 
--- The profile that holds an old profile id's identifiers now: itself while it exists, else where it was merged.
-CREATE OR REPLACE FUNCTION cdp.resolve_profile(old_profile_id uuid) RETURNS uuid
+-- The recursive definition of where an old profile id went: itself while it exists, else follow its newest merge
+-- in cdp.profile_merge_log until a live profile. cdp.resolve_profile answers the same from cdp.profile_redirects in
+-- one lookup; this walk is what the redirect triggers fall back on when an id comes back to life, and what tests
+-- check the table against.
+CREATE OR REPLACE FUNCTION cdp.resolve_profile_by_log(old_profile_id uuid) RETURNS uuid
 LANGUAGE sql STABLE
 AS $$
     WITH RECURSIVE chain (profile_id, depth) AS (
@@ -104,8 +107,109 @@ AS $$
     WHERE EXISTS (SELECT 1 FROM cdp.identity_profiles AS p WHERE p.profile_id = chain.profile_id)
     LIMIT 1
 $$;
+COMMENT ON FUNCTION cdp.resolve_profile_by_log(uuid) IS
+    'Tributary: the live profile id for any profile id ever issued, by walking cdp.profile_merge_log (the definition; cdp.resolve_profile is the fast form)';
+
+-- The live profile id for any profile id ever issued: itself while it exists, else its row of
+-- cdp.profile_redirects (one lookup); NULL if unknown or deleted.
+CREATE OR REPLACE FUNCTION cdp.resolve_profile(old_profile_id uuid) RETURNS uuid
+LANGUAGE sql STABLE
+AS $$
+    SELECT CASE
+        WHEN EXISTS (SELECT 1 FROM cdp.identity_profiles AS p WHERE p.profile_id = $1) THEN $1
+        ELSE (SELECT r.profile_id FROM cdp.profile_redirects AS r
+              WHERE r.from_profile_id = $1
+                AND EXISTS (SELECT 1 FROM cdp.identity_profiles AS p WHERE p.profile_id = r.profile_id))
+    END
+$$;
 COMMENT ON FUNCTION cdp.resolve_profile(uuid) IS
     'Tributary: the live profile id for any profile id ever issued (follows merges and splits); NULL if unknown';
+
+-- Recomputes the redirects of `changed` ids and of every id whose walk passes through one of them (found backwards
+-- along each id's newest merge), from the log: what the triggers below call when a merge is logged or forgotten, or
+-- a profile is created or deleted. Usually a few index probes per changed id.
+CREATE OR REPLACE FUNCTION cdp.profile_redirects_refresh(changed uuid[]) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF changed IS NULL OR cardinality(changed) = 0 THEN
+        RETURN;
+    END IF;
+    WITH RECURSIVE affected (profile_id) AS (
+        SELECT DISTINCT c.id FROM unnest(changed) AS c (id)
+        UNION
+        SELECT m.from_profile_id
+        FROM affected AS a
+        JOIN cdp.profile_merge_log AS m ON m.into_profile_id = a.profile_id
+        WHERE NOT EXISTS (SELECT 1 FROM cdp.profile_merge_log AS newer
+                          WHERE newer.from_profile_id = m.from_profile_id AND newer.merge_id > m.merge_id)
+    ), resolved AS (
+        SELECT a.profile_id AS from_profile_id, cdp.resolve_profile_by_log(a.profile_id) AS profile_id
+        FROM (SELECT profile_id FROM affected OFFSET 0) AS a
+    ), removed AS (
+        DELETE FROM cdp.profile_redirects AS r USING resolved
+        WHERE r.from_profile_id = resolved.from_profile_id
+          AND (resolved.profile_id IS NULL OR resolved.profile_id = resolved.from_profile_id)
+    )
+    INSERT INTO cdp.profile_redirects (from_profile_id, profile_id)
+    SELECT resolved.from_profile_id, resolved.profile_id FROM resolved
+    WHERE resolved.profile_id IS NOT NULL AND resolved.profile_id <> resolved.from_profile_id
+    ON CONFLICT (from_profile_id) DO UPDATE SET profile_id = excluded.profile_id
+        WHERE cdp.profile_redirects.profile_id <> excluded.profile_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION cdp.profile_redirects_follow_log() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        PERFORM cdp.profile_redirects_refresh((SELECT array_agg(DISTINCT from_profile_id) FROM added));
+    ELSE
+        PERFORM cdp.profile_redirects_refresh((SELECT array_agg(DISTINCT from_profile_id) FROM removed));
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- A profile created or deleted changes the walks that pass through its id: only ids the log mentions matter (the
+-- identity stage mostly founds ids never issued before, which cost one index probe each here).
+CREATE OR REPLACE FUNCTION cdp.profile_redirects_follow_profiles() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    mentioned uuid[];
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        SELECT array_agg(c.profile_id) INTO mentioned FROM added AS c
+        WHERE EXISTS (SELECT 1 FROM cdp.profile_merge_log AS m WHERE m.into_profile_id = c.profile_id)
+           OR EXISTS (SELECT 1 FROM cdp.profile_redirects AS r WHERE r.from_profile_id = c.profile_id);
+    ELSE
+        SELECT array_agg(c.profile_id) INTO mentioned FROM removed AS c
+        WHERE EXISTS (SELECT 1 FROM cdp.profile_merge_log AS m WHERE m.into_profile_id = c.profile_id)
+           OR EXISTS (SELECT 1 FROM cdp.profile_merge_log AS m WHERE m.from_profile_id = c.profile_id);
+    END IF;
+    PERFORM cdp.profile_redirects_refresh(mentioned);
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS profile_redirects_log_insert ON cdp.profile_merge_log;
+CREATE TRIGGER profile_redirects_log_insert
+    AFTER INSERT ON cdp.profile_merge_log REFERENCING NEW TABLE AS added
+    FOR EACH STATEMENT EXECUTE FUNCTION cdp.profile_redirects_follow_log();
+DROP TRIGGER IF EXISTS profile_redirects_log_delete ON cdp.profile_merge_log;
+CREATE TRIGGER profile_redirects_log_delete
+    AFTER DELETE ON cdp.profile_merge_log REFERENCING OLD TABLE AS removed
+    FOR EACH STATEMENT EXECUTE FUNCTION cdp.profile_redirects_follow_log();
+DROP TRIGGER IF EXISTS profile_redirects_profile_insert ON cdp.identity_profiles;
+CREATE TRIGGER profile_redirects_profile_insert
+    AFTER INSERT ON cdp.identity_profiles REFERENCING NEW TABLE AS added
+    FOR EACH STATEMENT EXECUTE FUNCTION cdp.profile_redirects_follow_profiles();
+DROP TRIGGER IF EXISTS profile_redirects_profile_delete ON cdp.identity_profiles;
+CREATE TRIGGER profile_redirects_profile_delete
+    AFTER DELETE ON cdp.identity_profiles REFERENCING OLD TABLE AS removed
+    FOR EACH STATEMENT EXECUTE FUNCTION cdp.profile_redirects_follow_profiles();
 
 CREATE OR REPLACE VIEW cdp.identities AS
 SELECT profile_id, kind, value, first_seen_at, last_seen_at, status = 'hub' AS is_hub

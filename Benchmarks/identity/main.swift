@@ -27,7 +27,9 @@ struct IdentityBench: AsyncParsableCommand {
 
     @Option(help: "People to generate (about 3.7 events each).") var people = 300_000
     @Option(help: "Events per write in the ingest phases.") var writeSize = 2000
-    @Option(help: "Seconds each naive recursive CTE may run.") var cteTimeout = 120
+    @Option(help: "Seconds each naive recursive CTE may run (0 skips them).") var cteTimeout = 120
+    @Flag(help: "Skip phase 3 (ingest with the stage running alongside), for quicker rebuild measurements.")
+    var skipLive = false
     @Option(help: "Embedded data directory used when DATABASE_URL/PG* are unset.") var dataDir = ".tributary/bench-pgdata"
 
     func run() async throws {
@@ -75,32 +77,35 @@ struct IdentityBench: AsyncParsableCommand {
                 format: "   accuracy: pairwise precision %.5f, recall %.5f over %d identifiers; profiles with two user ids: %d",
                 scores.precision, scores.recall, scores.scoredIdentifiers, twoUsers))
 
-        // 3. Ingest with the stage running alongside, until everything is stored and stamped.
-        let both = try await freshDatabase("tributary_identity_both", on: server, files: files, logger: logger)
-        let bothClient = PostgresClient(configuration: both, options: .init(maxConnections: 8), logger: logger)
-        let liveStage = IdentityStage(client: bothClient, logger: logger, batchSize: 5000)
-        clock = .now
-        let runner = Task { try await liveStage.run(pollInterval: .milliseconds(200)) }
-        try await ingest(events, into: bothClient, writeSize: writeSize, logger: logger)
-        let storedAt = elapsed(since: clock)
-        let last = try await bothClient.query("SELECT max(seq) FROM cdp.events").scalar(Int64.self)
-        while try await bothClient.query("SELECT seq FROM cdp.stage_checkpoints WHERE stage = 'identity'").first?[0].decode(
-            Int64.self) ?? 0 < last
-        {
-            try await Task.sleep(for: .milliseconds(20))
+        if !skipLive {
+            // 3. Ingest with the stage running alongside, until everything is stored and stamped.
+            let both = try await freshDatabase("tributary_identity_both", on: server, files: files, logger: logger)
+            let bothClient = PostgresClient(configuration: both, options: .init(maxConnections: 8), logger: logger)
+            let liveStage = IdentityStage(client: bothClient, logger: logger, batchSize: 5000)
+            clock = .now
+            let runner = Task { try await liveStage.run(pollInterval: .milliseconds(200)) }
+            try await ingest(events, into: bothClient, writeSize: writeSize, logger: logger)
+            let storedAt = elapsed(since: clock)
+            let last = try await bothClient.query("SELECT max(seq) FROM cdp.events").scalar(Int64.self)
+            while try await bothClient.query("SELECT seq FROM cdp.stage_checkpoints WHERE stage = 'identity'").first?[0].decode(
+                Int64.self) ?? 0 < last
+            {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let bothSeconds = elapsed(since: clock)
+            runner.cancel()
+            _ = try? await runner.value
+            let bothRate = Double(events.count) / bothSeconds
+            say(
+                String(
+                    format:
+                        "3. ingest + identity kept current:  %7.0f events/s (%.1f s; all stored at %.1f s) = %.2fx ingest alone",
+                    bothRate, bothSeconds, storedAt, bothRate / ingestRate))
+            // Receive order differs from run 1 (concurrent writers), so only accuracy is comparable.
+            let liveScores = SyntheticPeople.pairwiseScores(truth: data.truth, predicted: try await Self.partition(bothClient))
+            say(String(format: "   accuracy: pairwise precision %.5f, recall %.5f", liveScores.precision, liveScores.recall))
+            await bothClient.shutdown()
         }
-        let bothSeconds = elapsed(since: clock)
-        runner.cancel()
-        _ = try? await runner.value
-        let bothRate = Double(events.count) / bothSeconds
-        say(
-            String(
-                format: "3. ingest + identity kept current:  %7.0f events/s (%.1f s; all stored at %.1f s) = %.2fx ingest alone",
-                bothRate, bothSeconds, storedAt, bothRate / ingestRate))
-        // Receive order differs from run 1 (concurrent writers), so only accuracy is comparable.
-        let liveScores = SyntheticPeople.pairwiseScores(truth: data.truth, predicted: try await Self.partition(bothClient))
-        say(String(format: "   accuracy: pairwise precision %.5f, recall %.5f", liveScores.precision, liveScores.recall))
-        await bothClient.shutdown()
 
         // 4. Rebuild, with the graph current and cold.
         let rebuild = IdentityRebuild(configuration: alone, logger: logger)
@@ -111,11 +116,11 @@ struct IdentityBench: AsyncParsableCommand {
                     "4. rebuild (graph current):         %7.2f s  (%d identifiers, %d edges, %d hubs, %d components, %d replayed; changed %d identifiers, %d stamps)",
                 warm.seconds, warm.identifiers, warm.edges, warm.hubs, warm.components, warm.conflictComponents,
                 warm.nodesChanged, warm.eventsRestamped))
-        say("   phases: " + warm.phases.map { String(format: "%@ %.2f s", $0.0, $0.1) }.joined(separator: "; "))
+
         try await aloneClient.withConnection { db in
             try await db.script(
                 """
-                TRUNCATE cdp.identity_nodes, cdp.identity_edges, cdp.identity_profiles, cdp.profile_merge_log;
+                TRUNCATE cdp.identity_nodes, cdp.identity_edges, cdp.identity_profiles, cdp.profile_merge_log, cdp.profile_redirects;
                 UPDATE cdp.events SET profile_id = NULL;
                 UPDATE cdp.stage_checkpoints SET seq = 0;
                 """)
@@ -126,7 +131,11 @@ struct IdentityBench: AsyncParsableCommand {
             String(
                 format: "   rebuild (cold: empty graph, no stamps): %.2f s (stamped %d events)", cold.seconds,
                 cold.eventsRestamped))
-        say("   phases: " + cold.phases.map { String(format: "%@ %.2f s", $0.0, $0.1) }.joined(separator: "; "))
+        say("   phase                                  graph current      cold")
+        for (index, (name, seconds)) in warm.phases.enumerated() {
+            let coldSeconds = index < cold.phases.count ? cold.phases[index].1 : .nan
+            say("   \(name.padding(toLength: 40, withPad: " ", startingAt: 0)) \(fixed(seconds)) s   \(fixed(coldSeconds)) s")
+        }
         say("   same graph as the real-time stage: \(try await Self.partition(aloneClient) == partition)")
 
         // 5. Baselines over the same edges.
@@ -168,7 +177,12 @@ struct IdentityBench: AsyncParsableCommand {
                 format:
                     "5. in-memory union-find (integer ids) over the %d non-hub edges: %.3f s (fetching them: %.2f s); %d multi-identifier components",
                 pairs.count, unionSeconds, fetchSeconds, roots.count))
-        for (label, filter) in [("hubs excluded", "WHERE x.status = 'active' AND y.status = 'active'"), ("hubs included", "")] {
+        let baseline = unionSeconds + fetchSeconds
+        say(
+            "   rebuild / union-find baseline (fetch + union-find): graph current \(fixed(warm.seconds / baseline))x, cold "
+                + "\(fixed(cold.seconds / baseline))x")
+        for (label, filter) in [("hubs excluded", "WHERE x.status = 'active' AND y.status = 'active'"), ("hubs included", "")]
+        where cteTimeout > 0 {
             let seconds = try await naiveCTE(aloneClient, filter: filter)
             say(
                 "   naive recursive CTE, \(label): "
@@ -218,3 +232,6 @@ struct IdentityBench: AsyncParsableCommand {
         return result
     }
 }
+
+/// `value` with two decimals (Swift strings and `%@` do not mix on Linux).
+func fixed(_ value: Double) -> String { String(format: "%.2f", value) }

@@ -244,6 +244,14 @@ extension PrivacyRequests {
                    OR into_profile_id IN (SELECT profile_id FROM pg_temp.tributary_privacy_profiles)
                 """
             ),
+            (
+                "profile_redirects",
+                """
+                DELETE FROM cdp.profile_redirects
+                WHERE from_profile_id IN (SELECT profile_id FROM pg_temp.tributary_privacy_profiles)
+                   OR \(inProfiles)
+                """
+            ),
             // Another profile's merge or split caused by one of the identifiers keeps its row, without the identifier.
             ("profile_merge_log_identifiers", "UPDATE cdp.profile_merge_log SET kind = NULL, value = NULL WHERE \(isIdentifier)"),
             ("profile_changes", "DELETE FROM cdp.profile_changes WHERE \(inProfiles)"),

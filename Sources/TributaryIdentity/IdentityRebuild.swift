@@ -5,15 +5,18 @@ import TributaryCollection
 import TributaryModel
 import TributaryRuntime
 
-/// `tributary identity rebuild`: recomputes the whole identity graph from `cdp.events` in SQL and swaps it in
-/// atomically, while ingestion and the real-time stage go on.
+/// `tributary identity rebuild`: recomputes the whole identity graph from `cdp.events` and swaps it in atomically,
+/// while ingestion and the real-time stage go on. Each step runs where it is fastest: set-based SQL for extraction,
+/// nodes, edges, founders and the swap; this process for the connected components.
 ///
 /// 1. Every event up to the current end of the stream (`H`) is run through `cdp.event_identifiers`
 ///    (`cdp.identity_candidates` and both forms of an alias call's previousId, of which the alias rule keeps one).
 /// 2. Nodes, event-node links and co-occurrence edges are built set-based; hubs are found from edge counts and
 ///    removed before any closure.
-/// 3. Connected components of the remaining graph come from iterative label propagation (each round pushes the
-///    smallest label across the edges of nodes whose label just changed).
+/// 3. Connected components of the remaining graph by union-find over integer ids (``IdentityComponents``): nodes
+///    and edges streamed out with COPY, each node's label (its component's smallest node id) streamed back. The
+///    recursive definition stays the definition (`cdp.resolve_profile`, `identity explain`); a test checks that
+///    both give the same components.
 /// 4. A component whose identifiers stay within every kind's limit is one profile, founded by the first identifier
 ///    of its earliest event; only the few components that exceed a limit are replayed in receive order through
 ///    the same `IdentityEngine` the real-time stage uses. So the rebuild gives exactly the real-time partition.
@@ -30,7 +33,6 @@ public struct IdentityRebuild: Sendable {
         public var components = 0
         public var conflictComponents = 0
         public var profiles = 0
-        public var labelRounds = 0
         public var nodesChanged = 0
         public var eventsRestamped = 0
         /// Seconds per phase, in order.
@@ -39,6 +41,9 @@ public struct IdentityRebuild: Sendable {
     }
 
     static let rebuildLock = AdvisoryLockKey(name: "tributary.identity.rebuild")
+
+    /// Told one line per finished phase (name, seconds, rows, elapsed), for a terminal watching a long rebuild.
+    public var progress: (@Sendable (String) -> Void)?
 
     /// Sessions that extract identifiers side by side (one per core is the useful most).
     public var extractionConnections = max(1, min(8, ProcessInfo.processInfo.activeProcessorCount))
@@ -74,11 +79,16 @@ public struct IdentityRebuild: Sendable {
     private func rebuild(_ db: PostgresConnection) async throws -> Report {
         var report = Report()
         var clock = ContinuousClock.now
-        func phase(_ name: String) {
+        let started = clock
+        func phase(_ name: String, rows: Int? = nil) {
             let now = ContinuousClock.now
-            let elapsed = now - clock
-            report.phases.append((name, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))
+            let seconds = Self.seconds(now - clock)
+            report.phases.append((name, seconds))
             clock = now
+            let count = rows.map { ", \($0) rows" } ?? ""
+            progress?(
+                "identity rebuild: \(name) \(String(format: "%.2f", seconds)) s\(count) (\(String(format: "%.1f", Self.seconds(now - started))) s so far)"
+            )
             logger.debug("identity rebuild: \(name) done")
         }
         guard try await db.tryAdvisoryLock(Self.rebuildLock) else {
@@ -150,7 +160,7 @@ public struct IdentityRebuild: Sendable {
             WHERE p.alias AND p.kind = CASE WHEN p.seq IN (SELECT seq FROM anonymous) THEN 'user_id' ELSE 'anonymous_id' END
             """)
         report.events = try await db.query("SELECT count(*) FROM cdp.events WHERE seq <= \(last)").scalar(Int.self)
-        phase("extract identifiers")
+        phase("extract identifiers", rows: report.events)
 
         // 2. Nodes (with their rank for priority order), event-node links, edges, hubs.
         let priority = try Self.arrayLiteral(rules.priority)
@@ -173,7 +183,7 @@ public struct IdentityRebuild: Sendable {
             DROP TABLE \(s).ids;
             ANALYZE \(t).links;
             """)
-        phase("nodes and links")
+        phase("nodes and links", rows: try await db.query("SELECT count(*) FROM \(unescaped: t).links").scalar(Int.self))
         try await db.script(
             """
             CREATE TABLE \(t).edges AS
@@ -201,56 +211,44 @@ public struct IdentityRebuild: Sendable {
         report.hubs = try await db.query("SELECT count(*) FROM \(unescaped: t).nodes WHERE hub").scalar(Int.self)
         report.identifiers = try await db.query("SELECT count(*) FROM \(unescaped: t).nodes").scalar(Int.self)
         report.edges = try await db.query("SELECT count(*) FROM \(unescaped: t).edges").scalar(Int.self)
-        phase("edges and hubs")
+        phase("edges and hubs", rows: report.edges)
 
-        // 3. Components over edges between non-hub nodes: label propagation from the nodes whose label changed.
+        // 3. Components over edges between non-hub nodes, by union-find in this process over integer ids: the nodes
+        //    and edges are streamed out with COPY, the labels (a component's smallest node id) and the components
+        //    over a limit streamed back. A few bytes per node; edges are not kept.
+        var components = try await Self.components(
+            db, nodes: "COPY (SELECT id, kind FROM pg_temp.nodes WHERE NOT hub ORDER BY id) TO STDOUT",
+            edges: "COPY pg_temp.edges (a, b) TO STDOUT", capacity: report.identifiers)
+        let limits = components.kindNames.map { rules.limit(of: $0) }
+        let overLimit = components.finder.overLimit { limits[Int($0)] }
+        report.components = components.finder.count()
+        try await db.execute("CREATE TABLE \(unescaped: t).labels (node bigint NOT NULL, label bigint NOT NULL)")
+        try await db.copyIn("COPY \(unescaped: t).labels (node, label) FROM STDIN") { writer in
+            var line: [UInt8] = []
+            line.reserveCapacity(64 * 1024)
+            for position in 0..<components.finder.nodes.count {
+                Self.appendDecimal(components.finder.nodes[position], to: &line)
+                line.append(0x09)
+                Self.appendDecimal(components.finder.label(at: position), to: &line)
+                line.append(0x0A)
+                if line.count >= 60 * 1024 {
+                    try await writer.write(line)
+                    line.removeAll(keepingCapacity: true)
+                }
+            }
+            try await writer.write(line)
+        }
         try await db.script(
             """
-            CREATE TABLE \(t).adjacent AS
-            WITH usable AS (
-                SELECT e.a, e.b FROM \(t).edges AS e
-                WHERE e.a NOT IN (SELECT id FROM \(t).nodes WHERE hub) AND e.b NOT IN (SELECT id FROM \(t).nodes WHERE hub)
-            )
-            SELECT a AS node, b AS other FROM usable UNION ALL SELECT b, a FROM usable;
-            CREATE INDEX ON \(t).adjacent (node);
-            ANALYZE \(t).adjacent;
-            CREATE TABLE \(t).labels AS
-            SELECT n.id AS node, least(n.id, min(a.other)) AS label
-            FROM \(t).nodes AS n LEFT JOIN \(t).adjacent AS a ON a.node = n.id
-            WHERE NOT n.hub
-            GROUP BY n.id;
             ALTER TABLE \(t).labels ADD PRIMARY KEY (node);
-            CREATE TABLE \(t).changed AS SELECT node, label FROM \(t).labels WHERE label < node;
             ANALYZE \(t).labels;
+            CREATE TABLE \(t).conflicts (label bigint PRIMARY KEY);
             """)
-        report.labelRounds = 1
-        try await db.script("CREATE TABLE \(t).changed_next (node bigint, label bigint); ANALYZE \(t).changed;")
-        while true {
-            try await db.script(
-                """
-                TRUNCATE \(t).changed_next;
-                WITH pushed AS (
-                    SELECT a.other AS node, min(c.label) AS label
-                    FROM \(t).changed AS c JOIN \(t).adjacent AS a ON a.node = c.node
-                    GROUP BY a.other
-                ), updated AS (
-                    UPDATE \(t).labels AS l SET label = p.label
-                    FROM pushed AS p WHERE l.node = p.node AND p.label < l.label
-                    RETURNING l.node, l.label
-                )
-                INSERT INTO \(t).changed_next SELECT node, label FROM updated;
-                ANALYZE \(t).changed_next;
-                ALTER TABLE \(t).changed RENAME TO changed_previous;
-                ALTER TABLE \(t).changed_next RENAME TO changed;
-                ALTER TABLE \(t).changed_previous RENAME TO changed_next;
-                """)
-            report.labelRounds += 1
-            if try await db.query("SELECT EXISTS (SELECT 1 FROM \(unescaped: t).changed)").scalar(Bool.self) == false { break }
-        }
-        phase("components (label propagation)")
+        try await db.execute("INSERT INTO \(unescaped: t).conflicts SELECT unnest(\(overLimit.map { Int($0) })::int8[])")
+        try await db.execute("ANALYZE \(unescaped: t).conflicts")
+        phase("components (union-find)", rows: report.edges)
 
         // 4. One profile per component within limits; the rest replayed through the engine.
-        let limits = try SQLQuoting.literal(try PostgresJSON(encoding: rules.limits).text)
         try await db.script(
             """
             CREATE TABLE \(t).event_labels AS
@@ -259,17 +257,6 @@ public struct IdentityRebuild: Sendable {
             """)
         try await db.script(
             """
-            CREATE TABLE \(t).conflicts AS
-            SELECT DISTINCT label FROM (
-                SELECT l.label, n.kind, count(*) AS identifiers
-                FROM \(t).labels AS l JOIN \(t).nodes AS n ON n.id = l.node
-                GROUP BY l.label, n.kind
-            ) AS counted
-            WHERE identifiers > coalesce((\(limits)::jsonb ->> kind)::int, \(rules.defaultLimit))
-            """)
-        try await db.script(
-            """
-            ANALYZE \(t).conflicts;
             -- The identifiers of a component's earliest event are exactly its nodes first seen on that event, so
             -- the founder is the first of those in priority order.
             CREATE TABLE \(t).component_profiles AS
@@ -287,9 +274,7 @@ public struct IdentityRebuild: Sendable {
             CREATE TABLE \(t).replayed_profiles (profile_id uuid, kind text, value text, founded_seq bigint);
             CREATE TABLE \(t).replayed_events (seq bigint PRIMARY KEY, profile_id uuid);
             """)
-        // A component's label is its smallest node, which is labelled with itself: one row per component.
-        report.components = try await db.query("SELECT count(*) FROM \(unescaped: t).labels WHERE label = node").scalar(Int.self)
-        report.conflictComponents = try await db.query("SELECT count(*) FROM \(unescaped: t).conflicts").scalar(Int.self)
+        report.conflictComponents = overLimit.count
         if report.conflictComponents > 0 { try await replayConflicts(db, rules: rules) }
         try await db.script("ANALYZE \(t).replayed_nodes; ANALYZE \(t).replayed_profiles; ANALYZE \(t).replayed_events;")
         phase("profiles (\(report.conflictComponents) components replayed)")
@@ -324,7 +309,7 @@ public struct IdentityRebuild: Sendable {
             ANALYZE \(t).final_events;
             """)
         report.profiles = try await db.query("SELECT count(*) FROM \(unescaped: t).final_profiles").scalar(Int.self)
-        phase("final state")
+        phase("final state", rows: report.profiles)
 
         // 5. Swap in, in one transaction, holding the real-time stage's lock.
         try await db.withTransaction { tx in
@@ -469,6 +454,79 @@ public struct IdentityRebuild: Sendable {
             INSERT INTO \(unescaped: t).replayed_events
             SELECT * FROM unnest(\(stamps.map { Int($0.seq) })::int8[], \(stamps.map(\.profile))::uuid[])
             """)
+    }
+
+    /// The nodes of a graph and their components, read with two `COPY … TO STDOUT` statements: `nodes` yields
+    /// `id<TAB>kind` rows in ascending id order (the nodes that may merge: hubs left out), `edges` yields `a<TAB>b`
+    /// rows (an edge touching a node not listed joins nothing). Used by the rebuild, and by tests that compare it
+    /// with the recursive definition.
+    package static func components(
+        _ db: PostgresConnection, nodes: PostgresQuery, edges: PostgresQuery, capacity: Int = 0
+    ) async throws -> (finder: IdentityComponents, kindNames: [String]) {
+        var ids: [Int64] = []
+        var kinds: [UInt16] = []
+        ids.reserveCapacity(capacity)
+        kinds.reserveCapacity(capacity)
+        var kindNames: [String] = []
+        var kindIndex: [[UInt8]: UInt16] = [:]
+        try await db.copyOut(nodes) { chunk in
+            var index = 0
+            while index < chunk.count {
+                let id = Self.parseDecimal(chunk, &index)
+                let start = index
+                while index < chunk.count && chunk[index] != 0x0A { index += 1 }
+                let name = Array(chunk[start..<index])
+                index += 1
+                let kind: UInt16
+                if let known = kindIndex[name] {
+                    kind = known
+                } else {
+                    guard kindNames.count < Int(UInt16.max) else { throw IdentityError("too many identifier kinds") }
+                    kind = UInt16(kindNames.count)
+                    kindIndex[name] = kind
+                    kindNames.append(String(decoding: name, as: UTF8.self))
+                }
+                ids.append(id)
+                kinds.append(kind)
+            }
+        }
+        var finder = IdentityComponents(nodes: ids, kinds: kinds)
+        ids = []
+        kinds = []
+        try await db.copyOut(edges) { chunk in
+            var index = 0
+            while index < chunk.count {
+                let a = Self.parseDecimal(chunk, &index)
+                let b = Self.parseDecimal(chunk, &index)
+                finder.union(a, b)
+            }
+        }
+        return (finder, kindNames)
+    }
+
+    /// Reads a non-negative decimal at `index` and steps past it and the one separator byte after it.
+    static func parseDecimal(_ bytes: [UInt8], _ index: inout Int) -> Int64 {
+        var value: Int64 = 0
+        while index < bytes.count, bytes[index] >= 0x30, bytes[index] <= 0x39 {
+            value = value &* 10 &+ Int64(bytes[index] &- 0x30)
+            index += 1
+        }
+        index += 1
+        return value
+    }
+
+    /// Appends `value` (non-negative) in decimal.
+    static func appendDecimal(_ value: Int64, to bytes: inout [UInt8]) {
+        if value < 10 {
+            bytes.append(0x30 + UInt8(value))
+            return
+        }
+        appendDecimal(value / 10, to: &bytes)
+        bytes.append(0x30 + UInt8(value % 10))
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
     /// An ARRAY[...] literal of kind names (validated kinds, quoted through SQLQuoting).

@@ -58,7 +58,9 @@ extension TributaryCommand.IdentityGroup {
         func run() async throws {
             let logger = global.makeLogger()
             let report = try await global.withMigratedClient(logger: logger) { client in
-                let report = try await IdentityRebuild(configuration: client.configuration, logger: logger).run()
+                var rebuild = IdentityRebuild(configuration: client.configuration, logger: logger)
+                rebuild.progress = { print($0) }
+                let report = try await rebuild.run()
                 try await recordAudit(
                     client, "identity.rebuild",
                     details: [
@@ -75,7 +77,7 @@ extension TributaryCommand.IdentityGroup {
                 "rebuilt the identity graph from \(report.events) events (through seq \(report.lastSeq)) in \(String(format: "%.2f", report.seconds)) s:",
                 "  \(report.identifiers) identifiers, \(report.edges) edges, \(report.hubs) hubs, \(report.components) components "
                     + "(\(report.conflictComponents) over a limit, replayed in receive order), \(report.profiles) profiles",
-                "  changed: \(report.nodesChanged) identifiers, \(report.eventsRestamped) event stamps; \(report.labelRounds) label-propagation rounds",
+                "  changed: \(report.nodesChanged) identifiers, \(report.eventsRestamped) event stamps",
             ]
             lines.append("  phases: " + report.phases.map { "\($0.0) \(String(format: "%.2f", $0.1)) s" }.joined(separator: "; "))
             return lines.joined(separator: "\n")

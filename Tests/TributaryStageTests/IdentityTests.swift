@@ -463,6 +463,8 @@ extension IdentityStageTests {
                 }
             }
             _ = try await stage.catchUp()
+            try await expectComponentsMatchTheRecursiveDefinition(client, seed: seed)
+            try await expectTheMigrationFillsRedirectsAsTheTriggersKeepThem(client, seed: seed)
             try await expectRebuildAgrees(client, seed: seed, phase: "real-time")
 
             // A value blocked after the fact: removed, what it joined split, and still the same as a rebuild.
@@ -485,7 +487,88 @@ extension IdentityStageTests {
         }
     }
 
+    /// The rebuild's union-find over the stored graph (hubs left out) gives each identifier the component the
+    /// recursive definition gives: every identifier reaches every identifier of its component over non-hub edges.
+    func expectComponentsMatchTheRecursiveDefinition(_ client: PostgresClient, seed: UInt64) async throws {
+        try await client.withConnection { db in
+            var (finder, _) = try await IdentityRebuild.components(
+                db, nodes: "COPY (SELECT node_id, kind FROM cdp.identity_nodes WHERE status <> 'hub' ORDER BY node_id) TO STDOUT",
+                edges: "COPY cdp.identity_edges (a, b) TO STDOUT")
+            var fast: [Int64: Int64] = [:]
+            for (node, label) in finder.labels() { fast[node] = label }
+            var recursive: [Int64: Int64] = [:]
+            for row in try await db.query(
+                """
+                WITH RECURSIVE usable AS (
+                    SELECT node_id FROM cdp.identity_nodes WHERE status <> 'hub'
+                ), adjacent AS (
+                    SELECT e.a AS node, e.b AS other FROM cdp.identity_edges AS e
+                    WHERE e.a IN (SELECT node_id FROM usable) AND e.b IN (SELECT node_id FROM usable)
+                    UNION ALL
+                    SELECT e.b, e.a FROM cdp.identity_edges AS e
+                    WHERE e.a IN (SELECT node_id FROM usable) AND e.b IN (SELECT node_id FROM usable)
+                ), reach (node, root) AS (
+                    SELECT node_id, node_id FROM usable
+                    UNION
+                    SELECT a.other, r.root FROM reach AS r JOIN adjacent AS a ON a.node = r.node
+                )
+                SELECT node, min(root) FROM reach GROUP BY node
+                """)
+            {
+                let (node, label) = try row.decode((Int64, Int64).self)
+                recursive[node] = label
+            }
+            #expect(!recursive.isEmpty)
+            #expect(fast == recursive, "seed \(seed): union-find and the recursive query disagree")
+            #expect(Set(fast.values).count < fast.count, "seed \(seed): some component has more than one identifier")
+        }
+    }
+
+    /// `cdp.profile_redirects` holds, for every profile id merged away or split off, exactly where the recursive walk
+    /// along the merge log ends, and nothing for live ids.
+    func expectRedirectsMatchTheLog(_ client: PostgresClient, seed: UInt64, phase: String) async throws {
+        let wrong = try await client.query(
+            """
+            SELECT ids.id::text, cdp.resolve_profile_by_log(ids.id)::text, r.profile_id::text
+            FROM (SELECT DISTINCT from_profile_id AS id FROM cdp.profile_merge_log) AS ids
+            LEFT JOIN cdp.profile_redirects AS r ON r.from_profile_id = ids.id
+            WHERE cdp.resolve_profile_by_log(ids.id) IS DISTINCT FROM
+                  CASE WHEN EXISTS (SELECT 1 FROM cdp.identity_profiles AS p WHERE p.profile_id = ids.id) THEN ids.id
+                       ELSE r.profile_id END
+            LIMIT 5
+            """
+        ).map { try $0.decode((String, String?, String?).self) }
+        #expect(wrong.isEmpty, "seed \(seed) \(phase): redirects differ from the log: \(wrong)")
+        let stray = try await client.query(
+            """
+            SELECT count(*) FROM cdp.profile_redirects AS r
+            WHERE EXISTS (SELECT 1 FROM cdp.identity_profiles AS p WHERE p.profile_id = r.from_profile_id)
+               OR NOT EXISTS (SELECT 1 FROM cdp.identity_profiles AS p WHERE p.profile_id = r.profile_id)
+            """
+        ).scalar(Int.self)
+        #expect(stray == 0, "seed \(seed) \(phase): redirects from live ids or to dead ones")
+    }
+
+    /// Migration 0018 fills `cdp.profile_redirects` for a database upgraded with merges in its log: the same rows
+    /// the triggers keep.
+    func expectTheMigrationFillsRedirectsAsTheTriggersKeepThem(_ client: PostgresClient, seed: UInt64) async throws {
+        func rows() async throws -> [String: String] {
+            Dictionary(
+                uniqueKeysWithValues: try await client.query(
+                    "SELECT from_profile_id::text, profile_id::text FROM cdp.profile_redirects"
+                ).map { try $0.decode((String, String).self) })
+        }
+        let kept = try await rows()
+        let migration = try String(
+            contentsOf: TestDatabase.packageRoot.appendingPathComponent("migrations/0018_profile_redirects.sql"), encoding: .utf8)
+        let fill = String(migration[migration.range(of: "-- Filled from the log")!.lowerBound...])
+        try await client.execute("TRUNCATE cdp.profile_redirects")
+        try await client.withConnection { try await $0.script(fill) }
+        #expect(try await rows() == kept, "seed \(seed): the migration's fill differs from what the triggers keep")
+    }
+
     func expectRebuildAgrees(_ client: PostgresClient, seed: UInt64, phase: String) async throws {
+        try await expectRedirectsMatchTheLog(client, seed: seed, phase: phase)
         let partition = try await F.partition(client)
         let stamps = try await F.stamps(client)
         let profiles = try await F.profiles(client)
@@ -501,6 +584,7 @@ extension IdentityStageTests {
         #expect(rebuilt == partition, "seed \(seed) \(phase): profile ids differ")
         #expect(try await F.stamps(client) == stamps, "seed \(seed) \(phase): event stamps differ")
         #expect(try await F.profiles(client) == profiles, "seed \(seed) \(phase): profiles differ")
+        try await expectRedirectsMatchTheLog(client, seed: seed, phase: "\(phase), after the rebuild")
     }
 }
 
