@@ -30,6 +30,8 @@ struct IdentityBench: AsyncParsableCommand {
     @Option(help: "Seconds each naive recursive CTE may run (0 skips them).") var cteTimeout = 120
     @Flag(help: "Skip phase 3 (ingest with the stage running alongside), for quicker rebuild measurements.")
     var skipLive = false
+    @Flag(help: "After ingest, only rebuild: cold (no graph yet), then with the graph current; print the phases and stop.")
+    var rebuildOnly = false
     @Option(help: "Embedded data directory used when DATABASE_URL/PG* are unset.") var dataDir = ".tributary/bench-pgdata"
 
     func run() async throws {
@@ -54,6 +56,20 @@ struct IdentityBench: AsyncParsableCommand {
         let ingestSeconds = elapsed(since: clock)
         let ingestRate = Double(events.count) / ingestSeconds
         say(String(format: "1. ingest alone:                    %7.0f events/s (%.1f s)", ingestRate, ingestSeconds))
+
+        if rebuildOnly {
+            let rebuild = IdentityRebuild(configuration: alone, logger: logger)
+            let cold = try await rebuild.run()
+            let warm = try await rebuild.run()
+            say(
+                "4. rebuild (graph current): \(fixed(warm.seconds)) s; cold (no graph, no stamps): \(fixed(cold.seconds)) s "
+                    + "(\(warm.identifiers) identifiers, \(warm.edges) edges, \(warm.hubs) hubs, \(warm.components) components, "
+                    + "\(warm.conflictComponents) replayed; changed \(warm.nodesChanged) identifiers, \(warm.eventsRestamped) stamps)"
+            )
+            Self.phaseTable(warm, cold)
+            await aloneClient.shutdown()
+            return
+        }
 
         // 2. The real-time stage over the backlog.
         clock = .now
@@ -131,11 +147,7 @@ struct IdentityBench: AsyncParsableCommand {
             String(
                 format: "   rebuild (cold: empty graph, no stamps): %.2f s (stamped %d events)", cold.seconds,
                 cold.eventsRestamped))
-        say("   phase                                  graph current      cold")
-        for (index, (name, seconds)) in warm.phases.enumerated() {
-            let coldSeconds = index < cold.phases.count ? cold.phases[index].1 : .nan
-            say("   \(name.padding(toLength: 40, withPad: " ", startingAt: 0)) \(fixed(seconds)) s   \(fixed(coldSeconds)) s")
-        }
+        Self.phaseTable(warm, cold)
         say("   same graph as the real-time stage: \(try await Self.partition(aloneClient) == partition)")
 
         // 5. Baselines over the same edges.
@@ -220,6 +232,15 @@ struct IdentityBench: AsyncParsableCommand {
                 try await db.execute("RESET statement_timeout")
                 return nil
             }
+        }
+    }
+
+    /// One line per rebuild phase: seconds with the graph current, and cold.
+    static func phaseTable(_ warm: IdentityRebuild.Report, _ cold: IdentityRebuild.Report) {
+        say("   phase                                  graph current      cold")
+        for (index, (name, seconds)) in warm.phases.enumerated() {
+            let coldSeconds = index < cold.phases.count ? cold.phases[index].1 : .nan
+            say("   \(name.padding(toLength: 40, withPad: " ", startingAt: 0)) \(fixed(seconds)) s   \(fixed(coldSeconds)) s")
         }
     }
 

@@ -255,6 +255,7 @@ public struct IdentityRebuild: Sendable {
             SELECT k.seq, min(l.label) AS label FROM \(t).links AS k JOIN \(t).labels AS l ON l.node = k.node GROUP BY k.seq;
             ANALYZE \(t).event_labels;
             """)
+        phase("event labels", rows: report.events)
         try await db.script(
             """
             -- The identifiers of a component's earliest event are exactly its nodes first seen on that event, so
@@ -274,10 +275,11 @@ public struct IdentityRebuild: Sendable {
             CREATE TABLE \(t).replayed_profiles (profile_id uuid, kind text, value text, founded_seq bigint);
             CREATE TABLE \(t).replayed_events (seq bigint PRIMARY KEY, profile_id uuid);
             """)
+        phase("founders", rows: report.components - overLimit.count)
         report.conflictComponents = overLimit.count
         if report.conflictComponents > 0 { try await replayConflicts(db, rules: rules) }
         try await db.script("ANALYZE \(t).replayed_nodes; ANALYZE \(t).replayed_profiles; ANALYZE \(t).replayed_events;")
-        phase("profiles (\(report.conflictComponents) components replayed)")
+        phase("components over a limit replayed", rows: report.conflictComponents)
 
         // Final state in Tributary's id space is computed inside the swap, against what is stored then.
         try await db.script(
