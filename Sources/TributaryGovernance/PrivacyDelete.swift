@@ -275,7 +275,9 @@ extension PrivacyRequests {
         for (table, sql) in statements {
             counts[table] = try await tx.execute(PostgresQuery(unsafeSQL: sql)) ?? 0
         }
-        for (table, fields) in [("sync_state", "payload"), ("sync_pending", "payload"), ("sync_errors", nil)] {
+        for (table, fields) in [
+            ("sync_state", "payload"), ("sync_pending", "payload"), ("sync_errors", nil), ("sync_run_rows", nil),
+        ] {
             counts[table] =
                 try await tx.execute(
                     "DELETE FROM cdp.\(identifier: table) WHERE \(Self.mentions(key: "key_object", fields: fields, needles: needles))"

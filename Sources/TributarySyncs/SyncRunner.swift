@@ -96,8 +96,9 @@ public struct SyncRunner: Sendable {
     ///
     /// - Parameter profiles: for a real-time sync, compare only these profiles (the ones whose memberships changed);
     ///   nil compares the whole source.
+    /// - Parameter keys: compare only these keys (texts as `cdp.sync_state.key` holds them): a replay.
     public func run(
-        _ name: String, trigger: String = "manual", dryRun: Bool = false, profiles: [UUID]? = nil,
+        _ name: String, trigger: String = "manual", dryRun: Bool = false, profiles: [UUID]? = nil, keys: [String]? = nil,
         preview: (@Sendable (SyncChange) -> Void)? = nil
     ) async throws -> Report {
         let started = ContinuousClock.now
@@ -116,7 +117,7 @@ public struct SyncRunner: Sendable {
                 return report
             }
             do {
-                var diff = SyncDiff(definition)
+                var diff = SyncDiff(definition, keyed: keys != nil)
                 if definition.realtime, case .segment(let segment) = definition.source {
                     let realtime = try await db.query(
                         "SELECT realtime FROM cdp.segment_definitions WHERE name = \(segment)"
@@ -128,11 +129,13 @@ public struct SyncRunner: Sendable {
                     }
                     // Compiled from the stored definitions, as the segment's view was; never stored SQL text.
                     let members = try await SegmentStore.compiler(db).membersSQL(segment)
-                    diff = SyncDiff(definition, membersSQL: members, restricted: profiles != nil)
+                    diff = SyncDiff(
+                        definition, membersSQL: members, restricted: profiles != nil && keys == nil, keyed: keys != nil)
                 }
-                var report = try await run(diff, profiles: profiles, on: db, trigger: trigger, dryRun: dryRun, preview: preview)
+                var report = try await run(
+                    diff, profiles: profiles, keys: keys, on: db, trigger: trigger, dryRun: dryRun, preview: preview)
                 report.duration = ContinuousClock.now - started
-                try await finishRun(report, db)
+                try await finishRun(report, definition, db)
                 _ = try? await db.query("SELECT pg_advisory_unlock(\(lock.value))")
                 return report
             } catch {
@@ -144,8 +147,57 @@ public struct SyncRunner: Sendable {
         }
     }
 
+    /// What a replay did: which run's rows it sent again, how many, and the run it made.
+    public struct Replay: Sendable {
+        /// The run whose rows were replayed.
+        public var sourceRun: Int64
+        /// Rows selected (rejected, or rejected and failed, by that run).
+        public var rows: Int
+        /// The replay's own run (nil when there was nothing to replay).
+        public var report: Report?
+        /// Selected rows the replay did not send: delivered since, or gone from the source.
+        public var settled: Int { max(0, rows - ((report?.added ?? 0) + (report?.changed ?? 0) + (report?.removed ?? 0))) }
+    }
+
+    /// `tributary syncs replay`: sends again the rows a run rejected (and, unless `rejectedOnly`, those it failed
+    /// to deliver), with their current values from the source, as a run of their keys only (trigger `replay`).
+    /// `run` nil picks the sync's latest run that has such rows. Rows delivered since (or gone from the source) are
+    /// not sent again.
+    public func replay(_ name: String, run: Int64? = nil, rejectedOnly: Bool = false) async throws -> Replay {
+        let outcomes = rejectedOnly ? ["rejected"] : ["rejected", "failed"]
+        let (sourceRun, keys): (Int64?, [String]) = try await client.withConnection { db in
+            guard try await db.query("SELECT EXISTS (SELECT 1 FROM cdp.syncs WHERE name = \(name))").scalar(Bool.self) else {
+                throw SyncError("no sync named '\(name)' (tributary syncs list shows them)")
+            }
+            let chosen: Int64?
+            if let run {
+                guard
+                    try await db.query("SELECT EXISTS (SELECT 1 FROM cdp.sync_runs WHERE run_id = \(run) AND sync = \(name))")
+                        .scalar(Bool.self)
+                else { throw SyncError("sync '\(name)' has no run \(run) (tributary syncs runs \(name) lists them)") }
+                chosen = run
+            } else {
+                chosen = try await db.query(
+                    """
+                    SELECT max(run_id) FROM cdp.sync_run_rows WHERE sync = \(name) AND outcome = ANY(\(outcomes)::text[])
+                    """
+                ).first?[0].decode(Int64?.self)
+            }
+            guard let chosen else { return (nil, []) }
+            let keys = try await db.query(
+                """
+                SELECT key FROM cdp.sync_run_rows WHERE run_id = \(chosen) AND outcome = ANY(\(outcomes)::text[]) ORDER BY key
+                """
+            ).map { try $0[0].decode(String.self) }
+            return (chosen, keys)
+        }
+        guard let sourceRun else { return Replay(sourceRun: 0, rows: 0, report: nil) }
+        guard !keys.isEmpty else { return Replay(sourceRun: sourceRun, rows: 0, report: nil) }
+        return Replay(sourceRun: sourceRun, rows: keys.count, report: try await self.run(name, trigger: "replay", keys: keys))
+    }
+
     private func run(
-        _ diff: SyncDiff, profiles: [UUID]?, on db: PostgresConnection, trigger: String, dryRun: Bool,
+        _ diff: SyncDiff, profiles: [UUID]?, keys: [String]?, on db: PostgresConnection, trigger: String, dryRun: Bool,
         preview: (@Sendable (SyncChange) -> Void)?
     ) async throws -> Report {
         let sync = diff.sync
@@ -163,8 +215,8 @@ public struct SyncRunner: Sendable {
             """
         ).first![0].decode(Int64.self)
         do {
-            try await computeDiff(diff, profiles: profiles, db, &report)
-            if !dryRun && profiles == nil {
+            try await computeDiff(diff, profiles: profiles, keys: keys, db, &report)
+            if !dryRun && profiles == nil && keys == nil {
                 // A rejected row is offered again by every full diff while it is in the source; one that is not in the
                 // diff has left the source (or its consent) or matches what the destination holds: its error is settled.
                 try await db.execute(
@@ -195,25 +247,27 @@ public struct SyncRunner: Sendable {
             report.error = "cancelled (worker stopping); undelivered rows are sent by the next run"
             report.duration = ContinuousClock.now - started
             let final = report
-            await Task { try? await finishRun(final, db) }.value
+            await Task { try? await finishRun(final, sync, db) }.value
             throw error
         } catch {
             report.status = .failed
             report.error = "\(error)"
             report.duration = ContinuousClock.now - started
             let final = report
-            await Task { try? await finishRun(final, db) }.value
+            await Task { try? await finishRun(final, sync, db) }.value
             throw error
         }
         return report
     }
 
     /// Fills the session's diff table and counts it.
-    private func computeDiff(_ diff: SyncDiff, profiles: [UUID]?, _ db: PostgresConnection, _ report: inout Report) async throws {
+    private func computeDiff(
+        _ diff: SyncDiff, profiles: [UUID]?, keys: [String]?, _ db: PostgresConnection, _ report: inout Report
+    ) async throws {
         let sync = diff.sync
         try await db.execute(PostgresQuery(unsafeSQL: SyncDiff.createSQL))
         try await db.execute("TRUNCATE pg_temp.tributary_sync_diff RESTART IDENTITY")
-        let insert = try diff.insertStatement(profiles: profiles ?? [])
+        let insert = try diff.insertStatement(profiles: profiles ?? [], keys: keys ?? [])
         let removedFields = try diff.removedFieldsStatement()
         do {
             try await db.withTransaction { tx in
@@ -319,8 +373,8 @@ public struct SyncRunner: Sendable {
         let account = destination.account ?? "sync:\(sync.name)"
         var gaveUp: (error: DestinationError, tries: Int)?
         if destination.confirmsAtFinish {
-            try await db.execute("CREATE TEMP TABLE IF NOT EXISTS tributary_sync_confirmed (n bigint PRIMARY KEY)")
-            try await db.execute("TRUNCATE pg_temp.tributary_sync_confirmed")
+            try await db.execute("DROP TABLE IF EXISTS pg_temp.tributary_sync_confirmed")
+            try await db.execute("CREATE TEMP TABLE tributary_sync_confirmed (n bigint PRIMARY KEY, operation text NOT NULL)")
         }
         // The counts go straight into `report`: if the loop throws (cancelled), the run's row tells what it did.
         try await page(sync, db, batchSize: batchSize, runID: report.runID) { batch, numbers in
@@ -352,6 +406,12 @@ public struct SyncRunner: Sendable {
                         gaveUp = (error, attempt)
                         report.failed += batch.count
                         logger.warning("sync \(sync.name): batch failed after \(attempt) tries: \(error)")
+                        try await recordRows(
+                            sync, runID: report.runID,
+                            zip(numbers, batch).map {
+                                RowOutcome(n: $0, operation: $1.operation, outcome: "failed", reason: error.description)
+                            },
+                            db)
                         return
                     }
                     let wait = retry.delay(after: attempt, retryAfter: error.retryAfter)
@@ -370,12 +430,25 @@ public struct SyncRunner: Sendable {
             }
             report.delivered += delivered.count
             report.rejected += rejected.count
+            let deliveredOperations = results!.indices.filter { results![$0] == .delivered }.map { batch[$0].operation.rawValue }
             if destination.confirmsAtFinish {
-                try await db.execute("INSERT INTO pg_temp.tributary_sync_confirmed SELECT unnest(\(delivered)::bigint[])")
+                try await db.execute(
+                    """
+                    INSERT INTO pg_temp.tributary_sync_confirmed
+                    SELECT * FROM unnest(\(delivered)::bigint[], \(deliveredOperations)::text[])
+                    """)
             } else {
                 try await confirm(sync.name, delivered, runID: report.runID, db)
+                try await recordRows(
+                    sync, runID: report.runID,
+                    zip(delivered, deliveredOperations).map {
+                        RowOutcome(n: $0, operation: SyncOperation(rawValue: $1)!, outcome: "delivered", reason: nil)
+                    }, db)
             }
             try await recordRejections(sync.name, rejected, runID: report.runID, db)
+            try await recordRows(
+                sync, runID: report.runID,
+                rejected.map { RowOutcome(n: $0.0, operation: $0.1.operation, outcome: "rejected", reason: $0.2) }, db)
         }
         if let gaveUp {
             report.status = .failed
@@ -386,6 +459,7 @@ public struct SyncRunner: Sendable {
             if destination.confirmsAtFinish {
                 report.failed += report.delivered
                 report.delivered = 0
+                try await recordConfirmedRows(sync, runID: report.runID, outcome: "failed", reason: gaveUp.error.description, db)
             }
             return
         }
@@ -395,6 +469,7 @@ public struct SyncRunner: Sendable {
                 sync.name,
                 from: "SELECT d.* FROM pg_temp.tributary_sync_diff AS d JOIN pg_temp.tributary_sync_confirmed USING (n)",
                 runID: report.runID, db)
+            try await recordConfirmedRows(sync, runID: report.runID, outcome: "delivered", reason: nil, db)
         }
         report.status = report.rejected > 0 ? .partial : .succeeded
     }
@@ -445,7 +520,45 @@ public struct SyncRunner: Sendable {
             """)
     }
 
-    private func finishRun(_ report: Report, _ db: PostgresConnection) async throws {
+    /// What became of one row a run sent.
+    struct RowOutcome {
+        var n: Int
+        var operation: SyncOperation
+        var outcome: String
+        var reason: String?
+    }
+
+    /// Records rows of this run (the diff's numbers) with their outcome in `cdp.sync_run_rows`, unless the sync keeps
+    /// no row history.
+    private func recordRows(_ sync: SyncDefinition, runID: Int64, _ rows: [RowOutcome], _ db: PostgresConnection) async throws {
+        guard sync.rowHistoryDays > 0, !rows.isEmpty else { return }
+        try await db.execute(
+            """
+            INSERT INTO cdp.sync_run_rows (run_id, sync, key, key_object, operation, outcome, reason)
+            SELECT \(runID), \(sync.name), d.key, d.key_object, r.operation, r.outcome, r.reason
+            FROM unnest(\(rows.map(\.n))::bigint[], \(rows.map(\.operation.rawValue))::text[], \(rows.map(\.outcome))::text[],
+                        \(rows.map(\.reason))::text[]) AS r (n, operation, outcome, reason)
+            JOIN pg_temp.tributary_sync_diff AS d ON d.n = r.n
+            ON CONFLICT (run_id, key) DO UPDATE SET operation = excluded.operation, outcome = excluded.outcome,
+                reason = excluded.reason, recorded_at = now()
+            """)
+    }
+
+    /// The same for the rows a confirm-at-finish destination accepted during the run.
+    private func recordConfirmedRows(
+        _ sync: SyncDefinition, runID: Int64, outcome: String, reason: String?, _ db: PostgresConnection
+    ) async throws {
+        guard sync.rowHistoryDays > 0 else { return }
+        try await db.execute(
+            """
+            INSERT INTO cdp.sync_run_rows (run_id, sync, key, key_object, operation, outcome, reason)
+            SELECT \(runID), \(sync.name), d.key, d.key_object, c.operation, \(outcome), \(reason)
+            FROM pg_temp.tributary_sync_confirmed AS c JOIN pg_temp.tributary_sync_diff AS d USING (n)
+            ON CONFLICT (run_id, key) DO UPDATE SET outcome = excluded.outcome, reason = excluded.reason, recorded_at = now()
+            """)
+    }
+
+    private func finishRun(_ report: Report, _ sync: SyncDefinition, _ db: PostgresConnection) async throws {
         let status = report.status == .skipped ? "succeeded" : report.status.rawValue
         let millis = report.duration.milliseconds
         try await db.execute(
@@ -456,5 +569,21 @@ public struct SyncRunner: Sendable {
                 finished_at = now(), duration_ms = \(millis)
             WHERE run_id = \(report.runID)
             """)
+        // Row history older than the sync keeps it goes (all of it when it keeps none).
+        try await db.execute(
+            """
+            DELETE FROM cdp.sync_run_rows
+            WHERE sync = \(sync.name) AND recorded_at < now() - \(sync.rowHistoryDays) * interval '1 day'
+            """)
+        // One line per finished run, for alerting on logs: a warning when rows were refused or the run failed.
+        let level: Logger.Level = report.status == .succeeded ? .info : report.status == .partial ? .warning : .error
+        logger.log(
+            level: level, "sync run finished",
+            metadata: [
+                "sync": "\(sync.name)", "run_id": "\(report.runID)", "status": "\(status)", "added": "\(report.added)",
+                "changed": "\(report.changed)", "removed": "\(report.removed)", "delivered": "\(report.delivered)",
+                "rejected": "\(report.rejected)", "failed": "\(report.failed)", "duration_ms": "\(millis)",
+                "error": "\(report.error ?? "")",
+            ])
     }
 }

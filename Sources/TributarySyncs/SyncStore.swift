@@ -178,6 +178,20 @@ public struct SyncStore: Sendable {
             """
         ).map { try $0.decode((String, String, String, Int).self) }.map { (sync: $0.0, key: $0.1, reason: $0.2, attempts: $0.3) }
     }
+
+    /// The rows run `runID` sent and what became of each (`cdp.sync_run_rows`): refused and failed ones first.
+    public func runRows(
+        _ runID: Int64, limit: Int = 20
+    ) async throws -> [(key: String, operation: String, outcome: String, reason: String?)] {
+        try await client.query(
+            """
+            SELECT coalesce(key_object::text, key), operation, outcome, reason FROM cdp.sync_run_rows WHERE run_id = \(runID)
+            ORDER BY outcome = 'delivered', key LIMIT \(limit)
+            """
+        ).map { try $0.decode((String, String, String, String?).self) }.map {
+            (key: $0.0, operation: $0.1, outcome: $0.2, reason: $0.3)
+        }
+    }
 }
 
 /// Runs due syncs until cancelled. Any number of workers may run: each claims a due sync with

@@ -19,7 +19,7 @@ extension TributaryCommand {
     struct Syncs: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Reverse-ETL syncs: apply definitions (JSON), list them, run one now, show runs and errors.",
-            subcommands: [Apply.self, List.self, Show.self, Run.self, Status.self])
+            subcommands: [Apply.self, List.self, Show.self, Run.self, Replay.self, Status.self])
     }
 
     struct Worker: AsyncParsableCommand {
@@ -177,19 +177,65 @@ extension TributaryCommand.Syncs {
                 if report.status == .skipped {
                     throw CLIError("sync \(name) is running in another process; try again when it has finished")
                 }
-                let seconds = Double(report.duration.components.seconds) + Double(report.duration.components.attoseconds) / 1e18
                 if dryRun {
                     print(
                         "dry run of \(name): \(report.added) added, \(report.changed) changed, \(report.removed) removed would be sent"
                             + (printed.skipped > 0 ? " (\(printed.skipped) not printed)" : ""))
                 } else {
-                    print(
-                        "sync \(name) run \(report.runID): \(report.status.rawValue); \(report.added) added, \(report.changed) changed, "
-                            + "\(report.removed) removed; \(report.delivered) delivered, \(report.rejected) rejected, \(report.failed) failed "
-                            + "in \(report.batches) batches (\(report.attempts) requests), \(String(format: "%.2f", seconds)) s"
-                            + (report.error.map { "; \($0)" } ?? ""))
+                    print(Self.describe(report, name: name))
                     if report.status == .failed { throw ExitCode(1) }
                 }
+            }
+        }
+
+        /// One line for a finished run.
+        static func describe(_ report: SyncRunner.Report, name: String) -> String {
+            let seconds = Double(report.duration.components.seconds) + Double(report.duration.components.attoseconds) / 1e18
+            return
+                "sync \(name) run \(report.runID): \(report.status.rawValue); \(report.added) added, \(report.changed) changed, "
+                + "\(report.removed) removed; \(report.delivered) delivered, \(report.rejected) rejected, \(report.failed) failed "
+                + "in \(report.batches) batches (\(report.attempts) requests), \(String(format: "%.2f", seconds)) s"
+                + (report.error.map { "; \($0)" } ?? "")
+        }
+    }
+
+    struct Replay: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Send again the rows a run rejected or failed to deliver (after fixing the mapping or the destination).",
+            discussion: """
+                The rows are sent with their current values from the source, as a run of their keys only (trigger \
+                "replay"); rows delivered since, or gone from the source, are not sent. Which rows each run sent and what \
+                became of them is in cdp.sync_run_rows (kept for the sync's rowHistoryDays, default 14).
+                """)
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "The sync's name.") var name: String
+        @Option(help: "The run whose rows to replay (default: the latest run with rejected or failed rows).") var run: Int64?
+        @Flag(help: "Only the rows the destination rejected, not those that failed.") var rejected = false
+
+        func run() async throws {
+            let logger = global.makeLogger()
+            try await global.withMigratedClient(logger: logger) { client in
+                let runner = SyncRunner(client: client, logger: logger, registry: .standard())
+                let replay: SyncRunner.Replay
+                do {
+                    replay = try await runner.replay(name, run: run, rejectedOnly: rejected)
+                } catch let error as SyncError { throw CLIError(error.description) }
+                let what = rejected ? "rejected" : "rejected or failed"
+                guard let report = replay.report else {
+                    print(
+                        replay.sourceRun == 0
+                            ? "nothing to replay: no run of \(name) has \(what) rows in its history"
+                            : "nothing to replay: run \(replay.sourceRun) of \(name) has no \(what) rows")
+                    return
+                }
+                if report.status == .skipped {
+                    throw CLIError("sync \(name) is running in another process; try again when it has finished")
+                }
+                print(
+                    "replaying \(replay.rows) \(what) rows of run \(replay.sourceRun)"
+                        + (replay.settled > 0 ? " (\(replay.settled) delivered since or gone from the source: not sent)" : ""))
+                print(Run.describe(report, name: name))
+                if report.status == .failed { throw ExitCode(1) }
             }
         }
     }
@@ -200,11 +246,20 @@ extension TributaryCommand.Syncs {
         @OptionGroup var global: GlobalOptions
         @Argument(help: "A sync's name (default: all).") var name: String?
         @Option(help: "Runs and errors to show.") var limit = 10
+        @Option(help: "Show this run's rows and what became of each (from cdp.sync_run_rows).") var run: Int64?
 
         func run() async throws {
             let logger = global.makeLogger()
             try await global.withMigratedClient(logger: logger) { client in
                 let store = SyncStore(client: client, logger: logger, registry: .standard())
+                if let run {
+                    let rows = try await store.runRows(run, limit: limit)
+                    print(rows.isEmpty ? "run \(run): no rows in its history" : "run \(run) rows:")
+                    for row in rows {
+                        print("  \(row.key) \(row.operation): \(row.outcome)\(row.reason.map { " (\($0))" } ?? "")")
+                    }
+                    return
+                }
                 let runs = try await store.runs(name, limit: limit)
                 print(runs.isEmpty ? "no runs" : "runs:")
                 for run in runs {

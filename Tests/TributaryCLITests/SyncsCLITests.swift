@@ -70,6 +70,17 @@ import Testing
                     && sql.stdout.contains("FROM cdp.sync_pending WHERE sync = $1) AS p"), "\(sql.stdout)")
             cli.expectOneLineError(
                 try await cli.run(["syncs", "run", "nope"], environment: env), containing: ["no sync named 'nope'"])
+            // Every run's rows with their outcomes; nothing was refused, so nothing to replay.
+            let runID = try await client.query("SELECT max(run_id) FROM cdp.sync_runs WHERE trigger = 'manual'").scalar(Int.self)
+            let rows = try await cli.run(["syncs", "status", "out", "--run", "\(runID)"], environment: env)
+            #expect(rows.stdout.contains(#"{"id": "a"} delete: delivered"#), "\(rows.stdout)\(rows.stderr)")
+            let replay = try await cli.run(["syncs", "replay", "out"], environment: env)
+            #expect(
+                replay.status == 0 && replay.stdout.contains("nothing to replay: no run of out has rejected or failed rows"),
+                "\(replay.stdout)\(replay.stderr)")
+            cli.expectOneLineError(
+                try await cli.run(["syncs", "replay", "out", "--run", "99999"], environment: env),
+                containing: ["sync 'out' has no run 99999"])
         }
     }
 }

@@ -164,6 +164,91 @@ enum SyncFixture {
         }
     }
 
+    /// Every row a run sends is kept with its outcome (delivered, rejected with the reason, failed) for the sync's
+    /// rowHistoryDays; a replay sends a run's refused rows again, with their current values, and nothing else.
+    @Test func rowOutcomesAreKeptAndRefusedRowsReplay() async throws {
+        let receiver = TestReceiver()
+        try await receiver.serve { base in
+            try await TestDatabase.withFreshDatabase { (client) async throws in
+                try await F.migrated(client)
+                try await F.customers(client, (1...6).map { ("c\($0)", "user\($0)@example.com", "free", $0) })
+                try await F.apply(
+                    """
+                    {"syncs": [{"name": "hook", "source": {"query": "SELECT id, email, score FROM public.customers"}, "primaryKey": ["id"],
+                      "mode": "upsert", "batchSize": 2, "maxAttempts": 1, "rowHistoryDays": 3,
+                      "destination": {"type": "webhook", "url": "\(base)/hook"}}]}
+                    """, client)
+                let refusals = ["c3": "bad email", "c5": "unknown list"]
+                func sentIDs(_ request: TestReceiver.Request) -> [String] {
+                    guard case .array(let changes)? = (try? JSONParser.parse(request.body))?["changes"] else { return [] }
+                    return changes.compactMap { if case .string(let id)? = $0["key"]?["id"] { id } else { nil } }
+                }
+                await receiver.setResponder { request in
+                    guard case .array(let changes)? = (try? JSONParser.parse(request.body))?["changes"] else {
+                        return .init(status: 400)
+                    }
+                    let rejected = changes.compactMap { change -> JSONValue? in
+                        guard case .string(let id)? = change["key"]?["id"], let reason = refusals[id] else { return nil }
+                        return .object([("idempotency_key", change["idempotency_key"] ?? .null), ("reason", .string(reason))])
+                    }
+                    return .init(body: JSONValue.object([("rejected", .array(rejected))]).serialized)
+                }
+                let runner = F.runner(client)
+                let first = try await runner.run("hook")
+                #expect(first.status == .partial && first.delivered == 4 && first.rejected == 2, "\(first)")
+                let rows = Dictionary(
+                    uniqueKeysWithValues: try await client.query(
+                        "SELECT key, outcome || '/' || operation || '/' || coalesce(reason, '') FROM cdp.sync_run_rows WHERE run_id = \(first.runID)"
+                    ).map { try $0.decode((String, String).self) })
+                #expect(rows.count == 6)
+                #expect(rows[#"["c3"]"#] == "rejected/upsert/bad email" && rows[#"["c5"]"#] == "rejected/upsert/unknown list")
+                #expect(rows[#"["c1"]"#] == "delivered/upsert/" && rows[#"["c6"]"#] == "delivered/upsert/")
+
+                // The destination is fixed and another row changes meanwhile: the replay sends c3 and c5 only.
+                await receiver.setResponder { _ in .init() }
+                try await F.customers(client, [("c4", "new4@example.com", "pro", 40)])
+                let before = await receiver.requests.count
+                let replay = try await runner.replay("hook")
+                #expect(replay.sourceRun == first.runID && replay.rows == 2 && replay.settled == 0)
+                let report = try #require(replay.report)
+                #expect(report.status == .succeeded && report.delivered == 2 && report.added == 2, "\(report)")
+                let replayed = await receiver.requests.dropFirst(before).flatMap(sentIDs)
+                #expect(replayed.sorted() == ["c3", "c5"], "\(replayed)")
+                #expect(
+                    try await client.query("SELECT trigger FROM cdp.sync_runs WHERE run_id = \(report.runID)").scalar(String.self)
+                        == "replay")
+                #expect(try await client.query("SELECT count(*) FROM cdp.sync_errors").scalar(Int.self) == 0)
+                // Replayed again: both delivered since, so nothing is sent.
+                let again = try await runner.replay("hook", run: first.runID)
+                #expect(again.rows == 2 && again.settled == 2 && again.report?.delivered == 0)
+                await #expect(throws: SyncError.self) { try await runner.replay("hook", run: 424_242) }
+
+                // A batch that fails after its tries: its rows are recorded as failed, with the error.
+                await receiver.setResponder { _ in .init(status: 500) }
+                let failed = try? await runner.run("hook")
+                #expect(failed == nil || failed?.status == .failed)
+                let failedRows = try await client.query(
+                    "SELECT key, reason FROM cdp.sync_run_rows WHERE outcome = 'failed'"
+                ).map { try $0.decode((String, String).self) }
+                #expect(failedRows.map(\.0) == [#"["c4"]"#] && failedRows[0].1.contains("500"), "\(failedRows)")
+                await receiver.setResponder { _ in .init() }
+                let rescue = try await runner.replay("hook")
+                #expect(rescue.rows == 1 && rescue.report?.delivered == 1, "\(rescue)")
+                let onlyRejected = try await runner.replay("hook", rejectedOnly: true)
+                #expect(onlyRejected.sourceRun == first.runID, "the latest run with rejected rows")
+
+                // Rows older than rowHistoryDays go at the end of the next run.
+                try await client.execute(
+                    "UPDATE cdp.sync_run_rows SET recorded_at = now() - interval '4 days' WHERE run_id = \(first.runID)")
+                _ = try await runner.run("hook")
+                #expect(
+                    try await client.query("SELECT count(*) FROM cdp.sync_run_rows WHERE run_id = \(first.runID)").scalar(
+                        Int.self) == 0)
+                #expect(try await client.query("SELECT count(*) FROM cdp.sync_run_rows").scalar(Int.self) > 0)
+            }
+        }
+    }
+
     @Test func failedBatchesAreRetriedWithBackoffAndRetryAfter() async throws {
         let receiver = TestReceiver()
         try await receiver.serve { base in

@@ -84,6 +84,25 @@ import Testing
         #expect(payload.components(separatedBy: " || ").count == 3)
     }
 
+    /// A replay's diff compares only the given keys: in the source, the state and the pending changes.
+    @Test func aKeyedDiffReadsOnlyThoseKeys() throws {
+        let sync = try Self.sync(
+            #"{"name": "k", "source": {"relation": "customers"}, "primaryKey": ["id", "region"], "mode": "mirror", "destination": {"type": "test"}}"#
+        )
+        let diff = SyncDiff(sync, keyed: true)
+        #expect(
+            try diff.keyedSourceSQL().hasSuffix(
+                """
+                WHERE s."id" IS NOT NULL AND s."region" IS NOT NULL
+                  AND jsonb_build_array(s."id", s."region")::text = ANY($2::text[])
+                """))
+        let sql = try diff.insertSQL()
+        #expect(sql.components(separatedBy: "WHERE sync = $1 AND key = ANY($2::text[])").count - 1 == 2)
+        let statement = try diff.insertStatement(profiles: [], keys: [#"["a", "eu"]"#])
+        #expect(statement.binds.count == 2 && statement.sql == sql)
+        #expect(!(try SyncDiff(sync).insertSQL()).contains("$2"))
+    }
+
     @Test func aRestrictedRealTimeDiffReadsOnlyThoseProfilesState() throws {
         let sync = try Self.sync(
             #"{"name": "rt", "source": {"segment": "v"}, "primaryKey": ["profile_id"], "mode": "audience", "realtime": true, "destination": {"type": "test"}}"#

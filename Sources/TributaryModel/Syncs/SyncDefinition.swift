@@ -18,6 +18,7 @@ import Postgres
 ///   "destination": {"type": "webhook", "url": "https://example.com/hook", "secret": "env:HOOK_SECRET"},
 ///   "schedule": {"every": "15m"},                 // or {"cron": "*/15 * * * *"}; none: only `syncs run`
 ///   "batchSize": 500, "rateLimit": {"requestsPerSecond": 10}, "maxAttempts": 5,
+///   "rowHistoryDays": 14,                         // how long each run's rows and their outcomes are kept (0: not kept)
 ///   "realtime": false                             // true: follow a real-time segment's entries and exits as they happen
 /// }]}
 /// ```
@@ -102,6 +103,8 @@ public struct SyncDefinition: Sendable, Equatable {
     public var requestsPerSecond: Double?
     /// Tries per batch before the run gives up (the first try included).
     public var maxAttempts: Int
+    /// Days each run's rows and their outcomes are kept in `cdp.sync_run_rows` (0: not recorded).
+    public var rowHistoryDays: Int
     public var enabled: Bool
     /// The definition as written in the file (stored, shown by `syncs show`).
     public var document: JSONValue
@@ -168,7 +171,7 @@ public struct SyncDefinitions: Sendable, Equatable {
 
     static let keys = [
         "name", "source", "primaryKey", "fields", "mode", "destination", "schedule", "batchSize", "rateLimit",
-        "maxAttempts", "enabled", "description", "purposes", "profileColumn", "realtime",
+        "maxAttempts", "enabled", "description", "purposes", "profileColumn", "realtime", "rowHistoryDays",
     ]
 
     /// A definition as `cdp.syncs.definition` stores it (the JSON text `syncs apply` wrote), decoded the way a syncs
@@ -334,7 +337,7 @@ public struct SyncDefinitions: Sendable, Equatable {
             realtime: realtime, mode: mode, destination: destination,
             schedule: schedule, batchSize: try integer("batchSize", default: 500, in: 1...100_000),
             requestsPerSecond: requestsPerSecond, maxAttempts: try integer("maxAttempts", default: 5, in: 1...20),
-            enabled: enabled, document: value)
+            rowHistoryDays: try integer("rowHistoryDays", default: 14, in: 0...3650), enabled: enabled, document: value)
     }
 
     /// `30s`, `15m`, `6h`, `1d` (or a bare number of seconds) in seconds.

@@ -20,11 +20,16 @@ public struct SyncDiff: Sendable {
     public let membersSQL: String?
     /// Only these profiles are compared (bound as `$2`, a `uuid[]`): a real-time sync following a few changes.
     public let restricted: Bool
+    /// Only these keys are compared (bound as `$2`, a `text[]` of key texts as `cdp.sync_state.key` holds them): a
+    /// replay of some rows.
+    public let keyed: Bool
 
-    public init(_ sync: SyncDefinition, membersSQL: String? = nil, restricted: Bool = false) {
+    public init(_ sync: SyncDefinition, membersSQL: String? = nil, restricted: Bool = false, keyed: Bool = false) {
+        precondition(!(restricted && keyed), "a diff is restricted to profiles or to keys, not both")
         self.sync = sync
         self.membersSQL = membersSQL
         self.restricted = restricted
+        self.keyed = keyed
     }
 
     /// The source as a subquery.
@@ -67,7 +72,7 @@ public struct SyncDiff: Sendable {
             SELECT jsonb_build_array(\(keys.joined(separator: ", ")))::text AS key, hash_record_extended(\(hashed), \(hashSeed)) AS hash,
                    \(consented) AS consented, s AS r
             FROM (\(try sourceSQL())) AS s\(consentJoin)
-            WHERE \(keys.map { "\($0) IS NOT NULL" }.joined(separator: " AND "))
+            WHERE \(keys.map { "\($0) IS NOT NULL" }.joined(separator: " AND "))\(keyed ? "\n  AND jsonb_build_array(\(keys.joined(separator: ", ")))::text = ANY($2::text[])" : "")
             """
     }
 
@@ -125,7 +130,10 @@ public struct SyncDiff: Sendable {
         let absent = "NOT coalesce(st.removed, true) OR p.key IS NOT NULL"
         let (keyObject, payload) = try jsonSQL()
         // Restricted: the state of those profiles' keys only.
-        let keys = restricted ? " AND key = ANY(ARRAY(SELECT jsonb_build_array(x)::text FROM unnest($2::uuid[]) AS x))" : ""
+        let keys =
+            restricted
+            ? " AND key = ANY(ARRAY(SELECT jsonb_build_array(x)::text FROM unnest($2::uuid[]) AS x))"
+            : keyed ? " AND key = ANY($2::text[])" : ""
         return """
             INSERT INTO pg_temp.tributary_sync_diff (kind, key, key_object, payload, hash, previous_run, pending_hash, pending_operation, pending_key)
             SELECT CASE WHEN src.key IS NULL THEN 'removed' WHEN NOT src.consented THEN 'withdrawn'
@@ -145,11 +153,13 @@ public struct SyncDiff: Sendable {
             """
     }
 
-    /// ``insertSQL()`` with its parameters: the sync's name, and for a restricted diff the profiles compared. The
-    /// statement the runner executes; the diff's placeholders and their values are decided here, in one place.
-    public func insertStatement(profiles: [UUID]) throws -> PostgresQuery {
+    /// ``insertSQL()`` with its parameters: the sync's name, and for a restricted diff the profiles compared (for a
+    /// keyed one the keys). The statement the runner executes; the diff's placeholders and their values are decided
+    /// here, in one place.
+    public func insertStatement(profiles: [UUID], keys: [String] = []) throws -> PostgresQuery {
         var binds = [try sync.name.postgresBind()]
         if restricted { binds.append(try profiles.postgresBind()) }
+        if keyed { binds.append(try keys.postgresBind()) }
         return PostgresQuery(unsafeSQL: try insertSQL(), binds: binds)
     }
 
