@@ -43,7 +43,7 @@ public enum LocalReceiver {
         _ body: (String) async throws -> T
     ) async throws -> T {
         let router = Router()
-        for method in [HTTPRequest.Method.post, .put, .delete, .get] {
+        for method in [HTTPRequest.Method.post, .put, .patch, .delete, .get] {
             router.on("**", method: method) { request, _ in try await answer(request, maxBody: maxBody, handler) }
         }
         let (ports, continuation) = AsyncStream<Int>.makeStream()

@@ -88,7 +88,7 @@ public final class FileDestination: Destination, @unchecked Sendable {
                         out += Self.csvLine(["op", "idempotency_key"] + header!)
                     }
                     let values = header!.map { column in change.key[column] ?? change.fields[column] ?? .null }
-                    out += Self.csvLine([change.operation.rawValue, change.idempotencyKey] + values.map(Self.csvText))
+                    out += Self.csvLine([change.operation.rawValue, change.idempotencyKey] + values.map(\.plainText))
                 }
             }
             do { try handle!.write(contentsOf: out) } catch {
@@ -116,16 +116,6 @@ public final class FileDestination: Destination, @unchecked Sendable {
             try? handle?.close()
             handle = nil
             try? FileManager.default.removeItem(atPath: temporary)
-        }
-    }
-
-    public static func csvText(_ value: JSONValue) -> String {
-        switch value {
-        case .null: ""
-        case .string(let text): text
-        case .number(let text): text
-        case .bool(let flag): flag ? "true" : "false"
-        default: value.serialized
         }
     }
 

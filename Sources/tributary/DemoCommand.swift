@@ -235,7 +235,7 @@ extension TributaryCommand {
                     let report = try await runner.run(sync.name)
                     let millis = report.duration.milliseconds
                     print(
-                        "                \(sync.name) (\(sync.mode.rawValue) → \(FileDestination.csvText(sync.destination["type"] ?? .null))): "
+                        "                \(sync.name) (\(sync.mode.rawValue) → \((sync.destination["type"] ?? .null).plainText)): "
                             + "\(report.status.rawValue), +\(report.added) ~\(report.changed) -\(report.removed), \(report.delivered) delivered "
                             + "in \(report.batches) batches, \(millis) ms")
                 }

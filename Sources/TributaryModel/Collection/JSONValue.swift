@@ -32,6 +32,18 @@ public indirect enum JSONValue: Sendable, Equatable {
     }
 
     /// Compact JSON text.
+    /// The value as plain text: a string as it is (no quotes), a number or boolean as written, null as nothing, an
+    /// array or object as JSON. What templates and CSV cells show.
+    public var plainText: String {
+        switch self {
+        case .null: ""
+        case .string(let text): text
+        case .number(let text): text
+        case .bool(let flag): flag ? "true" : "false"
+        default: serialized
+        }
+    }
+
     public var serialized: String {
         var out: [UInt8] = []
         write(to: &out)

@@ -139,14 +139,27 @@ public struct DestinationRegistry: Sendable {
     /// A check of the settings when a sync file is applied (nil: none).
     public typealias Validator = @Sendable (JSONValue) throws -> Void
 
+    /// A check of the settings against the whole sync (its fields, key and mode) when a sync file is applied.
+    public typealias SyncValidator = @Sendable (SyncDefinition) throws -> Void
+
     var factories: [String: Factory] = [:]
     var validators: [String: Validator] = [:]
+    var syncValidators: [String: SyncValidator] = [:]
 
     public init() {}
 
-    public mutating func register(_ type: String, validate: Validator? = nil, make: @escaping Factory) {
+    public mutating func register(
+        _ type: String, validate: Validator? = nil, validateSync: SyncValidator? = nil, make: @escaping Factory
+    ) {
         factories[type] = make
         validators[type] = validate
+        syncValidators[type] = validateSync
+    }
+
+    /// The destination's check of the whole sync (a template naming a field the sync does not map, say).
+    public func validate(sync: SyncDefinition) throws {
+        guard case .string(let type)? = sync.destination["type"] else { return }
+        try syncValidators[type]?(sync)
     }
 
     public var types: [String] { factories.keys.sorted() }

@@ -332,12 +332,14 @@ public struct SyncDefinitions: Sendable, Equatable {
                 throw SyncError("\(path).primaryKey: a real-time sync is keyed by [\"profile_id\"]")
             }
         }
-        return SyncDefinition(
+        let sync = SyncDefinition(
             name: name, source: source, primaryKey: primaryKey, fields: fields, purposes: purposes, profileColumn: profileColumn,
             realtime: realtime, mode: mode, destination: destination,
             schedule: schedule, batchSize: try integer("batchSize", default: 500, in: 1...100_000),
             requestsPerSecond: requestsPerSecond, maxAttempts: try integer("maxAttempts", default: 5, in: 1...20),
             rowHistoryDays: try integer("rowHistoryDays", default: 14, in: 0...3650), enabled: enabled, document: value)
+        do { try registry.validate(sync: sync) } catch let error as SyncError { throw SyncError("\(path).\(error.description)") }
+        return sync
     }
 
     /// `30s`, `15m`, `6h`, `1d` (or a bare number of seconds) in seconds.
