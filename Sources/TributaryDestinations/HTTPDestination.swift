@@ -27,9 +27,9 @@ import TributarySyncs
 ///   without, one request per row (its URL may then name the row: `/contacts/{{key.id}}`). No body: no payload
 ///   (a `DELETE`, say).
 /// - `auth`: `{"type": "bearer", "token"}`, `{"type": "basic", "username", "password"}`, `{"type": "header",
-///   "name", "value"}`, or `{"type": "oauth2", "tokenUrl", "clientId", "clientSecret", "scope"?}` (client
-///   credentials; the token is kept until a minute before it expires, and fetched again after a 401). Any value may
-///   be `env:NAME`.
+///   "name", "value"}`, or `{"type": "oauth2", "tokenUrl", "clientId", "clientSecret", "scope"?, "refreshToken"?}`
+///   (client credentials, or the refresh-token grant when `refreshToken` is given; the token is kept until a minute
+///   before it expires, and fetched again after a 401). Any value may be `env:NAME`.
 /// - Responses: 2xx delivers the rows (minus those `rowErrors` lists); a status in `rejectStatuses` rejects every
 ///   row of that request with the response's message; 429, 5xx, timeouts and connection failures are retried (with
 ///   `Retry-After`); any other status fails the batch.
@@ -233,7 +233,7 @@ public struct HTTPDestination: Destination {
         }
         let allowed: [String: [String]] = [
             "bearer": ["token"], "basic": ["username", "password"], "header": ["name", "value"],
-            "oauth2": ["tokenUrl", "clientId", "clientSecret", "scope"],
+            "oauth2": ["tokenUrl", "clientId", "clientSecret", "scope", "refreshToken"],
         ]
         guard let keys = allowed[type] else {
             throw SyncError("destination.auth.type: bearer, basic, header or oauth2, not '\(type)'")
@@ -265,15 +265,13 @@ public struct HTTPDestination: Destination {
             guard let name, let header else { return .none }
             return .header(name, header)
         default:
-            let (url, id, secret, scope) = (
-                try setting("tokenUrl"), try setting("clientId"), try setting("clientSecret"),
-                try setting("scope", required: false)
-            )
+            let (url, id, secret) = (try setting("tokenUrl"), try setting("clientId"), try setting("clientSecret"))
+            let (scope, refresh) = (try setting("scope", required: false), try setting("refreshToken", required: false))
             guard let url, let id, let secret else { return .none }
             guard url.hasPrefix("https://") || url.hasPrefix("http://") else {
                 throw SyncError("destination.auth.tokenUrl: an http:// or https:// URL")
             }
-            return .oauth2(OAuth2Client(tokenURL: url, clientID: id, clientSecret: secret, scope: scope))
+            return .oauth2(OAuth2Client(tokenURL: url, clientID: id, clientSecret: secret, scope: scope, refreshToken: refresh))
         }
     }
 
@@ -436,13 +434,15 @@ public struct HTTPDestination: Destination {
     }
 }
 
-/// OAuth2 client credentials: fetches an access token and keeps it until a minute before it expires. One per
-/// (token URL, client id), shared by every run of the process.
+/// OAuth2 access tokens from a token endpoint: the client-credentials grant, or the refresh-token grant when a
+/// refresh token is given (Google's APIs). A token is kept until a minute before it expires; one cache per (token
+/// URL, client, refresh token), shared by every run of the process.
 final class OAuth2Client: Sendable {
     let tokenURL: String
     let clientID: String
     let clientSecret: String
     let scope: String?
+    let refreshToken: String?
     private let cache: TokenCache
 
     actor TokenCache {
@@ -458,12 +458,14 @@ final class OAuth2Client: Sendable {
 
     private static let shared = Mutex<[String: TokenCache]>([:])
 
-    init(tokenURL: String, clientID: String, clientSecret: String, scope: String?) {
+    init(tokenURL: String, clientID: String, clientSecret: String, scope: String?, refreshToken: String? = nil) {
         self.tokenURL = tokenURL
         self.clientID = clientID
         self.clientSecret = clientSecret
         self.scope = scope
-        let key = sha256Hex(Data("\(tokenURL)\u{1}\(clientID)\u{1}\(clientSecret)".utf8), bytes: 16)
+        self.refreshToken = refreshToken
+        let key = sha256Hex(
+            Data("\(tokenURL)\u{1}\(clientID)\u{1}\(clientSecret)\u{1}\(refreshToken ?? "")".utf8), bytes: 16)
         cache = Self.shared.withLock { caches in
             if let existing = caches[key] { return existing }
             let created = TokenCache()
@@ -478,8 +480,10 @@ final class OAuth2Client: Sendable {
     func token(sender: HTTPSender) async throws -> String {
         if let token = await cache.valid() { return token }
         var form =
-            "grant_type=client_credentials&client_id=\(HTTPDestination.percentEncoded(clientID))"
-            + "&client_secret=\(HTTPDestination.percentEncoded(clientSecret))"
+            refreshToken.map { "grant_type=refresh_token&refresh_token=\(HTTPDestination.percentEncoded($0))&" }
+            ?? "grant_type=client_credentials&"
+        form +=
+            "client_id=\(HTTPDestination.percentEncoded(clientID))&client_secret=\(HTTPDestination.percentEncoded(clientSecret))"
         if let scope { form += "&scope=\(HTTPDestination.percentEncoded(scope))" }
         let response = try await sender.send(
             "POST", tokenURL, headers: [("Content-Type", "application/x-www-form-urlencoded"), ("Accept", "application/json")],
