@@ -625,6 +625,27 @@ extension IdentityStageTests {
         }
     }
 
+    /// Placeholder emails typed by 3, 8, 20 and 30 strangers (the traps, below and above `hubThreshold`)
+    /// merge nobody: precision and recall exactly 1 at 1,000 to 3,000 people, in real time and after a rebuild.
+    @Test(arguments: zip([1000, 2000, 2000, 3000], [3, 8, 20, 30]))
+    func placeholderTrapsMergeNobody(people: Int, visitors: Int) async throws {
+        let data = SyntheticPeople.generate(
+            SyntheticPeople.Options(people: people, seed: 23, visitorsPerPlaceholder: visitors))
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await F.migrated(client)
+            for start in stride(from: 0, to: data.events.count, by: 2000) {
+                try await F.write(Array(data.events[start..<min(data.events.count, start + 2000)]), client)
+            }
+            _ = try await IdentityStage(client: client, logger: TestDatabase.logger, batchSize: 2000).catchUp()
+            let realTime = SyntheticPeople.pairwiseScores(truth: data.truth, predicted: try await F.partition(client))
+            #expect(
+                realTime.precision == 1 && realTime.recall == 1,
+                "\(people) people, traps of \(visitors): precision \(realTime.precision), recall \(realTime.recall)")
+            let rebuild = try await IdentityRebuild(configuration: client.configuration, logger: TestDatabase.logger).run()
+            #expect(rebuild.nodesChanged == 0 && rebuild.eventsRestamped == 0, "rebuild agrees with the real-time stage")
+        }
+    }
+
     func expectAccurate(_ client: PostgresClient, _ data: SyntheticPeople.Dataset, _ stage: String) async throws {
         let predicted = try await F.partition(client)
         let scores = SyntheticPeople.pairwiseScores(truth: data.truth, predicted: predicted)
