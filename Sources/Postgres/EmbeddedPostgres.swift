@@ -284,8 +284,9 @@ public struct EmbeddedPostgres: Sendable {
             port = \(port)
             unix_socket_directories = \(quoted(layout.socketDirectory))
             unix_socket_permissions = 0700
-            # Room for a server, workers and a parallel test run, each with its own pool.
-            max_connections = 300
+            # Room for a server, workers and a parallel test run (Swift Testing starts every test at once, each with
+            # its own pool, stages and rebuild sessions: 300 was reached).
+            max_connections = 500
 
             """
         let path = "\(layout.dataDirectory)/tributary.conf"

@@ -21,7 +21,7 @@ import TributarySyncs
 ///    {"userIdentifiers": [{"hashedEmail": …}, {"hashedPhoneNumber": …}]}}, {"remove": {…}}, …]}` — `add`,
 ///    `upsert`, `insert` and `update` are `create`, `remove` and `delete` are `remove`; one `UserIdentifier` per
 ///    identifier, as the API requires; at most 10,000 rows (20,000 identifiers) per request, under the API's
-///    100,000;
+///    100,000; a member whose email or phone changed first gets a `remove` of the identifiers it no longer has;
 /// 3. `POST {apiURL}/{job}:run` when the run ends: only then does Google apply the job, so the destination confirms
 ///    at finish (a run that fails before applies nothing, and the next run sends everything again).
 ///
@@ -154,16 +154,34 @@ public struct GoogleAdsCustomerMatchDestination: Destination {
 
     public func send(_ batch: [SyncChange]) async throws -> [ChangeResult] {
         var results = [ChangeResult](repeating: .delivered, count: batch.count)
+        // Identifiers a changed member no longer has (an old email's hash) are removed first: operations of a request
+        // are applied in order. Their position is -1: a refusal of one of them rejects no row.
         var operations: [JSONValue] = []
         var positions: [Int] = []
+        var creates: [(Int, JSONValue)] = []
         for (index, change) in batch.enumerated() {
             switch identifiers(change) {
             case .failure(let problem): results[index] = .rejected(problem.description)
             case .success(let identifiers):
                 let verb = change.operation == .remove || change.operation == .delete ? "remove" : "create"
-                operations.append(.object([(verb, .object([("userIdentifiers", identifiers)]))]))
-                positions.append(index)
+                let operation = JSONValue.object([(verb, .object([("userIdentifiers", identifiers)]))])
+                if verb == "create", let previous = change.previousFields {
+                    var before = change
+                    before.fields = previous
+                    if case .success(.array(let old)) = self.identifiers(before), case .array(let now) = identifiers {
+                        let stale = old.filter { !now.contains($0) }
+                        if !stale.isEmpty {
+                            operations.append(.object([("remove", .object([("userIdentifiers", .array(stale))]))]))
+                            positions.append(-1)
+                        }
+                    }
+                }
+                creates.append((index, operation))
             }
+        }
+        for (index, operation) in creates {
+            operations.append(operation)
+            positions.append(index)
         }
         guard !operations.isEmpty else { return results }
         let name = try await jobName()
@@ -171,7 +189,7 @@ public struct GoogleAdsCustomerMatchDestination: Destination {
             "\(apiURL)/\(name):addOperations",
             .object([("enablePartialFailure", .bool(true)), ("operations", .array(operations))]))
         for (operation, reason) in Self.refusedOperations(answer) where positions.indices.contains(operation) {
-            results[positions[operation]] = .rejected(reason)
+            if positions[operation] >= 0 { results[positions[operation]] = .rejected(reason) }
         }
         return results
     }

@@ -31,7 +31,8 @@ import TributarySyncs
 /// the country code if the `COUNTRY` field is not specified" (this destination sends no `COUNTRY`, so the number must
 /// carry its country code). Then SHA-256, lower-case hex. See ``normalizedEmail(_:)`` and
 /// ``normalizedPhone(_:defaultCountryCode:)`` for what counts as usable. A row with neither a usable email nor a
-/// usable phone is rejected (`no email or phone to match on`) and not sent.
+/// usable phone is rejected (`no email or phone to match on`) and not sent. A member added again with changed fields
+/// (``SyncChange/previousFields``) first has the hashes it no longer has removed (a DELETE before the batch's adds).
 ///
 /// Answers: `{"audience_id", "session_id", "num_received", "num_invalid_entries", "invalid_entry_samples"}`. When
 /// `num_received` differs from the rows sent the whole batch fails (not retried: Meta did not take what was sent, and
@@ -200,12 +201,15 @@ public struct MetaAudienceDestination: Destination {
         var results = [ChangeResult](repeating: .delivered, count: batch.count)
         // Consecutive runs of adds (POST) and removals (DELETE), in batch order, at most 10,000 rows each.
         var requests: [(method: String, rows: [(index: Int, hashes: [String])])] = []
+        // Identifiers a changed member no longer has (an old email's hash): removed before the adds.
+        var stale: [[String]] = []
         for (index, change) in batch.enumerated() {
             switch row(for: change) {
             case .failure(let problem):
                 results[index] = .rejected(problem.description)
             case .success(let hashes):
                 let method = [.remove, .delete].contains(change.operation) ? "DELETE" : "POST"
+                if method == "POST", let old = staleHashes(change, now: hashes) { stale.append(old) }
                 if let last = requests.last, last.method == method, last.rows.count < Self.rowsPerRequest {
                     requests[requests.count - 1].rows.append((index, hashes))
                 } else {
@@ -213,11 +217,25 @@ public struct MetaAudienceDestination: Destination {
                 }
             }
         }
+        for start in stride(from: 0, to: stale.count, by: Self.rowsPerRequest) {
+            _ = try await exchange("DELETE", Array(stale[start..<min(stale.count, start + Self.rowsPerRequest)]))
+        }
         for request in requests {
             let rejected = try await exchange(request.method, request.rows.map(\.hashes))
             for (position, reason) in rejected { results[request.rows[position].index] = .rejected(reason) }
         }
         return results
+    }
+
+    /// The `[EMAIL, PHONE]` hashes a member had when last delivered and no longer has (blank where unchanged), or
+    /// nil when nothing it had changed.
+    func staleHashes(_ change: SyncChange, now hashes: [String]) -> [String]? {
+        guard let previous = change.previousFields else { return nil }
+        var before = change
+        before.fields = previous
+        guard case .success(let old) = row(for: before) else { return nil }
+        let stale = zip(old, hashes).map { old, new in old.isEmpty || old == new ? "" : old }
+        return stale.allSatisfy(\.isEmpty) ? nil : stale
     }
 
     /// `application/x-www-form-urlencoded` of the pairs (RFC 3986 unreserved characters kept, the rest escaped).

@@ -287,6 +287,7 @@ public struct SyncRunner: Sendable {
             }
             throw SyncError("sync '\(sync.name)': reading the source failed: \(error.message)")
         }
+        if sync.mode == .audience { try await db.execute(try diff.previousPayloadStatement()) }
         try await db.execute("ANALYZE pg_temp.tributary_sync_diff")
         for row in try await db.query("SELECT kind, count(*) FROM pg_temp.tributary_sync_diff GROUP BY kind") {
             let (kind, count) = try row.decode((String, Int).self)
@@ -309,7 +310,7 @@ public struct SyncRunner: Sendable {
             let rows = try await db.query(
                 """
                 SELECT n, kind, key, key_object::text, payload::text, hash::text, previous_run, pending_hash::text, pending_operation,
-                       pending_key
+                       pending_key, previous_payload::text
                 FROM pg_temp.tributary_sync_diff WHERE n > \(last) ORDER BY n LIMIT \(batchSize)
                 """)
             if rows.isEmpty { return }
@@ -326,10 +327,12 @@ public struct SyncRunner: Sendable {
                 let idempotency = Self.idempotencyKey(
                     sync: sync.name, key: key, operation: operation, hash: hash, previousRun: previous,
                     pending: pendingKey.map { ($0, pendingHash ?? "", pendingOperation ?? "") })
+                let previousFields = try row[10].decode(String?.self).map { try JSONParser.parse(Array($0.utf8)) }
                 changes.append(
                     SyncChange(
                         operation: operation, key: try JSONParser.parse(Array(keyObject.utf8)),
-                        fields: try JSONParser.parse(Array(payload.utf8)), idempotencyKey: idempotency))
+                        fields: try JSONParser.parse(Array(payload.utf8)), idempotencyKey: idempotency,
+                        previousFields: previousFields))
                 numbers.append(n)
             }
             try await body(changes, numbers)

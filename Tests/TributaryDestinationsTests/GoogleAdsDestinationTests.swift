@@ -103,6 +103,39 @@ import Testing
         #expect(!requests.contains { $0.text.contains("jane") || $0.text.contains("mary@") }, "never in clear")
     }
 
+    /// A member whose email changed: a `remove` of the old email's hash comes before the `create` in the same
+    /// request; a refusal of that removal rejects no row.
+    @Test func aChangedEmailRemovesTheOldHashFirst() async throws {
+        let receiver = TestReceiver { request in
+            switch request.path {
+            case "/token": return .init(body: #"{"access_token": "t", "expires_in": 3600}"#)
+            case "/v26/customers/1234567890/offlineUserDataJobs:create":
+                return .init(body: #"{"resourceName": "customers/1234567890/offlineUserDataJobs/9"}"#)
+            default:
+                return .init(
+                    body:
+                        #"{"partialFailureError": {"details": [{"errors": [{"message": "not in list", "location": {"fieldPathElements": [{"fieldName": "operations", "index": 0}]}}]}]}}"#
+                )
+            }
+        }
+        try await receiver.serve { base in
+            var change = try M.change(
+                .add, #"{"profile_id": "p1"}"#, #"{"email": "new@example.com", "phone": "+1 555 987 6543"}"#)
+            change.previousFields = try M.json(#"{"email": "old@example.com", "phone": "+1 555 987 6543"}"#)
+            let results = try await Self.destination(base).send([change])
+            #expect(results == [.delivered])
+        }
+        let add = try #require(await receiver.requests.first { $0.path.hasSuffix(":addOperations") })
+        #expect(
+            try M.json(add.text)["operations"]
+                == M.json(
+                    """
+                    [{"remove": {"userIdentifiers": [{"hashedEmail": "\(M.sha256("old@example.com"))"}]}},
+                     {"create": {"userIdentifiers": [{"hashedEmail": "\(M.sha256("new@example.com"))"},
+                                                     {"hashedPhoneNumber": "\(M.sha256("+15559876543"))"}]}}]
+                    """))
+    }
+
     @Test func errorsAndSettings() async throws {
         let receiver = TestReceiver { request in
             if request.path == "/token" { return .init(body: #"{"access_token": "t", "expires_in": 3600}"#) }

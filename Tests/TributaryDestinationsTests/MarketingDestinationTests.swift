@@ -1,6 +1,8 @@
 import Crypto
 import Foundation
 import LocalReceiver
+import Postgres
+import PostgresTesting
 import Testing
 @testable import TributaryDestinations
 @testable import TributaryGovernance
@@ -390,6 +392,45 @@ enum Marketing {
         #expect(session["batch_seq"] == .number("1") && session["last_batch_flag"] == .bool(true))
         #expect(session["estimated_num_total"] == .number("3"))
         if case .number(let id)? = session["session_id"] { #expect((Int64(id) ?? 0) > 0) } else { Issue.record("no session_id") }
+    }
+
+    /// A member whose email changed: the old email's hash is removed (DELETE) before the new one is added, the
+    /// unchanged phone is not removed; through the sync runner, which hands the destination the fields last
+    /// delivered.
+    @Test func metaRemovesTheOldHashOfAChangedEmail() async throws {
+        let receiver = TestReceiver { M.metaAnswer($0) }
+        try await receiver.serve { base in
+            try await TestDatabase.withFreshDatabase { (client) async throws in
+                try await SyncFixture.migrated(client)
+                try await SyncFixture.customers(
+                    client, [("c1", "old@example.com", "+15559876543", 1), ("c2", "two@example.com", "", 2)])
+                try await SyncFixture.apply(
+                    """
+                    {"syncs": [{"name": "aud", "source": {"query": "SELECT id, email, plan AS phone FROM public.customers"},
+                      "primaryKey": ["id"], "mode": "audience", "fields": {"email": "email", "phone": "phone"},
+                      "destination": {"type": "meta_audience", "audienceId": "23850001", "accessToken": "env:META_ACCESS_TOKEN",
+                                      "graphURL": "\(base)/v19.0"}}]}
+                    """, client)
+                let runner = SyncRunner(
+                    client: client, logger: TestDatabase.logger, registry: .standard(),
+                    environment: ["META_ACCESS_TOKEN": M.metaToken])
+                let first = try await runner.run("aud")
+                #expect(first.delivered == 2, "\(first)")
+                try await SyncFixture.customers(client, [("c1", "NEW@example.com", "+15559876543", 1)])
+                let before = await receiver.requests.count
+                let second = try await runner.run("aud")
+                #expect(second.changed == 1 && second.delivered == 1, "\(second)")
+                let requests = Array(await receiver.requests.dropFirst(before))
+                try #require(requests.count == 2)
+                #expect(requests.map(\.method) == ["DELETE", "POST"])
+                #expect(
+                    try M.payload(requests[0])["data"]
+                        == M.json(#"[["\#(M.sha256("old@example.com"))", ""]]"#), "only the identifier that changed")
+                #expect(
+                    try M.payload(requests[1])["data"]
+                        == M.json(#"[["\#(M.sha256("new@example.com"))", "\#(M.sha256("15559876543"))"]]"#))
+            }
+        }
     }
 
     @Test func metaRemovalsUseDeleteAndCustomFields() async throws {

@@ -27,12 +27,18 @@ public struct SyncChange: Sendable, Equatable {
     public var fields: JSONValue
     /// Stable for the same change of the same row of the same sync: a destination can drop a repeated delivery.
     public var idempotencyKey: String
+    /// In `audience` mode, for a member whose fields changed: the fields last delivered. An audience destination
+    /// removes the identifiers that changed (an old email's hash), so the audience does not keep matching them.
+    public var previousFields: JSONValue?
 
-    public init(operation: SyncOperation, key: JSONValue, fields: JSONValue, idempotencyKey: String) {
+    public init(
+        operation: SyncOperation, key: JSONValue, fields: JSONValue, idempotencyKey: String, previousFields: JSONValue? = nil
+    ) {
         self.operation = operation
         self.key = key
         self.fields = fields
         self.idempotencyKey = idempotencyKey
+        self.previousFields = previousFields
     }
 }
 

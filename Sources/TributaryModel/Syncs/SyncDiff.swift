@@ -189,7 +189,21 @@ public struct SyncDiff: Sendable {
             previous_run bigint NOT NULL,
             pending_hash bigint,
             pending_operation text,
-            pending_key  text
+            pending_key  text,
+            previous_payload jsonb
         )
         """
+
+    /// In `audience` mode, the fields last confirmed for each changed member (`previous_payload`), so the destination
+    /// can remove identifiers that changed; `$1` is the sync's name.
+    package static let previousPayloadSQL = """
+        UPDATE pg_temp.tributary_sync_diff AS d SET previous_payload = st.payload
+        FROM cdp.sync_state AS st
+        WHERE st.sync = $1 AND st.key = d.key AND d.kind = 'changed' AND NOT st.removed
+        """
+
+    /// ``previousPayloadSQL`` with the sync's name bound.
+    public func previousPayloadStatement() throws -> PostgresQuery {
+        PostgresQuery(unsafeSQL: Self.previousPayloadSQL, binds: [try sync.name.postgresBind()])
+    }
 }
