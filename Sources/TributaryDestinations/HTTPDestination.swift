@@ -345,7 +345,11 @@ public struct HTTPDestination: Destination {
             headers.append(("Content-Type", "application/json"))
         }
         if rows.count == 1 { headers.append(("Idempotency-Key", rows[0].idempotencyKey)) }
-        for (name, template) in spec.headers { headers.append((name, template.renderText(scope))) }
+        // The definition's headers replace Tributary's of the same name (a vendor's own content type, say).
+        for (name, template) in spec.headers {
+            headers.removeAll { $0.0.lowercased() == name.lowercased() }
+            headers.append((name, template.renderText(scope)))
+        }
         var refreshed = false
         while true {
             var sent = headers
@@ -413,15 +417,19 @@ public struct HTTPDestination: Destination {
         return current
     }
 
-    /// A short reason from an error answer: its `message`, `error`, `detail` or `title`, else the text.
+    /// A short reason from an error answer: its `message`, `error`, `detail` or `title` (or `error.message`), else
+    /// the first of its `errors` list's (JSON:API and most REST APIs), else the text.
     static func message(_ response: HTTPSender.Response) -> String {
-        if let answer = try? JSONParser.parse(response.body) {
+        func reason(_ value: JSONValue) -> String? {
             for key in ["message", "error", "detail", "title"] {
-                if case .string(let text)? = answer[key] { return String(text.prefix(300)) }
-                if case .object? = answer[key], case .string(let text)? = answer[key]?["message"] {
-                    return String(text.prefix(300))
-                }
+                if case .string(let text)? = value[key] { return String(text.prefix(300)) }
+                if case .string(let text)? = value[key]?["message"] { return String(text.prefix(300)) }
             }
+            return nil
+        }
+        if let answer = try? JSONParser.parse(response.body) {
+            if let text = reason(answer) { return text }
+            if case .array(let errors)? = answer["errors"], let first = errors.first, let text = reason(first) { return text }
         }
         return String(response.text.prefix(200))
     }
