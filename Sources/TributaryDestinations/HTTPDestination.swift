@@ -33,10 +33,11 @@ import TributarySyncs
 /// - Responses: 2xx delivers the rows (minus those `rowErrors` lists); a status in `rejectStatuses` rejects every
 ///   row of that request with the response's message; 429, 5xx, timeouts and connection failures are retried (with
 ///   `Retry-After`); any other status fails the batch.
-/// - `rowErrors`: where a 2xx answer lists refused rows: `path` (dots; numbers index arrays) to an array whose
-///   items name a row by its position in the request (`index`: the item's path to it) or by a value (`match`:
-///   `field`, a field of the sync, equal to the item's `value` path), with the reason at `reason` (default
-///   `message`).
+/// - `rowErrors`: where a 2xx answer lists refused rows: `path` (dots; numbers index arrays; `$` the answer itself)
+///   to an array whose items name a row by its position in the request (`index`: the item's path to it), by a value
+///   (`match`: `field`, a field of the sync, equal to the item's `value` path), or by their own position, one item
+///   per row with a success flag (`ok`: the item's path to it; not `true` is a refusal), with the reason at
+///   `reason` (default `message`).
 ///
 /// Every `{{name}}` is checked against the sync's fields when the file is applied.
 public struct HTTPDestination: Destination {
@@ -61,6 +62,9 @@ public struct HTTPDestination: Destination {
         var index: [String]?
         var matchField: String?
         var matchValue: [String]?
+        /// Positional answers: the list has one item per row, in order, and an item whose value at this path is
+        /// not `true` is a refusal (Salesforce's `[{"success": false, "errors": […]}, …]`).
+        var ok: [String]?
         var reason: [String]
     }
 
@@ -202,9 +206,9 @@ public struct HTTPDestination: Destination {
         func path(_ item: JSONValue?, _ name: String) throws -> [String]? {
             guard let item, item != .null else { return nil }
             guard case .string(let text) = item, !text.isEmpty else {
-                throw SyncError("destination.rowErrors.\(name): a path such as errors or context.ids.0")
+                throw SyncError("destination.rowErrors.\(name): a path such as errors or context.ids.0 ($ for the answer itself)")
             }
-            return text.split(separator: ".").map(String.init)
+            return text == "$" ? [] : text.split(separator: ".").map(String.init)
         }
         guard case .object = value, let list = try path(value["path"], "path") else {
             throw SyncError("destination.rowErrors.path: required, the path of the list of refused rows in the answer")
@@ -218,11 +222,14 @@ public struct HTTPDestination: Destination {
             field = name
             match = valuePath
         }
-        guard (index == nil) != (field == nil) else {
-            throw SyncError("destination.rowErrors: give index (the row's position) or match (a field's value), one of them")
+        let ok = try path(value["ok"], "ok")
+        guard [index != nil, field != nil, ok != nil].filter({ $0 }).count == 1 else {
+            throw SyncError(
+                "destination.rowErrors: give index (the row's position), match (a field's value) or ok (one item per row, "
+                    + "in order, with a success flag), one of them")
         }
         return RowErrors(
-            path: list, index: index, matchField: field, matchValue: match,
+            path: list, index: index, matchField: field, matchValue: match, ok: ok,
             reason: try path(value["reason"], "reason") ?? ["message"])
     }
 
@@ -383,9 +390,13 @@ public struct HTTPDestination: Destination {
         guard let rowErrors, !response.body.isEmpty, let answer = try? JSONParser.parse(response.body),
             case .array(let items)? = Self.lookup(answer, rowErrors.path)
         else { return results }
-        for item in items {
+        for (position, item) in items.enumerated() {
             let reason = Self.lookup(item, rowErrors.reason).map(\.plainText) ?? "rejected by the destination"
-            if let indexPath = rowErrors.index {
+            if let okPath = rowErrors.ok {
+                if rows.indices.contains(position), Self.lookup(item, okPath) != .bool(true) {
+                    results[position] = .rejected(reason)
+                }
+            } else if let indexPath = rowErrors.index {
                 guard case .number(let text)? = Self.lookup(item, indexPath), let index = Int(text), rows.indices.contains(index)
                 else {
                     continue

@@ -11,6 +11,7 @@ import Testing
 /// each vendor documents (a refused row included), with the requests checked against the vendor's documented shape.
 @Suite struct HTTPExampleDefinitionsTests {
     typealias F = SyncFixture
+    typealias M = Marketing
 
     /// The example file with its vendor URLs pointed at the receiver, its source a query over `public.customers`, and
     /// no consent purposes (no consent is recorded here).
@@ -19,7 +20,7 @@ import Testing
             contentsOf: TestDatabase.packageRoot.appendingPathComponent("examples/http-destinations/\(file)"), encoding: .utf8)
         for (vendor, path) in [
             ("https://api.hubapi.com", "hubspot"), ("https://us21.api.mailchimp.com", "mailchimp"),
-            ("https://a.klaviyo.com", "klaviyo"),
+            ("https://a.klaviyo.com", "klaviyo"), ("https://yourcompany.my.salesforce.com", "salesforce"),
         ] {
             text = text.replacingOccurrences(of: vendor, with: "\(base)/\(path)")
         }
@@ -131,6 +132,45 @@ import Testing
         #expect(
             unsubscribe == [.object([("status", .string("unsubscribed")), ("email_address", .string("cy@example.com"))])]
                 || unsubscribe == [.object([("email_address", .string("cy@example.com")), ("status", .string("unsubscribed"))])])
+    }
+
+    @Test func salesforceCollectionsUpsertWithClientCredentials() async throws {
+        let receiver = TestReceiver { request in
+            if request.path == "/salesforce/services/oauth2/token" {
+                return .init(body: #"{"access_token": "00Dxx!token", "instance_url": "https://x", "token_type": "Bearer"}"#)
+            }
+            // Salesforce: one result per record, in order.
+            let results = Self.items(Self.body(request)["records"]).map { record in
+                record["Email"] == .string("bad@example")
+                    ? #"{"success": false, "errors": [{"statusCode": "INVALID_EMAIL_ADDRESS", "message": "Email: invalid email address: bad@example", "fields": ["Email"]}]}"#
+                    : #"{"id": "003xx", "success": true, "errors": [], "created": true}"#
+            }
+            return .init(body: "[" + results.joined(separator: ",") + "]")
+        }
+        try await Self.withExample(
+            "salesforce-contacts.json", receiver,
+            environment: ["SALESFORCE_CLIENT_ID": "3MVG9", "SALESFORCE_CLIENT_SECRET": "sf-secret"]
+        ) { client, runner in
+            let report = try await runner.run("customers_to_salesforce")
+            #expect(report.delivered == 2 && report.rejected == 1, "\(report)")
+            let reason = try await client.query("SELECT reason FROM cdp.sync_errors").scalar(String.self)
+            #expect(reason == "Email: invalid email address: bad@example")
+        }
+        let requests = await receiver.requests
+        try #require(requests.count == 2)
+        #expect(requests[0].path == "/salesforce/services/oauth2/token")
+        #expect(
+            M.form(requests[0].text) == ["grant_type": "client_credentials", "client_id": "3MVG9", "client_secret": "sf-secret"])
+        let upsert = requests[1]
+        #expect(
+            upsert.method == "PATCH"
+                && upsert.path == "/salesforce/services/data/v62.0/composite/sobjects/Contact/Tributary_Id__c")
+        #expect(upsert.header("Authorization") == "Bearer 00Dxx!token")
+        let body = Self.body(upsert)
+        #expect(body["allOrNone"] == .bool(false))
+        let records = Self.items(body["records"])
+        #expect(records.count == 3 && records.count <= 200, "sObject Collections take at most 200 records")
+        #expect(records.allSatisfy { $0["attributes"]?["type"] == .string("Contact") && $0["Tributary_Id__c"] != nil })
     }
 
     @Test func klaviyoProfileImportPerRow() async throws {
