@@ -328,6 +328,19 @@ let executableTargets: [Target] = [
         swiftSettings: swiftSettings
     ),
     .executableTarget(
+        name: "tributary-destinations-bench",
+        dependencies: domainModules + [
+            "BenchmarkSupport",
+            "Postgres",
+            "TributaryDestinations",
+            "LocalReceiver",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ],
+        path: "Benchmarks/destinations",
+        swiftSettings: swiftSettings
+    ),
+    .executableTarget(
         name: "tributary-identity-bench",
         dependencies: domainModules + [
             "TributaryFixtures",
