@@ -31,8 +31,9 @@ import TributarySyncs
 ///   (client credentials, or the refresh-token grant when `refreshToken` is given; the token is kept until a minute
 ///   before it expires, and fetched again after a 401). Any value may be `env:NAME`.
 /// - Responses: 2xx delivers the rows (minus those `rowErrors` lists); a status in `rejectStatuses` rejects every
-///   row of that request with the response's message; 429, 5xx, timeouts and connection failures are retried (with
-///   `Retry-After`); any other status fails the batch.
+///   row of that request with the response's message; 429, 5xx, a status in `retryStatuses` (an API's own
+///   "try again", such as 409 or 423), timeouts and connection failures are retried (with `Retry-After`); any other
+///   status fails the batch.
 /// - `rowErrors`: where a 2xx answer lists refused rows: `path` (dots; numbers index arrays; `$` the answer itself)
 ///   to an array whose items name a row by its position in the request (`index`: the item's path to it), by a value
 ///   (`match`: `field`, a field of the sync, equal to the item's `value` path), or by their own position, one item
@@ -42,7 +43,8 @@ import TributarySyncs
 /// Every `{{name}}` is checked against the sync's fields when the file is applied.
 public struct HTTPDestination: Destination {
     public static let keys = [
-        "type", "request", "requests", "auth", "maxBatchSize", "timeoutSeconds", "rejectStatuses", "rowErrors",
+        "type", "request", "requests", "auth", "maxBatchSize", "timeoutSeconds", "rejectStatuses", "retryStatuses",
+        "rowErrors",
     ]
     static let requestKeys = ["method", "url", "headers", "body"]
     static let methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -80,6 +82,8 @@ public struct HTTPDestination: Destination {
     let overrides: [SyncOperation: RequestSpec]
     let auth: Auth
     let rejectStatuses: Set<Int>
+    /// 4xx statuses that mean "try again" for this API (beyond 429): the batch is retried with backoff.
+    let retryStatuses: Set<Int>
     let rowErrors: RowErrors?
     public let maxBatchSize: Int
     public let account: String?
@@ -111,7 +115,11 @@ public struct HTTPDestination: Destination {
             }
         }
         _ = try authSettings(settings["auth"], context: nil)
-        _ = try statuses(settings["rejectStatuses"])
+        let rejected = try statuses(settings["rejectStatuses"])
+        let retried = try statuses(settings["retryStatuses"], key: "retryStatuses")
+        if let both = rejected.intersection(retried).min() {
+            throw SyncError("destination.retryStatuses: \(both) is also in rejectStatuses; a status means one thing")
+        }
         _ = try rowErrors(settings["rowErrors"])
         for key in ["maxBatchSize", "timeoutSeconds"] {
             if let value = settings[key], value != .null {
@@ -189,13 +197,14 @@ public struct HTTPDestination: Destination {
         return RequestSpec(method: method, url: url, headers: headers, body: body)
     }
 
-    static func statuses(_ value: JSONValue?) throws -> Set<Int> {
+    /// A list of 4xx statuses (429 is always retried, 5xx always retried, 2xx always success).
+    static func statuses(_ value: JSONValue?, key: String = "rejectStatuses") throws -> Set<Int> {
         guard let value, value != .null else { return [] }
-        guard case .array(let items) = value else { throw SyncError("destination.rejectStatuses: a list of HTTP statuses") }
+        guard case .array(let items) = value else { throw SyncError("destination.\(key): a list of HTTP statuses") }
         return Set(
             try items.map { item in
                 guard case .number(let text) = item, let status = Int(text), (400..<500).contains(status), status != 429 else {
-                    throw SyncError("destination.rejectStatuses: 4xx statuses other than 429 (which is always retried)")
+                    throw SyncError("destination.\(key): 4xx statuses other than 429 (which is always retried)")
                 }
                 return status
             })
@@ -295,6 +304,7 @@ public struct HTTPDestination: Destination {
         self.overrides = overrides
         auth = try Self.authSettings(context.settings["auth"], context: context)
         rejectStatuses = try Self.statuses(context.settings["rejectStatuses"])
+        retryStatuses = try Self.statuses(context.settings["retryStatuses"], key: "retryStatuses")
         rowErrors = try Self.rowErrors(context.settings["rowErrors"])
         var sender = sender
         if case .number(let text)? = context.settings["timeoutSeconds"], let seconds = Double(text) {
@@ -370,6 +380,14 @@ public struct HTTPDestination: Destination {
                 await client.forget()
                 refreshed = true
                 continue
+            }
+            if retryStatuses.contains(response.status) {
+                throw DestinationError(
+                    "\(spec.method) \(HTTPSender.redacted(url)): HTTP \(response.status) \(Self.message(response))",
+                    retryable: true,
+                    retryAfter: response.headers.first { $0.0.lowercased() == "retry-after" }.flatMap {
+                        HTTPSender.retryAfter($0.1)
+                    })
             }
             if rejectStatuses.contains(response.status) {
                 let reason = "HTTP \(response.status): \(Self.message(response))"

@@ -147,6 +147,35 @@ import Testing
         }
     }
 
+    /// An API's own "try again" status (`retryStatuses`) retries the batch with backoff, like a 429.
+    @Test func retryStatusesAreTriedAgain() async throws {
+        let receiver = TestReceiver()
+        let conflicts = Mutex(1)
+        try await receiver.serve { base in
+            try await TestDatabase.withFreshDatabase { (client) async throws in
+                try await F.migrated(client)
+                try await F.customers(client, [("c1", "ann@example.com", "pro", 7)])
+                try await F.apply(
+                    """
+                    {"syncs": [{"name": "locked", "source": {"query": "SELECT id, email FROM public.customers"},
+                      "primaryKey": ["id"], "mode": "upsert", "fields": {"email": "email"},
+                      "destination": {"type": "http", "request": {"url": "\(base)/contacts", "body": {"email": "{{email}}"}},
+                                      "retryStatuses": [409]}}]}
+                    """, client)
+                await receiver.setResponder { _ in
+                    conflicts.withLock { left in
+                        guard left > 0 else { return .init() }
+                        left -= 1
+                        return .init(status: 409, body: #"{"message": "record locked"}"#)
+                    }
+                }
+                let report = try await F.runner(client).run("locked")
+                #expect(report.status == .succeeded && report.delivered == 1 && report.attempts == 2, "\(report)")
+            }
+        }
+        #expect(await receiver.requests.count == 2)
+    }
+
     /// Mistakes in a template fail `syncs apply`, naming where they are.
     @Test func badDefinitionsAreRefusedWhenApplied() throws {
         func refusal(
@@ -196,6 +225,9 @@ import Testing
         #expect(
             refusal(#"{"type": "http", "request": {"url": "ftp://x"}}"#).contains(
                 "destination.request.url: an http:// or https:// URL"))
+        #expect(
+            refusal(#"{"type": "http", "request": {"url": "\#(url)"}, "rejectStatuses": [409], "retryStatuses": [409]}"#)
+                .contains("destination.retryStatuses: 409 is also in rejectStatuses"))
         #expect(
             refusal(
                 #"{"type": "http", "request": {"url": "\#(url)", "body": {"inputs": {"$rows": {"id": "{{key.id}}", "op": "{{operation}}"}}}}}"#
