@@ -20,6 +20,9 @@ public func elapsed(since start: ContinuousClock.Instant) -> Double {
 /// Seconds since `start`, with one decimal.
 public func seconds(since start: ContinuousClock.Instant) -> String { String(format: "%.1f", elapsed(since: start)) }
 
+/// `value` with two decimals (Swift strings and `%@` do not mix on Linux, so tables build their cells with this).
+public func fixed(_ value: Double) -> String { String(format: "%.2f", value) }
+
 /// Stores `events` with the event writer, `writeSize` per write, four writes at a time.
 public func ingest(_ events: [IncomingEvent], into client: PostgresClient, writeSize: Int, logger: Logger) async throws {
     let writer = EventWriter(client: client, maxQueuedEvents: 200_000, logger: logger)

@@ -164,6 +164,3 @@ struct DestinationsBench: AsyncParsableCommand {
         return .init(body: #"{"status": "COMPLETE", "errors": []}"#)
     }
 }
-
-/// `value` with two decimals.
-func fixed(_ value: Double) -> String { String(format: "%.2f", value) }

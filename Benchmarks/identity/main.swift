@@ -253,6 +253,3 @@ struct IdentityBench: AsyncParsableCommand {
         return result
     }
 }
-
-/// `value` with two decimals (Swift strings and `%@` do not mix on Linux).
-func fixed(_ value: Double) -> String { String(format: "%.2f", value) }

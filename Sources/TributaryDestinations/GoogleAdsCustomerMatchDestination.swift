@@ -130,18 +130,11 @@ public struct GoogleAdsCustomerMatchDestination: Destination {
 
     /// The `userIdentifiers` of a change: its email and phone, normalized and hashed, or why it cannot be matched.
     func identifiers(_ change: SyncChange) -> Result<JSONValue, SyncError> {
-        func text(_ field: String) -> String? {
-            for value in [change.fields[field], change.key[field]] {
-                if case .string(let text)? = value { return text }
-                if case .number(let text)? = value { return text }
-            }
-            return nil
-        }
         var identifiers: [JSONValue] = []
-        if let email = text(emailField).flatMap(MetaAudienceDestination.normalizedEmail) {
+        if let email = change.text(emailField).flatMap(MetaAudienceDestination.normalizedEmail) {
             identifiers.append(.object([("hashedEmail", .string(MetaAudienceDestination.sha256Hex(email)))]))
         }
-        if let raw = text(phoneField),
+        if let raw = change.text(phoneField),
             case .success(let digits) = MetaAudienceDestination.normalizedPhone(
                 raw, defaultCountryCode: defaultCountryCode)
         {

@@ -352,7 +352,7 @@ public struct HTTPDestination: Destination {
     /// One request for `rows` (all of a batch request, or the one row of a per-row request), with one result per row.
     func exchange(_ spec: RequestSpec, _ rows: [SyncChange]) async throws -> [ChangeResult] {
         let scope = HTTPTemplate.Scope(sync: context.sync, runID: context.runID, rows: rows)
-        let url = spec.url.renderText(scope, encode: Self.percentEncoded)
+        let url = spec.url.renderText(scope, encode: HTTPSender.percentEncoded)
         var headers: [(String, String)] = [("User-Agent", "tributary/\(Tributary.version)")]
         var body: [UInt8]?
         if let template = spec.body {
@@ -463,12 +463,6 @@ public struct HTTPDestination: Destination {
         return String(response.text.prefix(200))
     }
 
-    /// Percent-encoding for a value in a URL: everything but RFC 3986's unreserved characters.
-    static func percentEncoded(_ text: String) -> String {
-        var allowed = CharacterSet.alphanumerics
-        allowed.insert(charactersIn: "-._~")
-        return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
-    }
 }
 
 /// OAuth2 access tokens from a token endpoint: the client-credentials grant, or the refresh-token grant when a
@@ -517,14 +511,14 @@ final class OAuth2Client: Sendable {
     func token(sender: HTTPSender) async throws -> String {
         if let token = await cache.valid() { return token }
         var form =
-            refreshToken.map { "grant_type=refresh_token&refresh_token=\(HTTPDestination.percentEncoded($0))&" }
-            ?? "grant_type=client_credentials&"
-        form +=
-            "client_id=\(HTTPDestination.percentEncoded(clientID))&client_secret=\(HTTPDestination.percentEncoded(clientSecret))"
-        if let scope { form += "&scope=\(HTTPDestination.percentEncoded(scope))" }
+            refreshToken.map { [("grant_type", "refresh_token"), ("refresh_token", $0)] } ?? [
+                ("grant_type", "client_credentials")
+            ]
+        form += [("client_id", clientID), ("client_secret", clientSecret)]
+        if let scope { form.append(("scope", scope)) }
         let response = try await sender.send(
             "POST", tokenURL, headers: [("Content-Type", "application/x-www-form-urlencoded"), ("Accept", "application/json")],
-            body: Array(form.utf8))
+            body: HTTPSender.formEncoded(form))
         guard (200..<300).contains(response.status), let answer = try? JSONParser.parse(response.body),
             case .string(let token)? = answer["access_token"]
         else {

@@ -164,20 +164,10 @@ public struct MetaAudienceDestination: Destination {
 
     /// The hashed `[EMAIL, PHONE]` row of a change, or why it cannot be matched.
     func row(for change: SyncChange) -> Result<[String], SyncError> {
-        func text(_ field: String) -> String? {
-            for value in [change.fields[field], change.key[field]] {
-                switch value {
-                case .string(let text)?: return text
-                case .number(let text)?: return text
-                default: continue
-                }
-            }
-            return nil
-        }
-        let email = text(emailField).flatMap(Self.normalizedEmail)
+        let email = change.text(emailField).flatMap(Self.normalizedEmail)
         var phone: String?
         var phoneProblem: PhoneProblem?
-        if let raw = text(phoneField), !raw.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+        if let raw = change.text(phoneField), !raw.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
             switch Self.normalizedPhone(raw, defaultCountryCode: defaultCountryCode) {
             case .success(let digits): phone = digits
             case .failure(let problem): phoneProblem = problem
@@ -238,16 +228,6 @@ public struct MetaAudienceDestination: Destination {
         return stale.allSatisfy(\.isEmpty) ? nil : stale
     }
 
-    /// `application/x-www-form-urlencoded` of the pairs (RFC 3986 unreserved characters kept, the rest escaped).
-    static func formEncoded(_ pairs: [(String, String)]) -> [UInt8] {
-        var allowed = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
-        allowed.insert(charactersIn: "-._~")
-        let text = pairs.map { name, value in
-            "\(name.addingPercentEncoding(withAllowedCharacters: allowed) ?? name)=\(value.addingPercentEncoding(withAllowedCharacters: allowed) ?? "")"
-        }.joined(separator: "&")
-        return Array(text.utf8)
-    }
-
     /// Sends one request; returns the rejected rows by position in the request.
     func exchange(_ method: String, _ rows: [[String]]) async throws -> [Int: String] {
         let payload = JSONValue.object([
@@ -258,7 +238,7 @@ public struct MetaAudienceDestination: Destination {
             ("session_id", .number(String(Int64.random(in: 1...Int64.max)))), ("batch_seq", .number("1")),
             ("last_batch_flag", .bool(true)), ("estimated_num_total", .number(String(rows.count))),
         ])
-        let body = Self.formEncoded([
+        let body = HTTPSender.formEncoded([
             ("payload", payload.serialized), ("session", session.serialized), ("access_token", accessToken),
         ])
         let headers = [("Content-Type", "application/x-www-form-urlencoded"), ("User-Agent", "tributary/\(Tributary.version)")]

@@ -92,7 +92,17 @@ public struct IdentityAdmin: Sendable {
     /// stored rules are current.
     @discardableResult
     public func upgradeStoredRules() async throws -> ApplyOutcome {
-        try await apply(rules: try await rules())
+        // Every migrate calls this: when the stored checksum is this version's, nothing is validated or locked.
+        let (rules, stored) = try await client.withConnection { db in
+            (
+                try await IdentityStore.rules(db).0,
+                try await db.query("SELECT checksum FROM cdp.identity_rules WHERE id = 1").first.map {
+                    try $0[0].decode(String.self)
+                }
+            )
+        }
+        if stored == (try rules.checksum()) { return .unchanged }
+        return try await apply(rules: rules)
     }
 
     /// Where the stage is and what the graph holds.

@@ -82,12 +82,12 @@ public struct IdentityRebuild: Sendable {
         let started = clock
         func phase(_ name: String, rows: Int? = nil) {
             let now = ContinuousClock.now
-            let seconds = Self.seconds(now - clock)
+            let seconds = (now - clock).seconds
             report.phases.append((name, seconds))
             clock = now
             let count = rows.map { ", \($0) rows" } ?? ""
             progress?(
-                "identity rebuild: \(name) \(String(format: "%.2f", seconds)) s\(count) (\(String(format: "%.1f", Self.seconds(now - started))) s so far)"
+                "identity rebuild: \(name) \(String(format: "%.2f", seconds)) s\(count) (\(String(format: "%.1f", (now - started).seconds)) s so far)"
             )
             logger.debug("identity rebuild: \(name) done")
         }
@@ -525,10 +525,6 @@ public struct IdentityRebuild: Sendable {
         }
         appendDecimal(value / 10, to: &bytes)
         bytes.append(0x30 + UInt8(value % 10))
-    }
-
-    static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
     /// An ARRAY[...] literal of kind names (validated kinds, quoted through SQLQuoting).

@@ -424,29 +424,32 @@ public struct SyncRunner: Sendable {
             }
             report.batches += 1
             var delivered: [Int] = []
+            var deliveredOperations: [SyncOperation] = []
             var rejected: [(Int, SyncChange, String)] = []
             for (index, result) in results!.enumerated() {
                 switch result {
-                case .delivered: delivered.append(numbers[index])
+                case .delivered:
+                    delivered.append(numbers[index])
+                    deliveredOperations.append(batch[index].operation)
                 case .rejected(let reason): rejected.append((numbers[index], batch[index], reason))
                 }
             }
             report.delivered += delivered.count
             report.rejected += rejected.count
-            let deliveredOperations = results!.indices.filter { results![$0] == .delivered }.map { batch[$0].operation.rawValue }
             if destination.confirmsAtFinish {
                 try await db.execute(
                     """
                     INSERT INTO pg_temp.tributary_sync_confirmed
-                    SELECT * FROM unnest(\(delivered)::bigint[], \(deliveredOperations)::text[])
+                    SELECT * FROM unnest(\(delivered)::bigint[], \(deliveredOperations.map(\.rawValue))::text[])
                     """)
             } else {
                 try await confirm(sync.name, delivered, runID: report.runID, db)
                 try await recordRows(
                     sync, runID: report.runID,
                     zip(delivered, deliveredOperations).map {
-                        RowOutcome(n: $0, operation: SyncOperation(rawValue: $1)!, outcome: "delivered", reason: nil)
-                    }, db)
+                        RowOutcome(n: $0, operation: $1, outcome: "delivered", reason: nil)
+                    },
+                    db)
             }
             try await recordRejections(sync.name, rejected, runID: report.runID, db)
             try await recordRows(

@@ -190,7 +190,7 @@ extension TributaryCommand.Syncs {
 
         /// One line for a finished run.
         static func describe(_ report: SyncRunner.Report, name: String) -> String {
-            let seconds = Double(report.duration.components.seconds) + Double(report.duration.components.attoseconds) / 1e18
+            let seconds = report.duration.seconds
             return
                 "sync \(name) run \(report.runID): \(report.status.rawValue); \(report.added) added, \(report.changed) changed, "
                 + "\(report.removed) removed; \(report.delivered) delivered, \(report.rejected) rejected, \(report.failed) failed "

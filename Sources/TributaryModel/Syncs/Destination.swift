@@ -40,6 +40,19 @@ public struct SyncChange: Sendable, Equatable {
         self.idempotencyKey = idempotencyKey
         self.previousFields = previousFields
     }
+
+    /// The text of `field`, looked up in the fields, then in the key (a string, or a number as written; nil for
+    /// anything else): how destinations find the email or phone they match on.
+    public func text(_ field: String) -> String? {
+        for value in [fields[field], key[field]] {
+            switch value {
+            case .string(let text)?: return text
+            case .number(let text)?: return text
+            default: continue
+            }
+        }
+        return nil
+    }
 }
 
 /// The outcome for one change of a batch the destination accepted.

@@ -19,7 +19,7 @@ import Foundation
 /// let body = try HTTPTemplate(parsing: try JSONParser.parse(Array(#"{"inputs": {"$rows": {"id": "{{email}}"}}}"#.utf8)))
 /// body.render(rows: batch, sync: "crm", runID: 7)   // {"inputs": [{"id": "a@x.com"}, …]}
 /// ```
-public struct HTTPTemplate: Sendable, Equatable {
+public struct HTTPTemplate: Sendable {
     /// What a `{{…}}` names.
     public enum Reference: Sendable, Equatable, CustomStringConvertible {
         case field(String)
@@ -57,7 +57,7 @@ public struct HTTPTemplate: Sendable, Equatable {
         case value(Reference)
     }
 
-    indirect enum Node: Sendable, Equatable {
+    indirect enum Node: Sendable {
         case literal(JSONValue)
         /// The whole string was one `{{name}}`: the typed value.
         case value(Reference)
@@ -65,18 +65,6 @@ public struct HTTPTemplate: Sendable, Equatable {
         case object([(String, Node)])
         case array([Node])
         case rows(Node)
-
-        static func == (lhs: Node, rhs: Node) -> Bool {
-            switch (lhs, rhs) {
-            case (.literal(let a), .literal(let b)): a == b
-            case (.value(let a), .value(let b)): a == b
-            case (.text(let a), .text(let b)): a == b
-            case (.object(let a), .object(let b)): a.count == b.count && zip(a, b).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
-            case (.array(let a), .array(let b)): a == b
-            case (.rows(let a), .rows(let b)): a == b
-            default: false
-            }
-        }
     }
 
     let root: Node
@@ -235,22 +223,5 @@ public struct HTTPTemplate: Sendable, Equatable {
         case .field(let name): return row?.fields[name] ?? .null
         case .key(let column): return row?.key[column] ?? .null
         }
-    }
-
-    /// Every name the template uses.
-    public var references: [Reference] {
-        var found: [Reference] = []
-        func walk(_ node: Node) {
-            switch node {
-            case .literal: break
-            case .value(let value): found.append(value)
-            case .text(let parts): for case .value(let value) in parts { found.append(value) }
-            case .object(let members): members.forEach { walk($0.1) }
-            case .array(let items): items.forEach(walk)
-            case .rows(let child): walk(child)
-            }
-        }
-        walk(root)
-        return found
     }
 }
