@@ -59,14 +59,20 @@ public actor EventWriter {
     static let suppressionRefresh: Duration = .seconds(2)
     /// Called after each flush with the number of events stored and the time it took (for metrics).
     private let onFlush: @Sendable (Int, Int, Duration) -> Void
+    /// Guesses of each new event's profile, stored with it (see ``ProfileHints``); nil: events are stored unstamped.
+    private let profileHints: (any ProfileHints)?
 
+    /// - Parameter profileHints: guesses of the events' profiles, stored with them so the identity stage need not
+    ///   rewrite the events it guessed right (`tributary serve` passes the identity stage's cache).
     public init(
-        client: PostgresClient, maxQueuedEvents: Int = 50_000, maxConcurrentFlushes: Int = 2, logger: Logger,
+        client: PostgresClient, maxQueuedEvents: Int = 50_000, maxConcurrentFlushes: Int = 2,
+        profileHints: (any ProfileHints)? = nil, logger: Logger,
         onFlush: @escaping @Sendable (_ stored: Int, _ duplicates: Int, _ took: Duration) -> Void = { _, _, _ in }
     ) {
         self.client = client
         self.maxQueuedEvents = maxQueuedEvents
         self.maxConcurrentFlushes = max(1, maxConcurrentFlushes)
+        self.profileHints = profileHints
         self.logger = logger
         self.onFlush = onFlush
     }
@@ -211,6 +217,9 @@ public actor EventWriter {
         defer { logger.debug("writer: flush timings", metadata: ["events": "\(rows.count)", "steps": "\(timings)"]) }
         /// Thrown to roll the transaction back (the ids recorded so far with it) when a suppression is found.
         struct SuppressionFound: Error {}
+        // Outside the transaction: the guesses are plain Swift work, and only the COPY below is serialized.
+        let profiles = profileHints?.profiles(for: rows.map(\.event))
+        timings.mark("profile hints")
         do {
             return try await client.withTransaction { tx -> (Set<String>, Set<String>) in
                 timings.mark("connection")
@@ -250,13 +259,17 @@ public actor EventWriter {
                 // Every drawer of cdp.events_seq holds the lock, so these are the next numbers, in order.
                 sequence.sort()
                 timings.mark("draw seqs")
-                try await tx.copyIn(PostgresQuery(unsafeSQL: "COPY cdp.events (seq, \(Self.eventColumns)) FROM STDIN")) {
-                    writer in
+                try await tx.copyIn(
+                    PostgresQuery(unsafeSQL: "COPY cdp.events (seq, \(Self.eventColumns), profile_id) FROM STDIN")
+                ) { writer in
                     var buffer: [UInt8] = []
                     buffer.reserveCapacity(256 * 1024)
                     var next = sequence.makeIterator()
-                    for (sourceID, event) in rows where recorded.contains(sourceID + "\u{1}" + event.messageID) {
-                        Self.appendCopyLine(to: &buffer, ordinal: Int(next.next()!), sourceID: sourceID, event)
+                    for (index, (sourceID, event)) in rows.enumerated()
+                    where recorded.contains(sourceID + "\u{1}" + event.messageID) {
+                        let guess: UUID? = profiles?[index] ?? nil
+                        Self.appendCopyLine(
+                            to: &buffer, ordinal: Int(next.next()!), sourceID: sourceID, event, profile: .some(guess))
                         if buffer.count >= 240 * 1024 {
                             try await writer.write(buffer)
                             buffer.removeAll(keepingCapacity: true)
@@ -313,7 +326,8 @@ public actor EventWriter {
         ) ON COMMIT DELETE ROWS
         """
 
-    /// The columns of `cdp.events` a COPY line of ``appendCopyLine(to:ordinal:sourceID:_:)`` fills after its first.
+    /// The columns of `cdp.events` a COPY line of ``appendCopyLine(to:ordinal:sourceID:_:profile:)`` fills after its first
+    /// (and before `profile_id`, which the direct path adds).
     static let eventColumns = """
         source_id, message_id, type, event, name, user_id, anonymous_id, group_id, previous_id, timestamp, \
         original_timestamp, sent_at, received_at, properties, traits, context, integrations
@@ -359,8 +373,11 @@ public actor EventWriter {
         """
     }
 
-    /// Appends one row in COPY text format.
-    static func appendCopyLine(to out: inout [UInt8], ordinal: Int, sourceID: String, _ e: IncomingEvent) {
+    /// Appends one row in COPY text format; with `profile` (a ``ProfileHints`` guess, `.some(nil)` for none), one
+    /// more column for `profile_id`.
+    static func appendCopyLine(
+        to out: inout [UInt8], ordinal: Int, sourceID: String, _ e: IncomingEvent, profile: UUID?? = .none
+    ) {
         out.append(contentsOf: String(ordinal).utf8)
         func text(_ value: String?) {
             out.append(0x09)
@@ -378,6 +395,7 @@ public actor EventWriter {
         time(e.sentAt)
         time(e.receivedAt)
         for value in [e.properties, e.traits, e.context, e.integrations] { text(value) }
+        if let profile { text(profile?.uuidString) }
         out.append(0x0A)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import TributaryCollection
 import TributaryModel
 
 /// What the real-time identity stage remembers of the graph between its batches: the stored node of identifiers it
@@ -24,6 +25,8 @@ package final class IdentifierCache: @unchecked Sendable {
         var epoch: Int64
         /// The batch split hubs (nodes moved without their whole profile): forget everything.
         var forget: Bool
+        /// The rules the batch ran under (for ``profiles(for:)``).
+        var rules = IdentityRules()
     }
 
     /// The most nodes kept; past it a random half is kept.
@@ -32,6 +35,8 @@ package final class IdentifierCache: @unchecked Sendable {
     private var nodes: [Identifier: StoredNode] = [:]
     private var redirects: [UUID: UUID] = [:]
     private var position: (checkpoint: Int64, epoch: Int64)?
+    /// The rules of the last committed batch: how ``profiles(for:)`` normalizes and orders identifiers.
+    private var rules: IdentityRules?
 
     init(capacity: Int = 150_000) {
         self.capacity = capacity
@@ -58,6 +63,7 @@ package final class IdentifierCache: @unchecked Sendable {
     /// Records a committed batch.
     func commit(_ update: Update) {
         lock.withLock {
+            rules = update.rules
             if update.forget {
                 forgetLocked()
                 return
@@ -107,5 +113,37 @@ package final class IdentifierCache: @unchecked Sendable {
         }
         for visited in path.dropLast() { redirects[visited] = current }
         return current
+    }
+}
+
+extension IdentifierCache: ProfileHints {
+    /// Guesses each event's profile from its user id and anonymous id as the engine would stamp it: the profile of
+    /// the cached ones (none if they name two profiles: a merge only the stage may decide); else the profile the first
+    /// unknown one in priority order would found; else, when all are hubs, the first hub's own. Other identifiers
+    /// (traits, external ids) and blocked patterns are not looked at: the stage corrects what this gets wrong.
+    package func profiles(for events: [IncomingEvent]) -> [UUID?] {
+        lock.withLock {
+            guard let rules else { return events.map { _ in nil } }
+            return events.map { event -> UUID? in
+                var known: UUID?
+                var unknown: Identifier?
+                var hub: Identifier?
+                for (kind, raw) in [("user_id", event.userID), ("anonymous_id", event.anonymousID)] {
+                    guard let raw, let identifier = rules.plainIdentifier(kind: kind, raw) else { continue }
+                    if let node = nodes[identifier] {
+                        if node.isHub {
+                            if hub.map({ rules.precedes(identifier, $0) }) ?? true { hub = identifier }
+                            continue
+                        }
+                        let profile = resolveLocked(node.profile)
+                        if let known, known != profile { return nil }
+                        known = profile
+                    } else if unknown.map({ rules.precedes(identifier, $0) }) ?? true {
+                        unknown = identifier
+                    }
+                }
+                return known ?? unknown?.foundedProfileID ?? hub?.foundedProfileID
+            }
+        }
     }
 }

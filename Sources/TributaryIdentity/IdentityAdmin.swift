@@ -73,7 +73,8 @@ public struct IdentityAdmin: Sendable {
                         """
                     ).map { try $0[0].decode(Int64.self) }
                     try await IdentitySplits.split(
-                        tx, rules: rules, document: document, hubs: [], blocked: blocked, logger: logger)
+                        tx, rules: rules, document: document, hubs: [], blocked: blocked,
+                        through: try await Checkpoint.identity.seq(tx), logger: logger)
                     return .blockedValuesSplit(identifiers: blocked.count)
                 }
                 return .rebuilt(IdentityRebuild.Report())

@@ -57,10 +57,12 @@ package enum IdentitySplits {
         return try rows.map { try $0[0].decode(Int64.self) }
     }
 
-    /// Marks `hubs` as hubs and deletes `blocked` nodes, then re-resolves everything they had joined.
+    /// Marks `hubs` as hubs and deletes `blocked` nodes, then re-resolves everything they had joined, from the
+    /// events up to `through` (the events the stage has resolved; later ones may carry an ingest-time guess).
     @discardableResult
     static func split(
-        _ tx: PostgresConnection, rules: IdentityRules, document: PostgresJSON, hubs: [Int64], blocked: [Int64], logger: Logger
+        _ tx: PostgresConnection, rules: IdentityRules, document: PostgresJSON, hubs: [Int64], blocked: [Int64],
+        through: Int64, logger: Logger
     ) async throws -> Report {
         var report = Report()
         let changed = (hubs + blocked).map { Int($0) }
@@ -154,7 +156,7 @@ package enum IdentitySplits {
             {
                 profiles.insert(try row[0].decode(UUID.self))
             }
-            events = try await IdentityStore.extract(tx, document: document, .profiles(Array(profiles)))
+            events = try await IdentityStore.extract(tx, document: document, .profiles(Array(profiles), through: through))
             try await IdentityStore.resolveAliases(tx, &events)
             nodes = try await IdentityStore.nodes(tx, Set(events.flatMap(\.identifiers)))
             let extra = nodes.values.filter { !$0.isHub && !component.contains($0.id) }.map(\.id)

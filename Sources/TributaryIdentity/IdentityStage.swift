@@ -56,6 +56,11 @@ public struct IdentityStage: StreamStage {
     /// The graph's nodes this stage has met, kept between its batches (see ``IdentifierCache``).
     let cache: IdentifierCache
 
+    /// Guesses of incoming events' profiles from what this stage has met, for an event writer in the same process
+    /// (``EventWriter/init(client:maxQueuedEvents:maxConcurrentFlushes:profileHints:logger:onFlush:)``): events
+    /// guessed right are stored stamped and this stage does not rewrite them.
+    public var profileHints: any ProfileHints { cache }
+
     public init(client: PostgresClient, logger: Logger, batchSize: Int = 5000) {
         self.client = client
         self.logger = logger
@@ -304,8 +309,18 @@ public struct IdentityStage: StreamStage {
         timings.mark("seen times")
 
         // Stamp every event of the batch with its final profile, NULL for those without a usable identifier: after a
-        // rebuild the stage goes over events it had stamped before, and a stale stamp must not survive.
-        let stamped = engine.finalStamps
+        // rebuild the stage goes over events it had stamped before, and a stale stamp must not survive. Events stored
+        // with a guess (``ProfileHints``) that was right are not rewritten: only the stamps that differ are sent.
+        var stored: [Int64: UUID] = [:]
+        for row in try await tx.query(
+            """
+            SELECT seq, profile_id FROM cdp.events WHERE seq > \(checkpoint) AND seq <= \(last) AND profile_id IS NOT NULL
+            """)
+        {
+            let (seq, profile) = try row.decode((Int64, UUID).self)
+            stored[seq] = profile
+        }
+        let stamped = engine.finalStamps.filter { stored[$0.seq] != $0.profile }
         if !stamped.isEmpty {
             try await tx.execute(
                 """
@@ -346,7 +361,8 @@ public struct IdentityStage: StreamStage {
             timings.mark("hub check")
             if !hubs.isEmpty {
                 report.hubsDetected = hubs.count
-                try await IdentitySplits.split(tx, rules: rules, document: document, hubs: hubs, blocked: [], logger: logger)
+                try await IdentitySplits.split(
+                    tx, rules: rules, document: document, hubs: hubs, blocked: [], through: last, logger: logger)
             }
         }
         try await Checkpoint.identity.set(tx, seq: last)
@@ -354,7 +370,7 @@ public struct IdentityStage: StreamStage {
         try await tx.execute("SELECT pg_notify(\(Self.channel), '')")
         let update = IdentifierCache.Update(
             nodes: nodes, redirects: Dictionary(uniqueKeysWithValues: losers.map { ($0, engine.find($0)) }),
-            checkpoint: last, epoch: try await IdentityStore.graphEpoch(tx), forget: report.hubsDetected > 0)
+            checkpoint: last, epoch: try await IdentityStore.graphEpoch(tx), forget: report.hubsDetected > 0, rules: rules)
         timings.mark("finish")
         report.checkpoint = last
         return (report, next, update)

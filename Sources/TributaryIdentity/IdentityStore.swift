@@ -54,7 +54,8 @@ package enum IdentityStore {
     /// Which events to extract identifiers from.
     enum EventSelection {
         case range(after: Int64, through: Int64)
-        case profiles([UUID])
+        /// The events of these profiles up to `through`.
+        case profiles([UUID], through: Int64)
     }
 
     /// The identifiers of the selected events, in receive order (every selected event, even one without any).
@@ -65,7 +66,7 @@ package enum IdentityStore {
         let condition: PostgresQuery
         switch selection {
         case .range(let after, let through): condition = "e.seq > \(after) AND e.seq <= \(through)"
-        case .profiles(let ids): condition = "e.profile_id = ANY(\(ids)::uuid[])"
+        case .profiles(let ids, let through): condition = "e.profile_id = ANY(\(ids)::uuid[]) AND e.seq <= \(through)"
         }
         let rows = try await db.query(
             """

@@ -28,13 +28,17 @@ public struct ServerConfiguration: Sendable {
     /// The destinations a privacy deletion tells to delete the person's rows (`DestinationRegistry.standard()` in
     /// `tributary serve`); a sync whose destination is missing here makes such a deletion fail, naming it.
     public var destinations: DestinationRegistry
+    /// Guesses of incoming events' profiles, stored with them (``Pipeline/profileHints`` when this process runs the
+    /// identity stage); nil: events are stored unstamped and the identity stage stamps them.
+    public var profileHints: (any ProfileHints)?
 
     public init(
         host: String = "127.0.0.1", port: Int = 8080, limits: CollectionLimits = CollectionLimits(),
         maxQueuedEvents: Int = 50_000, writeKeyCacheTTL: Duration = .seconds(5), apiTokenCacheTTL: Duration = .seconds(5),
-        destinations: DestinationRegistry = .core()
+        destinations: DestinationRegistry = .core(), profileHints: (any ProfileHints)? = nil
     ) {
         self.destinations = destinations
+        self.profileHints = profileHints
         self.host = host
         self.port = port
         self.limits = limits
@@ -54,7 +58,10 @@ public func buildApplication(
     configuration: ServerConfiguration, client: PostgresClient, metrics: ServerMetrics = ServerMetrics(), logger: Logger,
     onListening: @escaping @Sendable (Int) async -> Void = { _ in }
 ) -> some ApplicationProtocol {
-    let writer = EventWriter(client: client, maxQueuedEvents: configuration.maxQueuedEvents, logger: logger) {
+    let writer = EventWriter(
+        client: client, maxQueuedEvents: configuration.maxQueuedEvents, profileHints: configuration.profileHints,
+        logger: logger
+    ) {
         stored, duplicates, _ in
         metrics.accepted.increment(by: Int64(stored))
         metrics.duplicates.increment(by: Int64(duplicates))

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Postgres
 import ServiceLifecycle
+import TributaryCollection
 import TributaryGovernance
 import TributaryModel
 import TributaryIdentity
@@ -68,6 +69,9 @@ public struct Pipeline: Sendable {
     public let services: [any Service]
     /// The pools the jobs use, closed by ``shutdown()``.
     let pools: [PostgresClient]
+    /// With the identity stage in this process: its guesses of incoming events' profiles, for the collection API's
+    /// writer (``ServerConfiguration/profileHints``), so the events it guesses right are stored stamped.
+    public let profileHints: (any ProfileHints)?
 
     /// - Parameters:
     ///   - configuration: the database (the role settings are added per job).
@@ -81,6 +85,7 @@ public struct Pipeline: Sendable {
     ) {
         var services: [any Service] = []
         var pools: [PostgresClient] = []
+        var hints: (any ProfileHints)?
         func pool(_ role: String, connections: Int) -> PostgresClient {
             let client = PostgresClient(
                 configuration: configuration.forStage(role, process: process), options: .init(maxConnections: connections),
@@ -90,7 +95,9 @@ public struct Pipeline: Sendable {
         }
         if options.identity {
             // The batch and the next batch's prefetch.
-            services.append(IdentityService(stage: IdentityStage(client: pool("identity", connections: 2), logger: logger)))
+            let stage = IdentityStage(client: pool("identity", connections: 2), logger: logger)
+            hints = stage.profileHints
+            services.append(IdentityService(stage: stage))
         }
         if options.profiles {
             let stage = Self.profileStage(client: pool("profiles", connections: 2), logger: logger)
@@ -122,6 +129,7 @@ public struct Pipeline: Sendable {
         }
         self.services = services
         self.pools = pools
+        self.profileHints = hints
     }
 
     /// Closes the jobs' pools; call once the services have stopped.

@@ -292,15 +292,16 @@ extension TributaryCommand {
             let quiet = stageLogger
             // The server is stopped by cancellation at the end, which it logs as an error: keep it quiet.
             stageLogger.logLevel = .critical
-            let app = buildApplication(
-                configuration: ServerConfiguration(host: "127.0.0.1", port: 0, destinations: .standard()), client: client,
-                logger: stageLogger,
-                onListening: { portSink.yield($0) })
             // The stages and real-time activation as `serve` and `worker` assemble them.
             let pipeline = Pipeline(
                 configuration: client.configuration, process: "demo",
                 options: .init(identity: true, profiles: true, realtime: true), destinations: registry,
                 environment: environment, logger: quiet)
+            let app = buildApplication(
+                configuration: ServerConfiguration(
+                    host: "127.0.0.1", port: 0, destinations: .standard(), profileHints: pipeline.profileHints),
+                client: client, logger: stageLogger,
+                onListening: { portSink.yield($0) })
             let latencies: [Int]
             do {
                 latencies = try await measureLive(

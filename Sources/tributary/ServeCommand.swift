@@ -49,21 +49,22 @@ extension TributaryCommand {
             // The stages' swift-metrics land in the registry served at /metrics.
             let metrics = ServerMetrics()
             metrics.bootstrap()
-            let app = buildApplication(
-                configuration: ServerConfiguration(
-                    host: host, port: port, maxQueuedEvents: maxQueuedEvents, destinations: DestinationRegistry.standard()),
-                client: client, metrics: metrics, logger: logger,
-                onListening: { port in
-                    // Written straight to the file descriptor, so a supervisor reading a pipe sees it at once.
-                    let line = "tributary \(Tributary.version) collecting on http://\(host):\(port) into \(summary)\n"
-                    FileHandle.standardOutput.write(Data(line.utf8))
-                })
             let pipeline = Pipeline(
                 configuration: configuration, process: "serve",
                 options: .init(
                     identity: identity, profiles: profiles, recomputeEvery: .seconds(recomputeEvery),
                     refreshSegmentsEvery: refreshSegmentsEvery > 0 ? .seconds(refreshSegmentsEvery) : nil),
                 destinations: DestinationRegistry.standard(), logger: logger)
+            let app = buildApplication(
+                configuration: ServerConfiguration(
+                    host: host, port: port, maxQueuedEvents: maxQueuedEvents, destinations: DestinationRegistry.standard(),
+                    profileHints: pipeline.profileHints),
+                client: client, metrics: metrics, logger: logger,
+                onListening: { port in
+                    // Written straight to the file descriptor, so a supervisor reading a pipe sees it at once.
+                    let line = "tributary \(Tributary.version) collecting on http://\(host):\(port) into \(summary)\n"
+                    FileHandle.standardOutput.write(Data(line.utf8))
+                })
             let services: [ServiceGroupConfiguration.ServiceConfiguration] =
                 [.init(service: app)] + pipeline.services.map { .init(service: $0) }
             let group = ServiceGroup(

@@ -128,6 +128,31 @@ public struct IdentityRules: Sendable, Equatable, Codable {
         return kind == "anonymous_id" ? priority.count + 1 : priority.count
     }
 
+    /// The identifier a user id or anonymous id given as `raw` becomes, when its kind's normalization is plain text
+    /// (`trim`, the default for kinds other than email and phone, `lowercase` or `none`), as `cdp.identity_candidates`
+    /// normalizes it; nil for other normalizations and for values it would refuse for their length or control
+    /// characters (blocked patterns are not checked). Cheap enough to run at ingest, where it only serves a guess.
+    public func plainIdentifier(kind: String, _ raw: String) -> Identifier? {
+        let method = normalize[kind] ?? (kind == "email" || kind == "phone" ? kind : "trim")
+        guard raw.unicodeScalars.count <= maxLength else { return nil }
+        let trimmed: Substring
+        switch method {
+        case "none": trimmed = Substring(raw)
+        case "trim", "lowercase":
+            let space: Set<Unicode.Scalar> = [" ", "\t", "\r", "\n"]
+            let scalars = raw.unicodeScalars
+            let start = scalars.firstIndex { !space.contains($0) } ?? scalars.endIndex
+            let end = scalars[start...].lastIndex { !space.contains($0) }.map { scalars.index(after: $0) } ?? start
+            trimmed = Substring(scalars[start..<end])
+        default: return nil
+        }
+        let value = method == "lowercase" ? trimmed.lowercased() : String(trimmed)
+        guard !value.isEmpty, !value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+            return nil
+        }
+        return Identifier(kind: kind, value: value)
+    }
+
     /// Whether `a` comes before `b` in priority order: by kind rank, then kind name, then value (byte order, as
     /// PostgreSQL's `COLLATE "C"` sorts), so the order is total and the same in Swift and SQL.
     public func precedes(_ a: Identifier, _ b: Identifier) -> Bool {
