@@ -128,8 +128,10 @@ extension IdentifierCache: ProfileHints {
                 var known: UUID?
                 var unknown: Identifier?
                 var hub: Identifier?
-                for (kind, raw) in [("user_id", event.userID), ("anonymous_id", event.anonymousID)] {
-                    guard let raw, let identifier = rules.plainIdentifier(kind: kind, raw) else { continue }
+                for kind in ["user_id", "anonymous_id"] {
+                    guard let raw = kind == "user_id" ? event.userID : event.anonymousID,
+                        let identifier = rules.plainIdentifier(kind: kind, raw)
+                    else { continue }
                     if let node = nodes[identifier] {
                         if node.isHub {
                             if hub.map({ rules.precedes(identifier, $0) }) ?? true { hub = identifier }

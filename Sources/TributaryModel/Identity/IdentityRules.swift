@@ -139,11 +139,16 @@ public struct IdentityRules: Sendable, Equatable, Codable {
         switch method {
         case "none": trimmed = Substring(raw)
         case "trim", "lowercase":
-            let space: Set<Unicode.Scalar> = [" ", "\t", "\r", "\n"]
+            // btrim(value, E' \t\r\n'); most ids have nothing to trim.
+            func isSpace(_ scalar: Unicode.Scalar) -> Bool { scalar == " " || scalar == "\t" || scalar == "\r" || scalar == "\n" }
             let scalars = raw.unicodeScalars
-            let start = scalars.firstIndex { !space.contains($0) } ?? scalars.endIndex
-            let end = scalars[start...].lastIndex { !space.contains($0) }.map { scalars.index(after: $0) } ?? start
-            trimmed = Substring(scalars[start..<end])
+            if let first = scalars.first, let last = scalars.last, !isSpace(first), !isSpace(last) {
+                trimmed = Substring(raw)
+            } else {
+                let start = scalars.firstIndex { !isSpace($0) } ?? scalars.endIndex
+                let end = scalars[start...].lastIndex { !isSpace($0) }.map { scalars.index(after: $0) } ?? start
+                trimmed = Substring(scalars[start..<end])
+            }
         default: return nil
         }
         let value = method == "lowercase" ? trimmed.lowercased() : String(trimmed)
