@@ -41,6 +41,8 @@ struct PipelineBench: AsyncParsableCommand {
     @OptionGroup var options: LoadOptions
     @Option(help: "Distinct known users of the traffic (each on two devices), besides anonymous visitors.") var users = 200_000
     @Option(help: "Seconds between lag samples in the sustained phase.") var sampleEvery = 5
+    @Option(help: "An argument for `tributary serve` (repeatable), for example --serve-argument=--no-guess-profiles.")
+    var serveArgument: [String] = []
 
     static let database = "tributary_pipeline_bench"
 
@@ -71,7 +73,7 @@ struct PipelineBench: AsyncParsableCommand {
         try await ProbeReceiver(probes: probes).serve { base in
             try await pipeline.applyCartsSync(webhook: base, logger: logger)
             let (serve, port) = try await TributaryProcess.serve(
-                database: database, files: files, logName: "pipeline-bench-serve.log")
+                serveArgument, database: database, files: files, logName: "pipeline-bench-serve.log")
             defer { serve.stop() }
             let worker = try TributaryProcess.start(
                 ["worker"], database: database, files: files, logName: "pipeline-bench-worker.log")

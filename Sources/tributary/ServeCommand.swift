@@ -30,6 +30,11 @@ extension TributaryCommand {
         @Flag(inversion: .prefixedNo, help: "Run the real-time identity stage in this process.") var identity = true
         @Flag(inversion: .prefixedNo, help: "Run the profile stage (traits, computed traits) in this process.") var profiles =
             true
+        @Flag(
+            inversion: .prefixedNo,
+            help:
+                "Store new events with the profile the identity stage's memory predicts (with --identity); --no-guess-profiles stores them unstamped until the stage passes them."
+        ) var guessProfiles = true
         @Option(help: "Seconds between bulk recomputes of computed traits (time windows, RFM).") var recomputeEvery = 3600
         @Option(
             help:
@@ -58,7 +63,7 @@ extension TributaryCommand {
             let app = buildApplication(
                 configuration: ServerConfiguration(
                     host: host, port: port, maxQueuedEvents: maxQueuedEvents, destinations: DestinationRegistry.standard(),
-                    profileHints: pipeline.profileHints),
+                    profileHints: guessProfiles ? pipeline.profileHints : nil),
                 client: client, metrics: metrics, logger: logger,
                 onListening: { port in
                     // Written straight to the file descriptor, so a supervisor reading a pipe sees it at once.
