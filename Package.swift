@@ -192,12 +192,23 @@ let libraryTargets: [Target] = [
         ],
         swiftSettings: swiftSettings
     ),
+    // The web console: server-rendered pages (escaped HTML, inline SVG charts), no JavaScript.
+    .target(
+        name: "TributaryConsole",
+        dependencies: domainModules + [
+            "Postgres",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+        ],
+        swiftSettings: swiftSettings
+    ),
     // HTTP: the Segment-compatible collection API, health and metrics. Built in memory by tests.
     .target(
         name: "TributaryServer",
         dependencies: domainModules + [
             "Postgres",
             "CZlib",
+            "TributaryConsole",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),

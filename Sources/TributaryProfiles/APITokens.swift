@@ -9,6 +9,8 @@ public enum APITokenScope: String, Sendable, CaseIterable, Codable, CustomString
     case profilesRead = "profiles:read"
     /// Privacy requests (`/v1/privacy/…`: deletion, access export, consent): the data protection officer's tools.
     case privacy
+    /// Personal data unmasked in the console (without it the console masks what `analyst.*` views mask).
+    case pii
     /// Everything, including what later scopes will cover.
     case admin
 

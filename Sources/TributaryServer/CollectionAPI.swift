@@ -7,6 +7,7 @@ import NIOCore
 import Postgres
 import Prometheus
 import TributaryCollection
+import TributaryConsole
 import TributaryGovernance
 import TributaryIdentity
 import TributaryModel
@@ -31,12 +32,15 @@ public struct ServerConfiguration: Sendable {
     /// Guesses of incoming events' profiles, stored with them (``Pipeline/profileHints`` when this process runs the
     /// identity stage); nil: events are stored unstamped and the identity stage stamps them.
     public var profileHints: (any ProfileHints)?
+    /// Serve the web console under `/console` (``Console``).
+    public var console: Bool
 
     public init(
         host: String = "127.0.0.1", port: Int = 8080, limits: CollectionLimits = CollectionLimits(),
         maxQueuedEvents: Int = 50_000, writeKeyCacheTTL: Duration = .seconds(5), apiTokenCacheTTL: Duration = .seconds(5),
-        destinations: DestinationRegistry = .core(), profileHints: (any ProfileHints)? = nil
+        destinations: DestinationRegistry = .core(), profileHints: (any ProfileHints)? = nil, console: Bool = false
     ) {
+        self.console = console
         self.destinations = destinations
         self.profileHints = profileHints
         self.host = host
@@ -93,6 +97,9 @@ public func buildApplication(
         on: router.group("/v1/privacy")
             .add(middleware: RequestMetricsMiddleware(metrics: metrics, duration: nil))
             .add(middleware: TokenAuthMiddleware(auth: auth, scope: .privacy)))
+    if configuration.console {
+        Console<TributaryRequestContext>(client: client, logger: logger).register(on: router)
+    }
     router.get("/health") { _, _ in
         do {
             _ = try await client.query("SELECT 1")

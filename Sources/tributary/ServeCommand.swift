@@ -35,6 +35,7 @@ extension TributaryCommand {
             help:
                 "Store new events with the profile the identity stage's memory predicts (with --identity); --no-guess-profiles stores them unstamped until the stage passes them."
         ) var guessProfiles = true
+        @Flag(help: "Serve the web console under /console (sign in with an API token).") var console = false
         @Option(help: "Seconds between bulk recomputes of computed traits (time windows, RFM).") var recomputeEvery = 3600
         @Option(
             help:
@@ -63,11 +64,12 @@ extension TributaryCommand {
             let app = buildApplication(
                 configuration: ServerConfiguration(
                     host: host, port: port, maxQueuedEvents: maxQueuedEvents, destinations: DestinationRegistry.standard(),
-                    profileHints: guessProfiles ? pipeline.profileHints : nil),
+                    profileHints: guessProfiles ? pipeline.profileHints : nil, console: console),
                 client: client, metrics: metrics, logger: logger,
                 onListening: { port in
                     // Written straight to the file descriptor, so a supervisor reading a pipe sees it at once.
-                    let line = "tributary \(Tributary.version) collecting on http://\(host):\(port) into \(summary)\n"
+                    var line = "tributary \(Tributary.version) collecting on http://\(host):\(port) into \(summary)\n"
+                    if console { line += "console: http://\(host):\(port)/console\n" }
                     FileHandle.standardOutput.write(Data(line.utf8))
                 })
             let services: [ServiceGroupConfiguration.ServiceConfiguration] =

@@ -37,7 +37,7 @@ import Testing
                 containing: ["an API token named 'support' already exists"])
             cli.expectOneLineError(
                 try await cli.run(["tokens", "create", "x", "--scope", "profiles:write"], environment: env),
-                containing: ["unknown scope 'profiles:write'; valid scopes are profiles:read, privacy, admin"])
+                containing: ["unknown scope 'profiles:write'; valid scopes are profiles:read, privacy, pii, admin"])
             cli.expectOneLineError(
                 try await cli.run(["tokens", "revoke", "nobody"], environment: env),
                 containing: ["there is no API token named 'nobody'"])

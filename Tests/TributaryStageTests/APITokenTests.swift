@@ -85,7 +85,7 @@ import Testing
         do {
             _ = try APITokenScope(parsing: "profiles:write")
         } catch {
-            #expect("\(error)" == "unknown scope 'profiles:write'; valid scopes are profiles:read, privacy, admin")
+            #expect("\(error)" == "unknown scope 'profiles:write'; valid scopes are profiles:read, privacy, pii, admin")
         }
         let reader = APIToken(id: "t", name: "n", hint: "h", scopes: [.profilesRead], createdAt: Date(), revokedAt: nil)
         #expect(reader.allows(.profilesRead) && !reader.allows(.admin))

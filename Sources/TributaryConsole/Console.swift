@@ -1,0 +1,614 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import Postgres
+import TributaryGovernance
+import TributaryModel
+import TributaryProfiles
+import TributarySegments
+import TributarySyncs
+
+/// The web console (`tributary serve --console`, on by default in `tributary demo`): server-rendered pages under
+/// `/console` — overview, profile explorer, segments, syncs — each with the SQL it ran behind a "show SQL" link.
+///
+/// Sign-in is with an API token (`profiles:read` reads; `admin` may also act; without `pii` personal data is masked
+/// as the `analyst.*` views mask it). The session cookie is `HttpOnly`, `SameSite=Strict` and `Secure` when the
+/// request came over TLS (`X-Forwarded-Proto: https` from a proxy); every action is a POST carrying the session's
+/// CSRF token, and sign-ins, sign-outs and actions are recorded in the audit log with the token's name. Every value
+/// on a page goes through ``HTML`` escaping; pages carry a Content-Security-Policy that allows no script at all.
+public struct Console<Context: RequestContext>: Sendable {
+    let client: PostgresClient
+    let logger: Logger
+    let sessions = ConsoleSessions()
+    let tokens: APITokenStore
+
+    public init(client: PostgresClient, logger: Logger) {
+        self.client = client
+        self.logger = logger
+        self.tokens = APITokenStore(client: client)
+    }
+
+    /// Adds the console's routes under `/console`.
+    public func register(on router: Router<Context>) {
+        router.get("/console/login") { request, _ in loginPage(request, problem: nil) }
+        router.post("/console/login") { request, _ in await login(request) }
+        router.post("/console/logout") { request, _ in await signedIn(request, action: true) { try await logout($0, $1) } }
+        router.get("/console") { request, _ in await signedIn(request) { try await overview($0, $1) } }
+        router.get("/console/profiles") { request, _ in await signedIn(request) { try await profileSearch($0, $1) } }
+        router.get("/console/profiles/:id") { request, context in
+            let id = context.parameters.get("id") ?? ""
+            return await signedIn(request) { try await profile(id, $0, $1) }
+        }
+        router.get("/console/segments") { request, _ in await signedIn(request) { try await segments($0, $1) } }
+        router.get("/console/segments/:name") { request, context in
+            let name = context.parameters.get("name") ?? ""
+            return await signedIn(request) { try await segment(name, $0, $1) }
+        }
+        router.get("/console/syncs") { request, _ in await signedIn(request) { try await syncs($0, $1) } }
+        router.get("/console/syncs/:name") { request, context in
+            let name = context.parameters.get("name") ?? ""
+            return await signedIn(request) { try await sync(name, $0, $1) }
+        }
+        for (path, enabled) in [("enable", true), ("disable", false)] {
+            router.post("/console/syncs/:name/\(path)") { request, context in
+                let name = context.parameters.get("name") ?? ""
+                return await signedIn(request, action: true) { try await setSync(name, enabled: enabled, $0, $1) }
+            }
+        }
+    }
+
+    // MARK: - Sign-in, sessions, CSRF
+
+    /// What a page handler gets: the session and the request's form (for actions).
+    struct Visit {
+        var session: ConsoleSessions.Session
+        var form: [String: String]
+        var query: [String: String]
+        var mask: PIIMask
+    }
+
+    /// Runs `page` for a signed-in visitor; a visitor without a session is sent to the sign-in page. With `action`,
+    /// the request must be a form POST carrying the session's CSRF token, and the token must have `admin`.
+    func signedIn(
+        _ request: Request, action: Bool = false, _ render: (Visit, Request) async throws -> Response
+    ) async -> Response {
+        guard var session = sessions.session(cookieHeader: request.headers[.cookie]) else {
+            if action { return Self.plain(.forbidden, "sign in first: your session ended or never began") }
+            return Self.redirect("/console/login")
+        }
+        // The token may have been revoked since the sign-in (checked again here, so revoking it ends the session).
+        do {
+            guard let token = try await tokens.authenticate(session.secret) else {
+                sessions.close(session.id)
+                return Self.redirect("/console/login")
+            }
+            session.token = token
+        } catch {
+            logger.error("console: token lookup failed", metadata: ["error": "\(error)"])
+            return Self.plain(.serviceUnavailable, "the database is unavailable; retry")
+        }
+        var form: [String: String] = [:]
+        if action {
+            form = await Self.form(request)
+            guard let sent = form["csrf"], ConsoleSessions.same(sent, session.csrf) else {
+                return Self.plain(.forbidden, "this form is missing its CSRF token or carries another session's: reload the page")
+            }
+            guard session.token.allows(.admin) || request.uri.path == "/console/logout" else {
+                return Self.plain(.forbidden, "this API token is read-only: actions need a token with the admin scope")
+            }
+        }
+        var query: [String: String] = [:]
+        for (key, value) in request.uri.queryParameters { query[String(key)] = String(value) }
+        do {
+            let mask = try await PIIMask.load(client, visible: session.token.allows(.pii))
+            return try await render(Visit(session: session, form: form, query: query, mask: mask), request)
+        } catch let error as ConsoleError {
+            return page(error.status, title: "Not found", session: session, body: "<p class=\"problem\">\(error.message)</p>")
+        } catch {
+            logger.error("console: page failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            return page(
+                .internalServerError, title: "Error", session: session,
+                body: "<p class=\"problem\">The page failed: \(String(String(describing: error).prefix(500)))</p>")
+        }
+    }
+
+    func loginPage(_ request: Request, problem: String?, status: HTTPResponse.Status = .ok) -> Response {
+        // A nonce in a cookie and in the form (double submit): a sign-in can only come from this form.
+        let nonce = ConsoleSessions.random()
+        let problemHTML: HTML = problem.map { "<p class=\"problem\">\($0)</p>" } ?? ""
+        var response = Self.html(
+            status,
+            Layout.page(
+                title: "Sign in", session: nil,
+                body: """
+                    <h1>Sign in to Tributary</h1>\(problemHTML)
+                    <form method="post" action="/console/login" class="login">
+                    <input type="hidden" name="nonce" value="\(nonce)">
+                    <label>API token <input type="password" name="token" autocomplete="off" required autofocus></label>
+                    <button type="submit">Sign in</button>
+                    </form>
+                    <p class="hint">Create one with <code>tributary tokens create NAME --scope profiles:read</code> (read-only;
+                    add <code>--scope pii</code> to see personal data) or <code>--scope admin</code> (also acts).</p>
+                    """))
+        response.headers[.setCookie] = Self.cookie("tributary_login", nonce, request: request, maxAge: 600)
+        return response
+    }
+
+    func login(_ request: Request) async -> Response {
+        let form = await Self.form(request)
+        guard let nonce = form["nonce"],
+            let expected = ConsoleSessions.cookie(named: "tributary_login", in: request.headers[.cookie]),
+            ConsoleSessions.same(nonce, expected)
+        else {
+            return loginPage(request, problem: "The sign-in form expired or came from elsewhere; try again.", status: .forbidden)
+        }
+        let secret = (form["token"] ?? "").trimmingCharacters(in: .whitespaces)
+        let token: APIToken?
+        do {
+            token = secret.isEmpty ? nil : try await tokens.authenticate(secret)
+        } catch {
+            logger.error("console: token lookup failed", metadata: ["error": "\(error)"])
+            return Self.plain(.serviceUnavailable, "the database is unavailable; retry")
+        }
+        guard let token else {
+            return loginPage(request, problem: "That is not a valid API token.", status: .unauthorized)
+        }
+        guard token.allows(.profilesRead) else {
+            return loginPage(
+                request, problem: "The token '\(token.name)' has neither the profiles:read nor the admin scope.",
+                status: .forbidden)
+        }
+        let session = sessions.open(token: token, secret: secret)
+        await audit(token, "console.login", target: nil)
+        var response = Self.redirect("/console")
+        response.headers[.setCookie] = Self.cookie(
+            ConsoleSessions.cookie, session.id, request: request, maxAge: Int(ConsoleSessions.lifetime))
+        return response
+    }
+
+    func logout(_ visit: Visit, _ request: Request) async throws -> Response {
+        sessions.close(visit.session.id)
+        await audit(visit.session.token, "console.logout", target: nil)
+        var response = Self.redirect("/console/login")
+        response.headers[.setCookie] = Self.cookie(ConsoleSessions.cookie, "", request: request, maxAge: 0)
+        return response
+    }
+
+    func audit(_ token: APIToken, _ action: String, target: String?) async {
+        do {
+            try await client.withConnection { db in
+                try await AuditLog.record(db, actor: .init("console:\(token.name)"), action: action, target: target)
+            }
+        } catch {
+            logger.error("console: audit log write failed", metadata: ["action": "\(action)", "error": "\(error)"])
+        }
+    }
+
+    // MARK: - Pages
+
+    func overview(_ visit: Visit, _ request: Request) async throws -> Response {
+        let traffic = ConsoleQueries.eventsPerMinute
+        let lag = ConsoleQueries.stageLag
+        let segments = ConsoleQueries.segmentSizes
+        let syncs = ConsoleQueries.syncHealth
+        let failures = ConsoleQueries.recentFailures
+        let (trafficRows, lagRows, segmentRows, syncRows, failureRows) = try await client.withConnection { db in
+            (
+                try await db.query(traffic).map { try $0.decode((String, Date, Int).self) },
+                try await db.query(lag).map { try $0.decode((String, Int64, Int64, Date?).self) },
+                try await db.query(segments).map { try $0.decode((String, Bool, Int, Date?).self) },
+                try await db.query(syncs).map(SyncHealth.init),
+                try await db.query(failures).map { try $0.decode((String, Int64, String, Date, String?).self) }
+            )
+        }
+        // Events per minute per source over the last hour, zeros filled in.
+        let now = Date()
+        let start = Date(timeIntervalSince1970: (now.timeIntervalSince1970 / 60).rounded(.down) * 60 - 59 * 60)
+        let minutes = (0..<60).map { start + Double($0) * 60 }
+        var bySource: [String: [Double]] = [:]
+        for (source, minute, count) in trafficRows {
+            let index = Int((minute.timeIntervalSince(start) / 60).rounded())
+            guard minutes.indices.contains(index) else { continue }
+            bySource[source, default: Array(repeating: 0, count: 60)][index] += Double(count)
+        }
+        let series = bySource.keys.sorted().enumerated().map { offset, source in
+            Chart.Series(
+                name: source, values: bySource[source]!.map { $0 / 60 }, color: Chart.palette[offset % Chart.palette.count])
+        }
+        let chart: HTML =
+            series.isEmpty
+            ? "<p class=\"empty\">No events in the last hour.</p>"
+            : Chart.lines(
+                series, labels: minutes.map(Layout.clock), title: "Events/s per source, last 60 minutes (per-minute means)")
+        let lagTable = Layout.table(
+            ["stage", "checkpoint", "events behind", "updated"],
+            lagRows.map { ["\($0.0)", "\($0.1)", "\($0.2)", "\(Layout.time($0.3))"] })
+        let segmentTable = Layout.table(
+            ["segment", "mode", "members", "refreshed"],
+            segmentRows.map {
+                [
+                    "\(Layout.link("/console/segments/", $0.0))", $0.1 ? "real time" : "refreshed", "\($0.2)",
+                    "\(Layout.time($0.3))",
+                ]
+            })
+        let syncTable = syncHealthTable(syncRows)
+        let failureTable: HTML =
+            failureRows.isEmpty
+            ? "<p class=\"empty\">No failed or partial sync runs in the last hour.</p>"
+            : Layout.table(
+                ["sync", "run", "status", "started", "error"],
+                failureRows.map {
+                    ["\(Layout.link("/console/syncs/", $0.0))", "\($0.1)", "\($0.2)", "\(Layout.time($0.3))", "\($0.4 ?? "")"]
+                })
+        return page(
+            .ok, title: "Overview", session: visit.session,
+            body: """
+                <h1>Overview</h1>
+                <section><h2>Traffic</h2>\(chart)\(Layout.sql(traffic))</section>
+                <section><h2>Stages</h2>\(lagTable)\(Layout.sql(lag))</section>
+                <section><h2>Segments</h2>\(segmentTable)\(Layout.sql(segments))</section>
+                <section><h2>Syncs</h2>\(syncTable)\(Layout.sql(syncs))</section>
+                <section><h2>Errors in the last hour</h2>\(failureTable)\(Layout.sql(failures))</section>
+                """)
+    }
+
+    struct SyncHealth {
+        var name: String, enabled: Bool, status: String?, started: Date?, delivered: Int?, rejected: Int?, failed: Int?,
+            errors: Int
+        init(_ row: PostgresRow) throws {
+            (name, enabled, status, started, delivered, rejected, failed, errors) = try row.decode(
+                (String, Bool, String?, Date?, Int?, Int?, Int?, Int).self)
+        }
+    }
+
+    func syncHealthTable(_ rows: [SyncHealth]) -> HTML {
+        Layout.table(
+            ["sync", "enabled", "last run", "started", "delivered", "rejected", "failed", "rows in error"],
+            rows.map {
+                [
+                    "\(Layout.link("/console/syncs/", $0.name))", $0.enabled ? "yes" : "no", "\($0.status ?? "never run")",
+                    "\(Layout.time($0.started))", "\($0.delivered ?? 0)", "\($0.rejected ?? 0)", "\($0.failed ?? 0)",
+                    "\($0.errors)",
+                ]
+            })
+    }
+
+    func profileSearch(_ visit: Visit, _ request: Request) async throws -> Response {
+        let text = (visit.query["q"] ?? "").trimmingCharacters(in: .whitespaces)
+        var problem: HTML = ""
+        if !text.isEmpty {
+            if let id = UUID(uuidString: text) {
+                let live = try Self.first(UUID.self, try await client.query(ConsoleQueries.resolve(id)))
+                if let live { return Self.redirect("/console/profiles/\(live.uuidString.lowercased())") }
+                problem = "<p class=\"problem\">No profile has or had the id \(text).</p>"
+            } else if let colon = text.firstIndex(of: ":"), colon != text.startIndex {
+                let (kind, value) = (String(text[..<colon]), String(text[text.index(after: colon)...]))
+                let row = try await client.query(ConsoleQueries.lookup(kind: kind, value: value))[0]
+                let (outcome, id, message) = try row.decode((String, UUID?, String?).self)
+                if outcome == "found", let id { return Self.redirect("/console/profiles/\(id.uuidString.lowercased())") }
+                problem = "<p class=\"problem\">\(message ?? "No profile has the identifier \(text).")</p>"
+            } else {
+                problem = "<p class=\"problem\">Search by KIND:VALUE (email:jane@example.com, user_id:42) or a profile id.</p>"
+            }
+        }
+        return page(
+            .ok, title: "Profiles", session: visit.session,
+            body: """
+                <h1>Profiles</h1>
+                <form method="get" action="/console/profiles" class="search">
+                <input name="q" value="\(text)" placeholder="email:jane@example.com, phone:+1 555…, user_id:42, or a profile id" size="60">
+                <button type="submit">Find</button></form>
+                \(problem)
+                <p class="hint">Identifiers are normalized as the identity stage normalizes them (emails lower-cased, phones to
+                digits), so any spelling finds the profile.</p>
+                """)
+    }
+
+    func profile(_ rawID: String, _ visit: Visit, _ request: Request) async throws -> Response {
+        guard let id = UUID(uuidString: rawID) else { throw ConsoleError("'\(rawID.prefix(100))' is not a profile id") }
+        let document = ConsoleQueries.profileDocument(id)
+        let merges = ConsoleQueries.merges(id)
+        let graph = ConsoleQueries.graph(id)
+        let history = ConsoleQueries.segmentHistory(id)
+        let consent = ConsoleQueries.consent(id)
+        let (text, mergeRows, edgeRows, historyRows, consentRows) = try await client.withConnection { db in
+            (
+                try Self.first(String.self, try await db.query(document)),
+                try await db.query(merges).map { try $0.decode((UUID, UUID, String, String?, String?, Date).self) },
+                try await db.query(graph).map { try $0.decode((Int64, String, String, String, Int64?).self) },
+                try await db.query(history).map { try $0.decode((String, String, String, Date).self) },
+                try await db.query(consent).map { try $0.decode((String, Bool, Date).self) }
+            )
+        }
+        guard let text, let json = try? JSONParser.parse(Array(text.utf8)), json["identities"] != nil else {
+            let live = try Self.first(UUID.self, try await client.query(ConsoleQueries.resolve(id)))
+            if let live, live != id { return Self.redirect("/console/profiles/\(live.uuidString.lowercased())") }
+            throw ConsoleError("no profile \(id.uuidString.lowercased()) (deleted, or never created)")
+        }
+        let mask = visit.mask
+        func members(_ value: JSONValue?) -> [(String, JSONValue)] {
+            if case .object(let members)? = value { return members }
+            return []
+        }
+        func items(_ value: JSONValue?) -> [JSONValue] {
+            if case .array(let items)? = value { return items }
+            return []
+        }
+        let traits = Layout.table(
+            ["trait", "value"], members(json["traits"]).map { ["\($0.0)", "\(mask.value(key: $0.0, $0.1))"] })
+        let computed = Layout.table(
+            ["computed trait", "value"], members(json["computed_traits"]).map { ["\($0.0)", "\($0.1.serialized)"] })
+        let identities = Layout.table(
+            ["kind", "value", "first seen", "last seen"],
+            items(json["identities"]).map {
+                let kind = $0["kind"]?.plainText ?? ""
+                return [
+                    "\(kind)", "\(mask.identifier(kind: kind, $0["value"]?.plainText ?? ""))",
+                    "\($0["first_seen_at"]?.plainText ?? "")",
+                    "\($0["last_seen_at"]?.plainText ?? "")",
+                ]
+            })
+        let events = Layout.table(
+            ["time", "type", "event / name", "source"],
+            items(json["events"]).map {
+                [
+                    "\($0["timestamp"]?.plainText ?? "")", "\($0["type"]?.plainText ?? "")",
+                    "\($0["event"]?.plainText ?? $0["name"]?.plainText ?? "")", "\($0["source_id"]?.plainText ?? "")",
+                ]
+            })
+        let segmentsNow = Layout.table(
+            ["segment", "since"],
+            items(json["segments"]).map {
+                ["\(Layout.link("/console/segments/", $0["segment"]?.plainText ?? ""))", "\($0["entered_at"]?.plainText ?? "")"]
+            })
+        let mergeTable = Layout.table(
+            ["from", "into", "reason", "because of", "when"],
+            mergeRows.map { from, into, reason, kind, value, at in
+                [
+                    "\(Layout.link("/console/profiles/", from.uuidString.lowercased()))",
+                    "\(Layout.link("/console/profiles/", into.uuidString.lowercased()))", "\(reason)",
+                    "\(kind.map { "\($0):\(mask.identifier(kind: $0, value ?? ""))" } ?? "")", "\(Layout.time(at))",
+                ]
+            })
+        let historyTable = Layout.table(
+            ["segment", "change", "reason", "when"],
+            historyRows.map { ["\(Layout.link("/console/segments/", $0.0))", "\($0.1)", "\($0.2)", "\(Layout.time($0.3))"] })
+        let consentTable = Layout.table(
+            ["purpose", "granted", "updated"], consentRows.map { ["\($0.0)", $0.1 ? "yes" : "no", "\(Layout.time($0.2))"] })
+        let picture = GraphPicture.draw(edgeRows, mask: mask)
+        let summary: HTML = """
+            <p>First seen \(json["first_seen_at"]?.plainText ?? "–"), last seen \(json["last_seen_at"]?.plainText ?? "–"),
+            \(json["event_count"]?.plainText ?? "0") events.\(mask.visible ? "" : " Personal data is masked: your token has no pii scope.")</p>
+            """
+        return page(
+            .ok, title: "Profile", session: visit.session,
+            body: """
+                <h1>Profile <code>\(id.uuidString.lowercased())</code></h1>\(summary)
+                <section><h2>Traits</h2>\(traits)</section>
+                <section><h2>Computed traits</h2>\(computed)\(Layout.sql(document))</section>
+                <section><h2>Identity graph</h2>\(picture)\(identities)\(Layout.sql(graph))
+                <p class="hint">Why are two identifiers together? <code>tributary identity explain KIND:VALUE</code> names the
+                events that linked them.</p></section>
+                <section><h2>Merges and splits</h2>\(mergeTable)\(Layout.sql(merges))</section>
+                <section><h2>Segments</h2>\(segmentsNow)<h3>Entered and exited</h3>\(historyTable)\(Layout.sql(history))</section>
+                <section><h2>Consent</h2>\(consentTable)\(Layout.sql(consent))</section>
+                <section><h2>Latest events</h2>\(events)</section>
+                """)
+    }
+
+    func segments(_ visit: Visit, _ request: Request) async throws -> Response {
+        let query = ConsoleQueries.segmentSizes
+        let rows = try await client.query(query).map { try $0.decode((String, Bool, Int, Date?).self) }
+        return page(
+            .ok, title: "Segments", session: visit.session,
+            body: """
+                <h1>Segments</h1>\(Layout.table(
+                    ["segment", "mode", "members", "refreshed"],
+                    rows.map { ["\(Layout.link("/console/segments/", $0.0))", $0.1 ? "real time" : "refreshed", "\($0.2)", "\(Layout.time($0.3))"] }))
+                \(Layout.sql(query))
+                """)
+    }
+
+    func segment(_ name: String, _ visit: Visit, _ request: Request) async throws -> Response {
+        let definition = ConsoleQueries.segmentDefinition(name)
+        guard let row = try await client.query(definition).first else { throw ConsoleError("no segment named '\(name)'") }
+        let (json, realtime, size) = try row.decode((String, Bool, Int).self)
+        let daily = ConsoleQueries.segmentDaily(name)
+        let days = try await client.query(daily).map { try $0.decode((Date, Int, Int).self) }
+        // Size per day, walked back from today's size through each day's entries and exits.
+        var sizes: [Double] = []
+        var current = size
+        for (_, entered, exited) in days.reversed() {
+            sizes.append(Double(current))
+            current -= entered - exited
+        }
+        sizes.reverse()
+        let labels = days.map { Layout.day($0.0) }
+        let chart = Chart.lines(
+            [
+                .init(name: "members", values: sizes, color: Chart.palette[0]),
+                .init(name: "entered", values: days.map { Double($0.1) }, color: Chart.palette[1]),
+                .init(name: "exited", values: days.map { Double($0.2) }, color: Chart.palette[2]),
+            ], labels: labels, title: "Members at the end of each day, entries and exits, last 30 days")
+        let store = SegmentStore(client: client, logger: logger)
+        let sql = try await store.sql(name).view
+        let preview = try await store.preview(name, limit: 20)
+        let pretty = (try? JSONParser.parse(Array(json.utf8)))?.serialized ?? json
+        return page(
+            .ok, title: "Segment \(name)", session: visit.session,
+            body: """
+                <h1>Segment <code>\(name)</code></h1>
+                <p>\(size) members, \(realtime ? "kept in real time" : "refreshed on a schedule").</p>
+                <section><h2>Size over time</h2>\(chart)\(Layout.sql(daily))</section>
+                <section><h2>Definition</h2><pre>\(pretty)</pre>\(Layout.sql(definition))</section>
+                <section><h2>Its SQL (the view <code>segments."\(name)"</code>)</h2><pre>\(sql)</pre></section>
+                <section><h2>Members (first 20 of \(preview.total))</h2>
+                <ul class="members">\(preview.rows.map { "<li>\($0)</li>" as HTML })</ul></section>
+                <p class="hint">Try an edited definition before applying it: <code>tributary segments plan FILE</code> prints each
+                changed segment's size before and after.</p>
+                """)
+    }
+
+    func syncs(_ visit: Visit, _ request: Request) async throws -> Response {
+        let query = ConsoleQueries.syncHealth
+        let rows = try await client.query(query).map(SyncHealth.init)
+        return page(
+            .ok, title: "Syncs", session: visit.session,
+            body: "<h1>Syncs</h1>\(syncHealthTable(rows))\(Layout.sql(query))")
+    }
+
+    func sync(_ name: String, _ visit: Visit, _ request: Request) async throws -> Response {
+        let state = ConsoleQueries.syncState(name)
+        guard let row = try await client.query(state).first else { throw ConsoleError("no sync named '\(name)'") }
+        let (definition, enabled, nextRun) = try row.decode((String, Bool, Date?).self)
+        let runs = ConsoleQueries.syncRuns(name)
+        let problems = ConsoleQueries.syncProblemRows(name)
+        let (runRows, problemRows) = try await client.withConnection { db in
+            (
+                try await db.query(runs).map {
+                    try $0.decode((Int64, String, String, Int, Int, Int, Int, Int, Int, Date, Int?, String?).self)
+                },
+                try await db.query(problems).map { try $0.decode((Int64, String, String, String, String?, Date).self) }
+            )
+        }
+        let ordered = Array(runRows.reversed())
+        let chart: HTML =
+            ordered.isEmpty
+            ? "<p class=\"empty\">No runs yet.</p>"
+            : Chart.lines(
+                [("added", 3), ("changed", 4), ("removed", 5), ("delivered", 6), ("failed", 8)].enumerated().map {
+                    offset, column in
+                    Chart.Series(
+                        name: column.0,
+                        values: ordered.map {
+                            Double([$0.3, $0.4, $0.5, $0.6, $0.7, $0.8][column.1 - 3])
+                        }, color: Chart.palette[offset])
+                }, labels: ordered.map { "#\($0.0)" }, title: "Rows per run, last \(ordered.count) runs")
+        let runTable = Layout.table(
+            [
+                "run", "trigger", "status", "added", "changed", "removed", "delivered", "rejected", "failed", "started", "ms",
+                "error",
+            ],
+            runRows.map {
+                [
+                    "\($0.0)", "\($0.1)", "\($0.2)", "\($0.3)", "\($0.4)", "\($0.5)", "\($0.6)", "\($0.7)", "\($0.8)",
+                    "\(Layout.time($0.9))", "\($0.10.map(String.init) ?? "")", "\($0.11 ?? "")",
+                ]
+            })
+        let problemTable: HTML =
+            problemRows.isEmpty
+            ? "<p class=\"empty\">No rejected or failed rows in the kept history.</p>"
+            : Layout.table(
+                ["run", "key", "operation", "outcome", "reason", "when"],
+                problemRows.map {
+                    [
+                        "\($0.0)", "\(visit.mask.visible ? $0.1 : "(masked)")", "\($0.2)", "\($0.3)", "\($0.4 ?? "")",
+                        "\(Layout.time($0.5))",
+                    ]
+                })
+        let toggle: HTML =
+            visit.session.token.allows(.admin)
+            ? """
+            <form method="post" action="/console/syncs/\(HTML.component(name))/\(enabled ? "disable" : "enable")" class="inline">
+            <input type="hidden" name="csrf" value="\(visit.session.csrf)">
+            <button type="submit">\(enabled ? "Disable" : "Enable")</button></form>
+            """
+            : ""
+        let pretty = (try? JSONParser.parse(Array(definition.utf8)))?.serialized ?? definition
+        return page(
+            .ok, title: "Sync \(name)", session: visit.session,
+            body: """
+                <h1>Sync <code>\(name)</code></h1>
+                <p>\(enabled ? "Enabled" : "Disabled")\(nextRun.map { "; next scheduled run \(Layout.time($0))" } ?? ""). \(toggle)</p>
+                <p class="hint">Run it now or replay rejected rows: <code>tributary syncs run \(name)</code>,
+                <code>tributary syncs replay \(name) --rejected</code>.</p>
+                <section><h2>Runs</h2>\(chart)\(runTable)\(Layout.sql(runs))</section>
+                <section><h2>Rejected and failed rows</h2>\(problemTable)\(Layout.sql(problems))</section>
+                <section><h2>Definition</h2><pre>\(pretty)</pre>\(Layout.sql(state))</section>
+                """)
+    }
+
+    func setSync(_ name: String, enabled: Bool, _ visit: Visit, _ request: Request) async throws -> Response {
+        let changed = try await client.withTransaction { tx in
+            let rows = try await tx.query(ConsoleQueries.setSyncEnabled(name, enabled))
+            if !rows.isEmpty {
+                try await AuditLog.record(
+                    tx, actor: .init("console:\(visit.session.token.name)"), action: enabled ? "syncs.enable" : "syncs.disable",
+                    target: name)
+            }
+            return !rows.isEmpty
+        }
+        guard changed else { throw ConsoleError("no sync named '\(name)'") }
+        return Self.redirect("/console/syncs/\(HTML.component(name))")
+    }
+
+    /// The first row's single value, nil for no row or NULL.
+    static func first<T: PostgresDecodable>(_ type: T.Type, _ rows: PostgresRows) throws -> T? {
+        guard let row = rows.first else { return nil }
+        return try row.decode(T?.self)
+    }
+
+    // MARK: - Responses
+
+    func page(_ status: HTTPResponse.Status, title: String, session: ConsoleSessions.Session?, body: HTML) -> Response {
+        Self.html(status, Layout.page(title: title, session: session, body: body))
+    }
+
+    static func html(_ status: HTTPResponse.Status, _ html: HTML) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "text/html; charset=utf-8"
+        headers[.cacheControl] = "no-store"
+        // No script may run at all; styles are the page's own; forms post only here; no framing.
+        headers[HTTPField.Name("Content-Security-Policy")!] =
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        headers[HTTPField.Name("X-Content-Type-Options")!] = "nosniff"
+        headers[HTTPField.Name("Referrer-Policy")!] = "same-origin"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: html.text)))
+    }
+
+    static func plain(_ status: HTTPResponse.Status, _ message: String) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "text/plain; charset=utf-8"
+        headers[.cacheControl] = "no-store"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: message + "\n")))
+    }
+
+    static func redirect(_ location: String) -> Response {
+        var headers = HTTPFields()
+        headers[.location] = location
+        headers[.cacheControl] = "no-store"
+        return Response(status: .seeOther, headers: headers)
+    }
+
+    /// `Set-Cookie` for the console: HttpOnly, SameSite=Strict, path /console, Secure when the request came over TLS.
+    static func cookie(_ name: String, _ value: String, request: Request, maxAge: Int) -> String {
+        let secure =
+            request.uri.scheme?.rawValue == "https"
+            || request.headers[HTTPField.Name("X-Forwarded-Proto")!]?.lowercased() == "https"
+        return "\(name)=\(value); Path=/console; Max-Age=\(maxAge); HttpOnly; SameSite=Strict\(secure ? "; Secure" : "")"
+    }
+
+    /// The request's `application/x-www-form-urlencoded` body (at most 64 KiB).
+    static func form(_ request: Request) async -> [String: String] {
+        guard let buffer = try? await request.body.collect(upTo: 64 * 1024) else { return [:] }
+        var result: [String: String] = [:]
+        for pair in String(buffer: buffer).split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            func decode(_ text: Substring) -> String {
+                String(text).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? ""
+            }
+            guard let key = parts.first else { continue }
+            result[decode(key)] = parts.count > 1 ? decode(parts[1]) : ""
+        }
+        return result
+    }
+}
+
+/// A page's problem for the visitor (a profile or segment that does not exist): 404 with the message.
+struct ConsoleError: Error {
+    var message: String
+    var status: HTTPResponse.Status = .notFound
+    init(_ message: String) { self.message = message }
+}
