@@ -438,6 +438,8 @@ let testTargets: [Target] = [
             "CZlib",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
             .product(name: "Metrics", package: "swift-metrics"),
+            // Drives chromedriver (WebDriver) in the console's browser test.
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
         ],
         // Run by SDKCompatibilityTests with the Python SDKs, not compiled.
         exclude: ["sdk_send.py"],

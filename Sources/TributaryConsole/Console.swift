@@ -36,6 +36,9 @@ public struct Console<Context: RequestContext>: Sendable {
         router.post("/console/login") { request, _ in await login(request) }
         router.post("/console/logout") { request, _ in await signedIn(request, action: true) { try await logout($0, $1) } }
         router.get("/console") { request, _ in await signedIn(request) { try await overview($0, $1) } }
+        router.get("/console/live") { request, _ in await signedIn(request) { try await live($0, $1) } }
+        router.get("/console/live/stream") { request, _ in await signedIn(request) { try await liveStream($0, $1) } }
+        router.get("/console/assets/live.js") { _, _ in Self.script() }
         router.get("/console/profiles") { request, _ in await signedIn(request) { try await profileSearch($0, $1) } }
         router.get("/console/profiles/:id") { request, context in
             let id = context.parameters.get("id") ?? ""
@@ -51,6 +54,7 @@ public struct Console<Context: RequestContext>: Sendable {
             let name = context.parameters.get("name") ?? ""
             return await signedIn(request) { try await sync(name, $0, $1) }
         }
+        router.get("/console/governance") { request, _ in await signedIn(request) { try await governance($0, $1) } }
         for (path, enabled) in [("enable", true), ("disable", false)] {
             router.post("/console/syncs/:name/\(path)") { request, context in
                 let name = context.parameters.get("name") ?? ""
@@ -550,6 +554,39 @@ public struct Console<Context: RequestContext>: Sendable {
         return try row.decode(T?.self)
     }
 
+    func governance(_ visit: Visit, _ request: Request) async throws -> Response {
+        let (privacy, audit, tokens) = (ConsoleQueries.privacyRequests, ConsoleQueries.auditLog, ConsoleQueries.apiTokens)
+        let (privacyRows, auditRows, tokenRows) = try await client.withConnection { db in
+            (
+                try await db.query(privacy).map {
+                    try $0.decode((Int64, String, String, String, String, String, Date, Date?, String, String?).self)
+                },
+                try await db.query(audit).map { try $0.decode((Date, String, String, String?, String).self) },
+                try await db.query(tokens).map { try $0.decode((String, String, String, Date, Date?).self) }
+            )
+        }
+        return page(
+            .ok, title: "Governance", session: visit.session,
+            body: """
+                <h1>Governance</h1>
+                <section><h2>Privacy requests</h2>\(Layout.table(
+                    ["id", "kind", "status", "by", "identifier", "requested", "finished", "counts", "error"],
+                    privacyRows.map { r -> [HTML] in
+                        ["\(r.0)", "\(r.1)", "\(r.2)", "\(r.3)", "\(r.4) (hash \(r.5)…)", "\(Layout.time(r.6))", "\(Layout.time(r.7))",
+                         "\(r.8)", "\(r.9 ?? "")"]
+                    }))\(Layout.sql(privacy))
+                <p class="hint">Requests are made with <code>tributary privacy delete|export KIND:VALUE</code> or
+                <code>POST /v1/privacy/…</code>; identifiers are kept only as hashes.</p></section>
+                <section><h2>Audit log</h2>\(Layout.table(
+                    ["when", "actor", "action", "target", "details"],
+                    auditRows.map { ["\(Layout.time($0.0))", "\($0.1)", "\($0.2)", "\($0.3 ?? "")", "\($0.4)"] }))\(Layout.sql(audit))</section>
+                <section><h2>API tokens</h2>\(Layout.table(
+                    ["name", "hint", "scopes", "created", "revoked"],
+                    tokenRows.map { ["\($0.0)", "\($0.1)…", "\($0.2)", "\(Layout.time($0.3))", "\(Layout.time($0.4))"] }))\(Layout.sql(tokens))
+                <p class="hint">Secrets are stored only as SHA-256: only the first characters are shown.</p></section>
+                """)
+    }
+
     // MARK: - Responses
 
     func page(_ status: HTTPResponse.Status, title: String, session: ConsoleSessions.Session?, body: HTML) -> Response {
@@ -560,9 +597,10 @@ public struct Console<Context: RequestContext>: Sendable {
         var headers = HTTPFields()
         headers[.contentType] = "text/html; charset=utf-8"
         headers[.cacheControl] = "no-store"
-        // No script may run at all; styles are the page's own; forms post only here; no framing.
+        // Only the console's own script files run (no inline script); styles are the page's own; forms post only here;
+        // no framing.
         headers[HTTPField.Name("Content-Security-Policy")!] =
-            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         headers[HTTPField.Name("X-Content-Type-Options")!] = "nosniff"
         headers[HTTPField.Name("Referrer-Policy")!] = "same-origin"
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: html.text)))

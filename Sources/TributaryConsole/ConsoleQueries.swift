@@ -149,6 +149,48 @@ enum ConsoleQueries {
         """
     }
 
+    /// Events after `after` matching the filter (an empty filter matches all): the newest 50 first, or the next 100 in
+    /// order, with whether the identity and profile stages have passed them.
+    static func liveEvents(source: String, type: String, event: String, after: Int64, newestFirst: Bool) -> PostgresQuery {
+        let order: PostgresQuery = newestFirst ? "ORDER BY e.seq DESC LIMIT 50" : "ORDER BY e.seq LIMIT 100"
+        return """
+            SELECT e.seq, e.received_at, coalesce(s.name, e.source_id), e.type, coalesce(e.event, e.name), e.user_id, e.anonymous_id,
+                   e.profile_id,
+                   e.profile_id IS NOT NULL AND e.seq <= coalesce((SELECT seq FROM cdp.stage_checkpoints WHERE stage = 'identity'), 0),
+                   e.seq <= coalesce((SELECT seq FROM cdp.stage_checkpoints WHERE stage = 'profiles'), 0),
+                   jsonb_build_object('properties', e.properties, 'traits', e.traits, 'context', e.context)::text,
+                   to_jsonb(e)::text
+            FROM cdp.events AS e
+            LEFT JOIN cdp.sources AS s ON s.source_id = e.source_id
+            WHERE e.seq > \(after)
+              AND (\(source) = '' OR s.name = \(source))
+              AND (\(type) = '' OR e.type = \(type))
+              AND (\(event) = '' OR e.event = \(event) OR e.name = \(event))
+            \(order)
+            """
+    }
+
+    /// Privacy requests, newest first (identifiers are stored only as hashes).
+    static let privacyRequests: PostgresQuery = """
+        SELECT r.request_id, r.kind, r.status, r.actor, r.identifier_kind, left(r.identifier_hash, 12), r.requested_at,
+               r.finished_at, r.counts::text, r.error
+        FROM cdp.privacy_requests AS r
+        ORDER BY r.request_id DESC
+        LIMIT 50
+        """
+
+    /// The audit log, newest first.
+    static let auditLog: PostgresQuery = """
+        SELECT a.at, a.actor, a.action, a.target, a.details::text FROM cdp.audit_log AS a ORDER BY a.audit_id DESC LIMIT 100
+        """
+
+    /// API tokens: hints only (the secrets are stored as SHA-256 only).
+    static let apiTokens: PostgresQuery = """
+        SELECT t.name, t.token_hint, array_to_string(t.scopes, ', '), t.created_at, t.revoked_at
+        FROM cdp.api_tokens AS t
+        ORDER BY t.revoked_at IS NOT NULL, t.name
+        """
+
     static func setSyncEnabled(_ name: String, _ enabled: Bool) -> PostgresQuery {
         "UPDATE cdp.syncs SET enabled = \(enabled) WHERE name = \(name) RETURNING name"
     }

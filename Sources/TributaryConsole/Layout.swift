@@ -10,8 +10,8 @@ enum Layout {
         let navigation: HTML =
             if let session {
                 """
-                <nav><a href="/console">Overview</a> <a href="/console/profiles">Profiles</a> <a href="/console/segments">Segments</a>
-                <a href="/console/syncs">Syncs</a>
+                <nav><a href="/console">Overview</a> <a href="/console/live">Live events</a> <a href="/console/profiles">Profiles</a> <a href="/console/segments">Segments</a>
+                <a href="/console/syncs">Syncs</a> <a href="/console/governance">Governance</a>
                 <span class="who">\(session.token.name) (\(session.token.scopes.map(\.rawValue).joined(separator: ", ")))
                 <form method="post" action="/console/logout" class="inline"><input type="hidden" name="csrf" value="\(session.csrf)">
                 <button type="submit">Sign out</button></form></span></nav>
@@ -89,6 +89,25 @@ struct PIIMask: Sendable {
         case .null: return "null"
         case .string, .number, .bool: return Self.mask(value.plainText)
         case .array, .object: return "\"***\""
+        }
+    }
+
+    /// `value` with every member named by a PII key masked, at any depth (events' payloads).
+    func json(_ value: JSONValue) -> JSONValue {
+        guard !visible else { return value }
+        switch value {
+        case .object(let members):
+            return .object(
+                members.map { key, member in
+                    guard keys.contains(key) else { return (key, json(member)) }
+                    switch member {
+                    case .null: return (key, .null)
+                    case .string, .number, .bool: return (key, .string(Self.mask(member.plainText)))
+                    case .array, .object: return (key, .string("***"))
+                    }
+                })
+        case .array(let items): return .array(items.map(json))
+        default: return value
         }
     }
 

@@ -31,6 +31,8 @@ extension TributaryCommand {
 
         @Option(help: "Sample people to generate.") var people = 200
         @Option(help: "Live events sent through the real-time path at the end.") var live = 10
+        @Flag(help: "At the end, keep serving the collection API and the web console (an admin token is printed) until Ctrl-C.")
+        var stay = false
 
         func run() async throws {
             let logger = global.makeLogger()
@@ -299,13 +301,13 @@ extension TributaryCommand {
                 environment: environment, logger: quiet)
             let app = buildApplication(
                 configuration: ServerConfiguration(
-                    host: "127.0.0.1", port: 0, destinations: .standard(), profileHints: pipeline.profileHints),
+                    host: "127.0.0.1", port: 0, destinations: .standard(), profileHints: pipeline.profileHints, console: true),
                 client: client, logger: stageLogger,
                 onListening: { portSink.yield($0) })
             let latencies: [Int]
             do {
                 latencies = try await measureLive(
-                    app: app, pipeline: pipeline, ports: ports, people: people, key: key, receiver: receiver)
+                    app: app, pipeline: pipeline, ports: ports, people: people, key: key, receiver: receiver, client: client)
             } catch {
                 await pipeline.shutdown()
                 throw error
@@ -317,7 +319,7 @@ extension TributaryCommand {
         /// Runs the server and the pipeline, sends the live events, and returns each one's HTTP 200 → webhook time.
         private func measureLive(
             app: some ApplicationProtocol, pipeline: Pipeline, ports: AsyncStream<Int>,
-            people: [(user: String, email: String, new: Bool)], key: String, receiver: DemoReceiver
+            people: [(user: String, email: String, new: Bool)], key: String, receiver: DemoReceiver, client: PostgresClient
         ) async throws -> [Int] {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await app.runService() }
@@ -363,6 +365,16 @@ extension TributaryCommand {
                         "                \(people.count) live events, \(latencies.count) delivered to the webhook (sync browsed_not_bought_hook, "
                             + "\"realtime\": true, purposes [Marketing]); HTTP 200 → webhook p50 \(latencies[latencies.count / 2]) ms, "
                             + "max \(latencies.last!) ms")
+                }
+                if stay {
+                    let (_, secret) = try await APITokenStore(client: client).create(
+                        name: "demo-console-\(UUID().uuidString.prefix(8).lowercased())", scopes: [.admin])
+                    print("  console       http://127.0.0.1:\(port)/console — sign in with \(secret)")
+                    print("                (collecting on http://127.0.0.1:\(port) with write key \(key); Ctrl-C to stop)")
+                    fflush(nil)  // every stream: the lines above must show before the wait
+                    while !Task.isCancelled { try await Task.sleep(for: .seconds(3600)) }
+                } else {
+                    print("  console       tributary demo --stay keeps it open at the end; tributary serve --console serves it")
                 }
                 return latencies
             }

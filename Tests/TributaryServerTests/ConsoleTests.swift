@@ -159,14 +159,23 @@ import TributaryService
             let escaped = "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;quotes&#39; — Zoë 東京"
             for path in [
                 "/console", "/console/profiles", profile, "/console/segments", "/console/segments/pro_users", "/console/syncs",
-                "/console/syncs/crm",
+                "/console/syncs/crm", "/console/live", "/console/live?type=track&source=web", "/console/governance",
             ] {
                 let page = try await Self.get(http, path, cookie: reader.cookie)
                 #expect(page.status == .ok, "\(path): \(page.status)")
                 #expect(!page.body.contains("<script>alert"), "\(path) shows markup unescaped")
                 #expect(page.body.contains("show SQL") || path == "/console/profiles", "\(path) has no show SQL link")
-                if ["/console/syncs/crm", profile].contains(path) { #expect(page.body.contains(escaped), "\(path)") }
+                if ["/console/syncs/crm", profile, "/console/live"].contains(path) {
+                    #expect(page.body.contains(escaped), "\(path)")
+                }
             }
+            // Governance lists tokens by their hint, never their secret; the live screen masks payloads too.
+            let governance = try await Self.get(http, "/console/governance", cookie: reader.cookie).body
+            #expect(!governance.contains(setup.reader) && governance.contains(String(setup.reader.prefix(8))))
+            #expect(governance.contains("console.login"))
+            let live = try await Self.get(http, "/console/live", cookie: reader.cookie).body
+            #expect(live.contains("A***@Example.com") && !live.contains("Alice@Example.com"))
+            #expect(try await Self.get(http, "/console/live", cookie: admin.cookie).body.contains("Alice@Example.com"))
             // The reader sees the email and the name masked as analyst.* masks them; the admin sees them.
             let masked = try await Self.get(http, profile, cookie: reader.cookie).body
             #expect(masked.contains("a***@example.com") && !masked.contains("alice@example.com"))

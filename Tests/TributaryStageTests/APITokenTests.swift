@@ -70,7 +70,7 @@ import Testing
             #expect(await refusal(" \n ") == "an API token name cannot be empty")
             #expect(await refusal(String(repeating: "n", count: 101)) == "an API token name can be at most 100 characters")
             #expect(await refusal("tab\there") == "an API token name cannot contain control characters")
-            #expect(await refusal("no-scopes", []).contains("at least one scope (profiles:read, privacy, admin)"))
+            #expect(await refusal("no-scopes", []).contains("at least one scope (profiles:read, privacy, pii, admin)"))
             #expect(await refusal("ok") == "")
             #expect(await refusal("ok") == "an API token named 'ok' already exists (revoked tokens keep their names)")
             do {
