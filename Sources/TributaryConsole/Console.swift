@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import Postgres
 import TributaryGovernance
+import TributaryIdentity
 import TributaryModel
 import TributaryProfiles
 import TributarySegments
@@ -23,10 +24,13 @@ public struct Console<Context: RequestContext>: Sendable {
     let logger: Logger
     let sessions = ConsoleSessions()
     let tokens: APITokenStore
+    /// What syncs deliver to, for "run now" and "replay rejected rows".
+    let registry: DestinationRegistry
 
-    public init(client: PostgresClient, logger: Logger) {
+    public init(client: PostgresClient, registry: DestinationRegistry, logger: Logger) {
         self.client = client
         self.logger = logger
+        self.registry = registry
         self.tokens = APITokenStore(client: client)
     }
 
@@ -54,6 +58,22 @@ public struct Console<Context: RequestContext>: Sendable {
             let name = context.parameters.get("name") ?? ""
             return await signedIn(request) { try await sync(name, $0, $1) }
         }
+        router.post("/console/syncs/:name/run") { request, context in
+            let name = context.parameters.get("name") ?? ""
+            return await signedIn(request, action: true) { try await runSync(name, replay: false, $0, $1) }
+        }
+        router.post("/console/syncs/:name/replay") { request, context in
+            let name = context.parameters.get("name") ?? ""
+            return await signedIn(request, action: true) { try await runSync(name, replay: true, $0, $1) }
+        }
+        router.post("/console/segments/:name/plan") { request, context in
+            let name = context.parameters.get("name") ?? ""
+            return await signedIn(request, action: true, readOnly: true) { try await planSegment(name, $0, $1) }
+        }
+        router.get("/console/profiles/:id/explain") { request, context in
+            let id = context.parameters.get("id") ?? ""
+            return await signedIn(request) { try await explain(id, $0, $1) }
+        }
         router.get("/console/governance") { request, _ in await signedIn(request) { try await governance($0, $1) } }
         for (path, enabled) in [("enable", true), ("disable", false)] {
             router.post("/console/syncs/:name/\(path)") { request, context in
@@ -74,9 +94,11 @@ public struct Console<Context: RequestContext>: Sendable {
     }
 
     /// Runs `page` for a signed-in visitor; a visitor without a session is sent to the sign-in page. With `action`,
-    /// the request must be a form POST carrying the session's CSRF token, and the token must have `admin`.
+    /// the request must be a form POST carrying the session's CSRF token, and the token must have `admin` (unless
+    /// `readOnly`: a POST that changes nothing, such as a segment's dry run).
     func signedIn(
-        _ request: Request, action: Bool = false, _ render: (Visit, Request) async throws -> Response
+        _ request: Request, action: Bool = false, readOnly: Bool = false,
+        _ render: (Visit, Request) async throws -> Response
     ) async -> Response {
         guard var session = sessions.session(cookieHeader: request.headers[.cookie]) else {
             if action { return Self.plain(.forbidden, "sign in first: your session ended or never began") }
@@ -99,7 +121,7 @@ public struct Console<Context: RequestContext>: Sendable {
             guard let sent = form["csrf"], ConsoleSessions.same(sent, session.csrf) else {
                 return Self.plain(.forbidden, "this form is missing its CSRF token or carries another session's: reload the page")
             }
-            guard session.token.allows(.admin) || request.uri.path == "/console/logout" else {
+            guard readOnly || session.token.allows(.admin) || request.uri.path == "/console/logout" else {
                 return Self.plain(.forbidden, "this API token is read-only: actions need a token with the admin scope")
             }
         }
@@ -344,14 +366,18 @@ public struct Console<Context: RequestContext>: Sendable {
             ["trait", "value"], members(json["traits"]).map { ["\($0.0)", "\(mask.value(key: $0.0, $0.1))"] })
         let computed = Layout.table(
             ["computed trait", "value"], members(json["computed_traits"]).map { ["\($0.0)", "\($0.1.serialized)"] })
+        let profilePath = "/console/profiles/\(id.uuidString.lowercased())"
         let identities = Layout.table(
-            ["kind", "value", "first seen", "last seen"],
+            ["kind", "value", "first seen", "last seen", "why here"],
             items(json["identities"]).map {
-                let kind = $0["kind"]?.plainText ?? ""
+                let kind = $0["kind"]?.plainText ?? "", value = $0["value"]?.plainText ?? ""
+                let why: HTML =
+                    mask.visible
+                    ? "<a href=\"\(profilePath)/explain?kind=\(HTML.component(kind))&amp;value=\(HTML.component(value))\">explain</a>"
+                    : "(pii scope)"
                 return [
-                    "\(kind)", "\(mask.identifier(kind: kind, $0["value"]?.plainText ?? ""))",
-                    "\($0["first_seen_at"]?.plainText ?? "")",
-                    "\($0["last_seen_at"]?.plainText ?? "")",
+                    "\(kind)", "\(mask.identifier(kind: kind, value))", "\($0["first_seen_at"]?.plainText ?? "")",
+                    "\($0["last_seen_at"]?.plainText ?? "")", why,
                 ]
             })
         let events = Layout.table(
@@ -393,8 +419,8 @@ public struct Console<Context: RequestContext>: Sendable {
                 <section><h2>Traits</h2>\(traits)</section>
                 <section><h2>Computed traits</h2>\(computed)\(Layout.sql(document))</section>
                 <section><h2>Identity graph</h2>\(picture)\(identities)\(Layout.sql(graph))
-                <p class="hint">Why are two identifiers together? <code>tributary identity explain KIND:VALUE</code> names the
-                events that linked them.</p></section>
+                <p class="hint">"explain" shows the events that linked an identifier to the others (as
+                <code>tributary identity explain KIND:VALUE</code> does).</p></section>
                 <section><h2>Merges and splits</h2>\(mergeTable)\(Layout.sql(merges))</section>
                 <section><h2>Segments</h2>\(segmentsNow)<h3>Entered and exited</h3>\(historyTable)\(Layout.sql(history))</section>
                 <section><h2>Consent</h2>\(consentTable)\(Layout.sql(consent))</section>
@@ -450,9 +476,96 @@ public struct Console<Context: RequestContext>: Sendable {
                 <section><h2>Its SQL (the view <code>segments."\(name)"</code>)</h2><pre>\(sql)</pre></section>
                 <section><h2>Members (first 20 of \(preview.total))</h2>
                 <ul class="members">\(preview.rows.map { "<li>\($0)</li>" as HTML })</ul></section>
-                <p class="hint">Try an edited definition before applying it: <code>tributary segments plan FILE</code> prints each
-                changed segment's size before and after.</p>
+                <section><h2>Try an edited definition</h2>
+                <form method="post" action="/console/segments/\(HTML.component(name))/plan">
+                <input type="hidden" name="csrf" value="\(visit.session.csrf)">
+                <textarea name="definition" rows="10" cols="100">\(pretty)</textarea><br>
+                <button type="submit">Dry run: size before and after</button></form>
+                <p class="hint">Nothing is applied: apply with <code>tributary segments apply FILE</code>.</p></section>
                 """)
+    }
+
+    /// The dry run of an edited definition of segment `name`: its size now and with the edit, and the SQL.
+    func planSegment(_ name: String, _ visit: Visit, _ request: Request) async throws -> Response {
+        let store = SegmentStore(client: client, logger: logger)
+        let edited = visit.form["definition"] ?? ""
+        var result: HTML
+        do {
+            // The file as it stands, with this segment's definition replaced by the edit.
+            let stored = try await client.query(
+                "SELECT name, definition::text FROM cdp.segment_definitions ORDER BY position"
+            ).map { try $0.decode((String, String).self) }
+            guard stored.contains(where: { $0.0 == name }) else { throw ConsoleError("no segment named '\(name)'") }
+            let file = "{\"segments\": [" + stored.map { $0.0 == name ? edited : $0.1 }.joined(separator: ",\n") + "]}"
+            let plan = try await store.plan(try await store.load(Data(file.utf8)))
+            let changes = plan.filter { $0.kind != .unchanged && $0.kind != .removed }
+            guard let change = changes.first, let sql = change.newSQL else {
+                result = "<p>The edit changes nothing: the compiled query is the same.</p>"
+                return segmentPlanPage(name, visit, edited: edited, result: result)
+            }
+            let after = try await store.count(sql: sql)
+            result = """
+                <p>Segment <code>\(change.name)</code>: \(change.members.map(String.init) ?? "new") members now, <strong>\(after)</strong>
+                with the edit.</p><details open><summary>the edited SQL</summary><pre>\(sql)</pre></details>
+                """
+        } catch let error as ConsoleError {
+            throw error
+        } catch {
+            result = "<p class=\"problem\">\(String(describing: error))</p>"
+        }
+        return segmentPlanPage(name, visit, edited: edited, result: result)
+    }
+
+    func segmentPlanPage(_ name: String, _ visit: Visit, edited: String, result: HTML) -> Response {
+        page(
+            .ok, title: "Dry run of \(name)", session: visit.session,
+            body: """
+                <h1>Dry run of segment \(Layout.link("/console/segments/", name))</h1>\(result)
+                <form method="post" action="/console/segments/\(HTML.component(name))/plan">
+                <input type="hidden" name="csrf" value="\(visit.session.csrf)">
+                <textarea name="definition" rows="10" cols="100">\(edited)</textarea><br>
+                <button type="submit">Dry run again</button></form>
+                """)
+    }
+
+    /// `tributary identity explain` for one identifier of a profile (needs the pii scope: it names other identifiers).
+    func explain(_ rawID: String, _ visit: Visit, _ request: Request) async throws -> Response {
+        let kind = visit.query["kind"] ?? "", value = visit.query["value"] ?? ""
+        guard visit.mask.visible else {
+            throw ConsoleError("explaining an identifier shows the identifiers it is linked to: it needs the pii scope")
+        }
+        let text = try await IdentityAdmin(client: client, logger: logger).explain(Identifier(kind: kind, value: value))
+        return page(
+            .ok, title: "Explain \(kind)", session: visit.session,
+            body: """
+                <h1>Why <code>\(kind):\(value)</code> is where it is</h1>
+                <p>\(Layout.link("/console/profiles/", rawID)) · the same as <code>tributary identity explain \(kind):\(value)</code></p>
+                <pre>\(text)</pre>
+                """)
+    }
+
+    /// Runs the sync now, or replays the rows its latest run refused, in the background; back to its page.
+    func runSync(_ name: String, replay: Bool, _ visit: Visit, _ request: Request) async throws -> Response {
+        guard try await client.query(ConsoleQueries.syncState(name)).first != nil else {
+            throw ConsoleError("no sync named '\(name)'")
+        }
+        let runner = SyncRunner(client: client, logger: logger, registry: registry)
+        let logger = logger
+        Task {
+            do {
+                if replay {
+                    _ = try await runner.replay(name, rejectedOnly: true)
+                } else {
+                    _ = try await runner.run(name, trigger: "manual")
+                }
+            } catch {
+                logger.error("console: sync \(name) \(replay ? "replay" : "run") failed", metadata: ["error": "\(error)"])
+            }
+        }
+        await audit(visit.session.token, replay ? "syncs.replay" : "syncs.run", target: name)
+        let notice = replay ? "Replaying the rejected rows of the latest run" : "A run started"
+        return Self.redirect(
+            "/console/syncs/\(HTML.component(name))?notice=\(HTML.component(notice + "; reload to see it below."))")
     }
 
     func syncs(_ visit: Visit, _ request: Request) async throws -> Response {
@@ -512,21 +625,24 @@ public struct Console<Context: RequestContext>: Sendable {
                         "\(Layout.time($0.5))",
                     ]
                 })
+        func button(_ action: String, _ label: String) -> HTML {
+            """
+            <form method="post" action="/console/syncs/\(HTML.component(name))/\(action)" class="inline">
+            <input type="hidden" name="csrf" value="\(visit.session.csrf)"><button type="submit">\(label)</button></form>
+            """
+        }
         let toggle: HTML =
             visit.session.token.allows(.admin)
-            ? """
-            <form method="post" action="/console/syncs/\(HTML.component(name))/\(enabled ? "disable" : "enable")" class="inline">
-            <input type="hidden" name="csrf" value="\(visit.session.csrf)">
-            <button type="submit">\(enabled ? "Disable" : "Enable")</button></form>
-            """
+            ? "\(button(enabled ? "disable" : "enable", enabled ? "Disable" : "Enable")) \(button("run", "Run now")) \(button("replay", "Replay rejected rows"))"
             : ""
+        let notice: HTML = visit.query["notice"].map { "<p class=\"notice\">\($0)</p>" } ?? ""
         let pretty = (try? JSONParser.parse(Array(definition.utf8)))?.serialized ?? definition
         return page(
             .ok, title: "Sync \(name)", session: visit.session,
             body: """
-                <h1>Sync <code>\(name)</code></h1>
+                <h1>Sync <code>\(name)</code></h1>\(notice)
                 <p>\(enabled ? "Enabled" : "Disabled")\(nextRun.map { "; next scheduled run \(Layout.time($0))" } ?? ""). \(toggle)</p>
-                <p class="hint">Run it now or replay rejected rows: <code>tributary syncs run \(name)</code>,
+                <p class="hint">From the command line: <code>tributary syncs run \(name)</code>,
                 <code>tributary syncs replay \(name) --rejected</code>.</p>
                 <section><h2>Runs</h2>\(chart)\(runTable)\(Layout.sql(runs))</section>
                 <section><h2>Rejected and failed rows</h2>\(problemTable)\(Layout.sql(problems))</section>

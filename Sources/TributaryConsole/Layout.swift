@@ -34,7 +34,7 @@ enum Layout {
         section{background:#fff;border:1px solid #e5e7eb;border-radius:6px;padding:.5em 1em;margin:1em 0}
         table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.25em .6em;border-bottom:1px solid #eee;
         vertical-align:top}th{background:#f1f5f9}pre{background:#f8fafc;padding:.6em;overflow:auto;white-space:pre-wrap}
-        .problem{color:#b91c1c}.hint,.empty{color:#64748b}.inline{display:inline}
+        .problem{color:#b91c1c}.notice{background:#ecfdf5;padding:.4em .8em}.hint,.empty{color:#64748b}.inline{display:inline}
         svg text{font-size:10px;fill:#475569}svg .grid{stroke:#e2e8f0}figure{margin:0}
         .swatch{display:inline-block;width:.8em;height:.8em;margin:0 .3em 0 .8em}
         details summary{cursor:pointer;color:#2563eb}

@@ -216,6 +216,47 @@ import TributaryService
             #expect(entries.contains { $0.actor == "console:admin" && $0.action == "syncs.disable" && $0.target == "crm" })
             #expect(entries.contains { $0.actor == "console:reader" && $0.action == "console.login" })
 
+            // Run now and replay are admin actions, audited; a read-only token is refused.
+            #expect(
+                try await Self.post(http, "/console/syncs/crm/run", cookie: reader.cookie, form: "csrf=\(reader.csrf)")
+                    == .forbidden)
+            #expect(
+                try await Self.post(http, "/console/syncs/crm/run", cookie: admin.cookie, form: "csrf=\(admin.csrf)") == .seeOther
+            )
+            #expect(
+                try await AuditLog(client: setup.client).entries(limit: 10).contains {
+                    $0.actor == "console:admin" && $0.action == "syncs.run" && $0.target == "crm"
+                })
+
+            // A dry run changes nothing, so a read-only token may do it (with its CSRF token).
+            let stored = try await setup.client.query(
+                "SELECT definition::text FROM cdp.segment_definitions WHERE name = 'pro_users'"
+            ).scalar(String.self)
+            #expect(stored.contains("\"pro\""))
+            let edited = stored.replacingOccurrences(of: "\"pro\"", with: "\"free\"")
+            func dryRun(_ definition: String, csrf: String) async throws -> (HTTPResponse.Status, String) {
+                var headers = HTTPFields()
+                headers[.cookie] = reader.cookie
+                headers[.contentType] = "application/x-www-form-urlencoded"
+                let body = "csrf=\(csrf)&definition=\(definition.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)"
+                let response = try await http.execute(
+                    uri: "/console/segments/pro_users/plan", method: .post, headers: headers, body: ByteBuffer(string: body))
+                return (response.status, String(buffer: response.body))
+            }
+            let (status, page) = try await dryRun(edited, csrf: reader.csrf)
+            #expect(status == .ok)
+            #expect(page.contains("1 members now, <strong>0</strong>"), "\(page.suffix(1500))")
+            #expect(try await dryRun(edited, csrf: "forged").0 == .forbidden)
+            let (_, broken) = try await dryRun("{\"name\": \"pro_users\", \"conditions\": [{\"trait\": 5}]}", csrf: reader.csrf)
+            #expect(broken.contains("class=\"problem\""))
+            #expect(try await setup.client.query("SELECT count(*) FROM cdp.segment_members").scalar(Int.self) == 1)
+
+            // Explaining an identifier names the others: it needs the pii scope.
+            let explain = "/console/profiles/\(setup.profile.uuidString.lowercased())/explain?kind=email&value=alice@example.com"
+            #expect(try await Self.get(http, explain, cookie: reader.cookie).status == .notFound)
+            let explained = try await Self.get(http, explain, cookie: admin.cookie)
+            #expect(explained.status == .ok && explained.body.contains("user_id"), "\(explained.body.suffix(800))")
+
             // Revoking the token ends its session at the next request.
             _ = try await APITokenStore(client: setup.client).revoke(name: "reader")
             #expect(try await Self.get(http, "/console", cookie: reader.cookie).status == .seeOther)
