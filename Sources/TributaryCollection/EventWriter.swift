@@ -180,7 +180,10 @@ public actor EventWriter {
                             }
                         }
                         // Wake the stream stages (identity, ...) on commit; they also poll, so this only cuts latency.
-                        if !keys.isEmpty { try await tx.execute("SELECT pg_notify(\(Self.eventsChannel), '')") }
+                        if !keys.isEmpty {
+                            try await tx.execute(Self.countQuery(keys.map { String($0.prefix { $0 != "\u{1}" }) }))
+                            try await tx.execute("SELECT pg_notify(\(Self.eventsChannel), '')")
+                        }
                         return (keys, dropped)
                     }
                 }
@@ -239,6 +242,8 @@ public actor EventWriter {
                 }
                 timings.mark("record ids")
                 guard !recorded.isEmpty else { return ([], []) }
+                // Before the lock: the statement that adds them to cdp.event_counts (run last, under it).
+                let counts = Self.countQuery(recorded.map { String($0.prefix { $0 != "\u{1}" }) })
                 // Under the lock a deletion also takes: a suppression committed before it is seen here.
                 try await tx.advisoryTransactionLock(Self.sequenceLock)
                 timings.mark("lock")
@@ -278,6 +283,7 @@ public actor EventWriter {
                     try await writer.write(buffer)
                 }
                 timings.mark("copy events")
+                try await tx.execute(counts)
                 try await tx.execute("SELECT pg_notify(\(Self.eventsChannel), '')")
                 return (recorded, [])
             }
@@ -311,6 +317,18 @@ public actor EventWriter {
         let (rules, any) = try row.decode((String, Bool).self)
         suppressionHint = (rules, any, ContinuousClock.now)
         return (rules, any)
+    }
+
+    /// Adds the events just stored (one source id per event) to `cdp.event_counts`, in the storing transaction.
+    static func countQuery(_ sources: [String]) -> PostgresQuery {
+        var counts: [String: Int] = [:]
+        for source in sources { counts[source, default: 0] += 1 }
+        let ordered = counts.sorted { $0.key < $1.key }
+        return """
+            INSERT INTO cdp.event_counts AS c (source_id, minute, events)
+            SELECT s, date_trunc('minute', now()), n FROM unnest(\(ordered.map(\.key))::text[], \(ordered.map(\.value))::int8[]) AS u (s, n)
+            ON CONFLICT (source_id, minute) DO UPDATE SET events = c.events + excluded.events
+            """
     }
 
     package static let sequenceLock = AdvisoryLockKey(name: "tributary.events.sequence")

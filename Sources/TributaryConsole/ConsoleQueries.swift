@@ -4,13 +4,12 @@ import Postgres
 /// The SQL each console page runs, one place for all of it: the pages show each query (literals inlined) behind a
 /// "show SQL" link, so an analyst can take it to psql.
 enum ConsoleQueries {
-    /// Events received per source and minute over the last hour.
+    /// Events stored per source and minute over the last hour (`cdp.event_counts`, kept by the event writer).
     static let eventsPerMinute: PostgresQuery = """
-        SELECT coalesce(s.name, e.source_id) AS source, date_trunc('minute', e.received_at) AS minute, count(*)::int8 AS events
-        FROM cdp.events AS e
-        LEFT JOIN cdp.sources AS s ON s.source_id = e.source_id
-        WHERE e.received_at >= date_trunc('minute', now()) - interval '59 minutes'
-        GROUP BY 1, 2
+        SELECT coalesce(s.name, c.source_id) AS source, c.minute, c.events
+        FROM cdp.event_counts AS c
+        LEFT JOIN cdp.sources AS s ON s.source_id = c.source_id
+        WHERE c.minute >= date_trunc('minute', now()) - interval '59 minutes'
         ORDER BY 1, 2
         """
 

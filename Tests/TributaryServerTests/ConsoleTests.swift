@@ -169,6 +169,9 @@ import TributaryService
                     #expect(page.body.contains(escaped), "\(path)")
                 }
             }
+            // The overview charts the source's traffic (cdp.event_counts, kept by the writer).
+            let overview = try await Self.get(http, "/console", cookie: reader.cookie).body
+            #expect(overview.contains("<svg") && overview.contains("web</span>"))
             // Governance lists tokens by their hint, never their secret; the live screen masks payloads too.
             let governance = try await Self.get(http, "/console/governance", cookie: reader.cookie).body
             #expect(!governance.contains(setup.reader) && governance.contains(String(setup.reader.prefix(8))))

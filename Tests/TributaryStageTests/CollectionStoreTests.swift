@@ -60,6 +60,20 @@ import Testing
             let other = try await writer.write([event("m1")], sourceID: "src_b")
             #expect(other.stored == 1)
             #expect(try await client.query("SELECT count(*) FROM cdp.events").scalar(Int.self) == 4)
+            // cdp.event_counts counts what was stored, per source, duplicates not.
+            let counts = try await client.query("SELECT source_id, sum(events)::int8 FROM cdp.event_counts GROUP BY 1 ORDER BY 1")
+                .map { try $0.decode((String, Int).self) }
+            #expect(counts.map(\.0) == ["src_a", "src_b"] && counts.map(\.1) == [3, 1])
+            // On the checking path (something is suppressed) too: the suppressed event is not counted.
+            try await client.execute(
+                "INSERT INTO cdp.suppressions (identifier_hash, kind) VALUES (cdp.identifier_hash('user_id', 'gone'), 'user_id')")
+            let checked = EventWriter(client: client, logger: TestDatabase.logger)
+            let outcome = try await checked.write([event("m9"), event("m10", user: "gone"), event("m1")], sourceID: "src_b")
+            #expect(outcome.stored == 1 && outcome.suppressed == 1 && outcome.duplicates == 1)
+            #expect(
+                try await client.query("SELECT sum(events)::int8 FROM cdp.event_counts WHERE source_id = 'src_b'").scalar(
+                    Int.self)
+                    == 2)
         }
     }
 
