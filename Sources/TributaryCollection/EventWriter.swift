@@ -52,6 +52,8 @@ public actor EventWriter {
     /// The most group commits in flight at once from this writer.
     public let maxConcurrentFlushes: Int
     private var knownMonths: Set<String> = []
+    /// Recent calls not stored (duplicates, suppressed), oldest first.
+    private var notStored: [NotStored] = []
     /// The identity rules (to extract identifiers as the identity stage does) and whether any identifier is suppressed,
     /// read at most every ``suppressionRefresh``. Only a hint: the insert itself checks `cdp.suppressions`.
     private var suppressionHint: (rules: String, any: Bool, readAt: ContinuousClock.Instant)?
@@ -195,18 +197,51 @@ public actor EventWriter {
         var outcomes = batch.map { _ in Outcome(stored: 0, duplicates: 0) }
         var position = 0
         for (requestIndex, request) in batch.enumerated() {
-            for _ in request.events {
+            for event in request.events {
                 if firstOfKey[position] && storedKeys.contains(keys[position]) {
                     outcomes[requestIndex].stored += 1
                 } else if droppedKeys.contains(keys[position]) {
                     outcomes[requestIndex].suppressed += 1
+                    remember(NotStored(request.sourceID, event, outcome: .suppressed))
                 } else {
                     outcomes[requestIndex].duplicates += 1
+                    remember(NotStored(request.sourceID, event, outcome: .duplicate))
                 }
                 position += 1
             }
         }
         return outcomes
+    }
+
+    /// A call this writer answered without storing it: a retry of a stored message, or a deleted person's call. Only
+    /// what tells it apart is kept — never its identifiers or payload.
+    public struct NotStored: Sendable {
+        public enum Outcome: String, Sendable { case duplicate, suppressed }
+        public var sourceID: String
+        public var messageID: String
+        public var type: String
+        public var name: String?
+        public var receivedAt: Date
+        public var outcome: Outcome
+
+        init(_ sourceID: String, _ event: IncomingEvent, outcome: Outcome) {
+            self.sourceID = sourceID
+            // A deleted person's message id could be anything they chose: keep it only for retries.
+            messageID = outcome == .duplicate ? event.messageID : "(suppressed)"
+            type = event.type.rawValue
+            name = event.event ?? event.name
+            receivedAt = event.receivedAt
+            self.outcome = outcome
+        }
+    }
+
+    /// The newest calls this writer did not store (at most ``notStoredKept``), newest first: the console's live screen.
+    public var recentlyNotStored: [NotStored] { notStored.reversed() }
+    public static let notStoredKept = 200
+
+    private func remember(_ call: NotStored) {
+        notStored.append(call)
+        if notStored.count > Self.notStoredKept { notStored.removeFirst(notStored.count - Self.notStoredKept) }
     }
 
     /// The path taken while nothing is suppressed. The message ids are recorded first, before the sequence lock: the

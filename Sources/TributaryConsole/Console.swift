@@ -4,6 +4,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import Postgres
+import TributaryCollection
 import TributaryGovernance
 import TributaryIdentity
 import TributaryModel
@@ -26,11 +27,14 @@ public struct Console<Context: RequestContext>: Sendable {
     let tokens: APITokenStore
     /// What syncs deliver to, for "run now" and "replay rejected rows".
     let registry: DestinationRegistry
+    /// The serving process's event writer, whose recent duplicates and suppressed calls the live screen lists.
+    let writer: EventWriter?
 
-    public init(client: PostgresClient, registry: DestinationRegistry, logger: Logger) {
+    public init(client: PostgresClient, registry: DestinationRegistry, writer: EventWriter? = nil, logger: Logger) {
         self.client = client
         self.logger = logger
         self.registry = registry
+        self.writer = writer
         self.tokens = APITokenStore(client: client)
     }
 
@@ -339,6 +343,8 @@ public struct Console<Context: RequestContext>: Sendable {
         let graph = ConsoleQueries.graph(id)
         let history = ConsoleQueries.segmentHistory(id)
         let consent = ConsoleQueries.consent(id)
+        let changes = ConsoleQueries.traitHistory(id)
+        let changeRows = try await client.query(changes).map { try $0.decode((String, String?, String?, String, Date).self) }
         let (text, mergeRows, edgeRows, historyRows, consentRows) = try await client.withConnection { db in
             (
                 try Self.first(String.self, try await db.query(document)),
@@ -408,6 +414,26 @@ public struct Console<Context: RequestContext>: Sendable {
         let consentTable = Layout.table(
             ["purpose", "granted", "updated"], consentRows.map { ["\($0.0)", $0.1 ? "yes" : "no", "\(Layout.time($0.2))"] })
         let picture = GraphPicture.draw(edgeRows, mask: mask)
+        func shown(_ key: String, _ text: String?) -> String {
+            guard let text else { return "–" }
+            guard let value = try? JSONParser.parse(Array(text.utf8)) else { return text }
+            return mask.value(key: key, value)
+        }
+        let traitChanges = Layout.table(
+            ["trait", "from", "to", "because of", "when"],
+            changeRows.map { ["\($0.0)", "\(shown($0.0, $0.1))", "\(shown($0.0, $0.2))", "\($0.3)", "\(Layout.time($0.4))"] })
+        var predicted: [[HTML]] = members(json["predictions"]).map { ["\($0.0)", "\($0.1.serialized)"] }
+        predicted += members(json["propensities"]).map {
+            [
+                "propensity \($0.0)",
+                "probability \($0.1["probability"]?.plainText ?? "–"), percentile \($0.1["percentile"]?.plainText ?? "–")",
+            ]
+        }
+        let recommended = items(json["recommendations"]).map {
+            "\($0["product_id"]?.plainText ?? "") (\($0["source"]?.plainText ?? ""))"
+        }
+        if !recommended.isEmpty { predicted.append(["recommendations", "\(recommended.joined(separator: ", "))"]) }
+        let predictions = Layout.table(["prediction", "value"], predicted)
         let summary: HTML = """
             <p>First seen \(json["first_seen_at"]?.plainText ?? "–"), last seen \(json["last_seen_at"]?.plainText ?? "–"),
             \(json["event_count"]?.plainText ?? "0") events.\(mask.visible ? "" : " Personal data is masked: your token has no pii scope.")</p>
@@ -417,7 +443,9 @@ public struct Console<Context: RequestContext>: Sendable {
             body: """
                 <h1>Profile <code>\(id.uuidString.lowercased())</code></h1>\(summary)
                 <section><h2>Traits</h2>\(traits)</section>
+                <section><h2>Trait history</h2>\(traitChanges)\(Layout.sql(changes))</section>
                 <section><h2>Computed traits</h2>\(computed)\(Layout.sql(document))</section>
+                <section><h2>Predictions</h2>\(predictions)</section>
                 <section><h2>Identity graph</h2>\(picture)\(identities)\(Layout.sql(graph))
                 <p class="hint">"explain" shows the events that linked an identifier to the others (as
                 <code>tributary identity explain KIND:VALUE</code> does).</p></section>
@@ -581,7 +609,8 @@ public struct Console<Context: RequestContext>: Sendable {
         guard let row = try await client.query(state).first else { throw ConsoleError("no sync named '\(name)'") }
         let (definition, enabled, nextRun) = try row.decode((String, Bool, Date?).self)
         let runs = ConsoleQueries.syncRuns(name)
-        let problems = ConsoleQueries.syncProblemRows(name)
+        let selectedRun = visit.query["run"].flatMap { Int64($0) }
+        let problems = ConsoleQueries.syncProblemRows(name, run: selectedRun)
         let (runRows, problemRows) = try await client.withConnection { db in
             (
                 try await db.query(runs).map {
@@ -610,7 +639,8 @@ public struct Console<Context: RequestContext>: Sendable {
             ],
             runRows.map {
                 [
-                    "\($0.0)", "\($0.1)", "\($0.2)", "\($0.3)", "\($0.4)", "\($0.5)", "\($0.6)", "\($0.7)", "\($0.8)",
+                    "<a href=\"/console/syncs/\(HTML.component(name))?run=\($0.0)\">\($0.0)</a>", "\($0.1)", "\($0.2)", "\($0.3)",
+                    "\($0.4)", "\($0.5)", "\($0.6)", "\($0.7)", "\($0.8)",
                     "\(Layout.time($0.9))", "\($0.10.map(String.init) ?? "")", "\($0.11 ?? "")",
                 ]
             })
@@ -645,7 +675,7 @@ public struct Console<Context: RequestContext>: Sendable {
                 <p class="hint">From the command line: <code>tributary syncs run \(name)</code>,
                 <code>tributary syncs replay \(name) --rejected</code>.</p>
                 <section><h2>Runs</h2>\(chart)\(runTable)\(Layout.sql(runs))</section>
-                <section><h2>Rejected and failed rows</h2>\(problemTable)\(Layout.sql(problems))</section>
+                <section><h2>Rejected and failed rows\(selectedRun.map { " of run \($0)" } ?? "")</h2>\(problemTable)\(Layout.sql(problems))</section>
                 <section><h2>Definition</h2><pre>\(pretty)</pre>\(Layout.sql(state))</section>
                 """)
     }

@@ -96,6 +96,17 @@ enum ConsoleQueries {
         """
     }
 
+    /// The profile's trait changes, newest first (old and new values as JSON text; NULL for none).
+    static func traitHistory(_ id: UUID) -> PostgresQuery {
+        """
+        SELECT h.key, h.old_value::text, h.new_value::text, h.reason, h.changed_at
+        FROM cdp.trait_history AS h
+        WHERE h.profile_id = \(id)
+        ORDER BY h.change_id DESC
+        LIMIT 50
+        """
+    }
+
     /// Consent per purpose.
     static func consent(_ id: UUID) -> PostgresQuery {
         "SELECT c.purpose, c.granted, c.updated_at FROM cdp.consent AS c WHERE c.profile_id = \(id) ORDER BY c.purpose"
@@ -137,12 +148,12 @@ enum ConsoleQueries {
         """
     }
 
-    /// Rows of the sync's kept run history that were rejected or failed, newest first.
-    static func syncProblemRows(_ name: String) -> PostgresQuery {
+    /// Rows of the sync's kept run history (of one run, or of all) that were rejected or failed, newest first.
+    static func syncProblemRows(_ name: String, run: Int64? = nil) -> PostgresQuery {
         """
         SELECT w.run_id, w.key, w.operation, w.outcome, w.reason, w.recorded_at
         FROM cdp.sync_run_rows AS w
-        WHERE w.sync = \(name) AND w.outcome <> 'delivered'
+        WHERE w.sync = \(name) AND w.outcome <> 'delivered' AND (\(run)::int8 IS NULL OR w.run_id = \(run))
         ORDER BY w.recorded_at DESC, w.run_id DESC
         LIMIT 100
         """

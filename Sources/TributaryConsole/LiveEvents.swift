@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import Postgres
+import TributaryCollection
 import TributaryModel
 
 /// The live events screen: the newest events, filtered by source, type and event name, each with a pretty and a raw
@@ -61,6 +62,22 @@ extension Console {
             source: filter.source, type: filter.type, event: filter.event, after: 0, newestFirst: true)
         let events = try await liveEvents(query, mask: visit.mask)
         let newest = events.first?.seq ?? 0
+        let sources = try await client.query("SELECT source_id, name FROM cdp.sources").map {
+            try $0.decode((String, String).self)
+        }
+        let names = Dictionary(sources, uniquingKeysWith: { a, _ in a })
+        let recent = await writer?.recentlyNotStored ?? []
+        let notStored = Layout.table(
+            ["received", "source", "type", "event / name", "message id", "outcome"],
+            recent.filter {
+                (filter.source.isEmpty || names[$0.sourceID] == filter.source) && (filter.type.isEmpty || $0.type == filter.type)
+            }
+            .prefix(50).map {
+                [
+                    "\(Layout.time($0.receivedAt))", "\(names[$0.sourceID] ?? $0.sourceID)", "\($0.type)", "\($0.name ?? "")",
+                    "\($0.messageID)", "\($0.outcome.rawValue)",
+                ]
+            })
         let types = ["", "track", "identify", "page", "screen", "group", "alias"]
         let typeOptions = HTML.joined(
             types.map {
@@ -79,6 +96,9 @@ extension Console {
                 <th>received</th><th>source</th><th>type</th><th>event / name</th><th>user / anonymous id</th><th>profile</th>
                 <th>what happened</th><th>payload</th></tr></thead><tbody>\(events.map(\.row))</tbody></table>
                 \(Layout.sql(query))
+                <section><h2>Answered but not stored (this process, newest first)</h2>\(notStored)
+                <p class="hint">Retries of stored messages (duplicates) and calls of deleted people (suppressed), as this
+                serving process answered them; a suppressed call's identifiers and message id are not kept.</p></section>
                 <script src="/console/assets/live.js"></script>
                 """)
     }

@@ -98,8 +98,8 @@ public func buildApplication(
             .add(middleware: RequestMetricsMiddleware(metrics: metrics, duration: nil))
             .add(middleware: TokenAuthMiddleware(auth: auth, scope: .privacy)))
     if configuration.console {
-        Console<TributaryRequestContext>(client: client, registry: configuration.destinations, logger: logger).register(
-            on: router)
+        Console<TributaryRequestContext>(client: client, registry: configuration.destinations, writer: writer, logger: logger)
+            .register(on: router)
     }
     router.get("/health") { _, _ in
         do {

@@ -22,6 +22,7 @@ import TributaryService
         var reader: String
         var admin: String
         var profile: UUID
+        var writeKey: String
     }
 
     /// Something every page must show escaped, never as markup.
@@ -30,7 +31,7 @@ import TributaryService
     func withConsole(_ body: @escaping @Sendable (any TestClientProtocol, Setup) async throws -> Void) async throws {
         try await TestDatabase.withFreshDatabase { (client) async throws in
             try await Migrator(files: ProjectFiles(root: TestDatabase.packageRoot), logger: TestDatabase.logger).migrate(client)
-            let (source, _) = try await SourceStore(client: client).create(name: "web")
+            let (source, writeKey) = try await SourceStore(client: client).create(name: "web")
             let tokens = APITokenStore(client: client)
             let (_, reader) = try await tokens.create(name: "reader", scopes: [.profilesRead])
             let (_, admin) = try await tokens.create(name: "admin", scopes: [.admin])
@@ -74,7 +75,7 @@ import TributaryService
                 configuration: ServerConfiguration(port: 0, apiTokenCacheTTL: .zero, console: true), client: client,
                 logger: TestDatabase.logger)
             try await app.test(.live) { http in
-                try await body(http, Setup(client: client, reader: reader, admin: admin, profile: profile))
+                try await body(http, Setup(client: client, reader: reader, admin: admin, profile: profile, writeKey: writeKey))
             }
         }
     }
@@ -159,7 +160,8 @@ import TributaryService
             let escaped = "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;quotes&#39; — Zoë 東京"
             for path in [
                 "/console", "/console/profiles", profile, "/console/segments", "/console/segments/pro_users", "/console/syncs",
-                "/console/syncs/crm", "/console/live", "/console/live?type=track&source=web", "/console/governance",
+                "/console/syncs/crm", "/console/syncs/crm?run=1", "/console/live", "/console/live?type=track&source=web",
+                "/console/governance",
             ] {
                 let page = try await Self.get(http, path, cookie: reader.cookie)
                 #expect(page.status == .ok, "\(path): \(page.status)")
@@ -169,6 +171,16 @@ import TributaryService
                     #expect(page.body.contains(escaped), "\(path)")
                 }
             }
+            // A retry through the API is answered, not stored: the live screen lists it as a duplicate.
+            var retry = HTTPFields()
+            retry[.authorization] = "Basic " + Data("\(setup.writeKey):".utf8).base64EncodedString()
+            retry[.contentType] = "application/json"
+            let retried = try await http.execute(
+                uri: "/v1/track", method: .post, headers: retry,
+                body: ByteBuffer(string: #"{"userId": "u-1", "event": "Clicked", "messageId": "c2"}"#))
+            #expect(retried.status == .ok)
+            let liveNow = try await Self.get(http, "/console/live", cookie: reader.cookie).body
+            #expect(liveNow.contains("<td>c2</td><td>duplicate</td>"), "\(liveNow.suffix(2000))")
             // The overview charts the source's traffic (cdp.event_counts, kept by the writer).
             let overview = try await Self.get(http, "/console", cookie: reader.cookie).body
             #expect(overview.contains("<svg") && overview.contains("web</span>"))
@@ -184,6 +196,10 @@ import TributaryService
             #expect(masked.contains("a***@example.com") && !masked.contains("alice@example.com"))
             let plain = try await Self.get(http, profile, cookie: admin.cookie).body
             #expect(plain.contains("alice@example.com") && plain.contains(escaped))
+            // Trait history: the name (a PII key) masked for the reader, shown to the admin.
+            #expect(plain.contains("<td>plan</td><td>–</td><td>&quot;pro&quot;</td>"), "\(plain)")
+            #expect(
+                masked.contains("<td>name</td><td>–</td><td>") && !masked.contains("<td>name</td><td>–</td><td>&quot;&lt;script"))
             // The segment page shows its member and its size; search by any spelling of an identifier.
             #expect(try await Self.get(http, "/console/segments/pro_users", cookie: reader.cookie).body.contains("1 members"))
             var headers = HTTPFields()
