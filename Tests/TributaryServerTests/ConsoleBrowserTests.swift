@@ -22,6 +22,8 @@ import TributaryModel
         FileManager.default.isExecutableFile(atPath: $0)
     }
     static var required: Bool { ProcessInfo.processInfo.environment["TRIBUTARY_REQUIRE_BROWSER"] == "1" }
+    /// Where the screenshots go.
+    static let artifacts = TestDatabase.packageRoot.appendingPathComponent(".build/console-screenshots")
 
     @Test(.enabled(if: (driverPath != nil && browserPath != nil) || required))
     func signInAndWatchLiveEventsInARealBrowser() async throws {
@@ -38,6 +40,21 @@ import TributaryModel
                 #expect(try await session.currentURL() == base + "/console")
                 #expect(try await session.source().contains("<h1>Overview</h1>"))
 
+                // Every page, its DOM checked, a screenshot of each kept as an artifact (.build/console-screenshots).
+                let profile = "/console/profiles/\(setup.profile.uuidString.lowercased())"
+                for (path, heading) in [
+                    ("/console", "Overview"), ("/console/profiles", "Profiles"), (profile, "Profile"),
+                    ("/console/segments", "Segments"), ("/console/segments/pro_users", "Segment"), ("/console/syncs", "Syncs"),
+                    ("/console/syncs/crm", "Sync"), ("/console/governance", "Governance"),
+                ] {
+                    try await session.go(base + path)
+                    let dom = try await session.source()
+                    #expect(dom.contains("<h1>\(heading)"), "\(path): \(dom.prefix(300))")
+                    #expect(!dom.contains("<script>alert"), "\(path)")
+                    try await session.screenshot(
+                        to: Self.artifacts.appendingPathComponent(
+                            (path.dropFirst().replacingOccurrences(of: "/", with: "_")) + ".png"))
+                }
                 try await session.go(base + "/console/live?type=track")
                 #expect(try await session.source().contains("id=\"live\""))
                 // An event whose name is markup arrives while the page is open; it must show as text.
@@ -112,7 +129,10 @@ struct WebDriver {
                                     (
                                         "args",
                                         .array(
-                                            ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"].map {
+                                            [
+                                                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                                                "--window-size=1200,900",
+                                            ].map {
                                                 .string($0)
                                             })
                                     ),
@@ -163,6 +183,16 @@ struct WebDriver {
     func click(_ css: String) async throws {
         let id = try await element(css)
         _ = try await Self.call("POST", base + "/element/\(id)/click", .object([]))
+    }
+
+    /// Saves a PNG of the viewport.
+    func screenshot(to file: URL) async throws {
+        let answer = try await Self.call("GET", base + "/screenshot")
+        guard case .string(let encoded)? = answer["value"], let data = Data(base64Encoded: encoded) else {
+            throw WebDriverError("no screenshot: \(answer.serialized.prefix(200))")
+        }
+        try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try data.write(to: file)
     }
 
     /// Whether a JavaScript dialog (alert) is open.
