@@ -30,8 +30,10 @@ enum Chart {
         }
         if count > 0 {
             for index in Set([0, count / 2, count - 1]).sorted() {
+                // The first and last labels are anchored inward, so they stay inside the picture.
+                let anchor = count == 1 ? "middle" : index == 0 ? "start" : index == count - 1 ? "end" : "middle"
                 parts.append(
-                    "<text x=\"\(x(index), digits: 1)\" y=\"\(Double(height) - 6, digits: 1)\" text-anchor=\"middle\">\(labels[index])</text>"
+                    "<text x=\"\(x(index), digits: 1)\" y=\"\(Double(height) - 6, digits: 1)\" text-anchor=\"\(anchor)\">\(labels[index])</text>"
                 )
             }
         }

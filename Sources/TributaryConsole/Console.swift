@@ -493,7 +493,7 @@ public struct Console<Context: RequestContext>: Sendable {
         let store = SegmentStore(client: client, logger: logger)
         let sql = try await store.sql(name).view
         let preview = try await store.preview(name, limit: 20)
-        let pretty = (try? JSONParser.parse(Array(json.utf8)))?.serialized ?? json
+        let pretty = (try? JSONParser.parse(Array(json.utf8))).map { Self.pretty($0) } ?? json
         return page(
             .ok, title: "Segment \(name)", session: visit.session,
             body: """
@@ -666,7 +666,7 @@ public struct Console<Context: RequestContext>: Sendable {
             ? "\(button(enabled ? "disable" : "enable", enabled ? "Disable" : "Enable")) \(button("run", "Run now")) \(button("replay", "Replay rejected rows"))"
             : ""
         let notice: HTML = visit.query["notice"].map { "<p class=\"notice\">\($0)</p>" } ?? ""
-        let pretty = (try? JSONParser.parse(Array(definition.utf8)))?.serialized ?? definition
+        let pretty = (try? JSONParser.parse(Array(definition.utf8))).map { Self.pretty($0) } ?? definition
         return page(
             .ok, title: "Sync \(name)", session: visit.session,
             body: """
