@@ -363,6 +363,21 @@ let executableTargets: [Target] = [
         path: "Benchmarks/identity",
         swiftSettings: swiftSettings
     ),
+    // Server time of each console page on the profiles benchmark's 300,000 profiles.
+    .executableTarget(
+        name: "tributary-console-bench",
+        dependencies: domainModules + [
+            "Postgres",
+            "TributaryServer",
+            "BenchmarkSupport",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+        ],
+        path: "Benchmarks/console",
+        swiftSettings: swiftSettings
+    ),
     .executableTarget(
         name: "tributary-profile-api-bench",
         dependencies: domainModules + [

@@ -26,7 +26,10 @@ import BenchmarkSupport
 import Foundation
 import Logging
 import Postgres
+import NIOCore
+import NIOHTTP1
 import TributaryCollection
+import TributaryProfiles
 import TributaryService
 
 @main
@@ -43,6 +46,8 @@ struct PipelineBench: AsyncParsableCommand {
     @Option(help: "Seconds between lag samples in the sustained phase.") var sampleEvery = 5
     @Option(help: "An argument for `tributary serve` (repeatable), for example --serve-argument=--no-guess-profiles.")
     var serveArgument: [String] = []
+    @Flag(help: "Serve the console too, and keep its live events screen open (its event stream read) through the run.")
+    var consoleLive = false
 
     static let database = "tributary_pipeline_bench"
 
@@ -73,7 +78,12 @@ struct PipelineBench: AsyncParsableCommand {
         try await ProbeReceiver(probes: probes).serve { base in
             try await pipeline.applyCartsSync(webhook: base, logger: logger)
             let (serve, port) = try await TributaryProcess.serve(
-                serveArgument, database: database, files: files, logName: "pipeline-bench-serve.log")
+                serveArgument + (consoleLive ? ["--console"] : []), database: database, files: files,
+                logName: "pipeline-bench-serve.log")
+            // A console visitor watching live events for the whole run (its stream read and thrown away).
+            let watcher: Task<Int, any Error>? =
+                consoleLive ? try await ConsoleWatcher.start(port: port, client: client) : nil
+            defer { watcher?.cancel() }
             defer { serve.stop() }
             let worker = try TributaryProcess.start(
                 ["worker"], database: database, files: files, logName: "pipeline-bench-worker.log")
@@ -328,5 +338,42 @@ struct Row {
             "| " + Self.header.joined(separator: " | ") + " |", "|" + String(repeating: "---|", count: Self.header.count),
             "| " + cells.joined(separator: " | ") + " |",
         ].joined(separator: "\n")
+    }
+}
+
+/// A signed-in console session reading `/console/live/stream` until cancelled; its task returns the bytes read.
+enum ConsoleWatcher {
+    static func start(port: Int, client: PostgresClient) async throws -> Task<Int, any Error> {
+        let (_, secret) = try await APITokenStore(client: client).create(
+            name: "pipeline-bench-console-\(UUID().uuidString.prefix(8))", scopes: [.profilesRead])
+        let base = "http://127.0.0.1:\(port)"
+        var configuration = HTTPClient.Configuration()
+        configuration.redirectConfiguration = .disallow
+        let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        let form = try await http.execute(HTTPClientRequest(url: base + "/console/login"), timeout: .seconds(30))
+        let nonceCookie = String(form.headers.first(name: "set-cookie")!.split(separator: ";")[0])
+        var login = HTTPClientRequest(url: base + "/console/login")
+        login.method = .POST
+        login.headers.add(name: "cookie", value: nonceCookie)
+        login.headers.add(name: "content-type", value: "application/x-www-form-urlencoded")
+        login.body = .bytes(ByteBuffer(string: "nonce=\(nonceCookie.split(separator: "=")[1])&token=\(secret)"))
+        let signedIn = try await http.execute(login, timeout: .seconds(30))
+        guard let cookie = signedIn.headers.first(name: "set-cookie")?.split(separator: ";").first else {
+            throw ValidationError("console sign-in failed: \(signedIn.status)")
+        }
+        say("console: watching /console/live/stream for the whole run")
+        return Task {
+            var read = 0
+            do {
+                while !Task.isCancelled {
+                    var request = HTTPClientRequest(url: base + "/console/live/stream")
+                    request.headers.add(name: "cookie", value: String(cookie))
+                    let response = try await http.execute(request, timeout: .seconds(600))
+                    for try await chunk in response.body { read += chunk.readableBytes }
+                }
+            } catch {}
+            try? await http.shutdown()
+            return read
+        }
     }
 }
