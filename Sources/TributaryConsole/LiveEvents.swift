@@ -104,7 +104,8 @@ extension Console {
     }
 
     /// `text/event-stream` of the events after `after` (or the `Last-Event-ID` a reconnecting browser sends), polled
-    /// every half second; the stream ends after five minutes and the browser reconnects where it left off.
+    /// every half second, at most the newest 50 each time; the stream ends after five minutes and the browser
+    /// reconnects where it left off.
     func liveStream(_ visit: Visit, _ request: Request) async throws -> Response {
         let filter = LiveFilter(visit.query)
         let resume = request.headers[HTTPField.Name("Last-Event-ID")!].flatMap { Int64($0) }
@@ -121,10 +122,13 @@ extension Console {
                 var after = start
                 try await writer.write(ByteBuffer(string: "retry: 1000\n\n"))
                 while ContinuousClock.now < end, !Task.isCancelled {
+                    // The newest 50 after the last sent, oldest first: a screen that fell behind (thousands of events a
+                    // second) skips ahead instead of replaying everything, so its cost stays bounded at any rate.
                     let events = try await console.liveEvents(
                         ConsoleQueries.liveEvents(
-                            source: filter.source, type: filter.type, event: filter.event, after: after, newestFirst: false),
-                        mask: mask)
+                            source: filter.source, type: filter.type, event: filter.event, after: after, newestFirst: true),
+                        mask: mask
+                    ).reversed()
                     for event in events {
                         try await writer.write(ByteBuffer(string: "id: \(event.seq)\ndata: \(event.json)\n\n"))
                         after = event.seq
