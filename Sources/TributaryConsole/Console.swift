@@ -310,7 +310,7 @@ public struct Console<Context: RequestContext>: Sendable {
         var problem: HTML = ""
         if !text.isEmpty {
             if let id = UUID(uuidString: text) {
-                let live = try Self.first(UUID.self, try await client.query(ConsoleQueries.resolve(id)))
+                let live = try await client.query(ConsoleQueries.resolve(id)).first?[0].decode(UUID?.self) ?? nil
                 if let live { return Self.redirect("/console/profiles/\(live.uuidString.lowercased())") }
                 problem = "<p class=\"problem\">No profile has or had the id \(text).</p>"
             } else if let colon = text.firstIndex(of: ":"), colon != text.startIndex {
@@ -347,7 +347,7 @@ public struct Console<Context: RequestContext>: Sendable {
         let changeRows = try await client.query(changes).map { try $0.decode((String, String?, String?, String, Date).self) }
         let (text, mergeRows, edgeRows, historyRows, consentRows) = try await client.withConnection { db in
             (
-                try Self.first(String.self, try await db.query(document)),
+                try await db.query(document).first?[0].decode(String?.self) ?? nil,
                 try await db.query(merges).map { try $0.decode((UUID, UUID, String, String?, String?, Date).self) },
                 try await db.query(graph).map { try $0.decode((Int64, String, String, String, Int64?).self) },
                 try await db.query(history).map { try $0.decode((String, String, String, Date).self) },
@@ -355,7 +355,7 @@ public struct Console<Context: RequestContext>: Sendable {
             )
         }
         guard let text, let json = try? JSONParser.parse(Array(text.utf8)), json["identities"] != nil else {
-            let live = try Self.first(UUID.self, try await client.query(ConsoleQueries.resolve(id)))
+            let live = try await client.query(ConsoleQueries.resolve(id)).first?[0].decode(UUID?.self) ?? nil
             if let live, live != id { return Self.redirect("/console/profiles/\(live.uuidString.lowercased())") }
             throw ConsoleError("no profile \(id.uuidString.lowercased()) (deleted, or never created)")
         }
@@ -379,7 +379,7 @@ public struct Console<Context: RequestContext>: Sendable {
                 let kind = $0["kind"]?.plainText ?? "", value = $0["value"]?.plainText ?? ""
                 let why: HTML =
                     mask.visible
-                    ? "<a href=\"\(profilePath)/explain?kind=\(HTML.component(kind))&amp;value=\(HTML.component(value))\">explain</a>"
+                    ? "<a href=\"\(profilePath)/explain?kind=\(percentEncoded(kind))&amp;value=\(percentEncoded(value))\">explain</a>"
                     : "(pii scope)"
                 return [
                     "\(kind)", "\(mask.identifier(kind: kind, value))", "\($0["first_seen_at"]?.plainText ?? "")",
@@ -493,7 +493,7 @@ public struct Console<Context: RequestContext>: Sendable {
         let store = SegmentStore(client: client, logger: logger)
         let sql = try await store.sql(name).view
         let preview = try await store.preview(name, limit: 20)
-        let pretty = (try? JSONParser.parse(Array(json.utf8))).map { Self.pretty($0) } ?? json
+        let pretty = (try? JSONParser.parse(Array(json.utf8)).prettyPrinted) ?? json
         return page(
             .ok, title: "Segment \(name)", session: visit.session,
             body: """
@@ -505,7 +505,7 @@ public struct Console<Context: RequestContext>: Sendable {
                 <section><h2>Members (first 20 of \(preview.total))</h2>
                 <ul class="members">\(preview.rows.map { "<li>\($0)</li>" as HTML })</ul></section>
                 <section><h2>Try an edited definition</h2>
-                <form method="post" action="/console/segments/\(HTML.component(name))/plan">
+                <form method="post" action="/console/segments/\(percentEncoded(name))/plan">
                 <input type="hidden" name="csrf" value="\(visit.session.csrf)">
                 <textarea name="definition" rows="10" cols="100">\(pretty)</textarea><br>
                 <button type="submit">Dry run: size before and after</button></form>
@@ -549,7 +549,7 @@ public struct Console<Context: RequestContext>: Sendable {
             .ok, title: "Dry run of \(name)", session: visit.session,
             body: """
                 <h1>Dry run of segment \(Layout.link("/console/segments/", name))</h1>\(result)
-                <form method="post" action="/console/segments/\(HTML.component(name))/plan">
+                <form method="post" action="/console/segments/\(percentEncoded(name))/plan">
                 <input type="hidden" name="csrf" value="\(visit.session.csrf)">
                 <textarea name="definition" rows="10" cols="100">\(edited)</textarea><br>
                 <button type="submit">Dry run again</button></form>
@@ -593,7 +593,7 @@ public struct Console<Context: RequestContext>: Sendable {
         await audit(visit.session.token, replay ? "syncs.replay" : "syncs.run", target: name)
         let notice = replay ? "Replaying the rejected rows of the latest run" : "A run started"
         return Self.redirect(
-            "/console/syncs/\(HTML.component(name))?notice=\(HTML.component(notice + "; reload to see it below."))")
+            "/console/syncs/\(percentEncoded(name))?notice=\(percentEncoded(notice + "; reload to see it below."))")
     }
 
     func syncs(_ visit: Visit, _ request: Request) async throws -> Response {
@@ -639,7 +639,7 @@ public struct Console<Context: RequestContext>: Sendable {
             ],
             runRows.map {
                 [
-                    "<a href=\"/console/syncs/\(HTML.component(name))?run=\($0.0)\">\($0.0)</a>", "\($0.1)", "\($0.2)", "\($0.3)",
+                    "<a href=\"/console/syncs/\(percentEncoded(name))?run=\($0.0)\">\($0.0)</a>", "\($0.1)", "\($0.2)", "\($0.3)",
                     "\($0.4)", "\($0.5)", "\($0.6)", "\($0.7)", "\($0.8)",
                     "\(Layout.time($0.9))", "\($0.10.map(String.init) ?? "")", "\($0.11 ?? "")",
                 ]
@@ -657,7 +657,7 @@ public struct Console<Context: RequestContext>: Sendable {
                 })
         func button(_ action: String, _ label: String) -> HTML {
             """
-            <form method="post" action="/console/syncs/\(HTML.component(name))/\(action)" class="inline">
+            <form method="post" action="/console/syncs/\(percentEncoded(name))/\(action)" class="inline">
             <input type="hidden" name="csrf" value="\(visit.session.csrf)"><button type="submit">\(label)</button></form>
             """
         }
@@ -666,7 +666,7 @@ public struct Console<Context: RequestContext>: Sendable {
             ? "\(button(enabled ? "disable" : "enable", enabled ? "Disable" : "Enable")) \(button("run", "Run now")) \(button("replay", "Replay rejected rows"))"
             : ""
         let notice: HTML = visit.query["notice"].map { "<p class=\"notice\">\($0)</p>" } ?? ""
-        let pretty = (try? JSONParser.parse(Array(definition.utf8))).map { Self.pretty($0) } ?? definition
+        let pretty = (try? JSONParser.parse(Array(definition.utf8)).prettyPrinted) ?? definition
         return page(
             .ok, title: "Sync \(name)", session: visit.session,
             body: """
@@ -691,13 +691,7 @@ public struct Console<Context: RequestContext>: Sendable {
             return !rows.isEmpty
         }
         guard changed else { throw ConsoleError("no sync named '\(name)'") }
-        return Self.redirect("/console/syncs/\(HTML.component(name))")
-    }
-
-    /// The first row's single value, nil for no row or NULL.
-    static func first<T: PostgresDecodable>(_ type: T.Type, _ rows: PostgresRows) throws -> T? {
-        guard let row = rows.first else { return nil }
-        return try row.decode(T?.self)
+        return Self.redirect("/console/syncs/\(percentEncoded(name))")
     }
 
     func governance(_ visit: Visit, _ request: Request) async throws -> Response {

@@ -1,4 +1,5 @@
 import Foundation
+import TributaryModel
 import TributaryProfiles
 
 /// Signed-in console sessions, kept in this process's memory (a restart signs everyone out; each `serve` process of
@@ -46,12 +47,7 @@ final class ConsoleSessions: @unchecked Sendable {
     func close(_ id: String) { lock.withLock { sessions[id] = nil } }
 
     /// 32 random bytes, base64url.
-    static func random() -> String {
-        var generator = SystemRandomNumberGenerator()
-        let bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
-        return Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
-    }
+    static func random() -> String { randomBase64URL() }
 
     /// A cookie's value from a `Cookie` header (`a=1; b=2`).
     static func cookie(named name: String, in header: String?) -> String? {

@@ -66,13 +66,3 @@ public struct HTML: Sendable, Equatable, CustomStringConvertible, ExpressibleByS
         public mutating func appendInterpolation(_ values: [HTML]) { for value in values { text += value.text } }
     }
 }
-
-extension HTML {
-    private static let unreserved = CharacterSet(
-        charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-
-    /// A path segment or query value, percent-encoded for a URL (then escaped where interpolated).
-    static func component(_ value: String) -> String {
-        value.addingPercentEncoding(withAllowedCharacters: unreserved) ?? ""
-    }
-}

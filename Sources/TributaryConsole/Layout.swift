@@ -1,5 +1,4 @@
 import Foundation
-import Hummingbird
 import Postgres
 import TributaryModel
 import TributaryProfiles
@@ -50,7 +49,7 @@ enum Layout {
 
     /// A link to `prefix` + the percent-encoded `name`, showing the name.
     static func link(_ prefix: String, _ name: String) -> HTML {
-        "<a href=\"\(prefix)\(HTML.component(name))\">\(name)</a>"
+        "<a href=\"\(prefix)\(percentEncoded(name))\">\(name)</a>"
     }
 
     /// "show SQL": the query with its values inlined, as psql takes it.
@@ -114,7 +113,7 @@ struct PIIMask: Sendable {
     static func load(_ client: PostgresClient, visible: Bool) async throws -> PIIMask {
         if visible { return PIIMask(visible: true, keys: []) }
         let keys =
-            try Console<BasicRequestContext>.first([String].self, try await client.query("SELECT keys FROM cdp.pii_keys")) ?? []
+            try await client.query("SELECT keys FROM cdp.pii_keys").first?[0].decode([String]?.self) ?? nil ?? []
         return PIIMask(visible: false, keys: Set(keys))
     }
 

@@ -5,6 +5,7 @@ import NIOCore
 import Postgres
 import TributaryCollection
 import TributaryModel
+import TributaryProfiles
 
 /// The live events screen: the newest events, filtered by source, type and event name, each with a pretty and a raw
 /// view of its payload and what became of it (stamped with a profile by the identity stage, passed by the profile
@@ -23,7 +24,7 @@ extension Console {
         }
 
         var queryString: String {
-            "source=\(HTML.component(source))&type=\(HTML.component(type))&event=\(HTML.component(event))"
+            "source=\(percentEncoded(source))&type=\(percentEncoded(type))&event=\(percentEncoded(event))"
         }
     }
 
@@ -146,28 +147,13 @@ extension Console {
                 (Int64, Date, String, String, String?, String?, String?, UUID?, Bool, Bool, String, String).self)
             func shown(_ text: String) -> String {
                 guard let value = try? JSONParser.parse(Array(text.utf8)) else { return text }
-                return Self.pretty(mask.json(value))
+                return mask.json(value).prettyPrinted
             }
             let who = [user.map { "user \(mask.identifier(kind: "user_id", $0))" }, anonymous.map { "anon \($0)" }]
                 .compactMap { $0 }.joined(separator: ", ")
             return LiveEvent(
                 seq: seq, received: received, source: source, type: type, name: name ?? "", who: who, profile: profile,
                 stamped: stamped, profiled: profiled, pretty: shown(payload), raw: shown(raw))
-        }
-    }
-
-    /// JSON indented two spaces per level.
-    static func pretty(_ value: JSONValue, indent: String = "") -> String {
-        let inner = indent + "  "
-        switch value {
-        case .object(let members) where !members.isEmpty:
-            return "{\n"
-                + members.map { inner + JSONValue.string($0.0).serialized + ": " + pretty($0.1, indent: inner) }
-                .joined(separator: ",\n") + "\n" + indent + "}"
-        case .array(let items) where !items.isEmpty:
-            return "[\n" + items.map { inner + pretty($0, indent: inner) }.joined(separator: ",\n") + "\n" + indent + "]"
-        default:
-            return value.serialized
         }
     }
 

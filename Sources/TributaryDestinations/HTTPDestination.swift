@@ -352,7 +352,7 @@ public struct HTTPDestination: Destination {
     /// One request for `rows` (all of a batch request, or the one row of a per-row request), with one result per row.
     func exchange(_ spec: RequestSpec, _ rows: [SyncChange]) async throws -> [ChangeResult] {
         let scope = HTTPTemplate.Scope(sync: context.sync, runID: context.runID, rows: rows)
-        let url = spec.url.renderText(scope, encode: HTTPSender.percentEncoded)
+        let url = spec.url.renderText(scope, encode: percentEncoded)
         var headers: [(String, String)] = [("User-Agent", "tributary/\(Tributary.version)")]
         var body: [UInt8]?
         if let template = spec.body {

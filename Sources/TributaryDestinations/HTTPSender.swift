@@ -68,19 +68,6 @@ public struct HTTPSender: Sendable {
         return .milliseconds(max(0, Int64(date.timeIntervalSinceNow * 1000)))
     }
 
-    /// RFC 3986's unreserved characters (ASCII letters, digits, `-._~`): what percent-encoding leaves as it is.
-    static let unreserved: CharacterSet = {
-        var allowed = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
-        allowed.insert(charactersIn: "-._~")
-        return allowed
-    }()
-
-    /// `text` with everything but unreserved characters percent-encoded: a value in a URL path or query, or in a
-    /// form body.
-    public static func percentEncoded(_ text: String) -> String {
-        text.addingPercentEncoding(withAllowedCharacters: unreserved) ?? text
-    }
-
     /// `application/x-www-form-urlencoded` of the pairs.
     public static func formEncoded(_ pairs: [(String, String)]) -> [UInt8] {
         Array(pairs.map { "\(percentEncoded($0.0))=\(percentEncoded($0.1))" }.joined(separator: "&").utf8)

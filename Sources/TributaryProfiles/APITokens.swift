@@ -137,14 +137,7 @@ public struct APITokenStore: Sendable {
     }
 
     /// `trb_` and 32 bytes from the system's cryptographically secure generator, in unpadded base64url.
-    static func generateSecret() -> String {
-        var generator = SystemRandomNumberGenerator()
-        let bytes = (0..<4).flatMap { _ in withUnsafeBytes(of: generator.next() as UInt64) { Array($0) } }
-        let base64url = Data(bytes).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(
-                of: "=", with: "")
-        return "trb_" + base64url
-    }
+    static func generateSecret() -> String { "trb_" + randomBase64URL(bytes: 32) }
 
     /// The first 8 characters of a secret (`trb_` and 4 more), stored to tell tokens apart.
     static func hint(_ secret: String) -> String { String(secret.prefix(8)) }

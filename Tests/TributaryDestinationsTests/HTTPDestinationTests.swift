@@ -266,7 +266,7 @@ import Testing
                 == #"{"batch":42,"items":[{"n":7,"t":"<a@x.com> \"x\"","k":"c1","missing":null}]}"#)
         let url = try HTTPTemplate(text: "https://x/{{key.id}}?e={{email}}", at: "url")
         #expect(
-            url.renderText(HTTPTemplate.Scope(sync: "s", runID: 1, rows: rows), encode: HTTPSender.percentEncoded)
+            url.renderText(HTTPTemplate.Scope(sync: "s", runID: 1, rows: rows), encode: percentEncoded)
                 == "https://x/c1?e=a%40x.com")
     }
 }
