@@ -383,6 +383,7 @@ let executableTargets: [Target] = [
         dependencies: domainModules + [
             "Postgres",
             "TributaryServer",
+            "BenchmarkSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Hummingbird", package: "hummingbird"),

@@ -1,6 +1,10 @@
 // What the benchmark executables share: progress output, timing, ingesting events, fresh databases.
+import ArgumentParser
+import AsyncHTTPClient
 import Foundation
 import Logging
+import NIOCore
+import NIOHTTP1
 import Postgres
 import TributaryCollection
 import TributaryModel
@@ -76,4 +80,43 @@ public func benchmarkEnvironment(
     logger.logLevel = .warning
     let server = try await DatabaseTarget.resolve(dataDirectory: dataDirectory, logger: logger).configuration
     return (logger, server, try ProjectFiles.locate())
+}
+
+/// The port an in-process server listens on, once it does (set from its `onListening`).
+public actor PortBox {
+    private var port: Int?
+    private var waiters: [CheckedContinuation<Int, Never>] = []
+
+    public init() {}
+
+    public func set(_ port: Int) {
+        self.port = port
+        for waiter in waiters { waiter.resume(returning: port) }
+        waiters = []
+    }
+
+    public func wait() async throws -> Int {
+        if let port { return port }
+        return await withCheckedContinuation { waiters.append($0) }
+    }
+}
+
+/// Signs in to the console at `base` with the API token `secret` through its form (nonce cookie included); returns
+/// the session cookie (`tributary_session=…`). `http` must not follow redirects.
+public func consoleSignIn(_ http: HTTPClient, base: String, secret: String) async throws -> String {
+    let form = try await http.execute(HTTPClientRequest(url: base + "/console/login"), timeout: .seconds(30))
+    guard let nonceCookie = form.headers.first(name: "set-cookie")?.split(separator: ";").first else {
+        throw ValidationError("the console's sign-in form set no cookie: \(form.status)")
+    }
+    var request = HTTPClientRequest(url: base + "/console/login")
+    request.method = .POST
+    request.headers.add(name: "cookie", value: String(nonceCookie))
+    request.headers.add(name: "content-type", value: "application/x-www-form-urlencoded")
+    request.body = .bytes(ByteBuffer(string: "nonce=\(nonceCookie.split(separator: "=")[1])&token=\(secret)"))
+    let response = try await http.execute(request, timeout: .seconds(30))
+    guard response.status == .seeOther, let cookie = response.headers.first(name: "set-cookie")?.split(separator: ";").first
+    else {
+        throw ValidationError("console sign-in failed: \(response.status)")
+    }
+    return String(cookie)
 }

@@ -96,7 +96,7 @@ struct ConsoleBench: AsyncParsableCommand {
         var httpConfiguration = HTTPClient.Configuration()
         httpConfiguration.redirectConfiguration = .disallow  // a redirect is an answer to time, not to follow
         let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
-        let cookie = try await Self.signIn(http, base: base, secret: secret)
+        let cookie = try await consoleSignIn(http, base: base, secret: secret)
         let pages = [
             ("overview", "/console"), ("live events", "/console/live"),
             ("profile search", "/console/profiles?q=\(identifier.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)"),
@@ -127,23 +127,6 @@ struct ConsoleBench: AsyncParsableCommand {
         await client.shutdown()
     }
 
-    /// Signs in through the form; returns the session cookie.
-    static func signIn(_ http: HTTPClient, base: String, secret: String) async throws -> String {
-        let form = try await http.execute(HTTPClientRequest(url: base + "/console/login"), timeout: .seconds(30))
-        let nonceCookie = String(form.headers.first(name: "set-cookie")!.split(separator: ";")[0])
-        var request = HTTPClientRequest(url: base + "/console/login")
-        request.method = .POST
-        request.headers.add(name: "cookie", value: nonceCookie)
-        request.headers.add(name: "content-type", value: "application/x-www-form-urlencoded")
-        let nonce = nonceCookie.split(separator: "=")[1]
-        request.body = .bytes(ByteBuffer(string: "nonce=\(nonce)&token=\(secret)"))
-        let response = try await http.execute(request, timeout: .seconds(30))
-        guard response.status == .seeOther, let cookie = response.headers.first(name: "set-cookie") else {
-            throw ValidationError("sign-in failed: \(response.status)")
-        }
-        return String(cookie.split(separator: ";")[0])
-    }
-
     /// GETs a page; returns its size. A non-200 answer (but a search's redirect) is an error.
     static func get(_ http: HTTPClient, _ url: String, cookie: String) async throws -> Int {
         var request = HTTPClientRequest(url: url)
@@ -154,21 +137,5 @@ struct ConsoleBench: AsyncParsableCommand {
             throw ValidationError("\(url): HTTP \(response.status.code): \(String(buffer: body).prefix(300))")
         }
         return body.readableBytes
-    }
-}
-
-actor PortBox {
-    private var port: Int?
-    private var waiters: [CheckedContinuation<Int, Never>] = []
-
-    func set(_ port: Int) {
-        self.port = port
-        for waiter in waiters { waiter.resume(returning: port) }
-        waiters = []
-    }
-
-    func wait() async throws -> Int {
-        if let port { return port }
-        return await withCheckedContinuation { waiters.append($0) }
     }
 }

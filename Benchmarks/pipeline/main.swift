@@ -350,24 +350,14 @@ enum ConsoleWatcher {
         var configuration = HTTPClient.Configuration()
         configuration.redirectConfiguration = .disallow
         let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-        let form = try await http.execute(HTTPClientRequest(url: base + "/console/login"), timeout: .seconds(30))
-        let nonceCookie = String(form.headers.first(name: "set-cookie")!.split(separator: ";")[0])
-        var login = HTTPClientRequest(url: base + "/console/login")
-        login.method = .POST
-        login.headers.add(name: "cookie", value: nonceCookie)
-        login.headers.add(name: "content-type", value: "application/x-www-form-urlencoded")
-        login.body = .bytes(ByteBuffer(string: "nonce=\(nonceCookie.split(separator: "=")[1])&token=\(secret)"))
-        let signedIn = try await http.execute(login, timeout: .seconds(30))
-        guard let cookie = signedIn.headers.first(name: "set-cookie")?.split(separator: ";").first else {
-            throw ValidationError("console sign-in failed: \(signedIn.status)")
-        }
+        let cookie = try await consoleSignIn(http, base: base, secret: secret)
         say("console: watching /console/live/stream for the whole run")
         return Task {
             var read = 0
             do {
                 while !Task.isCancelled {
                     var request = HTTPClientRequest(url: base + "/console/live/stream")
-                    request.headers.add(name: "cookie", value: String(cookie))
+                    request.headers.add(name: "cookie", value: cookie)
                     let response = try await http.execute(request, timeout: .seconds(600))
                     for try await chunk in response.body { read += chunk.readableBytes }
                 }

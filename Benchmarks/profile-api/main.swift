@@ -10,12 +10,14 @@
 // p50/p90/p99/max in ms, and errors by kind. Client, server and PostgreSQL share the machine's cores.
 import ArgumentParser
 import AsyncHTTPClient
+import BenchmarkSupport
 import Foundation
 import Hummingbird
 import Logging
 import NIOCore
 import NIOHTTP1
 import Postgres
+import TributaryModel
 import TributaryProfiles
 import TributaryServer
 import TributaryService
@@ -62,7 +64,7 @@ struct ProfileAPIBench: AsyncParsableCommand {
         guard !picked.isEmpty else {
             throw CleanExit.message("the database has no identifiers; ingest events and run the identity stage first")
         }
-        let paths = picked.map { "/v1/profiles/\(Self.encode($0.0))/\(Self.encode($0.1))?events=\(events)" }
+        let paths = picked.map { "/v1/profiles/\(percentEncoded($0.0))/\(percentEncoded($0.1))?events=\(events)" }
         print(
             "server: PostgreSQL \(version); \(ProcessInfo.processInfo.activeProcessorCount) cores; \(profiles) profiles; "
                 + "\(paths.count) random identifiers; \(clients) clients for \(seconds) s; \(events) events per document; "
@@ -115,22 +117,6 @@ struct ProfileAPIBench: AsyncParsableCommand {
             "errors: \(failures)"
                 + (result.errors.isEmpty
                     ? "" : " (" + result.errors.map { "\($0.key) × \($0.value)" }.joined(separator: "; ") + ")"))
-    }
-
-    /// Percent-encodes everything but RFC 3986's unreserved characters.
-    static func encode(_ text: String) -> String {
-        var out = ""
-        for byte in text.utf8 {
-            switch byte {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
-                UInt8(ascii: "0")...UInt8(ascii: "9"),
-                UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
-                out.unicodeScalars.append(Unicode.Scalar(byte))
-            default:
-                out += String(format: "%%%02X", byte)
-            }
-        }
-        return out
     }
 
     struct Result {
@@ -191,22 +177,5 @@ struct ProfileAPIBench: AsyncParsableCommand {
         let elapsed = ContinuousClock.now - start
         merged.seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         return merged
-    }
-}
-
-/// The port the server listens on, once it does.
-actor PortBox {
-    private var port: Int?
-    private var waiters: [CheckedContinuation<Int, Never>] = []
-
-    func set(_ port: Int) {
-        self.port = port
-        for waiter in waiters { waiter.resume(returning: port) }
-        waiters = []
-    }
-
-    func wait() async throws -> Int {
-        if let port { return port }
-        return await withCheckedContinuation { waiters.append($0) }
     }
 }
