@@ -137,10 +137,7 @@ struct ProfilesBench: AsyncParsableCommand {
                 try await tx.execute("SET LOCAL jit = off")
                 try await tx.execute("SET LOCAL work_mem = '256MB'")
                 return try await tx.query(
-                    PostgresQuery(
-                        unsafeSQL:
-                            "SELECT count(*) FROM (\(try compiler.aggregateSQL(asOf: Date(), through: through))) AS a WHERE a::text <> ''"
-                    )
+                    "SELECT count(*) FROM (\(try compiler.aggregateSQL(asOf: Date(), through: through))) AS a WHERE a::text <> ''"
                 )
                 .scalar(Int.self)
             }

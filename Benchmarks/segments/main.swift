@@ -147,7 +147,7 @@ struct SegmentsBench: AsyncParsableCommand {
             let compiler = SegmentCompiler(definitions, computed: computedDefinitions, clock: .fixed(asOfDate))
             try await client.withTransaction { tx in
                 for segment in definitions.segments {
-                    try await tx.execute(PostgresQuery(unsafeSQL: try compiler.createViewSQL(segment.name)))
+                    try await tx.execute(try compiler.createView(segment.name))
                 }
             }
             return compiler
@@ -172,7 +172,7 @@ struct SegmentsBench: AsyncParsableCommand {
         say(
             "\n1. segment bench_buyers: at least 2 'Order Completed' in the 30 days before \(iso(asOf)) and their revenue over 100"
         )
-        say("view (SegmentCompiler, clock .fixed(\(iso(asOf)))):\n\(try compiler.createViewSQL("bench_buyers"))")
+        say("view (SegmentCompiler, clock .fixed(\(iso(asOf)))):\n\(try compiler.createView("bench_buyers").sql)")
 
         try await client.withConnection { db in
             try await db.execute("SET jit = off")
@@ -420,12 +420,12 @@ struct SegmentsBench: AsyncParsableCommand {
                         """
                         SELECT profile_id FROM \(try compiler.viewName(segment.name)) WHERE profile_id = ANY($1::uuid[])
                         """, sample))
-                let sql = try compiler.perProfileSQL(segment.name, profiles: "$1::uuid[]")
+                let query = try compiler.perProfile(segment.name, profiles: sample)
                 var best = Double.infinity
                 var found = Set<UUID>()
                 for _ in 0..<3 {
                     let clock = ContinuousClock.now
-                    found = Set<UUID>(try await ids(db, sql, sample))
+                    found = Set<UUID>(try await db.query(query).map { try $0.decode(UUID.self) })
                     best = min(best, elapsed(since: clock) * 1000)
                 }
                 perProfile[segment.name] = (best, found.count, found == fromView)

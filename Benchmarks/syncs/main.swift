@@ -21,7 +21,7 @@
 // Rows delivered are checked against the receiver's counts and the files' line counts.
 //
 // Then, for the largest size, unless --no-diagnosis (or alone, with --diagnose-only SYNC on the existing database):
-// EXPLAIN (ANALYZE, BUFFERS) of the diff SQL (`SyncDiff(sync).insertSQL()`) with nothing changed and after a 1% UPDATE
+// EXPLAIN (ANALYZE, BUFFERS) of the diff SQL (`SyncDiff(sync).insert()`) with nothing changed and after a 1% UPDATE
 // (rolled back); timings of its parts (the source's key, payload and hash expressions, the delivered state) and of
 // rewritten forms of the diff (a hash of the columns instead of md5 of the jsonb payload, jsonb built only for the
 // rows that differ, a narrow state side, the joins reordered), against a copy of the state with those hashes
@@ -436,9 +436,9 @@ struct SyncsBench: AsyncParsableCommand {
         let store = SyncStore(client: client, logger: logger, registry: .standard())
         guard let sync = try await store.current()[syncName] else { throw ValidationError("no sync \(syncName)") }
         let name = try SQLQuoting.literal(sync.name)
-        let insert = try SyncDiff(sync).insertSQL().replacingOccurrences(of: "$1", with: name)
+        let insert = try SyncDiff(sync).insert().inlined().sql
         let select = String(insert[insert.range(of: "\nSELECT ")!.lowerBound...])
-        let keyed = try SyncDiff(sync).keyedSourceSQL()
+        let keyed = try SyncDiff(sync).keyedSource().inlined().sql
         let payload = "jsonb_build_object(" + Self.fields.map { "'\($0.0)', s.\($0.1)" }.joined(separator: ", ") + ")"
         let pending = insert.contains("cdp.sync_pending")
         let alternativeMD5 = Self.alternativeDiffSQL(
@@ -460,7 +460,7 @@ struct SyncsBench: AsyncParsableCommand {
             name, hash: "hash_record_extended(ROW(\(Self.columns("src0"))), 0)", stateHash: "hash64", pendingHash: "NULL::bigint",
             into: "pg_temp.bench_diff64", pending: pending, reordered: true)
         say("\n== diagnosis (\(rows) rows, sync \(sync.name)) ==")
-        say("diff SQL (SyncDiff.insertSQL(), $1 = \(name)):\n\(insert)")
+        say("diff SQL (SyncDiff.insert(), values inlined):\n\(insert)")
 
         // The runner's diff table (SyncDiff.createSQL is internal): the INSERT's columns, typed by its SELECT.
         let header = insert.prefix { $0 != "\n" }

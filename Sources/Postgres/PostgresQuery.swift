@@ -55,6 +55,14 @@ public struct PostgresQuery: Sendable, Hashable, ExpressibleByStringInterpolatio
         return result
     }
 
+    /// The query with its text transformed by `transform` and the same binds: for layout (indentation, line breaks).
+    /// `transform` must keep every `$n` placeholder as it is.
+    public func withText(_ transform: (String) -> String) -> PostgresQuery {
+        var result = self
+        result.sql = transform(sql)
+        return result
+    }
+
     /// Appends `fragment`, renumbering its placeholders after this query's.
     public mutating func append(_ fragment: PostgresQuery) {
         if buildError == nil, let error = fragment.buildError { buildError = error }
@@ -105,6 +113,12 @@ public struct PostgresQuery: Sendable, Hashable, ExpressibleByStringInterpolatio
                 || byte == 0x24 || byte >= 0x80
         }
         func isDigit(_ byte: UInt8) -> Bool { byte >= 0x30 && byte <= 0x39 }
+        /// Whether the word before `position` is a number (`2$3` is 2 then a placeholder; `a2$3` is one name).
+        func followsNumber(_ position: Int) -> Bool {
+            var start = position
+            while start > 0 && isIdentifierByte(text[start - 1]) { start -= 1 }
+            return start < position && isDigit(text[start])
+        }
         /// Copies through the closing `quote` (doubled quotes stay inside; with `backslashes`, `\x` too).
         func copyQuoted(_ quote: UInt8, backslashes: Bool) {
             output.append(text[index])
@@ -159,7 +173,7 @@ public struct PostgresQuery: Sendable, Hashable, ExpressibleByStringInterpolatio
                         index += 1
                     }
                 }
-            case 0x24 where previous.map(isIdentifierByte) != true:  // $: a placeholder or a dollar quote
+            case 0x24 where previous.map(isIdentifierByte) != true || followsNumber(index):  // $: a placeholder or a dollar quote
                 var end = index + 1
                 if end < text.count && isDigit(text[end]) {
                     while end < text.count && isDigit(text[end]) { end += 1 }

@@ -155,15 +155,15 @@ package struct ProfileStore: Sendable {
         WITH written AS (
             INSERT INTO cdp.profile_data AS d (profile_id, traits, computed, first_seen_at, last_seen_at, event_count, computed_at,
                                                aggregates)
-            SELECT a.profile_id, coalesce(t.traits, '{}'::jsonb), \(unescaped: try compiler.computedObjectSQL()),
-                   a.first_seen_at, a.last_seen_at, a.event_count, \(unescaped: ComputedTraitCompiler.timestamp(asOf)), a.aggregates
+            SELECT a.profile_id, coalesce(t.traits, '{}'::jsonb), \(compiler.computedObjectSQL()),
+                   a.first_seen_at, a.last_seen_at, a.event_count, \(ComputedTraitCompiler.timestamp(asOf)), a.aggregates
             FROM (\(aggregates)) AS a
             LEFT JOIN LATERAL (
                 SELECT jsonb_object_agg(v.key, v.value) AS traits FROM cdp.profile_trait_values AS v
                 WHERE v.profile_id = a.profile_id AND v.value <> 'null'
             ) AS t ON true
             LEFT JOIN cdp.rfm_thresholds AS th ON true
-            \(unescaped: compiler.rfmScoresSQL())
+            \(compiler.rfmScoresSQL())
             ON CONFLICT (profile_id) DO UPDATE
             SET traits = excluded.traits, computed = excluded.computed, first_seen_at = excluded.first_seen_at,
                 last_seen_at = excluded.last_seen_at, event_count = excluded.event_count,
@@ -193,7 +193,7 @@ package struct ProfileStore: Sendable {
                OR NOT EXISTS (SELECT 1 FROM cdp.events AS e WHERE e.profile_id = d.profile_id AND e.seq <= \(through))
             """)
         try await computeThresholds(
-            tx, through: through, into: "rebuild_aggregates", sql: try aggregates.rowsSQL(.all(through: through), asOf: asOf))
+            tx, through: through, into: "rebuild_aggregates", sql: try aggregates.rows(.all(through: through), asOf: asOf))
         let profiles = try await tx.query(try upsertData("SELECT * FROM pg_temp.rebuild_aggregates")).scalar(Int.self)
         try await tx.execute("DROP TABLE pg_temp.rebuild_aggregates")
         return (changes, profiles)
@@ -202,28 +202,27 @@ package struct ProfileStore: Sendable {
     /// Computes every profile's aggregates (of `compiler`'s traits) into the temporary table `name` and stores the
     /// RFM quintile boundaries.
     private func computeThresholds(
-        _ tx: PostgresConnection, through: Int64, into name: String, compiler: ComputedTraitCompiler? = nil, sql: String? = nil
+        _ tx: PostgresConnection, through: Int64, into name: String, compiler: ComputedTraitCompiler? = nil,
+        sql: PostgresQuery? = nil
     ) async throws {
         let compiler = compiler ?? self.compiler
-        try await tx.execute(
-            PostgresQuery(
-                unsafeSQL: """
-                    CREATE TEMPORARY TABLE \(name) ON COMMIT DROP AS \(try sql ?? compiler.aggregateSQL(asOf: asOf, through: through))
-                    """))
-        try await tx.execute(PostgresQuery(unsafeSQL: "ANALYZE pg_temp.\(name)"))
+        let rows = try sql ?? compiler.aggregateSQL(asOf: asOf, through: through)
+        // CREATE TABLE … AS takes no parameters: its values are inlined as literals.
+        let create: PostgresQuery = "CREATE TEMPORARY TABLE \(identifier: name) ON COMMIT DROP AS \(rows)"
+        try await tx.execute(try create.inlined())
+        try await tx.execute("ANALYZE pg_temp.\(identifier: name)")
         guard compiler.definitions.rfm.enabled else {
             try await tx.execute("DELETE FROM cdp.rfm_thresholds")
             return
         }
         let stored = try await tx.execute(
-            PostgresQuery(
-                unsafeSQL: """
-                    INSERT INTO cdp.rfm_thresholds (id, recency, frequency, monetary, as_of)
-                    SELECT 1, recency, frequency, monetary, \(ComputedTraitCompiler.timestamp(asOf))
-                    FROM (\(compiler.thresholdsSQL(aggregates: "pg_temp.\(name)"))) AS q
-                    ON CONFLICT (id) DO UPDATE SET recency = excluded.recency, frequency = excluded.frequency,
-                        monetary = excluded.monetary, as_of = excluded.as_of, computed_at = now()
-                    """))
+            """
+            INSERT INTO cdp.rfm_thresholds (id, recency, frequency, monetary, as_of)
+            SELECT 1, recency, frequency, monetary, \(ComputedTraitCompiler.timestamp(asOf))
+            FROM (\(compiler.thresholdsSQL(aggregates: "pg_temp.\(try SQLQuoting.identifier(name))"))) AS q
+            ON CONFLICT (id) DO UPDATE SET recency = excluded.recency, frequency = excluded.frequency,
+                monetary = excluded.monetary, as_of = excluded.as_of, computed_at = now()
+            """)
         if (stored ?? 0) == 0 { try await tx.execute("DELETE FROM cdp.rfm_thresholds") }
     }
 
@@ -232,16 +231,15 @@ package struct ProfileStore: Sendable {
     func recomputeComputed(_ tx: PostgresConnection, through: Int64, full: Bool) async throws -> Int {
         let compiler = full ? self.compiler : self.compiler.timeDependent
         try await computeThresholds(tx, through: through, into: "bulk_aggregates", compiler: compiler)
-        let merged = full ? "c.computed" : "d.computed || c.computed"
+        let merged: PostgresQuery = full ? "c.computed" : "d.computed || c.computed"
         let changed = try await tx.execute(
-            PostgresQuery(
-                unsafeSQL: """
-                    UPDATE cdp.profile_data AS d SET computed = \(merged), computed_at = \(ComputedTraitCompiler.timestamp(asOf))
-                    FROM (SELECT a.profile_id, \(try compiler.computedObjectSQL()) AS computed
-                          FROM pg_temp.bulk_aggregates AS a LEFT JOIN cdp.rfm_thresholds AS th ON true
-                          \(compiler.rfmScoresSQL())) AS c
-                    WHERE d.profile_id = c.profile_id AND d.computed IS DISTINCT FROM \(merged)
-                    """))
+            """
+            UPDATE cdp.profile_data AS d SET computed = \(merged), computed_at = \(ComputedTraitCompiler.timestamp(asOf))
+            FROM (SELECT a.profile_id, \(compiler.computedObjectSQL()) AS computed
+                  FROM pg_temp.bulk_aggregates AS a LEFT JOIN cdp.rfm_thresholds AS th ON true
+                  \(compiler.rfmScoresSQL())) AS c
+            WHERE d.profile_id = c.profile_id AND d.computed IS DISTINCT FROM \(merged)
+            """)
         try await tx.execute("DROP TABLE pg_temp.bulk_aggregates")
         return changed ?? 0
     }

@@ -150,9 +150,7 @@ public struct SegmentMembership: Sendable {
         let definitions = SegmentDefinitions(try stored.map { try SegmentStore.decode($0.0) })
         let compiler = SegmentCompiler(definitions)
         for segment in definitions.segments where segment.realtime {
-            // The compiled members query takes the profiles as its parameter $1.
-            let members = PostgresQuery(
-                unsafeSQL: try compiler.perProfileSQL(segment.name, profiles: "$1::uuid[]"), binds: [try profiles.postgresBind()])
+            let members = try compiler.perProfile(segment.name, profiles: profiles)
             let name = segment.name
             changes += try await tx.query(
                 """

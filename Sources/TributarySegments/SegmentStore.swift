@@ -79,7 +79,7 @@ public struct SegmentStore: Sendable {
             let old = Dictionary(uniqueKeysWithValues: stored.map { ($0.0, $0) })
             var changes: [Change] = []
             for segment in definitions.segments {
-                let sql = try compiler.selectSQL(segment.name)
+                let sql = try compiler.select(segment.name).inlined().sql
                 guard let before = old[segment.name] else {
                     changes.append(Change(name: segment.name, kind: .added, oldSQL: nil, newSQL: sql, members: nil))
                     continue
@@ -96,7 +96,7 @@ public struct SegmentStore: Sendable {
         }
     }
 
-    /// The number of profiles a query (`selectSQL` of a plan) selects now: the size a segment would have.
+    /// The number of profiles a query (a plan's `newSQL`) selects now: the size a segment would have.
     public func count(sql: String) async throws -> Int {
         try await client.withTransaction { tx in
             return try await tx.query("SELECT count(*) FROM (\(unescaped: sql)) AS s").first!.decode(Int.self)
@@ -128,7 +128,7 @@ public struct SegmentStore: Sendable {
                 if change?.kind != .unchanged {
                     // Dropped first: CREATE OR REPLACE cannot remove or retype columns.
                     try await tx.execute("DROP VIEW IF EXISTS \(unescaped: try compiler.viewName(segment.name))")
-                    try await tx.execute(PostgresQuery(unsafeSQL: try compiler.createViewSQL(segment.name)))
+                    try await tx.execute(try compiler.createView(segment.name))
                     if let description = segment.description {
                         try await tx.execute(
                             "COMMENT ON VIEW \(unescaped: try compiler.viewName(segment.name)) IS \(literal: description)")
@@ -137,7 +137,8 @@ public struct SegmentStore: Sendable {
                 try await tx.execute(
                     """
                     INSERT INTO cdp.segment_definitions (name, definition, view_sql, members_sql, realtime, position)
-                    VALUES (\(segment.name), \(json)::jsonb, \(try compiler.selectSQL(segment.name)), \(try compiler.membersSQL(segment.name)),
+                    VALUES (\(segment.name), \(json)::jsonb, \(try compiler.select(segment.name).inlined().sql),
+                            \(try compiler.members(segment.name).inlined().sql),
                             \(segment.realtime), \(position))
                     ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, view_sql = excluded.view_sql,
                         members_sql = excluded.members_sql,
@@ -186,7 +187,7 @@ public struct SegmentStore: Sendable {
             }
             let (catalog, computed) = try await Self.context(db)
             let compiler = SegmentCompiler(definitions, catalog: catalog, computed: computed)
-            return (try compiler.createViewSQL(name), try compiler.perProfileSQL(name, profiles: "$1::uuid[]"))
+            return (try compiler.createView(name).sql, try compiler.perProfile(name, profiles: []).inlined().sql)
         }
     }
 

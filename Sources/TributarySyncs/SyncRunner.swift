@@ -117,7 +117,7 @@ public struct SyncRunner: Sendable {
                 return report
             }
             do {
-                var diff = SyncDiff(definition, keyed: keys != nil)
+                var diff = SyncDiff(definition)
                 if definition.realtime, case .segment(let segment) = definition.source {
                     let realtime = try await db.query(
                         "SELECT realtime FROM cdp.segment_definitions WHERE name = \(segment)"
@@ -128,9 +128,7 @@ public struct SyncRunner: Sendable {
                                 + "run tributary segments apply")
                     }
                     // Compiled from the stored definitions, as the segment's view was; never stored SQL text.
-                    let members = try await SegmentStore.compiler(db).membersSQL(segment)
-                    diff = SyncDiff(
-                        definition, membersSQL: members, restricted: profiles != nil && keys == nil, keyed: keys != nil)
+                    diff = SyncDiff(definition, members: try await SegmentStore.compiler(db).members(segment))
                 }
                 var report = try await run(
                     diff, profiles: profiles, keys: keys, on: db, trigger: trigger, dryRun: dryRun, preview: preview)
@@ -267,8 +265,11 @@ public struct SyncRunner: Sendable {
         let sync = diff.sync
         try await db.execute(PostgresQuery(unsafeSQL: SyncDiff.createSQL))
         try await db.execute("TRUNCATE pg_temp.tributary_sync_diff RESTART IDENTITY")
-        let insert = try diff.insertStatement(profiles: profiles ?? [], keys: keys ?? [])
-        let removedFields = try diff.removedFieldsStatement()
+        // A replay compares its keys; a real-time run its profiles; anything else the whole source.
+        let scope: SyncDiff.Scope =
+            if let keys { .keys(keys) } else if let profiles, diff.members != nil { .profiles(profiles) } else { .all }
+        let insert = try diff.insert(scope)
+        let removedFields = diff.removedFields()
         do {
             try await db.withTransaction { tx in
                 // The source is the analyst's SQL: read it read-only (the session's temporary table takes the diff).
@@ -287,7 +288,7 @@ public struct SyncRunner: Sendable {
             }
             throw SyncError("sync '\(sync.name)': reading the source failed: \(error.message)")
         }
-        if sync.mode == .audience { try await db.execute(try diff.previousPayloadStatement()) }
+        if sync.mode == .audience { try await db.execute(diff.previousPayload()) }
         try await db.execute("ANALYZE pg_temp.tributary_sync_diff")
         for row in try await db.query("SELECT kind, count(*) FROM pg_temp.tributary_sync_diff GROUP BY kind") {
             let (kind, count) = try row.decode((String, Int).self)

@@ -39,11 +39,11 @@ public struct SyncStore: Sendable {
                     "\(path).realtime: segment '\(segment)' is not real-time; mark it \"realtime\": true and run segments apply")
             }
         }
-        let sql = try SyncDiff(sync).keyedSourceSQL()
+        let source = try SyncDiff(sync).keyedSource()
         do {
             try await client.withTransaction { tx in
                 try await tx.execute("SET TRANSACTION READ ONLY")
-                try await tx.execute(PostgresQuery(unsafeSQL: "SELECT * FROM (\(sql)) AS checked LIMIT 0"))
+                try await tx.execute("SELECT * FROM (\(source)) AS checked LIMIT 0")
             }
         } catch let error as PostgresError where error.kind == .server {
             let source: String =

@@ -144,7 +144,7 @@ extension TributaryCommand.Syncs {
             }
             guard let sync = definitions[name] else { throw CLIError("no sync named \(name) (tributary syncs list shows them)") }
             if sql {
-                print(try SyncDiff(sync).insertSQL() + ";")
+                print(try SyncDiff(sync).insert().inlined().sql + ";")
             } else {
                 print((try? JSONParser.parse(Array(sync.document.serialized.utf8)).prettyPrinted) ?? sync.document.serialized)
             }

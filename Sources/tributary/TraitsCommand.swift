@@ -40,7 +40,7 @@ extension TributaryCommand.Traits {
                     print(
                         "\(file): \(definitions.computedTraits.count) computed traits, \(definitions.predictions.count) predictive, "
                             + "RFM \(definitions.rfm.enabled ? "on" : "off"); valid")
-                    print(try ComputedTraitCompiler(definitions).aggregateSQL(asOf: Date(), through: Int64.max))
+                    print(try ComputedTraitCompiler(definitions).aggregateSQL(asOf: Date(), through: Int64.max).inlined().sql)
                     return
                 }
                 let previous = try await admin.current()

@@ -25,11 +25,11 @@ import Testing
     @Test func onlyRealPlaceholdersAreRenumbered() {
         let text = """
             SELECT $1, '$1', E'it\\'s $1', "col$1", a$1, -- $1
-            /* $1 /* nested $1 */ $1 */ $$ $1 $$, $tag$ $1 $x$ $tag$, $2, $10
+            /* $1 /* nested $1 */ $1 */ $$ $1 $$, $tag$ $1 $x$ $tag$, $2, $10, 7$1
             """
         let expected = """
             SELECT $4, '$1', E'it\\'s $1', "col$1", a$1, -- $1
-            /* $1 /* nested $1 */ $1 */ $$ $1 $$, $tag$ $1 $x$ $tag$, $5, $13
+            /* $1 /* nested $1 */ $1 */ $$ $1 $$, $tag$ $1 $x$ $tag$, $5, $13, 7$4
             """
         var query: PostgresQuery = "\(1)\(2)\(3)"
         query.append(PostgresQuery(unsafeSQL: text))

@@ -66,8 +66,8 @@ import Testing
             #expect(list.stdout.contains("out  mirror → file  1 rows delivered, 0 errors"), "\(list.stdout)")
             let sql = try await cli.run(["syncs", "show", "out", "--sql"], environment: env)
             #expect(
-                sql.stdout.contains("FROM cdp.sync_state WHERE sync = $1) AS st")
-                    && sql.stdout.contains("FROM cdp.sync_pending WHERE sync = $1) AS p"), "\(sql.stdout)")
+                sql.stdout.contains("FROM cdp.sync_state WHERE sync = 'out') AS st")
+                    && sql.stdout.contains("FROM cdp.sync_pending WHERE sync = 'out') AS p"), "\(sql.stdout)")
             cli.expectOneLineError(
                 try await cli.run(["syncs", "run", "nope"], environment: env), containing: ["no sync named 'nope'"])
             // Every run's rows with their outcomes; nothing was refused, so nothing to replay.

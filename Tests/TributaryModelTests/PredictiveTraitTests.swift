@@ -1,4 +1,5 @@
 import Foundation
+import Postgres
 import Testing
 @testable import TributaryModel
 
@@ -179,7 +180,7 @@ import Testing
                 ]}
                 """#.utf8), catalog: nil, computed: computed)
         let compiler = SegmentCompiler(segments, computed: computed)
-        let risk = try compiler.selectSQL("at_risk")
+        let risk = try compiler.select("at_risk").inlined().sql
         #expect(
             risk.contains(
                 "x.probability FROM cdp.profile_propensities AS x WHERE x.profile_id = p.profile_id AND x.name = 'churn_30d') > 0.8"
@@ -187,7 +188,7 @@ import Testing
         #expect(risk.contains("x.percentile FROM cdp.profile_propensities"), "\(risk)")
         #expect(risk.contains(#"x."predicted_lifetime_value" FROM cdp.profile_predictions"#), "\(risk)")
         #expect(risk.contains("x.product_ids[1:3]") && risk.contains("cdp.popular_products AS x WHERE x.rank <= 3"), "\(risk)")
-        let fans = try compiler.selectSQL("tent_fans")
+        let fans = try compiler.select("tent_fans").inlined().sql
         #expect(fans.contains("'tent' = ANY (coalesce("), "\(fans)")
         #expect(fans.contains(#"x."probability_alive" FROM cdp.profile_predictions"#), "\(fans)")
 

@@ -1,13 +1,12 @@
 import Foundation
-import Postgres
 import Testing
+@testable import Postgres
 @testable import TributaryModel
 
-/// A deliberately odd dialect: any quoting the compiler writes itself instead of asking the dialect shows up as a
-/// stray `'` or `"` in the SQL.
-struct OddDialect: SQLDialect {
-    func identifier(_ name: String) throws -> String { "⟦\(name)⟧" }
-    func literal(_ value: String) throws -> String { "‹\(value)›" }
+/// The query's text with each bind parameter shown as `‹value›`: what a definition supplied stands apart from what
+/// the compiler wrote, and a value written into the text instead of bound shows up without its marks.
+func shown(_ query: PostgresQuery) -> String {
+    PostgresQuery.replacingPlaceholders(in: query.sql) { "‹\(String(decoding: query.binds[$0 - 1].bytes ?? [], as: UTF8.self))›" }
 }
 
 private enum Events {
@@ -28,11 +27,15 @@ private enum Traits {
     static let moment = Date(timeIntervalSince1970: 1_780_000_000)
 
     func compile(_ segments: Segment..., name: String? = nil, form: SegmentCompiler.Form = .view) throws -> String {
-        let compiler = SegmentCompiler(SegmentDefinitions(segments), dialect: OddDialect())
+        let compiler = SegmentCompiler(SegmentDefinitions(segments))
         let target = name ?? segments[0].name
         switch form {
-        case .view: return try compiler.createViewSQL(target)
-        case .perProfile: return try compiler.perProfileSQL(target, profiles: "$1")
+        case .view:
+            let create: PostgresQuery =
+                "CREATE OR REPLACE VIEW \(unescaped: try compiler.viewName(target)) AS\n\(try compiler.select(target))"
+            #expect(try create.inlined() == compiler.createView(target), "the view is its query with the values inlined")
+            return shown(create)
+        case .perProfile: return shown(try compiler.perProfile(target, profiles: []))
         }
     }
 
@@ -44,22 +47,24 @@ private enum Traits {
             })
         #expect(
             sql == """
-                CREATE OR REPLACE VIEW ⟦segments⟧.⟦buyers⟧ AS
+                CREATE OR REPLACE VIEW "segments"."buyers" AS
                 SELECT p.profile_id,
-                       nullif(p.traits -> ‹email›, ‹null›::jsonb) AS ⟦email⟧
+                       nullif(p.traits -> ‹email›, 'null'::jsonb) AS "email"
                 FROM cdp.profile_data AS p
                 WHERE p.profile_id IN (
                     SELECT e.profile_id
                     FROM cdp.events AS e
                     WHERE e.profile_id IS NOT NULL
                       AND e.event = ‹Order Completed›
-                      AND e.timestamp > now() - interval ‹24 hours› * 30
+                      AND e.timestamp > now() - interval '24 hours' * 30
                     GROUP BY e.profile_id
                     HAVING count(*) >= 2
                        AND coalesce(sum(cdp.jsonb_numeric(e.properties -> ‹revenue›)), 0) > 100
                 )
                 """)
-        #expect(!sql.contains("'") && !sql.contains("\""), "every literal and identifier goes through the dialect")
+        let query = try SegmentCompiler(SegmentDefinitions([Segment("buyers") { Event("Order Completed").count >= 2 }])).select(
+            "buyers")
+        #expect(!query.sql.contains("Order Completed") && query.binds.count == 1, "every value is a bind: \(query.sql)")
     }
 
     @Test func traitComparisonsAndBooleanStructure() throws {
@@ -77,18 +82,18 @@ private enum Traits {
             })
         #expect(
             sql == """
-                CREATE OR REPLACE VIEW ⟦segments⟧.⟦mixed⟧ AS
+                CREATE OR REPLACE VIEW "segments"."mixed" AS
                 SELECT p.profile_id
                 FROM cdp.profile_data AS p
                 WHERE p.traits -> ‹plan› = ‹"pro"›::jsonb
                   AND (
                     cdp.jsonb_numeric(p.traits -> ‹age›) >= 18
-                    OR strpos(CASE WHEN jsonb_typeof(p.traits -> ‹email›) = ‹string› THEN p.traits -> ‹email› #>> ‹{}› END, ‹@example.com›) > 0
+                    OR strpos(CASE WHEN jsonb_typeof(p.traits -> ‹email›) = 'string' THEN p.traits -> ‹email› #>> '{}' END, ‹@example.com›) > 0
                     OR p.traits -> ‹plan› IN (‹"team"›::jsonb, ‹"enterprise"›::jsonb)
                 )
-                  AND NOT coalesce(coalesce(jsonb_typeof(p.traits -> ‹email›), ‹null›) = ‹null›, false)
+                  AND NOT coalesce(coalesce(jsonb_typeof(p.traits -> ‹email›), 'null') = 'null', false)
                   AND cdp.jsonb_numeric(p.computed -> ‹lifetime_value›) < 10.5
-                  AND cdp.jsonb_timestamptz(p.traits -> ‹created_at›) > (timestamptz ‹epoch› + 1780000000000000 * interval ‹1 microsecond›)
+                  AND cdp.jsonb_timestamptz(p.traits -> ‹created_at›) > (timestamptz 'epoch' + 1780000000000000 * interval '1 microsecond')
                 """)
     }
 
@@ -112,7 +117,7 @@ private enum Traits {
                     SELECT e.profile_id
                     FROM cdp.events AS e
                     WHERE e.profile_id IS NOT NULL
-                      AND e.type = ‹page›
+                      AND e.type = 'page'
                     GROUP BY e.profile_id
                     HAVING NOT (count(*) < 3)
                 )
@@ -122,12 +127,12 @@ private enum Traits {
             perProfile == """
                 SELECT p.profile_id
                 FROM cdp.profile_data AS p
-                WHERE p.profile_id = ANY($1)
+                WHERE p.profile_id = ANY(‹{}›)
                   AND (
                     SELECT count(*)
                     FROM cdp.events AS e
                     WHERE e.profile_id = p.profile_id
-                      AND e.type = ‹page›
+                      AND e.type = 'page'
                 ) < 3
                 """)
     }
@@ -153,7 +158,7 @@ private enum Traits {
                         FROM cdp.events AS s1
                         WHERE s1.profile_id = s0.profile_id
                           AND (s1.timestamp, s1.seq) > (s0.timestamp, s0.seq)
-                          AND s1.timestamp <= s0.timestamp + interval ‹24 hours› * 7
+                          AND s1.timestamp <= s0.timestamp + interval '24 hours' * 7
                           AND s1.event = ‹Order Completed›
                           AND s1.properties -> ‹currency› = ‹"EUR"›::jsonb
                     )
@@ -167,13 +172,13 @@ private enum Traits {
             abandoned == """
                 SELECT p.profile_id
                 FROM cdp.profile_data AS p
-                WHERE p.profile_id = ANY($1)
+                WHERE p.profile_id = ANY(‹{}›)
                   AND EXISTS (
                     SELECT 1
                     FROM cdp.events AS y
                     WHERE y.profile_id = p.profile_id
                       AND y.event = ‹Product Added›
-                      AND y.timestamp > now() - interval ‹24 hours› * 3
+                      AND y.timestamp > now() - interval '24 hours' * 3
                       AND NOT EXISTS (
                         SELECT 1
                         FROM cdp.events AS x
@@ -191,26 +196,26 @@ private enum Traits {
             InSegment("vip")
             Event("Order Completed", within: .days(1)).occurred
         }
-        let compiler = SegmentCompiler(SegmentDefinitions([vip, active]), dialect: OddDialect(), clock: .fixed(Self.moment))
+        let compiler = SegmentCompiler(SegmentDefinitions([vip, active]), clock: .fixed(Self.moment))
         #expect(
-            try compiler.predicate("active vip", form: .view) == """
+            shown(try compiler.predicate("active vip", form: .view)!) == """
                 p.traits -> ‹plan› = ‹"pro"›::jsonb
                   AND p.profile_id IN (
                     SELECT e.profile_id
                     FROM cdp.events AS e
                     WHERE e.profile_id IS NOT NULL
                       AND e.event = ‹Order Completed›
-                      AND e.timestamp > (timestamptz ‹epoch› + 1780000000000000 * interval ‹1 microsecond›) - interval ‹24 hours› * 1
+                      AND e.timestamp > (timestamptz 'epoch' + 1780000000000000 * interval '1 microsecond') - interval '24 hours' * 1
                 )
                 """)
-        #expect(try compiler.viewName("active vip") == "⟦segments⟧.⟦active vip⟧")
+        #expect(try compiler.viewName("active vip") == #""segments"."active vip""#)
     }
 
     @Test func postgresQuotingDoublesQuotesAndEscapesBackslashes() throws {
         let hostile = Segment(#"x"; DROP TABLE cdp.events; --"#) {
             Trait<String>(#"it's \ "odd""#) == #"'); DELETE FROM cdp.events; --\"#
         }
-        let sql = try SegmentCompiler(SegmentDefinitions([hostile])).createViewSQL(hostile.name)
+        let sql = try SegmentCompiler(SegmentDefinitions([hostile])).createView(hostile.name).sql
         #expect(sql.hasPrefix(#"CREATE OR REPLACE VIEW "segments"."x""; DROP TABLE cdp.events; --" AS"#))
         #expect(sql.contains(#"p.traits ->  E'it''s \\ "odd"' =  E'"''); DELETE FROM cdp.events; --\\\\"'::jsonb"#), "\(sql)")
     }

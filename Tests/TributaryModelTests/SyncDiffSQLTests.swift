@@ -3,8 +3,8 @@ import Postgres
 import Testing
 @testable import TributaryModel
 
-/// The exact SQL of a sync's diff, without a database: every name quoted in one place, consent and restriction
-/// clauses where they belong, the hash seeded by the mapping.
+/// The exact SQL of a sync's diff, without a database: every name quoted in one place, every value a bind (shown as
+/// `‹value›`), consent and restriction clauses where they belong, the hash seeded by the mapping.
 @Suite struct SyncDiffSQLTests {
     /// A registry that knows a `test` destination (never built here).
     static var registry: DestinationRegistry {
@@ -22,17 +22,17 @@ import Testing
             #"{"name": "vip", "source": {"segment": "vip"}, "primaryKey": ["profile_id"], "mode": "upsert", "destination": {"type": "test"}}"#
         )
         let diff = SyncDiff(sync)
-        #expect(try diff.sourceSQL() == #"SELECT * FROM "segments"."vip""#)
+        #expect(try diff.source().sql == #"SELECT * FROM "segments"."vip""#)
         #expect(
-            try diff.keyedSourceSQL() == """
+            try diff.keyedSource().sql == """
                 SELECT jsonb_build_array(s."profile_id")::text AS key, hash_record_extended(s, 0) AS hash,
                        true AS consented, s AS r
                 FROM (SELECT * FROM "segments"."vip") AS s
                 WHERE s."profile_id" IS NOT NULL
                 """)
         let (key, payload) = try diff.jsonSQL()
-        #expect(key == #"jsonb_build_object('profile_id', (src.r)."profile_id")"#)
-        #expect(payload == "to_jsonb(src.r)")
+        #expect(shown(key) == #"jsonb_build_object(‹profile_id›::text, (src.r)."profile_id")"#)
+        #expect(shown(payload) == "to_jsonb(src.r)")
     }
 
     @Test func hostileNamesAreQuotedAndPurposesBecomeAConsentJoin() throws {
@@ -44,17 +44,17 @@ import Testing
              "destination": {"type": "test"}}
             """#)
         let diff = SyncDiff(sync)
-        let keyed = try diff.keyedSourceSQL()
+        let keyed = shown(try diff.keyedSource())
         #expect(keyed.contains(#"FROM (SELECT * FROM "public"."we""ird; --") AS s"#), "\(keyed)")
         #expect(keyed.contains(#"jsonb_build_array(s."id""x")::text AS key"#))
         #expect(keyed.contains(#"ROW(s."e-mail", s."phone")"#))
-        #expect(keyed.contains("purpose IN ('Marketing', 'it''s')") && keyed.contains("HAVING count(*) = 2"))
+        #expect(keyed.contains("purpose IN (‹Marketing›, ‹it's›)") && keyed.contains("HAVING count(*) = 2"))
         #expect(keyed.contains(#"AS c ON c.profile_id = s."p'id"::uuid"#))
         #expect(keyed.contains("c.profile_id IS NOT NULL AS consented"))
         let (_, payload) = try diff.jsonSQL()
         #expect(
-            payload
-                == #"jsonb_build_object('e"mail', (src.r)."e-mail", 'h', cdp.pii_hash(to_jsonb((src.r)."phone") #>> '{}', 'phone'))"#
+            shown(payload)
+                == #"jsonb_build_object(‹e"mail›::text, (src.r)."e-mail", ‹h›::text, cdp.pii_hash(to_jsonb((src.r)."phone") #>> '{}', 'phone'))"#
         )
     }
 
@@ -78,7 +78,7 @@ import Testing
         let sync = try Self.sync(
             #"{"name": "wide", "source": {"segment": "v"}, "primaryKey": ["profile_id"], "mode": "upsert", "fields": {\#(fields)}, "destination": {"type": "test"}}"#
         )
-        let (_, payload) = try SyncDiff(sync).jsonSQL()
+        let payload = try SyncDiff(sync).jsonSQL().payload.sql
         // jsonb_build_object takes at most 100 arguments: 40 pairs per call.
         #expect(payload.components(separatedBy: "jsonb_build_object(").count - 1 == 3)
         #expect(payload.components(separatedBy: " || ").count == 3)
@@ -89,42 +89,45 @@ import Testing
         let sync = try Self.sync(
             #"{"name": "k", "source": {"relation": "customers"}, "primaryKey": ["id", "region"], "mode": "mirror", "destination": {"type": "test"}}"#
         )
-        let diff = SyncDiff(sync, keyed: true)
+        let diff = SyncDiff(sync)
+        let scope = SyncDiff.Scope.keys([#"["a", "eu"]"#])
         #expect(
-            try diff.keyedSourceSQL().hasSuffix(
+            shown(try diff.keyedSource(scope)).hasSuffix(
                 """
                 WHERE s."id" IS NOT NULL AND s."region" IS NOT NULL
-                  AND jsonb_build_array(s."id", s."region")::text = ANY($2::text[])
+                  AND jsonb_build_array(s."id", s."region")::text = ANY(‹{"[\\"a\\", \\"eu\\"]"}›::text[])
                 """))
-        let sql = try diff.insertSQL()
-        #expect(sql.components(separatedBy: "WHERE sync = $1 AND key = ANY($2::text[])").count - 1 == 2)
-        let statement = try diff.insertStatement(profiles: [], keys: [#"["a", "eu"]"#])
-        #expect(statement.binds.count == 2 && statement.sql == sql)
-        #expect(!(try SyncDiff(sync).insertSQL()).contains("$2"))
+        let sql = shown(try diff.insert(scope))
+        #expect(
+            sql.components(separatedBy: #"WHERE sync = ‹k› AND key = ANY(‹{"[\"a\", \"eu\"]"}›::text[])"#).count - 1 == 2,
+            "\(sql)")
+        #expect(try diff.insert(scope).binds.count == 7)
+        #expect(!shown(try diff.insert()).contains("AND key = ANY"))
     }
 
     @Test func aRestrictedRealTimeDiffReadsOnlyThoseProfilesState() throws {
         let sync = try Self.sync(
             #"{"name": "rt", "source": {"segment": "v"}, "primaryKey": ["profile_id"], "mode": "audience", "realtime": true, "destination": {"type": "test"}}"#
         )
-        let members =
-            "SELECT p.profile_id FROM cdp.segment_members AS m JOIN cdp.profile_data AS p ON p.profile_id = m.profile_id"
-        let full = try SyncDiff(sync, membersSQL: members).insertSQL()
-        let restricted = try SyncDiff(sync, membersSQL: members, restricted: true).insertSQL()
-        #expect(!full.contains("$2"))
-        #expect(restricted.contains("SELECT * FROM (\(members)) AS m WHERE m.profile_id = ANY($2::uuid[])"))
+        let members: PostgresQuery =
+            "SELECT p.profile_id FROM cdp.segment_members AS m JOIN cdp.profile_data AS p ON p.profile_id = m.profile_id WHERE m.segment = \("v")"
+        let diff = SyncDiff(sync, members: members)
+        let profile = UUID(uuidString: "00000000-0000-0000-0000-0000000000aa")!
+        let full = shown(try diff.insert())
+        let restricted = shown(try diff.insert(.profiles([profile])))
+        #expect(!full.contains("unnest") && !full.contains("AS m WHERE"))
+        let ids = #"‹{"00000000-0000-0000-0000-0000000000aa"}›"#
+        #expect(
+            restricted.contains("SELECT * FROM (\(shown(members))) AS m WHERE m.profile_id = ANY(\(ids)::uuid[])"),
+            "\(restricted)")
         #expect(
             restricted.components(
-                separatedBy: "AND key = ANY(ARRAY(SELECT jsonb_build_array(x)::text FROM unnest($2::uuid[]) AS x))"
+                separatedBy: "AND key = ANY(ARRAY(SELECT jsonb_build_array(x)::text FROM unnest(\(ids)::uuid[]) AS x))"
             )
             .count - 1 == 2)
-        // The statement binds what the text numbers: the name, then the profiles.
-        let profile = UUID()
-        let statement = try SyncDiff(sync, membersSQL: members, restricted: true).insertStatement(profiles: [profile])
-        #expect(statement.sql == restricted && statement.binds.count == 2)
-        #expect(statement.binds[0].bytes == Array("rt".utf8))
-        #expect(try SyncDiff(sync, membersSQL: members).insertStatement(profiles: [profile]).binds.count == 1)
         // Audience syncs track removals: the state is FULL JOINed.
-        #expect(full.contains("FULL JOIN (SELECT key, hash, removed, run_id FROM cdp.sync_state WHERE sync = $1)"))
+        #expect(full.contains("FULL JOIN (SELECT key, hash, removed, run_id FROM cdp.sync_state WHERE sync = ‹rt›)"))
+        // Only a real-time sync (members as its source) compares some profiles.
+        #expect(throws: SyncError.self) { try SyncDiff(sync).insert(.profiles([profile])) }
     }
 }

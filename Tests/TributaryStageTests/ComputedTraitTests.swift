@@ -424,7 +424,10 @@ import Testing
                     .count("big_orders_30d", of: "Order Completed", within: .days(30)) { Property<Double>("revenue") > 100.0 },
                     .mostFrequent("favourite_category", Property<String>("category"), of: "Product Viewed"),
                 ], rfm: RFMSettings(enabled: false)))
-        let sql = try compiler.aggregateSQL(asOf: Date(timeIntervalSince1970: 1_000), through: 42)
+        let query = try compiler.aggregateSQL(asOf: Date(timeIntervalSince1970: 1_000), through: 42)
+        // Every value of the definitions is a bind; read with the values inlined:
+        #expect(!query.sql.contains("Order Completed") && query.binds.count == 5)
+        let sql = try query.inlined().sql
         #expect(
             sql == """
                 SELECT e.profile_id,
@@ -437,6 +440,8 @@ import Testing
                 WHERE e.profile_id IS NOT NULL AND e.seq <= 42
                 GROUP BY e.profile_id
                 """)
-        #expect(try compiler.computedObjectSQL() == "jsonb_build_object('big_orders_30d', a.t0, 'favourite_category', a.t1)")
+        #expect(
+            try compiler.computedObjectSQL().inlined().sql
+                == "jsonb_build_object('big_orders_30d'::text, a.t0, 'favourite_category'::text, a.t1)")
     }
 }

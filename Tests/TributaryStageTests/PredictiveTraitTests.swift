@@ -186,7 +186,7 @@ import Testing
                                    "fields": [{"name": "clv", "computed": "clv"}]}]}
                     """#.utf8), computed: changed)
             let compiler = SegmentCompiler(segments, computed: changed)
-            let members = try await client.query(PostgresQuery(unsafeSQL: try compiler.selectSQL("likely"))).map {
+            let members = try await client.query(try compiler.select("likely")).map {
                 try $0.decode((UUID, Double?).self)
             }
             let expected = try await client.query("SELECT profile_id, clv FROM cdp.profiles WHERE buys_soon > 0.3").map {

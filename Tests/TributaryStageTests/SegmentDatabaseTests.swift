@@ -6,8 +6,6 @@ import Testing
 @testable import TributaryProfiles
 @testable import TributarySegments
 
-/// A deliberately odd dialect: any quoting the compiler writes itself instead of asking the dialect shows up as a
-/// stray `'` or `"` in the SQL.
 @Suite struct SegmentHostileInputTests {
     /// Names and values with quotes, backslashes, comment and statement separators, unicode: compiled into views,
     /// executed on real PostgreSQL, and they mean exactly what they say.
@@ -169,8 +167,8 @@ import Testing
             let profiles = try await client.query("SELECT profile_id FROM cdp.identity_nodes WHERE kind = 'user_id'").map {
                 try $0.decode(UUID.self)
             }
-            let sql = try SegmentCompiler(definitions).perProfileSQL("dormant_30d", profiles: "$1::uuid[]")
-            let perProfile = try await client.query(PostgresQuery(unsafeSQL: sql, binds: [try profiles.postgresBind()]))
+            let perProfile = try await client.query(
+                try SegmentCompiler(definitions).perProfile("dormant_30d", profiles: profiles))
             #expect(perProfile.count == 1)
         }
     }

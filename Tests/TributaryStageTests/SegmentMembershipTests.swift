@@ -607,10 +607,10 @@ import Testing
     // MARK: - Queries
 
     /// Profile ids a query selects, read with the session time zone pinned to UTC (so `interval '1 day'` is 24 hours).
-    static func ids(_ client: PostgresClient, _ sql: String, binds: [PostgresBind] = []) async throws -> Set<UUID> {
+    static func ids(_ client: PostgresClient, _ query: PostgresQuery) async throws -> Set<UUID> {
         try await client.withTransaction { tx in
             try await tx.execute("SET LOCAL TimeZone = 'UTC'")
-            return Set(try await tx.query(PostgresQuery(unsafeSQL: sql, binds: binds)).map { try $0.decode(UUID.self) })
+            return Set(try await tx.query(query).map { try $0.decode(UUID.self) })
         }
     }
 
@@ -635,15 +635,15 @@ import Testing
             let name = segment.name
             let expected = oracle.members(name, profiles)
             // Compared as a Bool so a failure shows the segment and the differing ids, not every member.
-            let selected = try await ids(client, try compiler.selectSQL(name))
+            // The query with its binds, as the per-profile form runs; the applied view below is its inlined form.
+            let selected = try await ids(client, try compiler.select(name))
             let viewQueryAgrees = selected == expected
             #expect(viewQueryAgrees, "\(name), view query: \(difference(selected, expected))")
-            let perProfile = try await ids(
-                client, try compiler.perProfileSQL(name, profiles: "$1::uuid[]"), binds: [try all.postgresBind()])
+            let perProfile = try await ids(client, try compiler.perProfile(name, profiles: all))
             let perProfileAgrees = perProfile == expected
             #expect(perProfileAgrees, "\(name), per-profile form: \(difference(perProfile, expected))")
             if views {
-                let view = try await ids(client, "SELECT profile_id FROM \(try compiler.viewName(name))")
+                let view = try await ids(client, "SELECT profile_id FROM \(unescaped: try compiler.viewName(name))")
                 let viewAgrees = view == expected
                 #expect(viewAgrees, "\(name), applied view: \(difference(view, expected))")
             }
@@ -748,7 +748,7 @@ import Testing
                     })
             }
             func view(_ segment: String) async throws -> Set<UUID> {
-                try await Self.ids(client, "SELECT profile_id FROM \(try SQLQuoting.qualified("segments", segment))")
+                try await Self.ids(client, "SELECT profile_id FROM \(unescaped: try Segment.view(segment))")
             }
             func users(_ names: String...) async throws -> Set<UUID> {
                 var result: Set<UUID> = []

@@ -1,4 +1,5 @@
 import Foundation
+import Postgres
 
 /// A predictive trait: an entry of the computed traits file with `"kind": "prediction"`. It names a score that a
 /// model gives each profile, becomes a typed column of `cdp.profiles` under its name, can be compared in segments
@@ -206,18 +207,21 @@ public enum PredictionSource: Sendable, Equatable {
 
     /// The value for the profile whose id is the SQL expression `profile` (a correlated subquery: NULL without a
     /// score). `percentile` reads a propensity's percentile instead of its probability.
-    public func valueSQL(profile: String, percentile: Bool = false, dialect: any SQLDialect) throws -> String {
+    public func valueSQL(profile: String, percentile: Bool = false) -> PostgresQuery {
+        let profile = PostgresQuery(unsafeSQL: profile)
         switch self {
         case .customerBase(let column):
-            return
-                "(SELECT x.\(try dialect.identifier(column)) FROM cdp.profile_predictions AS x WHERE x.profile_id = \(profile))"
+            return "(SELECT x.\(identifier: column) FROM cdp.profile_predictions AS x WHERE x.profile_id = \(profile))"
         case .propensity(let name):
-            return "(SELECT x.\(percentile ? "percentile" : "probability") FROM cdp.profile_propensities AS x "
-                + "WHERE x.profile_id = \(profile) AND x.name = \(try dialect.literal(name)))"
+            return """
+                (SELECT x.\(unescaped: percentile ? "percentile" : "probability") FROM cdp.profile_propensities AS x \
+                WHERE x.profile_id = \(profile) AND x.name = \(name))
+                """
         case .recommendations(let top):
-            return
-                "coalesce((SELECT x.product_ids[1:\(top)] FROM cdp.profile_recommendation_lists AS x WHERE x.profile_id = \(profile)), "
-                + Self.popularSQL(top: top) + ")"
+            return """
+                coalesce((SELECT x.product_ids[1:\(unescaped: String(top))] FROM cdp.profile_recommendation_lists AS x \
+                WHERE x.profile_id = \(profile)), \(unescaped: Self.popularSQL(top: top)))
+                """
         }
     }
 

@@ -55,72 +55,73 @@ package struct ProfileAggregates: Sendable {
         }
     }
 
-    /// Which events a query of ``rowsSQL(_:asOf:)`` aggregates.
+    /// Which events a query of ``rows(_:asOf:)`` aggregates.
     package enum Scope {
         /// Profiles with events in `after < seq <= through`: their stored state combined with those events; except
-        /// the profiles of bind `$1` (`uuid[]`), computed from all their events with `seq <= through`. With windowed
-        /// traits, bind `$2` (`uuid[]`) lists every profile involved.
-        case batch(after: Int64, through: Int64)
+        /// the profiles in `full` (merged, split, or without a state of the current definitions), computed from all
+        /// their events with `seq <= through`. `involved` lists every profile of the batch (read only when a trait
+        /// has a time window).
+        case batch(after: Int64, through: Int64, full: [UUID], involved: [UUID])
         /// Every profile, from all its events with `seq <= through`.
         case all(through: Int64)
     }
 
-    /// ``rowsSQL(_:asOf:)`` of a batch with its parameters: `full` (profiles computed from all their events: merged,
-    /// split, or without a state of the current definitions) and `involved` (every profile of the batch, read only
-    /// when a trait has a time window). The statement's placeholders and their values are decided here.
+    /// ``rows(_:asOf:)`` of a batch.
     package func batchRows(after: Int64, through: Int64, full: [UUID], involved: [UUID], asOf: Date) throws -> PostgresQuery {
-        var binds = [try full.postgresBind()]
-        if hasWindowedTraits { binds.append(try involved.postgresBind()) }
-        return PostgresQuery(unsafeSQL: try rowsSQL(.batch(after: after, through: through), asOf: asOf), binds: binds)
+        try rows(.batch(after: after, through: through, full: full, involved: involved), asOf: asOf)
     }
 
-    /// Whether any trait is computed from its window's events (``Scope/batch(after:through:)`` then takes bind `$2`).
+    /// Whether any trait is computed from its window's events.
     package var hasWindowedTraits: Bool { definitions.computedTraits.contains { Self.kind($0) == .windowed } }
 
     /// Rows of `profile_id, first_seen_at, last_seen_at, event_count, t0, t1, …, rfm_last, rfm_orders, rfm_revenue`
     /// (the columns of ``ComputedTraitCompiler/aggregateSQL(asOf:through:profileFilter:)``) and `aggregates` (the
     /// state to store), for the profiles of `scope`, at `asOf`.
-    package func rowsSQL(_ scope: Scope, asOf: Date) throws -> String {
+    package func rows(_ scope: Scope, asOf: Date) throws -> PostgresQuery {
         let now = ComputedTraitCompiler.timestamp(asOf)
-        let state: String
-        let windowScope: String
+        let state: PostgresQuery
+        let windowScope: PostgresQuery
         switch scope {
-        case .batch(let after, let through):
-            // `NOT EXISTS` over the set, not `<> ALL($1)`: the array is compared linearly for every event otherwise.
-            let batch = """
-                e.seq > \(after) AND e.seq <= \(through) AND e.profile_id IS NOT NULL
-                AND NOT EXISTS (SELECT 1 FROM unnest($1::uuid[]) AS f (id) WHERE f.id = e.profile_id)
+        case .batch(let after, let through, let full, let involved):
+            let through = PostgresQuery(unsafeSQL: String(through))
+            // `NOT EXISTS` over the set, not `<> ALL(array)`: the array is compared linearly for every event otherwise.
+            let batch: PostgresQuery = """
+                e.seq > \(unescaped: String(after)) AND e.seq <= \(through) AND e.profile_id IS NOT NULL
+                AND NOT EXISTS (SELECT 1 FROM unnest(\(full)::uuid[]) AS f (id) WHERE f.id = e.profile_id)
                 """
-            let full = "e.profile_id = ANY($1::uuid[]) AND e.seq <= \(through)"
+            let all: PostgresQuery = "e.profile_id = ANY(\(full)::uuid[]) AND e.seq <= \(through)"
             state = """
                 WITH b AS MATERIALIZED (
-                    SELECT true AS incremental, p.* FROM (\(try partialSQL(scope: batch, now: now))) AS p
+                    SELECT true AS incremental, p.* FROM (\(try partial(scope: batch, now: now))) AS p
                     UNION ALL
-                    SELECT false, p.* FROM (\(try partialSQL(scope: full, now: now))) AS p
+                    SELECT false, p.* FROM (\(try partial(scope: all, now: now))) AS p
                 )
-                SELECT \(combinedColumns(stored: "d.aggregates", batch: "b").joined(separator: ",\n       "))
+                SELECT \(unescaped: combinedColumns(stored: "d.aggregates", batch: "b").joined(separator: ",\n       "))
                 FROM b LEFT JOIN cdp.profile_data AS d ON b.incremental AND d.profile_id = b.profile_id
                 """
-            windowScope = "e.profile_id = ANY($2::uuid[]) AND e.seq <= \(through)"
+            windowScope = "e.profile_id = ANY(\(involved)::uuid[]) AND e.seq <= \(through)"
         case .all(let through):
-            state = try partialSQL(scope: "e.profile_id IS NOT NULL AND e.seq <= \(through)", now: now)
-            windowScope = "e.profile_id IS NOT NULL AND e.seq <= \(through)"
+            let scope = PostgresQuery(unsafeSQL: "e.profile_id IS NOT NULL AND e.seq <= \(through)")
+            state = try partial(scope: scope, now: now)
+            windowScope = scope
         }
-        var windowJoin = ""
+        var windowJoin: PostgresQuery = ""
         let windowed = definitions.computedTraits.enumerated().filter { Self.kind($0.element) == .windowed }
         if let widest = windowed.compactMap(\.element.within?.days).max() {
-            let columns = try windowed.map { "\(try compiler.aggregate($0.element, now: now)) AS t\($0.offset)" }
+            let columns = try windowed.map {
+                "\(try compiler.aggregate($0.element, now: now)) AS t\(unescaped: String($0.offset))" as PostgresQuery
+            }
             windowJoin = """
                 LEFT JOIN (
-                    SELECT e.profile_id, \(columns.joined(separator: ", "))
+                    SELECT e.profile_id, \(PostgresQuery.joined(columns))
                     FROM cdp.events AS e
-                    WHERE \(windowScope) AND e.timestamp > \(try SQLRenderer().daysBefore(now, widest))
+                    WHERE \(windowScope) AND e.timestamp > \(SQLRenderer().daysBefore(now, widest))
                     GROUP BY e.profile_id
                 ) AS w ON w.profile_id = a.profile_id
                 """
         }
         return """
-            SELECT \(try finalColumns(now: now).joined(separator: ",\n       "))
+            SELECT \(PostgresQuery.joined(finalColumns(now: now), separator: ",\n       "))
             FROM (\(state)) AS a
             \(windowJoin)
             """
@@ -128,37 +129,39 @@ package struct ProfileAggregates: Sendable {
 
     /// `SELECT profile_id, first_seen_at, last_seen_at, event_count, p0, [q0,] …, rfm_*`: the partial aggregates, per
     /// profile, of the events `e` matching `scope`.
-    func partialSQL(scope: String, now: String) throws -> String {
-        var columns = [
+    func partial(scope: PostgresQuery, now: PostgresQuery) throws -> PostgresQuery {
+        var columns: [PostgresQuery] = [
             "e.profile_id", "min(e.timestamp) AS first_seen_at", "max(e.timestamp) AS last_seen_at", "count(*) AS event_count",
         ]
-        var outer = ["g.*"]
-        var joins: [String] = []
+        var outer: [PostgresQuery] = ["g.*"]
+        var joins: [PostgresQuery] = []
         for (i, trait) in definitions.computedTraits.enumerated() {
             let (conditions, property) = try compiler.parts(trait, now: now)
-            let present = property.map { ["jsonb_typeof(\($0)) <> 'null'"] } ?? []
+            let present: [PostgresQuery] = property.map { ["jsonb_typeof(\($0)) <> 'null'"] } ?? []
             let filter = ComputedTraitCompiler.filter(conditions)
-            let number = property.map { "cdp.jsonb_numeric(\($0))" } ?? "NULL::numeric"
+            let number: PostgresQuery = property.map { "cdp.jsonb_numeric(\($0))" } ?? "NULL::numeric"
+            let p = PostgresQuery(unsafeSQL: "p\(i)"), q = PostgresQuery(unsafeSQL: "q\(i)")
             switch Self.kind(trait) {
             case .windowed: continue
-            case .count: columns.append("count(*)\(filter) AS p\(i)")
-            case .sum: columns.append("sum(\(number))\(filter) AS p\(i)")
+            case .count: columns.append("count(*)\(filter) AS \(p)")
+            case .sum: columns.append("sum(\(number))\(filter) AS \(p)")
             case .average:
-                columns.append("sum(\(number))\(filter) AS p\(i)")
-                columns.append("count(\(number))\(filter) AS q\(i)")
-            case .min: columns.append("min(\(number))\(filter) AS p\(i)")
-            case .max: columns.append("max(\(number))\(filter) AS p\(i)")
+                columns.append("sum(\(number))\(filter) AS \(p)")
+                columns.append("count(\(number))\(filter) AS \(q)")
+            case .min: columns.append("min(\(number))\(filter) AS \(p)")
+            case .max: columns.append("max(\(number))\(filter) AS \(p)")
             case .first, .last:
-                let order = Self.kind(trait) == .first ? "e.timestamp, e.seq" : "e.timestamp DESC, e.seq DESC"
+                let order: PostgresQuery = Self.kind(trait) == .first ? "e.timestamp, e.seq" : "e.timestamp DESC, e.seq DESC"
                 columns.append(
                     """
                     (array_agg(jsonb_build_array(e.timestamp, e.seq, \(property!)) ORDER BY \(order))\
-                    \(ComputedTraitCompiler.filter(conditions, present)))[1] AS p\(i)
+                    \(ComputedTraitCompiler.filter(conditions, present)))[1] AS \(p)
                     """)
-            case .earliest: columns.append("min(e.timestamp)\(filter) AS p\(i)")
-            case .latest: columns.append("max(e.timestamp)\(filter) AS p\(i)")
+            case .earliest: columns.append("min(e.timestamp)\(filter) AS \(p)")
+            case .latest: columns.append("max(e.timestamp)\(filter) AS \(p)")
             case .values:
-                let conditions = ([scope] + conditions + present).joined(separator: " AND ")
+                let conditions = PostgresQuery.joined([scope] + conditions + present, separator: " AND ")
+                let m = PostgresQuery(unsafeSQL: "m\(i)")
                 joins.append(
                     """
                     LEFT JOIN (
@@ -166,22 +169,22 @@ package struct ProfileAggregates: Sendable {
                         FROM (SELECT e.profile_id, (\(property!))::text AS value, count(*) AS n
                               FROM cdp.events AS e WHERE \(conditions) GROUP BY 1, 2) AS v
                         GROUP BY v.profile_id
-                    ) AS m\(i) ON m\(i).profile_id = g.profile_id
+                    ) AS \(m) ON \(m).profile_id = g.profile_id
                     """)
-                outer.append("m\(i).m AS p\(i)")
+                outer.append("\(m).m AS \(p)")
             }
         }
-        columns += try compiler.rfmColumns()
+        columns += compiler.rfmColumns()
         return """
-            SELECT \(outer.joined(separator: ", "))
-            FROM (SELECT \(columns.joined(separator: ",\n        "))
+            SELECT \(PostgresQuery.joined(outer))
+            FROM (SELECT \(PostgresQuery.joined(columns, separator: ",\n        "))
                   FROM cdp.events AS e WHERE \(scope)
                   GROUP BY e.profile_id) AS g
-            \(joins.joined(separator: "\n"))
+            \(PostgresQuery.joined(joins, separator: "\n"))
             """
     }
 
-    /// The columns of ``partialSQL(scope:now:)`` for the stored state `stored` (jsonb, NULL for none) combined with
+    /// The columns of ``partial(scope:now:)`` for the stored state `stored` (jsonb, NULL for none) combined with
     /// the partial row `batch`.
     func combinedColumns(stored s: String, batch b: String) -> [String] {
         func text(_ key: String) -> String { "(\(s) ->> '\(key)')" }
@@ -241,23 +244,23 @@ package struct ProfileAggregates: Sendable {
         return columns
     }
 
-    /// The output columns of ``rowsSQL(_:asOf:)`` from the state row `a` and the windowed row `w`.
-    func finalColumns(now: String) throws -> [String] {
-        var columns = ["a.profile_id", "a.first_seen_at", "a.last_seen_at", "a.event_count"]
-        var state: [String] = [
-            try SQLQuoting.literal("d"), try SQLQuoting.literal(fingerprint), "'f'", "a.first_seen_at", "'l'", "a.last_seen_at",
-            "'n'", "a.event_count",
+    /// The output columns of ``rows(_:asOf:)`` from the state row `a` and the windowed row `w`.
+    func finalColumns(now: PostgresQuery) -> [PostgresQuery] {
+        var columns: [PostgresQuery] = ["a.profile_id", "a.first_seen_at", "a.last_seen_at", "a.event_count"]
+        // Key-value pairs of the stored state.
+        var state: [PostgresQuery] = [
+            "'d', \(fingerprint)::text", "'f', a.first_seen_at", "'l', a.last_seen_at", "'n', a.event_count",
         ]
         for (i, trait) in definitions.computedTraits.enumerated() {
-            let p = "a.p\(i)"
-            let value: String
+            let p = PostgresQuery(unsafeSQL: "a.p\(i)")
+            let value: PostgresQuery
             switch Self.kind(trait) {
             case .windowed:
                 let zero = trait.aggregate == .count || trait.aggregate == .distinctCount
-                columns.append(zero ? "coalesce(w.t\(i), 0) AS t\(i)" : "w.t\(i) AS t\(i)")
+                columns.append(PostgresQuery(unsafeSQL: zero ? "coalesce(w.t\(i), 0) AS t\(i)" : "w.t\(i) AS t\(i)"))
                 continue
             case .count, .sum, .min, .max: value = p
-            case .average: value = "CASE WHEN a.q\(i) > 0 THEN \(p) / a.q\(i)::numeric END"
+            case .average: value = "CASE WHEN a.q\(unescaped: String(i)) > 0 THEN \(p) / a.q\(unescaped: String(i))::numeric END"
             case .first, .last: value = "\(p) -> 2"
             case .earliest, .latest: value = "floor(extract(epoch FROM (\(now) - \(p))) / 86400)::bigint"
             case .values:
@@ -266,19 +269,15 @@ package struct ProfileAggregates: Sendable {
                     ? "(SELECT count(*) FROM jsonb_object_keys(\(p)))"
                     : "(SELECT key::jsonb FROM jsonb_each_text(\(p)) ORDER BY value::bigint DESC, key::jsonb LIMIT 1)"
             }
-            columns.append("\(value) AS t\(i)")
-            state += ["'p\(i)'", p]
-            if Self.kind(trait) == .average { state += ["'q\(i)'", "a.q\(i)"] }
+            columns.append("\(value) AS t\(unescaped: String(i))")
+            state.append(PostgresQuery(unsafeSQL: "'p\(i)', a.p\(i)"))
+            if Self.kind(trait) == .average { state.append(PostgresQuery(unsafeSQL: "'q\(i)', a.q\(i)")) }
         }
         if definitions.rfm.enabled {
             columns += ["a.rfm_last", "a.rfm_orders", "a.rfm_revenue"]
-            state += ["'rl'", "a.rfm_last", "'ro'", "a.rfm_orders", "'rr'", "a.rfm_revenue"]
+            state += ["'rl', a.rfm_last", "'ro', a.rfm_orders", "'rr', a.rfm_revenue"]
         }
-        // jsonb_build_object takes at most 100 arguments.
-        let object = stride(from: 0, to: state.count, by: 80)
-            .map { "jsonb_build_object(\(state[$0..<min($0 + 80, state.count)].joined(separator: ", ")))" }
-            .joined(separator: " || ")
-        columns.append("jsonb_strip_nulls(\(object)) AS aggregates")
+        columns.append("jsonb_strip_nulls(\(ComputedTraitCompiler.jsonbObject(state, perCall: 40))) AS aggregates")
         return columns
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Postgres
 
 /// A condition a profile meets or not: the building block of segments.
 ///
@@ -198,10 +199,10 @@ public struct Segment: Sendable, Equatable {
     /// The schema of the segment views.
     public static let viewSchema = "segments"
 
-    /// The view of segment `name`, quoted by `dialect`: `segments."name"`. The one spelling of a segment's view, for
-    /// the compiler that creates it and everything that reads it.
-    public static func view(_ name: String, dialect: any SQLDialect = PostgresDialect()) throws -> String {
-        "\(try dialect.identifier(viewSchema)).\(try dialect.identifier(name))"
+    /// The view of segment `name`, quoted: `"segments"."name"`. The one spelling of a segment's view, for the
+    /// compiler that creates it and everything that reads it.
+    public static func view(_ name: String) throws -> String {
+        try SQLQuoting.qualified(viewSchema, name)
     }
 
     /// The view name in schema `segments` and the `segment` of `cdp.segment_members` (any text but NUL, at most 63
