@@ -225,7 +225,7 @@ public struct Importer: Sendable {
 }
 
 /// A failure of an import as a whole, in one line.
-public struct ImportError: Error, Sendable, CustomStringConvertible {
+public struct ImportError: ReportedError {
     public let description: String
     public init(_ description: String) { self.description = description }
 }

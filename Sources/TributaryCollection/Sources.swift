@@ -15,7 +15,7 @@ public struct Source: Sendable, Equatable {
 }
 
 /// A failure of a source command, in one line.
-public struct SourceError: Error, Sendable, CustomStringConvertible {
+public struct SourceError: ReportedError {
     public let description: String
     init(_ description: String) { self.description = description }
 }

@@ -785,8 +785,9 @@ public struct Console<Context: RequestContext>: Sendable {
 }
 
 /// A page's problem for the visitor (a profile or segment that does not exist): 404 with the message.
-struct ConsoleError: Error {
+struct ConsoleError: ReportedError {
     var message: String
     var status: HTTPResponse.Status = .notFound
     init(_ message: String) { self.message = message }
+    var description: String { message }
 }

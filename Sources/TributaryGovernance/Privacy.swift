@@ -272,13 +272,13 @@ public struct PrivacyRequests: Sendable {
 }
 
 /// A privacy request that cannot be carried out, with a one-line message for the person who made it.
-public struct PrivacyError: Error, Sendable, CustomStringConvertible, Equatable {
+public struct PrivacyError: ReportedError, Equatable {
     public let description: String
     public init(_ description: String) { self.description = description }
 }
 
 /// A destination failed to delete a person's rows: nothing was deleted locally, so the request can be retried.
-public struct PrivacyDestinationError: Error, Sendable, CustomStringConvertible, Equatable {
+public struct PrivacyDestinationError: ReportedError, Equatable {
     /// The sync whose destination failed.
     public var sync: String
     public var reason: String

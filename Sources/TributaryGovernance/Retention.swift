@@ -276,7 +276,7 @@ public struct Retention: Sendable {
 }
 
 /// A retention setting or run that cannot be done, with what to do about it.
-public struct RetentionError: Error, Sendable, Equatable, CustomStringConvertible {
+public struct RetentionError: ReportedError, Equatable {
     public let description: String
     public init(_ description: String) { self.description = description }
 }

@@ -165,7 +165,7 @@ public struct Roles: Sendable {
 }
 
 /// A roles setup or grant that cannot be done, with what to do about it.
-public struct RolesError: Error, Sendable, Equatable, CustomStringConvertible {
+public struct RolesError: ReportedError, Equatable {
     public let description: String
     public init(_ description: String) { self.description = description }
 }

@@ -71,7 +71,7 @@ public struct CustomerBaseFit: Sendable, Equatable {
 }
 
 /// Errors of the predictions module, each naming what is wrong.
-public struct PredictionError: Error, CustomStringConvertible, Equatable {
+public struct PredictionError: ReportedError, Equatable {
     public let description: String
     public init(_ description: String) { self.description = description }
 }

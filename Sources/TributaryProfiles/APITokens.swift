@@ -43,7 +43,7 @@ public struct APIToken: Sendable, Equatable {
 }
 
 /// A failure of an API token command, in one line.
-public struct APITokenError: Error, Sendable, CustomStringConvertible {
+public struct APITokenError: ReportedError {
     public let description: String
     init(_ description: String) { self.description = description }
 }

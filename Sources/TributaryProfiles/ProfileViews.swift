@@ -161,7 +161,7 @@ public enum ProfileConfig {
     public static func load<T: Decodable>(_ type: T.Type, _ name: String, _ db: PostgresConnection) async throws -> T? {
         guard let text = try await document(name, db) else { return nil }
         do {
-            return try JSONDecoder().decode(T.self, from: Data(text.utf8))
+            return try JSONValueDecoder().decode(T.self, from: Data(text.utf8))
         } catch let error as DecodingError {
             throw ProfileError("the stored \(name) cannot be read: \(describe(error)); apply it again")
         }

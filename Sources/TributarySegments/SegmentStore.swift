@@ -16,7 +16,7 @@ public struct SegmentStore: Sendable {
 
     static func decode(_ json: String) throws -> Segment {
         do {
-            return try JSONDecoder().decode(Segment.self, from: Data(json.utf8))
+            return try JSONValueDecoder().decode(Segment.self, from: Data(json.utf8))
         } catch let error as DecodingError {
             throw ProfileError("a stored segment cannot be read: \(describe(error)); apply the segments file again")
         }

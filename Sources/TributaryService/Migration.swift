@@ -75,7 +75,7 @@ public struct Migration: Sendable, Hashable {
 }
 
 /// A problem with the migration files or the migration history; its description is one line for the user.
-public struct MigrationError: Error, CustomStringConvertible, Sendable {
+public struct MigrationError: ReportedError {
     public let description: String
     public init(_ description: String) { self.description = description }
 }

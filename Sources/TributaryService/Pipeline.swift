@@ -169,7 +169,7 @@ struct SegmentService: Service {
     let membership: SegmentMembership
     let every: Duration
     func run() async throws {
-        try await cancelWhenGracefulShutdown { await membership.run(every: every) }
+        await cancelWhenGracefulShutdown { await membership.run(every: every) }
     }
 }
 
@@ -178,7 +178,7 @@ struct SyncWorkerService: Service {
     let worker: SyncWorker
     let pollInterval: Duration
     func run() async throws {
-        try await cancelWhenGracefulShutdown { await worker.run(pollInterval: pollInterval) }
+        await cancelWhenGracefulShutdown { await worker.run(pollInterval: pollInterval) }
     }
 }
 
@@ -186,7 +186,7 @@ struct SyncWorkerService: Service {
 struct RealtimeService: Service {
     let activation: RealtimeActivation
     func run() async throws {
-        try await cancelWhenGracefulShutdown { await activation.run() }
+        await cancelWhenGracefulShutdown { await activation.run() }
     }
 }
 
@@ -197,7 +197,7 @@ struct DueJobService: Service {
     let logger: Logger
     let look: @Sendable () async throws -> Void
     func run() async throws {
-        try await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 do {
                     try await look()

@@ -330,20 +330,21 @@ extension TributaryCommand {
                 // Let the activation see the sync once (its first pass) before the live events.
                 try await Task.sleep(for: .milliseconds(500))
                 var latencies: [Int] = []
-                func send(_ body: [String: Any], to path: String) async throws {
+                func send(_ body: JSONValue, to path: String) async throws {
                     let (status, _) = try await Self.post(body, to: port, path: path, key: key, timeout: .seconds(10))
                     guard status == .ok else { throw CLIError("the collection API answered \(status.code)") }
                 }
                 for (index, (user, email, new)) in people.enumerated() {
                     if new {
-                        let identify: [String: Any] = [
-                            "userId": user, "messageId": "demo-live-\(UUID().uuidString)", "traits": ["email": email],
+                        let identify: JSONValue = [
+                            "userId": .string(user), "messageId": "demo-live-\(UUID().uuidString)",
+                            "traits": ["email": .string(email)],
                             "context": ["consent": ["categoryPreferences": ["Marketing": true]]],
                         ]
                         try await send(identify, to: "/v1/identify")
                     }
-                    let body: [String: Any] = [
-                        "userId": user, "event": "Product Viewed", "messageId": "demo-live-\(UUID().uuidString)",
+                    let body: JSONValue = [
+                        "userId": .string(user), "event": "Product Viewed", "messageId": "demo-live-\(UUID().uuidString)",
                         "properties": ["product_id": "sku-200", "name": "Rain Jacket", "category": "outdoor", "price": 129.0],
                     ]
                     try await send(body, to: "/v1/track")
@@ -438,13 +439,13 @@ extension TributaryCommand {
 
         /// POSTs a JSON object to the demo's collection API with the write key; returns the status and the body.
         static func post(
-            _ object: [String: Any], to port: Int, path: String, key: String, timeout: TimeAmount
+            _ object: JSONValue, to port: Int, path: String, key: String, timeout: TimeAmount
         ) async throws -> (HTTPResponseStatus, ByteBuffer) {
             var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
             request.method = .POST
             request.headers.add(name: "Authorization", value: "Basic " + Data("\(key):".utf8).base64EncodedString())
             request.headers.add(name: "Content-Type", value: "application/json")
-            request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: object)))
+            request.body = .bytes(ByteBuffer(string: object.serialized))
             let response = try await HTTPClient.shared.execute(request, timeout: timeout)
             return (response.status, try await response.body.collect(upTo: 1 << 20))
         }
@@ -459,14 +460,12 @@ extension TributaryCommand {
                     let sent = ContinuousClock.now
                     let (status, body) = try await Self.post(batch, to: port, path: "/v1/batch", key: key, timeout: .seconds(30))
                     latencies.append(Int((ContinuousClock.now - sent).milliseconds))
-                    guard status == .ok,
-                        let answer = try JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any]
-                    else {
+                    guard status == .ok, let answer = try? JSONParser.parse(Array(body.readableBytesView)) else {
                         throw CLIError("the collection API answered \(status.code): \(String(buffer: body))")
                     }
                     result.requests += 1
-                    result.stored += answer["stored"] as? Int ?? 0
-                    result.duplicates += answer["duplicates"] as? Int ?? 0
+                    result.stored += Int(answer["stored"]?.plainText ?? "") ?? 0
+                    result.duplicates += Int(answer["duplicates"]?.plainText ?? "") ?? 0
                 }
             }
             latencies.sort()

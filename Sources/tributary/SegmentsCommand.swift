@@ -121,7 +121,9 @@ extension TributaryCommand.Segments {
                 let store = SegmentStore(client: client, logger: logger)
                 if sql {
                     let (view, perProfile) = try await store.sql(name)
-                    print("-- The view (set-based):\n\(view);\n\n-- The per-profile form ($1: profile ids):\n\(perProfile);")
+                    print(
+                        "-- The view (set-based):\n\(view);\n\n-- The per-profile form (the profiles to check are an array; shown empty):\n\(perProfile);"
+                    )
                 } else {
                     guard let segment = try await store.current()[name] else {
                         throw CLIError("no segment named \(quoted(name)) (tributary segments list shows them)")

@@ -38,25 +38,7 @@ struct TributaryCommand: AsyncParsableCommand {
             } else {
                 try command.run()
             }
-        } catch let error as PostgresError {
-            fail(error.description)
-        } catch let error as MigrationError {
-            fail(error.description)
-        } catch let error as CLIError {
-            fail(error.description)
-        } catch let error as IdentityError {
-            fail(error.description)
-        } catch let error as ProfileError {
-            fail(error.description)
-        } catch let error as CatalogError {
-            fail(error.description)
-        } catch let error as SyncError {
-            fail(error.description)
-        } catch let error as APITokenError {
-            fail(error.description)
-        } catch let error as RolesError {
-            fail(error.description)
-        } catch let error as RetentionError {
+        } catch let error as any ReportedError {
             fail(error.description)
         } catch {
             exit(withError: error)
@@ -77,7 +59,7 @@ func readDefinitionsFile(_ file: String) throws -> Data {
 }
 
 /// A failure a command reports in one line.
-struct CLIError: Error, CustomStringConvertible {
+struct CLIError: ReportedError {
     let description: String
     init(_ description: String) { self.description = description }
 }

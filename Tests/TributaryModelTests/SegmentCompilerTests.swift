@@ -303,7 +303,16 @@ private enum Traits {
                 "segments[0].conditions[0].segment: unknown segment 'zzz' (a segment can only refer to segments in the same file)"
             ),
             (#"{"segments": [{"name": "a"}, {"name": "a"}]}"#, "segments[1].name: 'a' is already the name of segments[0]"),
-            (#"{"segments": [{"name": "a\u0000b"}]}"#, "segments[0].name: must not be empty or contain NUL"),
+            // Refused by the one JSON parser of every file and body, before any definition is read.
+            (
+                #"{"segments": [{"name": "a\u0000b"}]}"#,
+                #"(document): not valid JSON (invalid JSON at byte 31: \u0000 is not allowed (PostgreSQL cannot store NUL characters))"#
+            ),
+            (#"{"segments": [{"name": "a", "name": "b"}]}"#, "segments[0].name: given twice"),
+            (
+                #"{"segments": [{"name": "a", "conditions": [{"event": {"name": "x", "within": {"days": 2.5}}}]}]}"#,
+                "segments[0].conditions[0].event.within.days: must be an integer"
+            ),
             (
                 #"{"segments": [{"name": "a", "conditions": [{"funnel": {"steps": [{"name": "x"}], "within": {"days": 1}}}]}]}"#,
                 "segments[0].conditions[0].funnel.steps: a funnel needs at least two steps"

@@ -354,12 +354,19 @@ public struct JSONParser {
 
 /// Literals, for building small documents in code (audit details, API answers):
 /// `["deleted": 3, "kind": "email", "ok": true]`.
-extension JSONValue: ExpressibleByDictionaryLiteral, ExpressibleByArrayLiteral, ExpressibleByStringLiteral,
-    ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral
+extension JSONValue: ExpressibleByDictionaryLiteral, ExpressibleByArrayLiteral, ExpressibleByStringInterpolation,
+    ExpressibleByIntegerLiteral, ExpressibleByFloatLiteral, ExpressibleByBooleanLiteral
 {
     public init(dictionaryLiteral elements: (String, JSONValue)...) { self = .object(elements) }
     public init(arrayLiteral elements: JSONValue...) { self = .array(elements) }
     public init(stringLiteral value: String) { self = .string(value) }
+    public init(stringInterpolation: DefaultStringInterpolation) {
+        self = .string(String(stringInterpolation: stringInterpolation))
+    }
     public init(integerLiteral value: Int) { self = .number(String(value)) }
+    public init(floatLiteral value: Double) { self = JSONValue(value) }
     public init(booleanLiteral value: Bool) { self = .bool(value) }
+
+    /// A number (`null` for NaN and the infinities, which JSON cannot write).
+    public init(_ number: Double) { self = number.isFinite ? .number("\(number)") : .null }
 }

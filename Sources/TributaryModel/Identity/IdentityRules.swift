@@ -388,7 +388,7 @@ public struct Identifier: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// An identity-resolution error with a message for the person who caused it.
-public struct IdentityError: Error, Sendable, CustomStringConvertible {
+public struct IdentityError: ReportedError {
     public let description: String
     public init(_ description: String) { self.description = description }
 }

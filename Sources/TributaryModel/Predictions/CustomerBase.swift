@@ -85,7 +85,7 @@ extension CustomerSummary {
 }
 
 /// Why a customer-base model could not be fitted.
-public enum CustomerBaseError: Error, CustomStringConvertible, Equatable, Sendable {
+public enum CustomerBaseError: ReportedError, Equatable {
     /// Fewer customers than the model needs: `found` usable customers, at least `minimum` needed.
     case tooFewCustomers(model: String, found: Int, minimum: Int, requirement: String)
     /// No customer made a repeat purchase, so the purchase process cannot be estimated.

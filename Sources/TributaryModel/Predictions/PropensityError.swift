@@ -1,7 +1,7 @@
 import Foundation
 
 /// Why a propensity model could not be built, fitted or published.
-public enum PropensityError: Error, CustomStringConvertible, Equatable, Sendable {
+public enum PropensityError: ReportedError, Equatable {
     /// The feature matrix has no rows.
     case emptyInput
     /// The number of labels differs from the number of rows of the feature matrix.

@@ -162,7 +162,7 @@ public struct Catalog: Codable, Sendable, Equatable {
 }
 
 /// A problem with a catalog, naming where it is: `traits.age.type: unknown type 'int' (...)`.
-public struct CatalogError: Error, Sendable, Equatable, CustomStringConvertible {
+public struct CatalogError: ReportedError, Equatable {
     public let description: String
     public init(_ description: String) { self.description = description }
 }

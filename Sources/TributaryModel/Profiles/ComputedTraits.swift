@@ -1,7 +1,7 @@
 import Foundation
 
 /// A problem with profile configuration (computed trait definitions, the catalog, profile views), naming where it is.
-public struct ProfileError: Error, CustomStringConvertible, Equatable {
+public struct ProfileError: ReportedError, Equatable {
     public var description: String
     public init(_ description: String) { self.description = description }
 }
@@ -478,7 +478,7 @@ public struct ComputedTraitDefinitions: Sendable, Equatable, Codable {
     public static func parse(_ data: Data, catalog: Catalog? = nil) throws -> ComputedTraitDefinitions {
         let definitions: ComputedTraitDefinitions
         do {
-            definitions = try JSONDecoder().decode(ComputedTraitDefinitions.self, from: data)
+            definitions = try JSONValueDecoder().decode(ComputedTraitDefinitions.self, from: data)
         } catch let error as DecodingError {
             throw ProfileError(describe(error))
         } catch let error as ProfileError {
@@ -734,8 +734,8 @@ package func describe(_ error: DecodingError) -> String {
 private func expected(_ type: Any.Type) -> String {
     switch type {
     case is String.Type: "a string"
-    case is Int.Type: "an integer"
-    case is Double.Type: "a number"
+    case is any FixedWidthInteger.Type: "an integer"
+    case is Double.Type, is Float.Type: "a number"
     case is Bool.Type: "true or false"
     case is ConditionValue.Type: "a string, number, boolean or a list of them"
     case is [String].Type: "a list of strings"

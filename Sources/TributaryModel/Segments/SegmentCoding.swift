@@ -200,7 +200,7 @@ public struct SegmentDefinitions: Sendable, Equatable, Codable {
     ) throws -> SegmentDefinitions {
         let definitions: SegmentDefinitions
         do {
-            definitions = try JSONDecoder().decode(SegmentDefinitions.self, from: data)
+            definitions = try JSONValueDecoder().decode(SegmentDefinitions.self, from: data)
         } catch let error as DecodingError {
             throw ProfileError(describe(error))
         }

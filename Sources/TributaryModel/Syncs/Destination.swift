@@ -65,7 +65,7 @@ public enum ChangeResult: Sendable, Equatable {
 }
 
 /// A failure of a whole batch. Nothing of the batch counts as delivered.
-public struct DestinationError: Error, Sendable, CustomStringConvertible {
+public struct DestinationError: ReportedError {
     /// Worth trying again: a timeout, a connection failure, HTTP 429 or 5xx.
     public var retryable: Bool
     /// How long the destination asked to wait (`Retry-After`).
@@ -200,7 +200,7 @@ public struct DestinationRegistry: Sendable {
 }
 
 /// A problem with a sync: its definition, its source or its run.
-public struct SyncError: Error, CustomStringConvertible, Equatable, Sendable {
+public struct SyncError: ReportedError, Equatable {
     public var description: String
     public init(_ description: String) { self.description = description }
 }
