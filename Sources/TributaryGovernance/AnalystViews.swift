@@ -27,19 +27,20 @@ public enum AnalystViews {
             ORDER BY a.attnum
             """
         ).map { try $0.decode((String, Bool, Bool).self) }
-        let expressions = try columns.map { name, isText, isJSON -> String in
-            let column = "p.\(try SQLQuoting.identifier(name))"
-            let alias = try SQLQuoting.identifier(name)
-            if name == "traits" { return "\(traits) AS traits" }
+        let expressions = columns.map { name, isText, isJSON -> PostgresQuery in
+            let column: PostgresQuery = "p.\(identifier: name)"
+            let alias: PostgresQuery = "\(identifier: name)"
+            // The masking expression of traits, written by cdp.pii_mask_object_sql (program text).
+            if name == "traits" { return "\(unescaped: traits) AS traits" }
             if plainColumns.contains(name) { return column }
-            let visible = "k.visible OR NOT (\(try SQLQuoting.literal(name)) = ANY (k.keys))"
+            let visible: PostgresQuery = "k.visible OR NOT (\(name) = ANY (k.keys))"
             if isText { return "CASE WHEN \(visible) THEN \(column) ELSE cdp.pii_mask(\(column)) END AS \(alias)" }
             if isJSON { return "CASE WHEN \(visible) THEN \(column) ELSE cdp.pii_mask_json(\(column)) END AS \(alias)" }
             return "CASE WHEN \(visible) THEN \(column) END AS \(alias)"
         }
         try await ProfileViews.createView(
             "analyst.profiles",
-            "SELECT \(expressions.joined(separator: ", ")) FROM (\(source)) AS p CROSS JOIN cdp.pii_keys AS k",
+            "SELECT \(PostgresQuery.joined(expressions)) FROM (\(source)) AS p CROSS JOIN cdp.pii_keys AS k",
             comment: "Tributary: cdp.profiles with PII trait keys and PII typed columns masked (unless tributary_pii)", db)
         try await db.execute("SELECT cdp.grant_analyst_views()")
     }

@@ -10,9 +10,10 @@ public enum ProfileViews {
         "profile_id", "traits", "computed_traits", "first_seen_at", "last_seen_at", "event_count", "updated_at",
     ]
 
-    /// The SELECT defining `cdp.profiles` for this catalog and these computed traits.
-    public static func definition(catalog: Catalog?, computed: ComputedTraitDefinitions?) throws -> String {
-        var columns = [
+    /// The SELECT defining `cdp.profiles` for this catalog and these computed traits (trait keys and names are binds;
+    /// the view is created from ``PostgresQuery/inlined()``).
+    public static func definition(catalog: Catalog?, computed: ComputedTraitDefinitions?) throws -> PostgresQuery {
+        var columns: [PostgresQuery] = [
             "p.profile_id",
             "coalesce(d.traits, '{}'::jsonb) AS traits",
             "coalesce(d.computed, '{}'::jsonb) AS computed_traits",
@@ -22,66 +23,68 @@ public enum ProfileViews {
             "d.updated_at",
         ]
         var owners: [String: String] = Dictionary(uniqueKeysWithValues: fixedColumns.map { ($0, "a built-in column") })
-        func add(_ column: String, _ expression: String, owner: String) throws {
+        func add(_ column: String, _ expression: PostgresQuery, owner: String) throws {
             if let other = owners[column] {
                 throw ProfileError(
                     "\(owner) would be the column '\(column)' of cdp.profiles, which is already \(other); give one of them another name"
                 )
             }
             owners[column] = owner
-            columns.append("\(expression) AS \(try SQLQuoting.identifier(column))")
+            columns.append("\(expression) AS \(identifier: column)")
         }
         for key in (catalog?.traits.keys).map({ $0.sorted() }) ?? [] {
             guard let type = catalog?.traitType(key), let column = catalog?.columnName(forTrait: key) else { continue }
-            try add(column, typed("d.traits -> \(try SQLQuoting.literal(key))", type), owner: "catalog trait '\(key)'")
+            try add(column, typed("d.traits -> \(key)", type), owner: "catalog trait '\(key)'")
         }
         if let computed {
             for trait in computed.computedTraits {
-                let value = "d.computed -> \(try SQLQuoting.literal(trait.name))"
+                let value: PostgresQuery = "d.computed -> \(trait.name)"
                 let expression = trait.valueType(catalog: catalog).map { typed(value, $0) } ?? "nullif(\(value), 'null'::jsonb)"
                 try add(trait.name, expression, owner: "computed trait '\(trait.name)'")
             }
             if computed.rfm.enabled {
                 for name in RFMSettings.traitNames {
-                    let value = "d.computed -> \(try SQLQuoting.literal(name))"
+                    let value: PostgresQuery = "d.computed -> \(name)"
                     try add(name, name == "rfm_score" ? typed(value, .string) : "cdp.jsonb_bigint(\(value))::int", owner: "RFM")
                 }
             }
         }
         // Predictive traits through LEFT JOINs on unique keys: a query that reads none of their columns does not join
         // (PostgreSQL removes such joins), one that filters on them joins once instead of probing per row.
-        var joins: [String] = []
+        var joins: [PostgresQuery] = []
         for trait in computed?.predictions ?? [] {
             let owner = "predictive trait '\(trait.name)'"
             switch trait.source {
             case .customerBase(let column):
                 if !joins.contains(Self.customerBaseJoin) { joins.append(Self.customerBaseJoin) }
-                try add(trait.name, "cb.\(try SQLQuoting.identifier(column))", owner: owner)
+                try add(trait.name, "cb.\(identifier: column)", owner: owner)
             case .propensity(let name):
-                let alias = "pr\(joins.count)"
+                let alias = PostgresQuery(unsafeSQL: "pr\(joins.count)")
                 joins.append(
-                    "LEFT JOIN cdp.profile_propensities AS \(alias) ON \(alias).profile_id = p.profile_id AND \(alias).name = \(try SQLQuoting.literal(name))"
+                    "LEFT JOIN cdp.profile_propensities AS \(alias) ON \(alias).profile_id = p.profile_id AND \(alias).name = \(name)"
                 )
                 try add(trait.name, "\(alias).probability", owner: owner)
             case .recommendations(let top):
                 joins.append("LEFT JOIN cdp.profile_recommendation_lists AS rl ON rl.profile_id = p.profile_id")
                 try add(
-                    trait.name, "coalesce(rl.product_ids[1:\(top)], \(PredictionSource.popularSQL(top: top)))", owner: owner)
+                    trait.name,
+                    "coalesce(rl.product_ids[1:\(unescaped: String(top))], \(unescaped: PredictionSource.popularSQL(top: top)))",
+                    owner: owner)
             }
         }
         return """
 
-            SELECT \(columns.joined(separator: ",\n       "))
+            SELECT \(PostgresQuery.joined(columns, separator: ",\n       "))
             FROM cdp.identity_profiles AS p
             LEFT JOIN cdp.profile_data AS d ON d.profile_id = p.profile_id
-            \(joins.map { $0 + "\n" }.joined())
+            \(PostgresQuery.joined(joins.map { "\($0)\n" as PostgresQuery }, separator: ""))
             """
     }
 
-    static let customerBaseJoin = "LEFT JOIN cdp.profile_predictions AS cb ON cb.profile_id = p.profile_id"
+    static let customerBaseJoin: PostgresQuery = "LEFT JOIN cdp.profile_predictions AS cb ON cb.profile_id = p.profile_id"
 
     /// A jsonb expression read as a column of `type`.
-    static func typed(_ value: String, _ type: ValueType) -> String {
+    static func typed(_ value: PostgresQuery, _ type: ValueType) -> PostgresQuery {
         switch type {
         case .string: "cdp.jsonb_text(\(value))"
         case .integer: "cdp.jsonb_bigint(\(value))"
@@ -95,7 +98,7 @@ public enum ProfileViews {
 
     /// The definition of `cdp.profiles` for the catalog and computed trait definitions stored in the database,
     /// compiled now (never read back from stored SQL).
-    public static func storedDefinition(_ db: PostgresConnection) async throws -> String {
+    public static func storedDefinition(_ db: PostgresConnection) async throws -> PostgresQuery {
         let catalog = try await ProfileConfig.catalog(db)
         let computed = try await ProfileConfig.load(ComputedTraitDefinitions.self, "computed_traits", db)
         return try definition(catalog: catalog, computed: computed)
@@ -107,7 +110,8 @@ public enum ProfileViews {
     /// changed, and when), never executed. With `always` (every migrate) the view is created even when the
     /// definition did not change (this version's generator, say, adds a fixed column).
     public static func refresh(_ db: PostgresConnection, always: Bool = false) async throws {
-        let sql = try await storedDefinition(db)
+        let definition = try await storedDefinition(db)
+        let sql = try definition.inlined().sql
         let changed = try await db.execute(
             """
             INSERT INTO cdp.generated_views (name, definition) VALUES ('cdp.profiles', \(sql))
@@ -116,7 +120,7 @@ public enum ProfileViews {
             """)
         if (changed ?? 0) > 0 || always {
             try await createView(
-                "cdp.profiles", sql,
+                "cdp.profiles", definition,
                 comment:
                     "Tributary: one row per profile: merged traits (jsonb), computed traits (jsonb), first/last seen, event count, and typed columns for catalog traits, computed traits and predictive traits",
                 db)
@@ -125,10 +129,12 @@ public enum ProfileViews {
 
     /// `CREATE OR REPLACE VIEW name AS select`, or, when its columns changed in a way `OR REPLACE` cannot follow (a
     /// column removed, renamed or retyped), the view dropped and created again; then its comment. `name` is a
-    /// schema-qualified name written by Tributary (not user input); `select` is compiled SQL. Runs in the caller's
-    /// transaction (a savepoint isolates the first attempt).
-    public static func createView(_ name: String, _ select: String, comment: String, _ db: PostgresConnection) async throws {
-        let statement = "VIEW \(name) AS \(select)"
+    /// schema-qualified name written by Tributary (not user input); `select` is compiled SQL, its binds inlined as
+    /// literals (a view takes no parameters). Runs in the caller's transaction (a savepoint isolates the first attempt).
+    public static func createView(
+        _ name: String, _ select: PostgresQuery, comment: String, _ db: PostgresConnection
+    ) async throws {
+        let statement = try ("VIEW \(unescaped: name) AS \(select)" as PostgresQuery).inlined().sql
         try await db.execute("SAVEPOINT tributary_view")
         do {
             try await db.execute(PostgresQuery(unsafeSQL: "CREATE OR REPLACE " + statement))
@@ -141,7 +147,7 @@ public enum ProfileViews {
             try await db.execute(PostgresQuery(unsafeSQL: "DROP VIEW IF EXISTS \(name)"))
             try await db.execute(PostgresQuery(unsafeSQL: "CREATE " + statement))
         }
-        try await db.execute(PostgresQuery(unsafeSQL: "COMMENT ON VIEW \(name) IS \(try SQLQuoting.literal(comment))"))
+        try await db.execute("COMMENT ON VIEW \(unescaped: name) IS \(literal: comment)")
     }
 }
 
