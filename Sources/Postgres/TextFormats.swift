@@ -14,7 +14,12 @@ public enum PostgresTime {
 
     /// Appends ``format(_:)``'s text to a byte buffer.
     public static func append(_ date: Date, to out: inout [UInt8]) {
-        let micros = Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
+        append(micros: Int64((date.timeIntervalSince1970 * 1_000_000).rounded()), to: &out)
+    }
+
+    /// Appends the moment `micros` microseconds after 1970-01-01 UTC as ``format(_:)`` writes it (exact: no
+    /// floating point on the way).
+    public static func append(micros: Int64, to out: inout [UInt8]) {
         var days = micros / microsPerDay
         var rest = micros % microsPerDay
         if rest < 0 {

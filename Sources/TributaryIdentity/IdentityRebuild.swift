@@ -53,7 +53,6 @@ public struct IdentityRebuild: Sendable {
         let size = max(1, (last + Int64(parts) - 1) / Int64(parts))
         return stride(from: Int64(0), to: last, by: Int(size)).map { ($0, min(last, $0 + size)) }
     }
-    static let schema = "tributary_rebuild"
 
     let configuration: PostgresConfiguration
     let logger: Logger
@@ -70,7 +69,6 @@ public struct IdentityRebuild: Sendable {
             await db.close()
             return report
         } catch {
-            try? await db.script("DROP SCHEMA IF EXISTS \(Self.schema) CASCADE")
             await db.close()
             throw error
         }
@@ -101,361 +99,92 @@ public struct IdentityRebuild: Sendable {
             SET max_parallel_workers_per_gather = 2;
             SET maintenance_work_mem = '256MB';
             SET synchronous_commit = off;
-            DROP SCHEMA IF EXISTS \(Self.schema) CASCADE;
-            CREATE SCHEMA \(Self.schema);
             """)
         let (rules, document) = try await IdentityStore.rules(db)
         let last = try await db.query("SELECT coalesce(max(seq), 0) FROM cdp.events").scalar(Int64.self)
         report.lastSeq = last
-        let s = Self.schema
-        // Working tables live in this session's temporary space (temp_buffers, no WAL, no shared-buffer churn);
-        // only the identifiers, written by several sessions, are in a shared unlogged table.
         let t = "pg_temp"
 
         // 1. Identifiers of every event up to `last`, extracted by `extractionConnections` sessions side by side
-        //    (the per-event function runs in one backend per statement; PostgreSQL does not parallelize it).
-        try await db.execute(
-            "CREATE UNLOGGED TABLE \(unescaped: s).ids (seq bigint, ts timestamptz, kind text, value text, alias bool)")
+        //    (the per-event function runs in one backend per statement; PostgreSQL does not parallelize it) and
+        //    streamed to this process with COPY. Both forms of each alias call's previousId come too (via_alias);
+        //    the graph keeps one.
         let ranges = Self.split(through: last, into: extractionConnections)
         let configuration = configuration, logger = logger
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        let parts = try await withThrowingTaskGroup(of: [ExtractedRow].self) { group in
             for (from, through) in ranges {
                 group.addTask {
                     let worker = try await PostgresConnection.connect(configuration: configuration, logger: logger)
                     do {
-                        // Both forms of each alias call's previousId too (via_alias); the alias rule keeps one below.
-                        try await worker.execute(
+                        try await worker.execute("SET jit = off")
+                        // COPY takes no parameters: the rules document and the range are inlined as literals.
+                        let extraction: PostgresQuery = """
+                            COPY (SELECT e.seq, (extract(epoch FROM e.timestamp) * 1000000)::int8, c.kind, c.value, c.via_alias
+                                  FROM cdp.events AS e
+                                  CROSS JOIN LATERAL cdp.event_identifiers(e.type, e.user_id, e.anonymous_id, e.previous_id, e.traits,
+                                                                           e.context, \(document)) AS c
+                                  WHERE e.seq > \(from) AND e.seq <= \(through) AND c.problem IS NULL) TO STDOUT
                             """
-                            INSERT INTO \(unescaped: s).ids
-                            SELECT e.seq, e.timestamp, c.kind, c.value, c.via_alias
-                            FROM cdp.events AS e
-                            CROSS JOIN LATERAL cdp.event_identifiers(e.type, e.user_id, e.anonymous_id, e.previous_id, e.traits, e.context,
-                                                                     \(document)) AS c
-                            WHERE e.seq > \(from) AND e.seq <= \(through) AND c.problem IS NULL
-                            """)
+                        var rows: [ExtractedRow] = []
+                        try await worker.copyOut(try extraction.inlined()) { chunk in
+                            var index = 0
+                            while index < chunk.count {
+                                let seq = Self.parseDecimal(chunk, &index)
+                                let micros = Self.parseSignedDecimal(chunk, &index)
+                                let kind = Self.copyField(chunk, &index)
+                                let value = Self.copyField(chunk, &index)
+                                let alias = chunk[index] == UInt8(ascii: "t")
+                                index += 2
+                                rows.append(ExtractedRow(seq: seq, micros: micros, kind: kind, value: value, viaAlias: alias))
+                            }
+                        }
                         await worker.close()
+                        return rows
                     } catch {
                         await worker.close()
                         throw error
                     }
                 }
             }
-            try await group.waitForAll()
+            var parts: [[ExtractedRow]] = []
+            for try await part in group { parts.append(part) }
+            return parts
         }
-        try await db.execute("ANALYZE \(unescaped: s).ids")
-        // The alias rule (as IdentityStore.resolveAliases applies it in real time): a previousId is an anonymous id when
-        // that value was the anonymousId of this or an earlier event, else a user id; the other form goes.
-        try await db.execute(
-            """
-            WITH first_anonymous AS (
-                SELECT value, min(seq) AS first_seq FROM \(unescaped: s).ids
-                WHERE NOT alias AND kind = 'anonymous_id'
-                  AND value IN (SELECT value FROM \(unescaped: s).ids WHERE alias AND kind = 'anonymous_id')
-                GROUP BY value
-            ), anonymous AS (
-                SELECT a.seq FROM \(unescaped: s).ids AS a JOIN first_anonymous AS f ON f.value = a.value AND f.first_seq <= a.seq
-                WHERE a.alias AND a.kind = 'anonymous_id'
-            )
-            DELETE FROM \(unescaped: s).ids AS p
-            WHERE p.alias AND p.kind = CASE WHEN p.seq IN (SELECT seq FROM anonymous) THEN 'user_id' ELSE 'anonymous_id' END
-            """)
         report.events = try await db.query("SELECT count(*) FROM cdp.events WHERE seq <= \(last)").scalar(Int.self)
-        phase("extract identifiers", rows: report.events)
+        phase("extract identifiers", rows: parts.reduce(0) { $0 + $1.count })
 
-        // 2. Nodes (with their rank for priority order), event-node links, edges, hubs.
-        let priority = try Self.arrayLiteral(rules.priority)
-        let rankSQL =
-            "coalesce(array_position(\(priority)::text[], grouped.kind) - 1, CASE WHEN grouped.kind = 'anonymous_id' THEN \(rules.priority.count + 1) ELSE \(rules.priority.count) END)"
-        try await db.script(
-            """
-            -- Nodes keep the ids they have in cdp.identity_nodes; new ones draw from its sequence. So edges are
-            -- built in the final id space and the swap compares like with like.
-            CREATE TABLE \(t).nodes AS
-            SELECT coalesce(existing.node_id, nextval(pg_get_serial_sequence('cdp.identity_nodes', 'node_id'))) AS id,
-                   grouped.kind, grouped.value, grouped.first_seq, grouped.first_seen, grouped.last_seen, false AS hub,
-                   \(rankSQL) AS rank
-            FROM (SELECT kind, value, min(seq) AS first_seq, min(ts) AS first_seen, max(ts) AS last_seen
-                  FROM \(s).ids GROUP BY kind, value) AS grouped
-            LEFT JOIN cdp.identity_nodes AS existing ON existing.kind = grouped.kind AND existing.value = grouped.value;
-            ANALYZE \(t).nodes;
-            CREATE TABLE \(t).links AS
-            SELECT i.seq, n.id AS node FROM \(s).ids AS i JOIN \(t).nodes AS n USING (kind, value);
-            DROP TABLE \(s).ids;
-            ANALYZE \(t).links;
-            """)
-        phase("nodes and links", rows: try await db.query("SELECT count(*) FROM \(unescaped: t).links").scalar(Int.self))
-        try await db.script(
-            """
-            CREATE TABLE \(t).edges AS
-            SELECT x.node AS a, y.node AS b, min(x.seq) AS first_seq
-            FROM \(t).links AS x JOIN \(t).links AS y ON y.seq = x.seq AND x.node < y.node
-            GROUP BY x.node, y.node;
-            ANALYZE \(t).edges;
-            """)
-        // Only a node with more than hubThreshold edges in all can have that many to one kind: count degrees on
-        // integers first, then look at kinds for those few.
-        try await db.execute(
-            """
-            UPDATE \(unescaped: t).nodes SET hub = true
-            WHERE id IN (SELECT linked.node
-                         FROM (SELECT a AS node, b AS other FROM \(unescaped: t).edges
-                               UNION ALL SELECT b, a FROM \(unescaped: t).edges) AS linked
-                         JOIN \(unescaped: t).nodes AS o ON o.id = linked.other
-                         WHERE linked.node IN (SELECT node FROM (SELECT a AS node FROM \(unescaped: t).edges
-                                                                 UNION ALL SELECT b FROM \(unescaped: t).edges) AS ends
-                                               GROUP BY node HAVING count(*) > \(rules.hubThreshold))
-                         GROUP BY linked.node, o.kind
-                         HAVING count(*) > \(rules.hubThreshold))
-              AND NOT (kind = ANY(\(rules.hubExemptKinds)::text[]))
-            """)
-        report.hubs = try await db.query("SELECT count(*) FROM \(unescaped: t).nodes WHERE hub").scalar(Int.self)
-        report.identifiers = try await db.query("SELECT count(*) FROM \(unescaped: t).nodes").scalar(Int.self)
-        report.edges = try await db.query("SELECT count(*) FROM \(unescaped: t).edges").scalar(Int.self)
-        phase("edges and hubs", rows: report.edges)
+        // 2–4. Nodes, edges, hubs, components, founders, replays and event stamps, in memory (RebuildGraph).
+        let graph = RebuildGraph(rows: parts, rules: rules)
+        report.identifiers = graph.nodes.count
+        report.edges = graph.edges.count
+        report.hubs = graph.hubs
+        report.components = graph.components
+        report.conflictComponents = graph.conflictComponents
+        report.profiles = graph.profiles.count
+        phase("graph (nodes, edges, hubs, components, founders)", rows: graph.nodes.count)
 
-        // 3. Components over edges between non-hub nodes, by union-find in this process over integer ids: the nodes
-        //    and edges are streamed out with COPY, the labels (a component's smallest node id) and the components
-        //    over a limit streamed back. A few bytes per node; edges are not kept.
-        var components = try await Self.components(
-            db, nodes: "COPY (SELECT id, kind FROM pg_temp.nodes WHERE NOT hub ORDER BY id) TO STDOUT",
-            edges: "COPY pg_temp.edges (a, b) TO STDOUT", capacity: report.identifiers)
-        let limits = components.kindNames.map { rules.limit(of: $0) }
-        let overLimit = components.finder.overLimit { limits[Int($0)] }
-        report.components = components.finder.count()
-        try await db.execute("CREATE TABLE \(unescaped: t).labels (node bigint NOT NULL, label bigint NOT NULL)")
-        try await db.copyIn("COPY \(unescaped: t).labels (node, label) FROM STDIN") { writer in
-            var line: [UInt8] = []
-            line.reserveCapacity(64 * 1024)
-            for position in 0..<components.finder.nodes.count {
-                Self.appendDecimal(components.finder.nodes[position], to: &line)
-                line.append(0x09)
-                Self.appendDecimal(components.finder.label(at: position), to: &line)
-                line.append(0x0A)
-                if line.count >= 60 * 1024 {
-                    try await writer.write(line)
-                    line.removeAll(keepingCapacity: true)
-                }
-            }
-            try await writer.write(line)
-        }
-        try await db.script(
-            """
-            ALTER TABLE \(t).labels ADD PRIMARY KEY (node);
-            ANALYZE \(t).labels;
-            CREATE TABLE \(t).conflicts (label bigint PRIMARY KEY);
-            """)
-        try await db.execute("INSERT INTO \(unescaped: t).conflicts SELECT unnest(\(overLimit.map { Int($0) })::int8[])")
-        try await db.execute("ANALYZE \(unescaped: t).conflicts")
-        phase("components (union-find)", rows: report.edges)
-
-        // 4. One profile per component within limits; the rest replayed through the engine.
-        try await db.script(
-            """
-            CREATE TABLE \(t).event_labels AS
-            SELECT k.seq, min(l.label) AS label FROM \(t).links AS k JOIN \(t).labels AS l ON l.node = k.node GROUP BY k.seq;
-            ANALYZE \(t).event_labels;
-            """)
-        phase("event labels", rows: report.events)
-        try await db.script(
-            """
-            -- The identifiers of a component's earliest event are exactly its nodes first seen on that event, so
-            -- the founder is the first of those in priority order.
-            CREATE TABLE \(t).component_profiles AS
-            SELECT label, kind, value, founded_seq, cdp.identity_profile_id(kind, value) AS profile_id
-            FROM (SELECT DISTINCT ON (l.label) l.label, n.kind, n.value, n.first_seq AS founded_seq
-                  FROM (SELECT l.label, min(n.first_seq) AS first_seq
-                        FROM \(t).labels AS l JOIN \(t).nodes AS n ON n.id = l.node
-                        WHERE l.label NOT IN (SELECT label FROM \(t).conflicts)
-                        GROUP BY l.label) AS f
-                  JOIN \(t).labels AS l ON l.label = f.label
-                  JOIN \(t).nodes AS n ON n.id = l.node AND n.first_seq = f.first_seq
-                  ORDER BY l.label, n.rank, n.kind COLLATE "C", n.value COLLATE "C") AS founders;
-            ANALYZE \(t).component_profiles;
-            CREATE TABLE \(t).replayed_nodes (node bigint PRIMARY KEY, profile_id uuid NOT NULL);
-            CREATE TABLE \(t).replayed_profiles (profile_id uuid, kind text, value text, founded_seq bigint);
-            CREATE TABLE \(t).replayed_events (seq bigint PRIMARY KEY, profile_id uuid);
-            """)
-        phase("founders", rows: report.components - overLimit.count)
-        report.conflictComponents = overLimit.count
-        if report.conflictComponents > 0 { try await replayConflicts(db, rules: rules) }
-        try await db.script("ANALYZE \(t).replayed_nodes; ANALYZE \(t).replayed_profiles; ANALYZE \(t).replayed_events;")
-        phase("components over a limit replayed", rows: report.conflictComponents)
-
-        // Final state in Tributary's id space is computed inside the swap, against what is stored then.
-        try await db.script(
-            """
-            CREATE TABLE \(t).final_nodes AS
-            SELECT n.id, n.kind, n.value, n.first_seq, n.first_seen, n.last_seen, n.hub,
-                   CASE WHEN n.hub THEN cdp.identity_profile_id(n.kind, n.value) ELSE coalesce(r.profile_id, c.profile_id) END AS profile_id
-            FROM \(t).nodes AS n
-            LEFT JOIN \(t).labels AS l ON l.node = n.id
-            LEFT JOIN \(t).component_profiles AS c ON c.label = l.label
-            LEFT JOIN \(t).replayed_nodes AS r ON r.node = n.id;
-            CREATE TABLE \(t).final_profiles AS
-            SELECT profile_id, kind, value, founded_seq FROM \(t).component_profiles
-            UNION ALL SELECT profile_id, kind, value, founded_seq FROM \(t).replayed_profiles
-            UNION ALL SELECT cdp.identity_profile_id(kind, value), kind, value, first_seq FROM \(t).nodes WHERE hub;
-            ANALYZE \(t).final_profiles;
-            CREATE TABLE \(t).final_events AS
-            SELECT el.seq, coalesce(r.profile_id, c.profile_id) AS profile_id
-            FROM \(t).event_labels AS el
-            LEFT JOIN \(t).component_profiles AS c ON c.label = el.label
-            LEFT JOIN \(t).replayed_events AS r ON r.seq = el.seq
-            UNION ALL
-            (SELECT DISTINCT ON (k.seq) k.seq, cdp.identity_profile_id(n.kind, n.value)
-             FROM \(t).links AS k JOIN \(t).nodes AS n ON n.id = k.node AND n.hub
-             WHERE k.seq NOT IN (SELECT seq FROM \(t).event_labels)
-             ORDER BY k.seq, n.rank, n.kind COLLATE "C", n.value COLLATE "C");
-            ALTER TABLE \(t).final_events ADD PRIMARY KEY (seq);
-            ANALYZE \(t).final_nodes;
-            ANALYZE \(t).final_events;
-            """)
-        report.profiles = try await db.query("SELECT count(*) FROM \(unescaped: t).final_profiles").scalar(Int.self)
-        phase("final state", rows: report.profiles)
-
-        // 5. Swap in, in one transaction, holding the real-time stage's lock.
+        // 5. Swap in, in one transaction holding the real-time stage's lock: the stored graph is read (under the
+        //    lock, so nothing changes it meanwhile), compared with the computed one here, and only the differences
+        //    are written. An identifier keeps its stored node id; a new one draws from the table's sequence.
         try await db.withTransaction { tx in
             try await tx.advisoryTransactionLock(IdentityStore.processorLock)
-            // Fresh statistics first: after a truncate or a first run the planner would otherwise think these
-            // tables empty and scan them once per row while they fill.
-            try await tx.script(
-                """
-                ANALYZE cdp.identity_nodes;
-                ANALYZE cdp.identity_edges;
-                ANALYZE cdp.identity_profiles;
-                CREATE TABLE \(t).old_profiles AS
-                SELECT p.profile_id, p.founder_kind, p.founder_value FROM cdp.identity_profiles AS p
-                WHERE NOT EXISTS (SELECT 1 FROM \(t).final_profiles AS f WHERE f.profile_id = p.profile_id);
-                ANALYZE \(t).old_profiles;
-                INSERT INTO cdp.profile_merge_log (from_profile_id, into_profile_id, reason, kind, value)
-                SELECT o.profile_id, m.profile_id, 'rebuild', o.founder_kind, o.founder_value
-                FROM \(t).old_profiles AS o JOIN \(t).final_nodes AS m ON m.kind = o.founder_kind AND m.value = o.founder_value
-                WHERE m.profile_id <> o.profile_id;
-                DELETE FROM cdp.profile_merge_log WHERE seq > \(last);
-                DELETE FROM cdp.identity_profiles WHERE profile_id IN (SELECT profile_id FROM \(t).old_profiles);
-                UPDATE cdp.identity_profiles AS p
-                SET founder_kind = f.kind, founder_value = f.value, founded_seq = f.founded_seq
-                FROM \(t).final_profiles AS f
-                WHERE p.profile_id = f.profile_id
-                  AND (p.founder_kind, p.founder_value, p.founded_seq) IS DISTINCT FROM (f.kind, f.value, f.founded_seq);
-                CREATE TABLE \(t).new_profiles AS
-                SELECT f.profile_id, f.kind, f.value, f.founded_seq FROM \(t).final_profiles AS f
-                WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_profiles AS p WHERE p.profile_id = f.profile_id);
-                INSERT INTO cdp.identity_profiles (profile_id, founder_kind, founder_value, founded_seq)
-                SELECT profile_id, kind, value, founded_seq FROM \(t).new_profiles;
-                DELETE FROM cdp.identity_nodes AS n WHERE NOT EXISTS (SELECT 1 FROM \(t).final_nodes AS m WHERE m.id = n.node_id);
-                """)
-            report.nodesChanged =
-                try await tx.execute(
-                    """
-                    UPDATE cdp.identity_nodes AS n
-                    SET profile_id = m.profile_id, status = CASE WHEN m.hub THEN 'hub' ELSE 'active' END, first_seq = m.first_seq,
-                        first_seen_at = m.first_seen, last_seen_at = m.last_seen
-                    FROM \(unescaped: t).final_nodes AS m
-                    WHERE m.id = n.node_id
-                      AND (n.profile_id, n.status, n.first_seq, n.first_seen_at, n.last_seen_at)
-                          IS DISTINCT FROM (m.profile_id, CASE WHEN m.hub THEN 'hub' ELSE 'active' END, m.first_seq, m.first_seen, m.last_seen)
-                    """) ?? 0
-            try await tx.script(
-                """
-                CREATE TABLE \(t).new_nodes AS
-                SELECT m.* FROM \(t).final_nodes AS m
-                WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_nodes AS n WHERE n.node_id = m.id);
-                """)
-            report.nodesChanged +=
-                try await tx.execute(
-                    """
-                    INSERT INTO cdp.identity_nodes (node_id, kind, value, profile_id, status, first_seq, first_seen_at, last_seen_at)
-                    SELECT m.id, m.kind, m.value, m.profile_id, CASE WHEN m.hub THEN 'hub' ELSE 'active' END, m.first_seq,
-                           m.first_seen, m.last_seen
-                    FROM \(unescaped: t).new_nodes AS m
-                    """) ?? 0
-            try await tx.script(
-                """
-                DELETE FROM cdp.identity_edges AS e
-                WHERE NOT EXISTS (SELECT 1 FROM \(t).edges AS m WHERE m.a = e.a AND m.b = e.b);
-                UPDATE cdp.identity_edges AS e SET first_seq = m.first_seq
-                FROM \(t).edges AS m WHERE m.a = e.a AND m.b = e.b AND m.first_seq <> e.first_seq;
-                CREATE TABLE \(t).new_edges AS
-                SELECT m.a, m.b, m.first_seq FROM \(t).edges AS m
-                WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_edges AS e WHERE e.a = m.a AND e.b = m.b);
-                INSERT INTO cdp.identity_edges (a, b, first_seq) SELECT a, b, first_seq FROM \(t).new_edges;
-                """)
-            try await tx.script(
-                """
-                CREATE TABLE \(t).restamp AS
-                SELECT s.seq, s.timestamp, f.profile_id
-                FROM cdp.events AS s LEFT JOIN \(t).final_events AS f ON f.seq = s.seq
-                WHERE s.seq <= \(last) AND s.profile_id IS DISTINCT FROM f.profile_id;
-                ANALYZE \(t).restamp;
-                """)
-            report.eventsRestamped =
-                try await tx.execute(
-                    """
-                    UPDATE cdp.events AS e SET profile_id = d.profile_id
-                    FROM \(unescaped: t).restamp AS d
-                    WHERE e.seq = d.seq AND e.timestamp = d.timestamp
-                    """) ?? 0
+            let stored = try await StoredGraph.read(tx, through: last)
+            phase("swap in: stored graph read", rows: stored.nodes.count + stored.edges.count + stored.stamps.count)
+            let changes = try await Changes(graph: graph, stored: consume stored, tx: tx)
+            phase(
+                "swap in: compared",
+                rows: changes.nodesUpdated.count + changes.nodesInserted.count + changes.nodesDeleted.count
+                    + changes.edgesInserted.count + changes.edgesUpdated.count + changes.edgesDeleted.count + changes.restamps.count)
+            try await changes.write(tx, graph: graph, through: last)
+            report.nodesChanged = changes.nodesUpdated.count + changes.nodesInserted.count
+            report.eventsRestamped = changes.restamps.count
             try await Checkpoint.identity.set(tx, seq: last)
             // Stages after identity rebuild from events rather than replay this rebuild's changes one by one.
             try await Checkpoint.identity.advanceGeneration(tx)
         }
-        phase("swap in")
-        try await db.script("DROP SCHEMA \(Self.schema) CASCADE")
+        phase("swap in: changes written", rows: report.nodesChanged + report.eventsRestamped)
         _ = try await db.advisoryUnlock(Self.rebuildLock)
         return report
-    }
-
-    /// Replays the events of components that exceed a limit through the engine, in receive order, and stores the
-    /// result in the rebuild's replayed_* tables.
-    private func replayConflicts(_ db: PostgresConnection, rules: IdentityRules) async throws {
-        let t = "pg_temp"
-        let rows = try await db.query(
-            """
-            SELECT k.seq, n.id, n.kind, n.value
-            FROM \(unescaped: t).event_labels AS el
-            JOIN \(unescaped: t).links AS k ON k.seq = el.seq
-            JOIN \(unescaped: t).nodes AS n ON n.id = k.node AND NOT n.hub
-            WHERE el.label IN (SELECT label FROM \(unescaped: t).conflicts)
-            ORDER BY k.seq
-            """)
-        var engine = IdentityEngine(rules: rules)
-        var nodeIDs: [Identifier: Int64] = [:]
-        var current: ExtractedEvent?
-        func flush() {
-            guard let event = current else { return }
-            engine.process(IdentityStage.resolverEvent(event, rules: rules, isHub: { _ in false }))
-        }
-        for row in rows {
-            let (seq, id, kind, value) = try row.decode((Int64, Int64, String, String).self)
-            let identifier = Identifier(kind: kind, value: value)
-            nodeIDs[identifier] = id
-            if current?.seq != seq {
-                flush()
-                current = ExtractedEvent(seq: seq, messageID: "", micros: 0)
-            }
-            current!.identifiers.append(identifier)
-        }
-        flush()
-        let nodes = nodeIDs.map { (Int($0.value), engine.profile(of: $0.key)!) }
-        try await db.execute(
-            """
-            INSERT INTO \(unescaped: t).replayed_nodes SELECT * FROM unnest(\(nodes.map(\.0))::int8[], \(nodes.map(\.1))::uuid[])
-            """)
-        let alive = Array(engine.liveProfiles)
-        let founders = alive.map { engine.profiles[$0]! }
-        try await db.execute(
-            """
-            INSERT INTO \(unescaped: t).replayed_profiles
-            SELECT * FROM unnest(\(alive)::uuid[], \(founders.map(\.founder.kind))::text[], \(founders.map(\.founder.value))::text[],
-                                 \(founders.map { Int($0.foundedSeq) })::int8[])
-            """)
-        let stamps = engine.finalStamps
-        try await db.execute(
-            """
-            INSERT INTO \(unescaped: t).replayed_events
-            SELECT * FROM unnest(\(stamps.map { Int($0.seq) })::int8[], \(stamps.map(\.profile))::uuid[])
-            """)
     }
 
     /// The nodes of a graph and their components, read with two `COPY … TO STDOUT` statements: `nodes` yields
@@ -515,6 +244,74 @@ public struct IdentityRebuild: Sendable {
         }
         index += 1
         return value
+    }
+
+    /// Reads a decimal that may be negative at `index` and steps past it and the one separator byte after it.
+    static func parseSignedDecimal(_ bytes: [UInt8], _ index: inout Int) -> Int64 {
+        if index < bytes.count, bytes[index] == UInt8(ascii: "-") {
+            index += 1
+            return -parseDecimal(bytes, &index)
+        }
+        return parseDecimal(bytes, &index)
+    }
+
+    /// Reads one field of COPY's text format at `index` (up to a tab or newline), undoing its backslash escapes, and
+    /// steps past it and its separator.
+    static func copyField(_ bytes: [UInt8], _ index: inout Int) -> String {
+        let start = index
+        var escaped = false
+        while index < bytes.count, bytes[index] != 0x09, bytes[index] != 0x0A {
+            if bytes[index] == 0x5C {
+                escaped = true
+                index += 1
+            }
+            index += 1
+        }
+        let end = min(index, bytes.count)
+        index += 1
+        guard escaped else { return String(decoding: bytes[start..<end], as: UTF8.self) }
+        var out: [UInt8] = []
+        out.reserveCapacity(end - start)
+        var position = start
+        while position < end {
+            let byte = bytes[position]
+            position += 1
+            guard byte == 0x5C, position < end else {
+                out.append(byte)
+                continue
+            }
+            let next = bytes[position]
+            position += 1
+            switch next {
+            case UInt8(ascii: "n"): out.append(0x0A)
+            case UInt8(ascii: "t"): out.append(0x09)
+            case UInt8(ascii: "r"): out.append(0x0D)
+            case UInt8(ascii: "b"): out.append(0x08)
+            case UInt8(ascii: "f"): out.append(0x0C)
+            case UInt8(ascii: "v"): out.append(0x0B)
+            default: out.append(next)
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Writes one COPY row per element of `rows` (`row` appends the row's fields, without the newline).
+    static func copyRows(
+        _ db: PostgresConnection, _ statement: PostgresQuery, _ rows: Range<Int>, _ row: (Int, inout [UInt8]) -> Void
+    ) async throws {
+        try await db.copyIn(statement) { writer in
+            var line: [UInt8] = []
+            line.reserveCapacity(64 * 1024)
+            for position in rows {
+                row(position, &line)
+                line.append(0x0A)
+                if line.count >= 60 * 1024 {
+                    try await writer.write(line)
+                    line.removeAll(keepingCapacity: true)
+                }
+            }
+            try await writer.write(line)
+        }
     }
 
     /// Appends `value` (non-negative) in decimal.
