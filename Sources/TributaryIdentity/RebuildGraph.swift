@@ -59,9 +59,12 @@ package struct RebuildGraph {
     package private(set) var conflictComponents = 0
 
     /// Builds the graph from `rows` (any order; several arrays, as the extraction sessions deliver them).
-    package init(rows parts: [[ExtractedRow]], rules: IdentityRules) {
-        // 1. Rows in receive order; the alias rule decides which form of each previousId stays.
-        var rows = parts.flatMap { $0 }
+    package init(rows parts: consuming [[ExtractedRow]], rules: IdentityRules) {
+        // 1. Rows in receive order (each part released once copied); the alias rule decides which form of each
+        //    previousId stays.
+        var rows: [ExtractedRow] = []
+        rows.reserveCapacity(parts.reduce(0) { $0 + $1.count })
+        while let part = parts.popLast() { rows.append(contentsOf: part) }
         rows.sort { $0.seq < $1.seq }
         var firstAnonymous: [String: Int64] = [:]
         for row in rows where !row.viaAlias && row.kind == "anonymous_id" && firstAnonymous[row.value] == nil {
@@ -94,7 +97,8 @@ package struct RebuildGraph {
             } else {
                 node = Int32(nodes.count)
                 index[identifier] = node
-                nodes.append(Node(kind: row.kind, value: row.value, firstSeq: row.seq, firstSeen: row.micros, lastSeen: row.micros))
+                nodes.append(
+                    Node(kind: row.kind, value: row.value, firstSeq: row.seq, firstSeen: row.micros, lastSeen: row.micros))
             }
             // An identifier twice in one event is one link.
             if !links[eventStarts.last!...].contains(node) { links.append(node) }
@@ -180,7 +184,8 @@ package struct RebuildGraph {
             let other = nodes[Int(current)]
             if node.firstSeq < other.firstSeq
                 || (node.firstSeq == other.firstSeq
-                    && rules.precedes(Identifier(kind: node.kind, value: node.value), Identifier(kind: other.kind, value: other.value)))
+                    && rules.precedes(
+                        Identifier(kind: node.kind, value: node.value), Identifier(kind: other.kind, value: other.value)))
             {
                 founder[component] = Int32(position)
             }

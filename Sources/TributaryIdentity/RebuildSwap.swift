@@ -3,30 +3,29 @@ import Postgres
 import TributaryModel
 
 /// The identity graph as stored, read in full with COPY inside the rebuild's swap transaction (holding the real-time
-/// stage's lock): nodes, edges, profiles and the profile stamp of every event up to the rebuild's end.
+/// stage's lock): edges, profiles and the profile stamp of every event up to the rebuild's end. Nodes are compared
+/// with the computed graph as they stream in (never held: they are the largest part).
 struct StoredGraph {
-    struct Node {
-        var id: Int64
-        var profile: UUID?
-        var hub: Bool
-        var firstSeq: Int64
-        var firstSeen: Int64
-        var lastSeen: Int64
-    }
 
     struct EdgeKey: Hashable {
         var a: Int64
         var b: Int64
     }
 
-    var nodes: [Identifier: Node] = [:]
+    /// Nodes read (compared as they came).
+    var nodes = 0
     var edges: [EdgeKey: Int64] = [:]
     var profiles: [UUID: (founder: Identifier, foundedSeq: Int64)] = [:]
     /// `(seq, profile)` of every event with `seq <= through`.
     var stamps: [(seq: Int64, profile: UUID?)] = []
 
-    static func read(_ tx: PostgresConnection, through last: Int64) async throws -> StoredGraph {
+    static func read(
+        _ tx: PostgresConnection, through last: Int64, comparingNodesWith computed: RebuildGraph, into changes: inout Changes
+    ) async throws -> StoredGraph {
         var graph = StoredGraph()
+        var nodesDeleted: [Int64] = []
+        var nodesUpdated: [Int] = []
+        var ids = [Int64](repeating: -1, count: computed.nodes.count)
         try await tx.copyOut(
             """
             COPY (SELECT node_id, kind, value, profile_id, status = 'hub', first_seq, (extract(epoch FROM first_seen_at) * 1000000)::int8,
@@ -45,10 +44,23 @@ struct StoredGraph {
                 let firstSeq = IdentityRebuild.parseDecimal(chunk, &index)
                 let firstSeen = IdentityRebuild.parseSignedDecimal(chunk, &index)
                 let lastSeen = IdentityRebuild.parseSignedDecimal(chunk, &index)
-                graph.nodes[Identifier(kind: kind, value: value)] = Node(
-                    id: id, profile: profile, hub: hub, firstSeq: firstSeq, firstSeen: firstSeen, lastSeen: lastSeen)
+                graph.nodes += 1
+                guard let position = computed.index[Identifier(kind: kind, value: value)].map(Int.init) else {
+                    nodesDeleted.append(id)
+                    continue
+                }
+                ids[position] = id
+                let node = computed.nodes[position]
+                if profile != node.profile || hub != node.hub || firstSeq != node.firstSeq || firstSeen != node.firstSeen
+                    || lastSeen != node.lastSeen
+                {
+                    nodesUpdated.append(position)
+                }
             }
         }
+        changes.ids = ids
+        changes.nodesDeleted = nodesDeleted
+        changes.nodesUpdated = nodesUpdated
         try await tx.copyOut("COPY (SELECT a, b, first_seq FROM cdp.identity_edges) TO STDOUT") { chunk in
             var index = 0
             while index < chunk.count {
@@ -104,24 +116,11 @@ struct Changes {
     var merges: [(from: UUID, into: UUID, founder: Identifier)] = []
     var restamps: [(seq: Int64, profile: UUID?)] = []
 
-    /// `stored` is consumed: what matches is removed from it as the comparison goes (no copy of a million entries).
-    init(graph: RebuildGraph, stored: consuming StoredGraph, tx: PostgresConnection) async throws {
-        // Nodes.
-        ids = [Int64](repeating: 0, count: graph.nodes.count)
-        for (position, node) in graph.nodes.enumerated() {
-            let identifier = Identifier(kind: node.kind, value: node.value)
-            guard let old = stored.nodes.removeValue(forKey: identifier) else {
-                nodesInserted.append(position)
-                continue
-            }
-            ids[position] = old.id
-            if old.profile != node.profile || old.hub != node.hub || old.firstSeq != node.firstSeq
-                || old.firstSeen != node.firstSeen || old.lastSeen != node.lastSeen
-            {
-                nodesUpdated.append(position)
-            }
-        }
-        nodesDeleted = stored.nodes.values.map(\.id)
+    /// Compares the rest after ``StoredGraph/read(_:through:comparingNodesWith:into:)`` compared the nodes. `stored`
+    /// is consumed: what matches is removed from it as the comparison goes (no copy of a million entries).
+    mutating func compare(graph: RebuildGraph, stored: consuming StoredGraph, tx: PostgresConnection) async throws {
+        // Nodes not stored: new ids.
+        nodesInserted = ids.indices.filter { ids[$0] < 0 }
         if !nodesInserted.isEmpty {
             var drawn: [Int64] = []
             drawn.reserveCapacity(nodesInserted.count)
@@ -198,7 +197,8 @@ struct Changes {
         func number(_ value: Int64, _ line: inout [UInt8]) { IdentityRebuild.appendDecimal(value, to: &line) }
 
         if !merges.isEmpty {
-            try await Self.temp(tx, "rebuild_merges", "from_id uuid, into_id uuid, kind text, value text", merges.count) { i, line in
+            try await Self.temp(tx, "rebuild_merges", "from_id uuid, into_id uuid, kind text, value text", merges.count) {
+                i, line in
                 uuid(merges[i].from, &line)
                 tab(&line)
                 uuid(merges[i].into, &line)
@@ -219,7 +219,8 @@ struct Changes {
                 uuid(profilesDeleted[i], &line)
             }
             try await tx.execute(
-                "DELETE FROM cdp.identity_profiles AS p USING pg_temp.rebuild_profiles_gone AS g WHERE p.profile_id = g.profile_id")
+                "DELETE FROM cdp.identity_profiles AS p USING pg_temp.rebuild_profiles_gone AS g WHERE p.profile_id = g.profile_id"
+            )
         }
         func profileRows(_ rows: [(UUID, Identifier, Int64)], _ name: String) async throws {
             try await Self.temp(tx, name, "profile_id uuid, kind text, value text, founded_seq bigint", rows.count) { i, line in

@@ -679,18 +679,25 @@ extension IdentityStageTests {
         let stamps = try await F.stamps(client)
         let profiles = try await F.profiles(client)
         #expect(!partition.isEmpty)
-        let report = try await IdentityRebuild(configuration: client.configuration, logger: TestDatabase.logger).run()
-        #expect(report.nodesChanged == 0, "seed \(seed) \(phase): rebuild changed \(report.nodesChanged) identifiers")
-        #expect(report.eventsRestamped == 0, "seed \(seed) \(phase): rebuild re-stamped \(report.eventsRestamped) events")
-        let rebuilt = try await F.partition(client)
-        let before = F.groups(partition), after = F.groups(rebuilt)
-        #expect(
-            before == after,
-            "seed \(seed) \(phase): real-time only \(before.subtracting(after)), rebuild only \(after.subtracting(before))")
-        #expect(rebuilt == partition, "seed \(seed) \(phase): profile ids differ")
-        #expect(try await F.stamps(client) == stamps, "seed \(seed) \(phase): event stamps differ")
-        #expect(try await F.profiles(client) == profiles, "seed \(seed) \(phase): profiles differ")
-        try await expectRedirectsMatchTheLog(client, seed: seed, phase: "\(phase), after the rebuild")
+        // Both ways of the rebuild: the graph in this process, and in PostgreSQL (a memory budget of 0).
+        for inMemory in [true, false] {
+            let way = "\(phase), \(inMemory ? "in memory" : "in the database")"
+            var rebuild = IdentityRebuild(configuration: client.configuration, logger: TestDatabase.logger)
+            if !inMemory { rebuild.memoryBudget = 0 }
+            let report = try await rebuild.run()
+            #expect(report.inMemory == inMemory)
+            #expect(report.nodesChanged == 0, "seed \(seed) \(way): rebuild changed \(report.nodesChanged) identifiers")
+            #expect(report.eventsRestamped == 0, "seed \(seed) \(way): rebuild re-stamped \(report.eventsRestamped) events")
+            let rebuilt = try await F.partition(client)
+            let before = F.groups(partition), after = F.groups(rebuilt)
+            #expect(
+                before == after,
+                "seed \(seed) \(way): real-time only \(before.subtracting(after)), rebuild only \(after.subtracting(before))")
+            #expect(rebuilt == partition, "seed \(seed) \(way): profile ids differ")
+            #expect(try await F.stamps(client) == stamps, "seed \(seed) \(way): event stamps differ")
+            #expect(try await F.profiles(client) == profiles, "seed \(seed) \(way): profiles differ")
+            try await expectRedirectsMatchTheLog(client, seed: seed, phase: "\(way), after the rebuild")
+        }
     }
 }
 
