@@ -211,10 +211,33 @@ public struct PostgresQuery: Sendable, Hashable, ExpressibleByStringInterpolatio
         return String(decoding: output, as: UTF8.self)
     }
 
-    /// Throws the error recorded while the query was built, if any.
+    /// Throws the error recorded while the query was built, if any. Debug builds also refuse two misuses that
+    /// PostgreSQL would only call a syntax error: a bind parameter where a name belongs (`$1.table`: a `String`
+    /// interpolated without `identifier:` or `unescaped:`), and parameters on a COPY statement (which takes none:
+    /// use ``inlined()``).
     func validated() throws -> PostgresQuery {
         if let buildError { throw buildError }
+        #if DEBUG
+            if !binds.isEmpty { try checkPlaceholders() }
+        #endif
         return self
+    }
+
+    /// See ``validated()``.
+    func checkPlaceholders() throws {
+        let marked = Array(Self.replacingPlaceholders(in: sql) { "\u{1}\($0)\u{2}" }.utf8)
+        if let end = marked.indices.dropLast().first(where: { marked[$0] == 0x02 && marked[$0 + 1] == UInt8(ascii: ".") }) {
+            let start = marked[..<end].lastIndex(of: 0x01).map { $0 + 1 } ?? end
+            let number = String(decoding: marked[start..<end], as: UTF8.self)
+            throw PostgresError(
+                .encoding,
+                "bind parameter $\(number) stands where a name belongs (before '.'): interpolate names with \\(identifier:) or program text with \\(unescaped:)"
+            )
+        }
+        let start = sql.drop { $0 == " " || $0 == "\n" || $0 == "\t" }.prefix(5).uppercased()
+        if start.hasPrefix("COPY ") || start == "COPY" {
+            throw PostgresError(.encoding, "COPY takes no bind parameters: build the statement with inlined()")
+        }
     }
 
     /// Calls `body` with the parameter arrays libpq's `PQexecParams` and `PQsendQueryParams` take; the pointers

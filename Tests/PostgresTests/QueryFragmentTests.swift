@@ -1,5 +1,5 @@
 import Foundation
-import Postgres
+@testable import Postgres
 import PostgresTesting
 import Testing
 
@@ -34,6 +34,24 @@ import Testing
         var query: PostgresQuery = "\(1)\(2)\(3)"
         query.append(PostgresQuery(unsafeSQL: text))
         #expect(query.sql == "$1$2$3" + expected)
+    }
+
+    /// A value interpolated where a name belongs, or parameters on COPY: refused with what to do instead (debug
+    /// builds, where tests run), rather than PostgreSQL's "syntax error at or near $1".
+    @Test func misplacedBindsAreNamed() throws {
+        let schema = "pg_temp"
+        let copy: PostgresQuery = "COPY \(schema).final_nodes FROM STDIN"
+        #expect(throws: PostgresError.self) { try copy.validated() }
+        do {
+            _ = try copy.validated()
+        } catch let error as PostgresError {
+            #expect(error.message.contains("bind parameter $1 stands where a name belongs"), "\(error)")
+        }
+        let copyWithValue: PostgresQuery = "COPY (SELECT \(1)) TO STDOUT"
+        #expect(throws: PostgresError.self) { try copyWithValue.validated() }
+        #expect(try copyWithValue.inlined().validated().sql == "COPY (SELECT '1'::int8) TO STDOUT")
+        let fine: PostgresQuery = "SELECT \(unescaped: schema).x, ($1).y, \(2.5)::float8"
+        #expect(throws: Never.self) { try fine.validated() }
     }
 
     @Test func joinedFragmentsNumberAcrossTheList() {
