@@ -25,12 +25,12 @@ import Testing
     }
 
     /// Starts `tributary serve --port 0`; returns its pid and port once it listens.
-    func startServer(url: String, log: String) async throws -> (pid_t, Int) {
+    func startServer(url: String, log: String, arguments: [String] = []) async throws -> (pid_t, Int) {
         try? FileManager.default.removeItem(atPath: log)
         var environment = ProcessInfo.processInfo.environment
         environment["DATABASE_URL"] = url
         let pid = try ProcessRunner.start(
-            CLITests.executable.path, ["serve", "--port", "0"], environment: environment, logFile: log)
+            CLITests.executable.path, ["serve", "--port", "0"] + arguments, environment: environment, logFile: log)
         for _ in 0..<300 {
             if let text = try? String(contentsOfFile: log, encoding: .utf8),
                 let range = text.range(of: "collecting on http://127.0.0.1:"),
