@@ -171,6 +171,33 @@ public struct EmbeddedPostgres: Sendable {
         }
     }
 
+    /// Makes a streaming replica of this running server in `dataDirectory` (`pg_basebackup -R`: a hot standby that
+    /// follows this server over its Unix socket), for trying and testing reads from a replica. Start it with
+    /// ``start()``; it serves reads of every database of this server, and refuses writes.
+    public func makeReplica(dataDirectory: String) async throws -> EmbeddedPostgres {
+        let replica = EmbeddedPostgres(dataDirectory: dataDirectory, database: database, logger: logger)
+        let source = try layout(), target = try replica.layout()
+        let bin = try Self.findBinaries()
+        let user = user, port = port
+        try await runOffCooperativePool {
+            try FileManager.default.createDirectory(atPath: target.dataDirectory, withIntermediateDirectories: true)
+            if let owner = target.serverUser { try replica.chown(target.dataDirectory, to: owner) }
+            _ = chmod(target.dataDirectory, 0o700)
+            let output = try ProcessRunner.run(
+                "\(bin)/pg_basebackup",
+                [
+                    "-h", source.socketDirectory, "-p", String(port), "-U", user, "-D", target.dataDirectory, "-R", "-X",
+                    "stream",
+                    "-c", "fast",
+                ],
+                as: target.serverUser)
+            guard output.status == 0 else {
+                throw PostgresError(.embeddedServer, "pg_basebackup into \(target.dataDirectory) failed: \(output.tail)")
+            }
+        }
+        return replica
+    }
+
     /// Stops the server (fast shutdown: open sessions are ended, committed data is safe). Returns false if it was
     /// not running.
     @discardableResult

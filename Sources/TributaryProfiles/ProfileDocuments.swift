@@ -1,6 +1,7 @@
 import Foundation
 import Postgres
 import TributaryModel
+import TributaryRuntime
 
 /// Profiles as the profile API serves them: one JSON document per profile, built by PostgreSQL in one call
 /// (`cdp.profile_lookup` in `sql/0410_profile_api.sql`), so a lookup is one round trip and the text is passed on as
@@ -13,8 +14,13 @@ import TributaryModel
 /// ```
 public struct ProfileDocuments: Sendable {
     let client: PostgresClient
+    /// Where lookups are read when it is usable (``ReadReplica``): a streaming replica of `client`'s database.
+    let replica: ReadReplica?
 
-    public init(client: PostgresClient) { self.client = client }
+    public init(client: PostgresClient, replica: ReadReplica? = nil) {
+        self.client = client
+        self.replica = replica
+    }
 
     /// Events in a document unless asked otherwise.
     public static let defaultEvents = 20
@@ -85,9 +91,15 @@ public struct ProfileDocuments: Sendable {
                 Identifier(kind: kind, value: value.replacingOccurrences(of: "\0", with: "\\0")),
                 reason: "it contains a NUL character")
         }
-        let row = try await client.query(
-            "SELECT outcome, document FROM cdp.profile_lookup(\(kind)::text, \(value)::text, \(events)::int)")[0]
-        let (outcome, document) = try row.decode((String, String?).self)
+        let query: PostgresQuery =
+            "SELECT outcome, document FROM cdp.profile_lookup(\(kind)::text, \(value)::text, \(events)::int)"
+        let row: (String, String?)
+        if let replica {
+            row = try await replica.read(primary: client) { try await $0.query(query)[0].decode((String, String?).self) }
+        } else {
+            row = try await client.query(query)[0].decode((String, String?).self)
+        }
+        let (outcome, document) = row
         return try Self.lookup(outcome: outcome, document: document, kind: kind, value: value)
     }
 

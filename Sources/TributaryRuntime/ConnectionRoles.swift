@@ -34,6 +34,12 @@ extension PostgresConfiguration {
         forRole("tributary \(process): \(stage)", settings: Self.stageSessionSettings)
     }
 
+    /// The configuration of reads from a streaming replica (``ReadReplica``) in process `process`: a lookup that
+    /// takes more than 30 seconds fails rather than holding a connection.
+    public func forReplicaReads(process: String) -> PostgresConfiguration {
+        forRole("tributary \(process): replica reads", settings: [SessionSetting("statement_timeout", "30s")])
+    }
+
     /// The configuration of the collection API's connections (event writer and API reads) in process `process`.
     public func forCollection(process: String) -> PostgresConfiguration {
         forRole("tributary \(process): api", settings: Self.writerSessionSettings)

@@ -12,6 +12,7 @@ import TributaryGovernance
 import TributaryIdentity
 import TributaryModel
 import TributaryProfiles
+import TributaryRuntime
 import TributaryService
 import TributarySyncs
 
@@ -34,13 +35,17 @@ public struct ServerConfiguration: Sendable {
     public var profileHints: (any ProfileHints)?
     /// Serve the web console under `/console` (``Console``).
     public var console: Bool
+    /// A streaming replica the profile API reads from while it is within its lag bound (nil: the primary).
+    public var readReplica: ReadReplica?
 
     public init(
         host: String = "127.0.0.1", port: Int = 8080, limits: CollectionLimits = CollectionLimits(),
         maxQueuedEvents: Int = 50_000, writeKeyCacheTTL: Duration = .seconds(5), apiTokenCacheTTL: Duration = .seconds(5),
-        destinations: DestinationRegistry = .core(), profileHints: (any ProfileHints)? = nil, console: Bool = false
+        destinations: DestinationRegistry = .core(), profileHints: (any ProfileHints)? = nil, console: Bool = false,
+        readReplica: ReadReplica? = nil
     ) {
         self.console = console
+        self.readReplica = readReplica
         self.destinations = destinations
         self.profileHints = profileHints
         self.host = host
@@ -89,7 +94,7 @@ public func buildApplication(
     }
     // The APIs that take API tokens: one token cache for all of them; each route group checks its scope.
     let auth = AdminAuth(client: client, ttl: configuration.apiTokenCacheTTL, logger: logger)
-    ProfileAPI(client: client, logger: logger).register(
+    ProfileAPI(client: client, replica: configuration.readReplica, logger: logger).register(
         on: router.group("/v1/profiles")
             .add(middleware: RequestMetricsMiddleware(metrics: metrics, duration: metrics.profileDuration))
             .add(middleware: TokenAuthMiddleware(auth: auth, scope: .profilesRead)))

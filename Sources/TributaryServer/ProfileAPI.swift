@@ -9,6 +9,7 @@ import TributaryGovernance
 import TributaryIdentity
 import TributaryModel
 import TributaryProfiles
+import TributaryRuntime
 import TributarySyncs
 
 /// The profile API: `GET /v1/profiles/{kind}/{value}[?events=N]` with `Authorization: Bearer <API token>`, and
@@ -35,8 +36,8 @@ struct ProfileAPI: Sendable {
     let documents: ProfileDocuments
     let logger: Logger
 
-    init(client: PostgresClient, logger: Logger) {
-        documents = ProfileDocuments(client: client)
+    init(client: PostgresClient, replica: ReadReplica? = nil, logger: Logger) {
+        documents = ProfileDocuments(client: client, replica: replica)
         self.logger = logger
     }
 

@@ -38,6 +38,14 @@ extension TributaryCommand {
         @Flag(help: "Serve the web console under /console (sign in with an API token).") var console = false
         @Option(help: "Seconds between bulk recomputes of computed traits (time windows, RFM).") var recomputeEvery = 3600
         @Option(
+            help: """
+                A streaming replica for the profile API's reads (libpq URL or key=value string; default \
+                $DATABASE_READ_URL). Reads go to the primary while the replica is down or more than --read-max-lag behind.
+                """)
+        var readURL: String?
+        @Option(help: "Seconds the replica may be behind the primary before profile reads go to the primary.")
+        var readMaxLag = 10
+        @Option(
             help:
                 "Seconds between refreshes of every segment's members (0: never; real-time segments also follow each profile change)."
         )
@@ -55,6 +63,19 @@ extension TributaryCommand {
             // The stages' swift-metrics land in the registry served at /metrics.
             let metrics = ServerMetrics()
             metrics.bootstrap()
+            let readURL = readURL ?? ProcessInfo.processInfo.environment["DATABASE_READ_URL"].flatMap { $0.isEmpty ? nil : $0 }
+            guard readMaxLag >= 0 else { throw CLIError("--read-max-lag must be 0 or more seconds, got \(readMaxLag)") }
+            let replica = try readURL.map { url in
+                let configuration: PostgresConfiguration
+                do { configuration = try PostgresConfiguration(connectionString: url) } catch {
+                    throw CLIError("--read-url / DATABASE_READ_URL is not a PostgreSQL connection string: \(error)")
+                }
+                return ReadReplica(
+                    client: PostgresClient(
+                        configuration: configuration.forReplicaReads(process: "serve"), options: .init(maxConnections: 4),
+                        logger: logger),
+                    maxLag: .seconds(readMaxLag))
+            }
             let pipeline = Pipeline(
                 configuration: configuration, process: "serve",
                 options: .init(
@@ -64,7 +85,7 @@ extension TributaryCommand {
             let app = buildApplication(
                 configuration: ServerConfiguration(
                     host: host, port: port, maxQueuedEvents: maxQueuedEvents, destinations: DestinationRegistry.standard(),
-                    profileHints: guessProfiles ? pipeline.profileHints : nil, console: console),
+                    profileHints: guessProfiles ? pipeline.profileHints : nil, console: console, readReplica: replica),
                 client: client, metrics: metrics, logger: logger,
                 onListening: { port in
                     // Written straight to the file descriptor, so a supervisor reading a pipe sees it at once.
@@ -72,14 +93,24 @@ extension TributaryCommand {
                     if console { line += "console: http://\(host):\(port)/console\n" }
                     FileHandle.standardOutput.write(Data(line.utf8))
                 })
-            let services: [ServiceGroupConfiguration.ServiceConfiguration] =
+            var services: [ServiceGroupConfiguration.ServiceConfiguration] =
                 [.init(service: app)] + pipeline.services.map { .init(service: $0) }
+            if let replica { services.append(.init(service: ReplicaLagService(replica: replica))) }
             let group = ServiceGroup(
                 configuration: ServiceGroupConfiguration(
                     services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             try await group.run()
             await pipeline.shutdown()
+            await replica?.client.shutdown()
             await client.shutdown()
+        }
+    }
+
+    /// Measures the read replica's lag every second (``ReadReplica/run(every:)``); stops on graceful shutdown.
+    struct ReplicaLagService: Service {
+        let replica: ReadReplica
+        func run() async throws {
+            await cancelWhenGracefulShutdown { await replica.run(every: .seconds(1)) }
         }
     }
 
