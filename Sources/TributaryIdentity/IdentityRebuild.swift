@@ -205,7 +205,7 @@ public struct IdentityRebuild: Sendable {
         report.components = graph.components
         report.conflictComponents = graph.conflictComponents
         report.profiles = graph.profiles.count
-        phase("graph (nodes, edges, hubs, components, founders)", rows: graph.nodes.count)
+        phase("graph in memory", rows: graph.nodes.count)
 
         // 5. Swap in, in one transaction holding the real-time stage's lock: the stored graph is read (under the
         //    lock, so nothing changes it meanwhile), compared with the computed one here, and only the differences
