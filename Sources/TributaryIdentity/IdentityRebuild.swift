@@ -49,12 +49,12 @@ public struct IdentityRebuild: Sendable {
 
     /// The most memory the rebuild may use in this process, in bytes. The graph is computed here (the fast way)
     /// when the events, at ``bytesPerEvent`` each, fit; otherwise in PostgreSQL, with only the components computed
-    /// here (about 14 bytes per identifier). Default 1 GiB: about 1.4 million events in memory.
+    /// here (about 14 bytes per identifier). Default 1 GiB: about 2.1 million events in memory.
     public var memoryBudget = 1 << 30
 
-    /// What the in-memory rebuild holds per event, with some room: 745 MB peak measured for the benchmark's 1.1M
+    /// What the in-memory rebuild holds per event, with some room: 534 MB peak measured for the benchmark's 1.1M
     /// events (2.1M extracted identifiers, 1.07M distinct, 1.2M edges).
-    public static let bytesPerEvent = 750
+    public static let bytesPerEvent = 500
 
     /// Sessions that extract identifiers side by side (one per core is the useful most).
     public var extractionConnections = max(1, min(8, ProcessInfo.processInfo.activeProcessorCount))
@@ -156,7 +156,8 @@ public struct IdentityRebuild: Sendable {
         //    the graph keeps one.
         let ranges = Self.split(through: last, into: extractionConnections)
         let configuration = configuration, logger = logger
-        let parts = try await withThrowingTaskGroup(of: [ExtractedRow].self) { group in
+        let rows = ExtractedRows()
+        try await withThrowingTaskGroup(of: Void.self) { group in
             for (from, through) in ranges {
                 group.addTask {
                     let worker = try await PostgresConnection.connect(configuration: configuration, logger: logger)
@@ -170,42 +171,41 @@ public struct IdentityRebuild: Sendable {
                                                                            e.context, \(document)) AS c
                                   WHERE e.seq > \(from) AND e.seq <= \(through) AND c.problem IS NULL) TO STDOUT
                             """
-                        var rows: [ExtractedRow] = []
                         try await worker.copyOut(try extraction.inlined()) { chunk in
+                            var parsed:
+                                [(seq: Int64, micros: Int64, kind: ArraySlice<UInt8>, value: ArraySlice<UInt8>, alias: Bool)] = []
                             var index = 0
                             while index < chunk.count {
                                 let seq = Self.parseDecimal(chunk, &index)
                                 let micros = Self.parseSignedDecimal(chunk, &index)
-                                let kind = Self.copyField(chunk, &index)
-                                let value = Self.copyField(chunk, &index)
+                                let kind = Self.copyFieldBytes(chunk, &index)
+                                let value = Self.copyFieldBytes(chunk, &index)
                                 let alias = chunk[index] == UInt8(ascii: "t")
                                 index += 2
-                                rows.append(ExtractedRow(seq: seq, micros: micros, kind: kind, value: value, viaAlias: alias))
+                                parsed.append((seq, micros, kind, value, alias))
                             }
+                            rows.add(parsed)
                         }
                         await worker.close()
-                        return rows
                     } catch {
                         await worker.close()
                         throw error
                     }
                 }
             }
-            var parts: [[ExtractedRow]] = []
-            for try await part in group { parts.append(part) }
-            return parts
+            try await group.waitForAll()
         }
-        phase("extract identifiers", rows: parts.reduce(0) { $0 + $1.count })
+        phase("extract identifiers", rows: rows.count)
 
         // 2–4. Nodes, edges, hubs, components, founders, replays and event stamps, in memory (RebuildGraph).
-        let graph = RebuildGraph(rows: consume parts, rules: rules)
-        report.identifiers = graph.nodes.count
+        let graph = RebuildGraph(rows: rows, rules: rules)
+        report.identifiers = graph.identifiers
         report.edges = graph.edges.count
         report.hubs = graph.hubs
         report.components = graph.components
         report.conflictComponents = graph.conflictComponents
         report.profiles = graph.profiles.count
-        phase("graph in memory", rows: graph.nodes.count)
+        phase("graph in memory", rows: graph.identifiers)
 
         // 5. Swap in, in one transaction holding the real-time stage's lock: the stored graph is read (under the
         //    lock, so nothing changes it meanwhile), compared with the computed one here, and only the differences
@@ -302,6 +302,11 @@ public struct IdentityRebuild: Sendable {
     /// Reads one field of COPY's text format at `index` (up to a tab or newline), undoing its backslash escapes, and
     /// steps past it and its separator.
     static func copyField(_ bytes: [UInt8], _ index: inout Int) -> String {
+        String(decoding: copyFieldBytes(bytes, &index), as: UTF8.self)
+    }
+
+    /// ``copyField(_:_:)`` as bytes.
+    static func copyFieldBytes(_ bytes: [UInt8], _ index: inout Int) -> ArraySlice<UInt8> {
         let start = index
         var escaped = false
         while index < bytes.count, bytes[index] != 0x09, bytes[index] != 0x0A {
@@ -313,7 +318,7 @@ public struct IdentityRebuild: Sendable {
         }
         let end = min(index, bytes.count)
         index += 1
-        guard escaped else { return String(decoding: bytes[start..<end], as: UTF8.self) }
+        guard escaped else { return bytes[start..<end] }
         var out: [UInt8] = []
         out.reserveCapacity(end - start)
         var position = start
@@ -336,7 +341,7 @@ public struct IdentityRebuild: Sendable {
             default: out.append(next)
             }
         }
-        return String(decoding: out, as: UTF8.self)
+        return out[...]
     }
 
     /// Writes one COPY row per element of `rows` (`row` appends the row's fields, without the newline).

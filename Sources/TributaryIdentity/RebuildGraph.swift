@@ -1,25 +1,6 @@
 import Foundation
 import TributaryModel
 
-/// One identifier of one event, as `cdp.event_identifiers` extracts it for the rebuild.
-package struct ExtractedRow: Sendable {
-    package var seq: Int64
-    /// The event's timestamp in microseconds since 1970.
-    package var micros: Int64
-    package var kind: String
-    package var value: String
-    /// One of the two forms of an alias call's previousId (the alias rule keeps one).
-    package var viaAlias: Bool
-
-    package init(seq: Int64, micros: Int64, kind: String, value: String, viaAlias: Bool) {
-        self.seq = seq
-        self.micros = micros
-        self.kind = kind
-        self.value = value
-        self.viaAlias = viaAlias
-    }
-}
-
 /// The identity graph the rebuild computes, in memory, from every event's extracted identifiers: the same nodes,
 /// edges, hubs, components, founders and event stamps the real-time stage arrives at, over integer indices.
 ///
@@ -36,19 +17,20 @@ package struct ExtractedRow: Sendable {
 ///    first of them.
 package struct RebuildGraph {
     package struct Node {
-        package var kind: String
-        package var value: String
-        package var firstSeq: Int64
-        package var firstSeen: Int64
-        package var lastSeen: Int64
+        package var firstSeq = Int64.max
+        package var firstSeen = Int64.max
+        package var lastSeen = Int64.min
         package var hub = false
         /// The profile holding the identifier.
         package var profile = UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+        /// Whether any kept row names it (an alias call's dropped form names none).
+        package var used: Bool { firstSeq != .max }
     }
 
+    /// The identifiers, by the index the nodes use.
+    package let table: IdentifierTable
+    /// One entry per interned identifier (see ``Node/used``).
     package private(set) var nodes: [Node] = []
-    /// The position in ``nodes`` of each identifier.
-    package private(set) var index: [Identifier: Int32] = [:]
     /// Edges as node indices (`a` < `b` as indices, not yet as stored ids) with the event that first joined them.
     package private(set) var edges: [(a: Int32, b: Int32, firstSeq: Int64)] = []
     package private(set) var profiles: [(profile: UUID, founder: Identifier, foundedSeq: Int64)] = []
@@ -57,54 +39,69 @@ package struct RebuildGraph {
     package private(set) var hubs = 0
     package private(set) var components = 0
     package private(set) var conflictComponents = 0
+    /// Identifiers in the graph.
+    package private(set) var identifiers = 0
 
-    /// Builds the graph from `rows` (any order; several arrays, as the extraction sessions deliver them).
-    package init(rows parts: consuming [[ExtractedRow]], rules: IdentityRules) {
-        // 1. Rows in receive order (each part released once copied); the alias rule decides which form of each
-        //    previousId stays.
-        var rows: [ExtractedRow] = []
-        rows.reserveCapacity(parts.reduce(0) { $0 + $1.count })
-        while let part = parts.popLast() { rows.append(contentsOf: part) }
-        rows.sort { $0.seq < $1.seq }
-        var firstAnonymous: [String: Int64] = [:]
-        for row in rows where !row.viaAlias && row.kind == "anonymous_id" && firstAnonymous[row.value] == nil {
-            firstAnonymous[row.value] = row.seq
+    package func kind(_ node: Int) -> String { table.kindName(Int32(node)) }
+    package func value(_ node: Int) -> String { table.value(Int32(node)) }
+    package func identifier(_ node: Int) -> Identifier { table.identifier(Int32(node)) }
+
+    /// The node of `identifier`, if it is in the graph.
+    package func position(of identifier: Identifier) -> Int? {
+        guard let entry = table.find(kind: identifier.kind, value: identifier.value), nodes[Int(entry)].used else { return nil }
+        return Int(entry)
+    }
+
+    /// Builds the graph from the extracted rows (any order), which it releases once read.
+    package init(rows: ExtractedRows, rules: IdentityRules) {
+        table = rows.table
+        nodes = [Node](repeating: Node(), count: table.count)
+        // 1. Rows in receive order; node times from the rows that are not alias forms; then the alias rule decides
+        //    which form of each previousId stays: an anonymous id when that value was the anonymousId of this or an
+        //    earlier event (its first non-alias row), else a user id.
+        var order = Array(0..<Int32(rows.count))
+        order.sort { rows.seqs[Int($0)] < rows.seqs[Int($1)] }
+        for row in order where !rows.viaAlias[Int(row)] {
+            let node = Int(rows.nodes[Int(row)])
+            if nodes[node].firstSeq == .max { nodes[node].firstSeq = rows.seqs[Int(row)] }
+            nodes[node].firstSeen = min(nodes[node].firstSeen, rows.micros[Int(row)])
+            nodes[node].lastSeen = max(nodes[node].lastSeen, rows.micros[Int(row)])
         }
-        // Per alias event: whether its previousId is an anonymous id (decided by the value of its anonymous form).
         var anonymousAlias: [Int64: Bool] = [:]
-        for row in rows where row.viaAlias && row.kind == "anonymous_id" {
-            anonymousAlias[row.seq] = (firstAnonymous[row.value] ?? .max) <= row.seq
+        for row in order where rows.viaAlias[Int(row)] && rows.table.kindName(rows.nodes[Int(row)]) == "anonymous_id" {
+            let seq = rows.seqs[Int(row)]
+            anonymousAlias[seq] = nodes[Int(rows.nodes[Int(row)])].firstSeq <= seq
         }
-        rows.removeAll { $0.viaAlias && $0.kind == (anonymousAlias[$0.seq] == true ? "user_id" : "anonymous_id") }
+        order.removeAll { row in
+            guard rows.viaAlias[Int(row)] else { return false }
+            let isAnonymous = anonymousAlias[rows.seqs[Int(row)]] == true
+            return rows.table.kindName(rows.nodes[Int(row)]) == (isAnonymous ? "user_id" : "anonymous_id")
+        }
+        for row in order where rows.viaAlias[Int(row)] {
+            let node = Int(rows.nodes[Int(row)])
+            nodes[node].firstSeq = min(nodes[node].firstSeq, rows.seqs[Int(row)])
+            nodes[node].firstSeen = min(nodes[node].firstSeen, rows.micros[Int(row)])
+            nodes[node].lastSeen = max(nodes[node].lastSeen, rows.micros[Int(row)])
+        }
 
-        // 2. Nodes and, per event, its node indices (rows are in seq order).
-        index.reserveCapacity(rows.count)
+        // 2. Per event (rows in seq order), its node indices.
         var eventSeqs: [Int64] = []
         var eventStarts: [Int] = []
         var links: [Int32] = []
-        links.reserveCapacity(rows.count)
-        for row in rows {
-            if eventSeqs.last != row.seq {
-                eventSeqs.append(row.seq)
+        links.reserveCapacity(order.count)
+        for row in order {
+            let seq = rows.seqs[Int(row)], node = rows.nodes[Int(row)]
+            if eventSeqs.last != seq {
+                eventSeqs.append(seq)
                 eventStarts.append(links.count)
-            }
-            let identifier = Identifier(kind: row.kind, value: row.value)
-            let node: Int32
-            if let known = index[identifier] {
-                node = known
-                nodes[Int(node)].lastSeen = max(nodes[Int(node)].lastSeen, row.micros)
-                nodes[Int(node)].firstSeen = min(nodes[Int(node)].firstSeen, row.micros)
-            } else {
-                node = Int32(nodes.count)
-                index[identifier] = node
-                nodes.append(
-                    Node(kind: row.kind, value: row.value, firstSeq: row.seq, firstSeen: row.micros, lastSeen: row.micros))
             }
             // An identifier twice in one event is one link.
             if !links[eventStarts.last!...].contains(node) { links.append(node) }
         }
         eventStarts.append(links.count)
-        rows = []
+        order = []
+        rows.releaseRows()
+        identifiers = nodes.reduce(0) { $0 + ($1.used ? 1 : 0) }
         let eventCount = eventSeqs.count
         func eventNodes(_ event: Int) -> ArraySlice<Int32> { links[eventStarts[event]..<eventStarts[event + 1]] }
 
@@ -135,38 +132,29 @@ package struct RebuildGraph {
         if !candidates.isEmpty {
             var perKind: [Int32: [String: Int]] = [:]
             for edge in edges {
-                if candidates.contains(edge.a) { perKind[edge.a, default: [:]][nodes[Int(edge.b)].kind, default: 0] += 1 }
-                if candidates.contains(edge.b) { perKind[edge.b, default: [:]][nodes[Int(edge.a)].kind, default: 0] += 1 }
+                if candidates.contains(edge.a) { perKind[edge.a, default: [:]][kind(Int(edge.b)), default: 0] += 1 }
+                if candidates.contains(edge.b) { perKind[edge.b, default: [:]][kind(Int(edge.a)), default: 0] += 1 }
             }
             for (node, counts) in perKind
-            where counts.values.contains(where: { $0 > rules.hubThreshold }) && rules.hubDetection(for: nodes[Int(node)].kind) {
+            where counts.values.contains(where: { $0 > rules.hubThreshold }) && rules.hubDetection(for: kind(Int(node))) {
                 nodes[Int(node)].hub = true
                 hubs += 1
             }
         }
 
         // 4. Components of the non-hub graph.
-        var kindNames: [String] = []
-        var kindOf: [String: UInt16] = [:]
         var usable: [Int64] = []
         var usableKinds: [UInt16] = []
-        for (position, node) in nodes.enumerated() where !node.hub {
-            let kind =
-                kindOf[node.kind]
-                ?? {
-                    kindNames.append(node.kind)
-                    kindOf[node.kind] = UInt16(kindNames.count - 1)
-                    return UInt16(kindNames.count - 1)
-                }()
+        for (position, node) in nodes.enumerated() where node.used && !node.hub {
             usable.append(Int64(position))
-            usableKinds.append(kind)
+            usableKinds.append(table.kindNumber(Int32(position)))
         }
         var finder = IdentityComponents(nodes: usable, kinds: usableKinds)
         for edge in edges where !nodes[Int(edge.a)].hub && !nodes[Int(edge.b)].hub {
             finder.union(Int64(edge.a), Int64(edge.b))
         }
         components = finder.count()
-        let overLimit = Set(finder.overLimit { rules.limit(of: kindNames[Int($0)]) })
+        let overLimit = Set(finder.overLimit { rules.limit(of: table.kindNames[Int($0)]) })
         conflictComponents = overLimit.count
         // The component (label: its smallest node index) of each non-hub node; -1 for hubs.
         var label = [Int64](repeating: -1, count: nodes.count)
@@ -175,7 +163,7 @@ package struct RebuildGraph {
         // 5. Founders: the first identifier in priority order among a component's nodes first seen on its earliest
         //    event (exactly that event's identifiers).
         var founder: [Int64: Int32] = [:]
-        for (position, node) in nodes.enumerated() where !node.hub && !overLimit.contains(label[position]) {
+        for (position, node) in nodes.enumerated() where node.used && !node.hub && !overLimit.contains(label[position]) {
             let component = label[position]
             guard let current = founder[component] else {
                 founder[component] = Int32(position)
@@ -184,8 +172,7 @@ package struct RebuildGraph {
             let other = nodes[Int(current)]
             if node.firstSeq < other.firstSeq
                 || (node.firstSeq == other.firstSeq
-                    && rules.precedes(
-                        Identifier(kind: node.kind, value: node.value), Identifier(kind: other.kind, value: other.value)))
+                    && rules.precedes(identifier(position), identifier(Int(current))))
             {
                 founder[component] = Int32(position)
             }
@@ -193,11 +180,10 @@ package struct RebuildGraph {
         var componentProfile: [Int64: UUID] = [:]
         componentProfile.reserveCapacity(founder.count)
         for (component, position) in founder {
-            let node = nodes[Int(position)]
-            let identifier = Identifier(kind: node.kind, value: node.value)
-            let profile = identifier.foundedProfileID
+            let founderIdentifier = identifier(Int(position))
+            let profile = founderIdentifier.foundedProfileID
             componentProfile[component] = profile
-            profiles.append((profile, identifier, node.firstSeq))
+            profiles.append((profile, founderIdentifier, nodes[Int(position)].firstSeq))
         }
 
         // Components over a limit: their events replayed through the engine, in receive order.
@@ -209,11 +195,11 @@ package struct RebuildGraph {
                 guard let first = members.first, overLimit.contains(label[Int(first)]) else { continue }
                 let extracted = ExtractedEvent(
                     seq: eventSeqs[event], messageID: "", micros: 0,
-                    identifiers: members.map { Identifier(kind: nodes[Int($0)].kind, value: nodes[Int($0)].value) })
+                    identifiers: members.map { identifier(Int($0)) })
                 engine.process(IdentityStage.resolverEvent(extracted, rules: rules, isHub: { _ in false }))
             }
-            for (position, node) in nodes.enumerated() where !node.hub && overLimit.contains(label[position]) {
-                nodes[position].profile = engine.profile(of: Identifier(kind: node.kind, value: node.value))!
+            for (position, node) in nodes.enumerated() where node.used && !node.hub && overLimit.contains(label[position]) {
+                nodes[position].profile = engine.profile(of: identifier(position))!
             }
             for id in engine.liveProfiles {
                 let profile = engine.profiles[id]!
@@ -223,12 +209,12 @@ package struct RebuildGraph {
         }
 
         // Hubs found their own profiles; every other node takes its component's.
-        for position in nodes.indices {
+        for position in nodes.indices where nodes[position].used {
             let node = nodes[position]
             if node.hub {
-                let identifier = Identifier(kind: node.kind, value: node.value)
-                nodes[position].profile = identifier.foundedProfileID
-                profiles.append((identifier.foundedProfileID, identifier, node.firstSeq))
+                let hubIdentifier = identifier(position)
+                nodes[position].profile = hubIdentifier.foundedProfileID
+                profiles.append((hubIdentifier.foundedProfileID, hubIdentifier, node.firstSeq))
             } else if let profile = componentProfile[label[position]] {
                 nodes[position].profile = profile
             }
@@ -246,11 +232,7 @@ package struct RebuildGraph {
                 } else if let profile = replayedEvents[seq] {
                     events.append((seq, profile))
                 }
-            } else if let first = members.min(by: { a, b in
-                rules.precedes(
-                    Identifier(kind: nodes[Int(a)].kind, value: nodes[Int(a)].value),
-                    Identifier(kind: nodes[Int(b)].kind, value: nodes[Int(b)].value))
-            }) {
+            } else if let first = members.min(by: { rules.precedes(identifier(Int($0)), identifier(Int($1))) }) {
                 events.append((seq, nodes[Int(first)].profile))
             }
         }

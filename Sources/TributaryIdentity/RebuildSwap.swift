@@ -45,7 +45,7 @@ struct StoredGraph {
                 let firstSeen = IdentityRebuild.parseSignedDecimal(chunk, &index)
                 let lastSeen = IdentityRebuild.parseSignedDecimal(chunk, &index)
                 graph.nodes += 1
-                guard let position = computed.index[Identifier(kind: kind, value: value)].map(Int.init) else {
+                guard let position = computed.position(of: Identifier(kind: kind, value: value)) else {
                     nodesDeleted.append(id)
                     continue
                 }
@@ -120,7 +120,7 @@ struct Changes {
     /// is consumed: what matches is removed from it as the comparison goes (no copy of a million entries).
     mutating func compare(graph: RebuildGraph, stored: consuming StoredGraph, tx: PostgresConnection) async throws {
         // Nodes not stored: new ids.
-        nodesInserted = ids.indices.filter { ids[$0] < 0 }
+        nodesInserted = ids.indices.filter { ids[$0] < 0 && graph.nodes[$0].used }
         if !nodesInserted.isEmpty {
             var drawn: [Int64] = []
             drawn.reserveCapacity(nodesInserted.count)
@@ -160,8 +160,8 @@ struct Changes {
                 continue
             }
             profilesDeleted.append(id)
-            if let position = graph.index[old.founder], graph.nodes[Int(position)].profile != id {
-                merges.append((id, graph.nodes[Int(position)].profile, old.founder))
+            if let position = graph.position(of: old.founder), graph.nodes[position].profile != id {
+                merges.append((id, graph.nodes[position].profile, old.founder))
             }
         }
         for (id, new) in computed where stored.profiles[id] == nil { profilesInserted.append((id, new.founder, new.foundedSeq)) }
@@ -264,9 +264,9 @@ struct Changes {
                 let node = graph.nodes[position]
                 number(ids[position], &line)
                 tab(&line)
-                CopyText.appendEscaped(node.kind, to: &line)
+                CopyText.appendEscaped(graph.kind(position), to: &line)
                 tab(&line)
-                CopyText.appendEscaped(node.value, to: &line)
+                CopyText.appendEscaped(graph.value(position), to: &line)
                 tab(&line)
                 uuid(node.profile, &line)
                 tab(&line)
