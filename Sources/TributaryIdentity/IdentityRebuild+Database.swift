@@ -27,31 +27,17 @@ extension IdentityRebuild {
         //    (the per-event function runs in one backend per statement; PostgreSQL does not parallelize it).
         try await db.execute(
             "CREATE UNLOGGED TABLE \(unescaped: s).ids (seq bigint, ts timestamptz, kind text, value text, alias bool)")
-        let ranges = Self.split(through: last, into: extractionConnections)
-        let configuration = configuration, logger = logger
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for (from, through) in ranges {
-                group.addTask {
-                    let worker = try await PostgresConnection.connect(configuration: configuration, logger: logger)
-                    do {
-                        // Both forms of each alias call's previousId too (via_alias); the alias rule keeps one below.
-                        try await worker.execute(
-                            """
-                            INSERT INTO \(unescaped: s).ids
-                            SELECT e.seq, e.timestamp, c.kind, c.value, c.via_alias
-                            FROM cdp.events AS e
-                            CROSS JOIN LATERAL cdp.event_identifiers(e.type, e.user_id, e.anonymous_id, e.previous_id, e.traits, e.context,
-                                                                     \(document)) AS c
-                            WHERE e.seq > \(from) AND e.seq <= \(through) AND c.problem IS NULL
-                            """)
-                        await worker.close()
-                    } catch {
-                        await worker.close()
-                        throw error
-                    }
-                }
-            }
-            try await group.waitForAll()
+        try await onExtractionSessions(through: last) { worker, from, through in
+            // Both forms of each alias call's previousId too (via_alias); the alias rule keeps one below.
+            try await worker.execute(
+                """
+                INSERT INTO \(unescaped: s).ids
+                SELECT e.seq, e.timestamp, c.kind, c.value, c.via_alias
+                FROM cdp.events AS e
+                CROSS JOIN LATERAL cdp.event_identifiers(e.type, e.user_id, e.anonymous_id, e.previous_id, e.traits, e.context,
+                                                         \(document)) AS c
+                WHERE e.seq > \(from) AND e.seq <= \(through) AND c.problem IS NULL
+                """)
         }
         try await db.execute("ANALYZE \(unescaped: s).ids")
         // The alias rule (as IdentityStore.resolveAliases applies it in real time): a previousId is an anonymous id when
@@ -133,20 +119,11 @@ extension IdentityRebuild {
         let overLimit = components.finder.overLimit { limits[Int($0)] }
         report.components = components.finder.count()
         try await db.execute("CREATE TABLE \(unescaped: t).labels (node bigint NOT NULL, label bigint NOT NULL)")
-        try await db.copyIn("COPY \(unescaped: t).labels (node, label) FROM STDIN") { writer in
-            var line: [UInt8] = []
-            line.reserveCapacity(64 * 1024)
-            for position in 0..<components.finder.nodes.count {
-                Self.appendDecimal(components.finder.nodes[position], to: &line)
-                line.append(0x09)
-                Self.appendDecimal(components.finder.label(at: position), to: &line)
-                line.append(0x0A)
-                if line.count >= 60 * 1024 {
-                    try await writer.write(line)
-                    line.removeAll(keepingCapacity: true)
-                }
-            }
-            try await writer.write(line)
+        try await Self.copyRows(db, "COPY \(unescaped: t).labels (node, label) FROM STDIN", 0..<components.finder.nodes.count) {
+            position, line in
+            Self.appendDecimal(components.finder.nodes[position], to: &line)
+            line.append(0x09)
+            Self.appendDecimal(components.finder.label(at: position), to: &line)
         }
         try await db.script(
             """

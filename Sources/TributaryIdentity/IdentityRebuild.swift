@@ -85,6 +85,30 @@ public struct IdentityRebuild: Sendable {
         }
     }
 
+    /// Runs `body` once per `(after, through]` range of `1...last` (``split(through:into:)``), side by side, each on a
+    /// session of its own (``extractionConnections`` of them): the extraction's per-event function runs in one backend
+    /// per statement, and PostgreSQL does not parallelize it.
+    func onExtractionSessions(
+        through last: Int64, _ body: @escaping @Sendable (PostgresConnection, Int64, Int64) async throws -> Void
+    ) async throws {
+        let configuration = configuration, logger = logger
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (from, through) in Self.split(through: last, into: extractionConnections) {
+                group.addTask {
+                    let worker = try await PostgresConnection.connect(configuration: configuration, logger: logger)
+                    do {
+                        try await body(worker, from, through)
+                        await worker.close()
+                    } catch {
+                        await worker.close()
+                        throw error
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+    }
+
     /// `(after, through]` ranges of sequence numbers covering `1...last` in `parts` pieces.
     static func split(through last: Int64, into parts: Int) -> [(Int64, Int64)] {
         let size = max(1, (last + Int64(parts) - 1) / Int64(parts))
@@ -148,52 +172,35 @@ public struct IdentityRebuild: Sendable {
         log: PhaseLog
     ) async throws {
         func phase(_ name: String, rows: Int? = nil) { log.phase(name, rows: rows) }
-        let t = "pg_temp"
-
         // 1. Identifiers of every event up to `last`, extracted by `extractionConnections` sessions side by side
         //    (the per-event function runs in one backend per statement; PostgreSQL does not parallelize it) and
         //    streamed to this process with COPY. Both forms of each alias call's previousId come too (via_alias);
         //    the graph keeps one.
-        let ranges = Self.split(through: last, into: extractionConnections)
-        let configuration = configuration, logger = logger
         let rows = ExtractedRows()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for (from, through) in ranges {
-                group.addTask {
-                    let worker = try await PostgresConnection.connect(configuration: configuration, logger: logger)
-                    do {
-                        try await worker.execute("SET jit = off")
-                        // COPY takes no parameters: the rules document and the range are inlined as literals.
-                        let extraction: PostgresQuery = """
-                            COPY (SELECT e.seq, (extract(epoch FROM e.timestamp) * 1000000)::int8, c.kind, c.value, c.via_alias
-                                  FROM cdp.events AS e
-                                  CROSS JOIN LATERAL cdp.event_identifiers(e.type, e.user_id, e.anonymous_id, e.previous_id, e.traits,
-                                                                           e.context, \(document)) AS c
-                                  WHERE e.seq > \(from) AND e.seq <= \(through) AND c.problem IS NULL) TO STDOUT
-                            """
-                        try await worker.copyOut(try extraction.inlined()) { chunk in
-                            var parsed:
-                                [(seq: Int64, micros: Int64, kind: ArraySlice<UInt8>, value: ArraySlice<UInt8>, alias: Bool)] = []
-                            var index = 0
-                            while index < chunk.count {
-                                let seq = Self.parseDecimal(chunk, &index)
-                                let micros = Self.parseSignedDecimal(chunk, &index)
-                                let kind = Self.copyFieldBytes(chunk, &index)
-                                let value = Self.copyFieldBytes(chunk, &index)
-                                let alias = chunk[index] == UInt8(ascii: "t")
-                                index += 2
-                                parsed.append((seq, micros, kind, value, alias))
-                            }
-                            rows.add(parsed)
-                        }
-                        await worker.close()
-                    } catch {
-                        await worker.close()
-                        throw error
-                    }
+        try await onExtractionSessions(through: last) { worker, from, through in
+            try await worker.execute("SET jit = off")
+            // COPY takes no parameters: the rules document and the range are inlined as literals.
+            let extraction: PostgresQuery = """
+                COPY (SELECT e.seq, (extract(epoch FROM e.timestamp) * 1000000)::int8, c.kind, c.value, c.via_alias
+                      FROM cdp.events AS e
+                      CROSS JOIN LATERAL cdp.event_identifiers(e.type, e.user_id, e.anonymous_id, e.previous_id, e.traits,
+                                                               e.context, \(document)) AS c
+                      WHERE e.seq > \(from) AND e.seq <= \(through) AND c.problem IS NULL) TO STDOUT
+                """
+            try await worker.copyOut(try extraction.inlined()) { chunk in
+                var parsed: [(seq: Int64, micros: Int64, kind: ArraySlice<UInt8>, value: ArraySlice<UInt8>, alias: Bool)] = []
+                var index = 0
+                while index < chunk.count {
+                    let seq = Self.parseDecimal(chunk, &index)
+                    let micros = Self.parseSignedDecimal(chunk, &index)
+                    let kind = Self.copyFieldBytes(chunk, &index)
+                    let value = Self.copyFieldBytes(chunk, &index)
+                    let alias = chunk[index] == UInt8(ascii: "t")
+                    index += 2
+                    parsed.append((seq, micros, kind, value, alias))
                 }
+                rows.add(parsed)
             }
-            try await group.waitForAll()
         }
         phase("extract identifiers", rows: rows.count)
 

@@ -143,8 +143,8 @@ package struct ProfileStore: Sendable {
                 """
             ).map { try $0.decode(UUID.self) }
         let full = Array(Set(recompute).union(stale))
-        let rows = try aggregates.batchRows(
-            after: after, through: through, full: full, involved: Array(Set(touched).union(full)), asOf: asOf)
+        let rows = try aggregates.rows(
+            .batch(after: after, through: through, full: full, involved: Array(Set(touched).union(full))), asOf: asOf)
         return try await tx.query(try upsertData(rows)).scalar(Int.self)
     }
 
@@ -156,7 +156,7 @@ package struct ProfileStore: Sendable {
             INSERT INTO cdp.profile_data AS d (profile_id, traits, computed, first_seen_at, last_seen_at, event_count, computed_at,
                                                aggregates)
             SELECT a.profile_id, coalesce(t.traits, '{}'::jsonb), \(compiler.computedObjectSQL()),
-                   a.first_seen_at, a.last_seen_at, a.event_count, \(ComputedTraitCompiler.timestamp(asOf)), a.aggregates
+                   a.first_seen_at, a.last_seen_at, a.event_count, \(SQLRenderer.timestamp(asOf)), a.aggregates
             FROM (\(aggregates)) AS a
             LEFT JOIN LATERAL (
                 SELECT jsonb_object_agg(v.key, v.value) AS traits FROM cdp.profile_trait_values AS v
@@ -218,7 +218,7 @@ package struct ProfileStore: Sendable {
         let stored = try await tx.execute(
             """
             INSERT INTO cdp.rfm_thresholds (id, recency, frequency, monetary, as_of)
-            SELECT 1, recency, frequency, monetary, \(ComputedTraitCompiler.timestamp(asOf))
+            SELECT 1, recency, frequency, monetary, \(SQLRenderer.timestamp(asOf))
             FROM (\(compiler.thresholdsSQL(aggregates: "pg_temp.\(try SQLQuoting.identifier(name))"))) AS q
             ON CONFLICT (id) DO UPDATE SET recency = excluded.recency, frequency = excluded.frequency,
                 monetary = excluded.monetary, as_of = excluded.as_of, computed_at = now()
@@ -234,7 +234,7 @@ package struct ProfileStore: Sendable {
         let merged: PostgresQuery = full ? "c.computed" : "d.computed || c.computed"
         let changed = try await tx.execute(
             """
-            UPDATE cdp.profile_data AS d SET computed = \(merged), computed_at = \(ComputedTraitCompiler.timestamp(asOf))
+            UPDATE cdp.profile_data AS d SET computed = \(merged), computed_at = \(SQLRenderer.timestamp(asOf))
             FROM (SELECT a.profile_id, \(compiler.computedObjectSQL()) AS computed
                   FROM pg_temp.bulk_aggregates AS a LEFT JOIN cdp.rfm_thresholds AS th ON true
                   \(compiler.rfmScoresSQL())) AS c

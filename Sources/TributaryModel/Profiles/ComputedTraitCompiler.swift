@@ -14,14 +14,11 @@ public struct ComputedTraitCompiler: Sendable {
         self.definitions = definitions
     }
 
-    /// The moment computations are made for, as an SQL expression of a literal.
-    package static func timestamp(_ date: Date) -> PostgresQuery { SQLRenderer.timestamp(date) }
-
     /// `SELECT e.profile_id, first_seen_at, last_seen_at, event_count, "t0", "t1", ..., rfm_last, rfm_orders,
     /// rfm_revenue FROM cdp.events AS e WHERE ... GROUP BY e.profile_id`, over events with `seq <= through`.
     /// `profileFilter` is an extra condition on `e` (for example `e.profile_id = ANY(\(profiles))`).
     public func aggregateSQL(asOf: Date, through: Int64, profileFilter: PostgresQuery? = nil) throws -> PostgresQuery {
-        let now = Self.timestamp(asOf)
+        let now = SQLRenderer.timestamp(asOf)
         var columns: [PostgresQuery] = [
             "e.profile_id",
             "min(e.timestamp) AS first_seen_at",

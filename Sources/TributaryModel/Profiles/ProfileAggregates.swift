@@ -66,19 +66,11 @@ package struct ProfileAggregates: Sendable {
         case all(through: Int64)
     }
 
-    /// ``rows(_:asOf:)`` of a batch.
-    package func batchRows(after: Int64, through: Int64, full: [UUID], involved: [UUID], asOf: Date) throws -> PostgresQuery {
-        try rows(.batch(after: after, through: through, full: full, involved: involved), asOf: asOf)
-    }
-
-    /// Whether any trait is computed from its window's events.
-    package var hasWindowedTraits: Bool { definitions.computedTraits.contains { Self.kind($0) == .windowed } }
-
     /// Rows of `profile_id, first_seen_at, last_seen_at, event_count, t0, t1, …, rfm_last, rfm_orders, rfm_revenue`
     /// (the columns of ``ComputedTraitCompiler/aggregateSQL(asOf:through:profileFilter:)``) and `aggregates` (the
     /// state to store), for the profiles of `scope`, at `asOf`.
     package func rows(_ scope: Scope, asOf: Date) throws -> PostgresQuery {
-        let now = ComputedTraitCompiler.timestamp(asOf)
+        let now = SQLRenderer.timestamp(asOf)
         let state: PostgresQuery
         let windowScope: PostgresQuery
         switch scope {

@@ -18,7 +18,7 @@ package struct SQLRenderer: Sendable {
     init() {}
 
     /// `(timestamptz 'epoch' + N * interval '1 microsecond')`: a fixed moment, exact to the microsecond.
-    static func timestamp(_ date: Date) -> PostgresQuery {
+    package static func timestamp(_ date: Date) -> PostgresQuery {
         let micros = Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
         return "(timestamptz 'epoch' + \(unescaped: String(micros)) * interval '1 microsecond')"
     }
@@ -28,11 +28,6 @@ package struct SQLRenderer: Sendable {
     /// same view would give different members to sessions in different time zones.
     func daysBefore(_ now: PostgresQuery, _ days: Int) -> PostgresQuery {
         "\(now) - interval '24 hours' * \(unescaped: String(days))"
-    }
-
-    /// A condition on the JSON object `object` (for example `e.properties`): `object -> 'key' = '"value"'::jsonb`.
-    func condition(_ condition: PropertyCondition, on object: String) throws -> PostgresQuery {
-        try comparison(key: condition.property, op: condition.op, value: condition.value, on: object)
     }
 
     /// An event property of the event row `row`, as jsonb. `name` is the call's own name first (page and screen
