@@ -7,6 +7,7 @@ AS $$
 DECLARE
     first_day date := date_trunc('month', month_start)::date;
     partition_name text := 'events_' || to_char(first_day, 'YYYY_MM');
+    standin boolean := coalesce((SELECT value #>> '{}' FROM cdp.settings WHERE key = 'distribution'), '') = 'standin';
 BEGIN
     IF to_regclass(format('cdp.%I', partition_name)) IS NULL THEN
         -- Serialize creators: two sessions creating the same partition would otherwise collide.
@@ -15,9 +16,16 @@ BEGIN
             -- The catalog lookup above can miss a partition another session committed while we waited for the
             -- lock (an advisory lock does not refresh catalog caches), so a duplicate here means it exists: done.
             BEGIN
-                EXECUTE format('CREATE TABLE cdp.%I PARTITION OF cdp.events FOR VALUES FROM (%L) TO (%L)',
+                EXECUTE format('CREATE TABLE cdp.%I PARTITION OF cdp.events FOR VALUES FROM (%L) TO (%L)%s',
                                partition_name, first_day::timestamp AT TIME ZONE 'UTC',
-                               (first_day + interval '1 month')::timestamp AT TIME ZONE 'UTC');
+                               (first_day + interval '1 month')::timestamp AT TIME ZONE 'UTC',
+                               CASE WHEN standin THEN ' PARTITION BY HASH (message_id)' ELSE '' END);
+                -- The Citus stand-in (tests): each month hash-partitioned by the distribution column, as Citus
+                -- shards it. (Under Citus itself, a partition of the distributed cdp.events is distributed with it.)
+                FOR shard IN 0 .. CASE WHEN standin THEN 3 ELSE -1 END LOOP
+                    EXECUTE format('CREATE TABLE cdp.%I PARTITION OF cdp.%I FOR VALUES WITH (MODULUS 4, REMAINDER %s)',
+                                   partition_name || '_shard' || shard, partition_name, shard);
+                END LOOP;
             EXCEPTION WHEN duplicate_table THEN
                 NULL;
             END;

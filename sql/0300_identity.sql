@@ -128,50 +128,68 @@ COMMENT ON FUNCTION cdp.resolve_profile(uuid) IS
 
 -- Recomputes the redirects of `changed` ids and of every id whose walk passes through one of them (found backwards
 -- along each id's newest merge), from the log: what the triggers below call when a merge is logged or forgotten, or
--- a profile is created or deleted. Usually a few index probes per changed id.
+-- a profile is created or deleted. Usually a few index probes per changed id. Written as loops of plain statements,
+-- one step of every walk at a time, rather than recursive CTEs: Citus runs no recursive query over a distributed
+-- table (cdp.resolve_profile_by_log stays the recursive definition tests compare with).
 CREATE OR REPLACE FUNCTION cdp.profile_redirects_refresh(changed uuid[]) RETURNS void
 LANGUAGE plpgsql
--- The recursive CTEs' row estimates are large enough to pass jit_above_cost; compiling them costs ~400 ms against
--- ~5 ms of work, in whatever session makes the change.
 SET jit = off
 AS $$
+DECLARE
+    affected uuid[];
+    frontier uuid[];
+    starts uuid[];
+    currents uuid[];
+    ends_from uuid[] := '{}';
+    ends_to uuid[] := '{}';
+    live_from uuid[];
+    live_to uuid[];
+    depth int := 0;
 BEGIN
     IF changed IS NULL OR cardinality(changed) = 0 THEN
         RETURN;
     END IF;
-    WITH RECURSIVE affected (profile_id) AS (
-        SELECT DISTINCT c.id FROM unnest(changed) AS c (id)
-        UNION
-        SELECT m.from_profile_id
-        FROM affected AS a
-        JOIN cdp.profile_merge_log AS m ON m.into_profile_id = a.profile_id
-        WHERE NOT EXISTS (SELECT 1 FROM cdp.profile_merge_log AS newer
-                          WHERE newer.from_profile_id = m.from_profile_id AND newer.merge_id > m.merge_id)
-    ), walk (start, profile_id, depth, live) AS (
-        -- cdp.resolve_profile_by_log for all of them at once.
-        SELECT a.profile_id, a.profile_id, 0,
-               EXISTS (SELECT 1 FROM cdp.identity_profiles AS p WHERE p.profile_id = a.profile_id)
-        FROM affected AS a
-        UNION ALL
-        SELECT walk.start, next.into_profile_id, walk.depth + 1,
-               EXISTS (SELECT 1 FROM cdp.identity_profiles AS p WHERE p.profile_id = next.into_profile_id)
-        FROM walk
+    SELECT array_agg(DISTINCT c.id) INTO affected FROM unnest(changed) AS c (id) WHERE c.id IS NOT NULL;
+    IF affected IS NULL THEN
+        RETURN;
+    END IF;
+    -- Backwards: ids whose newest merge went into an affected id are affected too.
+    frontier := affected;
+    LOOP
+        SELECT array_agg(DISTINCT m.from_profile_id) INTO frontier
+        FROM cdp.profile_merge_log AS m
+        WHERE m.into_profile_id = ANY(frontier) AND m.from_profile_id <> ALL(affected)
+          AND NOT EXISTS (SELECT 1 FROM cdp.profile_merge_log AS newer
+                          WHERE newer.from_profile_id = m.from_profile_id AND newer.merge_id > m.merge_id);
+        EXIT WHEN frontier IS NULL;
+        affected := affected || frontier;
+    END LOOP;
+    -- Forwards: from each affected id along its newest merge until a live profile (cdp.resolve_profile_by_log for
+    -- all of them at once, at most 100 steps).
+    starts := affected;
+    currents := affected;
+    LOOP
+        SELECT coalesce(array_agg(w.s) FILTER (WHERE w.live), '{}'), coalesce(array_agg(w.c) FILTER (WHERE w.live), '{}'),
+               coalesce(array_agg(w.s) FILTER (WHERE NOT w.live), '{}'), coalesce(array_agg(w.c) FILTER (WHERE NOT w.live), '{}')
+        INTO live_from, live_to, starts, currents
+        FROM (SELECT u.s, u.c, EXISTS (SELECT 1 FROM cdp.identity_profiles AS p WHERE p.profile_id = u.c) AS live
+              FROM unnest(starts, currents) AS u (s, c)) AS w;
+        ends_from := ends_from || live_from;
+        ends_to := ends_to || live_to;
+        EXIT WHEN cardinality(starts) = 0 OR depth >= 100;
+        SELECT coalesce(array_agg(u.s), '{}'), coalesce(array_agg(n.into_profile_id), '{}') INTO starts, currents
+        FROM unnest(starts, currents) AS u (s, c)
         CROSS JOIN LATERAL (SELECT m.into_profile_id FROM cdp.profile_merge_log AS m
-                            WHERE m.from_profile_id = walk.profile_id ORDER BY m.merge_id DESC LIMIT 1) AS next
-        WHERE NOT walk.live AND walk.depth < 100
-    ), resolved AS (
-        SELECT a.profile_id AS from_profile_id, ends.profile_id
-        FROM (SELECT DISTINCT profile_id FROM affected) AS a
-        LEFT JOIN (SELECT DISTINCT ON (w.start) w.start, w.profile_id FROM walk AS w WHERE w.live
-                   ORDER BY w.start, w.depth) AS ends ON ends.start = a.profile_id
-    ), removed AS (
-        DELETE FROM cdp.profile_redirects AS r USING resolved
-        WHERE r.from_profile_id = resolved.from_profile_id
-          AND (resolved.profile_id IS NULL OR resolved.profile_id = resolved.from_profile_id)
-    )
+                            WHERE m.from_profile_id = u.c ORDER BY m.merge_id DESC LIMIT 1) AS n;
+        depth := depth + 1;
+    END LOOP;
+    -- An id that is live itself, or whose walk reaches no live profile, has no redirect.
+    DELETE FROM cdp.profile_redirects AS r
+    WHERE r.from_profile_id = ANY(affected)
+      AND NOT EXISTS (SELECT 1 FROM unnest(ends_from, ends_to) AS e (s, c) WHERE e.s = r.from_profile_id AND e.c <> e.s);
     INSERT INTO cdp.profile_redirects (from_profile_id, profile_id)
-    SELECT resolved.from_profile_id, resolved.profile_id FROM resolved
-    WHERE resolved.profile_id IS NOT NULL AND resolved.profile_id <> resolved.from_profile_id
+    SELECT e.s, e.c FROM unnest(ends_from, ends_to) AS e (s, c)
+    WHERE e.c <> e.s
     ON CONFLICT (from_profile_id) DO UPDATE SET profile_id = excluded.profile_id
         WHERE cdp.profile_redirects.profile_id <> excluded.profile_id;
 END

@@ -19,6 +19,9 @@ public struct EmbeddedPostgres: Sendable {
     /// The superuser `initdb` creates.
     public let user = "tributary"
     public let port = 5432
+    /// Server settings written to the cluster's `tributary.conf` on every start, after Tributary's own (for example
+    /// `shared_preload_libraries` for a test that reads `pg_stat_statements`).
+    public var settings: [String: String] = [:]
     let logger: Logger
 
     public init(dataDirectory: String, database: String = "tributary", logger: Logger) {
@@ -315,7 +318,7 @@ public struct EmbeddedPostgres: Sendable {
             # its own pool, stages and rebuild sessions: 300 was reached).
             max_connections = 500
 
-            """
+            """ + settings.sorted { $0.key < $1.key }.map { "\($0.key) = \(quoted($0.value))\n" }.joined()
         let path = "\(layout.dataDirectory)/tributary.conf"
         try settings.write(toFile: path, atomically: false, encoding: .utf8)
         if let user = layout.serverUser { try chown(path, to: user) }

@@ -91,13 +91,16 @@ public enum TestDatabase {
 
     /// A separate embedded cluster in a temporary directory, for tests that stop and restart the server or change
     /// its authentication. Removed (after being stopped) when `body` ends.
-    public static func withPrivateCluster<T>(_ body: (EmbeddedPostgres) async throws -> T) async throws -> T {
+    public static func withPrivateCluster<T>(
+        settings: [String: String] = [:], _ body: (EmbeddedPostgres) async throws -> T
+    ) async throws -> T {
         let base = FileManager.default.temporaryDirectory.appendingPathComponent(
             "tributary-cluster-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
         // As root the server runs as `postgres`, which must be able to enter the directory.
         _ = chmod(base.path, 0o755)
-        let server = EmbeddedPostgres(dataDirectory: base.appendingPathComponent("pgdata").path, logger: logger)
+        var server = EmbeddedPostgres(dataDirectory: base.appendingPathComponent("pgdata").path, logger: logger)
+        server.settings = settings
         do {
             let value = try await body(server)
             _ = try? await server.stop()

@@ -179,7 +179,7 @@ public struct WebhookMappingStore: Sendable {
         try await client.execute(
             """
             INSERT INTO cdp.webhook_mappings (source_id, mapping) VALUES (\(source.id), \(PostgresJSON(text: mapping.json.serialized)))
-            ON CONFLICT (source_id) DO UPDATE SET mapping = EXCLUDED.mapping, updated_at = now()
+            ON CONFLICT (source_id) DO UPDATE SET mapping = EXCLUDED.mapping, updated_at = excluded.updated_at
             """)
     }
 

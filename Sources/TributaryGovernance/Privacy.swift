@@ -72,15 +72,13 @@ public struct PrivacyRequests: Sendable {
         case .hub, .unknownKind, .invalidKind, .invalidValue:
             throw PrivacyError(lookup.message ?? "the identifier is not valid")
         }
+        // The live profiles and every old id that now resolves to one of them (one lookup in the flat redirect table,
+        // not a walk of the merge log: Citus runs no recursive query over a distributed table).
         let profileIDs = try await client.query(
             """
-            WITH RECURSIVE ids (id) AS (
-                SELECT unnest(\(profiles)::uuid[])
-                UNION
-                SELECT m.from_profile_id FROM cdp.profile_merge_log AS m JOIN ids ON m.into_profile_id = ids.id
-                WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_profiles AS p WHERE p.profile_id = m.from_profile_id)
-            )
-            SELECT id FROM ids
+            SELECT id FROM unnest(\(profiles)::uuid[]) AS id
+            UNION
+            SELECT r.from_profile_id FROM cdp.profile_redirects AS r WHERE r.profile_id = ANY(\(profiles)::uuid[])
             """
         ).map { try $0[0].decode(UUID.self) }
         let identifiers = try await client.query(

@@ -131,7 +131,7 @@ public struct Retention: Sendable {
             try await tx.execute(
                 """
                 INSERT INTO cdp.settings (key, value) VALUES (\(Self.settingsKey), \(value.serialized)::jsonb)
-                ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = now()
+                ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
                 """)
             try await AuditLog.record(
                 tx, actor: actor, action: "retention.set", target: "cdp.events",
@@ -260,7 +260,7 @@ public struct Retention: Sendable {
         try await tx.execute(
             """
             INSERT INTO cdp.settings (key, value) VALUES (\(lastRunKey), \(dropped.serialized)::jsonb)
-            ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = now()
+            ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
             """)
         try await AuditLog.record(
             tx, actor: actor, action: "retention.apply", target: "cdp.events",

@@ -59,7 +59,7 @@ public struct IdentityAdmin: Sendable {
                 try await tx.execute(
                     """
                     INSERT INTO cdp.identity_rules (id, rules, checksum) VALUES (1, \(document), \(checksum))
-                    ON CONFLICT (id) DO UPDATE SET rules = excluded.rules, checksum = excluded.checksum, applied_at = now()
+                    ON CONFLICT (id) DO UPDATE SET rules = excluded.rules, checksum = excluded.checksum, applied_at = excluded.applied_at
                     """)
                 let hasGraph = try await tx.query("SELECT EXISTS (SELECT 1 FROM cdp.identity_nodes)").scalar(Bool.self)
                 guard resolve, hasGraph else { return .stored }

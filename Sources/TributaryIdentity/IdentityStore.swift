@@ -220,7 +220,7 @@ package enum IdentityStore {
             SELECT * FROM unnest(\(parts.map { $0[0] })::text[], \(parts.map { $0[1] })::text[],
                                  \(keys.map { counts[$0]!.count })::int8[], \(keys.map { Int(counts[$0]!.lastSeq) })::int8[])
             ON CONFLICT (reason, kind) DO UPDATE
-            SET count = i.count + excluded.count, last_seq = excluded.last_seq, updated_at = now()
+            SET count = i.count + excluded.count, last_seq = excluded.last_seq, updated_at = excluded.updated_at
             """)
         let total = counts.values.reduce(0) { $0 + $1.count }
         logger.info(

@@ -167,7 +167,7 @@ package struct ProfileStore: Sendable {
             ON CONFLICT (profile_id) DO UPDATE
             SET traits = excluded.traits, computed = excluded.computed, first_seen_at = excluded.first_seen_at,
                 last_seen_at = excluded.last_seen_at, event_count = excluded.event_count,
-                computed_at = excluded.computed_at, updated_at = now(), aggregates = excluded.aggregates
+                computed_at = excluded.computed_at, updated_at = excluded.updated_at, aggregates = excluded.aggregates
             WHERE (d.traits, d.computed, d.first_seen_at, d.last_seen_at, d.event_count, d.aggregates)
                   IS DISTINCT FROM (excluded.traits, excluded.computed, excluded.first_seen_at, excluded.last_seen_at, excluded.event_count,
                                     excluded.aggregates)
@@ -221,7 +221,7 @@ package struct ProfileStore: Sendable {
             SELECT 1, recency, frequency, monetary, \(SQLRenderer.timestamp(asOf))
             FROM (\(compiler.thresholdsSQL(aggregates: "pg_temp.\(try SQLQuoting.identifier(name))"))) AS q
             ON CONFLICT (id) DO UPDATE SET recency = excluded.recency, frequency = excluded.frequency,
-                monetary = excluded.monetary, as_of = excluded.as_of, computed_at = now()
+                monetary = excluded.monetary, as_of = excluded.as_of, computed_at = excluded.computed_at
             """)
         if (stored ?? 0) == 0 { try await tx.execute("DELETE FROM cdp.rfm_thresholds") }
     }

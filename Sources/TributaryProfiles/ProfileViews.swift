@@ -115,7 +115,7 @@ public enum ProfileViews {
         let changed = try await db.execute(
             """
             INSERT INTO cdp.generated_views (name, definition) VALUES ('cdp.profiles', \(sql))
-            ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, updated_at = now()
+            ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, updated_at = excluded.updated_at
             WHERE cdp.generated_views.definition <> excluded.definition
             """)
         if (changed ?? 0) > 0 || always {
@@ -181,7 +181,7 @@ public enum ProfileConfig {
         let stored = try await db.execute(
             """
             INSERT INTO cdp.profile_config (name, document, checksum) VALUES (\(name), \(text)::jsonb, \(checksum))
-            ON CONFLICT (name) DO UPDATE SET document = excluded.document, checksum = excluded.checksum, applied_at = now()
+            ON CONFLICT (name) DO UPDATE SET document = excluded.document, checksum = excluded.checksum, applied_at = excluded.applied_at
             WHERE cdp.profile_config.checksum <> excluded.checksum
             """)
         return (stored ?? 0) > 0

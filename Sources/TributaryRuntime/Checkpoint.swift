@@ -42,7 +42,7 @@ public struct Checkpoint: Sendable, Hashable, CustomStringConvertible {
             """
             INSERT INTO cdp.stage_checkpoints (stage, seq, generation) VALUES (\(name), \(seq), coalesce(\(generation), 0))
             ON CONFLICT (stage) DO UPDATE
-            SET seq = excluded.seq, generation = coalesce(\(generation), cdp.stage_checkpoints.generation), updated_at = now()
+            SET seq = excluded.seq, generation = coalesce(\(generation), cdp.stage_checkpoints.generation), updated_at = excluded.updated_at
             """)
     }
 

@@ -145,7 +145,7 @@ public struct SegmentStore: Sendable {
                         realtime = excluded.realtime, position = excluded.position,
                         applied_at = CASE WHEN cdp.segment_definitions.view_sql = excluded.view_sql
                                            AND cdp.segment_definitions.definition = excluded.definition
-                                          THEN cdp.segment_definitions.applied_at ELSE now() END
+                                          THEN cdp.segment_definitions.applied_at ELSE excluded.applied_at END
                     """)
             }
         }

@@ -49,6 +49,10 @@ public struct Migrator: Sendable {
         public var alreadyApplied = 0
         /// What bringing the stored identity rules up to this version's built-in ones did (`.unchanged` mostly).
         public var identityRules: IdentityAdmin.ApplyOutcome = .unchanged
+        /// The layout of the tables (`.single` unless Citus or its stand-in).
+        public var distribution: DistributionMode = .single
+        /// What laying them out changed this time, one line per table.
+        public var distributionChanges: [String] = []
     }
 
     /// Lists applied, pending, changed and unknown migrations, without changing anything.
@@ -59,8 +63,11 @@ public struct Migrator: Sendable {
     }
 
     /// Applies pending migrations, each in its own transaction, then every file of `sql/` in one transaction.
+    ///
+    /// `distribution` lays the tables out for Citus or its test stand-in (`Distributor`) between the two; `nil`
+    /// keeps the layout the database has (Citus if the extension is installed and nothing was chosen before).
     @discardableResult
-    public func migrate(_ client: PostgresClient) async throws -> Report {
+    public func migrate(_ client: PostgresClient, distribution: DistributionMode? = nil) async throws -> Report {
         let migrations = try Migration.load(from: files.migrationsDirectory)
         let sqlFiles = try loadSQLFiles()
         var report = try await client.withConnection { connection in
@@ -77,6 +84,9 @@ public struct Migrator: Sendable {
                     try await apply(migration, on: connection)
                     report.applied.append(migration)
                 }
+                report.distribution = try await Distributor.resolve(requested: distribution, on: connection)
+                report.distributionChanges = try await Distributor(files: files, logger: logger)
+                    .apply(report.distribution, on: connection).changes
                 try await connection.withTransaction { tx in
                     for (name, sql) in sqlFiles {
                         do {

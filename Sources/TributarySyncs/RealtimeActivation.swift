@@ -142,7 +142,7 @@ public struct RealtimeActivation: StreamStage {
         try await client.execute(
             """
             INSERT INTO cdp.sync_realtime (sync, change_id) VALUES (\(name), \(changeID))
-            ON CONFLICT (sync) DO UPDATE SET change_id = greatest(cdp.sync_realtime.change_id, excluded.change_id), updated_at = now()
+            ON CONFLICT (sync) DO UPDATE SET change_id = greatest(cdp.sync_realtime.change_id, excluded.change_id), updated_at = excluded.updated_at
             """)
     }
 

@@ -365,7 +365,7 @@ public struct SyncRunner: Sendable {
                  AS x (n, operation, idempotency_key)
             JOIN pg_temp.tributary_sync_diff AS d ON d.n = x.n
             ON CONFLICT (sync, key) DO UPDATE SET key_object = excluded.key_object, payload = excluded.payload, hash = excluded.hash,
-                operation = excluded.operation, idempotency_key = excluded.idempotency_key, run_id = excluded.run_id, sent_at = now()
+                operation = excluded.operation, idempotency_key = excluded.idempotency_key, run_id = excluded.run_id, sent_at = excluded.sent_at
             """)
     }
 
@@ -497,7 +497,7 @@ public struct SyncRunner: Sendable {
                 INSERT INTO cdp.sync_state AS s (sync, key, key_object, payload, hash, removed, run_id)
                 SELECT \(sync), key, key_object, payload, hash, kind IN ('removed', 'withdrawn'), \(runID) FROM d
                 ON CONFLICT (sync, key) DO UPDATE SET key_object = excluded.key_object, payload = excluded.payload,
-                    hash = excluded.hash, removed = excluded.removed, run_id = excluded.run_id, delivered_at = now()
+                    hash = excluded.hash, removed = excluded.removed, run_id = excluded.run_id, delivered_at = excluded.delivered_at
                 RETURNING 1
             ),
             settled AS (DELETE FROM cdp.sync_pending AS p USING d WHERE p.sync = \(sync) AND p.key = d.key RETURNING 1)
@@ -523,7 +523,7 @@ public struct SyncRunner: Sendable {
                  AS r (n, operation, reason)
             JOIN pg_temp.tributary_sync_diff AS d ON d.n = r.n
             ON CONFLICT (sync, key) DO UPDATE SET operation = excluded.operation, reason = excluded.reason,
-                attempts = e.attempts + 1, last_failed_at = now(), last_run_id = excluded.last_run_id
+                attempts = e.attempts + 1, last_failed_at = excluded.last_failed_at, last_run_id = excluded.last_run_id
             """)
     }
 
@@ -547,7 +547,7 @@ public struct SyncRunner: Sendable {
                         \(rows.map(\.reason))::text[]) AS r (n, operation, outcome, reason)
             JOIN pg_temp.tributary_sync_diff AS d ON d.n = r.n
             ON CONFLICT (run_id, key) DO UPDATE SET operation = excluded.operation, outcome = excluded.outcome,
-                reason = excluded.reason, recorded_at = now()
+                reason = excluded.reason, recorded_at = excluded.recorded_at
             """)
     }
 
@@ -561,7 +561,7 @@ public struct SyncRunner: Sendable {
             INSERT INTO cdp.sync_run_rows (run_id, sync, key, key_object, operation, outcome, reason)
             SELECT \(runID), \(sync.name), d.key, d.key_object, c.operation, \(outcome), \(reason)
             FROM pg_temp.tributary_sync_confirmed AS c JOIN pg_temp.tributary_sync_diff AS d USING (n)
-            ON CONFLICT (run_id, key) DO UPDATE SET outcome = excluded.outcome, reason = excluded.reason, recorded_at = now()
+            ON CONFLICT (run_id, key) DO UPDATE SET outcome = excluded.outcome, reason = excluded.reason, recorded_at = excluded.recorded_at
             """)
     }
 

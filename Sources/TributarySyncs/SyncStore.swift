@@ -84,7 +84,7 @@ public struct SyncStore: Sendable {
                     INSERT INTO cdp.syncs (name, definition, position, enabled, next_run_at)
                     VALUES (\(sync.name), \(json)::jsonb, \(position), \(sync.enabled), \(next))
                     ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, position = excluded.position,
-                        enabled = excluded.enabled, applied_at = now(),
+                        enabled = excluded.enabled, applied_at = excluded.applied_at,
                         next_run_at = CASE WHEN \(reschedule) THEN excluded.next_run_at ELSE cdp.syncs.next_run_at END
                     """)
             }

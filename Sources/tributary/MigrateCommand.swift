@@ -23,12 +23,24 @@ extension TributaryCommand.Migrate {
             commandName: "apply", abstract: "Apply pending migrations and re-apply sql/ (the default).")
         @OptionGroup var global: GlobalOptions
 
+        @Option(
+            help: ArgumentHelp(
+                "Table layout: single (one PostgreSQL), citus (distributed tables on Citus), standin (Citus's key rules on "
+                    + "plain PostgreSQL, for tests). Default: the layout the database has, else citus if the extension "
+                    + "is installed, else single.",
+                valueName: "layout"))
+        var distribution: DistributionMode?
+
         func run() async throws {
             let logger = global.makeLogger()
             let target = try await global.resolveTarget(logger: logger)
             let migrator = Migrator(files: try ProjectFiles.locate(), logger: logger)
-            let report = try await target.withClient(logger: logger) { try await migrator.migrate($0) }
+            let report = try await target.withClient(logger: logger) {
+                try await migrator.migrate($0, distribution: distribution)
+            }
             for migration in report.applied { print("applied  \(migration.fileName)") }
+            for change in report.distributionChanges { print("layout   \(change)") }
+            if report.distribution != .single { print("layout: \(report.distribution.rawValue)") }
             print(
                 "migrations: \(report.applied.count) applied now, \(report.alreadyApplied) already applied; "
                     + "sql/: \(report.sqlFiles.count) files re-applied")
@@ -66,3 +78,5 @@ extension TributaryCommand.Migrate {
         }
     }
 }
+
+extension DistributionMode: ExpressibleByArgument {}
