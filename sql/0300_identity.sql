@@ -88,8 +88,8 @@ COMMENT ON FUNCTION cdp.identity_candidates(text, text, jsonb, jsonb, jsonb) IS
 
 -- The recursive definition of where an old profile id went: itself while it exists, else follow its newest merge
 -- in cdp.profile_merge_log until a live profile. cdp.resolve_profile answers the same from cdp.profile_redirects in
--- one lookup; this walk is what the redirect triggers fall back on when an id comes back to life, and what tests
--- check the table against.
+-- one lookup; tests check the table against this walk (the product never runs it: Citus runs no recursive query
+-- over a distributed table).
 CREATE OR REPLACE FUNCTION cdp.resolve_profile_by_log(old_profile_id uuid) RETURNS uuid
 LANGUAGE sql STABLE
 SET jit = off
@@ -127,8 +127,8 @@ COMMENT ON FUNCTION cdp.resolve_profile(uuid) IS
     'Tributary: the live profile id for any profile id ever issued (follows merges and splits); NULL if unknown';
 
 -- Recomputes the redirects of `changed` ids and of every id whose walk passes through one of them (found backwards
--- along each id's newest merge), from the log: what the triggers below call when a merge is logged or forgotten, or
--- a profile is created or deleted. Usually a few index probes per changed id. Written as loops of plain statements,
+-- along each id's newest merge), from the log: what every writer calls when it logs or forgets a merge, or creates
+-- or deletes a profile. Usually a few index probes per changed id. Written as loops of plain statements,
 -- one step of every walk at a time, rather than recursive CTEs: Citus runs no recursive query over a distributed
 -- table (cdp.resolve_profile_by_log stays the recursive definition tests compare with).
 CREATE OR REPLACE FUNCTION cdp.profile_redirects_refresh(changed uuid[]) RETURNS void
@@ -195,57 +195,14 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION cdp.profile_redirects_follow_log() RETURNS trigger
-LANGUAGE plpgsql
-AS $$
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        PERFORM cdp.profile_redirects_refresh((SELECT array_agg(DISTINCT from_profile_id) FROM added));
-    ELSE
-        PERFORM cdp.profile_redirects_refresh((SELECT array_agg(DISTINCT from_profile_id) FROM removed));
-    END IF;
-    RETURN NULL;
-END
-$$;
-
--- A profile created or deleted changes the walks that pass through its id: only ids the log mentions matter (the
--- identity stage mostly founds ids never issued before, which cost one index probe each here).
-CREATE OR REPLACE FUNCTION cdp.profile_redirects_follow_profiles() RETURNS trigger
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    mentioned uuid[];
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        SELECT array_agg(c.profile_id) INTO mentioned FROM added AS c
-        WHERE EXISTS (SELECT 1 FROM cdp.profile_merge_log AS m WHERE m.into_profile_id = c.profile_id)
-           OR EXISTS (SELECT 1 FROM cdp.profile_redirects AS r WHERE r.from_profile_id = c.profile_id);
-    ELSE
-        SELECT array_agg(c.profile_id) INTO mentioned FROM removed AS c
-        WHERE EXISTS (SELECT 1 FROM cdp.profile_merge_log AS m WHERE m.into_profile_id = c.profile_id)
-           OR EXISTS (SELECT 1 FROM cdp.profile_merge_log AS m WHERE m.from_profile_id = c.profile_id);
-    END IF;
-    PERFORM cdp.profile_redirects_refresh(mentioned);
-    RETURN NULL;
-END
-$$;
-
+-- The redirects used to follow the log and the profiles through statement triggers; every writer now calls
+-- cdp.profile_redirects_refresh itself (Citus fires triggers on each shard, on the workers).
 DROP TRIGGER IF EXISTS profile_redirects_log_insert ON cdp.profile_merge_log;
-CREATE TRIGGER profile_redirects_log_insert
-    AFTER INSERT ON cdp.profile_merge_log REFERENCING NEW TABLE AS added
-    FOR EACH STATEMENT EXECUTE FUNCTION cdp.profile_redirects_follow_log();
 DROP TRIGGER IF EXISTS profile_redirects_log_delete ON cdp.profile_merge_log;
-CREATE TRIGGER profile_redirects_log_delete
-    AFTER DELETE ON cdp.profile_merge_log REFERENCING OLD TABLE AS removed
-    FOR EACH STATEMENT EXECUTE FUNCTION cdp.profile_redirects_follow_log();
 DROP TRIGGER IF EXISTS profile_redirects_profile_insert ON cdp.identity_profiles;
-CREATE TRIGGER profile_redirects_profile_insert
-    AFTER INSERT ON cdp.identity_profiles REFERENCING NEW TABLE AS added
-    FOR EACH STATEMENT EXECUTE FUNCTION cdp.profile_redirects_follow_profiles();
 DROP TRIGGER IF EXISTS profile_redirects_profile_delete ON cdp.identity_profiles;
-CREATE TRIGGER profile_redirects_profile_delete
-    AFTER DELETE ON cdp.identity_profiles REFERENCING OLD TABLE AS removed
-    FOR EACH STATEMENT EXECUTE FUNCTION cdp.profile_redirects_follow_profiles();
+DROP FUNCTION IF EXISTS cdp.profile_redirects_follow_log();
+DROP FUNCTION IF EXISTS cdp.profile_redirects_follow_profiles();
 
 CREATE OR REPLACE VIEW cdp.identities AS
 SELECT profile_id, kind, value, first_seen_at, last_seen_at, status = 'hub' AS is_hub

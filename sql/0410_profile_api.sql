@@ -106,6 +106,8 @@ DECLARE
     v_profile uuid;
     v_status text;
     v_known text[];
+    v_used text[] := '{}';
+    v_kind text;
 BEGIN
     IF p_event_limit IS NULL OR p_event_limit < 0 THEN
         RAISE EXCEPTION 'event_limit must be 0 or more, got %', coalesce(p_event_limit::text, 'NULL')
@@ -158,12 +160,13 @@ BEGIN
     END IF;
 
     -- Not found: tell a kind nobody uses (a typo) from a value nobody has. Known kinds are the built-in ones, those
-    -- the rules name, and those identifiers hold (one index probe per kind).
-    WITH RECURSIVE used (kind) AS (
-        SELECT min(n.kind) FROM cdp.identity_nodes AS n
-        UNION ALL
-        SELECT (SELECT min(n.kind) FROM cdp.identity_nodes AS n WHERE n.kind > used.kind) FROM used WHERE used.kind IS NOT NULL
-    )
+    -- the rules name, and those identifiers hold (one index probe per kind, in a loop: Citus runs no recursive
+    -- query over a distributed table).
+    SELECT min(n.kind) INTO v_kind FROM cdp.identity_nodes AS n;
+    WHILE v_kind IS NOT NULL LOOP
+        v_used := v_used || v_kind;
+        SELECT min(n.kind) INTO v_kind FROM cdp.identity_nodes AS n WHERE n.kind > v_kind;
+    END LOOP;
     SELECT array_agg(DISTINCT k ORDER BY k) INTO v_known
     FROM (
         SELECT unnest(ARRAY['profile_id', 'user_id', 'anonymous_id', 'email', 'phone'])
@@ -175,7 +178,7 @@ BEGIN
         UNION ALL SELECT jsonb_array_elements_text(b.entry -> 'kinds')
                   FROM jsonb_array_elements(coalesce(v_rules -> 'blocked', '[]')) AS b (entry)
                   WHERE jsonb_typeof(b.entry -> 'kinds') = 'array'
-        UNION ALL SELECT used.kind FROM used WHERE used.kind IS NOT NULL
+        UNION ALL SELECT unnest(v_used)
     ) AS known (k);
     IF p_kind = ANY (v_known) THEN
         outcome := 'not_found';

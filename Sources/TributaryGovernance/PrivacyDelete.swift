@@ -275,6 +275,10 @@ extension PrivacyRequests {
         for (table, sql) in statements {
             counts[table] = try await tx.execute(PostgresQuery(unsafeSQL: sql)) ?? 0
         }
+        // Redirects through the deleted ids, and the identity stage's cache of the graph.
+        try await IdentityStore.refreshRedirects(
+            tx, touchedBy: "SELECT profile_id FROM pg_temp.tributary_privacy_profiles")
+        try await IdentityStore.advanceGraphEpoch(tx)
         for (table, fields) in [
             ("sync_state", "payload"), ("sync_pending", "payload"), ("sync_errors", nil), ("sync_run_rows", nil),
         ] {

@@ -218,6 +218,8 @@ extension IdentityRebuild {
                 SELECT o.profile_id, m.profile_id, 'rebuild', o.founder_kind, o.founder_value
                 FROM \(t).old_profiles AS o JOIN \(t).final_nodes AS m ON m.kind = o.founder_kind AND m.value = o.founder_value
                 WHERE m.profile_id <> o.profile_id;
+                CREATE TABLE \(t).redirects_touched AS SELECT profile_id FROM \(t).old_profiles;
+                INSERT INTO \(t).redirects_touched SELECT from_profile_id FROM cdp.profile_merge_log WHERE seq > \(last);
                 DELETE FROM cdp.profile_merge_log WHERE seq > \(last);
                 DELETE FROM cdp.identity_profiles WHERE profile_id IN (SELECT profile_id FROM \(t).old_profiles);
                 UPDATE cdp.identity_profiles AS p
@@ -230,6 +232,9 @@ extension IdentityRebuild {
                 WHERE NOT EXISTS (SELECT 1 FROM cdp.identity_profiles AS p WHERE p.profile_id = f.profile_id);
                 INSERT INTO cdp.identity_profiles (profile_id, founder_kind, founder_value, founded_seq)
                 SELECT profile_id, kind, value, founded_seq FROM \(t).new_profiles;
+                INSERT INTO \(t).redirects_touched SELECT profile_id FROM \(t).new_profiles;
+                SELECT cdp.profile_redirects_refresh(array(SELECT DISTINCT profile_id FROM \(t).redirects_touched));
+                SELECT nextval('cdp.identity_graph_epoch');
                 DELETE FROM cdp.identity_nodes AS n WHERE NOT EXISTS (SELECT 1 FROM \(t).final_nodes AS m WHERE m.id = n.node_id);
                 """)
             report.nodesChanged =

@@ -239,6 +239,8 @@ package enum IdentitySplits {
                 FROM unnest(\(seqs)::int8[], \(stamps.map(\.profile))::uuid[]) AS s (seq, profile_id)
                 WHERE e.seq = s.seq AND e.seq = ANY(\(seqs)::int8[]) AND e.profile_id IS DISTINCT FROM s.profile_id
                 """) ?? 0
+        try await IdentityStore.refreshRedirects(tx, touched: gone.union(alive).union(hubProfiles).union(splitFrom))
+        try await IdentityStore.advanceGraphEpoch(tx)
         // Later stages recompute every profile whose events may have changed hands.
         let involved = profiles.union(alive).union(stamps.compactMap(\.profile)).sorted { $0.uuidString < $1.uuidString }
         try await tx.execute(
@@ -257,23 +259,23 @@ package enum IdentitySplits {
         return report
     }
 
-    /// Every active node connected to `seeds` through edges between active nodes.
+    /// Every active node connected to `seeds` through edges between active nodes: breadth first, one statement per
+    /// step (Citus runs no recursive query over a distributed table).
     static func closure(_ tx: PostgresConnection, _ seeds: [Int64]) async throws -> [Int64] {
-        guard !seeds.isEmpty else { return [] }
-        return try await tx.query(
-            """
-            WITH RECURSIVE component (node_id) AS (
-                SELECT unnest(\(seeds.map { Int($0) })::int8[])
-                UNION
-                SELECT linked.other
-                FROM component AS c
-                CROSS JOIN LATERAL (SELECT e.b FROM cdp.identity_edges AS e WHERE e.a = c.node_id
-                                    UNION ALL
-                                    SELECT e.a FROM cdp.identity_edges AS e WHERE e.b = c.node_id) AS linked (other)
+        var component = Set(seeds)
+        var frontier = Array(component).map { Int($0) }
+        while !frontier.isEmpty {
+            let next = try await tx.query(
+                """
+                SELECT DISTINCT n.node_id
+                FROM (SELECT e.b FROM cdp.identity_edges AS e WHERE e.a = ANY(\(frontier)::int8[])
+                      UNION ALL
+                      SELECT e.a FROM cdp.identity_edges AS e WHERE e.b = ANY(\(frontier)::int8[])) AS linked (other)
                 JOIN cdp.identity_nodes AS n ON n.node_id = linked.other AND n.status = 'active'
-            )
-            SELECT node_id FROM component
-            """
-        ).map { try $0[0].decode(Int64.self) }
+                """
+            ).map { try $0[0].decode(Int64.self) }
+            frontier = next.filter { component.insert($0).inserted }.map { Int($0) }
+        }
+        return Array(component)
     }
 }

@@ -269,6 +269,7 @@ public struct IdentityStage: StreamStage {
                 """)
         }
         report.merges = engine.merges.count
+        try await IdentityStore.refreshRedirects(tx, touched: losers + foundedAlive + engine.merges.map(\.from))
         timings.mark("merges")
 
         // New identifiers, and the time range of those already known.

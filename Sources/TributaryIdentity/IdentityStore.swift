@@ -44,6 +44,27 @@ package enum IdentityStore {
         return (rules, try rules.document())
     }
 
+    /// Brings `cdp.profile_redirects` up to date after this transaction created or deleted profiles, or logged or
+    /// forgot merges: `touched` names those profile ids (a merge by its `from` side). Every writer calls it (rather
+    /// than triggers: Citus fires triggers on each shard, on the workers).
+    package static func refreshRedirects(_ db: PostgresConnection, touched: some Sequence<UUID>) async throws {
+        let ids = Array(Set(touched))
+        guard !ids.isEmpty else { return }
+        try await db.execute("SELECT cdp.profile_redirects_refresh(\(ids)::uuid[])")
+    }
+
+    /// ``refreshRedirects(_:touched:)`` for the profile ids `query` returns.
+    package static func refreshRedirects(_ db: PostgresConnection, touchedBy query: PostgresQuery) async throws {
+        try await db.execute("SELECT cdp.profile_redirects_refresh(array(\(query)))")
+    }
+
+    /// Advances `cdp.identity_graph_epoch`, which tells the identity stage's cache that someone else changed the
+    /// graph. Every writer other than the stage calls it; on one server a statement trigger also advances it for any
+    /// other change (an analyst's own SQL), but the distributed layouts drop that trigger.
+    package static func advanceGraphEpoch(_ db: PostgresConnection) async throws {
+        try await db.execute("SELECT nextval('cdp.identity_graph_epoch')")
+    }
+
     /// Where `cdp.identity_graph_epoch` stands: it moves with every statement that changes `cdp.identity_nodes`.
     static func graphEpoch(_ db: PostgresConnection) async throws -> Int64 {
         // 0 until the first change (last_value alone reads the same before and after the first nextval).

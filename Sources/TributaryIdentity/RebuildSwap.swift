@@ -176,7 +176,7 @@ struct Changes {
         }
     }
 
-    /// Writes the differences, in the order the stored graph's triggers and constraints expect: merge log, profiles,
+    /// Writes the differences, in the order the constraints expect: merge log, profiles (then their redirects),
     /// nodes (deleted before inserted: an identifier is unique), edges, event stamps.
     func write(_ tx: PostgresConnection, graph: RebuildGraph, through last: Int64) async throws {
         // Fresh statistics first for the tables the joins below touch: after a truncate or a first run the planner
@@ -213,6 +213,11 @@ struct Changes {
                 SELECT from_id, into_id, 'rebuild', kind, value FROM pg_temp.rebuild_merges
                 """)
         }
+        // Profile ids whose redirects this changes: merges logged or forgotten (by their from side), profiles gone or new.
+        var touched = Set(merges.map(\.from)).union(profilesDeleted).union(profilesInserted.map(\.0))
+        for row in try await tx.query("SELECT DISTINCT from_profile_id FROM cdp.profile_merge_log WHERE seq > \(last)") {
+            touched.insert(try row[0].decode(UUID.self))
+        }
         try await tx.execute("DELETE FROM cdp.profile_merge_log WHERE seq > \(last)")
         if !profilesDeleted.isEmpty {
             try await Self.temp(tx, "rebuild_profiles_gone", "profile_id uuid", profilesDeleted.count) { i, line in
@@ -248,6 +253,10 @@ struct Changes {
                 INSERT INTO cdp.identity_profiles (profile_id, founder_kind, founder_value, founded_seq)
                 SELECT profile_id, kind, value, founded_seq FROM pg_temp.rebuild_profiles_new
                 """)
+        }
+        try await IdentityStore.refreshRedirects(tx, touched: touched)
+        if !(nodesDeleted.isEmpty && nodesUpdated.isEmpty && nodesInserted.isEmpty) {
+            try await IdentityStore.advanceGraphEpoch(tx)
         }
         if !nodesDeleted.isEmpty {
             try await Self.temp(tx, "rebuild_nodes_gone", "node_id bigint", nodesDeleted.count) { i, line in

@@ -80,6 +80,23 @@ public struct DistributedSQLLint: Sendable {
         return findings
     }
 
+    /// The refused constructs in a script such as a file of `sql/`, including the bodies of the functions it
+    /// creates (dollar-quoted), each finding with the function it is in. For code that a run may not reach.
+    public func checkScript(_ sql: String) -> [(function: String?, finding: Finding)] {
+        var findings: [(function: String?, finding: Finding)] = []
+        for statement in SQLTokens(sql).statements() {
+            findings += check(statement).map { (nil, $0) }
+            guard let create = statement.firstIndex(where: { $0.word == "function" || $0.word == "procedure" }),
+                create + 3 < statement.count, let schema = statement[create + 1].identifier,
+                statement[create + 2].text == ".", let name = statement[create + 3].identifier
+            else { continue }
+            for token in statement where token.kind == .dollarQuoted {
+                findings += check(token.text).map { ("\(schema).\(name)", $0) }
+            }
+        }
+        return findings
+    }
+
     private func check(_ tokens: [SQLTokens.Token]) -> [Finding] {
         let named = tablesNamed(in: tokens)
         let distributedNamed = named.filter { distributed[$0] != nil }
@@ -327,7 +344,7 @@ extension DistributedSQLLint.Finding {
 /// with its parenthesis depth. Comments and whitespace are dropped.
 struct SQLTokens {
     struct Token: Sendable {
-        enum Kind: Sendable { case word, quotedIdentifier, string, number, parameter, punctuation }
+        enum Kind: Sendable { case word, quotedIdentifier, string, dollarQuoted, number, parameter, punctuation }
         let kind: Kind
         let text: String
         let depth: Int
@@ -408,7 +425,7 @@ struct SQLTokens {
                 var end = index
                 while end + tag.count <= bytes.count, Array(bytes[end..<(end + tag.count)]) != tag { end += 1 }
                 let bodyEnd = min(end, bytes.count)
-                tokens.append(Token(kind: .string, text: text(index..<bodyEnd), depth: depth))
+                tokens.append(Token(kind: .dollarQuoted, text: text(index..<bodyEnd), depth: depth))
                 index = min(bodyEnd + tag.count, bytes.count)
             case 0x28:
                 tokens.append(Token(kind: .punctuation, text: "(", depth: depth))

@@ -92,6 +92,15 @@ public struct Distributor: Sendable {
             guard let column = placement.column else { continue }
             report.changes += try await includeColumnInKeys(placement.table, column: column, on: connection)
         }
+        // Citus fires triggers on each shard, on the workers: the graph epoch's statement trigger goes, and the
+        // writers other than the identity stage advance the epoch themselves (IdentityStore.advanceGraphEpoch).
+        let trigger = try await connection.query(
+            "SELECT EXISTS (SELECT FROM pg_trigger WHERE tgname = 'identity_nodes_changed' AND tgrelid = 'cdp.identity_nodes'::regclass)"
+        ).scalar(Bool.self)
+        if trigger {
+            try await connection.execute("DROP TRIGGER identity_nodes_changed ON cdp.identity_nodes")
+            report.changes.append("cdp.identity_nodes: trigger identity_nodes_changed dropped")
+        }
         switch mode {
         case .single:
             break

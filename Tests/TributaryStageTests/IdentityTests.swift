@@ -656,7 +656,7 @@ extension IdentityStageTests {
     }
 
     /// Migration 0018 fills `cdp.profile_redirects` for a database upgraded with merges in its log: the same rows
-    /// the triggers keep.
+    /// the writers keep.
     func expectTheMigrationFillsRedirectsAsTheTriggersKeepThem(_ client: PostgresClient, seed: UInt64) async throws {
         func rows() async throws -> [String: String] {
             Dictionary(
@@ -670,7 +670,7 @@ extension IdentityStageTests {
         let fill = String(migration[migration.range(of: "-- Filled from the log")!.lowerBound...])
         try await client.execute("TRUNCATE cdp.profile_redirects")
         try await client.withConnection { try await $0.script(fill) }
-        #expect(try await rows() == kept, "seed \(seed): the migration's fill differs from what the triggers keep")
+        #expect(try await rows() == kept, "seed \(seed): the migration's fill differs from what the writers keep")
     }
 
     func expectRebuildAgrees(_ client: PostgresClient, seed: UInt64, phase: String) async throws {
