@@ -149,7 +149,13 @@ BEGIN
     IF changed IS NULL OR cardinality(changed) = 0 THEN
         RETURN;
     END IF;
-    SELECT array_agg(DISTINCT c.id) INTO affected FROM unnest(changed) AS c (id) WHERE c.id IS NOT NULL;
+    -- Only ids the log or the redirects mention can change anything (a profile founded by an identifier never seen
+    -- before, the usual case, costs three index probes here).
+    SELECT array_agg(DISTINCT c.id) INTO affected FROM unnest(changed) AS c (id)
+    WHERE c.id IS NOT NULL
+      AND (EXISTS (SELECT 1 FROM cdp.profile_merge_log AS m WHERE m.into_profile_id = c.id)
+           OR EXISTS (SELECT 1 FROM cdp.profile_merge_log AS m WHERE m.from_profile_id = c.id)
+           OR EXISTS (SELECT 1 FROM cdp.profile_redirects AS r WHERE r.from_profile_id = c.id));
     IF affected IS NULL THEN
         RETURN;
     END IF;
