@@ -8,7 +8,8 @@ import TributaryModel
 ///
 /// Each flush, in one transaction, records the waiting events' message ids in `cdp.event_message_ids` (so a retried
 /// message is stored once, however late) and stores the new ones in `cdp.events` with receive sequence numbers drawn
-/// under an advisory lock, so sequence numbers become visible in increasing order for the stages that consume them.
+/// under an advisory lock held until the COMMIT has returned, so sequence numbers become visible in increasing order
+/// for the stages that consume them (on one server and on Citus alike; see ``SequenceLock``).
 /// While nothing is suppressed, the ids are recorded before the lock and only the new events' COPY into `cdp.events`
 /// runs under it; otherwise whole events are staged so the insert can check their identifiers. The queue is bounded: when it is full, ``write(_:sourceID:)``
 /// fails at once with ``Overloaded`` rather than buffering without limit.
@@ -153,7 +154,7 @@ public actor EventWriter {
             if let stored { stored } else {
                 try await client.withConnection { connection in
                     try await connection.execute(Self.stagingSQL)
-                    return try await connection.withTransaction { tx in
+                    return try await Self.inOrder(connection) { tx, sequenceLock in
                         try await tx.copyIn("COPY tributary_incoming FROM STDIN") { writer in
                             var buffer: [UInt8] = []
                             buffer.reserveCapacity(256 * 1024)
@@ -166,7 +167,7 @@ public actor EventWriter {
                             }
                             try await writer.write(buffer)
                         }
-                        try await tx.advisoryTransactionLock(Self.sequenceLock)
+                        try await sequenceLock.take()
                         // The statement's snapshot is taken under the lock a deletion also takes, so a suppression committed
                         // before we got it is seen.
                         let inserted = try await tx.query(
@@ -259,68 +260,70 @@ public actor EventWriter {
         let profiles = profileHints?.profiles(for: rows.map(\.event))
         timings.mark("profile hints")
         do {
-            return try await client.withTransaction { tx -> (Set<String>, Set<String>) in
-                timings.mark("connection")
-                var recorded = Set<String>()
-                recorded.reserveCapacity(rows.count)
-                for row in try await tx.query(
-                    """
-                    INSERT INTO cdp.event_message_ids (source_id, message_id, received_at)
-                    SELECT * FROM unnest(\(rows.map(\.sourceID))::text[], \(rows.map(\.event.messageID))::text[],
-                                         \(rows.map { PostgresTime.format($0.event.receivedAt) })::timestamptz[])
-                    ON CONFLICT DO NOTHING
-                    RETURNING source_id, message_id
-                    """)
-                {
-                    let (source, message) = try row.decode((String, String).self)
-                    recorded.insert(source + "\u{1}" + message)
-                }
-                timings.mark("record ids")
-                guard !recorded.isEmpty else { return ([], []) }
-                // Before the lock: the statement that adds them to cdp.event_counts (run last, under it).
-                let counts = Self.countQuery(recorded.map { String($0.prefix { $0 != "\u{1}" }) })
-                // Under the lock a deletion also takes: a suppression committed before it is seen here.
-                try await tx.advisoryTransactionLock(Self.sequenceLock)
-                timings.mark("lock")
-                var sequence: [Int64] = []
-                sequence.reserveCapacity(recorded.count)
-                for row in try await tx.query(
-                    """
-                    WITH blocked AS MATERIALIZED (SELECT EXISTS (SELECT 1 FROM cdp.suppressions) AS found)
-                    SELECT -1::int8 WHERE (SELECT found FROM blocked)
-                    UNION ALL
-                    SELECT nextval('cdp.events_seq') FROM generate_series(1, \(recorded.count)) WHERE NOT (SELECT found FROM blocked)
-                    """)
-                {
-                    let seq = try row.decode(Int64.self)
-                    if seq < 0 { throw SuppressionFound() }  // something is suppressed now: roll back, check every event
-                    sequence.append(seq)
-                }
-                // Every drawer of cdp.events_seq holds the lock, so these are the next numbers, in order.
-                sequence.sort()
-                timings.mark("draw seqs")
-                try await tx.copyIn(
-                    PostgresQuery(unsafeSQL: "COPY cdp.events (seq, \(Self.eventColumns), profile_id) FROM STDIN")
-                ) { writer in
-                    var buffer: [UInt8] = []
-                    buffer.reserveCapacity(256 * 1024)
-                    var next = sequence.makeIterator()
-                    for (index, (sourceID, event)) in rows.enumerated()
-                    where recorded.contains(sourceID + "\u{1}" + event.messageID) {
-                        let guess: UUID? = profiles?[index] ?? nil
-                        Self.appendCopyLine(
-                            to: &buffer, ordinal: Int(next.next()!), sourceID: sourceID, event, profile: .some(guess))
-                        if buffer.count >= 240 * 1024 {
-                            try await writer.write(buffer)
-                            buffer.removeAll(keepingCapacity: true)
-                        }
+            return try await client.withConnection { connection in
+                try await Self.inOrder(connection) { tx, sequenceLock in
+                    timings.mark("connection")
+                    var recorded = Set<String>()
+                    recorded.reserveCapacity(rows.count)
+                    for row in try await tx.query(
+                        """
+                        INSERT INTO cdp.event_message_ids (source_id, message_id, received_at)
+                        SELECT * FROM unnest(\(rows.map(\.sourceID))::text[], \(rows.map(\.event.messageID))::text[],
+                                             \(rows.map { PostgresTime.format($0.event.receivedAt) })::timestamptz[])
+                        ON CONFLICT DO NOTHING
+                        RETURNING source_id, message_id
+                        """)
+                    {
+                        let (source, message) = try row.decode((String, String).self)
+                        recorded.insert(source + "\u{1}" + message)
                     }
-                    try await writer.write(buffer)
+                    timings.mark("record ids")
+                    guard !recorded.isEmpty else { return ([], []) }
+                    // Before the lock: the statement that adds them to cdp.event_counts (run last, under it).
+                    let counts = Self.countQuery(recorded.map { String($0.prefix { $0 != "\u{1}" }) })
+                    // Under the lock a deletion also takes: a suppression committed before it is seen here.
+                    try await sequenceLock.take()
+                    timings.mark("lock")
+                    var sequence: [Int64] = []
+                    sequence.reserveCapacity(recorded.count)
+                    for row in try await tx.query(
+                        """
+                        WITH blocked AS MATERIALIZED (SELECT EXISTS (SELECT 1 FROM cdp.suppressions) AS found)
+                        SELECT -1::int8 WHERE (SELECT found FROM blocked)
+                        UNION ALL
+                        SELECT nextval('cdp.events_seq') FROM generate_series(1, \(recorded.count)) WHERE NOT (SELECT found FROM blocked)
+                        """)
+                    {
+                        let seq = try row.decode(Int64.self)
+                        if seq < 0 { throw SuppressionFound() }  // something is suppressed now: roll back, check every event
+                        sequence.append(seq)
+                    }
+                    // Every drawer of cdp.events_seq holds the lock, so these are the next numbers, in order.
+                    sequence.sort()
+                    timings.mark("draw seqs")
+                    try await tx.copyIn(
+                        PostgresQuery(unsafeSQL: "COPY cdp.events (seq, \(Self.eventColumns), profile_id) FROM STDIN")
+                    ) { writer in
+                        var buffer: [UInt8] = []
+                        buffer.reserveCapacity(256 * 1024)
+                        var next = sequence.makeIterator()
+                        for (index, (sourceID, event)) in rows.enumerated()
+                        where recorded.contains(sourceID + "\u{1}" + event.messageID) {
+                            let guess: UUID? = profiles?[index] ?? nil
+                            Self.appendCopyLine(
+                                to: &buffer, ordinal: Int(next.next()!), sourceID: sourceID, event, profile: .some(guess))
+                            if buffer.count >= 240 * 1024 {
+                                try await writer.write(buffer)
+                                buffer.removeAll(keepingCapacity: true)
+                            }
+                        }
+                        try await writer.write(buffer)
+                    }
+                    timings.mark("copy events")
+                    try await tx.execute(counts)
+                    try await tx.execute("SELECT pg_notify(\(Self.eventsChannel), '')")
+                    return (recorded, [])
                 }
-                timings.mark("copy events")
-                try await tx.execute(counts)
-                try await tx.execute("SELECT pg_notify(\(Self.eventsChannel), '')")
-                return (recorded, [])
             }
         } catch is SuppressionFound {
             return nil
@@ -367,6 +370,48 @@ public actor EventWriter {
     }
 
     package static let sequenceLock = AdvisoryLockKey(name: "tributary.events.sequence")
+
+    /// ``sequenceLock`` held from ``take()`` until the transaction's COMMIT has returned (a session-level lock,
+    /// released by ``inOrder(_:_:)``). A transaction-level lock is released at the server's own commit; on Citus that
+    /// is the coordinator's, before the workers' COMMIT PREPARED make the events visible, so a later batch could become
+    /// visible first and a stage pass over the earlier one. Held through COMMIT, it cannot: the coordinator returns
+    /// from COMMIT after the workers have committed.
+    final class SequenceLock {
+        let connection: PostgresConnection
+        private(set) var held = false
+
+        init(_ connection: PostgresConnection) { self.connection = connection }
+
+        /// Waits for the lock (once per transaction).
+        func take() async throws {
+            guard !held else { return }
+            try await connection.execute("SELECT pg_advisory_lock(\(EventWriter.sequenceLock.value))")
+            held = true
+        }
+
+        func release() async throws {
+            guard held else { return }
+            held = false
+            try await connection.advisoryUnlock(EventWriter.sequenceLock)
+        }
+    }
+
+    /// Runs `body` in a transaction on `connection`, releasing the sequence lock it took only after COMMIT (or
+    /// ROLLBACK) has returned.
+    static func inOrder<T>(
+        _ connection: PostgresConnection, _ body: (PostgresConnection, SequenceLock) async throws -> T
+    ) async throws -> T {
+        let lock = SequenceLock(connection)
+        let value: T
+        do {
+            value = try await connection.withTransaction { try await body($0, lock) }
+        } catch {
+            try? await lock.release()
+            throw error
+        }
+        try await lock.release()
+        return value
+    }
 
     /// The channel notified when new events are committed.
     public static let eventsChannel = "tributary_events"

@@ -198,6 +198,12 @@ public struct Distributor: Sendable {
     }
 
     private func citus(_ connection: PostgresConnection) async throws -> [String] {
+        let coordinator = try await connection.query("SELECT EXISTS (SELECT FROM pg_dist_node WHERE groupid = 0)")
+        guard try coordinator.scalar(Bool.self) else {
+            throw MigrationError(
+                "the Citus coordinator is not in its own metadata, which the coordinator-local tables need; run "
+                    + "SELECT citus_set_coordinator_host('<this host>', <port>) and migrate again")
+        }
         // pg_dist_partition: 'h' hash-distributed; 'n' with repmodel 't' a reference table, else a Citus local table.
         func current(_ table: String) async throws -> TablePlacement.Kind? {
             let row = try await connection.query(

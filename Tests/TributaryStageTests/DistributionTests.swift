@@ -111,6 +111,39 @@ import Testing
         }
     }
 
+    /// The writer's sequence lock is held until COMMIT has returned (on Citus, after the workers' COMMIT PREPARED),
+    /// and let go when the transaction fails, so ingestion never stalls on it.
+    @Test func theSequenceLockOutlivesTheTransactionAndNotAFailure() async throws {
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await Migrator(files: files, logger: TestDatabase.logger).migrate(client)
+            try await client.withConnection { writer in
+                try await client.withConnection { other in
+                    struct Failed: Error {}
+                    await #expect(throws: Failed.self) {
+                        try await EventWriter.inOrder(writer) { tx, lock in
+                            try await lock.take()
+                            #expect(try await other.tryAdvisoryLock(EventWriter.sequenceLock) == false)
+                            throw Failed()
+                        }
+                    }
+                    #expect(try await other.tryAdvisoryLock(EventWriter.sequenceLock), "released after the rollback")
+                    try await other.advisoryUnlock(EventWriter.sequenceLock)
+                    let inside = try await EventWriter.inOrder(writer) { tx, lock in
+                        try await lock.take()
+                        return try await tx.query(
+                            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+                        )
+                        .scalar(Int.self)
+                    }
+                    #expect(inside == 1)
+                    #expect(try await writer.transactionStatus == .idle)
+                    #expect(try await other.tryAdvisoryLock(EventWriter.sequenceLock), "released after the commit")
+                    try await other.advisoryUnlock(EventWriter.sequenceLock)
+                }
+            }
+        }
+    }
+
     // MARK: - The lint
 
     let lint = DistributedSQLLint.forPlan(
