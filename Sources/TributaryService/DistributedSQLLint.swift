@@ -18,9 +18,11 @@
 ///   is not allowed").
 /// - `subquery in VALUES`: `INSERT INTO t ... VALUES (..., (SELECT ...))` into a distributed table ("subqueries are
 ///   not supported within INSERT queries").
+/// - `non-co-located join`: `UPDATE t ... FROM` / `DELETE FROM t ... USING` a distributed table of another
+///   co-location group ("complex joins are only supported when all distributed tables are co-located").
 ///
-/// What it cannot see: whether a join between distributed tables of different co-location groups is on their
-/// distribution columns, how many shards a statement touches, or its cost. The stand-in proves the key rule; this
+/// What it cannot see: whether a join inside one co-location group is on the distribution columns, joins in SELECTs
+/// (Citus repartitions or pulls them), how many shards a statement touches, or its cost. The stand-in proves the key rule; this
 /// lint the statement shapes; neither proves performance on a cluster.
 public struct DistributedSQLLint: Sendable {
     /// One refused construct.
@@ -55,20 +57,29 @@ public struct DistributedSQLLint: Sendable {
     /// Every table Citus manages (distributed, reference and coordinator-local tables alike), as `cdp.name`: the
     /// `DO UPDATE` rule holds for all of them.
     public let managed: Set<String>
+    /// The co-location group of each distributed table (`cdp.name` → group); empty: the join rule is not checked.
+    public let colocation: [String: String]
 
     public init(
-        distributed: [String: String], managed: Set<String> = [], nonImmutable: [String: Bool] = builtinNonImmutable
+        distributed: [String: String], managed: Set<String> = [], colocation: [String: String] = [:],
+        nonImmutable: [String: Bool] = builtinNonImmutable
     ) {
         self.distributed = distributed
         self.managed = managed.union(distributed.keys)
+        self.colocation = colocation
         self.nonImmutable = nonImmutable
     }
 
     /// The lint for `DistributionPlan`.
     public static func forPlan(nonImmutable: [String: Bool] = builtinNonImmutable) -> DistributedSQLLint {
-        DistributedSQLLint(
+        var colocation: [String: String] = [:]
+        for placement in DistributionPlan.placements {
+            if case .distributed(_, let group) = placement.kind { colocation["cdp.\(placement.table)"] = group }
+        }
+        return DistributedSQLLint(
             distributed: DistributionPlan.distributedColumns,
-            managed: Set(DistributionPlan.placements.map { "cdp.\($0.table)" }), nonImmutable: nonImmutable)
+            managed: Set(DistributionPlan.placements.map { "cdp.\($0.table)" }), colocation: colocation,
+            nonImmutable: nonImmutable)
     }
 
     /// The refused constructs in one statement (or several separated by `;`).
@@ -138,7 +149,9 @@ public struct DistributedSQLLint: Sendable {
                     let (target, end) = tableName(at: index + 2, in: tokens), distributed[target] != nil
                 else { continue }
                 let partEnd = statementPartEnd(tokens, from: end, depth: token.depth)
-                for finding in checkModificationCalls(tokens, start: end, end: partEnd, target: target, verb: "DELETE") {
+                for finding in checkModificationCalls(tokens, start: end, end: partEnd, target: target, verb: "DELETE")
+                    + checkJoins(tokens, start: end, end: partEnd, clause: "using", target: target, verb: "DELETE")
+                {
                     add(finding.rule, finding.table, finding.detail)
                 }
             default:
@@ -216,6 +229,32 @@ public struct DistributedSQLLint: Sendable {
             index += 1
         }
         findings += checkModificationCalls(tokens, start: position, end: end, target: target, verb: "UPDATE")
+        findings += checkJoins(tokens, start: position, end: end, clause: "from", target: target, verb: "UPDATE")
+        return findings
+    }
+
+    /// The join rule of UPDATE … FROM and DELETE … USING: the tables joined to a distributed target must be in its
+    /// co-location group (Citus: "complex joins are only supported when all distributed tables are co-located and
+    /// joined on their distribution columns"). Subqueries are not checked: Citus plans uncorrelated ones on their own.
+    private func checkJoins(
+        _ tokens: [SQLTokens.Token], start: Int, end: Int, clause: String, target: String, verb: String
+    ) -> [Finding] {
+        guard let group = colocation[target], start < end else { return [] }
+        let depth = tokens[start].depth
+        guard var index = tokens[start..<end].firstIndex(where: { $0.depth == depth && $0.word == clause }) else { return [] }
+        var findings: [Finding] = []
+        index += 1
+        while index < end, !(tokens[index].depth == depth && ["where", "returning"].contains(tokens[index].word ?? "")) {
+            if tokens[index].depth == depth, let (name, _) = tableName(at: index, in: tokens), let other = colocation[name],
+                other != group
+            {
+                findings.append(
+                    Finding(
+                        rule: "non-co-located join", target,
+                        "\(verb) of \(target) joins \(name), which is not co-located with it"))
+            }
+            index += 1
+        }
         return findings
     }
 

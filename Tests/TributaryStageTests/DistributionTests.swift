@@ -195,6 +195,15 @@ import Testing
                 ON CONFLICT (profile_id) DO UPDATE SET updated_at = excluded.updated_at WHERE p.updated_at < excluded.updated_at
                 """
             ).isEmpty)
+        #expect(
+            rules("UPDATE cdp.events AS e SET profile_id = n.profile_id FROM cdp.identity_nodes AS n WHERE n.value = e.user_id")
+                == ["non-co-located join"])
+        #expect(
+            rules("DELETE FROM cdp.segment_members AS m USING cdp.profile_data AS p WHERE p.profile_id = m.profile_id").isEmpty,
+            "co-located")
+        #expect(
+            rules("DELETE FROM cdp.events WHERE message_id IN (SELECT value FROM cdp.identity_nodes)").isEmpty,
+            "an uncorrelated subquery is planned on its own")
         // What Citus runs: now() in UPDATE SET without columns, recursion over local tables, comments and strings.
         #expect(rules("UPDATE cdp.profile_data SET updated_at = now() WHERE profile_id = $1").isEmpty)
         #expect(rules("WITH RECURSIVE r AS (SELECT 1 FROM cdp.sync_runs) SELECT * FROM r").isEmpty)
