@@ -111,6 +111,92 @@ import Testing
         }
     }
 
+    /// What Citus's table functions are asked, in what order, checked by stand-ins of those functions that record each
+    /// call and refuse what Citus documents it refuses (a key without the distribution column, a foreign key to a table
+    /// that is not a reference table, co-location with a table that is not distributed or whose column type differs).
+    /// Citus itself cannot be installed here; this checks the calls, not Citus.
+    @Test func theCitusLayoutCallsCitusInAnOrderItAccepts() async throws {
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await Migrator(files: files, logger: TestDatabase.logger).migrate(client)
+            try await client.withConnection { connection in
+                let refused = await #expect(throws: MigrationError.self) {
+                    try await Distributor.resolve(requested: .citus, on: connection)
+                }
+                #expect(refused?.description.contains("CREATE EXTENSION citus") == true)
+                try await connection.script(Self.citusFunctions)
+                let distributor = Distributor(files: files, logger: TestDatabase.logger)
+                let report = try await distributor.apply(.citus, on: connection)
+                #expect(report.changes.contains("cdp.events: distributed by message_id"))
+                let again = try await distributor.apply(.citus, on: connection)
+                #expect(again.changes.isEmpty, "\(again.changes)")
+            }
+            let calls = try await client.query("SELECT call FROM public.citus_calls ORDER BY n").map {
+                try $0[0].decode(String.self)
+            }
+            #expect(calls.count == DistributionPlan.placements.count)
+            #expect(calls.contains("distributed cdp.profile_data by profile_id with cdp.identity_profiles"))
+            #expect(calls.contains("distributed cdp.identity_profiles by profile_id with none"))
+            #expect(calls.contains("distributed cdp.event_message_ids by message_id with cdp.events"))
+            #expect(calls.contains("reference cdp.syncs") && calls.contains("local cdp.audit_log"))
+        }
+    }
+
+    /// Stand-ins of Citus's catalog and table functions, enforcing the rules Citus documents for them.
+    static let citusFunctions = """
+        CREATE TABLE public.pg_dist_partition (
+            logicalrelid regclass PRIMARY KEY, partmethod "char", partkey text, repmodel "char", colocated regclass);
+        CREATE TABLE public.pg_dist_node (groupid int);
+        INSERT INTO public.pg_dist_node VALUES (0);
+        CREATE TABLE public.citus_calls (n serial, call text);
+        CREATE FUNCTION public.foreign_keys_to_non_reference(t regclass) RETURNS boolean LANGUAGE sql AS $$
+            SELECT EXISTS (SELECT FROM pg_constraint AS c WHERE c.conrelid = t AND c.contype = 'f'
+                           AND NOT EXISTS (SELECT FROM public.pg_dist_partition AS p
+                                           WHERE p.logicalrelid = c.confrelid AND p.repmodel = 't'))
+        $$;
+        CREATE FUNCTION public.create_reference_table(t regclass) RETURNS void LANGUAGE plpgsql AS $$
+        BEGIN
+            IF public.foreign_keys_to_non_reference(t) THEN
+                RAISE EXCEPTION 'referenced table of % must be a reference table', t;
+            END IF;
+            INSERT INTO public.pg_dist_partition VALUES (t, 'n', NULL, 't', NULL);
+            INSERT INTO public.citus_calls (call) VALUES ('reference ' || t::text);
+        END
+        $$;
+        CREATE FUNCTION public.citus_add_local_table_to_metadata(t regclass) RETURNS void LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO public.pg_dist_partition VALUES (t, 'n', NULL, 's', NULL);
+            INSERT INTO public.citus_calls (call) VALUES ('local ' || t::text);
+        END
+        $$;
+        CREATE FUNCTION public.create_distributed_table(t regclass, dist_column text, colocate_with text DEFAULT 'default')
+        RETURNS void LANGUAGE plpgsql AS $$
+        DECLARE
+            attribute smallint := (SELECT attnum FROM pg_attribute WHERE attrelid = t AND attname = dist_column);
+        BEGIN
+            IF attribute IS NULL THEN
+                RAISE EXCEPTION 'column % of relation % does not exist', dist_column, t;
+            END IF;
+            IF EXISTS (SELECT FROM pg_constraint WHERE conrelid = t AND contype IN ('p', 'u') AND attribute <> ALL (conkey)) THEN
+                RAISE EXCEPTION 'cannot create constraint on %: keys that do not include the partition column', t;
+            END IF;
+            IF public.foreign_keys_to_non_reference(t) THEN
+                RAISE EXCEPTION 'referenced table of % must be a distributed table or a reference table', t;
+            END IF;
+            IF colocate_with <> 'none' AND NOT EXISTS (
+                SELECT FROM public.pg_dist_partition AS p JOIN pg_attribute AS a
+                    ON a.attrelid = p.logicalrelid AND a.attname = p.partkey
+                WHERE p.logicalrelid = colocate_with::regclass AND p.partmethod = 'h'
+                  AND a.atttypid = (SELECT atttypid FROM pg_attribute WHERE attrelid = t AND attnum = attribute))
+            THEN
+                RAISE EXCEPTION 'cannot colocate % with %: not distributed, or another column type', t, colocate_with;
+            END IF;
+            INSERT INTO public.pg_dist_partition VALUES (t, 'h', dist_column, 'c', nullif(colocate_with, 'none')::regclass);
+            INSERT INTO public.citus_calls (call)
+            VALUES ('distributed ' || t::text || ' by ' || dist_column || ' with ' || colocate_with);
+        END
+        $$;
+        """
+
     /// The writer's sequence lock is held until COMMIT has returned (on Citus, after the workers' COMMIT PREPARED),
     /// and let go when the transaction fails, so ingestion never stalls on it.
     @Test func theSequenceLockOutlivesTheTransactionAndNotAFailure() async throws {
