@@ -9,6 +9,7 @@ import TributaryGovernance
 import TributaryIdentity
 import TributaryModel
 import TributaryProfiles
+import TributaryRuntime
 import TributarySegments
 import TributarySyncs
 
@@ -29,13 +30,27 @@ public struct Console<Context: RequestContext>: Sendable {
     let registry: DestinationRegistry
     /// The serving process's event writer, whose recent duplicates and suppressed calls the live screen lists.
     let writer: EventWriter?
+    /// A streaming replica the profile explorer reads from while it is within its lag bound (nil: the primary). The
+    /// operational pages (overview, live events, segments, syncs, governance) read the primary: they show what is
+    /// happening now.
+    let replica: ReadReplica?
 
-    public init(client: PostgresClient, registry: DestinationRegistry, writer: EventWriter? = nil, logger: Logger) {
+    public init(
+        client: PostgresClient, registry: DestinationRegistry, writer: EventWriter? = nil, replica: ReadReplica? = nil,
+        logger: Logger
+    ) {
         self.client = client
         self.logger = logger
         self.registry = registry
         self.writer = writer
+        self.replica = replica
         self.tokens = APITokenStore(client: client)
+    }
+
+    /// Runs the reads of `body` on the replica when there is one and it is usable, else on the primary.
+    func reading<T: Sendable>(_ body: @Sendable (PostgresClient) async throws -> T) async throws -> T {
+        if let replica { return try await replica.read(primary: client, body) }
+        return try await body(client)
     }
 
     /// Adds the console's routes under `/console`.
@@ -310,13 +325,16 @@ public struct Console<Context: RequestContext>: Sendable {
         var problem: HTML = ""
         if !text.isEmpty {
             if let id = UUID(uuidString: text) {
-                let live = try await client.query(ConsoleQueries.resolve(id)).first?[0].decode(UUID?.self) ?? nil
+                let live = try await reading {
+                    try await $0.query(ConsoleQueries.resolve(id)).first?[0].decode(UUID?.self) ?? nil
+                }
                 if let live { return Self.redirect("/console/profiles/\(live.uuidString.lowercased())") }
                 problem = "<p class=\"problem\">No profile has or had the id \(text).</p>"
             } else if let colon = text.firstIndex(of: ":"), colon != text.startIndex {
                 let (kind, value) = (String(text[..<colon]), String(text[text.index(after: colon)...]))
-                let row = try await client.query(ConsoleQueries.lookup(kind: kind, value: value))[0]
-                let (outcome, id, message) = try row.decode((String, UUID?, String?).self)
+                let (outcome, id, message) = try await reading {
+                    try await $0.query(ConsoleQueries.lookup(kind: kind, value: value))[0].decode((String, UUID?, String?).self)
+                }
                 if outcome == "found", let id { return Self.redirect("/console/profiles/\(id.uuidString.lowercased())") }
                 problem = "<p class=\"problem\">\(message ?? "No profile has the identifier \(text).")</p>"
             } else {
@@ -344,18 +362,20 @@ public struct Console<Context: RequestContext>: Sendable {
         let history = ConsoleQueries.segmentHistory(id)
         let consent = ConsoleQueries.consent(id)
         let changes = ConsoleQueries.traitHistory(id)
-        let changeRows = try await client.query(changes).map { try $0.decode((String, String?, String?, String, Date).self) }
-        let (text, mergeRows, edgeRows, historyRows, consentRows) = try await client.withConnection { db in
-            (
-                try await db.query(document).first?[0].decode(String?.self) ?? nil,
-                try await db.query(merges).map { try $0.decode((UUID, UUID, String, String?, String?, Date).self) },
-                try await db.query(graph).map { try $0.decode((Int64, String, String, String, Int64?).self) },
-                try await db.query(history).map { try $0.decode((String, String, String, Date).self) },
-                try await db.query(consent).map { try $0.decode((String, Bool, Date).self) }
-            )
+        let (changeRows, text, mergeRows, edgeRows, historyRows, consentRows) = try await reading { client in
+            try await client.withConnection { db in
+                (
+                    try await db.query(changes).map { try $0.decode((String, String?, String?, String, Date).self) },
+                    try await db.query(document).first?[0].decode(String?.self) ?? nil,
+                    try await db.query(merges).map { try $0.decode((UUID, UUID, String, String?, String?, Date).self) },
+                    try await db.query(graph).map { try $0.decode((Int64, String, String, String, Int64?).self) },
+                    try await db.query(history).map { try $0.decode((String, String, String, Date).self) },
+                    try await db.query(consent).map { try $0.decode((String, Bool, Date).self) }
+                )
+            }
         }
         guard let text, let json = try? JSONParser.parse(Array(text.utf8)), json["identities"] != nil else {
-            let live = try await client.query(ConsoleQueries.resolve(id)).first?[0].decode(UUID?.self) ?? nil
+            let live = try await reading { try await $0.query(ConsoleQueries.resolve(id)).first?[0].decode(UUID?.self) ?? nil }
             if let live, live != id { return Self.redirect("/console/profiles/\(live.uuidString.lowercased())") }
             throw ConsoleError("no profile \(id.uuidString.lowercased()) (deleted, or never created)")
         }

@@ -103,8 +103,11 @@ public func buildApplication(
             .add(middleware: RequestMetricsMiddleware(metrics: metrics, duration: nil))
             .add(middleware: TokenAuthMiddleware(auth: auth, scope: .privacy)))
     if configuration.console {
-        Console<TributaryRequestContext>(client: client, registry: configuration.destinations, writer: writer, logger: logger)
-            .register(on: router)
+        Console<TributaryRequestContext>(
+            client: client, registry: configuration.destinations, writer: writer, replica: configuration.readReplica,
+            logger: logger
+        )
+        .register(on: router)
     }
     router.get("/health") { _, _ in
         do {

@@ -60,7 +60,7 @@ import TributaryService
             #expect(replica.usable)
 
             let app = buildApplication(
-                configuration: ServerConfiguration(port: 0, apiTokenCacheTTL: .seconds(600), readReplica: replica),
+                configuration: ServerConfiguration(port: 0, apiTokenCacheTTL: .seconds(600), console: true, readReplica: replica),
                 client: primary, metrics: metrics, logger: logger)
             try await app.test(.live) { http in
                 var headers = HTTPFields()
@@ -70,8 +70,27 @@ import TributaryService
                         (response: TestResponse) async throws in response.status
                     }
                 }
+                func fallbacks() async throws -> Int {
+                    let text = try await http.execute(uri: "/metrics", method: .get) { (response: TestResponse) async throws in
+                        String(buffer: response.body)
+                    }
+                    let line = text.split(separator: "\n").first { $0.hasPrefix("tributary_read_replica_fallbacks_total ") }
+                    return line.flatMap { Int($0.split(separator: " ")[1]) } ?? 0
+                }
                 // Both up: the token is checked (and cached) on the primary, the lookup read on the replica.
                 #expect(try await lookup() == .ok)
+                #expect(try await fallbacks() == 0)
+
+                // The console's profile explorer reads the replica too (no fallback counted).
+                let profile = try await primary.query("SELECT profile_id FROM cdp.identity_nodes WHERE value = 'u-1'").scalar(
+                    UUID.self)
+                let console = try await ConsoleTests.signIn(http, token: reader)
+                let page = "/console/profiles/\(profile.uuidString.lowercased())"
+                let shown = try await ConsoleTests.get(http, page, cookie: console.cookie)
+                #expect(shown.status == .ok && shown.body.contains("u-1"), "\(shown.body.prefix(300))")
+                let found = try await ConsoleTests.get(http, "/console/profiles?q=email:ADA@example.com", cookie: console.cookie)
+                #expect(found.status == .seeOther)
+                #expect(try await fallbacks() == 0, "the console read the replica")
 
                 // The primary stopped: the replica alone answers the lookup.
                 try await primaryServer.stop()
@@ -86,6 +105,10 @@ import TributaryService
                     if status != .ok { try await Task.sleep(for: .milliseconds(200)) }
                 }
                 #expect(status == .ok, "answered by the primary while the replica is down")
+                let before = try await fallbacks()
+                let fromPrimary = try await ConsoleTests.get(http, page, cookie: console.cookie)
+                #expect(fromPrimary.status == .ok && fromPrimary.body.contains("u-1"))
+                #expect(try await fallbacks() > before, "the console's profile page fell back to the primary")
                 await replica.measure()
                 #expect(!replica.usable)
                 let exposition = try await http.execute(uri: "/metrics", method: .get) { (response: TestResponse) async throws in
