@@ -74,9 +74,13 @@ package struct IdentifierTable: Sendable {
 
     /// The index of identifier (`kind`, `value`) if it was interned.
     package func find(kind: String, value: String) -> Int32? {
-        guard let number = kindNames.firstIndex(of: kind).map(UInt16.init) else { return nil }
+        find(kind: Array(kind.utf8), value: Array(value.utf8))
+    }
+
+    /// ``find(kind:value:)`` for UTF-8 bytes.
+    package func find(kind: some Collection<UInt8>, value: some Collection<UInt8>) -> Int32? {
+        guard let number = kindBytes.firstIndex(where: { $0.elementsEqual(kind) }).map(UInt16.init) else { return nil }
         let mask = slots.count - 1
-        let value = Array(value.utf8)
         var slot = Int(Self.hash(number, value) & UInt64(mask))
         while slots[slot] >= 0 {
             if matches(slots[slot], number, value) { return slots[slot] }

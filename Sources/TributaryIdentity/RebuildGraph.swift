@@ -52,6 +52,12 @@ package struct RebuildGraph {
         return Int(entry)
     }
 
+    /// ``position(of:)`` for an identifier given as UTF-8 bytes.
+    package func position(kind: some Collection<UInt8>, value: some Collection<UInt8>) -> Int? {
+        guard let entry = table.find(kind: kind, value: value), nodes[Int(entry)].used else { return nil }
+        return Int(entry)
+    }
+
     /// Builds the graph from the extracted rows (any order), which it releases once read.
     package init(rows: ExtractedRows, rules: IdentityRules) {
         table = rows.table

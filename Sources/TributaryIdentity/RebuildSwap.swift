@@ -36,16 +36,16 @@ struct StoredGraph {
             var index = 0
             while index < chunk.count {
                 let id = IdentityRebuild.parseDecimal(chunk, &index)
-                let kind = IdentityRebuild.copyField(chunk, &index)
-                let value = IdentityRebuild.copyField(chunk, &index)
-                let profile = UUID(uuidString: IdentityRebuild.copyField(chunk, &index))
+                let kind = IdentityRebuild.copyFieldBytes(chunk, &index)
+                let value = IdentityRebuild.copyFieldBytes(chunk, &index)
+                let profile = IdentityRebuild.parseUUID(chunk, &index)
                 let hub = chunk[index] == UInt8(ascii: "t")
                 index += 2
                 let firstSeq = IdentityRebuild.parseDecimal(chunk, &index)
                 let firstSeen = IdentityRebuild.parseSignedDecimal(chunk, &index)
                 let lastSeen = IdentityRebuild.parseSignedDecimal(chunk, &index)
                 graph.nodes += 1
-                guard let position = computed.position(of: Identifier(kind: kind, value: value)) else {
+                guard let position = computed.position(kind: kind, value: value) else {
                     nodesDeleted.append(id)
                     continue
                 }
@@ -61,6 +61,11 @@ struct StoredGraph {
         changes.ids = ids
         changes.nodesDeleted = nodesDeleted
         changes.nodesUpdated = nodesUpdated
+        // Room for the edges up front (the planner's row estimate), not rehashed a doubling at a time.
+        let edgeEstimate = try await tx.query(
+            "SELECT reltuples::int8 FROM pg_class WHERE oid = 'cdp.identity_edges'::regclass"
+        ).scalar(Int64.self)
+        graph.edges.reserveCapacity(Int(min(max(edgeEstimate, 0), 100_000_000)))
         try await tx.copyOut("COPY (SELECT a, b, first_seq FROM cdp.identity_edges) TO STDOUT") { chunk in
             var index = 0
             while index < chunk.count {
@@ -74,7 +79,7 @@ struct StoredGraph {
         ) { chunk in
             var index = 0
             while index < chunk.count {
-                let profile = UUID(uuidString: IdentityRebuild.copyField(chunk, &index))
+                let profile = IdentityRebuild.parseUUID(chunk, &index)
                 let kind = IdentityRebuild.copyField(chunk, &index)
                 let value = IdentityRebuild.copyField(chunk, &index)
                 let seq = IdentityRebuild.parseDecimal(chunk, &index)
@@ -89,7 +94,7 @@ struct StoredGraph {
             var index = 0
             while index < chunk.count {
                 let seq = IdentityRebuild.parseDecimal(chunk, &index)
-                let profile = UUID(uuidString: IdentityRebuild.copyField(chunk, &index))
+                let profile = IdentityRebuild.parseUUID(chunk, &index)
                 graph.stamps.append((seq, profile))
             }
         }

@@ -26,4 +26,28 @@ import TributaryModel
         #expect(table.find(kind: "phone", value: "value-0") == nil)
         #expect(table.find(kind: "email", value: "never-seen") == nil)
     }
+
+    /// UUIDs read from COPY's text without a `String`: both cases of hex, NULL, and the fields after each.
+    @Test func uuidsParseFromCopyTextInPlace() {
+        let text =
+            "0795d419-460a-816a-87f5-0a92e6daf0c9\t7\n\\N\t8\n0795D419-460A-816A-87F5-0A92E6DAF0C9\n"
+            + "not-a-uuid-at-all-but-36-characters!\t9\n"
+        let bytes = Array(text.utf8)
+        var index = 0
+        let expected = UUID(uuidString: "0795d419-460a-816a-87f5-0a92e6daf0c9")
+        #expect(IdentityRebuild.parseUUID(bytes, &index) == expected)
+        #expect(IdentityRebuild.parseDecimal(bytes, &index) == 7)
+        #expect(IdentityRebuild.parseUUID(bytes, &index) == nil)
+        #expect(IdentityRebuild.parseDecimal(bytes, &index) == 8)
+        #expect(IdentityRebuild.parseUUID(bytes, &index) == expected)
+        #expect(IdentityRebuild.parseUUID(bytes, &index) == nil)
+        #expect(IdentityRebuild.parseDecimal(bytes, &index) == 9)
+        #expect(index == bytes.count)
+        // A NULL with exactly 36 bytes left in the chunk (a crash of the first version, on the benchmark's data).
+        let tail = Array(("\\N\t" + String(repeating: "x", count: 32) + "\n").utf8)
+        var position = 0
+        #expect(tail.count == 36)
+        #expect(IdentityRebuild.parseUUID(tail, &position) == nil)
+        #expect(position == 3)
+    }
 }

@@ -506,12 +506,18 @@ extension IdentityStageTests {
             if random.chance(0.05) { anonymous = junk[random.below(junk.count)] }
             var user: String? = random.chance(0.35) ? "u\(random.below(6))" : nil
             if anonymous == nil && user == nil { user = "u\(random.below(6))" }
+            // Spellings the normalization (trim; lowercase under some seeds' rules) or the checks (control
+            // characters, length) act on.
+            if let plain = user, random.chance(0.08) { user = " \(plain.uppercased())\t" }
+            if random.chance(0.02) { user = "u\u{1}\(random.below(3))" }
+            if random.chance(0.02) { anonymous = String(repeating: "a", count: 300) }
             var traits: [String] = []
             if random.chance(0.45) {
                 let email = random.chance(0.25) ? "hub@x.com" : emails[random.below(emails.count)]
                 traits.append(#""email": "\#(email)""#)
             }
             if random.chance(0.2) { traits.append(#""phone": "+1 555 000 \#(random.below(4))""#) }
+            if random.chance(0.1) { traits.append(#""loyalty": "L\#(random.below(5))""#) }
             if random.chance(0.03) { traits.append(#""email": 42"#) }
             if random.chance(0.03) { traits.append(#""email": "\#(String(repeating: "x", count: 300))@x.com""#) }
             var context = "{}"
@@ -520,6 +526,8 @@ extension IdentityStageTests {
                     #"{"externalIds": [{"id": "crm-\#(random.below(5))", "type": "CRM_ID", "collection": "users", "encoding": "none"}]}"#
             } else if random.chance(0.1) {
                 context = #"{"traits": {"email": "\#(emails[random.below(emails.count)])"}}"#
+            } else if random.chance(0.05) {
+                context = #"{"traits": {"loyalty": "L\#(random.below(5))"}, "ip": "10.0.0.1"}"#
             }
             let at = Date(timeIntervalSince1970: 1_780_000_000 + Double(index * 60 - random.below(3000)))
             if random.chance(0.1) {
@@ -549,6 +557,8 @@ extension IdentityStageTests {
             rules.hubThreshold = 4
             rules.limits["email"] = 2
             rules.limits["phone"] = 1
+            rules.traitKeys["loyalty"] = "loyalty_id"
+            if seed % 2 == 0 { rules.normalize["user_id"] = "lowercase" }
             try await F.applyRules(rules, client)
             var random = SplitMix(seed: seed &* 7919)
             let events = Self.randomStream(seed: seed, count: 200)
