@@ -120,7 +120,7 @@ extension PostgresConnection {
     public nonisolated func withAdvisoryLock<T>(
         _ key: AdvisoryLockKey, _ body: (PostgresConnection) async throws -> T
     ) async throws -> T {
-        try await execute("SELECT pg_advisory_lock(\(key.value))")
+        try await advisoryLock(key)
         let value: T
         do {
             value = try await body(self)
@@ -130,6 +130,12 @@ extension PostgresConnection {
         }
         try await advisoryUnlock(key)
         return value
+    }
+
+    /// Takes a session-level advisory lock, waiting while another session holds it; held until
+    /// ``advisoryUnlock(_:)`` or the end of the session (a transaction's end does not release it).
+    public nonisolated func advisoryLock(_ key: AdvisoryLockKey) async throws {
+        try await execute("SELECT pg_advisory_lock(\(key.value))")
     }
 
     /// Takes a session-level advisory lock if it is free; returns whether it was taken.

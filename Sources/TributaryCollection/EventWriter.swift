@@ -385,7 +385,7 @@ public actor EventWriter {
         /// Waits for the lock (once per transaction).
         func take() async throws {
             guard !held else { return }
-            try await connection.execute("SELECT pg_advisory_lock(\(EventWriter.sequenceLock.value))")
+            try await connection.advisoryLock(EventWriter.sequenceLock)
             held = true
         }
 

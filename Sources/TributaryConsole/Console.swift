@@ -49,8 +49,7 @@ public struct Console<Context: RequestContext>: Sendable {
 
     /// Runs the reads of `body` on the replica when there is one and it is usable, else on the primary.
     func reading<T: Sendable>(_ body: @Sendable (PostgresClient) async throws -> T) async throws -> T {
-        if let replica { return try await replica.read(primary: client, body) }
-        return try await body(client)
+        try await ReadReplica.read(replica, primary: client, body)
     }
 
     /// Adds the console's routes under `/console`.

@@ -63,7 +63,7 @@ extension PrivacyRequests {
                 do {
                     for sync in syncs {
                         let key = SyncRunner.lockKey(sync)
-                        try await db.execute("SELECT pg_advisory_lock(\(key.value))")
+                        try await db.advisoryLock(key)
                         locked.append(key)
                     }
                     var counts: [String: Int] = [:]

@@ -233,10 +233,11 @@ extension IdentityRebuild {
                 INSERT INTO cdp.identity_profiles (profile_id, founder_kind, founder_value, founded_seq)
                 SELECT profile_id, kind, value, founded_seq FROM \(t).new_profiles;
                 INSERT INTO \(t).redirects_touched SELECT profile_id FROM \(t).new_profiles;
-                SELECT cdp.profile_redirects_refresh(array(SELECT DISTINCT profile_id FROM \(t).redirects_touched));
-                SELECT nextval('cdp.identity_graph_epoch');
                 DELETE FROM cdp.identity_nodes AS n WHERE NOT EXISTS (SELECT 1 FROM \(t).final_nodes AS m WHERE m.id = n.node_id);
                 """)
+            // The merge log and the profiles are final: their redirects, then the stage cache's signal.
+            try await IdentityStore.refreshRedirects(tx, touchedBy: "SELECT profile_id FROM \(unescaped: t).redirects_touched")
+            try await IdentityStore.advanceGraphEpoch(tx)
             report.nodesChanged =
                 try await tx.execute(
                     """

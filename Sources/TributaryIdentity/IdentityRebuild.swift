@@ -208,8 +208,7 @@ public struct IdentityRebuild: Sendable {
                     let micros = Self.parseSignedDecimal(chunk, &index)
                     let kind = Self.copyFieldBytes(chunk, &index)
                     let value = Self.copyFieldBytes(chunk, &index)
-                    let alias = chunk[index] == UInt8(ascii: "t")
-                    index += 2
+                    let alias = Self.parseBool(chunk, &index)
                     parsed.append((seq, micros, kind, value, alias))
                 }
                 rows.add(parsed)
@@ -308,6 +307,12 @@ public struct IdentityRebuild: Sendable {
         }
         index += 1
         return value
+    }
+
+    /// Reads a boolean field of COPY's text format (`t` or `f`) at `index` and steps past it and its separator.
+    static func parseBool(_ bytes: [UInt8], _ index: inout Int) -> Bool {
+        defer { index += 2 }
+        return bytes[index] == UInt8(ascii: "t")
     }
 
     /// Reads a decimal that may be negative at `index` and steps past it and the one separator byte after it.

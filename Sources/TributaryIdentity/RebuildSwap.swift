@@ -39,8 +39,7 @@ struct StoredGraph {
                 let kind = IdentityRebuild.copyFieldBytes(chunk, &index)
                 let value = IdentityRebuild.copyFieldBytes(chunk, &index)
                 let profile = IdentityRebuild.parseUUID(chunk, &index)
-                let hub = chunk[index] == UInt8(ascii: "t")
-                index += 2
+                let hub = IdentityRebuild.parseBool(chunk, &index)
                 let firstSeq = IdentityRebuild.parseDecimal(chunk, &index)
                 let firstSeen = IdentityRebuild.parseSignedDecimal(chunk, &index)
                 let lastSeen = IdentityRebuild.parseSignedDecimal(chunk, &index)

@@ -93,13 +93,9 @@ public struct ProfileDocuments: Sendable {
         }
         let query: PostgresQuery =
             "SELECT outcome, document FROM cdp.profile_lookup(\(kind)::text, \(value)::text, \(events)::int)"
-        let row: (String, String?)
-        if let replica {
-            row = try await replica.read(primary: client) { try await $0.query(query)[0].decode((String, String?).self) }
-        } else {
-            row = try await client.query(query)[0].decode((String, String?).self)
+        let (outcome, document) = try await ReadReplica.read(replica, primary: client) {
+            try await $0.query(query)[0].decode((String, String?).self)
         }
-        let (outcome, document) = row
         return try Self.lookup(outcome: outcome, document: document, kind: kind, value: value)
     }
 

@@ -76,6 +76,14 @@ public final class ReadReplica: Sendable {
         }
     }
 
+    /// Runs `body` on `replica` as ``read(primary:_:)`` does, or on `primary` when there is no replica.
+    public static func read<T: Sendable>(
+        _ replica: ReadReplica?, primary: PostgresClient, _ body: @Sendable (PostgresClient) async throws -> T
+    ) async throws -> T {
+        if let replica { return try await replica.read(primary: primary, body) }
+        return try await body(primary)
+    }
+
     /// Runs `body` on the replica when it is usable, else (or when the replica fails it for want of a connection)
     /// on `primary`.
     public func read<T: Sendable>(

@@ -114,20 +114,18 @@ public struct DistributedSQLLint: Sendable {
         guard named.contains(where: managed.contains) else { return [] }
         let first = distributedNamed.first ?? ""
         var findings: [Finding] = []
-        func add(_ rule: String, _ table: String, _ detail: String) {
-            let finding = Finding(rule: rule, table: table, detail: detail)
-            if !findings.contains(finding) { findings.append(finding) }
-        }
         for (index, token) in tokens.enumerated() where !distributedNamed.isEmpty {
             let next = index + 1 < tokens.count ? tokens[index + 1].word : nil
             if token.word == "with", next == "recursive" {
-                add("recursive CTE", first, "WITH RECURSIVE reads \(distributedNamed.joined(separator: ", "))")
+                findings.append(
+                    Finding(rule: "recursive CTE", first, "WITH RECURSIVE reads \(distributedNamed.joined(separator: ", "))"))
             }
             if token.word == "for", let next, ["update", "share", "no", "key"].contains(next) {
                 // `FOR UPDATE` of a cursor or a trigger's `FOR EACH` never follows these words.
-                add(
-                    "row lock", first,
-                    "FOR \(next.uppercased()) in a statement reading \(distributedNamed.joined(separator: ", "))")
+                findings.append(
+                    Finding(
+                        rule: "row lock", first,
+                        "FOR \(next.uppercased()) in a statement reading \(distributedNamed.joined(separator: ", "))"))
             }
         }
         // The targets of INSERT / UPDATE / DELETE, at any depth (a data-modifying CTE is one too).
@@ -149,15 +147,13 @@ public struct DistributedSQLLint: Sendable {
                     let (target, end) = tableName(at: index + 2, in: tokens), distributed[target] != nil
                 else { continue }
                 let partEnd = statementPartEnd(tokens, from: end, depth: token.depth)
-                for finding in checkModificationCalls(tokens, start: end, end: partEnd, target: target, verb: "DELETE")
-                    + checkJoins(tokens, start: end, end: partEnd, clause: "using", target: target, verb: "DELETE")
-                {
-                    add(finding.rule, finding.table, finding.detail)
-                }
+                findings += checkModificationCalls(tokens, start: end, end: partEnd, target: target, verb: "DELETE")
+                findings += checkJoins(tokens, start: end, end: partEnd, clause: "using", target: target, verb: "DELETE")
             default:
                 continue
             }
         }
+        // Once each, in the order found.
         var unique: [Finding] = []
         for finding in findings where !unique.contains(finding) { unique.append(finding) }
         return unique
