@@ -89,6 +89,15 @@ public enum TestDatabase {
         }
     }
 
+    /// Settings of every cluster the tests start (the shared one and private ones), never of a user's server.
+    ///
+    /// `fsync = off`: each test creates and drops a database of its own, and `DROP DATABASE` waits for an immediate
+    /// checkpoint, which fsyncs every file the run has dirtied. With ~40,000 files from a parallel run that took 60 s,
+    /// during which every test creating or dropping a database waited and the two-minute time limits of the sync tests
+    /// were exceeded (CI failed so at 07a89bb). Test data is thrown away; a stopped or killed *server* still keeps
+    /// every commit (the WAL is written at commit, only not forced to disk), so crash and restart tests mean what they did.
+    public static let clusterSettings = ["fsync": "off"]
+
     /// A separate embedded cluster in a temporary directory, for tests that stop and restart the server or change
     /// its authentication. Removed (after being stopped) when `body` ends.
     public static func withPrivateCluster<T>(
@@ -100,7 +109,7 @@ public enum TestDatabase {
         // As root the server runs as `postgres`, which must be able to enter the directory.
         _ = chmod(base.path, 0o755)
         var server = EmbeddedPostgres(dataDirectory: base.appendingPathComponent("pgdata").path, logger: logger)
-        server.settings = settings
+        server.settings = clusterSettings.merging(settings) { $1 }
         do {
             let value = try await body(server)
             _ = try? await server.stop()
@@ -124,7 +133,9 @@ public enum TestDatabase {
                 let directory =
                     environment["TRIBUTARY_TEST_PGDATA"].flatMap { $0.isEmpty ? nil : $0 }
                     ?? packageRoot.appendingPathComponent(".tributary/test-pgdata").path
-                return try await EmbeddedPostgres(dataDirectory: directory, logger: TestDatabase.logger).start()
+                var server = EmbeddedPostgres(dataDirectory: directory, logger: TestDatabase.logger)
+                server.settings = TestDatabase.clusterSettings
+                return try await server.start()
             }
             started = task
             return try await task.value

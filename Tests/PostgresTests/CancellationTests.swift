@@ -5,7 +5,7 @@ import Testing
 
 /// Cancelling a task cancels its statement on the server, and only that statement.
 @Suite struct CancellationTests {
-    @Test(.timeLimit(.minutes(3)))
+    @Test(.timeLimit(.minutes(6)))
     func cancellingTheTaskCancelsTheRunningStatement() async throws {
         try await TestDatabase.withFreshDatabase { (client) async throws in
             let connection = try await PostgresConnection.connect(

@@ -4,7 +4,7 @@ import PostgresTesting
 import Testing
 
 @Suite struct NotifyTests {
-    @Test(.timeLimit(.minutes(3)))
+    @Test(.timeLimit(.minutes(6)))
     func listenAndNotifyAcrossTwoConnections() async throws {
         try await TestDatabase.withFreshDatabase { (client) async throws in
             let configuration = client.configuration
@@ -34,7 +34,7 @@ import Testing
         }
     }
 
-    @Test(.timeLimit(.minutes(3)))
+    @Test(.timeLimit(.minutes(6)))
     func notificationStreamDeliversInOrder() async throws {
         try await TestDatabase.withFreshDatabase { (client) async throws in
             let listener = try await PostgresConnection.connect(configuration: client.configuration, logger: TestDatabase.logger)

@@ -45,7 +45,7 @@ import Testing
         return (gate, holders)
     }
 
-    @Test(.timeLimit(.minutes(3)))
+    @Test(.timeLimit(.minutes(6)))
     func exhaustionTimesOutNamingTheLimit() async throws {
         try await TestDatabase.withFreshDatabase { (base) async throws in
             let client = PostgresClient(
@@ -68,7 +68,7 @@ import Testing
         }
     }
 
-    @Test(.timeLimit(.minutes(3)))
+    @Test(.timeLimit(.minutes(6)))
     func aWaiterIsServedWhenAConnectionIsReturned() async throws {
         try await TestDatabase.withFreshDatabase { (base) async throws in
             let client = PostgresClient(
@@ -102,7 +102,7 @@ import Testing
 
     /// libpq blocks its thread; that thread must be the connection's own. Four connections blocked on a lock at
     /// once leave Swift's cooperative pool (two threads on a 2-core machine) free to run other work.
-    @Test(.timeLimit(.minutes(3)))
+    @Test(.timeLimit(.minutes(6)))
     func blockingCallsStayOffTheCooperativePool() async throws {
         try await TestDatabase.withFreshDatabase(maxConnections: 6) { (client) async throws in
             let key = AdvisoryLockKey(name: "block")
@@ -131,7 +131,7 @@ import Testing
         }
     }
 
-    @Test(.timeLimit(.minutes(2)))
+    @Test(.timeLimit(.minutes(6)))
     func poolRecoversAfterTheServerRestarts() async throws {
         try await TestDatabase.withPrivateCluster { (server) async throws in
             let configuration = try await server.start()

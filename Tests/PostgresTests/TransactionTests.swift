@@ -66,7 +66,7 @@ import Testing
         }
     }
 
-    @Test(.timeLimit(.minutes(3)))
+    @Test(.timeLimit(.minutes(6)))
     func advisoryLocksExcludeOtherSessions() async throws {
         try await TestDatabase.withFreshDatabase { (client) async throws in
             let key = AdvisoryLockKey(name: "tests.lock")

@@ -73,7 +73,7 @@ import Testing
         }
     }
 
-    @Test(.timeLimit(.minutes(3)))
+    @Test(.timeLimit(.minutes(6)))
     func killDashNineLosesNothingAcknowledgedAndRetriesStoreOnce() async throws {
         try await TestDatabase.withFreshDatabase(maxConnections: 2) { (client) async throws in
             let url = client.configuration.resolvedConnectionString

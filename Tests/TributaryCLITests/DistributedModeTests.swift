@@ -19,7 +19,7 @@ import TributaryService
         "recursive CTE on cdp.profile_merge_log in: sql/0300_identity.sql cdp.resolve_profile_by_log"
     ]
 
-    @Test(.timeLimit(.minutes(5)))
+    @Test(.timeLimit(.minutes(6)))
     func theProductRunsOnTheStandInAndSendsNothingCitusRefuses() async throws {
         let settings = [
             "shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.track": "all",

@@ -24,7 +24,7 @@ import Testing
         }
     }
 
-    @Test(.timeLimit(.minutes(4)))
+    @Test(.timeLimit(.minutes(6)))
     func threeServersSurviveKillsWithEveryEventResolvedOnce() async throws {
         try await TestDatabase.withFreshDatabase(maxConnections: 2) { (client) async throws in
             let url = client.configuration.resolvedConnectionString

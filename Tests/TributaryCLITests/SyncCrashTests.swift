@@ -8,7 +8,7 @@ import Testing
 @Suite struct SyncCrashTests {
     let cli = CLITests()
 
-    @Test(.timeLimit(.minutes(2)))
+    @Test(.timeLimit(.minutes(6)))
     func killDashNineMidBatchLosesNothingAndResendsOnlyTheUnconfirmed() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sync-crash-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)

@@ -278,7 +278,7 @@ import TributaryFixtures
         }
     }
 
-    @Test(.timeLimit(.minutes(2)), arguments: Variant.allCases)
+    @Test(.timeLimit(.minutes(6)), arguments: Variant.allCases)
     func destinationEqualsSourceAfterEverySuccessfulRun(_ variant: Variant) async throws {
         for seed in UInt64(1)...5 {
             let model = Model()
@@ -420,7 +420,7 @@ import TributaryFixtures
         }
     }
 
-    @Test(.timeLimit(.minutes(2)), arguments: [UInt64(11), 12, 13, 14, 15])
+    @Test(.timeLimit(.minutes(6)), arguments: [UInt64(11), 12, 13, 14, 15])
     func faultsNeverLoseAChangeNorMarkOneDeliveredWithoutConfirmation(seed: UInt64) async throws {
         let model = Model()
         let faults = Faults(seed: seed)
@@ -592,7 +592,7 @@ import TributaryFixtures
 
     // MARK: - 3. Two workers never send the same change twice
 
-    @Test(.timeLimit(.minutes(2)))
+    @Test(.timeLimit(.minutes(6)))
     func concurrentRunnersNeverSendTheSameChangeTwice() async throws {
         let model = Model()
         // Always confirms, slowly, so that runs overlap.
@@ -688,7 +688,7 @@ import TributaryFixtures
         case killed
     }
 
-    @Test(.timeLimit(.minutes(3)), arguments: Interruption.allCases)
+    @Test(.timeLimit(.minutes(6)), arguments: Interruption.allCases)
     func aWorkerInterruptedMidRunLosesNothingAndResendsOnlyTheUnconfirmed(_ interruption: Interruption) async throws {
         let model = Model()
         let calls = Counter()

@@ -19,7 +19,7 @@ import TributaryService
 /// embedded server following it): lookups are answered by the replica — even with the primary stopped — and by the
 /// primary when the replica is down, never with an error.
 @Suite struct ReadReplicaTests {
-    @Test(.timeLimit(.minutes(3)))
+    @Test(.timeLimit(.minutes(6)))
     func profileLookupsReadTheReplicaAndFallBackToThePrimary() async throws {
         try await TestDatabase.withPrivateCluster { primaryServer in
             let logger = TestDatabase.logger

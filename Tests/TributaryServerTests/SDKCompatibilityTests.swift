@@ -26,7 +26,7 @@ import TributaryService
         return python
     }
 
-    @Test(.timeLimit(.minutes(5)))
+    @Test(.timeLimit(.minutes(6)))
     func everyEventFromBothSDKsLandsExactlyOnce() async throws {
         let python = try await Self.python()
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("sdk_send.py").path

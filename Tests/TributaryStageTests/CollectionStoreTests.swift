@@ -77,7 +77,7 @@ import Testing
         }
     }
 
-    @Test(.timeLimit(.minutes(3)))
+    @Test(.timeLimit(.minutes(6)))
     func concurrentRequestsShareCommitsAndSequenceNumbersFollowCommitOrder() async throws {
         try await TestDatabase.withFreshDatabase(maxConnections: 6) { (client) async throws in
             try await migrated(client)
@@ -157,7 +157,7 @@ import Testing
     /// Retries racing their originals across the two ways of storing (one writer still believing nothing is
     /// suppressed records ids before the sequence lock, one that knows of a suppression records them under it):
     /// every message is stored exactly once, none fails, and the suppressed person's events are dropped.
-    @Test(.timeLimit(.minutes(3)))
+    @Test(.timeLimit(.minutes(6)))
     func retriesRacingAcrossTheDirectAndTheCheckingPathStoreOnce() async throws {
         try await TestDatabase.withFreshDatabase(maxConnections: 6) { (client) async throws in
             try await migrated(client)

@@ -41,7 +41,7 @@ import Testing
         }
     }
 
-    @Test(.timeLimit(.minutes(3)))
+    @Test(.timeLimit(.minutes(6)))
     func concurrentMigrationsAreSafe() async throws {
         try await TestDatabase.withFreshDatabase { (client) async throws in
             let configuration = client.configuration
