@@ -41,7 +41,7 @@ import Testing
                 guard let range = output.range(of: "metrics on http://") else { continue }
                 let address = output[range.upperBound...].prefix { !$0.isWhitespace }
                 let response = try await HTTPClient.shared.execute(
-                    HTTPClientRequest(url: "http://\(address)"), timeout: .seconds(10))
+                    HTTPClientRequest(url: "http://\(address)"), timeout: .seconds(60))
                 text = String(buffer: try await response.body.collect(upTo: 1 << 20))
             }
             #expect(text.contains(#"tributary_stage_events_total{stage="identity"} 3"#), "\(text)")
