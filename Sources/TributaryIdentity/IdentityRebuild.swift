@@ -232,7 +232,16 @@ public struct IdentityRebuild: Sendable {
         try await db.withTransaction { tx in
             try await tx.advisoryTransactionLock(IdentityStore.processorLock)
             var changes = Changes()
-            let stored = try await StoredGraph.read(tx, through: last, comparingNodesWith: graph, into: &changes)
+            // A second session, opened once the lock is held, reads edges and stamps alongside.
+            let reader = try await PostgresConnection.connect(configuration: configuration, logger: logger)
+            let stored: StoredGraph
+            do {
+                stored = try await StoredGraph.read(tx, reader: reader, through: last, comparingNodesWith: graph, into: &changes)
+                await reader.close()
+            } catch {
+                await reader.close()
+                throw error
+            }
             phase("swap in: stored graph read", rows: stored.nodes + stored.edges.count + stored.stamps.count)
             try await changes.compare(graph: graph, stored: consume stored, tx: tx)
             phase(

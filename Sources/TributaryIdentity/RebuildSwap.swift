@@ -19,9 +19,14 @@ struct StoredGraph {
     /// `(seq, profile)` of every event with `seq <= through`.
     var stamps: [(seq: Int64, profile: UUID?)] = []
 
+    ///
+    /// Edges and stamps stream on `reader`, a second session, side by side with nodes and profiles on `tx` (each
+    /// parsed by its own task): `tx` holds the stage's lock, so both sessions read the same graph.
     static func read(
-        _ tx: PostgresConnection, through last: Int64, comparingNodesWith computed: RebuildGraph, into changes: inout Changes
+        _ tx: PostgresConnection, reader: PostgresConnection, through last: Int64, comparingNodesWith computed: RebuildGraph,
+        into changes: inout Changes
     ) async throws -> StoredGraph {
+        async let edgesAndStamps = readEdgesAndStamps(reader, through: last)
         var graph = StoredGraph()
         var nodesDeleted: [Int64] = []
         var nodesUpdated: [Int] = []
@@ -60,19 +65,6 @@ struct StoredGraph {
         changes.ids = ids
         changes.nodesDeleted = nodesDeleted
         changes.nodesUpdated = nodesUpdated
-        // Room for the edges up front (the planner's row estimate), not rehashed a doubling at a time.
-        let edgeEstimate = try await tx.query(
-            "SELECT reltuples::int8 FROM pg_class WHERE oid = 'cdp.identity_edges'::regclass"
-        ).scalar(Int64.self)
-        graph.edges.reserveCapacity(Int(min(max(edgeEstimate, 0), 100_000_000)))
-        try await tx.copyOut("COPY (SELECT a, b, first_seq FROM cdp.identity_edges) TO STDOUT") { chunk in
-            var index = 0
-            while index < chunk.count {
-                let a = IdentityRebuild.parseDecimal(chunk, &index)
-                let b = IdentityRebuild.parseDecimal(chunk, &index)
-                graph.edges[EdgeKey(a: a, b: b)] = IdentityRebuild.parseDecimal(chunk, &index)
-            }
-        }
         try await tx.copyOut(
             "COPY (SELECT profile_id, founder_kind, founder_value, founded_seq FROM cdp.identity_profiles) TO STDOUT"
         ) { chunk in
@@ -85,7 +77,30 @@ struct StoredGraph {
                 if let profile { graph.profiles[profile] = (Identifier(kind: kind, value: value), seq) }
             }
         }
-        try await tx.copyOut(
+        (graph.edges, graph.stamps) = try await edgesAndStamps
+        return graph
+    }
+
+    /// Every edge, and the stamp of every event with `seq <= last`.
+    private static func readEdgesAndStamps(
+        _ db: PostgresConnection, through last: Int64
+    ) async throws -> (edges: [EdgeKey: Int64], stamps: [(seq: Int64, profile: UUID?)]) {
+        // Room for the edges up front (the planner's row estimate), not rehashed a doubling at a time.
+        let edgeEstimate = try await db.query(
+            "SELECT reltuples::int8 FROM pg_class WHERE oid = 'cdp.identity_edges'::regclass"
+        ).scalar(Int64.self)
+        var edges: [EdgeKey: Int64] = [:]
+        edges.reserveCapacity(Int(min(max(edgeEstimate, 0), 100_000_000)))
+        try await db.copyOut("COPY (SELECT a, b, first_seq FROM cdp.identity_edges) TO STDOUT") { chunk in
+            var index = 0
+            while index < chunk.count {
+                let a = IdentityRebuild.parseDecimal(chunk, &index)
+                let b = IdentityRebuild.parseDecimal(chunk, &index)
+                edges[EdgeKey(a: a, b: b)] = IdentityRebuild.parseDecimal(chunk, &index)
+            }
+        }
+        var stamps: [(seq: Int64, profile: UUID?)] = []
+        try await db.copyOut(
             """
             COPY (SELECT seq, profile_id FROM cdp.events WHERE seq <= \(unescaped: String(last))) TO STDOUT
             """
@@ -94,10 +109,10 @@ struct StoredGraph {
             while index < chunk.count {
                 let seq = IdentityRebuild.parseDecimal(chunk, &index)
                 let profile = IdentityRebuild.parseUUID(chunk, &index)
-                graph.stamps.append((seq, profile))
+                stamps.append((seq, profile))
             }
         }
-        return graph
+        return (edges, stamps)
     }
 }
 
