@@ -60,6 +60,25 @@ public actor PostgresConnection {
         return connection
     }
 
+    /// Opens a connection, runs `body` on it and closes it, whether `body` returns or throws.
+    ///
+    /// ```swift
+    /// let n = try await PostgresConnection.withConnection(configuration: c, logger: logger) { try await $0.query("SELECT 1").scalar(Int.self) }
+    /// ```
+    public static func withConnection<T>(
+        configuration: PostgresConfiguration, logger: Logger, _ body: (PostgresConnection) async throws -> T
+    ) async throws -> T {
+        let connection = try await connect(configuration: configuration, logger: logger)
+        do {
+            let value = try await body(connection)
+            await connection.close()
+            return value
+        } catch {
+            await connection.close()
+            throw error
+        }
+    }
+
     private func open(_ configuration: PostgresConfiguration) throws {
         let parameters = configuration.connectParameters()
         let connection = withCStrings(parameters.map(\.0)) { keywords in

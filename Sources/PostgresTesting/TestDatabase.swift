@@ -42,14 +42,9 @@ public enum TestDatabase {
         let name = "test_\(getpid())_\(UUID().uuidString.prefix(8).lowercased())"
         // The admin connection is held only to create and to drop: with every test in flight holding one, a parallel
         // run used more than half of the server's connections for idle admin sessions.
-        let admin = try await PostgresConnection.connect(configuration: server.with(database: "postgres"), logger: logger)
-        do {
-            try await admin.execute("CREATE DATABASE \(identifier: name)")
-        } catch {
-            await admin.close()
-            throw error
+        try await PostgresConnection.withConnection(configuration: server.with(database: "postgres"), logger: logger) {
+            try await $0.execute("CREATE DATABASE \(identifier: name)")
         }
-        await admin.close()
         let client = PostgresClient(
             configuration: server.with(database: name), options: .init(maxConnections: maxConnections), logger: logger)
         do {
@@ -66,13 +61,8 @@ public enum TestDatabase {
 
     /// Drops a test database over a connection of its own.
     static func drop(_ name: String, server: PostgresConfiguration) async throws {
-        let admin = try await PostgresConnection.connect(configuration: server.with(database: "postgres"), logger: logger)
-        do {
-            try await drop(name, admin)
-            await admin.close()
-        } catch {
-            await admin.close()
-            throw error
+        try await PostgresConnection.withConnection(configuration: server.with(database: "postgres"), logger: logger) {
+            try await drop(name, $0)
         }
     }
 

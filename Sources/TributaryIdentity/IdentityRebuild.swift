@@ -95,13 +95,8 @@ public struct IdentityRebuild: Sendable {
         try await withThrowingTaskGroup(of: Void.self) { group in
             for (from, through) in Self.split(through: last, into: extractionConnections) {
                 group.addTask {
-                    let worker = try await PostgresConnection.connect(configuration: configuration, logger: logger)
-                    do {
-                        try await body(worker, from, through)
-                        await worker.close()
-                    } catch {
-                        await worker.close()
-                        throw error
+                    try await PostgresConnection.withConnection(configuration: configuration, logger: logger) {
+                        try await body($0, from, through)
                     }
                 }
             }
@@ -124,15 +119,13 @@ public struct IdentityRebuild: Sendable {
     }
 
     public func run() async throws -> Report {
-        let db = try await PostgresConnection.connect(configuration: configuration, logger: logger)
-        do {
-            let report = try await rebuild(db)
-            await db.close()
-            return report
-        } catch {
-            try? await db.script("DROP SCHEMA IF EXISTS \(Self.schema) CASCADE")
-            await db.close()
-            throw error
+        try await PostgresConnection.withConnection(configuration: configuration, logger: logger) { db in
+            do {
+                return try await rebuild(db)
+            } catch {
+                try? await db.script("DROP SCHEMA IF EXISTS \(Self.schema) CASCADE")
+                throw error
+            }
         }
     }
 
@@ -233,14 +226,8 @@ public struct IdentityRebuild: Sendable {
             try await tx.advisoryTransactionLock(IdentityStore.processorLock)
             var changes = Changes()
             // A second session, opened once the lock is held, reads edges and stamps alongside.
-            let reader = try await PostgresConnection.connect(configuration: configuration, logger: logger)
-            let stored: StoredGraph
-            do {
-                stored = try await StoredGraph.read(tx, reader: reader, through: last, comparingNodesWith: graph, into: &changes)
-                await reader.close()
-            } catch {
-                await reader.close()
-                throw error
+            let stored = try await PostgresConnection.withConnection(configuration: configuration, logger: logger) {
+                try await StoredGraph.read(tx, reader: $0, through: last, comparingNodesWith: graph, into: &changes)
             }
             phase("swap in: stored graph read", rows: stored.nodes + stored.edges.count + stored.stamps.count)
             try await changes.compare(graph: graph, stored: consume stored, tx: tx)

@@ -2,8 +2,8 @@ import Foundation
 import Postgres
 import TributaryModel
 
-/// The identity graph as stored, read in full with COPY inside the rebuild's swap transaction (holding the real-time
-/// stage's lock): edges, profiles and the profile stamp of every event up to the rebuild's end. Nodes are compared
+/// The identity graph as stored, read in full with COPY while the rebuild's swap transaction holds the real-time
+/// stage's lock: edges, profiles and the profile stamp of every event up to the rebuild's end. Nodes are compared
 /// with the computed graph as they stream in (never held: they are the largest part).
 struct StoredGraph {
 
@@ -19,8 +19,8 @@ struct StoredGraph {
     /// `(seq, profile)` of every event with `seq <= through`.
     var stamps: [(seq: Int64, profile: UUID?)] = []
 
-    ///
-    /// Edges and stamps stream on `reader`, a second session, side by side with nodes and profiles on `tx` (each
+    /// Reads the stored graph, comparing its nodes with `computed` into `changes` as they stream in. Edges and stamps
+    /// stream on `reader`, a second session, side by side with nodes and profiles on `tx` (each
     /// parsed by its own task): `tx` holds the stage's lock, so both sessions read the same graph.
     static func read(
         _ tx: PostgresConnection, reader: PostgresConnection, through last: Int64, comparingNodesWith computed: RebuildGraph,
