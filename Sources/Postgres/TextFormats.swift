@@ -208,7 +208,13 @@ package enum CopyText {
     /// Appends `text` escaped for COPY's text format.
     @inlinable
     package static func appendEscaped(_ text: String, to out: inout [UInt8]) {
-        for byte in text.utf8 {
+        appendEscaped(bytes: text.utf8, to: &out)
+    }
+
+    /// Appends UTF-8 `bytes` escaped for COPY's text format.
+    @inlinable
+    package static func appendEscaped(bytes: some Sequence<UInt8>, to out: inout [UInt8]) {
+        for byte in bytes {
             switch byte {
             case 0x5C: out.append(contentsOf: [0x5C, 0x5C])
             case 0x09: out.append(contentsOf: [0x5C, UInt8(ascii: "t")])

@@ -147,7 +147,8 @@ public struct IdentityRebuild: Sendable {
         let last = try await db.query("SELECT coalesce(max(seq), 0) FROM cdp.events").scalar(Int64.self)
         report.lastSeq = last
         report.events = try await db.query("SELECT count(*) FROM cdp.events WHERE seq <= \(last)").scalar(Int.self)
-        report.inMemory = report.events * Self.bytesPerEvent <= memoryBudget
+        // The graph in memory packs sequence numbers in 32 bits.
+        report.inMemory = report.events * Self.bytesPerEvent <= memoryBudget && last < Int64(UInt32.max)
         if report.inMemory {
             try await rebuildInMemory(db, rules: rules, document: document, last: last, report: &report, log: log)
         } else {
@@ -169,7 +170,7 @@ public struct IdentityRebuild: Sendable {
         //    (the per-event function runs in one backend per statement; PostgreSQL does not parallelize it) and
         //    streamed to this process with COPY. Both forms of each alias call's previousId come too (via_alias);
         //    the graph keeps one.
-        let rows = ExtractedRows()
+        let rows = ExtractedRows(expectedRows: report.events * 2 + 1024)
         try await onExtractionSessions(through: last) { worker, from, through in
             try await worker.execute("SET jit = off")
             // COPY takes no parameters: the rules document and the range are inlined as literals. The userId and
@@ -212,38 +213,33 @@ public struct IdentityRebuild: Sendable {
         // 2–4. Nodes, edges, hubs, components, founders, replays and event stamps, in memory (RebuildGraph).
         let graph = RebuildGraph(rows: rows, rules: rules)
         report.identifiers = graph.identifiers
-        report.edges = graph.edges.count
+        report.edges = graph.edgeCount
         report.hubs = graph.hubs
         report.components = graph.components
         report.conflictComponents = graph.conflictComponents
-        report.profiles = graph.profiles.count
+        report.profiles = graph.profileCount
         phase("graph in memory", rows: graph.identifiers)
 
         // 5. Swap in, in one transaction holding the real-time stage's lock: the stored graph is read (under the
-        //    lock, so nothing changes it meanwhile), compared with the computed one here, and only the differences
-        //    are written. An identifier keeps its stored node id; a new one draws from the table's sequence.
+        //    lock, so nothing changes it meanwhile) and compared with the computed one as it streams in, and only the
+        //    differences are written. An identifier keeps its stored node id; a new one draws from the table's
+        //    sequence.
         try await db.withTransaction { tx in
             try await tx.advisoryTransactionLock(IdentityStore.processorLock)
-            var changes = Changes()
-            // A second session, opened once the lock is held, reads edges and stamps alongside.
-            let stored = try await PostgresConnection.withConnection(configuration: configuration, logger: logger) {
-                try await StoredGraph.read(tx, reader: $0, through: last, comparingNodesWith: graph, into: &changes)
+            // A second session, opened once the lock is held, reads stamps and profiles alongside.
+            let changes = try await PostgresConnection.withConnection(configuration: configuration, logger: logger) {
+                try await Changes.compare(tx, reader: $0, through: last, graph: graph)
             }
-            phase("swap in: stored graph read", rows: stored.nodes + stored.edges.count + stored.stamps.count)
-            try await changes.compare(graph: graph, stored: consume stored, tx: tx)
-            phase(
-                "swap in: compared",
-                rows: changes.nodesUpdated.count + changes.nodesInserted.count + changes.nodesDeleted.count
-                    + changes.edgesInserted.count + changes.edgesUpdated.count + changes.edgesDeleted.count
-                    + changes.restamps.count)
+            phase("swap in: stored graph read and compared", rows: changes.rowsRead)
             try await changes.write(tx, graph: graph, through: last)
             report.nodesChanged = changes.nodesUpdated.count + changes.nodesInserted.count
             report.eventsRestamped = changes.restamps.count
             try await Checkpoint.identity.set(tx, seq: last)
             // Stages after identity rebuild from events rather than replay this rebuild's changes one by one.
             try await Checkpoint.identity.advanceGeneration(tx)
+            phase("swap in: changes written", rows: changes.rowsChanged)
         }
-        phase("swap in: changes written", rows: report.nodesChanged + report.eventsRestamped)
+        phase("swap in: committed")
     }
 
     /// The nodes of a graph and their components, read with two `COPY … TO STDOUT` statements: `nodes` yields

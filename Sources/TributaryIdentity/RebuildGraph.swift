@@ -1,246 +1,454 @@
 import Foundation
 import TributaryModel
 
+/// What the extraction sessions deliver, shared under a lock, folded as it arrives so that little is kept per row:
+/// the identifiers interned once, each identifier's first event and earliest and latest time, and per row only its
+/// event and identifier packed in 8 bytes. The forms of alias calls' previousIds (few) are kept whole until the alias
+/// rule decides between them. Sequence numbers must fit 32 bits (``IdentityRebuild`` checks).
+package final class ExtractedRows: @unchecked Sendable {
+    private let lock = NSLock()
+    package private(set) var table = IdentifierTable()
+    /// Per identifier, from the rows that are not alias forms: its first event, `UInt32.max` when none.
+    package private(set) var firstSeq: [UInt32] = []
+    package private(set) var firstSeen: [Int64] = []
+    package private(set) var lastSeen: [Int64] = []
+    /// `seq << 32 | identifier` of every row that is not an alias form, in arrival order.
+    package private(set) var links: [UInt64] = []
+    /// Both forms of each alias call's previousId.
+    package private(set) var aliasForms: [(seq: UInt32, micros: Int64, node: Int32)] = []
+
+    /// `expectedRows`: room reserved up front (about two per event), so the largest array is not copied as it grows.
+    package init(expectedRows: Int = 0) { links.reserveCapacity(expectedRows) }
+
+    /// Rows received.
+    package var count: Int { links.count + aliasForms.count }
+
+    /// Adds the rows of one COPY chunk (`seq`, `micros`, kind, value, alias), interning their identifiers.
+    package func add(_ rows: [(seq: Int64, micros: Int64, kind: ArraySlice<UInt8>, value: ArraySlice<UInt8>, alias: Bool)]) {
+        lock.lock()
+        defer { lock.unlock() }
+        for row in rows {
+            let kind = table.kind(row.kind)
+            let node = table.intern(kind: kind, row.value)
+            if Int(node) == firstSeq.count {
+                firstSeq.append(.max)
+                firstSeen.append(.max)
+                lastSeen.append(.min)
+            }
+            let seq = UInt32(truncatingIfNeeded: row.seq)
+            if row.alias {
+                aliasForms.append((seq, row.micros, node))
+                continue
+            }
+            links.append(UInt64(seq) << 32 | UInt64(UInt32(bitPattern: node)))
+            let position = Int(node)
+            firstSeq[position] = min(firstSeq[position], seq)
+            firstSeen[position] = min(firstSeen[position], row.micros)
+            lastSeen[position] = max(lastSeen[position], row.micros)
+        }
+    }
+
+    /// The alias rule, as `IdentityStore.resolveAliases` applies it in real time: an alias call's previousId is an
+    /// anonymous id when that value was the anonymousId of this or an earlier event (its first row that is not an
+    /// alias form), else a user id. The kept form joins the rows; both leave ``aliasForms``.
+    fileprivate func applyAliasRule() {
+        guard let anonymousKind = table.kindNames.firstIndex(of: "anonymous_id").map(UInt16.init) else {
+            // No anonymous ids at all: every previousId is a user id.
+            keepAliasForms { table.kindName($0.node) == "user_id" }
+            return
+        }
+        var anonymous: [UInt32: Bool] = [:]
+        for form in aliasForms where table.kindNumber(form.node) == anonymousKind {
+            anonymous[form.seq] = firstSeq[Int(form.node)] <= form.seq
+        }
+        keepAliasForms { form in
+            let kind = table.kindName(form.node)
+            return kind == (anonymous[form.seq] == true ? "anonymous_id" : "user_id")
+        }
+    }
+
+    private func keepAliasForms(_ keep: ((seq: UInt32, micros: Int64, node: Int32)) -> Bool) {
+        for form in aliasForms where keep(form) {
+            let position = Int(form.node)
+            links.append(UInt64(form.seq) << 32 | UInt64(UInt32(bitPattern: form.node)))
+            firstSeq[position] = min(firstSeq[position], form.seq)
+            firstSeen[position] = min(firstSeen[position], form.micros)
+            lastSeen[position] = max(lastSeen[position], form.micros)
+        }
+        aliasForms = []
+    }
+
+    /// Hands over the per-identifier folds and the rows, leaving this empty.
+    fileprivate func take() -> (IdentifierTable, [UInt32], [Int64], [Int64], [UInt64]) {
+        defer {
+            table = IdentifierTable()
+            firstSeq = []
+            firstSeen = []
+            lastSeen = []
+            links = []
+        }
+        return (table, firstSeq, firstSeen, lastSeen, links)
+    }
+}
+
 /// The identity graph the rebuild computes, in memory, from every event's extracted identifiers: the same nodes,
-/// edges, hubs, components, founders and event stamps the real-time stage arrives at, over integer indices.
-///
-/// The steps, each a pass over arrays (no per-row SQL):
-/// 1. The alias rule: an alias call's previousId is an anonymous id when that value was the anonymousId of this or
-///    an earlier event, else a user id (as `IdentityStore.resolveAliases` decides in real time).
-/// 2. Identifiers interned to indices, with first/last seen and the event that introduced them.
-/// 3. Edges between the identifiers of each event (the event that first joined them), hubs: a value seen with more
-///    than `hubThreshold` distinct identifiers of one kind (kinds in `hubExemptKinds` never are).
-/// 4. Components of the non-hub graph by union-find (``IdentityComponents``).
+/// edges, hubs, components, founders and event stamps the real-time stage arrives at, over integer indices, in
+/// flat arrays (about 100 bytes per event in all, no per-row object):
+/// 1. The alias rule (``ExtractedRows``); identifiers interned to indices with their first event and first and last
+///    seen times.
+/// 2. Events: the rows sorted by `(seq, identifier)`, each event's identifiers as a slice of one array.
+/// 3. Edges between the identifiers of each event, kept per node as sorted `(other node, first event)` pairs (the
+///    event that first joined them, since events are visited in order); hubs: a value seen with more than
+///    `hubThreshold` distinct identifiers of one kind (kinds in `hubExemptKinds` never are).
+/// 4. Components of the non-hub graph by union-find over the node indices.
 /// 5. A component within every kind's limit is one profile, founded by the first identifier (in priority order) of
 ///    its earliest event; the events of components over a limit are replayed in receive order through the
 ///    ``IdentityEngine`` the real-time stage uses. A hub is its own profile; an event with only hubs belongs to the
-///    first of them.
-package struct RebuildGraph {
-    package struct Node {
-        package var firstSeq = Int64.max
-        package var firstSeen = Int64.max
-        package var lastSeen = Int64.min
-        package var hub = false
-        /// The profile holding the identifier.
-        package var profile = UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
-        /// Whether any kept row names it (an alias call's dropped form names none).
-        package var used: Bool { firstSeq != .max }
-    }
-
+///    first of them in priority order.
+///
+/// Profiles and event stamps are not stored per event or node: ``profile(ofNode:)`` and ``profile(ofEvent:)`` derive
+/// them from the component, which is what lets 10 million events fit in about a gigabyte.
+package struct RebuildGraph: Sendable {
     /// The identifiers, by the index the nodes use.
     package let table: IdentifierTable
-    /// One entry per interned identifier (see ``Node/used``).
-    package private(set) var nodes: [Node] = []
-    /// Edges as node indices (`a` < `b` as indices, not yet as stored ids) with the event that first joined them.
-    package private(set) var edges: [(a: Int32, b: Int32, firstSeq: Int64)] = []
-    package private(set) var profiles: [(profile: UUID, founder: Identifier, foundedSeq: Int64)] = []
-    /// Each event with identifiers and the profile it belongs to, in `seq` order.
-    package private(set) var events: [(seq: Int64, profile: UUID)] = []
+    /// Per node: its first event (`UInt32.max` when no kept row names it: an alias call's dropped form), its first
+    /// and last seen times in microseconds, whether it is a hub.
+    package let firstSeq: [UInt32]
+    package let firstSeen: [Int64]
+    package let lastSeen: [Int64]
+    package private(set) var hub: [Bool]
+    /// Per node: its component (an index into the per-component arrays), -1 for hubs and unused nodes.
+    private var component: [Int32] = []
+
+    /// Events with identifiers, ascending, and the identifiers of event `i` at `links[eventStarts[i]..<eventStarts[i + 1]]`.
+    package private(set) var eventSeqs: [UInt32] = []
+    private var eventStarts: [UInt32] = []
+    private var links: [Int32] = []
+
+    /// The edges of node `a` to nodes `b > a`: `edgeEntries[edgeStarts[a]..<edgeStarts[a + 1]]`, each `b << 32 | first
+    /// event index`, ascending by `b`.
+    private var edgeStarts: [UInt32] = []
+    private var edgeEntries: [UInt64] = []
+
+    /// Per component: its profile and founder node (a zero UUID and -1 when over a limit: replayed).
+    private var componentProfile: [UUID] = []
+    private var componentFounder: [Int32] = []
+    /// The replay's results for components over a limit: each node's profile, each event's, the live profiles.
+    private var replayedNodes: [Int32: UUID] = [:]
+    private var replayedEvents: [UInt32: UUID] = [:]
+    package private(set) var replayedProfiles: [UUID: (founder: Identifier, foundedSeq: Int64)] = [:]
+    /// Each hub's own profile.
+    package private(set) var hubProfiles: [Int32: UUID] = [:]
+
     package private(set) var hubs = 0
     package private(set) var components = 0
     package private(set) var conflictComponents = 0
     /// Identifiers in the graph.
     package private(set) var identifiers = 0
+    package var edgeCount: Int { edgeEntries.count }
+    package var eventCount: Int { eventSeqs.count }
+    package var nodeCount: Int { firstSeq.count }
+    /// Profiles in the graph: one per component within its limits, the replay's live ones, one per hub.
+    package var profileCount: Int { componentFounder.count - conflictComponents + replayedProfiles.count + hubProfiles.count }
 
+    package func used(_ node: Int) -> Bool { firstSeq[node] != .max }
     package func kind(_ node: Int) -> String { table.kindName(Int32(node)) }
     package func value(_ node: Int) -> String { table.value(Int32(node)) }
     package func identifier(_ node: Int) -> Identifier { table.identifier(Int32(node)) }
 
     /// The node of `identifier`, if it is in the graph.
     package func position(of identifier: Identifier) -> Int? {
-        guard let entry = table.find(kind: identifier.kind, value: identifier.value), nodes[Int(entry)].used else { return nil }
+        guard let entry = table.find(kind: identifier.kind, value: identifier.value), used(Int(entry)) else { return nil }
         return Int(entry)
     }
 
     /// ``position(of:)`` for an identifier given as UTF-8 bytes.
     package func position(kind: some Collection<UInt8>, value: some Collection<UInt8>) -> Int? {
-        guard let entry = table.find(kind: kind, value: value), nodes[Int(entry)].used else { return nil }
+        guard let entry = table.find(kind: kind, value: value), used(Int(entry)) else { return nil }
         return Int(entry)
     }
 
-    /// Builds the graph from the extracted rows (any order), which it releases once read.
-    package init(rows: ExtractedRows, rules: IdentityRules) {
-        table = rows.table
-        nodes = [Node](repeating: Node(), count: table.count)
-        // 1. Rows in receive order; node times from the rows that are not alias forms; then the alias rule decides
-        //    which form of each previousId stays: an anonymous id when that value was the anonymousId of this or an
-        //    earlier event (its first non-alias row), else a user id.
-        var order = Array(0..<Int32(rows.count))
-        order.sort { rows.seqs[Int($0)] < rows.seqs[Int($1)] }
-        for row in order where !rows.viaAlias[Int(row)] {
-            let node = Int(rows.nodes[Int(row)])
-            if nodes[node].firstSeq == .max { nodes[node].firstSeq = rows.seqs[Int(row)] }
-            nodes[node].firstSeen = min(nodes[node].firstSeen, rows.micros[Int(row)])
-            nodes[node].lastSeen = max(nodes[node].lastSeen, rows.micros[Int(row)])
-        }
-        var anonymousAlias: [Int64: Bool] = [:]
-        for row in order where rows.viaAlias[Int(row)] && rows.table.kindName(rows.nodes[Int(row)]) == "anonymous_id" {
-            let seq = rows.seqs[Int(row)]
-            anonymousAlias[seq] = nodes[Int(rows.nodes[Int(row)])].firstSeq <= seq
-        }
-        order.removeAll { row in
-            guard rows.viaAlias[Int(row)] else { return false }
-            let isAnonymous = anonymousAlias[rows.seqs[Int(row)]] == true
-            return rows.table.kindName(rows.nodes[Int(row)]) == (isAnonymous ? "user_id" : "anonymous_id")
-        }
-        for row in order where rows.viaAlias[Int(row)] {
-            let node = Int(rows.nodes[Int(row)])
-            nodes[node].firstSeq = min(nodes[node].firstSeq, rows.seqs[Int(row)])
-            nodes[node].firstSeen = min(nodes[node].firstSeen, rows.micros[Int(row)])
-            nodes[node].lastSeen = max(nodes[node].lastSeen, rows.micros[Int(row)])
-        }
+    /// The profile holding a used node.
+    package func profile(ofNode node: Int) -> UUID {
+        if hub[node] { return hubProfiles[Int32(node)]! }
+        let component = Int(component[node])
+        if componentFounder[component] >= 0 { return componentProfile[component] }
+        return replayedNodes[Int32(node)]!
+    }
 
-        // 2. Per event (rows in seq order), its node indices.
-        var eventSeqs: [Int64] = []
-        var eventStarts: [Int] = []
-        var links: [Int32] = []
-        links.reserveCapacity(order.count)
-        for row in order {
-            let seq = rows.seqs[Int(row)], node = rows.nodes[Int(row)]
+    /// The index of the event `seq` among ``eventSeqs``, if it has identifiers.
+    package func event(seq: Int64) -> Int? {
+        guard seq >= 0, seq < Int64(UInt32.max) else { return nil }
+        let target = UInt32(seq)
+        var low = 0, high = eventSeqs.count
+        while low < high {
+            let middle = (low + high) / 2
+            if eventSeqs[middle] < target { low = middle + 1 } else { high = middle }
+        }
+        return low < eventSeqs.count && eventSeqs[low] == target ? low : nil
+    }
+
+    /// The profile event `index` belongs to: its non-hub identifiers' component (they are all in one: this event
+    /// joins them), or the replay's stamp; an event with only hubs belongs to the first of them in priority order.
+    package func profile(ofEvent index: Int) -> UUID? {
+        let members = links[Int(eventStarts[index])..<Int(eventStarts[index + 1])]
+        if let usable = members.first(where: { !hub[Int($0)] }) {
+            let component = Int(component[Int(usable)])
+            if componentFounder[component] >= 0 { return componentProfile[component] }
+            return replayedEvents[eventSeqs[index]]
+        }
+        guard var first = members.first else { return nil }
+        for member in members.dropFirst() where precedes(member, first) { first = member }
+        return hubProfiles[first]
+    }
+
+    /// The edge between nodes `x` and `y` (in either order), as an index into the edges, if there is one.
+    package func edge(_ x: Int, _ y: Int) -> Int? {
+        let a = min(x, y), b = UInt64(max(x, y))
+        var low = Int(edgeStarts[a]), high = Int(edgeStarts[a + 1])
+        while low < high {
+            let middle = (low + high) / 2
+            if edgeEntries[middle] >> 32 < b { low = middle + 1 } else { high = middle }
+        }
+        return low < Int(edgeStarts[a + 1]) && edgeEntries[low] >> 32 == b ? low : nil
+    }
+
+    /// Where the edges of node `a` (to nodes `b > a`) begin among the edge indices; `edgeStart(nodeCount)` is the
+    /// number of edges.
+    package func edgeStart(_ a: Int) -> Int { Int(edgeStarts[a]) }
+
+    /// The larger node of edge `index`.
+    package func edgeTarget(_ index: Int) -> Int { Int(edgeEntries[index] >> 32) }
+
+    /// The `seq` of the event that first joined the ends of edge `index`.
+    package func edgeFirstSeq(_ index: Int) -> Int64 { Int64(eventSeqs[Int(edgeEntries[index] & 0xFFFF_FFFF)]) }
+
+    /// The profiles founded by a component within its limits: the component's profile, founder node and the
+    /// founder's first event. `nil` for a component that was replayed.
+    package func componentProfile(_ component: Int) -> (profile: UUID, founder: Int, foundedSeq: Int64)? {
+        let founder = Int(componentFounder[component])
+        guard founder >= 0 else { return nil }
+        return (componentProfile[component], founder, Int64(firstSeq[founder]))
+    }
+
+    /// The component of a used non-hub node.
+    package func component(of node: Int) -> Int? { component[node] >= 0 ? Int(component[node]) : nil }
+
+    /// Whether node `a` comes before node `b` in priority order (``IdentityRules/precedes(_:_:)``), without making
+    /// strings.
+    private func precedes(_ a: Int32, _ b: Int32) -> Bool {
+        let ka = table.kindNumber(a), kb = table.kindNumber(b)
+        if ka != kb {
+            let ra = kindRank[Int(ka)], rb = kindRank[Int(kb)]
+            if ra != rb { return ra < rb }
+            return table.kindNames[Int(ka)].utf8.lexicographicallyPrecedes(table.kindNames[Int(kb)].utf8)
+        }
+        return table.valueBytes(a).lexicographicallyPrecedes(table.valueBytes(b))
+    }
+    private var kindRank: [Int] = []
+
+    /// Builds the graph from the extracted rows, which it empties.
+    package init(rows: ExtractedRows, rules: IdentityRules) {
+        rows.applyAliasRule()
+        var (table, firstSeq, firstSeen, lastSeen, keys) = rows.take()
+        self.table = table
+        self.firstSeq = firstSeq
+        self.firstSeen = firstSeen
+        self.lastSeen = lastSeen
+        let nodeCount = firstSeq.count
+        hub = [Bool](repeating: false, count: nodeCount)
+        kindRank = table.kindNames.map { rules.rank(of: $0) }
+        identifiers = firstSeq.reduce(0) { $0 + ($1 != .max ? 1 : 0) }
+        firstSeq = []
+
+        // 2. Events: the rows in (seq, node) order; an identifier twice in one event is one link.
+        keys.sort()
+        links.reserveCapacity(keys.count)
+        var events = 0
+        for (index, key) in keys.enumerated() where index == 0 || key >> 32 != keys[index - 1] >> 32 { events += 1 }
+        eventSeqs.reserveCapacity(events)
+        eventStarts.reserveCapacity(events + 1)
+        var previous = UInt64.max
+        for key in keys where key != previous {
+            let seq = UInt32(key >> 32)
             if eventSeqs.last != seq {
                 eventSeqs.append(seq)
-                eventStarts.append(links.count)
+                eventStarts.append(UInt32(links.count))
             }
-            // An identifier twice in one event is one link.
-            if !links[eventStarts.last!...].contains(node) { links.append(node) }
+            links.append(Int32(bitPattern: UInt32(key & 0xFFFF_FFFF)))
+            previous = key
         }
-        eventStarts.append(links.count)
-        order = []
-        rows.releaseRows()
-        identifiers = nodes.reduce(0) { $0 + ($1.used ? 1 : 0) }
-        let eventCount = eventSeqs.count
-        func eventNodes(_ event: Int) -> ArraySlice<Int32> { links[eventStarts[event]..<eventStarts[event + 1]] }
+        eventStarts.append(UInt32(links.count))
+        keys = []
 
-        // 3. Edges (first joined by the earliest event, since events are visited in order), degrees, hubs.
-        var edgeIndex: [UInt64: Int] = [:]
-        for event in 0..<eventCount {
-            let members = eventNodes(event)
+        // 3. Edges: per node a, its pairs (b > a, event) in event order, then sorted and the first of each b kept.
+        var starts = [UInt32](repeating: 0, count: nodeCount + 1)
+        for event in 0..<eventSeqs.count {
+            let members = links[Int(eventStarts[event])..<Int(eventStarts[event + 1])]
             guard members.count > 1 else { continue }
-            for x in members {
-                for y in members where x < y {
-                    let key = UInt64(UInt32(x)) << 32 | UInt64(UInt32(y))
-                    if edgeIndex[key] == nil {
-                        edgeIndex[key] = edges.count
-                        edges.append((x, y, eventSeqs[event]))
+            for x in members { for y in members where x < y { starts[Int(x) + 1] += 1 } }
+        }
+        for node in 0..<nodeCount { starts[node + 1] += starts[node] }
+        var pairs = [UInt64](repeating: 0, count: Int(starts[nodeCount]))
+        do {
+            var cursor = starts
+            for event in 0..<eventSeqs.count {
+                let members = links[Int(eventStarts[event])..<Int(eventStarts[event + 1])]
+                guard members.count > 1 else { continue }
+                for x in members {
+                    for y in members where x < y {
+                        pairs[Int(cursor[Int(x)])] = UInt64(UInt32(bitPattern: y)) << 32 | UInt64(event)
+                        cursor[Int(x)] += 1
                     }
                 }
             }
         }
-        edgeIndex = [:]
-        var degree = [Int32](repeating: 0, count: nodes.count)
-        for edge in edges {
-            degree[Int(edge.a)] += 1
-            degree[Int(edge.b)] += 1
+        var kept = 0
+        for node in 0..<nodeCount {
+            let begin = Int(starts[node]), end = Int(starts[node + 1])
+            starts[node] = UInt32(kept)
+            if end - begin > 1 { pairs[begin..<end].sort() }
+            let first = kept
+            for index in begin..<end where kept == first || pairs[kept - 1] >> 32 != pairs[index] >> 32 {
+                pairs[kept] = pairs[index]
+                kept += 1
+            }
         }
-        // Only a node with more than hubThreshold edges in all can have that many to one kind.
+        starts[nodeCount] = UInt32(kept)
+        edgeStarts = starts
+        edgeEntries = Array(pairs[..<kept])
+        pairs = []
+
+        // Hubs. Only a node with more than hubThreshold edges in all can have that many to one kind.
+        var degree = [Int32](repeating: 0, count: nodeCount)
+        for a in 0..<nodeCount {
+            degree[a] += Int32(edgeStarts[a + 1] - edgeStarts[a])
+            for index in Int(edgeStarts[a])..<Int(edgeStarts[a + 1]) { degree[Int(edgeEntries[index] >> 32)] += 1 }
+        }
         var candidates = Set<Int32>()
         for (node, count) in degree.enumerated() where Int(count) > rules.hubThreshold { candidates.insert(Int32(node)) }
+        degree = []
         if !candidates.isEmpty {
-            var perKind: [Int32: [String: Int]] = [:]
-            for edge in edges {
-                if candidates.contains(edge.a) { perKind[edge.a, default: [:]][kind(Int(edge.b)), default: 0] += 1 }
-                if candidates.contains(edge.b) { perKind[edge.b, default: [:]][kind(Int(edge.a)), default: 0] += 1 }
+            var perKind: [Int32: [UInt16: Int]] = [:]
+            for a in 0..<nodeCount {
+                for index in Int(edgeStarts[a])..<Int(edgeStarts[a + 1]) {
+                    let b = Int32(edgeEntries[index] >> 32)
+                    if candidates.contains(Int32(a)) { perKind[Int32(a), default: [:]][table.kindNumber(b), default: 0] += 1 }
+                    if candidates.contains(b) { perKind[b, default: [:]][table.kindNumber(Int32(a)), default: 0] += 1 }
+                }
             }
             for (node, counts) in perKind
-            where counts.values.contains(where: { $0 > rules.hubThreshold }) && rules.hubDetection(for: kind(Int(node))) {
-                nodes[Int(node)].hub = true
+            where counts.values.contains(where: { $0 > rules.hubThreshold }) && rules.hubDetection(for: table.kindName(node)) {
+                hub[Int(node)] = true
                 hubs += 1
             }
         }
 
-        // 4. Components of the non-hub graph.
-        var usable: [Int64] = []
-        var usableKinds: [UInt16] = []
-        for (position, node) in nodes.enumerated() where node.used && !node.hub {
-            usable.append(Int64(position))
-            usableKinds.append(table.kindNumber(Int32(position)))
+        // 4. Components of the non-hub graph: union-find over node indices, a root always the smallest index of its
+        //    component (so one ascending pass finds every node's root), then numbered densely in node order.
+        var parent = (0..<Int32(nodeCount)).map { $0 }
+        func root(_ node: Int32) -> Int32 {
+            var current = node
+            while parent[Int(current)] != current {
+                let next = parent[Int(current)]
+                parent[Int(current)] = parent[Int(next)]
+                current = next
+            }
+            return current
         }
-        var finder = IdentityComponents(nodes: usable, kinds: usableKinds)
-        for edge in edges where !nodes[Int(edge.a)].hub && !nodes[Int(edge.b)].hub {
-            finder.union(Int64(edge.a), Int64(edge.b))
+        for a in 0..<nodeCount where !hub[a] {
+            for index in Int(edgeStarts[a])..<Int(edgeStarts[a + 1]) {
+                let b = Int32(edgeEntries[index] >> 32)
+                guard !hub[Int(b)] else { continue }
+                let ra = root(Int32(a)), rb = root(b)
+                if ra < rb { parent[Int(rb)] = ra } else if rb < ra { parent[Int(ra)] = rb }
+            }
         }
-        components = finder.count()
-        let overLimit = Set(finder.overLimit { rules.limit(of: table.kindNames[Int($0)]) })
-        conflictComponents = overLimit.count
-        // The component (label: its smallest node index) of each non-hub node; -1 for hubs.
-        var label = [Int64](repeating: -1, count: nodes.count)
-        for position in 0..<finder.nodes.count { label[Int(finder.nodes[position])] = finder.label(at: position) }
+        var componentCount: Int32 = 0
+        for node in 0..<nodeCount {
+            if self.firstSeq[node] == .max || hub[node] {
+                parent[node] = -1
+            } else if parent[node] == Int32(node) {
+                parent[node] = componentCount
+                componentCount += 1
+            } else {
+                parent[node] = parent[Int(parent[node])]  // the root is smaller: already numbered
+            }
+        }
+        component = parent
+        parent = []
+        components = Int(componentCount)
 
-        // 5. Founders: the first identifier in priority order among a component's nodes first seen on its earliest
-        //    event (exactly that event's identifiers).
-        var founder: [Int64: Int32] = [:]
-        for (position, node) in nodes.enumerated() where node.used && !node.hub && !overLimit.contains(label[position]) {
-            let component = label[position]
-            guard let current = founder[component] else {
-                founder[component] = Int32(position)
+        // 5. Per component (members grouped by a counting sort): the kinds against their limits, and the founder: the
+        //    first identifier in priority order among the nodes first seen on its earliest event (exactly that
+        //    event's identifiers).
+        var memberStarts = [UInt32](repeating: 0, count: components + 1)
+        for node in 0..<nodeCount where component[node] >= 0 { memberStarts[Int(component[node]) + 1] += 1 }
+        for index in 0..<components { memberStarts[index + 1] += memberStarts[index] }
+        var members = [Int32](repeating: 0, count: Int(memberStarts[components]))
+        do {
+            var cursor = memberStarts
+            for node in 0..<nodeCount where component[node] >= 0 {
+                let c = Int(component[node])
+                members[Int(cursor[c])] = Int32(node)
+                cursor[c] += 1
+            }
+        }
+        let limits = table.kindNames.map { rules.limit(of: $0) }
+        var kindCounts = [Int](repeating: 0, count: table.kindNames.count)
+        componentFounder = [Int32](repeating: -1, count: components)
+        componentProfile = [UUID](repeating: UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)), count: components)
+        var overLimit = Set<Int32>()
+        for c in 0..<components {
+            let group = members[Int(memberStarts[c])..<Int(memberStarts[c + 1])]
+            var over = false
+            if group.count > 1 {
+                for node in group {
+                    let kind = Int(table.kindNumber(node))
+                    kindCounts[kind] += 1
+                    if kindCounts[kind] > limits[kind] { over = true }
+                }
+                for node in group { kindCounts[Int(table.kindNumber(node))] = 0 }
+            }
+            if over {
+                overLimit.insert(Int32(c))
                 continue
             }
-            let other = nodes[Int(current)]
-            if node.firstSeq < other.firstSeq
-                || (node.firstSeq == other.firstSeq
-                    && rules.precedes(identifier(position), identifier(Int(current))))
-            {
-                founder[component] = Int32(position)
+            var founder = group.first!
+            for node in group.dropFirst() {
+                let seq = self.firstSeq[Int(node)], best = self.firstSeq[Int(founder)]
+                if seq < best || (seq == best && precedes(node, founder)) { founder = node }
             }
+            componentFounder[c] = founder
+            componentProfile[c] = table.identifier(founder).foundedProfileID
         }
-        var componentProfile: [Int64: UUID] = [:]
-        componentProfile.reserveCapacity(founder.count)
-        for (component, position) in founder {
-            let founderIdentifier = identifier(Int(position))
-            let profile = founderIdentifier.foundedProfileID
-            componentProfile[component] = profile
-            profiles.append((profile, founderIdentifier, nodes[Int(position)].firstSeq))
-        }
+        members = []
+        memberStarts = []
+        conflictComponents = overLimit.count
 
         // Components over a limit: their events replayed through the engine, in receive order.
-        var replayedEvents: [Int64: UUID] = [:]
         if !overLimit.isEmpty {
             var engine = IdentityEngine(rules: rules)
-            for event in 0..<eventCount {
-                let members = eventNodes(event).filter { !nodes[Int($0)].hub }
-                guard let first = members.first, overLimit.contains(label[Int(first)]) else { continue }
+            for event in 0..<eventSeqs.count {
+                let nodes = links[Int(eventStarts[event])..<Int(eventStarts[event + 1])].filter { !hub[Int($0)] }
+                guard let first = nodes.first, overLimit.contains(component[Int(first)]) else { continue }
                 let extracted = ExtractedEvent(
-                    seq: eventSeqs[event], messageID: "", micros: 0,
-                    identifiers: members.map { identifier(Int($0)) })
+                    seq: Int64(eventSeqs[event]), messageID: "", micros: 0, identifiers: nodes.map { table.identifier($0) })
                 engine.process(IdentityStage.resolverEvent(extracted, rules: rules, isHub: { _ in false }))
             }
-            for (position, node) in nodes.enumerated() where node.used && !node.hub && overLimit.contains(label[position]) {
-                nodes[position].profile = engine.profile(of: identifier(position))!
+            for node in 0..<nodeCount where component[node] >= 0 && overLimit.contains(component[node]) {
+                replayedNodes[Int32(node)] = engine.profile(of: table.identifier(Int32(node)))!
             }
             for id in engine.liveProfiles {
                 let profile = engine.profiles[id]!
-                profiles.append((id, profile.founder, profile.foundedSeq))
+                replayedProfiles[id] = (profile.founder, profile.foundedSeq)
             }
-            for stamp in engine.finalStamps { if let profile = stamp.profile { replayedEvents[stamp.seq] = profile } }
+            for stamp in engine.finalStamps { if let profile = stamp.profile { replayedEvents[UInt32(stamp.seq)] = profile } }
         }
 
-        // Hubs found their own profiles; every other node takes its component's.
-        for position in nodes.indices where nodes[position].used {
-            let node = nodes[position]
-            if node.hub {
-                let hubIdentifier = identifier(position)
-                nodes[position].profile = hubIdentifier.foundedProfileID
-                profiles.append((hubIdentifier.foundedProfileID, hubIdentifier, node.firstSeq))
-            } else if let profile = componentProfile[label[position]] {
-                nodes[position].profile = profile
-            }
-        }
-
-        // Event stamps: the component of its non-hub identifiers (all in one component: they are joined by this
-        // event), or the replay's stamp; an event with only hubs belongs to the first of them in priority order.
-        events.reserveCapacity(eventCount)
-        for event in 0..<eventCount {
-            let members = eventNodes(event)
-            let seq = eventSeqs[event]
-            if let usable = members.first(where: { !nodes[Int($0)].hub }) {
-                if let profile = componentProfile[label[Int(usable)]] {
-                    events.append((seq, profile))
-                } else if let profile = replayedEvents[seq] {
-                    events.append((seq, profile))
-                }
-            } else if let first = members.min(by: { rules.precedes(identifier(Int($0)), identifier(Int($1))) }) {
-                events.append((seq, nodes[Int(first)].profile))
-            }
+        // Hubs found their own profiles.
+        for node in 0..<nodeCount where hub[node] && self.firstSeq[node] != .max {
+            hubProfiles[Int32(node)] = table.identifier(Int32(node)).foundedProfileID
         }
     }
 }

@@ -2,35 +2,90 @@ import Foundation
 import Postgres
 import TributaryModel
 
-/// The identity graph as stored, read in full with COPY while the rebuild's swap transaction holds the real-time
-/// stage's lock: edges, profiles and the profile stamp of every event up to the rebuild's end. Nodes are compared
-/// with the computed graph as they stream in (never held: they are the largest part).
-struct StoredGraph {
+/// What the rebuild changes: the computed graph compared with the stored one, and written as differences only
+/// (nothing at all when the graph is current).
+///
+/// The stored graph is read in full with COPY while the swap transaction holds the real-time stage's lock, and
+/// compared row by row as it streams in; none of it is held. Nodes and then edges stream on the transaction's
+/// session (an edge names stored node ids, known once the nodes are read); event stamps and then profiles on a
+/// second session side by side (the lock is held, so both sessions read the same graph). What is kept is only the
+/// differences, as indices into the computed graph where it can say the rest.
+struct Changes {
+    /// Stored node id of each node of the computed graph, -1 until known (new ones drawn from the table's sequence).
+    var ids: [Int64] = []
+    var nodesRead = 0
+    /// The smallest and largest stored node id (ids drawn for new nodes are larger).
+    private var storedIDs: ClosedRange<Int64>?
+    var nodesDeleted: [Int64] = []
+    var nodesUpdated: [Int32] = []
+    var nodesInserted: [Int32] = []
+    var edgesRead = 0
+    var edgesDeleted: [(a: Int64, b: Int64)] = []
+    /// Edges of the computed graph (indices) whose stored first event differs, and those not stored.
+    var edgesUpdated: [UInt32] = []
+    var edgesInserted: [UInt32] = []
+    var profilesRead = 0
+    var profilesDeleted: [UUID] = []
+    var profilesUpdated: [(UUID, Identifier, Int64)] = []
+    /// Computed profiles not stored: by component, by hub node, and the replay's.
+    var componentsInserted: [Int32] = []
+    var hubsInserted: [Int32] = []
+    var replayedInserted: [UUID] = []
+    /// Profiles that disappear, with the profile their founder belongs to now (`cdp.profile_merge_log`, reason
+    /// `rebuild`).
+    var merges: [(from: UUID, into: UUID, founder: Identifier)] = []
+    var stampsRead = 0
+    /// Events whose stamp changes (to ``RebuildGraph/profile(ofEvent:)``, or to none for an event without
+    /// identifiers).
+    var restamps: [UInt32] = []
 
-    struct EdgeKey: Hashable {
-        var a: Int64
-        var b: Int64
+    var profilesInserted: Int { componentsInserted.count + hubsInserted.count + replayedInserted.count }
+    var rowsRead: Int { nodesRead + edgesRead + profilesRead + stampsRead }
+    var rowsChanged: Int {
+        nodesDeleted.count + nodesUpdated.count + nodesInserted.count + edgesDeleted.count + edgesUpdated.count
+            + edgesInserted.count + profilesDeleted.count + profilesUpdated.count + profilesInserted + restamps.count
     }
 
-    /// Nodes read (compared as they came).
-    var nodes = 0
-    var edges: [EdgeKey: Int64] = [:]
-    var profiles: [UUID: (founder: Identifier, foundedSeq: Int64)] = [:]
-    /// `(seq, profile)` of every event with `seq <= through`.
-    var stamps: [(seq: Int64, profile: UUID?)] = []
+    /// Reads the stored graph through `last` and compares it with `graph`: nodes and edges on `tx` (which holds the
+    /// stage's lock), stamps and profiles on `reader` alongside.
+    static func compare(
+        _ tx: PostgresConnection, reader: PostgresConnection, through last: Int64, graph: RebuildGraph
+    ) async throws -> Changes {
+        async let other = compareStampsAndProfiles(reader, through: last, graph: graph)
+        var changes = Changes()
+        try await changes.compareNodes(tx, graph: graph)
+        try await changes.compareEdges(tx, graph: graph)
+        let (stamps, profiles) = try await other
+        changes.stampsRead = stamps.stampsRead
+        changes.restamps = stamps.restamps
+        changes.profilesRead = profiles.profilesRead
+        changes.profilesDeleted = profiles.profilesDeleted
+        changes.profilesUpdated = profiles.profilesUpdated
+        changes.componentsInserted = profiles.componentsInserted
+        changes.hubsInserted = profiles.hubsInserted
+        changes.replayedInserted = profiles.replayedInserted
+        changes.merges = profiles.merges
+        return changes
+    }
 
-    /// Reads the stored graph, comparing its nodes with `computed` into `changes` as they stream in. Edges and stamps
-    /// stream on `reader`, a second session, side by side with nodes and profiles on `tx` (each
-    /// parsed by its own task): `tx` holds the stage's lock, so both sessions read the same graph.
-    static func read(
-        _ tx: PostgresConnection, reader: PostgresConnection, through last: Int64, comparingNodesWith computed: RebuildGraph,
-        into changes: inout Changes
-    ) async throws -> StoredGraph {
-        async let edgesAndStamps = readEdgesAndStamps(reader, through: last)
-        var graph = StoredGraph()
-        var nodesDeleted: [Int64] = []
-        var nodesUpdated: [Int] = []
-        var ids = [Int64](repeating: -1, count: computed.nodes.count)
+    private static func compareStampsAndProfiles(
+        _ db: PostgresConnection, through last: Int64, graph: RebuildGraph
+    ) async throws -> (Changes, Changes) {
+        var stamps = Changes()
+        try await stamps.compareStamps(db, through: last, graph: graph)
+        var profiles = Changes()
+        try await profiles.compareProfiles(db, graph: graph)
+        return (stamps, profiles)
+    }
+
+    /// Nodes: a stored identifier not in the graph goes, one whose profile, status or times differ is updated; then
+    /// the graph's identifiers not stored get new ids.
+    private mutating func compareNodes(_ tx: PostgresConnection, graph: RebuildGraph) async throws {
+        var ids = [Int64](repeating: -1, count: graph.nodeCount)
+        var (lowest, highest) = (Int64.max, Int64.min)
+        var read = 0
+        var deleted: [Int64] = []
+        var updated: [Int32] = []
         try await tx.copyOut(
             """
             COPY (SELECT node_id, kind, value, profile_id, status = 'hub', first_seq, (extract(epoch FROM first_seen_at) * 1000000)::int8,
@@ -41,6 +96,7 @@ struct StoredGraph {
             var index = 0
             while index < chunk.count {
                 let id = IdentityRebuild.parseDecimal(chunk, &index)
+                (lowest, highest) = (min(lowest, id), max(highest, id))
                 let kind = IdentityRebuild.copyFieldBytes(chunk, &index)
                 let value = IdentityRebuild.copyFieldBytes(chunk, &index)
                 let profile = IdentityRebuild.parseUUID(chunk, &index)
@@ -48,98 +104,25 @@ struct StoredGraph {
                 let firstSeq = IdentityRebuild.parseDecimal(chunk, &index)
                 let firstSeen = IdentityRebuild.parseSignedDecimal(chunk, &index)
                 let lastSeen = IdentityRebuild.parseSignedDecimal(chunk, &index)
-                graph.nodes += 1
-                guard let position = computed.position(kind: kind, value: value) else {
-                    nodesDeleted.append(id)
+                read += 1
+                guard let position = graph.position(kind: kind, value: value) else {
+                    deleted.append(id)
                     continue
                 }
                 ids[position] = id
-                let node = computed.nodes[position]
-                if profile != node.profile || hub != node.hub || firstSeq != node.firstSeq || firstSeen != node.firstSeen
-                    || lastSeen != node.lastSeen
+                if profile != graph.profile(ofNode: position) || hub != graph.hub[position]
+                    || firstSeq != Int64(graph.firstSeq[position]) || firstSeen != graph.firstSeen[position]
+                    || lastSeen != graph.lastSeen[position]
                 {
-                    nodesUpdated.append(position)
+                    updated.append(Int32(position))
                 }
             }
         }
-        changes.ids = ids
-        changes.nodesDeleted = nodesDeleted
-        changes.nodesUpdated = nodesUpdated
-        try await tx.copyOut(
-            "COPY (SELECT profile_id, founder_kind, founder_value, founded_seq FROM cdp.identity_profiles) TO STDOUT"
-        ) { chunk in
-            var index = 0
-            while index < chunk.count {
-                let profile = IdentityRebuild.parseUUID(chunk, &index)
-                let kind = IdentityRebuild.copyField(chunk, &index)
-                let value = IdentityRebuild.copyField(chunk, &index)
-                let seq = IdentityRebuild.parseDecimal(chunk, &index)
-                if let profile { graph.profiles[profile] = (Identifier(kind: kind, value: value), seq) }
-            }
-        }
-        (graph.edges, graph.stamps) = try await edgesAndStamps
-        return graph
-    }
-
-    /// Every edge, and the stamp of every event with `seq <= last`.
-    private static func readEdgesAndStamps(
-        _ db: PostgresConnection, through last: Int64
-    ) async throws -> (edges: [EdgeKey: Int64], stamps: [(seq: Int64, profile: UUID?)]) {
-        // Room for the edges up front (the planner's row estimate), not rehashed a doubling at a time.
-        let edgeEstimate = try await db.query(
-            "SELECT reltuples::int8 FROM pg_class WHERE oid = 'cdp.identity_edges'::regclass"
-        ).scalar(Int64.self)
-        var edges: [EdgeKey: Int64] = [:]
-        edges.reserveCapacity(Int(min(max(edgeEstimate, 0), 100_000_000)))
-        try await db.copyOut("COPY (SELECT a, b, first_seq FROM cdp.identity_edges) TO STDOUT") { chunk in
-            var index = 0
-            while index < chunk.count {
-                let a = IdentityRebuild.parseDecimal(chunk, &index)
-                let b = IdentityRebuild.parseDecimal(chunk, &index)
-                edges[EdgeKey(a: a, b: b)] = IdentityRebuild.parseDecimal(chunk, &index)
-            }
-        }
-        var stamps: [(seq: Int64, profile: UUID?)] = []
-        try await db.copyOut(
-            """
-            COPY (SELECT seq, profile_id FROM cdp.events WHERE seq <= \(unescaped: String(last))) TO STDOUT
-            """
-        ) { chunk in
-            var index = 0
-            while index < chunk.count {
-                let seq = IdentityRebuild.parseDecimal(chunk, &index)
-                let profile = IdentityRebuild.parseUUID(chunk, &index)
-                stamps.append((seq, profile))
-            }
-        }
-        return (edges, stamps)
-    }
-}
-
-/// What the rebuild changes: the computed graph compared with the stored one, and written as differences only
-/// (nothing at all when the graph is current).
-struct Changes {
-    /// Stored node id of each node of the computed graph (new ones drawn from the table's sequence).
-    var ids: [Int64] = []
-    var nodesDeleted: [Int64] = []
-    var nodesUpdated: [Int] = []
-    var nodesInserted: [Int] = []
-    var edgesDeleted: [StoredGraph.EdgeKey] = []
-    var edgesUpdated: [(StoredGraph.EdgeKey, Int64)] = []
-    var edgesInserted: [(StoredGraph.EdgeKey, Int64)] = []
-    var profilesDeleted: [UUID] = []
-    var profilesUpdated: [(UUID, Identifier, Int64)] = []
-    var profilesInserted: [(UUID, Identifier, Int64)] = []
-    /// Profiles that disappear, with the profile their founder belongs to now (`cdp.profile_merge_log`, reason
-    /// `rebuild`).
-    var merges: [(from: UUID, into: UUID, founder: Identifier)] = []
-    var restamps: [(seq: Int64, profile: UUID?)] = []
-
-    /// Compares the rest after ``StoredGraph/read(_:through:comparingNodesWith:into:)`` compared the nodes. `stored`
-    /// is consumed: what matches is removed from it as the comparison goes (no copy of a million entries).
-    mutating func compare(graph: RebuildGraph, stored: consuming StoredGraph, tx: PostgresConnection) async throws {
-        // Nodes not stored: new ids.
-        nodesInserted = ids.indices.filter { ids[$0] < 0 && graph.nodes[$0].used }
+        nodesRead = read
+        storedIDs = lowest <= highest ? lowest...highest : nil
+        nodesDeleted = deleted
+        nodesUpdated = updated
+        nodesInserted = (0..<graph.nodeCount).lazy.filter { ids[$0] < 0 && graph.used($0) }.map { Int32($0) }
         if !nodesInserted.isEmpty {
             var drawn: [Int64] = []
             drawn.reserveCapacity(nodesInserted.count)
@@ -152,47 +135,134 @@ struct Changes {
                 var index = 0
                 while index < chunk.count { drawn.append(IdentityRebuild.parseDecimal(chunk, &index)) }
             }
-            for (position, id) in zip(nodesInserted, drawn) { ids[position] = id }
+            for (position, id) in zip(nodesInserted, drawn) { ids[Int(position)] = id }
         }
+        self.ids = ids
+    }
 
-        // Edges, in stored ids (a < b).
-        for edge in graph.edges {
-            let x = ids[Int(edge.a)], y = ids[Int(edge.b)]
-            let key = StoredGraph.EdgeKey(a: min(x, y), b: max(x, y))
-            if let first = stored.edges.removeValue(forKey: key) {
-                if first != edge.firstSeq { edgesUpdated.append((key, edge.firstSeq)) }
-            } else {
-                edgesInserted.append((key, edge.firstSeq))
-            }
+    /// Edges, once every node has its id: a stored edge between two nodes the graph joins is kept (its first event
+    /// updated if it differs), any other goes; the graph's edges not met are inserted.
+    private mutating func compareEdges(_ tx: PostgresConnection, graph: RebuildGraph) async throws {
+        // Stored id → node: an array over the stored ids' range when they are dense enough (they come from one
+        // sequence), else a dictionary.
+        let storedIDs = storedIDs ?? 0...0
+        let base = storedIDs.lowerBound
+        let span = Int(storedIDs.upperBound - base) + 1
+        let dense = span <= 2 * graph.nodeCount + 1_000_000
+        var byID = [Int32](repeating: -1, count: dense ? span : 0)
+        var byIDSparse: [Int64: Int32] = [:]
+        for (position, id) in ids.enumerated() where storedIDs.contains(id) {
+            if dense { byID[Int(id - base)] = Int32(position) } else { byIDSparse[id] = Int32(position) }
         }
-        edgesDeleted = Array(stored.edges.keys)
-
-        // Profiles.
-        var computed: [UUID: (founder: Identifier, foundedSeq: Int64)] = [:]
-        computed.reserveCapacity(graph.profiles.count)
-        for profile in graph.profiles { computed[profile.profile] = (profile.founder, profile.foundedSeq) }
-        for (id, old) in stored.profiles {
-            if let new = computed[id] {
-                if new.founder != old.founder || new.foundedSeq != old.foundedSeq {
-                    profilesUpdated.append((id, new.founder, new.foundedSeq))
+        func node(_ id: Int64) -> Int? {
+            guard storedIDs.contains(id) else { return nil }
+            if dense { return byID[Int(id - base)] >= 0 ? Int(byID[Int(id - base)]) : nil }
+            return byIDSparse[id].map(Int.init)
+        }
+        var met = [Bool](repeating: false, count: graph.edgeCount)
+        var read = 0
+        var deleted: [(a: Int64, b: Int64)] = []
+        var updated: [UInt32] = []
+        try await tx.copyOut("COPY (SELECT a, b, first_seq FROM cdp.identity_edges) TO STDOUT") { chunk in
+            var index = 0
+            while index < chunk.count {
+                let a = IdentityRebuild.parseDecimal(chunk, &index)
+                let b = IdentityRebuild.parseDecimal(chunk, &index)
+                let firstSeq = IdentityRebuild.parseDecimal(chunk, &index)
+                read += 1
+                guard let x = node(a), let y = node(b), let edge = graph.edge(x, y), !met[edge] else {
+                    deleted.append((a, b))
+                    continue
                 }
-                continue
-            }
-            profilesDeleted.append(id)
-            if let position = graph.position(of: old.founder), graph.nodes[position].profile != id {
-                merges.append((id, graph.nodes[position].profile, old.founder))
+                met[edge] = true
+                if graph.edgeFirstSeq(edge) != firstSeq { updated.append(UInt32(edge)) }
             }
         }
-        for (id, new) in computed where stored.profiles[id] == nil { profilesInserted.append((id, new.founder, new.foundedSeq)) }
+        edgesRead = read
+        edgesDeleted = deleted
+        edgesUpdated = updated
+        edgesInserted = met.indices.lazy.filter { !met[$0] }.map { UInt32($0) }
+    }
 
-        // Event stamps: both lists in seq order, walked side by side.
-        stored.stamps.sort { $0.seq < $1.seq }
-        var next = 0
-        for event in stored.stamps {
-            while next < graph.events.count && graph.events[next].seq < event.seq { next += 1 }
-            let profile = next < graph.events.count && graph.events[next].seq == event.seq ? graph.events[next].profile : nil
-            if profile != event.profile { restamps.append((event.seq, profile)) }
+    /// Event stamps, streamed in any order and each compared with the stamp the graph gives its event.
+    private mutating func compareStamps(_ db: PostgresConnection, through last: Int64, graph: RebuildGraph) async throws {
+        var read = 0
+        var restamps: [UInt32] = []
+        try await db.copyOut(
+            "COPY (SELECT seq, profile_id FROM cdp.events WHERE seq <= \(unescaped: String(last))) TO STDOUT"
+        ) { chunk in
+            var index = 0
+            while index < chunk.count {
+                let seq = IdentityRebuild.parseDecimal(chunk, &index)
+                let profile = IdentityRebuild.parseUUID(chunk, &index)
+                read += 1
+                if profile != graph.event(seq: seq).flatMap(graph.profile(ofEvent:)) { restamps.append(UInt32(seq)) }
+            }
         }
+        stampsRead = read
+        self.restamps = restamps
+    }
+
+    /// Profiles: a stored profile is the graph's when its founder founds the same id in the graph (a profile's id
+    /// is derived from its founder); any other goes, logged as merged into the profile its founder belongs to now.
+    private mutating func compareProfiles(_ db: PostgresConnection, graph: RebuildGraph) async throws {
+        var componentMet = [Bool](repeating: false, count: graph.components)
+        var hubsMet = Set<Int32>()
+        var replayedMet = Set<UUID>()
+        var read = 0
+        var deleted: [UUID] = []
+        var updated: [(UUID, Identifier, Int64)] = []
+        var merges: [(from: UUID, into: UUID, founder: Identifier)] = []
+        try await db.copyOut(
+            "COPY (SELECT profile_id, founder_kind, founder_value, founded_seq FROM cdp.identity_profiles) TO STDOUT"
+        ) { chunk in
+            var index = 0
+            while index < chunk.count {
+                let parsed = IdentityRebuild.parseUUID(chunk, &index)
+                let kind = IdentityRebuild.copyFieldBytes(chunk, &index)
+                let value = IdentityRebuild.copyFieldBytes(chunk, &index)
+                let seq = IdentityRebuild.parseDecimal(chunk, &index)
+                read += 1
+                guard let id = parsed else { continue }
+                let founder = {
+                    Identifier(kind: String(decoding: kind, as: UTF8.self), value: String(decoding: value, as: UTF8.self))
+                }
+                if let replayed = graph.replayedProfiles[id] {
+                    replayedMet.insert(id)
+                    if replayed.founder != founder() || replayed.foundedSeq != seq {
+                        updated.append((id, replayed.founder, replayed.foundedSeq))
+                    }
+                    continue
+                }
+                let position = graph.position(kind: kind, value: value)
+                if let position, graph.hub[position], graph.hubProfiles[Int32(position)] == id {
+                    hubsMet.insert(Int32(position))
+                    if Int64(graph.firstSeq[position]) != seq { updated.append((id, founder(), Int64(graph.firstSeq[position]))) }
+                    continue
+                }
+                if let position, let component = graph.component(of: position), let computed = graph.componentProfile(component),
+                    computed.profile == id
+                {
+                    componentMet[component] = true
+                    if computed.founder != position || computed.foundedSeq != seq {
+                        updated.append((id, graph.identifier(computed.founder), computed.foundedSeq))
+                    }
+                    continue
+                }
+                deleted.append(id)
+                if let position, graph.profile(ofNode: position) != id {
+                    merges.append((id, graph.profile(ofNode: position), founder()))
+                }
+            }
+        }
+        profilesRead = read
+        profilesDeleted = deleted
+        profilesUpdated = updated
+        self.merges = merges
+        componentsInserted = (0..<graph.components).lazy.filter { !componentMet[$0] && graph.componentProfile($0) != nil }
+            .map { Int32($0) }
+        hubsInserted = graph.hubProfiles.keys.filter { !hubsMet.contains($0) }.sorted()
+        replayedInserted = graph.replayedProfiles.keys.filter { !replayedMet.contains($0) }
     }
 
     /// Writes the differences, in the order the constraints expect: merge log, profiles (then their redirects),
@@ -200,7 +270,7 @@ struct Changes {
     func write(_ tx: PostgresConnection, graph: RebuildGraph, through last: Int64) async throws {
         // Fresh statistics first for the tables the joins below touch: after a truncate or a first run the planner
         // would otherwise think them empty and scan them once per row.
-        if !(profilesDeleted.isEmpty && profilesUpdated.isEmpty && profilesInserted.isEmpty) {
+        if !(profilesDeleted.isEmpty && profilesUpdated.isEmpty && profilesInserted == 0) {
             try await tx.execute("ANALYZE cdp.identity_profiles")
         }
         if !(nodesDeleted.isEmpty && nodesUpdated.isEmpty && nodesInserted.isEmpty) {
@@ -214,7 +284,13 @@ struct Changes {
         }
         func tab(_ line: inout [UInt8]) { line.append(0x09) }
         func number(_ value: Int64, _ line: inout [UInt8]) { IdentityRebuild.appendDecimal(value, to: &line) }
+        func text(_ value: String, _ line: inout [UInt8]) { CopyText.appendEscaped(value, to: &line) }
 
+        // Profile ids whose redirects this changes: merges logged or forgotten (by their from side), profiles gone or
+        // new; collected in a table (a cold rebuild makes millions).
+        try await Self.temp(tx, "rebuild_touched", "profile_id uuid", merges.count + profilesDeleted.count) { i, line in
+            uuid(i < merges.count ? merges[i].from : profilesDeleted[i - merges.count], &line)
+        }
         if !merges.isEmpty {
             try await Self.temp(tx, "rebuild_merges", "from_id uuid, into_id uuid, kind text, value text", merges.count) {
                 i, line in
@@ -222,9 +298,9 @@ struct Changes {
                 tab(&line)
                 uuid(merges[i].into, &line)
                 tab(&line)
-                CopyText.appendEscaped(merges[i].founder.kind, to: &line)
+                text(merges[i].founder.kind, &line)
                 tab(&line)
-                CopyText.appendEscaped(merges[i].founder.value, to: &line)
+                text(merges[i].founder.value, &line)
             }
             try await tx.execute(
                 """
@@ -232,11 +308,10 @@ struct Changes {
                 SELECT from_id, into_id, 'rebuild', kind, value FROM pg_temp.rebuild_merges
                 """)
         }
-        // Profile ids whose redirects this changes: merges logged or forgotten (by their from side), profiles gone or new.
-        var touched = Set(merges.map(\.from)).union(profilesDeleted).union(profilesInserted.map(\.0))
-        for row in try await tx.query("SELECT DISTINCT from_profile_id FROM cdp.profile_merge_log WHERE seq > \(last)") {
-            touched.insert(try row[0].decode(UUID.self))
-        }
+        try await tx.execute(
+            """
+            INSERT INTO pg_temp.rebuild_touched SELECT DISTINCT from_profile_id FROM cdp.profile_merge_log WHERE seq > \(last);
+            """)
         try await tx.execute("DELETE FROM cdp.profile_merge_log WHERE seq > \(last)")
         if !profilesDeleted.isEmpty {
             try await Self.temp(tx, "rebuild_profiles_gone", "profile_id uuid", profilesDeleted.count) { i, line in
@@ -246,34 +321,63 @@ struct Changes {
                 "DELETE FROM cdp.identity_profiles AS p USING pg_temp.rebuild_profiles_gone AS g WHERE p.profile_id = g.profile_id"
             )
         }
-        func profileRows(_ rows: [(UUID, Identifier, Int64)], _ name: String) async throws {
-            try await Self.temp(tx, name, "profile_id uuid, kind text, value text, founded_seq bigint", rows.count) { i, line in
-                uuid(rows[i].0, &line)
-                tab(&line)
-                CopyText.appendEscaped(rows[i].1.kind, to: &line)
-                tab(&line)
-                CopyText.appendEscaped(rows[i].1.value, to: &line)
-                tab(&line)
-                number(rows[i].2, &line)
-            }
-        }
+        let profileColumns = "profile_id uuid, kind text, value text, founded_seq bigint"
         if !profilesUpdated.isEmpty {
-            try await profileRows(profilesUpdated, "rebuild_profiles_changed")
+            try await Self.temp(tx, "rebuild_profiles_changed", profileColumns, profilesUpdated.count) { i, line in
+                let (id, founder, seq) = profilesUpdated[i]
+                uuid(id, &line)
+                tab(&line)
+                text(founder.kind, &line)
+                tab(&line)
+                text(founder.value, &line)
+                tab(&line)
+                number(seq, &line)
+            }
             try await tx.execute(
                 """
                 UPDATE cdp.identity_profiles AS p SET founder_kind = f.kind, founder_value = f.value, founded_seq = f.founded_seq
                 FROM pg_temp.rebuild_profiles_changed AS f WHERE p.profile_id = f.profile_id
                 """)
         }
-        if !profilesInserted.isEmpty {
-            try await profileRows(profilesInserted, "rebuild_profiles_new")
+        if profilesInserted > 0 {
+            let components = componentsInserted.count, hubs = hubsInserted.count
+            try await Self.temp(tx, "rebuild_profiles_new", profileColumns, profilesInserted) { i, line in
+                if i < components + hubs {
+                    let (id, founder, seq): (UUID, Int, Int64)
+                    if i < components {
+                        let computed = graph.componentProfile(Int(componentsInserted[i]))!
+                        (id, founder, seq) = (computed.profile, computed.founder, computed.foundedSeq)
+                    } else {
+                        let node = hubsInserted[i - components]
+                        (id, founder, seq) = (graph.hubProfiles[node]!, Int(node), Int64(graph.firstSeq[Int(node)]))
+                    }
+                    uuid(id, &line)
+                    tab(&line)
+                    CopyText.appendEscaped(bytes: graph.table.kindName(Int32(founder)).utf8, to: &line)
+                    tab(&line)
+                    CopyText.appendEscaped(bytes: graph.table.valueBytes(Int32(founder)), to: &line)
+                    tab(&line)
+                    number(seq, &line)
+                } else {
+                    let id = replayedInserted[i - components - hubs]
+                    let replayed = graph.replayedProfiles[id]!
+                    uuid(id, &line)
+                    tab(&line)
+                    text(replayed.founder.kind, &line)
+                    tab(&line)
+                    text(replayed.founder.value, &line)
+                    tab(&line)
+                    number(replayed.foundedSeq, &line)
+                }
+            }
             try await tx.execute(
                 """
                 INSERT INTO cdp.identity_profiles (profile_id, founder_kind, founder_value, founded_seq)
                 SELECT profile_id, kind, value, founded_seq FROM pg_temp.rebuild_profiles_new
                 """)
+            try await tx.execute("INSERT INTO pg_temp.rebuild_touched SELECT profile_id FROM pg_temp.rebuild_profiles_new")
         }
-        try await IdentityStore.refreshRedirects(tx, touched: touched)
+        try await IdentityStore.refreshRedirects(tx, touchedBy: "SELECT DISTINCT profile_id FROM pg_temp.rebuild_touched")
         if !(nodesDeleted.isEmpty && nodesUpdated.isEmpty && nodesInserted.isEmpty) {
             try await IdentityStore.advanceGraphEpoch(tx)
         }
@@ -284,27 +388,26 @@ struct Changes {
             try await tx.execute(
                 "DELETE FROM cdp.identity_nodes AS n USING pg_temp.rebuild_nodes_gone AS g WHERE n.node_id = g.node_id")
         }
-        func nodeRows(_ positions: [Int], _ name: String) async throws {
+        func nodeRows(_ positions: [Int32], _ name: String) async throws {
             let columns =
                 "node_id bigint, kind text, value text, profile_id uuid, status text, first_seq bigint, first_seen timestamptz, last_seen timestamptz"
             try await Self.temp(tx, name, columns, positions.count) { i, line in
-                let position = positions[i]
-                let node = graph.nodes[position]
+                let position = Int(positions[i])
                 number(ids[position], &line)
                 tab(&line)
-                CopyText.appendEscaped(graph.kind(position), to: &line)
+                CopyText.appendEscaped(bytes: graph.table.kindName(Int32(position)).utf8, to: &line)
                 tab(&line)
-                CopyText.appendEscaped(graph.value(position), to: &line)
+                CopyText.appendEscaped(bytes: graph.table.valueBytes(Int32(position)), to: &line)
                 tab(&line)
-                uuid(node.profile, &line)
+                uuid(graph.profile(ofNode: position), &line)
                 tab(&line)
-                line.append(contentsOf: (node.hub ? "hub" : "active").utf8)
+                line.append(contentsOf: (graph.hub[position] ? "hub" : "active").utf8)
                 tab(&line)
-                number(node.firstSeq, &line)
+                number(Int64(graph.firstSeq[position]), &line)
                 tab(&line)
-                PostgresTime.append(micros: node.firstSeen, to: &line)
+                PostgresTime.append(micros: graph.firstSeen[position], to: &line)
                 tab(&line)
-                PostgresTime.append(micros: node.lastSeen, to: &line)
+                PostgresTime.append(micros: graph.lastSeen[position], to: &line)
             }
         }
         if !nodesUpdated.isEmpty {
@@ -325,22 +428,34 @@ struct Changes {
                 SELECT node_id, kind, value, profile_id, status, first_seq, first_seen, last_seen FROM pg_temp.rebuild_nodes_new
                 """)
         }
-        func edgeRows(_ rows: [(StoredGraph.EdgeKey, Int64)], _ name: String) async throws {
-            try await Self.temp(tx, name, "a bigint, b bigint, first_seq bigint", rows.count) { i, line in
-                number(rows[i].0.a, &line)
-                tab(&line)
-                number(rows[i].0.b, &line)
-                tab(&line)
-                number(rows[i].1, &line)
-            }
-        }
+        let edgeColumns = "a bigint, b bigint, first_seq bigint"
         if !edgesDeleted.isEmpty {
-            try await edgeRows(edgesDeleted.map { ($0, 0) }, "rebuild_edges_gone")
+            try await Self.temp(tx, "rebuild_edges_gone", edgeColumns, edgesDeleted.count) { i, line in
+                number(edgesDeleted[i].a, &line)
+                tab(&line)
+                number(edgesDeleted[i].b, &line)
+                tab(&line)
+                number(0, &line)
+            }
             try await tx.execute(
                 "DELETE FROM cdp.identity_edges AS e USING pg_temp.rebuild_edges_gone AS g WHERE e.a = g.a AND e.b = g.b")
         }
+        // Computed edges in stored ids (a < b), by ascending index: the owning node found by walking alongside.
+        func edgeRows(_ indices: [UInt32], _ name: String) async throws {
+            var owner = 0
+            try await Self.temp(tx, name, edgeColumns, indices.count) { i, line in
+                let index = Int(indices[i])
+                while graph.edgeStart(owner + 1) <= index { owner += 1 }
+                let x = ids[owner], y = ids[graph.edgeTarget(index)]
+                number(min(x, y), &line)
+                tab(&line)
+                number(max(x, y), &line)
+                tab(&line)
+                number(graph.edgeFirstSeq(index), &line)
+            }
+        }
         if !edgesUpdated.isEmpty {
-            try await edgeRows(edgesUpdated, "rebuild_edges_changed")
+            try await edgeRows(edgesUpdated.sorted(), "rebuild_edges_changed")
             try await tx.execute(
                 """
                 UPDATE cdp.identity_edges AS e SET first_seq = m.first_seq
@@ -354,9 +469,10 @@ struct Changes {
         }
         if !restamps.isEmpty {
             try await Self.temp(tx, "rebuild_restamp", "seq bigint, profile_id uuid", restamps.count) { i, line in
-                number(restamps[i].seq, &line)
+                let seq = Int64(restamps[i])
+                number(seq, &line)
                 tab(&line)
-                uuid(restamps[i].profile, &line)
+                uuid(graph.event(seq: seq).flatMap(graph.profile(ofEvent:)), &line)
             }
             try await tx.execute(
                 "UPDATE cdp.events AS e SET profile_id = d.profile_id FROM pg_temp.rebuild_restamp AS d WHERE e.seq = d.seq")
