@@ -33,6 +33,8 @@ struct IdentityBench: AsyncParsableCommand {
     @Flag(help: "After ingest, only rebuild: cold (no graph yet), then with the graph current; print the phases and stop.")
     var rebuildOnly = false
     @Option(help: "Embedded data directory used when DATABASE_URL/PG* are unset.") var dataDir = ".tributary/bench-pgdata"
+    @Option(help: "The rebuild's --memory-budget in MiB (the graph is computed in this process when the events fit).")
+    var memoryBudget = 1024
 
     func run() async throws {
         var logger = Logger(label: "bench")
@@ -58,13 +60,15 @@ struct IdentityBench: AsyncParsableCommand {
         say(String(format: "1. ingest alone:                    %7.0f events/s (%.1f s)", ingestRate, ingestSeconds))
 
         if rebuildOnly {
-            let rebuild = IdentityRebuild(configuration: alone, logger: logger)
+            var rebuild = IdentityRebuild(configuration: alone, logger: logger)
+            rebuild.memoryBudget = memoryBudget << 20
             let cold = try await rebuild.run()
             let warm = try await rebuild.run()
             say(
                 "4. rebuild (graph current): \(fixed(warm.seconds)) s; cold (no graph, no stamps): \(fixed(cold.seconds)) s "
                     + "(\(warm.identifiers) identifiers, \(warm.edges) edges, \(warm.hubs) hubs, \(warm.components) components, "
-                    + "\(warm.conflictComponents) replayed; changed \(warm.nodesChanged) identifiers, \(warm.eventsRestamped) stamps)"
+                    + "\(warm.conflictComponents) replayed; changed \(warm.nodesChanged) identifiers, \(warm.eventsRestamped) stamps; "
+                    + "graph \(warm.inMemory ? "in memory" : "in PostgreSQL") within a \(memoryBudget) MiB budget)"
             )
             Self.phaseTable(warm, cold)
             await aloneClient.shutdown()
@@ -124,7 +128,8 @@ struct IdentityBench: AsyncParsableCommand {
         }
 
         // 4. Rebuild, with the graph current and cold.
-        let rebuild = IdentityRebuild(configuration: alone, logger: logger)
+        var rebuild = IdentityRebuild(configuration: alone, logger: logger)
+        rebuild.memoryBudget = memoryBudget << 20
         let warm = try await rebuild.run()
         say(
             String(
