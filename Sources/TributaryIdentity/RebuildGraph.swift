@@ -248,7 +248,9 @@ package struct RebuildGraph: Sendable {
     private var kindRank: [Int] = []
 
     /// Builds the graph from the extracted rows, which it empties.
-    package init(rows: ExtractedRows, rules: IdentityRules) {
+    /// - Parameter replayBatch: identifiers per engine when replaying components over a limit (whole components;
+    ///   the result does not depend on it).
+    package init(rows: ExtractedRows, rules: IdentityRules, replayBatch: Int = 50_000) {
         rows.applyAliasRule()
         var (table, firstSeq, firstSeen, lastSeen, keys) = rows.take()
         self.table = table
@@ -399,6 +401,7 @@ package struct RebuildGraph: Sendable {
         componentFounder = [Int32](repeating: -1, count: components)
         componentProfile = [UUID](repeating: UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)), count: components)
         var overLimit = Set<Int32>()
+        var overLimitSizes: [(component: Int32, nodes: Int)] = []
         for c in 0..<components {
             let group = members[Int(memberStarts[c])..<Int(memberStarts[c + 1])]
             var over = false
@@ -412,6 +415,7 @@ package struct RebuildGraph: Sendable {
             }
             if over {
                 overLimit.insert(Int32(c))
+                overLimitSizes.append((Int32(c), group.count))
                 continue
             }
             var founder = group.first!
@@ -426,24 +430,53 @@ package struct RebuildGraph: Sendable {
         memberStarts = []
         conflictComponents = overLimit.count
 
-        // Components over a limit: their events replayed through the engine, in receive order.
+        // Components over a limit: their events replayed through the engine, in receive order, a batch of whole
+        //    components (about 50,000 identifiers) per engine: components never share an event, so each replays alone,
+        //    and the engine (a few hundred bytes per identifier) stays small.
         if !overLimit.isEmpty {
-            var engine = IdentityEngine(rules: rules)
+            var batchOf = [Int32](repeating: -1, count: components)
+            var batches: Int32 = 0, filled = 0
+            for (c, size) in overLimitSizes {
+                if filled > 0 && filled + size > replayBatch {
+                    batches += 1
+                    filled = 0
+                }
+                batchOf[Int(c)] = batches
+                filled += size
+            }
+            batches += 1
+            // The events to replay, by batch, in receive order within each.
+            var replayed: [(batch: Int32, event: UInt32)] = []
             for event in 0..<eventSeqs.count {
-                let nodes = links[Int(eventStarts[event])..<Int(eventStarts[event + 1])].filter { !hub[Int($0)] }
-                guard let first = nodes.first, overLimit.contains(component[Int(first)]) else { continue }
-                let extracted = ExtractedEvent(
-                    seq: Int64(eventSeqs[event]), messageID: "", micros: 0, identifiers: nodes.map { table.identifier($0) })
-                engine.process(IdentityStage.resolverEvent(extracted, rules: rules, isHub: { _ in false }))
+                let members = links[Int(eventStarts[event])..<Int(eventStarts[event + 1])]
+                guard let first = members.first(where: { !hub[Int($0)] }), component[Int(first)] >= 0 else { continue }
+                let batch = batchOf[Int(component[Int(first)])]
+                if batch >= 0 { replayed.append((batch, UInt32(event))) }
             }
-            for node in 0..<nodeCount where component[node] >= 0 && overLimit.contains(component[node]) {
-                replayedNodes[Int32(node)] = engine.profile(of: table.identifier(Int32(node)))!
+            batchOf = []
+            replayed.sort { ($0.batch, $0.event) < ($1.batch, $1.event) }
+            var start = 0
+            while start < replayed.count {
+                var end = start
+                while end < replayed.count && replayed[end].batch == replayed[start].batch { end += 1 }
+                var engine = IdentityEngine(rules: rules)
+                var batchNodes = Set<Int32>()
+                for (_, event) in replayed[start..<end] {
+                    let nodes = links[Int(eventStarts[Int(event)])..<Int(eventStarts[Int(event) + 1])].filter { !hub[Int($0)] }
+                    batchNodes.formUnion(nodes)
+                    let extracted = ExtractedEvent(
+                        seq: Int64(eventSeqs[Int(event)]), messageID: "", micros: 0,
+                        identifiers: nodes.map { table.identifier($0) })
+                    engine.process(IdentityStage.resolverEvent(extracted, rules: rules, isHub: { _ in false }))
+                }
+                for node in batchNodes { replayedNodes[node] = engine.profile(of: table.identifier(node))! }
+                for id in engine.liveProfiles {
+                    let profile = engine.profiles[id]!
+                    replayedProfiles[id] = (profile.founder, profile.foundedSeq)
+                }
+                for stamp in engine.finalStamps { if let profile = stamp.profile { replayedEvents[UInt32(stamp.seq)] = profile } }
+                start = end
             }
-            for id in engine.liveProfiles {
-                let profile = engine.profiles[id]!
-                replayedProfiles[id] = (profile.founder, profile.foundedSeq)
-            }
-            for stamp in engine.finalStamps { if let profile = stamp.profile { replayedEvents[UInt32(stamp.seq)] = profile } }
         }
 
         // Hubs found their own profiles.
