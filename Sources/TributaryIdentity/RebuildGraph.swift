@@ -120,13 +120,26 @@ package struct RebuildGraph: Sendable {
     /// Per node: its component (an index into the per-component arrays), -1 for hubs and unused nodes.
     private var component: [Int32] = []
 
-    /// Events with identifiers, ascending, and the identifiers of event `i` at `links[eventStarts[i]..<eventStarts[i + 1]]`.
-    package private(set) var eventSeqs: [UInt32] = []
-    private var eventStarts: [UInt32] = []
-    private var links: [Int32] = []
+    /// Events with identifiers, ascending, and the identifiers of event `i` at `links[starts[i]..<starts[i + 1]]`:
+    /// the largest part of the graph after the identifiers, held apart so the swap can release it once it has
+    /// compared the stamps (``EventLinks/release()``).
+    package final class EventLinks: @unchecked Sendable {
+        fileprivate(set) var seqs: [UInt32] = []
+        fileprivate(set) var starts: [UInt32] = []
+        fileprivate(set) var links: [Int32] = []
 
-    /// The edges of node `a` to nodes `b > a`: `edgeEntries[edgeStarts[a]..<edgeStarts[a + 1]]`, each `b << 32 | first
-    /// event index`, ascending by `b`.
+        /// Frees the arrays: ``RebuildGraph/profileCode(ofEvent:)`` and ``RebuildGraph/event(seq:)`` must not be
+        /// called after.
+        package func release() {
+            seqs = []
+            starts = []
+            links = []
+        }
+    }
+    package private(set) var events = EventLinks()
+
+    /// The edges of node `a` to nodes `b > a`: `edgeEntries[edgeStarts[a]..<edgeStarts[a + 1]]`, each `b << 32 | seq
+    /// of the first event`, ascending by `b`.
     private var edgeStarts: [UInt32] = []
     private var edgeEntries: [UInt64] = []
 
@@ -146,7 +159,6 @@ package struct RebuildGraph: Sendable {
     /// Identifiers in the graph.
     package private(set) var identifiers = 0
     package var edgeCount: Int { edgeEntries.count }
-    package var eventCount: Int { eventSeqs.count }
     package var nodeCount: Int { firstSeq.count }
     /// Profiles in the graph: one per component within its limits, the replay's live ones, one per hub.
     package var profileCount: Int { componentFounder.count - conflictComponents + replayedProfiles.count + hubProfiles.count }
@@ -176,30 +188,44 @@ package struct RebuildGraph: Sendable {
         return replayedNodes[Int32(node)]!
     }
 
-    /// The index of the event `seq` among ``eventSeqs``, if it has identifiers.
+    /// The index of the event `seq` among the events with identifiers, if it has any.
     package func event(seq: Int64) -> Int? {
         guard seq >= 0, seq < Int64(UInt32.max) else { return nil }
-        let target = UInt32(seq)
-        var low = 0, high = eventSeqs.count
+        let target = UInt32(seq), seqs = events.seqs
+        var low = 0, high = seqs.count
         while low < high {
             let middle = (low + high) / 2
-            if eventSeqs[middle] < target { low = middle + 1 } else { high = middle }
+            if seqs[middle] < target { low = middle + 1 } else { high = middle }
         }
-        return low < eventSeqs.count && eventSeqs[low] == target ? low : nil
+        return low < seqs.count && seqs[low] == target ? low : nil
     }
 
-    /// The profile event `index` belongs to: its non-hub identifiers' component (they are all in one: this event
-    /// joins them), or the replay's stamp; an event with only hubs belongs to the first of them in priority order.
-    package func profile(ofEvent index: Int) -> UUID? {
-        let members = links[Int(eventStarts[index])..<Int(eventStarts[index + 1])]
+    /// The profile event `index` belongs to, as a code that ``profile(code:seq:)`` resolves without the events: its
+    /// non-hub identifiers' component (they are all in one: this event joins them), or the replay's stamp; an event
+    /// with only hubs belongs to the first of them in priority order.
+    package func profileCode(ofEvent index: Int) -> Int32 {
+        let members = events.links[Int(events.starts[index])..<Int(events.starts[index + 1])]
         if let usable = members.first(where: { !hub[Int($0)] }) {
-            let component = Int(component[Int(usable)])
-            if componentFounder[component] >= 0 { return componentProfile[component] }
-            return replayedEvents[eventSeqs[index]]
+            let component = component[Int(usable)]
+            return componentFounder[Int(component)] >= 0 ? component : Self.replayedCode
         }
-        guard var first = members.first else { return nil }
+        guard var first = members.first else { return Self.noProfile }
         for member in members.dropFirst() where precedes(member, first) { first = member }
-        return hubProfiles[first]
+        return -2 - first
+    }
+
+    /// Codes of ``profileCode(ofEvent:)`` besides a component (0 or more) and a hub (`-2 - node`).
+    package static let noProfile: Int32 = -1
+    static let replayedCode = Int32.min
+
+    /// The profile a ``profileCode(ofEvent:)`` stands for, for the event `seq`.
+    package func profile(code: Int32, seq: Int64) -> UUID? {
+        switch code {
+        case Self.noProfile: nil
+        case Self.replayedCode: replayedEvents[UInt32(seq)]
+        case ..<0: hubProfiles[-2 - code]
+        default: componentProfile[Int(code)]
+        }
     }
 
     /// The edge between nodes `x` and `y` (in either order), as an index into the edges, if there is one.
@@ -221,7 +247,7 @@ package struct RebuildGraph: Sendable {
     package func edgeTarget(_ index: Int) -> Int { Int(edgeEntries[index] >> 32) }
 
     /// The `seq` of the event that first joined the ends of edge `index`.
-    package func edgeFirstSeq(_ index: Int) -> Int64 { Int64(eventSeqs[Int(edgeEntries[index] & 0xFFFF_FFFF)]) }
+    package func edgeFirstSeq(_ index: Int) -> Int64 { Int64(edgeEntries[index] & 0xFFFF_FFFF) }
 
     /// The profiles founded by a component within its limits: the component's profile, founder node and the
     /// founder's first event. `nil` for a component that was replayed.
@@ -264,12 +290,13 @@ package struct RebuildGraph: Sendable {
         firstSeq = []
 
         // 2. Events: the rows in (seq, node) order; an identifier twice in one event is one link.
+        var eventSeqs: [UInt32] = [], eventStarts: [UInt32] = [], links: [Int32] = []
         keys.sort()
         links.reserveCapacity(keys.count)
-        var events = 0
-        for (index, key) in keys.enumerated() where index == 0 || key >> 32 != keys[index - 1] >> 32 { events += 1 }
-        eventSeqs.reserveCapacity(events)
-        eventStarts.reserveCapacity(events + 1)
+        var eventTotal = 0
+        for (index, key) in keys.enumerated() where index == 0 || key >> 32 != keys[index - 1] >> 32 { eventTotal += 1 }
+        eventSeqs.reserveCapacity(eventTotal)
+        eventStarts.reserveCapacity(eventTotal + 1)
         var previous = UInt64.max
         for key in keys where key != previous {
             let seq = UInt32(key >> 32)
@@ -283,7 +310,7 @@ package struct RebuildGraph: Sendable {
         eventStarts.append(UInt32(links.count))
         keys = []
 
-        // 3. Edges: per node a, its pairs (b > a, event) in event order, then sorted and the first of each b kept.
+        // 3. Edges: per node a, its pairs (b > a, seq) in event order, then sorted and the first of each b kept.
         var starts = [UInt32](repeating: 0, count: nodeCount + 1)
         for event in 0..<eventSeqs.count {
             let members = links[Int(eventStarts[event])..<Int(eventStarts[event + 1])]
@@ -299,7 +326,7 @@ package struct RebuildGraph: Sendable {
                 guard members.count > 1 else { continue }
                 for x in members {
                     for y in members where x < y {
-                        pairs[Int(cursor[Int(x)])] = UInt64(UInt32(bitPattern: y)) << 32 | UInt64(event)
+                        pairs[Int(cursor[Int(x)])] = UInt64(UInt32(bitPattern: y)) << 32 | UInt64(eventSeqs[event])
                         cursor[Int(x)] += 1
                     }
                 }
@@ -483,5 +510,8 @@ package struct RebuildGraph: Sendable {
         for node in 0..<nodeCount where hub[node] && self.firstSeq[node] != .max {
             hubProfiles[Int32(node)] = table.identifier(Int32(node)).foundedProfileID
         }
+        let held = EventLinks()
+        (held.seqs, held.starts, held.links) = (eventSeqs, eventStarts, links)
+        self.events = held
     }
 }

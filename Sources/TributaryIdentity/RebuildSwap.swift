@@ -6,18 +6,23 @@ import TributaryModel
 /// (nothing at all when the graph is current).
 ///
 /// The stored graph is read in full with COPY while the swap transaction holds the real-time stage's lock, and
-/// compared row by row as it streams in; none of it is held. Nodes and then edges stream on the transaction's
-/// session (an edge names stored node ids, known once the nodes are read); event stamps and then profiles on a
-/// second session side by side (the lock is held, so both sessions read the same graph). What is kept is only the
-/// differences, as indices into the computed graph where it can say the rest.
+/// compared row by row as it streams in; none of it is held. First event stamps (on a second session; the lock is
+/// held, so both sessions read the same graph) alongside profiles (on the transaction's); then the graph's event
+/// arrays are released, and nodes and edges stream on the transaction's session (an edge names stored node ids,
+/// known once the nodes are read). What is kept is only the differences, as indices into the computed graph where
+/// it can say the rest.
 struct Changes {
-    /// Stored node id of each node of the computed graph, -1 until known (new ones drawn from the table's sequence).
-    var ids: [Int64] = []
     var nodesRead = 0
-    /// The smallest and largest stored node id (ids drawn for new nodes are larger).
-    private var storedIDs: ClosedRange<Int64>?
+    /// Stored node id → node: an array over the stored ids' range (`dense`, from `base`) when they are dense enough
+    /// (they come from one sequence), else a dictionary.
+    private var base: Int64 = 0
+    private var dense: [Int32] = []
+    private var sparse: [Int64: Int32]?
+    /// The first id drawn for ``nodesInserted`` (the rest follow in order).
+    private var firstNewID: Int64 = 0
     var nodesDeleted: [Int64] = []
-    var nodesUpdated: [Int32] = []
+    /// Nodes whose stored row differs, with their stored id.
+    var nodesUpdated: [(node: Int32, id: Int64)] = []
     var nodesInserted: [Int32] = []
     var edgesRead = 0
     var edgesDeleted: [(a: Int64, b: Int64)] = []
@@ -35,9 +40,9 @@ struct Changes {
     /// `rebuild`).
     var merges: [(from: UUID, into: UUID, founder: Identifier)] = []
     var stampsRead = 0
-    /// Events whose stamp changes (to ``RebuildGraph/profile(ofEvent:)``, or to none for an event without
+    /// Events whose stamp changes, and to what (``RebuildGraph/profileCode(ofEvent:)``; none for an event without
     /// identifiers).
-    var restamps: [UInt32] = []
+    var restamps: [(seq: UInt32, code: Int32)] = []
 
     var profilesInserted: Int { componentsInserted.count + hubsInserted.count + replayedInserted.count }
     var rowsRead: Int { nodesRead + edgesRead + profilesRead + stampsRead }
@@ -46,46 +51,57 @@ struct Changes {
             + edgesInserted.count + profilesDeleted.count + profilesUpdated.count + profilesInserted + restamps.count
     }
 
-    /// Reads the stored graph through `last` and compares it with `graph`: nodes and edges on `tx` (which holds the
-    /// stage's lock), stamps and profiles on `reader` alongside.
+    /// Reads the stored graph through `last` and compares it with `graph`: stamps on `reader` alongside profiles on
+    /// `tx` (which holds the stage's lock), then, with the graph's events released, nodes and edges on `tx`.
     static func compare(
         _ tx: PostgresConnection, reader: PostgresConnection, through last: Int64, graph: RebuildGraph
     ) async throws -> Changes {
-        async let other = compareStampsAndProfiles(reader, through: last, graph: graph)
+        async let stamps = compareStamps(reader, through: last, graph: graph)
         var changes = Changes()
+        try await changes.compareProfiles(tx, graph: graph)
+        (changes.stampsRead, changes.restamps) = try await stamps
+        graph.events.release()
         try await changes.compareNodes(tx, graph: graph)
         try await changes.compareEdges(tx, graph: graph)
-        let (stamps, profiles) = try await other
-        changes.stampsRead = stamps.stampsRead
-        changes.restamps = stamps.restamps
-        changes.profilesRead = profiles.profilesRead
-        changes.profilesDeleted = profiles.profilesDeleted
-        changes.profilesUpdated = profiles.profilesUpdated
-        changes.componentsInserted = profiles.componentsInserted
-        changes.hubsInserted = profiles.hubsInserted
-        changes.replayedInserted = profiles.replayedInserted
-        changes.merges = profiles.merges
         return changes
     }
 
-    private static func compareStampsAndProfiles(
-        _ db: PostgresConnection, through last: Int64, graph: RebuildGraph
-    ) async throws -> (Changes, Changes) {
-        var stamps = Changes()
-        try await stamps.compareStamps(db, through: last, graph: graph)
-        var profiles = Changes()
-        try await profiles.compareProfiles(db, graph: graph)
-        return (stamps, profiles)
+    /// The stored node id → node index, as built by ``compareNodes(_:graph:)``.
+    private func node(_ id: Int64) -> Int? {
+        if let sparse { return sparse[id].map(Int.init) }
+        guard id >= base, id - base < Int64(dense.count) else { return nil }
+        let node = dense[Int(id - base)]
+        return node >= 0 ? Int(node) : nil
+    }
+
+    /// The stored (or newly drawn) id of every node, for writing edges.
+    private func storedIDs(_ graph: RebuildGraph) -> [Int64] {
+        var ids = [Int64](repeating: -1, count: graph.nodeCount)
+        if let sparse {
+            for (id, node) in sparse { ids[Int(node)] = id }
+        } else {
+            for (offset, node) in dense.enumerated() where node >= 0 { ids[Int(node)] = base + Int64(offset) }
+        }
+        for (offset, node) in nodesInserted.enumerated() { ids[Int(node)] = firstNewID + Int64(offset) }
+        return ids
     }
 
     /// Nodes: a stored identifier not in the graph goes, one whose profile, status or times differ is updated; then
     /// the graph's identifiers not stored get new ids.
     private mutating func compareNodes(_ tx: PostgresConnection, graph: RebuildGraph) async throws {
-        var ids = [Int64](repeating: -1, count: graph.nodeCount)
-        var (lowest, highest) = (Int64.max, Int64.min)
+        let range = try await tx.query("SELECT coalesce(min(node_id), 0), coalesce(max(node_id), -1) FROM cdp.identity_nodes")
+            .first!.decode((Int64, Int64).self)
+        base = range.0
+        let span = range.1 >= range.0 ? Int(range.1 - range.0) + 1 : 0
+        if span <= 2 * graph.nodeCount + 1_000_000 {
+            dense = [Int32](repeating: -1, count: span)
+        } else {
+            sparse = [:]
+        }
+        var known = [Bool](repeating: false, count: graph.nodeCount)
         var read = 0
         var deleted: [Int64] = []
-        var updated: [Int32] = []
+        var updated: [(node: Int32, id: Int64)] = []
         try await tx.copyOut(
             """
             COPY (SELECT node_id, kind, value, profile_id, status = 'hub', first_seq, (extract(epoch FROM first_seen_at) * 1000000)::int8,
@@ -96,7 +112,6 @@ struct Changes {
             var index = 0
             while index < chunk.count {
                 let id = IdentityRebuild.parseDecimal(chunk, &index)
-                (lowest, highest) = (min(lowest, id), max(highest, id))
                 let kind = IdentityRebuild.copyFieldBytes(chunk, &index)
                 let value = IdentityRebuild.copyFieldBytes(chunk, &index)
                 let profile = IdentityRebuild.parseUUID(chunk, &index)
@@ -109,54 +124,43 @@ struct Changes {
                     deleted.append(id)
                     continue
                 }
-                ids[position] = id
+                known[position] = true
+                if sparse != nil {
+                    sparse![id] = Int32(position)
+                } else if id >= base, id - base < Int64(dense.count) {
+                    dense[Int(id - base)] = Int32(position)
+                } else {
+                    // Inserted after the range was read: impossible under the lock, but never index out of it.
+                    throw IdentityError("node \(id) is outside the stored range \(range.0)...\(range.1)")
+                }
                 if profile != graph.profile(ofNode: position) || hub != graph.hub[position]
                     || firstSeq != Int64(graph.firstSeq[position]) || firstSeen != graph.firstSeen[position]
                     || lastSeen != graph.lastSeen[position]
                 {
-                    updated.append(Int32(position))
+                    updated.append((Int32(position), id))
                 }
             }
         }
         nodesRead = read
-        storedIDs = lowest <= highest ? lowest...highest : nil
         nodesDeleted = deleted
         nodesUpdated = updated
-        nodesInserted = (0..<graph.nodeCount).lazy.filter { ids[$0] < 0 && graph.used($0) }.map { Int32($0) }
+        nodesInserted = (0..<graph.nodeCount).lazy.filter { !known[$0] && graph.used($0) }.map { Int32($0) }
         if !nodesInserted.isEmpty {
             // One block of the table's sequence, not one nextval per node (3 s per million). Only the identity stage
             // and a rebuild insert nodes, and this transaction holds both their locks, so nobody draws meanwhile.
-            let first = try await tx.query(
+            firstNewID = try await tx.query(
                 """
                 WITH drawn AS (SELECT nextval(pg_get_serial_sequence('cdp.identity_nodes', 'node_id')) AS first)
                 SELECT first, setval(pg_get_serial_sequence('cdp.identity_nodes', 'node_id'), first + \(nodesInserted.count - 1))
                 FROM drawn
                 """
             ).first![0].decode(Int64.self)
-            for (offset, position) in nodesInserted.enumerated() { ids[Int(position)] = first + Int64(offset) }
         }
-        self.ids = ids
     }
 
-    /// Edges, once every node has its id: a stored edge between two nodes the graph joins is kept (its first event
-    /// updated if it differs), any other goes; the graph's edges not met are inserted.
+    /// Edges, once every stored node id is known: a stored edge between two nodes the graph joins is kept (its first
+    /// event updated if it differs), any other goes; the graph's edges not met are inserted.
     private mutating func compareEdges(_ tx: PostgresConnection, graph: RebuildGraph) async throws {
-        // Stored id → node: an array over the stored ids' range when they are dense enough (they come from one
-        // sequence), else a dictionary.
-        let storedIDs = storedIDs ?? 0...0
-        let base = storedIDs.lowerBound
-        let span = Int(storedIDs.upperBound - base) + 1
-        let dense = span <= 2 * graph.nodeCount + 1_000_000
-        var byID = [Int32](repeating: -1, count: dense ? span : 0)
-        var byIDSparse: [Int64: Int32] = [:]
-        for (position, id) in ids.enumerated() where storedIDs.contains(id) {
-            if dense { byID[Int(id - base)] = Int32(position) } else { byIDSparse[id] = Int32(position) }
-        }
-        func node(_ id: Int64) -> Int? {
-            guard storedIDs.contains(id) else { return nil }
-            if dense { return byID[Int(id - base)] >= 0 ? Int(byID[Int(id - base)]) : nil }
-            return byIDSparse[id].map(Int.init)
-        }
         var met = [Bool](repeating: false, count: graph.edgeCount)
         var read = 0
         var deleted: [(a: Int64, b: Int64)] = []
@@ -183,9 +187,11 @@ struct Changes {
     }
 
     /// Event stamps, streamed in any order and each compared with the stamp the graph gives its event.
-    private mutating func compareStamps(_ db: PostgresConnection, through last: Int64, graph: RebuildGraph) async throws {
+    private static func compareStamps(
+        _ db: PostgresConnection, through last: Int64, graph: RebuildGraph
+    ) async throws -> (Int, [(seq: UInt32, code: Int32)]) {
         var read = 0
-        var restamps: [UInt32] = []
+        var restamps: [(seq: UInt32, code: Int32)] = []
         try await db.copyOut(
             "COPY (SELECT seq, profile_id FROM cdp.events WHERE seq <= \(unescaped: String(last))) TO STDOUT"
         ) { chunk in
@@ -194,11 +200,11 @@ struct Changes {
                 let seq = IdentityRebuild.parseDecimal(chunk, &index)
                 let profile = IdentityRebuild.parseUUID(chunk, &index)
                 read += 1
-                if profile != graph.event(seq: seq).flatMap(graph.profile(ofEvent:)) { restamps.append(UInt32(seq)) }
+                let code = graph.event(seq: seq).map(graph.profileCode(ofEvent:)) ?? RebuildGraph.noProfile
+                if profile != graph.profile(code: code, seq: seq) { restamps.append((UInt32(seq), code)) }
             }
         }
-        stampsRead = read
-        self.restamps = restamps
+        return (read, restamps)
     }
 
     /// Profiles: a stored profile is the graph's when its founder founds the same id in the graph (a profile's id
@@ -386,12 +392,12 @@ struct Changes {
             try await tx.execute(
                 "DELETE FROM cdp.identity_nodes AS n USING pg_temp.rebuild_nodes_gone AS g WHERE n.node_id = g.node_id")
         }
-        func nodeRows(_ positions: [Int32], _ name: String) async throws {
+        func nodeRows(_ positions: [(node: Int32, id: Int64)], _ name: String) async throws {
             let columns =
                 "node_id bigint, kind text, value text, profile_id uuid, status text, first_seq bigint, first_seen timestamptz, last_seen timestamptz"
             try await Self.temp(tx, name, columns, positions.count) { i, line in
-                let position = Int(positions[i])
-                number(ids[position], &line)
+                let position = Int(positions[i].node)
+                number(positions[i].id, &line)
                 tab(&line)
                 CopyText.appendEscaped(bytes: graph.table.kindName(Int32(position)).utf8, to: &line)
                 tab(&line)
@@ -419,7 +425,8 @@ struct Changes {
                 """)
         }
         if !nodesInserted.isEmpty {
-            try await nodeRows(nodesInserted, "rebuild_nodes_new")
+            try await nodeRows(
+                nodesInserted.enumerated().map { ($0.element, firstNewID + Int64($0.offset)) }, "rebuild_nodes_new")
             try await tx.execute(
                 """
                 INSERT INTO cdp.identity_nodes (node_id, kind, value, profile_id, status, first_seq, first_seen_at, last_seen_at)
@@ -439,6 +446,7 @@ struct Changes {
                 "DELETE FROM cdp.identity_edges AS e USING pg_temp.rebuild_edges_gone AS g WHERE e.a = g.a AND e.b = g.b")
         }
         // Computed edges in stored ids (a < b), by ascending index: the owning node found by walking alongside.
+        let ids = edgesUpdated.isEmpty && edgesInserted.isEmpty ? [] : storedIDs(graph)
         func edgeRows(_ indices: [UInt32], _ name: String) async throws {
             var owner = 0
             try await Self.temp(tx, name, edgeColumns, indices.count) { i, line in
@@ -467,10 +475,10 @@ struct Changes {
         }
         if !restamps.isEmpty {
             try await Self.temp(tx, "rebuild_restamp", "seq bigint, profile_id uuid", restamps.count) { i, line in
-                let seq = Int64(restamps[i])
+                let seq = Int64(restamps[i].seq)
                 number(seq, &line)
                 tab(&line)
-                uuid(graph.event(seq: seq).flatMap(graph.profile(ofEvent:)), &line)
+                uuid(graph.profile(code: restamps[i].code, seq: seq), &line)
             }
             try await tx.execute(
                 "UPDATE cdp.events AS e SET profile_id = d.profile_id FROM pg_temp.rebuild_restamp AS d WHERE e.seq = d.seq")
