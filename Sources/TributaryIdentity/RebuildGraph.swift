@@ -38,42 +38,31 @@ package final class ExtractedRows: @unchecked Sendable {
             let seq = UInt32(truncatingIfNeeded: row.seq)
             if row.alias {
                 aliasForms.append((seq, row.micros, node))
-                continue
+            } else {
+                keep((seq, row.micros, node))
             }
-            links.append(UInt64(seq) << 32 | UInt64(UInt32(bitPattern: node)))
-            let position = Int(node)
-            firstSeq[position] = min(firstSeq[position], seq)
-            firstSeen[position] = min(firstSeen[position], row.micros)
-            lastSeen[position] = max(lastSeen[position], row.micros)
         }
+    }
+
+    /// A kept row: linked to its event, and folded into its identifier's first event and first and last seen times.
+    private func keep(_ row: (seq: UInt32, micros: Int64, node: Int32)) {
+        links.append(UInt64(row.seq) << 32 | UInt64(UInt32(bitPattern: row.node)))
+        let position = Int(row.node)
+        firstSeq[position] = min(firstSeq[position], row.seq)
+        firstSeen[position] = min(firstSeen[position], row.micros)
+        lastSeen[position] = max(lastSeen[position], row.micros)
     }
 
     /// The alias rule, as `IdentityStore.resolveAliases` applies it in real time: an alias call's previousId is an
     /// anonymous id when that value was the anonymousId of this or an earlier event (its first row that is not an
     /// alias form), else a user id. The kept form joins the rows; both leave ``aliasForms``.
     fileprivate func applyAliasRule() {
-        guard let anonymousKind = table.kindNames.firstIndex(of: "anonymous_id").map(UInt16.init) else {
-            // No anonymous ids at all: every previousId is a user id.
-            keepAliasForms { table.kindName($0.node) == "user_id" }
-            return
-        }
         var anonymous: [UInt32: Bool] = [:]
-        for form in aliasForms where table.kindNumber(form.node) == anonymousKind {
+        for form in aliasForms where table.kindName(form.node) == "anonymous_id" {
             anonymous[form.seq] = firstSeq[Int(form.node)] <= form.seq
         }
-        keepAliasForms { form in
-            let kind = table.kindName(form.node)
-            return kind == (anonymous[form.seq] == true ? "anonymous_id" : "user_id")
-        }
-    }
-
-    private func keepAliasForms(_ keep: ((seq: UInt32, micros: Int64, node: Int32)) -> Bool) {
-        for form in aliasForms where keep(form) {
-            let position = Int(form.node)
-            links.append(UInt64(form.seq) << 32 | UInt64(UInt32(bitPattern: form.node)))
-            firstSeq[position] = min(firstSeq[position], form.seq)
-            firstSeen[position] = min(firstSeen[position], form.micros)
-            lastSeen[position] = max(lastSeen[position], form.micros)
+        for form in aliasForms where table.kindName(form.node) == (anonymous[form.seq] == true ? "anonymous_id" : "user_id") {
+            keep(form)
         }
         aliasForms = []
     }
@@ -93,7 +82,7 @@ package final class ExtractedRows: @unchecked Sendable {
 
 /// The identity graph the rebuild computes, in memory, from every event's extracted identifiers: the same nodes,
 /// edges, hubs, components, founders and event stamps the real-time stage arrives at, over integer indices, in
-/// flat arrays (about 100 bytes per event in all, no per-row object):
+/// flat arrays (about 110 bytes per event in all at 10M events, no per-row object):
 /// 1. The alias rule (``ExtractedRows``); identifiers interned to indices with their first event and first and last
 ///    seen times.
 /// 2. Events: the rows sorted by `(seq, identifier)`, each event's identifiers as a slice of one array.
@@ -106,8 +95,8 @@ package final class ExtractedRows: @unchecked Sendable {
 ///    ``IdentityEngine`` the real-time stage uses. A hub is its own profile; an event with only hubs belongs to the
 ///    first of them in priority order.
 ///
-/// Profiles and event stamps are not stored per event or node: ``profile(ofNode:)`` and ``profile(ofEvent:)`` derive
-/// them from the component, which is what lets 10 million events fit in about a gigabyte.
+/// Profiles and event stamps are not stored per event or node: ``profile(ofNode:)`` and ``profileCode(ofEvent:)``
+/// derive them from the component, which is what lets 10 million events fit in about a gigabyte.
 package struct RebuildGraph: Sendable {
     /// The identifiers, by the index the nodes use.
     package let table: IdentifierTable
@@ -164,17 +153,9 @@ package struct RebuildGraph: Sendable {
     package var profileCount: Int { componentFounder.count - conflictComponents + replayedProfiles.count + hubProfiles.count }
 
     package func used(_ node: Int) -> Bool { firstSeq[node] != .max }
-    package func kind(_ node: Int) -> String { table.kindName(Int32(node)) }
-    package func value(_ node: Int) -> String { table.value(Int32(node)) }
     package func identifier(_ node: Int) -> Identifier { table.identifier(Int32(node)) }
 
-    /// The node of `identifier`, if it is in the graph.
-    package func position(of identifier: Identifier) -> Int? {
-        guard let entry = table.find(kind: identifier.kind, value: identifier.value), used(Int(entry)) else { return nil }
-        return Int(entry)
-    }
-
-    /// ``position(of:)`` for an identifier given as UTF-8 bytes.
+    /// The node of an identifier given as UTF-8 bytes, if it is in the graph.
     package func position(kind: some Collection<UInt8>, value: some Collection<UInt8>) -> Int? {
         guard let entry = table.find(kind: kind, value: value), used(Int(entry)) else { return nil }
         return Int(entry)
@@ -230,18 +211,17 @@ package struct RebuildGraph: Sendable {
 
     /// The edge between nodes `x` and `y` (in either order), as an index into the edges, if there is one.
     package func edge(_ x: Int, _ y: Int) -> Int? {
-        let a = min(x, y), b = UInt64(max(x, y))
-        var low = Int(edgeStarts[a]), high = Int(edgeStarts[a + 1])
+        let range = edges(of: min(x, y)), b = UInt64(max(x, y))
+        var low = range.lowerBound, high = range.upperBound
         while low < high {
             let middle = (low + high) / 2
             if edgeEntries[middle] >> 32 < b { low = middle + 1 } else { high = middle }
         }
-        return low < Int(edgeStarts[a + 1]) && edgeEntries[low] >> 32 == b ? low : nil
+        return low < range.upperBound && edgeEntries[low] >> 32 == b ? low : nil
     }
 
-    /// Where the edges of node `a` (to nodes `b > a`) begin among the edge indices; `edgeStart(nodeCount)` is the
-    /// number of edges.
-    package func edgeStart(_ a: Int) -> Int { Int(edgeStarts[a]) }
+    /// The indices of the edges of node `a` to nodes `b > a`.
+    package func edges(of a: Int) -> Range<Int> { Int(edgeStarts[a])..<Int(edgeStarts[a + 1]) }
 
     /// The larger node of edge `index`.
     package func edgeTarget(_ index: Int) -> Int { Int(edgeEntries[index] >> 32) }
@@ -309,11 +289,12 @@ package struct RebuildGraph: Sendable {
         }
         eventStarts.append(UInt32(links.count))
         keys = []
+        func members(_ event: Int) -> ArraySlice<Int32> { links[Int(eventStarts[event])..<Int(eventStarts[event + 1])] }
 
         // 3. Edges: per node a, its pairs (b > a, seq) in event order, then sorted and the first of each b kept.
         var starts = [UInt32](repeating: 0, count: nodeCount + 1)
         for event in 0..<eventSeqs.count {
-            let members = links[Int(eventStarts[event])..<Int(eventStarts[event + 1])]
+            let members = members(event)
             guard members.count > 1 else { continue }
             for x in members { for y in members where x < y { starts[Int(x) + 1] += 1 } }
         }
@@ -322,7 +303,7 @@ package struct RebuildGraph: Sendable {
         do {
             var cursor = starts
             for event in 0..<eventSeqs.count {
-                let members = links[Int(eventStarts[event])..<Int(eventStarts[event + 1])]
+                let members = members(event)
                 guard members.count > 1 else { continue }
                 for x in members {
                     for y in members where x < y {
@@ -351,8 +332,8 @@ package struct RebuildGraph: Sendable {
         // Hubs. Only a node with more than hubThreshold edges in all can have that many to one kind.
         var degree = [Int32](repeating: 0, count: nodeCount)
         for a in 0..<nodeCount {
-            degree[a] += Int32(edgeStarts[a + 1] - edgeStarts[a])
-            for index in Int(edgeStarts[a])..<Int(edgeStarts[a + 1]) { degree[Int(edgeEntries[index] >> 32)] += 1 }
+            degree[a] += Int32(edges(of: a).count)
+            for index in edges(of: a) { degree[edgeTarget(index)] += 1 }
         }
         var candidates = Set<Int32>()
         for (node, count) in degree.enumerated() where Int(count) > rules.hubThreshold { candidates.insert(Int32(node)) }
@@ -360,8 +341,8 @@ package struct RebuildGraph: Sendable {
         if !candidates.isEmpty {
             var perKind: [Int32: [UInt16: Int]] = [:]
             for a in 0..<nodeCount {
-                for index in Int(edgeStarts[a])..<Int(edgeStarts[a + 1]) {
-                    let b = Int32(edgeEntries[index] >> 32)
+                for index in edges(of: a) {
+                    let b = Int32(edgeTarget(index))
                     if candidates.contains(Int32(a)) { perKind[Int32(a), default: [:]][table.kindNumber(b), default: 0] += 1 }
                     if candidates.contains(b) { perKind[b, default: [:]][table.kindNumber(Int32(a)), default: 0] += 1 }
                 }
@@ -386,8 +367,8 @@ package struct RebuildGraph: Sendable {
             return current
         }
         for a in 0..<nodeCount where !hub[a] {
-            for index in Int(edgeStarts[a])..<Int(edgeStarts[a + 1]) {
-                let b = Int32(edgeEntries[index] >> 32)
+            for index in edges(of: a) {
+                let b = Int32(edgeTarget(index))
                 guard !hub[Int(b)] else { continue }
                 let ra = root(Int32(a)), rb = root(b)
                 if ra < rb { parent[Int(rb)] = ra } else if rb < ra { parent[Int(ra)] = rb }
@@ -414,12 +395,12 @@ package struct RebuildGraph: Sendable {
         var memberStarts = [UInt32](repeating: 0, count: components + 1)
         for node in 0..<nodeCount where component[node] >= 0 { memberStarts[Int(component[node]) + 1] += 1 }
         for index in 0..<components { memberStarts[index + 1] += memberStarts[index] }
-        var members = [Int32](repeating: 0, count: Int(memberStarts[components]))
+        var grouped = [Int32](repeating: 0, count: Int(memberStarts[components]))
         do {
             var cursor = memberStarts
             for node in 0..<nodeCount where component[node] >= 0 {
                 let c = Int(component[node])
-                members[Int(cursor[c])] = Int32(node)
+                grouped[Int(cursor[c])] = Int32(node)
                 cursor[c] += 1
             }
         }
@@ -427,10 +408,9 @@ package struct RebuildGraph: Sendable {
         var kindCounts = [Int](repeating: 0, count: table.kindNames.count)
         componentFounder = [Int32](repeating: -1, count: components)
         componentProfile = [UUID](repeating: UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)), count: components)
-        var overLimit = Set<Int32>()
-        var overLimitSizes: [(component: Int32, nodes: Int)] = []
+        var overLimit: [(component: Int32, nodes: Int)] = []
         for c in 0..<components {
-            let group = members[Int(memberStarts[c])..<Int(memberStarts[c + 1])]
+            let group = grouped[Int(memberStarts[c])..<Int(memberStarts[c + 1])]
             var over = false
             if group.count > 1 {
                 for node in group {
@@ -441,8 +421,7 @@ package struct RebuildGraph: Sendable {
                 for node in group { kindCounts[Int(table.kindNumber(node))] = 0 }
             }
             if over {
-                overLimit.insert(Int32(c))
-                overLimitSizes.append((Int32(c), group.count))
+                overLimit.append((Int32(c), group.count))
                 continue
             }
             var founder = group.first!
@@ -453,7 +432,7 @@ package struct RebuildGraph: Sendable {
             componentFounder[c] = founder
             componentProfile[c] = table.identifier(founder).foundedProfileID
         }
-        members = []
+        grouped = []
         memberStarts = []
         conflictComponents = overLimit.count
 
@@ -462,21 +441,19 @@ package struct RebuildGraph: Sendable {
         //    and the engine (a few hundred bytes per identifier) stays small.
         if !overLimit.isEmpty {
             var batchOf = [Int32](repeating: -1, count: components)
-            var batches: Int32 = 0, filled = 0
-            for (c, size) in overLimitSizes {
+            var batch: Int32 = 0, filled = 0
+            for (c, size) in overLimit {
                 if filled > 0 && filled + size > replayBatch {
-                    batches += 1
+                    batch += 1
                     filled = 0
                 }
-                batchOf[Int(c)] = batches
+                batchOf[Int(c)] = batch
                 filled += size
             }
-            batches += 1
             // The events to replay, by batch, in receive order within each.
             var replayed: [(batch: Int32, event: UInt32)] = []
             for event in 0..<eventSeqs.count {
-                let members = links[Int(eventStarts[event])..<Int(eventStarts[event + 1])]
-                guard let first = members.first(where: { !hub[Int($0)] }), component[Int(first)] >= 0 else { continue }
+                guard let first = members(event).first(where: { !hub[Int($0)] }), component[Int(first)] >= 0 else { continue }
                 let batch = batchOf[Int(component[Int(first)])]
                 if batch >= 0 { replayed.append((batch, UInt32(event))) }
             }
@@ -489,7 +466,7 @@ package struct RebuildGraph: Sendable {
                 var engine = IdentityEngine(rules: rules)
                 var batchNodes = Set<Int32>()
                 for (_, event) in replayed[start..<end] {
-                    let nodes = links[Int(eventStarts[Int(event)])..<Int(eventStarts[Int(event) + 1])].filter { !hub[Int($0)] }
+                    let nodes = members(Int(event)).filter { !hub[Int($0)] }
                     batchNodes.formUnion(nodes)
                     let extracted = ExtractedEvent(
                         seq: Int64(eventSeqs[Int(event)]), messageID: "", micros: 0,

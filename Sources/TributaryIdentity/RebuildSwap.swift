@@ -289,6 +289,12 @@ struct Changes {
         func tab(_ line: inout [UInt8]) { line.append(0x09) }
         func number(_ value: Int64, _ line: inout [UInt8]) { IdentityRebuild.appendDecimal(value, to: &line) }
         func text(_ value: String, _ line: inout [UInt8]) { CopyText.appendEscaped(value, to: &line) }
+        // A node's kind and value, two fields, from the graph's bytes.
+        func identifier(_ node: Int, _ line: inout [UInt8]) {
+            text(graph.table.kindName(Int32(node)), &line)
+            tab(&line)
+            CopyText.appendEscaped(bytes: graph.table.valueBytes(Int32(node)), to: &line)
+        }
 
         // Profile ids whose redirects this changes: merges logged or forgotten (by their from side), profiles gone or
         // new; collected in a table (a cold rebuild makes millions).
@@ -357,9 +363,7 @@ struct Changes {
                     }
                     uuid(id, &line)
                     tab(&line)
-                    CopyText.appendEscaped(bytes: graph.table.kindName(Int32(founder)).utf8, to: &line)
-                    tab(&line)
-                    CopyText.appendEscaped(bytes: graph.table.valueBytes(Int32(founder)), to: &line)
+                    identifier(founder, &line)
                     tab(&line)
                     number(seq, &line)
                 } else {
@@ -399,9 +403,7 @@ struct Changes {
                 let position = Int(positions[i].node)
                 number(positions[i].id, &line)
                 tab(&line)
-                CopyText.appendEscaped(bytes: graph.table.kindName(Int32(position)).utf8, to: &line)
-                tab(&line)
-                CopyText.appendEscaped(bytes: graph.table.valueBytes(Int32(position)), to: &line)
+                identifier(position, &line)
                 tab(&line)
                 uuid(graph.profile(ofNode: position), &line)
                 tab(&line)
@@ -451,7 +453,7 @@ struct Changes {
             var owner = 0
             try await Self.temp(tx, name, edgeColumns, indices.count) { i, line in
                 let index = Int(indices[i])
-                while graph.edgeStart(owner + 1) <= index { owner += 1 }
+                while graph.edges(of: owner).upperBound <= index { owner += 1 }
                 let x = ids[owner], y = ids[graph.edgeTarget(index)]
                 number(min(x, y), &line)
                 tab(&line)
