@@ -54,16 +54,16 @@ public struct IdentityRebuild: Sendable {
 
     /// The most memory the rebuild may use in this process, in bytes. The graph is computed here (the fast way)
     /// when the events, at ``bytesPerEvent`` each, fit; otherwise in PostgreSQL, with only the components computed
-    /// here (about 14 bytes per identifier). Default 1 GiB: about 7 million events in memory.
+    /// here (about 14 bytes per identifier). Default 1 GiB: about 10 million events in memory.
     public var memoryBudget = 1 << 30
 
-    /// What the in-memory rebuild holds per event, with some room: peaks of 1.18 GB measured for 10M generated events
-    /// (9.7M identifiers, 10.9M edges) and about 200 MB for the benchmark's 1.1M (a fixed ~40 MB included).
-    public static let bytesPerEvent = 150
+    /// What the in-memory rebuild holds per event, with some room: peaks of 0.88–0.92 GB measured for 10M generated
+    /// events (9.7M identifiers, 10.9M edges) and about 160 MB for the benchmark's 1.1M (a fixed ~40 MB included).
+    public static let bytesPerEvent = 100
 
     /// Identifiers per engine when the in-memory rebuild replays components over a limit (whole components per
     /// engine: they never share an event). Tests set it low to replay every component alone.
-    package var replayBatch = 50_000
+    package var replayBatch = 20_000
 
     /// Sessions that extract identifiers side by side (one per core is the useful most).
     public var extractionConnections = max(1, min(8, ProcessInfo.processInfo.activeProcessorCount))
@@ -76,6 +76,15 @@ public struct IdentityRebuild: Sendable {
         let progress: (@Sendable (String) -> Void)?
         let logger: Logger
 
+        /// The most memory this process has held so far (VmHWM), in MB (10^6 bytes), where the system says.
+        static func peakResidentMegabytes() -> Int? {
+            guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+                let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+                let kilobytes = Int(line.dropFirst(6).trimmingCharacters(in: .whitespaces).split(separator: " ").first ?? "")
+            else { return nil }
+            return kilobytes * 1024 / 1_000_000
+        }
+
         init(progress: (@Sendable (String) -> Void)?, logger: Logger) {
             self.progress = progress
             self.logger = logger
@@ -87,8 +96,9 @@ public struct IdentityRebuild: Sendable {
             phases.append((name, seconds))
             clock = now
             let count = rows.map { ", \($0) rows" } ?? ""
+            let peak = Self.peakResidentMegabytes().map { ", peak RSS \($0) MB" } ?? ""
             progress?(
-                "identity rebuild: \(name) \(String(format: "%.2f", seconds)) s\(count) (\(String(format: "%.1f", (now - started).seconds)) s so far)"
+                "identity rebuild: \(name) \(String(format: "%.2f", seconds)) s\(count) (\(String(format: "%.1f", (now - started).seconds)) s so far\(peak))"
             )
             logger.debug("identity rebuild: \(name) done")
         }
@@ -247,7 +257,7 @@ public struct IdentityRebuild: Sendable {
             phase("swap in: stored graph read and compared", rows: changes.rowsRead)
             try await changes.write(tx, graph: graph, through: last)
             report.nodesChanged = changes.nodesUpdated.count + changes.nodesInserted.count
-            report.eventsRestamped = changes.restamps.count
+            report.eventsRestamped = changes.restampCount
             try await Checkpoint.identity.set(tx, seq: last)
             // Stages after identity rebuild from events rather than replay this rebuild's changes one by one.
             try await Checkpoint.identity.advanceGeneration(tx)

@@ -99,7 +99,7 @@ package final class ExtractedRows: @unchecked Sendable {
 /// derive them from the component, which is what lets 10 million events fit in about a gigabyte.
 package struct RebuildGraph: Sendable {
     /// The identifiers, by the index the nodes use.
-    package let table: IdentifierTable
+    package private(set) var table: IdentifierTable
     /// Per node: its first event (`UInt32.max` when no kept row names it: an alias call's dropped form), its first
     /// and last seen times in microseconds, whether it is a hub.
     package let firstSeq: [UInt32]
@@ -113,9 +113,17 @@ package struct RebuildGraph: Sendable {
     /// the largest part of the graph after the identifiers, held apart so the swap can release it once it has
     /// compared the stamps (``EventLinks/release()``).
     package final class EventLinks: @unchecked Sendable {
+        /// Each event's `seq`, empty when they are dense (event `i` is `firstSeq + i`, as when every event has an
+        /// identifier).
         fileprivate(set) var seqs: [UInt32] = []
+        fileprivate(set) var firstSeq: UInt32 = 0
         fileprivate(set) var starts: [UInt32] = []
         fileprivate(set) var links: [Int32] = []
+
+        /// Events with identifiers.
+        var count: Int { max(0, starts.count - 1) }
+        /// The `seq` of event `index`.
+        func seq(_ index: Int) -> UInt32 { seqs.isEmpty ? firstSeq + UInt32(index) : seqs[index] }
 
         /// Frees the arrays: ``RebuildGraph/profileCode(ofEvent:)`` and ``RebuildGraph/event(seq:)`` must not be
         /// called after.
@@ -135,10 +143,16 @@ package struct RebuildGraph: Sendable {
     /// Per component: its profile and founder node (a zero UUID and -1 when over a limit: replayed).
     private var componentProfile: [UUID] = []
     private var componentFounder: [Int32] = []
-    /// The replay's results for components over a limit: each node's profile, each event's, the live profiles.
-    private var replayedNodes: [Int32: UUID] = [:]
-    private var replayedEvents: [UInt32: UUID] = [:]
-    package private(set) var replayedProfiles: [UUID: (founder: Identifier, foundedSeq: Int64)] = [:]
+    /// The replay's results for components over a limit, sorted: `node << 32 | profile` for each of their nodes and
+    /// `seq << 32 | profile` for each of their events, `profile` an index into `replayedIDs`; and the live profiles.
+    private var replayedNodes: [UInt64] = []
+    private var replayedEvents: [UInt64] = []
+    private var replayedIDs: [UUID] = []
+    /// Per profile of `replayedIDs`: its founder node (-1 for a profile the replay did not leave live) and founding
+    /// event.
+    private var replayedFounders: [Int32] = []
+    private var replayedFoundedSeqs: [Int64] = []
+    private var replayedNumbers: [UUID: UInt32] = [:]
     /// Each hub's own profile.
     package private(set) var hubProfiles: [Int32: UUID] = [:]
 
@@ -150,12 +164,21 @@ package struct RebuildGraph: Sendable {
     package var edgeCount: Int { edgeEntries.count }
     package var nodeCount: Int { firstSeq.count }
     /// Profiles in the graph: one per component within its limits, the replay's live ones, one per hub.
-    package var profileCount: Int { componentFounder.count - conflictComponents + replayedProfiles.count + hubProfiles.count }
+    package var profileCount: Int { componentFounder.count - conflictComponents + replayedProfileIDs.count + hubProfiles.count }
+
+    /// The live profiles of the replay.
+    package var replayedProfileIDs: [UUID] { replayedIDs.indices.filter { replayedFounders[$0] >= 0 }.map { replayedIDs[$0] } }
+
+    /// A live profile of the replay: its founder node and founding event.
+    package func replayedProfile(_ id: UUID) -> (founder: Int, foundedSeq: Int64)? {
+        guard let number = replayedNumbers[id].map(Int.init), replayedFounders[number] >= 0 else { return nil }
+        return (Int(replayedFounders[number]), replayedFoundedSeqs[number])
+    }
 
     package func used(_ node: Int) -> Bool { firstSeq[node] != .max }
     package func identifier(_ node: Int) -> Identifier { table.identifier(Int32(node)) }
 
-    /// The node of an identifier given as UTF-8 bytes, if it is in the graph.
+    /// The node of an identifier given as UTF-8 bytes, if it is in the graph (after ``restoreIndex()``).
     package func position(kind: some Collection<UInt8>, value: some Collection<UInt8>) -> Int? {
         guard let entry = table.find(kind: kind, value: value), used(Int(entry)) else { return nil }
         return Int(entry)
@@ -166,12 +189,26 @@ package struct RebuildGraph: Sendable {
         if hub[node] { return hubProfiles[Int32(node)]! }
         let component = Int(component[node])
         if componentFounder[component] >= 0 { return componentProfile[component] }
-        return replayedNodes[Int32(node)]!
+        return replayedIDs[Int(Self.lookup(UInt32(node), in: replayedNodes)!)]
+    }
+
+    /// The low half of the entry of `sorted` whose high half is `key`.
+    private static func lookup(_ key: UInt32, in sorted: [UInt64]) -> UInt32? {
+        var low = 0, high = sorted.count
+        while low < high {
+            let middle = (low + high) / 2
+            if UInt32(sorted[middle] >> 32) < key { low = middle + 1 } else { high = middle }
+        }
+        return low < sorted.count && UInt32(sorted[low] >> 32) == key ? UInt32(truncatingIfNeeded: sorted[low]) : nil
     }
 
     /// The index of the event `seq` among the events with identifiers, if it has any.
     package func event(seq: Int64) -> Int? {
         guard seq >= 0, seq < Int64(UInt32.max) else { return nil }
+        if events.seqs.isEmpty {
+            let index = seq - Int64(events.firstSeq)
+            return index >= 0 && index < Int64(events.count) ? Int(index) : nil
+        }
         let target = UInt32(seq), seqs = events.seqs
         var low = 0, high = seqs.count
         while low < high {
@@ -203,7 +240,7 @@ package struct RebuildGraph: Sendable {
     package func profile(code: Int32, seq: Int64) -> UUID? {
         switch code {
         case Self.noProfile: nil
-        case Self.replayedCode: replayedEvents[UInt32(seq)]
+        case Self.replayedCode: Self.lookup(UInt32(seq), in: replayedEvents).map { replayedIDs[Int($0)] }
         case ..<0: hubProfiles[-2 - code]
         default: componentProfile[Int(code)]
         }
@@ -249,16 +286,19 @@ package struct RebuildGraph: Sendable {
             if ra != rb { return ra < rb }
             return table.kindNames[Int(ka)].utf8.lexicographicallyPrecedes(table.kindNames[Int(kb)].utf8)
         }
-        return table.valueBytes(a).lexicographicallyPrecedes(table.valueBytes(b))
+        return table.valuePrecedes(a, b)
     }
     private var kindRank: [Int] = []
 
     /// Builds the graph from the extracted rows, which it empties.
     /// - Parameter replayBatch: identifiers per engine when replaying components over a limit (whole components;
     ///   the result does not depend on it).
-    package init(rows: ExtractedRows, rules: IdentityRules, replayBatch: Int = 50_000) {
+    package init(rows: ExtractedRows, rules: IdentityRules, replayBatch: Int = 20_000) {
         rows.applyAliasRule()
         var (table, firstSeq, firstSeen, lastSeen, keys) = rows.take()
+        // The table's hash index is not needed to build the graph: the swap rebuilds it (restoreIndex()) once it has
+        // released the events.
+        table.releaseIndex()
         self.table = table
         self.firstSeq = firstSeq
         self.firstSeen = firstSeen
@@ -269,19 +309,22 @@ package struct RebuildGraph: Sendable {
         identifiers = firstSeq.reduce(0) { $0 + ($1 != .max ? 1 : 0) }
         firstSeq = []
 
-        // 2. Events: the rows in (seq, node) order; an identifier twice in one event is one link.
+        // 2. Events: the rows in (seq, node) order; an identifier twice in one event is one link. Their seqs are
+        //    kept only when they are not dense.
+        let events = EventLinks()
         var eventSeqs: [UInt32] = [], eventStarts: [UInt32] = [], links: [Int32] = []
         keys.sort()
         links.reserveCapacity(keys.count)
         var eventTotal = 0
         for (index, key) in keys.enumerated() where index == 0 || key >> 32 != keys[index - 1] >> 32 { eventTotal += 1 }
-        eventSeqs.reserveCapacity(eventTotal)
+        let dense = keys.isEmpty || Int(keys.last! >> 32) - Int(keys.first! >> 32) + 1 == eventTotal
+        events.firstSeq = keys.first.map { UInt32($0 >> 32) } ?? 0
+        if !dense { eventSeqs.reserveCapacity(eventTotal) }
         eventStarts.reserveCapacity(eventTotal + 1)
         var previous = UInt64.max
         for key in keys where key != previous {
-            let seq = UInt32(key >> 32)
-            if eventSeqs.last != seq {
-                eventSeqs.append(seq)
+            if key >> 32 != previous >> 32 {
+                if !dense { eventSeqs.append(UInt32(key >> 32)) }
                 eventStarts.append(UInt32(links.count))
             }
             links.append(Int32(bitPattern: UInt32(key & 0xFFFF_FFFF)))
@@ -289,30 +332,34 @@ package struct RebuildGraph: Sendable {
         }
         eventStarts.append(UInt32(links.count))
         keys = []
+        (events.seqs, events.starts, events.links) = (eventSeqs, eventStarts, links)
+        self.events = events
         func members(_ event: Int) -> ArraySlice<Int32> { links[Int(eventStarts[event])..<Int(eventStarts[event + 1])] }
 
-        // 3. Edges: per node a, its pairs (b > a, seq) in event order, then sorted and the first of each b kept.
+        // 3. Edges: per node a, its pairs (b > a, seq) in event order, then sorted and the first of each b kept, in
+        //    place (the pairs become the edges).
         var starts = [UInt32](repeating: 0, count: nodeCount + 1)
-        for event in 0..<eventSeqs.count {
+        for event in 0..<events.count {
             let members = members(event)
             guard members.count > 1 else { continue }
             for x in members { for y in members where x < y { starts[Int(x) + 1] += 1 } }
         }
         for node in 0..<nodeCount { starts[node + 1] += starts[node] }
         var pairs = [UInt64](repeating: 0, count: Int(starts[nodeCount]))
-        do {
-            var cursor = starts
-            for event in 0..<eventSeqs.count {
-                let members = members(event)
-                guard members.count > 1 else { continue }
-                for x in members {
-                    for y in members where x < y {
-                        pairs[Int(cursor[Int(x)])] = UInt64(UInt32(bitPattern: y)) << 32 | UInt64(eventSeqs[event])
-                        cursor[Int(x)] += 1
-                    }
+        // starts[x] serves as x's cursor, and ends at x's end, the next node's start: shifted back after.
+        for event in 0..<events.count {
+            let members = members(event)
+            guard members.count > 1 else { continue }
+            let seq = UInt64(events.seq(event))
+            for x in members {
+                for y in members where x < y {
+                    pairs[Int(starts[Int(x)])] = UInt64(UInt32(bitPattern: y)) << 32 | seq
+                    starts[Int(x)] += 1
                 }
             }
         }
+        for node in stride(from: nodeCount, to: 0, by: -1) { starts[node] = starts[node - 1] }
+        starts[0] = 0
         var kept = 0
         for node in 0..<nodeCount {
             let begin = Int(starts[node]), end = Int(starts[node + 1])
@@ -325,8 +372,9 @@ package struct RebuildGraph: Sendable {
             }
         }
         starts[nodeCount] = UInt32(kept)
+        pairs.removeLast(pairs.count - kept)
         edgeStarts = starts
-        edgeEntries = Array(pairs[..<kept])
+        edgeEntries = pairs
         pairs = []
 
         // Hubs. Only a node with more than hubThreshold edges in all can have that many to one kind.
@@ -396,14 +444,14 @@ package struct RebuildGraph: Sendable {
         for node in 0..<nodeCount where component[node] >= 0 { memberStarts[Int(component[node]) + 1] += 1 }
         for index in 0..<components { memberStarts[index + 1] += memberStarts[index] }
         var grouped = [Int32](repeating: 0, count: Int(memberStarts[components]))
-        do {
-            var cursor = memberStarts
-            for node in 0..<nodeCount where component[node] >= 0 {
-                let c = Int(component[node])
-                grouped[Int(cursor[c])] = Int32(node)
-                cursor[c] += 1
-            }
+        // memberStarts[c] serves as c's cursor, ending at the next component's start: shifted back after.
+        for node in 0..<nodeCount where component[node] >= 0 {
+            let c = Int(component[node])
+            grouped[Int(memberStarts[c])] = Int32(node)
+            memberStarts[c] += 1
         }
+        for c in stride(from: components, to: 0, by: -1) { memberStarts[c] = memberStarts[c - 1] }
+        if components > 0 { memberStarts[0] = 0 }
         let limits = table.kindNames.map { rules.limit(of: $0) }
         var kindCounts = [Int](repeating: 0, count: table.kindNames.count)
         componentFounder = [Int32](repeating: -1, count: components)
@@ -437,7 +485,7 @@ package struct RebuildGraph: Sendable {
         conflictComponents = overLimit.count
 
         // Components over a limit: their events replayed through the engine, in receive order, a batch of whole
-        //    components (about 50,000 identifiers) per engine: components never share an event, so each replays alone,
+        //    components (about 20,000 identifiers) per engine: components never share an event, so each replays alone,
         //    and the engine (a few hundred bytes per identifier) stays small.
         if !overLimit.isEmpty {
             var batchOf = [Int32](repeating: -1, count: components)
@@ -452,7 +500,7 @@ package struct RebuildGraph: Sendable {
             }
             // The events to replay, by batch, in receive order within each.
             var replayed: [(batch: Int32, event: UInt32)] = []
-            for event in 0..<eventSeqs.count {
+            for event in 0..<events.count {
                 guard let first = members(event).first(where: { !hub[Int($0)] }), component[Int(first)] >= 0 else { continue }
                 let batch = batchOf[Int(component[Int(first)])]
                 if batch >= 0 { replayed.append((batch, UInt32(event))) }
@@ -469,26 +517,46 @@ package struct RebuildGraph: Sendable {
                     let nodes = members(Int(event)).filter { !hub[Int($0)] }
                     batchNodes.formUnion(nodes)
                     let extracted = ExtractedEvent(
-                        seq: Int64(eventSeqs[Int(event)]), messageID: "", micros: 0,
+                        seq: Int64(events.seq(Int(event))), messageID: "", micros: 0,
                         identifiers: nodes.map { table.identifier($0) })
                     engine.process(IdentityStage.resolverEvent(extracted, rules: rules, isHub: { _ in false }))
                 }
-                for node in batchNodes { replayedNodes[node] = engine.profile(of: table.identifier(node))! }
-                for id in engine.liveProfiles {
-                    let profile = engine.profiles[id]!
-                    replayedProfiles[id] = (profile.founder, profile.foundedSeq)
+                // Profiles are numbered as they are met.
+                func code(_ profile: UUID) -> UInt64 {
+                    if let known = replayedNumbers[profile] { return UInt64(known) }
+                    replayedNumbers[profile] = UInt32(replayedIDs.count)
+                    replayedIDs.append(profile)
+                    replayedFounders.append(-1)
+                    replayedFoundedSeqs.append(0)
+                    return UInt64(replayedIDs.count - 1)
                 }
-                for stamp in engine.finalStamps { if let profile = stamp.profile { replayedEvents[UInt32(stamp.seq)] = profile } }
+                var nodeOf: [Identifier: Int32] = [:]
+                for node in batchNodes {
+                    let identifier = table.identifier(node)
+                    nodeOf[identifier] = node
+                    replayedNodes.append(UInt64(UInt32(bitPattern: node)) << 32 | code(engine.profile(of: identifier)!))
+                }
+                for id in engine.liveProfiles {
+                    let profile = engine.profiles[id]!, number = Int(code(id))
+                    replayedFounders[number] = nodeOf[profile.founder]!
+                    replayedFoundedSeqs[number] = profile.foundedSeq
+                }
+                for stamp in engine.finalStamps {
+                    if let profile = stamp.profile { replayedEvents.append(UInt64(stamp.seq) << 32 | code(profile)) }
+                }
                 start = end
             }
+            replayedNodes.sort()
+            replayedEvents.sort()
         }
 
         // Hubs found their own profiles.
         for node in 0..<nodeCount where hub[node] && self.firstSeq[node] != .max {
             hubProfiles[Int32(node)] = table.identifier(Int32(node)).foundedProfileID
         }
-        let held = EventLinks()
-        (held.seqs, held.starts, held.links) = (eventSeqs, eventStarts, links)
-        self.events = held
     }
+
+    /// Rebuilds the identifiers' hash index, which the graph drops while it is built (it is not needed there, and
+    /// the build's peak would hold it): ``position(kind:value:)`` needs it.
+    package mutating func restoreIndex() { table.restoreIndex() }
 }

@@ -7,10 +7,10 @@ import TributaryModel
 ///
 /// The stored graph is read in full with COPY while the swap transaction holds the real-time stage's lock, and
 /// compared row by row as it streams in; none of it is held. First event stamps (on a second session; the lock is
-/// held, so both sessions read the same graph) alongside profiles (on the transaction's); then the graph's event
-/// arrays are released, and nodes and edges stream on the transaction's session (an edge names stored node ids,
-/// known once the nodes are read). What is kept is only the differences, as indices into the computed graph where
-/// it can say the rest.
+/// held, so both sessions read the same graph); then the graph's event arrays are released and its identifiers'
+/// index rebuilt in their place, and profiles (on the second session) stream alongside nodes and then edges (on the
+/// transaction's: an edge names stored node ids, known once the nodes are read). What is kept is only the
+/// differences, as indices into the computed graph where it can say the rest.
 struct Changes {
     var nodesRead = 0
     /// Stored node id → node: an array over the stored ids' range (`dense`, from `base`) when they are dense enough
@@ -41,28 +41,48 @@ struct Changes {
     var merges: [(from: UUID, into: UUID, founder: Identifier)] = []
     var stampsRead = 0
     /// Events whose stamp changes, and to what (``RebuildGraph/profileCode(ofEvent:)``; none for an event without
-    /// identifiers).
-    var restamps: [(seq: UInt32, code: Int32)] = []
+    /// identifiers). Kept in two parts, one per session that compared them (not joined: at 10M events each part
+    /// can be 40 MB).
+    var restampParts: [[(seq: UInt32, code: Int32)]] = []
+    var restampCount: Int { restampParts.reduce(0) { $0 + $1.count } }
 
     var profilesInserted: Int { componentsInserted.count + hubsInserted.count + replayedInserted.count }
     var rowsRead: Int { nodesRead + edgesRead + profilesRead + stampsRead }
     var rowsChanged: Int {
         nodesDeleted.count + nodesUpdated.count + nodesInserted.count + edgesDeleted.count + edgesUpdated.count
-            + edgesInserted.count + profilesDeleted.count + profilesUpdated.count + profilesInserted + restamps.count
+            + edgesInserted.count + profilesDeleted.count + profilesUpdated.count + profilesInserted + restampCount
     }
 
-    /// Reads the stored graph through `last` and compares it with `graph`: stamps on `reader` alongside profiles on
-    /// `tx` (which holds the stage's lock), then, with the graph's events released, nodes and edges on `tx`.
+    /// Reads the stored graph through `last` and compares it with `graph`: stamps on `reader`, then, with the graph's
+    /// events released and its identifiers' index rebuilt (``RebuildGraph/restoreIndex()``), profiles on `reader`
+    /// alongside nodes and edges on `tx` (which holds the stage's lock).
     static func compare(
-        _ tx: PostgresConnection, reader: PostgresConnection, through last: Int64, graph: RebuildGraph
+        _ tx: PostgresConnection, reader: PostgresConnection, through last: Int64, graph unindexed: RebuildGraph
     ) async throws -> Changes {
-        async let stamps = compareStamps(reader, through: last, graph: graph)
         var changes = Changes()
-        try await changes.compareProfiles(tx, graph: graph)
-        (changes.stampsRead, changes.restamps) = try await stamps
-        graph.events.release()
+        // Stamps, half on each session.
+        async let firstHalf = compareStamps(reader, after: 0, through: last / 2, graph: unindexed)
+        let secondHalf = try await compareStamps(tx, after: last / 2, through: last, graph: unindexed)
+        let first = try await firstHalf
+        changes.stampsRead = first.0 + secondHalf.0
+        changes.restampParts = [first.1, secondHalf.1]
+        unindexed.events.release()
+        let graph = {
+            var graph = unindexed
+            graph.restoreIndex()
+            return graph
+        }()
+        async let profiles = Changes.profiles(reader, graph: graph)
         try await changes.compareNodes(tx, graph: graph)
         try await changes.compareEdges(tx, graph: graph)
+        let compared = try await profiles
+        changes.profilesRead = compared.profilesRead
+        changes.profilesDeleted = compared.profilesDeleted
+        changes.profilesUpdated = compared.profilesUpdated
+        changes.merges = compared.merges
+        changes.componentsInserted = compared.componentsInserted
+        changes.hubsInserted = compared.hubsInserted
+        changes.replayedInserted = compared.replayedInserted
         return changes
     }
 
@@ -186,14 +206,18 @@ struct Changes {
         edgesInserted = met.indices.lazy.filter { !met[$0] }.map { UInt32($0) }
     }
 
-    /// Event stamps, streamed in any order and each compared with the stamp the graph gives its event.
+    /// Event stamps of `(after, last]`, streamed in any order and each compared with the stamp the graph gives its
+    /// event.
     private static func compareStamps(
-        _ db: PostgresConnection, through last: Int64, graph: RebuildGraph
+        _ db: PostgresConnection, after first: Int64, through last: Int64, graph: RebuildGraph
     ) async throws -> (Int, [(seq: UInt32, code: Int32)]) {
         var read = 0
         var restamps: [(seq: UInt32, code: Int32)] = []
         try await db.copyOut(
-            "COPY (SELECT seq, profile_id FROM cdp.events WHERE seq <= \(unescaped: String(last))) TO STDOUT"
+            """
+            COPY (SELECT seq, profile_id FROM cdp.events WHERE seq > \(unescaped: String(first)) AND seq <= \(unescaped: String(last)))
+            TO STDOUT
+            """
         ) { chunk in
             var index = 0
             while index < chunk.count {
@@ -209,6 +233,12 @@ struct Changes {
 
     /// Profiles: a stored profile is the graph's when its founder founds the same id in the graph (a profile's id
     /// is derived from its founder); any other goes, logged as merged into the profile its founder belongs to now.
+    private static func profiles(_ db: PostgresConnection, graph: RebuildGraph) async throws -> Changes {
+        var changes = Changes()
+        try await changes.compareProfiles(db, graph: graph)
+        return changes
+    }
+
     private mutating func compareProfiles(_ db: PostgresConnection, graph: RebuildGraph) async throws {
         var componentMet = [Bool](repeating: false, count: graph.components)
         var hubsMet = Set<Int32>()
@@ -231,11 +261,10 @@ struct Changes {
                 let founder = {
                     Identifier(kind: String(decoding: kind, as: UTF8.self), value: String(decoding: value, as: UTF8.self))
                 }
-                if let replayed = graph.replayedProfiles[id] {
+                if let replayed = graph.replayedProfile(id) {
                     replayedMet.insert(id)
-                    if replayed.founder != founder() || replayed.foundedSeq != seq {
-                        updated.append((id, replayed.founder, replayed.foundedSeq))
-                    }
+                    let computed = graph.identifier(replayed.founder)
+                    if computed != founder() || replayed.foundedSeq != seq { updated.append((id, computed, replayed.foundedSeq)) }
                     continue
                 }
                 let position = graph.position(kind: kind, value: value)
@@ -266,7 +295,7 @@ struct Changes {
         componentsInserted = (0..<graph.components).lazy.filter { !componentMet[$0] && graph.componentProfile($0) != nil }
             .map { Int32($0) }
         hubsInserted = graph.hubProfiles.keys.filter { !hubsMet.contains($0) }.sorted()
-        replayedInserted = graph.replayedProfiles.keys.filter { !replayedMet.contains($0) }
+        replayedInserted = graph.replayedProfileIDs.filter { !replayedMet.contains($0) }
     }
 
     /// Writes the differences, in the order the constraints expect: merge log, profiles (then their redirects),
@@ -368,12 +397,10 @@ struct Changes {
                     number(seq, &line)
                 } else {
                     let id = replayedInserted[i - components - hubs]
-                    let replayed = graph.replayedProfiles[id]!
+                    let replayed = graph.replayedProfile(id)!
                     uuid(id, &line)
                     tab(&line)
-                    text(replayed.founder.kind, &line)
-                    tab(&line)
-                    text(replayed.founder.value, &line)
+                    identifier(replayed.founder, &line)
                     tab(&line)
                     number(replayed.foundedSeq, &line)
                 }
@@ -475,12 +502,14 @@ struct Changes {
             try await tx.execute(
                 "INSERT INTO cdp.identity_edges (a, b, first_seq) SELECT a, b, first_seq FROM pg_temp.rebuild_edges_new")
         }
-        if !restamps.isEmpty {
-            try await Self.temp(tx, "rebuild_restamp", "seq bigint, profile_id uuid", restamps.count) { i, line in
-                let seq = Int64(restamps[i].seq)
+        if restampCount > 0 {
+            let parts = restampParts, firstCount = parts[0].count
+            try await Self.temp(tx, "rebuild_restamp", "seq bigint, profile_id uuid", restampCount) { i, line in
+                let restamp = i < firstCount ? parts[0][i] : parts[1][i - firstCount]
+                let seq = Int64(restamp.seq)
                 number(seq, &line)
                 tab(&line)
-                uuid(graph.profile(code: restamps[i].code, seq: seq), &line)
+                uuid(graph.profile(code: restamp.code, seq: seq), &line)
             }
             try await tx.execute(
                 "UPDATE cdp.events AS e SET profile_id = d.profile_id FROM pg_temp.rebuild_restamp AS d WHERE e.seq = d.seq")

@@ -27,6 +27,40 @@ import TributaryModel
         #expect(table.find(kind: "email", value: "never-seen") == nil)
     }
 
+    /// Values that are UUIDs in canonical lower-case text are stored as 16 bytes: found again, given back as the
+    /// same text, ordered as the text orders, and never confused with the same UUID in capitals or with near misses.
+    @Test func uuidValuesArePackedWithoutChangingWhatTheyAre() {
+        var table = IdentifierTable()
+        let anonymous = table.kind(Array("anonymous_id".utf8))
+        var random = SystemRandomNumberGenerator()
+        var values = (0..<2_000).map { _ in UUID().uuidString.lowercased() }
+        values += ["00000000-0000-0000-0000-000000000000", "ffffffff-ffff-ffff-ffff-ffffffffffff"]
+        values += values.prefix(50).map { $0.uppercased() }  // not canonical: kept as text, a different identifier
+        values += [
+            "0795d419-460a-816a-87f5-0a92e6daf0cg", "0795d419x460a-816a-87f5-0a92e6daf0c9", "0795d419-460a-816a-87f5-0a92e6daf0c",
+        ]
+        values += ["anon-1", "0795d419-460a-816a-87f5-0a92e6daf0c9-", "z"]
+        values.shuffle(using: &random)
+        var entries: [String: Int32] = [:]
+        for value in values + values.shuffled() {
+            let entry = table.intern(kind: anonymous, Array(value.utf8))
+            if let known = entries[value] { #expect(known == entry) } else { entries[value] = entry }
+        }
+        #expect(table.count == Set(values).count)
+        for (value, entry) in entries {
+            #expect(table.value(entry) == value)
+            #expect(Array(table.valueBytes(entry)) == Array(value.utf8))
+            #expect(table.find(kind: "anonymous_id", value: value) == entry)
+        }
+        let sorted = entries.keys.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
+        let byTable = entries.values.sorted { table.valuePrecedes($0, $1) }.map { table.value($0) }
+        #expect(byTable == sorted)
+        // The index dropped and rebuilt finds the same entries.
+        table.releaseIndex()
+        table.restoreIndex()
+        for (value, entry) in entries { #expect(table.find(kind: "anonymous_id", value: value) == entry) }
+    }
+
     /// UUIDs read from COPY's text without a `String`: both cases of hex, NULL, and the fields after each.
     @Test func uuidsParseFromCopyTextInPlace() {
         let text =
