@@ -57,9 +57,10 @@ public struct IdentityRebuild: Sendable {
     /// here (about 14 bytes per identifier). Default 1 GiB: about 10 million events in memory.
     public var memoryBudget = 1 << 30
 
-    /// What the in-memory rebuild holds per event, with some room: peaks of 0.88–0.92 GB measured for 10M generated
-    /// events (9.7M identifiers, 10.9M edges) and about 160 MB for the benchmark's 1.1M (a fixed ~40 MB included).
-    public static let bytesPerEvent = 100
+    /// What the in-memory rebuild holds per event at its peak, a cold rebuild (every stamp and identifier written):
+    /// 1.05 GB measured for 10M generated events (9.7M identifiers, 10.9M edges; 0.88–0.91 GB with the graph current)
+    /// and about 160 MB for the benchmark's 1.1M (a fixed ~40 MB included).
+    public static let bytesPerEvent = 105
 
     /// Identifiers per engine when the in-memory rebuild replays components over a limit (whole components per
     /// engine: they never share an event). Tests set it low to replay every component alone.
@@ -251,17 +252,18 @@ public struct IdentityRebuild: Sendable {
         try await db.withTransaction { tx in
             try await tx.advisoryTransactionLock(IdentityStore.processorLock)
             // A second session, opened once the lock is held, reads the event stamps alongside.
-            let changes = try await PostgresConnection.withConnection(configuration: configuration, logger: logger) {
+            var changes = try await PostgresConnection.withConnection(configuration: configuration, logger: logger) {
                 try await Changes.compare(tx, reader: $0, through: last, graph: graph)
             }
             phase("swap in: stored graph read and compared", rows: changes.rowsRead)
-            try await changes.write(tx, graph: graph, through: last)
             report.nodesChanged = changes.nodesUpdated.count + changes.nodesInserted.count
             report.eventsRestamped = changes.restampCount
+            let written = changes.rowsChanged
+            try await changes.write(tx, graph: graph, through: last)
             try await Checkpoint.identity.set(tx, seq: last)
             // Stages after identity rebuild from events rather than replay this rebuild's changes one by one.
             try await Checkpoint.identity.advanceGeneration(tx)
-            phase("swap in: changes written", rows: changes.rowsChanged)
+            phase("swap in: changes written", rows: written)
         }
         phase("swap in: committed")
     }

@@ -52,7 +52,7 @@ extension TributaryCommand.IdentityGroup {
             abstract: "Recompute the whole identity graph from cdp.events and swap it in atomically.",
             discussion: """
                 Ingestion and the real-time stage may keep running; events after the rebuild's snapshot are processed by the stage. \
-                The graph is computed in this process (about 100 bytes per event) when the events fit --memory-budget, \
+                The graph is computed in this process (about 105 bytes per event) when the events fit --memory-budget, \
                 else in PostgreSQL (slower, about 14 bytes per identifier here).
                 """
         )
