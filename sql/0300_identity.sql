@@ -65,7 +65,9 @@ AS $$
     SELECT left(raw_ids.kind, 63),
            normalized.value,
            CASE
-               WHEN raw_ids.kind !~ '^[a-z][a-z0-9_]{0,62}$' THEN 'invalid_kind'
+               -- ^[a-z][a-z0-9_]{0,62}$ written without the bounded repeat, which PostgreSQL's regex engine expands
+               -- into 62 copies (2 µs a check instead of 0.2).
+               WHEN NOT (raw_ids.kind ~ '^[a-z][a-z0-9_]*$' AND length(raw_ids.kind) <= 63) THEN 'invalid_kind'
                WHEN typed.text_value IS NULL THEN 'wrong_type'
                ELSE cdp.identifier_problem(raw_ids.kind, typed.method, normalized.value, p_rules)
            END

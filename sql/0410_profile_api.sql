@@ -129,7 +129,7 @@ BEGIN
         RETURN NEXT;
         RETURN;
     END IF;
-    IF p_kind IS NULL OR p_kind !~ '^[a-z][a-z0-9_]{0,62}$' THEN
+    IF p_kind IS NULL OR NOT (p_kind ~ '^[a-z][a-z0-9_]*$' AND length(p_kind) <= 63) THEN
         outcome := 'invalid_kind';
         RETURN NEXT;
         RETURN;

@@ -109,6 +109,7 @@ import Testing
     }
 
     @Test func badIdentifiersAreIgnoredCountedAndTheEventKept() async throws {
+        let longest = "k" + String(repeating: "_", count: 61) + "9", tooLong = String(repeating: "m", count: 64)
         try await TestDatabase.withFreshDatabase { (client) async throws in
             try await F.migrated(client)
             try await F.write(
@@ -120,6 +121,13 @@ import Testing
                     F.event(
                         anonymous: "a-1", user: "u-1",
                         context: #"{"externalIds": [{"id": "c-1", "type": "Bad Type!"}, "x", {"id": "c-2", "type": "crm_id"}]}"#),
+                    // Kinds at the length limit (63 characters) and past it, and one not starting with a letter.
+                    F.event(
+                        user: "u-1",
+                        context: #"""
+                            {"externalIds": [{"id": "c-3", "type": "\#(longest)"}, {"id": "c-4", "type": "\#(tooLong)"},
+                                             {"id": "c-5", "type": "9abc"}]}
+                            """#),
                 ], client)
             _ = try await IdentityStage(client: client, logger: TestDatabase.logger).catchUp()
             let ignored = Dictionary(
@@ -132,9 +140,10 @@ import Testing
                 ignored["blocked/anonymous_id"] == 1 && ignored["invalid_email/email"] == 1 && ignored["invalid_phone/phone"] == 1
             )
             #expect(ignored["invalid_kind/bad type!"] == 1 && ignored["wrong_type/external_id"] == 1)
+            #expect(ignored["invalid_kind/\(tooLong.prefix(63))"] == 1 && ignored["invalid_kind/9abc"] == 1)
             let partition = try await F.partition(client)
-            #expect(Set(partition.keys) == ["user_id:u-1", "anonymous_id:a-1", "crm_id:c-2"])
-            #expect(try await client.query("SELECT count(*) FROM cdp.events WHERE profile_id IS NOT NULL").scalar(Int.self) == 5)
+            #expect(Set(partition.keys) == ["user_id:u-1", "anonymous_id:a-1", "crm_id:c-2", "\(longest):c-3"])
+            #expect(try await client.query("SELECT count(*) FROM cdp.events WHERE profile_id IS NOT NULL").scalar(Int.self) == 6)
         }
     }
 
