@@ -64,9 +64,11 @@ package struct IdentifierTable: Sendable {
         return out
     }
 
+    private static let hexDigits = Array("0123456789abcdef".utf8)
+
     /// The text of a packed UUID.
     private static func unpack(_ raw: ArraySlice<UInt8>) -> [UInt8] {
-        let digits = Array("0123456789abcdef".utf8)
+        let digits = hexDigits
         var out: [UInt8] = []
         out.reserveCapacity(36)
         for (offset, byte) in raw.enumerated() {
@@ -110,9 +112,12 @@ package struct IdentifierTable: Sendable {
         starts.append(UInt32(bytes.count))
         kinds.append(kind)
         slots[slot] = entry
-        if kinds.count * 4 > slots.count * 3 { grow() }
+        if Self.overfull(kinds.count, slots: slots.count) { grow() }
         return entry
     }
+
+    /// Whether `entries` fill more than three quarters of `slots`.
+    private static func overfull(_ entries: Int, slots: Int) -> Bool { entries * 4 > slots * 3 }
 
     private mutating func grow() { rehash(slots: slots.count * 2) }
 
@@ -124,7 +129,7 @@ package struct IdentifierTable: Sendable {
     package mutating func restoreIndex() {
         guard slots.isEmpty else { return }
         var capacity = 1 << 12
-        while kinds.count * 4 > capacity * 3 { capacity *= 2 }
+        while Self.overfull(kinds.count, slots: capacity) { capacity *= 2 }
         rehash(slots: capacity)
     }
 

@@ -251,7 +251,8 @@ public struct IdentityRebuild: Sendable {
         //    sequence.
         try await db.withTransaction { tx in
             try await tx.advisoryTransactionLock(IdentityStore.processorLock)
-            // A second session, opened once the lock is held, reads the event stamps alongside.
+            // A second session, opened once the lock is held, reads half the event stamps and then the profiles
+            // alongside.
             var changes = try await PostgresConnection.withConnection(configuration: configuration, logger: logger) {
                 try await Changes.compare(tx, reader: $0, through: last, graph: graph)
             }

@@ -192,14 +192,19 @@ package struct RebuildGraph: Sendable {
         return replayedIDs[Int(Self.lookup(UInt32(node), in: replayedNodes)!)]
     }
 
-    /// The low half of the entry of `sorted` whose high half is `key`.
-    private static func lookup(_ key: UInt32, in sorted: [UInt64]) -> UInt32? {
-        var low = 0, high = sorted.count
+    /// The index of the entry of `sorted[range]` (ascending) whose high half is `key`.
+    private static func index(ofHigh key: UInt64, in sorted: [UInt64], _ range: Range<Int>) -> Int? {
+        var low = range.lowerBound, high = range.upperBound
         while low < high {
             let middle = (low + high) / 2
-            if UInt32(sorted[middle] >> 32) < key { low = middle + 1 } else { high = middle }
+            if sorted[middle] >> 32 < key { low = middle + 1 } else { high = middle }
         }
-        return low < sorted.count && UInt32(sorted[low] >> 32) == key ? UInt32(truncatingIfNeeded: sorted[low]) : nil
+        return low < range.upperBound && sorted[low] >> 32 == key ? low : nil
+    }
+
+    /// The low half of the entry of `sorted` whose high half is `key`.
+    private static func lookup(_ key: UInt32, in sorted: [UInt64]) -> UInt32? {
+        index(ofHigh: UInt64(key), in: sorted, sorted.indices).map { UInt32(truncatingIfNeeded: sorted[$0]) }
     }
 
     /// The index of the event `seq` among the events with identifiers, if it has any.
@@ -248,13 +253,7 @@ package struct RebuildGraph: Sendable {
 
     /// The edge between nodes `x` and `y` (in either order), as an index into the edges, if there is one.
     package func edge(_ x: Int, _ y: Int) -> Int? {
-        let range = edges(of: min(x, y)), b = UInt64(max(x, y))
-        var low = range.lowerBound, high = range.upperBound
-        while low < high {
-            let middle = (low + high) / 2
-            if edgeEntries[middle] >> 32 < b { low = middle + 1 } else { high = middle }
-        }
-        return low < range.upperBound && edgeEntries[low] >> 32 == b ? low : nil
+        Self.index(ofHigh: UInt64(max(x, y)), in: edgeEntries, edges(of: min(x, y)))
     }
 
     /// The indices of the edges of node `a` to nodes `b > a`.
@@ -358,8 +357,7 @@ package struct RebuildGraph: Sendable {
                 }
             }
         }
-        for node in stride(from: nodeCount, to: 0, by: -1) { starts[node] = starts[node - 1] }
-        starts[0] = 0
+        Self.shiftBack(&starts)
         var kept = 0
         for node in 0..<nodeCount {
             let begin = Int(starts[node]), end = Int(starts[node + 1])
@@ -450,8 +448,7 @@ package struct RebuildGraph: Sendable {
             grouped[Int(memberStarts[c])] = Int32(node)
             memberStarts[c] += 1
         }
-        for c in stride(from: components, to: 0, by: -1) { memberStarts[c] = memberStarts[c - 1] }
-        if components > 0 { memberStarts[0] = 0 }
+        Self.shiftBack(&memberStarts)
         let limits = table.kindNames.map { rules.limit(of: $0) }
         var kindCounts = [Int](repeating: 0, count: table.kindNames.count)
         componentFounder = [Int32](repeating: -1, count: components)
@@ -554,6 +551,13 @@ package struct RebuildGraph: Sendable {
         for node in 0..<nodeCount where hub[node] && self.firstSeq[node] != .max {
             hubProfiles[Int32(node)] = table.identifier(Int32(node)).foundedProfileID
         }
+    }
+
+    /// Puts back the start offsets of a grouping (`starts[g]..<starts[g + 1]` for group `g`) after they served as
+    /// its groups' cursors while it was filled: each then stands at the next group's start.
+    private static func shiftBack(_ starts: inout [UInt32]) {
+        for group in stride(from: starts.count - 1, to: 0, by: -1) { starts[group] = starts[group - 1] }
+        starts[0] = 0
     }
 
     /// Rebuilds the identifiers' hash index, which the graph drops while it is built (it is not needed there, and

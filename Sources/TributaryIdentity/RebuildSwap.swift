@@ -6,10 +6,10 @@ import TributaryModel
 /// (nothing at all when the graph is current).
 ///
 /// The stored graph is read in full with COPY while the swap transaction holds the real-time stage's lock, and
-/// compared row by row as it streams in; none of it is held. First event stamps (on a second session; the lock is
-/// held, so both sessions read the same graph); then the graph's event arrays are released and its identifiers'
-/// index rebuilt in their place, and profiles (on the second session) stream alongside nodes and then edges (on the
-/// transaction's: an edge names stored node ids, known once the nodes are read). What is kept is only the
+/// compared row by row as it streams in; none of it is held. First event stamps, half on the transaction's session and
+/// half on a second one (the lock is held, so both sessions read the same graph); then the graph's event arrays are
+/// released and its identifiers' index rebuilt in their place, and profiles (on the second session) stream alongside
+/// nodes and then edges (on the transaction's: an edge names stored node ids, known once the nodes are read). What is kept is only the
 /// differences, as indices into the computed graph where it can say the rest.
 struct Changes {
     var nodesRead = 0
@@ -53,7 +53,7 @@ struct Changes {
             + edgesInserted.count + profilesDeleted.count + profilesUpdated.count + profilesInserted + restampCount
     }
 
-    /// Reads the stored graph through `last` and compares it with `graph`: stamps on `reader`, then, with the graph's
+    /// Reads the stored graph through `last` and compares it with `graph`: stamps on both sessions, then, with the graph's
     /// events released and its identifiers' index rebuilt (``RebuildGraph/restoreIndex()``), profiles on `reader`
     /// alongside nodes and edges on `tx` (which holds the stage's lock).
     static func compare(
