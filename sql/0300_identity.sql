@@ -240,6 +240,37 @@ FROM cdp.identity_nodes;
 COMMENT ON VIEW cdp.identities IS
     'Tributary: one row per normalized identifier (kind: user_id, anonymous_id, email, phone, configured kinds) and the profile holding it; is_hub marks values that link too many separate identities and are not used for merging';
 
+-- Junk suspects: emails and phones with the shape of a placeholder typed by strangers: linked only to anonymous ids
+-- (two or more), which share nothing else (no two of them were seen with one same identifier besides this value).
+-- Advisory only, never a merge rule: a person who typed their email on two browsers and a phone without signing in
+-- has exactly this shape (17,540 of the identity benchmark's 300,000 people do), so refusing these values would
+-- split real people. A data team reviews the list, most-linked first, and puts true placeholders in rules.blocked,
+-- which splits what they joined. Computed from the graph alone, so the real-time stage and a rebuild (which arrive
+-- at the same graph) give the same rows. One row per suspect; filter on value or profile_id for one lookup.
+CREATE OR REPLACE VIEW cdp.identity_junk_suspects AS
+SELECT v.kind, v.value, v.profile_id, links.anonymous_ids, v.first_seen_at, v.last_seen_at
+FROM cdp.identity_nodes AS v
+CROSS JOIN LATERAL (
+    SELECT count(*) AS anonymous_ids, array_agg(n.node_id) AS nodes
+    FROM (SELECT e.b AS other FROM cdp.identity_edges AS e WHERE e.a = v.node_id
+          UNION ALL
+          SELECT e.a FROM cdp.identity_edges AS e WHERE e.b = v.node_id) AS linked
+    JOIN cdp.identity_nodes AS n ON n.node_id = linked.other
+    HAVING count(*) >= 2 AND bool_and(n.kind = 'anonymous_id')
+) AS links
+WHERE v.kind IN ('email', 'phone') AND v.status = 'active'
+  AND NOT EXISTS (
+      SELECT 1
+      FROM unnest(links.nodes) AS anonymous (node_id)
+      CROSS JOIN LATERAL (SELECT e.b AS other FROM cdp.identity_edges AS e WHERE e.a = anonymous.node_id
+                          UNION ALL
+                          SELECT e.a FROM cdp.identity_edges AS e WHERE e.b = anonymous.node_id) AS linked
+      WHERE linked.other <> v.node_id
+      GROUP BY linked.other
+      HAVING count(*) > 1);
+COMMENT ON VIEW cdp.identity_junk_suspects IS
+    'Tributary: emails and phones linked only to two or more anonymous ids that share nothing else (the shape of a placeholder typed by strangers, and of a person who never signed in); advisory, for review before adding a value to rules.blocked';
+
 CREATE OR REPLACE VIEW cdp.profile_merges AS
 SELECT from_profile_id, into_profile_id, merged_at, reason, kind, value, seq AS event_seq, message_id
 FROM cdp.profile_merge_log;

@@ -138,6 +138,35 @@ public struct IdentityAdmin: Sendable {
             merges: merges, ignored: ignored.map { (reason: $0.0, kind: $0.1, count: $0.2) })
     }
 
+    /// An email or phone with the shape of a placeholder typed by strangers (a row of `cdp.identity_junk_suspects`).
+    public struct JunkSuspect: Sendable, Equatable {
+        public var identifier: Identifier
+        public var profile: UUID
+        /// How many anonymous ids it links (its only links, and they share nothing else).
+        public var anonymousIDs: Int
+        public var firstSeen: Date
+        public var lastSeen: Date
+    }
+
+    /// Emails and phones linked only to two or more anonymous ids that share nothing else, most-linked first (then by
+    /// kind and value). Advisory: a placeholder typed by strangers has this shape, and so does a person who typed
+    /// their email on several browsers without signing in; nothing is refused until a value is put in `rules.blocked`.
+    /// - Parameter limit: at most this many (nil: all).
+    public func junkSuspects(limit: Int? = nil) async throws -> [JunkSuspect] {
+        // LIMIT NULL is no limit.
+        try await client.query(
+            """
+            SELECT kind, value, profile_id, anonymous_ids, first_seen_at, last_seen_at FROM cdp.identity_junk_suspects
+            ORDER BY anonymous_ids DESC, kind, value LIMIT \(limit)::int8
+            """
+        ).map { row in
+            let (kind, value, profile, count, first, last) = try row.decode((String, String, UUID, Int, Date, Date).self)
+            return JunkSuspect(
+                identifier: Identifier(kind: kind, value: value), profile: profile, anonymousIDs: count, firstSeen: first,
+                lastSeen: last)
+        }
+    }
+
     /// Which blocked pattern refuses `identifier` (normalized), described for a person: built-in or from the rules
     /// file, with its position there.
     func blockingPattern(_ identifier: Identifier, rules: IdentityRules) async throws -> String? {
@@ -262,6 +291,17 @@ public struct IdentityAdmin: Sendable {
                 out +=
                     "  \(PostgresTime.format(at)) \(reason): \(direction)\(event)\(cause.isEmpty ? "" : ", through \(cause)")\n"
             }
+        }
+        let suspects = try await client.query(
+            """
+            SELECT kind, value, anonymous_ids FROM cdp.identity_junk_suspects WHERE profile_id = \(profile)
+            ORDER BY anonymous_ids DESC, kind, value
+            """
+        ).map { try $0.decode((String, String, Int).self) }
+        if !suspects.isEmpty {
+            out +=
+                "\njunk suspects (linked only to anonymous ids that share nothing else: a placeholder typed by strangers looks like this, and so does a person who never signed in; if it is a placeholder, add it to rules.blocked):\n"
+            for (kind, value, count) in suspects { out += "  \(kind):\(value) joins \(count) anonymous ids\n" }
         }
         let outside = try await client.query(
             """

@@ -16,7 +16,7 @@ extension TributaryCommand {
         static let configuration = CommandConfiguration(
             commandName: "identity",
             abstract: "Identity resolution: the real-time stage, full rebuild, rules and explanations.",
-            subcommands: [Run.self, Rebuild.self, Explain.self, Status.self, Rules.self])
+            subcommands: [Run.self, Rebuild.self, Explain.self, Status.self, Suspects.self, Rules.self])
     }
 }
 
@@ -125,6 +125,37 @@ extension TributaryCommand.IdentityGroup {
                     "  ignored identifiers: "
                         + status.ignored.map { "\($0.reason.replacingOccurrences(of: "_", with: " ")) \($0.kind) \($0.count)" }
                         .joined(separator: ", "))
+            }
+        }
+    }
+
+    struct Suspects: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "List emails and phones that look like placeholders: linked only to anonymous ids that share nothing else.",
+            discussion: """
+                Advisory: nothing is refused. A placeholder typed by strangers (guest@shop.example) has this shape, and so \
+                does a person who typed their email on several browsers without signing in. Put true placeholders in \
+                the rules' "blocked" list (`tributary identity rules apply`), which splits what they joined.
+                """)
+        @OptionGroup var global: GlobalOptions
+        @Option(help: "Show at most this many, most-linked first.") var limit: Int = 50
+
+        func run() async throws {
+            guard limit >= 1 else { throw CLIError("--limit must be at least 1, got \(limit)") }
+            let logger = global.makeLogger()
+            let suspects = try await global.withMigratedClient(logger: logger) { client in
+                try await IdentityAdmin(client: client, logger: logger).junkSuspects(limit: limit)
+            }
+            if suspects.isEmpty {
+                print("no junk suspects: no email or phone is linked only to anonymous ids that share nothing else")
+                return
+            }
+            print("anonymous ids  identifier  profile  last seen")
+            for suspect in suspects {
+                print(
+                    "\(String(repeating: " ", count: max(0, 13 - String(suspect.anonymousIDs).count)))\(suspect.anonymousIDs)  "
+                        + "\(suspect.identifier)  \(suspect.profile.uuidString.lowercased())  \(PostgresTime.format(suspect.lastSeen))"
+                )
             }
         }
     }

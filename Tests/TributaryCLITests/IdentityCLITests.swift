@@ -34,6 +34,12 @@ import Testing
             let status = try await cli.run(["identity", "status"], environment: env)
             #expect(
                 status.stdout.contains("identity stage at event 3 of 3") && status.stdout.contains("4 identifiers in 1 profiles"))
+            // Jane's email also links her user id, so it is no junk suspect.
+            let suspects = try await cli.run(["identity", "suspects"], environment: env)
+            #expect(suspects.status == 0 && suspects.stdout.contains("no junk suspects"), "\(suspects.stdout)\(suspects.stderr)")
+            cli.expectOneLineError(
+                try await cli.run(["identity", "suspects", "--limit", "0"], environment: env),
+                containing: ["--limit must be at least 1, got 0"])
             let rebuild = try await cli.run(["identity", "rebuild"], environment: env)
             #expect(rebuild.status == 0 && rebuild.stdout.contains("changed: 0 identifiers, 0 event stamps"), "\(rebuild.stdout)")
 

@@ -195,6 +195,63 @@ import Testing
         }
     }
 
+    @Test func junkSuspectsAreListedAndExplainedButNothingIsRefused() async throws {
+        try await TestDatabase.withFreshDatabase { (client) async throws in
+            try await F.migrated(client)
+            try await F.write(
+                [
+                    // A placeholder no pattern blocks, typed by three strangers.
+                    F.event(anonymous: "v-1", traits: #"{"email": "guest@shop.example"}"#),
+                    F.event(anonymous: "v-2", traits: #"{"email": "Guest@Shop.example"}"#),
+                    F.event(anonymous: "v-3", traits: #"{"email": "guest@shop.example"}"#),
+                    // Amy signed in on one of her two browsers: her email also links her user id.
+                    F.event(anonymous: "a-1", traits: #"{"email": "amy@example.com"}"#),
+                    F.event(anonymous: "a-2", user: "u-amy", traits: #"{"email": "amy@example.com"}"#),
+                    // Bob never signed in, but both his browsers also carry his phone.
+                    F.event(anonymous: "b-1", traits: #"{"email": "bob@example.com", "phone": "+1 201 555 0123"}"#),
+                    F.event(anonymous: "b-2", traits: #"{"email": "bob@example.com", "phone": "+12015550123"}"#),
+                    // Cat typed her email on two browsers and nothing else: the shape of the placeholder.
+                    F.event(anonymous: "c-1", traits: #"{"email": "cat@example.com"}"#),
+                    F.event(anonymous: "c-2", traits: #"{"email": "cat@example.com"}"#),
+                    // One browser is not several; a blocked placeholder is no identifier at all.
+                    F.event(anonymous: "d-1", traits: #"{"email": "dan@example.com"}"#),
+                    F.event(anonymous: "t-1", traits: #"{"email": "test@test.com"}"#),
+                    F.event(anonymous: "t-2", traits: #"{"email": "test@test.com"}"#),
+                ], client)
+            _ = try await IdentityStage(client: client, logger: TestDatabase.logger).catchUp()
+            let admin = IdentityAdmin(client: client, logger: TestDatabase.logger)
+            let suspects = try await admin.junkSuspects()
+            #expect(
+                suspects.map { "\($0.identifier) \($0.anonymousIDs)" } == [
+                    "email:guest@shop.example 3", "email:cat@example.com 2",
+                ])
+            // Advisory: the suspects still merged what they link.
+            let partition = try await F.partition(client)
+            #expect(partition["anonymous_id:v-1"] == partition["anonymous_id:v-3"])
+            #expect(suspects[0].profile.uuidString.lowercased() == partition["anonymous_id:v-2"])
+            #expect(try await admin.junkSuspects(limit: 1).map(\.identifier.value) == ["guest@shop.example"])
+
+            let visitor = try await admin.explain(Identifier(kind: "anonymous_id", value: "v-2"))
+            #expect(
+                visitor.contains("junk suspects") && visitor.contains("email:guest@shop.example joins 3 anonymous ids"),
+                "\(visitor)")
+            for person in ["amy@example.com", "bob@example.com", "dan@example.com"] {
+                let text = try await admin.explain(Identifier(kind: "email", value: person))
+                #expect(!text.contains("junk suspects"), "\(person):\n\(text)")
+            }
+            // The rebuild arrives at the same graph, so at the same suspects.
+            _ = try await IdentityRebuild(configuration: client.configuration, logger: TestDatabase.logger).run()
+            #expect(try await admin.junkSuspects() == suspects)
+            // Blocking the placeholder splits its visitors and takes it off the list.
+            var rules = try await admin.rules()
+            rules.blocked = [.init(pattern: "^guest@shop\\.example$")]
+            _ = try await admin.apply(rules: rules)
+            #expect(try await admin.junkSuspects().map(\.identifier.value) == ["cat@example.com"])
+            let split = try await F.partition(client)
+            #expect(split["anonymous_id:v-1"] != split["anonymous_id:v-3"])
+        }
+    }
+
     @Test func severalProcessorsGiveTheResultOfOne() async throws {
         try await TestDatabase.withFreshDatabase(maxConnections: 12) { (client) async throws in
             try await F.migrated(client)
