@@ -51,6 +51,53 @@ $$;
 COMMENT ON FUNCTION cdp.identifier_problem(text, text, text, jsonb) IS
     'Tributary: why a normalized identifier is refused (too_long, control_characters, blocked, invalid_email, invalid_phone), NULL if accepted';
 
+-- The normalization method of an identifier kind under the rules: the rules' normalize entry, else email or phone
+-- for those kinds and trim for any other. Inlined; with a constant kind and constant rules it folds to a constant.
+CREATE OR REPLACE FUNCTION cdp.identifier_method(p_kind text, p_rules jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT coalesce(p_rules -> 'normalize' ->> p_kind,
+                    CASE p_kind WHEN 'email' THEN 'email' WHEN 'phone' THEN 'phone' ELSE 'trim' END)
+$$;
+COMMENT ON FUNCTION cdp.identifier_method(text, jsonb) IS
+    'Tributary: the normalization method of an identifier kind under the given rules (email, phone, lowercase, trim, none)';
+
+-- One identifier found in an event, as a JSON value: no row when it is absent or JSON null; else its kind (cut to
+-- 63 characters), its normalized value and the reason it is refused (NULL when usable). A string is taken as it is,
+-- a number as its text unless the kind normalizes as email, anything else is refused as wrong_type.
+CREATE OR REPLACE FUNCTION cdp.checked_identifier(p_kind text, p_raw jsonb, p_rules jsonb)
+RETURNS TABLE (kind text, value text, problem text)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    -- Inlined into the caller. Every caller passes the rules as a constant, so with a constant kind the method, the
+    -- maximum length and the blocked pattern fold into constants when the query is planned (a third of the cost
+    -- of looking them up per identifier). Each OFFSET 0 keeps a step from being pulled up, so its expressions are
+    -- evaluated once per identifier instead of once per use.
+    SELECT left(p_kind, 63),
+           normalized.value,
+           CASE
+               -- ^[a-z][a-z0-9_]{0,62}$ written without the bounded repeat, which PostgreSQL's regex engine expands
+               -- into 62 copies (2 µs a check instead of 0.2).
+               WHEN NOT (p_kind ~ '^[a-z][a-z0-9_]*$' AND length(p_kind) <= 63) THEN 'invalid_kind'
+               WHEN normalized.text_value IS NULL THEN 'wrong_type'
+               ELSE cdp.identifier_problem(p_kind, cdp.identifier_method(p_kind, p_rules), normalized.value, p_rules)
+           END
+    FROM (
+        SELECT typed.text_value,
+               cdp.normalized_identifier(cdp.identifier_method(p_kind, p_rules), typed.text_value,
+                                         coalesce((p_rules ->> 'maxLength')::int, 256)) AS value
+        FROM (SELECT CASE jsonb_typeof(p_raw)
+                         WHEN 'string' THEN p_raw #>> '{}'
+                         WHEN 'number' THEN CASE WHEN cdp.identifier_method(p_kind, p_rules) <> 'email' THEN p_raw #>> '{}' END
+                     END AS text_value
+              WHERE p_raw IS NOT NULL AND jsonb_typeof(p_raw) <> 'null'
+              OFFSET 0) AS typed
+        OFFSET 0
+    ) AS normalized
+$$;
+COMMENT ON FUNCTION cdp.checked_identifier(text, jsonb, jsonb) IS
+    'Tributary: one identifier given as a JSON value, normalized under the given rules, with the reason it is refused (no row when absent)';
+
 -- Every identifier an event carries, normalized, with the reason it is refused (NULL when usable).
 -- rules is the complete rules document of cdp.identity_rules: normalize (kind -> email|phone|lowercase|trim|none),
 -- traitKeys (trait key -> kind), blockedRegex (kind or "*" -> one case-insensitive regex), maxLength.
@@ -59,53 +106,38 @@ CREATE OR REPLACE FUNCTION cdp.identity_candidates(
 ) RETURNS TABLE (kind text, value text, problem text)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-    -- Written to be inlined into the caller's query; each OFFSET 0 keeps a step from being pulled up, so its
-    -- expressions are evaluated once per identifier instead of once per use. Duplicates are possible (the same
-    -- email in traits and context.traits); callers deduplicate.
-    SELECT left(raw_ids.kind, 63),
-           normalized.value,
-           CASE
-               -- ^[a-z][a-z0-9_]{0,62}$ written without the bounded repeat, which PostgreSQL's regex engine expands
-               -- into 62 copies (2 µs a check instead of 0.2).
-               WHEN NOT (raw_ids.kind ~ '^[a-z][a-z0-9_]*$' AND length(raw_ids.kind) <= 63) THEN 'invalid_kind'
-               WHEN typed.text_value IS NULL THEN 'wrong_type'
-               ELSE cdp.identifier_problem(raw_ids.kind, typed.method, normalized.value, p_rules)
-           END
-    FROM (
-        SELECT fixed.kind, fixed.raw
-        FROM (VALUES ('user_id', to_jsonb(p_user_id)),
-                     ('anonymous_id', to_jsonb(p_anonymous_id)),
-                     ('email', p_traits -> 'email'),
-                     ('email', p_context -> 'traits' -> 'email'),
-                     ('phone', p_traits -> 'phone'),
-                     ('phone', p_context -> 'traits' -> 'phone')) AS fixed (kind, raw)
-        UNION ALL
-        SELECT keys.kind, source.object -> keys.key
-        FROM jsonb_each_text(coalesce(p_rules -> 'traitKeys', '{}')) AS keys (key, kind)
-        CROSS JOIN (VALUES (p_traits), (p_context -> 'traits')) AS source (object)
-        UNION ALL
+    -- Written to be inlined into the caller's query. The six fixed places are one branch each, with the kind a
+    -- constant (see cdp.checked_identifier); trait keys from the rules and context.externalIds follow, each behind a
+    -- gate that is a one-time test per event (false for every event when the rules list no trait keys). Duplicates
+    -- are possible (the same email in traits and context.traits); callers deduplicate.
+    SELECT c.* FROM cdp.checked_identifier('user_id', to_jsonb(p_user_id), p_rules) AS c
+    UNION ALL
+    SELECT c.* FROM cdp.checked_identifier('anonymous_id', to_jsonb(p_anonymous_id), p_rules) AS c
+    UNION ALL
+    SELECT c.* FROM cdp.checked_identifier('email', p_traits -> 'email', p_rules) AS c
+    UNION ALL
+    SELECT c.* FROM cdp.checked_identifier('email', p_context -> 'traits' -> 'email', p_rules) AS c
+    UNION ALL
+    SELECT c.* FROM cdp.checked_identifier('phone', p_traits -> 'phone', p_rules) AS c
+    UNION ALL
+    SELECT c.* FROM cdp.checked_identifier('phone', p_context -> 'traits' -> 'phone', p_rules) AS c
+    UNION ALL
+    SELECT c.*
+    FROM (SELECT p_rules -> 'traitKeys' AS keys WHERE p_rules -> 'traitKeys' <> '{}' OFFSET 0) AS gate
+    CROSS JOIN LATERAL jsonb_each_text(gate.keys) AS keys (key, kind)
+    CROSS JOIN (VALUES (p_traits), (p_context -> 'traits')) AS source (object)
+    CROSS JOIN LATERAL cdp.checked_identifier(keys.kind, source.object -> keys.key, p_rules) AS c
+    UNION ALL
+    SELECT c.*
+    FROM (SELECT p_context -> 'externalIds' AS items WHERE jsonb_typeof(p_context -> 'externalIds') = 'array' OFFSET 0) AS gate
+    CROSS JOIN LATERAL jsonb_array_elements(gate.items) AS external (item)
+    CROSS JOIN LATERAL (
         SELECT CASE WHEN jsonb_typeof(external.item) = 'object' THEN lower(btrim(external.item ->> 'type')) ELSE 'external_id' END,
                -- Anything but an object is refused as wrong_type (wrapped in an array, which never passes).
                CASE WHEN jsonb_typeof(external.item) = 'object' THEN external.item -> 'id' ELSE jsonb_build_array(external.item) END
-        FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p_context -> 'externalIds') = 'array'
-                                       THEN p_context -> 'externalIds' ELSE '[]' END) AS external (item)
-    ) AS raw_ids (kind, raw)
-    CROSS JOIN LATERAL (
-        SELECT method.name AS method,
-               CASE jsonb_typeof(raw_ids.raw)
-                   WHEN 'string' THEN raw_ids.raw #>> '{}'
-                   WHEN 'number' THEN CASE WHEN method.name <> 'email' THEN raw_ids.raw #>> '{}' END
-               END AS text_value
-        FROM (SELECT coalesce(p_rules -> 'normalize' ->> raw_ids.kind,
-                              CASE raw_ids.kind WHEN 'email' THEN 'email' WHEN 'phone' THEN 'phone' ELSE 'trim' END) AS name
-              OFFSET 0) AS method
         OFFSET 0
-    ) AS typed
-    CROSS JOIN LATERAL (
-        SELECT cdp.normalized_identifier(typed.method, typed.text_value, coalesce((p_rules ->> 'maxLength')::int, 256)) AS value
-        OFFSET 0
-    ) AS normalized
-    WHERE raw_ids.raw IS NOT NULL AND jsonb_typeof(raw_ids.raw) <> 'null'
+    ) AS item (kind, raw)
+    CROSS JOIN LATERAL cdp.checked_identifier(item.kind, item.raw, p_rules) AS c
 $$;
 COMMENT ON FUNCTION cdp.identity_candidates(text, text, jsonb, jsonb, jsonb) IS
     'Tributary: the normalized identifiers of one event under the given rules, with the reason each refused one is refused';
@@ -298,18 +330,30 @@ $$;
 -- the generic jsonb path (3x cheaper per event). The rebuild takes these from here and everything else (traits,
 -- context, alias calls) from cdp.event_identifiers with those two columns NULL; the tests that compare the rebuild
 -- with the real-time stage check the two agree.
+-- cdp.checked_identifier's steps for a text that needs no typing (a column), keeping only an accepted value.
+CREATE OR REPLACE FUNCTION cdp.accepted_text_identifier(p_kind text, p_text text, p_rules jsonb)
+RETURNS TABLE (kind text, value text)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT p_kind, normalized.value
+    FROM (SELECT cdp.normalized_identifier(cdp.identifier_method(p_kind, p_rules), p_text,
+                                           coalesce((p_rules ->> 'maxLength')::int, 256)) AS value
+          WHERE p_text IS NOT NULL
+          OFFSET 0) AS normalized
+    WHERE cdp.identifier_problem(p_kind, cdp.identifier_method(p_kind, p_rules), normalized.value, p_rules) IS NULL
+$$;
+COMMENT ON FUNCTION cdp.accepted_text_identifier(text, text, jsonb) IS
+    'Tributary: a text identifier of the given kind normalized under the given rules; no row when absent or refused';
+
 CREATE OR REPLACE FUNCTION cdp.column_identifiers(p_user_id text, p_anonymous_id text, p_rules jsonb)
 RETURNS TABLE (kind text, value text)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-    SELECT r.kind, n.value
-    FROM (VALUES ('user_id', p_user_id), ('anonymous_id', p_anonymous_id)) AS r (kind, raw)
-    CROSS JOIN LATERAL (SELECT coalesce(p_rules -> 'normalize' ->> r.kind, 'trim') AS method OFFSET 0) AS m
-    CROSS JOIN LATERAL (
-        SELECT cdp.normalized_identifier(m.method, r.raw, coalesce((p_rules ->> 'maxLength')::int, 256)) AS value
-        OFFSET 0
-    ) AS n
-    WHERE r.raw IS NOT NULL AND cdp.identifier_problem(r.kind, m.method, n.value, p_rules) IS NULL
+    -- One branch per column with the kind a constant, so that, as in cdp.identity_candidates, the method and
+    -- blocked pattern fold into constants (1.4x cheaper than the two columns as rows of one VALUES).
+    SELECT c.* FROM cdp.accepted_text_identifier('user_id', p_user_id, p_rules) AS c
+    UNION ALL
+    SELECT c.* FROM cdp.accepted_text_identifier('anonymous_id', p_anonymous_id, p_rules) AS c
 $$;
 COMMENT ON FUNCTION cdp.column_identifiers(text, text, jsonb) IS
     'Tributary: the accepted identifiers of an event''s userId and anonymousId (what cdp.identity_candidates accepts from them), for the rebuild';
