@@ -272,6 +272,17 @@ FROM cdp.identity_nodes;
 COMMENT ON VIEW cdp.identities IS
     'Tributary: one row per normalized identifier (kind: user_id, anonymous_id, email, phone, configured kinds) and the profile holding it; is_hub marks values that link too many separate identities and are not used for merging';
 
+-- The identifiers a node was seen with (an edge is stored once, a < b), each with the event that first linked them.
+CREATE OR REPLACE FUNCTION cdp.identity_links(p_node bigint) RETURNS TABLE (other bigint, first_seq bigint)
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT e.b, e.first_seq FROM cdp.identity_edges AS e WHERE e.a = p_node
+    UNION ALL
+    SELECT e.a, e.first_seq FROM cdp.identity_edges AS e WHERE e.b = p_node
+$$;
+COMMENT ON FUNCTION cdp.identity_links(bigint) IS
+    'Tributary: the node ids an identifier node was seen with, each with the event that first linked the pair';
+
 -- Junk suspects: emails and phones with the shape of a placeholder typed by strangers: linked only to anonymous ids
 -- (two or more), which share nothing else (no two of them were seen with one same identifier besides this value).
 -- Advisory only, never a merge rule: a person who typed their email on two browsers and a phone without signing in
@@ -284,9 +295,7 @@ SELECT v.kind, v.value, v.profile_id, links.anonymous_ids, v.first_seen_at, v.la
 FROM cdp.identity_nodes AS v
 CROSS JOIN LATERAL (
     SELECT count(*) AS anonymous_ids, array_agg(n.node_id) AS nodes
-    FROM (SELECT e.b AS other FROM cdp.identity_edges AS e WHERE e.a = v.node_id
-          UNION ALL
-          SELECT e.a FROM cdp.identity_edges AS e WHERE e.b = v.node_id) AS linked
+    FROM cdp.identity_links(v.node_id) AS linked
     JOIN cdp.identity_nodes AS n ON n.node_id = linked.other
     HAVING count(*) >= 2 AND bool_and(n.kind = 'anonymous_id')
 ) AS links
@@ -294,9 +303,7 @@ WHERE v.kind IN ('email', 'phone') AND v.status = 'active'
   AND NOT EXISTS (
       SELECT 1
       FROM unnest(links.nodes) AS anonymous (node_id)
-      CROSS JOIN LATERAL (SELECT e.b AS other FROM cdp.identity_edges AS e WHERE e.a = anonymous.node_id
-                          UNION ALL
-                          SELECT e.a FROM cdp.identity_edges AS e WHERE e.b = anonymous.node_id) AS linked
+      CROSS JOIN LATERAL cdp.identity_links(anonymous.node_id) AS linked
       WHERE linked.other <> v.node_id
       GROUP BY linked.other
       HAVING count(*) > 1);
@@ -325,12 +332,12 @@ AS $$
     FROM (SELECT p_previous_id AS previous_id WHERE p_type = 'alias' OFFSET 0) AS gate
     CROSS JOIN LATERAL cdp.identity_candidates(gate.previous_id, gate.previous_id, NULL, NULL, p_rules) AS c
 $$;
--- For the rebuild, which reads every event: the accepted identifiers of an event's userId and anonymousId columns,
--- exactly as cdp.identity_candidates accepts them (the same normalization and checks), over plain text instead of
--- the generic jsonb path (3x cheaper per event). The rebuild takes these from here and everything else (traits,
--- context, alias calls) from cdp.event_identifiers with those two columns NULL; the tests that compare the rebuild
--- with the real-time stage check the two agree.
--- cdp.checked_identifier's steps for a text that needs no typing (a column), keeping only an accepted value.
+COMMENT ON FUNCTION cdp.alias_candidates(text, text, jsonb) IS
+    'Tributary: the two forms (user_id, anonymous_id) of an alias call''s previousId under the given rules; none for other calls';
+
+-- cdp.checked_identifier's steps for a text that needs no typing (a column), keeping only an accepted value. Written
+-- out rather than shared through a function both call: with that extra level of inlining the planner expands the
+-- normalized value into every use (the plan repeats it in each check), 1-6% slower over the benchmark's events.
 CREATE OR REPLACE FUNCTION cdp.accepted_text_identifier(p_kind text, p_text text, p_rules jsonb)
 RETURNS TABLE (kind text, value text)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -345,6 +352,11 @@ $$;
 COMMENT ON FUNCTION cdp.accepted_text_identifier(text, text, jsonb) IS
     'Tributary: a text identifier of the given kind normalized under the given rules; no row when absent or refused';
 
+-- For the rebuild, which reads every event: the accepted identifiers of an event's userId and anonymousId columns,
+-- exactly as cdp.identity_candidates accepts them (the same normalization and checks), over plain text instead of
+-- the generic jsonb path (3x cheaper per event). The rebuild takes these from here and everything else (traits,
+-- context, alias calls) from cdp.event_identifiers with those two columns NULL; the tests that compare the rebuild
+-- with the real-time stage check the two agree.
 CREATE OR REPLACE FUNCTION cdp.column_identifiers(p_user_id text, p_anonymous_id text, p_rules jsonb)
 RETURNS TABLE (kind text, value text)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -357,9 +369,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION cdp.column_identifiers(text, text, jsonb) IS
     'Tributary: the accepted identifiers of an event''s userId and anonymousId (what cdp.identity_candidates accepts from them), for the rebuild';
-
-COMMENT ON FUNCTION cdp.alias_candidates(text, text, jsonb) IS
-    'Tributary: the two forms (user_id, anonymous_id) of an alias call''s previousId under the given rules; none for other calls';
 
 -- Every identifier an event names: cdp.identity_candidates, plus (via_alias true) both forms of an alias call's
 -- previousId. The identity stage keeps one of those two forms (see above); deletion, suppression and export match both.

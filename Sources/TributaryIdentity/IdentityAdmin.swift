@@ -151,12 +151,15 @@ public struct IdentityAdmin: Sendable {
     /// Emails and phones linked only to two or more anonymous ids that share nothing else, most-linked first (then by
     /// kind and value). Advisory: a placeholder typed by strangers has this shape, and so does a person who typed
     /// their email on several browsers without signing in; nothing is refused until a value is put in `rules.blocked`.
-    /// - Parameter limit: at most this many (nil: all).
-    public func junkSuspects(limit: Int? = nil) async throws -> [JunkSuspect] {
-        // LIMIT NULL is no limit.
+    /// - Parameters:
+    ///   - profile: only those held by this profile (nil: all).
+    ///   - limit: at most this many (nil: all).
+    public func junkSuspects(profile: UUID? = nil, limit: Int? = nil) async throws -> [JunkSuspect] {
+        // A NULL profile filters nothing, and LIMIT NULL is no limit.
         try await client.query(
             """
             SELECT kind, value, profile_id, anonymous_ids, first_seen_at, last_seen_at FROM cdp.identity_junk_suspects
+            WHERE profile_id = \(profile)::uuid OR \(profile)::uuid IS NULL
             ORDER BY anonymous_ids DESC, kind, value LIMIT \(limit)::int8
             """
         ).map { row in
@@ -292,23 +295,17 @@ public struct IdentityAdmin: Sendable {
                     "  \(PostgresTime.format(at)) \(reason): \(direction)\(event)\(cause.isEmpty ? "" : ", through \(cause)")\n"
             }
         }
-        let suspects = try await client.query(
-            """
-            SELECT kind, value, anonymous_ids FROM cdp.identity_junk_suspects WHERE profile_id = \(profile)
-            ORDER BY anonymous_ids DESC, kind, value
-            """
-        ).map { try $0.decode((String, String, Int).self) }
+        let suspects = try await junkSuspects(profile: profile)
         if !suspects.isEmpty {
             out +=
                 "\njunk suspects (linked only to anonymous ids that share nothing else: a placeholder typed by strangers looks like this, and so does a person who never signed in; if it is a placeholder, add it to rules.blocked):\n"
-            for (kind, value, count) in suspects { out += "  \(kind):\(value) joins \(count) anonymous ids\n" }
+            for suspect in suspects { out += "  \(suspect.identifier) joins \(suspect.anonymousIDs) anonymous ids\n" }
         }
         let outside = try await client.query(
             """
             SELECT y.kind, y.value, y.status, y.profile_id, e.first_seq
             FROM cdp.identity_nodes AS x
-            JOIN LATERAL (SELECT b AS other, first_seq FROM cdp.identity_edges WHERE a = x.node_id
-                          UNION ALL SELECT a, first_seq FROM cdp.identity_edges WHERE b = x.node_id) AS e ON true
+            JOIN LATERAL cdp.identity_links(x.node_id) AS e ON true
             JOIN cdp.identity_nodes AS y ON y.node_id = e.other AND y.profile_id <> \(profile)
             WHERE x.profile_id = \(profile)
             ORDER BY e.first_seq LIMIT 50

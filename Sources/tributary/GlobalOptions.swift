@@ -91,3 +91,10 @@ extension DatabaseTarget {
         }
     }
 }
+
+extension String {
+    /// Right-aligned in a column `width` characters wide (unchanged when longer), for tables on the terminal.
+    func leftPadded(to width: Int) -> String {
+        count >= width ? self : String(repeating: " ", count: width - count) + self
+    }
+}

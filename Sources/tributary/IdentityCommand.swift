@@ -153,7 +153,7 @@ extension TributaryCommand.IdentityGroup {
             print("anonymous ids  identifier  profile  last seen")
             for suspect in suspects {
                 print(
-                    "\(String(repeating: " ", count: max(0, 13 - String(suspect.anonymousIDs).count)))\(suspect.anonymousIDs)  "
+                    "\(String(suspect.anonymousIDs).leftPadded(to: 13))  "
                         + "\(suspect.identifier)  \(suspect.profile.uuidString.lowercased())  \(PostgresTime.format(suspect.lastSeen))"
                 )
             }
